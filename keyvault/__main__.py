@@ -1,0 +1,5 @@
+"""``python -m keyvault``."""
+
+from keyvault.cli.app import main
+
+main()

@@ -1,0 +1,145 @@
+"""The ``keyvault`` command: global options, command groups, and the one place errors print.
+
+Command modules parse arguments, call ``keyvault.ops`` and render. Library
+code raises KeyvaultError subclasses; :func:`main` maps them to exit codes.
+Nothing heavy is imported at start-up: ``keyvault --help`` loads neither
+cryptography nor any backend SDK.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from keyvault import __version__
+from keyvault.cli import keys, setup
+from keyvault.cli.state import CliState
+
+EXIT_CODE_HELP = """Exit codes: 0 success; 1 local I/O failure or unexpected error; 2 usage
+error or invalid input; 3 not found; 4 access denied; 5 integrity failure (tampered or corrupt
+backup); 6 backend unavailable; 7 conflict (target exists with different content);
+130 interrupted."""
+
+app = typer.Typer(
+    name="keyvault",
+    help="Back up and restore Docker Content Trust (Notary) signing keys, encrypted under "
+         "keys you control.",
+    epilog=EXIT_CODE_HELP,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    pretty_exceptions_show_locals=False,
+    add_completion=True,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"keyvault {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option(
+        "--config", envvar="KEYVAULT_CONFIG", help="Config file (TOML).", metavar="FILE",
+        show_default=False)] = None,
+    trust_dir: Annotated[Path | None, typer.Option(
+        "--trust-dir", metavar="DIR", show_default=False,
+        help="Trust directory (default: $DOCKER_CONFIG/trust or ~/.docker/trust).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")
+                        ] = False,
+    store: Annotated[str | None, typer.Option(
+        "--store", metavar="URI", show_default=False,
+        help="Store URI, e.g. file:///var/lib/keyvault.")] = None,
+    wrapper: Annotated[list[str] | None, typer.Option(
+        "--wrapper", metavar="URI", show_default=False,
+        help="Wrapper URI (repeatable), e.g. an age1... recipient.")] = None,
+    team: Annotated[str | None, typer.Option(
+        "--team", metavar="NAME", show_default=False, help="Team that owns the keys.")] = None,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version and exit.")] = False,
+) -> None:
+    ctx.obj = CliState(config_path=config, trust_dir=trust_dir, json=json_out, store=store,
+                       wrappers=list(wrapper or []), team=team)
+
+
+setup.register(app)
+keys.register(app)
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised like Ctrl-C so restores roll back before the process ends."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; return (and, when run as a program, exit with) the exit code."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    code = _run(argv)
+    if argv is None:
+        sys.exit(code)
+    return code
+
+
+def _run(argv: list[str] | None) -> int:
+    from keyvault.errors import KeyvaultError
+
+    click_exception = _click_exception_class()
+
+    json_mode = "--json" in (argv if argv is not None else sys.argv[1:])
+    try:
+        result = app(args=argv, prog_name="keyvault", standalone_mode=False)
+    except KeyvaultError as exc:
+        return _report(exc, json_mode)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        sys.stderr.write("keyvault: interrupted; nothing was left half-written\n")
+        return 130
+    except _Terminated:
+        sys.stderr.write("keyvault: terminated; nothing was left half-written\n")
+        return 143
+    except Exception as exc:  # a bug: say so without echoing values that may be secret
+        if isinstance(exc, click_exception):
+            exc.show()  # type: ignore[attr-defined]
+            return int(exc.exit_code)  # type: ignore[attr-defined]
+        if os.environ.get("KEYVAULT_DEBUG"):
+            traceback.print_exc()
+        sys.stderr.write(f"keyvault: internal error ({type(exc).__name__}); details are not "
+                         "shown because they may hold secrets. Run with KEYVAULT_DEBUG=1 for "
+                         "a traceback, and report it.\n")
+        return 1
+    # Without standalone mode, click returns a typer.Exit's code instead of raising it.
+    return result if isinstance(result, int) else 0
+
+
+def _report(exc: BaseException, json_mode: bool) -> int:
+    from keyvault.cli.output import emit_json
+    from keyvault.errors import KeyvaultError
+
+    assert isinstance(exc, KeyvaultError)
+    if json_mode:
+        emit_json(exc.to_dict())
+    sys.stderr.write(f"keyvault: error: {exc.message}\n")
+    if exc.hint:
+        sys.stderr.write(f"keyvault: hint: {exc.hint}\n")
+    return exc.exit_code
+
+
+def _click_exception_class() -> type[Exception]:
+    """click's ClickException, whether typer uses click or its own copy of it."""
+    for cls in typer.BadParameter.__mro__:
+        if cls.__name__ == "ClickException":
+            return cls
+    return typer.BadParameter

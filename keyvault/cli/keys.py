@@ -1,0 +1,244 @@
+"""Commands on keys: scan, backup, list, restore, verify."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from keyvault.cli.options import All, DryRun, Guns, Json, KeyIds, Roles
+from keyvault.cli.state import CliState
+
+if TYPE_CHECKING:
+    from keyvault.ops.selection import Selection
+    from keyvault.trust.model import ScanResult
+
+
+def register(app: typer.Typer) -> None:
+    app.command("scan")(scan)
+    app.command("backup")(backup)
+    app.command("list")(list_cmd)
+    app.command("restore")(restore)
+    app.command("verify")(verify)
+
+
+def _state(ctx: typer.Context, json_out: bool) -> CliState:
+    state: CliState = ctx.obj
+    state.json = state.json or json_out
+    return state
+
+
+def _selection(guns: list[str] | None, roles: list[str] | None, key_ids: list[str] | None,
+               everything: bool) -> Selection:
+    from keyvault.ops.selection import Selection
+
+    return Selection.build(guns=guns, roles=roles, key_ids=key_ids, everything=everything)
+
+
+def _scan(state: CliState) -> ScanResult:
+    from keyvault.trust.scan import scan_trust_dir
+
+    return scan_trust_dir(state.config().trust_dir)
+
+
+def _problems_json(result: ScanResult) -> list[dict[str, str]]:
+    return [{"path": p.relpath, "code": p.code, "reason": p.reason} for p in result.problems]
+
+
+def _warn_problems(result: ScanResult) -> None:
+    from keyvault.cli.output import warn
+
+    for p in result.problems:
+        warn(f"skipped private/{p.relpath}: {p.reason} [{p.code}]")
+
+
+def _worst(codes: list[int]) -> int:
+    """The exit code of a bulk run: integrity first, then the most specific failure."""
+    if not codes:
+        return 0
+    for preferred in (5, 4, 6, 3, 7, 2, 1):
+        if preferred in codes:
+            return preferred
+    return max(codes)
+
+
+def scan(ctx: typer.Context, json_out: Json = False) -> None:
+    """List the key files in the trust directory (no store or wrapper needed)."""
+    state = _state(ctx, json_out)
+    result = _scan(state)
+    from keyvault.cli.output import emit_json, say, table
+
+    if state.json:
+        emit_json({"trust_dir": result.trust_dir, "keys": [
+            {"key_id": k.key_id, "role": k.role, "gun": k.gun, "algorithm": k.algorithm,
+             "path": k.relpath, "mode": f"{k.mode:04o}", "layout": k.layout.value,
+             "encrypted": k.encrypted, "size": k.size} for k in result.keys],
+            "problems": _problems_json(result)})
+    else:
+        table(f"Keys in {result.trust_dir}", ["ROLE", "GUN", "KEY ID", "PATH", "LAYOUT"],
+              [[k.role, k.gun or "-", k.key_id, k.relpath, k.layout.value] for k in result.keys])
+        if not result.keys:
+            say("No key files found.")
+        _warn_problems(result)
+    if result.problems:
+        raise typer.Exit(2)
+
+
+def backup(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: KeyIds = None,
+           everything: All = False, dry_run: DryRun = False, json_out: Json = False) -> None:
+    """Back up key files from the trust directory (all of them unless selected)."""
+    state = _state(ctx, json_out)
+    selection = _selection(gun, role, key_id, everything)
+    config = state.config()
+    result = _scan(state)
+    from keyvault.cli.output import emit_json, progress, table, warn
+    from keyvault.ops.backup import FAILED, BackupOutcome, backup_keys, select_keys
+
+    keys = select_keys(result.keys, selection, f"trust directory {result.trust_dir}")
+    with state.session() as session, progress(len(keys), "backing up",
+                                              not state.json) as bar:
+        def done(outcome: BackupOutcome) -> None:
+            bar.advance(outcome.key.key_id[:12])
+
+        outcomes = backup_keys(session, keys, team=config.team, dry_run=dry_run, on_done=done)
+    codes = [o.error.exit_code for o in outcomes if o.error is not None]
+    codes += [2] if result.problems else []
+    if state.json:
+        emit_json({"trust_dir": result.trust_dir, "store": config.store, "team": config.team,
+                   "dry_run": dry_run, "keys": [_outcome_json(o) for o in outcomes],
+                   "problems": _problems_json(result)})
+    else:
+        table(f"Backup of {result.trust_dir} to {config.store}" + (" (dry run)" if dry_run
+                                                                     else ""),
+              ["ACTION", "ROLE", "GUN", "KEY ID", "VERSION"],
+              [[o.action, o.address.role, o.address.gun or "-", o.address.key_id,
+                o.version or "-"] for o in outcomes])
+        for o in outcomes:
+            if o.action == FAILED and o.error is not None:
+                warn(f"{o.address.role} key {o.address.key_id[:12]}: {o.error}")
+        _warn_problems(result)
+    raise typer.Exit(_worst(codes))
+
+
+def _outcome_json(o: Any) -> dict[str, Any]:
+    return {"key_id": o.address.key_id, "role": o.address.role, "gun": o.address.gun,
+            "object": o.address.object_name, "action": o.action, "version": o.version,
+            "error": o.error.to_dict() if o.error else None}
+
+
+def list_cmd(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: KeyIds = None,
+             long: Annotated[bool, typer.Option("--long", "-l",
+                                                help="Read each envelope for details.")] = False,
+             json_out: Json = False) -> None:
+    """List the keys the store holds for the team."""
+    state = _state(ctx, json_out)
+    config = state.config()
+    from keyvault.cli.output import emit_json, say, table
+    from keyvault.ops.listing import list_keys
+
+    with state.session() as session:
+        listed = list_keys(session, team=config.team,
+                           selection=_selection(gun, role, key_id, False), long=long)
+    if state.json:
+        emit_json({"store": config.store, "team": config.team, "keys": [
+            {"key_id": item.address.key_id, "role": item.address.role, "gun": item.address.gun,
+             "object": item.address.object_name, "version": item.version,
+             "created": item.created, "source": item.source_name,
+             "wrappers": list(item.wrappers), "error": item.error} for item in listed]})
+    elif not listed:
+        say(f"The store holds no keys for team {config.team}.")
+    else:
+        columns = ["ROLE", "GUN", "KEY ID"] + (["VERSION", "CREATED", "WRAPPERS"] if long else [])
+        rows = [[i.address.role, i.address.gun or "-", i.address.key_id]
+                + ([i.version or "-", i.created or "-", ", ".join(i.wrappers) or i.error or "-"]
+                   if long else []) for i in listed]
+        table(f"Keys of team {config.team} in {config.store}", columns, rows)
+    if any(item.error for item in listed):
+        raise typer.Exit(5)
+
+
+def restore(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: KeyIds = None,
+            everything: All = False, force: Annotated[bool, typer.Option(
+                "--force", help="Replace files that differ (the old ones are kept aside).")
+            ] = False, dry_run: DryRun = False,
+            version: Annotated[str | None, typer.Option(
+                "--version", help="Restore this version of a single key.",
+                show_default=False)] = None,
+            json_out: Json = False) -> None:
+    """Restore keys from the store into the trust directory, all or nothing."""
+    state = _state(ctx, json_out)
+    config = state.config()
+    from keyvault.cli.output import emit_json, progress, say, table
+    from keyvault.ops.restore import restore_keys
+
+    selection = _selection(gun, role, key_id, everything)
+    selection.require_explicit("restore")
+    with state.session() as session, progress(1, "opening envelopes", not state.json) as bar:
+        report = restore_keys(session, team=config.team, selection=selection,
+                              trust_dir=config.trust_dir, force=force, dry_run=dry_run,
+                              version=version, on_opened=lambda s: bar.advance())
+    if state.json:
+        emit_json({"trust_dir": str(report.trust_dir), "dry_run": report.dry_run,
+                   "kept_aside": list(report.kept_aside), "keys": [
+                       {"key_id": e.stored.address.key_id, "role": e.stored.address.role,
+                        "gun": e.stored.address.gun, "version": e.stored.version,
+                        "path": e.stored.envelope.header.source_name,
+                        "action": e.action.value, "reason": e.reason} for e in report.entries]})
+    else:
+        title = f"Restore into {report.trust_dir}" + (" (dry run)" if dry_run else "")
+        table(title, ["ACTION", "ROLE", "GUN", "KEY ID", "PATH"],
+              [[e.action.value, e.stored.address.role, e.stored.address.gun or "-",
+                e.stored.address.key_id, "private/" + e.stored.envelope.header.source_name]
+               for e in report.entries])
+        for aside in report.kept_aside:
+            say(f"kept the replaced file as private/{aside}")
+    if dry_run and any(e.action.value == "conflict" for e in report.entries):
+        raise typer.Exit(7)
+
+
+def verify(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: KeyIds = None,
+           everything: All = False, deep: Annotated[bool, typer.Option(
+               "--deep", help="Also decrypt each key with its Notary passphrase (from the "
+                              "environment) and check its key ID.")] = False,
+           json_out: Json = False) -> None:
+    """Check that backups open and match the key files in the trust directory."""
+    state = _state(ctx, json_out)
+    config = state.config()
+    from keyvault.cli.output import emit_json, progress, table, warn
+    from keyvault.errors import NotFoundError
+    from keyvault.ops.verify import NOT_LOCAL, OK, Verified, verify_backups
+
+    selection = _selection(gun, role, key_id, everything)
+    try:
+        local = _scan(state).keys
+    except NotFoundError:
+        local = ()
+    deep_check = None
+    if deep:
+        from keyvault.cli.state import terminal_prompt
+        from keyvault.ops.deep import deep_checker
+
+        deep_check = deep_checker(config.env, config.trust_dir, terminal_prompt())
+    with state.session() as session, progress(len(local), "verifying", not state.json) as bar:
+        def done(v: Verified) -> None:
+            bar.advance(v.address.key_id[:12])
+
+        results = verify_backups(session, team=config.team, selection=selection,
+                                 local_keys=local, deep=deep_check, on_done=done)
+    codes = [r.error.exit_code for r in results if r.error is not None]
+    if state.json:
+        emit_json({"store": config.store, "team": config.team, "trust_dir": str(config.trust_dir),
+                   "deep": deep, "keys": [
+                       {"key_id": r.address.key_id, "role": r.address.role, "gun": r.address.gun,
+                        "status": r.status, "detail": r.detail, "deep": r.deep,
+                        "error": r.error.to_dict() if r.error else None} for r in results]})
+    else:
+        table(f"Verification of team {config.team} in {config.store}",
+              ["STATUS", "ROLE", "GUN", "KEY ID", "DETAIL"],
+              [[r.status, r.address.role, r.address.gun or "-", r.address.key_id,
+                r.detail + (f"; {r.deep}" if r.deep else "")] for r in results])
+        for r in results:
+            if r.status not in (OK, NOT_LOCAL) and r.error is not None:
+                warn(f"{r.address.role} key {r.address.key_id[:12]}: {r.error}")
+    raise typer.Exit(_worst(codes))
+

@@ -1,0 +1,71 @@
+"""Rendering: JSON on stdout for machines, tables and progress for people.
+
+Rich is imported only when something is drawn, so ``--json`` and ``--help``
+stay fast. Progress goes to stderr and only to a terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+
+def emit_json(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A rich table in a terminal; plain aligned columns (never wrapped) in a pipe."""
+    if not sys.stdout.isatty():
+        widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
+        lines = [title] if title else []
+        for row in [list(columns), *rows]:
+            lines.append("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+        sys.stdout.write("\n".join(lines) + "\n")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left", show_lines=False)
+    for column in columns:
+        fold = column in ("DETAIL", "GUN", "PATH", "WRAPPERS")
+        t.add_column(column, overflow="fold", no_wrap=not fold)
+    for row in rows:
+        t.add_row(*row)
+    Console(soft_wrap=False).print(t)
+
+
+def say(message: str) -> None:
+    sys.stdout.write(message + "\n")
+
+
+def warn(message: str) -> None:
+    sys.stderr.write(f"warning: {message}\n")
+
+
+class Progress:
+    """A progress bar on stderr when it is a terminal; silent otherwise."""
+
+    def __init__(self, bar: Any, task: Any) -> None:
+        self._bar, self._task = bar, task
+
+    def advance(self, label: str = "") -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, advance=1, description=label[:40])
+
+
+@contextmanager
+def progress(total: int, description: str, enabled: bool = True) -> Iterator[Progress]:
+    if not enabled or total < 2 or not sys.stderr.isatty():
+        yield Progress(None, None)
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
+    from rich.progress import Progress as RichProgress
+
+    with RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      console=Console(stderr=True), transient=True) as bar:
+        yield Progress(bar, bar.add_task(description, total=total))

@@ -1,0 +1,112 @@
+"""Commands that set keyvault up: init, quickstart."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import typer
+
+from keyvault.cli.options import Json
+from keyvault.cli.state import CliState
+
+if TYPE_CHECKING:
+    from keyvault.ops.setup import InitResult
+
+
+def register(app: typer.Typer) -> None:
+    app.command("init")(init)
+    app.command("quickstart")(quickstart)
+
+
+IDENTITY_WARNING = (
+    "The recovery identity {path} can open every backup it wraps. Keep a copy offline "
+    "(password manager, paper, safe) and remove it from this machine once you have "
+    "checked a restore; keyvault asks for it only to restore."
+)
+
+
+def _init(state: CliState) -> InitResult:
+    from keyvault.ops.setup import init as do_init
+
+    config = state.config()
+    return do_init(config, store=state.store, wrappers=state.wrappers, team=state.team,
+                   config_file=state.config_path)
+
+
+def _show_init(result: InitResult) -> None:
+    from keyvault.cli.output import say, warn
+
+    say(f"{'Wrote' if result.config_created else 'Kept'} config {result.config_file}")
+    say(f"Store: {result.store}")
+    say(f"Team: {result.team}")
+    for uri in result.wrappers:
+        say(f"Wrapper: {uri}")
+    if result.identity_created and result.identity_file is not None:
+        say(f"Created recovery identity {result.identity_file} (0600)")
+        warn(IDENTITY_WARNING.format(path=result.identity_file))
+
+
+def _init_json(result: InitResult) -> dict[str, object]:
+    return {"config_file": str(result.config_file), "store": result.store,
+            "wrappers": list(result.wrappers), "team": result.team,
+            "identity_file": str(result.identity_file) if result.identity_file else None,
+            "identity_created": result.identity_created,
+            "config_created": result.config_created}
+
+
+def init(ctx: typer.Context, json_out: Json = False) -> None:
+    """Set up the embedded default (local file store + local age recovery identity).
+
+    With the global --store, --wrapper or --team options, use those instead.
+    """
+    state: CliState = ctx.obj
+    result = _init(state)
+    if state.json or json_out:
+        from keyvault.cli.output import emit_json
+
+        emit_json(_init_json(result))
+    else:
+        _show_init(result)
+
+
+def quickstart(ctx: typer.Context, json_out: Json = False) -> None:
+    """Back up your trust directory (or a generated sample), restore it into a fresh
+    directory and check every byte: the whole job, on the embedded default."""
+    state: CliState = ctx.obj
+    as_json = state.json or json_out
+    config = state.config()
+    init_result = None
+    if config.source is None and not config.store:
+        init_result = _init(state)
+        state._config = None
+        config = state.config()
+    from keyvault.cli.output import emit_json, say, warn
+    from keyvault.ops.quickstart import quickstart as run
+
+    report = run(config, config.paths.data_dir / "sample-trust")
+    restored = report.restored
+    if as_json:
+        emit_json({
+            "init": _init_json(init_result) if init_result else None,
+            "trust_dir": str(report.trust_dir), "sample": report.used_sample,
+            "team": report.team, "store": config.store,
+            "backed_up": [{"key_id": o.address.key_id, "role": o.address.role,
+                           "gun": o.address.gun, "action": o.action} for o in report.backed_up],
+            "restored": len(restored.entries), "verified_identical": report.verified})
+        return
+    if init_result:
+        _show_init(init_result)
+    if report.used_sample:
+        say(f"No keys in {config.trust_dir}: generated a sample trust directory at "
+            f"{report.trust_dir} (passphrase 'keyvault-sample'), backed up as team 'sample'.")
+    counts: dict[str, int] = {}
+    for o in report.backed_up:
+        counts[o.action] = counts.get(o.action, 0) + 1
+    say(f"Backed up {len(report.backed_up)} key(s) from {report.trust_dir} to {config.store} "
+        f"({', '.join(f'{n} {a}' for a, n in sorted(counts.items()))}).")
+    say(f"Restored {len(restored.entries)} key(s) into a fresh directory and verified "
+        f"{report.verified} byte-identical, 0600 files in 0700 directories; then wiped it.")
+    say("Next: 'keyvault list', 'keyvault verify --all', and on a new machine "
+        "'keyvault restore --all'.")
+    if report.used_sample:
+        warn("these were sample keys; run again once your trust directory has keys")

@@ -1,0 +1,66 @@
+"""What the global options say, and the Config they resolve to (built once)."""
+
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from keyvault.config import Config
+    from keyvault.ops.session import Session
+
+
+@dataclass
+class CliState:
+    config_path: Path | None = None
+    trust_dir: Path | None = None
+    json: bool = False
+    store: str | None = None
+    wrappers: list[str] = field(default_factory=list)
+    team: str | None = None
+    _config: Config | None = field(default=None, repr=False)
+
+    def config(self) -> Config:
+        if self._config is None:
+            from keyvault.config import load_config
+
+            config = load_config(self.config_path, dict(os.environ))
+            changes: dict[str, object] = {}
+            if self.trust_dir is not None:
+                changes["trust_dir"] = self.trust_dir.expanduser()
+            if self.store:
+                changes["store"] = self.store
+            if self.wrappers:
+                changes["wrappers"] = tuple(self.wrappers)
+            if self.team:
+                from keyvault.names import validate_team
+
+                changes["team"] = validate_team(self.team)
+            self._config = dataclasses.replace(config, **changes)  # type: ignore[arg-type]
+        return self._config
+
+    def session(self) -> Session:
+        from keyvault.ops.session import Session
+
+        return Session(self.config(), prompt=terminal_prompt())
+
+
+class _TerminalPrompt:
+    """Reads a secret from the terminal without echo; never from argv."""
+
+    def __call__(self, prompt: str, *, confirm: bool = False) -> str:
+        value = getpass.getpass(f"{prompt}: ")
+        if confirm and getpass.getpass(f"{prompt} (again): ") != value:
+            from keyvault.errors import UsageError
+
+            raise UsageError("the two entries did not match")
+        return value
+
+
+def terminal_prompt() -> _TerminalPrompt | None:
+    return _TerminalPrompt() if sys.stdin.isatty() else None

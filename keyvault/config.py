@@ -1,0 +1,230 @@
+"""One typed configuration object, built once: defaults, then the TOML file, then env.
+
+Command-line flags are applied on top by the CLI. Nothing else in keyvault
+reads ``os.environ``: the environment is captured here and handed down
+(``Config.env``), so tests and the daemon can run with an explicit one.
+
+Example ``config.toml``::
+
+    [keyvault]
+    team = "default"
+    store = "file:///home/alice/.local/share/keyvault/store"
+    wrappers = ["age1..."]
+    # trust_dir = "/home/alice/.docker/trust"
+
+    [recovery]
+    identity_file = "/home/alice/.config/keyvault/recovery-identity.txt"
+
+    [passphrase]
+    scrypt_n = 131072
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from keyvault.errors import InvalidInputError, NotFoundError, UsageError
+from keyvault.names import validate_team
+from keyvault.plugins import BackendOptions, SecretPrompt
+
+APP_NAME = "keyvault"
+MAX_CONFIG_SIZE = 256 * 1024
+DEFAULT_TEAM = "default"
+
+#: Allowed keys per section; anything else is refused (B17), so typos do not pass silently.
+_SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "keyvault": {"team": str, "store": str, "wrappers": list, "trust_dir": str},
+    "recovery": {"identity_file": str, "identity_files": list},
+    "passphrase": {"scrypt_n": int},
+}
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where keyvault keeps its own files, per the platform's conventions."""
+
+    config_dir: Path
+    data_dir: Path
+    state_dir: Path
+
+    @property
+    def config_file(self) -> Path:
+        return self.config_dir / "config.toml"
+
+    @property
+    def default_store(self) -> Path:
+        return self.data_dir / "store"
+
+    @property
+    def default_identity(self) -> Path:
+        return self.config_dir / "recovery-identity.txt"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a command needs to know, resolved and validated."""
+
+    source: Path | None
+    paths: Paths
+    team: str
+    store: str | None
+    wrappers: tuple[str, ...]
+    trust_dir: Path
+    identity_files: tuple[Path, ...]
+    settings: Mapping[str, Mapping[str, Any]]
+    env: Mapping[str, str] = field(repr=False)
+
+    def backend_options(self, prompt: SecretPrompt | None) -> BackendOptions:
+        return BackendOptions(env=self.env, age_identity_files=self.identity_files,
+                              prompt=prompt, settings=self.settings)
+
+    def require_store(self) -> str:
+        if not self.store:
+            raise NotFoundError(
+                "no store is configured",
+                hint="run 'keyvault init' for the embedded default, or pass --store URI",
+            )
+        return self.store
+
+    def require_wrappers(self) -> tuple[str, ...]:
+        if not self.wrappers:
+            raise NotFoundError(
+                "no wrapper is configured",
+                hint="run 'keyvault init', or pass --wrapper URI (e.g. an age1... recipient)",
+            )
+        return self.wrappers
+
+
+def platform_paths() -> Paths:
+    """The platform's per-user directories (platformdirs; XDG variables on Linux)."""
+    import platformdirs
+
+    return Paths(
+        config_dir=Path(platformdirs.user_config_dir(APP_NAME)),
+        data_dir=Path(platformdirs.user_data_dir(APP_NAME)),
+        state_dir=Path(platformdirs.user_state_dir(APP_NAME)),
+    )
+
+
+def default_trust_dir(env: Mapping[str, str]) -> Path:
+    """Docker's rule: ``$DOCKER_CONFIG/trust``, else ``~/.docker/trust``."""
+    docker_config = env.get("DOCKER_CONFIG")
+    if docker_config:
+        return Path(docker_config) / "trust"
+    home = env.get("HOME") or str(Path.home())
+    return Path(home) / ".docker" / "trust"
+
+
+def load_config(path: Path | None, env: Mapping[str, str]) -> Config:
+    """Build the Config: defaults < file < environment. Flags come later (CLI)."""
+    paths = platform_paths()
+    if path is None and env.get("KEYVAULT_CONFIG"):
+        path = Path(env["KEYVAULT_CONFIG"])
+    source: Path | None = path
+    doc: dict[str, Any] = {}
+    if path is not None:
+        doc = _read_toml(path)
+    elif paths.config_file.exists():
+        source = paths.config_file
+        doc = _read_toml(source)
+    section = doc.get("keyvault", {})
+    recovery = doc.get("recovery", {})
+    team = env.get("KEYVAULT_TEAM") or section.get("team") or DEFAULT_TEAM
+    store = env.get("KEYVAULT_STORE") or section.get("store")
+    wrappers = tuple(_split(env["KEYVAULT_WRAPPERS"]) if env.get("KEYVAULT_WRAPPERS")
+                     else section.get("wrappers", ()))
+    trust = env.get("KEYVAULT_TRUST_DIR") or section.get("trust_dir")
+    identities = list(recovery.get("identity_files", []))
+    if "identity_file" in recovery:
+        identities.insert(0, recovery["identity_file"])
+    if env.get("KEYVAULT_AGE_IDENTITY"):
+        identities = _split(env["KEYVAULT_AGE_IDENTITY"]) + identities
+    elif not identities and paths.default_identity.exists():
+        identities = [str(paths.default_identity)]
+    if not all(isinstance(w, str) for w in wrappers) or not all(
+            isinstance(i, str) for i in identities):
+        raise InvalidInputError(f"{source}: wrappers and identity files must be lists of strings")
+    settings = {name: dict(doc.get(name, {})) for name in ("passphrase",)}
+    return Config(
+        source=source,
+        paths=paths,
+        team=validate_team(team),
+        store=store,
+        wrappers=wrappers,
+        trust_dir=Path(trust).expanduser() if trust else default_trust_dir(env),
+        identity_files=tuple(Path(i).expanduser() for i in identities),
+        settings=settings,
+        env=dict(env),
+    )
+
+
+def render_config(*, team: str, store: str, wrappers: list[str], identity_file: Path) -> str:
+    """The TOML that ``keyvault init`` writes (values are validated URIs and paths)."""
+    import json
+
+    lines = [
+        "# keyvault configuration (written by 'keyvault init')",
+        "[keyvault]",
+        f"team = {json.dumps(team)}",
+        f"store = {json.dumps(store)}",
+        f"wrappers = [{', '.join(json.dumps(w) for w in wrappers)}]",
+        "",
+        "[recovery]",
+        "# Move this identity offline (a password manager, paper, a safe) once you have",
+        "# checked a restore: whoever holds it can open every backup it wraps.",
+        f"identity_file = {json.dumps(str(identity_file))}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_CONFIG_SIZE + 1)
+    except FileNotFoundError:
+        raise NotFoundError(f"config file {path} does not exist",
+                            hint="run 'keyvault init' or fix --config/KEYVAULT_CONFIG") from None
+    except IsADirectoryError:
+        raise UsageError(f"config file {path} is a directory") from None
+    except PermissionError:
+        from keyvault.errors import AccessDeniedError
+
+        raise AccessDeniedError(f"config file {path} is not readable") from None
+    if len(raw) > MAX_CONFIG_SIZE:
+        raise InvalidInputError(f"config file {path} is larger than {MAX_CONFIG_SIZE} bytes")
+    try:
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise InvalidInputError(f"config file {path} is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidInputError(f"config file {path}: TOML syntax error: {exc}") from None
+    _check_schema(path, doc)
+    return doc
+
+
+def _check_schema(path: Path, doc: Mapping[str, Any]) -> None:
+    for section, body in doc.items():
+        allowed = _SCHEMA.get(section)
+        if allowed is None:
+            raise InvalidInputError(
+                f"config file {path}: unknown section [{section[:40]}]",
+                hint=f"known sections: {', '.join(sorted(_SCHEMA))}")
+        if not isinstance(body, dict):
+            raise InvalidInputError(f"config file {path}: [{section}] must be a table")
+        for key, value in body.items():
+            if key not in allowed:
+                raise InvalidInputError(
+                    f"config file {path}: unknown key {key[:40]!r} in [{section}]",
+                    hint=f"known keys: {', '.join(sorted(allowed))}")
+            if not isinstance(value, allowed[key]) or isinstance(value, bool):
+                raise InvalidInputError(
+                    f"config file {path}: [{section}] {key} has the wrong type")

@@ -1,0 +1,470 @@
+"""Envelope format v1: one JSON document per key file.
+
+Sealing
+  1. A fresh 32-byte data key (DEK) per key file.
+  2. The header (who the key is, where it came from, a digest of its bytes)
+     is serialized canonically (:func:`keyvault.canonical.canonical_json`).
+  3. The key file's bytes, exactly as found on disk, are encrypted with
+     AES-256-GCM under the DEK, a 96-bit random nonce, and the header bytes
+     as associated data: an envelope moved to another name, team or GUN, or
+     with any header field changed, does not open.
+  4. Commitment ``HMAC-SHA256(DEK, "keyvault/v1/commit" || header)`` is stored
+     and checked before decryption, so every wrapped copy of the DEK must be
+     the same DEK (no multi-key ciphertexts).
+  5. The DEK is wrapped by one or more wrappers, each bound to the context
+     (team, GUN, role, key ID). Adding or removing a wrapper never touches the
+     ciphertext.
+
+Opening is strict: the caller says which wrappers it trusts; the envelope
+never chooses a KMS key or an identity. Parsing is strict too: a size limit
+before parsing, exact field sets, allow-listed versions and algorithms,
+base64 without junk, duplicate JSON keys refused. See docs/envelope.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from keyvault.canonical import canonical_json
+from keyvault.errors import AccessDeniedError, IntegrityError, KeyvaultError, UsageError
+from keyvault.names import KeyAddress, validate_gun, validate_key_id, validate_role, validate_team
+from keyvault.trust.model import MAX_KEY_FILE_SIZE
+from keyvault.wrappers.base import DEK_SIZE, WrappedKey, Wrapper
+
+FORMAT = "keyvault-envelope"
+VERSION = 1
+CIPHER = "AES-256-GCM"
+COMMIT_LABEL = b"keyvault/v1/commit"
+NONCE_SIZE = 12
+TAG_SIZE = 16
+#: Envelopes larger than this are refused before JSON parsing (T10).
+MAX_ENVELOPE_SIZE = 2 * 1024 * 1024
+MAX_WRAPPED_KEYS = 16
+MAX_WRAPPED_BLOB = 8192
+_ALGORITHMS = frozenset({"ecdsa", "rsa", "ed25519"})
+_DOC_FIELDS = frozenset(
+    {"format", "version", "header", "cipher", "nonce", "ciphertext", "commitment", "wrapped_keys"}
+)
+_HEADER_FIELDS = frozenset(
+    {"format", "version", "team", "gun", "role", "key_id", "algorithm", "created",
+     "source_name", "source_mode", "size", "sha256"}
+)
+_WRAPPED_FIELDS = frozenset({"uri", "alg", "wrapped", "context", "params"})
+
+
+@dataclass(frozen=True)
+class Header:
+    """The authenticated facts about one key file. Every field is in the AAD."""
+
+    team: str
+    gun: str | None
+    role: str
+    key_id: str
+    algorithm: str | None
+    created: str
+    source_name: str
+    source_mode: int
+    size: int
+    sha256: str
+
+    def __post_init__(self) -> None:
+        validate_team(self.team)
+        validate_role(self.role)
+        validate_key_id(self.key_id)
+        if self.gun is not None:
+            validate_gun(self.gun)
+        KeyAddress(self.team, self.gun, self.role, self.key_id)
+        if self.algorithm is not None and self.algorithm not in _ALGORITHMS:
+            raise UsageError(f"unknown key algorithm {self.algorithm[:20]!r}")
+        _check_source_name(self.source_name)
+        if not 0 <= self.source_mode <= 0o7777:
+            raise UsageError("source_mode out of range")
+        if not 0 < self.size <= MAX_KEY_FILE_SIZE:
+            raise UsageError("key file size out of range")
+        if len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256):
+            raise UsageError("sha256 must be 64 lower-case hex digits")
+        _parse_timestamp(self.created)
+
+    @property
+    def address(self) -> KeyAddress:
+        return KeyAddress(self.team, self.gun, self.role, self.key_id)
+
+    def context(self) -> dict[str, str]:
+        """The facts every wrapper binds the DEK to (KMS EncryptionContext shape)."""
+        ctx = {
+            "keyvault:team": self.team,
+            "keyvault:role": self.role,
+            "keyvault:key_id": self.key_id,
+        }
+        if self.gun is not None:
+            ctx["keyvault:gun"] = self.gun
+        return ctx
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "team": self.team,
+            "gun": self.gun,
+            "role": self.role,
+            "key_id": self.key_id,
+            "algorithm": self.algorithm,
+            "created": self.created,
+            "source_name": self.source_name,
+            "source_mode": self.source_mode,
+            "size": self.size,
+            "sha256": self.sha256,
+        }
+
+    def canonical(self) -> bytes:
+        return canonical_json(self.to_json())
+
+    @classmethod
+    def from_json(cls, doc: Any) -> Header:
+        obj = _expect_object(doc, "header", _HEADER_FIELDS)
+        if obj["format"] != FORMAT or not _is_version(obj["version"]):
+            raise IntegrityError("envelope header names another format or version")
+        try:
+            return cls(
+                team=_expect(obj, "team", str),
+                gun=_expect_optional(obj, "gun", str),
+                role=_expect(obj, "role", str),
+                key_id=_expect(obj, "key_id", str),
+                algorithm=_expect_optional(obj, "algorithm", str),
+                created=_expect(obj, "created", str),
+                source_name=_expect(obj, "source_name", str),
+                source_mode=_expect(obj, "source_mode", int),
+                size=_expect(obj, "size", int),
+                sha256=_expect(obj, "sha256", str),
+            )
+        except UsageError as exc:
+            raise IntegrityError(f"envelope header is invalid: {exc.message}") from None
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A sealed key file. Nothing in it is secret except under encryption."""
+
+    header: Header
+    nonce: bytes
+    ciphertext: bytes = field(repr=False)
+    commitment: bytes
+    wrapped_keys: tuple[WrappedKey, ...]
+
+    @property
+    def address(self) -> KeyAddress:
+        return self.header.address
+
+    @property
+    def wrapper_uris(self) -> tuple[str, ...]:
+        return tuple(w.uri for w in self.wrapped_keys)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "header": self.header.to_json(),
+            "cipher": CIPHER,
+            "nonce": _b64(self.nonce),
+            "ciphertext": _b64(self.ciphertext),
+            "commitment": _b64(self.commitment),
+            "wrapped_keys": [w.to_json() for w in self.wrapped_keys],
+        }
+
+    def to_bytes(self) -> bytes:
+        """Stable, human-readable serialization (indent 2, sorted keys, trailing newline)."""
+        return (json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Envelope:
+        """Parse strictly; anything unexpected is an IntegrityError (exit 5)."""
+        if len(data) > MAX_ENVELOPE_SIZE:
+            raise IntegrityError(f"envelope is larger than {MAX_ENVELOPE_SIZE} bytes; refused")
+        try:
+            doc = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates,
+                             parse_constant=_no_constants)
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            raise IntegrityError("envelope is not valid JSON (truncated or corrupt)") from None
+        return cls.from_json(doc)
+
+    @classmethod
+    def from_json(cls, doc: Any) -> Envelope:
+        obj = _expect_object(doc, "envelope", _DOC_FIELDS)
+        if obj["format"] != FORMAT:
+            raise IntegrityError("not a keyvault envelope (format field)")
+        if not _is_version(obj["version"]):
+            raise IntegrityError(
+                f"unsupported envelope version {str(obj['version'])[:16]!r}; this keyvault "
+                f"reads version {VERSION}", hint="upgrade keyvault to read newer envelopes")
+        if obj["cipher"] != CIPHER:
+            raise IntegrityError("unsupported envelope cipher")
+        header = Header.from_json(obj["header"])
+        nonce = _unb64(obj, "nonce")
+        ciphertext = _unb64(obj, "ciphertext")
+        commitment = _unb64(obj, "commitment")
+        if len(nonce) != NONCE_SIZE or len(commitment) != 32:
+            raise IntegrityError("envelope nonce or commitment has the wrong length")
+        if len(ciphertext) != header.size + TAG_SIZE:
+            raise IntegrityError("envelope ciphertext length does not match its header")
+        raw_wrapped = obj["wrapped_keys"]
+        if not isinstance(raw_wrapped, list) or not 0 < len(raw_wrapped) <= MAX_WRAPPED_KEYS:
+            raise IntegrityError("envelope wrapped_keys must list 1 to 16 entries")
+        wrapped = tuple(_wrapped_from_json(w) for w in raw_wrapped)
+        return cls(header, nonce, ciphertext, commitment, wrapped)
+
+
+def new_header(
+    *,
+    address: KeyAddress,
+    algorithm: str | None,
+    source_name: str,
+    source_mode: int,
+    data: bytes,
+    created: datetime | None = None,
+) -> Header:
+    when = (created or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+    return Header(
+        team=address.team,
+        gun=address.gun,
+        role=address.role,
+        key_id=address.key_id,
+        algorithm=algorithm,
+        created=when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        source_name=source_name,
+        source_mode=source_mode & 0o7777,
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
+
+
+def commitment(dek: bytes, header: Header) -> bytes:
+    return hmac.new(dek, COMMIT_LABEL + header.canonical(), hashlib.sha256).digest()
+
+
+def seal(header: Header, data: bytes, wrappers: Sequence[Wrapper]) -> Envelope:
+    """Encrypt ``data`` (a key file's bytes) under a fresh DEK wrapped by every wrapper."""
+    if not wrappers:
+        raise UsageError("at least one wrapper is needed to seal a key")
+    if hashlib.sha256(data).hexdigest() != header.sha256 or len(data) != header.size:
+        raise ValueError("header does not describe these bytes")
+    dek = bytearray(secrets.token_bytes(DEK_SIZE))
+    try:
+        aad = header.canonical()
+        nonce = os.urandom(NONCE_SIZE)
+        ciphertext = AESGCM(bytes(dek)).encrypt(nonce, data, aad)
+        context = header.context()
+        wrapped = tuple(w.wrap(bytes(dek), context) for w in wrappers)
+        return Envelope(header, nonce, ciphertext, commitment(bytes(dek), header), wrapped)
+    finally:
+        _wipe(dek)
+
+
+def unwrap_dek(envelope: Envelope, wrappers: Iterable[Wrapper]) -> bytes:
+    """The DEK, through the first trusted wrapper that holds a copy and opens it.
+
+    Strict mode: only entries whose URI equals a wrapper the caller passed are
+    tried. The recorded context must equal the header's, and the DEK must
+    match the commitment, before anything is decrypted.
+    """
+    expected_context = envelope.header.context()
+    by_uri = {w.uri: w for w in wrappers}
+    candidates = [w for w in envelope.wrapped_keys if w.uri in by_uri]
+    if not candidates:
+        raise _no_matching_wrapper(envelope)
+    failures: list[KeyvaultError] = []
+    for entry in candidates:
+        if dict(entry.context) != expected_context:
+            failures.append(IntegrityError(
+                f"wrapped key for {entry.uri} is bound to another key's context"))
+            continue
+        try:
+            dek = by_uri[entry.uri].unwrap(entry, expected_context)
+        except KeyvaultError as exc:
+            failures.append(exc)
+            continue
+        if len(dek) != DEK_SIZE:
+            failures.append(IntegrityError(f"wrapper {entry.uri} returned a DEK of wrong length"))
+            continue
+        if not hmac.compare_digest(commitment(dek, envelope.header), envelope.commitment):
+            failures.append(IntegrityError(
+                f"DEK from {entry.uri} does not match the envelope's commitment"))
+            continue
+        return dek
+    raise _worst(failures, envelope)
+
+
+def open_envelope(envelope: Envelope, wrappers: Iterable[Wrapper]) -> bytes:
+    """Authenticate and decrypt; returns the key file's original bytes."""
+    dek = unwrap_dek(envelope, wrappers)
+    return decrypt_with_dek(envelope, dek)
+
+
+def decrypt_with_dek(envelope: Envelope, dek: bytes) -> bytes:
+    header = envelope.header
+    if len(dek) != DEK_SIZE or not hmac.compare_digest(commitment(dek, header), envelope.commitment):
+        raise IntegrityError(f"key {header.key_id[:12]}: DEK does not match the commitment")
+    try:
+        data = AESGCM(dek).decrypt(envelope.nonce, envelope.ciphertext, header.canonical())
+    except InvalidTag:
+        raise IntegrityError(
+            f"key {header.key_id[:12]} ({header.role}): envelope failed authentication; "
+            "it was altered, truncated or moved", hint="restore another version or wrapper"
+        ) from None
+    if not hmac.compare_digest(hashlib.sha256(data).hexdigest(), header.sha256):
+        raise IntegrityError(f"key {header.key_id[:12]}: decrypted bytes do not match the digest")
+    return data
+
+
+def rewrap(envelope: Envelope, dek: bytes, add: Sequence[Wrapper],
+           remove: Iterable[str] = ()) -> Envelope:
+    """Add and/or remove wrapped copies of the DEK; the ciphertext is untouched."""
+    if len(dek) != DEK_SIZE or not hmac.compare_digest(commitment(dek, envelope.header), envelope.commitment):
+        raise IntegrityError("DEK does not match the envelope's commitment")
+    dropped = set(remove)
+    kept = [w for w in envelope.wrapped_keys if w.uri not in dropped]
+    present = {w.uri for w in kept}
+    context = envelope.header.context()
+    kept.extend(w.wrap(dek, context) for w in add if w.uri not in present)
+    if not kept:
+        raise UsageError("an envelope must keep at least one wrapper")
+    return replace(envelope, wrapped_keys=tuple(kept))
+
+
+def _no_matching_wrapper(envelope: Envelope) -> KeyvaultError:
+    """Corrupt (a URI no wrapper could have written) or simply wrapped for someone else."""
+    from keyvault.wrappers import check_wrapper_uri
+
+    for entry in envelope.wrapped_keys:
+        try:
+            check_wrapper_uri(entry.uri)
+        except KeyvaultError:
+            return IntegrityError(
+                f"key {envelope.header.key_id[:12]}: a wrapped key names a malformed wrapper "
+                "URI; the envelope is corrupt", hint="restore another version")
+    return AccessDeniedError(
+        f"key {envelope.header.key_id[:12]} is not wrapped by any wrapper you hold "
+        f"(it is wrapped by: {', '.join(envelope.wrapper_uris)})",
+        hint="configure one of those wrappers (--wrapper URI), with its identity or credentials",
+    )
+
+
+def _worst(failures: list[KeyvaultError], envelope: Envelope) -> KeyvaultError:
+    """Report the most telling failure: integrity beats access beats availability."""
+    def rank(exc: KeyvaultError) -> int:
+        return {5: 0, 4: 1, 3: 2, 6: 3}.get(exc.exit_code, 4)
+    best = min(failures, key=rank)
+    if len(failures) == 1:
+        return best
+    details = "; ".join(f.message for f in failures)
+    return type(best)(f"key {envelope.header.key_id[:12]}: no wrapper could open it: {details}",
+                      hint=best.hint)
+
+
+def _is_version(value: Any) -> bool:
+    """Exactly the integer 1: not True, not 1.0 (both compare equal to 1)."""
+    return type(value) is int and value == VERSION
+
+
+def _check_source_name(name: str) -> None:
+    parts = name.split("/")
+    if (not name or len(name) > 512 or name.startswith("/") or not name.isprintable()
+            or any(p in ("", ".", "..") for p in parts) or not name.endswith(".key")):
+        raise UsageError(f"invalid source file name {name[:80]!r}")
+
+
+def _parse_timestamp(value: str) -> None:
+    try:
+        datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        raise UsageError(f"invalid timestamp {value[:40]!r}") from None
+
+
+def _wrapped_from_json(doc: Any) -> WrappedKey:
+    obj = _expect_object(doc, "wrapped key", _WRAPPED_FIELDS)
+    uri = _expect(obj, "uri", str)
+    alg = _expect(obj, "alg", str)
+    blob = _unb64(obj, "wrapped")
+    if not (0 < len(uri) <= 2048 and uri.isprintable() and 0 < len(alg) <= 64):
+        raise IntegrityError("wrapped key has an invalid uri or alg")
+    if not 0 < len(blob) <= MAX_WRAPPED_BLOB:
+        raise IntegrityError("wrapped key blob has an invalid length")
+    context = obj["context"]
+    if not isinstance(context, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in context.items()):
+        raise IntegrityError("wrapped key context must map strings to strings")
+    params = obj["params"]
+    if not isinstance(params, dict) or len(params) > 32 or not all(
+            isinstance(k, str) and isinstance(v, str | int) and not isinstance(v, bool)
+            for k, v in params.items()):
+        raise IntegrityError("wrapped key params must map strings to strings or integers")
+    return WrappedKey(uri=uri, alg=alg, blob=blob, context=context, params=params)
+
+
+def _expect_object(doc: Any, what: str, fields: frozenset[str]) -> dict[str, Any]:
+    if not isinstance(doc, dict):
+        raise IntegrityError(f"{what} must be a JSON object")
+    keys = set(doc)
+    if keys != fields:
+        missing, extra = sorted(fields - keys), sorted(keys - fields)
+        raise IntegrityError(
+            f"{what} has unexpected fields (missing: {', '.join(missing) or '-'}; "
+            f"unknown: {', '.join(ascii(k[:32]) for k in extra[:5]) or '-'})")
+    return doc
+
+
+def _expect(obj: Mapping[str, Any], name: str, kind: type) -> Any:
+    value = obj[name]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise IntegrityError(f"field {name!r} has the wrong type")
+    return value
+
+
+def _expect_optional(obj: Mapping[str, Any], name: str, kind: type) -> Any:
+    return None if obj[name] is None else _expect(obj, name, kind)
+
+
+def _unb64(obj: Mapping[str, Any], name: str) -> bytes:
+    value = _expect(obj, name, str)
+    try:
+        data = base64.b64decode(value.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise IntegrityError(f"field {name!r} is not valid base64") from None
+    if _b64(data) != value:  # unused trailing bits would let a flipped character pass
+        raise IntegrityError(f"field {name!r} is not canonical base64")
+    return data
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError("duplicate key")
+        out[key] = value
+    return out
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def _wipe(buf: bytearray) -> None:
+    """Best effort: Python may have copied the bytes; this clears our own buffer."""
+    for i in range(len(buf)):
+        buf[i] = 0

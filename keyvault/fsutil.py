@@ -1,0 +1,289 @@
+"""Safe local writes: private directories, atomic create-only or replacing writes.
+
+Shared by the file store and the restore code, which must never leave a
+half-written file behind (T8), never follow a symlink planted where a file or
+directory is expected (T9, B12), and turn disk-full, read-only and permission
+failures into errors that name the path and say what to do (B29-B31, F09-F10).
+
+The recipe for a write: a temporary file in the target directory (same file
+system, so the final step is atomic), created with ``O_CREAT|O_EXCL|O_NOFOLLOW``
+and set to the wanted mode whatever the umask; every byte written; fsync; then
+``link`` to the final name (create-only: an existing name, even a dangling
+symlink, is a conflict) or ``rename`` over it; fsync of the directory. The
+temporary file is removed on every path out, including Ctrl-C. Its name starts
+with :data:`TEMP_PREFIX`, so a crash leftover is recognisable and never taken
+for real data.
+
+Directories given as a ``Path`` are opened without following a symlink in
+their last component; their ancestors are the caller's choice (like
+``mkdir -p``, a home directory may well be a symlink).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import stat
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+from keyvault.errors import (
+    AccessDeniedError,
+    ConflictError,
+    KeyvaultError,
+    LocalIOError,
+    NotFoundError,
+    UsageError,
+)
+
+#: Name prefix of temporary files; readers skip such files (crash leftovers).
+TEMP_PREFIX = ".keyvault-tmp-"
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_NOFOLLOW_DIR_FLAGS = _DIR_FLAGS | os.O_NOFOLLOW
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+Directory = int | Path
+
+
+def translate_os_error(exc: OSError, path: str | os.PathLike[str], action: str) -> KeyvaultError:
+    """Our error for a failed file-system call on ``path`` (``action``: "write", "create"...).
+
+    Only the path and the errno's meaning go into the message, never data.
+    """
+    code = exc.errno
+    where = f"cannot {action} {os.fspath(path)}"
+    if code in (errno.EACCES, errno.EPERM):
+        return AccessDeniedError(f"{where}: permission denied",
+                                 hint="check the owner and mode of the directory, or run as "
+                                      "the user who owns it")
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return LocalIOError(f"{where}: no space left on the device (or quota exceeded)",
+                            hint="free some space and run the command again; nothing was "
+                                 "half-written")
+    if code == errno.EROFS:
+        return LocalIOError(f"{where}: the file system is read-only",
+                            hint="remount it read-write or choose another directory")
+    if code == errno.EIO:
+        return LocalIOError(f"{where}: I/O error from the device",
+                            hint="check the disk (dmesg), then run the command again")
+    if code == errno.ENOENT:
+        return NotFoundError(f"{where}: no such file or directory")
+    if code == errno.EEXIST:
+        return ConflictError(f"{where}: it already exists")
+    if code in (errno.ELOOP, errno.ENOTDIR):
+        return UsageError(f"{where}: a path component is a symbolic link or not a directory",
+                          hint="keyvault does not follow symbolic links here")
+    if code == errno.EISDIR:
+        return ConflictError(f"{where}: a directory is in the way")
+    reason = os.strerror(code) if code is not None else type(exc).__name__
+    return LocalIOError(f"{where}: {reason}")
+
+
+def fd_path(fd: int) -> str:
+    """The path a directory descriptor names, for messages only (Linux: /proc)."""
+    try:
+        return str(Path(f"/proc/self/fd/{fd}").readlink())
+    except OSError:
+        return f"<directory fd {fd}>"
+
+
+def open_subdir(base: Directory, parts: Sequence[str] = (), *, create: bool = False,
+                unexpected: type[KeyvaultError] = UsageError) -> int:
+    """Open ``base/parts[0]/parts[1]/...`` as a directory, following no symlink on the way.
+
+    With ``create``, missing components are made 0700 (whatever the umask) and
+    their parents fsynced. A component that is a symlink or not a directory
+    raises ``unexpected`` (a store passes IntegrityError: someone tampered).
+    The caller closes the returned descriptor.
+    """
+    fd = _open_base(base)
+    try:
+        for part in parts:
+            _check_component(part)
+            child = _open_child_dir(fd, part, create=create, unexpected=unexpected)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def ensure_private_dir(path: Path) -> None:
+    """Make ``path`` and its missing parents as directories 0700, refusing symlinks.
+
+    Existing ancestors are used as they are (they may be symlinks the user
+    chose); every directory this creates, and ``path`` itself, must be a real
+    directory. An existing ``path`` keeps its mode.
+    """
+    target = Path(os.path.abspath(path))  # noqa: PTH100 (lexical: resolve() would follow)
+    missing: list[str] = []
+    anchor = target
+    while not os.path.lexists(anchor):
+        if anchor.parent == anchor:
+            break
+        missing.append(anchor.name)
+        anchor = anchor.parent
+    try:
+        fd = os.open(anchor, _NOFOLLOW_DIR_FLAGS if not missing else _DIR_FLAGS)
+    except OSError as exc:
+        raise translate_os_error(exc, anchor, "open directory") from None
+    try:
+        os.close(open_subdir(fd, list(reversed(missing)), create=True))
+    finally:
+        os.close(fd)
+
+
+def write_file_atomic(directory: Directory, name: str, data: bytes, *, mode: int = 0o600,
+                      exclusive: bool = True) -> None:
+    """Write ``directory/name`` in one step: readers see no file or the whole file.
+
+    ``exclusive`` (the default) never replaces anything: an existing name
+    raises ConflictError. Otherwise the name is atomically replaced (a
+    symlink there is replaced itself, never followed).
+    """
+    _check_component(name)
+    with _directory_fd(directory) as dir_fd:
+        shown = str(Path(fd_path(dir_fd)) / name)
+        temp = _write_temp(dir_fd, data, mode, shown)
+        try:
+            if exclusive:
+                os.link(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+            else:
+                os.replace(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except OSError as exc:
+            _remove_quietly(dir_fd, temp)
+            if exc.errno == errno.EEXIST:
+                raise ConflictError(f"{shown} already exists; it was left untouched") from None
+            raise translate_os_error(exc, shown, "write") from None
+        except BaseException:
+            _remove_quietly(dir_fd, temp)
+            raise
+        if exclusive:
+            _remove_quietly(dir_fd, temp)
+        fsync_dir(dir_fd, shown)
+
+
+def fsync_dir(dir_fd: int, shown: str) -> None:
+    """Make a directory's new entries durable (a rename is not, until this)."""
+    try:
+        os.fsync(dir_fd)
+    except OSError as exc:
+        raise translate_os_error(exc, shown, "sync the directory of") from None
+
+
+def is_temp_name(name: str) -> bool:
+    return name.startswith(TEMP_PREFIX)
+
+
+def read_at_most(fd: int, limit: int) -> bytes:
+    """Up to ``limit`` bytes from ``fd``: a file that grew after its fstat cannot flood us."""
+    chunks: list[bytes] = []
+    total = 0
+    while total < limit:
+        chunk = os.read(fd, min(65536, limit - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
+
+
+def _write_temp(dir_fd: int, data: bytes, mode: int, shown: str) -> str:
+    """A fully written, fsynced temp file in ``dir_fd``; its name. Removed if anything fails."""
+    temp = TEMP_PREFIX + secrets.token_hex(8)
+    try:
+        fd = os.open(temp, _TEMP_FLAGS, 0o600, dir_fd=dir_fd)
+    except OSError as exc:
+        raise translate_os_error(exc, shown, "create") from None
+    try:
+        try:
+            os.fchmod(fd, mode)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        _remove_quietly(dir_fd, temp)
+        raise translate_os_error(exc, shown, "write") from None
+    except BaseException:
+        _remove_quietly(dir_fd, temp)
+        raise
+    return temp
+
+
+def _remove_quietly(dir_fd: int, name: str) -> None:
+    with suppress(OSError):
+        os.unlink(name, dir_fd=dir_fd)
+
+
+@contextmanager
+def _directory_fd(directory: Directory) -> Iterator[int]:
+    """A descriptor of ``directory``: our own (closed after) for a Path, the caller's for an int."""
+    if isinstance(directory, int):
+        yield directory
+        return
+    fd = _open_base(directory)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _open_base(base: Directory) -> int:
+    """A new descriptor: a Path opened without following its last component, or a dup."""
+    try:
+        if isinstance(base, int):
+            return os.open(".", _DIR_FLAGS, dir_fd=base)
+        return os.open(base, _NOFOLLOW_DIR_FLAGS)
+    except OSError as exc:
+        raise translate_os_error(exc, base if isinstance(base, Path) else fd_path(base),
+                                 "open directory") from None
+
+
+def _open_child_dir(fd: int, part: str, *, create: bool,
+                    unexpected: type[KeyvaultError]) -> int:
+    shown = str(Path(fd_path(fd)) / part)
+    made = False
+    if create:
+        try:
+            os.mkdir(part, 0o700, dir_fd=fd)
+            made = True
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise translate_os_error(exc, shown, "create directory") from None
+    try:
+        child = os.open(part, _NOFOLLOW_DIR_FLAGS, dir_fd=fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise unexpected(f"{shown} is {_what_is(fd, part)}, not a directory; "
+                             "keyvault does not follow symbolic links here") from None
+        raise translate_os_error(exc, shown, "open directory") from None
+    if made:
+        try:
+            os.fchmod(child, 0o700)
+            os.fsync(fd)
+        except OSError as exc:
+            os.close(child)
+            raise translate_os_error(exc, shown, "create directory") from None
+    return child
+
+
+def _what_is(fd: int, name: str) -> str:
+    try:
+        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+    except OSError:
+        return "something else"
+    return "a symbolic link" if stat.S_ISLNK(st.st_mode) else "a file"
+
+
+def _check_component(name: str) -> None:
+    """One path component; callers validate untrusted names before this (programming error)."""
+    if not name or name in (".", "..") or "/" in name or "\0" in name:
+        raise ValueError("not a single path component")

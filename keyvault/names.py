@@ -1,0 +1,188 @@
+"""Strict grammars for every name that becomes part of a path or an object name.
+
+Team names, GUNs, roles and key IDs come from key files, envelopes, config and
+the command line; any of them may be hostile. Nothing is joined into a file
+path or a store object name before it passed these checks: no `..`, no
+absolute paths, no empty segments, no control characters, bounded lengths.
+
+Object names in a store (DESIGN.md):
+
+    v1/teams/<team>/root/<key-id>.json
+    v1/teams/<team>/guns/<gun>/<role>/<key-id>.json
+    v1/teams/<team>/delegations/<role>/<key-id>.json   (keys with no GUN)
+
+A delegation role such as ``targets/releases`` contains a slash; in an object
+name it is written with ``~`` instead (``targets~releases``), a character the
+role grammar does not allow, so names parse back without ambiguity.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass
+
+from keyvault.errors import UsageError
+
+FORMAT_PREFIX = "v1"
+CANONICAL_ROLES = ("root", "targets", "snapshot", "timestamp")
+GUN_ROLES = ("targets", "snapshot", "timestamp")
+MAX_GUN_LENGTH = 255
+MAX_ROLE_LENGTH = 255
+
+_KEY_ID = re.compile(r"[0-9a-f]{64}")
+_TEAM = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_GUN_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?")
+_GUN_PATH = re.compile(r"[a-z0-9](?:[a-z0-9._-]*[a-z0-9])?")
+_ROLE_NAME = re.compile(r"[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?")
+_GLOB = re.compile(r"[A-Za-z0-9.:_*?/-]{1,255}")
+
+
+def _shown(value: str) -> str:
+    """A bounded, escaped rendering of an untrusted value for error messages."""
+    text = value if len(value) <= 80 else value[:77] + "..."
+    return repr(text)
+
+
+def validate_key_id(value: str) -> str:
+    """A Notary key ID: 64 lower-case hex digits (a SHA-256)."""
+    if not isinstance(value, str) or not _KEY_ID.fullmatch(value):
+        raise UsageError(f"invalid key ID {_shown(str(value))}: expected 64 lower-case hex digits")
+    return value
+
+
+def validate_team(value: str) -> str:
+    """A team name: lower-case letters, digits and inner hyphens, at most 63 characters."""
+    if not isinstance(value, str) or not _TEAM.fullmatch(value):
+        raise UsageError(
+            f"invalid team name {_shown(str(value))}: use lower-case letters, digits and "
+            "hyphens (1-63 characters, no slash)"
+        )
+    return value
+
+
+def validate_gun(value: str) -> str:
+    """A GUN (Notary collection name): a docker-style repository name.
+
+    The first segment may be a registry host with a port; the others are
+    lower-case path components. No empty segments, no ``.``/``..``, no
+    leading or trailing slash.
+    """
+    if not isinstance(value, str) or not value or len(value) > MAX_GUN_LENGTH:
+        raise UsageError(f"invalid GUN {_shown(str(value))}: empty or longer than 255 characters")
+    segments = value.split("/")
+    first, rest = segments[0], segments[1:]
+    ok = bool(_GUN_HOST.fullmatch(first)) and all(_GUN_PATH.fullmatch(s) for s in rest)
+    if not ok or any(s in (".", "..") for s in segments):
+        raise UsageError(
+            f"invalid GUN {_shown(value)}: expected a repository name such as "
+            "'registry.example.com/team/app' (no empty, '.' or '..' segments)"
+        )
+    return value
+
+
+def validate_role(value: str) -> str:
+    """A Notary role: a canonical role, ``targets/<name>[/<name>...]``, or a signer name."""
+    if not isinstance(value, str) or not value or len(value) > MAX_ROLE_LENGTH:
+        raise UsageError(f"unknown role {_shown(str(value))}")
+    if value in CANONICAL_ROLES:
+        return value
+    parts = value.split("/")
+    if parts[0] == "targets" and len(parts) > 1:
+        parts = parts[1:]
+    if all(_ROLE_NAME.fullmatch(p) for p in parts) and (len(parts) == 1 or value.startswith(
+            "targets/")):
+        return value
+    raise UsageError(
+        f"unknown role {_shown(value)}: expected root, targets, snapshot, timestamp, "
+        "targets/<delegation> or a lower-case signer name"
+    )
+
+
+def is_delegation_role(role: str) -> bool:
+    return role not in CANONICAL_ROLES
+
+
+def validate_gun_glob(value: str) -> str:
+    """A ``--gun`` selector: a GUN, optionally with ``*``/``?`` wildcards."""
+    if not isinstance(value, str) or not _GLOB.fullmatch(value) or ".." in value.split("/"):
+        raise UsageError(f"invalid GUN pattern {_shown(str(value))}")
+    return value
+
+
+def gun_matches(gun: str | None, pattern: str) -> bool:
+    """Docker-style matching: ``*`` matches within and across segments, case-sensitive."""
+    return gun is not None and fnmatch.fnmatchcase(gun, pattern)
+
+
+def role_segment(role: str) -> str:
+    return validate_role(role).replace("/", "~")
+
+
+def role_from_segment(segment: str) -> str:
+    if "/" in segment:
+        raise UsageError(f"invalid role segment {_shown(segment)}")
+    return validate_role(segment.replace("~", "/"))
+
+
+@dataclass(frozen=True)
+class KeyAddress:
+    """Where one key lives in a store: team, GUN (or none), role, key ID."""
+
+    team: str
+    gun: str | None
+    role: str
+    key_id: str
+
+    def __lt__(self, other: KeyAddress) -> bool:
+        """Team-level keys (root, GUN-less delegations) sort before GUN keys."""
+        return self._order() < other._order()
+
+    def _order(self) -> tuple[str, bool, str, str, str]:
+        return (self.team, self.gun is not None, self.gun or "", self.role, self.key_id)
+
+    def __post_init__(self) -> None:
+        validate_team(self.team)
+        validate_role(self.role)
+        validate_key_id(self.key_id)
+        if self.gun is not None:
+            validate_gun(self.gun)
+        if self.role == "root" and self.gun is not None:
+            raise UsageError("a root key belongs to a team, not to a GUN")
+        if self.role in GUN_ROLES and self.gun is None:
+            raise UsageError(f"a {self.role} key needs a GUN")
+
+    @property
+    def object_name(self) -> str:
+        base = f"{FORMAT_PREFIX}/teams/{self.team}"
+        if self.role == "root":
+            return f"{base}/root/{self.key_id}.json"
+        if self.gun is None:
+            return f"{base}/delegations/{role_segment(self.role)}/{self.key_id}.json"
+        return f"{base}/guns/{self.gun}/{role_segment(self.role)}/{self.key_id}.json"
+
+    @classmethod
+    def from_object_name(cls, name: str) -> KeyAddress:
+        """Parse an object name back; anything off-grammar is refused."""
+        parts = name.split("/")
+        bad = UsageError(f"not a keyvault object name: {_shown(name)}")
+        if len(parts) < 5 or parts[0] != FORMAT_PREFIX or parts[1] != "teams":
+            raise bad
+        if not parts[-1].endswith(".json"):
+            raise bad
+        team, section, key_id = parts[2], parts[3], parts[-1][: -len(".json")]
+        if section == "root" and len(parts) == 5:
+            return cls(team, None, "root", key_id)
+        if section == "delegations" and len(parts) == 6:
+            return cls(team, None, role_from_segment(parts[4]), key_id)
+        if section == "guns" and len(parts) >= 7:
+            return cls(team, "/".join(parts[4:-2]), role_from_segment(parts[-2]), key_id)
+        raise bad
+
+
+def team_prefix(team: str) -> str:
+    return f"{FORMAT_PREFIX}/teams/{validate_team(team)}/"
+
+
+def gun_prefix(team: str, gun: str) -> str:
+    return f"{team_prefix(team)}guns/{validate_gun(gun)}/"

@@ -1,0 +1,86 @@
+"""Back up key files: seal each one and write it to the store, idempotently.
+
+A key whose latest envelope already holds the same bytes is not written
+again. A key whose bytes changed (``notary key passwd``, a re-import) gets a
+new version on top of the old one; the old version stays in the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from keyvault.envelope import new_header, seal
+from keyvault.errors import IntegrityError, KeyvaultError, NotFoundError
+from keyvault.names import KeyAddress
+from keyvault.ops.selection import Selection
+from keyvault.ops.session import Session
+from keyvault.ops.stored import read_envelope
+from keyvault.trust.model import KeyFile
+from keyvault.wrappers import Wrapper
+
+CREATED, UPDATED, UNCHANGED, FAILED, WOULD_WRITE = (
+    "created", "updated", "unchanged", "failed", "would-write")
+
+
+@dataclass(frozen=True)
+class BackupOutcome:
+    key: KeyFile
+    address: KeyAddress
+    action: str
+    version: str | None = None
+    error: KeyvaultError | None = None
+
+
+def select_keys(keys: Sequence[KeyFile], selection: Selection, where: str) -> list[KeyFile]:
+    chosen = [k for k in keys if selection.matches(k.gun, k.role, k.key_id)]
+    selection.check_found([(k.gun, k.role, k.key_id) for k in chosen], where)
+    return chosen
+
+
+def backup_keys(
+    session: Session,
+    keys: Sequence[KeyFile],
+    *,
+    team: str,
+    dry_run: bool = False,
+    on_done: Callable[[BackupOutcome], None] | None = None,
+) -> list[BackupOutcome]:
+    """Back up each key; one key's failure does not stop the others."""
+    wrappers: Sequence[Wrapper] = [] if dry_run else session.wrappers()
+    outcomes: list[BackupOutcome] = []
+    for key in keys:
+        address = KeyAddress(team, key.gun, key.role, key.key_id)
+        try:
+            outcome = _backup_one(session, key, address, wrappers, dry_run)
+        except KeyvaultError as exc:
+            outcome = BackupOutcome(key, address, FAILED, error=exc)
+        outcomes.append(outcome)
+        if on_done:
+            on_done(outcome)
+    return outcomes
+
+
+def _backup_one(session: Session, key: KeyFile, address: KeyAddress,
+                wrappers: Sequence[Wrapper], dry_run: bool) -> BackupOutcome:
+    store = session.store()
+    replaces: str | None = None
+    try:
+        current = read_envelope(store, address)
+    except NotFoundError:
+        current = None
+    except IntegrityError:
+        # The latest version is damaged: write a good one on top, keep the bad one for forensics.
+        replaces = store.versions(address.object_name)[0].version
+        current = None
+    if current is not None:
+        if current.envelope.header.sha256 == key.sha256:
+            return BackupOutcome(key, address, UNCHANGED, current.version)
+        replaces = current.version
+    if dry_run:
+        return BackupOutcome(key, address, WOULD_WRITE)
+    header = new_header(address=address, algorithm=key.algorithm, source_name=key.relpath,
+                        source_mode=key.mode, data=key.data)
+    envelope = seal(header, key.data, wrappers)
+    version = store.write(address.object_name, envelope.to_bytes(), replaces=replaces)
+    return BackupOutcome(key, address, CREATED if replaces is None else UPDATED, version)

@@ -1,0 +1,86 @@
+"""The first thing a new user runs: back up, restore into a fresh directory, compare.
+
+It works on the user's own trust directory when it holds keys, and otherwise
+on a sample trust directory of Notary-format keys that keyvault generates
+(backed up under the team ``sample`` so it never mixes with real keys). The
+restore goes to a fresh private temporary directory that is wiped at the end.
+"""
+
+from __future__ import annotations
+
+import hmac
+import shutil
+import stat
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from keyvault.config import Config
+from keyvault.errors import IntegrityError
+from keyvault.ops.backup import BackupOutcome, backup_keys
+from keyvault.ops.restore import RestoreReport, restore_keys
+from keyvault.ops.selection import Selection
+from keyvault.ops.session import Session
+from keyvault.trust.model import KeyFile
+from keyvault.trust.scan import scan_trust_dir
+
+SAMPLE_TEAM = "sample"
+SAMPLE_PASSPHRASE = "keyvault-sample"  # noqa: S105 - documented, protects sample keys only
+
+
+@dataclass(frozen=True)
+class QuickstartReport:
+    trust_dir: Path
+    used_sample: bool
+    team: str
+    backed_up: tuple[BackupOutcome, ...]
+    restored: RestoreReport
+    verified: int
+
+
+def quickstart(config: Config, sample_dir: Path) -> QuickstartReport:
+    """Back up ``config.trust_dir`` (or a generated sample), restore and compare."""
+    from keyvault.trust.sample import write_sample_trust_dir
+
+    scan = scan_trust_dir(config.trust_dir) if config.trust_dir.is_dir() else None
+    used_sample = scan is None or not scan.keys
+    team = config.team
+    if used_sample:
+        if not (sample_dir / "private").exists():
+            write_sample_trust_dir(sample_dir, _sample_passphrases())
+        scan = scan_trust_dir(sample_dir)
+        team = SAMPLE_TEAM
+    assert scan is not None
+    with Session(config) as session:
+        outcomes = backup_keys(session, scan.keys, team=team)
+        failed = [o for o in outcomes if o.error is not None]
+        if failed and failed[0].error is not None:
+            raise failed[0].error
+        fresh = Path(tempfile.mkdtemp(prefix="keyvault-quickstart-"))
+        try:
+            target = fresh / "trust"
+            report = restore_keys(session, team=team, selection=Selection(everything=True),
+                                  trust_dir=target)
+            verified = _compare(scan.keys, target)
+        finally:
+            shutil.rmtree(fresh, ignore_errors=True)
+    return QuickstartReport(Path(scan.trust_dir), used_sample, team, tuple(outcomes), report,
+                            verified)
+
+
+def _sample_passphrases() -> dict[str, str]:
+    return {role: SAMPLE_PASSPHRASE for role in ("root", "targets", "snapshot")}
+
+
+def _compare(originals: tuple[KeyFile, ...], restored_trust: Path) -> int:
+    """Every original key file must be back, byte for byte, 0600 in 0700 directories."""
+    for key in originals:
+        path = restored_trust / "private" / key.relpath
+        st = path.lstat()
+        if not stat.S_ISREG(st.st_mode) or stat.S_IMODE(st.st_mode) != 0o600:
+            raise IntegrityError(f"restored private/{key.relpath} is not a 0600 regular file")
+        if stat.S_IMODE(path.parent.stat().st_mode) != 0o700:
+            raise IntegrityError(f"restored directory of private/{key.relpath} is not 0700")
+        if not hmac.compare_digest(path.read_bytes(), key.data):
+            raise IntegrityError(f"restored private/{key.relpath} differs from the original")
+    return len(originals)

@@ -1,0 +1,88 @@
+"""Restore keys from the store into a trust directory, all or nothing.
+
+Every selected envelope is read, checked against its object name, and
+opened *before* anything is written: a single tampered envelope (exit 5) or
+an unusable wrapper leaves the trust directory untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from keyvault.envelope import open_envelope
+from keyvault.errors import UsageError
+from keyvault.ops.selection import Selection
+from keyvault.ops.session import Session
+from keyvault.ops.stored import StoredEnvelope, list_addresses, read_envelope
+from keyvault.trust.restore import (
+    Action,
+    PlannedWrite,
+    RestoreItem,
+    apply_restore,
+    plan_restore,
+)
+
+
+@dataclass(frozen=True)
+class RestoreEntry:
+    stored: StoredEnvelope
+    action: Action
+    reason: str
+
+
+@dataclass(frozen=True)
+class RestoreReport:
+    trust_dir: Path
+    entries: tuple[RestoreEntry, ...]
+    kept_aside: tuple[str, ...]
+    dry_run: bool
+
+
+def fetch_envelopes(session: Session, team: str, selection: Selection,
+                    version: str | None = None) -> list[StoredEnvelope]:
+    """Read the selected envelopes (latest, or ``version`` of a single key)."""
+    store = session.store()
+    addresses = sorted(list_addresses(store, team, selection))
+    selection.check_found([(a.gun, a.role, a.key_id) for a in addresses],
+                          f"the store for team {team!r}")
+    if version is not None and len(addresses) != 1:
+        raise UsageError("--version needs a selection of exactly one key (use --key-id)")
+    return [read_envelope(store, a, version) for a in addresses]
+
+
+def restore_keys(
+    session: Session,
+    *,
+    team: str,
+    selection: Selection,
+    trust_dir: Path,
+    force: bool = False,
+    dry_run: bool = False,
+    version: str | None = None,
+    on_opened: Callable[[StoredEnvelope], None] | None = None,
+) -> RestoreReport:
+    selection.require_explicit("restore")
+    stored = fetch_envelopes(session, team, selection, version)
+    wrappers = session.wrappers()
+    items: list[RestoreItem] = []
+    for entry in stored:
+        data = open_envelope(entry.envelope, wrappers)
+        header = entry.envelope.header
+        label = f"{header.role} key {header.key_id[:12]}" + (f" of {header.gun}"
+                                                             if header.gun else "")
+        items.append(RestoreItem(header.source_name, data, label))
+        if on_opened:
+            on_opened(entry)
+    if dry_run:
+        plan = plan_restore(trust_dir, items, force=force)
+        kept: tuple[str, ...] = ()
+    else:
+        result = apply_restore(trust_dir, items, force=force)
+        plan, kept = list(result.planned), result.kept_aside
+    return RestoreReport(trust_dir, tuple(_entries(stored, plan)), kept, dry_run)
+
+
+def _entries(stored: list[StoredEnvelope], plan: list[PlannedWrite]) -> list[RestoreEntry]:
+    return [RestoreEntry(s, p.action, p.reason) for s, p in zip(stored, plan, strict=True)]

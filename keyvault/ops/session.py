@@ -1,0 +1,51 @@
+"""A command's session: the config plus the store and wrappers it opens, once.
+
+Backends are opened on first use and closed at the end, so one bulk
+operation reuses one store connection and one HSM login, and commands that
+need no backend (``scan``) never load one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from keyvault.config import Config
+from keyvault.plugins import SecretPrompt
+from keyvault.stores import Store, open_store
+from keyvault.wrappers import Wrapper, open_wrapper
+
+
+@dataclass
+class Session:
+    config: Config
+    prompt: SecretPrompt | None = None
+    _store: Store | None = field(default=None, init=False, repr=False)
+    _wrappers: list[Wrapper] | None = field(default=None, init=False, repr=False)
+
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = open_store(self.config.require_store(),
+                                     self.config.backend_options(self.prompt))
+        return self._store
+
+    def wrappers(self) -> list[Wrapper]:
+        """The configured wrappers: every one seals; any one may open (strict mode)."""
+        if self._wrappers is None:
+            options = self.config.backend_options(self.prompt)
+            self._wrappers = [open_wrapper(uri, options) for uri in self.config.require_wrappers()]
+        return self._wrappers
+
+    def close(self) -> None:
+        for wrapper in self._wrappers or []:
+            wrapper.close()
+        if self._store is not None:
+            self._store.close()
+        self._wrappers, self._store = None, None
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

@@ -1,0 +1,80 @@
+"""``keyvault init``: the embedded default, or a configuration from given URIs.
+
+The embedded default needs no server: a file store under the user's data
+directory and an age recovery identity (0600) under the user's config
+directory. Whoever holds that identity can open every backup it wraps, so
+the user is told to move it offline once a restore has been checked.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from keyvault.config import Config, render_config
+from keyvault.errors import ConflictError, InvalidInputError, LocalIOError
+from keyvault.names import validate_team
+from keyvault.plugins import uri_scheme
+from keyvault.stores import open_store
+
+
+@dataclass(frozen=True)
+class InitResult:
+    config_file: Path
+    store: str
+    wrappers: tuple[str, ...]
+    team: str
+    identity_file: Path | None
+    identity_created: bool
+    config_created: bool
+
+
+def init(config: Config, *, store: str | None, wrappers: list[str], team: str | None,
+         config_file: Path | None = None) -> InitResult:
+    """Create the store, the recovery identity if needed, and the config file."""
+    from keyvault.wrappers.age import generate_identity, read_identity_file
+
+    team = validate_team(team or config.team)
+    target = config_file or config.source or config.paths.config_file
+    store_uri = store or config.store or config.paths.default_store.as_uri()
+    identity = config.identity_files[0] if config.identity_files else config.paths.default_identity
+    created_identity = False
+    chosen = list(wrappers or config.wrappers)
+    if not chosen:  # the embedded default: a local age recovery identity
+        if identity.exists():
+            found = read_identity_file(identity)
+            if not found:
+                raise InvalidInputError(f"identity file {identity} holds no age identity")
+            chosen = [str(found[0].to_public())]
+        else:
+            chosen = [generate_identity(identity)]
+            created_identity = True
+    for uri in chosen:
+        uri_scheme(uri)
+    open_store(store_uri, config.backend_options(None), create=True).close()
+    text = render_config(team=team, store=store_uri, wrappers=chosen, identity_file=identity)
+    created_config = _write_config(target, text)
+    return InitResult(target, store_uri, tuple(chosen), team, identity, created_identity,
+                      created_config)
+
+
+def _write_config(path: Path, text: str) -> bool:
+    """Write once; an identical existing file is fine, a different one is a conflict."""
+    data = text.encode("utf-8")
+    if path.exists():
+        if path.read_bytes() == data:
+            return False
+        raise ConflictError(f"config file {path} already exists with other settings",
+                            hint="edit it, or pass --config to write a new one elsewhere")
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise LocalIOError(f"cannot write config file {path}: {os.strerror(exc.errno or 0)}"
+                           ) from None
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return True

@@ -1,0 +1,99 @@
+"""Verify backups: every selected envelope opens, and matches the trust directory.
+
+Without ``deep`` this proves that each backup can be opened through the
+configured wrappers and that its bytes equal the key file on disk (by
+digest). With ``deep`` it also decrypts each key with its Notary passphrase
+(from the environment) and checks that the file name is the key's real ID.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from keyvault.envelope import open_envelope
+from keyvault.errors import IntegrityError, KeyvaultError, NotFoundError
+from keyvault.names import KeyAddress
+from keyvault.ops.selection import Selection
+from keyvault.ops.session import Session
+from keyvault.ops.stored import list_addresses, read_envelope
+from keyvault.trust.model import KeyFile, Layout
+from keyvault.wrappers import Wrapper
+
+OK, MISSING, DIFFERS, BROKEN, NOT_LOCAL = "ok", "not-backed-up", "differs", "broken", "store-only"
+
+
+@dataclass(frozen=True)
+class Verified:
+    address: KeyAddress
+    status: str
+    detail: str = ""
+    deep: str | None = None  # "key-id-ok", or None when not checked
+    error: KeyvaultError | None = None
+
+
+DeepCheck = Callable[[KeyFile], str]
+
+
+def verify_backups(
+    session: Session,
+    *,
+    team: str,
+    selection: Selection,
+    local_keys: Sequence[KeyFile] | None,
+    deep: DeepCheck | None = None,
+    on_done: Callable[[Verified], None] | None = None,
+) -> list[Verified]:
+    wrappers = session.wrappers()
+    stored = set(list_addresses(session.store(), team, selection))
+    local: Mapping[KeyAddress, KeyFile] = {
+        KeyAddress(team, k.gun, k.role, k.key_id): k for k in local_keys or ()
+        if selection.matches(k.gun, k.role, k.key_id)}
+    everything = sorted(stored | set(local))
+    found = [(a.gun, a.role, a.key_id) for a in everything]
+    if not selection.is_empty:
+        selection.check_found(found, "the store or the trust directory")
+    results: list[Verified] = []
+    for address in everything:
+        result = _verify_one(session, address, address in stored, local.get(address),
+                             wrappers, deep)
+        results.append(result)
+        if on_done:
+            on_done(result)
+    return results
+
+
+def _verify_one(session: Session, address: KeyAddress, in_store: bool, key: KeyFile | None,
+                wrappers: Sequence[Wrapper], deep: DeepCheck | None) -> Verified:
+    if not in_store:
+        return Verified(address, MISSING, "in the trust directory but not in the store",
+                        error=NotFoundError(f"{address.role} key {address.key_id[:12]} is not "
+                                            "backed up", hint="run 'keyvault backup'"))
+    try:
+        stored = read_envelope(session.store(), address)
+        data = open_envelope(stored.envelope, wrappers)
+    except KeyvaultError as exc:
+        return Verified(address, BROKEN, exc.message, error=exc)
+    deep_status: str | None = None
+    if deep is not None:
+        header = stored.envelope.header
+        restored = KeyFile(key_id=header.key_id, role=header.role, gun=header.gun,
+                           algorithm=header.algorithm, relpath=header.source_name,
+                           mode=header.source_mode,
+                           layout=key.layout if key else Layout.CURRENT,
+                           encrypted=key.encrypted if key else True, data=data)
+        try:
+            deep_status = deep(restored)
+        except KeyvaultError as exc:
+            return Verified(address, BROKEN, exc.message, error=exc)
+    if key is None:
+        return Verified(address, NOT_LOCAL, "in the store only", deep_status)
+    if not hmac.compare_digest(key.sha256, stored.envelope.header.sha256):
+        return Verified(address, DIFFERS,
+                        "the key file changed since its last backup",
+                        deep_status, IntegrityError(
+                            f"{address.role} key {address.key_id[:12]} differs from its backup",
+                            hint="run 'keyvault backup' to store the new bytes"))
+    return Verified(address, OK, "backup opens and matches the key file", deep_status)
+

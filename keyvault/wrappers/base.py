@@ -1,0 +1,70 @@
+"""The Wrapper protocol: wrap and unwrap a 32-byte data key (DEK).
+
+A wrapper never sees key files, only DEKs. Every wrap is bound to a
+*context*: the facts of the envelope header (team, GUN, role, key ID) as a
+flat string map. Backends that take a context bind it natively (KMS
+EncryptionContext, Transit derivation context, AES-GCM AAD in an HSM);
+backends that cannot (age) seal a digest of it beside the DEK. ``unwrap``
+must fail with :class:`~keyvault.errors.IntegrityError` when the context
+differs, so an envelope replayed under another team's name does not open.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Self, runtime_checkable
+
+from keyvault.plugins import BackendOptions
+
+DEK_SIZE = 32
+#: Params values a wrapped entry may carry (scrypt cost, mechanism names, KMS key IDs...).
+ParamValue = str | int
+
+
+@dataclass(frozen=True)
+class WrappedKey:
+    """One wrapped copy of a DEK, as stored in an envelope's ``wrapped_keys``."""
+
+    uri: str
+    alg: str
+    blob: bytes = field(repr=False)
+    context: Mapping[str, str] = field(default_factory=dict)
+    params: Mapping[str, ParamValue] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "uri": self.uri,
+            "alg": self.alg,
+            "wrapped": base64.b64encode(self.blob).decode("ascii"),
+            "context": dict(self.context),
+            "params": dict(self.params),
+        }
+
+
+@runtime_checkable
+class Wrapper(Protocol):
+    """A key-encryption-key provider. The whole contract fits on this screen."""
+
+    @property
+    def uri(self) -> str:
+        """The canonical URI that names this wrapper (no secrets in it)."""
+        ...
+
+    def wrap(self, dek: bytes, context: Mapping[str, str]) -> WrappedKey:
+        """Encrypt ``dek`` bound to ``context``. Raises KeyvaultError subclasses."""
+        ...
+
+    def unwrap(self, wrapped: WrappedKey, context: Mapping[str, str]) -> bytes:
+        """Return the DEK; IntegrityError if the blob or context does not authenticate."""
+        ...
+
+    def close(self) -> None:
+        """Release sessions and connections."""
+        ...
+
+
+class WrapperFactory(Protocol):
+    @classmethod
+    def from_uri(cls, uri: str, options: BackendOptions) -> Self: ...

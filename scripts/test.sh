@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Install everything keyvault's tests need (Debian packages, a virtualenv with the
+# project and its test extras), then run the linters, the type checker and the tests.
+# Safe to run again: it installs only what is missing. Used by .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(notary)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "==> installing Debian packages: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+VENV=${KEYVAULT_VENV:-.venv}
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "==> creating virtualenv $VENV"
+  python3 -m venv "$VENV"
+fi
+echo "==> installing keyvault with test extras"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+
+echo "==> ruff"
+"$VENV/bin/ruff" check keyvault tests benchmarks docs
+echo "==> mypy"
+"$VENV/bin/mypy"
+echo "==> pytest"
+export KEYVAULT_REQUIRE_NOTARY=1
+exec "$VENV/bin/pytest" -q -p no:cacheprovider "$@"

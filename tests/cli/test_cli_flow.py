@@ -1,0 +1,223 @@
+"""The core CLI on the embedded default: init, scan, backup, list, restore, verify."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from cli.conftest import KV, tree
+from keyvault.trust.model import KeyFile
+from keyvault.trust.sample import write_sample_trust_dir
+
+PASS = "correct horse"
+PASSPHRASES = {"root": PASS, "targets": PASS, "snapshot": PASS}
+GUNS = ("example.com/team-a/app", "example.com/team-a/web")
+
+
+@pytest.fixture
+def trust(home: Path) -> tuple[Path, tuple[KeyFile, ...]]:
+    path = home / ".docker" / "trust"
+    keys = write_sample_trust_dir(path, PASSPHRASES, GUNS)
+    return path, keys
+
+
+@pytest.fixture
+def ready(kv: KV, trust: tuple[Path, tuple[KeyFile, ...]]) -> tuple[Path, tuple[KeyFile, ...]]:
+    assert kv("init").code == 0
+    run = kv("backup")
+    assert run.code == 0, run.err
+    return trust
+
+
+def store_dir(home: Path) -> Path:
+    return home / ".local" / "share" / "keyvault" / "store"
+
+
+def test_init_writes_private_config_identity_and_store(kv: KV, home: Path) -> None:
+    run = kv("--json", "init")
+    assert run.code == 0, run.err
+    doc = run.json()
+    config = Path(doc["config_file"])
+    identity = Path(doc["identity_file"])
+    assert doc["identity_created"] and doc["wrappers"][0].startswith("age1")
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    assert stat.S_IMODE(identity.stat().st_mode) == 0o600
+    assert stat.S_IMODE(store_dir(home).stat().st_mode) == 0o700
+    assert "AGE-SECRET-KEY" not in run.out + run.err
+    again = kv("--json", "init")
+    assert again.code == 0 and not again.json()["config_created"]
+    assert again.json()["wrappers"] == doc["wrappers"]
+
+
+def test_init_human_output_warns_to_move_identity_offline(kv: KV) -> None:
+    run = kv("init")
+    assert run.code == 0
+    assert "offline" in run.err and "recovery identity" in run.err
+
+
+def test_scan_lists_every_sample_key(kv: KV, trust: tuple[Path, tuple[KeyFile, ...]]) -> None:
+    _, keys = trust
+    run = kv("--json", "scan")
+    assert run.code == 0, run.err
+    found = {(k["key_id"], k["role"], k["gun"]) for k in run.json()["keys"]}
+    assert found == {(k.key_id, k.role, k.gun) for k in keys}
+
+
+def test_backup_is_idempotent(kv: KV, ready: tuple[Path, tuple[KeyFile, ...]], home: Path
+                              ) -> None:
+    _, keys = ready
+    before = tree(store_dir(home))
+    run = kv("--json", "backup")
+    assert run.code == 0
+    assert {k["action"] for k in run.json()["keys"]} == {"unchanged"}
+    assert tree(store_dir(home)) == before
+    assert len(run.json()["keys"]) == len(keys)
+
+
+def test_changed_key_gets_a_new_version_and_the_old_one_stays(
+        kv: KV, ready: tuple[Path, tuple[KeyFile, ...]]) -> None:
+    trust_dir, keys = ready
+    target = next(k for k in keys if k.role == "targets")
+    path = trust_dir / "private" / target.relpath
+    path.write_bytes(path.read_bytes() + b"\n")  # as after 'notary key passwd': new bytes
+    run = kv("--json", "backup", "--key-id", target.key_id)
+    assert run.code == 0, run.err
+    (only,) = run.json()["keys"]
+    assert only["action"] == "updated" and only["version"] == "0000000002"
+
+
+def test_list_shows_what_was_backed_up(kv: KV, ready: tuple[Path, tuple[KeyFile, ...]]) -> None:
+    _, keys = ready
+    run = kv("--json", "list", "--long")
+    assert run.code == 0, run.err
+    listed = {(k["key_id"], k["role"], k["gun"]) for k in run.json()["keys"]}
+    assert listed == {(k.key_id, k.role, k.gun) for k in keys}
+    assert all(k["wrappers"][0].startswith("age1") for k in run.json()["keys"])
+    one = kv("--json", "list", "--gun", GUNS[0])
+    assert {k["gun"] for k in one.json()["keys"]} == {GUNS[0]}
+
+
+def test_restore_all_into_a_fresh_dir_is_byte_identical(
+        kv: KV, ready: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path) -> None:
+    trust_dir, keys = ready
+    fresh = tmp_path / "laptop" / "trust"
+    run = kv("--trust-dir", fresh, "--json", "restore", "--all")
+    assert run.code == 0, run.err
+    assert {k["action"] for k in run.json()["keys"]} == {"create"}
+    for key in keys:
+        restored = fresh / "private" / key.relpath
+        assert restored.read_bytes() == (trust_dir / "private" / key.relpath).read_bytes()
+        assert stat.S_IMODE(restored.stat().st_mode) == 0o600
+    assert stat.S_IMODE((fresh / "private").stat().st_mode) == 0o700
+    again = kv("--trust-dir", fresh, "--json", "restore", "--all")
+    assert {k["action"] for k in again.json()["keys"]} == {"unchanged"}
+
+
+def test_restore_one_gun_and_role(kv: KV, ready: tuple[Path, tuple[KeyFile, ...]],
+                                  tmp_path: Path) -> None:
+    _, keys = ready
+    fresh = tmp_path / "ci"
+    run = kv("--trust-dir", fresh, "--json", "restore", "--gun", GUNS[0], "--role", "targets")
+    assert run.code == 0, run.err
+    expected = [k for k in keys if k.gun == GUNS[0] and k.role == "targets"]
+    assert sorted(p.name for p in (fresh / "private").iterdir()) == [expected[0].relpath]
+
+
+def test_restore_needs_a_selection(kv: KV, ready: tuple[Path, tuple[KeyFile, ...]],
+                                   tmp_path: Path) -> None:
+    run = kv("--trust-dir", tmp_path / "x", "restore")
+    assert run.code == 2 and "say which keys" in run.err
+    assert not (tmp_path / "x").exists()
+
+
+def test_restore_conflict_and_force(kv: KV, ready: tuple[Path, tuple[KeyFile, ...]],
+                                    tmp_path: Path) -> None:
+    """B28: an existing file with different bytes is never overwritten without --force."""
+    _, keys = ready
+    fresh = tmp_path / "t"
+    root = next(k for k in keys if k.role == "root")
+    (fresh / "private").mkdir(parents=True)
+    victim = fresh / "private" / root.relpath
+    victim.write_bytes(b"local edit\n")
+    before = tree(fresh)
+    run = kv("--trust-dir", fresh, "restore", "--all")
+    assert run.code == 7
+    assert "already exist with different bytes" in run.err and "--force" in run.err
+    after = tree(fresh)
+    after.pop(".keyvault.lock", None)
+    assert after == before
+    dry = kv("--trust-dir", fresh, "--json", "restore", "--all", "--dry-run")
+    assert dry.code == 7
+    assert {k["action"] for k in dry.json()["keys"]} == {"conflict", "create"}
+    forced = kv("--trust-dir", fresh, "--json", "restore", "--all", "--force")
+    assert forced.code == 0, forced.err
+    (aside,) = forced.json()["kept_aside"]
+    assert (fresh / "private" / aside).read_bytes() == b"local edit\n"
+    assert victim.read_bytes() == root.data
+
+
+def test_dry_run_writes_nothing(kv: KV, ready: tuple[Path, tuple[KeyFile, ...]],
+                                tmp_path: Path) -> None:
+    run = kv("--trust-dir", tmp_path / "t", "--json", "restore", "--all", "--dry-run")
+    assert run.code == 0 and run.json()["dry_run"]
+    assert not (tmp_path / "t").exists()
+
+
+def test_verify_reports_ok_then_drift(kv: KV, ready: tuple[Path, tuple[KeyFile, ...]]) -> None:
+    trust_dir, keys = ready
+    run = kv("--json", "verify", "--all")
+    assert run.code == 0, run.err
+    assert {k["status"] for k in run.json()["keys"]} == {"ok"}
+    changed = keys[0]
+    (trust_dir / "private" / changed.relpath).write_bytes(changed.data + b"\n")
+    drift = kv("--json", "verify", "--all")
+    assert drift.code == 5
+    statuses = {k["key_id"]: k["status"] for k in drift.json()["keys"]}
+    assert statuses[changed.key_id] == "differs"
+
+
+def test_verify_deep_checks_key_ids_with_env_passphrases(
+        kv: KV, ready: tuple[Path, tuple[KeyFile, ...]], monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("NOTARY_ROOT_PASSPHRASE", "NOTARY_TARGETS_PASSPHRASE",
+                "NOTARY_SNAPSHOT_PASSPHRASE"):
+        monkeypatch.setenv(var, PASS)
+    run = kv("--json", "verify", "--all", "--deep")
+    assert run.code == 0, run.err
+    assert {k["deep"] for k in run.json()["keys"]} == {"key ID verified"}
+    assert PASS not in run.out + run.err
+
+
+def test_verify_deep_wrong_passphrase_is_access_denied(
+        kv: KV, ready: tuple[Path, tuple[KeyFile, ...]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """B14."""
+    for var in ("NOTARY_ROOT_PASSPHRASE", "NOTARY_TARGETS_PASSPHRASE",
+                "NOTARY_SNAPSHOT_PASSPHRASE"):
+        monkeypatch.setenv(var, "wrong-guess")
+    run = kv("verify", "--all", "--deep")
+    assert run.code == 4
+    assert "wrong passphrase" in run.err and "wrong-guess" not in run.out + run.err
+
+
+def test_verify_deep_empty_passphrase_variable(
+        kv: KV, ready: tuple[Path, tuple[KeyFile, ...]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """B15: a passphrase variable set but empty."""
+    monkeypatch.setenv("NOTARY_ROOT_PASSPHRASE", "")
+    run = kv("--json", "verify", "--role", "root", "--deep")
+    assert run.code == 2
+    (only,) = run.json()["keys"]
+    assert "NOTARY_ROOT_PASSPHRASE is set but empty" in only["error"]["message"]
+
+
+def test_json_output_is_one_document(kv: KV, ready: tuple[Path, tuple[KeyFile, ...]]) -> None:
+    for args in (["scan"], ["backup"], ["list"], ["verify", "--all"]):
+        run = kv("--json", *args)
+        json.loads(run.out)
+
+
+def test_version_and_help(kv: KV) -> None:
+    assert kv("--version").out.startswith("keyvault ")
+    run = kv("--help")
+    assert run.code == 0 and "Exit codes" in run.out and "integrity" in run.out

@@ -1,0 +1,87 @@
+"""Configuration: defaults < TOML file < environment; strict schema (B16, B17)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from keyvault.config import default_trust_dir, load_config, render_config
+from keyvault.errors import InvalidInputError, NotFoundError, UsageError
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    home = tmp_path / "home"
+    home.mkdir()
+    values = {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+              "XDG_DATA_HOME": str(home / ".local/share")}
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    return values
+
+
+def test_defaults_without_a_file(env: dict[str, str]) -> None:
+    config = load_config(None, env)
+    assert config.source is None and config.store is None and config.team == "default"
+    assert config.trust_dir == Path(env["HOME"]) / ".docker" / "trust"
+    with pytest.raises(NotFoundError, match="no store is configured"):
+        config.require_store()
+
+
+def test_docker_config_moves_the_trust_dir(env: dict[str, str]) -> None:
+    assert default_trust_dir({**env, "DOCKER_CONFIG": "/x/docker"}) == Path("/x/docker/trust")
+
+
+def test_file_then_env_precedence(env: dict[str, str], tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(render_config(team="team-a", store="file:///s", wrappers=["age1abc"],
+                                  identity_file=tmp_path / "id.txt"))
+    config = load_config(path, env)
+    assert (config.team, config.store, config.wrappers) == ("team-a", "file:///s", ("age1abc",))
+    assert config.identity_files == (tmp_path / "id.txt",)
+    config = load_config(path, {**env, "KEYVAULT_TEAM": "team-b", "KEYVAULT_STORE": "file:///t",
+                                "KEYVAULT_WRAPPERS": "age1x, passphrase:"})
+    assert (config.team, config.store, config.wrappers) == ("team-b", "file:///t",
+                                                            ("age1x", "passphrase:"))
+
+
+def test_syntax_error_names_the_line(env: dict[str, str], tmp_path: Path) -> None:
+    """B16."""
+    path = tmp_path / "c.toml"
+    path.write_text('[keyvault]\nteam = "a"\nstore = \n')
+    with pytest.raises(InvalidInputError, match="line 3"):
+        load_config(path, env)
+
+
+@pytest.mark.parametrize("body,fragment", [
+    ('[keyvault]\nstroe = "file:///x"\n', "unknown key 'stroe'"),
+    ('[nope]\nx = 1\n', r"unknown section \[nope\]"),
+    ('[keyvault]\nwrappers = "age1x"\n', "wrong type"),
+    ('[passphrase]\nscrypt_n = true\n', "wrong type"),
+])
+def test_unknown_keys_and_wrong_types(env: dict[str, str], tmp_path: Path, body: str,
+                                      fragment: str) -> None:
+    """B17."""
+    path = tmp_path / "c.toml"
+    path.write_text(body)
+    with pytest.raises(InvalidInputError, match=fragment):
+        load_config(path, env)
+
+
+def test_explicit_missing_config_is_not_found(env: dict[str, str], tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError, match="does not exist"):
+        load_config(tmp_path / "missing.toml", env)
+
+
+def test_invalid_team_in_config(env: dict[str, str], tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[keyvault]\nteam = "a/b"\n')
+    with pytest.raises(UsageError, match="invalid team name"):
+        load_config(path, env)
+
+
+def test_config_path_from_env(env: dict[str, str], tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[keyvault]\nteam = "from-env"\n')
+    assert load_config(None, {**env, "KEYVAULT_CONFIG": str(path)}).team == "from-env"

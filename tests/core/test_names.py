@@ -1,0 +1,124 @@
+"""Grammars for names that become paths or object names (T9)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from keyvault.errors import UsageError
+from keyvault.names import (
+    KeyAddress,
+    gun_matches,
+    validate_gun,
+    validate_gun_glob,
+    validate_key_id,
+    validate_role,
+    validate_team,
+)
+
+KID = "0123456789abcdef" * 4
+
+
+@pytest.mark.parametrize("gun", ["example.com/team-a/app", "docker.io/library/alpine",
+                                 "localhost:5000/app", "registry.example.com/a/b/c_d.e-f",
+                                 "app"])
+def test_valid_guns(gun: str) -> None:
+    assert validate_gun(gun) == gun
+
+
+@pytest.mark.parametrize("gun", ["", "/abs/path", "a/../b", "..", "a//b", "a/", "a/./b",
+                                 "a/B", "a/\x00b", "a/b\n", "a\\b", "a/" + "x" * 300, " a",
+                                 "a/-b", "a/b-"])
+def test_invalid_guns(gun: str) -> None:
+    """B09: GUN with '..' or a leading '/' (and friends)."""
+    with pytest.raises(UsageError):
+        validate_gun(gun)
+
+
+@pytest.mark.parametrize("team", ["a", "team-a", "x1", "a" * 63])
+def test_valid_teams(team: str) -> None:
+    assert validate_team(team) == team
+
+
+@pytest.mark.parametrize("team", ["", "team/a", "Team", "-a", "a-", "a" * 64, "..", "a b",
+                                  "a_b"])
+def test_invalid_teams(team: str) -> None:
+    """B34: team name with a slash (and friends)."""
+    with pytest.raises(UsageError, match="invalid team name"):
+        validate_team(team)
+
+
+@pytest.mark.parametrize("role", ["root", "targets", "snapshot", "timestamp", "targets/releases",
+                                  "targets/a/b", "alice", "delegation", "signer-1"])
+def test_valid_roles(role: str) -> None:
+    assert validate_role(role) == role
+
+
+@pytest.mark.parametrize("role", ["", "Root", "targets/", "targets//x", "../x", "a/b",
+                                  "targets/../root", "x y", "targets/Releases", "root\n"])
+def test_unknown_roles(role: str) -> None:
+    """B08: unknown role value."""
+    with pytest.raises(UsageError, match="unknown role"):
+        validate_role(role)
+
+
+@pytest.mark.parametrize("kid", ["A" * 64, "a" * 63, "a" * 65, "g" * 64, "../" + "a" * 61])
+def test_invalid_key_ids(kid: str) -> None:
+    with pytest.raises(UsageError):
+        validate_key_id(kid)
+
+
+@pytest.mark.parametrize("address", [
+    KeyAddress("team-a", None, "root", KID),
+    KeyAddress("team-a", "example.com/team-a/app", "targets", KID),
+    KeyAddress("team-a", "example.com/x/targets", "targets/releases", KID),
+    KeyAddress("team-a", None, "targets/releases", KID),
+    KeyAddress("team-a", None, "alice", KID),
+    KeyAddress("t", "localhost:5000/app", "snapshot", KID),
+])
+def test_object_names_round_trip(address: KeyAddress) -> None:
+    name = address.object_name
+    assert ".." not in name.split("/") and not name.startswith("/")
+    assert KeyAddress.from_object_name(name) == address
+
+
+def test_object_name_layout_matches_design() -> None:
+    assert KeyAddress("a", None, "root", KID).object_name == f"v1/teams/a/root/{KID}.json"
+    assert (KeyAddress("a", "example.com/app", "targets/rel", KID).object_name
+            == f"v1/teams/a/guns/example.com/app/targets~rel/{KID}.json")
+
+
+def test_root_keys_have_no_gun_and_gun_roles_need_one() -> None:
+    with pytest.raises(UsageError):
+        KeyAddress("a", "example.com/app", "root", KID)
+    with pytest.raises(UsageError):
+        KeyAddress("a", None, "targets", KID)
+
+
+@pytest.mark.parametrize("name", ["v1/teams/a/root/x.json", "v1/teams/A/root/" + KID + ".json",
+                                  "v2/teams/a/root/" + KID + ".json",
+                                  "v1/teams/a/guns/../targets/" + KID + ".json",
+                                  "v1/teams/a/root/" + KID, "v1/teams/a/other/" + KID + ".json"])
+def test_foreign_object_names_are_refused(name: str) -> None:
+    with pytest.raises(UsageError):
+        KeyAddress.from_object_name(name)
+
+
+@given(st.text(max_size=80))
+def test_from_object_name_never_crashes(name: str) -> None:
+    try:
+        address = KeyAddress.from_object_name(name)
+    except UsageError:
+        return
+    assert address.object_name == name
+
+
+def test_gun_globs() -> None:
+    assert gun_matches("example.com/team-a/app", "example.com/team-a/*")
+    assert not gun_matches("example.com/team-b/app", "example.com/team-a/*")
+    assert not gun_matches(None, "*")
+    with pytest.raises(UsageError):
+        validate_gun_glob("../x")
+    with pytest.raises(UsageError):
+        validate_gun_glob("a b")

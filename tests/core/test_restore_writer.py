@@ -1,0 +1,241 @@
+"""The all-or-nothing restore writer (keyvault.trust.restore), without any store."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from keyvault.errors import ConflictError, LocalIOError, UsageError
+from keyvault.trust import restore as restore_mod
+from keyvault.trust.restore import Action, RestoreItem, apply_restore, plan_restore
+
+ID_A = "a" * 64
+ID_B = "b" * 64
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, bytes | None]]:
+    """Every entry below root: mode and bytes (None for dirs/links)."""
+    out: dict[str, tuple[int, bytes | None]] = {}
+    if not root.exists():
+        return out
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            st = p.lstat()
+            data = p.read_bytes() if stat.S_ISREG(st.st_mode) else None
+            out[str(p.relative_to(root))] = (st.st_mode, data)
+    return out
+
+
+def items() -> list[RestoreItem]:
+    return [
+        RestoreItem(f"{ID_A}.key", b"key-a\n"),
+        RestoreItem(f"tuf_keys/example.com/app/{ID_B}.key", b"key-b\n"),
+    ]
+
+
+def test_restore_into_fresh_dir_creates_0600_files_in_0700_dirs(tmp_path: Path) -> None:
+    trust = tmp_path / "new" / "trust"
+    result = apply_restore(trust, items(), force=False)
+    assert [p.action for p in result.planned] == [Action.CREATE, Action.CREATE]
+    a = trust / "private" / f"{ID_A}.key"
+    b = trust / "private" / "tuf_keys" / "example.com" / "app" / f"{ID_B}.key"
+    assert a.read_bytes() == b"key-a\n" and b.read_bytes() == b"key-b\n"
+    assert stat.S_IMODE(a.stat().st_mode) == 0o600
+    for d in (trust, trust / "private", b.parent, b.parent.parent):
+        assert stat.S_IMODE(d.stat().st_mode) == 0o700
+    leftovers = [p.name for p in (trust / "private").rglob("*") if "keyvault-tmp" in p.name]
+    assert leftovers == []
+
+
+def test_identical_file_is_left_alone(tmp_path: Path) -> None:
+    trust = tmp_path / "trust"
+    apply_restore(trust, items(), force=False)
+    target = trust / "private" / f"{ID_A}.key"
+    before = target.stat()
+    result = apply_restore(trust, items(), force=False)
+    assert {p.action for p in result.planned} == {Action.UNCHANGED}
+    assert target.stat().st_ino == before.st_ino
+
+
+def test_different_file_is_a_conflict_and_nothing_changes(tmp_path: Path) -> None:
+    """B28: target exists with different bytes, no --force."""
+    trust = tmp_path / "trust"
+    (trust / "private").mkdir(parents=True)
+    (trust / "private" / f"{ID_A}.key").write_bytes(b"other\n")
+    before = snapshot(trust)
+    with pytest.raises(ConflictError, match="already exist with different bytes"):
+        apply_restore(trust, items(), force=False)
+    after = snapshot(trust)
+    after.pop(restore_mod.LOCK_NAME, None)
+    assert after == before
+
+
+def test_force_replaces_and_keeps_the_old_file_aside(tmp_path: Path) -> None:
+    trust = tmp_path / "trust"
+    (trust / "private").mkdir(parents=True)
+    (trust / "private" / f"{ID_A}.key").write_bytes(b"other\n")
+    result = apply_restore(trust, items(), force=True)
+    assert result.planned[0].action is Action.REPLACE
+    assert (trust / "private" / f"{ID_A}.key").read_bytes() == b"key-a\n"
+    (aside,) = result.kept_aside
+    assert (trust / "private" / aside).read_bytes() == b"other\n"
+
+
+def test_dry_run_plan_writes_nothing(tmp_path: Path) -> None:
+    trust = tmp_path / "trust"
+    plan = plan_restore(trust, items(), force=False)
+    assert [p.action for p in plan] == [Action.CREATE, Action.CREATE]
+    assert not trust.exists()
+
+
+def test_symlinked_directory_inside_trust_dir_is_not_followed(tmp_path: Path) -> None:
+    """B12: a symlink planted inside the trust dir never leads a write outside."""
+    trust = tmp_path / "trust"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (trust / "private").mkdir(parents=True)
+    (trust / "private" / "tuf_keys").symlink_to(outside)
+    with pytest.raises(ConflictError, match="symlink"):
+        apply_restore(trust, items(), force=True)
+    assert list(outside.iterdir()) == []
+    assert not (trust / "private" / f"{ID_A}.key").exists()
+
+
+def test_symlinked_key_file_is_refused_even_with_force(tmp_path: Path) -> None:
+    trust = tmp_path / "trust"
+    (trust / "private").mkdir(parents=True)
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"do not touch\n")
+    (trust / "private" / f"{ID_A}.key").symlink_to(victim)
+    with pytest.raises(ConflictError, match="not a regular file"):
+        apply_restore(trust, items(), force=True)
+    assert victim.read_bytes() == b"do not touch\n"
+
+
+@pytest.mark.parametrize("relpath", ["../evil.key", "/abs.key", "a/../../b.key", "x/./y.key",
+                                     "noext", "a//b.key", "bad\nname.key", ""])
+def test_unsafe_relative_paths_are_refused(tmp_path: Path, relpath: str) -> None:
+    with pytest.raises(UsageError):
+        apply_restore(tmp_path / "trust", [RestoreItem(relpath, b"x")], force=False)
+    assert not (tmp_path / "evil.key").exists()
+
+
+def test_failure_halfway_rolls_everything_back(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """B40/F07-like: an interruption after the first file is in place undoes it."""
+    trust = tmp_path / "trust"
+    (trust / "private").mkdir(parents=True)
+    (trust / "private" / f"{ID_A}.key").write_bytes(b"old-a\n")
+    before = snapshot(trust)
+    real_commit = restore_mod._Transaction.commit_one
+    calls = {"n": 0}
+
+    def interrupted(self: restore_mod._Transaction, p: restore_mod.PlannedWrite) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        real_commit(self, p)
+
+    monkeypatch.setattr(restore_mod._Transaction, "commit_one", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        apply_restore(trust, items(), force=True)
+    after = snapshot(trust)
+    after.pop(restore_mod.LOCK_NAME, None)
+    assert after == before
+
+
+def test_failure_on_a_fresh_trust_dir_leaves_no_trust_dir(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    trust = tmp_path / "trust"
+
+    def boom(self: restore_mod._Transaction) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(restore_mod._Transaction, "verify", boom)
+    with pytest.raises(OSError):
+        apply_restore(trust, items(), force=False)
+    assert not trust.exists()
+
+
+def test_concurrent_restore_is_refused(tmp_path: Path) -> None:
+    """F12: a second restore into the same trust dir while one holds the lock."""
+    import fcntl
+
+    trust = tmp_path / "trust"
+    trust.mkdir()
+    fd = os.open(trust / restore_mod.LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with pytest.raises(ConflictError, match="another keyvault process"):
+            apply_restore(trust, items(), force=False)
+    finally:
+        os.close(fd)
+    assert not (trust / "private").exists()
+
+
+def test_trust_dir_that_is_a_file_is_a_usage_error(tmp_path: Path) -> None:
+    trust = tmp_path / "trust"
+    trust.write_text("not a dir")
+    with pytest.raises(UsageError, match="not a directory"):
+        apply_restore(trust, items(), force=False)
+    assert trust.read_text() == "not a dir"
+
+
+def test_two_items_for_one_path_are_refused(tmp_path: Path) -> None:
+    dup = [RestoreItem(f"{ID_A}.key", b"1"), RestoreItem(f"{ID_A}.key", b"2")]
+    with pytest.raises(ConflictError):
+        plan_restore(tmp_path, dup, force=False)
+
+
+def _can_mount() -> bool:
+    return os.geteuid() == 0
+
+
+@pytest.mark.skipif(not _can_mount(), reason="needs root to mount a tmpfs")
+def test_disk_full_leaves_nothing_behind(tmp_path: Path) -> None:
+    """B30/F09: ENOSPC on a 64 KiB tmpfs."""
+    import subprocess
+
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount tmpfs here")
+    try:
+        trust = mnt / "trust"
+        (trust / "private").mkdir(parents=True)
+        (trust / "private" / f"{ID_B}.key").write_bytes(b"existing\n")
+        before = snapshot(trust)
+        big = [RestoreItem(f"{ID_A}.key", b"x" * 200_000)]
+        with pytest.raises(LocalIOError, match="no space left"):
+            apply_restore(trust, big, force=False)
+        after = snapshot(trust)
+        after.pop(restore_mod.LOCK_NAME, None)
+        assert after == before
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+@pytest.mark.skipif(not _can_mount(), reason="needs root to remount read-only")
+def test_read_only_file_system_is_a_clear_error(tmp_path: Path) -> None:
+    """B31/F10: EROFS."""
+    import subprocess
+
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount tmpfs here")
+    try:
+        trust = mnt / "trust"
+        (trust / "private").mkdir(parents=True)
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        with pytest.raises(LocalIOError, match="read-only"):
+            apply_restore(trust, items(), force=False)
+        assert list((trust / "private").iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
