@@ -29,6 +29,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -54,6 +55,7 @@ TAG_SIZE = 16
 MAX_ENVELOPE_SIZE = 2 * 1024 * 1024
 MAX_WRAPPED_KEYS = 16
 MAX_WRAPPED_BLOB = 8192
+_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\dZ")
 _ALGORITHMS = frozenset({"ecdsa", "rsa", "ed25519"})
 _DOC_FIELDS = frozenset(
     {"format", "version", "header", "cipher", "nonce", "ciphertext", "commitment", "wrapped_keys"}
@@ -314,7 +316,8 @@ def open_envelope(envelope: Envelope, wrappers: Iterable[Wrapper]) -> bytes:
 
 def decrypt_with_dek(envelope: Envelope, dek: bytes) -> bytes:
     header = envelope.header
-    if len(dek) != DEK_SIZE or not hmac.compare_digest(commitment(dek, header), envelope.commitment):
+    if len(dek) != DEK_SIZE or not hmac.compare_digest(commitment(dek, header),
+                                                       envelope.commitment):
         raise IntegrityError(f"key {header.key_id[:12]}: DEK does not match the commitment")
     try:
         data = AESGCM(dek).decrypt(envelope.nonce, envelope.ciphertext, header.canonical())
@@ -331,9 +334,14 @@ def decrypt_with_dek(envelope: Envelope, dek: bytes) -> bytes:
 def rewrap(envelope: Envelope, dek: bytes, add: Sequence[Wrapper],
            remove: Iterable[str] = ()) -> Envelope:
     """Add and/or remove wrapped copies of the DEK; the ciphertext is untouched."""
-    if len(dek) != DEK_SIZE or not hmac.compare_digest(commitment(dek, envelope.header), envelope.commitment):
+    if len(dek) != DEK_SIZE or not hmac.compare_digest(commitment(dek, envelope.header),
+                                                       envelope.commitment):
         raise IntegrityError("DEK does not match the envelope's commitment")
     dropped = set(remove)
+    unknown = dropped - set(envelope.wrapper_uris)
+    if unknown:
+        raise UsageError(f"key {envelope.header.key_id[:12]} is not wrapped by "
+                         f"{', '.join(sorted(unknown))}; nothing to remove")
     kept = [w for w in envelope.wrapped_keys if w.uri not in dropped]
     present = {w.uri for w in kept}
     context = envelope.header.context()
@@ -386,7 +394,10 @@ def _check_source_name(name: str) -> None:
 
 
 def _parse_timestamp(value: str) -> None:
+    """Exactly ``YYYY-MM-DDTHH:MM:SSZ`` (strptime alone accepts unpadded fields and :60)."""
     try:
+        if not _TIMESTAMP.fullmatch(value):
+            raise ValueError(value)
         datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ")
     except ValueError:
         raise UsageError(f"invalid timestamp {value[:40]!r}") from None

@@ -75,7 +75,9 @@ def load_class(registry: Mapping[str, str], kind: str, uri: str) -> Any:
                 raise BackendUnavailableError(
                     f"the {scheme}: {kind} is not available in this version of keyvault"
                 ) from None
-            raise
+            raise BackendUnavailableError(
+                f"the {scheme}: {kind} needs the Python package {missing!r}, which is missing",
+                hint="reinstall keyvault with its dependencies") from None
         raise BackendUnavailableError(
             f"the {scheme}: {kind} needs the Python package {missing!r}",
             hint=f"install it with: pip install 'keyvault[{extra}]'",

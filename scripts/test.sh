@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(notary)
+APT_PACKAGES=(notary age)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

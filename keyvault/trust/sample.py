@@ -61,10 +61,11 @@ def write_sample_trust_dir(
             key_id = private_key_id(key)
             data = notary_key_file(key, role, gun, passphrases[role])
             _write_new(private, f"{key_id}.key", data, path)
-            written.append(KeyFile(key_id=key_id, role=role, gun=gun,
-                                   algorithm=algorithm_of(key), relpath=f"{key_id}.key",
-                                   mode=0o600, layout=Layout.CURRENT,
-                                   encrypted=passphrases[role] != "", data=data))
+            encrypted = passphrases[role] != ""
+            written.append(KeyFile(key_id=key_id, role=role, gun=gun,  # as scan reports it
+                                   algorithm=None if encrypted else algorithm_of(key),
+                                   relpath=f"{key_id}.key", mode=0o600, layout=Layout.CURRENT,
+                                   encrypted=encrypted, data=data))
     finally:
         os.close(private)
     return tuple(sorted(written, key=lambda k: k.relpath))
