@@ -48,10 +48,10 @@ def _version(value: bool) -> None:
 @app.callback()
 def _global(
     ctx: typer.Context,
-    config: Annotated[Path | None, typer.Option(
+    config: Annotated[str | None, typer.Option(
         "--config", envvar="KEYVAULT_CONFIG", help="Config file (TOML).", metavar="FILE",
         show_default=False)] = None,
-    trust_dir: Annotated[Path | None, typer.Option(
+    trust_dir: Annotated[str | None, typer.Option(
         "--trust-dir", metavar="DIR", show_default=False,
         help="Trust directory (default: $DOCKER_CONFIG/trust or ~/.docker/trust).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")
@@ -67,7 +67,11 @@ def _global(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Show the version and exit.")] = False,
 ) -> None:
-    ctx.obj = CliState(config_path=config, trust_dir=trust_dir, json=json_out, store=store,
+    # Paths are taken as plain strings: keyvault reports missing or unreadable ones itself,
+    # with its own exit codes, instead of the option parser refusing them.
+    ctx.obj = CliState(config_path=Path(config) if config else None,
+                       trust_dir=Path(trust_dir) if trust_dir else None, json=json_out,
+                       store=store,
                        wrappers=list(wrapper or []), team=team)
 
 

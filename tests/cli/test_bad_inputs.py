@@ -151,7 +151,7 @@ def test_b10_file_name_not_hex(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, .
 
 def test_b11_file_name_is_not_the_key_id(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]],
                                          monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    trust, store, keys = setup
+    _, store, keys = setup
     root = next(k for k in keys if k.role == "root")
     other = tmp_path / "other"
     (other / "private").mkdir(parents=True)
@@ -283,7 +283,7 @@ def test_b24_flipped_header_field(kv: KV, setup: tuple[Path, Path, tuple[KeyFile
 def test_b25_envelope_copied_to_another_guns_name(
         kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]], tmp_path: Path) -> None:
     _, store, keys = setup
-    path, key = _envelope_path(store, keys, "targets")
+    path, _ = _envelope_path(store, keys, "targets")
     moved = Path(str(path).replace(GUN, "example.com/team-a/other"))
     moved.parent.mkdir(parents=True, mode=0o700)
     moved.write_bytes(path.read_bytes())
@@ -345,7 +345,6 @@ def test_every_single_flipped_byte_of_an_envelope_is_refused(
 def test_b29_restore_target_not_writable(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]],
                                          tmp_path: Path) -> None:
     """B03/B29 need a non-root user: root ignores modes. Run the CLI in a forked child."""
-    _, store, _ = setup
     target = tmp_path / "ro-trust"
     (target / "private").mkdir(parents=True, mode=0o755)
     # the child (uid 65534) may pass through the test's directories and own its HOME...
@@ -368,8 +367,22 @@ def test_b29_restore_target_not_writable(kv: KV, setup: tuple[Path, Path, tuple[
     guard.check()
 
 
+def _import_everything() -> None:
+    import importlib
+    import pkgutil
+
+    import keyvault
+
+    for info in pkgutil.walk_packages(keyvault.__path__, "keyvault."):
+        if not info.name.endswith(("__main__", "awskms", "transit", "pkcs11", "s3", "vaultkv")):
+            importlib.import_module(info.name)
+    import rich.console
+    import rich.table  # noqa: F401
+
+
 def _as_nobody(fn: object) -> tuple[int, str]:
     """Run ``fn`` (returning a Run) in a child as uid/gid 65534; its exit code and stderr."""
+    _import_everything()  # the child cannot read root's site-packages to import lazily
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # child
@@ -382,6 +395,9 @@ def _as_nobody(fn: object) -> tuple[int, str]:
             os.write(write_end, run.err.encode())
             os._exit(run.code)
         except BaseException:
+            import traceback
+
+            os.write(write_end, traceback.format_exc().encode())
             os._exit(99)
     os.close(write_end)
     with os.fdopen(read_end, "rb") as fh:
@@ -427,7 +443,7 @@ def test_b34_team_name_with_a_slash(kv: KV, setup: tuple[Path, Path, tuple[KeyFi
 def test_b03_trust_dir_unreadable(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]],
                                   tmp_path: Path) -> None:
     """Root ignores modes: the CLI runs in a forked child as uid 65534."""
-    trust, store, _ = setup
+    _, store, _ = setup
     locked = tmp_path / "locked-trust"
     (locked / "private").mkdir(parents=True)
     locked.chmod(0o700)  # root's, unreadable to the child

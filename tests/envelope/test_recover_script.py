@@ -318,7 +318,7 @@ def test_tampered_envelope_is_refused(tmp_path: Path, run: Run,
     (b'{"version": NaN}', "not valid JSON"),
     (b"[" * 100_000, "not valid JSON"),
     (b" " * (2 * 1024 * 1024 + 1), "is larger than"),
-])
+], ids=["truncated", "duplicate-key", "nan", "deep-nesting", "oversized"])
 def test_malformed_documents_are_refused(tmp_path: Path, run: Run,
                                          hex_sealed: tuple[Path, Path, bytes],
                                          raw: bytes | None, fragment: str) -> None:

