@@ -43,8 +43,8 @@ def main() -> int:
         env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
                "XDG_DATA_HOME": str(home / ".local/share"),
                "XDG_STATE_HOME": str(home / ".local/state")}
-        env.pop("KEYVAULT_CONFIG", None)
-        env.pop("DOCKER_CONFIG", None)
+        for name in ("KEYVAULT_CONFIG", "DOCKER_CONFIG", "PYTHONDONTWRITEBYTECODE"):
+            env.pop(name, None)  # bytecode caches on, as on a user's machine after pip install
         kv = [python, "-m", "keyvault"]
         subprocess.run([*kv, "quickstart"], env=env, check=True, capture_output=True)
         cases = {

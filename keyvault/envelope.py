@@ -31,7 +31,7 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -274,7 +274,12 @@ def seal(header: Header, data: bytes, wrappers: Sequence[Wrapper]) -> Envelope:
         _wipe(dek)
 
 
-def unwrap_dek(envelope: Envelope, wrappers: Iterable[Wrapper]) -> bytes:
+#: Raises for a wrapper URI that no wrapper could have written (see keyvault.wrappers).
+UriCheck = Callable[[str], None]
+
+
+def unwrap_dek(envelope: Envelope, wrappers: Iterable[Wrapper],
+               check_uri: UriCheck | None = None) -> bytes:
     """The DEK, through the first trusted wrapper that holds a copy and opens it.
 
     Strict mode: only entries whose URI equals a wrapper the caller passed are
@@ -285,7 +290,7 @@ def unwrap_dek(envelope: Envelope, wrappers: Iterable[Wrapper]) -> bytes:
     by_uri = {w.uri: w for w in wrappers}
     candidates = [w for w in envelope.wrapped_keys if w.uri in by_uri]
     if not candidates:
-        raise _no_matching_wrapper(envelope)
+        raise _no_matching_wrapper(envelope, check_uri)
     failures: list[KeyvaultError] = []
     for entry in candidates:
         if dict(entry.context) != expected_context:
@@ -308,9 +313,14 @@ def unwrap_dek(envelope: Envelope, wrappers: Iterable[Wrapper]) -> bytes:
     raise _worst(failures, envelope)
 
 
-def open_envelope(envelope: Envelope, wrappers: Iterable[Wrapper]) -> bytes:
-    """Authenticate and decrypt; returns the key file's original bytes."""
-    dek = unwrap_dek(envelope, wrappers)
+def open_envelope(envelope: Envelope, wrappers: Iterable[Wrapper],
+                  check_uri: UriCheck | None = None) -> bytes:
+    """Authenticate and decrypt; returns the key file's original bytes.
+
+    ``check_uri`` lets the caller tell a corrupt envelope (exit 5) from one
+    wrapped only for wrappers it does not hold (exit 4).
+    """
+    dek = unwrap_dek(envelope, wrappers, check_uri)
     return decrypt_with_dek(envelope, dek)
 
 
@@ -351,13 +361,13 @@ def rewrap(envelope: Envelope, dek: bytes, add: Sequence[Wrapper],
     return replace(envelope, wrapped_keys=tuple(kept))
 
 
-def _no_matching_wrapper(envelope: Envelope) -> KeyvaultError:
+def _no_matching_wrapper(envelope: Envelope, check_uri: UriCheck | None) -> KeyvaultError:
     """Corrupt (a URI no wrapper could have written) or simply wrapped for someone else."""
-    from keyvault.wrappers import check_wrapper_uri
-
     for entry in envelope.wrapped_keys:
+        if check_uri is None:
+            break
         try:
-            check_wrapper_uri(entry.uri)
+            check_uri(entry.uri)
         except KeyvaultError:
             return IntegrityError(
                 f"key {envelope.header.key_id[:12]}: a wrapped key names a malformed wrapper "

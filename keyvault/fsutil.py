@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import errno
 import os
-import secrets
 import stat
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -194,7 +193,7 @@ def read_at_most(fd: int, limit: int) -> bytes:
 
 def _write_temp(dir_fd: int, data: bytes, mode: int, shown: str) -> str:
     """A fully written, fsynced temp file in ``dir_fd``; its name. Removed if anything fails."""
-    temp = TEMP_PREFIX + secrets.token_hex(8)
+    temp = TEMP_PREFIX + os.urandom(8).hex()
     try:
         fd = os.open(temp, _TEMP_FLAGS, 0o600, dir_fd=dir_fd)
     except OSError as exc:

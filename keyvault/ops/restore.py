@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from keyvault.envelope import open_envelope
 from keyvault.errors import UsageError
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session
@@ -65,10 +64,10 @@ def restore_keys(
 ) -> RestoreReport:
     selection.require_explicit("restore")
     stored = fetch_envelopes(session, team, selection, version)
-    wrappers = session.wrappers()
+    session.wrappers()  # fail on a bad wrapper URI before reading anything else
     items: list[RestoreItem] = []
     for entry in stored:
-        data = open_envelope(entry.envelope, wrappers)
+        data = session.open(entry.envelope)
         header = entry.envelope.header
         label = f"{header.role} key {header.key_id[:12]}" + (f" of {header.gun}"
                                                              if header.gun else "")

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from keyvault.config import Config
 from keyvault.plugins import SecretPrompt
 from keyvault.stores import Store, open_store
 from keyvault.wrappers import Wrapper, open_wrapper
+
+if TYPE_CHECKING:
+    from keyvault.envelope import Envelope
 
 
 @dataclass
@@ -35,6 +39,13 @@ class Session:
             options = self.config.backend_options(self.prompt)
             self._wrappers = [open_wrapper(uri, options) for uri in self.config.require_wrappers()]
         return self._wrappers
+
+    def open(self, envelope: Envelope) -> bytes:
+        """Open an envelope with the configured wrappers (strict mode)."""
+        from keyvault.envelope import open_envelope
+        from keyvault.wrappers import check_wrapper_uri
+
+        return open_envelope(envelope, self.wrappers(), check_wrapper_uri)
 
     def close(self) -> None:
         for wrapper in self._wrappers or []:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from keyvault.envelope import Envelope
 from keyvault.errors import IntegrityError, KeyvaultError
 from keyvault.names import KeyAddress, gun_prefix, team_prefix
 from keyvault.ops.selection import Selection
 from keyvault.stores import Store
+
+if TYPE_CHECKING:  # listing names must not pay for importing cryptography
+    from keyvault.envelope import Envelope
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,8 @@ class StoredEnvelope:
 
 def read_envelope(store: Store, address: KeyAddress, version: str | None = None
                   ) -> StoredEnvelope:
+    from keyvault.envelope import Envelope
+
     obj = store.read(address.object_name, version)
     try:
         envelope = Envelope.from_bytes(obj.data)

@@ -12,14 +12,12 @@ import hmac
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from keyvault.envelope import open_envelope
 from keyvault.errors import IntegrityError, KeyvaultError, NotFoundError
 from keyvault.names import KeyAddress
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session
 from keyvault.ops.stored import list_addresses, read_envelope
 from keyvault.trust.model import KeyFile, Layout
-from keyvault.wrappers import Wrapper
 
 OK, MISSING, DIFFERS, BROKEN, NOT_LOCAL = "ok", "not-backed-up", "differs", "broken", "store-only"
 
@@ -45,7 +43,7 @@ def verify_backups(
     deep: DeepCheck | None = None,
     on_done: Callable[[Verified], None] | None = None,
 ) -> list[Verified]:
-    wrappers = session.wrappers()
+    session.wrappers()  # fail on a bad wrapper URI before reading anything else
     stored = set(list_addresses(session.store(), team, selection))
     local: Mapping[KeyAddress, KeyFile] = {
         KeyAddress(team, k.gun, k.role, k.key_id): k for k in local_keys or ()
@@ -57,7 +55,7 @@ def verify_backups(
     results: list[Verified] = []
     for address in everything:
         result = _verify_one(session, address, address in stored, local.get(address),
-                             wrappers, deep)
+                             deep)
         results.append(result)
         if on_done:
             on_done(result)
@@ -65,14 +63,14 @@ def verify_backups(
 
 
 def _verify_one(session: Session, address: KeyAddress, in_store: bool, key: KeyFile | None,
-                wrappers: Sequence[Wrapper], deep: DeepCheck | None) -> Verified:
+                deep: DeepCheck | None) -> Verified:
     if not in_store:
         return Verified(address, MISSING, "in the trust directory but not in the store",
                         error=NotFoundError(f"{address.role} key {address.key_id[:12]} is not "
                                             "backed up", hint="run 'keyvault backup'"))
     try:
         stored = read_envelope(session.store(), address)
-        data = open_envelope(stored.envelope, wrappers)
+        data = session.open(stored.envelope)
     except KeyvaultError as exc:
         return Verified(address, BROKEN, exc.message, error=exc)
     deep_status: str | None = None

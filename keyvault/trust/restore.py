@@ -22,7 +22,6 @@ import fcntl
 import hashlib
 import hmac
 import os
-import secrets
 import stat
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -310,7 +309,7 @@ class _Transaction:
     def stage(self, p: PlannedWrite) -> None:
         parts = check_relpath(p.item.relpath)
         dfd = self._dir((PRIVATE_DIR, *parts[:-1]), p.item.relpath)
-        tmp = f".{parts[-1]}.keyvault-tmp-{secrets.token_hex(6)}"
+        tmp = f".{parts[-1]}.keyvault-tmp-{os.urandom(6).hex()}"
         entry = _Staged(dfd, parts[-1], tmp, p.item.data)
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,

@@ -127,11 +127,15 @@ def test_strict_mode_refuses_when_no_given_wrapper_is_listed(sealed: ev.Envelope
 @pytest.mark.parametrize("uri", ["nope:x", "test-aead:a", "age1notarecipient:"])
 def test_an_entry_no_wrapper_could_have_written_marks_the_envelope_corrupt(
         sealed: ev.Envelope, uri: str) -> None:
+    from keyvault.wrappers import check_wrapper_uri
+
     doc = doc_of(sealed)
     doc["wrapped_keys"][1]["uri"] = uri
     with pytest.raises(IntegrityError, match="names a malformed wrapper URI; the envelope is "
                        "corrupt"):
-        ev.open_envelope(parse(doc), [AeadWrapper("transit://test/c")])
+        ev.open_envelope(parse(doc), [AeadWrapper("transit://test/c")], check_wrapper_uri)
+    with pytest.raises(AccessDeniedError, match="not wrapped by any wrapper you hold"):
+        ev.open_envelope(parse(doc), [AeadWrapper("transit://test/c")])  # no judge: just 4
 
 
 def test_strict_mode_never_uses_a_wrapper_the_caller_did_not_pass(
