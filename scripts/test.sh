@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(notary age)
+APT_PACKAGES=(notary age softhsm2)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

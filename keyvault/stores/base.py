@@ -10,14 +10,40 @@ plus bucket versioning), Vault KV v2 (``cas``) and the local file store.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, Self, runtime_checkable
 
+from keyvault.errors import UsageError
 from keyvault.plugins import BackendOptions
 
 #: Largest object a store returns; larger ones are refused before parsing (T10).
 MAX_OBJECT_SIZE = 2 * 1024 * 1024
+MAX_NAME_LENGTH = 1024
+OBJECT_SEGMENT = re.compile(r"[A-Za-z0-9._:~-]+")
+
+
+def validate_object_name(name: str) -> list[str]:
+    """The segments of a store object name; UsageError for anything that could escape.
+
+    Generic on purpose (any store may hold any name keyvault builds): segments
+    of ``[A-Za-z0-9._:~-]``, no empty, ``.`` or ``..`` segment, no leading or
+    trailing slash, at most 1024 characters.
+    """
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME_LENGTH:
+        raise UsageError(f"invalid object name {_shown(name)}: empty or longer than "
+                         f"{MAX_NAME_LENGTH} characters")
+    segments = name.split("/")
+    if not all(OBJECT_SEGMENT.fullmatch(s) and s not in (".", "..") for s in segments):
+        raise UsageError(f"invalid object name {_shown(name)}: use '/'-separated segments of "
+                         "letters, digits and ._:~- (no empty, '.' or '..' segment)")
+    return segments
+
+
+def _shown(value: object) -> str:
+    text = str(value)
+    return repr(text if len(text) <= 80 else text[:77] + "...")
 
 
 @dataclass(frozen=True)

@@ -43,37 +43,25 @@ from keyvault.errors import (
     UsageError,
 )
 from keyvault.plugins import BackendOptions
-from keyvault.stores.base import MAX_OBJECT_SIZE, ObjectVersion, StoredObject
+from keyvault.stores.base import (
+    MAX_NAME_LENGTH,
+    MAX_OBJECT_SIZE,
+    OBJECT_SEGMENT,
+    ObjectVersion,
+    StoredObject,
+    validate_object_name,
+)
 
 MARKER_NAME = "keyvault-store.json"
 MARKER = {"format": "keyvault-file-store", "version": 1}
 OBJECTS_DIR = "objects"
-MAX_NAME_LENGTH = 1024
 _MAX_MARKER_SIZE = 4096
 _VERSION = re.compile(r"[0-9]{10}")
-_SEGMENT = re.compile(r"[A-Za-z0-9._:~-]+")
 _PARTIAL_SEGMENT = re.compile(r"[A-Za-z0-9._:~-]*")
 _MAX_VERSION = 10**10 - 1
 #: ``list`` is a method of FileStore, so annotations inside the class use this alias.
 _Names = list[str]
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-
-
-def validate_object_name(name: str) -> list[str]:
-    """The segments of a store object name; UsageError for anything that could escape.
-
-    Generic on purpose (any store may hold any name keyvault builds): segments
-    of ``[A-Za-z0-9._:~-]``, no empty, ``.`` or ``..`` segment, no leading or
-    trailing slash, at most 1024 characters.
-    """
-    if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME_LENGTH:
-        raise UsageError(f"invalid object name {_shown(name)}: empty or longer than "
-                         f"{MAX_NAME_LENGTH} characters")
-    segments = name.split("/")
-    if not all(_SEGMENT.fullmatch(s) and s not in (".", "..") for s in segments):
-        raise UsageError(f"invalid object name {_shown(name)}: use '/'-separated segments of "
-                         "letters, digits and ._:~- (no empty, '.' or '..' segment)")
-    return segments
 
 
 class FileStore:
@@ -216,7 +204,7 @@ class FileStore:
             found.append(base.rstrip("/"))
         for child in children:
             name = base + child
-            if len(name) > MAX_NAME_LENGTH or not _SEGMENT.fullmatch(child):
+            if len(name) > MAX_NAME_LENGTH or not OBJECT_SEGMENT.fullmatch(child):
                 continue
             child_fd = fsutil.open_subdir(fd, [child], unexpected=IntegrityError)
             try:
