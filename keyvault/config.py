@@ -40,7 +40,21 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "keyvault": {"team": str, "store": str, "wrappers": list, "trust_dir": str},
     "recovery": {"identity_file": str, "identity_files": list},
     "passphrase": {"scrypt_n": int},
+    # Backend sections: handed to the backend of that scheme as BackendOptions.settings.
+    "s3": {"endpoint_url": str, "region": str, "profile": str, "addressing_style": str,
+           "sse": str, "sse_kms_key_id": str, "connect_timeout": (int, float),
+           "read_timeout": (int, float), "max_attempts": int},
+    "awskms": {"endpoint_url": str, "region": str, "profile": str,
+               "connect_timeout": (int, float), "read_timeout": (int, float),
+               "max_attempts": int},
+    "vault": {"address": str, "namespace": str, "cacert": str, "skip_verify": bool,
+              "auth": str, "token_file": str, "approle_mount": str, "role_id": str,
+              "role_id_file": str, "secret_id_file": str, "jwt_mount": str, "jwt_role": str,
+              "jwt_file": str, "jwt_env": str, "timeout": (int, float)},
+    "transit": {"address": str},
+    "pkcs11": {"module": str, "pin_source": str},
 }
+BACKEND_SECTIONS = ("passphrase", "s3", "awskms", "vault", "transit", "pkcs11")
 
 
 @dataclass(frozen=True)
@@ -148,7 +162,7 @@ def load_config(path: Path | None, env: Mapping[str, str]) -> Config:
     if not all(isinstance(w, str) for w in wrappers) or not all(
             isinstance(i, str) for i in identities):
         raise InvalidInputError(f"{source}: wrappers and identity files must be lists of strings")
-    settings = {name: dict(doc.get(name, {})) for name in ("passphrase",)}
+    settings = {name: dict(doc.get(name, {})) for name in BACKEND_SECTIONS}
     return Config(
         source=source,
         paths=paths,
@@ -225,6 +239,8 @@ def _check_schema(path: Path, doc: Mapping[str, Any]) -> None:
                 raise InvalidInputError(
                     f"config file {path}: unknown key {key[:40]!r} in [{section}]",
                     hint=f"known keys: {', '.join(sorted(allowed))}")
-            if not isinstance(value, allowed[key]) or isinstance(value, bool):
+            expected = allowed[key]
+            bad_bool = isinstance(value, bool) and expected is not bool
+            if not isinstance(value, expected) or bad_bool:
                 raise InvalidInputError(
                     f"config file {path}: [{section}] {key} has the wrong type")

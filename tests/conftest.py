@@ -25,6 +25,15 @@ from notarykit import (
 from keyvault.trust.model import KeyFile
 from keyvault.trust.sample import write_sample_trust_dir
 
+# Real servers on 127.0.0.1, one module per component (tests/fixtures/).
+pytest_plugins = [
+    "fixtures.s3",
+    "fixtures.kms",
+    "fixtures.vault",
+    "fixtures.softhsm",
+    "fixtures.notary_server",
+]
+
 # --- trust directories (keyvault.trust) ---------------------------------------
 
 SAMPLE_PASSPHRASES = {r: PASSPHRASES[r] for r in ("root", "targets", "snapshot")}
