@@ -37,7 +37,8 @@ DEFAULT_TEAM = "default"
 
 #: Allowed keys per section; anything else is refused (B17), so typos do not pass silently.
 _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "keyvault": {"team": str, "store": str, "wrappers": list, "trust_dir": str},
+    "keyvault": {"team": str, "store": str, "wrappers": list, "trust_dir": str,
+                 "concurrency": int},
     "recovery": {"identity_file": str, "identity_files": list},
     "passphrase": {"scrypt_n": int},
     # Backend sections: handed to the backend of that scheme as BackendOptions.settings.
@@ -90,6 +91,7 @@ class Config:
     trust_dir: Path
     identity_files: tuple[Path, ...]
     settings: Mapping[str, Mapping[str, Any]]
+    concurrency: int
     env: Mapping[str, str] = field(repr=False)
 
     def backend_options(self, prompt: SecretPrompt | None) -> BackendOptions:
@@ -163,6 +165,7 @@ def load_config(path: Path | None, env: Mapping[str, str]) -> Config:
             isinstance(i, str) for i in identities):
         raise InvalidInputError(f"{source}: wrappers and identity files must be lists of strings")
     settings = {name: dict(doc.get(name, {})) for name in BACKEND_SECTIONS}
+    concurrency = _concurrency(env.get("KEYVAULT_CONCURRENCY") or section.get("concurrency", 8))
     return Config(
         source=source,
         paths=paths,
@@ -172,6 +175,7 @@ def load_config(path: Path | None, env: Mapping[str, str]) -> Config:
         trust_dir=Path(trust).expanduser() if trust else default_trust_dir(env),
         identity_files=tuple(Path(i).expanduser() for i in identities),
         settings=settings,
+        concurrency=concurrency,
         env=dict(env),
     )
 
@@ -194,6 +198,17 @@ def render_config(*, team: str, store: str, wrappers: list[str], identity_file: 
         "",
     ]
     return "\n".join(lines)
+
+
+def _concurrency(value: object) -> int:
+    """How many keys bulk commands handle at once: 1 to 64."""
+    try:
+        number = int(str(value))
+    except ValueError:
+        raise UsageError(f"concurrency must be a whole number, not {str(value)[:20]!r}") from None
+    if not 1 <= number <= 64:
+        raise UsageError(f"concurrency must be between 1 and 64, not {number}")
+    return number
 
 
 def _split(value: str) -> list[str]:

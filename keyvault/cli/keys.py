@@ -6,11 +6,20 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from keyvault.cli.options import All, DryRun, Guns, Json, KeyIds, Roles
+from keyvault.cli.options import (
+    All,
+    DryRun,
+    Guns,
+    Jobs,
+    Json,
+    KeyIds,
+    Roles,
+    build_selection,
+    worst_exit_code,
+)
 from keyvault.cli.state import CliState
 
 if TYPE_CHECKING:
-    from keyvault.ops.selection import Selection
     from keyvault.trust.model import ScanResult
 
 
@@ -28,13 +37,6 @@ def _state(ctx: typer.Context, json_out: bool) -> CliState:
     return state
 
 
-def _selection(guns: list[str] | None, roles: list[str] | None, key_ids: list[str] | None,
-               everything: bool) -> Selection:
-    from keyvault.ops.selection import Selection
-
-    return Selection.build(guns=guns, roles=roles, key_ids=key_ids, everything=everything)
-
-
 def _scan(state: CliState) -> ScanResult:
     from keyvault.trust.scan import scan_trust_dir
 
@@ -50,16 +52,6 @@ def _warn_problems(result: ScanResult) -> None:
 
     for p in result.problems:
         warn(f"skipped private/{p.relpath}: {p.reason} [{p.code}]")
-
-
-def _worst(codes: list[int]) -> int:
-    """The exit code of a bulk run: integrity first, then the most specific failure."""
-    if not codes:
-        return 0
-    for preferred in (5, 4, 6, 3, 7, 2, 1):
-        if preferred in codes:
-            return preferred
-    return max(codes)
 
 
 def scan(ctx: typer.Context, json_out: Json = False) -> None:
@@ -85,10 +77,11 @@ def scan(ctx: typer.Context, json_out: Json = False) -> None:
 
 
 def backup(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: KeyIds = None,
-           everything: All = False, dry_run: DryRun = False, json_out: Json = False) -> None:
+           everything: All = False, dry_run: DryRun = False, jobs: Jobs = None,
+           json_out: Json = False) -> None:
     """Back up key files from the trust directory (all of them unless selected)."""
     state = _state(ctx, json_out)
-    selection = _selection(gun, role, key_id, everything)
+    selection = build_selection(gun, role, key_id, everything)
     config = state.config()
     result = _scan(state)
     from keyvault.cli.output import emit_json, progress, table, warn
@@ -100,7 +93,8 @@ def backup(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Key
         def done(outcome: BackupOutcome) -> None:
             bar.advance(outcome.key.key_id[:12])
 
-        outcomes = backup_keys(session, keys, team=config.team, dry_run=dry_run, on_done=done)
+        outcomes = backup_keys(session, keys, team=config.team, dry_run=dry_run,
+                               concurrency=jobs or config.concurrency, on_done=done)
     codes = [o.error.exit_code for o in outcomes if o.error is not None]
     codes += [2] if result.problems else []
     if state.json:
@@ -117,7 +111,7 @@ def backup(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Key
             if o.action == FAILED and o.error is not None:
                 warn(f"{o.address.role} key {o.address.key_id[:12]}: {o.error}")
         _warn_problems(result)
-    raise typer.Exit(_worst(codes))
+    raise typer.Exit(worst_exit_code(codes))
 
 
 def _outcome_json(o: Any) -> dict[str, Any]:
@@ -138,7 +132,7 @@ def list_cmd(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: K
 
     with state.session() as session:
         listed = list_keys(session, team=config.team,
-                           selection=_selection(gun, role, key_id, False), long=long)
+                           selection=build_selection(gun, role, key_id, False), long=long)
     if state.json:
         emit_json({"store": config.store, "team": config.team, "keys": [
             {"key_id": item.address.key_id, "role": item.address.role, "gun": item.address.gun,
@@ -164,19 +158,20 @@ def restore(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Ke
             version: Annotated[str | None, typer.Option(
                 "--version", help="Restore this version of a single key.",
                 show_default=False)] = None,
-            json_out: Json = False) -> None:
+            jobs: Jobs = None, json_out: Json = False) -> None:
     """Restore keys from the store into the trust directory, all or nothing."""
     state = _state(ctx, json_out)
     config = state.config()
     from keyvault.cli.output import emit_json, progress, say, table
     from keyvault.ops.restore import restore_keys
 
-    selection = _selection(gun, role, key_id, everything)
+    selection = build_selection(gun, role, key_id, everything)
     selection.require_explicit("restore")
     with state.session() as session, progress(1, "opening envelopes", not state.json) as bar:
         report = restore_keys(session, team=config.team, selection=selection,
                               trust_dir=config.trust_dir, force=force, dry_run=dry_run,
-                              version=version, on_opened=lambda s: bar.advance())
+                              version=version, concurrency=jobs or config.concurrency,
+                              on_opened=lambda s: bar.advance())
     if state.json:
         emit_json({"trust_dir": str(report.trust_dir), "dry_run": report.dry_run,
                    "kept_aside": list(report.kept_aside), "keys": [
@@ -208,7 +203,7 @@ def verify(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Key
     from keyvault.errors import NotFoundError
     from keyvault.ops.verify import NOT_LOCAL, OK, Verified, verify_backups
 
-    selection = _selection(gun, role, key_id, everything)
+    selection = build_selection(gun, role, key_id, everything)
     try:
         local = _scan(state).keys
     except NotFoundError:
@@ -240,5 +235,5 @@ def verify(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Key
         for r in results:
             if r.status not in (OK, NOT_LOCAL) and r.error is not None:
                 warn(f"{r.address.role} key {r.address.key_id[:12]}: {r.error}")
-    raise typer.Exit(_worst(codes))
+    raise typer.Exit(worst_exit_code(codes))
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from keyvault.ops.selection import Selection
 
 Guns = Annotated[list[str] | None, typer.Option(
     "--gun", metavar="GUN", show_default=False,
@@ -18,3 +21,24 @@ KeyIds = Annotated[list[str] | None, typer.Option(
 All = Annotated[bool, typer.Option("--all", help="Select every key.")]
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Show what would change; change nothing.")]
+Jobs = Annotated[int | None, typer.Option(
+    "--jobs", "-j", metavar="N", show_default=False, min=1, max=64,
+    help="Keys handled at once against remote backends (default: config, else 8).")]
+
+
+def build_selection(guns: list[str] | None, roles: list[str] | None,
+                    key_ids: list[str] | None, everything: bool) -> Selection:
+    """The Selection the --gun/--role/--key-id/--all options describe (validated)."""
+    from keyvault.ops.selection import Selection
+
+    return Selection.build(guns=guns, roles=roles, key_ids=key_ids, everything=everything)
+
+
+def worst_exit_code(codes: list[int]) -> int:
+    """The exit code of a bulk run: integrity first, then the most specific failure."""
+    if not codes:
+        return 0
+    for preferred in (5, 4, 6, 3, 7, 2, 1):
+        if preferred in codes:
+            return preferred
+    return max(codes)

@@ -1,9 +1,86 @@
-"""Commands for rewrap (being built: registers nothing yet)."""
+"""``keyvault rewrap``: add, remove or rotate the wrappers of stored envelopes."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
+
+from keyvault.cli.options import (
+    All,
+    DryRun,
+    Guns,
+    Jobs,
+    Json,
+    KeyIds,
+    Roles,
+    build_selection,
+    worst_exit_code,
+)
+from keyvault.cli.state import CliState
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the app."""
+    app.command("rewrap")(rewrap)
+
+
+def rewrap(
+    ctx: typer.Context,
+    gun: Guns = None,
+    role: Roles = None,
+    key_id: KeyIds = None,
+    everything: All = False,
+    add: Annotated[list[str] | None, typer.Option(
+        "--add", metavar="URI", show_default=False,
+        help="Wrap each DEK for this wrapper too (repeatable).")] = None,
+    remove: Annotated[list[str] | None, typer.Option(
+        "--remove", metavar="URI", show_default=False,
+        help="Drop this wrapper's copy of each DEK (repeatable).")] = None,
+    rotate: Annotated[bool, typer.Option(
+        "--rotate", help="Re-encrypt under the newest key version server-side (Transit, "
+                         "KMS); the DEK is never seen.")] = False,
+    dry_run: DryRun = False,
+    jobs: Jobs = None,
+    json_out: Json = False,
+) -> None:
+    """Move envelopes to other wrappers without touching the sealed keys.
+
+    The DEK is unwrapped with the configured wrappers (--wrapper or the config)
+    and wrapped again; each envelope is written as a new version. To retire a
+    KMS key: --add the new key's URI and --remove the old one.
+    """
+    state: CliState = ctx.obj
+    state.json = state.json or json_out
+    config = state.config()
+    from keyvault.cli.output import emit_json, progress, table, warn
+    from keyvault.ops.rewrap import FAILED, RewrapOutcome, rewrap_keys
+
+    selection = build_selection(gun, role, key_id, everything)
+    with state.session() as session, progress(2, "rewrapping", not state.json) as bar:
+        def done(outcome: RewrapOutcome) -> None:
+            bar.advance(outcome.address.key_id[:12])
+
+        outcomes = rewrap_keys(session, team=config.team, selection=selection, add=add or [],
+                               remove=remove or [], rotate=rotate, dry_run=dry_run,
+                               concurrency=jobs or config.concurrency, on_done=done)
+    unused = [uri for uri in remove or [] if not any(uri in o.before for o in outcomes)]
+    codes = [o.error.exit_code for o in outcomes if o.error is not None]
+    if state.json:
+        emit_json({"store": config.store, "team": config.team, "dry_run": dry_run,
+                   "unused_remove": unused, "keys": [
+                       {"key_id": o.address.key_id, "role": o.address.role,
+                        "gun": o.address.gun, "action": o.action, "version": o.version,
+                        "before": list(o.before), "after": list(o.after),
+                        "error": o.error.to_dict() if o.error else None} for o in outcomes]})
+    else:
+        table(f"Rewrap of team {config.team} in {config.store}"
+              + (" (dry run)" if dry_run else ""),
+              ["ACTION", "ROLE", "GUN", "KEY ID", "WRAPPERS"],
+              [[o.action, o.address.role, o.address.gun or "-", o.address.key_id,
+                ", ".join(o.after or o.before)] for o in outcomes])
+        for o in outcomes:
+            if o.action == FAILED and o.error is not None:
+                warn(f"{o.address.role} key {o.address.key_id[:12]}: {o.error}")
+    for uri in unused:
+        warn(f"--remove {uri}: no selected envelope is wrapped by it")
+    raise typer.Exit(worst_exit_code(codes) or (2 if unused else 0))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from keyvault.envelope import new_header, seal
 from keyvault.errors import IntegrityError, KeyvaultError, NotFoundError
 from keyvault.names import KeyAddress
+from keyvault.ops.parallel import DEFAULT_CONCURRENCY, bounded_map
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session
 from keyvault.ops.stored import read_envelope
@@ -44,17 +45,27 @@ def backup_keys(
     *,
     team: str,
     dry_run: bool = False,
+    concurrency: int = DEFAULT_CONCURRENCY,
     on_done: Callable[[BackupOutcome], None] | None = None,
 ) -> list[BackupOutcome]:
-    """Back up each key; one key's failure does not stop the others."""
+    """Back up each key, ``concurrency`` at a time; one key's failure does not stop the others.
+
+    Per key: one read of the latest envelope, and for a new or changed key one
+    seal (one call per wrapper) and one create-only write. An unchanged key
+    costs the read only.
+    """
+    session.store()  # open the store and the wrappers once, before any thread starts
     wrappers: Sequence[Wrapper] = [] if dry_run else session.wrappers()
-    outcomes: list[BackupOutcome] = []
-    for key in keys:
+
+    def one(key: KeyFile) -> BackupOutcome:
         address = KeyAddress(team, key.gun, key.role, key.key_id)
         try:
-            outcome = _backup_one(session, key, address, wrappers, dry_run)
+            return _backup_one(session, key, address, wrappers, dry_run)
         except KeyvaultError as exc:
-            outcome = BackupOutcome(key, address, FAILED, error=exc)
+            return BackupOutcome(key, address, FAILED, error=exc)
+
+    outcomes: list[BackupOutcome] = []
+    for outcome in bounded_map(one, keys, concurrency):
         outcomes.append(outcome)
         if on_done:
             on_done(outcome)

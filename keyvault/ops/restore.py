@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from keyvault.errors import UsageError
+from keyvault.ops.parallel import DEFAULT_CONCURRENCY, bounded_map
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session
 from keyvault.ops.stored import StoredEnvelope, list_addresses, read_envelope
@@ -40,7 +41,8 @@ class RestoreReport:
 
 
 def fetch_envelopes(session: Session, team: str, selection: Selection,
-                    version: str | None = None) -> list[StoredEnvelope]:
+                    version: str | None = None,
+                    concurrency: int = DEFAULT_CONCURRENCY) -> list[StoredEnvelope]:
     """Read the selected envelopes (latest, or ``version`` of a single key)."""
     store = session.store()
     addresses = sorted(list_addresses(store, team, selection))
@@ -48,7 +50,8 @@ def fetch_envelopes(session: Session, team: str, selection: Selection,
                           f"the store for team {team!r}")
     if version is not None and len(addresses) != 1:
         raise UsageError("--version needs a selection of exactly one key (use --key-id)")
-    return [read_envelope(store, a, version) for a in addresses]
+    return list(bounded_map(lambda a: read_envelope(store, a, version), addresses,
+                            concurrency))
 
 
 def restore_keys(
@@ -60,18 +63,22 @@ def restore_keys(
     force: bool = False,
     dry_run: bool = False,
     version: str | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
     on_opened: Callable[[StoredEnvelope], None] | None = None,
 ) -> RestoreReport:
     selection.require_explicit("restore")
-    stored = fetch_envelopes(session, team, selection, version)
-    session.wrappers()  # fail on a bad wrapper URI before reading anything else
-    items: list[RestoreItem] = []
-    for entry in stored:
-        data = session.open(entry.envelope)
+    session.wrappers()  # fail on a bad wrapper URI before reading anything
+    stored = fetch_envelopes(session, team, selection, version, concurrency)
+
+    def open_one(entry: StoredEnvelope) -> RestoreItem:
         header = entry.envelope.header
         label = f"{header.role} key {header.key_id[:12]}" + (f" of {header.gun}"
                                                              if header.gun else "")
-        items.append(RestoreItem(header.source_name, data, label))
+        return RestoreItem(header.source_name, session.open(entry.envelope), label)
+
+    items: list[RestoreItem] = []
+    for entry, item in zip(stored, bounded_map(open_one, stored, concurrency), strict=True):
+        items.append(item)
         if on_opened:
             on_opened(entry)
     if dry_run:

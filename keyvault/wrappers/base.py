@@ -65,6 +65,17 @@ class Wrapper(Protocol):
         ...
 
 
+@runtime_checkable
+class Rotatable(Protocol):
+    """A wrapper that can re-encrypt a wrapped DEK under its newest key version itself.
+
+    Vault Transit ``rewrap`` and KMS ``ReEncrypt`` do this without the DEK
+    ever leaving the service; ``keyvault rewrap --rotate`` uses it.
+    """
+
+    def rewrap(self, wrapped: WrappedKey, context: Mapping[str, str]) -> WrappedKey: ...
+
+
 class WrapperFactory(Protocol):
     @classmethod
     def from_uri(cls, uri: str, options: BackendOptions) -> Self: ...

@@ -1,0 +1,55 @@
+"""Bounded concurrency for bulk work against remote stores and key services.
+
+At most ``limit`` items are in flight; results are handed back in input
+order, and a new item is started only when one finishes, so memory stays
+flat in the number of keys. Threads share the session's one store client
+and one client per wrapper (their connection pools are sized for this).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import TypeVar
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+DEFAULT_CONCURRENCY = 8
+MAX_CONCURRENCY = 64
+
+
+def bounded_map(fn: Callable[[In], Out], items: Iterable[In], limit: int) -> Iterator[Out]:
+    """``map(fn, items)`` with at most ``limit`` calls running; input order kept.
+
+    An exception from ``fn`` propagates (after in-flight calls finish); callers
+    that want per-item failures catch inside ``fn``.
+    """
+    limit = max(1, min(limit, MAX_CONCURRENCY))
+    if limit == 1:
+        yield from map(fn, items)
+        return
+    source = iter(items)
+    with ThreadPoolExecutor(max_workers=limit, thread_name_prefix="keyvault") as pool:
+        pending: dict[int, Future[Out]] = {}
+        done: dict[int, Out] = {}
+        next_in = next_out = 0
+        exhausted = False
+        while True:
+            while not exhausted and len(pending) + len(done) < limit:
+                try:
+                    item = next(source)
+                except StopIteration:
+                    exhausted = True
+                    break
+                pending[next_in] = pool.submit(fn, item)
+                next_in += 1
+            if next_out in done:
+                yield done.pop(next_out)
+                next_out += 1
+                continue
+            if not pending:
+                return
+            finished, _ = wait(pending.values(), return_when=FIRST_COMPLETED)
+            for index in [i for i, f in pending.items() if f in finished]:
+                done[index] = pending.pop(index).result()
