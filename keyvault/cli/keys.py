@@ -27,6 +27,7 @@ def register(app: typer.Typer) -> None:
     app.command("scan")(scan)
     app.command("backup")(backup)
     app.command("list")(list_cmd)
+    app.command("versions")(versions)
     app.command("restore")(restore)
     app.command("verify")(verify)
 
@@ -149,6 +150,28 @@ def list_cmd(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: K
         table(f"Keys of team {config.team} in {config.store}", columns, rows)
     if any(item.error for item in listed):
         raise typer.Exit(5)
+
+
+def versions(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: KeyIds = None,
+             everything: All = False, json_out: Json = False) -> None:
+    """List every stored version of the selected keys (restore one with --version)."""
+    state = _state(ctx, json_out)
+    config = state.config()
+    from keyvault.cli.output import emit_json, table
+    from keyvault.ops.listing import list_versions
+
+    with state.session() as session:
+        found = list_versions(session, team=config.team,
+                              selection=build_selection(gun, role, key_id, everything))
+    if state.json:
+        emit_json({"store": config.store, "team": config.team, "keys": [
+            {"key_id": a.key_id, "role": a.role, "gun": a.gun, "object": a.object_name,
+             "versions": [{"version": v.version, "size": v.size, "created": v.created,
+                           "latest": v.latest} for v in vs]} for a, vs in found]})
+        return
+    table(f"Versions in {config.store}", ["ROLE", "GUN", "KEY ID", "VERSION", "CREATED", "LATEST"],
+          [[a.role, a.gun or "-", a.key_id, v.version, v.created or "-", "yes" if v.latest else ""]
+           for a, vs in found for v in vs])
 
 
 def restore(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: KeyIds = None,

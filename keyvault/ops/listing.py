@@ -9,6 +9,7 @@ from keyvault.names import KeyAddress
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session
 from keyvault.ops.stored import list_addresses, read_envelope
+from keyvault.stores import ObjectVersion
 
 
 @dataclass(frozen=True)
@@ -42,3 +43,14 @@ def list_keys(session: Session, *, team: str, selection: Selection, long: bool =
         out.append(Listed(address, stored.version, header.created, header.source_name,
                           stored.envelope.wrapper_uris))
     return out
+
+
+def list_versions(session: Session, *, team: str, selection: Selection
+                  ) -> list[tuple[KeyAddress, list[ObjectVersion]]]:
+    """Every stored version of each selected key, newest first (for --version restores)."""
+    selection.require_explicit("show versions of")
+    store = session.store()
+    addresses = sorted(list_addresses(store, team, selection))
+    selection.check_found([(a.gun, a.role, a.key_id) for a in addresses],
+                          f"the store for team {team!r}")
+    return [(a, store.versions(a.object_name)) for a in addresses]

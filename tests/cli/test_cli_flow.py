@@ -221,3 +221,25 @@ def test_version_and_help(kv: KV) -> None:
     assert kv("--version").out.startswith("keyvault ")
     run = kv("--help")
     assert run.code == 0 and "Exit codes" in run.out and "integrity" in run.out
+
+
+def test_versions_and_restoring_an_older_version(
+        kv: KV, ready: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path) -> None:
+    trust_dir, keys = ready
+    target = next(k for k in keys if k.role == "targets")
+    path = trust_dir / "private" / target.relpath
+    path.write_bytes(target.data + b"\n")
+    assert kv("backup", "--key-id", target.key_id).code == 0
+    run = kv("--json", "versions", "--key-id", target.key_id)
+    assert run.code == 0, run.err
+    (entry,) = run.json()["keys"]
+    assert [v["version"] for v in entry["versions"]] == ["0000000002", "0000000001"]
+    assert [v["latest"] for v in entry["versions"]] == [True, False]
+    old = tmp_path / "old"
+    restored = kv("--trust-dir", old, "restore", "--key-id", target.key_id, "--version",
+                  "0000000001")
+    assert restored.code == 0, restored.err
+    assert (old / "private" / target.relpath).read_bytes() == target.data
+    ambiguous = kv("--trust-dir", old, "restore", "--all", "--version", "0000000001")
+    assert ambiguous.code == 2 and "exactly one key" in ambiguous.err
+    assert kv("versions").code == 2
