@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 
 from keyvault import __version__
-from keyvault.cli import hsm, keys, rewrap, setup
+from keyvault.cli import daemon, hsm, keys, rewrap, setup
 from keyvault.cli.state import CliState
 
 EXIT_CODE_HELP = """Exit codes: 0 success; 1 local I/O failure or unexpected error; 2 usage
@@ -79,6 +79,7 @@ setup.register(app)
 keys.register(app)
 rewrap.register(app)
 hsm.register(app)
+daemon.register(app)
 
 
 class _Terminated(BaseException):
