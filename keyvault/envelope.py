@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from keyvault.canonical import canonical_json
 from keyvault.errors import AccessDeniedError, IntegrityError, KeyvaultError, UsageError
-from keyvault.names import KeyAddress, validate_gun, validate_key_id, validate_role, validate_team
+from keyvault.names import KeyAddress
 from keyvault.trust.model import MAX_KEY_FILE_SIZE
 from keyvault.wrappers.base import DEK_SIZE, WrappedKey, Wrapper
 
@@ -83,12 +83,7 @@ class Header:
     sha256: str
 
     def __post_init__(self) -> None:
-        validate_team(self.team)
-        validate_role(self.role)
-        validate_key_id(self.key_id)
-        if self.gun is not None:
-            validate_gun(self.gun)
-        KeyAddress(self.team, self.gun, self.role, self.key_id)
+        KeyAddress(self.team, self.gun, self.role, self.key_id)  # validates every name
         if self.algorithm is not None and self.algorithm not in _ALGORITHMS:
             raise UsageError(f"unknown key algorithm {self.algorithm[:20]!r}")
         _check_source_name(self.source_name)

@@ -147,7 +147,7 @@ def write_file_atomic(directory: Directory, name: str, data: bytes, *, mode: int
     _check_component(name)
     with _directory_fd(directory) as dir_fd:
         shown = str(Path(fd_path(dir_fd)) / name)
-        temp = _write_temp(dir_fd, data, mode, shown)
+        temp = write_temp(dir_fd, data, mode, shown)
         try:
             if exclusive:
                 os.link(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
@@ -191,7 +191,7 @@ def read_at_most(fd: int, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _write_temp(dir_fd: int, data: bytes, mode: int, shown: str) -> str:
+def write_temp(dir_fd: int, data: bytes, mode: int, shown: str) -> str:
     """A fully written, fsynced temp file in ``dir_fd``; its name. Removed if anything fails."""
     temp = TEMP_PREFIX + os.urandom(8).hex()
     try:

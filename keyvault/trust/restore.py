@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from keyvault import fsutil
 from keyvault.errors import (
     AccessDeniedError,
     ConflictError,
@@ -309,25 +310,8 @@ class _Transaction:
     def stage(self, p: PlannedWrite) -> None:
         parts = check_relpath(p.item.relpath)
         dfd = self._dir((PRIVATE_DIR, *parts[:-1]), p.item.relpath)
-        tmp = f".{parts[-1]}.keyvault-tmp-{os.urandom(6).hex()}"
-        entry = _Staged(dfd, parts[-1], tmp, p.item.data)
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         0o600, dir_fd=dfd)
-        except OSError as exc:
-            raise _os_error(exc, f"{PRIVATE_DIR}/{p.item.relpath}") from None
-        self.staged[p.item.relpath] = entry
-        try:
-            os.fchmod(fd, 0o600)
-            view = memoryview(p.item.data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        except OSError as exc:
-            raise _os_error(exc, f"{PRIVATE_DIR}/{p.item.relpath}") from None
-        finally:
-            os.close(fd)
+        tmp = fsutil.write_temp(dfd, p.item.data, 0o600, f"{PRIVATE_DIR}/{p.item.relpath}")
+        self.staged[p.item.relpath] = _Staged(dfd, parts[-1], tmp, p.item.data)
 
     def commit_one(self, p: PlannedWrite) -> None:
         entry = self.staged[p.item.relpath]

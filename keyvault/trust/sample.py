@@ -18,7 +18,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from keyvault.errors import ConflictError, LocalIOError, UsageError
+from keyvault import fsutil
+from keyvault.errors import LocalIOError, UsageError
 from keyvault.names import validate_gun
 from keyvault.trust import pem, pkcs8
 from keyvault.trust.keyid import PrivateKey, algorithm_of, private_key_id
@@ -26,7 +27,6 @@ from keyvault.trust.model import KeyFile, Layout
 
 DEFAULT_GUNS = ("example.com/sample/app", "example.com/sample/web")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def notary_key_file(key: PrivateKey, role: str, gun: str | None, passphrase: str) -> bytes:
@@ -60,7 +60,8 @@ def write_sample_trust_dir(
             key = ec.generate_private_key(ec.SECP256R1())
             key_id = private_key_id(key)
             data = notary_key_file(key, role, gun, passphrases[role])
-            _write_new(private, f"{key_id}.key", data, path)
+            fsutil.write_file_atomic(private, f"{key_id}.key", data, mode=0o600,
+                                     exclusive=True)
             encrypted = passphrases[role] != ""
             written.append(KeyFile(key_id=key_id, role=role, gun=gun,  # as scan reports it
                                    algorithm=None if encrypted else algorithm_of(key),
@@ -93,20 +94,3 @@ def _make_dirs(path: Path) -> int:
                            f"{exc.strerror or exc}") from None
 
 
-def _write_new(dir_fd: int, name: str, data: bytes, where: Path) -> None:
-    try:
-        fd = os.open(name, _NEW_FILE, 0o600, dir_fd=dir_fd)
-    except FileExistsError:
-        raise ConflictError(f"{where}/private/{name} already exists") from None
-    except OSError as exc:
-        raise LocalIOError(f"cannot create {where}/private/{name}: {exc.strerror}") from None
-    try:
-        os.fchmod(fd, 0o600)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    except OSError as exc:
-        raise LocalIOError(f"cannot write {where}/private/{name}: {exc.strerror}") from None
-    finally:
-        os.close(fd)

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from notarykit import PASSPHRASES, BuiltTrustDir, Notary, triples
 
-from keyvault.errors import ConflictError, UsageError
+from keyvault.errors import UsageError
 from keyvault.trust import der, pkcs8
 from keyvault.trust.deep import verify_key_id
 from keyvault.trust.model import KeyFile
 from keyvault.trust.pem import decode_first
-from keyvault.trust.sample import DEFAULT_GUNS, _write_new, write_sample_trust_dir
+from keyvault.trust.sample import DEFAULT_GUNS, write_sample_trust_dir
 from keyvault.trust.scan import scan_trust_dir
 
 Sample = tuple[Path, tuple[KeyFile, ...]]
@@ -99,16 +99,3 @@ def test_bad_arguments(tmp_path: Path) -> None:
         write_sample_trust_dir(tmp_path / "b", {"root": "r", "targets": "t", "snapshot": "s"},
                                guns=("../escape",))
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
-
-
-def test_never_overwrites(tmp_path: Path) -> None:
-    import os
-
-    (tmp_path / "x.key").write_bytes(b"keep")
-    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        with pytest.raises(ConflictError, match="already exists"):
-            _write_new(fd, "x.key", b"new", tmp_path)
-    finally:
-        os.close(fd)
-    assert (tmp_path / "x.key").read_bytes() == b"keep"
