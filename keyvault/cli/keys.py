@@ -190,11 +190,12 @@ def restore(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Ke
 
     selection = build_selection(gun, role, key_id, everything)
     selection.require_explicit("restore")
-    with state.session() as session, progress(1, "opening envelopes", not state.json) as bar:
+    with state.session() as session, progress(None, "restoring", not state.json) as bar:
         report = restore_keys(session, team=config.team, selection=selection,
                               trust_dir=config.trust_dir, force=force, dry_run=dry_run,
                               version=version, concurrency=jobs or config.concurrency,
-                              on_opened=lambda s: bar.advance())
+                              on_total=bar.set_total,
+                              on_opened=lambda s: bar.advance(s.address.key_id[:12]))
     if state.json:
         emit_json({"trust_dir": str(report.trust_dir), "dry_run": report.dry_run,
                    "kept_aside": list(report.kept_aside), "keys": [

@@ -56,10 +56,16 @@ class Progress:
         if self._bar is not None:
             self._bar.update(self._task, advance=1, description=label[:40])
 
+    def set_total(self, total: int) -> None:
+        """For work whose size is known only once it has started (what a store holds)."""
+        if self._bar is not None:
+            self._bar.update(self._task, total=total)
+
 
 @contextmanager
-def progress(total: int, description: str, enabled: bool = True) -> Iterator[Progress]:
-    if not enabled or total < 2 or not sys.stderr.isatty():
+def progress(total: int | None, description: str, enabled: bool = True) -> Iterator[Progress]:
+    """A transient bar on stderr; ``total=None`` until ``set_total`` is called."""
+    if not enabled or (total is not None and total < 2) or not sys.stderr.isatty():
         yield Progress(None, None)
         return
     from rich.console import Console

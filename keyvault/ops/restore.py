@@ -64,11 +64,14 @@ def restore_keys(
     dry_run: bool = False,
     version: str | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
+    on_total: Callable[[int], None] | None = None,
     on_opened: Callable[[StoredEnvelope], None] | None = None,
 ) -> RestoreReport:
     selection.require_explicit("restore")
     session.wrappers()  # fail on a bad wrapper URI before reading anything
     stored = fetch_envelopes(session, team, selection, version, concurrency)
+    if on_total:
+        on_total(len(stored))
 
     def open_one(entry: StoredEnvelope) -> RestoreItem:
         header = entry.envelope.header
