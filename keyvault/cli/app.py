@@ -18,13 +18,16 @@ from typing import Annotated
 import typer
 
 from keyvault import __version__
-from keyvault.cli import daemon, hsm, keys, rewrap, setup
+from keyvault.cli import audit, daemon, hsm, keys, rewrap, setup
 from keyvault.cli.state import CliState
 
 EXIT_CODE_HELP = """Exit codes: 0 success; 1 local I/O failure or unexpected error; 2 usage
 error or invalid input; 3 not found; 4 access denied; 5 integrity failure (tampered or corrupt
 backup); 6 backend unavailable; 7 conflict (target exists with different content);
 130 interrupted."""
+
+#: The options of the invocation being run, so a failure can be audited with its config.
+_INVOCATION: dict[str, CliState] = {}
 
 app = typer.Typer(
     name="keyvault",
@@ -69,7 +72,7 @@ def _global(
 ) -> None:
     # Paths are taken as plain strings: keyvault reports missing or unreadable ones itself,
     # with its own exit codes, instead of the option parser refusing them.
-    ctx.obj = CliState(config_path=Path(config) if config else None,
+    ctx.obj = _INVOCATION["state"] = CliState(config_path=Path(config) if config else None,
                        trust_dir=Path(trust_dir) if trust_dir else None, json=json_out,
                        store=store,
                        wrappers=list(wrapper or []), team=team)
@@ -80,6 +83,7 @@ keys.register(app)
 rewrap.register(app)
 hsm.register(app)
 daemon.register(app)
+audit.register(app)
 
 
 class _Terminated(BaseException):
@@ -105,9 +109,11 @@ def _run(argv: list[str] | None) -> int:
     click_exception = _click_exception_class()
 
     json_mode = "--json" in (argv if argv is not None else sys.argv[1:])
+    _INVOCATION.clear()
     try:
         result = app(args=argv, prog_name="keyvault", standalone_mode=False)
     except KeyvaultError as exc:
+        _audit_failure(argv if argv is not None else sys.argv[1:], exc)
         return _report(exc, json_mode)
     except typer.Exit as exc:
         return exc.exit_code
@@ -150,3 +156,28 @@ def _click_exception_class() -> type[Exception]:
         if cls.__name__ == "ClickException":
             return cls
     return typer.BadParameter
+
+
+#: Commands whose failures and refusals are recorded in the audit log.
+_AUDITED = ("backup", "restore", "rewrap", "verify", "versions", "list")
+
+
+def _audit_failure(args: list[str], exc: BaseException) -> None:
+    """Record a refused or failed key operation; never lets the audit itself hide the error."""
+    from keyvault.errors import KeyvaultError
+
+    command = next((a for a in args if a in _AUDITED), None)
+    if command is None or not isinstance(exc, KeyvaultError):
+        return
+    state = _INVOCATION.pop("state", None)
+    if state is None:
+        return
+    try:
+        from keyvault.ops.session import Session
+
+        config = state.config()
+        outcome = "refused" if exc.exit_code == 4 else "failed"
+        Session(config).record(command, outcome, team=config.team,
+                               detail=f"{exc.kind}: {exc.message}"[:500])
+    except Exception:  # the original error is what the user must see
+        return

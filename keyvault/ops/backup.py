@@ -15,7 +15,7 @@ from keyvault.errors import IntegrityError, KeyvaultError, NotFoundError
 from keyvault.names import KeyAddress
 from keyvault.ops.parallel import DEFAULT_CONCURRENCY, bounded_map
 from keyvault.ops.selection import Selection
-from keyvault.ops.session import Session
+from keyvault.ops.session import Session, key_ref
 from keyvault.ops.stored import read_envelope
 from keyvault.trust.model import KeyFile
 from keyvault.wrappers import Wrapper
@@ -69,7 +69,21 @@ def backup_keys(
         outcomes.append(outcome)
         if on_done:
             on_done(outcome)
+    if not dry_run:
+        _audit(session, team, outcomes)
     return outcomes
+
+
+def _audit(session: Session, team: str, outcomes: Sequence[BackupOutcome]) -> None:
+    written = [o for o in outcomes if o.action in (CREATED, UPDATED)]
+    failed = [o for o in outcomes if o.action == FAILED]
+    outcome = "failed" if failed and not written else "partial" if failed else "ok"
+    detail = (f"{len(written)} written, {len(outcomes) - len(written) - len(failed)} unchanged, "
+              f"{len(failed)} failed")
+    if failed and failed[0].error is not None:
+        detail += f"; first failure: {failed[0].error.kind}"
+    session.record("backup", outcome, team=team, detail=detail,
+                   keys=[key_ref(o.address) for o in written + failed])
 
 
 def _backup_one(session: Session, key: KeyFile, address: KeyAddress,

@@ -14,7 +14,7 @@ from pathlib import Path
 from keyvault.errors import UsageError
 from keyvault.ops.parallel import DEFAULT_CONCURRENCY, bounded_map
 from keyvault.ops.selection import Selection
-from keyvault.ops.session import Session
+from keyvault.ops.session import Session, key_ref
 from keyvault.ops.stored import StoredEnvelope, list_addresses, read_envelope
 from keyvault.trust.restore import (
     Action,
@@ -90,6 +90,11 @@ def restore_keys(
     else:
         result = apply_restore(trust_dir, items, force=force)
         plan, kept = list(result.planned), result.kept_aside
+        written = [s.address for s, p in zip(stored, plan, strict=True)
+                   if p.action in (Action.CREATE, Action.REPLACE)]
+        session.record("restore", "ok", team=team, keys=[key_ref(a) for a in written],
+                       detail=f"into {trust_dir}: {len(written)} written, "
+                              f"{len(plan) - len(written)} unchanged, {len(kept)} kept aside")
     return RestoreReport(trust_dir, tuple(_entries(stored, plan)), kept, dry_run)
 
 

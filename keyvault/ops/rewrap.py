@@ -19,7 +19,7 @@ from keyvault.errors import KeyvaultError, UsageError
 from keyvault.names import KeyAddress
 from keyvault.ops.parallel import DEFAULT_CONCURRENCY, bounded_map
 from keyvault.ops.selection import Selection
-from keyvault.ops.session import Session
+from keyvault.ops.session import Session, key_ref
 from keyvault.ops.stored import StoredEnvelope, list_addresses, read_envelope
 from keyvault.wrappers import Wrapper, check_wrapper_uri, open_wrapper
 from keyvault.wrappers.base import Rotatable
@@ -90,6 +90,14 @@ def rewrap_keys(
             outcomes.append(outcome)
             if on_done:
                 on_done(outcome)
+        if not dry_run:
+            changed = [o for o in outcomes if o.action in (REWRAPPED, ROTATED)]
+            failed = [o for o in outcomes if o.action == FAILED]
+            session.record("rewrap", "partial" if failed else "ok", team=team,
+                           keys=[key_ref(o.address) for o in changed + failed],
+                           detail=f"add={','.join(add)} remove={','.join(remove)} "
+                                  f"rotate={rotate}: {len(changed)} changed, "
+                                  f"{len(failed)} failed")
         return outcomes
     finally:
         for wrapper in added:

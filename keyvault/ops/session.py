@@ -7,11 +7,17 @@ need no backend (``scan``) never load one.
 
 from __future__ import annotations
 
+import getpass
+import os
+import socket
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from keyvault.audit import AuditLog, KeyRef
 from keyvault.config import Config
+from keyvault.names import KeyAddress
 from keyvault.plugins import SecretPrompt
 from keyvault.stores import Store, open_store
 from keyvault.wrappers import Wrapper, open_wrapper
@@ -40,6 +46,17 @@ class Session:
             self._wrappers = [open_wrapper(uri, options) for uri in self.config.require_wrappers()]
         return self._wrappers
 
+    def audit(self) -> AuditLog:
+        """The local hash-chained audit log of this user."""
+        return AuditLog(self.config.paths.state_dir / "audit.log", local_principal())
+
+    def record(self, action: str, outcome: str, *, team: str, keys: Sequence[KeyRef] = (),
+               detail: str = "") -> None:
+        """Append an audit record naming this session's store and wrappers (never secrets)."""
+        backend = {"store": self.config.store or "", "wrappers": ",".join(self.config.wrappers)}
+        self.audit().append(action, outcome, team=team, keys=keys, backend=backend,
+                            detail=detail)
+
     def open(self, envelope: Envelope) -> bytes:
         """Open an envelope with the configured wrappers (strict mode)."""
         from keyvault.envelope import open_envelope
@@ -60,3 +77,16 @@ class Session:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def local_principal() -> str:
+    """Who runs this process, as the file store knows it: user@host."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = f"uid:{os.getuid()}"
+    return f"{user}@{socket.gethostname()}"
+
+
+def key_ref(address: KeyAddress) -> KeyRef:
+    return KeyRef(address.key_id, address.role, address.gun)

@@ -1,0 +1,165 @@
+"""A hash-chained, append-only audit log: who touched which key, when, with what outcome.
+
+Each record is one line of canonical JSON carrying its sequence number and
+the hash of the record before it; its own hash is SHA-256 over everything
+else in it. Editing, removing or reordering a record breaks the chain at a
+place :func:`verify_records` names. Removing records from the *end* leaves
+a valid shorter chain, which is why each record can also be copied into the
+store (create-only, under the team's prefix): ``audit verify`` then compares
+the local head with the store's.
+
+Records never hold key material, passphrases or tokens: key IDs, roles,
+GUNs, backend URIs, outcomes and error kinds only.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from keyvault.canonical import canonical_json
+from keyvault.errors import AccessDeniedError, IntegrityError, LocalIOError
+
+GENESIS = "0" * 64
+MAX_RECORD_SIZE = 64 * 1024
+_FIELDS = frozenset({"seq", "time", "actor", "action", "outcome", "team", "keys", "backend",
+                     "detail", "prev", "hash"})
+
+
+@dataclass(frozen=True)
+class KeyRef:
+    key_id: str
+    role: str
+    gun: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key_id": self.key_id, "role": self.role, "gun": self.gun}
+
+
+def record_hash(record: Mapping[str, Any]) -> str:
+    body = {k: v for k, v in record.items() if k != "hash"}
+    return hashlib.sha256(canonical_json(body)).hexdigest()
+
+
+@dataclass(frozen=True)
+class Problem:
+    seq: int | None  # the record where the chain breaks (None: the file itself)
+    line: int
+    reason: str
+
+
+def verify_records(lines: Iterable[bytes]) -> tuple[int, str, list[Problem]]:
+    """Check a log's chain: (records read, head hash, problems). Empty problems = intact."""
+    problems: list[Problem] = []
+    prev, expected_seq, count = GENESIS, 1, 0
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+            if not isinstance(record, dict) or set(record) != _FIELDS:
+                raise ValueError("fields")
+            seq = int(record["seq"])
+        except (ValueError, TypeError):
+            problems.append(Problem(None, number, "not an audit record (corrupt or truncated)"))
+            break
+        count += 1
+        if seq != expected_seq:
+            what = "missing or reordered" if seq > expected_seq else "repeated or reordered"
+            problems.append(Problem(seq, number, f"expected record {expected_seq} here, found "
+                                                 f"{seq}: records {what}"))
+        if record["prev"] != prev:
+            problems.append(Problem(seq, number, "does not follow the record before it "
+                                                 "(a record before it was removed or edited)"))
+        if record_hash(record) != record["hash"]:
+            problems.append(Problem(seq, number, "was edited after it was written"))
+        if problems:
+            break
+        prev, expected_seq = record["hash"], seq + 1
+    return count, prev, problems
+
+
+class AuditLog:
+    """The local log file: appends are serialized with a lock and fsynced."""
+
+    def __init__(self, path: Path, actor: str) -> None:
+        self.path = path
+        self.actor = actor
+
+    def append(self, action: str, outcome: str, *, team: str | None = None,
+               keys: Sequence[KeyRef] = (), backend: Mapping[str, str] | None = None,
+               detail: str = "") -> dict[str, Any]:
+        """Add one record; returns it (with its hash) so callers may copy it to a store."""
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600)
+        except PermissionError:
+            raise AccessDeniedError(f"cannot write the audit log {self.path}") from None
+        except OSError as exc:
+            raise LocalIOError(f"cannot open the audit log {self.path}: "
+                               f"{os.strerror(exc.errno or 0)}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            seq, prev = _tail(fd)
+            record: dict[str, Any] = {
+                "seq": seq + 1,
+                "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                "actor": self.actor,
+                "action": action,
+                "outcome": outcome,
+                "team": team,
+                "keys": [k.to_json() for k in keys],
+                "backend": dict(backend or {}),
+                "detail": detail[:500],
+                "prev": prev,
+            }
+            record["hash"] = record_hash(record)
+            os.write(fd, canonical_json(record) + b"\n")
+            os.fsync(fd)
+            return record
+        except OSError as exc:
+            raise LocalIOError(f"cannot append to the audit log {self.path}: "
+                               f"{os.strerror(exc.errno or 0)}") from None
+        finally:
+            os.close(fd)
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        for raw in self.lines():
+            if raw.strip():
+                yield json.loads(raw)
+
+    def lines(self) -> list[bytes]:
+        try:
+            with self.path.open("rb") as fh:
+                return [line for line in fh.read().split(b"\n") if line]
+        except FileNotFoundError:
+            return []
+        except PermissionError:
+            raise AccessDeniedError(f"cannot read the audit log {self.path}") from None
+
+    def verify(self) -> tuple[int, str, list[Problem]]:
+        return verify_records(self.lines())
+
+
+def _tail(fd: int) -> tuple[int, str]:
+    """The last record's sequence number and hash (0 and the genesis hash when empty)."""
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return 0, GENESIS
+    start = max(0, size - MAX_RECORD_SIZE)
+    data = os.pread(fd, size - start, start)
+    last = data.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+    try:
+        record = json.loads(last)
+        return int(record["seq"]), str(record["hash"])
+    except (ValueError, KeyError, TypeError):
+        raise IntegrityError("the audit log's last record is unreadable; run 'keyvault audit "
+                             "verify' and keep the file for investigation") from None

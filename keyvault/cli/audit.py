@@ -1,0 +1,72 @@
+"""``keyvault audit show`` and ``keyvault audit verify``: read and check the audit log."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from keyvault.cli.options import Json
+from keyvault.cli.state import CliState
+
+audit_app = typer.Typer(name="audit", help="Read and check the hash-chained audit log.",
+                        no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(audit_app)
+
+
+@audit_app.command("show")
+def show(
+    ctx: typer.Context,
+    action: Annotated[str | None, typer.Option("--action", metavar="ACTION",
+                                               help="Only this action (backup, restore...).",
+                                               show_default=False)] = None,
+    key_id: Annotated[str | None, typer.Option("--key-id", metavar="ID", show_default=False,
+                                               help="Only records naming this key (prefix).")
+                      ] = None,
+    last: Annotated[int, typer.Option("--last", metavar="N", min=1,
+                                      help="At most the N newest matching records.")] = 50,
+    json_out: Json = False,
+) -> None:
+    """Print audit records, newest last."""
+    state: CliState = ctx.obj
+    from keyvault.cli.output import emit_json, say, table
+
+    log = state.session().audit()
+    records = [r for r in log.records()
+               if (action is None or r["action"] == action)
+               and (key_id is None or any(k["key_id"].startswith(key_id.lower())
+                                          for k in r["keys"]))][-last:]
+    if state.json or json_out:
+        emit_json({"log": str(log.path), "records": records})
+    elif not records:
+        say(f"No matching records in {log.path}.")
+    else:
+        table(f"Audit log {log.path}", ["SEQ", "TIME", "ACTOR", "ACTION", "OUTCOME", "KEYS",
+                                         "DETAIL"],
+              [[str(r["seq"]), r["time"], r["actor"], r["action"], r["outcome"],
+                str(len(r["keys"])), r["detail"]] for r in records])
+
+
+@audit_app.command("verify")
+def verify(ctx: typer.Context, json_out: Json = False) -> None:
+    """Check the hash chain: a removed, reordered or edited record is named (exit 5)."""
+    state: CliState = ctx.obj
+    from keyvault.cli.output import emit_json, say, warn
+
+    log = state.session().audit()
+    count, head, problems = log.verify()
+    if state.json or json_out:
+        emit_json({"log": str(log.path), "records": count, "head": head, "intact": not problems,
+                   "problems": [{"seq": p.seq, "line": p.line, "reason": p.reason}
+                                for p in problems]})
+    elif problems:
+        for p in problems:
+            warn(f"line {p.line}" + (f", record {p.seq}" if p.seq is not None else "")
+                 + f": {p.reason}")
+    else:
+        say(f"{log.path}: {count} records, chain intact (head {head[:16]})")
+    if problems:
+        raise typer.Exit(5)

@@ -1,0 +1,50 @@
+"""Every backup, restore, rewrap and refusal lands in the audit log; ``audit verify`` checks it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cli.conftest import KV
+from keyvault.trust.sample import write_sample_trust_dir
+
+PASS = "correct horse"
+
+
+def test_operations_and_refusals_are_recorded(kv: KV, home: Path, tmp_path: Path) -> None:
+    trust = home / ".docker" / "trust"
+    keys = write_sample_trust_dir(trust, dict.fromkeys(("root", "targets", "snapshot"), PASS),
+                                  ("example.com/a/app",))
+    assert kv("init").code == 0
+    assert kv("backup").code == 0
+    assert kv("backup").code == 0  # unchanged: recorded, no keys named
+    assert kv("--trust-dir", tmp_path / "t", "restore", "--all").code == 0
+    assert kv("--trust-dir", tmp_path / "t2", "restore", "--key-id", "000000").code == 3
+
+    run = kv("--json", "audit", "show")
+    assert run.code == 0, run.err
+    records = run.json()["records"]
+    assert [(r["action"], r["outcome"]) for r in records] == [
+        ("backup", "ok"), ("backup", "ok"), ("restore", "ok"), ("restore", "failed")]
+    assert {k["key_id"] for k in records[0]["keys"]} == {k.key_id for k in keys}
+    assert records[1]["keys"] == [] and "0 written" in records[1]["detail"]
+    assert len(records[2]["keys"]) == len(keys)
+    assert "not-found" in records[3]["detail"]
+    log_text = Path(run.json()["log"]).read_text()
+    for key in keys:
+        assert key.data.decode() not in log_text
+    assert PASS not in log_text
+
+    ok = kv("--json", "audit", "verify")
+    assert ok.code == 0 and ok.json()["intact"] and ok.json()["records"] == 4
+
+    log = Path(run.json()["log"])
+    lines = log.read_bytes().splitlines()
+    edited = json.loads(lines[0])
+    edited["outcome"] = "failed"
+    lines[0] = json.dumps(edited).encode()
+    log.write_bytes(b"\n".join(lines) + b"\n")
+    bad = kv("audit", "verify")
+    assert bad.code == 5 and "record 1: was edited" in bad.err
+    filtered = kv("--json", "audit", "show", "--action", "restore")
+    assert {r["action"] for r in filtered.json()["records"]} == {"restore"}

@@ -1,0 +1,92 @@
+"""The hash-chained audit log detects every kind of tampering (T13)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from keyvault.audit import GENESIS, AuditLog, KeyRef, verify_records
+from keyvault.errors import IntegrityError
+
+KID = "ab" * 32
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> AuditLog:
+    log = AuditLog(tmp_path / "state" / "audit.log", "alice@host")
+    for i in range(5):
+        log.append("backup", "ok", team="t", keys=[KeyRef(KID, "targets", f"example.com/{i}")],
+                   backend={"store": "file:///s"}, detail=f"run {i}")
+    return log
+
+
+def test_an_untouched_log_verifies(log: AuditLog) -> None:
+    count, head, problems = log.verify()
+    assert (count, problems) == (5, [])
+    assert head == list(log.records())[-1]["hash"] != GENESIS
+    assert oct(log.path.stat().st_mode & 0o777) == "0o600"
+    assert oct(log.path.parent.stat().st_mode & 0o777) == "0o700"
+
+
+def test_records_chain_and_hold_no_secrets(log: AuditLog) -> None:
+    records = list(log.records())
+    assert [r["seq"] for r in records] == [1, 2, 3, 4, 5]
+    assert records[0]["prev"] == GENESIS
+    assert all(b["prev"] == a["hash"] for a, b in zip(records, records[1:], strict=False))
+    assert set(records[0]) == {"seq", "time", "actor", "action", "outcome", "team", "keys",
+                               "backend", "detail", "prev", "hash"}
+
+
+def _lines(log: AuditLog) -> list[bytes]:
+    return log.lines()
+
+
+def test_an_edited_record_is_named(log: AuditLog) -> None:
+    lines = _lines(log)
+    record = json.loads(lines[2])
+    record["outcome"] = "failed"
+    lines[2] = json.dumps(record).encode()
+    _, _, problems = verify_records(lines)
+    assert [(p.seq, p.reason) for p in problems] == [(3, "was edited after it was written")]
+
+
+def test_a_removed_record_is_named(log: AuditLog) -> None:
+    lines = _lines(log)
+    del lines[1]
+    _, _, problems = verify_records(lines)
+    assert problems[0].seq == 3 and "expected record 2" in problems[0].reason
+
+
+def test_reordered_records_are_named(log: AuditLog) -> None:
+    lines = _lines(log)
+    lines[1], lines[2] = lines[2], lines[1]
+    _, _, problems = verify_records(lines)
+    assert problems[0].line == 2 and "reordered" in problems[0].reason
+
+
+def test_a_rehashed_edit_still_breaks_the_chain(log: AuditLog) -> None:
+    """An editor who recomputes the edited record's hash breaks the next record's link."""
+    from keyvault.audit import record_hash
+
+    lines = _lines(log)
+    record = json.loads(lines[1])
+    record["actor"] = "mallory@host"
+    record["hash"] = record_hash(record)
+    lines[1] = json.dumps(record).encode()
+    _, _, problems = verify_records(lines)
+    assert problems[0].seq == 3 and "does not follow" in problems[0].reason
+
+
+def test_garbage_line_is_reported(log: AuditLog) -> None:
+    lines = [*_lines(log), b"{not json"]
+    _, _, problems = verify_records(lines)
+    assert problems[0].seq is None and problems[0].line == 6
+
+
+def test_append_after_a_corrupt_tail_refuses(log: AuditLog) -> None:
+    with log.path.open("ab") as fh:
+        fh.write(b"{half a rec")
+    with pytest.raises(IntegrityError, match="last record is unreadable"):
+        log.append("backup", "ok")
