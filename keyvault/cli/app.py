@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 
 from keyvault import __version__
-from keyvault.cli import audit, daemon, hsm, keys, rewrap, setup
+from keyvault.cli import audit, daemon, hsm, keys, recovery, rewrap, setup
 from keyvault.cli.state import CliState
 
 EXIT_CODE_HELP = """Exit codes: 0 success; 1 local I/O failure or unexpected error; 2 usage
@@ -84,6 +84,7 @@ rewrap.register(app)
 hsm.register(app)
 daemon.register(app)
 audit.register(app)
+recovery.register(app)
 
 
 class _Terminated(BaseException):
