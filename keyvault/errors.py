@@ -102,4 +102,8 @@ EXIT_CODES: dict[int, str] = {
     5: "integrity failure (tampered or corrupt envelope, digest mismatch)",
     6: "backend unavailable (store or wrapper unreachable or not installed)",
     7: "conflict (target exists with different content)",
+    8: "coverage gap (a key the trust server relies on is not backed up)",
 }
+
+#: ``keyvault coverage``: at least one key the published metadata relies on is not backed up.
+COVERAGE_GAP_EXIT = 8

@@ -18,13 +18,13 @@ from typing import Annotated
 import typer
 
 from keyvault import __version__
-from keyvault.cli import audit, daemon, hsm, keys, recovery, rewrap, setup
+from keyvault.cli import audit, compliance, daemon, hsm, keys, recovery, rewrap, setup
 from keyvault.cli.state import CliState
 
 EXIT_CODE_HELP = """Exit codes: 0 success; 1 local I/O failure or unexpected error; 2 usage
 error or invalid input; 3 not found; 4 access denied; 5 integrity failure (tampered or corrupt
 backup); 6 backend unavailable; 7 conflict (target exists with different content);
-130 interrupted."""
+8 coverage gap (a published key is not backed up); 130 interrupted."""
 
 #: The options of the invocation being run, so a failure can be audited with its config.
 _INVOCATION: dict[str, CliState] = {}
@@ -85,6 +85,7 @@ hsm.register(app)
 daemon.register(app)
 audit.register(app)
 recovery.register(app)
+compliance.register(app)
 
 
 class _Terminated(BaseException):

@@ -97,6 +97,51 @@ def parse_root_json(data: bytes, gun: str) -> list[KeyUse]:
     return uses
 
 
+def parse_targets_json(data: bytes, gun: str, role: str = "targets"
+                       ) -> tuple[list[KeyUse], list[str]]:
+    """The delegation keys a targets (or delegated targets) document lists, and the
+    delegated role names to read next; InvalidInputError if it is not one."""
+    validate_gun(gun)
+    validate_role(role)
+    if len(data) > MAX_ROOT_JSON_SIZE:
+        raise InvalidInputError(f"{role}.json is too large")
+    doc = _load_json(data)
+    signed = _field(doc, "signed", dict)
+    if signed.get("_type") != "Targets":
+        raise InvalidInputError(f"not a targets document ({role}.json: signed._type)")
+    delegations = signed.get("delegations")
+    if delegations is None:
+        return [], []
+    delegations = _expect(delegations, dict, "delegations")
+    keys = _expect(delegations.get("keys", {}), dict, "delegations.keys")
+    uses: list[KeyUse] = []
+    names: list[str] = []
+    for spec in _expect(delegations.get("roles", []), list, "delegations.roles"):
+        spec = _expect(spec, dict, "delegations.roles[]")
+        name = validate_role(_field(spec, "name", str))
+        names.append(name)
+        for listed in _field(spec, "keyids", list):
+            validate_key_id(_expect(listed, str, f"{name}.keyids"))
+            key = _expect(keys.get(listed), dict, f"delegations.keys.{listed[:12]}")
+            uses.append(KeyUse(gun, name, _private_id(key, listed), listed))
+    return uses, names
+
+
+def public_key_of(data: bytes, listed_id: str) -> bytes:
+    """The PEM certificate or DER public key bytes a document lists under ``listed_id``."""
+    doc = _load_json(data)
+    signed = _field(doc, "signed", dict)
+    keys = signed.get("keys")
+    if keys is None:
+        keys = _expect(signed.get("delegations", {}), dict, "delegations").get("keys", {})
+    key = _expect(_expect(keys, dict, "keys").get(listed_id), dict, f"keys.{listed_id[:12]}")
+    try:
+        return base64.b64decode(_field(_field(key, "keyval", dict), "public", str),
+                                validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInputError(f"key {listed_id[:12]}: public is not base64") from None
+
+
 def _private_id(key: dict[str, Any], listed: str) -> str:
     keytype = _field(key, "keytype", str)
     public_b64 = _field(_field(key, "keyval", dict), "public", str)

@@ -1,0 +1,166 @@
+"""Coverage: every key the trust server relies on, against what the store holds.
+
+The published TUF metadata names the keys: root.json for the root, targets,
+snapshot and timestamp roles (root keys as certificates, mapped to the
+private key IDs their files carry), targets.json and delegated targets
+documents for delegation keys. Each key is then *backed up*, *missing*, or
+*held by the server* (timestamp always; snapshot when notary-server manages
+it). Keys the store holds for a GUN that no metadata lists are *stale*.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from keyvault.errors import BackendUnavailableError, InvalidInputError, NotFoundError
+from keyvault.names import validate_gun
+from keyvault.ops.selection import Selection
+from keyvault.ops.session import Session
+from keyvault.ops.stored import list_addresses
+from keyvault.trust.keyid import tuf_key_id
+from keyvault.trust.tufmeta import KeyUse, parse_root_json, parse_targets_json
+
+BACKED_UP, MISSING, SERVER, STALE = "backed-up", "missing", "server-managed", "stale"
+MAX_DOCUMENT = 4 * 1024 * 1024
+MAX_DELEGATIONS = 256
+
+
+class MetadataSource(Protocol):
+    """Where published TUF documents come from (a notary server, or a local TUF cache)."""
+
+    def document(self, gun: str, role: str) -> bytes | None: ...
+
+    def server_key_id(self, gun: str, role: str) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class Covered:
+    gun: str
+    role: str
+    key_id: str
+    listed_id: str
+    status: str
+
+
+class NotaryServer:
+    """Reads ``/v2/<gun>/_trust/tuf/<role>.json`` over HTTPS (or HTTP on loopback)."""
+
+    def __init__(self, url: str, ca_file: Path | None = None, timeout: float = 10.0) -> None:
+        parts = urllib.parse.urlsplit(url)
+        loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
+        if parts.scheme not in ("https", "http") or (parts.scheme == "http" and not loopback):
+            raise InvalidInputError(f"notary server URL {url[:80]!r} must be https:// "
+                                    "(http:// only on loopback)")
+        self.base = url.rstrip("/")
+        self.timeout = timeout
+        self.context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+
+    def _get(self, path: str) -> bytes | None:
+        url = f"{self.base}/v2/{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=self.timeout,  # noqa: S310 - scheme checked
+                                        context=self.context) as response:
+                data: bytes = response.read(MAX_DOCUMENT + 1)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return None
+            raise BackendUnavailableError(f"notary server answered {exc.code} for {url}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise BackendUnavailableError(f"cannot reach the notary server at {self.base}: "
+                                          f"{str(reason)[:120]}") from None
+        if len(data) > MAX_DOCUMENT:
+            raise InvalidInputError(f"{url} is larger than {MAX_DOCUMENT} bytes")
+        return data
+
+    def document(self, gun: str, role: str) -> bytes | None:
+        return self._get(f"{gun}/_trust/tuf/{role}.json")
+
+    def server_key_id(self, gun: str, role: str) -> str | None:
+        """The key the server signs ``role`` with (notary-server: timestamp, snapshot)."""
+        data = self._get(f"{gun}/_trust/tuf/{role}.key")
+        if data is None:
+            return None
+        try:
+            key = json.loads(data)
+            public = base64.b64decode(key["keyval"]["public"], validate=True)
+            return tuf_key_id(str(key["keytype"]), public)
+        except (ValueError, KeyError, TypeError):
+            raise InvalidInputError(f"the server's {role} key for {gun} is unreadable") from None
+
+
+class LocalCache:
+    """A notary client's TUF cache: ``<trust>/tuf/<gun>/metadata/<role>.json``."""
+
+    def __init__(self, trust_dir: Path) -> None:
+        self.root = trust_dir / "tuf"
+
+    def document(self, gun: str, role: str) -> bytes | None:
+        path = self.root / gun / "metadata" / f"{role}.json"
+        try:
+            if path.is_symlink() or path.stat().st_size > MAX_DOCUMENT:
+                raise InvalidInputError(f"{path} is a symlink or too large")
+            return path.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def server_key_id(self, gun: str, role: str) -> str | None:
+        return None  # a cache cannot say which keys the server holds
+
+
+def required_keys(source: MetadataSource, gun: str) -> list[KeyUse]:
+    """Every key the published metadata of ``gun`` relies on."""
+    validate_gun(gun)
+    root = source.document(gun, "root")
+    if root is None:
+        raise NotFoundError(f"no published TUF metadata for {gun}",
+                            hint="check the GUN and the notary server URL")
+    uses = list(parse_root_json(root, gun))
+    queue: list[str] = ["targets"]
+    seen: set[str] = set()
+    while queue:
+        role = queue.pop(0)
+        if role in seen or len(seen) >= MAX_DELEGATIONS:
+            continue
+        seen.add(role)
+        data = source.document(gun, role)
+        if data is None:
+            continue
+        found, delegated = parse_targets_json(data, gun, role)
+        uses += found
+        queue += delegated
+    return uses
+
+
+def coverage(session: Session, source: MetadataSource, *, team: str,
+             guns: Sequence[str]) -> list[Covered]:
+    """Each required key's status, then the stale keys the store holds for these GUNs."""
+    store = session.store()
+    held = list(list_addresses(store, team, Selection(everything=True)))
+    held_ids = {a.key_id for a in held}
+    rows: list[Covered] = []
+    for gun in guns:
+        server_held = {role: source.server_key_id(gun, role) for role in ("timestamp",
+                                                                           "snapshot")}
+        uses = required_keys(source, gun)
+        for use in uses:
+            if use.key_id in held_ids:
+                status = BACKED_UP
+            elif use.role == "timestamp" or server_held.get(use.role) == use.key_id:
+                status = SERVER
+            else:
+                status = MISSING
+            rows.append(Covered(gun, use.role, use.key_id, use.listed_id, status))
+        needed = {u.key_id for u in uses}
+        rows += [Covered(gun, a.role, a.key_id, a.key_id, STALE) for a in held
+                 if a.gun == gun and a.key_id not in needed]
+    return rows
