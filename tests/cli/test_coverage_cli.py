@@ -2,43 +2,18 @@
 
 from __future__ import annotations
 
-import base64
-import datetime
-import json
 from pathlib import Path
-from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from tufdocs import root_json, targets_json, write_cache
 
 from cli.conftest import KV
 from keyvault.trust.deep import load_private_key
-from keyvault.trust.keyid import private_key_id, tuf_key_id
+from keyvault.trust.keyid import private_key_id
 from keyvault.trust.sample import write_sample_trust_dir
 
 GUN = "example.com/cov/app"
 PASS = "p"
-
-
-def cert(key: Any, cn: str) -> bytes:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = datetime.datetime.now(datetime.UTC)
-    built = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-             .public_key(key.public_key()).serial_number(1).not_valid_before(now)
-             .not_valid_after(now + datetime.timedelta(days=30)).sign(key, hashes.SHA256()))
-    return built.public_bytes(serialization.Encoding.PEM)
-
-
-def spki(key: Any) -> bytes:
-    return key.public_key().public_bytes(serialization.Encoding.DER,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-def tuf_key(keytype: str, public: bytes) -> dict[str, Any]:
-    return {"keytype": keytype, "keyval": {"private": None,
-                                           "public": base64.b64encode(public).decode()}}
 
 
 def test_coverage_reports_each_status(kv: KV, home: Path) -> None:
@@ -48,31 +23,10 @@ def test_coverage_reports_each_status(kv: KV, home: Path) -> None:
     private = {k.role: load_private_key(k, PASS) for k in keys}
     new_targets, timestamp, delegate = (ec.generate_private_key(ec.SECP256R1())
                                         for _ in range(3))
-    root_cert = cert(private["root"], GUN)
-    root_listed = tuf_key_id("ecdsa-x509", root_cert)
-    role_keys = {"targets": new_targets, "snapshot": private["snapshot"],
-                 "timestamp": timestamp}
-    listed = {role: tuf_key_id("ecdsa", spki(k)) for role, k in role_keys.items()}
-    root_doc = {"signed": {
-        "_type": "Root", "version": 1, "expires": "2035-01-01T00:00:00Z",
-        "consistent_snapshot": False,
-        "keys": {root_listed: tuf_key("ecdsa-x509", root_cert),
-                 **{listed[r]: tuf_key("ecdsa", spki(k)) for r, k in role_keys.items()}},
-        "roles": {"root": {"keyids": [root_listed], "threshold": 1},
-                  **{r: {"keyids": [listed[r]], "threshold": 1} for r in role_keys}}},
-        "signatures": []}
-    deleg_cert = cert(delegate, "releases")
-    deleg_listed = tuf_key_id("ecdsa-x509", deleg_cert)
-    targets_doc = {"signed": {
-        "_type": "Targets", "version": 2, "expires": "2035-01-01T00:00:00Z", "targets": {},
-        "delegations": {"keys": {deleg_listed: tuf_key("ecdsa-x509", deleg_cert)},
-                        "roles": [{"name": "targets/releases", "keyids": [deleg_listed],
-                                   "threshold": 1, "paths": [""]}]}},
-        "signatures": []}
-    meta = trust / "tuf" / GUN / "metadata"
-    meta.mkdir(parents=True)
-    (meta / "root.json").write_text(json.dumps(root_doc))
-    (meta / "targets.json").write_text(json.dumps(targets_doc))
+    root_doc, root_listed = root_json(GUN, private["root"], {
+        "targets": new_targets, "snapshot": private["snapshot"], "timestamp": timestamp})
+    write_cache(trust, GUN, {"root": root_doc,
+                             "targets": targets_json({"targets/releases": delegate})})
 
     assert kv("init").code == 0
     assert kv("backup").code == 0

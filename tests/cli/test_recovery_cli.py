@@ -80,7 +80,7 @@ def test_the_rebuilt_identity_restores_the_keys(kv: KV, home: Path,
                                                 split: tuple[str, list[str]],
                                                 monkeypatch: pytest.MonkeyPatch,
                                                 tmp_path: Path) -> None:
-    recipient, shares = split
+    _, shares = split
     trust = home / ".docker" / "trust"
     keys = write_sample_trust_dir(trust, dict.fromkeys(("root", "targets", "snapshot"), "p"),
                                   ("example.com/a/app",))

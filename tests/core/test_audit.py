@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def test_records_chain_and_hold_no_secrets(log: AuditLog) -> None:
     records = list(log.records())
     assert [r["seq"] for r in records] == [1, 2, 3, 4, 5]
     assert records[0]["prev"] == GENESIS
-    assert all(b["prev"] == a["hash"] for a, b in zip(records, records[1:], strict=False))
+    assert all(b["prev"] == a["hash"] for a, b in itertools.pairwise(records))
     assert set(records[0]) == {"seq", "time", "actor", "action", "outcome", "team", "keys",
                                "backend", "detail", "prev", "hash"}
 
