@@ -1,18 +1,22 @@
-"""Compliance commands: coverage (and, later, drills)."""
+"""Compliance commands: coverage and recovery drills."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from keyvault.cli.options import Json
+from keyvault.cli.options import All, Guns, Json, KeyIds, Roles, build_selection
 from keyvault.cli.state import CliState
+
+if TYPE_CHECKING:
+    from keyvault.ops.coverage import MetadataSource
 
 
 def register(app: typer.Typer) -> None:
     app.command("coverage")(coverage)
+    app.command("drill")(drill)
 
 
 def coverage(
@@ -34,17 +38,16 @@ def coverage(
     config = state.config()
     from keyvault.cli.output import emit_json, table, warn
     from keyvault.errors import COVERAGE_GAP_EXIT
-    from keyvault.ops.coverage import MISSING, LocalCache, MetadataSource, NotaryServer
+    from keyvault.ops.coverage import MISSING
     from keyvault.ops.coverage import coverage as run
 
-    source: MetadataSource = (NotaryServer(server, Path(tls_ca) if tls_ca else None) if server
-                              else LocalCache(config.trust_dir))
+    source, label = _source(server, tls_ca, config.trust_dir)
     with state.session() as session:
         rows = run(session, source, team=config.team, guns=gun)
     missing = [r for r in rows if r.status == MISSING]
     if state.json or json_out:
-        emit_json({"team": config.team, "store": config.store, "source": server or str(
-            config.trust_dir / "tuf"), "complete": not missing, "keys": [
+        emit_json({"team": config.team, "store": config.store, "source": label,
+                   "complete": not missing, "keys": [
             {"gun": r.gun, "role": r.role, "key_id": r.key_id, "listed_id": r.listed_id,
              "status": r.status} for r in rows]})
     else:
@@ -56,3 +59,71 @@ def coverage(
             warn(f"{r.gun}: {r.role} key {r.key_id[:12]} is not backed up")
     if missing:
         raise typer.Exit(COVERAGE_GAP_EXIT)
+
+
+def _source(server: str | None, tls_ca: str | None, trust_dir: Path
+            ) -> tuple[MetadataSource, str]:
+    from keyvault.ops.coverage import LocalCache, NotaryServer
+
+    if server:
+        return NotaryServer(server, Path(tls_ca) if tls_ca else None), server
+    return LocalCache(trust_dir), str(trust_dir / "tuf")
+
+
+def drill(
+    ctx: typer.Context,
+    gun: Guns = None,
+    role: Roles = None,
+    key_id: KeyIds = None,
+    everything: All = False,
+    server: Annotated[str | None, typer.Option(
+        "--server", metavar="URL", show_default=False,
+        help="Notary server whose published keys the signatures must match.")] = None,
+    tls_ca: Annotated[str | None, typer.Option("--tls-ca", metavar="FILE",
+                                               show_default=False)] = None,
+    no_metadata: Annotated[bool, typer.Option(
+        "--no-metadata", help="Skip the signature check against published metadata.")] = False,
+    report_dir: Annotated[str | None, typer.Option(
+        "--report-dir", metavar="DIR", show_default=False,
+        help="Where to write report.json and report.md (default: the state directory).")
+    ] = None,
+    json_out: Json = False,
+) -> None:
+    """Restore the selected keys through each wrapper alone into a throw-away directory,
+    check digests, key IDs and signatures (with NOTARY_*_PASSPHRASE), wipe, and report."""
+    state: CliState = ctx.obj
+    config = state.config()
+    from datetime import UTC, datetime
+
+    from keyvault.cli.output import emit_json, say, warn
+    from keyvault.ops.drill import audit_drill, run_drill, write_reports
+
+    selection = build_selection(gun, role, key_id, everything)
+    source: MetadataSource | None = None
+    label: str | None = None
+    if not no_metadata:
+        source, label = _source(server, tls_ca, config.trust_dir)
+    with state.session() as session:
+        report = run_drill(session, team=config.team, selection=selection,
+                           wrappers=config.require_wrappers(), source=source,
+                           env=config.env, metadata_label=label)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        directory = Path(report_dir) if report_dir else config.paths.state_dir / "drills" / stamp
+        json_path, md_path, digest = write_reports(report, directory)
+        audit_drill(session, report, digest)
+    failed = [c for c in report.checks if not c.passed]
+    if state.json or json_out:
+        emit_json({**report.to_json(), "report_json": str(json_path),
+                   "report_markdown": str(md_path), "sha256": digest})
+    else:
+        say(f"Drill {'PASSED' if report.passed else 'FAILED'}: {len(report.checks)} checks "
+            f"through {len(report.wrappers)} wrapper(s), {len(failed)} failed.")
+        for c in failed:
+            warn(f"{c.wrapper}: {c.role} key {c.key_id[:12]}: {c.error}")
+        say(f"Reports: {json_path} and {md_path} (sha256 {digest[:16]}, in the audit log)")
+    if failed:
+        from keyvault.cli.options import worst_exit_code
+
+        raise typer.Exit(worst_exit_code([c.error_code or 1 for c in failed]))
+    if not report.checks:
+        raise typer.Exit(3)

@@ -16,7 +16,7 @@ import base64
 import binascii
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,9 @@ class KeyUse:
     role: str
     key_id: str  # the private key's ID: the key file name
     listed_id: str  # the ID root.json uses (a certificate ID for *-x509 keys)
+    # What the metadata publishes, for drills that check a restored key's signature:
+    keytype: str = field(default="", compare=False)
+    public: bytes = field(default=b"", compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,7 @@ def parse_root_json(data: bytes, gun: str) -> list[KeyUse]:
         for listed in keyids:
             validate_key_id(_expect(listed, str, f"roles.{role}.keyids"))
             key = _expect(keys.get(listed), dict, f"keys.{listed[:12]}")
-            uses.append(KeyUse(gun, role, _private_id(key, listed), listed))
+            uses.append(_use(gun, role, key, listed))
     return uses
 
 
@@ -123,32 +126,25 @@ def parse_targets_json(data: bytes, gun: str, role: str = "targets"
         for listed in _field(spec, "keyids", list):
             validate_key_id(_expect(listed, str, f"{name}.keyids"))
             key = _expect(keys.get(listed), dict, f"delegations.keys.{listed[:12]}")
-            uses.append(KeyUse(gun, name, _private_id(key, listed), listed))
+            uses.append(_use(gun, name, key, listed))
     return uses, names
 
 
-def public_key_of(data: bytes, listed_id: str) -> bytes:
-    """The PEM certificate or DER public key bytes a document lists under ``listed_id``."""
-    doc = _load_json(data)
-    signed = _field(doc, "signed", dict)
-    keys = signed.get("keys")
-    if keys is None:
-        keys = _expect(signed.get("delegations", {}), dict, "delegations").get("keys", {})
-    key = _expect(_expect(keys, dict, "keys").get(listed_id), dict, f"keys.{listed_id[:12]}")
+def _use(gun: str, role: str, key: dict[str, Any], listed: str) -> KeyUse:
+    keytype = _field(key, "keytype", str)
+    public = _public(key, listed)
+    return KeyUse(gun, role, _private_id(keytype, public, listed), listed, keytype, public)
+
+
+def _public(key: dict[str, Any], listed: str) -> bytes:
     try:
         return base64.b64decode(_field(_field(key, "keyval", dict), "public", str),
                                 validate=True)
     except (binascii.Error, ValueError):
-        raise InvalidInputError(f"key {listed_id[:12]}: public is not base64") from None
-
-
-def _private_id(key: dict[str, Any], listed: str) -> str:
-    keytype = _field(key, "keytype", str)
-    public_b64 = _field(_field(key, "keyval", dict), "public", str)
-    try:
-        public = base64.b64decode(public_b64, validate=True)
-    except (binascii.Error, ValueError):
         raise InvalidInputError(f"key {listed[:12]}: public is not base64") from None
+
+
+def _private_id(keytype: str, public: bytes, listed: str) -> str:
     if keytype in X509_KEYTYPES:
         return cert_key_id(keytype, public)
     if keytype in _PLAIN_KEYTYPES:

@@ -1,0 +1,115 @@
+"""Recovery drills: each wrapper alone, digests, key IDs, signatures, reports, audit."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import stat
+import tempfile
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from tufdocs import root_json, targets_json, write_cache
+
+from cli.conftest import KV
+from keyvault.canonical import canonical_json
+from keyvault.trust.deep import load_private_key
+from keyvault.trust.model import KeyFile
+from keyvault.trust.sample import write_sample_trust_dir
+
+GUN = "example.com/drill/app"
+PASS = "notary pass"
+ROLES = ("root", "targets", "snapshot")
+
+
+@pytest.fixture
+def drilled(kv: KV, home: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path,
+                                                                       tuple[KeyFile, ...]]:
+    trust = home / ".docker" / "trust"
+    keys = write_sample_trust_dir(trust, dict.fromkeys(ROLES, PASS), (GUN,))
+    private = {k.role: load_private_key(k, PASS) for k in keys}
+    root_doc, _ = root_json(GUN, private["root"], {
+        "targets": private["targets"], "snapshot": private["snapshot"],
+        "timestamp": ec.generate_private_key(ec.SECP256R1())})
+    write_cache(trust, GUN, {"root": root_doc, "targets": targets_json({})})
+    for role in ROLES:
+        monkeypatch.setenv(f"NOTARY_{role.upper()}_PASSPHRASE", PASS)
+    assert kv("init").code == 0
+    assert kv("backup").code == 0
+    return trust, keys
+
+
+def test_a_drill_proves_every_key_and_writes_reports(
+        kv: KV, drilled: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    _, keys = drilled
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    run = kv("--json", "drill", "--all", "--report-dir", tmp_path / "report")
+    assert run.code == 0, run.err
+    doc = run.json()
+    assert doc["passed"] and len(doc["checks"]) == len(keys)
+    for check in doc["checks"]:
+        assert (check["restore"], check["digest"], check["key_id_check"],
+                check["signature"]) == ("passed",) * 4, check
+    report = json.loads((tmp_path / "report" / "report.json").read_bytes())
+    assert hashlib.sha256(canonical_json(report)).hexdigest() == doc["sha256"]
+    assert stat.S_IMODE((tmp_path / "report" / "report.json").stat().st_mode) == 0o600
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "PASSED" in markdown and "NIST SP 800-57" in markdown
+    assert PASS not in markdown + json.dumps(report)
+    audit = kv("--json", "audit", "show", "--action", "drill").json()["records"]
+    assert audit[-1]["outcome"] == "ok" and doc["sha256"] in audit[-1]["detail"]
+    assert list(scratch.iterdir()) == []  # the throw-away restore directory was wiped
+
+
+def test_a_broken_wrapper_is_named_and_the_others_pass(
+        kv: KV, home: Path, drilled: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    _, keys = drilled
+    monkeypatch.setenv("KEYVAULT_PASSPHRASE", "wrapper pass")
+    config = home / ".config" / "keyvault" / "config.toml"
+    config.write_text(config.read_text() + "\n[passphrase]\nscrypt_n = 16384\n")
+    assert kv("rewrap", "--all", "--add", "passphrase:").code == 0
+    identity = home / ".config" / "keyvault" / "recovery-identity.txt"
+    age_uri = kv("--json", "list", "--long").json()["keys"][0]["wrappers"][0]
+    identity.rename(tmp_path / "lost-identity.txt")  # the offline identity is not here
+    run = kv("--wrapper", age_uri, "--wrapper", "passphrase:", "--json", "drill", "--all",
+             "--report-dir", tmp_path / "r")
+    assert run.code == 3, run.err  # the configured identity file is gone: not found
+    checks = run.json()["checks"]
+    failed = {(c["wrapper"], c["key_id"]) for c in checks if not c["passed"]}
+    assert failed == {(age_uri, k.key_id) for k in keys}
+    passed = [c for c in checks if c["passed"]]
+    assert {c["wrapper"] for c in passed} == {"passphrase:"} and len(passed) == len(keys)
+    assert all("identity file" in c["error"] and "lost" not in c["error"] for c in checks
+               if not c["passed"])
+    assert "FAILED" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_without_passphrases_only_restore_and_digest_are_checked(
+        kv: KV, drilled: tuple[Path, tuple[KeyFile, ...]], monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    for role in ROLES:
+        monkeypatch.delenv(f"NOTARY_{role.upper()}_PASSPHRASE")
+    run = kv("--json", "drill", "--gun", GUN, "--report-dir", tmp_path / "r")
+    assert run.code == 0, run.err
+    assert {(c["digest"], c["key_id_check"], c["signature"]) for c in run.json()["checks"]} == {
+        ("passed", "not-checked", "not-checked")}
+
+
+def test_a_misnamed_key_fails_its_id_check(kv: KV, drilled: tuple[Path, tuple[KeyFile, ...]],
+                                           tmp_path: Path) -> None:
+    """A backup whose file name is not the key's ID would restore a key notary cannot use."""
+    trust, keys = drilled
+    root = next(k for k in keys if k.role == "root")
+    wrong = trust / "private" / ("f" * 64 + ".key")
+    wrong.write_bytes(root.data)
+    wrong.chmod(0o600)
+    assert kv("backup").code == 0
+    run = kv("--json", "drill", "--key-id", "f" * 64, "--report-dir", tmp_path / "r")
+    assert run.code == 5
+    (check,) = run.json()["checks"]
+    assert check["key_id_check"] == "failed" and "not the key's ID" in check["error"]
