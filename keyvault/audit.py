@@ -43,6 +43,27 @@ class KeyRef:
         return {"key_id": self.key_id, "role": self.role, "gun": self.gun}
 
 
+def audit_object_name(team: str, record: Mapping[str, Any]) -> str:
+    """Where a record's copy lives in the store: create-only, ordered by sequence number."""
+    from keyvault.names import team_prefix
+
+    return f"{team_prefix(team)}audit/{int(record['seq']):010d}-{str(record['hash'])[:16]}.json"
+
+
+def compare_with_store(local: Sequence[Mapping[str, Any]], stored_names: Iterable[str]
+                       ) -> list[Problem]:
+    """Records the store holds that the local log lacks: a truncated or replaced local log."""
+    local_names = {f"{int(r['seq']):010d}-{str(r['hash'])[:16]}" for r in local}
+    problems = []
+    for name in sorted(stored_names):
+        stem = name.rsplit("/", 1)[-1].removesuffix(".json")
+        if stem not in local_names:
+            seq = int(stem.split("-", 1)[0]) if stem.split("-", 1)[0].isdigit() else None
+            problems.append(Problem(seq, 0, "is in the store but not in the local log "
+                                            "(the local log was truncated or rewritten)"))
+    return problems
+
+
 def record_hash(record: Mapping[str, Any]) -> str:
     body = {k: v for k, v in record.items() if k != "hash"}
     return hashlib.sha256(canonical_json(body)).hexdigest()

@@ -51,13 +51,26 @@ def show(
 
 
 @audit_app.command("verify")
-def verify(ctx: typer.Context, json_out: Json = False) -> None:
+def verify(
+    ctx: typer.Context,
+    against_store: Annotated[bool, typer.Option(
+        "--against-store", help="Also compare with the copies in the store (detects a "
+                                "truncated log). Default: when audit_to_store is set.")] = False,
+    json_out: Json = False,
+) -> None:
     """Check the hash chain: a removed, reordered or edited record is named (exit 5)."""
     state: CliState = ctx.obj
+    from keyvault.audit import compare_with_store
     from keyvault.cli.output import emit_json, say, warn
+    from keyvault.names import team_prefix
 
-    log = state.session().audit()
-    count, head, problems = log.verify()
+    config = state.config()
+    with state.session() as session:
+        log = session.audit()
+        count, head, problems = log.verify()
+        if against_store or config.audit_to_store:
+            names = session.store().list(team_prefix(config.team) + "audit/")
+            problems += compare_with_store(list(log.records()), names)
     if state.json or json_out:
         emit_json({"log": str(log.path), "records": count, "head": head, "intact": not problems,
                    "problems": [{"seq": p.seq, "line": p.line, "reason": p.reason}

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from keyvault.audit import AuditLog, KeyRef
+from keyvault.audit import AuditLog, KeyRef, audit_object_name
+from keyvault.canonical import canonical_json
 from keyvault.config import Config
 from keyvault.names import KeyAddress
 from keyvault.plugins import SecretPrompt
@@ -54,8 +55,10 @@ class Session:
                detail: str = "") -> None:
         """Append an audit record naming this session's store and wrappers (never secrets)."""
         backend = {"store": self.config.store or "", "wrappers": ",".join(self.config.wrappers)}
-        self.audit().append(action, outcome, team=team, keys=keys, backend=backend,
-                            detail=detail)
+        record = self.audit().append(action, outcome, team=team, keys=keys, backend=backend,
+                                     detail=detail)
+        if self.config.audit_to_store and self.config.store:
+            self.store().write(audit_object_name(team, record), canonical_json(record))
 
     def open(self, envelope: Envelope) -> bytes:
         """Open an envelope with the configured wrappers (strict mode)."""

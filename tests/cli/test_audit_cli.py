@@ -48,3 +48,24 @@ def test_operations_and_refusals_are_recorded(kv: KV, home: Path, tmp_path: Path
     assert bad.code == 5 and "record 1: was edited" in bad.err
     filtered = kv("--json", "audit", "show", "--action", "restore")
     assert {r["action"] for r in filtered.json()["records"]} == {"restore"}
+
+
+def test_store_copies_reveal_a_truncated_log(kv: KV, home: Path, tmp_path: Path) -> None:
+    write_sample_trust_dir(home / ".docker" / "trust",
+                           dict.fromkeys(("root", "targets", "snapshot"), PASS),
+                           ("example.com/a/app",))
+    init = kv("--json", "init")
+    config = Path(init.json()["config_file"])
+    config.write_text(config.read_text().replace("[keyvault]\n",
+                                                 "[keyvault]\naudit_to_store = true\n"))
+    assert kv("backup").code == 0
+    assert kv("--trust-dir", tmp_path / "t", "restore", "--all").code == 0
+    store = home / ".local" / "share" / "keyvault" / "store" / "objects"
+    copies = sorted((store / "v1" / "teams" / "default" / "audit").iterdir())
+    assert len(copies) == 2
+    assert kv("audit", "verify").code == 0
+    log = Path(kv("--json", "audit", "show").json()["log"])
+    log.write_bytes(log.read_bytes().splitlines(keepends=True)[0])  # drop the last record
+    assert kv("audit", "verify", "--against-store").code == 5
+    run = kv("audit", "verify")
+    assert run.code == 5 and "record 2: is in the store but not in the local log" in run.err
