@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 def register(app: typer.Typer) -> None:
     app.command("init")(init)
     app.command("quickstart")(quickstart)
+    app.command("doctor")(doctor)
 
 
 IDENTITY_WARNING = (
@@ -110,3 +111,22 @@ def quickstart(ctx: typer.Context, json_out: Json = False) -> None:
         "'keyvault restore --all'.")
     if report.used_sample:
         warn("these were sample keys; run again once your trust directory has keys")
+
+
+def doctor(ctx: typer.Context, json_out: Json = False) -> None:
+    """Check the setup: config, trust directory, recovery identity, store, each wrapper
+    (a test key is wrapped and unwrapped), clock skew. Exit 1 if any check fails."""
+    state: CliState = ctx.obj
+    from keyvault.cli.output import emit_json, table
+    from keyvault.ops.doctor import FAIL, run_checks
+
+    findings = run_checks(state.config(), None)
+    if state.json or json_out:
+        emit_json({"findings": [{"check": f.check, "status": f.status, "detail": f.detail}
+                                for f in findings],
+                   "healthy": all(f.status != FAIL for f in findings)})
+    else:
+        table("keyvault doctor", ["CHECK", "STATUS", "DETAIL"],
+              [[f.check, f.status, f.detail] for f in findings])
+    if any(f.status == FAIL for f in findings):
+        raise typer.Exit(1)
