@@ -38,22 +38,23 @@ DEFAULT_TEAM = "default"
 #: Allowed keys per section; anything else is refused (B17), so typos do not pass silently.
 _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "keyvault": {"team": str, "store": str, "wrappers": list, "trust_dir": str,
-                 "concurrency": int},
+                 "concurrency": int, "audit_to_store": bool},
     "recovery": {"identity_file": str, "identity_files": list},
     "passphrase": {"scrypt_n": int},
     # Backend sections: handed to the backend of that scheme as BackendOptions.settings.
     "s3": {"endpoint_url": str, "region": str, "profile": str, "addressing_style": str,
            "sse": str, "sse_kms_key_id": str, "connect_timeout": (int, float),
-           "read_timeout": (int, float), "max_attempts": int},
+           "read_timeout": (int, float), "max_attempts": int, "max_pool_connections": int,
+           "allow_unversioned": bool, "conditional_writes": bool},
     "awskms": {"endpoint_url": str, "region": str, "profile": str,
                "connect_timeout": (int, float), "read_timeout": (int, float),
-               "max_attempts": int},
+               "max_attempts": int, "max_pool_connections": int},
     "vault": {"address": str, "namespace": str, "cacert": str, "skip_verify": bool,
               "auth": str, "token_file": str, "approle_mount": str, "role_id": str,
               "role_id_file": str, "secret_id_file": str, "jwt_mount": str, "jwt_role": str,
               "jwt_file": str, "jwt_env": str, "timeout": (int, float)},
     "transit": {"address": str},
-    "pkcs11": {"module": str, "pin_source": str},
+    "pkcs11": {"module": str, "pin_source": str, "mechanism": str},
 }
 BACKEND_SECTIONS = ("passphrase", "s3", "awskms", "vault", "transit", "pkcs11")
 
@@ -92,6 +93,7 @@ class Config:
     identity_files: tuple[Path, ...]
     settings: Mapping[str, Mapping[str, Any]]
     concurrency: int
+    audit_to_store: bool
     env: Mapping[str, str] = field(repr=False)
 
     def backend_options(self, prompt: SecretPrompt | None) -> BackendOptions:
@@ -176,6 +178,7 @@ def load_config(path: Path | None, env: Mapping[str, str]) -> Config:
         identity_files=tuple(Path(i).expanduser() for i in identities),
         settings=settings,
         concurrency=concurrency,
+        audit_to_store=bool(section.get("audit_to_store", False)),
         env=dict(env),
     )
 
