@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import traceback
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -92,6 +93,12 @@ class _Terminated(BaseException):
     """SIGTERM, raised like Ctrl-C so restores roll back before the process ends."""
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: object = None, line: str | None = None) -> None:
+    """Library warnings (a PIN in a URI, TLS checks off) as one plain line on stderr."""
+    sys.stderr.write(f"keyvault: warning: {message}\n")
+
+
 def _on_sigterm(signum: int, frame: object) -> None:
     raise _Terminated()
 
@@ -99,6 +106,8 @@ def _on_sigterm(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return (and, when run as a program, exit with) the exit code."""
     signal.signal(signal.SIGTERM, _on_sigterm)
+    if argv is None:  # as a program (in-process callers keep their own warning handling)
+        warnings.showwarning = _show_warning
     code = _run(argv)
     if argv is None:
         sys.exit(code)

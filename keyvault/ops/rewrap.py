@@ -21,7 +21,7 @@ from keyvault.ops.parallel import DEFAULT_CONCURRENCY, bounded_map
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session, key_ref
 from keyvault.ops.stored import StoredEnvelope, list_addresses, read_envelope
-from keyvault.wrappers import Wrapper, check_wrapper_uri, open_wrapper
+from keyvault.wrappers import Wrapper, canonical_wrapper_uri, check_wrapper_uri, open_wrapper
 from keyvault.wrappers.base import Rotatable
 
 REWRAPPED, ROTATED, UNCHANGED, FAILED = "rewrapped", "rotated", "unchanged", "failed"
@@ -55,8 +55,7 @@ def rewrap_keys(
     overlap = set(add) & set(remove)
     if overlap:
         raise UsageError(f"cannot both add and remove {', '.join(sorted(overlap))}")
-    for uri in remove:
-        check_wrapper_uri(uri)
+    remove = [canonical_wrapper_uri(uri) for uri in remove]
     options = session.config.backend_options(session.prompt)
     added: list[Wrapper] = [open_wrapper(uri, options) for uri in add]
     try:

@@ -43,4 +43,18 @@ def check_wrapper_uri(uri: str) -> None:
         check(uri)
 
 
-__all__ = ["WRAPPER_FOR_SCHEME", "WrappedKey", "Wrapper", "check_wrapper_uri", "open_wrapper"]
+def canonical_wrapper_uri(uri: str) -> str:
+    """The form envelopes record ``uri`` under (e.g. a pkcs11: URI without module or PIN)."""
+    check_wrapper_uri(uri)
+    from keyvault.errors import BackendUnavailableError
+
+    try:
+        cls = load_class(WRAPPER_FOR_SCHEME, "wrapper", uri)
+    except BackendUnavailableError:
+        return uri
+    canonical = getattr(cls, "canonical_uri", None)
+    return str(canonical(uri)) if canonical is not None else uri
+
+
+__all__ = ["WRAPPER_FOR_SCHEME", "WrappedKey", "Wrapper", "canonical_wrapper_uri",
+           "check_wrapper_uri", "open_wrapper"]
