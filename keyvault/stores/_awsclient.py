@@ -1,0 +1,248 @@
+"""boto3 client construction and error translation shared by the S3 store and the KMS wrapper.
+
+Only :mod:`keyvault.stores.s3` and :mod:`keyvault.wrappers.awskms` import
+this module, and it imports boto3 inside functions only, so the core and
+``keyvault --help`` never load the SDK. It lives under ``stores/`` because
+only backend packages may touch an SDK (tests/core/test_layers.py).
+
+Where settings come from, most specific first: the backend's config section
+(``[s3]`` / ``[awskms]``), then the captured environment (``AWS_PROFILE``,
+``AWS_REGION`` / ``AWS_DEFAULT_REGION``, ``AWS_ACCESS_KEY_ID`` ...), then
+boto3's own chain (``~/.aws/config`` and ``credentials``, SSO, instance
+roles). Nothing keyvault-specific is needed to reach AWS.
+
+Errors: an SDK exception's text can carry request details, so only safe
+facts survive into a :class:`~keyvault.errors.KeyvaultError`: the service's
+error code, the HTTP status, the operation and what keyvault was doing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from keyvault.errors import (
+    AccessDeniedError,
+    BackendUnavailableError,
+    KeyvaultError,
+    UsageError,
+)
+
+DEFAULT_CONNECT_TIMEOUT = 5.0
+DEFAULT_READ_TIMEOUT = 15.0
+DEFAULT_MAX_ATTEMPTS = 4
+DEFAULT_POOL = 8
+MAX_ATTEMPTS_LIMIT = 10
+_REGION = re.compile(r"[a-z]{2}(?:-[a-z0-9]+){1,4}")
+_PROFILE = re.compile(r"[A-Za-z0-9_.@+-]{1,128}")
+
+#: Service error codes that mean "these credentials may not do this".
+ACCESS_CODES = frozenset({
+    "AccessDenied", "AccessDeniedException", "Forbidden", "SignatureDoesNotMatch",
+    "InvalidAccessKeyId", "InvalidClientTokenId", "UnrecognizedClientException",
+    "ExpiredToken", "ExpiredTokenException", "InvalidToken", "AllAccessDisabled",
+    "AccountProblem", "InvalidSignatureException", "MissingAuthenticationToken",
+    "IncompleteSignature", "RequestTimeTooSkewed",
+})
+#: Service error codes that mean "try again later".
+TRANSIENT_CODES = frozenset({
+    "SlowDown", "ServiceUnavailable", "InternalError", "InternalFailure",
+    "RequestTimeout", "Throttling", "ThrottlingException", "TooManyRequestsException",
+    "RequestLimitExceeded", "ProvisionedThroughputExceededException",
+    "KMSInternalException", "DependencyTimeoutException", "KeyUnavailableException",
+    "LimitExceededException", "ServiceUnavailableException", "503", "500", "502", "504",
+})
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """What a boto3 client needs, validated (no secrets: credentials stay in boto3's chain)."""
+
+    service: str
+    endpoint_url: str | None
+    region: str | None
+    profile: str | None
+    connect_timeout: float
+    read_timeout: float
+    max_attempts: int
+    max_pool_connections: int = DEFAULT_POOL
+    s3_addressing_style: str | None = None
+
+
+def client_settings(service: str, section: str, settings: Mapping[str, Any],
+                    env: Mapping[str, str], *, endpoint_url: str | None = None,
+                    region: str | None = None) -> ClientSettings:
+    """Merge the config section, the captured environment and explicit overrides."""
+    endpoint = endpoint_url or _str(settings, section, "endpoint_url") or _env_endpoint(
+        service, env)
+    if endpoint is not None:
+        endpoint = check_endpoint_url(endpoint, what=f"[{section}] endpoint_url")
+    region = (region or _str(settings, section, "region") or env.get("AWS_REGION")
+              or env.get("AWS_DEFAULT_REGION") or None)
+    if region is not None and not _REGION.fullmatch(region):
+        raise UsageError(f"[{section}] region {region[:40]!r} is not an AWS region name",
+                         hint="e.g. us-east-1")
+    profile = _str(settings, section, "profile") or env.get("AWS_PROFILE") or None
+    if profile is not None and not _PROFILE.fullmatch(profile):
+        raise UsageError(f"[{section}] profile {profile[:40]!r} is not a valid profile name")
+    return ClientSettings(
+        service=service,
+        endpoint_url=endpoint,
+        region=region,
+        profile=profile,
+        connect_timeout=_seconds(settings, section, "connect_timeout", DEFAULT_CONNECT_TIMEOUT),
+        read_timeout=_seconds(settings, section, "read_timeout", DEFAULT_READ_TIMEOUT),
+        max_attempts=_attempts(settings, section),
+        max_pool_connections=_pool(settings, section),
+        s3_addressing_style=_addressing(settings, section) if service == "s3" else None,
+    )
+
+
+def make_client(cs: ClientSettings, env: Mapping[str, str]) -> Any:
+    """One boto3 client (thread-safe; sessions are not, so each client gets its own)."""
+    try:
+        import boto3
+        import botocore.config
+        import botocore.exceptions
+    except ModuleNotFoundError:
+        raise BackendUnavailableError(
+            f"the {cs.service} backend needs the Python package 'boto3'",
+            hint="install it with: pip install 'keyvault[aws]'") from None
+    credentials: dict[str, str] = {}
+    # The captured environment wins over the process's (tests and the daemon pass their own).
+    if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
+        credentials = {"aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
+                       "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"]}
+        if env.get("AWS_SESSION_TOKEN"):
+            credentials["aws_session_token"] = env["AWS_SESSION_TOKEN"]
+    try:
+        session = boto3.Session(
+            profile_name=None if credentials else cs.profile, region_name=cs.region,
+            **credentials)
+    except botocore.exceptions.ProfileNotFound:
+        raise UsageError(f"AWS profile {cs.profile!r} is not in the AWS config files",
+                         hint="check AWS_PROFILE or the profile setting") from None
+    options: dict[str, Any] = {
+        "connect_timeout": cs.connect_timeout,
+        "read_timeout": cs.read_timeout,
+        "retries": {"mode": "standard", "total_max_attempts": cs.max_attempts},
+        "max_pool_connections": cs.max_pool_connections,
+        "user_agent_extra": "keyvault",
+    }
+    if cs.s3_addressing_style:
+        options["s3"] = {"addressing_style": cs.s3_addressing_style}
+    region = cs.region or session.region_name or "us-east-1"
+    try:
+        return session.client(cs.service, region_name=region, endpoint_url=cs.endpoint_url,
+                              config=botocore.config.Config(**options))
+    except botocore.exceptions.BotoCoreError as exc:
+        raise UsageError(f"cannot configure the AWS {cs.service} client "
+                         f"({type(exc).__name__})") from None
+
+
+def check_endpoint_url(url: str, *, what: str) -> str:
+    """An http(s) URL with a host and no credentials, path, query or fragment."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise UsageError(f"{what} {url[:80]!r} is not a valid URL") from None
+    if (parts.scheme not in ("http", "https") or not parts.hostname or parts.username
+            or parts.password or parts.query or parts.fragment
+            or parts.path not in ("", "/") or not url.isprintable()):
+        raise UsageError(f"{what} {url[:80]!r} must be http(s)://host[:port]",
+                         hint="no credentials, path or query in an endpoint URL")
+    del port
+    return url.rstrip("/")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def error_code(exc: BaseException) -> tuple[str, int | None]:
+    """(service error code, HTTP status) of a botocore ClientError; ("", None) otherwise."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return "", None
+    error = response.get("Error") or {}
+    code = str(error.get("Code") or "")[:64]
+    status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+    return (code if code.isprintable() else "?"), (status if isinstance(status, int) else None)
+
+
+def translate_transport_error(exc: BaseException, *, what: str, endpoint: str
+                              ) -> KeyvaultError | None:
+    """Connection, timeout and credential failures (botocore.exceptions.BotoCoreError)."""
+    import botocore.exceptions as bx
+
+    name = type(exc).__name__
+    if isinstance(exc, bx.NoCredentialsError | bx.PartialCredentialsError):
+        return AccessDeniedError(f"{what}: no AWS credentials found",
+                                 hint="set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, "
+                                      "or run where an IAM role is available")
+    if isinstance(exc, bx.ProfileNotFound):
+        return UsageError(f"{what}: the AWS profile is not in the AWS config files")
+    if isinstance(exc, bx.EndpointConnectionError | bx.ConnectionClosedError
+                  | bx.ConnectTimeoutError | bx.ReadTimeoutError | bx.ProxyConnectionError
+                  | bx.HTTPClientError | bx.SSLError):
+        return BackendUnavailableError(
+            f"{what}: cannot reach {endpoint} ({name}); nothing was changed by this request",
+            hint="check the endpoint, the network, or the service's status; re-run to retry")
+    if isinstance(exc, bx.ParamValidationError):
+        return UsageError(f"{what}: the request was refused by the AWS SDK ({name})")
+    if isinstance(exc, bx.BotoCoreError):
+        return BackendUnavailableError(f"{what}: AWS SDK failure ({name})")
+    return None
+
+
+def _env_endpoint(service: str, env: Mapping[str, str]) -> str | None:
+    specific = f"AWS_ENDPOINT_URL_{service.upper()}"
+    return env.get(specific) or env.get("AWS_ENDPOINT_URL") or None
+
+
+def _str(settings: Mapping[str, Any], section: str, key: str) -> str | None:
+    value = settings.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.isprintable():
+        raise UsageError(f"[{section}] {key} must be a string")
+    return value or None
+
+
+def _seconds(settings: Mapping[str, Any], section: str, key: str, default: float) -> float:
+    value = settings.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 600:
+        raise UsageError(f"[{section}] {key} must be a number of seconds between 0 and 600")
+    return float(value)
+
+
+def _attempts(settings: Mapping[str, Any], section: str) -> int:
+    value = settings.get("max_attempts", DEFAULT_MAX_ATTEMPTS)
+    if isinstance(value, bool) or not isinstance(value, int) or not (
+            1 <= value <= MAX_ATTEMPTS_LIMIT):
+        raise UsageError(f"[{section}] max_attempts must be between 1 and {MAX_ATTEMPTS_LIMIT}")
+    return value
+
+
+def _pool(settings: Mapping[str, Any], section: str) -> int:
+    value = settings.get("max_pool_connections", DEFAULT_POOL)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 256:
+        raise UsageError(f"[{section}] max_pool_connections must be between 1 and 256")
+    return value
+
+
+def _addressing(settings: Mapping[str, Any], section: str) -> str | None:
+    value = _str(settings, section, "addressing_style")
+    if value is not None and value not in ("auto", "path", "virtual"):
+        raise UsageError(f"[{section}] addressing_style must be auto, path or virtual")
+    return value

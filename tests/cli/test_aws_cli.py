@@ -1,0 +1,307 @@
+"""The CLI on S3 (SeaweedFS) + AWS KMS (moto): round trips, versions, swaps, faults."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aws.test_kms_errors import ARN, Responder, error
+from fixtures.kms import MotoServer
+from fixtures.s3 import ADMIN, WeedServer, new_bucket, s3_client, s3_settings, weed_server
+from fixtures.servers import BackendSetup
+
+from cli.conftest import KV, tree
+from keyvault.trust.model import KeyFile
+from keyvault.trust.sample import write_sample_trust_dir
+
+PASS = "correct horse"
+GUNS = ("example.com/team-a/app", "example.com/team-a/web")
+
+
+def write_config(home: Path, setup: BackendSetup, *, store: str | None = None,
+                 wrappers: tuple[str, ...] | None = None, extra: str = "") -> Path:
+    path = home / "kv-aws.toml"
+    lines = ["[keyvault]", 'team = "team-a"', f"store = {json.dumps(store or setup.store)}",
+             f"wrappers = {json.dumps(list(wrappers or setup.wrappers))}", "concurrency = 1", ""]
+    path.write_text("\n".join(lines) + setup.config_toml + extra)
+    return path
+
+
+@pytest.fixture
+def aws(s3_kms_backend: BackendSetup, home: Path, monkeypatch: pytest.MonkeyPatch
+        ) -> BackendSetup:
+    for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in s3_kms_backend.env.items():
+        monkeypatch.setenv(key, value)
+    return s3_kms_backend
+
+
+@pytest.fixture
+def trust(home: Path) -> tuple[Path, tuple[KeyFile, ...]]:
+    path = home / ".docker" / "trust"
+    passphrases = {"root": PASS, "targets": PASS, "snapshot": PASS}
+    return path, write_sample_trust_dir(path, passphrases, GUNS)
+
+
+def bucket_of(setup: BackendSetup) -> str:
+    return setup.store.removeprefix("s3://").split("/")[0]
+
+
+def test_round_trip_through_s3_and_kms(kv: KV, aws: BackendSetup, home: Path, weed: WeedServer,
+                                       trust: tuple[Path, tuple[KeyFile, ...]],
+                                       tmp_path: Path) -> None:
+    _, keys = trust
+    config = write_config(home, aws)
+    run = kv("--config", config, "--json", "backup")
+    assert run.code == 0, run.err
+    assert {k["action"] for k in run.json()["keys"]} == {"created"}
+    listed = weed.admin().list_objects_v2(Bucket=bucket_of(aws), Prefix="keyvault/")
+    assert len(listed["Contents"]) == len(keys)
+    again = kv("--config", config, "--json", "backup")
+    assert {k["action"] for k in again.json()["keys"]} == {"unchanged"}
+    fresh = tmp_path / "laptop" / "trust"
+    restored = kv("--config", config, "--trust-dir", fresh, "--json", "restore", "--all")
+    assert restored.code == 0, restored.err
+    for key in keys:
+        assert (fresh / "private" / key.relpath).read_bytes() == key.data
+    envelope = json.loads(weed.admin().get_object(
+        Bucket=bucket_of(aws), Key=listed["Contents"][0]["Key"])["Body"].read())
+    (entry,) = envelope["wrapped_keys"]
+    assert entry["uri"] == aws.wrappers[0] and entry["params"]["key_arn"].startswith("arn:aws:kms")
+    assert set(entry["context"]) >= {"keyvault:team", "keyvault:role", "keyvault:key_id"}
+
+
+def test_restore_a_chosen_version(kv: KV, aws: BackendSetup, home: Path,
+                                  trust: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path
+                                  ) -> None:
+    trust_dir, keys = trust
+    config = write_config(home, aws)
+    assert kv("--config", config, "backup").code == 0
+    target = next(k for k in keys if k.role == "targets")
+    path = trust_dir / "private" / target.relpath
+    path.write_bytes(target.data + b"\n")
+    run = kv("--config", config, "--json", "backup", "--key-id", target.key_id)
+    assert run.code == 0, run.err
+    versions = kv("--config", config, "--json", "versions", "--key-id", target.key_id)
+    assert versions.code == 0, versions.err
+    (found,) = versions.json()["keys"]
+    assert [v["latest"] for v in found["versions"]] == [True, False]
+    old = found["versions"][1]["version"]
+    fresh = tmp_path / "old"
+    restored = kv("--config", config, "--trust-dir", fresh, "restore", "--key-id",
+                  target.key_id, "--version", old)
+    assert restored.code == 0, restored.err
+    assert (fresh / "private" / target.relpath).read_bytes() == target.data
+    latest = kv("--config", config, "--trust-dir", tmp_path / "new", "restore", "--key-id",
+                target.key_id)
+    assert latest.code == 0
+    assert (tmp_path / "new" / "private" / target.relpath).read_bytes() == target.data + b"\n"
+
+
+def test_envelope_copied_to_another_guns_name_is_refused(
+        kv: KV, aws: BackendSetup, home: Path, weed: WeedServer,
+        trust: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path) -> None:
+    """B25 / T6: moto enforces the context only if asked; keyvault's own binding (object
+    name vs header, header AAD, commitment) refuses the swap whatever the KMS does."""
+    _, keys = trust
+    config = write_config(home, aws)
+    assert kv("--config", config, "backup").code == 0
+    app, web = (next(k for k in keys if k.role == "targets" and k.gun == g) for g in GUNS)
+    admin = weed.admin()
+    bucket = bucket_of(aws)
+    src = f"keyvault/v1/teams/team-a/guns/{app.gun}/targets/{app.key_id}.json"
+    dst = f"keyvault/v1/teams/team-a/guns/{web.gun}/targets/{web.key_id}.json"
+    body = admin.get_object(Bucket=bucket, Key=src)["Body"].read()
+    admin.put_object(Bucket=bucket, Key=dst, Body=body)  # a new version on top
+    fresh = tmp_path / "ci"
+    run = kv("--config", config, "--trust-dir", fresh, "restore", "--gun", web.gun,
+             "--role", "targets")
+    assert run.code == 5, run.err
+    assert "moved or swapped" in run.err or "another key" in run.err
+    assert not (fresh / "private" / web.relpath).exists()
+    # The header edited to match the new name: the wrapped DEK's context (checked by
+    # keyvault against the header) and the GCM AAD both refuse it.
+    doc = json.loads(body)
+    doc["header"]["gun"], doc["header"]["key_id"] = web.gun, web.key_id
+    admin.put_object(Bucket=bucket, Key=dst, Body=json.dumps(doc).encode())
+    again = kv("--config", config, "--trust-dir", fresh, "restore", "--gun", web.gun,
+               "--role", "targets")
+    assert again.code == 5, again.err
+    assert not (fresh / "private" / web.relpath).exists()
+    # The context rewritten too: the DEK still fails the commitment or the KMS context.
+    doc["wrapped_keys"][0]["context"]["keyvault:gun"] = web.gun
+    doc["wrapped_keys"][0]["context"]["keyvault:key_id"] = web.key_id
+    admin.put_object(Bucket=bucket, Key=dst, Body=json.dumps(doc).encode())
+    third = kv("--config", config, "--trust-dir", fresh, "restore", "--gun", web.gun,
+               "--role", "targets")
+    assert third.code == 5, third.err
+    assert not (fresh / "private" / web.relpath).exists()
+
+
+@pytest.fixture
+def responder() -> Iterator[Responder]:
+    r = Responder()
+    yield r
+    r.close()
+
+
+def test_disabled_kms_key_is_a_clear_error_naming_the_key(
+        kv: KV, aws: BackendSetup, home: Path, weed: WeedServer, responder: Responder,
+        trust: tuple[Path, tuple[KeyFile, ...]]) -> None:
+    """B38, with the error real KMS sends for a disabled key (moto ignores key state)."""
+    responder.script = [(400, error("DisabledException", f"{ARN} is disabled."))]
+    uri = f"awskms://127.0.0.1:{responder.port}/{ARN}"
+    config = write_config(home, aws, wrappers=(uri,))
+    run = kv("--config", config, "backup")
+    assert run.code == 4, run.err
+    assert "disabled" in run.err and ARN in run.err
+    assert "Contents" not in weed.admin().list_objects_v2(Bucket=bucket_of(aws))
+
+
+def test_unknown_kms_key_is_not_found(kv: KV, aws: BackendSetup, home: Path,
+                                      trust: tuple[Path, tuple[KeyFile, ...]]) -> None:
+    config = write_config(home, aws, wrappers=("awskms:///alias/kv-no-such-key",))
+    run = kv("--config", config, "backup")
+    assert run.code == 3, run.err
+    assert "alias/kv-no-such-key" in run.err
+
+
+def test_missing_bucket_b21(kv: KV, aws: BackendSetup, home: Path,
+                            trust: tuple[Path, tuple[KeyFile, ...]]) -> None:
+    config = write_config(home, aws, store="s3://kv-no-such-bucket/x")
+    run = kv("--config", config, "list")
+    assert run.code == 3, run.err
+    assert "bucket kv-no-such-bucket does not exist" in run.err
+
+
+def test_store_uri_without_bucket_b19(kv: KV, aws: BackendSetup, home: Path) -> None:
+    config = write_config(home, aws, store="s3://")
+    run = kv("--config", config, "list")
+    assert run.code == 2 and "names no bucket" in run.err
+
+
+# -- F01: the S3 server stopped in the middle of a backup -------------------------------
+
+
+class CuttingProxy:
+    """Forwards TCP to the S3 server; at the ``cut_at``-th PUT it forwards only half of the
+    request, then calls ``on_cut`` (which kills the server) and drops the connection."""
+
+    def __init__(self, upstream: int, cut_at: int, on_cut: object) -> None:
+        self.upstream, self.cut_at, self.on_cut = upstream, cut_at, on_cut
+        self.puts = 0
+        self.lock = threading.Lock()
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.cut = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.upstream), timeout=5)
+        except OSError:
+            client.close()
+            return
+        threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
+        try:
+            while data := client.recv(65536):
+                if data.startswith(b"PUT "):
+                    with self.lock:
+                        self.puts += 1
+                        cutting = self.puts == self.cut_at
+                    if cutting:
+                        upstream.sendall(data[: len(data) // 2])
+                        self.on_cut()  # type: ignore[operator]
+                        self.cut.set()
+                        break
+                if self.cut.is_set():
+                    break
+                upstream.sendall(data)
+        except OSError:
+            pass
+        finally:
+            client.close()
+            upstream.close()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            dst.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_s3_stopped_mid_backup_then_rerun_completes(
+        kv: KV, aws: BackendSetup, home: Path, tmp_path: Path,
+        trust: tuple[Path, tuple[KeyFile, ...]]) -> None:
+    """F01: a clear error, no partial object, and a re-run completes."""
+    trust_dir, keys = trust
+    with weed_server(tmp_path / "weed-f01") as weed:
+        bucket = new_bucket(weed)
+        proxy = CuttingProxy(weed.ports["s3.port"], cut_at=3, on_cut=weed.kill)
+        via_proxy = BackendSetup(aws.name, f"s3://{bucket}/kv", aws.wrappers, aws.env,
+                                 aws.config_toml.replace(weed_endpoint(aws),
+                                                         f"http://127.0.0.1:{proxy.port}"))
+        config = write_config(home, via_proxy)
+        run = kv("--config", config, "--json", "backup")
+        proxy.close()
+        assert proxy.cut.is_set()
+        assert run.code == 6, run.err
+        errors = " ".join(json.dumps(k["error"]) for k in run.json()["keys"] if k["error"])
+        assert "cannot reach" in errors, errors
+        outcomes = {k["action"] for k in run.json()["keys"]}
+        assert "failed" in outcomes and "created" in outcomes
+        weed.start()  # same data directory and ports
+        admin = s3_client(weed.endpoint, ADMIN)
+        stored = admin.list_objects_v2(Bucket=bucket).get("Contents", [])
+        created = [k for k in run.json()["keys"] if k["action"] == "created"]
+        assert len(stored) == len(created)  # the interrupted object does not exist at all
+        direct = BackendSetup(aws.name, f"s3://{bucket}/kv", aws.wrappers, aws.env,
+                              aws.config_toml.replace(weed_endpoint(aws), weed.endpoint))
+        config = write_config(home, direct)
+        for obj in stored:  # and every object that exists is a whole, valid envelope
+            assert json.loads(admin.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
+        rerun = kv("--config", config, "--json", "backup")
+        assert rerun.code == 0, rerun.err
+        actions = [k["action"] for k in rerun.json()["keys"]]
+        assert actions.count("unchanged") == len(created)
+        assert actions.count("created") == len(keys) - len(created)
+        fresh = tmp_path / "restored"
+        restored = kv("--config", config, "--trust-dir", fresh, "restore", "--all")
+        assert restored.code == 0, restored.err
+        assert {p: v for p, v in tree(fresh / "private").items() if v[1] is not None} == {
+            k.relpath: (tree(trust_dir / "private")[k.relpath]) for k in keys}
+
+
+def weed_endpoint(setup: BackendSetup) -> str:
+    for line in setup.config_toml.splitlines():
+        if line.startswith("endpoint_url") and "127.0.0.1" in line:
+            return json.loads(line.partition("=")[2].strip())  # type: ignore[no-any-return]
+    raise AssertionError("no endpoint in the backend's config")
+
+
+def test_s3_settings_helper_is_valid_config(weed: WeedServer) -> None:
+    assert s3_settings(weed)["addressing_style"] == "path"
+
+
+def test_moto_fixture_is_reachable(moto_kms: MotoServer) -> None:
+    assert moto_kms.client().list_keys()["Keys"] is not None
