@@ -137,14 +137,19 @@ def default_trust_dir(env: Mapping[str, str]) -> Path:
     return Path(home) / ".docker" / "trust"
 
 
-def load_config(path: Path | None, env: Mapping[str, str]) -> Config:
-    """Build the Config: defaults < file < environment. Flags come later (CLI)."""
+def load_config(path: Path | None, env: Mapping[str, str], *, missing_ok: bool = False
+                ) -> Config:
+    """Build the Config: defaults < file < environment. Flags come later (CLI).
+
+    ``missing_ok`` is for ``init``: an explicit config file that does not exist
+    yet is the one it is about to write.
+    """
     paths = platform_paths()
     if path is None and env.get("KEYVAULT_CONFIG"):
         path = Path(env["KEYVAULT_CONFIG"])
     source: Path | None = path
     doc: dict[str, Any] = {}
-    if path is not None:
+    if path is not None and not (missing_ok and not path.exists()):
         doc = _read_toml(path)
     elif paths.config_file.exists():
         source = paths.config_file

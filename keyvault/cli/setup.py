@@ -29,7 +29,7 @@ IDENTITY_WARNING = (
 def _init(state: CliState) -> InitResult:
     from keyvault.ops.setup import init as do_init
 
-    config = state.config()
+    config = state.config(missing_ok=True)
     return do_init(config, store=state.store, wrappers=state.wrappers, team=state.team,
                    config_file=state.config_path)
 
@@ -75,9 +75,9 @@ def quickstart(ctx: typer.Context, json_out: Json = False) -> None:
     directory and check every byte: the whole job, on the embedded default."""
     state: CliState = ctx.obj
     as_json = state.json or json_out
-    config = state.config()
+    config = state.config(missing_ok=True)
     init_result = None
-    if config.source is None and not config.store:
+    if not config.store:
         init_result = _init(state)
         state._config = None
         config = state.config()

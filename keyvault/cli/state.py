@@ -25,11 +25,12 @@ class CliState:
     team: str | None = None
     _config: Config | None = field(default=None, repr=False)
 
-    def config(self) -> Config:
+    def config(self, *, missing_ok: bool = False) -> Config:
+        """The resolved config; ``missing_ok`` lets ``init`` name a file it will create."""
         if self._config is None:
             from keyvault.config import load_config
 
-            config = load_config(self.config_path, dict(os.environ))
+            config = load_config(self.config_path, dict(os.environ), missing_ok=missing_ok)
             changes: dict[str, object] = {}
             if self.trust_dir is not None:
                 changes["trust_dir"] = self.trust_dir.expanduser()

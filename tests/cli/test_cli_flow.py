@@ -243,3 +243,12 @@ def test_versions_and_restoring_an_older_version(
     ambiguous = kv("--trust-dir", old, "restore", "--all", "--version", "0000000001")
     assert ambiguous.code == 2 and "exactly one key" in ambiguous.err
     assert kv("versions").code == 2
+
+
+def test_init_writes_the_config_file_it_is_given(kv: KV, tmp_path: Path) -> None:
+    target = tmp_path / "etc" / "keyvault.toml"
+    run = kv("--config", target, "--json", "init")
+    assert run.code == 0, run.err
+    assert Path(run.json()["config_file"]) == target and target.exists()
+    assert kv("--config", target, "--json", "list").code == 0
+    assert kv("--config", tmp_path / "other.toml", "list").code == 3
