@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from fixtures.notary_server import NotaryServer
 from fixtures.servers import BackendSetup
+from fixtures.softhsm import SoftHsm
 from notarykit import Notary
 
 from e2e.machines import Lab, run_keyvault
@@ -26,6 +27,7 @@ BACKENDS = [
     "file_age_backend",
     "file_passphrase_backend",
     "s3_kms_backend",
+    "file_pkcs11_backend",
 ]
 
 #: The passphrase wrapper's test passphrase, and a cost low enough for tests (2**14, the minimum).
@@ -68,6 +70,19 @@ def file_passphrase_backend(tmp_path_factory: pytest.TempPathFactory) -> Backend
     return BackendSetup(name="file+passphrase", store=store, wrappers=("passphrase:",),
                         env={"KEYVAULT_PASSPHRASE": KEYVAULT_PASSPHRASE},
                         config_toml=PASSPHRASE_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def file_pkcs11_backend(tmp_path_factory: pytest.TempPathFactory,
+                        softhsm: SoftHsm) -> BackendSetup:
+    """A file store and a non-extractable AES-256 key in a SoftHSM2 token (AES-GCM)."""
+    home = tmp_path_factory.mktemp("kv-file-pkcs11")
+    store = (home / "store").as_uri()
+    env = {**softhsm.env(), "SOFTHSM2_CONF": str(softhsm.conf)}
+    uri = softhsm.key_uri("aes-kek")
+    result = _init(home, env, "--store", store, "--wrapper", uri)
+    assert result["wrappers"] == [uri]
+    return BackendSetup(name="file+pkcs11", store=store, wrappers=(uri,), env=env)
 
 
 @pytest.fixture(params=BACKENDS)
