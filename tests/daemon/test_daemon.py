@@ -1,0 +1,190 @@
+"""The daemon end to end: a real process, real file events, a file store on disk."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from notarykit import Notary, fresh_ec_pem
+
+from daemon.conftest import DaemonEnv, make_key, wait_for, write_key
+
+
+def restored_bytes(env: DaemonEnv, key_id: str) -> bytes:
+    """Restore one key into a fresh trust dir with the CLI and return its bytes."""
+    target = env.root / f"restored-{key_id[:8]}"
+    env.keyvault("--trust-dir", str(target), "restore", "--key-id", key_id)
+    (path,) = (target / "private").rglob(f"{key_id}.key")
+    return path.read_bytes()
+
+
+@pytest.mark.notary
+def test_key_written_by_notary_is_backed_up(daemon_env: DaemonEnv, notary: Notary) -> None:
+    trust = daemon_env.trust  # no private/ yet: notary creates it with the first key
+    daemon = daemon_env.start()
+    key_id = notary.import_key(trust, fresh_ec_pem(), "targets", "example.com/team/app")
+    wait_for(lambda: daemon_env.stored_key_ids().get(key_id) == 1, "the key in the store")
+    original = next((trust / "private").rglob(f"{key_id}.key")).read_bytes()
+    assert restored_bytes(daemon_env, key_id) == original
+    assert daemon.metric("keyvault_daemon_backups_total", action="created") == 1
+    health = daemon.health()
+    assert health["status"] == "ok" and health["keys_watched"] == 1
+    (line,) = daemon.events("backed-up")
+    assert line["key_id"] == key_id and line["role"] == "targets"
+    assert daemon.terminate() == 0
+
+
+def test_key_written_slowly_is_backed_up_once_and_complete(daemon_env: DaemonEnv) -> None:
+    daemon = daemon_env.start()
+    key_id, data = make_key()
+    path = daemon_env.trust / "private" / f"{key_id}.key"
+    path.parent.mkdir(mode=0o700)
+    pieces = [data[i:i + 60] for i in range(0, len(data), 60)]
+    with path.open("wb") as fh:
+        os.chmod(path, 0o600)
+        for number, piece in enumerate(pieces):
+            fh.write(piece)
+            fh.flush()
+            # Mostly shorter than the debounce (200 ms); once much longer, so the daemon
+            # does read the half-written file and must refuse it as not (yet) a key.
+            time.sleep(0.6 if number == len(pieces) // 2 else 0.05)
+    wait_for(lambda: daemon_env.stored_key_ids().get(key_id), "the key in the store")
+    time.sleep(0.5)  # any second, wrong backup would show up now
+    assert daemon_env.stored_key_ids() == {key_id: 1}
+    assert restored_bytes(daemon_env, key_id) == data
+    refused = daemon.events("refused")
+    assert refused and all(r["path"] == f"{key_id}.key" for r in refused), refused
+    assert daemon.metric("keyvault_daemon_backups_total", action="created") == 1
+
+
+def test_second_daemon_on_the_same_state_dir_refuses_to_start(daemon_env: DaemonEnv) -> None:
+    first = daemon_env.start()
+    second = daemon_env.start(wait=False)
+    assert second.proc.wait(20) == 7
+    assert "already running" in second.log_text()
+    assert str(first.proc.pid) in second.log_text()
+    assert first.proc.poll() is None and first.health()["status"] == "ok"
+
+
+def test_sigterm_stops_cleanly_and_a_restart_catches_up(daemon_env: DaemonEnv) -> None:
+    daemon = daemon_env.start()
+    assert daemon.terminate() == 0
+    assert daemon.events("stopped")
+    assert not (daemon_env.state_dir / "daemon.json").exists()
+    # Keys made while no daemon runs are found by the reconciliation at start.
+    ids = []
+    for _ in range(3):
+        key_id, data = make_key()
+        write_key(daemon_env.trust, data, key_id)
+        ids.append(key_id)
+    daemon_env.start()
+    wait_for(lambda: all(daemon_env.stored_key_ids().get(k) == 1 for k in ids),
+             "the keys made while the daemon was down")
+
+
+def test_sigkill_during_backups_loses_and_duplicates_nothing(daemon_env: DaemonEnv) -> None:
+    daemon = daemon_env.start(env={"KEYVAULT_CONCURRENCY": "1"})
+    keys = dict(make_key() for _ in range(150))
+    for key_id, data in keys.items():
+        write_key(daemon_env.trust, data, key_id)
+    wait_for(lambda: len(daemon_env.stored_versions()) >= 3, "the first backups",
+             every=0.002)
+    daemon.proc.send_signal(signal.SIGKILL)
+    daemon.proc.wait(10)
+    at_kill = len(daemon_env.stored_versions())
+    assert 0 < at_kill < len(keys), f"killed after {at_kill} of {len(keys)}: not mid-batch"
+    _assert_no_key_bytes(daemon_env.state_dir, keys.values())
+
+    daemon_env.start()
+    wait_for(lambda: daemon_env.stored_key_ids() == dict.fromkeys(keys, 1),
+             "every key stored exactly once", timeout=60)
+    wait_for(lambda: _pending(daemon_env) == 0, "an empty journal")
+
+
+def _pending(env: DaemonEnv) -> int:
+    return int(env.procs[-1].health()["keys_pending"])
+
+
+def _assert_no_key_bytes(state_dir: Path, keys: object) -> None:
+    """The journal (and everything else in the state dir) holds no key material."""
+    blobs = b"".join(p.read_bytes() for p in state_dir.iterdir() if p.is_file())
+    assert blobs, "the state directory is empty"
+    for data in keys:  # type: ignore[attr-defined]
+        assert data not in blobs
+        body = re.sub(rb"-----[^-]+-----|[A-Za-z-]+: [^\n]*", b"", data)
+        der = base64.b64decode(b"".join(body.split()))
+        for chunk in (der[i:i + 16] for i in range(0, len(der) - 16, 16)):
+            assert chunk not in blobs
+        for line in body.split():
+            if len(line) >= 16:
+                assert line not in blobs
+
+
+def test_state_files_are_private(daemon_env: DaemonEnv) -> None:
+    daemon_env.start()
+    assert daemon_env.state_dir.stat().st_mode & 0o777 == 0o700
+    for name in ("journal.db", "daemon.lock", "daemon.json"):
+        assert (daemon_env.state_dir / name).stat().st_mode & 0o777 == 0o600, name
+
+
+# --- T14: files the daemon must refuse ------------------------------------------------------
+
+def _refusals(daemon: object, relpath: str) -> list[str]:
+    return [r["reason"] for r in daemon.events("refused")  # type: ignore[attr-defined]
+            if r["path"] == relpath]
+
+
+def test_t14_group_writable_symlink_and_non_key_files_are_refused(daemon_env: DaemonEnv,
+                                                                  tmp_path: Path) -> None:
+    daemon = daemon_env.start()
+    writable_id, writable = make_key()
+    write_key(daemon_env.trust, writable, writable_id, mode=0o660)
+    outside_id, outside = make_key()
+    elsewhere = tmp_path / "elsewhere.key"
+    elsewhere.write_bytes(outside)
+    elsewhere.chmod(0o600)
+    (daemon_env.trust / "private" / f"{outside_id}.key").symlink_to(elsewhere)
+    garbage_id = "ab" * 32
+    write_key(daemon_env.trust, b"not a key at all\n", garbage_id)
+    good_id, good = make_key()
+    write_key(daemon_env.trust, good, good_id)
+    wait_for(lambda: daemon_env.stored_key_ids().get(good_id), "the good key in the store")
+    wait_for(lambda: _refusals(daemon, f"{writable_id}.key") == ["writable"],
+             "the group-writable file refused")
+    wait_for(lambda: _refusals(daemon, f"{outside_id}.key") == ["symlink"],
+             "the symlink refused")
+    wait_for(lambda: _refusals(daemon, f"{garbage_id}.key") == ["not-pem"],
+             "the non-key refused")
+    assert set(daemon_env.stored_key_ids()) == {good_id}
+    assert daemon.metric("keyvault_daemon_refused_total") >= 3
+    # At the next start the reconciliation refuses them again (and logs each once).
+    assert daemon.terminate() == 0
+    again = daemon_env.start()
+    assert sorted(r["reason"] for r in again.events("refused")) == [
+        "not-pem", "symlink", "writable"]
+    assert set(daemon_env.stored_key_ids()) == {good_id}
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_t14_file_owned_by_another_user_is_refused(daemon_env: DaemonEnv) -> None:
+    daemon = daemon_env.start()
+    key_id, data = make_key()
+    private = daemon_env.trust / "private"
+    private.mkdir(mode=0o700)
+    staged = daemon_env.root / "staged.key"
+    staged.write_bytes(data)
+    staged.chmod(0o600)
+    os.chown(staged, 65534, 65534)
+    shutil.move(staged, private / f"{key_id}.key")  # a rename: one event, already foreign
+    wait_for(lambda: _refusals(daemon, f"{key_id}.key") == ["foreign-owner"],
+             "the foreign file refused")
+    assert daemon_env.stored_key_ids() == {}
+    line = next(r for r in daemon.events("refused") if r["path"] == f"{key_id}.key")
+    assert "uid 65534" in line["detail"]
