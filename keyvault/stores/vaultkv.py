@@ -1,0 +1,537 @@
+"""Envelopes in a Vault / OpenBao KV version 2 secrets engine: ``vault://kv-mount/prefix``.
+
+Guarantees, the same as every Store (see :mod:`keyvault.stores.base`):
+
+- **Create-only**: a new object is written with ``cas=0``; of two writers
+  racing for the same name exactly one wins, the other gets ConflictError
+  (Vault decides, atomically).
+- **Compare-and-set**: a new version is written with ``cas=<the version the
+  writer read>``; a write in between makes Vault refuse it.
+- **Every version kept** (up to the mount's ``max_versions``, default 10:
+  raise it, or set it to 0 for unlimited, on a mount that holds keys),
+  readable by its number; versions are Vault's version numbers as strings.
+- **Soft delete / undelete** (:meth:`VaultKvStore.delete_latest`,
+  :meth:`VaultKvStore.undelete`): a deleted version is refused by ``read``
+  with a message that says it can be undeleted; nothing here destroys data.
+- **Labels**: each object's KV *custom metadata* carries its team, GUN,
+  role and key ID (from its validated name), so an operator can tell what
+  an entry is from ``bao kv metadata get`` without reading the secret.
+
+The Vault path of an object is ``<prefix>/<name>`` under the mount, with
+every name validated first (:func:`validate_object_name`). The envelope is
+one KV field: ``{"envelope": <UTF-8 text>}``, or ``{"envelope_base64": ...}``
+for bytes that are not UTF-8. Objects larger than MAX_OBJECT_SIZE are refused
+on read, and no answer from Vault larger than
+:data:`~keyvault.stores._vault_client.MAX_RESPONSE` is parsed (T10).
+Listing uses Vault's LIST on the metadata path of the prefix's own folder and
+walks only that subtree.
+
+Authentication, TLS, renewal, retries and typed errors: see
+:mod:`keyvault.stores._vault_client`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, NoReturn, Self, TypeVar
+from urllib.parse import urlsplit
+
+from keyvault.errors import (
+    ConflictError,
+    IntegrityError,
+    KeyvaultError,
+    NotFoundError,
+    UsageError,
+)
+from keyvault.names import FORMAT_PREFIX, KeyAddress
+from keyvault.plugins import BackendOptions
+from keyvault.stores import _vault_client as vc
+from keyvault.stores.base import (
+    MAX_NAME_LENGTH,
+    MAX_OBJECT_SIZE,
+    OBJECT_SEGMENT,
+    ObjectVersion,
+    StoredObject,
+    validate_object_name,
+)
+
+FIELD_TEXT = "envelope"
+FIELD_BASE64 = "envelope_base64"
+#: Custom-metadata keys keyvault writes (all values are validated names, never secrets).
+LABEL_KIND = "keyvault"
+_MOUNT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_PARTIAL_SEGMENT = re.compile(r"[A-Za-z0-9._:~-]*")
+_VERSION = re.compile(r"[1-9][0-9]{0,18}")
+_CAS_MISMATCH = "check-and-set parameter did not match"
+_MAX_DEPTH = 64
+_T = TypeVar("_T")
+#: ``list`` is a method of VaultKvStore, so annotations inside the class use these aliases.
+_Versions = list[ObjectVersion]
+_Names = list[str]
+
+
+class VaultKvStore:
+    """Envelopes in ``vault://mount/prefix``; see the module docstring for the guarantees."""
+
+    def __init__(self, mount: str, prefix: str, options: BackendOptions) -> None:
+        self._mount = mount
+        self._prefix = prefix  # "" or "a/b/" (validated, ends with "/")
+        self._client: vc.VaultClient | None = vc.acquire(options)
+        self._checked_mount = False
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_uri(cls, uri: str, options: BackendOptions, *, create: bool = False) -> Self:
+        """Open ``vault://mount/prefix``. ``create`` changes nothing: mounts are the admin's."""
+        del create
+        mount, prefix = parse_vault_uri(uri)
+        return cls(mount, prefix, options)
+
+    @property
+    def uri(self) -> str:
+        return f"vault://{self._mount}/{self._prefix}".rstrip("/")
+
+    def __repr__(self) -> str:
+        return f"VaultKvStore({self.uri!r})"
+
+    # -- the Store protocol --------------------------------------------------------------
+
+    def read(self, name: str, version: str | None = None) -> StoredObject:
+        path = self._path(name)
+        number = _check_version(version) if version is not None else None
+        try:
+            resp = self._call("read", path, lambda c: c.secrets.kv.v2.read_secret_version(
+                path=path, version=number, mount_point=self._mount,
+                raise_on_deleted_version=True))
+        except vc.VaultRequestError as exc:
+            if exc.status == 404 and not exc.no_route:
+                raise self._missing(name, path, version) from None
+            self._raise(exc, name)
+        data = _field(resp, "data")
+        meta = _field(data, "metadata")
+        got = meta.get("version")
+        if not isinstance(got, int) or isinstance(got, bool) or (number and got != number):
+            raise self._tampered(name, "answered with another version than asked for")
+        return StoredObject(name, str(got), self._decode(name, _field(data, "data")))
+
+    def write(self, name: str, data: bytes, *, replaces: str | None = None) -> str:
+        path = self._path(name)
+        if not isinstance(data, bytes) or len(data) > MAX_OBJECT_SIZE:
+            raise UsageError(f"object {name}: data must be bytes of at most "
+                             f"{MAX_OBJECT_SIZE} bytes; nothing was written")
+        cas = 0 if replaces is None else _check_version(replaces)
+        self._check_mount()
+        body = _encode(data)
+        try:
+            resp = self._call("write", path, lambda c: c.secrets.kv.v2.create_or_update_secret(
+                path=path, secret=body, cas=cas, mount_point=self._mount))
+        except vc.VaultRequestError as exc:
+            if exc.status == 400 and exc.says(_CAS_MISMATCH):
+                landed = self._landed(name, data, cas)
+                if landed is not None:
+                    return landed  # our own earlier attempt (retried after a lost answer)
+                raise _stale(name, replaces, self) from None
+            self._raise(exc, name)
+        meta = _field(resp, "data")
+        version = meta.get("version")
+        if not isinstance(version, int) or isinstance(version, bool) or version != cas + 1:
+            raise self._tampered(name, f"answered version {str(version)[:20]!r} to a write on "
+                                       f"top of version {cas}")
+        labels = labels_for(name)
+        if labels and meta.get("custom_metadata") != labels:
+            self._label(path, labels)
+        return str(version)
+
+    def versions(self, name: str) -> _Versions:
+        path = self._path(name)
+        meta = self._metadata(name, path)
+        current = meta.get("current_version")
+        live = sorted(_live_versions(meta), reverse=True)
+        if not live:
+            raise NotFoundError(
+                f"object {name} in store {self.uri} has no readable version: all were "
+                "deleted", hint=f"VaultKvStore.undelete or 'bao kv undelete -mount={self._mount} "
+                                f"-versions=N {path}' brings one back")
+        result = []
+        for number in live:
+            obj = self.read(name, str(number))
+            created = _created(meta, number)
+            result.append(ObjectVersion(name, str(number), len(obj.data), created,
+                                        latest=number == current))
+        return result
+
+    def list(self, prefix: str) -> Iterator[str]:
+        """Names starting with ``prefix`` (plain string prefix), sorted.
+
+        Only the folder the prefix names is listed, then its subfolders that
+        match, so one team's or GUN's listing never reads another's.
+        """
+        dir_part, partial = _check_prefix(prefix)
+        found: _Names = []
+        base = f"{dir_part}/" if dir_part else ""
+        self._walk(base, found, only=partial, depth=0)
+        return iter(sorted(found))
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.release()
+
+    # -- Vault KV extras (not in the Store protocol) ----------------------------------------
+
+    def delete_latest(self, name: str) -> str:
+        """Soft-delete the latest version (its data stays, undeletable); returns its number."""
+        path = self._path(name)
+        meta = self._metadata(name, path)
+        current = meta.get("current_version")
+        if not isinstance(current, int) or current not in _live_versions(meta):
+            raise NotFoundError(f"object {name}: its latest version is already deleted")
+        try:
+            self._call("delete", path, lambda c: c.secrets.kv.v2.delete_latest_version_of_secret(
+                path=path, mount_point=self._mount))
+        except vc.VaultRequestError as exc:
+            self._raise(exc, name)
+        return str(current)
+
+    def undelete(self, name: str, versions: Iterable[str]) -> None:
+        """Bring soft-deleted versions back (destroyed versions cannot come back)."""
+        path = self._path(name)
+        numbers = sorted({_check_version(v) for v in versions})
+        if not numbers:
+            raise UsageError("say which versions to undelete")
+        meta = self._metadata(name, path)
+        known = meta.get("versions") if isinstance(meta.get("versions"), dict) else {}
+        for number in numbers:
+            entry = known.get(str(number)) if isinstance(known, dict) else None
+            if not isinstance(entry, dict):
+                raise NotFoundError(f"object {name} has no version {number} in store {self.uri}")
+            if entry.get("destroyed"):
+                raise NotFoundError(f"object {name} version {number} was destroyed; it cannot "
+                                    "be undeleted")
+        try:
+            self._call("undelete", path, lambda c: c.secrets.kv.v2.undelete_secret_versions(
+                path=path, versions=numbers, mount_point=self._mount))
+        except vc.VaultRequestError as exc:
+            self._raise(exc, name)
+
+    def deleted_versions(self, name: str) -> _Names:
+        """Versions that are soft-deleted (undeletable), newest first."""
+        meta = self._metadata(name, self._path(name))
+        versions = meta.get("versions")
+        if not isinstance(versions, dict):
+            return []
+        deleted = [int(v) for v, e in versions.items() if _VERSION.fullmatch(v)
+                   and isinstance(e, dict) and e.get("deletion_time") and not e.get("destroyed")]
+        return [str(v) for v in sorted(deleted, reverse=True)]
+
+    def labels(self, name: str) -> dict[str, str]:
+        """The object's custom metadata (team, GUN, role, key ID) as stored in Vault."""
+        meta = self._metadata(name, self._path(name))
+        custom = meta.get("custom_metadata")
+        if not isinstance(custom, dict):
+            return {}
+        return {str(k): str(v) for k, v in custom.items()}
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _live(self) -> vc.VaultClient:
+        client = self._client
+        if client is None:
+            raise UsageError(f"store {self.uri} is closed")
+        return client
+
+    def _call(self, what: str, path: str, fn: Callable[[Any], _T]) -> _T:
+        return self._live().call(what, fn, path=f"{self._mount}/{path}")
+
+    def _path(self, name: str) -> str:
+        validate_object_name(name)
+        self._live()
+        return self._prefix + name
+
+    def _check_mount(self) -> None:
+        """Before the first write: refuse a KV version 1 mount (it would take our paths
+        literally) and name a missing mount. Needs no extra policy: Vault's CLI does the same
+        (``sys/internal/ui/mounts``); a 403 here just skips the check."""
+        if self._checked_mount:
+            return
+        mount = self._mount
+        try:
+            resp = self._live().call(
+                "inspect mount", lambda c: c.adapter.get(f"/v1/sys/internal/ui/mounts/{mount}"),
+                path=f"{mount}/")
+        except vc.VaultPermissionError:
+            self._checked_mount = True  # not allowed to look: the first request will tell
+            return
+        except vc.VaultRequestError as exc:
+            if exc.status == 404 or exc.no_route:
+                raise self._no_mount() from None
+            raise
+        data = resp.get("data") if isinstance(resp, dict) else None
+        if isinstance(data, dict):
+            options = data.get("options") if isinstance(data.get("options"), dict) else {}
+            kind = data.get("type")
+            version = options.get("version") if isinstance(options, dict) else None
+            if kind not in ("kv", "generic") or str(version) != "2":
+                raise UsageError(
+                    f"store {self.uri}: the mount {mount}/ is {kind!s:.20} version "
+                    f"{version!s:.5}, not a KV version 2 secrets engine; nothing was written",
+                    hint=f"use a KV v2 mount (bao secrets enable -path={mount} kv-v2)")
+        self._checked_mount = True
+
+    def _landed(self, name: str, data: bytes, cas: int) -> str | None:
+        """After a CAS refusal: is the latest version exactly what we wrote, on top of ``cas``?"""
+        try:
+            latest = self.read(name)
+        except KeyvaultError:
+            return None
+        if latest.data == data and latest.version == str(cas + 1):
+            return latest.version
+        return None
+
+    def _label(self, path: str, labels: dict[str, str]) -> None:
+        """Set the custom metadata; only that field is sent, so mount settings stay as they are.
+
+        The envelope is already stored (the write is what counts): a refusal here is
+        reported as a warning, not an error, so the backup is not re-done for a label.
+        """
+        import warnings
+
+        mount = self._mount
+        try:
+            self._call("label", path, lambda c: c.adapter.post(
+                f"/v1/{mount}/metadata/{path}", json={"custom_metadata": labels}))
+        except KeyvaultError as exc:
+            warnings.warn(VaultLabelWarning(
+                f"{self.uri}: the envelope at {path} is stored, but its labels (custom "
+                f"metadata) were not set: {exc.message}"), stacklevel=3)
+
+    def _metadata(self, name: str, path: str) -> dict[str, Any]:
+        try:
+            resp = self._call("read the metadata of", path,
+                              lambda c: c.secrets.kv.v2.read_secret_metadata(
+                                  path=path, mount_point=self._mount))
+        except vc.VaultRequestError as exc:
+            if exc.status == 404 and not exc.no_route:
+                raise NotFoundError(f"object {name} not found in store {self.uri}") from None
+            self._raise(exc, name)
+        return _field(resp, "data")
+
+    def _missing(self, name: str, path: str, version: str | None) -> NotFoundError:
+        """Not found: say so, or say that the version was soft-deleted (and how to undo it)."""
+        try:
+            meta = self._metadata(name, path)
+        except NotFoundError:
+            if version is None:
+                return NotFoundError(f"object {name} not found in store {self.uri}")
+            return self._no_version(name, version)
+        number = int(version) if version is not None else meta.get("current_version")
+        versions = meta.get("versions") if isinstance(meta.get("versions"), dict) else {}
+        entry = versions.get(str(number)) if isinstance(versions, dict) else None
+        if isinstance(entry, dict) and entry.get("destroyed"):
+            return NotFoundError(f"object {name} version {number} in store {self.uri} was "
+                                 "destroyed", hint="restore another version")
+        if isinstance(entry, dict) and entry.get("deletion_time"):
+            return NotFoundError(
+                f"object {name} version {number} in store {self.uri} was deleted (soft delete)",
+                hint=f"undelete it: bao kv undelete -mount={self._mount} -versions={number} "
+                     f"{path}")
+        if version is None:
+            return NotFoundError(f"object {name} not found in store {self.uri}")
+        return self._no_version(name, version)
+
+    def _no_version(self, name: str, version: str) -> NotFoundError:
+        return NotFoundError(f"object {name} has no version {version} in store {self.uri}",
+                             hint=f"'keyvault versions' lists the versions of {name}")
+
+    def _walk(self, base: str, found: _Names, *, only: str | None, depth: int) -> None:
+        if depth > _MAX_DEPTH:
+            raise self._tampered(base, "is nested implausibly deep")
+        folder = self._prefix + base
+        try:
+            resp = self._call("list", folder or "(the store's root)",
+                              lambda c: c.secrets.kv.v2.list_secrets(
+                                  path=folder, mount_point=self._mount))
+        except vc.VaultRequestError as exc:
+            if exc.status == 404 and not exc.no_route:
+                return  # an empty folder does not exist in Vault
+            self._raise(exc, base or "(everything)")
+        keys = _field(resp, "data").get("keys")
+        if not isinstance(keys, list):
+            raise self._tampered(base or "(root)", "lists no keys")
+        for key in keys:
+            if not isinstance(key, str):
+                continue
+            is_folder = key.endswith("/")
+            segment = key[:-1] if is_folder else key
+            if only is not None and not segment.startswith(only):
+                continue
+            name = base + segment
+            if (not OBJECT_SEGMENT.fullmatch(segment) or segment in (".", "..")
+                    or len(name) > MAX_NAME_LENGTH):
+                continue  # not a name keyvault writes: not ours to judge
+            if is_folder:
+                self._walk(name + "/", found, only=None, depth=depth + 1)
+            else:
+                found.append(name)
+
+    def _decode(self, name: str, fields: dict[str, Any]) -> bytes:
+        if set(fields) == {FIELD_TEXT} and isinstance(fields[FIELD_TEXT], str):
+            text = fields[FIELD_TEXT]
+            if len(text) > MAX_OBJECT_SIZE:
+                raise self._too_large(name)
+            data: bytes = text.encode("utf-8", errors="surrogatepass")
+        elif set(fields) == {FIELD_BASE64} and isinstance(fields[FIELD_BASE64], str):
+            if len(fields[FIELD_BASE64]) > (MAX_OBJECT_SIZE + 2) // 3 * 4:
+                raise self._too_large(name)
+            try:
+                data = base64.b64decode(fields[FIELD_BASE64], validate=True)
+            except (binascii.Error, ValueError):
+                raise self._tampered(name, "holds invalid base64") from None
+        else:
+            raise self._tampered(name, f"is not an object written by keyvault (fields "
+                                       f"{', '.join(sorted(fields))[:80]!r})")
+        if len(data) > MAX_OBJECT_SIZE:
+            raise self._too_large(name)
+        return data
+
+    def _too_large(self, name: str) -> IntegrityError:
+        return self._tampered(name, f"is larger than {MAX_OBJECT_SIZE} bytes; refused")
+
+    def _tampered(self, name: str, what: str) -> IntegrityError:
+        return IntegrityError(f"store {self.uri}: {name} {what}; it was changed outside keyvault",
+                              hint="inspect it with 'bao kv metadata get' and restore another "
+                                   "version")
+
+    def _no_mount(self) -> vc.VaultMountNotFoundError:
+        return vc.VaultMountNotFoundError(
+            f"store {self.uri}: no secrets engine is mounted at {self._mount}/ on "
+            f"{self._live().address}",
+            hint=f"enable KV version 2 there (bao secrets enable -path={self._mount} kv-v2) "
+                 "or fix the store URI")
+
+    def _raise(self, exc: vc.VaultRequestError, name: str) -> NoReturn:
+        if exc.no_route:
+            raise self._no_mount() from None
+        if exc.status == 404:
+            raise NotFoundError(f"object {name} not found in store {self.uri}") from None
+        raise exc
+
+
+class VaultLabelWarning(UserWarning):
+    """An envelope was stored but its custom-metadata labels could not be set."""
+
+
+def labels_for(name: str) -> dict[str, str]:
+    """Custom metadata for an object name: what it is, from the validated name alone."""
+    try:
+        address = KeyAddress.from_object_name(name)
+    except UsageError:
+        return {}
+    labels = {LABEL_KIND: f"envelope/{FORMAT_PREFIX}", "team": address.team,
+              "role": address.role, "key_id": address.key_id}
+    if address.gun is not None:
+        labels["gun"] = address.gun
+    return labels
+
+
+def parse_vault_uri(uri: str) -> tuple[str, str]:
+    """``vault://mount[/prefix]`` -> (mount, prefix ending in "/" or "")."""
+    if not isinstance(uri, str) or len(uri) > 2048 or not uri.isprintable():
+        raise UsageError("invalid vault store URI")
+    parts = urlsplit(uri)
+    if parts.scheme.lower() != "vault" or not uri.lower().startswith("vault://"):
+        raise UsageError(f"not a vault: store URI: {_shown(uri)}",
+                         hint="use vault://kv-mount/prefix")
+    if parts.query or parts.fragment or uri.endswith(("?", "#")) or "@" in parts.netloc:
+        raise UsageError(f"vault store URI {_shown(uri)} must not have credentials, a query "
+                         "or a fragment", hint="the address comes from VAULT_ADDR or [vault] "
+                                               "address; the token from VAULT_TOKEN")
+    mount = parts.netloc
+    if not mount:
+        raise UsageError(f"vault store URI {_shown(uri)} names no KV mount",
+                         hint="use vault://kv-mount/prefix, e.g. vault://secret/keyvault")
+    if not _MOUNT.fullmatch(mount):
+        raise UsageError(f"vault store URI {_shown(uri)}: {mount[:60]!r} is not a mount name",
+                         hint="letters, digits and ._- (the host part is the KV mount)")
+    if "//" in parts.path:
+        raise UsageError(f"vault store URI {_shown(uri)} has an empty path segment")
+    path = parts.path.strip("/")
+    if not path:
+        return mount, ""
+    try:
+        validate_object_name(path)
+    except UsageError:
+        raise UsageError(f"vault store URI {_shown(uri)} has an invalid prefix",
+                         hint="use '/'-separated segments of letters, digits and ._:~-") from None
+    if len(path) > MAX_NAME_LENGTH // 2:
+        raise UsageError(f"vault store URI {_shown(uri)}: the prefix is too long")
+    return mount, path + "/"
+
+
+def _check_prefix(prefix: str) -> tuple[str, str]:
+    if not isinstance(prefix, str) or len(prefix) > MAX_NAME_LENGTH:
+        raise UsageError("an object name prefix must be a string of at most "
+                         f"{MAX_NAME_LENGTH} characters")
+    dir_part, _, partial = prefix.rpartition("/")
+    if dir_part or prefix.startswith("/"):
+        validate_object_name(dir_part)
+    if not _PARTIAL_SEGMENT.fullmatch(partial):
+        raise UsageError(f"invalid object name prefix {_shown(prefix)}")
+    return dir_part, partial
+
+
+def _encode(data: bytes) -> dict[str, str]:
+    try:
+        return {FIELD_TEXT: data.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {FIELD_BASE64: base64.b64encode(data).decode("ascii")}
+
+
+def _field(doc: Any, key: str) -> dict[str, Any]:
+    value = doc.get(key) if isinstance(doc, dict) else None
+    if not isinstance(value, dict):
+        raise IntegrityError(f"Vault answered without a {key!r} object; refusing the answer")
+    return value
+
+
+def _live_versions(meta: dict[str, Any]) -> list[int]:
+    versions = meta.get("versions")
+    if not isinstance(versions, dict):
+        return []
+    return [int(v) for v, e in versions.items() if _VERSION.fullmatch(v) and isinstance(e, dict)
+            and not e.get("deletion_time") and not e.get("destroyed")]
+
+
+def _created(meta: dict[str, Any], number: int) -> str | None:
+    versions = meta.get("versions")
+    entry = versions.get(str(number)) if isinstance(versions, dict) else None
+    stamp = entry.get("created_time") if isinstance(entry, dict) else None
+    if not isinstance(stamp, str) or len(stamp) < 19:
+        return None
+    return stamp[:19] + "Z"
+
+
+def _check_version(version: str) -> int:
+    if not isinstance(version, str) or not _VERSION.fullmatch(version):
+        raise UsageError(f"invalid version {_shown(version)}: a Vault KV version is a positive "
+                         "number, e.g. 3")
+    return int(version)
+
+
+def _stale(name: str, replaces: str | None, store: VaultKvStore) -> ConflictError:
+    if replaces is None:
+        return ConflictError(f"object {name} already exists in store {store.uri}; nothing was "
+                             "written", hint="read it and write on top of its latest version")
+    return ConflictError(f"object {name} changed (or does not exist): its latest version is "
+                         f"not {replaces}; nothing was written",
+                         hint="read it again and retry on top of the new version")
+
+
+def _shown(value: object) -> str:
+    text = str(value)
+    return repr(text if len(text) <= 80 else text[:77] + "...")
