@@ -28,6 +28,7 @@ BACKENDS = [
     "file_passphrase_backend",
     "s3_kms_backend",
     "file_pkcs11_backend",
+    "vault_backend",
 ]
 
 #: The passphrase wrapper's test passphrase, and a cost low enough for tests (2**14, the minimum).

@@ -1,0 +1,176 @@
+"""Requests per key of bulk backup and restore against S3 (SeaweedFS) + KMS (moto).
+
+The bulk benchmark (benchmarks/bulk_s3_kms.py) reports these counts for 1,000
+keys; this test pins them for a small run, so a change that adds a request per
+key fails here rather than only slowing the benchmark. Requests are counted
+at the HTTP level by botocore ``before-send`` hooks (one per attempt, so a
+retry would show) on the very clients keyvault's store and wrapper hold.
+
+Per key, what keyvault does today:
+
+- first backup: one ``GetObject`` (a 404: is there a latest envelope to compare
+  with?), one KMS ``Encrypt``, one ``PutObject`` (``If-None-Match: *``);
+- second backup of unchanged keys: the ``GetObject`` only, no KMS call, no write;
+- a changed key: ``GetObject`` + ``HeadObject`` (the ETag for ``If-Match``) +
+  ``Encrypt`` + ``PutObject``, plus one ``GetBucketVersioning`` per session;
+- restore: one ``ListObjectsV2`` page per 1,000 keys, then ``GetObject`` +
+  ``Decrypt`` per key.
+"""
+
+from __future__ import annotations
+
+import threading
+import tomllib
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from fixtures.servers import BackendSetup
+
+from keyvault.config import Config, Paths
+from keyvault.ops.backup import CREATED, UNCHANGED, UPDATED, backup_keys
+from keyvault.ops.restore import restore_keys
+from keyvault.ops.selection import Selection
+from keyvault.ops.session import Session
+from keyvault.trust.keyid import private_key_id
+from keyvault.trust.model import KeyFile
+from keyvault.trust.sample import notary_key_file
+from keyvault.trust.scan import scan_trust_dir
+
+N_KEYS = 20
+TEAM = "counts"
+KMS_OPS = frozenset({"Encrypt", "GenerateDataKey", "Decrypt", "ReEncrypt"})
+
+
+class Requests:
+    """HTTP requests per operation name, counted by botocore hooks (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+
+    def attach(self, client: Any) -> None:
+        client.meta.events.register("before-send", self._on_send)
+
+    def _on_send(self, event_name: str = "", **_: Any) -> None:
+        operation = event_name.rsplit(".", 1)[-1]  # before-send.<service>.<Operation>
+        with self._lock:
+            self.counts[operation] += 1
+
+    def take(self) -> Counter[str]:
+        with self._lock:
+            counts, self.counts = self.counts, Counter()
+        return counts
+
+
+def _make_trust_dir(path: Path, count: int) -> dict[str, ec.EllipticCurvePrivateKey]:
+    """``count`` unencrypted notary key files; their private keys by file name."""
+    private = path / "private"
+    private.mkdir(parents=True, mode=0o700)
+    made = {}
+    for i in range(count):
+        key = ec.generate_private_key(ec.SECP256R1())
+        data = notary_key_file(key, ("targets", "snapshot")[i % 2],
+                               f"registry.example.com/counts/app-{i // 2}", "")
+        target = private / f"{private_key_id(key)}.key"
+        target.write_bytes(data)
+        target.chmod(0o600)
+        made[target.name] = key
+    return made
+
+
+@pytest.fixture
+def made_keys(tmp_path: Path) -> dict[str, ec.EllipticCurvePrivateKey]:
+    return _make_trust_dir(tmp_path / "trust", N_KEYS)
+
+
+@pytest.fixture
+def trust_dir(made_keys: dict[str, ec.EllipticCurvePrivateKey], tmp_path: Path) -> Path:
+    return tmp_path / "trust"
+
+
+@pytest.fixture
+def counted(s3_kms_backend: BackendSetup, tmp_path: Path
+            ) -> Iterator[tuple[Session, Requests]]:
+    """A session on a fresh bucket and KMS key, its clients opened and hooked."""
+    settings = tomllib.loads(s3_kms_backend.config_toml)
+    state = tmp_path / "kv"
+    config = Config(
+        source=None, paths=Paths(state / "config", state / "data", state / "state"),
+        team=TEAM, store=s3_kms_backend.store, wrappers=s3_kms_backend.wrappers,
+        trust_dir=tmp_path / "trust", identity_files=(), settings=settings, concurrency=4,
+        audit_to_store=False, env=dict(s3_kms_backend.env))
+    requests = Requests()
+    with Session(config) as session:
+        requests.attach(session.store()._client)  # type: ignore[attr-defined]
+        for wrapper in session.wrappers():
+            requests.attach(wrapper._client)  # type: ignore[attr-defined]
+        yield session, requests
+
+
+def _keys(trust_dir: Path) -> tuple[KeyFile, ...]:
+    keys = scan_trust_dir(trust_dir).keys
+    assert len(keys) == N_KEYS
+    return keys
+
+
+def test_first_backup_one_kms_call_and_one_write_per_key(
+        counted: tuple[Session, Requests], trust_dir: Path) -> None:
+    session, requests = counted
+    outcomes = backup_keys(session, _keys(trust_dir), team=TEAM, concurrency=4)
+    assert [o.action for o in outcomes] == [CREATED] * N_KEYS
+    counts = requests.take()
+    assert sum(counts[op] for op in KMS_OPS) == N_KEYS
+    assert counts["Encrypt"] + counts["GenerateDataKey"] == N_KEYS
+    assert counts["PutObject"] == N_KEYS
+    # The only other requests: the read that looks for an unchanged key (one per key).
+    assert counts["GetObject"] == N_KEYS
+    assert set(counts) <= {"Encrypt", "GenerateDataKey", "PutObject", "GetObject"}
+
+
+def test_second_backup_of_unchanged_keys_makes_no_kms_call_and_no_write(
+        counted: tuple[Session, Requests], trust_dir: Path) -> None:
+    session, requests = counted
+    keys = _keys(trust_dir)
+    backup_keys(session, keys, team=TEAM, concurrency=4)
+    requests.take()
+    outcomes = backup_keys(session, keys, team=TEAM, concurrency=4)
+    assert [o.action for o in outcomes] == [UNCHANGED] * N_KEYS
+    counts = requests.take()
+    assert counts == Counter({"GetObject": N_KEYS})
+
+
+def test_changed_key_costs_one_kms_call_and_one_conditional_write(
+        counted: tuple[Session, Requests], trust_dir: Path,
+        made_keys: dict[str, ec.EllipticCurvePrivateKey]) -> None:
+    session, requests = counted
+    keys = _keys(trust_dir)
+    backup_keys(session, keys, team=TEAM, concurrency=4)
+    changed = keys[0]
+    # `notary key passwd`: the same key under a passphrase, so new bytes, same key ID.
+    (trust_dir / "private" / changed.relpath).write_bytes(notary_key_file(
+        made_keys[changed.relpath], changed.role, changed.gun, "new passphrase"))
+    requests.take()
+    outcomes = backup_keys(session, _keys(trust_dir), team=TEAM, concurrency=4)
+    assert Counter(o.action for o in outcomes) == Counter({UNCHANGED: N_KEYS - 1, UPDATED: 1})
+    counts = requests.take()
+    assert counts == Counter({"GetObject": N_KEYS, "Encrypt": 1, "PutObject": 1,
+                              "HeadObject": 1, "GetBucketVersioning": 1})
+
+
+def test_restore_one_read_and_one_kms_call_per_key(
+        counted: tuple[Session, Requests], trust_dir: Path, tmp_path: Path) -> None:
+    session, requests = counted
+    backup_keys(session, _keys(trust_dir), team=TEAM, concurrency=4)
+    requests.take()
+    out = tmp_path / "restored"
+    report = restore_keys(session, team=TEAM, selection=Selection(everything=True),
+                          trust_dir=out, concurrency=4)
+    assert len(report.entries) == N_KEYS
+    counts = requests.take()
+    assert counts == Counter({"ListObjectsV2": 1, "GetObject": N_KEYS, "Decrypt": N_KEYS})
+    restored = {p.name: p.read_bytes() for p in (out / "private").iterdir()}
+    assert restored == {p.name: p.read_bytes() for p in (trust_dir / "private").iterdir()}
