@@ -29,6 +29,9 @@ from keyvault.errors import AccessDeniedError, IntegrityError, LocalIOError
 
 GENESIS = "0" * 64
 MAX_RECORD_SIZE = 64 * 1024
+#: A record names at most this many keys; a bigger run records the count and a digest
+#: of every key ID, so records stay small and the log stays quick to append to.
+MAX_KEYS_PER_RECORD = 100
 _FIELDS = frozenset({"seq", "time", "actor", "action", "outcome", "team", "keys", "backend",
                      "detail", "prev", "hash"})
 
@@ -130,6 +133,11 @@ class AuditLog:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             seq, prev = _tail(fd)
+            if len(keys) > MAX_KEYS_PER_RECORD:
+                digest = hashlib.sha256("\n".join(sorted(k.key_id for k in keys)).encode())
+                detail = (f"{detail}; {len(keys)} keys, the first {MAX_KEYS_PER_RECORD} "
+                          f"listed; sha256 of all key IDs {digest.hexdigest()}")
+                keys = keys[:MAX_KEYS_PER_RECORD]
             record: dict[str, Any] = {
                 "seq": seq + 1,
                 "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
@@ -139,7 +147,7 @@ class AuditLog:
                 "team": team,
                 "keys": [k.to_json() for k in keys],
                 "backend": dict(backend or {}),
-                "detail": detail[:500],
+                "detail": detail[:1000],
                 "prev": prev,
             }
             record["hash"] = record_hash(record)
@@ -171,13 +179,23 @@ class AuditLog:
 
 
 def _tail(fd: int) -> tuple[int, str]:
-    """The last record's sequence number and hash (0 and the genesis hash when empty)."""
+    """The last record's sequence number and hash (0 and the genesis hash when empty).
+
+    Reads backwards from the end until the line before the last one, so a record
+    of any size (one written by an older version, say) is found whole.
+    """
     size = os.fstat(fd).st_size
     if size == 0:
         return 0, GENESIS
-    start = max(0, size - MAX_RECORD_SIZE)
-    data = os.pread(fd, size - start, start)
-    last = data.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+    end, chunk = size, b""
+    while True:
+        start = max(0, end - MAX_RECORD_SIZE)
+        chunk = os.pread(fd, end - start, start) + chunk
+        end = start
+        body = chunk.rstrip(b"\n")
+        if b"\n" in body or start == 0:
+            break
+    last = body.rsplit(b"\n", 1)[-1]
     try:
         record = json.loads(last)
         return int(record["seq"]), str(record["hash"])

@@ -91,3 +91,31 @@ def test_append_after_a_corrupt_tail_refuses(log: AuditLog) -> None:
         fh.write(b"{half a rec")
     with pytest.raises(IntegrityError, match="last record is unreadable"):
         log.append("backup", "ok")
+
+
+def test_a_run_over_many_keys_stays_small_and_the_log_still_appends(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.log", "ci@host")
+    keys = [KeyRef(f"{i:064x}", "targets", f"example.com/{i}") for i in range(1000)]
+    record = log.append("backup", "ok", keys=keys, detail="bulk")
+    assert len(record["keys"]) == 100 and "1000 keys" in record["detail"]
+    assert len(log.path.read_bytes()) < 32 * 1024
+    assert log.append("restore", "ok")["seq"] == 2
+    assert log.verify()[2] == []
+
+
+def test_a_record_larger_than_the_read_window_is_still_found(tmp_path: Path) -> None:
+    """A huge last line (older versions listed every key) does not break appends."""
+    log = AuditLog(tmp_path / "audit.log", "a@h")
+    log.append("backup", "ok", detail="x" * 900)
+    with log.path.open("rb") as fh:
+        first = fh.read()
+    import json as _json
+
+    from keyvault.audit import MAX_RECORD_SIZE, record_hash
+    big = _json.loads(first)
+    big.update(seq=2, prev=big["hash"], detail="y" * (MAX_RECORD_SIZE * 2))
+    big["hash"] = record_hash(big)
+    with log.path.open("ab") as fh:
+        fh.write(_json.dumps(big).encode() + b"\n")
+    assert log.append("restore", "ok")["seq"] == 3
+    assert log.verify()[2] == []
