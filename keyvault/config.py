@@ -97,8 +97,12 @@ class Config:
     env: Mapping[str, str] = field(repr=False)
 
     def backend_options(self, prompt: SecretPrompt | None) -> BackendOptions:
+        settings = {name: dict(values) for name, values in self.settings.items()}
+        for name in ("s3", "awskms"):  # one pooled connection per worker thread, or more
+            settings.setdefault(name, {}).setdefault("max_pool_connections",
+                                                     max(10, self.concurrency + 2))
         return BackendOptions(env=self.env, age_identity_files=self.identity_files,
-                              prompt=prompt, settings=self.settings)
+                              prompt=prompt, settings=settings)
 
     def require_store(self) -> str:
         if not self.store:

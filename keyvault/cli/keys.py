@@ -83,6 +83,7 @@ def backup(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Key
     """Back up key files from the trust directory (all of them unless selected)."""
     state = _state(ctx, json_out)
     selection = build_selection(gun, role, key_id, everything)
+    state.use_jobs(jobs)
     config = state.config()
     result = _scan(state)
     from keyvault.cli.output import emit_json, progress, table, warn
@@ -95,7 +96,7 @@ def backup(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Key
             bar.advance(outcome.key.key_id[:12])
 
         outcomes = backup_keys(session, keys, team=config.team, dry_run=dry_run,
-                               concurrency=jobs or config.concurrency, on_done=done)
+                               concurrency=config.concurrency, on_done=done)
     codes = [o.error.exit_code for o in outcomes if o.error is not None]
     codes += [2] if result.problems else []
     if state.json:
@@ -184,6 +185,7 @@ def restore(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Ke
             jobs: Jobs = None, json_out: Json = False) -> None:
     """Restore keys from the store into the trust directory, all or nothing."""
     state = _state(ctx, json_out)
+    state.use_jobs(jobs)
     config = state.config()
     from keyvault.cli.output import emit_json, progress, say, table
     from keyvault.ops.restore import restore_keys
@@ -193,7 +195,7 @@ def restore(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Ke
     with state.session() as session, progress(None, "restoring", not state.json) as bar:
         report = restore_keys(session, team=config.team, selection=selection,
                               trust_dir=config.trust_dir, force=force, dry_run=dry_run,
-                              version=version, concurrency=jobs or config.concurrency,
+                              version=version, concurrency=config.concurrency,
                               on_total=bar.set_total,
                               on_opened=lambda s: bar.advance(s.address.key_id[:12]))
     if state.json:

@@ -51,6 +51,7 @@ def rewrap(
     """
     state: CliState = ctx.obj
     state.json = state.json or json_out
+    state.use_jobs(jobs)
     config = state.config()
     from keyvault.cli.output import emit_json, progress, table, warn
     from keyvault.ops.rewrap import FAILED, RewrapOutcome, rewrap_keys
@@ -62,7 +63,7 @@ def rewrap(
 
         outcomes = rewrap_keys(session, team=config.team, selection=selection, add=add or [],
                                remove=remove or [], rotate=rotate, dry_run=dry_run,
-                               concurrency=jobs or config.concurrency, on_done=done)
+                               concurrency=config.concurrency, on_done=done)
     unused = [uri for uri in remove or [] if not any(uri in o.before for o in outcomes)]
     codes = [o.error.exit_code for o in outcomes if o.error is not None]
     if state.json:

@@ -45,6 +45,11 @@ class CliState:
             self._config = dataclasses.replace(config, **changes)  # type: ignore[arg-type]
         return self._config
 
+    def use_jobs(self, jobs: int | None) -> None:
+        """A command's --jobs: how many keys at once, and so how many pooled connections."""
+        if jobs:
+            self._config = dataclasses.replace(self.config(), concurrency=jobs)
+
     def session(self) -> Session:
         from keyvault.ops.session import Session
 

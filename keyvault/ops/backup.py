@@ -7,12 +7,13 @@ new version on top of the old one; the old version stays in the store.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from keyvault.envelope import new_header, seal
-from keyvault.errors import IntegrityError, KeyvaultError, NotFoundError
-from keyvault.names import KeyAddress
+from keyvault.errors import ConflictError, IntegrityError, KeyvaultError, NotFoundError
+from keyvault.names import KeyAddress, team_prefix
 from keyvault.ops.parallel import DEFAULT_CONCURRENCY, bounded_map
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session, key_ref
@@ -20,6 +21,8 @@ from keyvault.ops.stored import read_envelope
 from keyvault.trust.model import KeyFile
 from keyvault.wrappers import Wrapper
 
+#: From this many keys on, a backup lists the team's prefix once instead of reading each key.
+LISTING_THRESHOLD = 16
 CREATED, UPDATED, UNCHANGED, FAILED, WOULD_WRITE = (
     "created", "updated", "unchanged", "failed", "would-write")
 
@@ -52,14 +55,22 @@ def backup_keys(
 
     Per key: one read of the latest envelope, and for a new or changed key one
     seal (one call per wrapper) and one create-only write. An unchanged key
-    costs the read only.
+    costs the read only. For a bulk run the team's prefix is listed once
+    first, and a key the listing does not hold skips the read: a new key then
+    costs exactly one wrapper call and one write.
     """
-    session.store()  # open the store and the wrappers once, before any thread starts
+    store = session.store()  # open the store and the wrappers once, before any thread starts
     wrappers: Sequence[Wrapper] = [] if dry_run else session.wrappers()
+    listed = set(store.list(team_prefix(team))) if len(keys) >= LISTING_THRESHOLD else None
 
     def one(key: KeyFile) -> BackupOutcome:
         address = KeyAddress(team, key.gun, key.role, key.key_id)
         try:
+            if listed is not None and address.object_name not in listed:
+                if dry_run:
+                    return BackupOutcome(key, address, WOULD_WRITE)
+                with contextlib.suppress(ConflictError):  # created since the listing
+                    return _write(session, key, address, wrappers, replaces=None)
             return _backup_one(session, key, address, wrappers, dry_run)
         except KeyvaultError as exc:
             return BackupOutcome(key, address, FAILED, error=exc)
@@ -104,8 +115,15 @@ def _backup_one(session: Session, key: KeyFile, address: KeyAddress,
         replaces = current.version
     if dry_run:
         return BackupOutcome(key, address, WOULD_WRITE)
+    return _write(session, key, address, wrappers, replaces=replaces)
+
+
+def _write(session: Session, key: KeyFile, address: KeyAddress, wrappers: Sequence[Wrapper],
+           *, replaces: str | None) -> BackupOutcome:
+    """Seal and write: create-only (``replaces=None``) or a new version on top of one."""
     header = new_header(address=address, algorithm=key.algorithm, source_name=key.relpath,
                         source_mode=key.mode, data=key.data)
     envelope = seal(header, key.data, wrappers)
-    version = store.write(address.object_name, envelope.to_bytes(), replaces=replaces)
+    version = session.store().write(address.object_name, envelope.to_bytes(),
+                                    replaces=replaces)
     return BackupOutcome(key, address, CREATED if replaces is None else UPDATED, version)

@@ -1,8 +1,8 @@
 """Bounded concurrency for bulk work against remote stores and key services.
 
-At most ``limit`` items are in flight; results are handed back in input
-order, and a new item is started only when one finishes, so memory stays
-flat in the number of keys. Threads share the session's one store client
+At most ``limit`` items are in flight and at most ``4 * limit`` results
+wait to be handed back in input order, so memory stays flat in the number
+of keys. Threads share the session's one store client
 and one client per wrapper (their connection pools are sized for this).
 """
 
@@ -36,7 +36,9 @@ def bounded_map(fn: Callable[[In], Out], items: Iterable[In], limit: int) -> Ite
         next_in = next_out = 0
         exhausted = False
         while True:
-            while not exhausted and len(pending) + len(done) < limit:
+            # A slow first item must not stall the rest: finished results may wait for
+            # their turn (up to 4x the limit of them) while new items start.
+            while not exhausted and len(pending) < limit and len(pending) + len(done) < 4 * limit:
                 try:
                     item = next(source)
                 except StopIteration:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from keyvault.errors import UsageError
+from keyvault.names import KeyAddress
 from keyvault.ops.parallel import DEFAULT_CONCURRENCY, bounded_map
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session, key_ref
@@ -40,16 +41,23 @@ class RestoreReport:
     dry_run: bool
 
 
+def selected_addresses(session: Session, team: str, selection: Selection,
+                       version: str | None = None) -> list[KeyAddress]:
+    """The addresses the selection picks; every selector must pick something."""
+    addresses = sorted(list_addresses(session.store(), team, selection))
+    selection.check_found([(a.gun, a.role, a.key_id) for a in addresses],
+                          f"the store for team {team!r}")
+    if version is not None and len(addresses) != 1:
+        raise UsageError("--version needs a selection of exactly one key (use --key-id)")
+    return addresses
+
+
 def fetch_envelopes(session: Session, team: str, selection: Selection,
                     version: str | None = None,
                     concurrency: int = DEFAULT_CONCURRENCY) -> list[StoredEnvelope]:
     """Read the selected envelopes (latest, or ``version`` of a single key)."""
     store = session.store()
-    addresses = sorted(list_addresses(store, team, selection))
-    selection.check_found([(a.gun, a.role, a.key_id) for a in addresses],
-                          f"the store for team {team!r}")
-    if version is not None and len(addresses) != 1:
-        raise UsageError("--version needs a selection of exactly one key (use --key-id)")
+    addresses = selected_addresses(session, team, selection, version)
     return list(bounded_map(lambda a: read_envelope(store, a, version), addresses,
                             concurrency))
 
@@ -69,18 +77,23 @@ def restore_keys(
 ) -> RestoreReport:
     selection.require_explicit("restore")
     session.wrappers()  # fail on a bad wrapper URI before reading anything
-    stored = fetch_envelopes(session, team, selection, version, concurrency)
+    store = session.store()
+    addresses = selected_addresses(session, team, selection, version)
     if on_total:
-        on_total(len(stored))
+        on_total(len(addresses))
 
-    def open_one(entry: StoredEnvelope) -> RestoreItem:
+    def read_and_open(address: KeyAddress) -> tuple[StoredEnvelope, RestoreItem]:
+        """One pass per key: read, check the name, unwrap, decrypt (nothing written yet)."""
+        entry = read_envelope(store, address, version)
         header = entry.envelope.header
         label = f"{header.role} key {header.key_id[:12]}" + (f" of {header.gun}"
                                                              if header.gun else "")
-        return RestoreItem(header.source_name, session.open(entry.envelope), label)
+        return entry, RestoreItem(header.source_name, session.open(entry.envelope), label)
 
+    stored: list[StoredEnvelope] = []
     items: list[RestoreItem] = []
-    for entry, item in zip(stored, bounded_map(open_one, stored, concurrency), strict=True):
+    for entry, item in bounded_map(read_and_open, addresses, concurrency):
+        stored.append(entry)
         items.append(item)
         if on_opened:
             on_opened(entry)

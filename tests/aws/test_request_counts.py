@@ -127,8 +127,9 @@ def test_first_backup_one_kms_call_and_one_write_per_key(
     assert counts["Encrypt"] + counts["GenerateDataKey"] == N_KEYS
     assert counts["PutObject"] == N_KEYS
     # The only other requests: the read that looks for an unchanged key (one per key).
-    assert counts["GetObject"] == N_KEYS
-    assert set(counts) <= {"Encrypt", "GenerateDataKey", "PutObject", "GetObject"}
+    # a bulk backup lists the team's prefix once instead of reading each new key
+    assert counts["ListObjectsV2"] == 1 and counts["GetObject"] == 0
+    assert set(counts) <= {"Encrypt", "GenerateDataKey", "PutObject", "ListObjectsV2"}
 
 
 def test_second_backup_of_unchanged_keys_makes_no_kms_call_and_no_write(
@@ -140,7 +141,7 @@ def test_second_backup_of_unchanged_keys_makes_no_kms_call_and_no_write(
     outcomes = backup_keys(session, keys, team=TEAM, concurrency=4)
     assert [o.action for o in outcomes] == [UNCHANGED] * N_KEYS
     counts = requests.take()
-    assert counts == Counter({"GetObject": N_KEYS})
+    assert counts == Counter({"ListObjectsV2": 1, "GetObject": N_KEYS})
 
 
 def test_changed_key_costs_one_kms_call_and_one_conditional_write(
@@ -157,7 +158,8 @@ def test_changed_key_costs_one_kms_call_and_one_conditional_write(
     outcomes = backup_keys(session, _keys(trust_dir), team=TEAM, concurrency=4)
     assert Counter(o.action for o in outcomes) == Counter({UNCHANGED: N_KEYS - 1, UPDATED: 1})
     counts = requests.take()
-    assert counts == Counter({"GetObject": N_KEYS, "Encrypt": 1, "PutObject": 1,
+    assert counts == Counter({"ListObjectsV2": 1, "GetObject": N_KEYS, "Encrypt": 1,
+                              "PutObject": 1,
                               "HeadObject": 1, "GetBucketVersioning": 1})
 
 
