@@ -201,15 +201,15 @@ def restore(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Ke
     if state.json:
         emit_json({"trust_dir": str(report.trust_dir), "dry_run": report.dry_run,
                    "kept_aside": list(report.kept_aside), "keys": [
-                       {"key_id": e.stored.address.key_id, "role": e.stored.address.role,
-                        "gun": e.stored.address.gun, "version": e.stored.version,
-                        "path": e.stored.envelope.header.source_name,
+                       {"key_id": e.key.address.key_id, "role": e.key.address.role,
+                        "gun": e.key.address.gun, "version": e.key.version,
+                        "path": e.key.path,
                         "action": e.action.value, "reason": e.reason} for e in report.entries]})
     else:
         title = f"Restore into {report.trust_dir}" + (" (dry run)" if dry_run else "")
         table(title, ["ACTION", "ROLE", "GUN", "KEY ID", "PATH"],
-              [[e.action.value, e.stored.address.role, e.stored.address.gun or "-",
-                e.stored.address.key_id, "private/" + e.stored.envelope.header.source_name]
+              [[e.action.value, e.key.address.role, e.key.address.gun or "-",
+                e.key.address.key_id, "private/" + e.key.path]
                for e in report.entries])
         for aside in report.kept_aside:
             say(f"kept the replaced file as private/{aside}")

@@ -27,8 +27,17 @@ from keyvault.trust.restore import (
 
 
 @dataclass(frozen=True)
+class Restored:
+    """What a restore keeps of an opened envelope: not its ciphertext (memory stays small)."""
+
+    address: KeyAddress
+    version: str
+    path: str  # the key file's path under private/
+
+
+@dataclass(frozen=True)
 class RestoreEntry:
-    stored: StoredEnvelope
+    key: Restored
     action: Action
     reason: str
 
@@ -73,7 +82,7 @@ def restore_keys(
     version: str | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     on_total: Callable[[int], None] | None = None,
-    on_opened: Callable[[StoredEnvelope], None] | None = None,
+    on_opened: Callable[[Restored], None] | None = None,
 ) -> RestoreReport:
     selection.require_explicit("restore")
     session.wrappers()  # fail on a bad wrapper URI before reading anything
@@ -82,15 +91,16 @@ def restore_keys(
     if on_total:
         on_total(len(addresses))
 
-    def read_and_open(address: KeyAddress) -> tuple[StoredEnvelope, RestoreItem]:
+    def read_and_open(address: KeyAddress) -> tuple[Restored, RestoreItem]:
         """One pass per key: read, check the name, unwrap, decrypt (nothing written yet)."""
         entry = read_envelope(store, address, version)
         header = entry.envelope.header
         label = f"{header.role} key {header.key_id[:12]}" + (f" of {header.gun}"
                                                              if header.gun else "")
-        return entry, RestoreItem(header.source_name, session.open(entry.envelope), label)
+        return (Restored(address, entry.version, header.source_name),
+                RestoreItem(header.source_name, session.open(entry.envelope), label))
 
-    stored: list[StoredEnvelope] = []
+    stored: list[Restored] = []
     items: list[RestoreItem] = []
     for entry, item in bounded_map(read_and_open, addresses, concurrency):
         stored.append(entry)
@@ -111,5 +121,5 @@ def restore_keys(
     return RestoreReport(trust_dir, tuple(_entries(stored, plan)), kept, dry_run)
 
 
-def _entries(stored: list[StoredEnvelope], plan: list[PlannedWrite]) -> list[RestoreEntry]:
+def _entries(stored: list[Restored], plan: list[PlannedWrite]) -> list[RestoreEntry]:
     return [RestoreEntry(s, p.action, p.reason) for s, p in zip(stored, plan, strict=True)]
