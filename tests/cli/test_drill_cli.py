@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from fixtures.softhsm import SoftHsm
 from tufdocs import root_json, targets_json, write_cache
 
 from cli.conftest import KV
@@ -113,3 +114,24 @@ def test_a_misnamed_key_fails_its_id_check(kv: KV, drilled: tuple[Path, tuple[Ke
     assert run.code == 5
     (check,) = run.json()["checks"]
     assert check["key_id_check"] == "failed" and "not the key's ID" in check["error"]
+
+
+def test_a_wrong_hsm_pin_fails_that_wrapper_only(
+        kv: KV, home: Path, drilled: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, softhsm: SoftHsm) -> None:
+    """Each wrapper is drilled alone: the HSM's wrong PIN shows up while age still works."""
+    _, keys = drilled
+    for name, value in softhsm.env().items():
+        monkeypatch.setenv(name, value)
+    hsm_uri = softhsm.key_uri("aes-kek")
+    assert kv("rewrap", "--all", "--add", hsm_uri).code == 0
+    age_uri = kv("--json", "list", "--long").json()["keys"][0]["wrappers"][0]
+    monkeypatch.setenv("KEYVAULT_PKCS11_PIN", "not-the-pin-0000")
+    run = kv("--wrapper", age_uri, "--wrapper", hsm_uri, "--json", "drill", "--all",
+             "--report-dir", tmp_path / "r")
+    assert run.code == 4, run.err
+    checks = run.json()["checks"]
+    assert {(c["wrapper"], c["passed"]) for c in checks} == {(age_uri, True), (hsm_uri, False)}
+    assert {c["key_id"] for c in checks if not c["passed"]} == {k.key_id for k in keys}
+    assert all("PIN" in c["error"] and "not-the-pin" not in c["error"] for c in checks
+               if not c["passed"])
