@@ -38,7 +38,7 @@ DEFAULT_TEAM = "default"
 #: Allowed keys per section; anything else is refused (B17), so typos do not pass silently.
 _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "keyvault": {"team": str, "store": str, "wrappers": list, "trust_dir": str,
-                 "concurrency": int, "audit_to_store": bool},
+                 "concurrency": int, "audit_to_store": bool, "policy": str},
     "recovery": {"identity_file": str, "identity_files": list},
     "passphrase": {"scrypt_n": int},
     # Backend sections: handed to the backend of that scheme as BackendOptions.settings.
@@ -95,6 +95,8 @@ class Config:
     concurrency: int
     audit_to_store: bool
     env: Mapping[str, str] = field(repr=False)
+    #: The team policy file (docs/teams.md); None: single-user mode, no policy checks.
+    policy: Path | None = None
 
     def backend_options(self, prompt: SecretPrompt | None) -> BackendOptions:
         settings = {name: dict(values) for name, values in self.settings.items()}
@@ -177,6 +179,7 @@ def load_config(path: Path | None, env: Mapping[str, str], *, missing_ok: bool =
         raise InvalidInputError(f"{source}: wrappers and identity files must be lists of strings")
     settings = {name: dict(doc.get(name, {})) for name in BACKEND_SECTIONS}
     concurrency = _concurrency(env.get("KEYVAULT_CONCURRENCY") or section.get("concurrency", 8))
+    policy = env.get("KEYVAULT_POLICY") or section.get("policy")
     return Config(
         source=source,
         paths=paths,
@@ -189,6 +192,7 @@ def load_config(path: Path | None, env: Mapping[str, str], *, missing_ok: bool =
         concurrency=concurrency,
         audit_to_store=bool(section.get("audit_to_store", False)),
         env=dict(env),
+        policy=Path(policy).expanduser() if policy else None,
     )
 
 

@@ -19,7 +19,18 @@ from typing import Annotated
 import typer
 
 from keyvault import __version__
-from keyvault.cli import audit, compliance, daemon, hsm, keys, recovery, rewrap, setup
+from keyvault.cli import (
+    audit,
+    ci,
+    compliance,
+    daemon,
+    hsm,
+    keys,
+    policy,
+    recovery,
+    rewrap,
+    setup,
+)
 from keyvault.cli.state import CliState
 
 EXIT_CODE_HELP = """Exit codes: 0 success; 1 local I/O failure or unexpected error; 2 usage
@@ -68,6 +79,9 @@ def _global(
         help="Wrapper URI (repeatable), e.g. an age1... recipient.")] = None,
     team: Annotated[str | None, typer.Option(
         "--team", metavar="NAME", show_default=False, help="Team that owns the keys.")] = None,
+    acting_as: Annotated[str | None, typer.Option(
+        "--as", metavar="PRINCIPAL", show_default=False,
+        help="Act as this principal for the policy check (tests; file store only).")] = None,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Show the version and exit.")] = False,
 ) -> None:
@@ -76,7 +90,7 @@ def _global(
     ctx.obj = _INVOCATION["state"] = CliState(config_path=Path(config) if config else None,
                        trust_dir=Path(trust_dir) if trust_dir else None, json=json_out,
                        store=store,
-                       wrappers=list(wrapper or []), team=team)
+                       wrappers=list(wrapper or []), team=team, acting_as=acting_as)
 
 
 setup.register(app)
@@ -87,6 +101,8 @@ daemon.register(app)
 audit.register(app)
 recovery.register(app)
 compliance.register(app)
+ci.register(app)
+policy.register(app)
 
 
 class _Terminated(BaseException):

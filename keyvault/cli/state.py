@@ -23,6 +23,7 @@ class CliState:
     store: str | None = None
     wrappers: list[str] = field(default_factory=list)
     team: str | None = None
+    acting_as: str | None = None  # --as: checked by keyvault.ops.access (file store only)
     _config: Config | None = field(default=None, repr=False)
 
     def config(self, *, missing_ok: bool = False) -> Config:
@@ -53,7 +54,7 @@ class CliState:
     def session(self) -> Session:
         from keyvault.ops.session import Session
 
-        return Session(self.config(), prompt=terminal_prompt())
+        return Session(self.config(), prompt=terminal_prompt(), acting_as=self.acting_as)
 
 
 class _TerminalPrompt:

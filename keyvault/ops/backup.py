@@ -59,12 +59,16 @@ def backup_keys(
     first, and a key the listing does not hold skips the read: a new key then
     costs exactly one wrapper call and one write.
     """
+    session.access().precheck("backup", team)  # policy (teams.md): before any request
+    denied = session.access().refusals("backup", _addresses(team, keys))
     store = session.store()  # open the store and the wrappers once, before any thread starts
     wrappers: Sequence[Wrapper] = [] if dry_run else session.wrappers()
     listed = set(store.list(team_prefix(team))) if len(keys) >= LISTING_THRESHOLD else None
 
     def one(key: KeyFile) -> BackupOutcome:
         address = KeyAddress(team, key.gun, key.role, key.key_id)
+        if address in denied:  # refused by the policy: never read nor written
+            return BackupOutcome(key, address, FAILED, error=denied[address])
         try:
             if listed is not None and address.object_name not in listed:
                 if dry_run:
@@ -83,6 +87,14 @@ def backup_keys(
     if not dry_run:
         _audit(session, team, outcomes)
     return outcomes
+
+
+def _addresses(team: str, keys: Sequence[KeyFile]) -> list[KeyAddress]:
+    found = []
+    for key in keys:
+        with contextlib.suppress(KeyvaultError):  # an invalid one fails in its own turn
+            found.append(KeyAddress(team, key.gun, key.role, key.key_id))
+    return found
 
 
 def _audit(session: Session, team: str, outcomes: Sequence[BackupOutcome]) -> None:

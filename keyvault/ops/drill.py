@@ -105,7 +105,7 @@ def run_drill(session: Session, *, team: str, selection: Selection,
               env: Mapping[str, str], metadata_label: str | None = None) -> DrillReport:
     selection.require_explicit("drill")
     started = _now()
-    stored = fetch_envelopes(session, team, selection)
+    stored = fetch_envelopes(session, team, selection, action="drill")  # policy-checked
     published = _published(source, stored, selection) if source else {}
     report = DrillReport(started, started, local_principal(), team,
                          session.config.store or "", list(wrappers), selection.describe(),

@@ -63,10 +63,13 @@ def selected_addresses(session: Session, team: str, selection: Selection,
 
 def fetch_envelopes(session: Session, team: str, selection: Selection,
                     version: str | None = None,
-                    concurrency: int = DEFAULT_CONCURRENCY) -> list[StoredEnvelope]:
+                    concurrency: int = DEFAULT_CONCURRENCY, *,
+                    action: str = "restore") -> list[StoredEnvelope]:
     """Read the selected envelopes (latest, or ``version`` of a single key)."""
+    session.access().precheck(action, team, selection)  # policy: before any request
     store = session.store()
     addresses = selected_addresses(session, team, selection, version)
+    session.access().require(action, addresses)  # policy: before reading any envelope
     return list(bounded_map(lambda a: read_envelope(store, a, version), addresses,
                             concurrency))
 
@@ -85,9 +88,11 @@ def restore_keys(
     on_opened: Callable[[Restored], None] | None = None,
 ) -> RestoreReport:
     selection.require_explicit("restore")
+    session.access().precheck("restore", team, selection)  # policy: before any request
     session.wrappers()  # fail on a bad wrapper URI before reading anything
     store = session.store()
     addresses = selected_addresses(session, team, selection, version)
+    session.access().require("restore", addresses)  # policy: before reading any envelope
     if on_total:
         on_total(len(addresses))
 

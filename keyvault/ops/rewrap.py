@@ -56,6 +56,7 @@ def rewrap_keys(
     if overlap:
         raise UsageError(f"cannot both add and remove {', '.join(sorted(overlap))}")
     remove = [canonical_wrapper_uri(uri) for uri in remove]
+    session.access().precheck("rewrap", team, selection)  # policy: before any request
     options = session.config.backend_options(session.prompt)
     added: list[Wrapper] = [open_wrapper(uri, options) for uri in add]
     try:
@@ -64,8 +65,11 @@ def rewrap_keys(
         addresses = sorted(list_addresses(store, team, selection))
         selection.check_found([(a.gun, a.role, a.key_id) for a in addresses],
                               f"the store for team {team!r}")
+        denied = session.access().refusals("rewrap", addresses)
 
         def one(address: KeyAddress) -> RewrapOutcome:
+            if address in denied:  # refused by the policy: never read nor written
+                return RewrapOutcome(address, FAILED, error=denied[address])
             try:
                 stored = read_envelope(store, address)
                 changed = _change(stored.envelope, holders, added, remove, rotate)

@@ -25,12 +25,16 @@ from keyvault.wrappers import Wrapper, open_wrapper
 
 if TYPE_CHECKING:
     from keyvault.envelope import Envelope
+    from keyvault.ops.access import Access
 
 
 @dataclass
 class Session:
     config: Config
     prompt: SecretPrompt | None = None
+    #: ``--as PRINCIPAL``: honoured with the file store only (keyvault.ops.access).
+    acting_as: str | None = None
+    _access: Access | None = field(default=None, init=False, repr=False)
     _store: Store | None = field(default=None, init=False, repr=False)
     _wrappers: list[Wrapper] | None = field(default=None, init=False, repr=False)
 
@@ -46,6 +50,14 @@ class Session:
             options = self.config.backend_options(self.prompt)
             self._wrappers = [open_wrapper(uri, options) for uri in self.config.require_wrappers()]
         return self._wrappers
+
+    def access(self) -> Access:
+        """The policy checks (teams.md): every check passes when no policy is configured."""
+        if self._access is None:
+            from keyvault.ops.access import Access
+
+            self._access = Access(self)
+        return self._access
 
     def audit(self) -> AuditLog:
         """The local hash-chained audit log of this user."""

@@ -1,0 +1,33 @@
+# keyvault: members of team platform (rendered by 'keyvault policy render')
+# Every key of the team, root included: back up, restore, rewrap, list.
+
+# envelopes (create-only and compare-and-set writes, reads)
+path "secret/data/keyvault/v1/teams/platform/*" {
+  capabilities = ["create", "read", "update"]
+}
+
+# versions, labels and listing below the team's prefix
+path "secret/metadata/keyvault/v1/teams/platform/*" {
+  capabilities = ["create", "read", "update", "list"]
+}
+
+path "secret/metadata/keyvault/v1/teams/platform" {
+  capabilities = ["list"]
+}
+
+# Transit key platform
+path "transit/encrypt/platform" {
+  capabilities = ["update"]
+}
+
+path "transit/decrypt/platform" {
+  capabilities = ["update"]
+}
+
+path "transit/rewrap/platform" {
+  capabilities = ["update"]
+}
+
+path "transit/keys/platform" {
+  capabilities = ["read"]
+}

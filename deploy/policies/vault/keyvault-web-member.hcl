@@ -1,0 +1,33 @@
+# keyvault: members of team web (rendered by 'keyvault policy render')
+# Every key of the team, root included: back up, restore, rewrap, list.
+
+# envelopes (create-only and compare-and-set writes, reads)
+path "secret/data/keyvault/v1/teams/web/*" {
+  capabilities = ["create", "read", "update"]
+}
+
+# versions, labels and listing below the team's prefix
+path "secret/metadata/keyvault/v1/teams/web/*" {
+  capabilities = ["create", "read", "update", "list"]
+}
+
+path "secret/metadata/keyvault/v1/teams/web" {
+  capabilities = ["list"]
+}
+
+# Transit key web
+path "transit/encrypt/web" {
+  capabilities = ["update"]
+}
+
+path "transit/decrypt/web" {
+  capabilities = ["update"]
+}
+
+path "transit/rewrap/web" {
+  capabilities = ["update"]
+}
+
+path "transit/keys/web" {
+  capabilities = ["read"]
+}

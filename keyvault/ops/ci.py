@@ -1,0 +1,751 @@
+"""CI jobs: one repository's signing keys, for one command, and nothing left behind.
+
+``keyvault exec`` logs in with what the CI gives (the configured store and
+wrappers do that: a Vault JWT/OIDC login, AWS web identity, a token), fetches
+only the keys of one GUN, restores them into a fresh private directory on a
+RAM-backed file system where there is one, runs the command with
+``DOCKER_CONFIG`` and ``KEYVAULT_TRUST_DIR`` pointing at it, and wipes the
+directory (key files overwritten with zeros, then removed) on every way out:
+success, failure, SIGINT/SIGTERM/SIGHUP (forwarded to the command), and,
+after a SIGKILL, at the start of the next run (stale directories are found
+by their marker: the owner's PID and its start time, so a reused PID does
+not keep a dead run's keys alive).
+
+``keyvault fetch`` does the same into a named directory for tools that cannot
+be wrapped, optionally with an expiry; ``keyvault wipe`` removes such
+directories, and refuses any directory that does not carry keyvault's marker.
+
+A root key is never fetched here, whatever any policy says: a selection that
+names root is refused before any backend is opened (T4).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import stat
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from keyvault.errors import (
+    AccessDeniedError,
+    ConflictError,
+    KeyvaultError,
+    NotFoundError,
+    UsageError,
+)
+from keyvault.names import (
+    KeyAddress,
+    is_delegation_role,
+    role_segment,
+    team_prefix,
+    validate_gun,
+    validate_role,
+)
+from keyvault.ops.parallel import bounded_map
+from keyvault.ops.selection import Selection
+from keyvault.ops.session import Session, key_ref, local_principal
+from keyvault.ops.stored import list_addresses, read_envelope
+
+#: The marker file every directory made here carries; nothing without it is ever wiped.
+MARKER_NAME = ".keyvault-ci"
+MARKER_FORMAT = "keyvault-ci/v1"
+EXEC_PREFIX = "keyvault-exec-"
+FETCH_PREFIX = "keyvault-fetch-"
+TRUST_SUBDIR = "trust"
+#: Where exec directories go, if set (else /dev/shm, $XDG_RUNTIME_DIR, the state dir).
+BASE_ENV = "KEYVAULT_TMPDIR"
+#: The trust directory, for ``notary -d "$KEYVAULT_TRUST_DIR"`` (notary reads no variable).
+TRUST_DIR_ENV = "KEYVAULT_TRUST_DIR"
+#: Roles fetched when none is named (plus the GUN's delegation keys). Snapshot is in: a
+#: repository made by ``notary init`` keeps its snapshot key on the client, and publishing
+#: without it fails ("no snapshot was included in update and server does not hold current
+#: snapshot key"); a repository whose snapshot is server-managed (docker's default, or
+#: ``notary key rotate GUN snapshot -r``) simply has none to fetch. Timestamp keys are
+#: always server-held; root is never fetched.
+DEFAULT_ROLES = ("targets", "snapshot")
+#: Seconds a command has to exit after a forwarded signal before it is killed.
+KILL_GRACE = 10.0
+MAX_TTL = 24 * 3600
+_WIPE_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_MAX_MARKER = 4096
+_ZERO_LIMIT = 16 * 1024 * 1024  # larger files cannot be key files: removed, not overwritten
+_TTL = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+#: Roles whose passphrase Notary reads from NOTARY_<ROLE>_PASSPHRASE; others use DELEGATION.
+_NOTARY_PASSPHRASE = {"targets": "NOTARY_TARGETS_PASSPHRASE",
+                      "snapshot": "NOTARY_SNAPSHOT_PASSPHRASE",
+                      "timestamp": "NOTARY_TIMESTAMP_PASSPHRASE"}
+_DELEGATION_PASSPHRASE = "NOTARY_DELEGATION_PASSPHRASE"  # noqa: S105 - a variable name
+_DOCKER_REPOSITORY_PASSPHRASE = "DOCKER_CONTENT_TRUST_REPOSITORY_PASSPHRASE"  # noqa: S105
+#: Never handed to the command: keyvault's own credentials, and root passphrases
+#: (no root key is ever there to use them).
+_NOT_FOR_THE_COMMAND = ("KEYVAULT_VAULT_SECRET_ID", "KEYVAULT_PASSPHRASE",
+                        "NOTARY_ROOT_PASSPHRASE", "DOCKER_CONTENT_TRUST_ROOT_PASSPHRASE")
+
+
+class CommandNotFoundError(NotFoundError):
+    """The command to run does not exist (exit 127, as a shell says)."""
+
+    exit_code = 127
+
+
+class CommandNotExecutableError(AccessDeniedError):
+    """The command to run exists but cannot be executed (exit 126, as a shell says)."""
+
+    exit_code = 126
+
+
+# -- what is asked for -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FetchRequest:
+    """One GUN and the roles wanted; no roles: its targets, snapshot and delegation keys."""
+
+    gun: str
+    roles: tuple[str, ...] = ()
+
+    @classmethod
+    def build(cls, gun: str | None, roles: Sequence[str] | None) -> FetchRequest:
+        """Validate, and refuse root before anything else happens (exit 4)."""
+        if not gun:
+            raise UsageError("say which repository: --gun GUN (exactly one, no wildcards)")
+        if any(c in gun for c in "*?["):
+            raise UsageError(f"--gun {gun[:80]!r}: exec and fetch take one GUN, no wildcards")
+        wanted = tuple(dict.fromkeys(validate_role(r) for r in roles or ()))
+        if "root" in wanted:
+            raise AccessDeniedError(
+                "root keys are never fetched by 'keyvault exec' or 'keyvault fetch'",
+                hint="a root key is restored by a key owner with 'keyvault restore', "
+                     "never by a CI job")
+        return cls(validate_gun(gun), wanted)
+
+    def describe(self) -> str:
+        return f"{self.gun} ({', '.join(self.roles) if self.roles else 'default roles'})"
+
+
+def resolve_addresses(session: Session, team: str, request: FetchRequest) -> list[KeyAddress]:
+    """The keys to fetch: listed under the GUN's prefix (and, for a delegation named with
+    --role, under the team's GUN-less delegation prefix); never a root key."""
+    if request.roles:
+        gun_keys = _list_gun(session, team, request.gun, request.roles)
+        loose = [a for role in request.roles if is_delegation_role(role)
+                 for a in _list_delegation(session, team, role)]
+        found = sorted(set(gun_keys + loose))
+        for role in request.roles:
+            if not any(a.role == role for a in found):
+                raise NotFoundError(f"no {role} key of {request.gun} in the store for team "
+                                    f"{team!r}")
+    else:
+        found = [a for a in _list_gun(session, team, request.gun, ())
+                 if a.role in DEFAULT_ROLES or is_delegation_role(a.role)]
+        if not any(a.role == "targets" for a in found):
+            raise NotFoundError(f"no targets key of {request.gun} in the store for team {team!r}",
+                                hint="back it up first, or name the roles with --role")
+    if any(a.role == "root" for a in found):  # unreachable by construction; kept as a guard
+        raise AccessDeniedError("refusing a selection that resolves to a root key")
+    return found
+
+
+def _list_gun(session: Session, team: str, gun: str, roles: tuple[str, ...]
+              ) -> list[KeyAddress]:
+    return sorted(list_addresses(session.store(), team, Selection(guns=(gun,), roles=roles)))
+
+
+def _list_delegation(session: Session, team: str, role: str) -> list[KeyAddress]:
+    prefix = f"{team_prefix(team)}delegations/{role_segment(role)}/"
+    found: list[KeyAddress] = []
+    for name in session.store().list(prefix):
+        with contextlib.suppress(KeyvaultError):
+            address = KeyAddress.from_object_name(name)
+            if address.team == team and address.role == role and address.gun is None:
+                found.append(address)
+    return found
+
+
+# -- fetching into a directory -----------------------------------------------------------
+
+
+def fetch_keys(session: Session, team: str, request: FetchRequest, trust_dir: Path,
+               *, purpose: str) -> list[KeyAddress]:
+    """Fetch, open and restore the request's keys into ``trust_dir``; audited."""
+    from keyvault.trust.restore import RestoreItem, apply_restore
+
+    session.wrappers()  # a bad wrapper URI fails before anything is read
+    access = session.access()
+    access.precheck("fetch", team)  # teams policy: wrong team or a non-CI role, no request yet
+    addresses = resolve_addresses(session, team, request)
+    access.require("fetch", addresses)  # teams policy, per key, before any envelope is read
+    store = session.store()
+
+    def read_and_open(address: KeyAddress) -> RestoreItem:
+        entry = read_envelope(store, address)
+        header = entry.envelope.header
+        if header.role == "root":
+            raise AccessDeniedError(f"{address.object_name} holds a root key; refused")
+        return RestoreItem(header.source_name, session.open(entry.envelope),
+                           f"{header.role} key {header.key_id[:12]}")
+
+    items = list(bounded_map(read_and_open, addresses, session.config.concurrency))
+    apply_restore(trust_dir, items, force=False)
+    roles = sorted({a.role for a in addresses})
+    session.record("fetch", "ok", team=team, keys=[key_ref(a) for a in addresses],
+                   detail=f"{purpose}: gun={request.gun} roles={','.join(roles)} "
+                          f"principal={describe_principal(session)}")
+    return addresses
+
+
+def record_refusal(session: Session, team: str, gun: str | None, roles: Sequence[str],
+                   reason: str) -> None:
+    """A refused request, in the local audit log only (no backend is contacted)."""
+    with contextlib.suppress(KeyvaultError):
+        session.audit().append("fetch", "refused", team=team,
+                               detail=f"gun={gun} roles={','.join(roles)}: {reason}"[:500])
+
+
+def describe_principal(session: Session) -> str:
+    """Who fetched, as far as keyvault can tell without a secret: never a token."""
+    config = session.config
+    vault = config.settings.get("vault", {})
+    auth = vault.get("auth")
+    if auth == "jwt":
+        subject = _jwt_subject(config.env.get(str(vault.get("jwt_env") or "KEYVAULT_VAULT_JWT"),
+                                              ""))
+        who = f"vault-jwt:{vault.get('jwt_role')}"
+        return who + (f"/{subject}" if subject else "")
+    if auth == "approle":
+        return "vault-approle"
+    if config.env.get("AWS_ROLE_ARN") and config.env.get("AWS_WEB_IDENTITY_TOKEN_FILE"):
+        return _safe(f"aws-web-identity:{config.env['AWS_ROLE_ARN']}")
+    return local_principal()
+
+
+def _jwt_subject(token: str) -> str | None:
+    """The ``sub`` claim of an ID token (already verified by Vault at login), for the log."""
+    parts = token.split(".")
+    if len(parts) != 3 or len(parts[1]) > 8192:
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except ValueError:
+        return None
+    sub = claims.get("sub") if isinstance(claims, dict) else None
+    return _safe(sub) if isinstance(sub, str) else None
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isprintable() and c not in " ;" else "?" for c in text)[:160]
+
+
+# -- the private directories -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Marker:
+    """What a directory made here says about itself (no secret in it)."""
+
+    kind: str  # "exec" or "fetch"
+    ident: str
+    pid: int
+    pid_start: str | None
+    host: str
+    uid: int
+    created: float
+    expires: float | None = None
+
+    def to_bytes(self) -> bytes:
+        return json.dumps({"format": MARKER_FORMAT, "kind": self.kind, "id": self.ident,
+                           "pid": self.pid, "pid_start": self.pid_start, "host": self.host,
+                           "uid": self.uid, "created": self.created,
+                           "expires": self.expires}, sort_keys=True).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Marker:
+        try:
+            doc = json.loads(raw)
+            if doc.get("format") != MARKER_FORMAT or doc.get("kind") not in ("exec", "fetch"):
+                raise ValueError("not ours")
+            expires = doc.get("expires")
+            return cls(str(doc["kind"]), str(doc["id"]), int(doc["pid"]),
+                       None if doc.get("pid_start") is None else str(doc["pid_start"]),
+                       str(doc["host"]), int(doc["uid"]), float(doc["created"]),
+                       None if expires is None else float(expires))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise UsageError("not a keyvault marker") from None
+
+    def owner_gone(self) -> bool:
+        """This host's owning process has exited (or its PID now names another process)."""
+        if self.host != socket.gethostname():
+            return False  # another machine's directory (a shared base): not ours to judge
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return self.pid_start is not None and process_start(self.pid) != self.pid_start
+        return self.pid_start is not None and process_start(self.pid) != self.pid_start
+
+    def expired(self, now: float | None = None) -> bool:
+        return self.expires is not None and self.expires <= (now or time.time())
+
+
+def process_start(pid: int) -> str | None:
+    """A process's start time in clock ticks since boot (Linux), to tell a reused PID."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    fields = raw[raw.rfind(b")") + 2:].split()
+    return fields[19].decode() if len(fields) > 19 else None
+
+
+@dataclass(frozen=True)
+class WorkDir:
+    """A private directory (0700) holding a marker and ``trust/``; DOCKER_CONFIG points here."""
+
+    path: Path
+    marker: Marker
+
+    @property
+    def trust_dir(self) -> Path:
+        return self.path / TRUST_SUBDIR
+
+    @classmethod
+    def create_in(cls, base: Path, kind: str, ttl: float | None = None) -> WorkDir:
+        prefix = EXEC_PREFIX if kind == "exec" else FETCH_PREFIX
+        for _ in range(8):
+            path = base / f"{prefix}{os.getpid()}-{secrets.token_hex(6)}"
+            try:
+                path.mkdir(mode=0o700)
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise _io(exc, path) from None
+            return cls._mark(path, kind, ttl)
+        raise ConflictError(f"could not make a fresh directory under {base}")
+
+    @classmethod
+    def create_at(cls, path: Path, ttl: float | None) -> WorkDir:
+        """``fetch --into``: a new directory, or an existing empty one of ours (mktemp -d)."""
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            st = path.lstat()
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or any(path.iterdir()):
+                raise ConflictError(f"{path} already exists and is not an empty directory of "
+                                    "yours; nothing was fetched",
+                                    hint="name a new directory (keyvault makes it, 0700)") from None
+        except FileNotFoundError:
+            raise NotFoundError(f"the parent of {path} does not exist") from None
+        except OSError as exc:
+            raise _io(exc, path) from None
+        return cls._mark(path, "fetch", ttl)
+
+    @classmethod
+    def _mark(cls, path: Path, kind: str, ttl: float | None) -> WorkDir:
+        now = time.time()
+        marker = Marker(kind, secrets.token_hex(8), os.getpid(), process_start(os.getpid()),
+                        socket.gethostname(), os.getuid(), now,
+                        None if ttl is None else now + ttl)
+        try:
+            path.chmod(0o700)
+            tmp = path / f"{MARKER_NAME}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(marker.to_bytes())
+                fh.flush()
+                os.fsync(fh.fileno())
+            tmp.rename(path / MARKER_NAME)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                (path / f"{MARKER_NAME}.tmp").unlink()
+                path.rmdir()
+            raise _io(exc, path) from None
+        return cls(path, marker)
+
+    def wipe(self) -> None:
+        wipe_tree(self.path)
+
+
+def read_marker(path: Path) -> Marker:
+    """The marker of a directory of ours; UsageError (exit 2) for anything else."""
+    not_ours = UsageError(f"{path} is not a directory made by 'keyvault exec' or "
+                          "'keyvault fetch' (no keyvault marker); refusing to touch it")
+    try:
+        st = path.lstat()
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+            raise not_ours
+        fd = os.open(path / MARKER_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        raise not_ours from None
+    with os.fdopen(fd, "rb") as fh:
+        mst = os.fstat(fh.fileno())
+        raw = fh.read(_MAX_MARKER + 1)
+    if not stat.S_ISREG(mst.st_mode) or mst.st_uid != os.getuid() or len(raw) > _MAX_MARKER:
+        raise not_ours
+    try:
+        marker = Marker.from_bytes(raw)
+    except UsageError:
+        raise not_ours from None
+    if marker.uid != os.getuid():
+        raise not_ours
+    return marker
+
+
+def find_workdir(path: Path) -> Path:
+    """The marked directory ``path`` names: itself, or the parent of its ``trust/``."""
+    with contextlib.suppress(UsageError):
+        read_marker(path)
+        return path
+    if path.name == TRUST_SUBDIR:
+        read_marker(path.parent)
+        return path.parent
+    read_marker(path)  # raises the refusal
+    return path
+
+
+def wipe_tree(path: Path) -> None:
+    """Overwrite every file with zeros, then remove it all; signals wait until done."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _WIPE_SIGNALS)
+    try:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise _io(exc, path) from None
+        try:
+            os.fchmod(fd, 0o700)
+            _wipe_children(fd, path)
+        finally:
+            os.close(fd)
+        try:
+            path.rmdir()
+        except OSError as exc:
+            raise _io(exc, path) from None
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _wipe_children(dir_fd: int, where: Path) -> None:
+    with os.scandir(dir_fd) as entries:
+        names = [e.name for e in entries]
+    for name in names:
+        try:
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                              dir_fd=dir_fd)
+                try:
+                    os.fchmod(sub, 0o700)
+                    _wipe_children(sub, where / name)
+                finally:
+                    os.close(sub)
+                os.rmdir(name, dir_fd=dir_fd)
+                continue
+            if stat.S_ISREG(st.st_mode) and 0 < st.st_size <= _ZERO_LIMIT:
+                _zero(dir_fd, name, st.st_size)
+            os.unlink(name, dir_fd=dir_fd)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise _io(exc, where / name) from None
+
+
+def _zero(dir_fd: int, name: str, size: int) -> None:
+    flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(name, flags, dir_fd=dir_fd)
+    except PermissionError:  # made read-only by the command: make it writable first
+        rfd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        try:
+            os.fchmod(rfd, 0o600)
+        finally:
+            os.close(rfd)
+        fd = os.open(name, flags, dir_fd=dir_fd)
+    try:
+        zeros = bytes(min(size, 65536))
+        left = size
+        while left > 0:
+            left -= os.write(fd, zeros[:left])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _io(exc: OSError, path: Path) -> KeyvaultError:
+    from keyvault.fsutil import translate_os_error
+
+    return translate_os_error(exc, path, "use")
+
+
+def runtime_base(config_env: Mapping[str, str], state_dir: Path) -> Path:
+    """Where exec directories go: $KEYVAULT_TMPDIR, else RAM (/dev/shm, $XDG_RUNTIME_DIR),
+    else keyvault's state directory."""
+    chosen = config_env.get(BASE_ENV)
+    if chosen:
+        base = Path(chosen)
+    else:
+        candidates = [Path("/dev/shm")]  # noqa: S108 - RAM; our dirs are 0700, random
+        if config_env.get("XDG_RUNTIME_DIR"):
+            candidates.append(Path(config_env["XDG_RUNTIME_DIR"]))
+        base = next((c for c in candidates if c.is_dir() and os.access(c, os.W_OK | os.X_OK)),
+                    state_dir / "run")
+    try:
+        base.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _io(exc, base) from None
+    return base
+
+
+def _registry(state_dir: Path) -> Path:
+    return state_dir / "ci-fetches"
+
+
+def sweep(base: Path, *, stale: bool = True, expired: bool = False) -> list[Path]:
+    """Wipe this user's directories under ``base`` whose owner died (exec) or whose time is up."""
+    wiped: list[Path] = []
+    try:
+        candidates = [p for p in base.iterdir()
+                      if p.name.startswith((EXEC_PREFIX, FETCH_PREFIX))]
+    except OSError:
+        return wiped
+    for path in candidates:
+        try:
+            marker = read_marker(path)
+        except UsageError:
+            continue  # not ours, or still being made: never touched
+        if (stale and marker.kind == "exec" and marker.owner_gone()) or (
+                expired and marker.expired()):
+            wipe_tree(path)
+            wiped.append(path)
+    return wiped
+
+
+def remember_fetch(state_dir: Path, work: WorkDir) -> None:
+    """Note a fetch directory so ``keyvault wipe --expired`` finds it wherever it is."""
+    registry = _registry(state_dir)
+    registry.mkdir(mode=0o700, parents=True, exist_ok=True)
+    entry = registry / f"{work.marker.ident}.json"
+    entry.write_text(json.dumps({"path": str(work.path.resolve()), "id": work.marker.ident}))
+    entry.chmod(0o600)
+
+
+def wipe_expired(state_dir: Path, base: Path) -> list[Path]:
+    """Expired fetch directories (registered, or under the runtime base); stale registry
+    entries are dropped."""
+    wiped = sweep(base, stale=False, expired=True)
+    registry = _registry(state_dir)
+    if not registry.is_dir():
+        return wiped
+    for entry in registry.glob("*.json"):
+        try:
+            doc = json.loads(entry.read_bytes()[:_MAX_MARKER])
+            path = Path(str(doc["path"]))
+            marker = read_marker(path)
+        except (OSError, ValueError, KeyError, TypeError, UsageError):
+            entry.unlink(missing_ok=True)  # gone, or no longer ours
+            continue
+        if marker.ident != doc.get("id"):
+            entry.unlink(missing_ok=True)
+        elif marker.expired():
+            wipe_tree(path)
+            wiped.append(path)
+            entry.unlink(missing_ok=True)
+    return wiped
+
+
+def parse_ttl(text: str) -> float:
+    """``15m``, ``1h30m``, ``90s``: at least 1 s, at most 24 h."""
+    match = _TTL.fullmatch(text.strip().lower())
+    if not text.strip() or match is None or not any(match.groups()):
+        raise UsageError(f"--ttl {text[:20]!r}: expected e.g. 15m, 1h, 90s or 1h30m")
+    h, m, s = (int(g or 0) for g in match.groups())
+    seconds = h * 3600 + m * 60 + s
+    if not 1 <= seconds <= MAX_TTL:
+        raise UsageError("--ttl must be between 1 second and 24 hours")
+    return float(seconds)
+
+
+# -- running the command -----------------------------------------------------------------
+
+
+def command_environment(env: Mapping[str, str], settings: Mapping[str, Mapping[str, object]],
+                        work: WorkDir) -> dict[str, str]:
+    """keyvault's environment for the command, pointed at the work directory.
+
+    The key passphrases Notary and docker read pass through untouched (never
+    on argv, never printed); a ``DOCKER_CONTENT_TRUST_REPOSITORY_PASSPHRASE``
+    alone also serves Notary's targets, snapshot and delegation variables.
+    keyvault's own credentials (the CI ID token it exchanged, AppRole secret
+    ID, its passphrase) and root passphrases are not passed on.
+    """
+    child = dict(env)
+    vault = settings.get("vault", {})
+    dropped = list(_NOT_FOR_THE_COMMAND)
+    if vault.get("auth") == "jwt":
+        dropped.append(str(vault.get("jwt_env") or "KEYVAULT_VAULT_JWT"))
+    for name in dropped:
+        child.pop(name, None)
+    repository = env.get(_DOCKER_REPOSITORY_PASSPHRASE)
+    if repository:
+        for name in (*_NOTARY_PASSPHRASE.values(), _DELEGATION_PASSPHRASE):
+            child.setdefault(name, repository)
+    child["DOCKER_CONFIG"] = str(work.path)
+    child[TRUST_DIR_ENV] = str(work.trust_dir)
+    return child
+
+
+def link_docker_config(work: WorkDir, env: Mapping[str, str]) -> None:
+    """Let docker in the command keep its registry logins: link the usual config.json."""
+    home = env.get("HOME")
+    source = Path(env["DOCKER_CONFIG"]) if env.get("DOCKER_CONFIG") else (
+        Path(home) / ".docker" if home else None)
+    if source is not None and (source / "config.json").is_file():
+        with contextlib.suppress(OSError):
+            (work.path / "config.json").symlink_to((source / "config.json").resolve())
+
+
+def missing_passphrases(env: Mapping[str, str], roles: Sequence[str]) -> list[str]:
+    """Passphrase variables Notary will look for and not find (names only)."""
+    if env.get(_DOCKER_REPOSITORY_PASSPHRASE):
+        return []
+    wanted = {_NOTARY_PASSPHRASE.get(r, _DELEGATION_PASSPHRASE) for r in roles}
+    return sorted(name for name in wanted if not env.get(name))
+
+
+def run_command(argv: Sequence[str], env: Mapping[str, str], *,
+                grace: float = KILL_GRACE) -> int:
+    """Run ``argv`` (no shell); its exit code, or 128+N if it or keyvault got signal N.
+
+    SIGINT, SIGTERM and SIGHUP sent to keyvault are forwarded to the command;
+    a command still running ``grace`` seconds later is killed.
+    """
+    if not argv:
+        raise UsageError("say which command to run after '--'")
+    received: list[int] = []
+    child: list[subprocess.Popen[bytes]] = []
+
+    def forward(signum: int, frame: object) -> None:
+        received.append(signum)
+        if child:
+            with contextlib.suppress(ProcessLookupError):
+                child[0].send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in _WIPE_SIGNALS}
+    try:
+        if received:
+            return 128 + received[0]
+        try:
+            child.append(subprocess.Popen(list(argv), env=dict(env), close_fds=True))
+        except FileNotFoundError:
+            raise CommandNotFoundError(f"command not found: {argv[0][:200]!r}") from None
+        except PermissionError:
+            raise CommandNotExecutableError(f"cannot execute {argv[0][:200]!r}") from None
+        except OSError as exc:
+            raise CommandNotExecutableError(
+                f"cannot execute {argv[0][:200]!r}: {os.strerror(exc.errno or 0)}") from None
+        proc = child[0]
+        for sig in received:  # arrived while the command was being started
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(sig)
+        first_signal: float | None = None
+        while True:
+            try:
+                code = proc.wait(timeout=0.1)
+                break
+            except subprocess.TimeoutExpired:
+                if received and first_signal is None:
+                    first_signal = time.monotonic()
+                if first_signal is not None and time.monotonic() - first_signal > grace:
+                    proc.kill()
+        if received:
+            return 128 + received[0]
+        return 128 - code if code < 0 else code
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What the CLI shows before the command starts (no secret)."""
+
+    work: WorkDir
+    keys: tuple[KeyAddress, ...]
+    missing: tuple[str, ...]
+    swept: tuple[Path, ...]
+
+
+def exec_with_keys(session: Session, team: str, request: FetchRequest, argv: Sequence[str],
+                   *, on_ready: Callable[[Prepared], None] | None = None) -> int:
+    """Fetch into a fresh private directory, run ``argv``, wipe on every way out."""
+    if not argv:
+        raise UsageError("say which command to run after '--'")
+    config = session.config
+    base = runtime_base(config.env, config.paths.state_dir)
+    swept = sweep(base)
+    _no_core_dumps()
+    work = WorkDir.create_in(base, "exec")
+    try:
+        keys = fetch_keys(session, team, request, work.trust_dir, purpose=f"exec {argv[0][:60]}")
+        session.close()  # no backend connection stays open while the command runs
+        link_docker_config(work, config.env)
+        env = command_environment(config.env, config.settings, work)
+        if on_ready:
+            on_ready(Prepared(work, tuple(keys),
+                              tuple(missing_passphrases(env, [k.role for k in keys])),
+                              tuple(swept)))
+        return run_command(argv, env)
+    finally:
+        work.wipe()
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    work: WorkDir
+    keys: tuple[KeyAddress, ...]
+    missing: tuple[str, ...]
+
+
+def fetch_to_directory(session: Session, team: str, request: FetchRequest, into: Path,
+                       ttl: float | None) -> FetchResult:
+    """``keyvault fetch``: the same keys into ``into`` (made 0700), left for the caller."""
+    config = session.config
+    work = WorkDir.create_at(into, ttl)
+    try:
+        keys = fetch_keys(session, team, request, work.trust_dir, purpose=f"fetch into {into}")
+        remember_fetch(config.paths.state_dir, work)
+    except BaseException:
+        work.wipe()
+        raise
+    return FetchResult(work, tuple(keys),
+                       tuple(missing_passphrases(config.env, [k.role for k in keys])))
+
+
+def _no_core_dumps() -> None:
+    """Key bytes are in this process's memory (and the command's): no core file of either."""
+    with contextlib.suppress(ImportError, ValueError, OSError):
+        import resource
+
+        _, hard = resource.getrlimit(resource.RLIMIT_CORE)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
+
+
+def iter_workdirs(base: Path) -> Iterator[tuple[Path, Marker]]:
+    """This user's marked directories under ``base`` (for listings and tests)."""
+    with contextlib.suppress(OSError):
+        for path in base.iterdir():
+            if path.name.startswith((EXEC_PREFIX, FETCH_PREFIX)):
+                with contextlib.suppress(UsageError):
+                    yield path, read_marker(path)

@@ -1,0 +1,337 @@
+"""``keyvault exec`` / ``fetch`` / ``wipe`` on the embedded default (file store + age).
+
+The real-server scenarios (OpenBao JWT logins, notary publish, signals) are
+in tests/ci/; these are the fast checks of selection, environment, markers
+and refusals.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cli.conftest import KV, tree
+from keyvault.ops.ci import (
+    MARKER_NAME,
+    FetchRequest,
+    Marker,
+    WorkDir,
+    command_environment,
+    parse_ttl,
+    process_start,
+    wipe_tree,
+)
+from keyvault.trust.model import KeyFile
+from keyvault.trust.sample import write_sample_trust_dir
+
+PASS = "correct horse"
+GUN = "example.com/team-a/app"
+OTHER = "example.com/team-a/web"
+DUMP_ENV = ("import json, os, sys; d = {k: os.environ.get(k) for k in sys.argv[2:]}; "
+            "d['keys'] = sorted(os.listdir(os.path.join(os.environ['KEYVAULT_TRUST_DIR'], "
+            "'private'))); json.dump(d, open(sys.argv[1], 'w'))")
+
+
+@pytest.fixture
+def base(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "runtime"
+    monkeypatch.setenv("KEYVAULT_TMPDIR", str(path))
+    return path
+
+
+@pytest.fixture
+def keys(kv: KV, home: Path, base: Path) -> tuple[KeyFile, ...]:
+    made = write_sample_trust_dir(home / ".docker" / "trust",
+                                  {"root": PASS, "targets": PASS, "snapshot": PASS}, (GUN, OTHER))
+    assert kv("init").code == 0
+    run = kv("backup")
+    assert run.code == 0, run.err
+    return made
+
+
+def key_files(root: Path) -> list[str]:
+    return [p for p, (mode, data) in tree(root).items() if data is not None and
+            p.endswith(".key")]
+
+
+def of(keys: tuple[KeyFile, ...], role: str, gun: str | None = GUN) -> KeyFile:
+    (key,) = [k for k in keys if k.role == role and k.gun == gun]
+    return key
+
+
+def test_exec_gives_the_command_the_guns_keys_only_and_wipes(
+        kv: KV, keys: tuple[KeyFile, ...], base: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOTARY_TARGETS_PASSPHRASE", "targets-secret")
+    monkeypatch.setenv("NOTARY_ROOT_PASSPHRASE", "root-secret")
+    out = tmp_path / "env.json"
+    run = kv("exec", "--gun", GUN, "--", sys.executable, "-c", DUMP_ENV, out,
+             "DOCKER_CONFIG", "KEYVAULT_TRUST_DIR", "NOTARY_TARGETS_PASSPHRASE",
+             "NOTARY_ROOT_PASSPHRASE")
+    assert run.code == 0, run.err
+    seen = json.loads(out.read_text())
+    assert Path(seen["KEYVAULT_TRUST_DIR"]) == Path(seen["DOCKER_CONFIG"]) / "trust"
+    assert Path(seen["DOCKER_CONFIG"]).parent == base
+    assert seen["NOTARY_TARGETS_PASSPHRASE"] == "targets-secret"
+    assert seen["NOTARY_ROOT_PASSPHRASE"] is None  # no root key is there to use it
+    assert sorted(seen["keys"]) == sorted([of(keys, "targets").relpath,
+                                           of(keys, "snapshot").relpath])
+    assert list(base.iterdir()) == []
+    assert "targets-secret" not in run.out + run.err
+
+
+def test_exit_code_of_the_command_is_passed_through(kv: KV, keys: tuple[KeyFile, ...],
+                                                    base: Path) -> None:
+    assert kv("exec", "--gun", GUN, "--", "sh", "-c", "exit 7").code == 7
+    assert kv("exec", "--gun", GUN, "--", "true").code == 0
+    assert list(base.iterdir()) == []
+
+
+def test_command_not_found_is_127_and_wiped(kv: KV, keys: tuple[KeyFile, ...],
+                                            base: Path) -> None:
+    run = kv("exec", "--gun", GUN, "--", "/nonexistent/keyvault-no-such-command")
+    assert run.code == 127 and "command not found" in run.err
+    assert list(base.iterdir()) == []
+
+
+def test_roles_named_are_the_only_ones_fetched(kv: KV, keys: tuple[KeyFile, ...], base: Path,
+                                         tmp_path: Path) -> None:
+    out = tmp_path / "env.json"
+    run = kv("exec", "--gun", GUN, "--role", "targets", "--", sys.executable, "-c", DUMP_ENV,
+             out)
+    assert run.code == 0, run.err
+    assert json.loads(out.read_text())["keys"] == [of(keys, "targets").relpath]
+    assert kv("exec", "--gun", GUN, "--role", "targets/nope", "--", "true").code == 3
+
+
+class _Listener:
+    """A TCP port that counts connections: proves no request was sent."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.accepted += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+
+@pytest.fixture
+def listener() -> Iterator[_Listener]:
+    server = _Listener()
+    yield server
+    server.close()
+
+
+@pytest.mark.parametrize("verb", ["exec", "fetch"])
+def test_root_is_refused_before_any_backend_call(kv: KV, home: Path, base: Path,
+                                                 tmp_path: Path, listener: _Listener,
+                                                 verb: str) -> None:
+    """T4: the store and wrapper point at a live port; nothing connects, nothing is written."""
+    config = home / "ci.toml"
+    config.write_text(f'[keyvault]\nteam = "team-a"\nstore = "vault://secret/kv"\n'
+                      f'wrappers = ["transit://transit/team-a-k"]\n[vault]\n'
+                      f'address = "http://127.0.0.1:{listener.port}"\nauth = "jwt"\n'
+                      f'jwt_role = "ci-team-a"\ntimeout = 2\n')
+    into = tmp_path / "into"
+    tail = ["--", "true"] if verb == "exec" else ["--into", str(into)]
+    run = kv("--config", config, verb, "--gun", GUN, "--role", "targets", "--role", "root",
+             *tail)
+    assert run.code == 4, run.err
+    assert "root keys are never fetched" in run.err
+    time.sleep(0)  # the listener thread has had every chance; it counts synchronously
+    assert listener.accepted == 0
+    assert not base.exists() or list(base.iterdir()) == []
+    assert not into.exists()
+    audit = (home / ".local" / "state" / "keyvault" / "audit.log").read_text()
+    assert '"outcome":"refused"' in audit and '"action":"fetch"' in audit
+
+
+def test_globs_and_missing_gun_are_usage_errors(kv: KV, keys: tuple[KeyFile, ...]) -> None:
+    assert kv("exec", "--gun", "example.com/*", "--", "true").code == 2
+    assert kv("exec", "--", "true").code == 2
+    assert kv("exec", "--gun", GUN).code == 2
+
+
+def test_unknown_gun_is_not_found_and_leaves_nothing(kv: KV, keys: tuple[KeyFile, ...],
+                                                     base: Path) -> None:
+    run = kv("exec", "--gun", "example.com/team-a/none", "--", "true")
+    assert run.code == 3, run.err
+    assert list(base.iterdir()) == []
+
+
+def test_fetch_into_then_wipe(kv: KV, keys: tuple[KeyFile, ...], tmp_path: Path) -> None:
+    into = tmp_path / "job"
+    run = kv("fetch", "--gun", GUN, "--role", "targets", "--into", into)
+    assert run.code == 0, run.err
+    assert run.out.strip() == str(into / "trust")
+    assert f"keyvault wipe {into}" in run.err
+    assert stat.S_IMODE(into.stat().st_mode) == 0o700
+    target = of(keys, "targets")
+    assert (into / "trust" / "private" / target.relpath).read_bytes() == target.data
+    assert key_files(into) == [f"trust/private/{target.relpath}"]
+    # wipe accepts the directory or its trust/
+    wiped = kv("wipe", into / "trust")
+    assert wiped.code == 0, wiped.err
+    assert not into.exists()
+
+
+def test_fetch_refuses_a_non_empty_directory(kv: KV, keys: tuple[KeyFile, ...],
+                                             tmp_path: Path) -> None:
+    into = tmp_path / "busy"
+    into.mkdir()
+    (into / "x").write_text("mine")
+    assert kv("fetch", "--gun", GUN, "--into", into).code == 7
+    assert (into / "x").read_text() == "mine"
+
+
+def test_wipe_refuses_directories_without_the_marker(kv: KV, tmp_path: Path) -> None:
+    victim = tmp_path / "precious"
+    victim.mkdir()
+    (victim / "data.key").write_text("keep me")
+    run = kv("wipe", victim)
+    assert run.code == 2 and "no keyvault marker" in run.err
+    assert (victim / "data.key").read_text() == "keep me"
+    # a forged marker inside is not enough if it does not parse as ours
+    (victim / MARKER_NAME).write_text('{"format": "something-else"}')
+    assert kv("wipe", victim).code == 2
+    assert kv("wipe").code == 2
+    assert kv("wipe", victim, "--stale").code == 2
+
+
+def test_wipe_expired_removes_only_expired_fetches(kv: KV, keys: tuple[KeyFile, ...],
+                                                   tmp_path: Path) -> None:
+    short, long = tmp_path / "short", tmp_path / "long"
+    assert kv("fetch", "--gun", GUN, "--into", short, "--ttl", "1s").code == 0
+    assert kv("fetch", "--gun", GUN, "--into", long, "--ttl", "1h").code == 0
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        run = kv("--json", "wipe", "--expired")
+        assert run.code == 0, run.err
+        if run.json()["wiped"]:
+            break
+        time.sleep(0.2)
+    assert run.json()["wiped"] == [str(short.resolve())]
+    assert not short.exists() and long.exists()
+    assert kv("wipe", long).code == 0
+
+
+def test_stale_exec_directory_is_wiped_by_the_next_run(kv: KV, keys: tuple[KeyFile, ...],
+                                                       base: Path) -> None:
+    """A run that died (its PID is gone) left its keys behind: the next exec wipes them."""
+    base.mkdir(parents=True, exist_ok=True)
+    dead = WorkDir.create_in(base, "exec")
+    (dead.trust_dir / "private").mkdir(parents=True)
+    (dead.trust_dir / "private" / "leftover.key").write_bytes(b"secret bytes")
+    forged = Marker("exec", "x" * 16, 2 ** 22 + 12345, None, dead.marker.host, os.getuid(),
+                    time.time())
+    (dead.path / MARKER_NAME).write_bytes(forged.to_bytes())
+    alive = WorkDir.create_in(base, "exec")  # this process: alive, same start time
+    run = kv("exec", "--gun", GUN, "--", "true")
+    assert run.code == 0, run.err
+    assert "earlier run that died" in run.err
+    assert not dead.path.exists() and alive.path.exists()
+    wipe_tree(alive.path)
+
+
+def test_reused_pid_counts_as_dead() -> None:
+    mine = process_start(os.getpid())
+    assert mine is not None
+    marker = Marker("exec", "i", os.getpid(), str(int(mine) + 1), socket.gethostname(),
+                    os.getuid(), time.time())
+    assert marker.owner_gone()
+    same = Marker("exec", "i", os.getpid(), mine, socket.gethostname(), os.getuid(), time.time())
+    assert not same.owner_gone()
+    other_host = Marker("exec", "i", 2 ** 22 + 7, None, "another-host", os.getuid(), time.time())
+    assert not other_host.owner_gone()
+
+
+def test_wipe_overwrites_and_handles_read_only_and_links(tmp_path: Path) -> None:
+    work = WorkDir.create_in(tmp_path, "exec")
+    private = work.trust_dir / "private"
+    private.mkdir(parents=True)
+    key = private / "a.key"
+    key.write_bytes(b"K" * 300)
+    key.chmod(0o400)
+    outside = tmp_path / "outside.txt"
+    outside.write_text("untouched")
+    (private / "link").symlink_to(outside)
+    (private / "dirlink").symlink_to(tmp_path)
+    held = os.open(key, os.O_RDONLY)  # a second view of the inode: sees the zeros
+    try:
+        work.wipe()
+        assert os.pread(held, 300, 0) == bytes(300)
+    finally:
+        os.close(held)
+    assert not work.path.exists()
+    assert outside.read_text() == "untouched"
+
+
+def test_command_environment_drops_keyvault_credentials() -> None:
+    work = WorkDir(Path("/x/keyvault-exec-1-a"), Marker("exec", "i", 1, None, "h", 0, 0.0))
+    env = {"CI_JOB_JWT": "eyJ.secret.jwt", "KEYVAULT_VAULT_SECRET_ID": "s", "PATH": "/bin",
+           "DOCKER_CONTENT_TRUST_REPOSITORY_PASSPHRASE": "repo-pass",
+           "DOCKER_CONTENT_TRUST_ROOT_PASSPHRASE": "root", "NOTARY_TARGETS_PASSPHRASE": "t"}
+    child = command_environment(env, {"vault": {"auth": "jwt", "jwt_env": "CI_JOB_JWT"}}, work)
+    assert "CI_JOB_JWT" not in child and "KEYVAULT_VAULT_SECRET_ID" not in child
+    assert "DOCKER_CONTENT_TRUST_ROOT_PASSPHRASE" not in child
+    assert child["NOTARY_TARGETS_PASSPHRASE"] == "t"  # set explicitly: kept
+    assert child["NOTARY_DELEGATION_PASSPHRASE"] == "repo-pass"
+    assert child["DOCKER_CONFIG"] == "/x/keyvault-exec-1-a"
+    assert child["KEYVAULT_TRUST_DIR"] == "/x/keyvault-exec-1-a/trust"
+
+
+def test_request_and_ttl_parsing() -> None:
+    assert FetchRequest.build(GUN, None).roles == ()
+    assert FetchRequest.build(GUN, ["targets", "targets/releases"]).roles == (
+        "targets", "targets/releases")
+    from keyvault.errors import AccessDeniedError, UsageError
+
+    with pytest.raises(AccessDeniedError):
+        FetchRequest.build(GUN, ["targets", "root"])
+    with pytest.raises(UsageError):
+        FetchRequest.build("../x", None)
+    assert parse_ttl("15m") == 900 and parse_ttl("1h30m") == 5400 and parse_ttl("90s") == 90
+    for bad in ("", "0s", "25h", "15", "m", "1d"):
+        with pytest.raises(UsageError):
+            parse_ttl(bad)
+
+
+def test_the_teams_policy_decides_who_may_fetch(kv: KV, keys: tuple[KeyFile, ...], home: Path,
+                                               base: Path, monkeypatch: pytest.MonkeyPatch,
+                                               tmp_path: Path) -> None:
+    """With a policy, a team's CI principal fetches; anyone else is refused before a read."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text('version = 1\n\n[teams.default]\nguns = ["example.com/team-a/*"]\n'
+                      'members = ["local:alice"]\nci = ["local:ci-bot"]\n')
+    monkeypatch.setenv("KEYVAULT_POLICY", str(policy))
+    assert kv("--as", "local:ci-bot", "exec", "--gun", GUN, "--", "true").code == 0
+    refused = kv("--as", "local:mallory", "exec", "--gun", GUN, "--", "true")
+    assert refused.code == 4 and "local:mallory" in refused.err
+    assert key_files(base) == []
+    records = kv("--json", "audit", "show", "--action", "fetch").json()["records"]
+    assert [r["outcome"] for r in records][-2:] == ["ok", "refused"]
