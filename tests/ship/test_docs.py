@@ -1,0 +1,104 @@
+"""The documentation site builds with --strict, and the generated pages are current."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from keyvault.errors import EXIT_CODES
+
+REPO = Path(__file__).resolve().parents[2]
+DOCS = REPO / "docs"
+
+
+def _generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("gen_cli_reference",
+                                                  DOCS / "gen_cli_reference.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cli_reference_is_up_to_date() -> None:
+    expected = _generator().render()
+    assert (DOCS / "cli.md").read_text() == expected, (
+        "docs/cli.md is out of date: run python docs/gen_cli_reference.py")
+
+
+def test_cli_reference_covers_every_command() -> None:
+    import typer.main
+
+    from keyvault.cli.app import app
+
+    text = (DOCS / "cli.md").read_text()
+    root = typer.main.get_command(app)
+    ctx = root.context_class(root, info_name="keyvault")
+    for name in root.list_commands(ctx):
+        assert f"## `keyvault {name}`" in text, name
+    assert "`--install-completion`" in text and "`--show-completion`" in text
+
+
+def test_troubleshooting_has_a_section_per_exit_code() -> None:
+    text = (DOCS / "troubleshooting.md").read_text()
+    headings = re.findall(r"^## (\d+)(?: / (\d+))?:", text, re.MULTILINE)
+    codes = {int(c) for pair in headings for c in pair if c}
+    assert codes == set(EXIT_CODES) | {130, 143}
+
+
+def _mkdocs() -> list[str]:
+    if importlib.util.find_spec("mkdocs") is None or importlib.util.find_spec(
+            "material") is None:
+        pytest.skip("mkdocs-material is not installed (CI installs it: the test extra)")
+    return [sys.executable, "-m", "mkdocs"]
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("site")
+    run = subprocess.run([*_mkdocs(), "build", "--strict", "--site-dir", str(out)],
+                         cwd=REPO, capture_output=True, text=True, timeout=180, check=False,
+                         env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    assert run.returncode == 0, run.stdout + run.stderr
+    return out
+
+
+def test_docs_build_strict(site: Path) -> None:
+    """No broken link or anchor, no page left out of the nav (strict turns each into an error)."""
+    for page in ("index.html", "quickstart/index.html", "concepts/index.html",
+                 "cli/index.html", "troubleshooting/index.html", "envelope/index.html",
+                 "guides/restore-laptop/index.html", "guides/drills/index.html",
+                 "operations/index.html", "security/index.html"):
+        assert (site / page).is_file(), page
+    assert (site / "recover.py").is_file()  # linked from the envelope spec
+    assert not (site / "gen_cli_reference.py").exists() and not (site / "_hooks.py").exists()
+
+
+def test_security_page_is_security_md(site: Path) -> None:
+    html = (site / "security" / "index.html").read_text()
+    for heading in re.findall(r"^## (.+)$", (REPO / "SECURITY.md").read_text(), re.MULTILINE):
+        assert re.sub(r"`", "", heading.split("(")[0]).strip()[:20] in html, heading
+
+
+def test_strict_build_catches_a_broken_link(tmp_path: Path) -> None:
+    """The check can fail: a copy of the docs with one dead link does not build."""
+    _mkdocs()
+    copy = tmp_path / "repo"
+    shutil.copytree(DOCS, copy / "docs", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "mkdocs.yml", copy / "mkdocs.yml")
+    shutil.copy(REPO / "SECURITY.md", copy / "SECURITY.md")
+    page = copy / "docs" / "quickstart.md"
+    page.write_text(page.read_text() + "\nSee [nothing](no-such-page.md).\n")
+    run = subprocess.run([*_mkdocs(), "build", "--strict", "--site-dir", str(tmp_path / "s")],
+                         cwd=copy, capture_output=True, text=True, timeout=180, check=False,
+                         env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    assert run.returncode != 0
+    assert "no-such-page.md" in run.stdout + run.stderr
