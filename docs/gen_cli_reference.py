@@ -98,7 +98,9 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def render(app: Any = None) -> str:
     """The whole page as text."""
     if app is None:
-        from keyvault.cli.app import app
+        from keyvault.cli.app import full_app
+
+        app = full_app()
     root = typer.main.get_command(app)
     root_ctx = root.context_class(root, info_name="keyvault")
     out = [HEADER]

@@ -8,29 +8,18 @@ cryptography nor any backend SDK.
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import sys
-import traceback
 import warnings
 from pathlib import Path
-from typing import Annotated
+from types import ModuleType
+from typing import Annotated, Any
 
 import typer
 
 from keyvault import __version__
-from keyvault.cli import (
-    audit,
-    ci,
-    compliance,
-    daemon,
-    hsm,
-    keys,
-    policy,
-    recovery,
-    rewrap,
-    setup,
-)
 from keyvault.cli.state import CliState
 
 EXIT_CODE_HELP = """Exit codes: 0 success; 1 local I/O failure or unexpected error; 2 usage
@@ -41,17 +30,19 @@ backup); 6 backend unavailable; 7 conflict (target exists with different content
 #: The options of the invocation being run, so a failure can be audited with its config.
 _INVOCATION: dict[str, CliState] = {}
 
-app = typer.Typer(
-    name="keyvault",
-    help="Back up and restore Docker Content Trust (Notary) signing keys, encrypted under "
-         "keys you control.",
-    epilog=EXIT_CODE_HELP,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    pretty_exceptions_show_locals=False,
-    add_completion=True,
-    rich_markup_mode=None,
-)
+_APP_SETTINGS: dict[str, Any] = {
+    "name": "keyvault",
+    "help": "Back up and restore Docker Content Trust (Notary) signing keys, encrypted under "
+            "keys you control.",
+    "epilog": EXIT_CODE_HELP,
+    "no_args_is_help": True,
+    "pretty_exceptions_enable": False,
+    "pretty_exceptions_show_locals": False,
+    "add_completion": True,
+    "rich_markup_mode": None,
+}
+#: The root app; command groups are registered on it lazily (see :func:`_full_app`).
+app = typer.Typer(**_APP_SETTINGS)
 
 
 def _version(value: bool) -> None:
@@ -93,16 +84,62 @@ def _global(
                        wrappers=list(wrapper or []), team=team, acting_as=acting_as)
 
 
-setup.register(app)
-keys.register(app)
-rewrap.register(app)
-hsm.register(app)
-daemon.register(app)
-audit.register(app)
-recovery.register(app)
-compliance.register(app)
-ci.register(app)
-policy.register(app)
+#: Each command group's module (keyvault.cli.<name>) and the top-level names it registers.
+_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("setup", ("init", "quickstart", "doctor")),
+    ("keys", ("scan", "backup", "list", "versions", "restore", "verify")),
+    ("rewrap", ("rewrap",)),
+    ("hsm", ("hsm",)),
+    ("daemon", ("daemon",)),
+    ("audit", ("audit",)),
+    ("recovery", ("recovery",)),
+    ("compliance", ("coverage", "drill")),
+    ("ci", ("exec", "fetch", "wipe")),
+    ("policy", ("policy",)),
+)
+_REGISTERED: list[str] = []
+
+
+def _register(target: typer.Typer, group: str) -> None:
+    module: ModuleType = importlib.import_module(f"keyvault.cli.{group}")
+    module.register(target)
+
+
+def full_app() -> typer.Typer:
+    """The root app with every command group (for --help, completion, the docs)."""
+    if not _REGISTERED:
+        for group, _ in _GROUPS:
+            _register(app, group)
+        _REGISTERED.append("all")
+    return app
+
+#: Global options that take a value (to find the command name in argv without parsing).
+_VALUED_OPTIONS = frozenset({"--config", "--trust-dir", "--store", "--wrapper", "--team",
+                             "--as"})
+
+
+def _app_for(args: list[str]) -> typer.Typer:
+    """An app holding only the group the command belongs to (typer builds every command's
+    parameters on each run: with all of them, `keyvault list` paid for ~30 commands)."""
+    name, skip = None, False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in _VALUED_OPTIONS:
+            skip = True
+        elif not arg.startswith("-"):
+            name = arg
+            break
+        elif arg in ("--help", "--version") or arg.startswith(("--install-completion",
+                                                                "--show-completion")):
+            return full_app()
+    group = next((module for module, names in _GROUPS if name in names), None)
+    if group is None:
+        return full_app()
+    lean = typer.Typer(**_APP_SETTINGS)
+    lean.callback()(_global)
+    _register(lean, group)
+    return lean
 
 
 class _Terminated(BaseException):
@@ -138,7 +175,8 @@ def _run(argv: list[str] | None) -> int:
     json_mode = "--json" in (argv if argv is not None else sys.argv[1:])
     _INVOCATION.clear()
     try:
-        result = app(args=argv, prog_name="keyvault", standalone_mode=False)
+        args = argv if argv is not None else sys.argv[1:]
+        result = _app_for(args)(args=args, prog_name="keyvault", standalone_mode=False)
     except KeyvaultError as exc:
         _audit_failure(argv if argv is not None else sys.argv[1:], exc)
         return _report(exc, json_mode)
@@ -155,6 +193,8 @@ def _run(argv: list[str] | None) -> int:
             exc.show()  # type: ignore[attr-defined]
             return int(exc.exit_code)  # type: ignore[attr-defined]
         if os.environ.get("KEYVAULT_DEBUG"):
+            import traceback
+
             traceback.print_exc()
         sys.stderr.write(f"keyvault: internal error ({type(exc).__name__}); details are not "
                          "shown because they may hold secrets. Run with KEYVAULT_DEBUG=1 for "

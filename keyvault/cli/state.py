@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import getpass
 import os
 import sys
 from dataclasses import dataclass, field
@@ -61,6 +60,8 @@ class _TerminalPrompt:
     """Reads a secret from the terminal without echo; never from argv."""
 
     def __call__(self, prompt: str, *, confirm: bool = False) -> str:
+        import getpass
+
         value = getpass.getpass(f"{prompt}: ")
         if confirm and getpass.getpass(f"{prompt} (again): ") != value:
             from keyvault.errors import UsageError

@@ -7,16 +7,12 @@ need no backend (``scan``) never load one.
 
 from __future__ import annotations
 
-import getpass
 import os
-import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from keyvault.audit import AuditLog, KeyRef, audit_object_name
-from keyvault.canonical import canonical_json
 from keyvault.config import Config
 from keyvault.names import KeyAddress
 from keyvault.plugins import SecretPrompt
@@ -24,6 +20,7 @@ from keyvault.stores import Store, open_store
 from keyvault.wrappers import Wrapper, open_wrapper
 
 if TYPE_CHECKING:
+    from keyvault.audit import AuditLog, KeyRef
     from keyvault.envelope import Envelope
     from keyvault.ops.access import Access
 
@@ -61,11 +58,16 @@ class Session:
 
     def audit(self) -> AuditLog:
         """The local hash-chained audit log of this user."""
+        from keyvault.audit import AuditLog
+
         return AuditLog(self.config.paths.state_dir / "audit.log", local_principal())
 
     def record(self, action: str, outcome: str, *, team: str, keys: Sequence[KeyRef] = (),
                detail: str = "") -> None:
         """Append an audit record naming this session's store and wrappers (never secrets)."""
+        from keyvault.audit import audit_object_name
+        from keyvault.canonical import canonical_json
+
         backend = {"store": self.config.store or "", "wrappers": ",".join(self.config.wrappers)}
         record = self.audit().append(action, outcome, team=team, keys=keys, backend=backend,
                                      detail=detail)
@@ -96,12 +98,16 @@ class Session:
 
 def local_principal() -> str:
     """Who runs this process, as the file store knows it: user@host."""
+    import getpass
+
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = f"uid:{os.getuid()}"
-    return f"{user}@{socket.gethostname()}"
+    return f"{user}@{os.uname().nodename}"
 
 
 def key_ref(address: KeyAddress) -> KeyRef:
+    from keyvault.audit import KeyRef
+
     return KeyRef(address.key_id, address.role, address.gun)
