@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from aws.test_kms_errors import ARN, Responder, error
-from fixtures.kms import MotoServer
+from fixtures.kms import KmsKey, MotoServer
 from fixtures.s3 import ADMIN, WeedServer, new_bucket, s3_client, s3_settings, weed_server
 from fixtures.servers import BackendSetup
 
@@ -305,3 +305,48 @@ def test_s3_settings_helper_is_valid_config(weed: WeedServer) -> None:
 
 def test_moto_fixture_is_reachable(moto_kms: MotoServer) -> None:
     assert moto_kms.client().list_keys()["Keys"] is not None
+
+
+def test_rewrap_kms_to_age_to_kms_and_rotate(kv: KV, aws: BackendSetup, home: Path,
+                                             trust: tuple[Path, tuple[KeyFile, ...]],
+                                             tmp_path: Path,
+                                             make_kms_key: Callable[[], KmsKey],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """How a team retires a KMS key: KMS -> age (offline) -> a new KMS key; the sealed key
+    files never change and restore byte-identical through each wrapper alone."""
+    from keyvault.wrappers.age import generate_identity
+
+    _, keys = trust
+    config = write_config(home, aws)
+    assert kv("--config", config, "backup").code == 0
+    (old_kms,) = aws.wrappers
+    identity = tmp_path / "offline.txt"
+    age = generate_identity(identity)
+    monkeypatch.setenv("KEYVAULT_AGE_IDENTITY", str(identity))
+
+    def restore_with(wrapper: str, where: str) -> None:
+        fresh = tmp_path / where
+        run = kv("--config", config, "--wrapper", wrapper, "--trust-dir", fresh, "restore",
+                 "--all")
+        assert run.code == 0, run.err
+        for key in keys:
+            assert (fresh / "private" / key.relpath).read_bytes() == key.data
+
+    to_age = kv("--config", config, "--json", "rewrap", "--all", "--add", age,
+                "--remove", old_kms)
+    assert to_age.code == 0, to_age.err
+    assert {tuple(k["after"]) for k in to_age.json()["keys"]} == {(age,)}
+    restore_with(age, "via-age")
+    new_kms = make_kms_key().alias_uri
+    to_kms = kv("--config", config, "--wrapper", age, "--json", "rewrap", "--all", "--add",
+                new_kms, "--remove", age)
+    assert to_kms.code == 0, to_kms.err
+    assert {tuple(k["after"]) for k in to_kms.json()["keys"]} == {(new_kms,)}
+    restore_with(new_kms, "via-new-kms")
+    denied = kv("--config", config, "--trust-dir", tmp_path / "old", "restore", "--all")
+    assert denied.code == 4 and "not wrapped by any wrapper you hold" in denied.err
+    rotated = kv("--config", config, "--wrapper", new_kms, "--json", "rewrap", "--all",
+                 "--rotate")
+    assert rotated.code == 0, rotated.err
+    assert {k["action"] for k in rotated.json()["keys"]} == {"rotated"}
+    restore_with(new_kms, "after-rotate")
