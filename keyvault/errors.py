@@ -19,6 +19,8 @@ class KeyvaultError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint
+        #: Set once the error was recorded in the audit log, so it is not recorded twice.
+        self.audited = False
 
     def __str__(self) -> str:
         return self.message if self.hint is None else f"{self.message} ({self.hint})"

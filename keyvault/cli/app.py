@@ -234,7 +234,7 @@ def _audit_failure(args: list[str], exc: BaseException) -> None:
     from keyvault.errors import KeyvaultError
 
     command = next((a for a in args if a in _AUDITED), None)
-    if command is None or not isinstance(exc, KeyvaultError):
+    if command is None or not isinstance(exc, KeyvaultError) or exc.audited:
         return
     state = _INVOCATION.pop("state", None)
     if state is None:

@@ -244,6 +244,7 @@ class Access:
         refusal = precheck(policy, self.principal(), action, team, selection)
         if refusal is not None:
             self._record(action, team, [], refusal.message)
+            refusal.audited = True
             raise refusal
 
     def refusals(self, action: str, addresses: Iterable[KeyAddress]
@@ -273,7 +274,9 @@ class Access:
         if refused:
             first = next(iter(refused.values()))
             more = f" (and {len(refused) - 1} more keys)" if len(refused) > 1 else ""
-            raise AccessDeniedError(first.message + more, hint=first.hint)
+            error = AccessDeniedError(first.message + more, hint=first.hint)
+            error.audited = True
+            raise error
 
     def _record(self, action: str, team: str, addresses: list[KeyAddress], detail: str
                 ) -> None:

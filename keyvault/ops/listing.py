@@ -25,8 +25,10 @@ class Listed:
 def list_keys(session: Session, *, team: str, selection: Selection, long: bool = False
               ) -> list[Listed]:
     """Names only by default (one LIST per prefix); ``long`` reads each envelope too."""
+    session.check("list", team, selection)  # teams policy, before any request
     store = session.store()
     addresses = sorted(list_addresses(store, team, selection))
+    session.check("list", team, addresses=addresses)
     if not selection.is_empty:
         selection.check_found([(a.gun, a.role, a.key_id) for a in addresses],
                               f"the store for team {team!r}")
@@ -49,8 +51,10 @@ def list_versions(session: Session, *, team: str, selection: Selection
                   ) -> list[tuple[KeyAddress, list[ObjectVersion]]]:
     """Every stored version of each selected key, newest first (for --version restores)."""
     selection.require_explicit("show versions of")
+    session.check("list", team, selection)
     store = session.store()
     addresses = sorted(list_addresses(store, team, selection))
+    session.check("list", team, addresses=addresses)
     selection.check_found([(a.gun, a.role, a.key_id) for a in addresses],
                           f"the store for team {team!r}")
     return [(a, store.versions(a.object_name)) for a in addresses]

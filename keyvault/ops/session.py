@@ -8,7 +8,7 @@ need no backend (``scan``) never load one.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from keyvault.audit import AuditLog, KeyRef
     from keyvault.envelope import Envelope
     from keyvault.ops.access import Access
+    from keyvault.ops.selection import Selection
 
 
 @dataclass
@@ -55,6 +56,18 @@ class Session:
 
             self._access = Access(self)
         return self._access
+
+    def check(self, action: str, team: str, selection: Selection | None = None,
+              addresses: Iterable[KeyAddress] | None = None) -> None:
+        """The teams policy, when one is configured: before any request (``selection``)
+        or before any envelope is read (``addresses``). Without a policy (and without
+        --as) nothing is loaded, so single-user commands start as fast as before."""
+        if self.config.policy is None and self.acting_as is None:
+            return
+        if addresses is None:
+            self.access().precheck(action, team, selection)
+        else:
+            self.access().require(action, addresses)
 
     def audit(self) -> AuditLog:
         """The local hash-chained audit log of this user."""

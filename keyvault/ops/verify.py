@@ -44,7 +44,9 @@ def verify_backups(
     on_done: Callable[[Verified], None] | None = None,
 ) -> list[Verified]:
     session.wrappers()  # fail on a bad wrapper URI before reading anything else
+    session.check("restore", team, selection)  # verify opens every envelope
     stored = set(list_addresses(session.store(), team, selection))
+    session.check("restore", team, addresses=stored)
     local: Mapping[KeyAddress, KeyFile] = {
         KeyAddress(team, k.gun, k.role, k.key_id): k for k in local_keys or ()
         if selection.matches(k.gun, k.role, k.key_id)}

@@ -350,3 +350,27 @@ def test_rewrap_kms_to_age_to_kms_and_rotate(kv: KV, aws: BackendSetup, home: Pa
     assert rotated.code == 0, rotated.err
     assert {k["action"] for k in rotated.json()["keys"]} == {"rotated"}
     restore_with(new_kms, "after-rotate")
+
+
+def test_exec_fetches_one_gun_through_s3_and_kms_and_wipes(
+        kv: KV, aws: BackendSetup, home: Path, trust: tuple[Path, tuple[KeyFile, ...]],
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CI job with S3 + KMS credentials (the standard AWS environment) gets one GUN's keys."""
+    import sys
+
+    _, keys = trust
+    config = write_config(home, aws)
+    assert kv("--config", config, "backup").code == 0
+    runtime = tmp_path / "runtime"
+    monkeypatch.setenv("KEYVAULT_TMPDIR", str(runtime))
+    out = tmp_path / "seen.json"
+    script = ("import json, os, sys; d = os.path.join(os.environ['KEYVAULT_TRUST_DIR'], "
+              "'private'); json.dump(sorted(os.listdir(d)), open(sys.argv[1], 'w'))")
+    run = kv("--config", config, "exec", "--gun", GUNS[0], "--", sys.executable, "-c",
+             script, str(out))
+    assert run.code == 0, run.err
+    expected = sorted(k.relpath for k in keys if k.gun == GUNS[0])
+    assert json.loads(out.read_text()) == expected  # targets + snapshot of that GUN, no root
+    assert not [p for p in runtime.rglob("*") if p.is_file() and p.suffix == ".key"]
+    refused = kv("--config", config, "exec", "--gun", GUNS[0], "--role", "root", "--", "true")
+    assert refused.code == 4

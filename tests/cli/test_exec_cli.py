@@ -335,3 +335,20 @@ def test_the_teams_policy_decides_who_may_fetch(kv: KV, keys: tuple[KeyFile, ...
     assert key_files(base) == []
     records = kv("--json", "audit", "show", "--action", "fetch").json()["records"]
     assert [r["outcome"] for r in records][-2:] == ["ok", "refused"]
+
+
+def test_the_policy_also_guards_list_and_verify(kv: KV, keys: tuple[KeyFile, ...],
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                tmp_path: Path) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text('version = 1\n\n[teams.default]\nguns = ["example.com/team-a/*"]\n'
+                      'members = ["local:alice"]\nci = ["local:ci-bot"]\n')
+    monkeypatch.setenv("KEYVAULT_POLICY", str(policy))
+    assert kv("--as", "local:alice", "list").code == 0
+    for args in (["list"], ["verify", "--all"], ["versions", "--all"]):
+        run = kv("--as", "local:mallory", *args)
+        assert run.code == 4 and "local:mallory" in run.err, args
+    records = kv("--json", "audit", "show").json()["records"]
+    refused = [r for r in records if r["outcome"] == "refused"]
+    assert len(refused) == 3  # each refusal recorded once, with its rule
+    assert all("mallory" in r["detail"] for r in refused)
