@@ -39,6 +39,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from keyvault import shamir
 from keyvault.canonical import canonical_json
 from keyvault.errors import AccessDeniedError, IntegrityError, KeyvaultError, UsageError
 from keyvault.names import KeyAddress
@@ -251,10 +252,18 @@ def commitment(dek: bytes, header: Header) -> bytes:
     return hmac.new(dek, COMMIT_LABEL + header.canonical(), hashlib.sha256).digest()
 
 
-def seal(header: Header, data: bytes, wrappers: Sequence[Wrapper]) -> Envelope:
-    """Encrypt ``data`` (a key file's bytes) under a fresh DEK wrapped by every wrapper."""
+def seal(header: Header, data: bytes, wrappers: Sequence[Wrapper],
+         threshold: int | None = None) -> Envelope:
+    """Encrypt ``data`` (a key file's bytes) under a fresh DEK wrapped by every wrapper.
+
+    With ``threshold`` M, the DEK is split into one Shamir share per wrapper
+    instead, and any M of the wrappers are needed to open it (dual control).
+    """
     if not wrappers:
         raise UsageError("at least one wrapper is needed to seal a key")
+    if threshold is not None and not 2 <= threshold <= len(wrappers):
+        raise UsageError(f"a threshold of {threshold} needs at least {threshold} wrappers "
+                         f"(got {len(wrappers)}), and at least 2")
     if hashlib.sha256(data).hexdigest() != header.sha256 or len(data) != header.size:
         raise ValueError("header does not describe these bytes")
     dek = bytearray(secrets.token_bytes(DEK_SIZE))
@@ -263,7 +272,12 @@ def seal(header: Header, data: bytes, wrappers: Sequence[Wrapper]) -> Envelope:
         nonce = os.urandom(NONCE_SIZE)
         ciphertext = AESGCM(bytes(dek)).encrypt(nonce, data, aad)
         context = header.context()
-        wrapped = tuple(w.wrap(bytes(dek), context) for w in wrappers)
+        if threshold is None:
+            wrapped = tuple(w.wrap(bytes(dek), context) for w in wrappers)
+        else:
+            shares = shamir.split(bytes(dek), threshold, len(wrappers))
+            wrapped = tuple(replace(w.wrap(shares[i], context), share=i, threshold=threshold)
+                            for i, w in enumerate(wrappers, start=1))
         return Envelope(header, nonce, ciphertext, commitment(bytes(dek), header), wrapped)
     finally:
         _wipe(dek)
@@ -287,7 +301,8 @@ def unwrap_dek(envelope: Envelope, wrappers: Iterable[Wrapper],
     if not candidates:
         raise _no_matching_wrapper(envelope, check_uri)
     failures: list[KeyvaultError] = []
-    for entry in candidates:
+    shares: dict[int, bytes] = {}
+    for entry in sorted(candidates, key=lambda e: e.share is not None):
         if dict(entry.context) != expected_context:
             failures.append(IntegrityError(
                 f"wrapped key for {entry.uri} is bound to another key's context"))
@@ -300,12 +315,38 @@ def unwrap_dek(envelope: Envelope, wrappers: Iterable[Wrapper],
         if len(dek) != DEK_SIZE:
             failures.append(IntegrityError(f"wrapper {entry.uri} returned a DEK of wrong length"))
             continue
+        if entry.share is not None:
+            shares[entry.share] = dek
+            dek = _from_shares(envelope, shares)
+            if not dek:
+                continue
         if not hmac.compare_digest(commitment(dek, envelope.header), envelope.commitment):
             failures.append(IntegrityError(
                 f"DEK from {entry.uri} does not match the envelope's commitment"))
             continue
         return dek
+    group = [e for e in envelope.wrapped_keys if e.share is not None]
+    if group and not any(isinstance(f, IntegrityError) for f in failures):
+        why = "; ".join(f.message for f in failures)
+        raise AccessDeniedError(
+            f"key {envelope.header.key_id[:12]} needs {group[0].threshold} of its "
+            f"{len(group)} wrappers (dual control); only {len(shares)} opened here"
+            + (f" ({why})" if why else ""),
+            hint="run it with enough of the wrappers: " + ", ".join(e.uri for e in group))
     raise _worst(failures, envelope)
+
+
+def _from_shares(envelope: Envelope, shares: dict[int, bytes]) -> bytes:
+    """The DEK once a threshold group has enough shares, else b"" (keep collecting)."""
+    group = [e for e in envelope.wrapped_keys if e.share is not None]
+    thresholds = {e.threshold for e in group}
+    if len(thresholds) != 1 or len({e.share for e in group}) != len(group):
+        raise IntegrityError(f"key {envelope.header.key_id[:12]}: its threshold group is "
+                             "inconsistent (altered)")
+    (needed,) = thresholds
+    if needed is None or len(shares) < needed:
+        return b""
+    return shamir.combine(dict(list(shares.items())[:needed]))
 
 
 def open_envelope(envelope: Envelope, wrappers: Iterable[Wrapper],
@@ -342,6 +383,10 @@ def rewrap(envelope: Envelope, dek: bytes, add: Sequence[Wrapper],
     if len(dek) != DEK_SIZE or not hmac.compare_digest(commitment(dek, envelope.header),
                                                        envelope.commitment):
         raise IntegrityError("DEK does not match the envelope's commitment")
+    if any(w.share is not None for w in envelope.wrapped_keys) and add:
+        raise UsageError(f"key {envelope.header.key_id[:12]} is under a threshold group: a "
+                         "wrapper added to it would open it alone; back it up again with "
+                         "--threshold instead")
     dropped = set(remove)
     unknown = dropped - set(envelope.wrapper_uris)
     if unknown:
@@ -353,6 +398,10 @@ def rewrap(envelope: Envelope, dek: bytes, add: Sequence[Wrapper],
     kept.extend(w.wrap(dek, context) for w in add if w.uri not in present)
     if not kept:
         raise UsageError("an envelope must keep at least one wrapper")
+    group = [w for w in kept if w.share is not None]
+    if group and len(group) < (group[0].threshold or 0):
+        raise UsageError(f"key {envelope.header.key_id[:12]}: removing that would leave "
+                         f"{len(group)} shares of a {group[0].threshold}-of-N group: unopenable")
     return replace(envelope, wrapped_keys=tuple(kept))
 
 
@@ -409,6 +458,11 @@ def _parse_timestamp(value: str) -> None:
 
 
 def _wrapped_from_json(doc: Any) -> WrappedKey:
+    share: int | None = None
+    threshold: int | None = None
+    if isinstance(doc, dict) and "share" in doc:
+        doc = dict(doc)
+        share, threshold = _share_from_json(doc.pop("share"))
     obj = _expect_object(doc, "wrapped key", _WRAPPED_FIELDS)
     uri = _expect(obj, "uri", str)
     alg = _expect(obj, "alg", str)
@@ -426,7 +480,16 @@ def _wrapped_from_json(doc: Any) -> WrappedKey:
             isinstance(k, str) and isinstance(v, str | int) and not isinstance(v, bool)
             for k, v in params.items()):
         raise IntegrityError("wrapped key params must map strings to strings or integers")
-    return WrappedKey(uri=uri, alg=alg, blob=blob, context=context, params=params)
+    return WrappedKey(uri=uri, alg=alg, blob=blob, context=context, params=params,
+                      share=share, threshold=threshold)
+
+
+def _share_from_json(doc: Any) -> tuple[int, int]:
+    obj = _expect_object(doc, "wrapped key share", frozenset({"index", "threshold"}))
+    index, threshold = _expect(obj, "index", int), _expect(obj, "threshold", int)
+    if not 2 <= threshold <= MAX_WRAPPED_KEYS or not 1 <= index <= MAX_WRAPPED_KEYS:
+        raise IntegrityError("wrapped key share has an index or threshold out of range")
+    return index, threshold
 
 
 def _expect_object(doc: Any, what: str, fields: frozenset[str]) -> dict[str, Any]:

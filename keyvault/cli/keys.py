@@ -79,6 +79,11 @@ def scan(ctx: typer.Context, json_out: Json = False) -> None:
 
 def backup(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: KeyIds = None,
            everything: All = False, dry_run: DryRun = False, jobs: Jobs = None,
+           threshold: Annotated[int | None, typer.Option(
+               "--threshold", metavar="M", min=2, show_default=False,
+               help="Dual control: split each data key so that any M of the wrappers are "
+                    "needed to open it (e.g. --role root --threshold 2 with 3 wrappers).")
+           ] = None,
            json_out: Json = False) -> None:
     """Back up key files from the trust directory (all of them unless selected)."""
     state = _state(ctx, json_out)
@@ -96,7 +101,8 @@ def backup(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Key
             bar.advance(outcome.key.key_id[:12])
 
         outcomes = backup_keys(session, keys, team=config.team, dry_run=dry_run,
-                               concurrency=config.concurrency, on_done=done)
+                               concurrency=config.concurrency, threshold=threshold,
+                               on_done=done)
     codes = [o.error.exit_code for o in outcomes if o.error is not None]
     codes += [2] if result.problems else []
     if state.json:

@@ -12,7 +12,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from keyvault.envelope import new_header, seal
-from keyvault.errors import ConflictError, IntegrityError, KeyvaultError, NotFoundError
+from keyvault.errors import (
+    ConflictError,
+    IntegrityError,
+    KeyvaultError,
+    NotFoundError,
+    UsageError,
+)
 from keyvault.names import KeyAddress, team_prefix
 from keyvault.ops.parallel import DEFAULT_CONCURRENCY, bounded_map
 from keyvault.ops.selection import Selection
@@ -49,6 +55,7 @@ def backup_keys(
     team: str,
     dry_run: bool = False,
     concurrency: int = DEFAULT_CONCURRENCY,
+    threshold: int | None = None,
     on_done: Callable[[BackupOutcome], None] | None = None,
 ) -> list[BackupOutcome]:
     """Back up each key, ``concurrency`` at a time; one key's failure does not stop the others.
@@ -63,6 +70,9 @@ def backup_keys(
     denied = session.access().refusals("backup", _addresses(team, keys))
     store = session.store()  # open the store and the wrappers once, before any thread starts
     wrappers: Sequence[Wrapper] = [] if dry_run else session.wrappers()
+    if threshold is not None and not dry_run and not 2 <= threshold <= len(wrappers):
+        raise UsageError(f"--threshold {threshold} needs at least {threshold} wrappers; "
+                         f"{len(wrappers)} configured", hint="pass --wrapper once per wrapper")
     listed = set(store.list(team_prefix(team))) if len(keys) >= LISTING_THRESHOLD else None
 
     def one(key: KeyFile) -> BackupOutcome:
@@ -74,8 +84,9 @@ def backup_keys(
                 if dry_run:
                     return BackupOutcome(key, address, WOULD_WRITE)
                 with contextlib.suppress(ConflictError):  # created since the listing
-                    return _write(session, key, address, wrappers, replaces=None)
-            return _backup_one(session, key, address, wrappers, dry_run)
+                    return _write(session, key, address, wrappers, replaces=None,
+                                  threshold=threshold)
+            return _backup_one(session, key, address, wrappers, dry_run, threshold)
         except KeyvaultError as exc:
             return BackupOutcome(key, address, FAILED, error=exc)
 
@@ -110,7 +121,8 @@ def _audit(session: Session, team: str, outcomes: Sequence[BackupOutcome]) -> No
 
 
 def _backup_one(session: Session, key: KeyFile, address: KeyAddress,
-                wrappers: Sequence[Wrapper], dry_run: bool) -> BackupOutcome:
+                wrappers: Sequence[Wrapper], dry_run: bool,
+                threshold: int | None = None) -> BackupOutcome:
     store = session.store()
     replaces: str | None = None
     try:
@@ -127,15 +139,15 @@ def _backup_one(session: Session, key: KeyFile, address: KeyAddress,
         replaces = current.version
     if dry_run:
         return BackupOutcome(key, address, WOULD_WRITE)
-    return _write(session, key, address, wrappers, replaces=replaces)
+    return _write(session, key, address, wrappers, replaces=replaces, threshold=threshold)
 
 
 def _write(session: Session, key: KeyFile, address: KeyAddress, wrappers: Sequence[Wrapper],
-           *, replaces: str | None) -> BackupOutcome:
+           *, replaces: str | None, threshold: int | None = None) -> BackupOutcome:
     """Seal and write: create-only (``replaces=None``) or a new version on top of one."""
     header = new_header(address=address, algorithm=key.algorithm, source_name=key.relpath,
                         source_mode=key.mode, data=key.data)
-    envelope = seal(header, key.data, wrappers)
+    envelope = seal(header, key.data, wrappers, threshold)
     version = session.store().write(address.object_name, envelope.to_bytes(),
                                     replaces=replaces)
     return BackupOutcome(key, address, CREATED if replaces is None else UPDATED, version)

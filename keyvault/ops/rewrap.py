@@ -139,7 +139,8 @@ def _rotate(envelope: Envelope, holders: Sequence[Wrapper]) -> Envelope:
                          "(Vault Transit and AWS KMS can); use --add and --remove instead")
     context = envelope.header.context()
     entries = tuple(
-        by_uri[entry.uri].rewrap(entry, context) if entry.uri in by_uri else entry
+        replace(by_uri[entry.uri].rewrap(entry, context), share=entry.share,
+                threshold=entry.threshold) if entry.uri in by_uri else entry
         for entry in envelope.wrapped_keys)
     return replace(envelope, wrapped_keys=entries)
 

@@ -32,15 +32,22 @@ class WrappedKey:
     blob: bytes = field(repr=False)
     context: Mapping[str, str] = field(default_factory=dict)
     params: Mapping[str, ParamValue] = field(default_factory=dict)
+    #: In a threshold group: this entry wraps Shamir share ``share`` (1..N) of the DEK,
+    #: and ``threshold`` shares are needed (None: the entry wraps the whole DEK).
+    share: int | None = None
+    threshold: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "uri": self.uri,
             "alg": self.alg,
             "wrapped": base64.b64encode(self.blob).decode("ascii"),
             "context": dict(self.context),
             "params": dict(self.params),
         }
+        if self.share is not None:
+            doc["share"] = {"index": self.share, "threshold": self.threshold}
+        return doc
 
 
 @runtime_checkable
