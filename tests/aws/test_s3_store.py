@@ -53,7 +53,8 @@ class TestS3StoreContractWithoutConditionalWrites(StoreContract):
 
     def test_racing_creates_exactly_one_wins(self, store: Store) -> None:
         """Without conditional writes several racers may write: never more than one
-        succeeds, and every racer's bytes are kept as a version (nothing lost)."""
+        succeeds, and every racer's bytes are kept as a version (nothing lost). The
+        winner's version need not stay the latest (docs/aws.md)."""
         barrier = threading.Barrier(4)
         outcomes: list[str | Exception] = [""] * 4
 
@@ -72,10 +73,13 @@ class TestS3StoreContractWithoutConditionalWrites(StoreContract):
         winners = [o for o in outcomes if isinstance(o, str)]
         assert len(winners) <= 1, outcomes
         assert all(isinstance(o, ConflictError) for o in outcomes if not isinstance(o, str))
-        written = {store.read(A_ROOT, v.version).data for v in store.versions(A_ROOT)}
+        versions = [v.version for v in store.versions(A_ROOT)]
+        written = {store.read(A_ROOT, v).data for v in versions}
         assert written <= {f"writer {i}".encode() for i in range(4)}
         if winners:
-            assert store.read(A_ROOT).version == winners[0]
+            # The winner was on top when it checked; a racer that wrote after it sees the
+            # winner below and fails. Its bytes stay too (nothing lost), possibly on top.
+            assert winners[0] in versions
 
 
 # -- URIs ------------------------------------------------------------------------------
