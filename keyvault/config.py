@@ -232,24 +232,12 @@ def _split(value: str) -> list[str]:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as fh:
-            raw = fh.read(MAX_CONFIG_SIZE + 1)
-    except FileNotFoundError:
-        raise NotFoundError(f"config file {path} does not exist",
-                            hint="run 'keyvault init' or fix --config/KEYVAULT_CONFIG") from None
-    except IsADirectoryError:
-        raise UsageError(f"config file {path} is a directory") from None
-    except PermissionError:
-        from keyvault.errors import AccessDeniedError
+    from keyvault.fsutil import read_small_text
 
-        raise AccessDeniedError(f"config file {path} is not readable") from None
-    if len(raw) > MAX_CONFIG_SIZE:
-        raise InvalidInputError(f"config file {path} is larger than {MAX_CONFIG_SIZE} bytes")
+    text = read_small_text(path, "config file", MAX_CONFIG_SIZE,
+                           "run 'keyvault init' or fix --config/KEYVAULT_CONFIG")
     try:
-        doc = tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise InvalidInputError(f"config file {path} is not UTF-8 text") from None
+        doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidInputError(f"config file {path}: TOML syntax error: {exc}") from None
     _check_schema(path, doc)

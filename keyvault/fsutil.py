@@ -31,6 +31,7 @@ from pathlib import Path
 from keyvault.errors import (
     AccessDeniedError,
     ConflictError,
+    InvalidInputError,
     KeyvaultError,
     LocalIOError,
     NotFoundError,
@@ -286,3 +287,27 @@ def _check_component(name: str) -> None:
     """One path component; callers validate untrusted names before this (programming error)."""
     if not name or name in (".", "..") or "/" in name or "\0" in name:
         raise ValueError("not a single path component")
+
+
+def read_small_text(path: Path, what: str, limit: int, missing_hint: str) -> str:
+    """A small UTF-8 file a person wrote (config, policy), with errors that name it.
+
+    Size-limited before decoding; a missing file is NotFoundError with
+    ``missing_hint``; a directory, an unreadable or a non-UTF-8 file are
+    clear errors too.
+    """
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(limit + 1)
+    except FileNotFoundError:
+        raise NotFoundError(f"{what} {path} does not exist", hint=missing_hint) from None
+    except IsADirectoryError:
+        raise UsageError(f"{what} {path} is a directory") from None
+    except PermissionError:
+        raise AccessDeniedError(f"{what} {path} is not readable") from None
+    if len(raw) > limit:
+        raise InvalidInputError(f"{what} {path} is larger than {limit} bytes")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInputError(f"{what} {path} is not UTF-8 text") from None

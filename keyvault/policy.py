@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from keyvault.errors import AccessDeniedError, InvalidInputError, NotFoundError, UsageError
+from keyvault.errors import AccessDeniedError, InvalidInputError, UsageError
 from keyvault.names import (
     FORMAT_PREFIX,
     KeyAddress,
@@ -379,22 +379,10 @@ def _from(source: Path | None) -> str:
 
 
 def load_policy(path: Path) -> Policy:
-    try:
-        with path.open("rb") as fh:
-            raw = fh.read(MAX_POLICY_SIZE + 1)
-    except FileNotFoundError:
-        raise NotFoundError(f"policy file {path} does not exist",
-                            hint="fix [keyvault] policy or KEYVAULT_POLICY") from None
-    except IsADirectoryError:
-        raise UsageError(f"policy file {path} is a directory") from None
-    except PermissionError:
-        raise AccessDeniedError(f"policy file {path} is not readable") from None
-    if len(raw) > MAX_POLICY_SIZE:
-        raise InvalidInputError(f"policy file {path} is larger than {MAX_POLICY_SIZE} bytes")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidInputError(f"policy file {path} is not UTF-8 text") from None
+    from keyvault.fsutil import read_small_text
+
+    text = read_small_text(path, "policy file", MAX_POLICY_SIZE,
+                           "fix [keyvault] policy or KEYVAULT_POLICY")
     return parse_policy(text, path)
 
 

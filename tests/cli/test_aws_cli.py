@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from aws.test_kms_errors import ARN, Responder, error
 from fixtures.kms import KmsKey, MotoServer
+from fixtures.proxy import CuttingProxy
 from fixtures.s3 import ADMIN, WeedServer, new_bucket, s3_client, s3_settings, weed_server
 from fixtures.servers import BackendSetup
 
@@ -188,68 +187,6 @@ def test_store_uri_without_bucket_b19(kv: KV, aws: BackendSetup, home: Path) -> 
 # -- F01: the S3 server stopped in the middle of a backup -------------------------------
 
 
-class CuttingProxy:
-    """Forwards TCP to the S3 server; at the ``cut_at``-th PUT it forwards only half of the
-    request, then calls ``on_cut`` (which kills the server) and drops the connection."""
-
-    def __init__(self, upstream: int, cut_at: int, on_cut: object) -> None:
-        self.upstream, self.cut_at, self.on_cut = upstream, cut_at, on_cut
-        self.puts = 0
-        self.lock = threading.Lock()
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.cut = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
-
-    def _serve(self, client: socket.socket) -> None:
-        try:
-            upstream = socket.create_connection(("127.0.0.1", self.upstream), timeout=5)
-        except OSError:
-            client.close()
-            return
-        threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
-        try:
-            while data := client.recv(65536):
-                if data.startswith(b"PUT "):
-                    with self.lock:
-                        self.puts += 1
-                        cutting = self.puts == self.cut_at
-                    if cutting:
-                        upstream.sendall(data[: len(data) // 2])
-                        self.on_cut()  # type: ignore[operator]
-                        self.cut.set()
-                        break
-                if self.cut.is_set():
-                    break
-                upstream.sendall(data)
-        except OSError:
-            pass
-        finally:
-            client.close()
-            upstream.close()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            dst.close()
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 def test_s3_stopped_mid_backup_then_rerun_completes(
         kv: KV, aws: BackendSetup, home: Path, tmp_path: Path,
         trust: tuple[Path, tuple[KeyFile, ...]]) -> None:
@@ -257,7 +194,8 @@ def test_s3_stopped_mid_backup_then_rerun_completes(
     trust_dir, keys = trust
     with weed_server(tmp_path / "weed-f01") as weed:
         bucket = new_bucket(weed)
-        proxy = CuttingProxy(weed.ports["s3.port"], cut_at=3, on_cut=weed.kill)
+        proxy = CuttingProxy(weed.ports["s3.port"], cut_at=3,
+                             is_write=lambda data: data.startswith(b"PUT "), on_cut=weed.kill)
         via_proxy = BackendSetup(aws.name, f"s3://{bucket}/kv", aws.wrappers, aws.env,
                                  aws.config_toml.replace(weed_endpoint(aws),
                                                          f"http://127.0.0.1:{proxy.port}"))

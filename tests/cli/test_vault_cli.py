@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
 from pathlib import Path
 
 import pytest
+from fixtures.proxy import CuttingProxy
 from fixtures.servers import BackendSetup
 from fixtures.vault import KV_MOUNT, TRANSIT_MOUNT, BaoServer, unique, vault_env
 
@@ -264,72 +263,16 @@ def test_expired_token_exit_4(kv: KV, vault: BackendSetup, bao: BaoServer, home:
 # -- F01/F02: the server goes away in the middle of a run ------------------------------------
 
 
-class CuttingProxy:
-    """Forwards TCP to Vault; at the ``cut_at``-th KV data write it forwards half the request
-    and then behaves like a stopped server: the connection drops and new ones are refused."""
-
-    def __init__(self, upstream: int, cut_at: int) -> None:
-        self.upstream, self.cut_at = upstream, cut_at
-        self.writes = 0
-        self.lock = threading.Lock()
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.cut = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
-
-    def _serve(self, client: socket.socket) -> None:
-        try:
-            upstream = socket.create_connection(("127.0.0.1", self.upstream), timeout=5)
-        except OSError:
-            client.close()
-            return
-        threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
-        try:
-            while data := client.recv(65536):
-                if data.startswith(b"POST ") and f"/{KV_MOUNT}/data/".encode() in data[:300]:
-                    with self.lock:
-                        self.writes += 1
-                        cutting = self.writes == self.cut_at
-                    if cutting:
-                        upstream.sendall(data[: len(data) // 2])
-                        self.cut.set()
-                        self.sock.close()  # the "server" is gone: new connections refused
-                        break
-                if self.cut.is_set():
-                    break
-                upstream.sendall(data)
-        except OSError:
-            pass
-        finally:
-            client.close()
-            upstream.close()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            dst.close()
-
-
 @pytest.mark.filterwarnings("ignore::keyvault.stores.vaultkv.VaultLabelWarning")
 def test_server_gone_mid_backup_clear_error_nothing_half_written(
         kv: KV, vault: BackendSetup, bao: BaoServer, home: Path,
         trust: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     _, keys = trust
-    proxy = CuttingProxy(bao.port, cut_at=3)
+    proxy = CuttingProxy(
+        bao.port, cut_at=3, refuse_after=True,
+        is_write=lambda data: data.startswith(b"POST ")
+        and f"/{KV_MOUNT}/data/".encode() in data[:300])
     monkeypatch.setenv("VAULT_ADDR", f"http://127.0.0.1:{proxy.port}")
     config = write_config(home, vault)
     run = kv("--config", config, "--json", "backup")
