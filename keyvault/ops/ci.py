@@ -453,7 +453,8 @@ def _wipe_children(dir_fd: int, where: Path) -> None:
                     os.close(sub)
                 os.rmdir(name, dir_fd=dir_fd)
                 continue
-            if stat.S_ISREG(st.st_mode) and 0 < st.st_size <= _ZERO_LIMIT:
+            # a file with other hard links may be someone's file elsewhere: unlink only
+            if stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and 0 < st.st_size <= _ZERO_LIMIT:
                 _zero(dir_fd, name, st.st_size)
             os.unlink(name, dir_fd=dir_fd)
         except FileNotFoundError:

@@ -352,3 +352,18 @@ def test_the_policy_also_guards_list_and_verify(kv: KV, keys: tuple[KeyFile, ...
     refused = [r for r in records if r["outcome"] == "refused"]
     assert len(refused) == 3  # each refusal recorded once, with its rule
     assert all("mallory" in r["detail"] for r in refused)
+
+
+def test_wipe_never_zeroes_a_hard_linked_file(kv: KV, keys: tuple[KeyFile, ...], base: Path,
+                                             tmp_path: Path) -> None:
+    """A command that hard-links an outside file into the trust dir: the wipe unlinks it."""
+    import os
+
+    precious = base.parent / "precious.txt"  # same file system as the run's directory
+    precious.write_bytes(b"keep me\n")
+    script = (f"import os; os.link({str(precious)!r}, "
+              "os.path.join(os.environ['KEYVAULT_TRUST_DIR'], 'private', 'linked.key'))")
+    import sys
+
+    assert kv("exec", "--gun", GUN, "--", sys.executable, "-c", script).code == 0
+    assert precious.read_bytes() == b"keep me\n" and os.stat(precious).st_nlink == 1
