@@ -24,6 +24,7 @@ import hmac
 import os
 import stat
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +40,9 @@ from keyvault.errors import (
 )
 
 LOCK_NAME = ".keyvault.lock"
+#: From this many files on, temporary files are written by a small pool (overlapping fsyncs).
+PARALLEL_STAGING = 16
+STAGING_WORKERS = 8
 PRIVATE_DIR = "private"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _MAX_EXISTING = 1024 * 1024
@@ -139,9 +143,7 @@ def _apply(
             )
         txn = _Transaction(root)
         try:
-            for p in plan:
-                if p.action in (Action.CREATE, Action.REPLACE):
-                    txn.stage(p)
+            txn.stage_all([p for p in plan if p.action in (Action.CREATE, Action.REPLACE)])
             for p in plan:
                 if p.action in (Action.CREATE, Action.REPLACE):
                     txn.commit_one(p)
@@ -307,11 +309,34 @@ class _Transaction:
         self.dir_fds[parts] = fd
         return fd
 
-    def stage(self, p: PlannedWrite) -> None:
-        parts = check_relpath(p.item.relpath)
-        dfd = self._dir((PRIVATE_DIR, *parts[:-1]), p.item.relpath)
-        tmp = fsutil.write_temp(dfd, p.item.data, 0o600, f"{PRIVATE_DIR}/{p.item.relpath}")
-        self.staged[p.item.relpath] = _Staged(dfd, parts[-1], tmp, p.item.data)
+    def stage_all(self, plans: list[PlannedWrite]) -> None:
+        """Write and fsync every temporary file; a pool when there are many (fsyncs overlap).
+
+        Directories are made first, in order; whatever happens (an error, Ctrl-C), every
+        temporary file that was written is recorded before returning, so rollback finds it.
+        """
+        jobs = []
+        for p in plans:
+            parts = check_relpath(p.item.relpath)
+            jobs.append((p, parts[-1], self._dir((PRIVATE_DIR, *parts[:-1]), p.item.relpath)))
+        if len(jobs) < PARALLEL_STAGING:
+            for p, name, dfd in jobs:
+                tmp = fsutil.write_temp(dfd, p.item.data, 0o600, f"{PRIVATE_DIR}/{p.item.relpath}")
+                self.staged[p.item.relpath] = _Staged(dfd, name, tmp, p.item.data)
+            return
+        pool = ThreadPoolExecutor(max_workers=STAGING_WORKERS, thread_name_prefix="keyvault-stage")
+        futures = [(pool.submit(fsutil.write_temp, dfd, p.item.data, 0o600,
+                                f"{PRIVATE_DIR}/{p.item.relpath}"), p, name, dfd)
+                   for p, name, dfd in jobs]
+        try:
+            for future, *_ in futures:
+                future.result()  # the first failure, in order
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            for future, p, name, dfd in futures:
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    self.staged[p.item.relpath] = _Staged(dfd, name, future.result(),
+                                                          p.item.data)
 
     def commit_one(self, p: PlannedWrite) -> None:
         entry = self.staged[p.item.relpath]

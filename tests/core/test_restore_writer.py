@@ -239,3 +239,37 @@ def test_read_only_file_system_is_a_clear_error(tmp_path: Path) -> None:
         assert list((trust / "private").iterdir()) == []
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
+
+
+@pytest.mark.skipif(not _can_mount(), reason="needs root to mount a tmpfs")
+def test_disk_full_while_many_files_are_staged_in_parallel(tmp_path: Path) -> None:
+    """The pooled staging (16+ files): the files written before ENOSPC are all removed."""
+    import subprocess
+
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount tmpfs here")
+    try:
+        trust = mnt / "trust"
+        (trust / "private").mkdir(parents=True)
+        before = snapshot(trust)
+        many = [RestoreItem(f"{i:064x}.key", bytes([i % 256]) * 4096) for i in range(40)]
+        assert len(many) >= restore_mod.PARALLEL_STAGING
+        with pytest.raises(LocalIOError, match="no space left"):
+            apply_restore(trust, many, force=False)
+        after = snapshot(trust)
+        after.pop(restore_mod.LOCK_NAME, None)
+        assert after == before
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_many_files_round_trip_through_the_pool(tmp_path: Path) -> None:
+    many = [RestoreItem(f"sub{i % 3}/{i:064x}.key", bytes([i]) * (i + 1)) for i in range(50)]
+    result = apply_restore(tmp_path / "trust", many, force=False)
+    assert {p.action for p in result.planned} == {Action.CREATE}
+    for item in many:
+        assert (tmp_path / "trust" / "private" / item.relpath).read_bytes() == item.data
+    assert [p for p in (tmp_path / "trust").rglob("*") if "keyvault-tmp" in p.name] == []
