@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -69,9 +72,7 @@ def test_different_file_is_a_conflict_and_nothing_changes(tmp_path: Path) -> Non
     before = snapshot(trust)
     with pytest.raises(ConflictError, match="already exist with different bytes"):
         apply_restore(trust, items(), force=False)
-    after = snapshot(trust)
-    after.pop(restore_mod.LOCK_NAME, None)
-    assert after == before
+    unchanged_except_lock(trust, before)
 
 
 def test_force_replaces_and_keeps_the_old_file_aside(tmp_path: Path) -> None:
@@ -143,9 +144,7 @@ def test_failure_halfway_rolls_everything_back(tmp_path: Path,
     monkeypatch.setattr(restore_mod._Transaction, "commit_one", interrupted)
     with pytest.raises(KeyboardInterrupt):
         apply_restore(trust, items(), force=True)
-    after = snapshot(trust)
-    after.pop(restore_mod.LOCK_NAME, None)
-    assert after == before
+    unchanged_except_lock(trust, before)
 
 
 def test_failure_on_a_fresh_trust_dir_leaves_no_trust_dir(tmp_path: Path,
@@ -195,17 +194,30 @@ def _can_mount() -> bool:
     return os.geteuid() == 0
 
 
-@pytest.mark.skipif(not _can_mount(), reason="needs root to mount a tmpfs")
-def test_disk_full_leaves_nothing_behind(tmp_path: Path) -> None:
-    """B30/F09: ENOSPC on a 64 KiB tmpfs."""
-    import subprocess
-
-    mnt = tmp_path / "mnt"
+@contextlib.contextmanager
+def small_tmpfs(base: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted under ``base`` (root only), unmounted afterwards."""
+    mnt = base / "mnt"
     mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
                       capture_output=True).returncode != 0:
         pytest.skip("cannot mount tmpfs here")
     try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def unchanged_except_lock(trust: Path, before: dict[str, tuple[int, bytes | None]]) -> None:
+    after = snapshot(trust)
+    after.pop(restore_mod.LOCK_NAME, None)
+    assert after == before
+
+
+@pytest.mark.skipif(not _can_mount(), reason="needs root to mount a tmpfs")
+def test_disk_full_leaves_nothing_behind(tmp_path: Path) -> None:
+    """B30/F09: ENOSPC on a 64 KiB tmpfs."""
+    with small_tmpfs(tmp_path, "64k") as mnt:
         trust = mnt / "trust"
         (trust / "private").mkdir(parents=True)
         (trust / "private" / f"{ID_B}.key").write_bytes(b"existing\n")
@@ -213,45 +225,25 @@ def test_disk_full_leaves_nothing_behind(tmp_path: Path) -> None:
         big = [RestoreItem(f"{ID_A}.key", b"x" * 200_000)]
         with pytest.raises(LocalIOError, match="no space left"):
             apply_restore(trust, big, force=False)
-        after = snapshot(trust)
-        after.pop(restore_mod.LOCK_NAME, None)
-        assert after == before
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
+        unchanged_except_lock(trust, before)
 
 
 @pytest.mark.skipif(not _can_mount(), reason="needs root to remount read-only")
 def test_read_only_file_system_is_a_clear_error(tmp_path: Path) -> None:
     """B31/F10: EROFS."""
-    import subprocess
-
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount tmpfs here")
-    try:
+    with small_tmpfs(tmp_path, "1m") as mnt:
         trust = mnt / "trust"
         (trust / "private").mkdir(parents=True)
         subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
         with pytest.raises(LocalIOError, match="read-only"):
             apply_restore(trust, items(), force=False)
         assert list((trust / "private").iterdir()) == []
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
 
 
 @pytest.mark.skipif(not _can_mount(), reason="needs root to mount a tmpfs")
 def test_disk_full_while_many_files_are_staged_in_parallel(tmp_path: Path) -> None:
     """The pooled staging (16+ files): the files written before ENOSPC are all removed."""
-    import subprocess
-
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount tmpfs here")
-    try:
+    with small_tmpfs(tmp_path, "64k") as mnt:
         trust = mnt / "trust"
         (trust / "private").mkdir(parents=True)
         before = snapshot(trust)
@@ -259,11 +251,7 @@ def test_disk_full_while_many_files_are_staged_in_parallel(tmp_path: Path) -> No
         assert len(many) >= restore_mod.PARALLEL_STAGING
         with pytest.raises(LocalIOError, match="no space left"):
             apply_restore(trust, many, force=False)
-        after = snapshot(trust)
-        after.pop(restore_mod.LOCK_NAME, None)
-        assert after == before
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
+        unchanged_except_lock(trust, before)
 
 
 def test_many_files_round_trip_through_the_pool(tmp_path: Path) -> None:
