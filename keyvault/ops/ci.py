@@ -195,8 +195,9 @@ def fetch_keys(session: Session, team: str, request: FetchRequest, trust_dir: Pa
         return RestoreItem(header.source_name, session.open(entry.envelope),
                            f"{header.role} key {header.key_id[:12]}")
 
-    items = list(bounded_map(read_and_open, addresses, session.config.concurrency))
-    apply_restore(trust_dir, items, force=False)
+    with contextlib.closing(bounded_map(read_and_open, addresses,
+                                        session.config.concurrency)) as items:
+        apply_restore(trust_dir, items, force=False)  # staged as they are opened
     roles = sorted({a.role for a in addresses})
     session.record("fetch", "ok", team=team, keys=[key_ref(a) for a in addresses],
                    detail=f"{purpose}: gun={request.gun} roles={','.join(roles)} "

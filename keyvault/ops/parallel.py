@@ -8,7 +8,7 @@ and one client per wrapper (their connection pools are sized for this).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TypeVar
 
@@ -19,7 +19,8 @@ DEFAULT_CONCURRENCY = 8
 MAX_CONCURRENCY = 64
 
 
-def bounded_map(fn: Callable[[In], Out], items: Iterable[In], limit: int) -> Iterator[Out]:
+def bounded_map(fn: Callable[[In], Out], items: Iterable[In],
+                limit: int) -> Generator[Out, None, None]:
     """``map(fn, items)`` with at most ``limit`` calls running; input order kept.
 
     An exception from ``fn`` propagates (after in-flight calls finish); callers

@@ -1,13 +1,16 @@
 """Restore keys from the store into a trust directory, all or nothing.
 
 Every selected envelope is read, checked against its object name, and
-opened *before* anything is written: a single tampered envelope (exit 5) or
-an unusable wrapper leaves the trust directory untouched.
+opened before anything is moved into place: a single tampered envelope
+(exit 5) or an unusable wrapper leaves the trust directory as it was. Opened
+keys go straight to fsynced temporary files, so memory holds only the keys
+in flight, not all of them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session, key_ref
 from keyvault.ops.stored import StoredEnvelope, list_addresses, read_envelope
 from keyvault.trust.restore import (
+    WRITES,
     Action,
     PlannedWrite,
     RestoreItem,
@@ -106,20 +110,25 @@ def restore_keys(
                 RestoreItem(header.source_name, session.open(entry.envelope), label))
 
     stored: list[Restored] = []
-    items: list[RestoreItem] = []
-    for entry, item in bounded_map(read_and_open, addresses, concurrency):
-        stored.append(entry)
-        items.append(item)
-        if on_opened:
-            on_opened(entry)
-    if dry_run:
-        plan = plan_restore(trust_dir, items, force=force)
-        kept: tuple[str, ...] = ()
-    else:
-        result = apply_restore(trust_dir, items, force=force)
-        plan, kept = list(result.planned), result.kept_aside
-        written = [s.address for s, p in zip(stored, plan, strict=True)
-                   if p.action in (Action.CREATE, Action.REPLACE)]
+
+    def opened() -> Generator[RestoreItem, None, None]:
+        """Each key as it is opened: the writer stages it at once, so only keys in flight
+        are held in memory."""
+        for restored, item in bounded_map(read_and_open, addresses, concurrency):
+            stored.append(restored)
+            if on_opened:
+                on_opened(restored)
+            yield item
+
+    with contextlib.closing(opened()) as items:
+        if dry_run:
+            plan = plan_restore(trust_dir, items, force=force)
+            kept: tuple[str, ...] = ()
+        else:
+            result = apply_restore(trust_dir, items, force=force)
+            plan, kept = list(result.planned), result.kept_aside
+    if not dry_run:
+        written = [s.address for s, p in zip(stored, plan, strict=True) if p.action in WRITES]
         session.record("restore", "ok", team=team, keys=[key_ref(a) for a in written],
                        detail=f"into {trust_dir}: {len(written)} written, "
                               f"{len(plan) - len(written)} unchanged, {len(kept)} kept aside")

@@ -11,6 +11,11 @@ removed. An existing file is never replaced unless the caller asked for it,
 and then it is kept aside as ``<name>.keyvault-old-<UTC time>``. The written
 bytes are read back and compared before the restore counts as done, because
 Notary rewrites key files on first touch.
+
+Items arrive as an iterable and each one is staged as soon as it arrives, so
+a restore of thousands of keys holds only the keys in flight in memory: what
+is kept per key is its path and the SHA-256 of its bytes, which is what the
+read-back compares against.
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ import hashlib
 import hmac
 import os
 import stat
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,9 +72,16 @@ class RestoreItem:
 
 @dataclass(frozen=True)
 class PlannedWrite:
-    item: RestoreItem
+    """What the restore does with one key file; the key's bytes are not kept here."""
+
+    relpath: str
+    label: str
     action: Action
     reason: str = ""
+
+
+#: The actions that put a file in place.
+WRITES = (Action.CREATE, Action.REPLACE)
 
 
 @dataclass(frozen=True)
@@ -87,68 +100,66 @@ def check_relpath(relpath: str) -> list[str]:
     return parts
 
 
-def plan_restore(trust_dir: Path, items: Sequence[RestoreItem], *, force: bool) -> list[
+def plan_restore(trust_dir: Path, items: Iterable[RestoreItem], *, force: bool) -> list[
         PlannedWrite]:
     """Compare each item with what is on disk; nothing is written."""
     seen: set[str] = set()
-    plan: list[PlannedWrite] = []
     with _open_trust(trust_dir, create=False) as root:
-        for item in items:
-            check_relpath(item.relpath)
-            if item.relpath in seen:
-                raise ConflictError(f"two selected keys would both be restored to {item.relpath}",
-                                    hint="narrow the selection with --gun, --role or --key-id")
-            seen.add(item.relpath)
-            plan.append(_plan_one(root, item, force))
-    return plan
+        return [_plan_unique(root, item, force, seen) for item in items]
 
 
-def apply_restore(
-    trust_dir: Path,
-    items: Sequence[RestoreItem],
-    *,
-    force: bool,
-    on_progress: Callable[[RestoreItem], None] | None = None,
-) -> RestoreResult:
-    """Plan, then write everything or nothing. Conflicts abort before any write."""
-    created_trust_dir = not trust_dir.exists()
+def apply_restore(trust_dir: Path, items: Iterable[RestoreItem], *, force: bool) -> RestoreResult:
+    """Stage each item as it arrives, then move everything into place or nothing.
+
+    A conflict is reported only once every item has been seen (so an unreadable
+    envelope later in ``items`` still wins), and then nothing is moved into place.
+    """
+    made = _missing_dirs(trust_dir)
     try:
-        return _apply(trust_dir, items, force=force, on_progress=on_progress)
+        return _apply(trust_dir, items, force=force)
     except BaseException:
-        if created_trust_dir:
+        for directory in reversed(made):
             with contextlib.suppress(OSError):
-                (trust_dir / LOCK_NAME).unlink()
-                trust_dir.rmdir()
+                directory.rmdir()
         raise
 
 
-def _apply(
-    trust_dir: Path,
-    items: Sequence[RestoreItem],
-    *,
-    force: bool,
-    on_progress: Callable[[RestoreItem], None] | None,
-) -> RestoreResult:
+def _missing_dirs(trust_dir: Path) -> list[Path]:
+    """The trust directory and those of its parents that do not exist yet, outermost first."""
+    missing: list[Path] = []
+    for directory in (trust_dir, *trust_dir.parents):
+        if os.path.lexists(directory):
+            break
+        missing.append(directory)
+    return missing[::-1]
+
+
+def _apply(trust_dir: Path, items: Iterable[RestoreItem], *, force: bool) -> RestoreResult:
     with _open_trust(trust_dir, create=True) as root, _lock(root, trust_dir):
         assert root is not None  # created above
-        plan = [_plan_one(root, item, force) for item in items]
-        conflicts = [p for p in plan if p.action is Action.CONFLICT]
-        if conflicts:
-            first = conflicts[0]
-            raise ConflictError(
-                f"{len(conflicts)} key file(s) already exist with different bytes, e.g. "
-                f"{PRIVATE_DIR}/{first.item.relpath}; nothing was restored",
-                hint="use --force to replace them (the old files are kept aside), "
-                     "or --dry-run to see every difference",
-            )
         txn = _Transaction(root)
         try:
-            txn.stage_all([p for p in plan if p.action in (Action.CREATE, Action.REPLACE)])
-            for p in plan:
-                if p.action in (Action.CREATE, Action.REPLACE):
-                    txn.commit_one(p)
-                    if on_progress:
-                        on_progress(p.item)
+            plan: list[PlannedWrite] = []
+            conflicts: list[PlannedWrite] = []
+            seen: set[str] = set()
+            for item in items:
+                planned = _plan_unique(root, item, force, seen)
+                plan.append(planned)
+                if planned.action is Action.CONFLICT:
+                    conflicts.append(planned)
+                elif planned.action in WRITES and not conflicts:
+                    txn.stage(item)
+            txn.finish_staging()
+            if conflicts:
+                raise ConflictError(
+                    f"{len(conflicts)} key file(s) already exist with different bytes, e.g. "
+                    f"{PRIVATE_DIR}/{conflicts[0].relpath}; nothing was restored",
+                    hint="use --force to replace them (the old files are kept aside), "
+                         "or --dry-run to see every difference",
+                )
+            for planned in plan:
+                if planned.action in WRITES:
+                    txn.commit_one(planned)
             txn.sync()
             txn.verify()
         except BaseException:
@@ -159,22 +170,38 @@ def _apply(
         return RestoreResult(tuple(plan), tuple(txn.aside_relpaths))
 
 
+def _plan_unique(root: int | None, item: RestoreItem, force: bool,
+                 seen: set[str]) -> PlannedWrite:
+    planned = _plan_one(root, item, force)
+    if item.relpath in seen:
+        raise ConflictError(f"two selected keys would both be restored to {item.relpath}",
+                            hint="narrow the selection with --gun, --role or --key-id")
+    seen.add(item.relpath)
+    return planned
+
+
 def _plan_one(root: int | None, item: RestoreItem, force: bool) -> PlannedWrite:
     parts = check_relpath(item.relpath)
     if root is None:
-        return PlannedWrite(item, Action.CREATE)
+        return PlannedWrite(item.relpath, item.label, Action.CREATE)
     existing = _read_existing(root, [PRIVATE_DIR, *parts], item.relpath)
     if existing is None:
-        return PlannedWrite(item, Action.CREATE)
-    if _same(existing, item.data):
-        return PlannedWrite(item, Action.UNCHANGED, "identical file already present")
+        return PlannedWrite(item.relpath, item.label, Action.CREATE)
+    if _same(_digest(existing), _digest(item.data)):
+        return PlannedWrite(item.relpath, item.label, Action.UNCHANGED,
+                            "identical file already present")
     if force:
-        return PlannedWrite(item, Action.REPLACE, "different bytes; old file kept aside")
-    return PlannedWrite(item, Action.CONFLICT, "exists with different bytes")
+        return PlannedWrite(item.relpath, item.label, Action.REPLACE,
+                            "different bytes; old file kept aside")
+    return PlannedWrite(item.relpath, item.label, Action.CONFLICT, "exists with different bytes")
 
 
-def _same(a: bytes, b: bytes) -> bool:
-    return hmac.compare_digest(hashlib.sha256(a).digest(), hashlib.sha256(b).digest())
+def _digest(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def _same(digest_a: bytes, digest_b: bytes) -> bool:
+    return hmac.compare_digest(digest_a, digest_b)
 
 
 def _read_existing(root: int, parts: list[str], relpath: str) -> bytes | None:
@@ -252,20 +279,40 @@ def _open_trust(trust_dir: Path, *, create: bool) -> Iterator[int | None]:
 
 @contextlib.contextmanager
 def _lock(root: int | None, trust_dir: Path) -> Iterator[None]:
-    """One restore at a time per trust directory (F12)."""
+    """One restore at a time per trust directory (F12).
+
+    A lock file this restore created is removed again if the restore fails, so a
+    failed restore leaves the directory exactly as it was. It is removed while still
+    locked, and whoever locks it checks that the name still points at what they
+    locked, so removing it never lets two restores in at once.
+    """
     assert root is not None
+    shown = str(trust_dir / LOCK_NAME)
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        fd = os.open(LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                     dir_fd=root)
+        try:
+            fd, created = os.open(LOCK_NAME, flags | os.O_CREAT | os.O_EXCL, 0o600,
+                                  dir_fd=root), True
+        except FileExistsError:
+            fd, created = os.open(LOCK_NAME, flags, dir_fd=root), False
     except OSError as exc:
-        raise _os_error(exc, str(trust_dir / LOCK_NAME)) from None
+        raise _os_error(exc, shown) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            held, named = os.fstat(fd), os.stat(LOCK_NAME, dir_fd=root, follow_symlinks=False)
+            if (held.st_dev, held.st_ino) != (named.st_dev, named.st_ino):
+                raise BlockingIOError  # the file was removed by a restore that just failed
+        except (BlockingIOError, FileNotFoundError):
             raise ConflictError(f"another keyvault process is restoring into {trust_dir}",
                                 hint="wait for it to finish, then run again") from None
-        yield
+        try:
+            yield
+        except BaseException:
+            if created:
+                with contextlib.suppress(OSError):
+                    os.unlink(LOCK_NAME, dir_fd=root)
+            raise
     finally:
         os.close(fd)
 
@@ -275,9 +322,12 @@ class _Staged:
     dir_fd: int
     name: str
     tmp: str
-    data: bytes = field(repr=False)
+    digest: bytes = field(repr=False)  # SHA-256 of the bytes written, for the read-back
     aside: str | None = None
     committed: bool = False
+
+
+_Pending = tuple[Future[str], str, int, str, bytes]  # write, relpath, dir fd, name, digest
 
 
 class _Transaction:
@@ -290,6 +340,9 @@ class _Transaction:
         self.dir_fds: dict[tuple[str, ...], int] = {}
         self.aside_relpaths: list[str] = []
         self.stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        self._count = 0
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: deque[_Pending] = deque()
 
     def _dir(self, parts: tuple[str, ...], relpath: str) -> int:
         if parts in self.dir_fds:
@@ -309,38 +362,53 @@ class _Transaction:
         self.dir_fds[parts] = fd
         return fd
 
-    def stage_all(self, plans: list[PlannedWrite]) -> None:
-        """Write and fsync every temporary file; a pool when there are many (fsyncs overlap).
+    def stage(self, item: RestoreItem) -> None:
+        """Write ``item`` to a fsynced temporary file beside its final name.
 
-        Directories are made first, in order; whatever happens (an error, Ctrl-C), every
-        temporary file that was written is recorded before returning, so rollback finds it.
+        The first few are written here; from the PARALLEL_STAGING-th on a small pool
+        writes them so their fsyncs overlap, with at most 2 * STAGING_WORKERS waiting
+        (the bytes of those are all that is held).
         """
-        jobs = []
-        for p in plans:
-            parts = check_relpath(p.item.relpath)
-            jobs.append((p, parts[-1], self._dir((PRIVATE_DIR, *parts[:-1]), p.item.relpath)))
-        if len(jobs) < PARALLEL_STAGING:
-            for p, name, dfd in jobs:
-                tmp = fsutil.write_temp(dfd, p.item.data, 0o600, f"{PRIVATE_DIR}/{p.item.relpath}")
-                self.staged[p.item.relpath] = _Staged(dfd, name, tmp, p.item.data)
+        parts = check_relpath(item.relpath)
+        name, shown = parts[-1], f"{PRIVATE_DIR}/{item.relpath}"
+        dir_fd = self._dir((PRIVATE_DIR, *parts[:-1]), item.relpath)
+        digest = _digest(item.data)
+        self._count += 1
+        if self._count < PARALLEL_STAGING:
+            tmp = fsutil.write_temp(dir_fd, item.data, 0o600, shown)
+            self.staged[item.relpath] = _Staged(dir_fd, name, tmp, digest)
             return
-        pool = ThreadPoolExecutor(max_workers=STAGING_WORKERS, thread_name_prefix="keyvault-stage")
-        futures = [(pool.submit(fsutil.write_temp, dfd, p.item.data, 0o600,
-                                f"{PRIVATE_DIR}/{p.item.relpath}"), p, name, dfd)
-                   for p, name, dfd in jobs]
-        try:
-            for future, *_ in futures:
-                future.result()  # the first failure, in order
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-            for future, p, name, dfd in futures:
-                if future.done() and not future.cancelled() and future.exception() is None:
-                    self.staged[p.item.relpath] = _Staged(dfd, name, future.result(),
-                                                          p.item.data)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=STAGING_WORKERS,
+                                            thread_name_prefix="keyvault-stage")
+        write = self._pool.submit(fsutil.write_temp, dir_fd, item.data, 0o600, shown)
+        self._pending.append((write, item.relpath, dir_fd, name, digest))
+        while len(self._pending) > 2 * STAGING_WORKERS:
+            self._settle(self._pending.popleft())
+
+    def _settle(self, pending: _Pending) -> None:
+        write, relpath, dir_fd, name, digest = pending
+        self.staged[relpath] = _Staged(dir_fd, name, write.result(), digest)
+
+    def finish_staging(self) -> None:
+        """Wait for the pool's writes; the first failure is raised."""
+        while self._pending:
+            self._settle(self._pending.popleft())
+
+    def _stop_pool(self) -> None:
+        """Stop the pool and record every temporary file it did write (for the rollback)."""
+        if self._pool is None:
+            return
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool = None
+        while self._pending:
+            write, relpath, dir_fd, name, digest = self._pending.popleft()
+            if write.done() and not write.cancelled() and write.exception() is None:
+                self.staged[relpath] = _Staged(dir_fd, name, write.result(), digest)
 
     def commit_one(self, p: PlannedWrite) -> None:
-        entry = self.staged[p.item.relpath]
-        where = f"{PRIVATE_DIR}/{p.item.relpath}"
+        entry = self.staged[p.relpath]
+        where = f"{PRIVATE_DIR}/{p.relpath}"
         try:
             if p.action is Action.REPLACE:
                 aside = f"{entry.name}.keyvault-old-{self.stamp}"
@@ -348,8 +416,8 @@ class _Transaction:
                         follow_symlinks=False)
                 entry.aside = aside
                 os.rename(entry.tmp, entry.name, src_dir_fd=entry.dir_fd, dst_dir_fd=entry.dir_fd)
-                self.aside_relpaths.append(p.item.relpath.rsplit("/", 1)[0] + "/" + aside
-                                           if "/" in p.item.relpath else aside)
+                self.aside_relpaths.append(p.relpath.rsplit("/", 1)[0] + "/" + aside
+                                           if "/" in p.relpath else aside)
             else:
                 os.link(entry.tmp, entry.name, src_dir_fd=entry.dir_fd, dst_dir_fd=entry.dir_fd,
                         follow_symlinks=False)
@@ -369,16 +437,17 @@ class _Transaction:
             os.fsync(self.root)
 
     def verify(self) -> None:
-        """Read every written file back: the bytes on disk must be the envelope's."""
+        """Read every written file back: its bytes must hash to what was staged."""
         for relpath, entry in self.staged.items():
             ffd = os.open(entry.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
                           dir_fd=entry.dir_fd)
             with os.fdopen(ffd, "rb") as fh:
                 on_disk = fh.read(_MAX_EXISTING + 1)
-            if not _same(on_disk, entry.data):
+            if not _same(_digest(on_disk), entry.digest):
                 raise IntegrityError(f"{PRIVATE_DIR}/{relpath} does not read back as written")
 
     def rollback(self) -> None:
+        self._stop_pool()
         for entry in reversed(list(self.staged.values())):
             with contextlib.suppress(OSError):
                 if entry.committed and entry.aside is not None:
@@ -396,6 +465,7 @@ class _Transaction:
                 os.rmdir(name, dir_fd=parent)
 
     def close(self) -> None:
+        self._stop_pool()
         for fd in self.dir_fds.values():
             with contextlib.suppress(OSError):
                 os.close(fd)

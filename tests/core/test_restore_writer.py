@@ -6,12 +6,13 @@ import contextlib
 import os
 import stat
 import subprocess
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from keyvault.errors import ConflictError, LocalIOError, UsageError
+from keyvault.errors import ConflictError, IntegrityError, LocalIOError, UsageError
 from keyvault.trust import restore as restore_mod
 from keyvault.trust.restore import Action, RestoreItem, apply_restore, plan_restore
 
@@ -72,7 +73,7 @@ def test_different_file_is_a_conflict_and_nothing_changes(tmp_path: Path) -> Non
     before = snapshot(trust)
     with pytest.raises(ConflictError, match="already exist with different bytes"):
         apply_restore(trust, items(), force=False)
-    unchanged_except_lock(trust, before)
+    assert_unchanged(trust, before)
 
 
 def test_force_replaces_and_keeps_the_old_file_aside(tmp_path: Path) -> None:
@@ -144,7 +145,7 @@ def test_failure_halfway_rolls_everything_back(tmp_path: Path,
     monkeypatch.setattr(restore_mod._Transaction, "commit_one", interrupted)
     with pytest.raises(KeyboardInterrupt):
         apply_restore(trust, items(), force=True)
-    unchanged_except_lock(trust, before)
+    assert_unchanged(trust, before)
 
 
 def test_failure_on_a_fresh_trust_dir_leaves_no_trust_dir(tmp_path: Path,
@@ -208,10 +209,9 @@ def small_tmpfs(base: Path, size: str) -> Iterator[Path]:
         subprocess.run(["umount", str(mnt)], check=False)
 
 
-def unchanged_except_lock(trust: Path, before: dict[str, tuple[int, bytes | None]]) -> None:
-    after = snapshot(trust)
-    after.pop(restore_mod.LOCK_NAME, None)
-    assert after == before
+def assert_unchanged(trust: Path, before: dict[str, tuple[int, bytes | None]]) -> None:
+    """Exactly as before, down to the lock file: a failed restore removes the one it made."""
+    assert snapshot(trust) == before
 
 
 @pytest.mark.skipif(not _can_mount(), reason="needs root to mount a tmpfs")
@@ -225,7 +225,7 @@ def test_disk_full_leaves_nothing_behind(tmp_path: Path) -> None:
         big = [RestoreItem(f"{ID_A}.key", b"x" * 200_000)]
         with pytest.raises(LocalIOError, match="no space left"):
             apply_restore(trust, big, force=False)
-        unchanged_except_lock(trust, before)
+        assert_unchanged(trust, before)
 
 
 @pytest.mark.skipif(not _can_mount(), reason="needs root to remount read-only")
@@ -251,7 +251,7 @@ def test_disk_full_while_many_files_are_staged_in_parallel(tmp_path: Path) -> No
         assert len(many) >= restore_mod.PARALLEL_STAGING
         with pytest.raises(LocalIOError, match="no space left"):
             apply_restore(trust, many, force=False)
-        unchanged_except_lock(trust, before)
+        assert_unchanged(trust, before)
 
 
 def test_many_files_round_trip_through_the_pool(tmp_path: Path) -> None:
@@ -261,3 +261,84 @@ def test_many_files_round_trip_through_the_pool(tmp_path: Path) -> None:
     for item in many:
         assert (tmp_path / "trust" / "private" / item.relpath).read_bytes() == item.data
     assert [p for p in (tmp_path / "trust").rglob("*") if "keyvault-tmp" in p.name] == []
+
+
+def _opened_then_failing(count: int, fail_at: int) -> Iterator[RestoreItem]:
+    """Items as a restore opens them, the ``fail_at``-th raising (a tampered envelope)."""
+    for i in range(count):
+        if i == fail_at:
+            raise IntegrityError("envelope failed its check")
+        yield RestoreItem(f"sub{i % 3}/{i:064x}.key", bytes([i % 256]) * 100)
+
+
+@pytest.mark.parametrize("fail_at", [3, 40])  # before and after the pool takes over
+def test_an_item_failing_late_undoes_everything_already_staged(tmp_path: Path,
+                                                               fail_at: int) -> None:
+    trust = tmp_path / "trust"
+    (trust / "private").mkdir(parents=True)
+    (trust / "private" / f"{ID_A}.key").write_bytes(b"old-a\n")
+    before = snapshot(trust)
+    with pytest.raises(IntegrityError):
+        apply_restore(trust, _opened_then_failing(60, fail_at), force=False)
+    assert_unchanged(trust, before)
+
+
+def test_an_item_failing_late_into_a_new_trust_dir_leaves_no_directory(tmp_path: Path) -> None:
+    trust = tmp_path / "new" / "parents" / "trust"
+    with pytest.raises(IntegrityError):
+        apply_restore(trust, _opened_then_failing(60, 40), force=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_later_unreadable_key_wins_over_an_earlier_conflict(tmp_path: Path) -> None:
+    """Every item is seen before a conflict is reported: exit 5 is not hidden behind exit 4."""
+    trust = tmp_path / "trust"
+    (trust / "private" / "sub0").mkdir(parents=True)
+    (trust / "private" / "sub0" / f"{0:064x}.key").write_bytes(b"different\n")
+    before = snapshot(trust)
+    with pytest.raises(IntegrityError):
+        apply_restore(trust, _opened_then_failing(30, 20), force=False)
+    assert_unchanged(trust, before)
+
+
+def test_conflicts_are_counted_over_every_item(tmp_path: Path) -> None:
+    trust = tmp_path / "trust"
+    many = [RestoreItem(f"{i:064x}.key", b"new\n") for i in range(40)]
+    (trust / "private").mkdir(parents=True)
+    for item in many[5:8] + many[30:32]:
+        (trust / "private" / item.relpath).write_bytes(b"old\n")
+    before = snapshot(trust)
+    with pytest.raises(ConflictError, match=r"^5 key file\(s\) already exist"):
+        apply_restore(trust, iter(many), force=False)
+    assert_unchanged(trust, before)
+
+
+def test_a_pre_existing_lock_file_is_kept_after_a_failure(tmp_path: Path) -> None:
+    trust = tmp_path / "trust"
+    trust.mkdir()
+    (trust / restore_mod.LOCK_NAME).write_bytes(b"")
+    before = snapshot(trust)
+    with pytest.raises(IntegrityError):
+        apply_restore(trust, _opened_then_failing(5, 2), force=False)
+    assert_unchanged(trust, before)
+
+
+def test_memory_holds_the_keys_in_flight_not_every_key(tmp_path: Path) -> None:
+    """Items are staged as they arrive: 16 MiB of keys restore with a small peak."""
+    size, count = 32 * 1024, 512
+
+    def generated() -> Iterator[RestoreItem]:
+        for i in range(count):
+            yield RestoreItem(f"{i:064x}.key", os.urandom(size))
+
+    tracemalloc.start()
+    try:
+        apply_restore(tmp_path / "trust", generated(), force=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    held_at_most = (2 * restore_mod.STAGING_WORKERS + 8) * size  # queued writes, a few more
+    assert peak < held_at_most + 2 * 1024 * 1024, peak
+    assert peak < count * size // 4  # far below holding them all (16 MiB)
+    restored = tmp_path / "trust" / "private"
+    assert len(list(restored.iterdir())) == count
