@@ -1,7 +1,7 @@
 """Bulk benchmark: back up and restore many repository keys through S3 (SeaweedFS) + KMS (moto).
 
-    python benchmarks/bulk_s3_kms.py [--keys 1000] [--jobs 8] [--small 250]
-                                     [--esdk-cli PATH] [--json FILE]
+    python benchmarks/bulk_s3_kms.py [--keys 1000] [--jobs 8] [--small 250] [--rounds 3]
+                                     [--rtt-ms 15] [--esdk-cli PATH] [--json FILE]
 
 It starts its own ``weed mini`` and ``moto_server`` on 127.0.0.1 (free ports,
 the helpers of tests/fixtures), writes ``--keys`` Notary-format ECDSA P-256
@@ -16,13 +16,18 @@ directory, and measures in one run:
 - **floor**: the same KMS ``Encrypt`` + ``PutObject`` per key, then ``ListObjectsV2`` +
   ``GetObject`` + ``Decrypt`` per key, with a ThreadPoolExecutor of ``--jobs``
   workers sharing one boto3 client per service, AES-GCM done locally, and no
-  keyvault logic at all.
+  keyvault logic at all. Its requests are keyvault's: the same object names and
+  EncryptionContext, ``If-None-Match: *``, and the body sent with the headers
+  (no ``Expect: 100-continue``), so the difference is keyvault's own work.
 - **sequential**: the floor's requests in a plain loop.
 - **ESDK CLI**: ``aws-encryption-cli`` encrypting the same files under the
   same KMS key to local files, and decrypting them (it honours
   ``AWS_ENDPOINT_URL_KMS``). Install it outside the project's environment, e.g.
   ``python -m venv /tmp/esdk && /tmp/esdk/bin/pip install aws-encryption-sdk-cli``,
   and pass ``--esdk-cli /tmp/esdk/bin/aws-encryption-cli`` (or put it on PATH).
+- **over a network** (``--rtt-ms``, default 15): keyvault, the floor and the
+  ESDK CLI once more with every S3 and KMS exchange held up by a delaying
+  proxy, as against services in the same region.
 
 Each measured phase runs in a fresh child interpreter, so its peak RSS
 (``ru_maxrss``) belongs to that phase alone; a second child per keyvault
@@ -40,9 +45,11 @@ request counts.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -163,11 +170,35 @@ def _clients(spec: dict[str, Any], jobs: int) -> tuple[Any, Any]:
     kms = boto3.Session(**creds).client(
         "kms", endpoint_url=spec["kms"]["endpoint_url"],
         config=Config(max_pool_connections=pool, retries={"mode": "standard"}))
+    # The same bytes on the wire as keyvault's store: the body goes with the headers.
+    s3.meta.events.register("request-created.s3.PutObject", _no_expect)
     return s3, kms
 
 
+def _no_expect(request: Any, **_: Any) -> None:
+    if "Expect" in request.headers:
+        del request.headers["Expect"]
+
+
+_ROLE = re.compile(rb"^role: *(\S+)", re.M)
+_GUN = re.compile(rb"^gun: *(\S+)", re.M)
+
+
+def _object_name(prefix: str, data: bytes, file_name: str) -> str:
+    """The name keyvault gives this key's envelope (role and GUN from the PEM headers)."""
+    role, gun = _ROLE.search(data), _GUN.search(data)
+    assert role is not None and gun is not None, file_name
+    return (f"{prefix}/v1/teams/{TEAM}/guns/{gun.group(1).decode()}/{role.group(1).decode()}/"
+            f"{file_name.removesuffix('.key')}.json")
+
+
 def _context(name: str) -> dict[str, str]:
-    return {"team": TEAM, "object": name}
+    """keyvault's EncryptionContext for the envelope ``name`` (same keys, same values)."""
+    head, _, file_name = name.rpartition("/")
+    gun_path, _, role = head.rpartition("/")
+    return {"keyvault:team": TEAM, "keyvault:role": role,
+            "keyvault:key_id": file_name.removesuffix(".json"),
+            "keyvault:gun": gun_path.split("/guns/", 1)[1]}
 
 
 def _pool_map(fn: Callable[[Any], Any], items: list[Any], jobs: int) -> list[Any]:
@@ -189,7 +220,7 @@ def phase_floor_backup(spec: dict[str, Any]) -> dict[str, Any]:
 
     def one(path: Path) -> None:
         data = path.read_bytes()
-        name = f"{prefix}/{path.name}"
+        name = _object_name(prefix, data, path.name)
         dek = os.urandom(32)
         blob = kms.encrypt(KeyId=spec["key_arn"], Plaintext=dek,
                            EncryptionContext=_context(name))["CiphertextBlob"]
@@ -223,7 +254,8 @@ def phase_floor_restore(spec: dict[str, Any]) -> dict[str, Any]:
         blob, nonce, ct = body[2:2 + size], body[2 + size:14 + size], body[14 + size:]
         dek = kms.decrypt(CiphertextBlob=blob, KeyId=spec["key_arn"],
                           EncryptionContext=_context(name))["Plaintext"]
-        (out / name.rpartition("/")[2]).write_bytes(AESGCM(dek).decrypt(nonce, ct, name.encode()))
+        key_file = name.rpartition("/")[2].removesuffix(".json") + ".key"
+        (out / key_file).write_bytes(AESGCM(dek).decrypt(nonce, ct, name.encode()))
 
     Memory.start()
     start = time.perf_counter()
@@ -329,6 +361,95 @@ def same_files(a: Path, b: Path) -> bool:
     return left == right
 
 
+class DelayProxy:
+    """A TCP proxy on 127.0.0.1 that holds every chunk for half of ``rtt_ms`` each way.
+
+    It stands in for a service across a network: each request and its answer
+    then take ``rtt_ms`` more, while the servers' CPU cost stays what it is
+    (TCP set-up is not delayed, as on a kept-alive connection). Runs an asyncio
+    loop in a thread of the parent process, which is otherwise idle while a
+    phase runs in its child.
+    """
+
+    def __init__(self, upstream_port: int, rtt_ms: float) -> None:
+        self._upstream = upstream_port
+        self._delay = rtt_ms / 2000
+        self._loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        self.port = 0
+
+        async def start() -> None:
+            server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+            self.port = server.sockets[0].getsockname()[1]
+            ready.set()
+            async with server:
+                await server.serve_forever()
+
+        def run() -> None:
+            asyncio.set_event_loop(self._loop)
+            main = self._loop.create_task(start())
+            with contextlib.suppress(asyncio.CancelledError):  # close() was called
+                self._loop.run_until_complete(main)
+            rest = asyncio.all_tasks(self._loop)
+            for task in rest:
+                task.cancel()
+            self._loop.run_until_complete(asyncio.gather(*rest, return_exceptions=True))
+            self._loop.close()
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("delay proxy did not start")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._upstream)
+        except OSError:
+            writer.close()
+            return
+        try:
+            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        except (ConnectionError, OSError, asyncio.CancelledError):
+            pass  # a reset, or close()
+        finally:
+            for w in (writer, up_writer):
+                w.close()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Copy one direction, each chunk sent ``delay`` after it arrived, in order."""
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def send() -> None:
+            while True:
+                due, chunk = await queue.get()
+                await asyncio.sleep(max(0.0, due - self._loop.time()))
+                if not chunk:
+                    if writer.can_write_eof():
+                        writer.write_eof()
+                    return
+                writer.write(chunk)
+                await writer.drain()
+
+        sender = asyncio.create_task(send())
+        try:
+            while True:
+                chunk = await reader.read(65536)
+                queue.put_nowait((self._loop.time() + self._delay, chunk))
+                if not chunk:
+                    break
+        finally:
+            await sender
+
+    def close(self) -> None:
+        for task in asyncio.all_tasks(self._loop):
+            self._loop.call_soon_threadsafe(task.cancel)
+        self._thread.join(10)
+
+
 @contextlib.contextmanager
 def servers(workdir: Path) -> Iterator[tuple[str, str]]:
     """Start weed mini and moto_server with the test fixtures' helpers; yield endpoints."""
@@ -408,6 +529,9 @@ def main() -> int:
                         help="the smaller key count for the memory comparison (0: skip)")
     parser.add_argument("--esdk-cli", default=os.environ.get("KV_BENCH_ESDK_CLI")
                         or shutil.which("aws-encryption-cli"))
+    parser.add_argument("--rtt-ms", type=float, default=15.0,
+                        help="also run once with this round trip added to every S3 and KMS "
+                             "exchange by a delaying proxy (0: skip)")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -536,6 +660,44 @@ def run(args: argparse.Namespace, results: dict[str, Any], work: Path, big: Path
                            "all_decrypt": measured["esdk-decrypt"]["all_seconds"]}
     elif "esdk_error" not in results:
         results["esdk_error"] = "aws-encryption-cli not found (--esdk-cli PATH)"
+    if args.rtt_ms > 0:
+        results["network"] = over_network(args, big, fresh, meta["Arn"], env, s3_url, kms_url,
+                                          work)
+
+
+def over_network(args: argparse.Namespace, big: Path, fresh: Callable[[Path], dict[str, Any]],
+                 key_arn: str, env: dict[str, str], s3_url: str, kms_url: str,
+                 work: Path) -> dict[str, Any]:
+    """The same phases once more with both services behind a DelayProxy (measured, one round).
+
+    With a real round trip the servers' CPU is no longer the limit, so this shows what
+    the requests in flight are worth against the ESDK CLI's one-at-a-time calls.
+    """
+    s3_proxy = DelayProxy(int(s3_url.rsplit(":", 1)[1]), args.rtt_ms)
+    kms_proxy = DelayProxy(int(kms_url.rsplit(":", 1)[1]), args.rtt_ms)
+    try:
+        def proxied() -> dict[str, Any]:
+            spec = fresh(big)
+            return {**spec, "s3": {**spec["s3"], "endpoint_url": s3_proxy.url},
+                    "kms": {**spec["kms"], "endpoint_url": kms_proxy.url}}
+
+        found: dict[str, Any] = {"rtt_ms": args.rtt_ms}
+        for label in ("kv", "floor"):
+            spec = proxied()
+            found[f"{label}-backup"] = run_phase(f"{label}-backup", spec)
+            found[f"{label}-restore"] = restore = run_phase(f"{label}-restore", spec)
+            restore["identical"] = same_files(big, Path(spec["out"]))
+        if args.esdk_cli:
+            esdk = run_esdk(args.esdk_cli, key_arn, big, work, {**env, "_KMS": kms_proxy.url})
+            found["esdk-encrypt"] = {"seconds": esdk["encrypt"]}
+            found["esdk-decrypt"] = {"seconds": esdk["decrypt"], "identical": esdk["identical"]}
+        for name, r in found.items():
+            if isinstance(r, dict):
+                print(f"network {name}: {r.get('seconds', 0):.2f} s", file=sys.stderr)
+        return found
+    finally:
+        s3_proxy.close()
+        kms_proxy.close()
 
 
 def report(r: dict[str, Any]) -> None:
@@ -615,6 +777,27 @@ def report(r: dict[str, Any]) -> None:
     if "esdk" in r:
         print(f"| aws-encryption-cli encrypt (1 process, sequential) | {n} | - | - | "
               f"{n * KMS_RTT_MS / 1000:.1f} s |")
+    if "network" in r:
+        report_network(r["network"], n, jobs)
+
+
+def report_network(net: dict[str, Any], n: int, jobs: int) -> None:
+    rtt = net["rtt_ms"]
+    print(f"\nMeasured with {rtt:.0f} ms added to every S3 and KMS round trip by a delaying "
+          f"proxy ({n} keys, --jobs {jobs}, one round):\n")
+    print("| run | backup s | restore s |")
+    print("|---|---|---|")
+
+    def cell(name: str) -> str:
+        return f"{net[name]['seconds']:.2f}" if name in net else "-"
+
+    print(f"| floor ({jobs} threads) | {cell('floor-backup')} | {cell('floor-restore')} |")
+    print(f"| keyvault ops (--jobs {jobs}) | {cell('kv-backup')} | {cell('kv-restore')} |")
+    print(f"| aws-encryption-cli (local files) | {cell('esdk-encrypt')} | "
+          f"{cell('esdk-decrypt')} |")
+    print(f"\nrestored files identical: keyvault {net['kv-restore'].get('identical')}, "
+          f"floor {net['floor-restore'].get('identical')}, "
+          f"ESDK {net.get('esdk-decrypt', {}).get('identical')}")
 
 if __name__ == "__main__":
     sys.exit(main())
