@@ -128,8 +128,10 @@ def phase_kv_backup(spec: dict[str, Any]) -> dict[str, Any]:
         counter = _open_counted(session)
         Memory.start()
         start = time.perf_counter()
-        keys = scan_trust_dir(Path(spec["trust"])).keys
-        outcomes = backup_keys(session, keys, team=TEAM, concurrency=spec["jobs"])
+        trust = Path(spec["trust"])
+        keys = scan_trust_dir(trust, keep_bytes=False).keys  # as `keyvault backup` scans
+        outcomes = backup_keys(session, keys, team=TEAM, concurrency=spec["jobs"],
+                               trust_dir=trust)
         seconds = time.perf_counter() - start
     actions = Counter(o.action for o in outcomes)
     return {"seconds": seconds, "keys": len(keys), "requests": dict(counter.counts),

@@ -85,6 +85,10 @@ class ConflictError(KeyvaultError):
     kind = "conflict"
 
 
+class ChangedOnDiskError(ConflictError):
+    """A local file changed between the scan that read it and its use."""
+
+
 class PartialFailureError(KeyvaultError):
     """A bulk operation finished but some items failed; the worst code wins."""
 

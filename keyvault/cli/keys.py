@@ -38,10 +38,10 @@ def _state(ctx: typer.Context, json_out: bool) -> CliState:
     return state
 
 
-def _scan(state: CliState) -> ScanResult:
+def _scan(state: CliState, *, keep_bytes: bool = True) -> ScanResult:
     from keyvault.trust.scan import scan_trust_dir
 
-    return scan_trust_dir(state.config().trust_dir)
+    return scan_trust_dir(state.config().trust_dir, keep_bytes=keep_bytes)
 
 
 def _problems_json(result: ScanResult) -> list[dict[str, str]]:
@@ -90,7 +90,7 @@ def backup(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Key
     selection = build_selection(gun, role, key_id, everything)
     state.use_jobs(jobs)
     config = state.config()
-    result = _scan(state)
+    result = _scan(state, keep_bytes=False)  # each key is read again when it is sealed
     from keyvault.cli.output import emit_json, progress, table, warn
     from keyvault.ops.backup import FAILED, BackupOutcome, backup_keys, select_keys
 
@@ -102,7 +102,7 @@ def backup(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Key
 
         outcomes = backup_keys(session, keys, team=config.team, dry_run=dry_run,
                                concurrency=config.concurrency, threshold=threshold,
-                               on_done=done)
+                               on_done=done, trust_dir=config.trust_dir)
     codes = [o.error.exit_code for o in outcomes if o.error is not None]
     codes += [2] if result.problems else []
     if state.json:

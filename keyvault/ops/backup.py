@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from keyvault.envelope import new_header, seal
 from keyvault.errors import (
+    ChangedOnDiskError,
     ConflictError,
     IntegrityError,
     KeyvaultError,
@@ -25,6 +27,7 @@ from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session, key_ref
 from keyvault.ops.stored import read_envelope
 from keyvault.trust.model import KeyFile
+from keyvault.trust.scan import read_key_bytes
 from keyvault.wrappers import Wrapper
 
 #: From this many keys on, a backup lists the team's prefix once instead of reading each key.
@@ -57,6 +60,7 @@ def backup_keys(
     concurrency: int = DEFAULT_CONCURRENCY,
     threshold: int | None = None,
     on_done: Callable[[BackupOutcome], None] | None = None,
+    trust_dir: Path | None = None,
 ) -> list[BackupOutcome]:
     """Back up each key, ``concurrency`` at a time; one key's failure does not stop the others.
 
@@ -65,7 +69,13 @@ def backup_keys(
     costs the read only. For a bulk run the team's prefix is listed once
     first, and a key the listing does not hold skips the read: a new key then
     costs exactly one wrapper call and one write.
+
+    ``keys`` may be released (``scan_trust_dir(..., keep_bytes=False)``): each
+    file is then read again from ``trust_dir`` only when its envelope is sealed,
+    so memory holds the keys in flight.
     """
+    if trust_dir is None and any(k.is_released for k in keys):
+        raise ValueError("released key files need the trust directory to be read again")
     session.access().precheck("backup", team)  # policy (teams.md): before any request
     denied = session.access().refusals("backup", _addresses(team, keys))
     store = session.store()  # open the store and the wrappers once, before any thread starts
@@ -83,10 +93,14 @@ def backup_keys(
             if listed is not None and address.object_name not in listed:
                 if dry_run:
                     return BackupOutcome(key, address, WOULD_WRITE)
-                with contextlib.suppress(ConflictError):  # created since the listing
+                try:
                     return _write(session, key, address, wrappers, replaces=None,
-                                  threshold=threshold)
-            return _backup_one(session, key, address, wrappers, dry_run, threshold)
+                                  threshold=threshold, trust_dir=trust_dir)
+                except ChangedOnDiskError:
+                    raise
+                except ConflictError:
+                    pass  # created since the listing: compare with it below
+            return _backup_one(session, key, address, wrappers, dry_run, threshold, trust_dir)
         except KeyvaultError as exc:
             return BackupOutcome(key, address, FAILED, error=exc)
 
@@ -122,7 +136,7 @@ def _audit(session: Session, team: str, outcomes: Sequence[BackupOutcome]) -> No
 
 def _backup_one(session: Session, key: KeyFile, address: KeyAddress,
                 wrappers: Sequence[Wrapper], dry_run: bool,
-                threshold: int | None = None) -> BackupOutcome:
+                threshold: int | None, trust_dir: Path | None) -> BackupOutcome:
     store = session.store()
     replaces: str | None = None
     try:
@@ -139,15 +153,18 @@ def _backup_one(session: Session, key: KeyFile, address: KeyAddress,
         replaces = current.version
     if dry_run:
         return BackupOutcome(key, address, WOULD_WRITE)
-    return _write(session, key, address, wrappers, replaces=replaces, threshold=threshold)
+    return _write(session, key, address, wrappers, replaces=replaces, threshold=threshold,
+                  trust_dir=trust_dir)
 
 
 def _write(session: Session, key: KeyFile, address: KeyAddress, wrappers: Sequence[Wrapper],
-           *, replaces: str | None, threshold: int | None = None) -> BackupOutcome:
+           *, replaces: str | None, threshold: int | None,
+           trust_dir: Path | None) -> BackupOutcome:
     """Seal and write: create-only (``replaces=None``) or a new version on top of one."""
+    data = key.data if trust_dir is None else read_key_bytes(trust_dir, key)
     header = new_header(address=address, algorithm=key.algorithm, source_name=key.relpath,
-                        source_mode=key.mode, data=key.data)
-    envelope = seal(header, key.data, wrappers, threshold)
+                        source_mode=key.mode, data=data)
+    envelope = seal(header, data, wrappers, threshold)
     version = session.store().write(address.object_name, envelope.to_bytes(),
                                     replaces=replaces)
     return BackupOutcome(key, address, CREATED if replaces is None else UPDATED, version)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 #: Key files larger than this are refused before they are read (B13).
 MAX_KEY_FILE_SIZE = 1024 * 1024
@@ -26,7 +26,13 @@ class Layout(enum.Enum):
 
 @dataclass(frozen=True)
 class KeyFile:
-    """One key file: identity, where it was, and its bytes (never shown in a repr)."""
+    """One key file: identity, where it was, and its bytes (never shown in a repr).
+
+    A bulk backup works on *released* key files (:meth:`released`): the bytes are
+    dropped after the scan, their SHA-256 and length kept, and the file is read
+    again, and checked against that digest, only when its envelope is sealed. So
+    memory holds the keys in flight, not every key of the trust directory.
+    """
 
     key_id: str
     role: str
@@ -37,14 +43,30 @@ class KeyFile:
     layout: Layout
     encrypted: bool
     data: bytes = field(repr=False)
+    #: SHA-256 (hex) and length of the bytes as scanned; computed from ``data`` when given.
+    digest: str = field(default="", repr=False, compare=False)
+    length: int = field(default=-1, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.data or not self.digest:
+            object.__setattr__(self, "digest", hashlib.sha256(self.data).hexdigest())
+            object.__setattr__(self, "length", len(self.data))
 
     @property
     def sha256(self) -> str:
-        return hashlib.sha256(self.data).hexdigest()
+        return self.digest
 
     @property
     def size(self) -> int:
-        return len(self.data)
+        return self.length
+
+    @property
+    def is_released(self) -> bool:
+        return not self.data and self.length > 0
+
+    def released(self) -> KeyFile:
+        """The same key file without its bytes (digest and length kept)."""
+        return replace(self, data=b"")
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,14 @@ Problem codes: see ``PROBLEM_CODES``.
 from __future__ import annotations
 
 import errno
+import hashlib
+import hmac
 import os
 import stat
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from keyvault.errors import AccessDeniedError, NotFoundError, UsageError
+from keyvault.errors import AccessDeniedError, ChangedOnDiskError, NotFoundError, UsageError
 from keyvault.trust.interpret import interpret
 from keyvault.trust.layout import KEY_SUFFIX, PRECEDENCE, place
 from keyvault.trust.model import MAX_KEY_FILE_SIZE, KeyFile, ScanProblem, ScanResult
@@ -60,8 +62,13 @@ def default_trust_dir(env: Mapping[str, str], home: Path) -> Path:
     return (Path(config) if config else home / ".docker") / "trust"
 
 
-def scan_trust_dir(trust_dir: Path) -> ScanResult:
-    """Every key file below ``<trust_dir>/private``, sorted by relpath, and every problem."""
+def scan_trust_dir(trust_dir: Path, *, keep_bytes: bool = True) -> ScanResult:
+    """Every key file below ``<trust_dir>/private``, sorted by relpath, and every problem.
+
+    With ``keep_bytes=False`` each key file is released as soon as it is read
+    (:meth:`KeyFile.released`), so a scan of thousands of keys holds none of their
+    bytes; :func:`read_key_bytes` reads one again when it is needed.
+    """
     top = _open_trust_dir(trust_dir)
     found: list[KeyFile] = []
     problems: list[ScanProblem] = []
@@ -73,7 +80,7 @@ def scan_trust_dir(trust_dir: Path) -> ScanResult:
                     if isinstance(outcome, ScanProblem):
                         problems.append(outcome)
                     else:
-                        found.append(outcome)
+                        found.append(outcome if keep_bytes else outcome.released())
             finally:
                 os.close(private)
     finally:
@@ -85,6 +92,38 @@ def scan_trust_dir(trust_dir: Path) -> ScanResult:
         keys=tuple(sorted(keys, key=lambda k: k.relpath)),
         problems=tuple(sorted(problems, key=lambda p: (p.relpath, p.code))),
     )
+
+
+def read_key_bytes(trust_dir: Path, key: KeyFile) -> bytes:
+    """The bytes of ``key`` (read again if it was released); they must be the ones scanned.
+
+    The path is walked as the scan walked it (no symlink followed, regular files
+    only), and a file that changed, moved or vanished since the scan is refused:
+    what gets backed up is always what was scanned and interpreted.
+    """
+    if not key.is_released:
+        return key.data
+    where = f"{PRIVATE_DIR}/{key.relpath}"
+    hint = "run the backup again: it takes the file as it is then"
+    parts = key.relpath.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise UsageError(f"refusing unsafe key path {key.relpath[:80]!r}")
+    fds = [_open_trust_dir(trust_dir)]
+    try:
+        for name in (PRIVATE_DIR, *parts[:-1]):
+            fds.append(os.open(name, DIR_FLAGS, dir_fd=fds[-1]))
+        data = read_regular(fds[-1], parts[-1], MAX_KEY_FILE_SIZE)
+    except (OSError, ReadRefused) as exc:
+        reason = exc.reason if isinstance(exc, ReadRefused) else why(exc)
+        raise ChangedOnDiskError(f"{where} changed since it was scanned ({reason}); "
+                                 "nothing was written for it", hint=hint) from None
+    finally:
+        for fd in reversed(fds):
+            os.close(fd)
+    if not hmac.compare_digest(hashlib.sha256(data).hexdigest(), key.digest):
+        raise ChangedOnDiskError(f"{where} changed since it was scanned; nothing was written "
+                                 "for it", hint=hint)
+    return data
 
 
 def _open_trust_dir(trust_dir: Path) -> int:

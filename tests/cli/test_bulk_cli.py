@@ -54,3 +54,46 @@ def test_a_key_created_after_the_listing_is_compared_not_overwritten(
     assert run.code == 0, run.err
     assert {k["action"] for k in run.json()["keys"]} == {"unchanged"}
     assert {k["version"] for k in run.json()["keys"]} == {"0000000001"}
+
+
+def test_a_key_changed_after_the_scan_is_not_backed_up_and_a_rerun_takes_it(
+        kv: KV, many: int, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`backup` keeps no key bytes after its scan: each file is read again when sealed,
+    and one that changed in between fails alone (exit 7) rather than being stored
+    with bytes the scan never saw."""
+    from keyvault.cli import keys as keys_cli
+
+    real_scan = keys_cli._scan
+    changed: list[Path] = []
+
+    def scan_then_edit(state: object, *, keep_bytes: bool = True) -> object:
+        result = real_scan(state, keep_bytes=keep_bytes)  # type: ignore[arg-type]
+        assert not keep_bytes and all(k.data == b"" for k in result.keys)
+        target = home / ".docker" / "trust" / "private" / result.keys[3].relpath
+        target.write_bytes(target.read_bytes() + b"\n")  # e.g. a passphrase change
+        changed.append(target)
+        return result
+
+    monkeypatch.setattr(keys_cli, "_scan", scan_then_edit)
+    run = kv("--json", "backup", "--jobs", "4")
+    assert run.code == 7, run.err
+    by_action: dict[str, list[dict[str, object]]] = {}
+    for entry in run.json()["keys"]:
+        by_action.setdefault(str(entry["action"]), []).append(entry)
+    assert len(by_action["failed"]) == 1 and len(by_action["created"]) == many - 1
+    failed = by_action["failed"][0]
+    assert failed["error"]["error"] == "conflict"  # type: ignore[index]
+    assert failed["error"]["exit_code"] == 7  # type: ignore[index]
+    assert "changed since it was scanned" in failed["error"]["message"]  # type: ignore[index]
+    assert f"{failed['key_id']}.key" == changed[0].name
+
+    monkeypatch.setattr(keys_cli, "_scan", real_scan)
+    rerun = kv("--json", "backup")
+    assert rerun.code == 0, rerun.err
+    actions = {k["key_id"]: k["action"] for k in rerun.json()["keys"]}
+    assert actions.pop(failed["key_id"]) == "created"
+    assert set(actions.values()) == {"unchanged"}
+    out = tmp_path / "restored"
+    restored = kv("--trust-dir", out, "restore", "--key-id", str(failed["key_id"]))
+    assert restored.code == 0, restored.err
+    assert (out / "private" / changed[0].name).read_bytes() == changed[0].read_bytes()
