@@ -14,6 +14,7 @@ import stat
 
 FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_CHUNK = 64 * 1024
 
 
 class ReadRefused(Exception):  # noqa: N818 - carries a ScanProblem code, not an error
@@ -45,8 +46,13 @@ def read_regular(dir_fd: int, name: str, limit: int) -> bytes:
                               "allowed, so it was not read")
         chunks: list[bytes] = []
         size = 0
+        # os.read(n) allocates n bytes up front: ask for what fstat says (plus one, to see
+        # growth), then small chunks, never ``limit`` at once (a bulk backup re-reads
+        # files from several threads).
+        want = st.st_size + 1
         while size <= limit:
-            chunk = os.read(fd, limit + 1 - size)
+            chunk = os.read(fd, min(want, limit + 1 - size))
+            want = _CHUNK
             if not chunk:
                 break
             chunks.append(chunk)

@@ -81,3 +81,35 @@ def test_a_directory_on_the_way_swapped_for_a_symlink_is_not_followed(trust: Pat
     gun_dir.symlink_to(moved)  # the same file, reached through a link
     with pytest.raises(ChangedOnDiskError):
         read_key_bytes(trust, key)
+
+
+def test_read_regular_reads_whole_files_in_small_pieces(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first read asks for the size fstat gives (plus one), later ones for small chunks,
+    never for the whole limit at once; a file that grew while being read is read whole."""
+    from keyvault.trust import safefs
+
+    asked: list[int] = []
+    real_read = os.read
+    data = os.urandom(300_000)
+    path = tmp_path / "f"
+    path.write_bytes(data[:100_000])
+
+    def watching_read(fd: int, n: int) -> bytes:
+        asked.append(n)
+        if len(asked) == 1:
+            with path.open("ab") as grow:  # grows after fstat, before the first read
+                grow.write(data[100_000:])
+        return real_read(fd, n)
+
+    monkeypatch.setattr(safefs.os, "read", watching_read)
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert safefs.read_regular(fd, "f", 1024 * 1024) == data
+        with pytest.raises(safefs.ReadRefused, match="grew beyond"):
+            asked.clear()
+            path.write_bytes(data[:100_000])
+            safefs.read_regular(fd, "f", 150_000)
+    finally:
+        os.close(fd)
+    assert asked[0] == 100_001 and max(asked[1:]) <= 64 * 1024
