@@ -34,6 +34,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from keyvault import fsutil
 from keyvault.errors import (
@@ -228,12 +229,22 @@ def _read_existing(root: int, parts: list[str], relpath: str) -> bytes | None:
             return b""  # larger than any key file: certainly different from ours
         ffd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
         with os.fdopen(ffd, "rb") as fh:
-            return fh.read(_MAX_EXISTING + 1)
+            return _read_small(fh)
     except PermissionError:
         raise AccessDeniedError(f"cannot read {PRIVATE_DIR}/{relpath}",
                                 hint="check the trust directory's owner and permissions") from None
     finally:
         os.close(fd)
+
+
+def _read_small(fh: BinaryIO) -> bytes:
+    """Up to _MAX_EXISTING + 1 bytes, asking for the size fstat gives (read() allocates
+    what it is asked for, and key files are a few hundred bytes)."""
+    size = os.fstat(fh.fileno()).st_size
+    data = fh.read(min(size, _MAX_EXISTING) + 1)
+    if len(data) > size:  # grew since the fstat: read on to the limit
+        data += fh.read(_MAX_EXISTING + 1 - len(data))
+    return data
 
 
 def _refuse(exc: OSError, relpath: str) -> KeyvaultError:
@@ -442,7 +453,7 @@ class _Transaction:
             ffd = os.open(entry.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
                           dir_fd=entry.dir_fd)
             with os.fdopen(ffd, "rb") as fh:
-                on_disk = fh.read(_MAX_EXISTING + 1)
+                on_disk = _read_small(fh)
             if not _same(_digest(on_disk), entry.digest):
                 raise IntegrityError(f"{PRIVATE_DIR}/{relpath} does not read back as written")
 
