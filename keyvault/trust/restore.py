@@ -15,7 +15,8 @@ Notary rewrites key files on first touch.
 Items arrive as an iterable and each one is staged as soon as it arrives, so
 a restore of thousands of keys holds only the keys in flight in memory: what
 is kept per key is its path and the SHA-256 of its bytes, which is what the
-read-back compares against.
+read-back compares against. Temporary files a killed restore left behind (they
+hold key bytes) are removed by the next restore from each directory it writes to.
 """
 
 from __future__ import annotations
@@ -328,6 +329,20 @@ def _lock(root: int | None, trust_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def _remove_leftovers(dir_fd: int) -> None:
+    """Remove temporary files a killed restore left in a directory this one writes to.
+
+    They hold key bytes. Only a restore writes them into the trust directory, and this
+    one holds the lock and has not staged anything here yet, so every one is garbage.
+    """
+    with contextlib.suppress(OSError):  # best effort: never a reason to fail the restore
+        for name in os.listdir(dir_fd):
+            if fsutil.is_temp_name(name):
+                with contextlib.suppress(OSError):
+                    if stat.S_ISREG(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+                        os.unlink(name, dir_fd=dir_fd)
+
+
 @dataclass
 class _Staged:
     dir_fd: int
@@ -363,6 +378,7 @@ class _Transaction:
         try:
             try:
                 fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+                _remove_leftovers(fd)
             except FileNotFoundError:
                 os.mkdir(name, 0o700, dir_fd=parent)
                 self.created_dirs.append((parent, name))

@@ -342,3 +342,28 @@ def test_memory_holds_the_keys_in_flight_not_every_key(tmp_path: Path) -> None:
     assert peak < count * size // 4  # far below holding them all (16 MiB)
     restored = tmp_path / "trust" / "private"
     assert len(list(restored.iterdir())) == count
+
+
+def test_leftovers_of_a_killed_restore_are_removed_from_the_directories_written_to(
+        tmp_path: Path) -> None:
+    """A SIGKILL mid-restore leaves 0600 temporary files holding key bytes; the next
+    restore removes them (only regular files with keyvault's prefix, only where it writes)."""
+    from keyvault.fsutil import TEMP_PREFIX
+
+    trust = tmp_path / "trust"
+    sub = trust / "private" / "tuf_keys" / "example.com" / "app"
+    other = trust / "private" / "elsewhere"
+    for d in (sub, other):
+        d.mkdir(parents=True)
+    leftovers = [trust / "private" / f"{TEMP_PREFIX}0123", sub / f"{TEMP_PREFIX}4567"]
+    for path in leftovers:
+        path.write_bytes(b"key bytes of a killed restore")
+    untouched = [other / f"{TEMP_PREFIX}89ab", trust / "private" / "notes.txt"]
+    for path in untouched:
+        path.write_bytes(b"keep")
+    link = trust / "private" / f"{TEMP_PREFIX}link"
+    link.symlink_to(trust / "private" / "notes.txt")
+    apply_restore(trust, items(), force=False)
+    assert [p for p in leftovers if p.exists()] == []
+    assert all(p.read_bytes() == b"keep" for p in untouched)
+    assert link.is_symlink()
