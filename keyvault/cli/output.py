@@ -1,12 +1,12 @@
 """Rendering: JSON on stdout for machines, tables and progress for people.
 
-Rich is imported only when something is drawn, so ``--json`` and ``--help``
-stay fast. Progress goes to stderr and only to a terminal.
+Rich is imported only when something is drawn, and json only when JSON is
+written, so ``--help`` and plain output stay fast. Progress goes to stderr and
+only to a terminal.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -14,6 +14,8 @@ from typing import Any
 
 
 def emit_json(doc: Any) -> None:
+    import json
+
     sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
 
 

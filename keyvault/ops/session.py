@@ -17,13 +17,13 @@ from keyvault.config import Config
 from keyvault.names import KeyAddress
 from keyvault.plugins import SecretPrompt
 from keyvault.stores import Store, open_store
-from keyvault.wrappers import Wrapper, open_wrapper
 
 if TYPE_CHECKING:
     from keyvault.audit import AuditLog, KeyRef
     from keyvault.envelope import Envelope
     from keyvault.ops.access import Access
     from keyvault.ops.selection import Selection
+    from keyvault.wrappers import Wrapper
 
 
 @dataclass
@@ -45,6 +45,8 @@ class Session:
     def wrappers(self) -> list[Wrapper]:
         """The configured wrappers: every one seals; any one may open (strict mode)."""
         if self._wrappers is None:
+            from keyvault.wrappers import open_wrapper  # not loaded by commands that only list
+
             options = self.config.backend_options(self.prompt)
             self._wrappers = [open_wrapper(uri, options) for uri in self.config.require_wrappers()]
         return self._wrappers

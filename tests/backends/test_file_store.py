@@ -27,7 +27,7 @@ from keyvault.errors import (
 from keyvault.plugins import BackendOptions
 from keyvault.stores import open_store
 from keyvault.stores.base import MAX_OBJECT_SIZE, Store
-from keyvault.stores.file import MARKER_NAME, FileStore, parse_file_uri
+from keyvault.stores.file import MARKER, MARKER_BYTES, MARKER_NAME, FileStore, parse_file_uri
 
 from .conftest import run_as_nobody
 
@@ -184,6 +184,17 @@ def test_bad_marker_refused(root: Path, content: bytes) -> None:
     (root / MARKER_NAME).write_bytes(content)
     with pytest.raises(UsageError):
         FileStore.from_uri(root.as_uri(), OPTIONS)
+
+
+def test_the_marker_bytes_are_the_json_of_the_marker() -> None:
+    """Opening a store compares the marker's bytes (no json import on the fast path)."""
+    assert json.dumps(MARKER, sort_keys=True).encode() + b"\n" == MARKER_BYTES
+
+
+def test_a_marker_written_differently_but_equal_is_accepted(root: Path) -> None:
+    make_store(root).close()
+    (root / MARKER_NAME).write_bytes(b'{ "version":1,\n  "format":"keyvault-file-store" }')
+    FileStore.from_uri(root.as_uri(), OPTIONS).close()
 
 
 def test_symlinked_marker_refused(root: Path, tmp_path: Path) -> None:
