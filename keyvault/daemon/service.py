@@ -335,8 +335,8 @@ class Daemon:
 
     def _back_up_dir(self, trust_dir: str, entries: list[Entry]) -> None:
         assert self._journal is not None
-        try:
-            result = scan_trust_dir(Path(trust_dir))
+        try:  # bytes are not kept: each key due is read again, checked, when it is sealed
+            result = scan_trust_dir(Path(trust_dir), keep_bytes=False)
         except KeyvaultError as exc:
             for entry in entries:
                 self._retry(entry, exc, None)
@@ -365,13 +365,13 @@ class Daemon:
                 continue
             batch.append((entry, key))
         if batch:
-            self._back_up(batch)
+            self._back_up(Path(trust_dir), batch)
 
-    def _back_up(self, batch: list[tuple[Entry, KeyFile]]) -> None:
+    def _back_up(self, trust_dir: Path, batch: list[tuple[Entry, KeyFile]]) -> None:
         assert self._session is not None
         try:
             outcomes = backup_keys(self._session, [k for _, k in batch], team=self.config.team,
-                                   concurrency=self.config.concurrency)
+                                   concurrency=self.config.concurrency, trust_dir=trust_dir)
         except KeyvaultError as exc:  # the store or a wrapper could not even be opened
             self._session.close()
             for entry, key in batch:
