@@ -97,3 +97,35 @@ def test_a_key_changed_after_the_scan_is_not_backed_up_and_a_rerun_takes_it(
     restored = kv("--trust-dir", out, "restore", "--key-id", str(failed["key_id"]))
     assert restored.code == 0, restored.err
     assert (out / "private" / changed[0].name).read_bytes() == changed[0].read_bytes()
+
+
+@pytest.mark.parametrize("jobs", ["1", "4"])
+def test_restore_writes_each_key_as_it_is_opened_not_after_opening_all(
+        kv: KV, many: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, jobs: str) -> None:
+    """Memory holds the keys in flight: staging starts long before the last key is opened."""
+    from keyvault.ops.session import Session
+    from keyvault.trust import restore as restore_mod
+
+    assert kv("backup").code == 0
+    opened = 0
+    opened_at_stage: list[int] = []
+    real_open, real_stage = Session.open, restore_mod._Transaction.stage
+
+    def counting_open(self: Session, envelope: object) -> bytes:
+        nonlocal opened
+        opened += 1
+        return real_open(self, envelope)  # type: ignore[arg-type]
+
+    def recording_stage(self: restore_mod._Transaction, item: restore_mod.RestoreItem) -> None:
+        opened_at_stage.append(opened)
+        real_stage(self, item)
+
+    monkeypatch.setattr(Session, "open", counting_open)
+    monkeypatch.setattr(restore_mod._Transaction, "stage", recording_stage)
+    out = tmp_path / "restored"
+    run = kv("--trust-dir", out, "restore", "--all", "--jobs", jobs)
+    assert run.code == 0, run.err
+    assert opened == len(opened_at_stage) == many
+    window = 1 if jobs == "1" else 5 * int(jobs)  # running + waiting their turn
+    assert opened_at_stage[0] <= window < many
+    assert all(count - staged <= window for staged, count in enumerate(opened_at_stage))
