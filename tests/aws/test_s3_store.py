@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 import pytest
-from contracts.store_contract import A_ROOT, A_TARGETS, B_ROOT, StoreContract
+from contracts.store_contract import A_ROOT, A_TARGETS, B_ROOT, StoreContract, race_creates
 from fixtures.s3 import TEAM_A, WeedServer, s3_client
 
 from keyvault.errors import (
@@ -55,21 +55,7 @@ class TestS3StoreContractWithoutConditionalWrites(StoreContract):
         """Without conditional writes several racers may write: never more than one
         succeeds, and every racer's bytes are kept as a version (nothing lost). The
         winner's version need not stay the latest (docs/aws.md)."""
-        barrier = threading.Barrier(4)
-        outcomes: list[str | Exception] = [""] * 4
-
-        def create(i: int) -> None:
-            barrier.wait()
-            try:
-                outcomes[i] = store.write(A_ROOT, f"writer {i}".encode())
-            except Exception as exc:
-                outcomes[i] = exc
-
-        threads = [threading.Thread(target=create, args=(i,)) for i in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        outcomes = race_creates(store, 4)
         winners = [o for o in outcomes if isinstance(o, str)]
         assert len(winners) <= 1, outcomes
         assert all(isinstance(o, ConflictError) for o in outcomes if not isinstance(o, str))

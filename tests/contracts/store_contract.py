@@ -47,6 +47,26 @@ HOSTILE_NAMES = [
 ]
 
 
+def race_creates(store: Store, n: int) -> list[str | Exception]:
+    """``n`` threads create A_ROOT at once ("writer i"); each one's version or exception."""
+    barrier = threading.Barrier(n)
+    outcomes: list[str | Exception] = [""] * n
+
+    def create(i: int) -> None:
+        barrier.wait()
+        try:
+            outcomes[i] = store.write(A_ROOT, f"writer {i}".encode())
+        except Exception as exc:
+            outcomes[i] = exc
+
+    threads = [threading.Thread(target=create, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return outcomes
+
+
 class StoreContract:
     """Tests every Store must pass; a subclass provides the ``store`` fixture."""
 
@@ -167,21 +187,7 @@ class StoreContract:
             list(store.list(prefix))
 
     def test_racing_creates_exactly_one_wins(self, store: Store) -> None:
-        barrier = threading.Barrier(4)
-        outcomes: list[str | Exception] = [""] * 4
-
-        def create(i: int) -> None:
-            barrier.wait()
-            try:
-                outcomes[i] = store.write(A_ROOT, f"writer {i}".encode())
-            except Exception as exc:
-                outcomes[i] = exc
-
-        threads = [threading.Thread(target=create, args=(i,)) for i in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        outcomes = race_creates(store, 4)
         winners = [i for i, o in enumerate(outcomes) if isinstance(o, str)]
         assert len(winners) == 1, outcomes
         assert all(isinstance(o, ConflictError) for o in outcomes if not isinstance(o, str))
