@@ -177,6 +177,14 @@ def _clients(spec: dict[str, Any], jobs: int) -> tuple[Any, Any]:
     return s3, kms
 
 
+def _counted_clients(spec: dict[str, Any], jobs: int) -> tuple[Any, Any, RequestCounter]:
+    s3, kms = _clients(spec, jobs)
+    counter = RequestCounter()
+    counter.attach(s3)
+    counter.attach(kms)
+    return s3, kms, counter
+
+
 def _no_expect(request: Any, **_: Any) -> None:
     if "Expect" in request.headers:
         del request.headers["Expect"]
@@ -214,10 +222,7 @@ def phase_floor_backup(spec: dict[str, Any]) -> dict[str, Any]:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     jobs = spec["jobs"]
-    s3, kms = _clients(spec, jobs)
-    counter = RequestCounter()
-    counter.attach(s3)
-    counter.attach(kms)
+    s3, kms, counter = _counted_clients(spec, jobs)
     bucket, prefix = spec["bucket"], spec["prefix"]
 
     def one(path: Path) -> None:
@@ -243,10 +248,7 @@ def phase_floor_restore(spec: dict[str, Any]) -> dict[str, Any]:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     jobs = spec["jobs"]
-    s3, kms = _clients(spec, jobs)
-    counter = RequestCounter()
-    counter.attach(s3)
-    counter.attach(kms)
+    s3, kms, counter = _counted_clients(spec, jobs)
     bucket, prefix = spec["bucket"], spec["prefix"]
     out = Path(spec["out"]) / "private"
 
@@ -443,8 +445,10 @@ class DelayProxy:
                 queue.put_nowait((self._loop.time() + self._delay, chunk))
                 if not chunk:
                     break
-        finally:
-            await sender
+        except BaseException:
+            sender.cancel()  # a reset or close(): nothing more to forward
+            raise
+        await sender
 
     def close(self) -> None:
         for task in asyncio.all_tasks(self._loop):
