@@ -29,6 +29,7 @@ from keyvault.trust.sample import write_sample_trust_dir
 pytest_plugins = [
     "fixtures.s3",
     "fixtures.kms",
+    "fixtures.kms_responder",
     "fixtures.vault",
     "fixtures.softhsm",
     "fixtures.notary_server",

@@ -9,15 +9,11 @@ translation all run for real; only the server's answer is scripted.
 
 from __future__ import annotations
 
-import json
 import os
-import threading
-import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from contracts.wrapper_contract import CONTEXT
+from fixtures.kms_responder import ARN, Responder, error
 
 from keyvault.errors import (
     AccessDeniedError,
@@ -36,55 +32,7 @@ from keyvault.wrappers.awskms import (
 )
 from keyvault.wrappers.base import DEK_SIZE, WrappedKey
 
-ARN = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 SECRET = "responder-secret-key-xyz"
-
-
-class Responder:
-    """Answers KMS requests from a script: a list of (status, body) consumed in order;
-    the last entry repeats."""
-
-    def __init__(self) -> None:
-        self.script: list[tuple[int, dict[str, object]]] = []
-        self.requests: list[tuple[str, dict[str, object]]] = []
-        self.times: list[float] = []
-        responder = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", "0"))
-                body = json.loads(self.rfile.read(length) or b"{}")
-                target = self.headers.get("X-Amz-Target", "")
-                responder.requests.append((target.rpartition(".")[2], body))
-                responder.times.append(time.monotonic())
-                index = min(len(responder.requests), len(responder.script)) - 1
-                status, doc = responder.script[index]
-                raw = json.dumps(doc).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/x-amz-json-1.1")
-                self.send_header("x-amzn-RequestId", "00000000-0000-0000-0000-000000000000")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def responder() -> Iterator[Responder]:
-    r = Responder()
-    yield r
-    r.close()
 
 
 def wrapper_for(responder: Responder, *, attempts: int = 1) -> AwsKmsWrapper:
@@ -104,10 +52,6 @@ def entry() -> WrappedKey:
 def pinned(uri: str) -> WrappedKey:
     e = entry()
     return WrappedKey(uri, e.alg, e.blob, e.context, e.params)
-
-
-def error(kind: str, message: str) -> dict[str, object]:
-    return {"__type": kind, "message": message}
 
 
 # What real KMS answers (types and statuses from the AWS KMS API reference).
@@ -145,7 +89,7 @@ def test_unwrap_errors_are_typed(responder: Responder, kind: str, status: int, m
     assert kind in str(err)
     for secret in (SECRET, message):  # the service's own text is never passed through
         if secret:
-            assert secret not in str(err) or secret == ""
+            assert secret not in str(err)
     ((op, body),) = responder.requests
     assert op == "Decrypt"
     assert body["KeyId"] == ARN  # pinned to the recorded key
@@ -179,12 +123,10 @@ def test_throttling_is_retried_with_backoff_then_succeeds(responder: Responder) 
 def test_throttling_gives_up_after_max_attempts(responder: Responder) -> None:
     responder.script = [(400, error("ThrottlingException", "Rate exceeded"))]
     w = wrapper_for(responder, attempts=3)
-    started = time.monotonic()
     with pytest.raises(KmsThrottledError, match="throttling") as info:
         w.unwrap(pinned(w.uri), CONTEXT)
     assert info.value.exit_code == 6
-    assert len(responder.requests) == 3
-    assert time.monotonic() - started < 30  # bounded: standard mode caps each wait at 20 s
+    assert len(responder.requests) == 3  # gave up after max_attempts
 
 
 def test_response_for_another_key_is_refused(responder: Responder) -> None:
@@ -206,5 +148,6 @@ def test_wrap_answer_naming_another_key_is_refused(responder: Responder) -> None
 
 def test_not_found_exit_code_is_three(responder: Responder) -> None:
     responder.script = [(400, error("NotFoundException", "Alias not found"))]
-    with pytest.raises(NotFoundError):
+    with pytest.raises(NotFoundError) as info:
         wrapper_for(responder).wrap(os.urandom(DEK_SIZE), CONTEXT)
+    assert info.value.exit_code == 3

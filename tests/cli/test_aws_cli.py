@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from aws.test_kms_errors import ARN, Responder, error
 from fixtures.kms import KmsKey, MotoServer
+from fixtures.kms_responder import ARN, Responder, error
 from fixtures.proxy import CuttingProxy
 from fixtures.s3 import ADMIN, WeedServer, new_bucket, s3_client, s3_settings, weed_server
 from fixtures.servers import BackendSetup
@@ -140,13 +140,6 @@ def test_envelope_copied_to_another_guns_name_is_refused(
                "--role", "targets")
     assert third.code == 5, third.err
     assert not (fresh / "private" / web.relpath).exists()
-
-
-@pytest.fixture
-def responder() -> Iterator[Responder]:
-    r = Responder()
-    yield r
-    r.close()
 
 
 def test_disabled_kms_key_is_a_clear_error_naming_the_key(
