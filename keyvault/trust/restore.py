@@ -35,7 +35,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
 
 from keyvault import fsutil
 from keyvault.errors import (
@@ -46,6 +45,7 @@ from keyvault.errors import (
     LocalIOError,
     UsageError,
 )
+from keyvault.trust.safefs import ReadRefused, read_regular
 
 LOCK_NAME = ".keyvault.lock"
 #: From this many files on, temporary files are written by a small pool (overlapping fsyncs).
@@ -207,7 +207,12 @@ def _same(digest_a: bytes, digest_b: bytes) -> bool:
 
 
 def _read_existing(root: int, parts: list[str], relpath: str) -> bytes | None:
-    """The bytes at ``parts`` below ``root`` without following links; None if absent."""
+    """The bytes at ``parts`` below ``root`` without following links; None if absent.
+
+    The file itself is read by safefs.read_regular (non-blocking open, type and size
+    checked on the open descriptor), so a FIFO or link swapped in cannot hang or
+    redirect the restore.
+    """
     fd = os.dup(root)
     try:
         for name in parts[:-1]:
@@ -220,32 +225,20 @@ def _read_existing(root: int, parts: list[str], relpath: str) -> bytes | None:
             os.close(fd)
             fd = nxt
         try:
-            st = os.stat(parts[-1], dir_fd=fd, follow_symlinks=False)
-        except FileNotFoundError:
-            return None
-        if stat.S_ISLNK(st.st_mode) or not stat.S_ISREG(st.st_mode):
-            raise ConflictError(f"{PRIVATE_DIR}/{relpath} exists and is not a regular file "
-                                "(a symlink?); refusing to touch it")
-        if st.st_size > _MAX_EXISTING:
-            return b""  # larger than any key file: certainly different from ours
-        ffd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-        with os.fdopen(ffd, "rb") as fh:
-            return _read_small(fh)
-    except PermissionError:
-        raise AccessDeniedError(f"cannot read {PRIVATE_DIR}/{relpath}",
-                                hint="check the trust directory's owner and permissions") from None
+            return read_regular(fd, parts[-1], _MAX_EXISTING)
+        except ReadRefused as refused:
+            if refused.code == "missing":
+                return None
+            if refused.code == "too-large":
+                return b""  # larger than any key file: certainly different from ours
+            if refused.code in ("symlink", "not-regular"):
+                raise ConflictError(f"{PRIVATE_DIR}/{relpath} exists and is not a regular "
+                                    "file (a symlink?); refusing to touch it") from None
+            raise AccessDeniedError(f"cannot read {PRIVATE_DIR}/{relpath} ({refused.reason})",
+                                    hint="check the trust directory's owner and "
+                                         "permissions") from None
     finally:
         os.close(fd)
-
-
-def _read_small(fh: BinaryIO) -> bytes:
-    """Up to _MAX_EXISTING + 1 bytes, asking for the size fstat gives (read() allocates
-    what it is asked for, and key files are a few hundred bytes)."""
-    size = os.fstat(fh.fileno()).st_size
-    data = fh.read(min(size, _MAX_EXISTING) + 1)
-    if len(data) > size:  # grew since the fstat: read on to the limit
-        data += fh.read(_MAX_EXISTING + 1 - len(data))
-    return data
 
 
 def _refuse(exc: OSError, relpath: str) -> KeyvaultError:
@@ -271,8 +264,8 @@ def _os_error(exc: OSError, where: str) -> KeyvaultError:
 def _open_trust(trust_dir: Path, *, create: bool) -> Iterator[int | None]:
     """A descriptor of the trust directory (made 0700 with its parents if asked)."""
     try:
-        if create and not trust_dir.exists():
-            trust_dir.mkdir(mode=0o700, parents=True)
+        if create:  # exist_ok: a racing restore made it first (then its lock decides)
+            trust_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(trust_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except FileNotFoundError:
         yield None
@@ -411,16 +404,20 @@ class _Transaction:
         write = self._pool.submit(fsutil.write_temp, dir_fd, item.data, 0o600, shown)
         self._pending.append((write, item.relpath, dir_fd, name, digest))
         while len(self._pending) > 2 * STAGING_WORKERS:
-            self._settle(self._pending.popleft())
+            self._settle_oldest()
 
-    def _settle(self, pending: _Pending) -> None:
-        write, relpath, dir_fd, name, digest = pending
-        self.staged[relpath] = _Staged(dir_fd, name, write.result(), digest)
+    def _settle_oldest(self) -> None:
+        """Record the oldest pooled write. It leaves the queue only once it has a result,
+        so a Ctrl-C while waiting still lets _stop_pool find its temporary file."""
+        write, relpath, dir_fd, name, digest = self._pending[0]
+        tmp = write.result()
+        self._pending.popleft()
+        self.staged[relpath] = _Staged(dir_fd, name, tmp, digest)
 
     def finish_staging(self) -> None:
         """Wait for the pool's writes; the first failure is raised."""
         while self._pending:
-            self._settle(self._pending.popleft())
+            self._settle_oldest()
 
     def _stop_pool(self) -> None:
         """Stop the pool and record every temporary file it did write (for the rollback)."""
@@ -443,13 +440,14 @@ class _Transaction:
                         follow_symlinks=False)
                 entry.aside = aside
                 os.rename(entry.tmp, entry.name, src_dir_fd=entry.dir_fd, dst_dir_fd=entry.dir_fd)
+                entry.committed = True  # at once: from here the rollback must rename back
                 self.aside_relpaths.append(p.relpath.rsplit("/", 1)[0] + "/" + aside
                                            if "/" in p.relpath else aside)
             else:
                 os.link(entry.tmp, entry.name, src_dir_fd=entry.dir_fd, dst_dir_fd=entry.dir_fd,
                         follow_symlinks=False)
+                entry.committed = True  # at once: from here the rollback must unlink it
                 os.unlink(entry.tmp, dir_fd=entry.dir_fd)
-            entry.committed = True
         except FileExistsError:
             raise ConflictError(f"{where} appeared while restoring; nothing was changed",
                                 hint="another process is writing keys: run again") from None
@@ -466,10 +464,10 @@ class _Transaction:
     def verify(self) -> None:
         """Read every written file back: its bytes must hash to what was staged."""
         for relpath, entry in self.staged.items():
-            ffd = os.open(entry.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                          dir_fd=entry.dir_fd)
-            with os.fdopen(ffd, "rb") as fh:
-                on_disk = _read_small(fh)
+            try:
+                on_disk = read_regular(entry.dir_fd, entry.name, _MAX_EXISTING)
+            except ReadRefused:
+                on_disk = b""  # gone, replaced or grown: not what was written
             if not _same(_digest(on_disk), entry.digest):
                 raise IntegrityError(f"{PRIVATE_DIR}/{relpath} does not read back as written")
 
