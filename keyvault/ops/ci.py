@@ -88,7 +88,7 @@ _DELEGATION_PASSPHRASE = "NOTARY_DELEGATION_PASSPHRASE"  # noqa: S105 - a variab
 _DOCKER_REPOSITORY_PASSPHRASE = "DOCKER_CONTENT_TRUST_REPOSITORY_PASSPHRASE"  # noqa: S105
 #: Never handed to the command: keyvault's own credentials, and root passphrases
 #: (no root key is ever there to use them).
-_NOT_FOR_THE_COMMAND = ("KEYVAULT_VAULT_SECRET_ID", "KEYVAULT_PASSPHRASE",
+_NOT_FOR_THE_COMMAND = ("KEYVAULT_VAULT_SECRET_ID", "KEYVAULT_PASSPHRASE", "KEYVAULT_PKCS11_PIN",
                         "NOTARY_ROOT_PASSPHRASE", "DOCKER_CONTENT_TRUST_ROOT_PASSPHRASE")
 
 
@@ -583,20 +583,24 @@ def parse_ttl(text: str) -> float:
 
 
 def command_environment(env: Mapping[str, str], settings: Mapping[str, Mapping[str, object]],
-                        work: WorkDir) -> dict[str, str]:
+                        work: WorkDir, *, uses_vault: bool = False) -> dict[str, str]:
     """keyvault's environment for the command, pointed at the work directory.
 
     The key passphrases Notary and docker read pass through untouched (never
     on argv, never printed); a ``DOCKER_CONTENT_TRUST_REPOSITORY_PASSPHRASE``
     alone also serves Notary's targets, snapshot and delegation variables.
     keyvault's own credentials (the CI ID token it exchanged, AppRole secret
-    ID, its passphrase) and root passphrases are not passed on.
+    ID, ``VAULT_TOKEN`` when keyvault logged in to Vault with it, its passphrase,
+    the HSM PIN) and root passphrases are not passed on: with them the command
+    could read every envelope keyvault may read, root keys included.
     """
     child = dict(env)
     vault = settings.get("vault", {})
     dropped = list(_NOT_FOR_THE_COMMAND)
     if vault.get("auth") == "jwt":
         dropped.append(str(vault.get("jwt_env") or "KEYVAULT_VAULT_JWT"))
+    elif uses_vault and vault.get("auth", "token") == "token":
+        dropped.append("VAULT_TOKEN")
     for name in dropped:
         child.pop(name, None)
     repository = env.get(_DOCKER_REPOSITORY_PASSPHRASE)
@@ -703,7 +707,9 @@ def exec_with_keys(session: Session, team: str, request: FetchRequest, argv: Seq
         keys = fetch_keys(session, team, request, work.trust_dir, purpose=f"exec {argv[0][:60]}")
         session.close()  # no backend connection stays open while the command runs
         link_docker_config(work, config.env)
-        env = command_environment(config.env, config.settings, work)
+        uses_vault = any(uri.startswith(("vault://", "transit://"))
+                         for uri in (config.store or "", *config.wrappers))
+        env = command_environment(config.env, config.settings, work, uses_vault=uses_vault)
         if on_ready:
             on_ready(Prepared(work, tuple(keys),
                               tuple(missing_passphrases(env, [k.role for k in keys])),

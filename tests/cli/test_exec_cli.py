@@ -305,6 +305,16 @@ def test_command_environment_drops_keyvault_credentials() -> None:
     assert child["KEYVAULT_TRUST_DIR"] == "/x/keyvault-exec-1-a/trust"
 
 
+def test_command_environment_drops_the_vault_token_and_pin_keyvault_used() -> None:
+    work = WorkDir(Path("/x/keyvault-exec-1-a"), Marker("exec", "i", 1, None, "h", 0, 0.0))
+    env = {"VAULT_TOKEN": "hvs.secret", "KEYVAULT_PKCS11_PIN": "1234", "PATH": "/bin"}
+    child = command_environment(env, {}, work, uses_vault=True)
+    assert "VAULT_TOKEN" not in child and "KEYVAULT_PKCS11_PIN" not in child
+    assert child["PATH"] == "/bin"
+    # A token keyvault did not use (its store and wrappers are not Vault) is the job's own.
+    assert command_environment(env, {}, work)["VAULT_TOKEN"] == "hvs.secret"
+
+
 def test_request_and_ttl_parsing() -> None:
     assert FetchRequest.build(GUN, None).roles == ()
     assert FetchRequest.build(GUN, ["targets", "targets/releases"]).roles == (
