@@ -39,7 +39,7 @@ from keyvault.trust.passphrases import passphrase_for
 from keyvault.trust.restore import RestoreItem, apply_restore
 from keyvault.trust.signing import prove_signature
 from keyvault.trust.tufmeta import KeyUse
-from keyvault.wrappers import check_wrapper_uri, open_wrapper
+from keyvault.wrappers import check_wrapper_uri, open_wrapper, recorded_wrapper_uri
 
 PASSED, FAILED, NOT_CHECKED = "passed", "failed", "not-checked"
 CONTROLS = (
@@ -108,7 +108,8 @@ def run_drill(session: Session, *, team: str, selection: Selection,
     stored = fetch_envelopes(session, team, selection, action="drill")  # policy-checked
     published = _published(source, stored, selection) if source else {}
     report = DrillReport(started, started, local_principal(), team,
-                         session.config.store or "", list(wrappers), selection.describe(),
+                         session.config.store or "",
+                         [recorded_wrapper_uri(uri) for uri in wrappers], selection.describe(),
                          metadata_label)
     options = session.config.backend_options(session.prompt)
     for uri in wrappers:
@@ -116,13 +117,16 @@ def run_drill(session: Session, *, team: str, selection: Selection,
         try:
             wrapper = open_wrapper(uri, options)
         except KeyvaultError as exc:
-            report.checks += [_failed(Check(uri, s.address.key_id, s.address.role,
-                                            s.address.gun), exc) for s in stored]
+            report.checks += [_failed(Check(recorded_wrapper_uri(uri), s.address.key_id,
+                                            s.address.role, s.address.gun), exc)
+                              for s in stored]
             shutil.rmtree(scratch, ignore_errors=True)
             continue
         try:
-            report.checks += _drill_one_wrapper(wrapper, uri, stored, scratch / "trust",
-                                                published, env)
+            # wrapper.uri is the form envelopes record (e.g. a pkcs11: URI without its
+            # module-path or PIN), so it is what to look for and what to report.
+            report.checks += _drill_one_wrapper(wrapper, wrapper.uri, stored,
+                                                scratch / "trust", published, env)
         finally:
             wrapper.close()
             shutil.rmtree(scratch, ignore_errors=True)

@@ -98,7 +98,8 @@ def rewrap_keys(
             failed = [o for o in outcomes if o.action == FAILED]
             session.record("rewrap", "partial" if failed else "ok", team=team,
                            keys=[key_ref(o.address) for o in changed + failed],
-                           detail=f"add={','.join(add)} remove={','.join(remove)} "
+                           detail=f"add={','.join(w.uri for w in added)} "
+                                  f"remove={','.join(remove)} "
                                   f"rotate={rotate}: {len(changed)} changed, "
                                   f"{len(failed)} failed")
         return outcomes

@@ -82,8 +82,10 @@ class Session:
         """Append an audit record naming this session's store and wrappers (never secrets)."""
         from keyvault.audit import audit_object_name
         from keyvault.canonical import canonical_json
+        from keyvault.wrappers import recorded_wrapper_uri
 
-        backend = {"store": self.config.store or "", "wrappers": ",".join(self.config.wrappers)}
+        backend = {"store": self.config.store or "",
+                   "wrappers": ",".join(map(recorded_wrapper_uri, self.config.wrappers))}
         record = self.audit().append(action, outcome, team=team, keys=keys, backend=backend,
                                      detail=detail)
         if self.config.audit_to_store and self.config.store:

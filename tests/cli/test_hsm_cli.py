@@ -178,3 +178,24 @@ def test_hsm_create_key_wrong_pin(kv: KV, hsm_env: SoftHsm,
     monkeypatch.setenv("KEYVAULT_PKCS11_PIN", hsm_env.pin)
     listed = kv("--json", "hsm", "list", f"pkcs11:token={hsm_env.token};object=never-made")
     assert listed.code == 0 and listed.json()["keys"] == []
+
+
+def test_a_uri_with_module_and_pin_is_drilled_and_its_pin_recorded_nowhere(
+        kv: KV, home: Path, backed_up: tuple[Path, tuple[KeyFile, ...]], hsm_env: SoftHsm,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The drill looks for the form envelopes record (no module-path, no PIN), and audit
+    records and reports show that form: a pin-value in the configured URI stays secret."""
+    _, keys = backed_up
+    monkeypatch.delenv("KEYVAULT_PKCS11_PIN")
+    full = hsm_env.uri("aes-kek", **{"pin-value": hsm_env.pin})
+    assert "module-path=" in full and hsm_env.pin in full
+    drill = kv("--wrapper", full, "--json", "drill", "--all", "--no-metadata",
+               "--report-dir", tmp_path / "r")
+    assert drill.code == 0, drill.err
+    checks = drill.json()["checks"]
+    assert len(checks) == len(keys)
+    assert {c["wrapper"] for c in checks} == {hsm_env.key_uri("aes-kek")}
+    assert kv("--wrapper", full, "backup").code == 0
+    written = [p.read_bytes() for p in (tmp_path / "r").iterdir()]
+    written += [p.read_bytes() for p in home.rglob("audit*") if p.is_file()]
+    assert written and all(hsm_env.pin.encode() not in data for data in written)
