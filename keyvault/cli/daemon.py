@@ -6,7 +6,6 @@ code load only when the daemon runs (``keyvault --help`` stays fast).
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -113,6 +112,8 @@ def status(ctx: typer.Context, listen: Annotated[str | None, typer.Option(
 
 
 def _recorded_listen(config: Config) -> str | None:
+    import json
+
     from keyvault.daemon.lock import holder
 
     state_dir = config.paths.state_dir
@@ -127,6 +128,7 @@ def _recorded_listen(config: Config) -> str | None:
 
 
 def _fetch(address: str) -> tuple[dict[str, Any], dict[str, float]]:
+    import json
     import urllib.error
     import urllib.request
 

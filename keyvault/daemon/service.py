@@ -435,8 +435,8 @@ class Daemon:
         sightings: list[Sighting] = []
         failed = False
         for trust_dir in self._dirs:
-            try:
-                result = scan_trust_dir(Path(trust_dir))
+            try:  # a dry run compares digests only: no key bytes kept
+                result = scan_trust_dir(Path(trust_dir), keep_bytes=False)
             except KeyvaultError as exc:
                 self._watched[trust_dir] = 0
                 self._refuse(trust_dir, ".", exc.kind, exc.message, once=True)
@@ -452,7 +452,7 @@ class Daemon:
                     keys.append(key)
                 else:
                     self._refuse(trust_dir, key.relpath, *refusal, once=True)
-            missing, ok = self._missing(keys)
+            missing, ok = self._missing(Path(trust_dir), keys)
             failed = failed or not ok
             sightings += [Sighting(trust_dir, k.relpath, k.key_id, now) for k in missing]
         self._journal.note(sightings, now)
@@ -461,7 +461,7 @@ class Daemon:
         self.log.info("reconciled", outcome=outcome, keys=sum(self._watched.values()),
                       to_back_up=len(sightings))
 
-    def _missing(self, keys: list[KeyFile]) -> tuple[list[KeyFile], bool]:
+    def _missing(self, trust_dir: Path, keys: list[KeyFile]) -> tuple[list[KeyFile], bool]:
         """Keys the store lacks (or holds older bytes of): a dry run of the same backup.
 
         When the store cannot answer, every key counts as missing: the journal
@@ -472,7 +472,7 @@ class Daemon:
             return [], True
         try:
             outcomes = backup_keys(self._session, keys, team=self.config.team, dry_run=True,
-                                   concurrency=self.config.concurrency)
+                                   concurrency=self.config.concurrency, trust_dir=trust_dir)
         except KeyvaultError as exc:
             self._session.close()
             self._last_error = exc.kind

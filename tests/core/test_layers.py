@@ -59,13 +59,13 @@ def test_only_backends_import_sdks_and_only_lazily(name: str) -> None:
             assert not at_top, f"{name} imports {imported} at module level"
 
 
-def test_help_loads_no_sdk_no_cryptography_no_rich() -> None:
-    code = ("import sys, json\nfrom keyvault.cli.app import main\nrc = main(['--help'])\n"
-            "print(json.dumps([rc, sorted(sys.modules)]))")
+def test_help_loads_no_sdk_no_cryptography_no_rich_no_json() -> None:
+    code = ("import sys\nfrom keyvault.cli.app import main\nrc = main(['--help'])\n"
+            "loaded = sorted(sys.modules)\nimport json\nprint(json.dumps([rc, loaded]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     rc, modules = json.loads(out.splitlines()[-1])
     assert rc == 0
     loaded = {m.split(".")[0] for m in modules}
-    assert not loaded & {*SDKS, "cryptography", "rich", "pyrage"}, loaded & {
-        *SDKS, "cryptography", "rich", "pyrage"}
+    heavy = {*SDKS, "cryptography", "rich", "pyrage", "json"}
+    assert not loaded & heavy, loaded & heavy
