@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from keyvault import fsutil
 from keyvault.config import Config, render_config
 from keyvault.errors import ConflictError, InvalidInputError, LocalIOError
 from keyvault.names import validate_team
@@ -69,12 +70,9 @@ def _write_config(path: Path, text: str) -> bool:
                             hint="edit it, or pass --config to write a new one elsewhere")
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     except OSError as exc:
         raise LocalIOError(f"cannot write config file {path}: {os.strerror(exc.errno or 0)}"
                            ) from None
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+    # Whole or not at all: a full disk leaves no half-written config for the next init.
+    fsutil.write_file_atomic(path.parent, path.name, data, mode=0o600, exclusive=True)
     return True
