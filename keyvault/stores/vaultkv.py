@@ -157,10 +157,12 @@ class VaultKvStore:
                 "deleted", hint=f"VaultKvStore.undelete or 'bao kv undelete -mount={self._mount} "
                                 f"-versions=N {path}' brings one back")
         result = []
-        for number in live:
-            obj = self.read(name, str(number))
-            created = _created(meta, number)
-            result.append(ObjectVersion(name, str(number), len(obj.data), created,
+        for number in live:  # KV metadata has no sizes: each version is read for its own
+            try:
+                size = len(self.read(name, str(number)).data)
+            except IntegrityError:
+                size = 0  # changed outside keyvault: still listed, so a good one can go on top
+            result.append(ObjectVersion(name, str(number), size, _created(meta, number),
                                         latest=number == current))
         return result
 

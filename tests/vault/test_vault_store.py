@@ -85,6 +85,23 @@ def test_foreign_entry_refused(bao: BaoServer, kv_store: VaultKvStore) -> None:
     assert "hunter2" not in str(info.value)
 
 
+def test_a_damaged_version_is_still_listed_so_a_good_one_can_go_on_top(
+        bao: BaoServer, kv_store: VaultKvStore) -> None:
+    """Backup answers a damaged latest envelope by writing a good one on top of it, which
+    needs versions() to list it rather than fail on it."""
+    first = kv_store.write(ROOT, b"good")
+    prefix = kv_store.uri.removeprefix(f"vault://{KV_MOUNT}/")
+    bao.root().secrets.kv.v2.create_or_update_secret(
+        f"{prefix}/{ROOT}", secret={"password": "hunter2"}, mount_point=KV_MOUNT)
+    with pytest.raises(IntegrityError):
+        kv_store.read(ROOT)
+    versions = kv_store.versions(ROOT)
+    assert [(v.version, v.latest, v.size) for v in versions] == [("2", True, 0),
+                                                                  (first, False, 4)]
+    assert kv_store.write(ROOT, b"good again", replaces=versions[0].version) == "3"
+    assert kv_store.read(ROOT).data == b"good again"
+
+
 def test_list_walks_only_the_prefix_subtree(bao: BaoServer) -> None:
     """A team-a token lists team-a's subtree; it is not allowed to LIST the store's root, so
     a walk that strayed outside the prefix would fail with 403."""
