@@ -86,7 +86,7 @@ def who_is_asking(config: Config, options: BackendOptions, claimed: str | None) 
     if scheme == "vault":
         return vault_principal(options)
     if scheme == "s3":
-        return aws_principal(config, options)
+        return aws_principal(options)
     return local_principal_of()
 
 
@@ -136,7 +136,7 @@ def principal_from_lookup(data: Mapping[str, Any]) -> Principal:
     return Principal("vault", label, facts)
 
 
-def aws_principal(config: Config, options: BackendOptions) -> Principal:
+def aws_principal(options: BackendOptions) -> Principal:
     """STS ``GetCallerIdentity`` with the credentials the S3 store uses."""
     from keyvault.stores import _awsclient as aws
 
@@ -163,7 +163,6 @@ def aws_principal(config: Config, options: BackendOptions) -> Principal:
     arn = _text(answer.get("Arn") if isinstance(answer, dict) else None)
     if not arn.startswith("arn:"):
         raise BackendUnavailableError(f"{what}: no caller ARN in the answer")
-    del config
     return Principal("aws", f"aws:arn:{arn}", aws_facts(arn))
 
 

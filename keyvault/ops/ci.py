@@ -32,7 +32,7 @@ import socket
 import stat
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,9 +128,6 @@ class FetchRequest:
                 hint="a root key is restored by a key owner with 'keyvault restore', "
                      "never by a CI job")
         return cls(validate_gun(gun), wanted)
-
-    def describe(self) -> str:
-        return f"{self.gun} ({', '.join(self.roles) if self.roles else 'default roles'})"
 
 
 def resolve_addresses(session: Session, team: str, request: FetchRequest) -> list[KeyAddress]:
@@ -292,7 +289,7 @@ class Marker:
         except ProcessLookupError:
             return True
         except PermissionError:
-            return self.pid_start is not None and process_start(self.pid) != self.pid_start
+            pass  # it exists but is another user's: the start time below decides
         return self.pid_start is not None and process_start(self.pid) != self.pid_start
 
     def expired(self, now: float | None = None) -> bool:
@@ -748,12 +745,3 @@ def _no_core_dumps() -> None:
 
         _, hard = resource.getrlimit(resource.RLIMIT_CORE)
         resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
-
-
-def iter_workdirs(base: Path) -> Iterator[tuple[Path, Marker]]:
-    """This user's marked directories under ``base`` (for listings and tests)."""
-    with contextlib.suppress(OSError):
-        for path in base.iterdir():
-            if path.name.startswith((EXEC_PREFIX, FETCH_PREFIX)):
-                with contextlib.suppress(UsageError):
-                    yield path, read_marker(path)

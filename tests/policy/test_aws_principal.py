@@ -18,7 +18,7 @@ def test_the_caller_arn_comes_from_sts_and_the_policy_matches_it(moto_kms: MotoS
                                                                 tmp_path: Path) -> None:
     env = {"AWS_ENDPOINT_URL_STS": moto_kms.endpoint, "AWS_ACCESS_KEY_ID": "testing",
            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-    principal = aws_principal(None, BackendOptions(env=env))  # type: ignore[arg-type]
+    principal = aws_principal(BackendOptions(env=env))
     assert principal.name.startswith("aws:arn:arn:aws:")
     account = principal.name.split(":")[6]
     policy = parse_policy(
