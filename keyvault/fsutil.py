@@ -192,6 +192,40 @@ def read_at_most(fd: int, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def read_private_file(path: str | os.PathLike[str], what: str, limit: int, *,
+                      private: bool = True, missing_hint: str | None = None) -> bytes:
+    """The bytes of a small file holding a secret (a PIN, a token, an identity).
+
+    Opened without blocking (a FIFO swapped in cannot hang us) and checked on the
+    open descriptor: a regular file of at most ``limit`` bytes that group and others
+    can neither read nor write (``private``), or at least cannot write.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise NotFoundError(f"{what} {path} does not exist", hint=missing_hint) from None
+    except PermissionError:
+        raise AccessDeniedError(f"{what} {path} is not readable") from None
+    except OSError as exc:
+        raise translate_os_error(exc, path, f"read {what}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UsageError(f"{what} {path} is not a regular file")
+        if st.st_mode & (0o077 if private else 0o022):
+            raise AccessDeniedError(
+                f"{what} {path} is {'accessible' if private else 'writable'} by group or "
+                "others; refusing to use it", hint=f"chmod 600 {path}")
+        data = b"" if st.st_size > limit else read_at_most(fd, limit + 1)
+    except OSError as exc:
+        raise translate_os_error(exc, path, f"read {what}") from None
+    finally:
+        os.close(fd)
+    if st.st_size > limit or len(data) > limit:
+        raise InvalidInputError(f"{what} {path} is too large")
+    return data
+
+
 def write_temp(dir_fd: int, data: bytes, mode: int, shown: str) -> str:
     """A fully written, fsynced temp file in ``dir_fd``; its name. Removed if anything fails."""
     temp = TEMP_PREFIX + os.urandom(8).hex()

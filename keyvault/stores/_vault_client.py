@@ -44,7 +44,6 @@ import contextlib
 import hashlib
 import os
 import re
-import stat
 import threading
 import time
 import warnings
@@ -54,6 +53,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from keyvault import fsutil
 from keyvault.errors import (
     AccessDeniedError,
     BackendUnavailableError,
@@ -687,29 +687,7 @@ def _transport_name(exc: BaseException) -> str:
 
 def _read_secret_file(path: Path, what: str, *, private: bool = True) -> str:
     """The stripped text of a small secret file, refusing one others can read (or write)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    except FileNotFoundError:
-        raise NotFoundError(f"{what} {path} does not exist") from None
-    except PermissionError:
-        raise AccessDeniedError(f"{what} {path} is not readable") from None
-    except OSError as exc:
-        raise InvalidInputError(f"{what} {path} cannot be opened ({exc.strerror})") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise UsageError(f"{what} {path} is not a regular file")
-        if st.st_mode & (0o077 if private else 0o022):
-            raise AccessDeniedError(
-                f"{what} {path} is {'accessible' if private else 'writable'} by group or "
-                "others; refusing to use it", hint=f"chmod 600 {path}")
-        raw = os.read(fd, MAX_SECRET_FILE + 1)
-    except OSError as exc:
-        raise InvalidInputError(f"{what} {path} cannot be read ({exc.strerror})") from None
-    finally:
-        os.close(fd)
-    if len(raw) > MAX_SECRET_FILE:
-        raise InvalidInputError(f"{what} {path} is too large")
+    raw = fsutil.read_private_file(path, what, MAX_SECRET_FILE, private=private)
     try:
         text = raw.decode("ascii").strip()
     except UnicodeDecodeError:

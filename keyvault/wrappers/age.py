@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
-import stat
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,7 +33,6 @@ from keyvault.errors import (
     IntegrityError,
     InvalidInputError,
     KeyvaultError,
-    NotFoundError,
     UsageError,
 )
 from keyvault.plugins import BackendOptions
@@ -185,24 +182,5 @@ def _digest(context: Mapping[str, str]) -> bytes:
 
 
 def _read_private_file(path: Path) -> bytes:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    except FileNotFoundError:
-        raise NotFoundError(f"identity file {path} does not exist", hint=_IDENTITY_HINT) from None
-    except OSError as exc:
-        raise fsutil.translate_os_error(exc, path, "read identity file") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise UsageError(f"identity file {path} is not a regular file")
-        if st.st_mode & 0o077:
-            raise AccessDeniedError(
-                f"identity file {path} is accessible by group or others; refusing to use it",
-                hint=f"chmod 600 {path}")
-        if st.st_size > _MAX_IDENTITY_FILE:
-            raise InvalidInputError(f"identity file {path} is too large to be an identity file")
-        return fsutil.read_at_most(fd, _MAX_IDENTITY_FILE + 1)
-    except OSError as exc:
-        raise fsutil.translate_os_error(exc, path, "read identity file") from None
-    finally:
-        os.close(fd)
+    return fsutil.read_private_file(path, "identity file", _MAX_IDENTITY_FILE,
+                                    missing_hint=_IDENTITY_HINT)

@@ -60,6 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
+from keyvault import fsutil
 from keyvault.canonical import canonical_json
 from keyvault.errors import (
     AccessDeniedError,
@@ -986,27 +987,7 @@ def _read_pin(parsed: Pkcs11Uri, options: BackendOptions) -> str | None:
 
 def read_pin_file(path: str) -> str:
     """A PIN file: one line (a final newline is dropped), private to its owner."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    except FileNotFoundError:
-        raise NotFoundError(f"PIN file {path} does not exist", hint=_PIN_HINT) from None
-    except OSError as exc:
-        raise AccessDeniedError(f"PIN file {path} cannot be read ({exc.strerror})") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise UsageError(f"PIN file {path} is not a regular file")
-        if st.st_mode & 0o077:
-            raise AccessDeniedError(
-                f"PIN file {path} is accessible by group or others; refusing to use it",
-                hint=f"chmod 600 {path}")
-        raw = os.read(fd, _MAX_PIN_FILE + 1)
-    except OSError as exc:
-        raise AccessDeniedError(f"PIN file {path} cannot be read ({exc.strerror})") from None
-    finally:
-        os.close(fd)
-    if len(raw) > _MAX_PIN_FILE:
-        raise UsageError(f"PIN file {path} is too large to hold a PIN")
+    raw = fsutil.read_private_file(path, "PIN file", _MAX_PIN_FILE, missing_hint=_PIN_HINT)
     text = raw.decode("utf-8", "replace")
     text = text[:-1] if text.endswith("\n") else text
     text = text[:-1] if text.endswith("\r") else text
