@@ -37,7 +37,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from keyvault import __version__
+from keyvault import __version__, fsutil
 from keyvault.config import Config
 from keyvault.daemon.health import DEFAULT_LISTEN, HealthServer, Metrics, parse_listen
 from keyvault.daemon.journal import Entry, Journal, Sighting
@@ -221,15 +221,12 @@ class Daemon:
         """Where the health endpoint is, for ``keyvault daemon status`` (0600, atomic)."""
         doc = {"pid": os.getpid(), "listen": self.address, "started": self._started,
                "trust_dirs": self._dirs}
-        tmp = state_dir / f".{RUNTIME_NAME}.{os.getpid()}"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                json.dump(doc, fh)
-            tmp.replace(state_dir / RUNTIME_NAME)
-        except OSError as exc:
+            fsutil.write_file_atomic(state_dir, RUNTIME_NAME, json.dumps(doc).encode(),
+                                     mode=0o600, exclusive=False)
+        except KeyvaultError as exc:
             self.log.warning("runtime-file", detail=f"cannot write {RUNTIME_NAME}: "
-                             f"{exc.strerror}")
+                             f"{exc.message}")
 
     # -- the loop -----------------------------------------------------------------------------
 

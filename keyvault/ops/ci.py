@@ -36,6 +36,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from keyvault import fsutil
 from keyvault.errors import (
     AccessDeniedError,
     ConflictError,
@@ -356,18 +357,12 @@ class WorkDir:
                         None if ttl is None else now + ttl)
         try:
             path.chmod(0o700)
-            tmp = path / f"{MARKER_NAME}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(marker.to_bytes())
-                fh.flush()
-                os.fsync(fh.fileno())
-            tmp.rename(path / MARKER_NAME)
-        except OSError as exc:
+            fsutil.write_file_atomic(path, MARKER_NAME, marker.to_bytes(), mode=0o600)
+        except (OSError, KeyvaultError) as exc:
             with contextlib.suppress(OSError):
-                (path / f"{MARKER_NAME}.tmp").unlink()
-                path.rmdir()
+                path.rmdir()  # unmarked, it would never be swept
+            if isinstance(exc, KeyvaultError):
+                raise
             raise _io(exc, path) from None
         return cls(path, marker)
 
@@ -535,9 +530,9 @@ def remember_fetch(state_dir: Path, work: WorkDir) -> None:
     """Note a fetch directory so ``keyvault wipe --expired`` finds it wherever it is."""
     registry = _registry(state_dir)
     registry.mkdir(mode=0o700, parents=True, exist_ok=True)
-    entry = registry / f"{work.marker.ident}.json"
-    entry.write_text(json.dumps({"path": str(work.path.resolve()), "id": work.marker.ident}))
-    entry.chmod(0o600)
+    doc = {"path": str(work.path.resolve()), "id": work.marker.ident}
+    fsutil.write_file_atomic(registry, f"{work.marker.ident}.json", json.dumps(doc).encode(),
+                             mode=0o600, exclusive=False)
 
 
 def wipe_expired(state_dir: Path, base: Path) -> list[Path]:
