@@ -48,6 +48,7 @@ from keyvault.stores.base import (
     OBJECT_SEGMENT,
     ObjectVersion,
     StoredObject,
+    shown,
     validate_object_name,
 )
 
@@ -147,7 +148,7 @@ class FileStore:
         dir_part, _, partial = prefix.rpartition("/")
         dir_segments = validate_object_name(dir_part) if dir_part else []
         if not _PARTIAL_SEGMENT.fullmatch(partial) or len(prefix) > MAX_NAME_LENGTH:
-            raise UsageError(f"invalid object name prefix {_shown(prefix)}")
+            raise UsageError(f"invalid object name prefix {shown(prefix)}")
         try:
             start_fd = self._open(dir_segments, create=False)
         except NotFoundError:
@@ -269,19 +270,19 @@ def parse_file_uri(uri: str) -> Path:
     """``file:///abs``, ``file:/abs`` or ``file://localhost/abs`` (percent-decoded) -> Path."""
     parts = urlsplit(uri)
     if parts.scheme.lower() != "file":
-        raise UsageError(f"not a file: store URI: {_shown(uri)}")
+        raise UsageError(f"not a file: store URI: {shown(uri)}")
     if parts.netloc not in ("", "localhost"):
-        raise UsageError(f"file store URI {_shown(uri)} names host {parts.netloc[:60]!r}",
+        raise UsageError(f"file store URI {shown(uri)} names host {parts.netloc[:60]!r}",
                          hint="use file:///absolute/path (the host must be empty or localhost)")
     if parts.query or parts.fragment or uri.endswith(("?", "#")):
-        raise UsageError(f"file store URI {_shown(uri)} must not have a query or fragment")
+        raise UsageError(f"file store URI {shown(uri)} must not have a query or fragment")
     try:
         path = unquote(parts.path, errors="strict")
     except UnicodeDecodeError:
-        raise UsageError(f"file store URI {_shown(uri)} is not valid percent-encoded "
+        raise UsageError(f"file store URI {shown(uri)} is not valid percent-encoded "
                          "UTF-8") from None
     if not path.startswith("/") or "\0" in path or not path.isprintable():
-        raise UsageError(f"file store URI {_shown(uri)} must name an absolute path",
+        raise UsageError(f"file store URI {shown(uri)} must name an absolute path",
                          hint="use file:///absolute/path")
     return Path(os.path.normpath(path))
 
@@ -396,7 +397,7 @@ def _version_names(obj_fd: int, shown: str) -> list[str]:
 
 def _check_version(version: str) -> None:
     if not isinstance(version, str) or not _VERSION.fullmatch(version) or int(version) == 0:
-        raise UsageError(f"invalid version {_shown(version)}: expected 10 digits, e.g. 0000000001")
+        raise UsageError(f"invalid version {shown(version)}: expected 10 digits, e.g. 0000000001")
 
 
 def _stale(name: str, latest: str | None, replaces: str | None) -> ConflictError:
@@ -410,6 +411,3 @@ def _stale(name: str, latest: str | None, replaces: str | None) -> ConflictError
                          hint="read it again and retry on top of the new version")
 
 
-def _shown(value: object) -> str:
-    text = str(value)
-    return repr(text if len(text) <= 80 else text[:77] + "...")

@@ -52,6 +52,7 @@ from keyvault.stores.base import (
     MAX_OBJECT_SIZE,
     ObjectVersion,
     StoredObject,
+    shown,
     validate_object_name,
 )
 
@@ -366,29 +367,29 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
         raise UsageError("invalid s3 store URI")
     parts = urlsplit(uri)
     if parts.scheme.lower() != "s3":
-        raise UsageError(f"not an s3: store URI: {_shown(uri)}")
+        raise UsageError(f"not an s3: store URI: {shown(uri)}")
     if not uri.lower().startswith("s3://"):
-        raise UsageError(f"s3 store URI {_shown(uri)} must be s3://bucket/prefix")
+        raise UsageError(f"s3 store URI {shown(uri)} must be s3://bucket/prefix")
     if parts.query or parts.fragment or uri.endswith(("?", "#")) or "@" in parts.netloc:
-        raise UsageError(f"s3 store URI {_shown(uri)} must not have credentials, a query or "
+        raise UsageError(f"s3 store URI {shown(uri)} must not have credentials, a query or "
                          "a fragment", hint="credentials come from the AWS environment")
     bucket = parts.netloc
     if not bucket:
-        raise UsageError(f"s3 store URI {_shown(uri)} names no bucket",
+        raise UsageError(f"s3 store URI {shown(uri)} names no bucket",
                          hint="use s3://bucket-name/optional/prefix")
     check_bucket_name(bucket)
     path = parts.path.strip("/")
     if parts.path.startswith("//") or "//" in parts.path:
-        raise UsageError(f"s3 store URI {_shown(uri)} has an empty path segment")
+        raise UsageError(f"s3 store URI {shown(uri)} has an empty path segment")
     if not path:
         return bucket, ""
     try:
         validate_object_name(path)
     except UsageError:
-        raise UsageError(f"s3 store URI {_shown(uri)} has an invalid prefix",
+        raise UsageError(f"s3 store URI {shown(uri)} has an invalid prefix",
                          hint="use '/'-separated segments of letters, digits and ._:~-") from None
     if len(path) > MAX_NAME_LENGTH // 2:
-        raise UsageError(f"s3 store URI {_shown(uri)}: the prefix is too long")
+        raise UsageError(f"s3 store URI {shown(uri)}: the prefix is too long")
     return bucket, path + "/"
 
 
@@ -396,7 +397,7 @@ def check_bucket_name(bucket: str) -> str:
     """S3's bucket naming rules: 3-63 of [a-z0-9.-], starting and ending alphanumeric."""
     if (not _BUCKET.fullmatch(bucket) or ".." in bucket or _IPV4.fullmatch(bucket)
             or ".-" in bucket or "-." in bucket):
-        raise UsageError(f"invalid S3 bucket name {_shown(bucket)}",
+        raise UsageError(f"invalid S3 bucket name {shown(bucket)}",
                          hint="3-63 lower-case letters, digits, dots and hyphens, starting and "
                               "ending with a letter or digit")
     return bucket
@@ -409,13 +410,13 @@ def _check_prefix(prefix: str) -> str:
     if dir_part:
         validate_object_name(dir_part)
     if not _PARTIAL_SEGMENT.fullmatch(partial) or len(prefix) > MAX_NAME_LENGTH:
-        raise UsageError(f"invalid object name prefix {_shown(prefix)}")
+        raise UsageError(f"invalid object name prefix {shown(prefix)}")
     return prefix
 
 
 def _check_version(version: str) -> None:
     if not isinstance(version, str) or not _VERSION.fullmatch(version):
-        raise UsageError(f"invalid version {_shown(version)}: expected an S3 VersionId "
+        raise UsageError(f"invalid version {shown(version)}: expected an S3 VersionId "
                          "or etag:<hex>")
 
 
@@ -497,6 +498,3 @@ def _flag(settings: Mapping[str, Any], key: str, default: bool) -> bool:
     return value
 
 
-def _shown(value: object) -> str:
-    text = str(value)
-    return repr(text if len(text) <= 80 else text[:77] + "...")

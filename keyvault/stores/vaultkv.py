@@ -56,6 +56,7 @@ from keyvault.stores.base import (
     OBJECT_SEGMENT,
     ObjectVersion,
     StoredObject,
+    shown,
     validate_object_name,
 )
 
@@ -447,31 +448,31 @@ def parse_vault_uri(uri: str) -> tuple[str, str]:
         raise UsageError("invalid vault store URI")
     parts = urlsplit(uri)
     if parts.scheme.lower() != "vault" or not uri.lower().startswith("vault://"):
-        raise UsageError(f"not a vault: store URI: {_shown(uri)}",
+        raise UsageError(f"not a vault: store URI: {shown(uri)}",
                          hint="use vault://kv-mount/prefix")
     if parts.query or parts.fragment or uri.endswith(("?", "#")) or "@" in parts.netloc:
-        raise UsageError(f"vault store URI {_shown(uri)} must not have credentials, a query "
+        raise UsageError(f"vault store URI {shown(uri)} must not have credentials, a query "
                          "or a fragment", hint="the address comes from VAULT_ADDR or [vault] "
                                                "address; the token from VAULT_TOKEN")
     mount = parts.netloc
     if not mount:
-        raise UsageError(f"vault store URI {_shown(uri)} names no KV mount",
+        raise UsageError(f"vault store URI {shown(uri)} names no KV mount",
                          hint="use vault://kv-mount/prefix, e.g. vault://secret/keyvault")
     if not _MOUNT.fullmatch(mount):
-        raise UsageError(f"vault store URI {_shown(uri)}: {mount[:60]!r} is not a mount name",
+        raise UsageError(f"vault store URI {shown(uri)}: {mount[:60]!r} is not a mount name",
                          hint="letters, digits and ._- (the host part is the KV mount)")
     if "//" in parts.path:
-        raise UsageError(f"vault store URI {_shown(uri)} has an empty path segment")
+        raise UsageError(f"vault store URI {shown(uri)} has an empty path segment")
     path = parts.path.strip("/")
     if not path:
         return mount, ""
     try:
         validate_object_name(path)
     except UsageError:
-        raise UsageError(f"vault store URI {_shown(uri)} has an invalid prefix",
+        raise UsageError(f"vault store URI {shown(uri)} has an invalid prefix",
                          hint="use '/'-separated segments of letters, digits and ._:~-") from None
     if len(path) > MAX_NAME_LENGTH // 2:
-        raise UsageError(f"vault store URI {_shown(uri)}: the prefix is too long")
+        raise UsageError(f"vault store URI {shown(uri)}: the prefix is too long")
     return mount, path + "/"
 
 
@@ -483,7 +484,7 @@ def _check_prefix(prefix: str) -> tuple[str, str]:
     if dir_part or prefix.startswith("/"):
         validate_object_name(dir_part)
     if not _PARTIAL_SEGMENT.fullmatch(partial):
-        raise UsageError(f"invalid object name prefix {_shown(prefix)}")
+        raise UsageError(f"invalid object name prefix {shown(prefix)}")
     return dir_part, partial
 
 
@@ -520,7 +521,7 @@ def _created(meta: dict[str, Any], number: int) -> str | None:
 
 def _check_version(version: str) -> int:
     if not isinstance(version, str) or not _VERSION.fullmatch(version):
-        raise UsageError(f"invalid version {_shown(version)}: a Vault KV version is a positive "
+        raise UsageError(f"invalid version {shown(version)}: a Vault KV version is a positive "
                          "number, e.g. 3")
     return int(version)
 
@@ -534,6 +535,3 @@ def _stale(name: str, replaces: str | None, store: VaultKvStore) -> ConflictErro
                          hint="read it again and retry on top of the new version")
 
 
-def _shown(value: object) -> str:
-    text = str(value)
-    return repr(text if len(text) <= 80 else text[:77] + "...")

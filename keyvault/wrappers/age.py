@@ -16,7 +16,6 @@ owner, as ssh demands of private keys.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -26,7 +25,6 @@ from typing import Any, Self
 import pyrage
 
 from keyvault import fsutil
-from keyvault.canonical import canonical_json
 from keyvault.errors import (
     AccessDeniedError,
     ConflictError,
@@ -36,7 +34,7 @@ from keyvault.errors import (
     UsageError,
 )
 from keyvault.plugins import BackendOptions
-from keyvault.wrappers.base import DEK_SIZE, WrappedKey
+from keyvault.wrappers.base import DEK_SIZE, WrappedKey, context_digest
 
 ALG = "age-x25519"
 _DIGEST_SIZE = 32
@@ -77,7 +75,7 @@ class AgeWrapper:
         if len(dek) != DEK_SIZE:
             raise ValueError(f"a DEK is {DEK_SIZE} bytes")
         try:
-            blob = pyrage.encrypt(bytes(dek) + _digest(context), [self._recipient])
+            blob = pyrage.encrypt(bytes(dek) + context_digest(context), [self._recipient])
         except pyrage.EncryptError:
             raise KeyvaultError(f"age encryption to {self._uri} failed") from None
         return WrappedKey(self._uri, ALG, blob, dict(context), {})
@@ -96,7 +94,7 @@ class AgeWrapper:
                                  "identity: it was altered or truncated") from None
         if len(plain) != DEK_SIZE + _DIGEST_SIZE:
             raise IntegrityError(f"the key wrapped for {self._uri} has the wrong length")
-        if not hmac.compare_digest(plain[DEK_SIZE:], _digest(context)):
+        if not hmac.compare_digest(plain[DEK_SIZE:], context_digest(context)):
             raise IntegrityError(f"the key wrapped for {self._uri} is bound to another key's "
                                  "context (team, GUN, role or key ID)")
         return bytes(plain[:DEK_SIZE])
@@ -175,10 +173,6 @@ def _parse_recipient(uri: str) -> Any:
     except (pyrage.RecipientError, TypeError, ValueError):
         raise UsageError(f"invalid age recipient {str(uri)[:80]!r}",
                          hint="expected age1... as printed by 'age-keygen -y'") from None
-
-
-def _digest(context: Mapping[str, str]) -> bytes:
-    return hashlib.sha256(canonical_json(context)).digest()
 
 
 def _read_private_file(path: Path) -> bytes:

@@ -12,10 +12,12 @@ differs, so an envelope replayed under another team's name does not open.
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Self, runtime_checkable
 
+from keyvault.canonical import canonical_json
 from keyvault.plugins import BackendOptions
 
 DEK_SIZE = 32
@@ -41,7 +43,7 @@ class WrappedKey:
         doc: dict[str, Any] = {
             "uri": self.uri,
             "alg": self.alg,
-            "wrapped": base64.b64encode(self.blob).decode("ascii"),
+            "wrapped": b64(self.blob),
             "context": dict(self.context),
             "params": dict(self.params),
         }
@@ -86,3 +88,13 @@ class Rotatable(Protocol):
 class WrapperFactory(Protocol):
     @classmethod
     def from_uri(cls, uri: str, options: BackendOptions) -> Self: ...
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def context_digest(context: Mapping[str, str]) -> bytes:
+    """SHA-256 of the canonical context: what wrappers without native context binding
+    seal beside the DEK (age, PKCS#11 AES key wrap)."""
+    return hashlib.sha256(canonical_json(context)).digest()

@@ -48,7 +48,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from keyvault.canonical import canonical_json
 from keyvault.errors import AccessDeniedError, IntegrityError, UsageError
 from keyvault.plugins import BackendOptions
-from keyvault.wrappers.base import DEK_SIZE, ParamValue, WrappedKey
+from keyvault.wrappers.base import DEK_SIZE, ParamValue, WrappedKey, b64
 
 ALG = "scrypt-aes256gcm"
 ENV_VAR = "KEYVAULT_PASSPHRASE"
@@ -106,8 +106,8 @@ class PassphraseWrapper:
         nonce = os.urandom(NONCE_SIZE)
         blob = AESGCM(kek).encrypt(nonce, bytes(dek), canonical_json(context))
         params: dict[str, ParamValue] = {
-            "kdf": "scrypt", "salt": _b64(salt), "n": self._n, "r": SCRYPT_R, "p": 1,
-            "nonce": _b64(nonce), "check": _b64(_check_value(kek)),
+            "kdf": "scrypt", "salt": b64(salt), "n": self._n, "r": SCRYPT_R, "p": 1,
+            "nonce": b64(nonce), "check": b64(_check_value(kek)),
         }
         return WrappedKey(self._uri, ALG, blob, dict(context), params)
 
@@ -229,5 +229,3 @@ def _check_value(kek: bytes) -> bytes:
     return hmac.new(kek, _CHECK_LABEL, hashlib.sha256).digest()[:CHECK_SIZE]
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import os
 import stat
@@ -72,7 +71,7 @@ from keyvault.errors import (
     UsageError,
 )
 from keyvault.plugins import BackendOptions
-from keyvault.wrappers.base import DEK_SIZE, ParamValue, WrappedKey
+from keyvault.wrappers.base import DEK_SIZE, ParamValue, WrappedKey, b64, context_digest
 from keyvault.wrappers.pkcs11_uri import (
     Pkcs11Uri,
     canonical_key_uri,
@@ -414,15 +413,15 @@ class Pkcs11Wrapper:
                 blob = self._call(lambda: keys.secret.encrypt(
                     bytes(dek), mechanism=_mech().AES_GCM,
                     mechanism_param=_gcm_params(iv, context)), "AES-GCM encryption")
-                params.update(iv=_b64(iv), tag_bits=TAG_BITS)
+                params.update(iv=b64(iv), tag_bits=TAG_BITS)
             elif alg == ALG_KWP:
-                sealed = bytes(dek) + _digest(context) + os.urandom(_KWP_SALT_SIZE)
+                sealed = bytes(dek) + context_digest(context) + os.urandom(_KWP_SALT_SIZE)
                 blob = self._kwp_wrap(shared, keys, sealed)
                 params["bound"] = _BOUND
             else:
                 digest = self._oaep_hash or "sha1"
                 blob = self._call(lambda: keys.public.encrypt(
-                    bytes(dek) + _digest(context), mechanism=_mech().RSA_PKCS_OAEP,
+                    bytes(dek) + context_digest(context), mechanism=_mech().RSA_PKCS_OAEP,
                     mechanism_param=_oaep_params(digest)), "RSA-OAEP encryption")
                 params.update(hash=digest, bound=_BOUND)
         return WrappedKey(self._uri, alg, bytes(blob), dict(context), params)
@@ -454,7 +453,7 @@ class Pkcs11Wrapper:
                     mechanism_param=_oaep_params(digest)), oaep_hash=digest)
         if len(sealed) != _SEALED_SIZE:
             raise self._altered("has the wrong length")
-        if not hmac.compare_digest(sealed[DEK_SIZE:], _digest(context)):
+        if not hmac.compare_digest(sealed[DEK_SIZE:], context_digest(context)):
             raise IntegrityError(f"the key wrapped for {self._uri} is bound to another key's "
                                  "context (team, GUN, role or key ID)")
         return bytes(sealed[:DEK_SIZE])
@@ -1051,14 +1050,6 @@ def _oaep_params(digest: str) -> tuple[Any, Any, None]:
     if digest == "sha256":
         return (pkcs11.Mechanism.SHA256, pkcs11.MGF.SHA256, None)
     return (pkcs11.Mechanism.SHA_1, pkcs11.MGF.SHA1, None)
-
-
-def _digest(context: Mapping[str, str]) -> bytes:
-    return hashlib.sha256(canonical_json(context)).digest()
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 def _unb64(value: ParamValue) -> bytes:
