@@ -11,19 +11,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from fixtures.host import is_root, mounted_tmpfs, remount_read_only
 
 NOBODY = 65534
 TEST_SCRYPT_N = 2**14
-
-
-def is_root() -> bool:
-    return os.geteuid() == 0
 
 
 @pytest.fixture
@@ -32,33 +28,17 @@ def root_only() -> None:
         pytest.skip("needs root (mounts, or permission checks as another user)")
 
 
-def _mount(*args: str) -> None:
-    subprocess.run(["mount", *args], check=True, capture_output=True, timeout=30)
-
-
 @pytest.fixture
 def tiny_tmpfs(root_only: None) -> Iterator[Path]:
     """A 64 KiB tmpfs: writes beyond it fail with ENOSPC (B30, F09)."""
-    mountpoint = Path(tempfile.mkdtemp(prefix="kv-tmpfs-"))
-    try:
-        _mount("-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(mountpoint))
-    except (OSError, subprocess.SubprocessError):
-        mountpoint.rmdir()
-        pytest.skip("cannot mount a tmpfs here")
-    try:
+    with mounted_tmpfs("64k") as mountpoint:
         yield mountpoint
-    finally:
-        subprocess.run(["umount", str(mountpoint)], check=False, capture_output=True,
-                       timeout=30)
-        mountpoint.rmdir()
 
 
 @pytest.fixture
 def make_read_only(tiny_tmpfs: Path) -> Callable[[], None]:
     """Remounts the tiny tmpfs read-only when called (B31, F10)."""
-    def remount() -> None:
-        _mount("-o", "remount,ro", str(tiny_tmpfs))
-    return remount
+    return lambda: remount_read_only(tiny_tmpfs)
 
 
 @pytest.fixture

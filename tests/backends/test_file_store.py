@@ -7,12 +7,12 @@ import os
 import re
 import stat
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from contracts.store_contract import A_ROOT, A_TARGETS, B_ROOT, StoreContract
+from fixtures.host import race
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -380,25 +380,6 @@ def test_no_name_escapes_the_objects_directory(name: str) -> None:
 
 
 # -- concurrency --------------------------------------------------------------------
-
-
-def race(n: int, action: Callable[[int], object]) -> list[object]:
-    barrier = threading.Barrier(n)
-    results: list[object] = [None] * n
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            results[i] = action(i)
-        except Exception as exc:
-            results[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results
 
 
 @pytest.mark.parametrize("attempt", range(5))

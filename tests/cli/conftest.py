@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,17 +53,3 @@ def kv(home: Path, capsys: pytest.CaptureFixture[str]) -> KV:
         return Run(code, captured.out, captured.err)
 
     return run
-
-
-def tree(root: Path) -> dict[str, tuple[int, bytes | None]]:
-    """Everything below ``root``: mode and bytes (None for directories and links)."""
-    out: dict[str, tuple[int, bytes | None]] = {}
-    if not root.exists():
-        return out
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            st = path.lstat()
-            out[str(path.relative_to(root))] = (
-                st.st_mode, path.read_bytes() if stat.S_ISREG(st.st_mode) else None)
-    return out

@@ -7,13 +7,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from fixtures.host import tree
 from fixtures.kms import KmsKey, MotoServer
 from fixtures.kms_responder import ARN, Responder, error
 from fixtures.proxy import CuttingProxy
 from fixtures.s3 import ADMIN, WeedServer, new_bucket, s3_client, s3_settings, weed_server
 from fixtures.servers import BackendSetup
 
-from cli.conftest import KV, tree
+from cli.conftest import KV
 from keyvault.trust.model import KeyFile
 from keyvault.trust.sample import write_sample_trust_dir
 

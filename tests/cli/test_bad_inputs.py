@@ -12,8 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fixtures.host import tree
 
-from cli.conftest import KV, tree
+from cli.conftest import KV
 from keyvault.trust.model import KeyFile
 from keyvault.trust.sample import write_sample_trust_dir
 

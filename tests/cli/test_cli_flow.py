@@ -7,8 +7,9 @@ import stat
 from pathlib import Path
 
 import pytest
+from fixtures.host import tree
 
-from cli.conftest import KV, tree
+from cli.conftest import KV
 from keyvault.trust.model import KeyFile
 from keyvault.trust.sample import write_sample_trust_dir
 

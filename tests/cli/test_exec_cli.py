@@ -18,8 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fixtures.host import tree
 
-from cli.conftest import KV, tree
+from cli.conftest import KV
 from keyvault.ops.ci import (
     MARKER_NAME,
     FetchRequest,

@@ -7,9 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from fixtures.host import tree
 from fixtures.softhsm import SoftHsm
 
-from cli.conftest import KV, tree
+from cli.conftest import KV
 from keyvault.trust.model import KeyFile
 from keyvault.trust.sample import write_sample_trust_dir
 from keyvault.wrappers.age import generate_identity

@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from fixtures.host import tree
 from fixtures.proxy import CuttingProxy
 from fixtures.servers import BackendSetup
 from fixtures.vault import KV_MOUNT, TRANSIT_MOUNT, BaoServer, unique, vault_env
 
-from cli.conftest import KV, tree
+from cli.conftest import KV
 from keyvault.trust.model import KeyFile
 from keyvault.trust.sample import write_sample_trust_dir
 

@@ -16,9 +16,8 @@ that never leaks a sibling prefix, NotFound and hostile-name refusals.
 
 from __future__ import annotations
 
-import threading
-
 import pytest
+from fixtures.host import race
 
 from keyvault.errors import ConflictError, NotFoundError, UsageError
 from keyvault.stores.base import MAX_OBJECT_SIZE, Store
@@ -49,22 +48,8 @@ HOSTILE_NAMES = [
 
 def race_creates(store: Store, n: int) -> list[str | Exception]:
     """``n`` threads create A_ROOT at once ("writer i"); each one's version or exception."""
-    barrier = threading.Barrier(n)
-    outcomes: list[str | Exception] = [""] * n
-
-    def create(i: int) -> None:
-        barrier.wait()
-        try:
-            outcomes[i] = store.write(A_ROOT, f"writer {i}".encode())
-        except Exception as exc:
-            outcomes[i] = exc
-
-    threads = [threading.Thread(target=create, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return outcomes
+    outcomes = race(n, lambda i: store.write(A_ROOT, f"writer {i}".encode()))
+    return [o if isinstance(o, str | Exception) else "" for o in outcomes]
 
 
 class StoreContract:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
-import subprocess
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fixtures.host import is_root, mounted_tmpfs, remount_read_only, tree
 
 from keyvault.errors import ConflictError, IntegrityError, LocalIOError, UsageError
 from keyvault.trust import restore as restore_mod
@@ -18,20 +17,6 @@ from keyvault.trust.restore import Action, RestoreItem, apply_restore, plan_rest
 
 ID_A = "a" * 64
 ID_B = "b" * 64
-
-
-def snapshot(root: Path) -> dict[str, tuple[int, bytes | None]]:
-    """Every entry below root: mode and bytes (None for dirs/links)."""
-    out: dict[str, tuple[int, bytes | None]] = {}
-    if not root.exists():
-        return out
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            p = Path(dirpath) / name
-            st = p.lstat()
-            data = p.read_bytes() if stat.S_ISREG(st.st_mode) else None
-            out[str(p.relative_to(root))] = (st.st_mode, data)
-    return out
 
 
 def items() -> list[RestoreItem]:
@@ -70,7 +55,7 @@ def test_different_file_is_a_conflict_and_nothing_changes(tmp_path: Path) -> Non
     trust = tmp_path / "trust"
     (trust / "private").mkdir(parents=True)
     (trust / "private" / f"{ID_A}.key").write_bytes(b"other\n")
-    before = snapshot(trust)
+    before = tree(trust)
     with pytest.raises(ConflictError, match="already exist with different bytes"):
         apply_restore(trust, items(), force=False)
     assert_unchanged(trust, before)
@@ -132,7 +117,7 @@ def test_failure_halfway_rolls_everything_back(tmp_path: Path,
     trust = tmp_path / "trust"
     (trust / "private").mkdir(parents=True)
     (trust / "private" / f"{ID_A}.key").write_bytes(b"old-a\n")
-    before = snapshot(trust)
+    before = tree(trust)
     real_commit = restore_mod._Transaction.commit_one
     calls = {"n": 0}
 
@@ -191,62 +176,44 @@ def test_two_items_for_one_path_are_refused(tmp_path: Path) -> None:
         plan_restore(tmp_path, dup, force=False)
 
 
-def _can_mount() -> bool:
-    return os.geteuid() == 0
-
-
-@contextlib.contextmanager
-def small_tmpfs(base: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of ``size`` mounted under ``base`` (root only), unmounted afterwards."""
-    mnt = base / "mnt"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount tmpfs here")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
-
-
 def assert_unchanged(trust: Path, before: dict[str, tuple[int, bytes | None]]) -> None:
     """Exactly as before, down to the lock file: a failed restore removes the one it made."""
-    assert snapshot(trust) == before
+    assert tree(trust) == before
 
 
-@pytest.mark.skipif(not _can_mount(), reason="needs root to mount a tmpfs")
+@pytest.mark.skipif(not is_root(), reason="needs root to mount a tmpfs")
 def test_disk_full_leaves_nothing_behind(tmp_path: Path) -> None:
     """B30/F09: ENOSPC on a 64 KiB tmpfs."""
-    with small_tmpfs(tmp_path, "64k") as mnt:
+    with mounted_tmpfs("64k") as mnt:
         trust = mnt / "trust"
         (trust / "private").mkdir(parents=True)
         (trust / "private" / f"{ID_B}.key").write_bytes(b"existing\n")
-        before = snapshot(trust)
+        before = tree(trust)
         big = [RestoreItem(f"{ID_A}.key", b"x" * 200_000)]
         with pytest.raises(LocalIOError, match="no space left"):
             apply_restore(trust, big, force=False)
         assert_unchanged(trust, before)
 
 
-@pytest.mark.skipif(not _can_mount(), reason="needs root to remount read-only")
+@pytest.mark.skipif(not is_root(), reason="needs root to remount read-only")
 def test_read_only_file_system_is_a_clear_error(tmp_path: Path) -> None:
     """B31/F10: EROFS."""
-    with small_tmpfs(tmp_path, "1m") as mnt:
+    with mounted_tmpfs("1m") as mnt:
         trust = mnt / "trust"
         (trust / "private").mkdir(parents=True)
-        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        remount_read_only(mnt)
         with pytest.raises(LocalIOError, match="read-only"):
             apply_restore(trust, items(), force=False)
         assert list((trust / "private").iterdir()) == []
 
 
-@pytest.mark.skipif(not _can_mount(), reason="needs root to mount a tmpfs")
+@pytest.mark.skipif(not is_root(), reason="needs root to mount a tmpfs")
 def test_disk_full_while_many_files_are_staged_in_parallel(tmp_path: Path) -> None:
     """The pooled staging (16+ files): the files written before ENOSPC are all removed."""
-    with small_tmpfs(tmp_path, "64k") as mnt:
+    with mounted_tmpfs("64k") as mnt:
         trust = mnt / "trust"
         (trust / "private").mkdir(parents=True)
-        before = snapshot(trust)
+        before = tree(trust)
         many = [RestoreItem(f"{i:064x}.key", bytes([i % 256]) * 4096) for i in range(40)]
         assert len(many) >= restore_mod.PARALLEL_STAGING
         with pytest.raises(LocalIOError, match="no space left"):
@@ -277,7 +244,7 @@ def test_an_item_failing_late_undoes_everything_already_staged(tmp_path: Path,
     trust = tmp_path / "trust"
     (trust / "private").mkdir(parents=True)
     (trust / "private" / f"{ID_A}.key").write_bytes(b"old-a\n")
-    before = snapshot(trust)
+    before = tree(trust)
     with pytest.raises(IntegrityError):
         apply_restore(trust, _opened_then_failing(60, fail_at), force=False)
     assert_unchanged(trust, before)
@@ -295,7 +262,7 @@ def test_a_later_unreadable_key_wins_over_an_earlier_conflict(tmp_path: Path) ->
     trust = tmp_path / "trust"
     (trust / "private" / "sub0").mkdir(parents=True)
     (trust / "private" / "sub0" / f"{0:064x}.key").write_bytes(b"different\n")
-    before = snapshot(trust)
+    before = tree(trust)
     with pytest.raises(IntegrityError):
         apply_restore(trust, _opened_then_failing(30, 20), force=False)
     assert_unchanged(trust, before)
@@ -307,7 +274,7 @@ def test_conflicts_are_counted_over_every_item(tmp_path: Path) -> None:
     (trust / "private").mkdir(parents=True)
     for item in many[5:8] + many[30:32]:
         (trust / "private" / item.relpath).write_bytes(b"old\n")
-    before = snapshot(trust)
+    before = tree(trust)
     with pytest.raises(ConflictError, match=r"^5 key file\(s\) already exist"):
         apply_restore(trust, iter(many), force=False)
     assert_unchanged(trust, before)
@@ -317,7 +284,7 @@ def test_a_pre_existing_lock_file_is_kept_after_a_failure(tmp_path: Path) -> Non
     trust = tmp_path / "trust"
     trust.mkdir()
     (trust / restore_mod.LOCK_NAME).write_bytes(b"")
-    before = snapshot(trust)
+    before = tree(trust)
     with pytest.raises(IntegrityError):
         apply_restore(trust, _opened_then_failing(5, 2), force=False)
     assert_unchanged(trust, before)
