@@ -13,22 +13,22 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 from e2e.machines import NotaryClient, expected, release
+from fixtures.servers import wait_for
 
 from ci.conftest import CiLab, Job, job_script, no_leftovers
 
 
-def wait_for(path: Path, proc: subprocess.Popen[str], seconds: float = 30) -> str:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_text().endswith("\n"):
-            return path.read_text().strip()
+def wait_for_line(path: Path, proc: subprocess.Popen[str], seconds: float = 30) -> str:
+    """The first line the command wrote to ``path`` (it must still be running)."""
+    def written() -> str | None:
         assert proc.poll() is None, "exec ended early"
-        time.sleep(0.05)
-    raise AssertionError(f"{path} never appeared")
+        text = path.read_text() if path.exists() else ""
+        return text.strip() if text.endswith("\n") else None
+
+    return str(wait_for(written, f"{path} to be written", seconds, 0.05))
 
 
 def test_ci_job_publishes_with_fetched_keys_and_leaves_nothing(ci_lab: CiLab,
@@ -119,22 +119,22 @@ def _hold(job: Job, lab: CiLab) -> tuple[subprocess.Popen[str], Path, Path]:
     return proc, seen, pid_file
 
 
-def _gone(pid: int, seconds: float = 10) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+def _gone(pid: int) -> bool:
+    def exited() -> bool:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
             return True
-        time.sleep(0.05)
-    return False
+        return False
+
+    return bool(wait_for(exited, f"process {pid} to exit", 10, 0.05))
 
 
 def test_sigterm_mid_command_forwards_and_wipes(ci_lab: CiLab) -> None:
     job = ci_lab.job("sigterm")
     proc, seen, pid_file = _hold(job, ci_lab)
     try:
-        trust = Path(wait_for(seen, proc))
+        trust = Path(wait_for_line(seen, proc))
         assert any((trust / "private").glob("*.key"))  # the keys are there while it runs
         child = int(pid_file.read_text())
         os.kill(proc.pid, signal.SIGTERM)
@@ -152,7 +152,7 @@ def test_sigkilled_run_is_wiped_by_the_next_run(ci_lab: CiLab) -> None:
     job = ci_lab.job("sigkill")
     proc, seen, _ = _hold(job, ci_lab)
     try:
-        trust = Path(wait_for(seen, proc))
+        trust = Path(wait_for_line(seen, proc))
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the CI runner kills them all
         proc.wait(timeout=10)

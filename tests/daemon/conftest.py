@@ -12,15 +12,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from fixtures.servers import wait_for
 
 from keyvault.trust.keyid import private_key_id
 from keyvault.trust.sample import notary_key_file
@@ -28,17 +28,6 @@ from keyvault.trust.sample import notary_key_file
 DEADLINE = 20.0
 
 
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = DEADLINE,
-             every: float = 0.02) -> Any:
-    """Poll ``predicate`` until it returns something true; fail with ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(every)
 
 
 def make_key(role: str = "targets", gun: str | None = "example.com/daemon/app"
