@@ -174,12 +174,12 @@ def _apply(trust_dir: Path, items: Iterable[RestoreItem], *, force: bool) -> Res
 
 def _plan_unique(root: int | None, item: RestoreItem, force: bool,
                  seen: set[str]) -> PlannedWrite:
-    planned = _plan_one(root, item, force)
-    if item.relpath in seen:
+    check_relpath(item.relpath)  # before the path is shown in any message
+    if item.relpath in seen:  # before reading the file on disk again
         raise ConflictError(f"two selected keys would both be restored to {item.relpath}",
                             hint="narrow the selection with --gun, --role or --key-id")
     seen.add(item.relpath)
-    return planned
+    return _plan_one(root, item, force)
 
 
 def _plan_one(root: int | None, item: RestoreItem, force: bool) -> PlannedWrite:
