@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(notary age softhsm2)
+# notary, notary-server: e2e and trust tests; age: recovery with the real binary;
+# softhsm2: the pkcs11 wrapper; openssl: legacy key layouts; systemd: systemd-analyze.
+APT_PACKAGES=(notary age softhsm2 openssl systemd)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -32,5 +34,8 @@ echo "==> ruff"
 echo "==> mypy"
 "$VENV/bin/mypy"
 echo "==> pytest"
-export KEYVAULT_REQUIRE_NOTARY=1
+# The fixtures find the venv's tools (weed, moto_server, keyvault) beside its python,
+# and anything the tests run as a subprocess finds them on PATH.
+PATH="$(cd "$VENV/bin" && pwd):$PATH"
+export PATH
 exec "$VENV/bin/pytest" -q -p no:cacheprovider "$@"

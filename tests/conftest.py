@@ -12,12 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from fixtures.components import find_tool
 from notarykit import (
     PASSPHRASES,
     BuiltTrustDir,
     Notary,
     build_notary_trust_dir,
-    require_notary,
     to_legacy_layout,
     to_v01_layout,
 )
@@ -42,8 +42,8 @@ SAMPLE_PASSPHRASES = {r: PASSPHRASES[r] for r in ("root", "targets", "snapshot")
 
 @pytest.fixture(scope="session")
 def notary(tmp_path_factory: pytest.TempPathFactory) -> Notary:
-    """The real notary binary (skipped if absent, failed if KEYVAULT_REQUIRE_NOTARY=1)."""
-    return Notary(require_notary(), home=tmp_path_factory.mktemp("notary-home"))
+    """The real notary binary (a missing one fails: fixtures.components)."""
+    return Notary(find_tool("notary"), home=tmp_path_factory.mktemp("notary-home"))
 
 
 @pytest.fixture(scope="session")

@@ -30,11 +30,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from fixtures.components import find_tool
 
-REQUIRE_ENV = "KEYVAULT_REQUIRE_NOTARY"
 GUN_A = "example.com/team-a/app"
 GUN_B = "example.com/team-b/web"
 #: Passphrases per notary alias (root, targets, snapshot, delegation).
@@ -62,16 +61,6 @@ def passphrase_env(passphrases: Mapping[str, str] = PASSPHRASES) -> dict[str, st
 def passphrase_of(role: str, passphrases: Mapping[str, str] = PASSPHRASES) -> str:
     return passphrases[role] if role in ("root", "targets", "snapshot") else \
         passphrases["delegation"]
-
-
-def require_notary() -> str:
-    """The notary binary; skip when absent, fail instead if KEYVAULT_REQUIRE_NOTARY=1."""
-    found = shutil.which("notary")
-    if found is None:
-        if os.environ.get(REQUIRE_ENV) == "1":
-            pytest.fail(f"notary is not on PATH and {REQUIRE_ENV}=1")
-        pytest.skip("notary is not on PATH")
-    return found
 
 
 @dataclass
@@ -257,7 +246,7 @@ def to_v01_layout(built: BuiltTrustDir, dst: Path,
 def _openssl_traditional(pkcs8_pem: bytes, passphrase: str) -> bytes:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "KV_PW": passphrase}
     result = subprocess.run(
-        ["openssl", "pkey", "-passin", "env:KV_PW", "-traditional", "-aes256",
+        [find_tool("openssl"), "pkey", "-passin", "env:KV_PW", "-traditional", "-aes256",
          "-passout", "env:KV_PW"], input=pkcs8_pem, env=env, capture_output=True,
         timeout=30, check=True)
     assert b"DEK-Info: AES-256-CBC" in result.stdout

@@ -10,8 +10,6 @@ from fixtures.s3 import ADMIN, REGION, WeedServer, new_bucket, weed_server
 
 from daemon.conftest import DaemonEnv, make_key, wait_for, write_key
 
-pytest.importorskip("keyvault.stores.s3", reason="the S3 store is not built yet")
-
 
 @pytest.fixture(scope="module")
 def own_weed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WeedServer]:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 import plistlib
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from fixtures.components import find_tool
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 UNIT = DEPLOY / "systemd" / "keyvault-daemon.service"
@@ -39,10 +38,7 @@ def test_systemd_unit_runs_the_daemon_hardened() -> None:
 
 
 def test_systemd_unit_verifies(tmp_path: Path) -> None:
-    analyze = shutil.which("systemd-analyze")
-    keyvault = shutil.which("keyvault")
-    if analyze is None or keyvault is None:
-        pytest.skip("systemd-analyze (apt package systemd) or keyvault is not installed")
+    analyze, keyvault = find_tool("systemd-analyze"), find_tool("keyvault")
     unit = tmp_path / "keyvault-daemon.service"
     # verify checks that ExecStart's program exists: point it at the installed one.
     unit.write_text(UNIT.read_text().replace("%h/.local/bin/keyvault", keyvault))
@@ -58,9 +54,7 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
 
 def test_systemd_analyze_would_catch_a_bad_unit(tmp_path: Path) -> None:
     """The check above can fail: an unknown directive is reported."""
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        pytest.skip("systemd-analyze is not installed")
+    analyze = find_tool("systemd-analyze")
     unit = tmp_path / "bad.service"
     unit.write_text("[Service]\nExecStart=/bin/true\nProtectHomes=yes\n")
     runtime = tmp_path / "run"

@@ -11,7 +11,6 @@ import ast
 import base64
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from typing import Any
 import pyrage
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from fixtures.components import find_tool
 
 from keyvault import envelope as ev
 from keyvault.names import KeyAddress
@@ -123,7 +123,6 @@ def test_age_envelope_recovers_with_the_age_d_plaintext(
     assert ev.open_envelope(ev.Envelope.from_bytes(envelope_path.read_bytes()), [wrapper]) == data
 
 
-@pytest.mark.skipif(shutil.which("age") is None, reason="the age binary is not installed")
 def test_age_envelope_recovers_with_the_real_age_binary(
         tmp_path: Path, run: Run, age_identity: tuple[Any, Path]) -> None:
     identity, identity_file = age_identity
@@ -133,7 +132,8 @@ def test_age_envelope_recovers_with_the_real_age_binary(
     blob = tmp_path / "dek.age"
     blob.write_bytes(age_blob(envelope_path))
     plain = tmp_path / "dek.bin"
-    subprocess.run(["age", "-d", "-i", str(identity_file), "-o", str(plain), str(blob)],
+    age = find_tool("age")
+    subprocess.run([age, "-d", "-i", str(identity_file), "-o", str(plain), str(blob)],
                    check=True, timeout=60)
     out = tmp_path / "restored.key"
     assert_recovered(run(envelope_path, "--out", out, "--age-plaintext", plain), out, data)

@@ -13,7 +13,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from fixtures.s3 import REGION, WeedServer, _weed, new_bucket, s3_client
+from fixtures.components import find_tool
+from fixtures.s3 import REGION, WeedServer, new_bucket, s3_client
 
 from keyvault.cli.app import main
 from keyvault.policy import parse_policy, render_aws
@@ -37,7 +38,7 @@ def add_identity(weed: WeedServer, name: str, creds: tuple[str, str], resource: 
               f"-actions={actions} -apply\n")
     master = f"127.0.0.1:{weed.ports['master.port']}.{weed.ports['master.port.grpc']}"
     filer = f"127.0.0.1:{weed.ports['filer.port']}.{weed.ports['filer.port.grpc']}"
-    subprocess.run([_weed(), "shell", f"-master={master}", f"-filer={filer}"],
+    subprocess.run([find_tool("weed"), "shell", f"-master={master}", f"-filer={filer}"],
                    input=script + "exit\n", text=True, capture_output=True, timeout=30,
                    check=True)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from keyvault.config import load_config
 
@@ -27,9 +28,6 @@ COMPOSE_DIR = REPO / "deploy" / "compose"
 COMPOSE = COMPOSE_DIR / "docker-compose.yml"
 POLICY_DIR = REPO / "deploy" / "policies" / "vault"
 SERVICES = {"seaweedfs", "s3-init", "openbao", "openbao-init"}
-
-yaml = pytest.importorskip("yaml", reason="PyYAML is needed to check the compose file's "
-                                          "structure (installed with moto in the test extra)")
 
 
 def _compose() -> dict[str, Any]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from fixtures.components import require_component
 
 from keyvault.errors import EXIT_CODES
 
@@ -55,9 +56,9 @@ def test_troubleshooting_has_a_section_per_exit_code() -> None:
 
 
 def _mkdocs() -> list[str]:
-    if importlib.util.find_spec("mkdocs") is None or importlib.util.find_spec(
-            "material") is None:
-        pytest.skip("mkdocs-material is not installed (CI installs it: the test extra)")
+    for module in ("mkdocs", "material"):
+        if importlib.util.find_spec(module) is None:
+            require_component(module, "pip package mkdocs-material, in the test extra")
     return [sys.executable, "-m", "mkdocs"]
 
 

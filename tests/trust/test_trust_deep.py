@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from fixtures.components import find_tool
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from notarykit import PASSPHRASES, BuiltTrustDir, Notary, passphrase_env, passphrase_of
@@ -86,15 +86,14 @@ def test_b14_wrong_passphrase(notary_trust_dir: BuiltTrustDir, notary: Notary) -
 def _reencrypt_with_openssl(data: bytes, passphrase: str, *options: str) -> bytes:
     body = b"\n".join(line for line in data.splitlines() if b": " not in line and line)
     env = {"PATH": "/usr/bin:/bin", "KV_PW": passphrase}
-    out = subprocess.run(["openssl", "pkcs8", "-topk8", "-passin", "env:KV_PW", "-passout",
-                          "env:KV_PW", *options], input=body + b"\n", env=env,
+    out = subprocess.run([find_tool("openssl"), "pkcs8", "-topk8", "-passin", "env:KV_PW",
+                          "-passout", "env:KV_PW", *options], input=body + b"\n", env=env,
                          capture_output=True, check=True).stdout
     begin, rest = out.split(b"\n", 1)
     return begin + b"\n" + data.split(b"\n", 1)[1].split(b"\n\n", 1)[0] + b"\n\n" + rest
 
 
 @pytest.mark.notary
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 def test_prf_notary_cannot_read_is_reported(notary_trust_dir: BuiltTrustDir,
                                             notary: Notary) -> None:
     """hmacWithSHA256 keys decrypt here, but notary refuses them, so verify says so."""
