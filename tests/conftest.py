@@ -25,8 +25,10 @@ from notarykit import (
 from keyvault.trust.model import KeyFile
 from keyvault.trust.sample import write_sample_trust_dir
 
-# Real servers on 127.0.0.1, one module per component (tests/fixtures/).
+# Real servers on 127.0.0.1, one module per component (tests/fixtures/), and
+# host-level fixtures (a directory shared with another user).
 pytest_plugins = [
+    "fixtures.host",
     "fixtures.s3",
     "fixtures.kms",
     "fixtures.kms_responder",

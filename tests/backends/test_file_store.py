@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from contracts.store_contract import A_ROOT, A_TARGETS, B_ROOT, StoreContract
-from fixtures.host import race
+from fixtures.host import race, run_as_nobody
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -28,8 +28,6 @@ from keyvault.plugins import BackendOptions
 from keyvault.stores import open_store
 from keyvault.stores.base import MAX_OBJECT_SIZE, Store
 from keyvault.stores.file import MARKER, MARKER_BYTES, MARKER_NAME, FileStore, parse_file_uri
-
-from .conftest import run_as_nobody
 
 OPTIONS = BackendOptions()
 

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from fixtures.host import run_as_nobody
 
 from keyvault import fsutil
 from keyvault.errors import (
@@ -19,8 +20,6 @@ from keyvault.errors import (
     NotFoundError,
     UsageError,
 )
-
-from .conftest import run_as_nobody
 
 
 def mode(path: Path) -> int:

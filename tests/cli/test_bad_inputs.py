@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-from fixtures.host import tree
+from fixtures.host import NOBODY, needs_root_for_nobody, open_to_nobody, run_as_nobody, tree
 
-from cli.conftest import KV
+from cli.conftest import KV, Run
 from keyvault.trust.model import KeyFile
 from keyvault.trust.sample import write_sample_trust_dir
 
@@ -342,69 +343,32 @@ def test_every_single_flipped_byte_of_an_envelope_is_refused(
     assert kv("--trust-dir", fresh, "restore", "--key-id", key.key_id).code == 0
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to another user")
+def _kv_as_nobody(kv: KV, home: Path, tmp_path: Path, *args: str | Path) -> Run:
+    """Run the CLI in a forked child as uid 65534 (root ignores modes), owning its HOME.
+
+    The child may pass through the test's directories; everything else in them
+    stays root's.
+    """
+    for p in [home, *home.rglob("*")]:
+        os.chown(p, NOBODY, NOBODY, follow_symlinks=False)
+    with open_to_nobody(tmp_path):
+        outcome = run_as_nobody(lambda: asdict(kv(*args)))
+    assert "result" in outcome, outcome
+    return Run(**outcome["result"])
+
+
+@needs_root_for_nobody
 def test_b29_restore_target_not_writable(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]],
-                                         tmp_path: Path) -> None:
-    """B03/B29 need a non-root user: root ignores modes. Run the CLI in a forked child."""
+                                         home: Path, tmp_path: Path) -> None:
+    """B03/B29 need a non-root user: the trust directory is root's, read-only to others."""
     target = tmp_path / "ro-trust"
     (target / "private").mkdir(parents=True, mode=0o755)
-    # the child (uid 65534) may pass through the test's directories and own its HOME...
-    ancestors = [p for p in tmp_path.parents if str(p).startswith("/tmp/")]
-    modes = {p: p.stat().st_mode for p in ancestors}
-    for p in [tmp_path, target, *ancestors]:
-        p.chmod(p.stat().st_mode | 0o011)
-    home = Path(os.environ["HOME"])
-    for p in [home, *home.rglob("*")]:
-        os.chown(p, 65534, 65534, follow_symlinks=False)
-    # ...but the trust directory stays root's, read-only to everyone else.
+    target.chmod(0o755)
     guard = Unchanged(target)
-    try:
-        code, err = _as_nobody(lambda: kv("--trust-dir", target, "restore", "--all"))
-    finally:
-        for p, mode in modes.items():
-            p.chmod(mode)
-    assert code == 4, err
-    assert "permission denied" in err and str(target) in err
+    run = _kv_as_nobody(kv, home, tmp_path, "--trust-dir", target, "restore", "--all")
+    assert run.code == 4, run.err
+    assert "permission denied" in run.err and str(target) in run.err
     guard.check()
-
-
-def _import_everything() -> None:
-    import importlib
-    import pkgutil
-
-    import keyvault
-
-    for info in pkgutil.walk_packages(keyvault.__path__, "keyvault."):
-        if not info.name.endswith(("__main__", "awskms", "transit", "pkcs11", "s3", "vaultkv")):
-            importlib.import_module(info.name)
-    import rich.console
-    import rich.table  # noqa: F401
-
-
-def _as_nobody(fn: object) -> tuple[int, str]:
-    """Run ``fn`` (returning a Run) in a child as uid/gid 65534; its exit code and stderr."""
-    _import_everything()  # the child cannot read root's site-packages to import lazily
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        try:
-            os.close(read_end)
-            os.setgroups([])
-            os.setresgid(65534, 65534, 65534)
-            os.setresuid(65534, 65534, 65534)
-            run = fn()  # type: ignore[operator]
-            os.write(write_end, run.err.encode())
-            os._exit(run.code)
-        except BaseException:
-            import traceback
-
-            os.write(write_end, traceback.format_exc().encode())
-            os._exit(99)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as fh:
-        err = fh.read().decode()
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), err
 
 
 def test_b32_key_id_matching_nothing(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]],
@@ -440,27 +404,16 @@ def test_b34_team_name_with_a_slash(kv: KV, setup: tuple[Path, Path, tuple[KeyFi
     guard.check()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to another user")
+@needs_root_for_nobody
 def test_b03_trust_dir_unreadable(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]],
-                                  tmp_path: Path) -> None:
+                                  home: Path, tmp_path: Path) -> None:
     """Root ignores modes: the CLI runs in a forked child as uid 65534."""
     _, store, _ = setup
     locked = tmp_path / "locked-trust"
     (locked / "private").mkdir(parents=True)
     locked.chmod(0o700)  # root's, unreadable to the child
-    ancestors = [p for p in tmp_path.parents if str(p).startswith("/tmp/")]
-    modes = {p: p.stat().st_mode for p in ancestors}
-    for p in [tmp_path, *ancestors]:
-        p.chmod(p.stat().st_mode | 0o011)
-    home = Path(os.environ["HOME"])
-    for p in [home, *home.rglob("*")]:
-        os.chown(p, 65534, 65534, follow_symlinks=False)
     guard = Unchanged(store, locked)
-    try:
-        code, err = _as_nobody(lambda: kv("--trust-dir", locked, "backup"))
-    finally:
-        for p, mode in modes.items():
-            p.chmod(mode)
-    assert code == 4, err
-    assert str(locked) in err
+    run = _kv_as_nobody(kv, home, tmp_path, "--trust-dir", locked, "backup")
+    assert run.code == 4, run.err
+    assert str(locked) in run.err
     guard.check()

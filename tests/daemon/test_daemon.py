@@ -172,7 +172,7 @@ def test_t14_group_writable_symlink_and_non_key_files_are_refused(daemon_env: Da
 
 
 @pytest.mark.root
-@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown a file to another user")
 def test_t14_file_owned_by_another_user_is_refused(daemon_env: DaemonEnv) -> None:
     daemon = daemon_env.start()
     key_id, data = make_key()

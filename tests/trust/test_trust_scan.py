@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import base64
-import json
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from fixtures.host import NOBODY, needs_root_for_nobody, run_as_nobody
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from notarykit import BuiltTrustDir, Notary, triples
 
-import keyvault
 from keyvault.errors import NotFoundError, UsageError
 from keyvault.trust.interpret import interpret
 from keyvault.trust.layout import place
@@ -288,63 +283,34 @@ def test_b02_trust_dir_is_a_file(tmp_path: Path) -> None:
         scan_trust_dir(tmp_path / "file")
 
 
-_AS_NOBODY = """
-import json, sys
-from pathlib import Path
-from keyvault.errors import KeyvaultError
-from keyvault.trust.scan import scan_trust_dir
-try:
-    r = scan_trust_dir(Path(sys.argv[1]))
-    print(json.dumps({"keys": [k.key_id for k in r.keys],
-                      "problems": {p.relpath: p.code for p in r.problems}}))
-except KeyvaultError as exc:
-    print(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
-"""
-
-
-def _scan_as_nobody(trust: Path) -> dict[str, object]:
-    root = Path(keyvault.__file__).parent.parent
-    result = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-         sys.executable, "-c", _AS_NOBODY, str(trust)],
-        env={"PYTHONPATH": str(root), "PATH": os.environ.get("PATH", "")},
-        capture_output=True, text=True, timeout=60, check=True)
-    parsed: dict[str, object] = json.loads(result.stdout)
-    return parsed
-
-
-@pytest.fixture
-def shared_dir() -> Iterator[Path]:
-    """A directory other users can enter (pytest's tmp_path is private to root)."""
-    if os.geteuid() != 0 or shutil.which("setpriv") is None:
-        pytest.skip("needs root and setpriv to run a scan as another user")
-    path = Path(tempfile.mkdtemp(prefix="keyvault-b03-"))
-    path.chmod(0o755)
-    yield path
-    subprocess.run(["rm", "-rf", str(path)], check=True)
+def _scan(trust: Path) -> dict[str, object]:
+    result = scan_trust_dir(trust)
+    return {"keys": [k.key_id for k in result.keys],
+            "problems": {p.relpath: p.code for p in result.problems}}
 
 
 @pytest.mark.root
+@needs_root_for_nobody
 def test_b03_unreadable_trust_dir_and_files(shared_dir: Path) -> None:
+    """Root ignores modes: the scan runs in a forked child as uid 65534."""
     key_id, data = key_file("root", None)
     other_id, other = key_file("targets", GUN)
     trust = shared_dir / "trust"
     (trust / "private").mkdir(parents=True)
     for name, content in ((key_id, data), (other_id, other)):
         (trust / "private" / f"{name}.key").write_bytes(content)
-    os.chown(trust, 65534, 65534)
-    os.chown(trust / "private", 65534, 65534)
-    os.chown(trust / "private" / f"{key_id}.key", 65534, 65534)
+    for path in (trust, trust / "private", trust / "private" / f"{key_id}.key"):
+        os.chown(path, NOBODY, NOBODY)
     (trust / "private" / f"{other_id}.key").chmod(0o600)  # root-owned: unreadable
-    assert _scan_as_nobody(trust) == {"keys": [key_id],
-                                      "problems": {f"{other_id}.key": "unreadable"}}
+    assert run_as_nobody(lambda: _scan(trust)) == {
+        "result": {"keys": [key_id], "problems": {f"{other_id}.key": "unreadable"}}}
     (trust / "private").chmod(0o000)
-    outcome = _scan_as_nobody(trust)
-    assert outcome["error"] == "AccessDeniedError"
+    outcome = run_as_nobody(lambda: _scan(trust))
+    assert outcome.get("error") == "AccessDeniedError", outcome
     assert "private" in str(outcome["message"]) and "permissions" in str(outcome["message"])
     trust.chmod(0o000)
-    outcome = _scan_as_nobody(trust)
-    assert outcome["error"] == "AccessDeniedError"
+    outcome = run_as_nobody(lambda: _scan(trust))
+    assert outcome.get("error") == "AccessDeniedError", outcome
     assert str(trust) in str(outcome["message"])
 
 
