@@ -7,6 +7,7 @@ need no backend (``scan``) never load one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from keyvault.config import Config
+from keyvault.errors import KeyvaultError
 from keyvault.names import KeyAddress
 from keyvault.plugins import SecretPrompt
 from keyvault.stores import Store, open_store
@@ -21,8 +23,11 @@ from keyvault.stores import Store, open_store
 if TYPE_CHECKING:
     from keyvault.audit import AuditLog, KeyRef
     from keyvault.envelope import Envelope
+    from keyvault.highwater import HighWater
     from keyvault.ops.access import Access
+    from keyvault.ops.authentic import AuthenticReader
     from keyvault.ops.selection import Selection
+    from keyvault.sealing import Sealer, SealerTrust
     from keyvault.wrappers import Wrapper
 
 
@@ -35,6 +40,9 @@ class Session:
     _access: Access | None = field(default=None, init=False, repr=False)
     _store: Store | None = field(default=None, init=False, repr=False)
     _wrappers: list[Wrapper] | None = field(default=None, init=False, repr=False)
+    _sealer: Sealer | None = field(default=None, init=False, repr=False)
+    _sealers: SealerTrust | None = field(default=None, init=False, repr=False)
+    _highwater: HighWater | None = field(default=None, init=False, repr=False)
 
     def store(self) -> Store:
         if self._store is None:
@@ -50,6 +58,41 @@ class Session:
             options = self.config.backend_options(self.prompt)
             self._wrappers = [open_wrapper(uri, options) for uri in self.config.require_wrappers()]
         return self._wrappers
+
+    def sealer(self) -> Sealer:
+        """This machine's sealing key; the default one is made on first use (0600)."""
+        if self._sealer is None:
+            from keyvault.sealing import Ed25519FileSealer
+
+            path = self.config.sealing_key_path
+            if self.config.sealing_key is None and not path.exists():
+                self._sealer = Ed25519FileSealer.generate(path)
+            else:
+                self._sealer = Ed25519FileSealer.load(path)
+        return self._sealer
+
+    def sealers(self) -> SealerTrust:
+        """The sealers whose envelopes this session accepts (docs/envelope.md, pinning)."""
+        if self._sealers is None:
+            from keyvault.ops.pins import trusted_sealers
+
+            self._sealers = trusted_sealers(self)
+        return self._sealers
+
+    def highwater(self) -> HighWater:
+        """This machine's high-water marks for the session's store."""
+        if self._highwater is None:
+            from keyvault.highwater import HighWater
+
+            self._highwater = HighWater(self.config.paths.state_dir, self.store().uri)
+        return self._highwater
+
+    def reader(self) -> AuthenticReader:
+        """Reads envelopes proven to come from a trusted sealer, never rolled back."""
+        from keyvault.ops.authentic import AuthenticReader
+
+        return AuthenticReader(self.store(), self.sealers(), self.highwater(),
+                               self.config.allow_unsigned)
 
     def access(self) -> Access:
         """The policy checks (teams.md): every check passes when no policy is configured."""
@@ -92,18 +135,22 @@ class Session:
             self.store().write(audit_object_name(team, record), canonical_json(record))
 
     def open(self, envelope: Envelope) -> bytes:
-        """Open an envelope with the configured wrappers (strict mode)."""
+        """Open an envelope with the configured wrappers (strict mode), its sealer first."""
         from keyvault.envelope import open_envelope
         from keyvault.wrappers import check_wrapper_uri
 
-        return open_envelope(envelope, self.wrappers(), check_wrapper_uri)
+        return open_envelope(envelope, self.wrappers(), check_wrapper_uri,
+                             sealers=self.sealers(), allow_unsigned=self.config.allow_unsigned)
 
     def close(self) -> None:
+        if self._highwater is not None:
+            with contextlib.suppress(KeyvaultError):  # each operation saved what it must
+                self._highwater.save()
         for wrapper in self._wrappers or []:
             wrapper.close()
         if self._store is not None:
             self._store.close()
-        self._wrappers, self._store = None, None
+        self._wrappers, self._store, self._highwater = None, None, None
 
     def __enter__(self) -> Session:
         return self

@@ -17,13 +17,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from pathlib import Path
+
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from keyvault import envelope as ev
 from keyvault.canonical import canonical_json
 from keyvault.errors import IntegrityError, UsageError
 from keyvault.names import KeyAddress
+from keyvault.sealing import Ed25519FileSealer, SealerTrust
 from keyvault.wrappers.base import WrappedKey
 
 KEY_ID = "5f3c2b1a" * 8
@@ -90,3 +94,9 @@ def make_header(address: KeyAddress | None = None, data: bytes | None = None,
                         data=key_bytes() if data is None else data, created=CREATED)
 
 
+
+
+#: The sealer the envelope tests sign with, and the trust that accepts only it.
+SEALER = Ed25519FileSealer(Path("/nonexistent/test-sealer.key"),
+                           ed25519.Ed25519PrivateKey.generate())
+TRUST = SealerTrust.of([SEALER.key.fingerprint])

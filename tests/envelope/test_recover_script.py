@@ -30,7 +30,7 @@ from keyvault.plugins import BackendOptions
 from keyvault.wrappers.age import AgeWrapper
 from keyvault.wrappers.passphrase import PassphraseWrapper
 
-from ._support import GUN, KEY_ID, AeadWrapper, key_bytes, make_header
+from ._support import GUN, KEY_ID, SEALER, TRUST, AeadWrapper, key_bytes, make_header
 
 SCRIPT = Path(__file__).resolve().parents[2] / "docs" / "recover.py"
 VECTORS = json.loads((Path(__file__).with_name("vectors.json")).read_text(encoding="utf-8"))
@@ -112,7 +112,7 @@ def test_age_envelope_recovers_with_the_age_d_plaintext(
     identity, identity_file = age_identity
     data = key_bytes(300, seed=b"age")
     wrapper = AgeWrapper(str(identity.to_public()), (identity_file,))
-    envelope_path = save(tmp_path / "env.json", ev.seal(make_header(data=data), data, [wrapper]))
+    envelope_path = save(tmp_path / "env.json", ev.seal(make_header(data=data), data, [wrapper], sealer=SEALER))
     plain = tmp_path / "dek.bin"
     plain.write_bytes(pyrage.decrypt(age_blob(envelope_path), [identity]))  # = age -d
     out = tmp_path / "restored.key"
@@ -120,7 +120,7 @@ def test_age_envelope_recovers_with_the_age_d_plaintext(
     assert_recovered(result, out, data)
     for fact in (KEY_ID, "targets", GUN, "team-a", f"{KEY_ID}.key"):
         assert fact in result.stdout
-    assert ev.open_envelope(ev.Envelope.from_bytes(envelope_path.read_bytes()), [wrapper]) == data
+    assert ev.open_envelope(ev.Envelope.from_bytes(envelope_path.read_bytes()), [wrapper], sealers=TRUST) == data
 
 
 @pytest.mark.skipif(shutil.which("age") is None, reason="the age binary is not installed")
@@ -129,7 +129,7 @@ def test_age_envelope_recovers_with_the_real_age_binary(
     identity, identity_file = age_identity
     data = key_bytes(64, seed=b"age binary")
     wrapper = AgeWrapper(str(identity.to_public()))
-    envelope_path = save(tmp_path / "env.json", ev.seal(make_header(data=data), data, [wrapper]))
+    envelope_path = save(tmp_path / "env.json", ev.seal(make_header(data=data), data, [wrapper], sealer=SEALER))
     blob = tmp_path / "dek.age"
     blob.write_bytes(age_blob(envelope_path))
     plain = tmp_path / "dek.bin"
@@ -144,9 +144,9 @@ def test_age_plaintext_of_another_key_is_refused(
     identity, _ = age_identity
     wrapper = AgeWrapper(str(identity.to_public()))
     data = key_bytes()
-    mine = save(tmp_path / "mine.json", ev.seal(make_header(data=data), data, [wrapper]))
+    mine = save(tmp_path / "mine.json", ev.seal(make_header(data=data), data, [wrapper], sealer=SEALER))
     other_header = make_header(KeyAddress("team-b", GUN, "targets", KEY_ID), data)
-    other = save(tmp_path / "other.json", ev.seal(other_header, data, [wrapper]))
+    other = save(tmp_path / "other.json", ev.seal(other_header, data, [wrapper], sealer=SEALER))
     plain = tmp_path / "dek.bin"
     plain.write_bytes(pyrage.decrypt(age_blob(other), [identity]))
     out = tmp_path / "restored.key"
@@ -166,7 +166,7 @@ def passphrase_sealed(tmp_path: Path) -> tuple[Path, bytes]:
     wrapper = PassphraseWrapper("passphrase:", BackendOptions(
         env={"KEYVAULT_PASSPHRASE": PASSPHRASE}), n=2**14)
     try:
-        envelope = ev.seal(header, data, [wrapper, AeadWrapper("transit://test/a")])
+        envelope = ev.seal(header, data, [wrapper, AeadWrapper("transit://test/a")], sealer=SEALER)
     finally:
         wrapper.close()
     return save(tmp_path / "env.json", envelope), data
@@ -247,9 +247,9 @@ def test_the_published_vectors_recover(tmp_path: Path, run: Run, vector: dict[st
 def hex_sealed(tmp_path: Path) -> tuple[Path, Path, bytes]:
     data = key_bytes(777, seed=b"hex")
     wrapper = AeadWrapper("transit://test/a")
-    envelope = ev.seal(make_header(data=data), data, [wrapper])
+    envelope = ev.seal(make_header(data=data), data, [wrapper], sealer=SEALER)
     dek_file = tmp_path / "dek.hex"
-    dek_file.write_text(ev.unwrap_dek(envelope, [wrapper]).hex() + "\n")
+    dek_file.write_text(ev.unwrap_dek(envelope, [wrapper], sealers=TRUST).hex() + "\n")
     return save(tmp_path / "env.json", envelope), dek_file, data
 
 
