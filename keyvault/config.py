@@ -107,8 +107,9 @@ class Config:
     env: Mapping[str, str] = field(repr=False)
     #: The team policy file (docs/teams.md); None: single-user mode, no policy checks.
     policy: Path | None = None
-    #: This machine's sealing key (docs/envelope.md); None: the default path.
-    sealing_key: Path | None = None
+    #: This machine's sealing key (docs/envelope.md): a key file path or a backend URI
+    #: (``awskms:///alias/x``, ``transit://mount/key``); None: the default key file.
+    sealing_key: str | None = None
     #: Sealer fingerprints trusted besides this machine's own, and those always refused.
     trusted_sealers: tuple[str, ...] = ()
     revoked_sealers: tuple[str, ...] = ()
@@ -117,7 +118,10 @@ class Config:
 
     @property
     def sealing_key_path(self) -> Path:
-        return self.sealing_key or self.paths.default_sealing_key
+        """The sealing key file (the default one when a backend URI is configured)."""
+        if self.sealing_key is None or "://" in self.sealing_key:
+            return self.paths.default_sealing_key
+        return Path(self.sealing_key)
 
     def backend_options(self, prompt: SecretPrompt | None) -> BackendOptions:
         settings = {name: dict(values) for name, values in self.settings.items()}
@@ -220,7 +224,8 @@ def load_config(path: Path | None, env: Mapping[str, str], *, missing_ok: bool =
         audit_to_store=bool(section.get("audit_to_store", False)),
         env=dict(env),
         policy=Path(policy).expanduser() if policy else None,
-        sealing_key=Path(sealing_key).expanduser() if sealing_key else None,
+        sealing_key=(sealing_key if not sealing_key or "://" in sealing_key
+                     else str(Path(sealing_key).expanduser())),
         trusted_sealers=_fingerprints(source, "trusted", trusted),
         revoked_sealers=_fingerprints(source, "revoked", revoked),
     )

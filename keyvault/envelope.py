@@ -300,6 +300,10 @@ class Envelope:
                              parse_constant=_no_constants)
         except (UnicodeDecodeError, ValueError, RecursionError):
             raise IntegrityError("envelope is not valid JSON (truncated or corrupt)") from None
+        try:  # a lone surrogate ("\\udc80") parses, but has no canonical (signed) form
+            canonical_json(doc if isinstance(doc, dict) else {"": doc})
+        except (UnicodeEncodeError, ValueError):
+            raise IntegrityError("envelope holds text that is not valid Unicode") from None
         return cls.from_json(doc)
 
     @classmethod
@@ -314,6 +318,9 @@ class Envelope:
                 f"reads versions {', '.join(map(str, VERSIONS))}",
                 hint="upgrade keyvault to read newer envelopes")
         version: int = doc["version"]
+        if version != UNSIGNED_VERSION and "signature" not in doc:
+            raise IntegrityError("the envelope carries no signature (stripped?); a version 2 "
+                                 "envelope is always signed", hint="investigate who wrote it")
         obj = _expect_object(doc, "envelope",
                              _DOC_FIELDS if version == UNSIGNED_VERSION else _SIGNED_DOC_FIELDS)
         if obj["cipher"] != CIPHER:
@@ -427,7 +434,7 @@ def authenticate(envelope: Envelope, sealers: SealerTrust, *, allow_unsigned: bo
     caller explicitly allowed. Called before any wrapper sees the envelope.
     """
     header = envelope.header
-    what = f"{header.role} key {header.key_id[:12]}" + (f" of {header.gun}" if header.gun else "")
+    what = f"{header.role} key {header.key_id}" + (f" of {header.gun}" if header.gun else "")
     if envelope.signature is None:
         if allow_unsigned and envelope.version == UNSIGNED_VERSION:
             return None
@@ -435,7 +442,7 @@ def authenticate(envelope: Envelope, sealers: SealerTrust, *, allow_unsigned: bo
             f"{what}: the envelope is unsigned (format v{envelope.version}); anyone who can "
             "write the store could have sealed it, so it is refused",
             hint="if you trust this store's history, pass --allow-unsigned once and re-seal it "
-                 "with 'keyvault rewrap --all --allow-unsigned'")
+                 "with 'keyvault rewrap --all --reseal --allow-unsigned'")
     sealer = envelope.signature.sealer
     sealers.check(sealer, what)
     if not sealer.verify(envelope.signed_message(), envelope.signature.value):

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
@@ -65,7 +65,7 @@ class SealerKey:
         """True only for a valid signature by this key over ``message``."""
         try:
             key = serialization.load_der_public_key(self.public_key)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, UnsupportedAlgorithm):
             return False
         try:
             if self.alg == ED25519 and isinstance(key, ed25519.Ed25519PublicKey):
@@ -114,7 +114,8 @@ class Ed25519FileSealer:
             private = serialization.load_pem_private_key(data, password=None)
         except (ValueError, TypeError):
             raise UsageError(f"sealing key {path} is not an unencrypted PEM private key",
-                             hint="generate one with 'keyvault sealer init'") from None
+                             hint="point [sealing] key at an Ed25519 key file, or remove the "
+                                  "setting to use the default one 'keyvault init' makes") from None
         if not isinstance(private, ed25519.Ed25519PrivateKey):
             raise UsageError(f"sealing key {path} is not an Ed25519 key")
         return cls(path, private)
@@ -166,9 +167,9 @@ class SealerTrust:
             raise IntegrityError(
                 f"{what} is sealed by {fingerprint}, which this machine does not trust "
                 f"(trusted sealers: {pinned}); refused",
-                hint="if that is your own sealer, pin it: 'keyvault sealer trust FINGERPRINT' "
-                     "or --trust-sealer FINGERPRINT (compare it with what 'keyvault init' "
-                     "printed); otherwise someone else wrote this envelope")
+                hint="if that is your own sealer, pin it in the config ([sealing] trusted) or "
+                     "for one run with --trust-sealer FINGERPRINT (compare it with what "
+                     "'keyvault init' printed); otherwise someone else wrote this envelope")
 
 
 def pins_in_text(text: str) -> list[str]:

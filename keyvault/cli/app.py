@@ -105,6 +105,7 @@ _GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("compliance", ("coverage", "drill")),
     ("ci", ("exec", "fetch", "wipe")),
     ("policy", ("policy",)),
+    ("sealer", ("sealer",)),
 )
 _REGISTERED: list[str] = []
 

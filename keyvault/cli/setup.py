@@ -43,8 +43,10 @@ def _show_init(result: InitResult) -> None:
     for uri in result.wrappers:
         say(f"Wrapper: {uri}")
     if result.sealer:
-        say(f"{'Created' if result.sealer_created else 'Sealing key'} {result.sealer_file} "
-            "(0600): every backup from this machine is signed with it")
+        where = result.sealer_file or state_sealer_uri(result)
+        say(f"{'Created' if result.sealer_created else 'Sealing key'} {where}"
+            + (" (0600)" if result.sealer_file else "")
+            + ": every backup from this machine is signed with it")
         say(f"Sealer fingerprint: {result.sealer}")
         say("  Restores trust only backups signed by a pinned sealer. This fingerprint is "
             "written into your recovery identity; also note it down: on a new machine, "
@@ -54,13 +56,18 @@ def _show_init(result: InitResult) -> None:
         warn(IDENTITY_WARNING.format(path=result.identity_file))
 
 
+def state_sealer_uri(result: InitResult) -> str:
+    return "(the configured backend sealing key)" if result.sealer_file is None else ""
+
+
 def _init_json(result: InitResult) -> dict[str, object]:
     return {"config_file": str(result.config_file), "store": result.store,
             "wrappers": list(result.wrappers), "team": result.team,
             "identity_file": str(result.identity_file) if result.identity_file else None,
             "identity_created": result.identity_created,
             "config_created": result.config_created,
-            "sealer": result.sealer, "sealer_file": str(result.sealer_file),
+            "sealer": result.sealer,
+            "sealer_file": str(result.sealer_file) if result.sealer_file else None,
             "sealer_created": result.sealer_created}
 
 

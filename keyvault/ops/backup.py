@@ -159,7 +159,7 @@ def _backup_one(session: Session, key: KeyFile, address: KeyAddress,
     except IntegrityError as exc:  # not even an envelope: seal a good one on top of it
         junk = store.read(address.object_name)
         return _rewrite(session, key, address, wrappers, dry_run, threshold, trust_dir,
-                        junk.version, Chain(_next_number(session, address),
+                        junk.version, Chain(next_number(session, address),
                                             hashlib.sha256(junk.data).hexdigest()), exc)
     if raw is None:
         if dry_run:
@@ -176,7 +176,7 @@ def _backup_one(session: Session, key: KeyFile, address: KeyAddress,
                                describe(address))
     except IntegrityError as exc:  # tampered, unsigned, foreign or rolled back: seal anew
         return _rewrite(session, key, address, wrappers, dry_run, threshold, trust_dir,
-                        raw.version, Chain(_next_number(session, address), raw.digest), exc)
+                        raw.version, Chain(next_number(session, address), raw.digest), exc)
     reader.highwater.note(address.object_name, chain.sequence, current.digest)
     if hmac.compare_digest(current.envelope.header.sha256, key.sha256):
         return BackupOutcome(key, address, UNCHANGED, current.version)
@@ -201,7 +201,7 @@ def _rewrite(session: Session, key: KeyFile, address: KeyAddress, wrappers: Sequ
     return replace(outcome, warning=warning)
 
 
-def _next_number(session: Session, address: KeyAddress) -> int:
+def next_number(session: Session, address: KeyAddress) -> int:
     """A number above every version this machine saw and every version the store lists."""
     seen = session.highwater().get(address.object_name)
     count = len(session.store().versions(address.object_name))

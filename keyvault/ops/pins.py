@@ -26,8 +26,11 @@ def trusted_sealers(session: Session) -> SealerTrust:
     from keyvault.sealing import SealerTrust
 
     config = session.config
+    from keyvault.sealers import is_backend_sealer
+
     trust = SealerTrust.of((), config.revoked_sealers)
-    if config.sealing_key_path.exists():
+    backend = config.sealing_key is not None and is_backend_sealer(config.sealing_key)
+    if backend or config.sealing_key_path.exists():
         trust = trust.with_trusted([session.sealer().key.fingerprint], "this machine's sealer")
     trust = trust.with_trusted(config.trusted_sealers, "config")
     for path in config.identity_files:

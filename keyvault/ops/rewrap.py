@@ -24,11 +24,11 @@ from dataclasses import dataclass, replace
 from keyvault.envelope import FIRST, VERSION, Chain, Envelope, rewrap, seal, sign, unwrap_dek
 from keyvault.errors import KeyvaultError, UsageError
 from keyvault.names import KeyAddress
+from keyvault.ops.backup import next_number
 from keyvault.ops.parallel import DEFAULT_CONCURRENCY, bounded_map
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session, key_ref
 from keyvault.ops.stored import StoredEnvelope, list_addresses
-from keyvault.stores import Store
 from keyvault.wrappers import Wrapper, canonical_wrapper_uri, check_wrapper_uri, open_wrapper
 from keyvault.wrappers.base import Rotatable
 
@@ -95,7 +95,7 @@ def rewrap_keys(
             if dry_run:
                 return RewrapOutcome(address, action, before, envelope.wrapper_uris)
             old = stored.envelope.chain
-            chain = Chain(old.sequence + 1 if old else _next_number(store, address),
+            chain = Chain(old.sequence + 1 if old else next_number(session, address),
                           stored.digest)
             try:
                 payload = sign(envelope, sealer, chain).to_bytes()
@@ -190,11 +190,6 @@ def _reseal_v1(session: Session, envelope: Envelope, holders: Sequence[Wrapper],
         for wrapper in opened:
             wrapper.close()
     return replace(sealed, signature=None)
-
-
-def _next_number(store: Store, address: KeyAddress) -> int:
-    """The first v2 number on top of an unsigned history: above every version listed."""
-    return len(store.versions(address.object_name)) + 1
 
 
 def _rotate(envelope: Envelope, holders: Sequence[Wrapper]) -> Envelope:

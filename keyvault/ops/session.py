@@ -60,15 +60,17 @@ class Session:
         return self._wrappers
 
     def sealer(self) -> Sealer:
-        """This machine's sealing key; the default one is made on first use (0600)."""
+        """This machine's sealing key; the default key file is made on first use (0600)."""
         if self._sealer is None:
+            from keyvault.sealers import open_sealer
             from keyvault.sealing import Ed25519FileSealer
 
-            path = self.config.sealing_key_path
-            if self.config.sealing_key is None and not path.exists():
+            spec, path = self.config.sealing_key, self.config.sealing_key_path
+            if spec is None and not path.exists():
                 self._sealer = Ed25519FileSealer.generate(path)
             else:
-                self._sealer = Ed25519FileSealer.load(path)
+                self._sealer = open_sealer(spec or str(path), self.config.backend_options(
+                    self.prompt))
         return self._sealer
 
     def sealers(self) -> SealerTrust:

@@ -21,7 +21,7 @@ from keyvault.plugins import uri_scheme
 from keyvault.stores import open_store
 
 if TYPE_CHECKING:
-    from keyvault.sealing import Ed25519FileSealer
+    from keyvault.sealing import Sealer
 
 
 @dataclass(frozen=True)
@@ -70,16 +70,25 @@ def init(config: Config, *, store: str | None, wrappers: list[str], team: str | 
     text = render_config(team=team, store=store_uri, wrappers=chosen, identity_file=identity)
     created_config = _write_config(target, text)
     return InitResult(target, store_uri, tuple(chosen), team, identity, created_identity,
-                      created_config, config.sealing_key_path, pin, sealer_created)
+                      created_config, _sealer_file(config), pin, sealer_created)
 
 
-def _sealer(config: Config) -> tuple[Ed25519FileSealer, bool]:
+def _sealer(config: Config) -> tuple[Sealer, bool]:
+    """This machine's sealer: the configured one, or the default key file, made if absent."""
+    from keyvault.sealers import open_sealer
     from keyvault.sealing import Ed25519FileSealer
 
     path = config.sealing_key_path
-    if path.exists():
-        return Ed25519FileSealer.load(path), False
+    if config.sealing_key is not None or path.exists():
+        return open_sealer(config.sealing_key or str(path), config.backend_options(None)), False
     return Ed25519FileSealer.generate(path), True
+
+
+def _sealer_file(config: Config) -> Path | None:
+    from keyvault.sealers import is_backend_sealer
+
+    spec = config.sealing_key
+    return None if spec is not None and is_backend_sealer(spec) else config.sealing_key_path
 
 
 def _pin_in_identity(path: Path, pin: str) -> None:

@@ -269,8 +269,8 @@ def test_b23_flipped_ciphertext_byte(kv: KV, setup: tuple[Path, Path, tuple[KeyF
         raw[10] ^= 0x01
         doc["ciphertext"] = base64.b64encode(bytes(raw)).decode()
 
-    _edit(path, flip)
-    _restore_fails(kv, store, tmp_path / "fresh", 5, "failed authentication")
+    _edit(path, flip)  # the sealer's signature covers the ciphertext: refused before any unwrap
+    _restore_fails(kv, store, tmp_path / "fresh", 5, "signature does not verify")
 
 
 def test_b24_flipped_header_field(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]],
@@ -298,7 +298,7 @@ def test_b26_unknown_format_version(kv: KV, setup: tuple[Path, Path, tuple[KeyFi
                                     tmp_path: Path) -> None:
     _, store, keys = setup
     path, _ = _envelope_path(store, keys, "snapshot")
-    _edit(path, lambda d: d.update(version=2))
+    _edit(path, lambda d: d.update(version=3))
     _restore_fails(kv, store, tmp_path / "fresh", 5, "unsupported envelope version")
 
 
@@ -314,7 +314,7 @@ def test_b27_wrapped_dek_of_wrong_length(kv: KV, setup: tuple[Path, Path, tuple[
         entry["wrapped"] = base64.b64encode(base64.b64decode(entry["wrapped"])[:-1]).decode()
 
     _edit(path, shorten)
-    _restore_fails(kv, store, tmp_path / "fresh", 5, "altered or truncated")
+    _restore_fails(kv, store, tmp_path / "fresh", 5, "signature does not verify")
 
 
 def test_every_single_flipped_byte_of_an_envelope_is_refused(

@@ -16,7 +16,6 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
