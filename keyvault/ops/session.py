@@ -8,7 +8,6 @@ need no backend (``scan``) never load one.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -17,8 +16,11 @@ from typing import TYPE_CHECKING
 from keyvault.config import Config
 from keyvault.errors import KeyvaultError
 from keyvault.names import KeyAddress
+from keyvault.ops.identity import key_ref, local_principal
 from keyvault.plugins import SecretPrompt
 from keyvault.stores import Store, open_store
+
+__all__ = ["Session", "key_ref", "local_principal"]
 
 if TYPE_CHECKING:
     from keyvault.audit import AuditLog, KeyRef
@@ -160,20 +162,3 @@ class Session:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
-
-
-def local_principal() -> str:
-    """Who runs this process, as the file store knows it: user@host."""
-    import getpass
-
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = f"uid:{os.getuid()}"
-    return f"{user}@{os.uname().nodename}"
-
-
-def key_ref(address: KeyAddress) -> KeyRef:
-    from keyvault.audit import KeyRef
-
-    return KeyRef(address.key_id, address.role, address.gun)
