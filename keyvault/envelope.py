@@ -478,7 +478,8 @@ def unwrap_dek(envelope: Envelope, wrappers: Iterable[Wrapper],
     for entry in sorted(candidates, key=lambda e: e.share is not None):
         if dict(entry.context) != expected_context:
             failures.append(IntegrityError(
-                f"wrapped key for {entry.uri} is bound to another key's context"))
+                f"key {envelope.header.key_id}: wrapped key for {entry.uri} is bound to "
+                "another key's context"))
             continue
         try:
             dek = by_uri[entry.uri].unwrap(entry, expected_context)
@@ -486,7 +487,8 @@ def unwrap_dek(envelope: Envelope, wrappers: Iterable[Wrapper],
             failures.append(exc)
             continue
         if len(dek) != DEK_SIZE:
-            failures.append(IntegrityError(f"wrapper {entry.uri} returned a DEK of wrong length"))
+            failures.append(IntegrityError(f"key {envelope.header.key_id}: wrapper {entry.uri} "
+                                           "returned a DEK of wrong length"))
             continue
         if entry.share is not None:
             shares[entry.share] = dek
@@ -495,7 +497,8 @@ def unwrap_dek(envelope: Envelope, wrappers: Iterable[Wrapper],
                 continue
         if not hmac.compare_digest(commitment(dek, envelope.header), envelope.commitment):
             failures.append(IntegrityError(
-                f"DEK from {entry.uri} does not match the envelope's commitment"))
+                f"key {envelope.header.key_id}: DEK from {entry.uri} does not match the "
+                "envelope's commitment"))
             continue
         return dek
     group = [e for e in envelope.wrapped_keys if e.share is not None]

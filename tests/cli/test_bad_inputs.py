@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fixtures.host import tree
+from fixtures.host import Unchanged
 
 from cli.conftest import KV
 from keyvault.trust.model import KeyFile
@@ -31,23 +31,6 @@ def setup(kv: KV, home: Path) -> Iterator[tuple[Path, Path, tuple[KeyFile, ...]]
     assert kv("init").code == 0
     assert kv("backup").code == 0
     yield trust, home / ".local" / "share" / "keyvault" / "store", keys
-
-
-class Unchanged:
-    """Asserts that the given directories are exactly as they were."""
-
-    def __init__(self, *roots: Path) -> None:
-        self.roots = roots
-        self.before = [self._tree(r) for r in roots]
-
-    @staticmethod
-    def _tree(root: Path) -> dict[str, tuple[int, bytes | None]]:
-        snapshot = tree(root)
-        snapshot.pop(".keyvault.lock", None)
-        return snapshot
-
-    def check(self) -> None:
-        assert [self._tree(r) for r in self.roots] == self.before
 
 
 def plant(trust: Path, name: str, data: bytes) -> Path:

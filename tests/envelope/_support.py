@@ -99,3 +99,14 @@ def make_header(address: KeyAddress | None = None, data: bytes | None = None,
 SEALER = Ed25519FileSealer(Path("/nonexistent/test-sealer.key"),
                            ed25519.Ed25519PrivateKey.generate())
 TRUST = SealerTrust.of([SEALER.key.fingerprint])
+
+
+def as_v1(sealed: ev.Envelope, wrapper: AeadWrapper, data: bytes) -> ev.Envelope:
+    """The same key sealed as format v1 would have been (no chain, no signature)."""
+    header = ev.Header(**{**sealed.header.__dict__, "version": 1})
+    dek = os.urandom(32)
+    nonce = os.urandom(12)
+    ciphertext = AESGCM(dek).encrypt(nonce, data, header.canonical())
+    wrapped = (wrapper.wrap(dek, header.context()),)
+    v1 = ev.Envelope(header, nonce, ciphertext, ev.commitment(dek, header), wrapped)
+    return ev.Envelope.from_bytes(v1.to_bytes())

@@ -21,7 +21,7 @@ from keyvault import envelope as ev
 from keyvault.errors import IntegrityError
 from keyvault.sealing import Ed25519FileSealer, SealerTrust
 
-from ._support import KEY_ID, SEALER, TRUST, AeadWrapper
+from ._support import KEY_ID, SEALER, TRUST, AeadWrapper, as_v1
 
 
 def _doc(envelope: ev.Envelope) -> dict[str, Any]:
@@ -134,7 +134,7 @@ def test_no_pins_trust_nobody(sealed: ev.Envelope) -> None:
 
 def test_v1_opens_only_when_unsigned_envelopes_are_allowed(
         sealed: ev.Envelope, wrapper_a: AeadWrapper, data: bytes) -> None:
-    v1 = _as_v1(sealed, wrapper_a, data)
+    v1 = as_v1(sealed, wrapper_a, data)
     with pytest.raises(IntegrityError, match=r"unsigned .format v1.*--allow-unsigned"):
         ev.open_envelope(v1, [wrapper_a], sealers=TRUST)
     assert wrapper_a.calls == 0
@@ -171,18 +171,3 @@ def test_bad_chains_are_refused(sealed: ev.Envelope, chain: dict[str, Any]) -> N
     doc["chain"] = chain
     with pytest.raises(IntegrityError):
         _parse(doc)
-
-
-def _as_v1(sealed: ev.Envelope, wrapper: AeadWrapper, data: bytes) -> ev.Envelope:
-    """The same key sealed as format v1 would have been (no chain, no signature)."""
-    import os
-
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-    header = ev.Header(**{**sealed.header.__dict__, "version": 1})
-    dek = os.urandom(32)
-    nonce = os.urandom(12)
-    ciphertext = AESGCM(dek).encrypt(nonce, data, header.canonical())
-    wrapped = (wrapper.wrap(dek, header.context()),)
-    v1 = ev.Envelope(header, nonce, ciphertext, ev.commitment(dek, header), wrapped)
-    return ev.Envelope.from_bytes(v1.to_bytes())
