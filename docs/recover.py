@@ -1,13 +1,28 @@
 #!/usr/bin/env python3
-"""Open a keyvault envelope (format v1) by hand: Python 3.11+ and `cryptography` only.
+"""Open a keyvault envelope (format v2, v1 on request) by hand: `cryptography` only.
 
-    python recover.py ENVELOPE.json --out KEYFILE --dek-hex-file DEK.hex   (e.g. aws kms decrypt)
-    python recover.py ENVELOPE.json --out KEYFILE --age-plaintext DEK.bin  (64 bytes from age -d)
-    python recover.py ENVELOPE.json --out KEYFILE --passphrase-env VAR     (never in argv)
+Needs Python 3.11 or newer and the `cryptography` package; never imports keyvault.
 
-Checks, in order: strict parse; the DEK (and its wrap context); the HMAC
-commitment, before decrypting; AES-256-GCM with the canonical header as AAD;
-size and SHA-256. KEYFILE is then created 0600 and never overwritten.
+    python recover.py ENVELOPE.json --out KEYFILE --identity ID.txt --age-plaintext DEK.bin
+    python recover.py ENVELOPE.json --out KEYFILE --trust-sealer sha256:... --dek-hex-file DEK.hex
+    python recover.py ENVELOPE.json --out KEYFILE --trust-sealer sha256:... --passphrase-env VAR
+
+--age-plaintext is the 64 bytes `age -d` prints, --dek-hex-file a DEK as 64 hex
+digits (e.g. from aws kms decrypt), --passphrase-env names the variable that
+holds the passphrase (never put it in argv).
+
+Checks, in order: strict parse; the sealer, before any DEK is looked at: its
+fingerprint must be pinned (--trust-sealer, repeatable, or the
+"# keyvault-trusted-sealer:" lines of the --identity file) and its signature
+must verify (a v1 envelope has none: refused unless --allow-unsigned); the
+DEK (and its wrap context); the HMAC commitment, before decrypting;
+AES-256-GCM with the canonical header as AAD; size and SHA-256. KEYFILE is
+then created 0600 and never overwritten.
+
+Not checked here: the version chain and this machine's high-water mark (the
+script sees one envelope, not the store's history: make sure it is the
+version you mean, e.g. the newest 'keyvault versions' lists) and revoked
+sealers (pin only sealers you still trust).
 Exit codes: 0 ok, 1 I/O, 2 usage, 4 wrong passphrase, 5 integrity, 7 KEYFILE exists.
 Specification: docs/envelope.md.
 """
@@ -21,18 +36,33 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import sys
 import unicodedata
 from typing import Any, NoReturn
 
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 MAX_ENVELOPE_SIZE = 2 * 1024 * 1024
+FORMAT = "keyvault-envelope"
 COMMIT_LABEL = b"keyvault/v1/commit"
-DOC_FIELDS = {"format", "version", "header", "cipher", "nonce", "ciphertext", "commitment",
-              "wrapped_keys"}
+SIGN_LABEL = b"keyvault/v2/envelope\n"
+UNSIGNED, SIGNED = 1, 2  # the format versions this script reads
+V1_FIELDS = {"format", "version", "header", "cipher", "nonce", "ciphertext", "commitment",
+             "wrapped_keys"}
+DOC_FIELDS = {UNSIGNED: V1_FIELDS, SIGNED: V1_FIELDS | {"chain", "signature"}}
+SIGNATURE_FIELDS = {"alg", "public_key", "value"}
+ED25519, ECDSA_P256 = "ed25519", "ecdsa-p256-sha256"
+MAX_SEQUENCE = 2**53
+MAX_SEALER_BYTES = 1024  # public key and signature, each
+PIN_LINE = "# keyvault-trusted-sealer: "
+MAX_PIN_FILE = 64 * 1024
+FINGERPRINT = re.compile(r"sha256:[0-9a-f]{64}")
+HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 HEADER_TYPES: dict[str, tuple[type, ...]] = {
     "format": (str,), "version": (int,), "team": (str,), "gun": (str, type(None)),
     "role": (str,), "key_id": (str,), "algorithm": (str, type(None)), "created": (str,),
@@ -53,9 +83,12 @@ def check(ok: bool, message: str) -> None:
 
 
 def canonical(value: dict[str, Any]) -> bytes:
-    """Sorted keys, no whitespace, UTF-8: the bytes the AAD and the commitment cover."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
+    """Sorted keys, no whitespace, UTF-8: the bytes the AAD, commitment and signature cover."""
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False).encode("utf-8")
+    except (UnicodeEncodeError, ValueError, RecursionError):  # a lone surrogate, 1e999
+        fail(5, "the envelope holds a value that has no canonical form; altered")
 
 
 def unb64(value: Any, what: str) -> bytes:
@@ -94,17 +127,100 @@ def load_envelope(path: str) -> dict[str, Any]:
                               parse_constant=refuse_constant)
     except (UnicodeDecodeError, ValueError, RecursionError):
         fail(5, f"{path} is not valid JSON (truncated or corrupt)")
-    check(isinstance(doc, dict) and set(doc) == DOC_FIELDS, "not a keyvault envelope (fields)")
+    check(isinstance(doc, dict) and doc.get("format") == FORMAT,
+          "not a keyvault envelope (format)")
+    version = doc.get("version")
+    check(type(version) is int and version in DOC_FIELDS,  # bool is an int in Python; refuse it
+          f"unsupported envelope version {shown(version)[:16]}; this script reads 1 and 2")
+    if version == SIGNED and "signature" not in doc:
+        fail(5, "the envelope is format v2 but carries no signature (removed?); refused")
+    check(set(doc) == DOC_FIELDS[version], "not a keyvault envelope (fields)")
     header = doc["header"]
     check(isinstance(header, dict) and set(header) == set(HEADER_TYPES), "bad header fields")
-    for name, kinds in HEADER_TYPES.items():  # bool is an int in Python; refuse it
+    for name, kinds in HEADER_TYPES.items():
         check(type(header[name]) in kinds, f"header field {name!r} has the wrong type")
-    for obj in (doc, header):
-        check(obj["format"] == "keyvault-envelope", "not a keyvault envelope (format)")
-        check(type(obj["version"]) is int and obj["version"] == 1, "not envelope version 1")
+    check(header["format"] == FORMAT, "not a keyvault envelope (header format)")
+    check(header["version"] == version, "the header names another format version")
     check(doc["cipher"] == "AES-256-GCM", "unsupported cipher")
     check(isinstance(doc["wrapped_keys"], list), "wrapped_keys is not a list")
     return dict(doc)
+
+
+def fingerprint_pin(value: str, where: str) -> str:
+    """A sealer fingerprint as printed by keyvault: ``sha256:`` and 64 hex digits."""
+    text = value.strip().lower()
+    if not FINGERPRINT.fullmatch(text):
+        fail(2, f"{where}: {shown(value)[:80]!r} is not a sealer fingerprint "
+                "(sha256: and 64 hex digits, as 'keyvault init' printed it)")
+    return text
+
+
+def pinned_sealers(trusted: list[str], identity_files: list[str]) -> set[str]:
+    """--trust-sealer values, and the pin lines of identity files (age ignores # lines)."""
+    pins = {fingerprint_pin(value, "--trust-sealer") for value in trusted}
+    for path in identity_files:
+        raw = read(path, MAX_PIN_FILE, 2)
+        if len(raw) > MAX_PIN_FILE:
+            fail(2, f"{path} is larger than {MAX_PIN_FILE} bytes: not an identity file")
+        lines = raw.decode("utf-8", errors="replace").splitlines()
+        pins |= {fingerprint_pin(line[len(PIN_LINE):], path)
+                 for line in lines if line.startswith(PIN_LINE)}
+    return pins
+
+
+def verifies(alg: str, public_key: bytes, message: bytes, signature: bytes) -> bool:
+    """True only for a valid signature over ``message`` by this DER SubjectPublicKeyInfo."""
+    try:
+        key = serialization.load_der_public_key(public_key)
+        if alg == ED25519 and isinstance(key, ed25519.Ed25519PublicKey):
+            key.verify(signature, message)
+            return True
+        if (alg == ECDSA_P256 and isinstance(key, ec.EllipticCurvePublicKey)
+                and isinstance(key.curve, ec.SECP256R1)):
+            key.verify(signature, message, ec.ECDSA(hashes.SHA256()))  # DER-encoded (r, s)
+            return True
+    except (InvalidSignature, UnsupportedAlgorithm, ValueError, TypeError):
+        return False
+    return False
+
+
+def authenticate(doc: dict[str, Any], pins: set[str], allow_unsigned: bool) -> str:
+    """Who sealed the envelope (a pinned sealer whose signature verifies), or "unsigned"."""
+    if doc["version"] == UNSIGNED:
+        if not allow_unsigned:
+            fail(5, "the envelope is unsigned (format v1): anyone who could write the store "
+                    "could have sealed it; refused (--allow-unsigned opens it, if you trust "
+                    "where this file came from)")
+        print("recover.py: warning: the envelope is unsigned (format v1): nothing shows who "
+              "sealed it; opened because of --allow-unsigned", file=sys.stderr)
+        return "unsigned (format v1)"
+    chain, signature = doc["chain"], doc["signature"]
+    check(isinstance(chain, dict) and set(chain) == {"sequence", "previous"}, "bad chain fields")
+    check(type(chain["sequence"]) is int and 1 <= chain["sequence"] <= MAX_SEQUENCE,
+          "chain sequence out of range")
+    check(chain["previous"] is None or (isinstance(chain["previous"], str)
+                                        and HEX_DIGEST.fullmatch(chain["previous"]) is not None),
+          "chain previous is not 64 lower-case hex digits")
+    check(isinstance(signature, dict) and set(signature) == SIGNATURE_FIELDS,
+          "bad signature fields")
+    alg = signature["alg"]
+    check(alg in (ED25519, ECDSA_P256), f"unknown sealer algorithm {shown(alg)[:24]}")
+    public_key = unb64(signature["public_key"], "public_key")
+    value = unb64(signature["value"], "signature value")
+    check(0 < len(public_key) <= MAX_SEALER_BYTES and 0 < len(value) <= MAX_SEALER_BYTES,
+          "the signature or its public key has an invalid length")
+    sealer = "sha256:" + hashlib.sha256(public_key).hexdigest()
+    if sealer not in pins:
+        fail(5, f"the envelope is sealed by {sealer}, which is not pinned here (pinned: "
+                f"{', '.join(sorted(pins)) or 'none'}); refused. If that is your own sealer "
+                "(compare it with what 'keyvault init' printed, the identity file's pin lines "
+                "or the share pages), pin it with --trust-sealer or --identity; otherwise "
+                "someone else wrote this envelope")
+    unsigned = {name: part for name, part in doc.items() if name != "signature"}
+    check(verifies(alg, public_key, SIGN_LABEL + canonical(unsigned), value),
+          f"the signature by {sealer} does not verify: the envelope was altered after "
+          "sealing; refused")
+    return sealer
 
 
 def wrap_context(header: dict[str, Any]) -> dict[str, str]:
@@ -212,15 +328,26 @@ def shown(value: Any) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Open a keyvault v1 envelope by hand.")
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("envelope")
     parser.add_argument("--out", required=True, help="key file to create (never overwritten)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--dek-hex-file", metavar="FILE", help="the DEK as 64 hex digits")
     source.add_argument("--age-plaintext", metavar="FILE", help="the 64 bytes age -d printed")
     source.add_argument("--passphrase-env", metavar="VAR", help="env var with the passphrase")
+    parser.add_argument("--trust-sealer", metavar="FINGERPRINT", action="append", default=[],
+                        help="accept envelopes sealed by this sealer (sha256:...); repeatable")
+    parser.add_argument("--identity", metavar="FILE", action="append", default=[],
+                        help="an age identity file (or share page): its '# keyvault-trusted-"
+                             "sealer:' lines pin sealers (only those lines are used)")
+    parser.add_argument("--allow-unsigned", action="store_true",
+                        help="open an unsigned format v1 envelope (anyone who could write the "
+                             "store could have sealed it)")
     args = parser.parse_args(argv)
+    pins = pinned_sealers(args.trust_sealer, args.identity)
     doc = load_envelope(args.envelope)
+    sealer = authenticate(doc, pins, args.allow_unsigned)  # before any DEK is looked at
     header, context = doc["header"], wrap_context(doc["header"])
     if args.dek_hex_file:
         dek = dek_from_hex(args.dek_hex_file)
@@ -234,6 +361,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {label + ':':<12}{shown(header[label])}")
     print(f"  {'source:':<12}private/{shown(header['source_name'])} "
           f"(mode {header['source_mode']:04o})")
+    print(f"  {'sealed by:':<12}{sealer}")
+    if doc["version"] == SIGNED:
+        chain = doc["chain"]
+        below = chain["previous"] or "none: the key's first version"
+        print(f"  {'version:':<12}number {chain['sequence']}, on top of {below} "
+              "(not checked here: is it the newest?)")
     return 0
 
 

@@ -17,6 +17,11 @@ Example ``config.toml``::
 
     [passphrase]
     scrypt_n = 131072
+
+    [sealing]
+    # key = "/home/alice/.config/keyvault/sealer.key"   # the default
+    trusted = ["sha256:..."]   # other machines' sealers this one accepts
+    revoked = []               # refused even where trusted
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from keyvault.errors import InvalidInputError, NotFoundError, UsageError
-from keyvault.names import validate_team
+from keyvault.names import validate_fingerprint, validate_team
 from keyvault.plugins import BackendOptions, SecretPrompt
 
 APP_NAME = "keyvault"
@@ -41,6 +46,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
                  "concurrency": int, "audit_to_store": bool, "policy": str},
     "recovery": {"identity_file": str, "identity_files": list},
     "passphrase": {"scrypt_n": int},
+    "sealing": {"key": str, "trusted": list, "revoked": list},
     # Backend sections: handed to the backend of that scheme as BackendOptions.settings.
     "s3": {"endpoint_url": str, "region": str, "profile": str, "addressing_style": str,
            "sse": str, "sse_kms_key_id": str, "connect_timeout": (int, float),
@@ -79,6 +85,10 @@ class Paths:
     def default_identity(self) -> Path:
         return self.config_dir / "recovery-identity.txt"
 
+    @property
+    def default_sealing_key(self) -> Path:
+        return self.config_dir / "sealer.key"
+
 
 @dataclass(frozen=True)
 class Config:
@@ -97,6 +107,21 @@ class Config:
     env: Mapping[str, str] = field(repr=False)
     #: The team policy file (docs/teams.md); None: single-user mode, no policy checks.
     policy: Path | None = None
+    #: This machine's sealing key (docs/envelope.md): a key file path or a backend URI
+    #: (``awskms:///alias/x``, ``transit://mount/key``); None: the default key file.
+    sealing_key: str | None = None
+    #: Sealer fingerprints trusted besides this machine's own, and those always refused.
+    trusted_sealers: tuple[str, ...] = ()
+    revoked_sealers: tuple[str, ...] = ()
+    #: Open unsigned (format v1) envelopes: only ever set by an explicit --allow-unsigned.
+    allow_unsigned: bool = False
+
+    @property
+    def sealing_key_path(self) -> Path:
+        """The sealing key file (the default one when a backend URI is configured)."""
+        if self.sealing_key is None or "://" in self.sealing_key:
+            return self.paths.default_sealing_key
+        return Path(self.sealing_key)
 
     def backend_options(self, prompt: SecretPrompt | None) -> BackendOptions:
         settings = {name: dict(values) for name, values in self.settings.items()}
@@ -180,6 +205,12 @@ def load_config(path: Path | None, env: Mapping[str, str], *, missing_ok: bool =
     settings = {name: dict(doc.get(name, {})) for name in BACKEND_SECTIONS}
     concurrency = _concurrency(env.get("KEYVAULT_CONCURRENCY") or section.get("concurrency", 8))
     policy = env.get("KEYVAULT_POLICY") or section.get("policy")
+    sealing = doc.get("sealing", {})
+    sealing_key = env.get("KEYVAULT_SEALING_KEY") or sealing.get("key")
+    trusted = list(sealing.get("trusted", []))
+    if env.get("KEYVAULT_TRUSTED_SEALERS"):
+        trusted += _split(env["KEYVAULT_TRUSTED_SEALERS"])
+    revoked = list(sealing.get("revoked", []))
     return Config(
         source=source,
         paths=paths,
@@ -193,6 +224,10 @@ def load_config(path: Path | None, env: Mapping[str, str], *, missing_ok: bool =
         audit_to_store=bool(section.get("audit_to_store", False)),
         env=dict(env),
         policy=Path(policy).expanduser() if policy else None,
+        sealing_key=(sealing_key if not sealing_key or "://" in sealing_key
+                     else str(Path(sealing_key).expanduser())),
+        trusted_sealers=_fingerprints(source, "trusted", trusted),
+        revoked_sealers=_fingerprints(source, "revoked", revoked),
     )
 
 
@@ -214,6 +249,15 @@ def render_config(*, team: str, store: str, wrappers: list[str], identity_file: 
         "",
     ]
     return "\n".join(lines)
+
+
+def _fingerprints(source: Path | None, what: str, values: list[Any]) -> tuple[str, ...]:
+    if not all(isinstance(v, str) for v in values):
+        raise InvalidInputError(f"{source}: [sealing] {what} must be a list of fingerprints")
+    try:
+        return tuple(dict.fromkeys(validate_fingerprint(v) for v in values))
+    except UsageError as exc:
+        raise InvalidInputError(f"{source}: [sealing] {what}: {exc.message}") from None
 
 
 def _concurrency(value: object) -> int:

@@ -1,4 +1,4 @@
-"""Envelope format v1: one JSON document per key file.
+"""Envelope format v2 (and v1, read-only): one JSON document per key file.
 
 Sealing
   1. A fresh 32-byte data key (DEK) per key file.
@@ -15,8 +15,16 @@ Sealing
      (team, GUN, role, key ID). Adding or removing a wrapper never touches the
      ciphertext.
 
-Opening is strict: the caller says which wrappers it trusts; the envelope
-never chooses a KMS key or an identity. Parsing is strict too: a size limit
+  6. (v2) A ``chain`` names the version's sequence number and the SHA-256 of
+     the stored bytes of the version beneath it, and a ``signature`` by a
+     sealing key (:mod:`keyvault.sealing`) covers everything else in the
+     document: header, ciphertext, commitment, wrapped keys and chain.
+
+Opening is strict: the signature is checked against the pinned sealers
+before any wrapper is asked for the DEK (v1 envelopes carry no signature and
+open only when the caller explicitly allows unsigned ones), and the caller
+says which wrappers it trusts; the envelope never chooses a KMS key or an
+identity. Parsing is strict too: a size limit
 before parsing, exact field sets, allow-listed versions and algorithms,
 base64 without junk, duplicate JSON keys refused. See docs/envelope.md.
 """
@@ -42,12 +50,17 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from keyvault import shamir
 from keyvault.canonical import canonical_json
 from keyvault.errors import AccessDeniedError, IntegrityError, KeyvaultError, UsageError
+from keyvault.keyring import DEK_SIZE, WrappedKey, Wrapper
 from keyvault.names import KeyAddress
+from keyvault.sealing import MAX_PUBLIC_KEY, MAX_SIGNATURE, Sealer, SealerKey, SealerTrust
 from keyvault.trust.model import MAX_KEY_FILE_SIZE
-from keyvault.wrappers.base import DEK_SIZE, WrappedKey, Wrapper
 
 FORMAT = "keyvault-envelope"
-VERSION = 1
+#: What ``seal`` writes. Version 1 (unsigned) is still read, on an explicit choice only.
+VERSION = 2
+UNSIGNED_VERSION = 1
+VERSIONS = (UNSIGNED_VERSION, VERSION)
+SIGN_LABEL = b"keyvault/v2/envelope\n"
 CIPHER = "AES-256-GCM"
 COMMIT_LABEL = b"keyvault/v1/commit"
 NONCE_SIZE = 12
@@ -61,6 +74,10 @@ _ALGORITHMS = frozenset({"ecdsa", "rsa", "ed25519"})
 _DOC_FIELDS = frozenset(
     {"format", "version", "header", "cipher", "nonce", "ciphertext", "commitment", "wrapped_keys"}
 )
+_SIGNED_DOC_FIELDS = _DOC_FIELDS | {"chain", "signature"}
+_CHAIN_FIELDS = frozenset({"sequence", "previous"})
+_SIGNATURE_FIELDS = frozenset({"alg", "public_key", "value"})
+MAX_SEQUENCE = 2**53
 _HEADER_FIELDS = frozenset(
     {"format", "version", "team", "gun", "role", "key_id", "algorithm", "created",
      "source_name", "source_mode", "size", "sha256"}
@@ -82,8 +99,12 @@ class Header:
     source_mode: int
     size: int
     sha256: str
+    #: The format version this header was sealed under (it is part of the AAD).
+    version: int = VERSION
 
     def __post_init__(self) -> None:
+        if self.version not in VERSIONS:
+            raise UsageError(f"unknown envelope version {self.version!r}")
         KeyAddress(self.team, self.gun, self.role, self.key_id)  # validates every name
         if self.algorithm is not None and self.algorithm not in _ALGORITHMS:
             raise UsageError(f"unknown key algorithm {self.algorithm[:20]!r}")
@@ -92,7 +113,7 @@ class Header:
             raise UsageError("source_mode out of range")
         if not 0 < self.size <= MAX_KEY_FILE_SIZE:
             raise UsageError("key file size out of range")
-        if len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256):
+        if not _is_hex_digest(self.sha256):
             raise UsageError("sha256 must be 64 lower-case hex digits")
         _parse_timestamp(self.created)
 
@@ -114,7 +135,7 @@ class Header:
     def to_json(self) -> dict[str, Any]:
         return {
             "format": FORMAT,
-            "version": VERSION,
+            "version": self.version,
             "team": self.team,
             "gun": self.gun,
             "role": self.role,
@@ -147,33 +168,99 @@ class Header:
                 source_mode=_expect(obj, "source_mode", int),
                 size=_expect(obj, "size", int),
                 sha256=_expect(obj, "sha256", str),
+                version=obj["version"],
             )
         except UsageError as exc:
             raise IntegrityError(f"envelope header is invalid: {exc.message}") from None
 
 
 @dataclass(frozen=True)
+class Chain:
+    """Where a version sits in its key's history: signed, so it cannot be replayed on top.
+
+    ``previous`` is the SHA-256 (hex) of the stored bytes of the version right
+    beneath this one in the store, None for a key's first version.
+    """
+
+    sequence: int
+    previous: str | None = None
+
+    def __post_init__(self) -> None:
+        if type(self.sequence) is not int or not 1 <= self.sequence <= MAX_SEQUENCE:
+            raise IntegrityError("envelope chain sequence out of range")
+        if self.previous is not None and not _is_hex_digest(self.previous):
+            raise IntegrityError("envelope chain previous must be 64 lower-case hex digits")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sequence": self.sequence, "previous": self.previous}
+
+    @classmethod
+    def from_json(cls, doc: Any) -> Chain:
+        obj = _expect_object(doc, "envelope chain", _CHAIN_FIELDS)
+        return cls(_expect(obj, "sequence", int), _expect_optional(obj, "previous", str))
+
+
+#: The chain of a key's first version.
+FIRST = Chain(1, None)
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A sealer's signature over everything else in the envelope."""
+
+    sealer: SealerKey
+    value: bytes = field(repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"alg": self.sealer.alg, "public_key": _b64(self.sealer.public_key),
+                "value": _b64(self.value)}
+
+    @classmethod
+    def from_json(cls, doc: Any) -> Signature:
+        obj = _expect_object(doc, "envelope signature", _SIGNATURE_FIELDS)
+        public_key, value = _unb64(obj, "public_key"), _unb64(obj, "value")
+        if not 0 < len(public_key) <= MAX_PUBLIC_KEY or not 0 < len(value) <= MAX_SIGNATURE:
+            raise IntegrityError("envelope signature has an invalid length")
+        return cls(SealerKey(_expect(obj, "alg", str), public_key), value)
+
+
+@dataclass(frozen=True)
 class Envelope:
-    """A sealed key file. Nothing in it is secret except under encryption."""
+    """A sealed key file. Nothing in it is secret except under encryption.
+
+    Version 2 envelopes carry a ``chain`` and a ``signature``; version 1 ones
+    (read-only) carry neither.
+    """
 
     header: Header
     nonce: bytes
     ciphertext: bytes = field(repr=False)
     commitment: bytes
     wrapped_keys: tuple[WrappedKey, ...]
+    chain: Chain | None = None
+    signature: Signature | None = None
 
     @property
     def address(self) -> KeyAddress:
         return self.header.address
 
     @property
+    def version(self) -> int:
+        return self.header.version
+
+    @property
+    def signed(self) -> bool:
+        return self.signature is not None
+
+    @property
     def wrapper_uris(self) -> tuple[str, ...]:
         return tuple(w.uri for w in self.wrapped_keys)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
+    def unsigned_json(self) -> dict[str, Any]:
+        """Everything but the signature: what the signature covers."""
+        doc = {
             "format": FORMAT,
-            "version": VERSION,
+            "version": self.version,
             "header": self.header.to_json(),
             "cipher": CIPHER,
             "nonce": _b64(self.nonce),
@@ -181,6 +268,23 @@ class Envelope:
             "commitment": _b64(self.commitment),
             "wrapped_keys": [w.to_json() for w in self.wrapped_keys],
         }
+        if self.version != UNSIGNED_VERSION:
+            if self.chain is None:
+                raise ValueError("a version 2 envelope needs a chain")
+            doc["chain"] = self.chain.to_json()
+        return doc
+
+    def signed_message(self) -> bytes:
+        """The bytes a sealer signs: a label, then the canonical unsigned document."""
+        return SIGN_LABEL + canonical_json(self.unsigned_json())
+
+    def to_json(self) -> dict[str, Any]:
+        doc = self.unsigned_json()
+        if self.version != UNSIGNED_VERSION:
+            if self.signature is None:
+                raise ValueError("an unsigned version 2 envelope cannot be stored")
+            doc["signature"] = self.signature.to_json()
+        return doc
 
     def to_bytes(self) -> bytes:
         """Stable, human-readable serialization (indent 2, sorted keys, trailing newline)."""
@@ -196,20 +300,34 @@ class Envelope:
                              parse_constant=_no_constants)
         except (UnicodeDecodeError, ValueError, RecursionError):
             raise IntegrityError("envelope is not valid JSON (truncated or corrupt)") from None
+        try:  # a lone surrogate ("\\udc80") parses, but has no canonical (signed) form
+            canonical_json(doc if isinstance(doc, dict) else {"": doc})
+        except (UnicodeEncodeError, ValueError):
+            raise IntegrityError("envelope holds text that is not valid Unicode") from None
         return cls.from_json(doc)
 
     @classmethod
     def from_json(cls, doc: Any) -> Envelope:
-        obj = _expect_object(doc, "envelope", _DOC_FIELDS)
-        if obj["format"] != FORMAT:
+        if not isinstance(doc, dict):
+            raise IntegrityError("envelope must be a JSON object")
+        if doc.get("format") != FORMAT:
             raise IntegrityError("not a keyvault envelope (format field)")
-        if not _is_version(obj["version"]):
+        if not _is_version(doc.get("version")):
             raise IntegrityError(
-                f"unsupported envelope version {str(obj['version'])[:16]!r}; this keyvault "
-                f"reads version {VERSION}", hint="upgrade keyvault to read newer envelopes")
+                f"unsupported envelope version {str(doc.get('version'))[:16]!r}; this keyvault "
+                f"reads versions {', '.join(map(str, VERSIONS))}",
+                hint="upgrade keyvault to read newer envelopes")
+        version: int = doc["version"]
+        if version != UNSIGNED_VERSION and "signature" not in doc:
+            raise IntegrityError("the envelope carries no signature (stripped?); a version 2 "
+                                 "envelope is always signed", hint="investigate who wrote it")
+        obj = _expect_object(doc, "envelope",
+                             _DOC_FIELDS if version == UNSIGNED_VERSION else _SIGNED_DOC_FIELDS)
         if obj["cipher"] != CIPHER:
             raise IntegrityError("unsupported envelope cipher")
         header = Header.from_json(obj["header"])
+        if header.version != version:
+            raise IntegrityError("envelope header names another format version")
         nonce = _unb64(obj, "nonce")
         ciphertext = _unb64(obj, "ciphertext")
         commitment = _unb64(obj, "commitment")
@@ -221,7 +339,10 @@ class Envelope:
         if not isinstance(raw_wrapped, list) or not 0 < len(raw_wrapped) <= MAX_WRAPPED_KEYS:
             raise IntegrityError("envelope wrapped_keys must list 1 to 16 entries")
         wrapped = tuple(_wrapped_from_json(w) for w in raw_wrapped)
-        return cls(header, nonce, ciphertext, commitment, wrapped)
+        if version == UNSIGNED_VERSION:
+            return cls(header, nonce, ciphertext, commitment, wrapped)
+        return cls(header, nonce, ciphertext, commitment, wrapped,
+                   Chain.from_json(obj["chain"]), Signature.from_json(obj["signature"]))
 
 
 def new_header(
@@ -253,12 +374,15 @@ def commitment(dek: bytes, header: Header) -> bytes:
 
 
 def seal(header: Header, data: bytes, wrappers: Sequence[Wrapper],
-         threshold: int | None = None) -> Envelope:
-    """Encrypt ``data`` (a key file's bytes) under a fresh DEK wrapped by every wrapper.
+         threshold: int | None = None, *, sealer: Sealer, chain: Chain = FIRST) -> Envelope:
+    """Encrypt ``data`` (a key file's bytes) under a fresh DEK wrapped by every wrapper,
+    and sign the result with ``sealer`` as version ``chain`` of the key.
 
     With ``threshold`` M, the DEK is split into one Shamir share per wrapper
     instead, and any M of the wrappers are needed to open it (dual control).
     """
+    if header.version != VERSION:
+        raise ValueError("only the current envelope version is sealed")
     if not wrappers:
         raise UsageError("at least one wrapper is needed to seal a key")
     if threshold is not None and not 2 <= threshold <= len(wrappers):
@@ -278,9 +402,54 @@ def seal(header: Header, data: bytes, wrappers: Sequence[Wrapper],
             shares = shamir.split(bytes(dek), threshold, len(wrappers))
             wrapped = tuple(replace(w.wrap(shares[i], context), share=i, threshold=threshold)
                             for i, w in enumerate(wrappers, start=1))
-        return Envelope(header, nonce, ciphertext, commitment(bytes(dek), header), wrapped)
+        draft = Envelope(header, nonce, ciphertext, commitment(bytes(dek), header), wrapped)
+        return sign(draft, sealer, chain)
     finally:
         _wipe(dek)
+
+
+def sign(envelope: Envelope, sealer: Sealer, chain: Chain) -> Envelope:
+    """``envelope`` as version 2, at ``chain``, signed by ``sealer``.
+
+    Also how an envelope is re-sealed after rewrap or a migration from v1: the
+    ciphertext and commitment are kept; a v1 header is not re-sealed here (its
+    version is in the AAD), so migrating v1 means decrypting and sealing anew.
+    """
+    if envelope.header.version != VERSION:
+        raise ValueError("a version 1 envelope must be sealed again, not re-signed")
+    draft = replace(envelope, chain=chain, signature=None)
+    key = sealer.key
+    value = sealer.sign(draft.signed_message())
+    if not key.verify(draft.signed_message(), value):  # a backend that signed with another key
+        raise IntegrityError("the sealer's signature does not verify with its own public key",
+                             hint="check the sealing key configuration")
+    return replace(draft, signature=Signature(key, value))
+
+
+def authenticate(envelope: Envelope, sealers: SealerTrust, *, allow_unsigned: bool = False
+                 ) -> SealerKey | None:
+    """Check who sealed ``envelope``; raise IntegrityError (exit 5) unless a trusted sealer.
+
+    Returns the sealer's key, or None for an unsigned (v1) envelope that the
+    caller explicitly allowed. Called before any wrapper sees the envelope.
+    """
+    header = envelope.header
+    what = f"{header.role} key {header.key_id}" + (f" of {header.gun}" if header.gun else "")
+    if envelope.signature is None:
+        if allow_unsigned and envelope.version == UNSIGNED_VERSION:
+            return None
+        raise IntegrityError(
+            f"{what}: the envelope is unsigned (format v{envelope.version}); anyone who can "
+            "write the store could have sealed it, so it is refused",
+            hint="if you trust this store's history, pass --allow-unsigned once and re-seal it "
+                 "with 'keyvault rewrap --all --reseal --allow-unsigned'")
+    sealer = envelope.signature.sealer
+    sealers.check(sealer, what)
+    if not sealer.verify(envelope.signed_message(), envelope.signature.value):
+        raise IntegrityError(f"{what}: the envelope's signature does not verify (altered "
+                             f"after sealing by {sealer.fingerprint}); refused",
+                             hint="restore another version, and investigate who wrote it")
+    return sealer
 
 
 #: Raises for a wrapper URI that no wrapper could have written (see keyvault.wrappers).
@@ -288,13 +457,17 @@ UriCheck = Callable[[str], None]
 
 
 def unwrap_dek(envelope: Envelope, wrappers: Iterable[Wrapper],
-               check_uri: UriCheck | None = None) -> bytes:
+               check_uri: UriCheck | None = None, *, sealers: SealerTrust,
+               allow_unsigned: bool = False) -> bytes:
     """The DEK, through the first trusted wrapper that holds a copy and opens it.
 
-    Strict mode: only entries whose URI equals a wrapper the caller passed are
-    tried. The recorded context must equal the header's, and the DEK must
-    match the commitment, before anything is decrypted.
+    The sealer's signature is checked first (:func:`authenticate`): no wrapper
+    is asked to unwrap anything a non-sealer wrote. Strict mode: only entries
+    whose URI equals a wrapper the caller passed are tried. The recorded
+    context must equal the header's, and the DEK must match the commitment,
+    before anything is decrypted.
     """
+    authenticate(envelope, sealers, allow_unsigned=allow_unsigned)
     expected_context = envelope.header.context()
     by_uri = {w.uri: w for w in wrappers}
     candidates = [w for w in envelope.wrapped_keys if w.uri in by_uri]
@@ -305,7 +478,8 @@ def unwrap_dek(envelope: Envelope, wrappers: Iterable[Wrapper],
     for entry in sorted(candidates, key=lambda e: e.share is not None):
         if dict(entry.context) != expected_context:
             failures.append(IntegrityError(
-                f"wrapped key for {entry.uri} is bound to another key's context"))
+                f"key {envelope.header.key_id}: wrapped key for {entry.uri} is bound to "
+                "another key's context"))
             continue
         try:
             dek = by_uri[entry.uri].unwrap(entry, expected_context)
@@ -313,7 +487,8 @@ def unwrap_dek(envelope: Envelope, wrappers: Iterable[Wrapper],
             failures.append(exc)
             continue
         if len(dek) != DEK_SIZE:
-            failures.append(IntegrityError(f"wrapper {entry.uri} returned a DEK of wrong length"))
+            failures.append(IntegrityError(f"key {envelope.header.key_id}: wrapper {entry.uri} "
+                                           "returned a DEK of wrong length"))
             continue
         if entry.share is not None:
             shares[entry.share] = dek
@@ -322,7 +497,8 @@ def unwrap_dek(envelope: Envelope, wrappers: Iterable[Wrapper],
                 continue
         if not hmac.compare_digest(commitment(dek, envelope.header), envelope.commitment):
             failures.append(IntegrityError(
-                f"DEK from {entry.uri} does not match the envelope's commitment"))
+                f"key {envelope.header.key_id}: DEK from {entry.uri} does not match the "
+                "envelope's commitment"))
             continue
         return dek
     group = [e for e in envelope.wrapped_keys if e.share is not None]
@@ -350,13 +526,15 @@ def _from_shares(envelope: Envelope, shares: dict[int, bytes]) -> bytes:
 
 
 def open_envelope(envelope: Envelope, wrappers: Iterable[Wrapper],
-                  check_uri: UriCheck | None = None) -> bytes:
+                  check_uri: UriCheck | None = None, *, sealers: SealerTrust,
+                  allow_unsigned: bool = False) -> bytes:
     """Authenticate and decrypt; returns the key file's original bytes.
 
     ``check_uri`` lets the caller tell a corrupt envelope (exit 5) from one
     wrapped only for wrappers it does not hold (exit 4).
     """
-    dek = unwrap_dek(envelope, wrappers, check_uri)
+    dek = unwrap_dek(envelope, wrappers, check_uri, sealers=sealers,
+                     allow_unsigned=allow_unsigned)
     return decrypt_with_dek(envelope, dek)
 
 
@@ -379,7 +557,10 @@ def decrypt_with_dek(envelope: Envelope, dek: bytes) -> bytes:
 
 def rewrap(envelope: Envelope, dek: bytes, add: Sequence[Wrapper],
            remove: Iterable[str] = ()) -> Envelope:
-    """Add and/or remove wrapped copies of the DEK; the ciphertext is untouched."""
+    """Add and/or remove wrapped copies of the DEK; the ciphertext is untouched.
+
+    The result is unsigned: the caller signs it (:func:`sign`) as the next version.
+    """
     if len(dek) != DEK_SIZE or not hmac.compare_digest(commitment(dek, envelope.header),
                                                        envelope.commitment):
         raise IntegrityError("DEK does not match the envelope's commitment")
@@ -402,7 +583,7 @@ def rewrap(envelope: Envelope, dek: bytes, add: Sequence[Wrapper],
     if group and len(group) < (group[0].threshold or 0):
         raise UsageError(f"key {envelope.header.key_id[:12]}: removing that would leave "
                          f"{len(group)} shares of a {group[0].threshold}-of-N group: unopenable")
-    return replace(envelope, wrapped_keys=tuple(kept))
+    return replace(envelope, wrapped_keys=tuple(kept), signature=None)  # to be signed again
 
 
 def _no_matching_wrapper(envelope: Envelope, check_uri: UriCheck | None) -> KeyvaultError:
@@ -436,8 +617,12 @@ def _worst(failures: list[KeyvaultError], envelope: Envelope) -> KeyvaultError:
 
 
 def _is_version(value: Any) -> bool:
-    """Exactly the integer 1: not True, not 1.0 (both compare equal to 1)."""
-    return type(value) is int and value == VERSION
+    """Exactly an integer version we read: not True, not 1.0 (both compare equal to 1)."""
+    return type(value) is int and value in VERSIONS
+
+
+def _is_hex_digest(value: str) -> bool:
+    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
 def _check_source_name(name: str) -> None:

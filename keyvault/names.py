@@ -36,6 +36,7 @@ _GUN_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5}
 _GUN_PATH = re.compile(r"[a-z0-9](?:[a-z0-9._-]*[a-z0-9])?")
 _ROLE_NAME = re.compile(r"[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?")
 _GLOB = re.compile(r"[A-Za-z0-9.:_*?/-]{1,255}")
+_FINGERPRINT = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 def _shown(value: str) -> str:
@@ -97,6 +98,16 @@ def validate_role(value: str) -> str:
         f"unknown role {_shown(value)}: expected root, targets, snapshot, timestamp, "
         "targets/<delegation> or a lower-case signer name"
     )
+
+
+def validate_fingerprint(value: str) -> str:
+    """A sealer fingerprint as a user types it: ``sha256:`` and 64 hex digits."""
+    text = value.strip().lower() if isinstance(value, str) else ""
+    if not _FINGERPRINT.fullmatch(text):
+        raise UsageError(f"invalid sealer fingerprint {_shown(str(value))}: expected 'sha256:' "
+                         "and 64 hex digits, as 'keyvault init' or 'keyvault sealer show' "
+                         "prints it")
+    return text
 
 
 def is_delegation_role(role: str) -> bool:

@@ -45,6 +45,7 @@ from keyvault.names import (
     FORMAT_PREFIX,
     KeyAddress,
     is_delegation_role,
+    validate_fingerprint,
     validate_gun_glob,
     validate_team,
 )
@@ -56,7 +57,8 @@ CI_ACTIONS = ("restore", "fetch", "list")
 CI_ROLES = ("targets", "snapshot")
 PRINCIPAL_KINDS = ("local", "vault", "aws")
 _TOP_KEYS = {"version", "default_team", "teams"}
-_TEAM_KEYS = {"guns", "members", "ci", "store", "wrappers", "shared_with", "description"}
+_TEAM_KEYS = {"guns", "members", "ci", "store", "wrappers", "shared_with", "description",
+              "sealers", "revoked_sealers"}
 _VAULT_ATTRS = ("entity", "name", "meta", "policy")
 _PRINCIPAL_TEXT = re.compile(r"[\x21-\x7e]{1,512}")
 _META_KEY = re.compile(r"[A-Za-z0-9_.-]{1,128}")
@@ -252,6 +254,10 @@ class Team:
     wrappers: tuple[str, ...] = ()
     shared_with: tuple[str, ...] = ()
     description: str = ""
+    #: Fingerprints of the sealers whose envelopes the team's members and CI accept,
+    #: and of those refused even where pinned elsewhere (docs/envelope.md).
+    sealers: tuple[str, ...] = ()
+    revoked_sealers: tuple[str, ...] = ()
 
     def owns(self, gun: str) -> bool:
         return any(fnmatch.fnmatchcase(gun, p) for p in self.guns)
@@ -466,8 +472,15 @@ def _team(name: str, body: Mapping[str, Any], fail: Any) -> Team:
     description = body.get("description", "")
     if not isinstance(description, str):
         raise fail(f"teams.{name}.description must be a string", "description")
+    pins: dict[str, tuple[str, ...]] = {}
+    for key in ("sealers", "revoked_sealers"):
+        try:
+            pins[key] = tuple(validate_fingerprint(f) for f in strings(key))
+        except UsageError as exc:
+            raise fail(f"teams.{name}.{key}: {exc.message}", key) from None
     return Team(name, tuple(guns), tuple(rules["members"]), tuple(rules["ci"]), store,
-                tuple(wrappers), tuple(shared), description)
+                tuple(wrappers), tuple(shared), description, pins["sealers"],
+                pins["revoked_sealers"])
 
 
 def _check_shared(teams: Mapping[str, Team], fail: Any) -> None:

@@ -73,6 +73,14 @@ def _global(
     acting_as: Annotated[str | None, typer.Option(
         "--as", metavar="PRINCIPAL", show_default=False,
         help="Act as this principal for the policy check (tests; file store only).")] = None,
+    trust_sealer: Annotated[list[str] | None, typer.Option(
+        "--trust-sealer", metavar="FINGERPRINT", show_default=False,
+        help="Also accept envelopes sealed by this sealer (sha256:..., as 'keyvault init' "
+             "printed it) for this run. Repeatable; warns loudly.")] = None,
+    allow_unsigned: Annotated[bool, typer.Option(
+        "--allow-unsigned", help="Accept unsigned (format v1) envelopes for this run: "
+                                 "anyone who could write the store could have sealed them.")
+                              ] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Show the version and exit.")] = False,
 ) -> None:
@@ -81,7 +89,8 @@ def _global(
     ctx.obj = _INVOCATION["state"] = CliState(config_path=Path(config) if config else None,
                        trust_dir=Path(trust_dir) if trust_dir else None, json=json_out,
                        store=store,
-                       wrappers=list(wrapper or []), team=team, acting_as=acting_as)
+                       wrappers=list(wrapper or []), team=team, acting_as=acting_as,
+                       trust_sealers=list(trust_sealer or []), allow_unsigned=allow_unsigned)
 
 
 #: Each command group's module (keyvault.cli.<name>) and the top-level names it registers.
@@ -96,6 +105,7 @@ _GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("compliance", ("coverage", "drill")),
     ("ci", ("exec", "fetch", "wipe")),
     ("policy", ("policy",)),
+    ("sealer", ("sealer",)),
 )
 _REGISTERED: list[str] = []
 
@@ -115,7 +125,7 @@ def full_app() -> typer.Typer:
 
 #: Global options that take a value (to find the command name in argv without parsing).
 _VALUED_OPTIONS = frozenset({"--config", "--trust-dir", "--store", "--wrapper", "--team",
-                             "--as"})
+                             "--as", "--trust-sealer"})
 
 
 def _app_for(args: list[str]) -> typer.Typer:

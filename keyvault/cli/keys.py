@@ -119,13 +119,16 @@ def backup(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Key
             if o.action == FAILED and o.error is not None:
                 warn(f"{o.address.role} key {o.address.key_id[:12]}: {o.error}")
         _warn_problems(result)
+    for o in outcomes:
+        if o.warning:
+            warn(o.warning)
     raise typer.Exit(worst_exit_code(codes))
 
 
 def _outcome_json(o: Any) -> dict[str, Any]:
     return {"key_id": o.address.key_id, "role": o.address.role, "gun": o.address.gun,
             "object": o.address.object_name, "action": o.action, "version": o.version,
-            "error": o.error.to_dict() if o.error else None}
+            "warning": o.warning, "error": o.error.to_dict() if o.error else None}
 
 
 def list_cmd(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: KeyIds = None,
@@ -146,17 +149,27 @@ def list_cmd(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: K
             {"key_id": item.address.key_id, "role": item.address.role, "gun": item.address.gun,
              "object": item.address.object_name, "version": item.version,
              "created": item.created, "source": item.source_name,
-             "wrappers": list(item.wrappers), "error": item.error} for item in listed]})
+             "wrappers": list(item.wrappers), "error": item.error,
+             "sealer": item.sealer or None, "signed": bool(item.sealer) and
+             item.sealer != "unsigned", "sequence": item.sequence} for item in listed]})
     elif not listed:
         say(f"The store holds no keys for team {config.team}.")
     else:
-        columns = ["ROLE", "GUN", "KEY ID"] + (["VERSION", "CREATED", "WRAPPERS"] if long else [])
+        columns = ["ROLE", "GUN", "KEY ID"] + (["VERSION", "CREATED", "SEALER", "WRAPPERS"]
+                                               if long else [])
         rows = [[i.address.role, i.address.gun or "-", i.address.key_id]
-                + ([i.version or "-", i.created or "-", ", ".join(i.wrappers) or i.error or "-"]
-                   if long else []) for i in listed]
+                + ([i.version or "-", i.created or "-", _sealer_cell(i.sealer),
+                    ", ".join(i.wrappers) or i.error or "-"] if long else []) for i in listed]
         table(f"Keys of team {config.team} in {config.store}", columns, rows)
     if any(item.error for item in listed):
         raise typer.Exit(5)
+
+
+def _sealer_cell(sealer: str) -> str:
+    """A fingerprint, shortened, or UNSIGNED in capitals: v1 envelopes must stand out."""
+    if sealer == "unsigned":
+        return "UNSIGNED (v1)"
+    return sealer[:19] + "…" if sealer else "-"
 
 
 def versions(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: KeyIds = None,
@@ -165,20 +178,25 @@ def versions(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: K
     state = _state(ctx, json_out)
     config = state.config()
     from keyvault.cli.output import emit_json, table
-    from keyvault.ops.listing import list_versions
+    from keyvault.ops.listing import chain_of, list_versions
 
     with state.session() as session:
         found = list_versions(session, team=config.team,
                               selection=build_selection(gun, role, key_id, everything))
+        chains = [(a, chain_of(session, a, vs)) for a, vs in found]
     if state.json:
         emit_json({"store": config.store, "team": config.team, "keys": [
             {"key_id": a.key_id, "role": a.role, "gun": a.gun, "object": a.object_name,
-             "versions": [{"version": v.version, "size": v.size, "created": v.created,
-                           "latest": v.latest} for v in vs]} for a, vs in found]})
+             "versions": [{"version": c.version.version, "size": c.version.size,
+                           "created": c.version.created, "latest": c.version.latest,
+                           "sequence": c.sequence, "sealer": c.sealer or None,
+                           "chain": c.status} for c in links]} for a, links in chains]})
         return
-    table(f"Versions in {config.store}", ["ROLE", "GUN", "KEY ID", "VERSION", "CREATED", "LATEST"],
-          [[a.role, a.gun or "-", a.key_id, v.version, v.created or "-", "yes" if v.latest else ""]
-           for a, vs in found for v in vs])
+    table(f"Versions in {config.store}", ["ROLE", "GUN", "KEY ID", "VERSION", "CREATED",
+                                          "LATEST", "NUMBER", "SEALER", "CHAIN"],
+          [[a.role, a.gun or "-", a.key_id, c.version.version, c.version.created or "-",
+            "yes" if c.version.latest else "", str(c.sequence or "-"), _sealer_cell(c.sealer),
+            c.status] for a, links in chains for c in links])
 
 
 def restore(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: KeyIds = None,
@@ -209,7 +227,9 @@ def restore(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Ke
                    "kept_aside": list(report.kept_aside), "keys": [
                        {"key_id": e.key.address.key_id, "role": e.key.address.role,
                         "gun": e.key.address.gun, "version": e.key.version,
-                        "path": e.key.path,
+                        "path": e.key.path, "sealer": e.key.sealer or None,
+                        "signed": e.key.sealer not in ("", "unsigned"),
+                        "sequence": e.key.sequence, "on_purpose": version is not None,
                         "action": e.action.value, "reason": e.reason} for e in report.entries]})
     else:
         title = f"Restore into {report.trust_dir}" + (" (dry run)" if dry_run else "")
@@ -219,6 +239,18 @@ def restore(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Ke
                for e in report.entries])
         for aside in report.kept_aside:
             say(f"kept the replaced file as private/{aside}")
+    unsigned = [e for e in report.entries if e.key.sealer == "unsigned"]
+    if unsigned:
+        from keyvault.cli.output import warn
+
+        warn(f"{len(unsigned)} key(s) came from UNSIGNED (format v1) envelopes, accepted "
+             "because of --allow-unsigned; re-seal them: 'keyvault rewrap --all --reseal "
+             "--allow-unsigned'")
+    if version is not None:
+        from keyvault.cli.output import warn
+
+        warn(f"restored version {version} on purpose, not the latest; the high-water mark "
+             "of this machine still names the newest version it has seen")
     if dry_run and any(e.action.value == "conflict" for e in report.entries):
         raise typer.Exit(7)
 
@@ -258,6 +290,7 @@ def verify(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Key
                    "deep": deep, "keys": [
                        {"key_id": r.address.key_id, "role": r.address.role, "gun": r.address.gun,
                         "status": r.status, "detail": r.detail, "deep": r.deep,
+                        "sealer": r.sealer or None,
                         "error": r.error.to_dict() if r.error else None} for r in results]})
     else:
         table(f"Verification of team {config.team} in {config.store}",

@@ -44,8 +44,10 @@ def split(
         config.identity_files[0] if config.identity_files else None)
     if source is None:
         raise NotFoundError("no recovery identity is configured", hint="pass --identity FILE")
+    from keyvault.ops.pins import pins_in_file
+
     recipient, parts = split_identity(source, shares=shares, threshold=threshold)
-    pages = write_share_pages(Path(out), recipient, parts)
+    pages = write_share_pages(Path(out), recipient, parts, pins_in_file(source))
     if state.json or json_out:
         emit_json({"recipient": recipient, "shares": shares, "threshold": threshold,
                    "pages": [str(p) for p in pages]})
@@ -63,6 +65,10 @@ def combine(
     expect: Annotated[str | None, typer.Option(
         "--expect", metavar="AGE1...", show_default=False,
         help="Refuse unless the rebuilt identity has this recipient.")] = None,
+    trust_sealer: Annotated[list[str] | None, typer.Option(
+        "--trust-sealer", metavar="FINGERPRINT", show_default=False,
+        help="The sealer pin printed on the share pages; written into the identity file so "
+             "restores trust it (repeatable).")] = None,
     json_out: Json = False,
 ) -> None:
     """Rebuild the recovery identity from M shares, typed at a prompt (or one per line on
@@ -70,17 +76,19 @@ def combine(
     state: CliState = ctx.obj
     from keyvault.cli.output import emit_json, say
     from keyvault.errors import IntegrityError
+    from keyvault.names import validate_fingerprint
     from keyvault.ops.recovery import combine_shares, write_identity
 
+    pins = [validate_fingerprint(f) for f in trust_sealer or []]
     identity = combine_shares(_read_shares())
     import pyrage
 
     recipient = str(pyrage.x25519.Identity.from_str(identity).to_public())
     if expect is not None and recipient != expect:
         raise IntegrityError(f"the shares rebuild the identity of {recipient}, not {expect}")
-    write_identity(Path(out), identity)
+    write_identity(Path(out), identity, pins)
     if state.json or json_out:
-        emit_json({"recipient": recipient, "identity_file": out})
+        emit_json({"recipient": recipient, "identity_file": out, "trusted_sealers": pins})
     else:
         say(f"Rebuilt the identity of {recipient} into {out} (0600).")
 

@@ -39,6 +39,10 @@ def rewrap(
     rotate: Annotated[bool, typer.Option(
         "--rotate", help="Re-encrypt under the newest key version server-side (Transit, "
                          "KMS); the DEK is never seen.")] = False,
+    reseal: Annotated[bool, typer.Option(
+        "--reseal", help="Sign each envelope again with this machine's sealer, as a new "
+                         "version (after a sealer rotation); unsigned v1 envelopes (with "
+                         "--allow-unsigned) are sealed anew as v2.")] = False,
     dry_run: DryRun = False,
     jobs: Jobs = None,
     json_out: Json = False,
@@ -62,7 +66,8 @@ def rewrap(
             bar.advance(outcome.address.key_id[:12])
 
         outcomes = rewrap_keys(session, team=config.team, selection=selection, add=add or [],
-                               remove=remove or [], rotate=rotate, dry_run=dry_run,
+                               remove=remove or [], rotate=rotate, reseal=reseal,
+                               dry_run=dry_run,
                                concurrency=config.concurrency, on_done=done)
     unused = [uri for uri in remove or [] if not any(uri in o.before for o in outcomes)]
     codes = [o.error.exit_code for o in outcomes if o.error is not None]

@@ -42,9 +42,22 @@ def _show_init(result: InitResult) -> None:
     say(f"Team: {result.team}")
     for uri in result.wrappers:
         say(f"Wrapper: {uri}")
+    if result.sealer:
+        where = result.sealer_file or state_sealer_uri(result)
+        say(f"{'Created' if result.sealer_created else 'Sealing key'} {where}"
+            + (" (0600)" if result.sealer_file else "")
+            + ": every backup from this machine is signed with it")
+        say(f"Sealer fingerprint: {result.sealer}")
+        say("  Restores trust only backups signed by a pinned sealer. This fingerprint is "
+            "written into your recovery identity; also note it down: on a new machine, "
+            f"'--trust-sealer {result.sealer}' pins it.")
     if result.identity_created and result.identity_file is not None:
         say(f"Created recovery identity {result.identity_file} (0600)")
         warn(IDENTITY_WARNING.format(path=result.identity_file))
+
+
+def state_sealer_uri(result: InitResult) -> str:
+    return "(the configured backend sealing key)" if result.sealer_file is None else ""
 
 
 def _init_json(result: InitResult) -> dict[str, object]:
@@ -52,7 +65,10 @@ def _init_json(result: InitResult) -> dict[str, object]:
             "wrappers": list(result.wrappers), "team": result.team,
             "identity_file": str(result.identity_file) if result.identity_file else None,
             "identity_created": result.identity_created,
-            "config_created": result.config_created}
+            "config_created": result.config_created,
+            "sealer": result.sealer,
+            "sealer_file": str(result.sealer_file) if result.sealer_file else None,
+            "sealer_created": result.sealer_created}
 
 
 def init(ctx: typer.Context, json_out: Json = False) -> None:

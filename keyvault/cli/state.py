@@ -23,6 +23,8 @@ class CliState:
     wrappers: list[str] = field(default_factory=list)
     team: str | None = None
     acting_as: str | None = None  # --as: checked by keyvault.ops.access (file store only)
+    trust_sealers: list[str] = field(default_factory=list)  # --trust-sealer, this run only
+    allow_unsigned: bool = False  # --allow-unsigned, this run only
     _config: Config | None = field(default=None, repr=False)
 
     def config(self, *, missing_ok: bool = False) -> Config:
@@ -42,8 +44,26 @@ class CliState:
                 from keyvault.names import validate_team
 
                 changes["team"] = validate_team(self.team)
+            if self.trust_sealers:
+                changes["trusted_sealers"] = (*config.trusted_sealers,
+                                              *self._explicit_pins())
+            if self.allow_unsigned:
+                changes["allow_unsigned"] = True
+                _loud("--allow-unsigned: unsigned (format v1) envelopes are accepted for this "
+                      "run; anyone who could write the store could have sealed them. Re-seal "
+                      "them: 'keyvault rewrap --all --reseal --allow-unsigned'")
             self._config = dataclasses.replace(config, **changes)  # type: ignore[arg-type]
         return self._config
+
+    def _explicit_pins(self) -> list[str]:
+        from keyvault.names import validate_fingerprint
+
+        pins = [validate_fingerprint(f) for f in self.trust_sealers]
+        for pin in pins:
+            _loud(f"--trust-sealer: trusting envelopes sealed by {pin} for this run. Check it "
+                  "against the fingerprint 'keyvault init' printed on the machine that made "
+                  "the backups: whoever holds that sealer can make you install their keys")
+        return pins
 
     def use_jobs(self, jobs: int | None) -> None:
         """A command's --jobs: how many keys at once, and so how many pooled connections."""
@@ -54,6 +74,10 @@ class CliState:
         from keyvault.ops.session import Session
 
         return Session(self.config(), prompt=terminal_prompt(), acting_as=self.acting_as)
+
+
+def _loud(message: str) -> None:
+    sys.stderr.write(f"keyvault: WARNING: {message}\n")
 
 
 class _TerminalPrompt:

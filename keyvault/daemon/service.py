@@ -397,6 +397,10 @@ class Daemon:
                       object=outcome.address.object_name, version=outcome.version,
                       attempts=entry.attempts + 1,
                       latency_s=round(max(0.0, now - entry.first_seen), 3))
+        if outcome.warning:  # the store held a version no trusted sealer wrote: say so
+            self.log.warning("untrusted-version-replaced", key_id=outcome.address.key_id,
+                             role=outcome.address.role, gun=outcome.address.gun,
+                             object=outcome.address.object_name, message=outcome.warning)
 
     def _retry(self, entry: Entry, exc: KeyvaultError, key: KeyFile | None) -> None:
         assert self._journal is not None and self.metrics is not None
@@ -476,6 +480,10 @@ class Daemon:
             self.log.warning("reconcile-failed", kind=exc.kind, message=exc.message)
             return keys, False
         missing = [o.key for o in outcomes if o.action in (WOULD_WRITE, FAILED)]
+        for untrusted in (o for o in outcomes if o.warning):
+            self.log.warning("untrusted-version-found", key_id=untrusted.address.key_id,
+                             role=untrusted.address.role, gun=untrusted.address.gun,
+                             object=untrusted.address.object_name, message=untrusted.warning)
         failures = [o for o in outcomes if o.action == FAILED]
         if failures and failures[0].error is not None:
             error = failures[0].error

@@ -23,8 +23,8 @@ from __future__ import annotations
 import contextlib
 import socket
 import warnings
-from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from keyvault.config import Config
 from keyvault.errors import AccessDeniedError, BackendUnavailableError, KeyvaultError, UsageError
@@ -42,7 +42,19 @@ from keyvault.policy import (
 )
 
 if TYPE_CHECKING:
-    from keyvault.ops.session import Session
+    from keyvault.audit import KeyRef
+    from keyvault.plugins import SecretPrompt
+
+
+class PolicySession(Protocol):
+    """What the policy checks need of a session (keyvault.ops.session.Session is one)."""
+
+    config: Config
+    prompt: SecretPrompt | None
+    acting_as: str | None
+
+    def record(self, action: str, outcome: str, *, team: str, keys: Sequence[KeyRef] = (),
+               detail: str = "") -> None: ...
 
 UNSAFE_SKIP_ENV = "KEYVAULT_UNSAFE_SKIP_POLICY_CHECK"
 
@@ -91,7 +103,7 @@ def who_is_asking(config: Config, options: BackendOptions, claimed: str | None) 
 
 
 def local_principal_of() -> Principal:
-    from keyvault.ops.session import local_principal
+    from keyvault.ops.identity import local_principal
 
     label = local_principal()
     user, _, host = label.rpartition("@")
@@ -206,7 +218,7 @@ class Access:
     refusal is recorded in the audit log before it is reported.
     """
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: PolicySession) -> None:
         self._session = session
         self._loaded = False
         self._policy: Policy | None = None
@@ -279,7 +291,7 @@ class Access:
 
     def _record(self, action: str, team: str, addresses: list[KeyAddress], detail: str
                 ) -> None:
-        from keyvault.ops.session import key_ref
+        from keyvault.ops.identity import key_ref
 
         with contextlib.suppress(KeyvaultError):  # the refusal itself must still be reported
             self._session.record(action, "refused", team=team,

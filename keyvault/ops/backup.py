@@ -1,18 +1,25 @@
 """Back up key files: seal each one and write it to the store, idempotently.
 
 A key whose latest envelope already holds the same bytes is not written
-again. A key whose bytes changed (``notary key passwd``, a re-import) gets a
-new version on top of the old one; the old version stays in the store.
+again, but only when that is *authenticated*: the latest version is signed by
+a trusted sealer and is not older than this machine's high-water mark. A key
+whose bytes changed (``notary key passwd``, a re-import) gets a new version
+on top of the old one, chained to it; the old version stays in the store. A
+latest version that is tampered with, unsigned (format v1) or unverifiable is
+reported and a fresh version is sealed on top (the bad one stays, for
+forensics).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from keyvault.envelope import new_header, seal
+from keyvault.envelope import FIRST, Chain, new_header, seal
 from keyvault.errors import (
     ChangedOnDiskError,
     ConflictError,
@@ -22,6 +29,7 @@ from keyvault.errors import (
     UsageError,
 )
 from keyvault.names import KeyAddress, team_prefix
+from keyvault.ops.authentic import describe
 from keyvault.ops.parallel import DEFAULT_CONCURRENCY, bounded_map
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session, key_ref
@@ -43,6 +51,8 @@ class BackupOutcome:
     action: str
     version: str | None = None
     error: KeyvaultError | None = None
+    #: Why an existing latest version was not trusted and a fresh one sealed on top.
+    warning: str | None = None
 
 
 def select_keys(keys: Sequence[KeyFile], selection: Selection, where: str) -> list[KeyFile]:
@@ -80,6 +90,9 @@ def backup_keys(
     denied = session.access().refusals("backup", _addresses(team, keys))
     store = session.store()  # open the store and the wrappers once, before any thread starts
     wrappers: Sequence[Wrapper] = [] if dry_run else session.wrappers()
+    if not dry_run:
+        session.sealer()  # and the sealing key: a bad one fails before anything is written
+    session.sealers()
     if threshold is not None and not dry_run and not 2 <= threshold <= len(wrappers):
         raise UsageError(f"--threshold {threshold} needs at least {threshold} wrappers; "
                          f"{len(wrappers)} configured", hint="pass --wrapper once per wrapper")
@@ -110,6 +123,7 @@ def backup_keys(
         if on_done:
             on_done(outcome)
     if not dry_run:
+        session.highwater().save()
         _audit(session, team, outcomes)
     return outcomes
 
@@ -138,33 +152,72 @@ def _backup_one(session: Session, key: KeyFile, address: KeyAddress,
                 wrappers: Sequence[Wrapper], dry_run: bool,
                 threshold: int | None, trust_dir: Path | None) -> BackupOutcome:
     store = session.store()
-    replaces: str | None = None
     try:
-        current = read_envelope(store, address)
+        raw = read_envelope(store, address)
     except NotFoundError:
-        current = None
-    except IntegrityError:
-        # The latest version is damaged: write a good one on top, keep the bad one for forensics.
-        replaces = store.versions(address.object_name)[0].version
-        current = None
-    if current is not None:
-        if current.envelope.header.sha256 == key.sha256:
-            return BackupOutcome(key, address, UNCHANGED, current.version)
-        replaces = current.version
+        raw = None
+    except IntegrityError as exc:  # not even an envelope: seal a good one on top of it
+        junk = store.read(address.object_name)
+        return _rewrite(session, key, address, wrappers, dry_run, threshold, trust_dir,
+                        junk.version, Chain(next_number(session, address),
+                                            hashlib.sha256(junk.data).hexdigest()), exc)
+    if raw is None:
+        if dry_run:
+            return BackupOutcome(key, address, WOULD_WRITE)
+        return _write(session, key, address, wrappers, replaces=None, threshold=threshold,
+                      trust_dir=trust_dir)
+    reader = session.reader()
+    try:
+        current = reader.authenticate(raw)
+        chain = current.envelope.chain
+        if chain is None:
+            raise IntegrityError("the latest version is unsigned (format v1)")
+        reader.highwater.check(address.object_name, chain.sequence, current.digest,
+                               describe(address))
+    except IntegrityError as exc:  # tampered, unsigned, foreign or rolled back: seal anew
+        return _rewrite(session, key, address, wrappers, dry_run, threshold, trust_dir,
+                        raw.version, Chain(next_number(session, address), raw.digest), exc)
+    reader.highwater.note(address.object_name, chain.sequence, current.digest)
+    if hmac.compare_digest(current.envelope.header.sha256, key.sha256):
+        return BackupOutcome(key, address, UNCHANGED, current.version)
     if dry_run:
         return BackupOutcome(key, address, WOULD_WRITE)
-    return _write(session, key, address, wrappers, replaces=replaces, threshold=threshold,
-                  trust_dir=trust_dir)
+    return _write(session, key, address, wrappers, replaces=current.version,
+                  threshold=threshold, trust_dir=trust_dir,
+                  chain=Chain(chain.sequence + 1, current.digest))
+
+
+def _rewrite(session: Session, key: KeyFile, address: KeyAddress, wrappers: Sequence[Wrapper],
+             dry_run: bool, threshold: int | None, trust_dir: Path | None, replaces: str,
+             chain: Chain, why: IntegrityError) -> BackupOutcome:
+    """A fresh version on top of a latest one that could not be trusted; say why."""
+    warning = (f"the latest stored version of {describe(address)} was not trusted "
+               f"({why.message}); " + ("a fresh version would be sealed on top" if dry_run
+                                       else "sealed a fresh version on top"))
+    if dry_run:
+        return BackupOutcome(key, address, WOULD_WRITE, warning=warning)
+    outcome = _write(session, key, address, wrappers, replaces=replaces, threshold=threshold,
+                     trust_dir=trust_dir, chain=chain)
+    return replace(outcome, warning=warning)
+
+
+def next_number(session: Session, address: KeyAddress) -> int:
+    """A number above every version this machine saw and every version the store lists."""
+    seen = session.highwater().get(address.object_name)
+    count = len(session.store().versions(address.object_name))
+    return max(seen.sequence if seen else 0, count) + 1
 
 
 def _write(session: Session, key: KeyFile, address: KeyAddress, wrappers: Sequence[Wrapper],
            *, replaces: str | None, threshold: int | None,
-           trust_dir: Path | None) -> BackupOutcome:
+           trust_dir: Path | None, chain: Chain = FIRST) -> BackupOutcome:
     """Seal and write: create-only (``replaces=None``) or a new version on top of one."""
     data = key.data if trust_dir is None else read_key_bytes(trust_dir, key)
     header = new_header(address=address, algorithm=key.algorithm, source_name=key.relpath,
                         source_mode=key.mode, data=data)
-    envelope = seal(header, data, wrappers, threshold)
-    version = session.store().write(address.object_name, envelope.to_bytes(),
-                                    replaces=replaces)
+    payload = seal(header, data, wrappers, threshold, sealer=session.sealer(),
+                   chain=chain).to_bytes()
+    version = session.store().write(address.object_name, payload, replaces=replaces)
+    session.highwater().note(address.object_name, chain.sequence,
+                             hashlib.sha256(payload).hexdigest())
     return BackupOutcome(key, address, CREATED if replaces is None else UPDATED, version)

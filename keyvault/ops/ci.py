@@ -52,10 +52,11 @@ from keyvault.names import (
     validate_gun,
     validate_role,
 )
+from keyvault.ops.authentic import restore_relpath
 from keyvault.ops.parallel import bounded_map
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session, key_ref, local_principal
-from keyvault.ops.stored import list_addresses, read_envelope
+from keyvault.ops.stored import list_addresses
 
 #: The marker file every directory made here carries; nothing without it is ever wiped.
 MARKER_NAME = ".keyvault-ci"
@@ -183,19 +184,20 @@ def fetch_keys(session: Session, team: str, request: FetchRequest, trust_dir: Pa
     access.precheck("fetch", team)  # teams policy: wrong team or a non-CI role, no request yet
     addresses = resolve_addresses(session, team, request)
     access.require("fetch", addresses)  # teams policy, per key, before any envelope is read
-    store = session.store()
+    reader = session.reader()
 
     def read_and_open(address: KeyAddress) -> RestoreItem:
-        entry = read_envelope(store, address)
+        entry = reader.latest(address)  # the sealer and the chain, before any unwrap
         header = entry.envelope.header
         if header.role == "root":
             raise AccessDeniedError(f"{address.object_name} holds a root key; refused")
-        return RestoreItem(header.source_name, session.open(entry.envelope),
-                           f"{header.role} key {header.key_id[:12]}")
+        return RestoreItem(restore_relpath(header), session.open(entry.envelope),
+                           f"{header.role} key {header.key_id[:12]}", header.key_id)
 
     with contextlib.closing(bounded_map(read_and_open, addresses,
                                         session.config.concurrency)) as items:
         apply_restore(trust_dir, items, force=False)  # staged as they are opened
+    reader.highwater.save()
     roles = sorted({a.role for a in addresses})
     session.record("fetch", "ok", team=team, keys=[key_ref(a) for a in addresses],
                    detail=f"{purpose}: gun={request.gun} roles={','.join(roles)} "

@@ -28,6 +28,7 @@ from keyvault.audit import KeyRef
 from keyvault.canonical import canonical_json
 from keyvault.envelope import open_envelope
 from keyvault.errors import IntegrityError, KeyvaultError
+from keyvault.ops.authentic import restore_relpath
 from keyvault.ops.coverage import MetadataSource, required_keys
 from keyvault.ops.restore import fetch_envelopes
 from keyvault.ops.selection import Selection
@@ -57,6 +58,7 @@ class Check:
     key_id: str
     role: str
     gun: str | None
+    sealer: str = NOT_CHECKED  # the verified sealer's fingerprint, or "unsigned"
     restore: str = NOT_CHECKED
     digest: str = NOT_CHECKED
     key_id_check: str = NOT_CHECKED
@@ -70,7 +72,8 @@ class Check:
 
     def to_json(self) -> dict[str, Any]:
         return {"wrapper": self.wrapper, "key_id": self.key_id, "role": self.role,
-                "gun": self.gun, "restore": self.restore, "digest": self.digest,
+                "gun": self.gun, "sealer": self.sealer, "restore": self.restore,
+                "digest": self.digest,
                 "key_id_check": self.key_id_check, "signature": self.signature,
                 "passed": self.passed, "error": self.error, "error_code": self.error_code}
 
@@ -106,6 +109,7 @@ def run_drill(session: Session, *, team: str, selection: Selection,
     selection.require_explicit("drill")
     started = _now()
     stored = fetch_envelopes(session, team, selection, action="drill")  # policy-checked
+    proven = _authenticated(session, stored)
     published = _published(source, stored, selection) if source else {}
     report = DrillReport(started, started, local_principal(), team,
                          session.config.store or "",
@@ -125,30 +129,53 @@ def run_drill(session: Session, *, team: str, selection: Selection,
         try:
             # wrapper.uri is the form envelopes record (e.g. a pkcs11: URI without its
             # module-path or PIN), so it is what to look for and what to report.
-            report.checks += _drill_one_wrapper(wrapper, wrapper.uri, stored,
+            report.checks += _drill_one_wrapper(session, wrapper, wrapper.uri, proven,
                                                 scratch / "trust", published, env)
         finally:
             wrapper.close()
             shutil.rmtree(scratch, ignore_errors=True)
     report.finished = _now()
+    session.highwater().save()
     return report
 
 
-def _drill_one_wrapper(wrapper: Any, uri: str, stored: Sequence[StoredEnvelope], trust: Path,
-                       published: Mapping[str, KeyUse], env: Mapping[str, str]) -> list[Check]:
+def _authenticated(session: Session, stored: Sequence[StoredEnvelope]
+                   ) -> list[tuple[StoredEnvelope, KeyvaultError | None]]:
+    """Each envelope with the reason it cannot be trusted, if any: a drill reports a
+    forged, unsigned or rolled-back key as a failed check of that key, and goes on."""
+    reader = session.reader()
+    proven: list[tuple[StoredEnvelope, KeyvaultError | None]] = []
+    for entry in stored:
+        try:
+            proven.append((reader.check_latest(entry), None))
+        except KeyvaultError as exc:
+            proven.append((entry, exc))
+    return proven
+
+
+def _drill_one_wrapper(session: Session, wrapper: Any, uri: str,
+                       stored: Sequence[tuple[StoredEnvelope, KeyvaultError | None]],
+                       trust: Path, published: Mapping[str, KeyUse], env: Mapping[str, str]
+                       ) -> list[Check]:
     checks: list[Check] = []
     opened: list[tuple[Check, StoredEnvelope, bytes]] = []
-    for entry in stored:
+    for entry, refused in stored:
         if uri not in entry.envelope.wrapper_uris:
             continue  # this key is not wrapped by this wrapper: nothing to prove here
         check = Check(uri, entry.address.key_id, entry.address.role, entry.address.gun)
         checks.append(check)
+        if refused is not None:
+            check.sealer = FAILED
+            _failed(check, refused)
+            continue
+        check.sealer = entry.sealer or NOT_CHECKED
         try:
-            opened.append((check, entry, open_envelope(entry.envelope, [wrapper],
-                                                        check_wrapper_uri)))
+            opened.append((check, entry, open_envelope(
+                entry.envelope, [wrapper], check_wrapper_uri, sealers=session.sealers(),
+                allow_unsigned=session.config.allow_unsigned)))
         except KeyvaultError as exc:
             _failed(check, exc)
-    items = [RestoreItem(e.envelope.header.source_name, data) for _, e, data in opened]
+    items = [RestoreItem(restore_relpath(e.envelope.header), data) for _, e, data in opened]
     try:
         apply_restore(trust, items, force=False)
     except KeyvaultError as exc:
@@ -164,7 +191,7 @@ def _drill_one_wrapper(wrapper: Any, uri: str, stored: Sequence[StoredEnvelope],
 def _verify_restored(check: Check, entry: StoredEnvelope, trust: Path,
                      published: Mapping[str, KeyUse], env: Mapping[str, str]) -> None:
     header = entry.envelope.header
-    data = (trust / "private" / header.source_name).read_bytes()
+    data = (trust / "private" / restore_relpath(header)).read_bytes()
     if not hmac.compare_digest(hashlib.sha256(data).hexdigest(), header.sha256):
         _failed(check, IntegrityError("the restored file does not match the envelope's digest"))
         check.digest = FAILED

@@ -20,6 +20,9 @@ class Listed:
     source_name: str | None = None
     wrappers: tuple[str, ...] = ()
     error: str | None = None
+    #: The verified sealer's fingerprint, "unsigned" (format v1), or "" when not verified.
+    sealer: str = ""
+    sequence: int | None = None  # the version's number in its signed chain
 
 
 def list_keys(session: Session, *, team: str, selection: Selection, long: bool = False
@@ -35,16 +38,71 @@ def list_keys(session: Session, *, team: str, selection: Selection, long: bool =
     if not long:
         return [Listed(a) for a in addresses]
     out: list[Listed] = []
+    reader = session.reader()
+    reader.allow_unsigned = True  # listing installs nothing: show v1 envelopes, flagged
     for address in addresses:
         try:
-            stored = read_envelope(store, address)
+            stored = reader.authenticate(read_envelope(store, address))
         except KeyvaultError as exc:
             out.append(Listed(address, error=exc.message))
             continue
-        header = stored.envelope.header
+        header, chain = stored.envelope.header, stored.envelope.chain
         out.append(Listed(address, stored.version, header.created, header.source_name,
-                          stored.envelope.wrapper_uris))
+                          stored.envelope.wrapper_uris, sealer=stored.sealer or "",
+                          sequence=chain.sequence if chain else None))
     return out
+
+
+@dataclass(frozen=True)
+class ChainLink:
+    """One stored version as its signed chain sees it."""
+
+    version: ObjectVersion
+    sequence: int | None = None
+    sealer: str = ""  # verified fingerprint, "unsigned", or "" (not verified: see status)
+    #: "first", "linked" (sealed on top of the version beneath), "broken", "unsigned",
+    #: or why it could not be verified.
+    status: str = ""
+
+
+def chain_of(session: Session, address: KeyAddress, versions: list[ObjectVersion]
+             ) -> list[ChainLink]:
+    """Each version (newest first) with its number, sealer, and link to the one beneath."""
+    import hashlib
+
+    reader = session.reader()
+    reader.allow_unsigned = True  # shown, flagged: nothing is installed from here
+    store = session.store()
+    read: list[tuple[str | None, str | None, ChainLink]] = []  # (digest, previous, link)
+    for v in versions:
+        try:
+            obj = store.read(address.object_name, v.version)
+        except KeyvaultError as exc:
+            read.append((None, None, ChainLink(v, status=f"unreadable: {exc.message}")))
+            continue
+        digest = hashlib.sha256(obj.data).hexdigest()
+        try:
+            entry = reader.authenticate(read_envelope(store, address, v.version))
+        except KeyvaultError as exc:
+            read.append((digest, None, ChainLink(v, status=f"not verified: {exc.message}")))
+            continue
+        chain = entry.envelope.chain
+        if chain is None:
+            read.append((digest, None, ChainLink(v, None, entry.sealer or "", "unsigned")))
+        else:
+            read.append((digest, chain.previous, ChainLink(v, chain.sequence,
+                                                           entry.sealer or "")))
+    links: list[ChainLink] = []
+    for i, (_, previous, link) in enumerate(read):
+        if not link.status:
+            beneath = read[i + 1][0] if i + 1 < len(read) else None
+            if i + 1 == len(read):
+                status = "first" if previous is None else "linked (older versions pruned)"
+            else:
+                status = "linked" if previous is not None and previous == beneath else "broken"
+            link = ChainLink(link.version, link.sequence, link.sealer, status)
+        links.append(link)
+    return links
 
 
 def list_versions(session: Session, *, team: str, selection: Selection

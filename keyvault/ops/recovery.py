@@ -68,8 +68,18 @@ def split_identity(identity_file: Path, *, shares: int, threshold: int) -> tuple
                        for i, words in enumerate(groups[0])]
 
 
-def write_share_pages(directory: Path, recipient: str, shares: Sequence[Share]) -> list[Path]:
-    """One printable page per share, each 0600 in a new 0700 directory; never overwrites."""
+def write_share_pages(directory: Path, recipient: str, shares: Sequence[Share],
+                      sealers: Sequence[str] = ()) -> list[Path]:
+    """One printable page per share, each 0600 in a new 0700 directory; never overwrites.
+
+    Each page also carries the sealer pins of the identity file, so whoever
+    rebuilds the identity from shares alone knows whose backups to trust.
+    """
+    from keyvault.sealing import pin_lines
+
+    pins = pin_lines(sealers).splitlines()
+    rebuild = "keyvault recovery combine --out <identity file>" + "".join(
+        f" --trust-sealer {line.split()[-1]}" for line in pins)
     if directory.exists():
         raise ConflictError(f"{directory} already exists; choose a new directory for the shares")
     fsutil.ensure_private_dir(directory)
@@ -84,7 +94,9 @@ def write_share_pages(directory: Path, recipient: str, shares: Sequence[Share]) 
             "recovery identity of:",
             f"  {recipient}",
             f"Made {created}. Keep this page offline, apart from the other shares.",
-            "Rebuild with: keyvault recovery combine --out <identity file>",
+            f"Rebuild with: {rebuild}",
+            "Backups are trusted only if sealed by (keep these lines with the share):",
+            *(pins or ["  (no sealer pinned in the identity file)"]),
             "",
             *[f"{n:2d}. {word}" for n, word in enumerate(words, start=1)],
             "",
@@ -124,13 +136,16 @@ def _reason(exc: Exception) -> str:
     return re.sub(r"\"[^\"]*\"|'[^']*'", "(words withheld)", text).rstrip(".")
 
 
-def write_identity(path: Path, identity_text: str) -> str:
-    """Write a rebuilt identity 0600 (never overwriting); its recipient."""
+def write_identity(path: Path, identity_text: str, sealers: Sequence[str] = ()) -> str:
+    """Write a rebuilt identity 0600 (never overwriting), with its sealer pins; its recipient."""
     import pyrage
+
+    from keyvault.sealing import pin_lines
 
     identity = pyrage.x25519.Identity.from_str(identity_text)
     recipient = str(identity.to_public())
-    text = f"# rebuilt from SLIP-39 shares\n# public key: {recipient}\n{identity_text}\n"
+    text = (f"# rebuilt from SLIP-39 shares\n# public key: {recipient}\n{pin_lines(sealers)}"
+            f"{identity_text}\n")
     fsutil.ensure_private_dir(path.parent)
     fsutil.write_file_atomic(path.parent, path.name, text.encode("ascii"), mode=0o600,
                              exclusive=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from keyvault.errors import UsageError
 from keyvault.names import KeyAddress
+from keyvault.ops.authentic import restore_relpath
 from keyvault.ops.parallel import DEFAULT_CONCURRENCY, bounded_map
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session, key_ref
@@ -37,6 +38,8 @@ class Restored:
     address: KeyAddress
     version: str
     path: str  # the key file's path under private/
+    sealer: str = ""  # the verified sealer's fingerprint, or "unsigned" (--allow-unsigned)
+    sequence: int | None = None  # the version's number in its signed chain (None: unsigned)
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,8 @@ def fetch_envelopes(session: Session, team: str, selection: Selection,
                     version: str | None = None,
                     concurrency: int = DEFAULT_CONCURRENCY, *,
                     action: str = "restore") -> list[StoredEnvelope]:
-    """Read the selected envelopes (latest, or ``version`` of a single key)."""
+    """Read the selected envelopes (latest, or ``version`` of a single key), unproven:
+    the caller authenticates each one (``session.reader()``) before using it."""
     session.access().precheck(action, team, selection)  # policy: before any request
     store = session.store()
     addresses = selected_addresses(session, team, selection, version)
@@ -94,20 +98,25 @@ def restore_keys(
     selection.require_explicit("restore")
     session.access().precheck("restore", team, selection)  # policy: before any request
     session.wrappers()  # fail on a bad wrapper URI before reading anything
-    store = session.store()
+    session.store()  # open the store before any thread starts
     addresses = selected_addresses(session, team, selection, version)
     session.access().require("restore", addresses)  # policy: before reading any envelope
     if on_total:
         on_total(len(addresses))
 
+    reader = session.reader()
+
     def read_and_open(address: KeyAddress) -> tuple[Restored, RestoreItem]:
-        """One pass per key: read, check the name, unwrap, decrypt (nothing written yet)."""
-        entry = read_envelope(store, address, version)
+        """One pass per key: read, check the name, prove the sealer and the chain, derive
+        the path, unwrap, decrypt (nothing written yet)."""
+        entry = reader.read(address, version)
         header = entry.envelope.header
+        relpath = restore_relpath(header)
         label = f"{header.role} key {header.key_id[:12]}" + (f" of {header.gun}"
                                                              if header.gun else "")
-        return (Restored(address, entry.version, header.source_name),
-                RestoreItem(header.source_name, session.open(entry.envelope), label))
+        return (Restored(address, entry.version, relpath, entry.sealer or "",
+                         entry.envelope.chain.sequence if entry.envelope.chain else None),
+                RestoreItem(relpath, session.open(entry.envelope), label, header.key_id))
 
     stored: list[Restored] = []
 
@@ -127,6 +136,7 @@ def restore_keys(
         else:
             result = apply_restore(trust_dir, items, force=force)
             plan, kept = list(result.planned), result.kept_aside
+    reader.highwater.save()
     if not dry_run:
         written = [s.address for s, p in zip(stored, plan, strict=True) if p.action in WRITES]
         session.record("restore", "ok", team=team, keys=[key_ref(a) for a in written],

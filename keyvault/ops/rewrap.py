@@ -7,24 +7,33 @@ concurrent writer makes this key fail with a conflict, never lose data).
 ``rotate`` asks wrappers that can re-encrypt server-side (Vault Transit,
 KMS) to move their entry to the newest key version: the DEK is never seen.
 The ciphertext, nonce, header and commitment stay byte-identical.
+
+Every version written is signed by this machine's sealer and chained to the
+version it replaces. ``reseal`` re-signs without changing wrappers (after a
+sealer rotation), and migrates unsigned v1 envelopes (read only with
+``--allow-unsigned``) to v2: those are decrypted and sealed anew, for the
+same wrappers, since the format version is part of their associated data.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from keyvault.envelope import Envelope, rewrap, unwrap_dek
+from keyvault.envelope import FIRST, VERSION, Chain, Envelope, rewrap, seal, sign, unwrap_dek
 from keyvault.errors import KeyvaultError, UsageError
 from keyvault.names import KeyAddress
+from keyvault.ops.backup import next_number
 from keyvault.ops.parallel import DEFAULT_CONCURRENCY, bounded_map
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session, key_ref
-from keyvault.ops.stored import StoredEnvelope, list_addresses, read_envelope
+from keyvault.ops.stored import StoredEnvelope, list_addresses
 from keyvault.wrappers import Wrapper, canonical_wrapper_uri, check_wrapper_uri, open_wrapper
 from keyvault.wrappers.base import Rotatable
 
-REWRAPPED, ROTATED, UNCHANGED, FAILED = "rewrapped", "rotated", "unchanged", "failed"
+REWRAPPED, ROTATED, RESEALED, UNCHANGED, FAILED = (
+    "rewrapped", "rotated", "resealed", "unchanged", "failed")
 
 
 @dataclass(frozen=True)
@@ -45,13 +54,14 @@ def rewrap_keys(
     add: Sequence[str] = (),
     remove: Sequence[str] = (),
     rotate: bool = False,
+    reseal: bool = False,
     dry_run: bool = False,
     concurrency: int = DEFAULT_CONCURRENCY,
     on_done: Callable[[RewrapOutcome], None] | None = None,
 ) -> list[RewrapOutcome]:
     selection.require_explicit("rewrap")
-    if not (add or remove or rotate):
-        raise UsageError("say what to change: --add URI, --remove URI, or --rotate")
+    if not (add or remove or rotate or reseal):
+        raise UsageError("say what to change: --add URI, --remove URI, --rotate or --reseal")
     overlap = set(add) & set(remove)
     if overlap:
         raise UsageError(f"cannot both add and remove {', '.join(sorted(overlap))}")
@@ -62,6 +72,8 @@ def rewrap_keys(
     try:
         store = session.store()
         holders = session.wrappers()  # the wrappers that may open the DEK (strict mode)
+        reader = session.reader()
+        sealer = session.sealer()
         addresses = sorted(list_addresses(store, team, selection))
         selection.check_found([(a.gun, a.role, a.key_id) for a in addresses],
                               f"the store for team {team!r}")
@@ -71,8 +83,9 @@ def rewrap_keys(
             if address in denied:  # refused by the policy: never read nor written
                 return RewrapOutcome(address, FAILED, error=denied[address])
             try:
-                stored = read_envelope(store, address)
-                changed = _change(stored.envelope, holders, added, remove, rotate)
+                stored = reader.latest(address)
+                changed = _change(session, stored.envelope, holders, added, remove, rotate,
+                                  reseal)
             except KeyvaultError as exc:
                 return RewrapOutcome(address, FAILED, error=exc)
             before = stored.envelope.wrapper_uris
@@ -81,11 +94,16 @@ def rewrap_keys(
             envelope, action = changed
             if dry_run:
                 return RewrapOutcome(address, action, before, envelope.wrapper_uris)
+            old = stored.envelope.chain
+            chain = Chain(old.sequence + 1 if old else next_number(session, address),
+                          stored.digest)
             try:
-                version = store.write(address.object_name, envelope.to_bytes(),
-                                      replaces=stored.version)
+                payload = sign(envelope, sealer, chain).to_bytes()
+                version = store.write(address.object_name, payload, replaces=stored.version)
             except KeyvaultError as exc:
                 return RewrapOutcome(address, FAILED, before, error=exc)
+            reader.highwater.note(address.object_name, chain.sequence,
+                                  hashlib.sha256(payload).hexdigest())
             return RewrapOutcome(address, action, before, envelope.wrapper_uris, version)
 
         outcomes: list[RewrapOutcome] = []
@@ -94,13 +112,14 @@ def rewrap_keys(
             if on_done:
                 on_done(outcome)
         if not dry_run:
-            changed = [o for o in outcomes if o.action in (REWRAPPED, ROTATED)]
+            reader.highwater.save()
+            changed = [o for o in outcomes if o.action in (REWRAPPED, ROTATED, RESEALED)]
             failed = [o for o in outcomes if o.action == FAILED]
             session.record("rewrap", "partial" if failed else "ok", team=team,
                            keys=[key_ref(o.address) for o in changed + failed],
                            detail=f"add={','.join(w.uri for w in added)} "
                                   f"remove={','.join(remove)} "
-                                  f"rotate={rotate}: {len(changed)} changed, "
+                                  f"rotate={rotate} reseal={reseal}: {len(changed)} changed, "
                                   f"{len(failed)} failed")
         return outcomes
     finally:
@@ -108,10 +127,13 @@ def rewrap_keys(
             wrapper.close()
 
 
-def _change(envelope: Envelope, holders: Sequence[Wrapper], added: Sequence[Wrapper],
-            remove: Sequence[str], rotate: bool) -> tuple[Envelope, str] | None:
-    """The new envelope and what was done, or None when nothing would change."""
-    result, action = envelope, None
+def _change(session: Session, envelope: Envelope, holders: Sequence[Wrapper],
+            added: Sequence[Wrapper], remove: Sequence[str], rotate: bool, reseal: bool
+            ) -> tuple[Envelope, str] | None:
+    """The new (unsigned) envelope and what was done, or None when nothing would change."""
+    if envelope.version != VERSION:
+        return _reseal_v1(session, envelope, holders, added, remove), RESEALED
+    result, action = envelope, RESEALED if reseal else None
     if rotate:
         result, action = _rotate(result, holders), ROTATED
     present = set(result.wrapper_uris)
@@ -121,15 +143,53 @@ def _change(envelope: Envelope, holders: Sequence[Wrapper], added: Sequence[Wrap
         if len(to_remove) == len(present) and not to_add:
             raise UsageError(f"key {envelope.header.key_id[:12]}: removing "
                              f"{', '.join(to_remove)} would leave no wrapper")
-        dek = bytearray(unwrap_dek(result, holders, check_wrapper_uri))
+        dek = bytearray(_unwrap(session, result, holders))
         try:
             result = rewrap(result, bytes(dek), to_add, to_remove)
         finally:
             dek[:] = bytes(len(dek))
         action = REWRAPPED
-    if action is None or result == envelope:
+    if action is None or (result == envelope and action != RESEALED):
         return None
     return result, action
+
+
+def _unwrap(session: Session, envelope: Envelope, holders: Sequence[Wrapper]) -> bytes:
+    return unwrap_dek(envelope, holders, check_wrapper_uri, sealers=session.sealers(),
+                      allow_unsigned=session.config.allow_unsigned)
+
+
+def _reseal_v1(session: Session, envelope: Envelope, holders: Sequence[Wrapper],
+               added: Sequence[Wrapper], remove: Sequence[str]) -> Envelope:
+    """A v1 envelope sealed anew as v2 for the same wrappers (plus/minus the changes).
+
+    The caller signs it; the header keeps every fact, only its version changes.
+    """
+    from keyvault.envelope import decrypt_with_dek
+
+    dek = bytearray(_unwrap(session, envelope, holders))
+    try:
+        data = decrypt_with_dek(envelope, bytes(dek))
+    finally:
+        dek[:] = bytes(len(dek))
+    uris = [u for u in envelope.wrapper_uris if u not in remove]
+    uris += [w.uri for w in added if w.uri not in uris]
+    if not uris:
+        raise UsageError(f"key {envelope.header.key_id[:12]}: that would leave no wrapper")
+    by_uri = {w.uri: w for w in (*holders, *added)}
+    options = session.config.backend_options(session.prompt)
+    opened = [open_wrapper(u, options) for u in uris if u not in by_uri]  # public halves
+    by_uri.update((w.uri, w) for w in opened)
+    group = [e for e in envelope.wrapped_keys if e.share is not None]
+    threshold = group[0].threshold if group else None
+    header = replace(envelope.header, version=VERSION)
+    try:
+        sealed = seal(header, data, [by_uri[u] for u in uris], threshold,
+                      sealer=session.sealer(), chain=FIRST)
+    finally:
+        for wrapper in opened:
+            wrapper.close()
+    return replace(sealed, signature=None)
 
 
 def _rotate(envelope: Envelope, holders: Sequence[Wrapper]) -> Envelope:

@@ -7,22 +7,29 @@ need no backend (``scan``) never load one.
 
 from __future__ import annotations
 
-import os
+import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 from keyvault.config import Config
+from keyvault.errors import KeyvaultError
 from keyvault.names import KeyAddress
+from keyvault.ops.identity import key_ref, local_principal
 from keyvault.plugins import SecretPrompt
 from keyvault.stores import Store, open_store
+
+__all__ = ["Session", "key_ref", "local_principal"]
 
 if TYPE_CHECKING:
     from keyvault.audit import AuditLog, KeyRef
     from keyvault.envelope import Envelope
+    from keyvault.highwater import HighWater
     from keyvault.ops.access import Access
+    from keyvault.ops.authentic import AuthenticReader
     from keyvault.ops.selection import Selection
+    from keyvault.sealing import Sealer, SealerTrust
     from keyvault.wrappers import Wrapper
 
 
@@ -35,6 +42,9 @@ class Session:
     _access: Access | None = field(default=None, init=False, repr=False)
     _store: Store | None = field(default=None, init=False, repr=False)
     _wrappers: list[Wrapper] | None = field(default=None, init=False, repr=False)
+    _sealer: Sealer | None = field(default=None, init=False, repr=False)
+    _sealers: SealerTrust | None = field(default=None, init=False, repr=False)
+    _highwater: HighWater | None = field(default=None, init=False, repr=False)
 
     def store(self) -> Store:
         if self._store is None:
@@ -50,6 +60,43 @@ class Session:
             options = self.config.backend_options(self.prompt)
             self._wrappers = [open_wrapper(uri, options) for uri in self.config.require_wrappers()]
         return self._wrappers
+
+    def sealer(self) -> Sealer:
+        """This machine's sealing key; the default key file is made on first use (0600)."""
+        if self._sealer is None:
+            from keyvault.sealers import open_sealer
+            from keyvault.sealing import Ed25519FileSealer
+
+            spec, path = self.config.sealing_key, self.config.sealing_key_path
+            if spec is None and not path.exists():
+                self._sealer = Ed25519FileSealer.generate(path)
+            else:
+                self._sealer = open_sealer(spec or str(path), self.config.backend_options(
+                    self.prompt))
+        return self._sealer
+
+    def sealers(self) -> SealerTrust:
+        """The sealers whose envelopes this session accepts (docs/envelope.md, pinning)."""
+        if self._sealers is None:
+            from keyvault.ops.pins import trusted_sealers
+
+            self._sealers = trusted_sealers(self)
+        return self._sealers
+
+    def highwater(self) -> HighWater:
+        """This machine's high-water marks for the session's store."""
+        if self._highwater is None:
+            from keyvault.highwater import HighWater
+
+            self._highwater = HighWater(self.config.paths.state_dir, self.store().uri)
+        return self._highwater
+
+    def reader(self) -> AuthenticReader:
+        """Reads envelopes proven to come from a trusted sealer, never rolled back."""
+        from keyvault.ops.authentic import AuthenticReader
+
+        return AuthenticReader(self.store(), self.sealers(), self.highwater(),
+                               self.config.allow_unsigned)
 
     def access(self) -> Access:
         """The policy checks (teams.md): every check passes when no policy is configured."""
@@ -92,18 +139,22 @@ class Session:
             self.store().write(audit_object_name(team, record), canonical_json(record))
 
     def open(self, envelope: Envelope) -> bytes:
-        """Open an envelope with the configured wrappers (strict mode)."""
+        """Open an envelope with the configured wrappers (strict mode), its sealer first."""
         from keyvault.envelope import open_envelope
         from keyvault.wrappers import check_wrapper_uri
 
-        return open_envelope(envelope, self.wrappers(), check_wrapper_uri)
+        return open_envelope(envelope, self.wrappers(), check_wrapper_uri,
+                             sealers=self.sealers(), allow_unsigned=self.config.allow_unsigned)
 
     def close(self) -> None:
+        if self._highwater is not None:
+            with contextlib.suppress(KeyvaultError):  # each operation saved what it must
+                self._highwater.save()
         for wrapper in self._wrappers or []:
             wrapper.close()
         if self._store is not None:
             self._store.close()
-        self._wrappers, self._store = None, None
+        self._wrappers, self._store, self._highwater = None, None, None
 
     def __enter__(self) -> Session:
         return self
@@ -111,20 +162,3 @@ class Session:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
-
-
-def local_principal() -> str:
-    """Who runs this process, as the file store knows it: user@host."""
-    import getpass
-
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = f"uid:{os.getuid()}"
-    return f"{user}@{os.uname().nodename}"
-
-
-def key_ref(address: KeyAddress) -> KeyRef:
-    from keyvault.audit import KeyRef
-
-    return KeyRef(address.key_id, address.role, address.gun)

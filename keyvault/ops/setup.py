@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from keyvault import fsutil
 from keyvault.config import Config, render_config
@@ -18,6 +19,9 @@ from keyvault.errors import ConflictError, InvalidInputError, LocalIOError
 from keyvault.names import validate_team
 from keyvault.plugins import uri_scheme
 from keyvault.stores import open_store
+
+if TYPE_CHECKING:
+    from keyvault.sealing import Sealer
 
 
 @dataclass(frozen=True)
@@ -29,12 +33,20 @@ class InitResult:
     identity_file: Path | None
     identity_created: bool
     config_created: bool
+    sealer_file: Path | None = None
+    sealer: str = ""  # this machine's sealer fingerprint: the pin a new machine needs
+    sealer_created: bool = False
 
 
 def init(config: Config, *, store: str | None, wrappers: list[str], team: str | None,
          config_file: Path | None = None) -> InitResult:
-    """Create the store, the recovery identity if needed, and the config file."""
+    """Create the store, the sealing key and the recovery identity if needed, and the
+    config file. The sealer's fingerprint is written into the identity file, so the
+    identity alone is enough to know whose backups to trust on a new machine."""
     from keyvault.wrappers.age import generate_identity, read_identity_file
+
+    sealer, sealer_created = _sealer(config)
+    pin = sealer.key.fingerprint
 
     team = validate_team(team or config.team)
     target = config_file or config.source or config.paths.config_file
@@ -48,8 +60,9 @@ def init(config: Config, *, store: str | None, wrappers: list[str], team: str | 
             if not found:
                 raise InvalidInputError(f"identity file {identity} holds no age identity")
             chosen = [str(found[0].to_public())]
+            _pin_in_identity(identity, pin)
         else:
-            chosen = [generate_identity(identity)]
+            chosen = [generate_identity(identity, pins=[pin])]
             created_identity = True
     for uri in chosen:
         uri_scheme(uri)
@@ -57,7 +70,37 @@ def init(config: Config, *, store: str | None, wrappers: list[str], team: str | 
     text = render_config(team=team, store=store_uri, wrappers=chosen, identity_file=identity)
     created_config = _write_config(target, text)
     return InitResult(target, store_uri, tuple(chosen), team, identity, created_identity,
-                      created_config)
+                      created_config, _sealer_file(config), pin, sealer_created)
+
+
+def _sealer(config: Config) -> tuple[Sealer, bool]:
+    """This machine's sealer: the configured one, or the default key file, made if absent."""
+    from keyvault.sealers import open_sealer
+    from keyvault.sealing import Ed25519FileSealer
+
+    path = config.sealing_key_path
+    if config.sealing_key is not None or path.exists():
+        return open_sealer(config.sealing_key or str(path), config.backend_options(None)), False
+    return Ed25519FileSealer.generate(path), True
+
+
+def _sealer_file(config: Config) -> Path | None:
+    from keyvault.sealers import is_backend_sealer
+
+    spec = config.sealing_key
+    return None if spec is not None and is_backend_sealer(spec) else config.sealing_key_path
+
+
+def _pin_in_identity(path: Path, pin: str) -> None:
+    """Add this machine's sealer pin to an existing identity file (kept otherwise as is)."""
+    from keyvault.ops.pins import pins_in_file
+    from keyvault.sealing import pin_lines
+
+    if pin in pins_in_file(path):
+        return
+    text = fsutil.read_private_file(path, "identity file", 64 * 1024)
+    fsutil.write_file_atomic(path.parent, path.name, pin_lines([pin]).encode() + text,
+                             mode=0o600, exclusive=False)
 
 
 def _write_config(path: Path, text: str) -> bool:

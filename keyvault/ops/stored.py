@@ -25,10 +25,16 @@ class StoredEnvelope:
     address: KeyAddress
     version: str
     envelope: Envelope
+    #: SHA-256 (hex) of the object's stored bytes: what the next version's chain names.
+    digest: str = ""
+    #: Fingerprint of the sealer whose signature was verified; None: not (yet) verified.
+    sealer: str | None = None
 
 
 def read_envelope(store: Store, address: KeyAddress, version: str | None = None
                   ) -> StoredEnvelope:
+    import hashlib
+
     from keyvault.envelope import Envelope
 
     obj = store.read(address.object_name, version)
@@ -42,7 +48,7 @@ def read_envelope(store: Store, address: KeyAddress, version: str | None = None
             f"{address.object_name} holds the envelope of another key "
             f"({envelope.address.object_name}); it was moved or swapped",
             hint="restore an older version or investigate who wrote it")
-    return StoredEnvelope(address, obj.version, envelope)
+    return StoredEnvelope(address, obj.version, envelope, hashlib.sha256(obj.data).hexdigest())
 
 
 def list_addresses(store: Store, team: str, selection: Selection) -> Iterator[KeyAddress]:

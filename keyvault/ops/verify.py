@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 from keyvault.errors import IntegrityError, KeyvaultError, NotFoundError
 from keyvault.names import KeyAddress
+from keyvault.ops.authentic import restore_relpath
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session
-from keyvault.ops.stored import list_addresses, read_envelope
+from keyvault.ops.stored import list_addresses
 from keyvault.trust.model import KeyFile, Layout
 
 OK, MISSING, DIFFERS, BROKEN, NOT_LOCAL = "ok", "not-backed-up", "differs", "broken", "store-only"
@@ -29,6 +30,7 @@ class Verified:
     detail: str = ""
     deep: str | None = None  # "key-id-ok", or None when not checked
     error: KeyvaultError | None = None
+    sealer: str = ""  # the verified sealer's fingerprint, "unsigned", or "" (not opened)
 
 
 DeepCheck = Callable[[KeyFile], str]
@@ -61,6 +63,7 @@ def verify_backups(
         results.append(result)
         if on_done:
             on_done(result)
+    session.highwater().save()
     return results
 
 
@@ -71,7 +74,7 @@ def _verify_one(session: Session, address: KeyAddress, in_store: bool, key: KeyF
                         error=NotFoundError(f"{address.role} key {address.key_id[:12]} is not "
                                             "backed up", hint="run 'keyvault backup'"))
     try:
-        stored = read_envelope(session.store(), address)
+        stored = session.reader().latest(address)  # sealer, chain, high-water mark
         data = session.open(stored.envelope)
     except KeyvaultError as exc:
         return Verified(address, BROKEN, exc.message, error=exc)
@@ -79,7 +82,7 @@ def _verify_one(session: Session, address: KeyAddress, in_store: bool, key: KeyF
     if deep is not None:
         header = stored.envelope.header
         restored = KeyFile(key_id=header.key_id, role=header.role, gun=header.gun,
-                           algorithm=header.algorithm, relpath=header.source_name,
+                           algorithm=header.algorithm, relpath=restore_relpath(header),
                            mode=header.source_mode,
                            layout=key.layout if key else Layout.CURRENT,
                            encrypted=key.encrypted if key else True, data=data)
@@ -87,13 +90,15 @@ def _verify_one(session: Session, address: KeyAddress, in_store: bool, key: KeyF
             deep_status = deep(restored)
         except KeyvaultError as exc:
             return Verified(address, BROKEN, exc.message, error=exc)
+    sealer = stored.sealer or ""
     if key is None:
-        return Verified(address, NOT_LOCAL, "in the store only", deep_status)
+        return Verified(address, NOT_LOCAL, "in the store only", deep_status, sealer=sealer)
     if not hmac.compare_digest(key.sha256, stored.envelope.header.sha256):
         return Verified(address, DIFFERS,
                         "the key file changed since its last backup",
                         deep_status, IntegrityError(
                             f"{address.role} key {address.key_id[:12]} differs from its backup",
-                            hint="run 'keyvault backup' to store the new bytes"))
-    return Verified(address, OK, "backup opens and matches the key file", deep_status)
+                            hint="run 'keyvault backup' to store the new bytes"), sealer)
+    return Verified(address, OK, "backup opens and matches the key file", deep_status,
+                    sealer=sealer)
 

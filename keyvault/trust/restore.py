@@ -45,6 +45,7 @@ from keyvault.errors import (
     LocalIOError,
     UsageError,
 )
+from keyvault.trust.keyindex import key_paths
 from keyvault.trust.safefs import ReadRefused, read_regular
 
 LOCK_NAME = ".keyvault.lock"
@@ -70,6 +71,7 @@ class RestoreItem:
     relpath: str
     data: bytes = field(repr=False)
     label: str = ""  # e.g. "targets key 1a2b3c… of example.com/app", for messages
+    key_id: str | None = None  # to find the same key under another path (keyindex)
 
 
 @dataclass(frozen=True)
@@ -105,9 +107,10 @@ def check_relpath(relpath: str) -> list[str]:
 def plan_restore(trust_dir: Path, items: Iterable[RestoreItem], *, force: bool) -> list[
         PlannedWrite]:
     """Compare each item with what is on disk; nothing is written."""
-    seen: set[str] = set()
+    seen: dict[str, str] = {}
     with _open_trust(trust_dir, create=False) as root:
-        return [_plan_unique(root, item, force, seen) for item in items]
+        on_disk = key_paths(root)
+        return [_plan_unique(root, item, force, seen, on_disk) for item in items]
 
 
 def apply_restore(trust_dir: Path, items: Iterable[RestoreItem], *, force: bool) -> RestoreResult:
@@ -143,15 +146,25 @@ def _apply(trust_dir: Path, items: Iterable[RestoreItem], *, force: bool) -> Res
         try:
             plan: list[PlannedWrite] = []
             conflicts: list[PlannedWrite] = []
-            seen: set[str] = set()
+            seen: dict[str, str] = {}
+            on_disk = key_paths(root)
             for item in items:
-                planned = _plan_unique(root, item, force, seen)
+                planned = _plan_unique(root, item, force, seen, on_disk)
                 plan.append(planned)
                 if planned.action is Action.CONFLICT:
                     conflicts.append(planned)
                 elif planned.action in WRITES and not conflicts:
                     txn.stage(item)
             txn.finish_staging()
+            elsewhere = [c for c in conflicts if c.reason.startswith(ELSEWHERE)]
+            if elsewhere:
+                raise ConflictError(
+                    f"{len(elsewhere)} key(s) already exist in the trust directory under "
+                    f"another path, e.g. {elsewhere[0].label or elsewhere[0].relpath}: "
+                    f"{elsewhere[0].reason}; notary would migrate one file over the other, "
+                    "so nothing was restored",
+                    hint="restore into a fresh directory, or move the existing file away "
+                         "first (--force does not apply: it replaces the same path only)")
             if conflicts:
                 raise ConflictError(
                     f"{len(conflicts)} key file(s) already exist with different bytes, e.g. "
@@ -172,13 +185,26 @@ def _apply(trust_dir: Path, items: Iterable[RestoreItem], *, force: bool) -> Res
         return RestoreResult(tuple(plan), tuple(txn.aside_relpaths))
 
 
+#: The reason of a conflict with the same key ID under another path.
+ELSEWHERE = "already present as "
+
+
 def _plan_unique(root: int | None, item: RestoreItem, force: bool,
-                 seen: set[str]) -> PlannedWrite:
+                 seen: dict[str, str], on_disk: dict[str, list[str]]) -> PlannedWrite:
     check_relpath(item.relpath)  # before the path is shown in any message
-    if item.relpath in seen:  # before reading the file on disk again
+    if item.relpath in seen.values():  # before reading the file on disk again
         raise ConflictError(f"two selected keys would both be restored to {item.relpath}",
                             hint="narrow the selection with --gun, --role or --key-id")
-    seen.add(item.relpath)
+    key_id = item.key_id
+    if key_id is not None and key_id in seen:
+        raise ConflictError(f"key {key_id} would be restored twice, to {seen[key_id]} and "
+                            f"{item.relpath}; notary would migrate one over the other",
+                            hint="narrow the selection with --gun, --role or --key-id")
+    seen[key_id or f"path:{item.relpath}"] = item.relpath
+    others = [p for p in on_disk.get(key_id or "", []) if p != item.relpath]
+    if others:
+        return PlannedWrite(item.relpath, item.label, Action.CONFLICT,
+                            f"{ELSEWHERE}{PRIVATE_DIR}/{others[0]}")
     return _plan_one(root, item, force)
 
 

@@ -17,7 +17,7 @@ owner, as ssh demands of private keys.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
@@ -148,15 +148,19 @@ def read_identity_file(path: Path) -> list[Any]:
     return identities
 
 
-def generate_identity(path: Path) -> str:
+def generate_identity(path: Path, pins: Sequence[str] = ()) -> str:
     """Write a new identity file (age-keygen format, 0600, never overwriting); its recipient.
 
-    The parent directory is created 0700 if missing.
+    ``pins`` (sealer fingerprints) go in as comment lines, which age ignores and
+    keyvault reads to know whose backups to trust. The parent directory is
+    created 0700 if missing.
     """
+    from keyvault.sealing import pin_lines
+
     identity = pyrage.x25519.Identity.generate()
     recipient = str(identity.to_public())
     created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    text = f"# created: {created}\n# public key: {recipient}\n{identity}\n"
+    text = f"# created: {created}\n# public key: {recipient}\n{pin_lines(pins)}{identity}\n"
     fsutil.ensure_private_dir(path.parent)
     try:
         fsutil.write_file_atomic(path.parent, path.name, text.encode("ascii"), mode=0o600,

@@ -30,6 +30,8 @@ from fixtures.notary_server import NotaryServer
 from fixtures.vault import KV_MOUNT, TRANSIT_MOUNT, BaoServer, unique
 from notarykit import PASSPHRASES, Notary
 
+from keyvault.sealing import Ed25519FileSealer
+
 TEAM = "team-b"
 JOB_PASSPHRASES = {"NOTARY_TARGETS_PASSPHRASE": PASSPHRASES["targets"],
                    "NOTARY_SNAPSHOT_PASSPHRASE": PASSPHRASES["snapshot"],
@@ -65,12 +67,17 @@ class CiLab:
     store: str
     wrapper: str
     key_ids: dict[str, str]  # role -> key ID of the owner's keys
+    #: team -> fingerprint of the sealer of the owner's machine (what CI configs pin)
+    sealers: dict[str, str]
 
     def config(self, name: str, *, team: str = TEAM, jwt_role: str = "ci-team-b") -> Path:
         path = self.root / f"{name}.toml"
+        pins = ", ".join(f'"{p}"' for p in [self.sealers.get(team)] if p)
         path.write_text(
             f'[keyvault]\nteam = "{team}"\nstore = "{self.store}"\n'
-            f'wrappers = ["{self.wrapper}"]\n\n[vault]\ntimeout = 5\nauth = "jwt"\n'
+            f'wrappers = ["{self.wrapper}"]\n\n'
+            f'[sealing]\ntrusted = [{pins}]\n\n'
+            f'[vault]\ntimeout = 5\nauth = "jwt"\n'
             f'jwt_role = "{jwt_role}"\njwt_env = "CI_JOB_JWT"\n')
         return path
 
@@ -114,7 +121,8 @@ class Job:
 
 
 def _backup(lab_root: Path, bao: BaoServer, store: str, wrapper: str, team: str,
-            trust: Path) -> None:
+            trust: Path) -> str:
+    """Back ``trust`` up as the team's owner; the fingerprint of the owner's sealer."""
     home = lab_root / f"owner-home-{team}"
     home.mkdir(exist_ok=True)
     config = home / "owner.toml"
@@ -126,6 +134,8 @@ def _backup(lab_root: Path, bao: BaoServer, store: str, wrapper: str, team: str,
                                             "VAULT_TOKEN": bao.token(team)}),
         capture_output=True, text=True, timeout=120, check=False, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr
+    sealer = Ed25519FileSealer.load(home / ".config" / "keyvault" / "sealer.key")
+    return sealer.key.fingerprint
 
 
 @pytest.fixture(scope="module")
@@ -147,13 +157,13 @@ def ci_lab(tmp_path_factory: pytest.TempPathFactory, bao: BaoServer,
                                          else None)))
            for role in ("root", "targets", "snapshot", "targets/releases")}
     wrapper = f"transit://{TRANSIT_MOUNT}/{bao.transit_key(team=TEAM)}"
-    _backup(root, bao, store, wrapper, TEAM, owner.trust_dir)
+    sealers = {TEAM: _backup(root, bao, store, wrapper, TEAM, owner.trust_dir)}
     # team a's repository, in the same store, under team a's prefix
     owner_a = NotaryClient(notary, notary_server, root / "owner-a-trust")
     owner_a.init(other)
     wrapper_a = f"transit://{TRANSIT_MOUNT}/{bao.transit_key(team='team-a')}"
-    _backup(root, bao, store, wrapper_a, "team-a", owner_a.trust_dir)
-    return CiLab(root, bao, notary_server, notary, gun, other, store, wrapper, ids)
+    sealers["team-a"] = _backup(root, bao, store, wrapper_a, "team-a", owner_a.trust_dir)
+    return CiLab(root, bao, notary_server, notary, gun, other, store, wrapper, ids, sealers)
 
 
 def job_script(lab: CiLab, directory: Path) -> Path:

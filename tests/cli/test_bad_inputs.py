@@ -13,7 +13,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-from fixtures.host import NOBODY, needs_root_for_nobody, open_to_nobody, run_as_nobody, tree
+from fixtures.host import (
+    NOBODY,
+    Unchanged,
+    needs_root_for_nobody,
+    open_to_nobody,
+    run_as_nobody,
+)
 
 from cli.conftest import KV, Run
 from keyvault.trust.model import KeyFile
@@ -32,23 +38,6 @@ def setup(kv: KV, home: Path) -> Iterator[tuple[Path, Path, tuple[KeyFile, ...]]
     assert kv("init").code == 0
     assert kv("backup").code == 0
     yield trust, home / ".local" / "share" / "keyvault" / "store", keys
-
-
-class Unchanged:
-    """Asserts that the given directories are exactly as they were."""
-
-    def __init__(self, *roots: Path) -> None:
-        self.roots = roots
-        self.before = [self._tree(r) for r in roots]
-
-    @staticmethod
-    def _tree(root: Path) -> dict[str, tuple[int, bytes | None]]:
-        snapshot = tree(root)
-        snapshot.pop(".keyvault.lock", None)
-        return snapshot
-
-    def check(self) -> None:
-        assert [self._tree(r) for r in self.roots] == self.before
 
 
 def plant(trust: Path, name: str, data: bytes) -> Path:
@@ -270,8 +259,8 @@ def test_b23_flipped_ciphertext_byte(kv: KV, setup: tuple[Path, Path, tuple[KeyF
         raw[10] ^= 0x01
         doc["ciphertext"] = base64.b64encode(bytes(raw)).decode()
 
-    _edit(path, flip)
-    _restore_fails(kv, store, tmp_path / "fresh", 5, "failed authentication")
+    _edit(path, flip)  # the sealer's signature covers the ciphertext: refused before any unwrap
+    _restore_fails(kv, store, tmp_path / "fresh", 5, "signature does not verify")
 
 
 def test_b24_flipped_header_field(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]],
@@ -299,7 +288,7 @@ def test_b26_unknown_format_version(kv: KV, setup: tuple[Path, Path, tuple[KeyFi
                                     tmp_path: Path) -> None:
     _, store, keys = setup
     path, _ = _envelope_path(store, keys, "snapshot")
-    _edit(path, lambda d: d.update(version=2))
+    _edit(path, lambda d: d.update(version=3))
     _restore_fails(kv, store, tmp_path / "fresh", 5, "unsupported envelope version")
 
 
@@ -315,7 +304,7 @@ def test_b27_wrapped_dek_of_wrong_length(kv: KV, setup: tuple[Path, Path, tuple[
         entry["wrapped"] = base64.b64encode(base64.b64decode(entry["wrapped"])[:-1]).decode()
 
     _edit(path, shorten)
-    _restore_fails(kv, store, tmp_path / "fresh", 5, "altered or truncated")
+    _restore_fails(kv, store, tmp_path / "fresh", 5, "signature does not verify")
 
 
 def test_every_single_flipped_byte_of_an_envelope_is_refused(

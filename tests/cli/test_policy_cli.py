@@ -25,6 +25,7 @@ import pytest
 from fixtures.vault import JWT_AUDIENCE, KV_MOUNT, TRANSIT_MOUNT, BaoServer, unique
 
 from cli.conftest import KV
+from keyvault.sealing import Ed25519FileSealer
 from keyvault.trust.model import KeyFile
 from keyvault.trust.sample import write_sample_trust_dir
 
@@ -124,13 +125,24 @@ def config(home: Path, world: World, team: str, *, auth: str = "token",
     key = world.key_a if team == world.team_a else world.key_b
     lines = ["[keyvault]", f'team = "{team}"', f'store = "{world.store}"',
              f"wrappers = {json.dumps(wrappers or [f'transit://{TRANSIT_MOUNT}/{key}'])}",
-             f'policy = "{world.policy_file}"', "concurrency = 2", "", "[vault]", "timeout = 5"]
+             f'policy = "{world.policy_file}"', "concurrency = 2", "",
+             "[sealing]", f"key = {json.dumps(str(team_sealer(world)))}", "",
+             "[vault]", "timeout = 5"]
     if auth == "approle":
         lines.append('auth = "approle"')
     if auth == "jwt":
         lines += ['auth = "jwt"', f'jwt_role = "{world.ci_role}"']
     path = home / f"{team}-{auth}-{uuid.uuid4().hex[:6]}.toml"
     path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def team_sealer(world: World) -> Path:
+    """One sealing key for the world's machines: each test is another machine of the same
+    people, and its backups must be accepted by the next test's restore."""
+    path = world.policy_file.parent / "sealer.key"
+    if not path.exists():
+        Ed25519FileSealer.generate(path)
     return path
 
 

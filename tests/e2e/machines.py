@@ -157,11 +157,14 @@ def _toml_string(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid TOML basic string
 
 
-def render_config(backend: BackendSetup, team: str) -> str:
-    """A config file for ``backend``: the [keyvault] section, then the backend's sections."""
+def render_config(backend: BackendSetup, team: str, pins: list[str] | None = None) -> str:
+    """A config file for ``backend``: the [keyvault] section, the sealers the team's
+    machines noted down ([sealing] trusted), then the backend's sections."""
     wrappers = ", ".join(_toml_string(w) for w in backend.wrappers)
+    trusted = ", ".join(_toml_string(p) for p in pins or [])
     return (f"[keyvault]\nteam = {_toml_string(team)}\nstore = {_toml_string(backend.store)}\n"
-            f"wrappers = [{wrappers}]\n\n{backend.config_toml}\n")
+            f"wrappers = [{wrappers}]\n\n[sealing]\ntrusted = [{trusted}]\n\n"
+            f"{backend.config_toml}\n")
 
 
 def keyvault_env(home: Path, extra: Mapping[str, str]) -> dict[str, str]:
@@ -190,12 +193,15 @@ class KeyvaultCli:
     backend: BackendSetup
     team: str
     trust_dir: Path
+    #: The team's noted sealer fingerprints (shared by the lab's machines): what a user
+    #: writes down when 'keyvault init' prints it, and pins on the next machine.
+    pins: list[str] = field(default_factory=list)
     config: Path = field(init=False)
 
     def __post_init__(self) -> None:
         self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.config = self.home / "keyvault.toml"
-        self.config.write_text(render_config(self.backend, self.team))
+        self.config.write_text(render_config(self.backend, self.team, self.pins))
         self.config.chmod(0o600)
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -207,8 +213,12 @@ class KeyvaultCli:
         return json.loads(self.run("--json", *args).stdout)
 
     def backup(self) -> dict[str, str]:
-        """Back up every key of the trust directory: {key ID: action}."""
+        """Back up every key of the trust directory: {key ID: action}; the machine's sealer
+        fingerprint is noted for the team's next machines."""
         report = self.json("backup")
+        fingerprint = self.json("sealer", "show")["sealer"]
+        if fingerprint not in self.pins:
+            self.pins.append(fingerprint)
         return {k["key_id"]: k["action"] for k in report["keys"]}
 
     def restore(self, *selection: str) -> dict[str, str]:
@@ -259,6 +269,7 @@ class Lab:
         self.server = server
         self.run_id = uuid.uuid4().hex[:8]
         self.team = f"e2e-{next(_SEQUENCE)}-{self.run_id}"
+        self.pins: list[str] = []  # sealer fingerprints noted down, pinned by new machines
 
     def gun(self, name: str) -> str:
         """A GUN unique to this test (the server is shared by the whole session).
@@ -277,7 +288,7 @@ class Lab:
         root.mkdir(parents=True)
         trust = root / "trust"
         return Machine(root, NotaryClient(self.notary, self.server, trust),
-                       KeyvaultCli(root / "home", self.backend, self.team, trust))
+                       KeyvaultCli(root / "home", self.backend, self.team, trust, self.pins))
 
 
 # --- shared scenario steps ------------------------------------------------------

@@ -16,14 +16,17 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from keyvault import envelope as ev
 from keyvault.canonical import canonical_json
 from keyvault.errors import IntegrityError, UsageError
 from keyvault.names import KeyAddress
+from keyvault.sealing import Ed25519FileSealer, SealerTrust
 from keyvault.wrappers.base import WrappedKey
 
 KEY_ID = "5f3c2b1a" * 8
@@ -90,3 +93,20 @@ def make_header(address: KeyAddress | None = None, data: bytes | None = None,
                         data=key_bytes() if data is None else data, created=CREATED)
 
 
+
+
+#: The sealer the envelope tests sign with, and the trust that accepts only it.
+SEALER = Ed25519FileSealer(Path("/nonexistent/test-sealer.key"),
+                           ed25519.Ed25519PrivateKey.generate())
+TRUST = SealerTrust.of([SEALER.key.fingerprint])
+
+
+def as_v1(sealed: ev.Envelope, wrapper: AeadWrapper, data: bytes) -> ev.Envelope:
+    """The same key sealed as format v1 would have been (no chain, no signature)."""
+    header = ev.Header(**{**sealed.header.__dict__, "version": 1})
+    dek = os.urandom(32)
+    nonce = os.urandom(12)
+    ciphertext = AESGCM(dek).encrypt(nonce, data, header.canonical())
+    wrapped = (wrapper.wrap(dek, header.context()),)
+    v1 = ev.Envelope(header, nonce, ciphertext, ev.commitment(dek, header), wrapped)
+    return ev.Envelope.from_bytes(v1.to_bytes())

@@ -9,7 +9,7 @@ import pytest
 from keyvault import envelope as ev
 from keyvault.wrappers.base import Wrapper
 
-from ._support import AeadWrapper, key_bytes, make_header
+from ._support import SEALER, TRUST, AeadWrapper, key_bytes, make_header
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def wrapper_b() -> AeadWrapper:
 def sealed(header: ev.Header, data: bytes, wrapper_a: AeadWrapper,
            wrapper_b: AeadWrapper) -> ev.Envelope:
     """An envelope wrapped by two wrappers, A and B."""
-    return ev.seal(header, data, [wrapper_a, wrapper_b])
+    return ev.seal(header, data, [wrapper_a, wrapper_b], sealer=SEALER)
 
 
 @pytest.fixture
@@ -44,6 +44,6 @@ def dek_of() -> Callable[[ev.Envelope, Wrapper], bytes]:
     """The DEK of an envelope, through the given wrapper (the one legitimate way)."""
 
     def get(envelope: ev.Envelope, wrapper: Wrapper) -> bytes:
-        return ev.unwrap_dek(envelope, [wrapper])
+        return ev.unwrap_dek(envelope, [wrapper], sealers=TRUST)
 
     return get

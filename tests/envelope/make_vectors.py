@@ -1,4 +1,4 @@
-"""Generate tests/envelope/vectors.json: envelope v1 test vectors.
+"""Generate tests/envelope/vectors.json: envelope test vectors, format v1 and v2.
 
 Run ``python tests/envelope/make_vectors.py`` to rewrite vectors.json. This
 generator is a second implementation of docs/envelope.md, written with the
@@ -6,9 +6,12 @@ standard library and ``cryptography`` only (no keyvault import), so that the
 vectors do not merely echo keyvault's own code. test_vectors.py asserts the
 committed JSON, recomputing it with keyvault and with this generator.
 
-Every input is fixed: DEKs, nonces and salts are derived from labels with
-SHA-256. The plaintexts are test strings and random-looking bytes; none is a
-key. Never put real key material (or PEM private key blocks) in here.
+Every input is fixed: DEKs, nonces, salts and the sealers' private keys are
+derived from labels with SHA-256, and both signature algorithms are
+deterministic (Ed25519 by design, ECDSA as RFC 6979: cryptography 44 or
+newer). The plaintexts are test strings and random-looking bytes; none is a
+key, and the sealers are test constants that seal nothing else. Never put
+real key material (or PEM private key blocks) in here.
 """
 
 from __future__ import annotations
@@ -21,11 +24,15 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 VECTORS_FILE = Path(__file__).with_name("vectors.json")
 COMMIT_LABEL = b"keyvault/v1/commit"
+SIGN_LABEL = b"keyvault/v2/envelope\n"
+ED25519, ECDSA_P256 = "ed25519", "ecdsa-p256-sha256"
 PASSPHRASE_ALG = "scrypt-aes256gcm"
 CHECK_LABEL = b"keyvault/v1/passphrase-check"
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1  # n = 2**14: the smallest n keyvault accepts
@@ -48,6 +55,33 @@ def canonical_json(value: dict[str, Any]) -> bytes:
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
+
+
+def stored_bytes(envelope: dict[str, Any]) -> bytes:
+    """The layout keyvault stores (and the next version's chain digests): indent 2, sorted."""
+    return (json.dumps(envelope, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
+def sealer_private_bytes(alg: str) -> bytes:
+    """A test sealer's private key: the Ed25519 seed, or the P-256 scalar (big-endian)."""
+    raw = derive(f"sealer/{alg}", 32)
+    if alg == ECDSA_P256:  # a scalar in 1 .. n-1 (this one is, far below the group order)
+        raw = bytes([raw[0] & 0x7F]) + raw[1:]
+    return raw
+
+
+def sign(alg: str, private: bytes, message: bytes) -> tuple[bytes, bytes]:
+    """(DER SubjectPublicKeyInfo, signature) of a test sealer over ``message``."""
+    key: ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
+    if alg == ED25519:
+        key = ed25519.Ed25519PrivateKey.from_private_bytes(private)
+        signature = key.sign(message)
+    else:
+        key = ec.derive_private_key(int.from_bytes(private, "big"), ec.SECP256R1())
+        signature = key.sign(message, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
+    public = key.public_key().public_bytes(serialization.Encoding.DER,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    return public, signature
 
 
 def context_of(header: dict[str, Any]) -> dict[str, str]:
@@ -91,13 +125,15 @@ CASES: list[dict[str, Any]] = [
 ]
 
 
-def make_vector(case: dict[str, Any]) -> dict[str, Any]:
-    label = case["label"]
-    key_id = hashlib.sha256(f"keyvault vectors/{label}/key id".encode()).hexdigest()
+def make_vector(case: dict[str, Any], version: int = 1) -> dict[str, Any]:
+    """A case sealed as ``version``; v2 without its chain and signature (see ``signed``)."""
+    key_id = hashlib.sha256(f"keyvault vectors/{case['label']}/key id".encode()).hexdigest()
+    label = case["label"] if version == 1 else f"v{version}/{case['label']}"  # fresh DEK, nonce
     plaintext: bytes = case["plaintext"]
     dek, nonce = derive(f"{label}/dek", 32), derive(f"{label}/nonce", 12)
     header = {
-        "format": "keyvault-envelope", "version": 1, "team": case["team"], "gun": case["gun"],
+        "format": "keyvault-envelope", "version": version, "team": case["team"],
+        "gun": case["gun"],
         "role": case["role"], "key_id": key_id, "algorithm": case["algorithm"],
         "created": case["created"], "source_name": case["source_name"].format(id=key_id),
         "source_mode": case["source_mode"], "size": len(plaintext),
@@ -122,7 +158,8 @@ def make_vector(case: dict[str, Any]) -> dict[str, Any]:
                    "p": SCRYPT_P, "nonce": b64(wrap_nonce), "check": b64(check)},
     }
     envelope = {
-        "format": "keyvault-envelope", "version": 1, "header": header, "cipher": "AES-256-GCM",
+        "format": "keyvault-envelope", "version": version, "header": header,
+        "cipher": "AES-256-GCM",
         "nonce": b64(nonce), "ciphertext": b64(ciphertext), "commitment": b64(commitment),
         "wrapped_keys": [entry],
     }
@@ -148,12 +185,46 @@ def make_vector(case: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def signed(vector: dict[str, Any], name: str, alg: str, chain: dict[str, Any]
+           ) -> dict[str, Any]:
+    """``vector`` (format v2) as version ``chain`` of its key, signed by the ``alg`` sealer."""
+    envelope = {**vector["envelope"], "chain": chain}
+    message = SIGN_LABEL + canonical_json(envelope)
+    private = sealer_private_bytes(alg)
+    public, signature = sign(alg, private, message)
+    envelope["signature"] = {"alg": alg, "public_key": b64(public), "value": b64(signature)}
+    return {
+        **vector, "name": name, "inputs": {**vector["inputs"], "chain": chain},
+        "sealer": {"alg": alg, "private_key_hex": private.hex(),
+                   "public_key_der_hex": public.hex(),
+                   "fingerprint": "sha256:" + hashlib.sha256(public).hexdigest()},
+        "signed_message_hex": message.hex(), "signature_hex": signature.hex(),
+        "envelope": envelope, "stored_sha256": hashlib.sha256(stored_bytes(envelope)).hexdigest(),
+    }
+
+
+def v2_vectors() -> list[dict[str, Any]]:
+    """Each case as its key's first version, and the targets key sealed again on top of it."""
+    targets, root, delegation = (make_vector(case, 2) for case in CASES)
+    first = signed(targets, CASES[0]["name"], ED25519, {"sequence": 1, "previous": None})
+    again = signed(targets, "the same targets key re-sealed as its second version (rewrap "
+                            "--reseal): only chain and signature change",
+                   ED25519, {"sequence": 2, "previous": first["stored_sha256"]})
+    return [first, again,
+            signed(root, CASES[1]["name"] + "; sealed with ECDSA P-256", ECDSA_P256,
+                   {"sequence": 1, "previous": None}),
+            signed(delegation, CASES[2]["name"], ED25519, {"sequence": 1, "previous": None})]
+
+
 def generate() -> dict[str, Any]:
     return {
-        "description": "keyvault envelope format v1 test vectors (docs/envelope.md). "
-                       "Regenerate with: python tests/envelope/make_vectors.py",
+        "description": "keyvault envelope test vectors (docs/envelope.md): format v1 "
+                       "(read-only) in vectors, format v2 in vectors_v2. Regenerate with: "
+                       "python tests/envelope/make_vectors.py",
         "commit_label": COMMIT_LABEL.decode("ascii"),
+        "sign_label": SIGN_LABEL.decode("ascii"),
         "vectors": [make_vector(case) for case in CASES],
+        "vectors_v2": v2_vectors(),
     }
 
 

@@ -26,7 +26,16 @@ from keyvault.errors import AccessDeniedError, IntegrityError, KeyvaultError, Us
 from keyvault.names import KeyAddress
 from keyvault.wrappers.base import DEK_SIZE
 
-from ._support import GUN, KEY_ID, AeadWrapper, LaxWrapper, key_bytes, make_header
+from ._support import (
+    GUN,
+    KEY_ID,
+    SEALER,
+    TRUST,
+    AeadWrapper,
+    LaxWrapper,
+    key_bytes,
+    make_header,
+)
 
 Doc = dict[str, Any]
 
@@ -36,7 +45,17 @@ def doc_of(envelope: ev.Envelope) -> Doc:
 
 
 def parse(doc: Doc) -> ev.Envelope:
-    return ev.Envelope.from_bytes(json.dumps(doc).encode())
+    """Parse an altered document as if a trusted sealer had signed it anyway.
+
+    These tests prove the checks *beneath* the signature (AAD, commitment,
+    contexts, strict parsing), which must hold even against a sealer's mistake;
+    test_signature.py proves that without a fresh signature every change is
+    refused before anything else is looked at.
+    """
+    envelope = ev.Envelope.from_bytes(json.dumps(doc).encode())
+    if envelope.chain is None:
+        return envelope
+    return ev.sign(envelope, SEALER, envelope.chain)
 
 
 def b64(data: bytes) -> str:
@@ -63,9 +82,9 @@ def test_round_trip_each_wrapper_alone(sealed: ev.Envelope, data: bytes,
                                        wrapper_a: AeadWrapper, wrapper_b: AeadWrapper) -> None:
     stored = ev.Envelope.from_bytes(sealed.to_bytes())
     assert stored == sealed
-    assert ev.open_envelope(stored, [wrapper_a]) == data
-    assert ev.open_envelope(stored, [wrapper_b]) == data
-    assert ev.open_envelope(stored, [wrapper_b, wrapper_a]) == data
+    assert ev.open_envelope(stored, [wrapper_a], sealers=TRUST) == data
+    assert ev.open_envelope(stored, [wrapper_b], sealers=TRUST) == data
+    assert ev.open_envelope(stored, [wrapper_b, wrapper_a], sealers=TRUST) == data
     assert sealed.wrapper_uris == ("transit://test/a", "transit://test/b")
 
 
@@ -86,8 +105,8 @@ def test_round_trip_every_address_kind(gun: str | None, role: str, name: str,
                                        wrapper_a: AeadWrapper) -> None:
     data = key_bytes(100, seed=role.encode())
     header = make_header(KeyAddress("team-a", gun, role, KEY_ID), data, algorithm=None)
-    envelope = ev.Envelope.from_bytes(ev.seal(header, data, [wrapper_a]).to_bytes())
-    assert ev.open_envelope(envelope, [wrapper_a]) == data
+    envelope = ev.Envelope.from_bytes(ev.seal(header, data, [wrapper_a], sealer=SEALER).to_bytes())
+    assert ev.open_envelope(envelope, [wrapper_a], sealers=TRUST) == data
     assert envelope.address.object_name == name.format(id=KEY_ID)
     assert ("keyvault:gun" in header.context()) == (gun is not None)
     assert KeyAddress.from_object_name(envelope.address.object_name) == envelope.address
@@ -95,7 +114,8 @@ def test_round_trip_every_address_kind(gun: str | None, role: str, name: str,
 
 def test_each_seal_uses_a_fresh_dek_and_nonce(header: ev.Header, data: bytes,
                                               wrapper_a: AeadWrapper) -> None:
-    one, two = ev.seal(header, data, [wrapper_a]), ev.seal(header, data, [wrapper_a])
+    one = ev.seal(header, data, [wrapper_a], sealer=SEALER)
+    two = ev.seal(header, data, [wrapper_a], sealer=SEALER)
     assert one.nonce != two.nonce
     assert one.commitment != two.commitment
     assert one.ciphertext != two.ciphertext
@@ -110,7 +130,7 @@ def test_secrets_do_not_appear_in_repr(sealed: ev.Envelope) -> None:
 
 def test_seal_needs_a_wrapper(header: ev.Header, data: bytes) -> None:
     with pytest.raises(UsageError, match="at least one wrapper"):
-        ev.seal(header, data, [])
+        ev.seal(header, data, [], sealer=SEALER)
 
 
 # --------------------------------------------------------------------------- strict mode
@@ -119,7 +139,7 @@ def test_seal_needs_a_wrapper(header: ev.Header, data: bytes) -> None:
 def test_strict_mode_refuses_when_no_given_wrapper_is_listed(sealed: ev.Envelope) -> None:
     stranger = AeadWrapper("transit://test/c")
     with pytest.raises(AccessDeniedError, match="not wrapped by any wrapper you hold") as info:
-        ev.open_envelope(sealed, [stranger])
+        ev.open_envelope(sealed, [stranger], sealers=TRUST)
     assert "transit://test/a" in str(info.value) and "--wrapper" in str(info.value.hint)
     assert stranger.calls == 0
 
@@ -133,9 +153,11 @@ def test_an_entry_no_wrapper_could_have_written_marks_the_envelope_corrupt(
     doc["wrapped_keys"][1]["uri"] = uri
     with pytest.raises(IntegrityError, match="names a malformed wrapper URI; the envelope is "
                        "corrupt"):
-        ev.open_envelope(parse(doc), [AeadWrapper("transit://test/c")], check_wrapper_uri)
+        ev.open_envelope(parse(doc), [AeadWrapper("transit://test/c")], check_wrapper_uri,
+                         sealers=TRUST)
     with pytest.raises(AccessDeniedError, match="not wrapped by any wrapper you hold"):
-        ev.open_envelope(parse(doc), [AeadWrapper("transit://test/c")])  # no judge: just 4
+        # no judge: just 4
+        ev.open_envelope(parse(doc), [AeadWrapper("transit://test/c")], sealers=TRUST)
 
 
 def test_strict_mode_never_uses_a_wrapper_the_caller_did_not_pass(
@@ -146,17 +168,17 @@ def test_strict_mode_never_uses_a_wrapper_the_caller_did_not_pass(
     doc["wrapped_keys"][0]["wrapped"] = b64(bytes(blob))
     broken_a = parse(doc)
     with pytest.raises(IntegrityError, match="test/a: wrapped key failed authentication"):
-        ev.open_envelope(broken_a, [wrapper_a])
+        ev.open_envelope(broken_a, [wrapper_a], sealers=TRUST)
     assert wrapper_b.calls == 0
     # The caller trusting both: B's copy is the fallback.
-    assert ev.open_envelope(broken_a, [wrapper_a, wrapper_b]) == ev.open_envelope(sealed,
-                                                                                [wrapper_b])
+    assert ev.open_envelope(broken_a, [wrapper_a, wrapper_b], sealers=TRUST) == \
+        ev.open_envelope(sealed, [wrapper_b], sealers=TRUST)
 
 
 def test_strict_mode_same_uri_other_key_does_not_open(sealed: ev.Envelope) -> None:
     impostor = AeadWrapper("transit://test/a")  # the right name, not the right key
     with pytest.raises(IntegrityError, match="failed authentication"):
-        ev.open_envelope(sealed, [impostor])
+        ev.open_envelope(sealed, [impostor], sealers=TRUST)
 
 
 # --------------------------------------------------------------------------- rewrap
@@ -166,21 +188,25 @@ def test_rewrap_adds_and_removes_without_touching_the_ciphertext(
         sealed: ev.Envelope, data: bytes, wrapper_a: AeadWrapper,
         wrapper_b: AeadWrapper) -> None:
     wrapper_c = AeadWrapper("transit://test/c")
-    dek = ev.unwrap_dek(sealed, [wrapper_a])
+    dek = ev.unwrap_dek(sealed, [wrapper_a], sealers=TRUST)
     moved = ev.rewrap(sealed, dek, add=[wrapper_c], remove=["transit://test/a"])
+    assert moved.signature is None  # rewrap's result must be signed again before storing
+    with pytest.raises(ValueError, match="unsigned version 2 envelope cannot be stored"):
+        moved.to_bytes()
+    moved = ev.sign(moved, SEALER, ev.Chain(2, "ab" * 32))
     moved = ev.Envelope.from_bytes(moved.to_bytes())
     assert moved.wrapper_uris == ("transit://test/b", "transit://test/c")
     for name in ("header", "nonce", "ciphertext", "commitment"):
         assert getattr(moved, name) == getattr(sealed, name)
-    assert ev.open_envelope(moved, [wrapper_c]) == data
-    assert ev.open_envelope(moved, [wrapper_b]) == data
+    assert ev.open_envelope(moved, [wrapper_c], sealers=TRUST) == data
+    assert ev.open_envelope(moved, [wrapper_b], sealers=TRUST) == data
     with pytest.raises(AccessDeniedError, match="not wrapped by any wrapper you hold"):
-        ev.open_envelope(moved, [wrapper_a])
+        ev.open_envelope(moved, [wrapper_a], sealers=TRUST)
 
 
 def test_rewrap_keeps_an_existing_entry_and_needs_one_left(
         sealed: ev.Envelope, wrapper_a: AeadWrapper) -> None:
-    dek = ev.unwrap_dek(sealed, [wrapper_a])
+    dek = ev.unwrap_dek(sealed, [wrapper_a], sealers=TRUST)
     assert ev.rewrap(sealed, dek, add=[wrapper_a]).wrapped_keys == sealed.wrapped_keys
     with pytest.raises(UsageError, match="keep at least one wrapper"):
         ev.rewrap(sealed, dek, add=[], remove=["transit://test/a", "transit://test/b"])
@@ -211,7 +237,7 @@ def test_b23_every_flipped_ciphertext_byte_is_refused(sealed: ev.Envelope,
             flipped[position] ^= bit
             doc["ciphertext"] = b64(bytes(flipped))
             with pytest.raises(IntegrityError, match="failed authentication; it was altered"):
-                ev.open_envelope(parse(doc), [wrapper_a])
+                ev.open_envelope(parse(doc), [wrapper_a], sealers=TRUST)
 
 
 @pytest.mark.parametrize("name", ["nonce", "commitment"])
@@ -225,7 +251,7 @@ def test_b23_every_flipped_nonce_or_commitment_byte_is_refused(
         flipped[position] ^= 0x04
         doc[name] = b64(bytes(flipped))
         with pytest.raises(IntegrityError, match=fragment):
-            ev.open_envelope(parse(doc), [wrapper_a])
+            ev.open_envelope(parse(doc), [wrapper_a], sealers=TRUST)
 
 
 HEADER_CHANGES = [
@@ -251,7 +277,7 @@ def test_b24_any_changed_header_field_is_refused(sealed: ev.Envelope, wrapper_a:
     assert doc["header"][name] != value
     doc["header"][name] = value
     with pytest.raises(IntegrityError, match=fragment):
-        ev.open_envelope(parse(doc), [wrapper_a])
+        ev.open_envelope(parse(doc), [wrapper_a], sealers=TRUST)
 
 
 def _moved_to_gun_b(sealed: ev.Envelope) -> tuple[Doc, ev.Header]:
@@ -274,28 +300,28 @@ def test_b25_moved_envelope_is_refused_by_a_context_binding_wrapper(
         sealed: ev.Envelope, wrapper_a: AeadWrapper) -> None:
     doc, _ = _moved_to_gun_b(sealed)
     with pytest.raises(IntegrityError, match="wrapped key failed authentication"):
-        ev.open_envelope(parse(doc), [wrapper_a])
+        ev.open_envelope(parse(doc), [wrapper_a], sealers=TRUST)
 
 
 def test_b25_moved_envelope_is_refused_even_if_the_wrapper_ignores_context(
         header: ev.Header, data: bytes) -> None:
     lax = LaxWrapper("transit://test/lax")
-    doc, _ = _moved_to_gun_b(ev.seal(header, data, [lax]))
+    doc, _ = _moved_to_gun_b(ev.seal(header, data, [lax], sealer=SEALER))
     with pytest.raises(IntegrityError, match="does not match the envelope's commitment"):
-        ev.open_envelope(parse(doc), [lax])
+        ev.open_envelope(parse(doc), [lax], sealers=TRUST)
 
 
 def test_b25_moved_envelope_is_refused_by_gcm_even_with_a_recomputed_commitment(
         sealed: ev.Envelope, wrapper_a: AeadWrapper) -> None:
     """The AAD binds the header on its own: the commitment is not the only guard."""
-    dek = ev.unwrap_dek(sealed, [wrapper_a])
+    dek = ev.unwrap_dek(sealed, [wrapper_a], sealers=TRUST)
     doc, moved = _moved_to_gun_b(sealed)
     doc["commitment"] = b64(ev.commitment(dek, moved))
     with pytest.raises(IntegrityError, match="failed authentication; it was altered"):
         ev.decrypt_with_dek(parse(doc), dek)
 
 
-@pytest.mark.parametrize("version", [0, 2, -1, "1", "v1", None, True, [1], {"v": 1}, 10**30])
+@pytest.mark.parametrize("version", [0, 3, -1, "2", "v2", None, True, [2], {"v": 2}, 10**30])
 def test_b26_unknown_version_is_refused(sealed: ev.Envelope, version: Any) -> None:
     doc = doc_of(sealed)
     doc["version"] = version
@@ -304,19 +330,20 @@ def test_b26_unknown_version_is_refused(sealed: ev.Envelope, version: Any) -> No
     assert info.value.hint is not None and "upgrade keyvault" in info.value.hint
 
 
-@pytest.mark.parametrize("version", [2, 0, "1", True, 1.0, None])
+@pytest.mark.parametrize("version", [1, 3, 0, "2", True, 2.0, None])
 def test_b26_header_naming_another_version_is_refused(sealed: ev.Envelope,
                                                       version: Any) -> None:
     doc = doc_of(sealed)
     doc["header"]["version"] = version
-    with pytest.raises(IntegrityError, match="names another format or version"):
+    with pytest.raises(IntegrityError, match=r"names another format version|names another "
+                       "format or version"):
         parse(doc)
 
 
 def test_b26_float_version_is_refused(sealed: ev.Envelope) -> None:
-    """1.0 == 1 in Python: the check must be on the type, as for booleans."""
+    """2.0 == 2 in Python: the check must be on the type, as for booleans."""
     doc = doc_of(sealed)
-    doc["version"] = 1.0
+    doc["version"] = 2.0
     with pytest.raises(IntegrityError, match="unsupported envelope version"):
         parse(doc)
 
@@ -327,7 +354,7 @@ def test_b27_wrapped_dek_of_wrong_length_is_refused(sealed: ev.Envelope,
     doc = doc_of(sealed)
     doc["wrapped_keys"][0] = wrapper_a.wrap(bytes(range(length)), sealed.header.context()).to_json()
     with pytest.raises(IntegrityError, match="returned a DEK of wrong length"):
-        ev.open_envelope(parse(doc), [wrapper_a])
+        ev.open_envelope(parse(doc), [wrapper_a], sealers=TRUST)
 
 
 # --------------------------------------------------------------------------- the multi-key attack
@@ -345,9 +372,9 @@ def test_multi_key_ciphertext_is_refused(sealed: ev.Envelope, data: bytes,
     doc = doc_of(sealed)
     doc["wrapped_keys"][1] = wrapper_b.wrap(other_dek, sealed.header.context()).to_json()
     mixed = parse(doc)
-    assert ev.open_envelope(mixed, [wrapper_a]) == data
+    assert ev.open_envelope(mixed, [wrapper_a], sealers=TRUST) == data
     with pytest.raises(IntegrityError, match="DEK from transit://test/b does not match") as info:
-        ev.open_envelope(mixed, [wrapper_b])
+        ev.open_envelope(mixed, [wrapper_b], sealers=TRUST)
     assert other_dek.hex() not in str(info.value)
     with pytest.raises(IntegrityError, match="DEK does not match the commitment"):
         ev.decrypt_with_dek(mixed, other_dek)
@@ -361,10 +388,10 @@ def test_multi_key_ciphertext_consistent_for_the_attacker_refuses_the_other_hold
     doc["wrapped_keys"][1] = wrapper_b.wrap(evil_dek, sealed.header.context()).to_json()
     mixed = parse(doc)
     with pytest.raises(IntegrityError, match="DEK from transit://test/a does not match"):
-        ev.open_envelope(mixed, [wrapper_a])
+        ev.open_envelope(mixed, [wrapper_a], sealers=TRUST)
     # B's holder gets no file either: the header's digest names the real bytes.
     with pytest.raises(IntegrityError, match="decrypted bytes do not match the digest"):
-        ev.open_envelope(mixed, [wrapper_b])
+        ev.open_envelope(mixed, [wrapper_b], sealers=TRUST)
 
 
 def test_context_mismatch_in_a_wrapped_entry_is_refused(
@@ -372,30 +399,30 @@ def test_context_mismatch_in_a_wrapped_entry_is_refused(
     doc = doc_of(sealed)
     doc["wrapped_keys"][0]["context"]["keyvault:key_id"] = "1" * 64
     with pytest.raises(IntegrityError, match="bound to another key's context"):
-        ev.open_envelope(parse(doc), [wrapper_a])
+        ev.open_envelope(parse(doc), [wrapper_a], sealers=TRUST)
     doc["wrapped_keys"][0]["context"] = {}
     with pytest.raises(IntegrityError, match="bound to another key's context"):
-        ev.open_envelope(parse(doc), [wrapper_a])
+        ev.open_envelope(parse(doc), [wrapper_a], sealers=TRUST)
 
 
 def test_entry_replayed_from_another_key_is_refused(sealed: ev.Envelope, data: bytes,
                                                     wrapper_a: AeadWrapper) -> None:
     """T6: team A's wrapped DEK pasted into another key's envelope, context rewritten."""
     other = make_header(KeyAddress("team-a", GUN, "snapshot", "2" * 64), data)
-    victim = doc_of(ev.seal(other, data, [wrapper_a]))
+    victim = doc_of(ev.seal(other, data, [wrapper_a], sealer=SEALER))
     entry = doc_of(sealed)["wrapped_keys"][0]
     entry["context"] = other.context()
     victim["wrapped_keys"] = [entry]
     with pytest.raises(IntegrityError, match="wrapped key failed authentication"):
-        ev.open_envelope(parse(victim), [wrapper_a])
+        ev.open_envelope(parse(victim), [wrapper_a], sealers=TRUST)
 
 
 def test_decrypted_bytes_are_checked_against_the_digest(sealed: ev.Envelope,
                                                         wrapper_a: AeadWrapper) -> None:
-    dek = ev.unwrap_dek(sealed, [wrapper_a])
+    dek = ev.unwrap_dek(sealed, [wrapper_a], sealers=TRUST)
     doc = forge(sealed, dek, sealed.header, key_bytes(seed=b"same length, other bytes"))
     with pytest.raises(IntegrityError, match="decrypted bytes do not match the digest"):
-        ev.open_envelope(parse(doc), [wrapper_a])
+        ev.open_envelope(parse(doc), [wrapper_a], sealers=TRUST)
 
 
 # --------------------------------------------------------------------------- strict parsing
@@ -405,7 +432,8 @@ def test_oversized_document_is_refused_before_parsing(sealed: ev.Envelope,
                                                       wrapper_a: AeadWrapper) -> None:
     raw = sealed.to_bytes()
     padded = raw + b" " * (ev.MAX_ENVELOPE_SIZE - len(raw))
-    assert ev.open_envelope(ev.Envelope.from_bytes(padded), [wrapper_a])  # at the limit: read
+    # at the limit: read
+    assert ev.open_envelope(ev.Envelope.from_bytes(padded), [wrapper_a], sealers=TRUST)
     with pytest.raises(IntegrityError, match=f"larger than {ev.MAX_ENVELOPE_SIZE} bytes"):
         ev.Envelope.from_bytes(padded + b" ")
     with pytest.raises(IntegrityError, match="larger than"):
@@ -627,7 +655,7 @@ def test_ciphertext_length_must_match_the_header(sealed: ev.Envelope, delta: int
 def test_decrypt_with_dek_refuses_a_dek_of_wrong_length(sealed: ev.Envelope,
                                                         wrapper_a: AeadWrapper) -> None:
     """HMAC pads short keys with zeros: DEK || 0x00 has the same commitment as the DEK."""
-    dek = ev.unwrap_dek(sealed, [wrapper_a])
+    dek = ev.unwrap_dek(sealed, [wrapper_a], sealers=TRUST)
     key = dek + b"\0"
     assert hmac.compare_digest(ev.commitment(key, sealed.header), sealed.commitment)
     with pytest.raises(IntegrityError, match="DEK does not match the commitment"):
@@ -637,7 +665,7 @@ def test_decrypt_with_dek_refuses_a_dek_of_wrong_length(sealed: ev.Envelope,
 def test_rewrap_refuses_a_dek_of_wrong_length(sealed: ev.Envelope,
                                               wrapper_a: AeadWrapper) -> None:
     """Else a 33-byte "DEK" would be wrapped for a new wrapper that can never open it."""
-    dek = ev.unwrap_dek(sealed, [wrapper_a])
+    dek = ev.unwrap_dek(sealed, [wrapper_a], sealers=TRUST)
     with pytest.raises(IntegrityError, match="DEK does not match the envelope's commitment"):
         ev.rewrap(sealed, dek + b"\0", add=[AeadWrapper("transit://test/c")])
 
@@ -647,13 +675,13 @@ def test_rewrap_refuses_a_dek_of_wrong_length(sealed: ev.Envelope,
 _ENVELOPE_DATA = key_bytes(48, seed=b"fuzz")
 _FUZZ_WRAPPER = AeadWrapper("transit://test/fuzz", kek=hashlib.sha256(b"fuzz").digest())
 _FUZZ_RAW = ev.seal(make_header(data=_ENVELOPE_DATA), _ENVELOPE_DATA,
-                    [_FUZZ_WRAPPER]).to_bytes()
+                    [_FUZZ_WRAPPER], sealer=SEALER).to_bytes()
 
 
 def _open_or_refuse(raw: bytes) -> None:
     """The property: a clean KeyvaultError, or exactly the original bytes."""
     try:
-        opened = ev.open_envelope(ev.Envelope.from_bytes(raw), [_FUZZ_WRAPPER])
+        opened = ev.open_envelope(ev.Envelope.from_bytes(raw), [_FUZZ_WRAPPER], sealers=TRUST)
     except KeyvaultError:
         return
     assert opened == _ENVELOPE_DATA
@@ -723,7 +751,7 @@ def test_fuzz_structural_mutations_open_cleanly_or_refuse(path: tuple[Any, ...],
 def test_canonical_header_is_what_the_aad_and_commitment_cover(
         sealed: ev.Envelope, wrapper_a: AeadWrapper, data: bytes) -> None:
     """Cross-check with plain primitives, independent of keyvault's helpers."""
-    dek = ev.unwrap_dek(sealed, [wrapper_a])
+    dek = ev.unwrap_dek(sealed, [wrapper_a], sealers=TRUST)
     aad = json.dumps(sealed.header.to_json(), sort_keys=True, separators=(",", ":"),
                      ensure_ascii=False).encode()
     assert aad == canonical_json(sealed.header.to_json()) == sealed.header.canonical()
@@ -735,7 +763,7 @@ def test_canonical_header_is_what_the_aad_and_commitment_cover(
 def test_open_needs_no_more_than_the_callers_wrappers(sealed: ev.Envelope) -> None:
     """An empty wrapper list is refused, never a guess from the envelope."""
     with pytest.raises(AccessDeniedError, match="not wrapped by any wrapper you hold"):
-        ev.open_envelope(sealed, [])
+        ev.open_envelope(sealed, [], sealers=TRUST)
 
 
 ERRORS_ARE_CLASSES: list[tuple[type[KeyvaultError], int]] = [

@@ -6,10 +6,20 @@ import hashlib
 import os
 from pathlib import Path
 
+from envelope._support import SEALER, TRUST
 from fixtures.softhsm import SoftHsm
 
 from keyvault.config import load_config
-from keyvault.envelope import Envelope, new_header, open_envelope, rewrap, seal, unwrap_dek
+from keyvault.envelope import (
+    Chain,
+    Envelope,
+    new_header,
+    open_envelope,
+    rewrap,
+    seal,
+    sign,
+    unwrap_dek,
+)
 from keyvault.names import KeyAddress
 from keyvault.ops.backup import CREATED, backup_keys
 from keyvault.ops.session import Session
@@ -61,7 +71,7 @@ def _sealed(wrappers: list[Pkcs11Wrapper | AgeWrapper]) -> tuple[Envelope, bytes
     header = new_header(address=KeyAddress(TEAM, "registry.example.com/app", "targets",
                                            "cd" * 32),
                         algorithm=None, source_name="k.key", source_mode=0o600, data=data)
-    return seal(header, data, wrappers), data
+    return seal(header, data, wrappers, sealer=SEALER), data
 
 
 def test_envelope_rewrap_between_pkcs11_and_age(softhsm: SoftHsm, tmp_path: Path) -> None:
@@ -71,14 +81,15 @@ def test_envelope_rewrap_between_pkcs11_and_age(softhsm: SoftHsm, tmp_path: Path
     hsm = Pkcs11Wrapper(softhsm.uri("rsa-kek"), softhsm.options())
     try:
         envelope, data = _sealed([hsm])
-        dek = unwrap_dek(envelope, [hsm])
+        dek = unwrap_dek(envelope, [hsm], sealers=TRUST)
         both = rewrap(envelope, dek, [age])
-        age_only = rewrap(both, dek, [], remove=[hsm.uri])
+        age_only = sign(rewrap(both, dek, [], remove=[hsm.uri]), SEALER, Chain(2, "ab" * 32))
         assert age_only.wrapper_uris == (recipient,)
-        assert open_envelope(age_only, [age]) == data
-        back = rewrap(age_only, unwrap_dek(age_only, [age]), [hsm], remove=[recipient])
+        assert open_envelope(age_only, [age], sealers=TRUST) == data
+        back = sign(rewrap(age_only, unwrap_dek(age_only, [age], sealers=TRUST), [hsm],
+                           remove=[recipient]), SEALER, Chain(3, "cd" * 32))
         assert back.wrapper_uris == (softhsm.key_uri("rsa-kek"),)
-        assert open_envelope(back, [hsm]) == data
+        assert open_envelope(back, [hsm], sealers=TRUST) == data
         assert back.ciphertext == envelope.ciphertext
     finally:
         hsm.close()
@@ -90,7 +101,7 @@ def test_envelope_survives_serialization(softhsm: SoftHsm) -> None:
     try:
         envelope, data = _sealed([hsm])
         again = Envelope.from_bytes(envelope.to_bytes())
-        assert open_envelope(again, [hsm]) == data
+        assert open_envelope(again, [hsm], sealers=TRUST) == data
     finally:
         hsm.close()
 
@@ -104,7 +115,7 @@ def test_open_uses_only_the_wrapper_named(softhsm: SoftHsm) -> None:
     try:
         envelope, _ = _sealed([mine])
         try:
-            open_envelope(envelope, [other])
+            open_envelope(envelope, [other], sealers=TRUST)
         except AccessDeniedError as exc:
             assert softhsm.key_uri("aes-kek") in str(exc)
         else:
@@ -125,4 +136,4 @@ def test_recovery_wrapper_opens_when_the_module_is_missing(softhsm: SoftHsm,
     finally:
         hsm.close()
     absent = Pkcs11Wrapper(softhsm.key_uri("aes-kek"), BackendOptions())
-    assert open_envelope(envelope, [absent, age]) == data
+    assert open_envelope(envelope, [absent, age], sealers=TRUST) == data
