@@ -197,7 +197,7 @@ def test_s3_stopped_mid_backup_then_rerun_completes(
         run = kv("--config", config, "--json", "backup")
         proxy.close()
         assert proxy.cut.is_set()
-        assert run.code == 6, run.err
+        assert run.code == 6, run.err + run.out
         errors = " ".join(json.dumps(k["error"]) for k in run.json()["keys"] if k["error"])
         assert "cannot reach" in errors, errors
         outcomes = {k["action"] for k in run.json()["keys"]}
@@ -213,7 +213,7 @@ def test_s3_stopped_mid_backup_then_rerun_completes(
         for obj in stored:  # and every object that exists is a whole, valid envelope
             assert json.loads(admin.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
         rerun = kv("--config", config, "--json", "backup")
-        assert rerun.code == 0, rerun.err
+        assert rerun.code == 0, rerun.err + rerun.out
         actions = [k["action"] for k in rerun.json()["keys"]]
         assert actions.count("unchanged") == len(created)
         assert actions.count("created") == len(keys) - len(created)
