@@ -296,7 +296,9 @@ def verify(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Key
         table(f"Verification of team {config.team} in {config.store}",
               ["STATUS", "ROLE", "GUN", "KEY ID", "DETAIL"],
               [[r.status, r.address.role, r.address.gun or "-", r.address.key_id,
-                r.detail + (f"; {r.deep}" if r.deep else "")] for r in results])
+                r.detail + (f"; {r.deep}" if r.deep else "")
+                + ("; UNSIGNED (format v1)" if r.sealer == "unsigned" else "")]
+               for r in results])
         for r in results:
             if r.status not in (OK, NOT_LOCAL) and r.error is not None:
                 warn(f"{r.address.role} key {r.address.key_id[:12]}: {r.error}")

@@ -263,15 +263,18 @@ def render_markdown(report: DrillReport, digest: str) -> str:
         f"- Keys: {report.selection}; published metadata: {report.metadata or 'not used'}",
         f"- Report SHA-256 (canonical JSON, recorded in the audit log): {digest}",
         "",
-        "Each key was restored from the store into a throw-away directory through each "
-        "wrapper, read back and compared with the envelope's digest; where a passphrase was "
-        "available its key ID was checked and a fresh signature verified against the "
-        "published public key. The directory was then wiped.",
+        "Each envelope's sealer signature, version chain and this machine's high-water mark "
+        "were checked first; then each key was restored from the store into a throw-away "
+        "directory through each wrapper, read back and compared with the envelope's digest; "
+        "where a passphrase was available its key ID was checked and a fresh signature "
+        "verified against the published public key. The directory was then wiped.",
         "",
-        "| wrapper | role | GUN | key ID | restore | digest | key ID | signature | result |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| wrapper | role | GUN | key ID | sealer | restore | digest | key ID | signature "
+        "| result |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    lines += [f"| {c.wrapper} | {c.role} | {c.gun or '-'} | {c.key_id[:16]} | {c.restore} | "
+    lines += [f"| {c.wrapper} | {c.role} | {c.gun or '-'} | {c.key_id[:16]} | "
+              f"{_sealer_shown(c.sealer)} | {c.restore} | "
               f"{c.digest} | {c.key_id_check} | {c.signature} | "
               f"{'pass' if c.passed else 'FAIL'} |" for c in report.checks]
     if failed:
@@ -279,6 +282,11 @@ def render_markdown(report: DrillReport, digest: str) -> str:
         lines += [f"- {c.wrapper}, {c.role} key {c.key_id[:16]}: {c.error}" for c in failed]
     lines += ["", "## Controls evidenced", "", *[f"- {c}" for c in CONTROLS], ""]
     return "\n".join(lines)
+
+
+def _sealer_shown(sealer: str) -> str:
+    """UNSIGNED stands out: a v1 envelope was accepted only because --allow-unsigned was given."""
+    return "UNSIGNED (v1)" if sealer == "unsigned" else sealer[:23]
 
 
 def audit_drill(session: Session, report: DrillReport, digest: str) -> None:
