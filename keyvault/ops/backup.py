@@ -150,7 +150,8 @@ def _audit(session: Session, team: str, outcomes: Sequence[BackupOutcome]) -> No
 
 def _backup_one(session: Session, key: KeyFile, address: KeyAddress,
                 wrappers: Sequence[Wrapper], dry_run: bool,
-                threshold: int | None, trust_dir: Path | None) -> BackupOutcome:
+                threshold: int | None, trust_dir: Path | None, *,
+                may_retry: bool = True) -> BackupOutcome:
     store = session.store()
     try:
         raw = read_envelope(store, address)
@@ -164,8 +165,17 @@ def _backup_one(session: Session, key: KeyFile, address: KeyAddress,
     if raw is None:
         if dry_run:
             return BackupOutcome(key, address, WOULD_WRITE)
-        return _write(session, key, address, wrappers, replaces=None, threshold=threshold,
-                      trust_dir=trust_dir)
+        try:
+            return _write(session, key, address, wrappers, replaces=None, threshold=threshold,
+                          trust_dir=trust_dir)
+        except ChangedOnDiskError:
+            raise
+        except ConflictError:
+            if not may_retry:
+                raise
+            # Created by another writer since our read: compare with what it wrote, once.
+            return _backup_one(session, key, address, wrappers, dry_run, threshold, trust_dir,
+                               may_retry=False)
     reader = session.reader()
     try:
         current = reader.authenticate(raw)

@@ -152,9 +152,12 @@ class Session:
                 self._highwater.save()
         for wrapper in self._wrappers or []:
             wrapper.close()
+        close_sealer = getattr(self._sealer, "close", None)  # backend sealers hold a client
+        if close_sealer is not None:
+            close_sealer()
         if self._store is not None:
             self._store.close()
-        self._wrappers, self._store, self._highwater = None, None, None
+        self._wrappers, self._store, self._highwater, self._sealer = None, None, None, None
 
     def __enter__(self) -> Session:
         return self
