@@ -146,6 +146,9 @@ class CountingSealer:
             self.calls += 1
         return bytes(self._inner.sign(message))
 
+    def close(self) -> None:
+        getattr(self._inner, "close", lambda: None)()
+
 
 def _open_counted(session: Any) -> RequestCounter:
     """Open the session's store and wrappers (as backup/restore do first) and hook them."""

@@ -42,7 +42,7 @@ import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -52,7 +52,14 @@ from keyvault.canonical import canonical_json
 from keyvault.errors import AccessDeniedError, IntegrityError, KeyvaultError, UsageError
 from keyvault.keyring import DEK_SIZE, WrappedKey, Wrapper
 from keyvault.names import KeyAddress
-from keyvault.sealing import MAX_PUBLIC_KEY, MAX_SIGNATURE, Sealer, SealerKey, SealerTrust
+from keyvault.sealing import (
+    MAX_PUBLIC_KEY,
+    MAX_SIGNATURE,
+    Ed25519FileSealer,
+    Sealer,
+    SealerKey,
+    SealerTrust,
+)
 from keyvault.trust.model import MAX_KEY_FILE_SIZE
 
 FORMAT = "keyvault-envelope"
@@ -419,8 +426,11 @@ def sign(envelope: Envelope, sealer: Sealer, chain: Chain) -> Envelope:
         raise ValueError("a version 1 envelope must be sealed again, not re-signed")
     draft = replace(envelope, chain=chain, signature=None)
     key = sealer.key
-    value = sealer.sign(draft.signed_message())
-    if not key.verify(draft.signed_message(), value):  # a backend that signed with another key
+    message = draft.signed_message()
+    value = sealer.sign(message)
+    # A backend could sign with another key than it described (an alias moved): check it.
+    # A local key file signs with the very key it describes, so that check would only cost.
+    if not isinstance(sealer, Ed25519FileSealer) and not key.verify(message, value):
         raise IntegrityError("the sealer's signature does not verify with its own public key",
                              hint="check the sealing key configuration")
     return replace(draft, signature=Signature(key, value))
@@ -433,6 +443,9 @@ def authenticate(envelope: Envelope, sealers: SealerTrust, *, allow_unsigned: bo
     Returns the sealer's key, or None for an unsigned (v1) envelope that the
     caller explicitly allowed. Called before any wrapper sees the envelope.
     """
+    verified = envelope.__dict__.get(_VERIFIED)
+    if verified is not None and verified[0] is sealers:  # this very object, these very pins
+        return cast(SealerKey, verified[1])
     header = envelope.header
     what = f"{header.role} key {header.key_id}" + (f" of {header.gun}" if header.gun else "")
     if envelope.signature is None:
@@ -449,8 +462,14 @@ def authenticate(envelope: Envelope, sealers: SealerTrust, *, allow_unsigned: bo
         raise IntegrityError(f"{what}: the envelope's signature does not verify (altered "
                              f"after sealing by {sealer.fingerprint}); refused",
                              hint="restore another version, and investigate who wrote it")
+    # Remembered on the (frozen) object itself: the reader checks before the chain, and the
+    # unwrap checks again; any changed copy (dataclasses.replace) is a new object, unmarked.
+    object.__setattr__(envelope, _VERIFIED, (sealers, sealer))
     return sealer
 
+
+#: Where :func:`authenticate` marks an envelope object it verified, with the pins used.
+_VERIFIED = "_keyvault_verified_by"
 
 #: Raises for a wrapper URI that no wrapper could have written (see keyvault.wrappers).
 UriCheck = Callable[[str], None]

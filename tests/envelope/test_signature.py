@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -171,3 +172,18 @@ def test_bad_chains_are_refused(sealed: ev.Envelope, chain: dict[str, Any]) -> N
     doc["chain"] = chain
     with pytest.raises(IntegrityError):
         _parse(doc)
+
+
+def test_a_verified_object_is_checked_again_under_other_pins_and_when_copied(
+        sealed: ev.Envelope) -> None:
+    """The reader and the unwrap both authenticate; the second may reuse the first's
+    result only for the very same object and the very same pins."""
+    assert ev.authenticate(sealed, TRUST) == SEALER.key
+    revoked = SealerTrust.of([SEALER.key.fingerprint], [SEALER.key.fingerprint])
+    with pytest.raises(IntegrityError, match="revoked sealer"):
+        ev.authenticate(sealed, revoked)
+    assert sealed.signature is not None
+    altered = dataclasses.replace(sealed, signature=ev.Signature(
+        sealed.signature.sealer, b"\x00" * 64))
+    with pytest.raises(IntegrityError, match="signature does not verify"):
+        ev.authenticate(altered, TRUST)
