@@ -43,7 +43,7 @@ def _show_init(result: InitResult) -> None:
     for uri in result.wrappers:
         say(f"Wrapper: {uri}")
     if result.sealer:
-        where = result.sealer_file or state_sealer_uri(result)
+        where = result.sealer_file or "(the configured backend sealing key)"
         say(f"{'Created' if result.sealer_created else 'Sealing key'} {where}"
             + (" (0600)" if result.sealer_file else "")
             + ": every backup from this machine is signed with it")
@@ -54,10 +54,6 @@ def _show_init(result: InitResult) -> None:
     if result.identity_created and result.identity_file is not None:
         say(f"Created recovery identity {result.identity_file} (0600)")
         warn(IDENTITY_WARNING.format(path=result.identity_file))
-
-
-def state_sealer_uri(result: InitResult) -> str:
-    return "(the configured backend sealing key)" if result.sealer_file is None else ""
 
 
 def _init_json(result: InitResult) -> dict[str, object]:

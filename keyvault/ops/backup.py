@@ -33,7 +33,7 @@ from keyvault.ops.authentic import describe
 from keyvault.ops.parallel import DEFAULT_CONCURRENCY, bounded_map
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session, key_ref
-from keyvault.ops.stored import read_envelope
+from keyvault.ops.stored import parse_stored
 from keyvault.trust.model import KeyFile
 from keyvault.trust.scan import read_key_bytes
 from keyvault.wrappers import Wrapper
@@ -154,14 +154,16 @@ def _backup_one(session: Session, key: KeyFile, address: KeyAddress,
                 may_retry: bool = True) -> BackupOutcome:
     store = session.store()
     try:
-        raw = read_envelope(store, address)
+        obj = store.read(address.object_name)
     except NotFoundError:
-        raw = None
+        obj = None
+    try:
+        raw = None if obj is None else parse_stored(address, obj)
     except IntegrityError as exc:  # not even an envelope: seal a good one on top of it
-        junk = store.read(address.object_name)
+        assert obj is not None
         return _rewrite(session, key, address, wrappers, dry_run, threshold, trust_dir,
-                        junk.version, Chain(next_number(session, address),
-                                            hashlib.sha256(junk.data).hexdigest()), exc)
+                        obj.version, Chain(next_number(session, address),
+                                           hashlib.sha256(obj.data).hexdigest()), exc)
     if raw is None:
         if dry_run:
             return BackupOutcome(key, address, WOULD_WRITE)

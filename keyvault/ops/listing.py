@@ -8,7 +8,7 @@ from keyvault.errors import KeyvaultError
 from keyvault.names import KeyAddress
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session
-from keyvault.ops.stored import list_addresses, read_envelope
+from keyvault.ops.stored import list_addresses, parse_stored, read_envelope
 from keyvault.stores import ObjectVersion
 
 
@@ -82,7 +82,7 @@ def chain_of(session: Session, address: KeyAddress, versions: list[ObjectVersion
             continue
         digest = hashlib.sha256(obj.data).hexdigest()
         try:
-            entry = reader.authenticate(read_envelope(store, address, v.version))
+            entry = reader.authenticate(parse_stored(address, obj))
         except KeyvaultError as exc:
             read.append((digest, None, ChainLink(v, status=f"not verified: {exc.message}")))
             continue

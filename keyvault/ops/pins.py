@@ -10,6 +10,7 @@ the policy and win over every pin.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from keyvault.errors import KeyvaultError
@@ -44,15 +45,13 @@ def trusted_sealers(session: Session) -> SealerTrust:
     return trust
 
 
-def pins_in_file(path: object) -> list[str]:
+def pins_in_file(path: Path) -> list[str]:
     """The sealer pins in an identity or share file; none if it cannot be read here."""
-    from pathlib import Path
-
     from keyvault.fsutil import read_private_file
     from keyvault.sealing import pins_in_text
 
     try:
-        data = read_private_file(Path(str(path)), "identity file", MAX_PIN_FILE)
+        data = read_private_file(path, "identity file", MAX_PIN_FILE)
     except KeyvaultError:
         return []  # the wrapper that needs this file reports what is wrong with it
     return pins_in_text(data.decode("utf-8", errors="replace"))

@@ -15,6 +15,7 @@ from keyvault.errors import IntegrityError, KeyvaultError
 from keyvault.names import KeyAddress, gun_prefix, team_prefix
 from keyvault.ops.selection import Selection
 from keyvault.stores import Store
+from keyvault.stores.base import StoredObject
 
 if TYPE_CHECKING:  # listing names must not pay for importing cryptography
     from keyvault.envelope import Envelope
@@ -33,11 +34,15 @@ class StoredEnvelope:
 
 def read_envelope(store: Store, address: KeyAddress, version: str | None = None
                   ) -> StoredEnvelope:
+    return parse_stored(address, store.read(address.object_name, version))
+
+
+def parse_stored(address: KeyAddress, obj: StoredObject) -> StoredEnvelope:
+    """The envelope in an object already read, checked against the name it was read under."""
     import hashlib
 
     from keyvault.envelope import Envelope
 
-    obj = store.read(address.object_name, version)
     try:
         envelope = Envelope.from_bytes(obj.data)
     except KeyvaultError as exc:
