@@ -185,6 +185,7 @@ def fetch_keys(session: Session, team: str, request: FetchRequest, trust_dir: Pa
     addresses = resolve_addresses(session, team, request)
     access.require("fetch", addresses)  # teams policy, per key, before any envelope is read
     reader = session.reader()
+    reader.prefetch(addresses)
 
     def read_and_open(address: KeyAddress) -> RestoreItem:
         entry = reader.latest(address)  # the sealer and the chain, before any unwrap

@@ -144,6 +144,7 @@ def _authenticated(session: Session, stored: Sequence[StoredEnvelope]
     """Each envelope with the reason it cannot be trusted, if any: a drill reports a
     forged, unsigned or rolled-back key as a failed check of that key, and goes on."""
     reader = session.reader()
+    reader.prefetch([entry.address for entry in stored])
     proven: list[tuple[StoredEnvelope, KeyvaultError | None]] = []
     for entry in stored:
         try:

@@ -105,6 +105,8 @@ def restore_keys(
         on_total(len(addresses))
 
     reader = session.reader()
+    if version is None:
+        reader.prefetch(addresses)
 
     def read_and_open(address: KeyAddress) -> tuple[Restored, RestoreItem]:
         """One pass per key: read, check the name, prove the sealer and the chain, derive

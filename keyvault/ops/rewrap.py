@@ -78,6 +78,7 @@ def rewrap_keys(
         selection.check_found([(a.gun, a.role, a.key_id) for a in addresses],
                               f"the store for team {team!r}")
         denied = session.access().refusals("rewrap", addresses)
+        reader.prefetch([a for a in addresses if a not in denied])
 
         def one(address: KeyAddress) -> RewrapOutcome:
             if address in denied:  # refused by the policy: never read nor written

@@ -95,6 +95,19 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class VersionListing(Protocol):
+    """A store that can list the versions of many objects in one go (S3).
+
+    Optional: a bulk restore uses it to check every key's chain with one
+    paginated listing instead of a request per key.
+    """
+
+    def versions_under(self, prefix: str) -> dict[str, list[ObjectVersion]]:
+        """Every version of every object under ``prefix``, by name, newest first."""
+        ...
+
+
 class StoreFactory(Protocol):
     @classmethod
     def from_uri(cls, uri: str, options: BackendOptions, *, create: bool = False) -> Self: ...

@@ -66,6 +66,8 @@ _SSE = ("AES256", "aws:kms", "aws:kms:dsse")
 _LIST_PAGE = 1000
 #: ``list`` is a method of S3Store, so annotations inside the class use this alias.
 _Versions = list[ObjectVersion]
+#: One listed version: (is latest, time, listing order, the version, its ETag).
+_Found = tuple[bool, float, int, ObjectVersion, str]
 
 
 class S3Store:
@@ -172,7 +174,7 @@ class S3Store:
 
     def versions(self, name: str) -> _Versions:
         key = self._key(name)
-        found: list[tuple[bool, float, int, ObjectVersion, str]] = []
+        found: list[_Found] = []
         paginator = self._client.get_paginator("list_object_versions")
         try:
             for page in paginator.paginate(Bucket=self._bucket, Prefix=key,
@@ -185,12 +187,28 @@ class S3Store:
             self._raise(exc, "list the versions of", name)
         if not found:
             raise self._not_found(name)
-        if all(f[3].version == "null" for f in found):
-            return [_unversioned_entry(found[0][3], found[0][4])]
-        # Newest first: the latest, then by time; ties (one-second clocks) keep the
-        # service's own order, which is newest first. VersionIds are not ordered.
-        found.sort(key=lambda f: (not f[0], -f[1], f[2]))
-        return [f[3] for f in found]
+        return _newest_first(found)
+
+    def versions_under(self, prefix: str) -> dict[str, _Versions]:
+        """Every version of every object under ``prefix``, by name, in one paginated
+        listing: a bulk restore checks each key's chain without a request per key."""
+        full = self._prefix + _check_prefix(prefix)
+        found: dict[str, list[_Found]] = {}
+        paginator = self._live().get_paginator("list_object_versions")
+        try:
+            for page in paginator.paginate(Bucket=self._bucket, Prefix=full,
+                                           PaginationConfig={"PageSize": _LIST_PAGE}):
+                for item in page.get("Versions", ()):
+                    name = str(item.get("Key") or "")[len(self._prefix):]
+                    try:
+                        validate_object_name(name)
+                    except UsageError:
+                        continue  # not a name keyvault writes: not ours to list
+                    entries = found.setdefault(name, [])
+                    entries.append(self._version_entry(name, item, len(entries)))
+        except Exception as exc:
+            self._raise(exc, "list the versions under", prefix or "/")
+        return {name: _newest_first(entries) for name, entries in found.items()}
 
     def list(self, prefix: str) -> Iterator[str]:
         """Names starting with ``prefix`` (plain string prefix), in key order, paginated."""
@@ -293,8 +311,7 @@ class S3Store:
                 f"(ours is {mine})", hint="run 'keyvault versions' and re-run the backup")
         return mine
 
-    def _version_entry(self, name: str, item: Mapping[str, Any], index: int
-                       ) -> tuple[bool, float, int, ObjectVersion, str]:
+    def _version_entry(self, name: str, item: Mapping[str, Any], index: int) -> _Found:
         modified = item.get("LastModified")
         stamp = modified.timestamp() if modified is not None else 0.0
         created = modified.strftime("%Y-%m-%dT%H:%M:%SZ") if modified is not None else None
@@ -438,6 +455,17 @@ def _version_of(resp: Mapping[str, Any], asked: str | None) -> str:
     if match is None:
         raise BackendUnavailableError("the S3 service returned neither a VersionId nor an ETag")
     return _ETAG_PREFIX + match.group(1)
+
+
+def _newest_first(found: list[_Found]) -> _Versions:
+    """One object's listed versions, newest first.
+
+    The latest, then by time; ties (one-second clocks) keep the service's own
+    order, which is newest first. VersionIds are not ordered.
+    """
+    if all(f[3].version == "null" for f in found):
+        return [_unversioned_entry(found[0][3], found[0][4])]
+    return [f[3] for f in sorted(found, key=lambda f: (not f[0], -f[1], f[2]))]
 
 
 def _unversioned_entry(entry: ObjectVersion, etag: str) -> ObjectVersion:
