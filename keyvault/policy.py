@@ -7,8 +7,9 @@ The model is built from ``policy.toml`` (docs/teams.md is the reference)::
 
     [teams.team-a]
     guns = ["registry.example.com/team-a/*"]
-    members = ["local:alice", "vault:name:token-alice", "aws:arn:arn:aws:iam::*:role/team-a-*"]
-    ci = ["vault:meta:role=ci-team-a", "aws:arn:arn:aws:sts::*:assumed-role/team-a-ci/*"]
+    members = ["local:alice", "vault:name:token-alice",
+               "aws:arn:arn:aws:iam::111122223333:role/team-a-*"]
+    ci = ["vault:meta:role=ci-team-a", "aws:arn:arn:aws:sts::111122223333:assumed-role/team-a-ci/*"]
     store = "vault://secret/keyvault"
     wrappers = ["transit://transit/team-a"]
     shared_with = []                     # teams this one may overlap (both must say so)
@@ -17,6 +18,13 @@ Members may back up, restore, fetch, rewrap, list and drill every key of
 their team, root included. CI principals may fetch (restore) and list the
 targets, snapshot and delegation keys of their team's GUNs: never a root
 key, never a timestamp key, never a backup or a rewrap.
+
+The rendered backend policies are the security boundary; :func:`authorize` is
+a convenience and an early refusal (it trusts the identity the backend's
+endpoint reports, and a caller can point keyvault at another endpoint).
+The renders therefore grant CI exactly what :func:`authorize` does, and every
+``aws:arn:`` rule is checked at load time for what AWS can enforce
+(:func:`principal_arn_patterns`).
 
 Errors point at the line of the offending key: :mod:`tomllib` gives line
 numbers for syntax errors only, so :func:`_line_of` finds the line of a
@@ -29,6 +37,7 @@ talks to a server.
 
 from __future__ import annotations
 
+import base64
 import fnmatch
 import json
 import re
@@ -40,9 +49,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from keyvault.canonical import canonical_json
 from keyvault.errors import AccessDeniedError, InvalidInputError, UsageError
 from keyvault.names import (
     FORMAT_PREFIX,
+    MAX_GUN_LENGTH,
     KeyAddress,
     is_delegation_role,
     validate_fingerprint,
@@ -55,6 +66,10 @@ ACTIONS = ("backup", "restore", "fetch", "rewrap", "list", "drill")
 #: What a CI principal may do, and to which roles (never root, never timestamp).
 CI_ACTIONS = ("restore", "fetch", "list")
 CI_ROLES = ("targets", "snapshot")
+#: The roles CI never gets; the renders deny them at every depth and in every wrap context.
+CI_DENIED_ROLES = ("root", "timestamp")
+#: The most path segments a GUN can have (one-character segments and slashes).
+MAX_GUN_DEPTH = (MAX_GUN_LENGTH + 1) // 2
 PRINCIPAL_KINDS = ("local", "vault", "aws")
 _TOP_KEYS = {"version", "default_team", "teams"}
 _TEAM_KEYS = {"guns", "members", "ci", "store", "wrappers", "shared_with", "description",
@@ -66,6 +81,8 @@ _MOUNT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _PREFIX_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _TRANSIT_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_AWS_PARTITION = re.compile(r"aws(?:-[a-z]+)*")
+_AWS_ACCOUNT = re.compile(r"[0-9]{12}")
 
 
 # -- principals -----------------------------------------------------------------------------
@@ -154,6 +171,7 @@ def parse_principal_rule(text: str) -> PrincipalRule:
         if attribute != "arn" or not value.startswith("arn:"):
             raise UsageError(f"invalid principal {text!r}: expected aws:arn:arn:aws:... "
                              "(an IAM role or user ARN, or an STS assumed-role ARN)")
+        principal_arn_patterns(value)  # refuses what AWS could not enforce as written
         return PrincipalRule(text, "aws", "arn", value)
     raise UsageError(f"invalid principal {text[:80]!r}: it must start with "
                      f"{', '.join(k + ':' for k in PRINCIPAL_KINDS)}")
@@ -175,6 +193,54 @@ def claimed_principal(text: str) -> Principal:
     else:
         facts = {rule.attribute: rule.pattern}
     return Principal(rule.kind, text, facts, claimed=True)
+
+
+def principal_arn_patterns(arn: str) -> tuple[str, ...]:
+    """What AWS's ``aws:PrincipalArn`` must match (ArnLike) for an ``aws:arn:`` rule.
+
+    The partition and the account must be written out: a wildcard account
+    would admit a role of that name in every AWS account. For a role session
+    AWS puts the role's IAM ARN, path included, in ``aws:PrincipalArn``, never
+    the STS ``assumed-role`` ARN keyvault sees; so ``assumed-role/ROLE/*``
+    and ``role/ROLE`` become ``role/ROLE`` and ``role/*/ROLE``. A session
+    name cannot be enforced (whoever may assume the role picks it), and a
+    role path never reaches keyvault (STS omits it): both are refused.
+    """
+    parts = arn.split(":", 5)
+    if len(parts) != 6:
+        raise UsageError(f"invalid AWS ARN {arn[:80]!r}: expected arn:PARTITION:SERVICE::"
+                         "ACCOUNT:RESOURCE")
+    _, partition, service, region, account, resource = parts
+    if not _AWS_PARTITION.fullmatch(partition):
+        raise UsageError(f"AWS ARN {arn[:80]!r}: write the partition out (aws, aws-cn, "
+                         "aws-us-gov), without wildcards")
+    if not _AWS_ACCOUNT.fullmatch(account):
+        raise UsageError(f"AWS ARN {arn[:80]!r}: the account must be a 12-digit account ID, "
+                         "without wildcards: a wildcard account admits a role of that name "
+                         "in every AWS account")
+    role: str | None = None
+    if resource.startswith("assumed-role/"):
+        rest = resource.removeprefix("assumed-role/")
+        role, slash, session = rest.rpartition("/")
+        if not slash and rest.endswith("*"):
+            role, session = rest, "*"
+        if session != "*" or not role or "/" in role:
+            raise UsageError(
+                f"AWS ARN {arn[:80]!r}: AWS policies match the role of a session "
+                "(aws:PrincipalArn), never its session name, which whoever assumes the role "
+                "chooses; write ...:assumed-role/ROLE/* or arn:aws:iam::ACCOUNT:role/ROLE")
+        service = "iam"
+    elif resource.startswith("role/"):
+        role = resource.removeprefix("role/")
+        if "/" in role:
+            raise UsageError(
+                f"AWS ARN {arn[:80]!r}: write the role without its path; STS names a role "
+                "session without it, so keyvault could never match it (the rendered AWS "
+                "policies accept the role under any path)")
+    if role is None:
+        return (arn,)
+    base = f"arn:{partition}:{service}:{region}:{account}:role/"
+    return tuple(dict.fromkeys((base + role, f"{base}*/{role}")))
 
 
 def aws_facts(arn: str) -> dict[str, str]:
@@ -593,10 +659,22 @@ def render_vault(policy: Policy) -> dict[str, str]:
     return out
 
 
-def _hcl(path: str, capabilities: Sequence[str], comment: str = "") -> str:
+def _hcl(path: str, capabilities: Sequence[str], comment: str = "", *,
+         allowed: Mapping[str, Sequence[str]] | None = None,
+         denied: Mapping[str, Sequence[str]] | None = None) -> str:
     caps = ", ".join(json.dumps(c) for c in capabilities)
     lead = f"# {comment}\n" if comment else ""
-    return f'{lead}path "{path}" {{\n  capabilities = [{caps}]\n}}\n'
+    body = f"  capabilities = [{caps}]\n"
+    for name, params in (("allowed_parameters", allowed), ("denied_parameters", denied)):
+        if params is not None:
+            lines = "".join(f"    {json.dumps(k)} = [{', '.join(json.dumps(v) for v in vs)}]\n"
+                            for k, vs in params.items())
+            body += f"  {name} = {{\n{lines}  }}\n"
+    return f'{lead}path "{path}" {{\n{body}}}\n'
+
+
+def _hcl_line(path: str, capabilities: Sequence[str]) -> str:
+    return f'path "{path}" {{ capabilities = [{", ".join(json.dumps(c) for c in capabilities)}] }}'
 
 
 def _vault_member(team: Team, store: tuple[str, str] | None,
@@ -609,7 +687,10 @@ def _vault_member(team: Team, store: tuple[str, str] | None,
         blocks.append(_hcl(f"{mount}/data/{base}/*", ["create", "read", "update"],
                            "envelopes (create-only and compare-and-set writes, reads)"))
         blocks.append(_hcl(f"{mount}/metadata/{base}/*", ["create", "read", "update", "list"],
-                           "versions, labels and listing below the team's prefix"))
+                           "versions, labels and listing below the team's prefix; a write may "
+                           "set only the labels\n# (custom_metadata): never max_versions or "
+                           "delete_version_after, which would erase history",
+                           allowed={"custom_metadata": []}))
         blocks.append(_hcl(f"{mount}/metadata/{base}", ["list"]))
     for mount, key in transit:
         blocks.append(_hcl(f"{mount}/encrypt/{key}", ["update"], f"Transit key {key}"))
@@ -622,8 +703,8 @@ def _vault_member(team: Team, store: tuple[str, str] | None,
 def _vault_ci(team: Team, store: tuple[str, str] | None,
               transit: Sequence[tuple[str, str]]) -> str:
     blocks = [f"# keyvault: CI principals of team {team.name} (rendered by 'keyvault policy "
-              "render')\n# Read-only: the team's GUN and delegation keys; never the root "
-              "path, never a write.\n"]
+              "render')\n# Read-only: the team's GUN and delegation keys; never a root or "
+              "timestamp key, never a write.\n"]
     if store is not None:
         mount, prefix = store
         base = f"{prefix}{FORMAT_PREFIX}/teams/{team.name}"
@@ -631,10 +712,55 @@ def _vault_ci(team: Team, store: tuple[str, str] | None,
             blocks.append(_hcl(f"{mount}/data/{base}/{section}/*", ["read"],
                                f"{section} envelopes"))
             blocks.append(_hcl(f"{mount}/metadata/{base}/{section}/*", ["read", "list"]))
+        blocks.append(_hcl(f"{mount}/data/{base}/root/*", ["deny"], "never the root path"))
+        blocks.append(_hcl(f"{mount}/metadata/{base}/root/*", ["deny"]))
+        blocks.append(_vault_ci_denials(mount, base))
     for mount, key in transit:
-        blocks.append(_hcl(f"{mount}/decrypt/{key}", ["update"], f"Transit key {key}: "
-                                                                  "decrypt only"))
+        blocks.append(_hcl(f"{mount}/decrypt/{key}", ["update"],
+                           f"Transit key {key}: decrypt only, one context at a time (no "
+                           "batch_input), never\n# a root or timestamp context (base64 "
+                           "without line breaks, which Transit would skip)",
+                           allowed={"ciphertext": [], "context": []},
+                           denied={"context": transit_context_denials(team.name)}))
     return "\n".join(blocks)
+
+
+def _vault_ci_denials(mount: str, base: str) -> str:
+    """Root and timestamp objects at every GUN depth (and under delegations/).
+
+    Vault globs cannot anchor a role from the end of a path, so each depth
+    gets its own ``+`` pattern. An exact pattern outranks the ``guns/*``
+    grant (Vault's priority rules), and ``+`` also matches the empty last
+    segment of a listing: the metadata patterns keep ``list``, so keyvault
+    can still walk a GUN (key IDs are public in the TUF root), and refuse
+    everything else.
+    """
+    lines = ["# root and timestamp objects at every depth: no data, no metadata (list only)"]
+    for role in CI_DENIED_ROLES:
+        for depth in range(MAX_GUN_DEPTH + 1):
+            section = "guns/" + "+/" * depth if depth else "delegations/"
+            lines.append(_hcl_line(f"{mount}/data/{base}/{section}{role}/+", ["deny"]))
+            lines.append(_hcl_line(f"{mount}/metadata/{base}/{section}{role}/+", ["list"]))
+    return "\n".join(lines) + "\n"
+
+
+def transit_context_denials(team: str) -> list[str]:
+    """``denied_parameters`` values that refuse a root or timestamp Transit context.
+
+    The context is ``base64(canonical_json(envelope context))``; the role is
+    followed by the team, so ``,"keyvault:role":"R","keyvault:team":"T"``
+    appears in every such context. Its base64 depends on where it starts
+    modulo 3: one ``*...*`` (contains) pattern per alignment, made of whole
+    4-character groups only. Transit's decoder skips line breaks, which could
+    split a group: contexts holding one are refused too.
+    """
+    out = ["*\n*", "*\r*"]
+    for role in CI_DENIED_ROLES:
+        core = b"," + canonical_json({"keyvault:role": role, "keyvault:team": team})[1:-1]
+        for skip in range(3):
+            part = core[skip:]
+            out.append("*" + base64.b64encode(part[:len(part) // 3 * 3]).decode("ascii") + "*")
+    return out
 
 
 def render_aws(policy: Policy) -> dict[str, dict[str, Any]]:
@@ -686,10 +812,11 @@ def _kms_resources(kms: Sequence[str]) -> tuple[list[str], list[str]]:
     return sorted(arns), sorted(aliases)
 
 
-def _kms_statement(sid: str, team: str, actions: list[str], kms: Sequence[str]
-                   ) -> list[dict[str, Any]]:
+def _kms_statement(sid: str, team: str, actions: list[str], kms: Sequence[str],
+                   extra: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     arns, aliases = _kms_resources(kms)
-    condition: dict[str, Any] = {"StringEquals": {"kms:EncryptionContext:keyvault:team": team}}
+    condition: dict[str, Any] = {"StringEquals": {"kms:EncryptionContext:keyvault:team": team},
+                                 **(extra or {})}
     statements = []
     if arns:
         statements.append({"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": arns,
@@ -700,6 +827,15 @@ def _kms_statement(sid: str, team: str, actions: list[str], kms: Sequence[str]
                                **condition,
                                "ForAnyValue:StringEquals": {"kms:ResourceAliases": aliases}}})
     return statements
+
+
+#: CI's KMS grants: only a context whose role is present and not root or timestamp, so a
+#: root or timestamp envelope copied where CI can read it still does not unwrap.
+_KMS_CI_ROLE = {"StringNotEquals": {"kms:EncryptionContext:keyvault:role": list(CI_DENIED_ROLES)},
+                "Null": {"kms:EncryptionContext:keyvault:role": "false"}}
+#: S3 object names of root and timestamp keys at any depth below the team's prefix
+#: (``*`` spans slashes, ``?`` is one character: a 64-hex key ID and ``.json``).
+_S3_DENIED = [f"*/{role}/{'?' * 64}.json" for role in CI_DENIED_ROLES]
 
 
 _KMS_MEMBER = ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey", "kms:ReEncrypt*",
@@ -749,23 +885,34 @@ def _aws_ci(team: Team, s3: tuple[str, str] | None, kms: Sequence[str]
                                *readable, *[p + "*" for p in readable]]}}})
         statements.append({"Sid": sid + "NeverRoot", "Effect": "Deny", "Action": "s3:*",
                            "Resource": f"arn:aws:s3:::{bucket}/{base}root/*"})
-    statements += _kms_statement(sid + "Kms", team.name, ["kms:Decrypt"], kms)
+        statements.append({"Sid": sid + "NeverRootOrTimestamp", "Effect": "Deny",
+                           "Action": "s3:*",
+                           "Resource": [f"arn:aws:s3:::{bucket}/{base}{p}" for p in _S3_DENIED]})
+    statements += _kms_statement(sid + "Kms", team.name, ["kms:Decrypt"], kms, _KMS_CI_ROLE)
+    if kms:
+        statements.append({"Sid": sid + "KmsNeverRootOrTimestamp", "Effect": "Deny",
+                           "Action": "kms:*", "Resource": "*", "Condition": {"StringEquals": {
+                               "kms:EncryptionContext:keyvault:role": list(CI_DENIED_ROLES)}}})
     return statements
 
 
 def _kms_key_statements(team: Team) -> list[dict[str, Any]]:
-    """Key policy statements: members and CI matched by ``aws:PrincipalArn`` (ArnLike globs)."""
-    condition = {"StringEquals": {"kms:EncryptionContext:keyvault:team": team.name}}
+    """Key policy statements: members and CI matched by ``aws:PrincipalArn`` (ArnLike) and
+    ``aws:PrincipalAccount``; what AWS evaluates (:func:`principal_arn_patterns`)."""
     statements = []
-    for kind, rules, actions in (("Members", team.members, _KMS_MEMBER),
-                                 ("Ci", team.ci, ["kms:Decrypt"])):
-        arns = sorted({r.pattern for r in rules if r.kind == "aws"})
-        if not arns:
+    for kind, rules, actions, extra in (("Members", team.members, _KMS_MEMBER, {}),
+                                        ("Ci", team.ci, ["kms:Decrypt"], _KMS_CI_ROLE)):
+        patterns = [r.pattern for r in rules if r.kind == "aws"]
+        if not patterns:
             continue
+        arns = sorted({a for p in patterns for a in principal_arn_patterns(p)})
+        accounts = sorted({p.split(":")[4] for p in patterns})
         statements.append({
             "Sid": f"Keyvault{_sid(team.name)}{kind}", "Effect": "Allow",
             "Principal": {"AWS": "*"}, "Action": actions, "Resource": "*",
-            "Condition": {**condition, "ArnLike": {"aws:PrincipalArn": arns}}})
+            "Condition": {"StringEquals": {"kms:EncryptionContext:keyvault:team": team.name,
+                                           "aws:PrincipalAccount": accounts},
+                          "ArnLike": {"aws:PrincipalArn": arns}, **extra}})
     return statements
 
 

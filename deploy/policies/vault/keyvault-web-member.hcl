@@ -6,9 +6,13 @@ path "secret/data/keyvault/v1/teams/web/*" {
   capabilities = ["create", "read", "update"]
 }
 
-# versions, labels and listing below the team's prefix
+# versions, labels and listing below the team's prefix; a write may set only the labels
+# (custom_metadata): never max_versions or delete_version_after, which would erase history
 path "secret/metadata/keyvault/v1/teams/web/*" {
   capabilities = ["create", "read", "update", "list"]
+  allowed_parameters = {
+    "custom_metadata" = []
+  }
 }
 
 path "secret/metadata/keyvault/v1/teams/web" {
