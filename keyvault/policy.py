@@ -144,7 +144,14 @@ class PrincipalRule:
 def parse_principal_rule(text: str) -> PrincipalRule:
     """``local:USER[@HOST]``, ``vault:entity:ID``, ``vault:name:NAME``,
     ``vault:meta:KEY=VALUE``, ``vault:policy:NAME``, ``aws:arn:ARN`` (``*``/``?`` globs
-    in the last part)."""
+    in the last part); an ``aws:arn:`` rule only as AWS can enforce it."""
+    rule = _parse_principal(text)
+    if rule.kind == "aws":
+        principal_arn_patterns(rule.pattern)  # refuses what AWS could not enforce as written
+    return rule
+
+
+def _parse_principal(text: str) -> PrincipalRule:
     if not isinstance(text, str) or not _PRINCIPAL_TEXT.fullmatch(text):
         raise UsageError(f"invalid principal {str(text)[:80]!r}: printable, no spaces, "
                          "at most 512 characters")
@@ -171,7 +178,6 @@ def parse_principal_rule(text: str) -> PrincipalRule:
         if attribute != "arn" or not value.startswith("arn:"):
             raise UsageError(f"invalid principal {text!r}: expected aws:arn:arn:aws:... "
                              "(an IAM role or user ARN, or an STS assumed-role ARN)")
-        principal_arn_patterns(value)  # refuses what AWS could not enforce as written
         return PrincipalRule(text, "aws", "arn", value)
     raise UsageError(f"invalid principal {text[:80]!r}: it must start with "
                      f"{', '.join(k + ':' for k in PRINCIPAL_KINDS)}")
@@ -179,7 +185,7 @@ def parse_principal_rule(text: str) -> PrincipalRule:
 
 def claimed_principal(text: str) -> Principal:
     """The principal ``--as`` names: the same syntax as the rules, without globs."""
-    rule = parse_principal_rule(text)
+    rule = _parse_principal(text)
     if any(c in text for c in "*?["):
         raise UsageError(f"--as {text!r}: name one principal, without wildcards")
     if rule.kind == "local":

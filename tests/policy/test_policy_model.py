@@ -229,6 +229,9 @@ def test_claimed_principal_is_marked_and_has_no_wildcards() -> None:
     assert p.claimed and "claimed" in str(p)
     with pytest.raises(UsageError):
         claimed_principal("local:*")
+    # One session of a role is a principal, though no rule may name a session.
+    session = claimed_principal("aws:arn:arn:aws:sts::123456789012:assumed-role/ci/run-7")
+    assert session.facts["role_arn"] == "arn:aws:iam::123456789012:role/ci"
 
 
 # -- decisions ----------------------------------------------------------------------------
