@@ -26,6 +26,7 @@ from typing import Any
 
 from keyvault.canonical import canonical_json
 from keyvault.errors import AccessDeniedError, IntegrityError, LocalIOError
+from keyvault.fsutil import make_private_dirs
 
 GENESIS = "0" * 64
 MAX_RECORD_SIZE = 64 * 1024
@@ -121,7 +122,7 @@ class AuditLog:
                keys: Sequence[KeyRef] = (), backend: Mapping[str, str] | None = None,
                detail: str = "") -> dict[str, Any]:
         """Add one record; returns it (with its hash) so callers may copy it to a store."""
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private_dirs(self.path.parent)
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
                          | os.O_CLOEXEC, 0o600)

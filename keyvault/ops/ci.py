@@ -499,7 +499,7 @@ def runtime_base(config_env: Mapping[str, str], state_dir: Path) -> Path:
         base = next((c for c in candidates if c.is_dir() and os.access(c, os.W_OK | os.X_OK)),
                     state_dir / "run")
     try:
-        base.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fsutil.make_private_dirs(base)
     except OSError as exc:
         raise _io(exc, base) from None
     return base
@@ -532,7 +532,7 @@ def sweep(base: Path, *, stale: bool = True, expired: bool = False) -> list[Path
 def remember_fetch(state_dir: Path, work: WorkDir) -> None:
     """Note a fetch directory so ``keyvault wipe --expired`` finds it wherever it is."""
     registry = _registry(state_dir)
-    registry.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fsutil.make_private_dirs(registry)
     doc = {"path": str(work.path.resolve()), "id": work.marker.ident}
     fsutil.write_file_atomic(registry, f"{work.marker.ident}.json", json.dumps(doc).encode(),
                              mode=0o600, exclusive=False)

@@ -297,7 +297,7 @@ def _open_trust(trust_dir: Path, *, create: bool) -> Iterator[int | None]:
     """A descriptor of the trust directory (made 0700 with its parents if asked)."""
     try:
         if create:  # exist_ok: a racing restore made it first (then its lock decides)
-            trust_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fsutil.make_private_dirs(trust_dir)
         fd = os.open(trust_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except FileNotFoundError:
         yield None
