@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import json
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from keyvault.bounded import json_loads
 from keyvault.canonical import canonical_json
 from keyvault.errors import AccessDeniedError, IntegrityError, LocalIOError
 from keyvault.fsutil import make_private_dirs
@@ -88,7 +88,7 @@ def verify_records(lines: Iterable[bytes]) -> tuple[int, str, list[Problem]]:
         if not raw.strip():
             continue
         try:
-            record = json.loads(raw)
+            record = json_loads(raw)
             if not isinstance(record, dict) or set(record) != _FIELDS:
                 raise ValueError("fields")
             seq = int(record["seq"])
@@ -164,7 +164,7 @@ class AuditLog:
     def records(self) -> Iterator[dict[str, Any]]:
         for raw in self.lines():
             if raw.strip():
-                yield json.loads(raw)
+                yield json_loads(raw)
 
     def lines(self) -> list[bytes]:
         try:
@@ -198,7 +198,7 @@ def _tail(fd: int) -> tuple[int, str]:
             break
     last = body.rsplit(b"\n", 1)[-1]
     try:
-        record = json.loads(last)
+        record = json_loads(last)
         return int(record["seq"]), str(record["hash"])
     except (ValueError, KeyError, TypeError):
         raise IntegrityError("the audit log's last record is unreadable; run 'keyvault audit "
