@@ -268,7 +268,7 @@ def dek_from_passphrase(doc: dict[str, Any], variable: str, context: dict[str, s
         check(entry.get("context") == context, "passphrase entry is bound to another key")
         n, r, p = params["n"], params["r"], params["p"]
         check(all(type(v) is int for v in (n, r, p)) and 2**14 <= n <= 2**20
-              and n & (n - 1) == 0 and r == 8 and 1 <= p <= 4,
+              and n & (n - 1) == 0 and r == 8 and 1 <= p <= 2,
               "passphrase entry: scrypt parameters outside the allow-list (downgrade?)")
         salt, nonce, expected = (unb64(params[k], k) for k in ("salt", "nonce", "check"))
         check((len(salt), len(nonce), len(expected)) == (16, 12, 16), "bad salt/nonce/check")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import json
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,8 +23,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from keyvault.bounded import json_loads
 from keyvault.canonical import canonical_json
 from keyvault.errors import AccessDeniedError, IntegrityError, LocalIOError
+from keyvault.fsutil import make_private_dirs
 
 GENESIS = "0" * 64
 MAX_RECORD_SIZE = 64 * 1024
@@ -87,7 +88,7 @@ def verify_records(lines: Iterable[bytes]) -> tuple[int, str, list[Problem]]:
         if not raw.strip():
             continue
         try:
-            record = json.loads(raw)
+            record = json_loads(raw)
             if not isinstance(record, dict) or set(record) != _FIELDS:
                 raise ValueError("fields")
             seq = int(record["seq"])
@@ -121,7 +122,7 @@ class AuditLog:
                keys: Sequence[KeyRef] = (), backend: Mapping[str, str] | None = None,
                detail: str = "") -> dict[str, Any]:
         """Add one record; returns it (with its hash) so callers may copy it to a store."""
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private_dirs(self.path.parent)
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
                          | os.O_CLOEXEC, 0o600)
@@ -163,7 +164,7 @@ class AuditLog:
     def records(self) -> Iterator[dict[str, Any]]:
         for raw in self.lines():
             if raw.strip():
-                yield json.loads(raw)
+                yield json_loads(raw)
 
     def lines(self) -> list[bytes]:
         try:
@@ -197,7 +198,7 @@ def _tail(fd: int) -> tuple[int, str]:
             break
     last = body.rsplit(b"\n", 1)[-1]
     try:
-        record = json.loads(last)
+        record = json_loads(last)
         return int(record["seq"]), str(record["hash"])
     except (ValueError, KeyError, TypeError):
         raise IntegrityError("the audit log's last record is unreadable; run 'keyvault audit "

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from keyvault.bounded import toml_loads
 from keyvault.errors import InvalidInputError, NotFoundError, UsageError
 from keyvault.names import validate_fingerprint, validate_team
 from keyvault.plugins import BackendOptions, SecretPrompt
@@ -281,7 +282,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
     text = read_small_text(path, "config file", MAX_CONFIG_SIZE,
                            "run 'keyvault init' or fix --config/KEYVAULT_CONFIG")
     try:
-        doc = tomllib.loads(text)
+        doc = toml_loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidInputError(f"config file {path}: TOML syntax error: {exc}") from None
     _check_schema(path, doc)

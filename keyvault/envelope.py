@@ -48,6 +48,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from keyvault import shamir
+from keyvault.bounded import TooDeep, json_loads
 from keyvault.canonical import canonical_json
 from keyvault.errors import AccessDeniedError, IntegrityError, KeyvaultError, UsageError
 from keyvault.keyring import DEK_SIZE, WrappedKey, Wrapper
@@ -303,9 +304,11 @@ class Envelope:
         if len(data) > MAX_ENVELOPE_SIZE:
             raise IntegrityError(f"envelope is larger than {MAX_ENVELOPE_SIZE} bytes; refused")
         try:
-            doc = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates,
+            doc = json_loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates,
                              parse_constant=_no_constants)
-        except (UnicodeDecodeError, ValueError, RecursionError):
+        except TooDeep as exc:
+            raise IntegrityError(f"envelope is {exc}; refused") from None
+        except (UnicodeDecodeError, ValueError):
             raise IntegrityError("envelope is not valid JSON (truncated or corrupt)") from None
         try:  # a lone surrogate ("\\udc80") parses, but has no canonical (signed) form
             canonical_json(doc if isinstance(doc, dict) else {"": doc})

@@ -112,6 +112,26 @@ def open_subdir(base: Directory, parts: Sequence[str] = (), *, create: bool = Fa
     return fd
 
 
+def make_private_dirs(path: Path) -> None:
+    """``mkdir -p`` in which every directory made, the parents too, is 0700.
+
+    ``Path.mkdir(mode=0o700, parents=True)`` makes the parents 0777 less the
+    umask: 0777 under ``umask 000``. Existing directories are used as they are
+    (a symlink to one too: the user's choice), like ``exist_ok=True``; so is
+    FileExistsError when ``path`` is something else.
+    """
+    missing: list[Path] = []
+    for directory in (path, *path.parents):
+        if os.path.lexists(directory):
+            break
+        missing.append(directory)
+    for directory in reversed(missing):
+        with suppress(FileExistsError):  # made meanwhile by a racing process
+            directory.mkdir(mode=0o700)  # one level: no parents made 0777
+    if not path.is_dir():
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path))
+
+
 def ensure_private_dir(path: Path) -> None:
     """Make ``path`` and its missing parents as directories 0700, refusing symlinks.
 

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from keyvault.bounded import json_loads
 from keyvault.errors import IntegrityError
 
 MAX_FILE_SIZE = 64 * 1024 * 1024
@@ -122,7 +123,7 @@ def _read(path: Path) -> dict[str, Mark]:
         return {}
     data = read_private_file(path, "high-water file", MAX_FILE_SIZE)
     try:
-        doc = json.loads(data)
+        doc = json_loads(data)
         raw = doc["marks"]
         return {str(name): Mark(int(seq), str(digest)) for name, (seq, digest) in raw.items()}
     except (ValueError, KeyError, TypeError, AttributeError):

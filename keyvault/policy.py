@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from keyvault.bounded import toml_loads
 from keyvault.canonical import canonical_json
 from keyvault.errors import AccessDeniedError, InvalidInputError, UsageError
 from keyvault.names import (
@@ -468,7 +469,7 @@ def parse_policy(text: str, source: Path | None = None) -> Policy:
     """Build and check the model; every error names the file and the line."""
     where = str(source) if source else "policy"
     try:
-        doc = tomllib.loads(text)
+        doc = toml_loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidInputError(f"{where}: TOML syntax error: {exc}") from None
 

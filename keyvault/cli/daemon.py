@@ -112,15 +112,14 @@ def status(ctx: typer.Context, listen: Annotated[str | None, typer.Option(
 
 
 def _recorded_listen(config: Config) -> str | None:
-    import json
-
+    from keyvault.bounded import json_loads
     from keyvault.daemon.lock import holder
 
     state_dir = config.paths.state_dir
     if holder(state_dir) is None:
         return None
     try:
-        doc = json.loads((state_dir / "daemon.json").read_text())
+        doc = json_loads((state_dir / "daemon.json").read_text())
     except (OSError, ValueError):
         return None
     value = doc.get("listen") if isinstance(doc, dict) else None
@@ -128,10 +127,10 @@ def _recorded_listen(config: Config) -> str | None:
 
 
 def _fetch(address: str) -> tuple[dict[str, Any], dict[str, float]]:
-    import json
     import urllib.error
     import urllib.request
 
+    from keyvault.bounded import json_loads
     from keyvault.daemon.health import parse_listen
     from keyvault.errors import BackendUnavailableError
 
@@ -140,9 +139,9 @@ def _fetch(address: str) -> tuple[dict[str, Any], dict[str, float]]:
     try:
         try:
             with urllib.request.urlopen(f"{base}/healthz", timeout=3) as resp:  # noqa: S310
-                health = json.loads(resp.read(1 << 20))
+                health = json_loads(resp.read(1 << 20))
         except urllib.error.HTTPError as exc:  # 503: stalled, the body still says why
-            health = json.loads(exc.read(1 << 20))
+            health = json_loads(exc.read(1 << 20))
         with urllib.request.urlopen(f"{base}/metrics", timeout=3) as resp:  # noqa: S310
             text = resp.read(4 << 20).decode("utf-8", "replace")
     except (OSError, ValueError) as exc:

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from keyvault.errors import ConflictError, LocalIOError
-from keyvault.fsutil import translate_os_error
+from keyvault.fsutil import make_private_dirs, translate_os_error
 
 LOCK_NAME = "daemon.lock"
 _FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -37,7 +37,7 @@ class InstanceLock:
 def private_dir(path: Path) -> Path:
     """Create ``path`` (0700) if needed and make sure nobody else can read it."""
     try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private_dirs(path)
         st = path.lstat()
         if st.st_uid == os.geteuid() and st.st_mode & 0o077:
             path.chmod(0o700)

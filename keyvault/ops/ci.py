@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from keyvault import fsutil
+from keyvault.bounded import json_loads
 from keyvault.errors import (
     AccessDeniedError,
     ConflictError,
@@ -237,7 +238,7 @@ def _jwt_subject(token: str) -> str | None:
     if len(parts) != 3 or len(parts[1]) > 8192:
         return None
     try:
-        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        claims = json_loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
     except ValueError:
         return None
     sub = claims.get("sub") if isinstance(claims, dict) else None
@@ -273,7 +274,7 @@ class Marker:
     @classmethod
     def from_bytes(cls, raw: bytes) -> Marker:
         try:
-            doc = json.loads(raw)
+            doc = json_loads(raw)
             if doc.get("format") != MARKER_FORMAT or doc.get("kind") not in ("exec", "fetch"):
                 raise ValueError("not ours")
             expires = doc.get("expires")
@@ -499,7 +500,7 @@ def runtime_base(config_env: Mapping[str, str], state_dir: Path) -> Path:
         base = next((c for c in candidates if c.is_dir() and os.access(c, os.W_OK | os.X_OK)),
                     state_dir / "run")
     try:
-        base.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fsutil.make_private_dirs(base)
     except OSError as exc:
         raise _io(exc, base) from None
     return base
@@ -532,7 +533,7 @@ def sweep(base: Path, *, stale: bool = True, expired: bool = False) -> list[Path
 def remember_fetch(state_dir: Path, work: WorkDir) -> None:
     """Note a fetch directory so ``keyvault wipe --expired`` finds it wherever it is."""
     registry = _registry(state_dir)
-    registry.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fsutil.make_private_dirs(registry)
     doc = {"path": str(work.path.resolve()), "id": work.marker.ident}
     fsutil.write_file_atomic(registry, f"{work.marker.ident}.json", json.dumps(doc).encode(),
                              mode=0o600, exclusive=False)
@@ -547,7 +548,7 @@ def wipe_expired(state_dir: Path, base: Path) -> list[Path]:
         return wiped
     for entry in registry.glob("*.json"):
         try:
-            doc = json.loads(entry.read_bytes()[:_MAX_MARKER])
+            doc = json_loads(entry.read_bytes()[:_MAX_MARKER])
             path = Path(str(doc["path"]))
             marker = read_marker(path)
         except (OSError, ValueError, KeyError, TypeError, UsageError):

@@ -11,17 +11,23 @@ it). Keys the store holds for a GUN that no metadata lists are *stale*.
 from __future__ import annotations
 
 import base64
-import json
 import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
-from keyvault.errors import BackendUnavailableError, InvalidInputError, NotFoundError
+from keyvault.bounded import json_loads
+from keyvault.errors import (
+    BackendUnavailableError,
+    InvalidInputError,
+    KeyvaultError,
+    NotFoundError,
+)
 from keyvault.names import validate_gun
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session
@@ -29,13 +35,20 @@ from keyvault.ops.stored import list_addresses
 from keyvault.trust.keyid import tuf_key_id
 from keyvault.trust.tufmeta import KeyUse, parse_root_json, parse_targets_json
 
+T = TypeVar("T")
 BACKED_UP, MISSING, SERVER, STALE = "backed-up", "missing", "server-managed", "stale"
 MAX_DOCUMENT = 4 * 1024 * 1024
 MAX_DELEGATIONS = 256
 
 
 class MetadataSource(Protocol):
-    """Where published TUF documents come from (a notary server, or a local TUF cache)."""
+    """Where published TUF documents come from (a notary server, or a local TUF cache).
+
+    ``unreadable`` is the error for a document that does not parse: a local file's
+    (exit 2), or a server's answer (exit 6: the backend misbehaves).
+    """
+
+    unreadable: type[KeyvaultError]
 
     def document(self, gun: str, role: str) -> bytes | None: ...
 
@@ -53,6 +66,8 @@ class Covered:
 
 class NotaryServer:
     """Reads ``/v2/<gun>/_trust/tuf/<role>.json`` over HTTPS (or HTTP on loopback)."""
+
+    unreadable: type[KeyvaultError] = BackendUnavailableError
 
     def __init__(self, url: str, ca_file: Path | None = None, timeout: float = 10.0) -> None:
         parts = urllib.parse.urlsplit(url)
@@ -79,7 +94,7 @@ class NotaryServer:
             raise BackendUnavailableError(f"cannot reach the notary server at {self.base}: "
                                           f"{str(reason)[:120]}") from None
         if len(data) > MAX_DOCUMENT:
-            raise InvalidInputError(f"{url} is larger than {MAX_DOCUMENT} bytes")
+            raise BackendUnavailableError(f"{url} is larger than {MAX_DOCUMENT} bytes")
         return data
 
     def document(self, gun: str, role: str) -> bytes | None:
@@ -91,15 +106,18 @@ class NotaryServer:
         if data is None:
             return None
         try:
-            key = json.loads(data)
+            key = json_loads(data)
             public = base64.b64decode(key["keyval"]["public"], validate=True)
             return tuf_key_id(str(key["keytype"]), public)
-        except (ValueError, KeyError, TypeError):
-            raise InvalidInputError(f"the server's {role} key for {gun} is unreadable") from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BackendUnavailableError(f"the notary server's {role} key for {gun} is "
+                                          f"unreadable ({str(exc)[:80]})") from None
 
 
 class LocalCache:
     """A notary client's TUF cache: ``<trust>/tuf/<gun>/metadata/<role>.json``."""
+
+    unreadable: type[KeyvaultError] = InvalidInputError
 
     def __init__(self, trust_dir: Path) -> None:
         self.root = trust_dir / "tuf"
@@ -124,7 +142,7 @@ def required_keys(source: MetadataSource, gun: str) -> list[KeyUse]:
     if root is None:
         raise NotFoundError(f"no published TUF metadata for {gun}",
                             hint="check the GUN and the notary server URL")
-    uses = list(parse_root_json(root, gun))
+    uses = list(_parsed(source, partial(parse_root_json, root, gun)))
     queue: list[str] = ["targets"]
     seen: set[str] = set()
     while queue:
@@ -135,10 +153,20 @@ def required_keys(source: MetadataSource, gun: str) -> list[KeyUse]:
         data = source.document(gun, role)
         if data is None:
             continue
-        found, delegated = parse_targets_json(data, gun, role)
+        found, delegated = _parsed(source, partial(parse_targets_json, data, gun, role))
         uses += found
         queue += delegated
     return uses
+
+
+def _parsed(source: MetadataSource, parse: Callable[[], T]) -> T:
+    """``parse()``, its InvalidInputError raised as ``source.unreadable``."""
+    try:
+        return parse()
+    except InvalidInputError as exc:
+        if source.unreadable is InvalidInputError:
+            raise
+        raise source.unreadable(f"the notary server's answer: {exc.message}") from None
 
 
 def coverage(session: Session, source: MetadataSource, *, team: str,

@@ -112,7 +112,7 @@ def _write_config(path: Path, text: str) -> bool:
         raise ConflictError(f"config file {path} already exists with other settings",
                             hint="edit it, or pass --config to write a new one elsewhere")
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fsutil.make_private_dirs(path.parent)
     except OSError as exc:
         raise LocalIOError(f"cannot write config file {path}: {os.strerror(exc.errno or 0)}"
                            ) from None

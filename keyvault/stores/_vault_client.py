@@ -54,6 +54,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from keyvault import fsutil
+from keyvault.bounded import json_loads
 from keyvault.errors import (
     AccessDeniedError,
     BackendUnavailableError,
@@ -606,8 +607,8 @@ def _bounded_adapter() -> Any:
                 self._raise_for_error(method, url, response)
             if response.status_code == 200:
                 try:
-                    return response.json()
-                except (ValueError, RecursionError):
+                    return json_loads(response.content)
+                except ValueError:
                     pass
             return response
 

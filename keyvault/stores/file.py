@@ -366,10 +366,10 @@ def _read_marker(fd: int, root: Path) -> bytes | None:
 def _check_marker(raw: bytes, root: Path) -> None:
     if raw == MARKER_BYTES:
         return
-    import json
+    from keyvault.bounded import json_loads
 
     try:
-        doc = json.loads(raw) if len(raw) <= _MAX_MARKER_SIZE else None
+        doc = json_loads(raw) if len(raw) <= _MAX_MARKER_SIZE else None
     except ValueError:
         doc = None
     if not isinstance(doc, dict) or doc.get("format") != MARKER["format"]:

@@ -8,9 +8,18 @@ place; directories that had to be made are 0700. If anything fails, or the
 user presses Ctrl-C, everything already moved into place is undone: new files
 removed, replaced files put back, temporary files and new directories
 removed. An existing file is never replaced unless the caller asked for it,
-and then it is kept aside as ``<name>.keyvault-old-<UTC time>``. The written
-bytes are read back and compared before the restore counts as done, because
-Notary rewrites key files on first touch.
+and then it is kept aside as ``<name>.keyvault-old-<UTC time>-<random>`` (unique:
+two restores in one second each keep their own). The written bytes are read
+back and compared before the restore counts as done, because Notary rewrites
+key files on first touch.
+
+Moving into place and undoing run with SIGINT and SIGTERM held back
+(:mod:`keyvault.signals`); a signal that arrives meanwhile undoes the restore
+once every step has run. The undo never trusts what it believes it did: it
+asks which inode each name points to now (the file it staged, the original it
+linked aside) and only renames or removes a name that holds what it expects,
+so the original always survives, under its name or aside, and no new file is
+left behind.
 
 Items arrive as an iterable and each one is staged as soon as it arrives, so
 a restore of thousands of keys holds only the keys in flight in memory: what
@@ -36,7 +45,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from keyvault import fsutil
+from keyvault import fsutil, signals
 from keyvault.errors import (
     AccessDeniedError,
     ConflictError,
@@ -46,7 +55,7 @@ from keyvault.errors import (
     UsageError,
 )
 from keyvault.trust.keyindex import key_paths
-from keyvault.trust.safefs import ReadRefused, read_regular
+from keyvault.trust.safefs import ReadRefused, inode_of, read_regular
 
 LOCK_NAME = ".keyvault.lock"
 #: From this many files on, temporary files are written by a small pool (overlapping fsyncs).
@@ -172,13 +181,10 @@ def _apply(trust_dir: Path, items: Iterable[RestoreItem], *, force: bool) -> Res
                     hint="use --force to replace them (the old files are kept aside), "
                          "or --dry-run to see every difference",
                 )
-            for planned in plan:
-                if planned.action in WRITES:
-                    txn.commit_one(planned)
-            txn.sync()
-            txn.verify()
+            txn.commit([p for p in plan if p.action in WRITES])
         except BaseException:
-            txn.rollback()
+            with signals.held():
+                txn.rollback()
             raise
         finally:
             txn.close()
@@ -291,7 +297,7 @@ def _open_trust(trust_dir: Path, *, create: bool) -> Iterator[int | None]:
     """A descriptor of the trust directory (made 0700 with its parents if asked)."""
     try:
         if create:  # exist_ok: a racing restore made it first (then its lock decides)
-            trust_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fsutil.make_private_dirs(trust_dir)
         fd = os.open(trust_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except FileNotFoundError:
         yield None
@@ -362,14 +368,22 @@ def _remove_leftovers(dir_fd: int) -> None:
                         os.unlink(name, dir_fd=dir_fd)
 
 
+_Inode = tuple[int, int]  # (st_dev, st_ino): which file a name points to
+
+
 @dataclass
 class _Staged:
     dir_fd: int
     name: str
     tmp: str
     digest: bytes = field(repr=False)  # SHA-256 of the bytes written, for the read-back
-    aside: str | None = None
-    committed: bool = False
+    staged: _Inode | None = None  # the temporary file, wherever it is linked now
+    aside: str | None = None  # named before it is made, so the undo looks for it
+    original: _Inode | None = None  # the file that was at ``name`` when it was linked aside
+
+
+def _staged(dir_fd: int, name: str, tmp: str, digest: bytes) -> _Staged:
+    return _Staged(dir_fd, name, tmp, digest, inode_of(dir_fd, tmp))
 
 
 _Pending = tuple[Future[str], str, int, str, bytes]  # write, relpath, dir fd, name, digest
@@ -422,7 +436,7 @@ class _Transaction:
         self._count += 1
         if self._count < PARALLEL_STAGING:
             tmp = fsutil.write_temp(dir_fd, item.data, 0o600, shown)
-            self.staged[item.relpath] = _Staged(dir_fd, name, tmp, digest)
+            self.staged[item.relpath] = _staged(dir_fd, name, tmp, digest)
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=STAGING_WORKERS,
@@ -438,12 +452,13 @@ class _Transaction:
         write, relpath, dir_fd, name, digest = self._pending[0]
         tmp = write.result()
         self._pending.popleft()
-        self.staged[relpath] = _Staged(dir_fd, name, tmp, digest)
+        self.staged[relpath] = _staged(dir_fd, name, tmp, digest)
 
     def finish_staging(self) -> None:
-        """Wait for the pool's writes; the first failure is raised."""
+        """Wait for the pool's writes (the first failure is raised), then end the pool."""
         while self._pending:
             self._settle_oldest()
+        self._stop_pool()
 
     def _stop_pool(self) -> None:
         """Stop the pool and record every temporary file it did write (for the rollback)."""
@@ -454,31 +469,63 @@ class _Transaction:
         while self._pending:
             write, relpath, dir_fd, name, digest = self._pending.popleft()
             if write.done() and not write.cancelled() and write.exception() is None:
-                self.staged[relpath] = _Staged(dir_fd, name, write.result(), digest)
+                self.staged[relpath] = _staged(dir_fd, name, write.result(), digest)
 
-    def commit_one(self, p: PlannedWrite) -> None:
+    def commit(self, writes: list[PlannedWrite]) -> None:
+        """Move every staged file into place and check it, or undo it all.
+
+        Signals are held for the whole of it: one that arrives meanwhile undoes the
+        restore at the end (a restore cut short leaves the directory as it was, and the
+        user is told nothing was restored), then interrupts as usual.
+        """
+        with signals.held() as held:
+            try:
+                for planned in writes:
+                    self._commit_one(planned)
+                self.sync()
+                self.verify()
+            except BaseException:
+                self.rollback()
+                raise
+            interrupted = held.pending()
+            if interrupted:
+                self.rollback()
+        if interrupted:  # its handler did not raise: still, nothing was restored
+            raise KeyboardInterrupt
+
+    def _commit_one(self, p: PlannedWrite) -> None:
         entry = self.staged[p.relpath]
         where = f"{PRIVATE_DIR}/{p.relpath}"
         try:
             if p.action is Action.REPLACE:
-                aside = f"{entry.name}.keyvault-old-{self.stamp}"
-                os.link(entry.name, aside, src_dir_fd=entry.dir_fd, dst_dir_fd=entry.dir_fd,
-                        follow_symlinks=False)
-                entry.aside = aside
+                self._link_aside(entry, where)
                 os.rename(entry.tmp, entry.name, src_dir_fd=entry.dir_fd, dst_dir_fd=entry.dir_fd)
-                entry.committed = True  # at once: from here the rollback must rename back
-                self.aside_relpaths.append(p.relpath.rsplit("/", 1)[0] + "/" + aside
-                                           if "/" in p.relpath else aside)
+                assert entry.aside is not None
+                self.aside_relpaths.append(p.relpath.rsplit("/", 1)[0] + "/" + entry.aside
+                                           if "/" in p.relpath else entry.aside)
             else:
                 os.link(entry.tmp, entry.name, src_dir_fd=entry.dir_fd, dst_dir_fd=entry.dir_fd,
                         follow_symlinks=False)
-                entry.committed = True  # at once: from here the rollback must unlink it
                 os.unlink(entry.tmp, dir_fd=entry.dir_fd)
         except FileExistsError:
             raise ConflictError(f"{where} appeared while restoring; nothing was changed",
                                 hint="another process is writing keys: run again") from None
         except OSError as exc:
             raise _os_error(exc, where) from None
+
+    def _link_aside(self, entry: _Staged, where: str) -> None:
+        """A second name for the file about to be replaced: the copy the undo puts back."""
+        original = inode_of(entry.dir_fd, entry.name)
+        if original is None:
+            raise ConflictError(f"{where} disappeared while restoring; nothing was changed",
+                                hint="another process is writing keys: run again")
+        entry.original = original
+        entry.aside = f"{entry.name}.keyvault-old-{self.stamp}-{os.urandom(4).hex()}"
+        os.link(entry.name, entry.aside, src_dir_fd=entry.dir_fd, dst_dir_fd=entry.dir_fd,
+                follow_symlinks=False)
+        if inode_of(entry.dir_fd, entry.aside) != original:
+            raise ConflictError(f"{where} changed while restoring; nothing was changed",
+                                hint="another process is writing keys: run again")
 
     def sync(self) -> None:
         for fd in self.dir_fds.values():
@@ -498,22 +545,37 @@ class _Transaction:
                 raise IntegrityError(f"{PRIVATE_DIR}/{relpath} does not read back as written")
 
     def rollback(self) -> None:
+        """Undo whatever got done, judged by what each name points to now.
+
+        Safe to run at any point, and twice: the original is put back only from an
+        aside that still is it, over a name that holds what this restore staged;
+        a name is removed only when it is this restore's file.
+        """
         self._stop_pool()
         for entry in reversed(list(self.staged.values())):
             with contextlib.suppress(OSError):
-                if entry.committed and entry.aside is not None:
-                    os.rename(entry.aside, entry.name, src_dir_fd=entry.dir_fd,
-                              dst_dir_fd=entry.dir_fd)
-                elif entry.committed:
-                    os.unlink(entry.name, dir_fd=entry.dir_fd)
-                elif entry.aside is not None:
-                    os.unlink(entry.aside, dir_fd=entry.dir_fd)
-            with contextlib.suppress(OSError):
-                os.unlink(entry.tmp, dir_fd=entry.dir_fd)
+                self._undo(entry)
         self.aside_relpaths.clear()
         for parent, name in reversed(self.created_dirs):
             with contextlib.suppress(OSError):
                 os.rmdir(name, dir_fd=parent)
+
+    @staticmethod
+    def _undo(entry: _Staged) -> None:
+        fd = entry.dir_fd
+        at_name = inode_of(fd, entry.name)
+        ours = entry.staged is not None and at_name == entry.staged
+        if entry.aside is not None and entry.original is not None and inode_of(
+                fd, entry.aside) == entry.original:
+            if ours:  # the new file is in place: the original goes back over it
+                os.rename(entry.aside, entry.name, src_dir_fd=fd, dst_dir_fd=fd)
+            elif at_name == entry.original:  # never replaced: the aside is a spare name
+                os.unlink(entry.aside, dir_fd=fd)
+            # else someone else's file is at the name: the aside stays, the only original
+        elif ours and entry.aside is None:  # created by this restore
+            os.unlink(entry.name, dir_fd=fd)
+        if entry.staged is not None and inode_of(fd, entry.tmp) == entry.staged:
+            os.unlink(entry.tmp, dir_fd=fd)
 
     def close(self) -> None:
         self._stop_pool()

@@ -1,5 +1,7 @@
 """Read one small regular file below a directory descriptor, never following a symlink.
 
+Also :func:`inode_of`: which file a name below a directory descriptor points to.
+
 Shared by the key scan and the metadata reader: open with ``O_NOFOLLOW`` and
 ``O_NONBLOCK`` (a FIFO swapped in after the ``lstat`` cannot block us),
 re-check the type and size on the open descriptor, and never read more than
@@ -64,3 +66,13 @@ def read_regular(dir_fd: int, name: str, limit: int) -> bytes:
     if size > limit:
         raise ReadRefused("too-large", f"grew beyond {limit} bytes while being read")
     return b"".join(chunks)
+
+
+def inode_of(dir_fd: int, name: str) -> tuple[int, int] | None:
+    """(device, inode) of ``name`` below ``dir_fd``, a symlink itself and not its target;
+    None if nothing is there. Lets an undo check a name still holds the file it expects."""
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino

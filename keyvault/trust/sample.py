@@ -75,7 +75,7 @@ def write_sample_trust_dir(
 def _make_dirs(path: Path) -> int:
     """``path`` and ``path/private`` (0700 when created here); the latter's descriptor."""
     try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fsutil.make_private_dirs(path)
         top = os.open(path, _DIR_FLAGS)
         try:
             try:

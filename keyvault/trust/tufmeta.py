@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from keyvault.bounded import TooDeep, json_loads
 from keyvault.errors import InvalidInputError, KeyvaultError
 from keyvault.names import validate_gun, validate_key_id, validate_role
 from keyvault.trust.keyid import X509_KEYTYPES, cert_key_id, tuf_key_id
@@ -163,9 +163,11 @@ def _load_json(data: bytes) -> dict[str, Any]:
         raise InvalidInputError(f"root.json contains {name}")
 
     try:
-        doc = json.loads(data.decode("utf-8"), object_pairs_hook=no_duplicates,
+        doc = json_loads(data.decode("utf-8"), object_pairs_hook=no_duplicates,
                          parse_constant=no_constants)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+    except TooDeep as exc:
+        raise InvalidInputError(f"root.json is {exc}") from None
+    except (UnicodeDecodeError, ValueError):
         raise InvalidInputError("root.json is not valid JSON") from None
     result: dict[str, Any] = _expect(doc, dict, "root.json")
     return result

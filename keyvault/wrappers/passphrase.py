@@ -22,10 +22,13 @@ Cost: one salt and one derivation per wrapper instance for all wraps of a run
 (a bulk backup must not pay scrypt per key); derived KEKs are cached by
 (salt, n, r, p) for unwraps. The passphrase is kept, in a buffer wiped by
 ``close()``, for as long as the wrapper lives, so a restore of keys backed up
-in many runs (many salts) asks once. On unwrap, parameters outside the
-allow-list (n outside 2**14..2**20 or not a power of two, r != 8, p > 4, wrong
-sizes) are refused before any derivation: no downgrade, no memory bomb
-(T10, T15).
+in many runs (many salts) asks once. On unwrap, parameters beyond what
+keyvault writes are refused before any derivation: n below 2**14, not a power
+of two or above the cap; r != 8; p above 2 or n * p above the cap; wrong
+sizes. The cap is 2**18 (twice the default: 256 MiB, about a second per
+salt), or this machine's own ``scrypt_n`` if higher, so an envelope never
+makes a reader pay more than its own settings do (a hostile n = 2**20, p = 4
+cost 1 GiB and over 10 s per salt): no downgrade, no memory bomb (T10, T15).
 """
 
 from __future__ import annotations
@@ -54,8 +57,11 @@ ALG = "scrypt-aes256gcm"
 ENV_VAR = "KEYVAULT_PASSPHRASE"
 DEFAULT_N = 2**17
 MIN_N, MAX_N = 2**14, 2**20
+#: The largest n an envelope may ask for unless this machine writes a larger one itself.
+UNWRAP_MAX_N = 2**18
 SCRYPT_R = 8
-MAX_P = 4
+SCRYPT_P = 1
+MAX_P = 2  # headroom over the p = 1 keyvault writes; n * p stays within the cap
 SALT_SIZE, NONCE_SIZE, CHECK_SIZE = 16, 12, 16
 _TAG_SIZE = 16
 _PARAM_KEYS = frozenset({"kdf", "salt", "n", "r", "p", "nonce", "check"})
@@ -99,14 +105,14 @@ class PassphraseWrapper:
         with self._lock:
             if self._wrap_salt is None:
                 salt = os.urandom(SALT_SIZE)
-                self._kek(salt, self._n, SCRYPT_R, 1, confirm=True)
+                self._kek(salt, self._n, SCRYPT_R, SCRYPT_P, confirm=True)
                 self._wrap_salt = salt
             salt = self._wrap_salt
-            kek = self._keks[(salt, self._n, SCRYPT_R, 1)]
+            kek = self._keks[(salt, self._n, SCRYPT_R, SCRYPT_P)]
         nonce = os.urandom(NONCE_SIZE)
         blob = AESGCM(kek).encrypt(nonce, bytes(dek), canonical_json(context))
         params: dict[str, ParamValue] = {
-            "kdf": "scrypt", "salt": b64(salt), "n": self._n, "r": SCRYPT_R, "p": 1,
+            "kdf": "scrypt", "salt": b64(salt), "n": self._n, "r": SCRYPT_R, "p": SCRYPT_P,
             "nonce": b64(nonce), "check": b64(_check_value(kek)),
         }
         return WrappedKey(self._uri, ALG, blob, dict(context), params)
@@ -175,12 +181,14 @@ class PassphraseWrapper:
         n, r, p = params["n"], params["r"], params["p"]
         if type(n) is not int or type(r) is not int or type(p) is not int:
             raise self._refused("non-integer scrypt parameters")
-        try:
-            _check_cost(n)
-        except UsageError:
-            raise self._refused(f"scrypt n={n}") from None
-        if r != SCRYPT_R or not 1 <= p <= MAX_P:
-            raise self._refused(f"scrypt r={r}, p={p}")
+        cap = max(UNWRAP_MAX_N, self._n)
+        if not MIN_N <= n <= cap or n & (n - 1):
+            raise self._refused(f"scrypt n={n} (this machine opens powers of two from "
+                                f"{MIN_N} to {cap})")
+        # Memory is 128 * n * r, time grows with n * r * p: neither beyond the cap's.
+        if r != SCRYPT_R or not 1 <= p <= MAX_P or n * p > cap:
+            raise self._refused(f"scrypt r={r}, p={p} at n={n} (this machine opens r="
+                                f"{SCRYPT_R}, p up to {MAX_P} and n * p up to {cap})")
         salt = self._bytes_param(params, "salt", SALT_SIZE)
         nonce = self._bytes_param(params, "nonce", NONCE_SIZE)
         check = self._bytes_param(params, "check", CHECK_SIZE)

@@ -309,3 +309,25 @@ def test_nobody_can_write_where_allowed(shared_dir: Path) -> None:
     outcome = run_as_nobody(lambda: fsutil.write_file_atomic(writable, "key", b"x"))
     assert "error" not in outcome, outcome
     assert (writable / "key").stat().st_uid == 65534
+
+
+# -- make_private_dirs ----------------------------------------------------------
+
+
+def test_make_private_dirs_makes_every_parent_0700_whatever_the_umask(
+        tmp_path: Path, umask_zero: None) -> None:
+    fsutil.make_private_dirs(tmp_path / "a" / "b" / "c")
+    assert [mode(tmp_path / p) for p in ("a", "a/b", "a/b/c")] == [0o700] * 3
+
+
+def test_make_private_dirs_uses_what_exists_like_mkdir_p(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir(mode=0o755)
+    (tmp_path / "link").symlink_to("real")
+    fsutil.make_private_dirs(tmp_path / "link")  # a symlinked directory: the user's choice
+    fsutil.make_private_dirs(tmp_path / "link" / "sub")
+    assert mode(tmp_path / "real") == 0o755 and mode(tmp_path / "real" / "sub") == 0o700
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(FileExistsError):
+        fsutil.make_private_dirs(tmp_path / "file")
+    with pytest.raises(NotADirectoryError):
+        fsutil.make_private_dirs(tmp_path / "file" / "sub")

@@ -254,6 +254,7 @@ BAD_PARAMS: list[tuple[str, dict[str, Any]]] = [
     ("r high", {"r": 1024}),
     ("p zero", {"p": 0}),
     ("p five", {"p": 5}),
+    ("p three", {"p": 3}),
     ("kdf", {"kdf": "pbkdf2"}),
     ("short salt", {"salt": b64(8)}),
     ("long salt", {"salt": b64(32)}),
@@ -274,6 +275,41 @@ def test_params_outside_the_allow_list_refused_before_scrypt(
     with pytest.raises(IntegrityError):
         env_wrapper().unwrap(bad, CONTEXT)
     assert derivations == []
+
+
+COSTLY: list[tuple[str, dict[str, Any]]] = [
+    ("n 2**20: 1 GiB", {"n": 2**20}),
+    ("n 2**19: 512 MiB", {"n": 2**19}),
+    ("p 4", {"p": 4}),
+    ("p 2 at the cap: twice its time", {"n": 2**18, "p": 2}),
+    ("p 3", {"p": 3}),
+]
+
+
+@pytest.mark.parametrize(("case", "change"), COSTLY, ids=[c for c, _ in COSTLY])
+def test_costlier_scrypt_than_keyvault_writes_is_refused_before_deriving(
+        derivations: list[tuple[int, int, int]], case: str, change: dict[str, Any]) -> None:
+    """A hostile envelope cost 1 GiB and over 10 s per salt (n = 2**20, p = 4 were allowed).
+
+    Refused with exit 5, and no scrypt runs at all, so the refusal itself is cheap."""
+    wrapped = env_wrapper().wrap(DEK, CONTEXT)
+    derivations.clear()
+    bad = replace(wrapped, params={**wrapped.params, **change})
+    with pytest.raises(IntegrityError, match="refused") as info:
+        env_wrapper().unwrap(bad, CONTEXT)
+    assert info.value.exit_code == 5
+    assert derivations == []
+
+
+def test_keyvaults_own_costs_still_open(derivations: list[tuple[int, int, int]]) -> None:
+    """What keyvault writes opens, up to the cap (2**18, above the 2**17 default)."""
+    assert env_wrapper().unwrap(env_wrapper().wrap(DEK, CONTEXT), CONTEXT) == DEK
+    options = BackendOptions(env={"KEYVAULT_PASSPHRASE": PASSPHRASE},
+                             settings={"passphrase": {"scrypt_n": pw.UNWRAP_MAX_N}})
+    writer = pw.PassphraseWrapper.from_uri("passphrase:", options)
+    reader = env_wrapper()  # configured for the small test cost: still opens it
+    assert reader.unwrap(writer.wrap(DEK, CONTEXT), CONTEXT) == DEK
+    assert derivations.count((pw.UNWRAP_MAX_N, 8, 1)) == 2  # wrapped, then unwrapped
 
 
 @pytest.mark.parametrize("missing", ["kdf", "salt", "n", "r", "p", "nonce", "check"])

@@ -118,7 +118,7 @@ def test_failure_halfway_rolls_everything_back(tmp_path: Path,
     (trust / "private").mkdir(parents=True)
     (trust / "private" / f"{ID_A}.key").write_bytes(b"old-a\n")
     before = tree(trust)
-    real_commit = restore_mod._Transaction.commit_one
+    real_commit = restore_mod._Transaction._commit_one
     calls = {"n": 0}
 
     def interrupted(self: restore_mod._Transaction, p: restore_mod.PlannedWrite) -> None:
@@ -127,7 +127,7 @@ def test_failure_halfway_rolls_everything_back(tmp_path: Path,
             raise KeyboardInterrupt
         real_commit(self, p)
 
-    monkeypatch.setattr(restore_mod._Transaction, "commit_one", interrupted)
+    monkeypatch.setattr(restore_mod._Transaction, "_commit_one", interrupted)
     with pytest.raises(KeyboardInterrupt):
         apply_restore(trust, items(), force=True)
     assert_unchanged(trust, before)
