@@ -116,8 +116,8 @@ def run_drill(session: Session, *, team: str, selection: Selection,
                          session.config.store or "",
                          [recorded_wrapper_uri(uri) for uri in wrappers], selection.describe(),
                          metadata_label)
-    options = session.config.backend_options(session.prompt)
     config = session.config
+    options = config.backend_options(session.prompt)
     for uri in wrappers:
         try:
             wrapper = open_wrapper(uri, options)
