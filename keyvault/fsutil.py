@@ -236,6 +236,8 @@ def read_private_file(path: str | os.PathLike[str], what: str, limit: int, *,
             raise AccessDeniedError(
                 f"{what} {path} is {'accessible' if private else 'writable'} by group or "
                 "others; refusing to use it", hint=f"chmod 600 {path}")
+        if private:  # a secret that steers keyvault (identity pins, sealer, marks, tokens)
+            refuse_if_others_can_change(path, st, what)
         data = b"" if st.st_size > limit else read_at_most(fd, limit + 1)
     except OSError as exc:
         raise translate_os_error(exc, path, f"read {what}") from None
@@ -348,10 +350,12 @@ def read_small_text(path: Path, what: str, limit: int, missing_hint: str) -> str
 
     Size-limited before decoding; a missing file is NotFoundError with
     ``missing_hint``; a directory, an unreadable or a non-UTF-8 file are
-    clear errors too.
+    clear errors too, and so is one that someone else could have changed
+    (:func:`refuse_if_others_can_change`): it steers what keyvault does.
     """
     try:
         with path.open("rb") as fh:
+            refuse_if_others_can_change(path, os.fstat(fh.fileno()), what)
             raw = fh.read(limit + 1)
     except FileNotFoundError:
         raise NotFoundError(f"{what} {path} does not exist", hint=missing_hint) from None
@@ -365,3 +369,63 @@ def read_small_text(path: Path, what: str, limit: int, missing_hint: str) -> str
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidInputError(f"{what} {path} is not UTF-8 text") from None
+
+
+def refuse_if_others_can_change(path: str | os.PathLike[str], st: os.stat_result,
+                                what: str) -> None:
+    """AccessDeniedError unless only this user (or root) can change the file ``st`` describes.
+
+    For the files that steer keyvault (config, policy, identities with their sealer
+    pins, the sealing key, high-water marks, tokens): whoever can change one can make
+    keyvault wrap for another recipient, trust another sealer or forget a rollback.
+    The file must be owned by this user or root and not group/world-writable; so must
+    every directory above it (:func:`refuse_if_others_can_replace`).
+    """
+    if st.st_mode & 0o022:
+        raise AccessDeniedError(
+            f"{what} {path} is writable by group or others (mode "
+            f"{stat.S_IMODE(st.st_mode):04o}); whoever can change it steers keyvault: "
+            "refusing to use it", hint=f"chmod go-w {path}")
+    if st.st_uid not in (os.geteuid(), 0):
+        raise AccessDeniedError(
+            f"{what} {path} is owned by {_user(st.st_uid)}, not by you ({_user(os.geteuid())}) "
+            "or root; its owner could change it: refusing to use it",
+            hint=f"check it, then 'chown {_user(os.geteuid())} {path}'")
+    refuse_if_others_can_replace(path, what)
+
+
+def refuse_if_others_can_replace(path: str | os.PathLike[str], what: str) -> None:
+    """AccessDeniedError if a directory above ``path`` lets someone else swap it.
+
+    Every directory from the one holding ``path`` (symlinks resolved: where the bytes
+    really are) up to ``/`` must be owned by this user or root, and not
+    group/world-writable unless it has the sticky bit (``/tmp``: others cannot rename
+    or remove what they do not own). Directories that do not exist are skipped.
+    """
+    real = Path(os.path.realpath(path))  # the real location is what counts
+    for directory in real.parents:
+        try:
+            st = directory.stat()
+        except OSError:
+            continue
+        if st.st_uid not in (os.geteuid(), 0):
+            raise AccessDeniedError(
+                f"{what} {path} is in {directory}, owned by {_user(st.st_uid)}, who could "
+                "replace it: refusing to use it",
+                hint=f"move the file to a directory of yours, or 'chown "
+                     f"{_user(os.geteuid())} {directory}'")
+        if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+            raise AccessDeniedError(
+                f"{what} {path} is in {directory}, which group or others can write (mode "
+                f"{stat.S_IMODE(st.st_mode):04o}), so they could replace it: refusing to "
+                "use it", hint=f"chmod go-w {directory}")
+
+
+def _user(uid: int) -> str:
+    """A user's name for messages (``uid N`` when it has none)."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"

@@ -117,8 +117,9 @@ class HighWater:
 
 def _read(path: Path) -> dict[str, Mark]:
     """The marks in ``path``; a missing file is no marks. A corrupt one is refused loudly."""
-    from keyvault.fsutil import read_private_file
+    from keyvault.fsutil import read_private_file, refuse_if_others_can_replace
 
+    refuse_if_others_can_replace(path, "high-water file")  # removing it forgets every mark
     if not path.exists():
         return {}
     data = read_private_file(path, "high-water file", MAX_FILE_SIZE)

@@ -126,11 +126,12 @@ def wipe(
     ctx: typer.Context,
     directory: Annotated[str | None, typer.Argument(
         metavar="[DIR]", show_default=False,
-        help="A directory made by 'keyvault fetch' or 'keyvault exec'.")] = None,
+        help="A directory made by 'keyvault fetch', 'exec', 'drill' or 'quickstart'.")] = None,
     expired: Annotated[bool, typer.Option(
         "--expired", help="Wipe every fetch directory whose --ttl has passed.")] = False,
     stale: Annotated[bool, typer.Option(
-        "--stale", help="Wipe every exec directory whose keyvault process has died.")] = False,
+        "--stale", help="Wipe every exec, drill or quickstart directory whose keyvault "
+                        "process has died.")] = False,
     json_out: Json = False,
 ) -> None:
     """Overwrite the key files with zeros and remove the directory. Only directories that
@@ -138,7 +139,8 @@ def wipe(
     state: CliState = ctx.obj
     from keyvault.cli.output import emit_json, say
     from keyvault.errors import UsageError
-    from keyvault.ops.ci import find_workdir, runtime_base, sweep, wipe_expired, wipe_tree
+    from keyvault.ops.ci import wipe_expired
+    from keyvault.scratch import find_workdir, runtime_base, sweep, wipe_tree
 
     if sum((directory is not None, expired, stale)) != 1:
         raise UsageError("say what to wipe: DIR, --expired or --stale (one of them)")

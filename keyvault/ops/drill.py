@@ -2,7 +2,9 @@
 
 For every wrapper separately (so a disabled KMS key or a lost HSM shows up
 even while another wrapper still works), the selected envelopes are opened
-and restored into a throw-away directory; each restored file is read back
+and restored into a throw-away directory (keyvault/scratch.py: on RAM where
+there is one, marked, zeroed; one left by a SIGKILL is wiped by ``keyvault
+wipe --stale`` or the next run); each restored file is read back
 and compared with nothing but the envelope's own digest; where a Notary
 passphrase is available the key is decrypted, its ID checked, and a fresh
 challenge signed and verified against the public key the published TUF
@@ -15,8 +17,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,6 +34,7 @@ from keyvault.ops.restore import fetch_envelopes
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session, local_principal
 from keyvault.ops.stored import StoredEnvelope
+from keyvault.scratch import private_scratch
 from keyvault.trust.deep import key_label, load_private_key, verify_key_id
 from keyvault.trust.model import KeyFile, Layout
 from keyvault.trust.passphrases import passphrase_for
@@ -115,25 +116,24 @@ def run_drill(session: Session, *, team: str, selection: Selection,
                          session.config.store or "",
                          [recorded_wrapper_uri(uri) for uri in wrappers], selection.describe(),
                          metadata_label)
-    options = session.config.backend_options(session.prompt)
+    config = session.config
+    options = config.backend_options(session.prompt)
     for uri in wrappers:
-        scratch = Path(tempfile.mkdtemp(prefix="keyvault-drill-"))
         try:
             wrapper = open_wrapper(uri, options)
         except KeyvaultError as exc:
             report.checks += [_failed(Check(recorded_wrapper_uri(uri), s.address.key_id,
                                             s.address.role, s.address.gun), exc)
                               for s in stored]
-            shutil.rmtree(scratch, ignore_errors=True)
             continue
         try:
-            # wrapper.uri is the form envelopes record (e.g. a pkcs11: URI without its
-            # module-path or PIN), so it is what to look for and what to report.
-            report.checks += _drill_one_wrapper(session, wrapper, wrapper.uri, proven,
-                                                scratch / "trust", published, env)
+            with private_scratch(config.env, config.paths.state_dir, "drill") as scratch:
+                # wrapper.uri is the form envelopes record (e.g. a pkcs11: URI without its
+                # module-path or PIN), so it is what to look for and what to report.
+                report.checks += _drill_one_wrapper(session, wrapper, wrapper.uri, proven,
+                                                    scratch.trust_dir, published, env)
         finally:
             wrapper.close()
-            shutil.rmtree(scratch, ignore_errors=True)
     report.finished = _now()
     session.highwater().save()
     return report

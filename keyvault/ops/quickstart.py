@@ -3,15 +3,15 @@
 It works on the user's own trust directory when it holds keys, and otherwise
 on a sample trust directory of Notary-format keys that keyvault generates
 (backed up under the team ``sample`` so it never mixes with real keys). The
-restore goes to a fresh private temporary directory that is wiped at the end.
+restore goes to a fresh private directory (keyvault/scratch.py: on RAM where
+there is one, marked) whose files are overwritten with zeros and removed at
+the end; one left by a SIGKILL is wiped by ``keyvault wipe --stale``.
 """
 
 from __future__ import annotations
 
 import hmac
-import shutil
 import stat
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from keyvault.ops.backup import BackupOutcome, backup_keys
 from keyvault.ops.restore import RestoreReport, restore_keys
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session
+from keyvault.scratch import private_scratch
 from keyvault.trust.model import KeyFile
 from keyvault.trust.scan import scan_trust_dir
 
@@ -56,14 +57,10 @@ def quickstart(config: Config, sample_dir: Path) -> QuickstartReport:
         failed = [o for o in outcomes if o.error is not None]
         if failed and failed[0].error is not None:
             raise failed[0].error
-        fresh = Path(tempfile.mkdtemp(prefix="keyvault-quickstart-"))
-        try:
-            target = fresh / "trust"
+        with private_scratch(config.env, config.paths.state_dir, "quickstart") as fresh:
             report = restore_keys(session, team=team, selection=Selection(everything=True),
-                                  trust_dir=target)
-            verified = _compare(scan.keys, target)
-        finally:
-            shutil.rmtree(fresh, ignore_errors=True)
+                                  trust_dir=fresh.trust_dir)
+            verified = _compare(scan.keys, fresh.trust_dir)
     return QuickstartReport(Path(scan.trust_dir), used_sample, team, tuple(outcomes), report,
                             verified)
 

@@ -201,6 +201,7 @@ def _load_module(path: str) -> _Module:
                                     hint=_MODULE_HINT) from None
         if not stat.S_ISREG(st.st_mode):
             raise Pkcs11ModuleError(f"PKCS#11 module {path} is not a file", hint=_MODULE_HINT)
+        fsutil.refuse_if_others_can_change(path, st, "PKCS#11 module")  # code we would run
         pkcs11 = _import_pkcs11()
         try:
             lib = pkcs11.lib(path)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import stat
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -47,7 +46,7 @@ def test_a_drill_proves_every_key_and_writes_reports(
     _, keys = drilled
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    monkeypatch.setenv("KEYVAULT_TMPDIR", str(scratch))
     run = kv("--json", "drill", "--all", "--report-dir", tmp_path / "report")
     assert run.code == 0, run.err
     doc = run.json()

@@ -21,16 +21,8 @@ import pytest
 from fixtures.host import tree
 
 from cli.conftest import KV
-from keyvault.ops.ci import (
-    MARKER_NAME,
-    FetchRequest,
-    Marker,
-    WorkDir,
-    command_environment,
-    parse_ttl,
-    process_start,
-    wipe_tree,
-)
+from keyvault.ops.ci import FetchRequest, command_environment, parse_ttl
+from keyvault.scratch import MARKER_NAME, Marker, WorkDir, process_start, wipe_tree
 from keyvault.trust.model import KeyFile
 from keyvault.trust.sample import write_sample_trust_dir
 

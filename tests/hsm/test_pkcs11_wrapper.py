@@ -270,6 +270,24 @@ def test_module_not_loadable(softhsm: SoftHsm, module: str) -> None:
     assert info.value.exit_code == 6 and module in str(info.value)
 
 
+def test_a_module_others_can_write_is_never_loaded(softhsm: SoftHsm, tmp_path: Path) -> None:
+    """The module is code keyvault runs with key bytes in memory: only its owner or root may
+    change it (issue 17 item 9)."""
+    copy = tmp_path / "libsofthsm2-copy.so"
+    copy.write_bytes(Path(softhsm.module).read_bytes())
+    copy.chmod(0o777)
+    uri = softhsm.uri(module=False) + f"?module-path={copy}"
+    w = Pkcs11Wrapper(uri, BackendOptions(env={"KEYVAULT_PKCS11_PIN": softhsm.pin}))
+    try:
+        with pytest.raises(AccessDeniedError) as info:
+            w.wrap(DEK, CONTEXT)
+        assert info.value.exit_code == 4 and f"chmod go-w {copy}" in str(info.value.hint)
+        copy.chmod(0o755)
+        assert w.unwrap(w.wrap(DEK, CONTEXT), CONTEXT) == DEK
+    finally:
+        w.close()
+
+
 def test_no_module_configured(softhsm: SoftHsm) -> None:
     w = Pkcs11Wrapper(softhsm.key_uri(), BackendOptions())  # a restore may not need it
     good = make(softhsm)
