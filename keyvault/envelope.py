@@ -264,6 +264,11 @@ class Envelope:
     def wrapper_uris(self) -> tuple[str, ...]:
         return tuple(w.uri for w in self.wrapped_keys)
 
+    @property
+    def threshold(self) -> int | None:
+        """M of its threshold group (dual control), signed with the rest; None: no group."""
+        return max((w.threshold or 0 for w in self.wrapped_keys), default=0) or None
+
     def unsigned_json(self) -> dict[str, Any]:
         """Everything but the signature: what the signature covers."""
         doc = {

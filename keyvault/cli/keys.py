@@ -82,7 +82,9 @@ def backup(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Key
            threshold: Annotated[int | None, typer.Option(
                "--threshold", metavar="M", min=2, show_default=False,
                help="Dual control: split each data key so that any M of the wrappers are "
-                    "needed to open it (e.g. --role root --threshold 2 with 3 wrappers).")
+                    "needed to open it (e.g. --role root --threshold 2 with 3 wrappers). It "
+                    "sticks: later backups, the daemon's too, keep at least the M of a key's "
+                    "latest version; a key below M is sealed again, even unchanged.")
            ] = None,
            json_out: Json = False) -> None:
     """Back up key files from the trust directory (all of them unless selected)."""

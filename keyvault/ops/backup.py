@@ -8,6 +8,16 @@ on top of the old one, chained to it; the old version stays in the store. A
 latest version that is tampered with, unsigned (format v1) or unverifiable is
 reported and a fresh version is sealed on top (the bad one stays, for
 forensics).
+
+Dual control sticks to a key: the threshold group (M of N wrappers) of its
+latest signed version is a signed fact, and every later backup seals it under
+at least that M, the daemon's too. ``--threshold M`` asks for at least M: a
+key whose latest version has fewer is sealed again under M, even unchanged.
+
+Several runs may back up the same keys at once (two shells, the daemon and a
+person). A run whose write loses reads the latest version again: the same
+bytes, authenticated, are ``unchanged``; other bytes get a version on top,
+up to :data:`ATTEMPTS` writes, and only then a conflict (exit 7).
 """
 
 from __future__ import annotations
@@ -15,6 +25,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,13 +45,17 @@ from keyvault.ops.authentic import describe
 from keyvault.ops.parallel import DEFAULT_CONCURRENCY, bounded_map
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session, key_ref
-from keyvault.ops.stored import parse_stored
+from keyvault.ops.stored import StoredEnvelope, parse_stored
 from keyvault.trust.model import KeyFile
 from keyvault.trust.scan import read_key_bytes
 from keyvault.wrappers import Wrapper
 
 #: From this many keys on, a backup lists the team's prefix once instead of reading each key.
 LISTING_THRESHOLD = 16
+#: How many writes of one key a run tries while other writers keep storing it first.
+ATTEMPTS = 5
+#: Before each try after a lost write, a random pause of up to this times 2**try (jitter).
+RETRY_JITTER_S = 0.05
 CREATED, UPDATED, UNCHANGED, FAILED, WOULD_WRITE = (
     "created", "updated", "unchanged", "failed", "would-write")
 
@@ -80,6 +96,9 @@ def backup_keys(
     first, and a key the listing does not hold skips the read: a new key then
     costs exactly one wrapper call and one write.
 
+    ``threshold`` is a minimum M of a threshold group (dual control); a key's
+    own, recorded in its latest signed version, is kept if higher.
+
     ``keys`` may be released (``scan_trust_dir(..., keep_bytes=False)``): each
     file is then read again from ``trust_dir`` only when its envelope is sealed,
     so memory holds the keys in flight.
@@ -97,23 +116,15 @@ def backup_keys(
         raise UsageError(f"--threshold {threshold} needs at least {threshold} wrappers; "
                          f"{len(wrappers)} configured", hint="pass --wrapper once per wrapper")
     listed = set(store.list(team_prefix(team))) if len(keys) >= LISTING_THRESHOLD else None
+    run = _Run(session, wrappers, dry_run, threshold, trust_dir)
 
     def one(key: KeyFile) -> BackupOutcome:
         address = KeyAddress(team, key.gun, key.role, key.key_id)
         if address in denied:  # refused by the policy: never read nor written
             return BackupOutcome(key, address, FAILED, error=denied[address])
         try:
-            if listed is not None and address.object_name not in listed:
-                if dry_run:
-                    return BackupOutcome(key, address, WOULD_WRITE)
-                try:
-                    return _write(session, key, address, wrappers, replaces=None,
-                                  threshold=threshold, trust_dir=trust_dir)
-                except ChangedOnDiskError:
-                    raise
-                except ConflictError:
-                    pass  # created since the listing: compare with it below
-            return _backup_one(session, key, address, wrappers, dry_run, threshold, trust_dir)
+            return _backup_key(run, key, address, absent=listed is not None
+                               and address.object_name not in listed)
         except KeyvaultError as exc:
             return BackupOutcome(key, address, FAILED, error=exc)
 
@@ -126,6 +137,18 @@ def backup_keys(
         session.highwater().save()
         _audit(session, team, outcomes)
     return outcomes
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every key of one backup run shares."""
+
+    session: Session
+    wrappers: Sequence[Wrapper]
+    dry_run: bool
+    #: ``--threshold``: at least this M.
+    threshold: int | None
+    trust_dir: Path | None
 
 
 def _addresses(team: str, keys: Sequence[KeyFile]) -> list[KeyAddress]:
@@ -148,86 +171,149 @@ def _audit(session: Session, team: str, outcomes: Sequence[BackupOutcome]) -> No
                    keys=[key_ref(o.address) for o in written + failed])
 
 
-def _backup_one(session: Session, key: KeyFile, address: KeyAddress,
-                wrappers: Sequence[Wrapper], dry_run: bool,
-                threshold: int | None, trust_dir: Path | None, *,
-                may_retry: bool = True) -> BackupOutcome:
-    store = session.store()
-    try:
-        obj = store.read(address.object_name)
-    except NotFoundError:
-        obj = None
-    try:
-        raw = None if obj is None else parse_stored(address, obj)
-    except IntegrityError as exc:  # not even an envelope: seal a good one on top of it
-        assert obj is not None
-        return _rewrite(session, key, address, wrappers, dry_run, threshold, trust_dir,
-                        obj.version, Chain(next_number(session, address),
-                                           hashlib.sha256(obj.data).hexdigest()), exc)
-    if raw is None:
-        if dry_run:
-            return BackupOutcome(key, address, WOULD_WRITE)
+def _backup_key(run: _Run, key: KeyFile, address: KeyAddress, *, absent: bool
+                ) -> BackupOutcome:
+    """One key; when another writer stores it first, read it again and go on from there.
+
+    ``absent``: a listing just now held no such object, so it is created without a read.
+    """
+    lost: ConflictError | None = None
+    for attempt in range(ATTEMPTS):
+        if attempt:  # racers that keep colliding (stores without If-Match) spread out
+            time.sleep(random.uniform(0, RETRY_JITTER_S * 2 ** attempt))  # noqa: S311
         try:
-            return _write(session, key, address, wrappers, replaces=None, threshold=threshold,
-                          trust_dir=trust_dir)
+            if absent and attempt == 0:
+                return _create(run, key, address)
+            return _backup_one(run, key, address, recheck=attempt > 0)
         except ChangedOnDiskError:
-            raise
-        except ConflictError:
-            if not may_retry:
-                raise
-            # Created by another writer since our read: compare with what it wrote, once.
-            return _backup_one(session, key, address, wrappers, dry_run, threshold, trust_dir,
-                               may_retry=False)
-    reader = session.reader()
+            raise  # the key file changed under us: not a store race, not retried
+        except ConflictError as exc:
+            lost = exc
+    assert lost is not None
+    raise ConflictError(f"{describe(address)} was written by others {ATTEMPTS} times while "
+                        f"this backup tried to store it; gave up (last: {lost.message})",
+                        hint="run the backup again; 'keyvault versions' shows who wrote it")
+
+
+def _backup_one(run: _Run, key: KeyFile, address: KeyAddress, *, recheck: bool
+                ) -> BackupOutcome:
+    """One attempt: read the latest, then nothing, a create or a version on top of it.
+
+    ``recheck``: another writer just stored this key, so its version's chain is
+    checked too, as a restore would: it must sit on the version beneath it.
+    """
     try:
-        current = reader.authenticate(raw)
-        chain = current.envelope.chain
-        if chain is None:
-            raise IntegrityError("the latest version is unsigned (format v1)")
-        reader.highwater.check(address.object_name, chain.sequence, current.digest,
-                               describe(address))
+        obj = run.session.store().read(address.object_name)
+    except NotFoundError:
+        return _create(run, key, address)
+    try:
+        raw = parse_stored(address, obj)
+    except IntegrityError as exc:  # not even an envelope: seal a good one on top of it
+        return _rewrite(run, key, address, obj.version, hashlib.sha256(obj.data).hexdigest(),
+                        exc)
+    try:
+        current = _trusted_latest(run.session, raw, recheck=recheck)
     except IntegrityError as exc:  # tampered, unsigned, foreign or rolled back: seal anew
-        return _rewrite(session, key, address, wrappers, dry_run, threshold, trust_dir,
-                        raw.version, Chain(next_number(session, address), raw.digest), exc)
-    reader.highwater.note(address.object_name, chain.sequence, current.digest)
-    if hmac.compare_digest(current.envelope.header.sha256, key.sha256):
+        return _rewrite(run, key, address, raw.version, raw.digest, exc)
+    chain = current.envelope.chain
+    assert chain is not None
+    recorded = current.envelope.threshold
+    if hmac.compare_digest(current.envelope.header.sha256, key.sha256) and (
+            run.threshold is None or (recorded or 1) >= run.threshold):
         return BackupOutcome(key, address, UNCHANGED, current.version)
-    if dry_run:
+    if run.dry_run:
         return BackupOutcome(key, address, WOULD_WRITE)
-    return _write(session, key, address, wrappers, replaces=current.version,
-                  threshold=threshold, trust_dir=trust_dir,
+    return _write(run, key, address, replaces=current.version,
+                  threshold=_at_least(run.threshold, recorded),
                   chain=Chain(chain.sequence + 1, current.digest))
 
 
-def _rewrite(session: Session, key: KeyFile, address: KeyAddress, wrappers: Sequence[Wrapper],
-             dry_run: bool, threshold: int | None, trust_dir: Path | None, replaces: str,
-             chain: Chain, why: IntegrityError) -> BackupOutcome:
-    """A fresh version on top of a latest one that could not be trusted; say why."""
+def _trusted_latest(session: Session, raw: StoredEnvelope, *, recheck: bool) -> StoredEnvelope:
+    """``raw`` as the latest version, signed by a trusted sealer and not rolled back."""
+    reader = session.reader()
+    current = reader.authenticate(raw)
+    chain = current.envelope.chain
+    if chain is None:
+        raise IntegrityError("the latest version is unsigned (format v1)")
+    if recheck:
+        reader.check_chain(current)
+    name = raw.address.object_name
+    reader.highwater.check(name, chain.sequence, current.digest, describe(raw.address))
+    reader.highwater.note(name, chain.sequence, current.digest)
+    return current
+
+
+def _create(run: _Run, key: KeyFile, address: KeyAddress) -> BackupOutcome:
+    if run.dry_run:
+        return BackupOutcome(key, address, WOULD_WRITE)
+    return _write(run, key, address, replaces=None, threshold=run.threshold)
+
+
+def _rewrite(run: _Run, key: KeyFile, address: KeyAddress, replaces: str, previous: str,
+             why: IntegrityError) -> BackupOutcome:
+    """A fresh version on top of a latest one that could not be trusted; say why.
+
+    Its dual control is that of the newest version a trusted sealer did sign:
+    junk or an old copy on top must not lower it.
+    """
     warning = (f"the latest stored version of {describe(address)} was not trusted "
-               f"({why.message}); " + ("a fresh version would be sealed on top" if dry_run
+               f"({why.message}); " + ("a fresh version would be sealed on top" if run.dry_run
                                        else "sealed a fresh version on top"))
-    if dry_run:
+    if run.dry_run:
         return BackupOutcome(key, address, WOULD_WRITE, warning=warning)
-    outcome = _write(session, key, address, wrappers, replaces=replaces, threshold=threshold,
-                     trust_dir=trust_dir, chain=chain)
+    versions = [v.version for v in run.session.store().versions(address.object_name)]
+    recorded = _signed_threshold(run.session, address, [v for v in versions if v != replaces])
+    outcome = _write(run, key, address, replaces=replaces,
+                     threshold=_at_least(run.threshold, recorded),
+                     chain=Chain(next_number(run.session, address, len(versions)), previous))
     return replace(outcome, warning=warning)
 
 
-def next_number(session: Session, address: KeyAddress) -> int:
-    """A number above every version this machine saw and every version the store lists."""
+def _signed_threshold(session: Session, address: KeyAddress, versions: Sequence[str]
+                      ) -> int | None:
+    """The threshold of the highest-numbered version among ``versions`` that a trusted
+    sealer signed (None: no group, or no such version). Reads each one: a repair only."""
+    reader = session.reader()
+    best: tuple[int, int | None] = (0, None)
+    for version in versions:
+        try:
+            chain = (entry := reader.version(address, version)).envelope.chain
+        except (IntegrityError, NotFoundError):
+            continue  # junk, foreign or gone: says nothing about the key's dual control
+        if chain is not None and chain.sequence > best[0]:
+            best = (chain.sequence, entry.envelope.threshold)
+    return best[1]
+
+
+def _at_least(requested: int | None, recorded: int | None) -> int | None:
+    """The threshold to seal under: never below the key's recorded one."""
+    return max(requested or 0, recorded or 0) or None
+
+
+def next_number(session: Session, address: KeyAddress, count: int | None = None) -> int:
+    """A number above every version this machine saw and every version the store lists
+    (``count`` of them, when the caller has just listed them)."""
     seen = session.highwater().get(address.object_name)
-    count = len(session.store().versions(address.object_name))
+    if count is None:
+        count = len(session.store().versions(address.object_name))
     return max(seen.sequence if seen else 0, count) + 1
 
 
-def _write(session: Session, key: KeyFile, address: KeyAddress, wrappers: Sequence[Wrapper],
-           *, replaces: str | None, threshold: int | None,
-           trust_dir: Path | None, chain: Chain = FIRST) -> BackupOutcome:
+def _write(run: _Run, key: KeyFile, address: KeyAddress, *, replaces: str | None,
+           threshold: int | None, chain: Chain = FIRST) -> BackupOutcome:
     """Seal and write: create-only (``replaces=None``) or a new version on top of one."""
-    data = key.data if trust_dir is None else read_key_bytes(trust_dir, key)
+    if threshold is not None and threshold > len(run.wrappers):
+        raise UsageError(
+            f"{describe(address)} is under {threshold}-of-N dual control (its latest signed "
+            f"version says so), but {len(run.wrappers)} wrapper(s) are configured; a backup "
+            "never lowers it, so nothing was written",
+            hint=f"configure at least {threshold} wrappers (--wrapper, or wrappers in the "
+                 "config), as when it was backed up with --threshold")
+    data = key.data if run.trust_dir is None else read_key_bytes(run.trust_dir, key)
     header = new_header(address=address, algorithm=key.algorithm, source_name=key.relpath,
                         source_mode=key.mode, data=data)
-    payload = seal(header, data, wrappers, threshold, sealer=session.sealer(),
+    session = run.session
+    payload = seal(header, data, run.wrappers, threshold, sealer=session.sealer(),
                    chain=chain).to_bytes()
     version = session.store().write(address.object_name, payload, replaces=replaces)
     session.highwater().note(address.object_name, chain.sequence,

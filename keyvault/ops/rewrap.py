@@ -181,11 +181,9 @@ def _reseal_v1(session: Session, envelope: Envelope, holders: Sequence[Wrapper],
     options = session.config.backend_options(session.prompt)
     opened = [open_wrapper(u, options) for u in uris if u not in by_uri]  # public halves
     by_uri.update((w.uri, w) for w in opened)
-    group = [e for e in envelope.wrapped_keys if e.share is not None]
-    threshold = group[0].threshold if group else None
     header = replace(envelope.header, version=VERSION)
     try:
-        sealed = seal(header, data, [by_uri[u] for u in uris], threshold,
+        sealed = seal(header, data, [by_uri[u] for u in uris], envelope.threshold,
                       sealer=session.sealer(), chain=FIRST)
     finally:
         for wrapper in opened:

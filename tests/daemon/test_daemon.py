@@ -188,3 +188,38 @@ def test_t14_file_owned_by_another_user_is_refused(daemon_env: DaemonEnv) -> Non
     assert daemon_env.stored_key_ids() == {}
     line = next(r for r in daemon.events("refused") if r["path"] == f"{key_id}.key")
     assert "uid 65534" in line["detail"]
+
+
+def test_the_daemon_keeps_a_keys_dual_control(daemon_env: DaemonEnv) -> None:
+    """A root key backed up under 2-of-2 by hand stays under it when the daemon backs up
+    its changed bytes (issue 17, item 4): the group is read from its latest signed version."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from keyvault.config import DEFAULT_TEAM
+    from keyvault.envelope import Envelope
+    from keyvault.names import KeyAddress
+    from keyvault.trust.keyid import private_key_id
+    from keyvault.trust.sample import notary_key_file
+    from keyvault.wrappers.age import generate_identity
+
+    config = daemon_env.root / "home" / ".config" / "keyvault" / "config.toml"
+    officer = generate_identity(daemon_env.root / "officer.txt")
+    text = config.read_text()
+    config.write_text(text.replace('wrappers = ["', f'wrappers = ["{officer}", "', 1))
+    key = ec.generate_private_key(ec.SECP256R1())
+    key_id = private_key_id(key)
+    path = write_key(daemon_env.trust, notary_key_file(key, "root", None, ""), key_id)
+    daemon_env.keyvault("--trust-dir", str(daemon_env.trust), "backup", "--threshold", "2")
+    versions = daemon_env.store_dir / "objects" / KeyAddress(DEFAULT_TEAM, None, "root",
+                                                             key_id).object_name
+
+    def latest() -> Envelope:
+        return Envelope.from_bytes(max(versions.iterdir()).read_bytes())
+
+    assert latest().threshold == 2
+    daemon = daemon_env.start()
+    path.write_bytes(notary_key_file(key, "root", None, "a new passphrase"))
+    wait_for(lambda: any(e["action"] == "updated" for e in daemon.events("backed-up")),
+             "the daemon's backup of the changed root key")
+    assert len(list(versions.iterdir())) == 2
+    assert latest().threshold == 2 and len(latest().wrapped_keys) == 2
