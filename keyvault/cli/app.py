@@ -159,7 +159,9 @@ class _Terminated(BaseException):
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                   file: object = None, line: str | None = None) -> None:
     """Library warnings (a PIN in a URI, TLS checks off) as one plain line on stderr."""
-    sys.stderr.write(f"keyvault: warning: {message}\n")
+    from keyvault.redact import redact
+
+    sys.stderr.write(f"keyvault: warning: {redact(str(message))}\n")
 
 
 def _on_sigterm(signum: int, frame: object) -> None:

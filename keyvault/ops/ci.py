@@ -57,6 +57,7 @@ from keyvault.ops.parallel import bounded_map
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session, key_ref, local_principal
 from keyvault.ops.stored import list_addresses
+from keyvault.redact import redact
 
 #: The marker file every directory made here carries; nothing without it is ever wiped.
 MARKER_NAME = ".keyvault-ci"
@@ -210,8 +211,8 @@ def record_refusal(session: Session, team: str, gun: str | None, roles: Sequence
                    reason: str) -> None:
     """A refused request, in the local audit log only (no backend is contacted)."""
     with contextlib.suppress(KeyvaultError):
-        session.audit().append("fetch", "refused", team=team,
-                               detail=f"gun={gun} roles={','.join(roles)}: {reason}"[:500])
+        detail = redact(f"gun={gun} roles={','.join(roles)}: {reason}")[:500]
+        session.audit().append("fetch", "refused", team=team, detail=detail)
 
 
 def describe_principal(session: Session) -> str:
