@@ -697,7 +697,6 @@ def exec_with_keys(session: Session, team: str, request: FetchRequest, argv: Seq
     config = session.config
     base = runtime_base(config.env, config.paths.state_dir)
     swept = sweep(base)
-    _no_core_dumps()
     work = WorkDir.create_in(base, "exec")
     try:
         keys = fetch_keys(session, team, request, work.trust_dir, purpose=f"exec {argv[0][:60]}")
@@ -736,11 +735,3 @@ def fetch_to_directory(session: Session, team: str, request: FetchRequest, into:
     return FetchResult(work, tuple(keys),
                        tuple(missing_passphrases(config.env, [k.role for k in keys])))
 
-
-def _no_core_dumps() -> None:
-    """Key bytes are in this process's memory (and the command's): no core file of either."""
-    with contextlib.suppress(ImportError, ValueError, OSError):
-        import resource
-
-        _, hard = resource.getrlimit(resource.RLIMIT_CORE)
-        resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
