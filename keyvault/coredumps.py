@@ -31,7 +31,9 @@ def disable_core_dumps() -> None:
 
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     if sys.platform.startswith("linux"):
-        with contextlib.suppress(ImportError, OSError, AttributeError):
+        # MemoryError: a libffi that needed writable+executable memory under a
+        # MemoryDenyWriteExecute sandbox (the daemon's unit sets it; it works there today).
+        with contextlib.suppress(ImportError, OSError, AttributeError, MemoryError):
             import ctypes
 
             libc = ctypes.CDLL(None, use_errno=True)
