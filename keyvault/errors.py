@@ -3,10 +3,13 @@
 Library code raises these and never prints. Only the CLI turns them into a
 message and an exit code. Messages must never contain secrets (key bytes,
 DEKs, passphrases, tokens, PINs): they name the key, the path or the backend,
-what failed, and what to do next.
+what failed, and what to do next. A URI in a message or hint is redacted here
+(``user:secret@``, ``pin-value``), however the message was built.
 """
 
 from __future__ import annotations
+
+from keyvault.redact import redact
 
 
 class KeyvaultError(Exception):
@@ -16,9 +19,10 @@ class KeyvaultError(Exception):
     kind = "error"
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
+        message = redact(message)
         super().__init__(message)
         self.message = message
-        self.hint = hint
+        self.hint = None if hint is None else redact(hint)
         #: Set once the error was recorded in the audit log, so it is not recorded twice.
         self.audited = False
 

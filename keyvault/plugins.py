@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from keyvault.errors import BackendUnavailableError, UsageError
+from keyvault.redact import shown_uri
 
 #: Python modules that belong to an optional extra, and the extra's name.
 SDK_EXTRAS = {"boto3": "aws", "botocore": "aws", "hvac": "vault", "pkcs11": "hsm"}
@@ -53,7 +54,8 @@ def uri_scheme(uri: str) -> str:
         return "age"
     scheme, sep, _ = uri.partition(":")
     if not sep or not scheme:
-        raise UsageError(f"invalid URI {uri[:80]!r}: expected scheme:..., or an age1... recipient")
+        raise UsageError(f"invalid URI {shown_uri(uri)}: expected scheme:..., or an age1... "
+                         "recipient")
     return scheme.lower()
 
 
@@ -63,7 +65,8 @@ def load_class(registry: Mapping[str, str], kind: str, uri: str) -> Any:
     target = registry.get(scheme)
     if target is None:
         known = ", ".join(sorted(registry))
-        raise UsageError(f"unknown {kind} URI scheme {scheme!r} in {uri[:80]!r}; known: {known}")
+        raise UsageError(f"unknown {kind} URI scheme {scheme!r} in {shown_uri(uri)}; "
+                         f"known: {known}")
     module_name, _, class_name = target.partition(":")
     try:
         module = importlib.import_module(module_name)

@@ -159,7 +159,9 @@ class _Terminated(BaseException):
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                   file: object = None, line: str | None = None) -> None:
     """Library warnings (a PIN in a URI, TLS checks off) as one plain line on stderr."""
-    sys.stderr.write(f"keyvault: warning: {message}\n")
+    from keyvault.redact import redact
+
+    sys.stderr.write(f"keyvault: warning: {redact(str(message))}\n")
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
@@ -167,10 +169,18 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; return (and, when run as a program, exit with) the exit code."""
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    """Run the CLI; return (and, when run as a program, exit with) the exit code.
+
+    As a program, core dumps are switched off before anything else happens
+    (keyvault.coredumps): any command may come to hold key bytes, an identity,
+    a PIN or a token. In-process callers (tests) keep their own process as it is.
+    """
     if argv is None:  # as a program (in-process callers keep their own warning handling)
+        from keyvault.coredumps import disable_core_dumps
+
+        disable_core_dumps()
         warnings.showwarning = _show_warning
+    signal.signal(signal.SIGTERM, _on_sigterm)
     code = _run(argv)
     if argv is None:
         sys.exit(code)

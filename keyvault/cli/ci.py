@@ -47,6 +47,12 @@ def exec_command(
         help="The command to run with the keys (an argument list; no shell).")] = None,
     gun: Gun = None,
     role: Roles = None,
+    pass_env: Annotated[list[str] | None, typer.Option(
+        "--pass-env", metavar="NAME", show_default=False,
+        help="Also give COMMAND this credential variable of keyvault's (repeatable), e.g. "
+             "AWS_PROFILE for a job that pushes with the same AWS identity. Without it, "
+             "keyvault's credentials (AWS_*, VAULT_TOKEN, the CI ID token, PINs...) are "
+             "withheld, and their names are listed on stderr.")] = None,
 ) -> None:
     """Fetch one GUN's signing keys into a private throw-away trust directory, run COMMAND
     with DOCKER_CONFIG and KEYVAULT_TRUST_DIR pointing at it, and wipe it on every exit.
@@ -55,10 +61,12 @@ def exec_command(
     directory); docker reads DOCKER_CONFIG. The exit code is COMMAND's (128+N after
     signal N). Passphrases come from the environment (NOTARY_TARGETS_PASSPHRASE,
     NOTARY_DELEGATION_PASSPHRASE or DOCKER_CONTENT_TRUST_REPOSITORY_PASSPHRASE).
+    keyvault's own credentials are not passed to COMMAND unless named with --pass-env.
     """
     state: CliState = ctx.obj
-    from keyvault.ops.ci import Prepared, exec_with_keys
+    from keyvault.ops.ci import Prepared, check_pass_env, exec_with_keys
 
+    passed = check_pass_env(pass_env or [])
     request = _request(state, gun, role)
     argv = list(command or [])
     if argv and argv[0] == "--":
@@ -73,11 +81,19 @@ def exec_command(
         for name in prepared.missing:
             sys.stderr.write(f"keyvault: warning: {name} is not set: notary will not find "
                              "the key without it in a non-interactive job\n")
+        if prepared.withheld:
+            sys.stderr.write(f"keyvault: not passed to {argv[0]} (keyvault's credentials): "
+                             f"{', '.join(prepared.withheld)}; name one with --pass-env NAME "
+                             "if the command needs it\n")
+        for name in prepared.unset:
+            sys.stderr.write(f"keyvault: warning: --pass-env {name}: not set, nothing "
+                             "passed\n")
         sys.stderr.flush()
 
     config = state.config()
     with state.session() as session:
-        code = exec_with_keys(session, config.team, request, argv, on_ready=ready)
+        code = exec_with_keys(session, config.team, request, argv, on_ready=ready,
+                              pass_env=passed)
     raise typer.Exit(code)
 
 

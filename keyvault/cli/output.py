@@ -2,7 +2,9 @@
 
 Rich is imported only when something is drawn, and json only when JSON is
 written, so ``--help`` and plain output stay fast. Progress goes to stderr and
-only to a terminal.
+only to a terminal. Everything written here passes through
+:func:`keyvault.redact.redact`, so a URI's userinfo or a pkcs11: ``pin-value``
+never reaches the screen or a JSON consumer, whichever command built the text.
 """
 
 from __future__ import annotations
@@ -12,15 +14,18 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from keyvault.redact import redact
+
 
 def emit_json(doc: Any) -> None:
     import json
 
-    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
+    sys.stdout.write(redact(json.dumps(doc, indent=2, sort_keys=True, default=str)) + "\n")
 
 
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     """A rich table in a terminal; plain aligned columns (never wrapped) in a pipe."""
+    title, rows = redact(title), [[redact(v) for v in row] for row in rows]
     if not sys.stdout.isatty():
         widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
         lines = [title] if title else []
@@ -41,11 +46,11 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> 
 
 
 def say(message: str) -> None:
-    sys.stdout.write(message + "\n")
+    sys.stdout.write(redact(message) + "\n")
 
 
 def warn(message: str) -> None:
-    sys.stderr.write(f"warning: {message}\n")
+    sys.stderr.write(f"warning: {redact(message)}\n")
 
 
 class Progress:

@@ -14,6 +14,8 @@ import threading
 import time
 from typing import TextIO
 
+from keyvault.redact import redact
+
 Field = str | int | float | bool | None | list[str]
 
 
@@ -39,7 +41,7 @@ class EventLog:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{millis:03d}Z"
         record: dict[str, Field] = {"ts": stamp, "level": level, "event": event}
         record.update({k: v for k, v in fields.items() if v is not None})
-        line = json.dumps(record, ensure_ascii=True, separators=(",", ":"))
+        line = redact(json.dumps(record, ensure_ascii=True, separators=(",", ":")))
         stream = self._stream or sys.stderr
         with self._lock:
             try:

@@ -29,7 +29,7 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +54,9 @@ from keyvault.ops.parallel import bounded_map
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session, key_ref, local_principal
 from keyvault.ops.stored import list_addresses
+from keyvault.redact import redact
 from keyvault.scratch import WorkDir, read_marker, runtime_base, sweep, wipe_tree
+from keyvault.secret_env import credentials_in, is_credential
 
 #: The trust directory, for ``notary -d "$KEYVAULT_TRUST_DIR"`` (notary reads no variable).
 TRUST_DIR_ENV = "KEYVAULT_TRUST_DIR"
@@ -77,10 +79,7 @@ _NOTARY_PASSPHRASE = {"targets": "NOTARY_TARGETS_PASSPHRASE",
                       "timestamp": "NOTARY_TIMESTAMP_PASSPHRASE"}
 _DELEGATION_PASSPHRASE = "NOTARY_DELEGATION_PASSPHRASE"  # noqa: S105 - a variable name
 _DOCKER_REPOSITORY_PASSPHRASE = "DOCKER_CONTENT_TRUST_REPOSITORY_PASSPHRASE"  # noqa: S105
-#: Never handed to the command: keyvault's own credentials, and root passphrases
-#: (no root key is ever there to use them).
-_NOT_FOR_THE_COMMAND = ("KEYVAULT_VAULT_SECRET_ID", "KEYVAULT_PASSPHRASE", "KEYVAULT_PKCS11_PIN",
-                        "NOTARY_ROOT_PASSPHRASE", "DOCKER_CONTENT_TRUST_ROOT_PASSPHRASE")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 
 class CommandNotFoundError(NotFoundError):
@@ -199,8 +198,8 @@ def record_refusal(session: Session, team: str, gun: str | None, roles: Sequence
                    reason: str) -> None:
     """A refused request, in the local audit log only (no backend is contacted)."""
     with contextlib.suppress(KeyvaultError):
-        session.audit().append("fetch", "refused", team=team,
-                               detail=f"gun={gun} roles={','.join(roles)}: {reason}"[:500])
+        detail = redact(f"gun={gun} roles={','.join(roles)}: {reason}")[:500]
+        session.audit().append("fetch", "refused", team=team, detail=detail)
 
 
 def describe_principal(session: Session) -> str:
@@ -293,26 +292,23 @@ def parse_ttl(text: str) -> float:
 
 
 def command_environment(env: Mapping[str, str], settings: Mapping[str, Mapping[str, object]],
-                        work: WorkDir, *, uses_vault: bool = False) -> dict[str, str]:
+                        work: WorkDir, *, pass_env: Collection[str] = ()) -> dict[str, str]:
     """keyvault's environment for the command, pointed at the work directory.
 
     The key passphrases Notary and docker read pass through untouched (never
     on argv, never printed); a ``DOCKER_CONTENT_TRUST_REPOSITORY_PASSPHRASE``
     alone also serves Notary's targets, snapshot and delegation variables.
-    keyvault's own credentials (the CI ID token it exchanged, AppRole secret
-    ID, ``VAULT_TOKEN`` when keyvault logged in to Vault with it, its passphrase,
-    the HSM PIN) and root passphrases are not passed on: with them the command
-    could read every envelope keyvault may read, root keys included.
+    Every credential keyvault reads or could use (:mod:`keyvault.secret_env`:
+    AWS keys, web identity, profiles and container credentials, ``VAULT_TOKEN``,
+    the CI ID token, AppRole IDs, its passphrase, the HSM PIN, where its
+    identities and sealer are) and root passphrases are withheld, whatever
+    keyvault used this time: with them the command could read every envelope
+    keyvault may read, root keys included. ``pass_env`` names the ones the
+    command really needs (``--pass-env``).
     """
-    child = dict(env)
-    vault = settings.get("vault", {})
-    dropped = list(_NOT_FOR_THE_COMMAND)
-    if vault.get("auth") == "jwt":
-        dropped.append(str(vault.get("jwt_env") or "KEYVAULT_VAULT_JWT"))
-    elif uses_vault and vault.get("auth", "token") == "token":
-        dropped.append("VAULT_TOKEN")
-    for name in dropped:
-        child.pop(name, None)
+    child = {name: value for name, value in env.items()
+             if name in pass_env or not is_credential(name, value, extra=_config_credentials(
+                 settings))}
     repository = env.get(_DOCKER_REPOSITORY_PASSPHRASE)
     if repository:
         for name in (*_NOTARY_PASSPHRASE.values(), _DELEGATION_PASSPHRASE):
@@ -320,6 +316,28 @@ def command_environment(env: Mapping[str, str], settings: Mapping[str, Mapping[s
     child["DOCKER_CONFIG"] = str(work.path)
     child[TRUST_DIR_ENV] = str(work.trust_dir)
     return child
+
+
+def withheld_variables(env: Mapping[str, str], settings: Mapping[str, Mapping[str, object]],
+                       pass_env: Collection[str] = ()) -> list[str]:
+    """The names ``command_environment`` leaves out (said on stderr: nothing silently)."""
+    found = credentials_in(env, extra=_config_credentials(settings))
+    return [name for name in found if name not in pass_env]
+
+
+def check_pass_env(names: Sequence[str]) -> tuple[str, ...]:
+    """``--pass-env`` values: environment variable names, nothing else (exit 2)."""
+    for name in names:
+        if not _ENV_NAME.fullmatch(name):
+            raise UsageError(f"--pass-env {name[:60]!r} is not an environment variable name",
+                             hint="give a name such as AWS_PROFILE, without '=' or a value")
+    return tuple(dict.fromkeys(names))
+
+
+def _config_credentials(settings: Mapping[str, Mapping[str, object]]) -> frozenset[str]:
+    """Credential variables the config names: the one a CI ID token is read from."""
+    jwt_env = settings.get("vault", {}).get("jwt_env")
+    return frozenset({str(jwt_env)} if jwt_env else ())
 
 
 def link_docker_config(work: WorkDir, env: Mapping[str, str]) -> None:
@@ -401,29 +419,33 @@ class Prepared:
     keys: tuple[KeyAddress, ...]
     missing: tuple[str, ...]
     swept: tuple[Path, ...]
+    #: Credential variables set here and not passed to the command (names only).
+    withheld: tuple[str, ...] = ()
+    #: ``--pass-env`` names that are not set, so nothing was passed for them.
+    unset: tuple[str, ...] = ()
 
 
 def exec_with_keys(session: Session, team: str, request: FetchRequest, argv: Sequence[str],
-                   *, on_ready: Callable[[Prepared], None] | None = None) -> int:
+                   *, on_ready: Callable[[Prepared], None] | None = None,
+                   pass_env: Sequence[str] = ()) -> int:
     """Fetch into a fresh private directory, run ``argv``, wipe on every way out."""
     if not argv:
         raise UsageError("say which command to run after '--'")
     config = session.config
     base = runtime_base(config.env, config.paths.state_dir)
     swept = sweep(base)
-    _no_core_dumps()
     work = WorkDir.create_in(base, "exec")
     try:
         keys = fetch_keys(session, team, request, work.trust_dir, purpose=f"exec {argv[0][:60]}")
         session.close()  # no backend connection stays open while the command runs
         link_docker_config(work, config.env)
-        uses_vault = any(uri.startswith(("vault://", "transit://"))
-                         for uri in (config.store or "", *config.wrappers))
-        env = command_environment(config.env, config.settings, work, uses_vault=uses_vault)
+        env = command_environment(config.env, config.settings, work, pass_env=pass_env)
         if on_ready:
             on_ready(Prepared(work, tuple(keys),
                               tuple(missing_passphrases(env, [k.role for k in keys])),
-                              tuple(swept)))
+                              tuple(swept),
+                              tuple(withheld_variables(config.env, config.settings, pass_env)),
+                              tuple(n for n in pass_env if n not in config.env)))
         return run_command(argv, env)
     finally:
         work.wipe()
@@ -450,11 +472,3 @@ def fetch_to_directory(session: Session, team: str, request: FetchRequest, into:
     return FetchResult(work, tuple(keys),
                        tuple(missing_passphrases(config.env, [k.role for k in keys])))
 
-
-def _no_core_dumps() -> None:
-    """Key bytes are in this process's memory (and the command's): no core file of either."""
-    with contextlib.suppress(ImportError, ValueError, OSError):
-        import resource
-
-        _, hard = resource.getrlimit(resource.RLIMIT_CORE)
-        resource.setrlimit(resource.RLIMIT_CORE, (0, hard))

@@ -32,6 +32,7 @@ from keyvault.names import validate_gun
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session
 from keyvault.ops.stored import list_addresses
+from keyvault.redact import shown_uri
 from keyvault.trust.keyid import tuf_key_id
 from keyvault.trust.tufmeta import KeyUse, parse_root_json, parse_targets_json
 
@@ -73,7 +74,7 @@ class NotaryServer:
         parts = urllib.parse.urlsplit(url)
         loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
         if parts.scheme not in ("https", "http") or (parts.scheme == "http" and not loopback):
-            raise InvalidInputError(f"notary server URL {url[:80]!r} must be https:// "
+            raise InvalidInputError(f"notary server URL {shown_uri(url)} must be https:// "
                                     "(http:// only on loopback)")
         self.base = url.rstrip("/")
         self.timeout = timeout

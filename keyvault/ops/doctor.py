@@ -1,7 +1,8 @@
 """``keyvault doctor``: is this machine set up to back up and restore, and if not, why.
 
 Each check is independent and reports ok / warn / fail with a sentence that
-says what to do. Nothing secret is shown, and nothing is written except a
+says what to do. Nothing secret is shown (every finding is redacted: a URI's
+userinfo, a pkcs11: ``pin-value``), and nothing is written except a
 wrap-and-unwrap of a throw-away data key through each wrapper (which proves
 the wrapper is reachable and usable, not merely configured).
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 from keyvault.config import Config
 from keyvault.errors import KeyvaultError
 from keyvault.plugins import SecretPrompt
+from keyvault.redact import redact
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 MAX_SKEW_SECONDS = 120
@@ -42,7 +44,7 @@ def run_checks(config: Config, prompt: SecretPrompt | None) -> list[Finding]:
             findings.extend(check(config, prompt))
         except KeyvaultError as exc:
             findings.append(Finding(check.__name__.strip("_"), FAIL, str(exc)))
-    return findings
+    return [Finding(f.check, f.status, redact(f.detail)) for f in findings]
 
 
 def _mode_finding(name: str, path: Path, want: int) -> Finding:

@@ -34,6 +34,7 @@ from keyvault.ops.restore import fetch_envelopes
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session, local_principal
 from keyvault.ops.stored import StoredEnvelope
+from keyvault.redact import redact
 from keyvault.scratch import private_scratch
 from keyvault.trust.deep import key_label, load_private_key, verify_key_id
 from keyvault.trust.model import KeyFile, Layout
@@ -41,7 +42,7 @@ from keyvault.trust.passphrases import passphrase_for
 from keyvault.trust.restore import RestoreItem, apply_restore
 from keyvault.trust.signing import prove_signature
 from keyvault.trust.tufmeta import KeyUse
-from keyvault.wrappers import check_wrapper_uri, open_wrapper, recorded_wrapper_uri
+from keyvault.wrappers import check_wrapper_uri, open_wrapper
 
 PASSED, FAILED, NOT_CHECKED = "passed", "failed", "not-checked"
 CONTROLS = (
@@ -113,8 +114,8 @@ def run_drill(session: Session, *, team: str, selection: Selection,
     proven = _authenticated(session, stored)
     published = _published(source, stored, selection) if source else {}
     report = DrillReport(started, started, local_principal(), team,
-                         session.config.store or "",
-                         [recorded_wrapper_uri(uri) for uri in wrappers], selection.describe(),
+                         redact(session.config.store or ""),
+                         [redact(uri) for uri in wrappers], selection.describe(),
                          metadata_label)
     config = session.config
     options = config.backend_options(session.prompt)
@@ -122,7 +123,7 @@ def run_drill(session: Session, *, team: str, selection: Selection,
         try:
             wrapper = open_wrapper(uri, options)
         except KeyvaultError as exc:
-            report.checks += [_failed(Check(recorded_wrapper_uri(uri), s.address.key_id,
+            report.checks += [_failed(Check(redact(uri), s.address.key_id,
                                             s.address.role, s.address.gun), exc)
                               for s in stored]
             continue

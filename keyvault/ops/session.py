@@ -126,15 +126,16 @@ class Session:
 
     def record(self, action: str, outcome: str, *, team: str, keys: Sequence[KeyRef] = (),
                detail: str = "") -> None:
-        """Append an audit record naming this session's store and wrappers (never secrets)."""
+        """Append an audit record naming this session's store and wrappers (never secrets:
+        URIs and the detail are redacted, since a record can never be scrubbed later)."""
         from keyvault.audit import audit_object_name
         from keyvault.canonical import canonical_json
-        from keyvault.wrappers import recorded_wrapper_uri
+        from keyvault.redact import redact
 
-        backend = {"store": self.config.store or "",
-                   "wrappers": ",".join(map(recorded_wrapper_uri, self.config.wrappers))}
+        backend = {"store": redact(self.config.store or ""),
+                   "wrappers": ",".join(map(redact, self.config.wrappers))}
         record = self.audit().append(action, outcome, team=team, keys=keys, backend=backend,
-                                     detail=detail)
+                                     detail=redact(detail))
         if self.config.audit_to_store and self.config.store:
             self.store().write(audit_object_name(team, record), canonical_json(record))
 

@@ -31,6 +31,7 @@ from keyvault.errors import (
     KeyvaultError,
     UsageError,
 )
+from keyvault.redact import shown_uri
 
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_READ_TIMEOUT = 15.0
@@ -150,11 +151,11 @@ def check_endpoint_url(url: str, *, what: str) -> str:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
-        raise UsageError(f"{what} {url[:80]!r} is not a valid URL") from None
+        raise UsageError(f"{what} {shown_uri(url)} is not a valid URL") from None
     if (parts.scheme not in ("http", "https") or not parts.hostname or parts.username
             or parts.password or parts.query or parts.fragment
             or parts.path not in ("", "/") or not url.isprintable()):
-        raise UsageError(f"{what} {url[:80]!r} must be http(s)://host[:port]",
+        raise UsageError(f"{what} {shown_uri(url)} must be http(s)://host[:port]",
                          hint="no credentials, path or query in an endpoint URL")
     del port
     return url.rstrip("/")

@@ -64,6 +64,7 @@ from keyvault.errors import (
     UsageError,
 )
 from keyvault.plugins import BackendOptions
+from keyvault.redact import shown_uri
 
 DEFAULT_ADDRESS = "https://127.0.0.1:8200"
 DEFAULT_TIMEOUT = 10.0
@@ -182,11 +183,11 @@ def check_address(url: str) -> str:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError:
-        raise UsageError(f"Vault address {url[:80]!r} is not a valid URL") from None
+        raise UsageError(f"Vault address {shown_uri(url)} is not a valid URL") from None
     if (parts.scheme not in ("http", "https") or not parts.hostname or parts.username
             or parts.password or parts.query or parts.fragment
             or parts.path not in ("", "/") or not url.isprintable()):
-        raise UsageError(f"Vault address {url[:80]!r} must be http(s)://host[:port]",
+        raise UsageError(f"Vault address {shown_uri(url)} must be http(s)://host[:port]",
                          hint="set VAULT_ADDR or [vault] address; no credentials or path")
     return url.rstrip("/")
 

@@ -17,6 +17,7 @@ from typing import Protocol, Self, runtime_checkable
 
 from keyvault.errors import UsageError
 from keyvault.plugins import BackendOptions
+from keyvault.redact import shown_uri
 
 #: Largest object a store returns; larger ones are refused before parsing (T10).
 MAX_OBJECT_SIZE = 2 * 1024 * 1024
@@ -42,9 +43,8 @@ def validate_object_name(name: str) -> list[str]:
 
 
 def shown(value: object) -> str:
-    """A value for an error message: quoted, cut to 80 characters."""
-    text = str(value)
-    return repr(text if len(text) <= 80 else text[:77] + "...")
+    """A value for an error message: redacted (a URI's userinfo), quoted, cut to 80 characters."""
+    return shown_uri(value)
 
 
 @dataclass(frozen=True)

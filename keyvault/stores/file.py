@@ -272,7 +272,7 @@ def parse_file_uri(uri: str) -> Path:
     if parts.scheme.lower() != "file":
         raise UsageError(f"not a file: store URI: {shown(uri)}")
     if parts.netloc not in ("", "localhost"):
-        raise UsageError(f"file store URI {shown(uri)} names host {parts.netloc[:60]!r}",
+        raise UsageError(f"file store URI {shown(uri)} names host {(parts.hostname or '')[:60]!r}",
                          hint="use file:///absolute/path (the host must be empty or localhost)")
     if parts.query or parts.fragment or uri.endswith(("?", "#")):
         raise UsageError(f"file store URI {shown(uri)} must not have a query or fragment")

@@ -56,11 +56,5 @@ def canonical_wrapper_uri(uri: str) -> str:
     return str(canonical(uri)) if canonical is not None else uri
 
 
-def recorded_wrapper_uri(uri: str) -> str:
-    """``uri`` as audit records and reports may show it: a pkcs11: URI loses its query
-    (module-path, pin-source, pin-value), which may hold a PIN. Never raises."""
-    return uri.partition("?")[0] if uri.lower().startswith("pkcs11:") else uri
-
-
 __all__ = ["WRAPPER_FOR_SCHEME", "WrappedKey", "Wrapper", "canonical_wrapper_uri",
-           "check_wrapper_uri", "open_wrapper", "recorded_wrapper_uri"]
+           "check_wrapper_uri", "open_wrapper"]

@@ -43,6 +43,7 @@ from keyvault.errors import (
     UsageError,
 )
 from keyvault.plugins import BackendOptions
+from keyvault.redact import shown_uri
 from keyvault.stores import _awsclient as aws
 from keyvault.wrappers.base import DEK_SIZE, WrappedKey
 
@@ -295,21 +296,21 @@ def parse_awskms_uri(uri: str) -> tuple[str | None, str]:
         raise UsageError("invalid awskms URI")
     scheme, sep, rest = uri.partition("://")
     if scheme.lower() != "awskms" or not sep:
-        raise UsageError(f"not an awskms URI: {uri[:80]!r}",
+        raise UsageError(f"not an awskms URI: {shown_uri(uri)}",
                          hint="use awskms:///alias/name or awskms:///arn:aws:kms:...")
     host, slash, key = rest.partition("/")
     if not slash or not key:
-        raise UsageError(f"awskms URI {uri[:80]!r} names no key",
+        raise UsageError(f"awskms URI {shown_uri(uri)} names no key",
                          hint="use awskms:///alias/name or awskms:///arn:aws:kms:...")
     if host and (not _HOST.fullmatch(host) or "@" in host):
-        raise UsageError(f"awskms URI {uri[:80]!r} has an invalid endpoint {host[:60]!r}",
+        raise UsageError(f"awskms URI {shown_uri(uri)} has an invalid endpoint",
                          hint="awskms://host:port/<key> (no credentials)")
     if not (_ALIAS.fullmatch(key) or _KEY_ID.fullmatch(key) or _ARN.fullmatch(key)):
-        raise UsageError(f"awskms URI {uri[:80]!r}: {key[:80]!r} is not a KMS alias, key ID "
+        raise UsageError(f"awskms URI {shown_uri(uri)}: {key[:80]!r} is not a KMS alias, key ID "
                          "or ARN", hint="alias/name, a key ID, or arn:aws:kms:region:account:"
                                         "key/... or :alias/...")
     if key.startswith("alias/aws/"):
-        raise UsageError(f"awskms URI {uri[:80]!r} names an AWS-managed key",
+        raise UsageError(f"awskms URI {shown_uri(uri)} names an AWS-managed key",
                          hint="use a customer-managed key: its policy can be restricted")
     return host or None, key
 

@@ -45,6 +45,7 @@ from keyvault.errors import (
     UsageError,
 )
 from keyvault.plugins import BackendOptions
+from keyvault.redact import shown_uri
 from keyvault.stores import _vault_client as vc
 from keyvault.wrappers.base import DEK_SIZE, WrappedKey
 
@@ -257,10 +258,10 @@ def parse_transit_uri(uri: str) -> tuple[str, str]:
         raise UsageError("invalid transit URI")
     scheme, sep, rest = uri.partition("://")
     if scheme.lower() != "transit" or not sep:
-        raise UsageError(f"not a transit URI: {uri[:80]!r}", hint="use transit://mount/key-name")
+        raise UsageError(f"not a transit URI: {shown_uri(uri)}", hint="use transit://mount/key-name")
     mount, slash, key = rest.partition("/")
     if not slash or not _NAME.fullmatch(mount) or not _NAME.fullmatch(key):
-        raise UsageError(f"transit URI {uri[:80]!r} must be transit://mount/key-name",
+        raise UsageError(f"transit URI {shown_uri(uri)} must be transit://mount/key-name",
                          hint="mount and key name: letters, digits and ._- (no credentials, "
                               "query or further path)")
     return mount, key

@@ -298,14 +298,81 @@ def test_command_environment_drops_keyvault_credentials() -> None:
     assert child["KEYVAULT_TRUST_DIR"] == "/x/keyvault-exec-1-a/trust"
 
 
-def test_command_environment_drops_the_vault_token_and_pin_keyvault_used() -> None:
+def test_command_environment_drops_the_vault_token_and_pin_keyvault_could_use() -> None:
     work = WorkDir(Path("/x/keyvault-exec-1-a"), Marker("exec", "i", 1, None, "h", 0, 0.0))
-    env = {"VAULT_TOKEN": "hvs.secret", "KEYVAULT_PKCS11_PIN": "1234", "PATH": "/bin"}
-    child = command_environment(env, {}, work, uses_vault=True)
+    env = {"VAULT_TOKEN": "hvs.secret", "KEYVAULT_PKCS11_PIN": "1234", "PATH": "/bin",
+           "KEYVAULT_WRAPPERS": "pkcs11:token=t;object=k?pin-value=1234", "KEYVAULT_TEAM": "a"}
+    child = command_environment(env, {}, work)
     assert "VAULT_TOKEN" not in child and "KEYVAULT_PKCS11_PIN" not in child
-    assert child["PATH"] == "/bin"
-    # A token keyvault did not use (its store and wrappers are not Vault) is the job's own.
-    assert command_environment(env, {}, work)["VAULT_TOKEN"] == "hvs.secret"
+    assert "KEYVAULT_WRAPPERS" not in child  # a setting that carries a PIN
+    assert child["PATH"] == "/bin" and child["KEYVAULT_TEAM"] == "a"
+    # Whether or not keyvault used Vault this time: the job names it to get it.
+    assert command_environment(env, {}, work, pass_env=["VAULT_TOKEN"])["VAULT_TOKEN"] == (
+        "hvs.secret")
+
+
+#: What a CI runner's environment may hold for keyvault: every kind of credential it reads.
+KEYVAULT_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "AKIAEXAMPLEKEYID0001", "AWS_SECRET_ACCESS_KEY": "aws-secret-9f8e7d",
+    "AWS_SESSION_TOKEN": "aws-session-token-6c5b", "AWS_SECURITY_TOKEN": "aws-security-4a3b",
+    "AWS_WEB_IDENTITY_TOKEN_FILE": "/var/run/secrets/eks/token",
+    "AWS_ROLE_ARN": "arn:aws:iam::123456789012:role/keyvault-ci",
+    "AWS_ROLE_SESSION_NAME": "keyvault-ci-session", "AWS_PROFILE": "keyvault-profile",
+    "AWS_DEFAULT_PROFILE": "keyvault-default-profile",
+    "AWS_SHARED_CREDENTIALS_FILE": "/ci/aws/credentials", "AWS_CONFIG_FILE": "/ci/aws/config",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI": "http://169.254.170.23/v1/credentials",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN": "container-auth-2b1a",
+    "VAULT_TOKEN": "hvs.vault-token-0f1e", "KEYVAULT_VAULT_SECRET_ID": "approle-secret-3d2c",
+    "KEYVAULT_VAULT_ROLE_ID": "approle-role-5e4d", "KEYVAULT_VAULT_JWT": "eyJ.jwt.token",
+    "KEYVAULT_PKCS11_PIN": "hsm-pin-7a6b", "KEYVAULT_SEALING_KEY": "/ci/sealer.key",
+    "NOTARY_ROOT_PASSPHRASE": "root-pass-8c7d",
+}
+
+
+def test_exec_withholds_every_keyvault_credential_and_says_which(
+        kv: KV, keys: tuple[KeyFile, ...], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in KEYVAULT_CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")  # configuration, not a credential
+    out = tmp_path / "env.json"
+    run = kv("exec", "--gun", GUN, "--", sys.executable, "-c", DUMP_ENV, out,
+             *KEYVAULT_CREDENTIALS, "AWS_REGION")
+    assert run.code == 0, run.err
+    seen = json.loads(out.read_text())
+    assert {name: seen[name] for name in KEYVAULT_CREDENTIALS} == dict.fromkeys(
+        KEYVAULT_CREDENTIALS)
+    assert seen["AWS_REGION"] == "eu-west-1"
+    # Nothing silently: the names (never the values) are on stderr, with the way out.
+    assert all(name in run.err for name in KEYVAULT_CREDENTIALS) and "--pass-env" in run.err
+    assert not any(value in run.out + run.err for value in KEYVAULT_CREDENTIALS.values()
+                   if "/" not in value)
+
+
+def test_exec_passes_only_what_pass_env_names(kv: KV, keys: tuple[KeyFile, ...],
+                                              tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in KEYVAULT_CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    out = tmp_path / "env.json"
+    run = kv("exec", "--gun", GUN, "--pass-env", "AWS_PROFILE", "--pass-env", "AWS_CONFIG_FILE",
+             "--pass-env", "NOT_SET_ANYWHERE", "--", sys.executable, "-c", DUMP_ENV, out,
+             *KEYVAULT_CREDENTIALS)
+    assert run.code == 0, run.err
+    seen = {k: v for k, v in json.loads(out.read_text()).items() if v is not None}
+    assert seen.pop("keys")
+    assert seen == {"AWS_PROFILE": "keyvault-profile", "AWS_CONFIG_FILE": "/ci/aws/config"}
+    assert "--pass-env NOT_SET_ANYWHERE: not set" in run.err
+    withheld = run.err.split("(keyvault's credentials): ", 1)[1].split(";", 1)[0]
+    assert "AWS_PROFILE" not in withheld.split(", ") and "AWS_ACCESS_KEY_ID" in withheld
+
+
+@pytest.mark.parametrize("name", ["AWS_PROFILE=x", "", "1ABC", "A B"])
+def test_pass_env_takes_names_only(kv: KV, keys: tuple[KeyFile, ...], base: Path,
+                                   name: str) -> None:
+    run = kv("exec", "--gun", GUN, "--pass-env", name, "--", "true")
+    assert run.code == 2 and "is not an environment variable name" in run.err
+    assert not base.exists() or list(base.iterdir()) == []
 
 
 def test_request_and_ttl_parsing() -> None:

@@ -200,3 +200,36 @@ def test_a_uri_with_module_and_pin_is_drilled_and_its_pin_recorded_nowhere(
     written = [p.read_bytes() for p in (tmp_path / "r").iterdir()]
     written += [p.read_bytes() for p in home.rglob("audit*") if p.is_file()]
     assert written and all(hsm_env.pin.encode() not in data for data in written)
+
+
+def test_pin_value_is_shown_by_no_init_doctor_or_rewrap_output(
+        kv: KV, home: Path, hsm_env: SoftHsm, monkeypatch: pytest.MonkeyPatch) -> None:
+    """T7: init, doctor (a working and a failing wrapper) and rewrap --remove name the URI
+    without its pin-value, on stdout, stderr, in JSON and in the audit log."""
+    monkeypatch.delenv("KEYVAULT_PKCS11_PIN")  # the URI's pin-value is the only PIN
+    write_sample_trust_dir(home / ".docker" / "trust",
+                           dict.fromkeys(("root", "targets", "snapshot"), PASS),
+                           ("example.com/a/app",))
+    full = hsm_env.uri("aes-kek", **{"pin-value": hsm_env.pin})
+    missing = hsm_env.uri("no-such-key", **{"pin-value": hsm_env.pin})
+    store = (home / "store").as_uri()
+    runs = [kv("--store", store, "--wrapper", full, "--json", "init")]
+    assert runs[0].code == 0, runs[0].err
+    assert runs[0].json()["wrappers"] == [full.replace(hsm_env.pin, "***")]
+    runs.append(kv("--store", store, "--wrapper", full, "init"))
+    assert runs[-1].code == 0 and "pin-value=***" in runs[-1].out, runs[-1].err
+    runs += [kv("doctor"), kv("--json", "doctor")]
+    assert runs[-1].code == 0 and any(
+        f["detail"].startswith(full.replace(hsm_env.pin, "***") + ": wraps and unwraps")
+        for f in runs[-1].json()["findings"]), runs[-1].out
+    runs += [kv("--wrapper", missing, "doctor"), kv("--json", "--wrapper", missing, "doctor")]
+    assert runs[-1].code == 1 and "pin-value=***" in runs[-2].out
+    assert kv("backup").code == 0
+    # --remove takes the key's canonical URI: one with a PIN is refused, naming that form.
+    runs += [kv("rewrap", "--all", "--add", "passphrase:", "--remove", missing),
+             kv("--json", "rewrap", "--all", "--add", "passphrase:", "--remove", missing)]
+    assert runs[-1].code == 2 and hsm_env.key_uri("no-such-key") in runs[-1].json()["message"]
+    log = (home / ".local" / "state" / "keyvault" / "audit.log").read_text()
+    assert "pin-value=***" in log
+    for text in [log, *(r.out + r.err for r in runs)]:
+        assert hsm_env.pin not in text

@@ -7,10 +7,12 @@ import plistlib
 import subprocess
 from pathlib import Path
 
+import pytest
 from fixtures.components import find_tool
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 UNIT = DEPLOY / "systemd" / "keyvault-daemon.service"
+DRILL_UNIT = DEPLOY / "systemd" / "keyvault-drill.service"
 PLIST = DEPLOY / "launchd" / "com.keyvault.daemon.plist"
 
 
@@ -37,11 +39,12 @@ def test_systemd_unit_runs_the_daemon_hardened() -> None:
     assert d["WantedBy"] == ["default.target"]
 
 
-def test_systemd_unit_verifies(tmp_path: Path) -> None:
+@pytest.mark.parametrize("source", [UNIT, DRILL_UNIT], ids=lambda p: p.name)
+def test_systemd_unit_verifies(tmp_path: Path, source: Path) -> None:
     analyze, keyvault = find_tool("systemd-analyze"), find_tool("keyvault")
-    unit = tmp_path / "keyvault-daemon.service"
+    unit = tmp_path / source.name
     # verify checks that ExecStart's program exists: point it at the installed one.
-    unit.write_text(UNIT.read_text().replace("%h/.local/bin/keyvault", keyvault))
+    unit.write_text(source.read_text().replace("%h/.local/bin/keyvault", keyvault))
     runtime = tmp_path / "run"
     runtime.mkdir(mode=0o700)
     env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime)}
@@ -73,3 +76,13 @@ def test_launchd_plist_parses_and_runs_the_daemon() -> None:
     assert doc["ProgramArguments"][3].startswith("127.0.0.1:")
     assert doc["RunAtLoad"] is True and doc["KeepAlive"] == {"SuccessfulExit": False}
     assert doc["Umask"] == 0o077
+
+
+def test_every_unit_switches_core_dumps_off() -> None:
+    """T7: the service manager says it too (keyvault sets RLIMIT_CORE 0 itself at start-up):
+    from the first instruction, and where an operator looks."""
+    for unit in (UNIT, DRILL_UNIT):
+        assert _directives(unit.read_text())["LimitCORE"] == ["0"], unit.name
+    with PLIST.open("rb") as fh:
+        doc = plistlib.load(fh)
+    assert doc["SoftResourceLimits"] == {"Core": 0} and doc["HardResourceLimits"] == {"Core": 0}
