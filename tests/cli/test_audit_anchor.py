@@ -387,3 +387,14 @@ def test_the_daemons_backups_are_anchored(kv: KV, home: Path, tmp_path: Path) ->
     assert doc["intact"], doc
     assert doc["checkpoints"]["anchored_up_to"] == len(records) == doc["checkpoints"][
         "checkpoints"]
+
+
+def test_a_rewrap_is_anchored(kv: KV, home: Path, tmp_path: Path) -> None:
+    made, _ = _file_machine(kv, home, tmp_path)
+    assert made("backup").code == 0
+    run = made("rewrap", "--all", "--reseal")
+    assert run.code == 0, run.err
+    assert [r["action"] for r in made.records()] == ["backup", "rewrap"]
+    doc = made("--json", "audit", "verify").json()
+    assert doc["intact"] and doc["checkpoints"]["anchored_up_to"] == 2
+    assert doc["checkpoints"]["checkpoints"] == 2
