@@ -4,9 +4,13 @@ Each record is one line of canonical JSON carrying its sequence number and
 the hash of the record before it; its own hash is SHA-256 over everything
 else in it. Editing, removing or reordering a record breaks the chain at a
 place :func:`verify_records` names. Removing records from the *end* leaves
-a valid shorter chain, which is why each record can also be copied into the
-store (create-only, under the team's prefix): ``audit verify`` then compares
-the local head with the store's.
+a valid shorter chain, and whoever can write the file can rewrite it whole,
+recomputing every hash: so the chain's head is anchored in the store by
+signed checkpoints (:mod:`keyvault.checkpoint`), and each record can also be
+copied there (``audit_to_store``, create-only, under the team's prefix).
+
+``actor`` is who ran keyvault, from the real uid; ``claimed_as`` is what
+``--as`` claimed for the policy check, never taken for the actor.
 
 Records never hold key material, passphrases or tokens: key IDs, roles,
 GUNs, backend URIs, outcomes and error kinds only.
@@ -33,8 +37,12 @@ MAX_RECORD_SIZE = 64 * 1024
 #: A record names at most this many keys; a bigger run records the count and a digest
 #: of every key ID, so records stay small and the log stays quick to append to.
 MAX_KEYS_PER_RECORD = 100
-_FIELDS = frozenset({"seq", "time", "actor", "action", "outcome", "team", "keys", "backend",
-                     "detail", "prev", "hash"})
+#: The fields of a record written before ``claimed_as`` existed (still valid as they are).
+_FIELDS_V1 = frozenset({"seq", "time", "actor", "action", "outcome", "team", "keys", "backend",
+                        "detail", "prev", "hash"})
+#: ``actor`` is who ran keyvault (the real uid); ``claimed_as`` what ``--as`` claimed, or null.
+_FIELDS = _FIELDS_V1 | {"claimed_as"}
+MAX_CLAIM = 200
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,8 @@ def compare_with_store(local: Sequence[Mapping[str, Any]], stored_names: Iterabl
     local_names = {f"{int(r['seq']):010d}-{str(r['hash'])[:16]}" for r in local}
     problems = []
     for name in sorted(stored_names):
+        if "/audit/checkpoints/" in name:  # signed checkpoints: keyvault.checkpoint checks them
+            continue
         stem = name.rsplit("/", 1)[-1].removesuffix(".json")
         if stem not in local_names:
             seq = int(stem.split("-", 1)[0]) if stem.split("-", 1)[0].isdigit() else None
@@ -89,7 +99,7 @@ def verify_records(lines: Iterable[bytes]) -> tuple[int, str, list[Problem]]:
             continue
         try:
             record = json_loads(raw)
-            if not isinstance(record, dict) or set(record) != _FIELDS:
+            if not isinstance(record, dict) or set(record) not in (_FIELDS, _FIELDS_V1):
                 raise ValueError("fields")
             seq = int(record["seq"])
         except (ValueError, TypeError):
@@ -111,12 +121,26 @@ def verify_records(lines: Iterable[bytes]) -> tuple[int, str, list[Problem]]:
     return count, prev, problems
 
 
+def recorded_hashes(lines: Iterable[bytes]) -> dict[int, str]:
+    """Each readable record's stored hash by sequence number (unreadable lines skipped:
+    :func:`verify_records` reports those)."""
+    found: dict[int, str] = {}
+    for raw in lines:
+        try:
+            record = json_loads(raw)
+            found[int(record["seq"])] = str(record["hash"])
+        except (ValueError, TypeError, KeyError):
+            continue
+    return found
+
+
 class AuditLog:
     """The local log file: appends are serialized with a lock and fsynced."""
 
-    def __init__(self, path: Path, actor: str) -> None:
+    def __init__(self, path: Path, actor: str, claimed_as: str | None = None) -> None:
         self.path = path
         self.actor = actor
+        self.claimed_as = claimed_as
 
     def append(self, action: str, outcome: str, *, team: str | None = None,
                keys: Sequence[KeyRef] = (), backend: Mapping[str, str] | None = None,
@@ -143,6 +167,7 @@ class AuditLog:
                 "seq": seq + 1,
                 "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
                 "actor": self.actor,
+                "claimed_as": None if self.claimed_as is None else self.claimed_as[:MAX_CLAIM],
                 "action": action,
                 "outcome": outcome,
                 "team": team,
@@ -162,9 +187,12 @@ class AuditLog:
             os.close(fd)
 
     def records(self) -> Iterator[dict[str, Any]]:
+        """Every record; one written before ``claimed_as`` existed shows it as null."""
         for raw in self.lines():
             if raw.strip():
-                yield json_loads(raw)
+                record = json_loads(raw)
+                record.setdefault("claimed_as", None)
+                yield record
 
     def lines(self) -> list[bytes]:
         try:

@@ -72,7 +72,8 @@ def _global(
         "--team", metavar="NAME", show_default=False, help="Team that owns the keys.")] = None,
     acting_as: Annotated[str | None, typer.Option(
         "--as", metavar="PRINCIPAL", show_default=False,
-        help="Act as this principal for the policy check (tests; file store only).")] = None,
+        help="Act as this principal for the policy check (tests; file store only). The "
+             "audit log records it beside the real user, as claimed_as.")] = None,
     trust_sealer: Annotated[list[str] | None, typer.Option(
         "--trust-sealer", metavar="FINGERPRINT", show_default=False,
         help="Also accept envelopes sealed by this sealer (sha256:..., as 'keyvault init' "
@@ -264,7 +265,8 @@ def _audit_failure(args: list[str], exc: BaseException) -> None:
 
         config = state.config()
         outcome = "refused" if exc.exit_code == 4 else "failed"
-        Session(config).record(command, outcome, team=config.team,
-                               detail=f"{exc.kind}: {exc.message}"[:500])
+        with Session(config, acting_as=state.acting_as) as session:
+            session.record(command, outcome, team=config.team,
+                           detail=f"{exc.kind}: {exc.message}"[:500])
     except Exception:  # the original error is what the user must see
         return

@@ -247,6 +247,13 @@ class Access:
                                             session.acting_as)
         return self._principal
 
+    def is_ci(self, team: str) -> bool:
+        """True when the policy already checked names this session's principal as the
+        team's CI (whose backend policies only read the store); asks nobody."""
+        if self._policy is None or self._principal is None:
+            return False
+        return role_of(self._policy, self._principal, team) == "ci"
+
     def precheck(self, action: str, team: str, selection: Selection | None = None) -> None:
         """Refuse before any store request what needs no key name to refuse."""
         policy = self.policy()

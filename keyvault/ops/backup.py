@@ -167,7 +167,8 @@ def _audit(session: Session, team: str, outcomes: Sequence[BackupOutcome]) -> No
               f"{len(failed)} failed")
     if failed and failed[0].error is not None:
         detail += f"; first failure: {failed[0].error.kind}"
-    session.record("backup", outcome, team=team, detail=detail,
+    # A backup that wrote nothing (all unchanged) writes no checkpoint either.
+    session.record("backup", outcome, team=team, detail=detail, anchor=bool(written),
                    keys=[key_ref(o.address) for o in written + failed])
 
 

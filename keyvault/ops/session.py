@@ -122,12 +122,22 @@ class Session:
         """The local hash-chained audit log of this user."""
         from keyvault.audit import AuditLog
 
-        return AuditLog(self.config.paths.state_dir / "audit.log", local_principal())
+        return AuditLog(self.config.paths.state_dir / "audit.log", local_principal(),
+                        claimed_as=self.acting_as)
 
     def record(self, action: str, outcome: str, *, team: str, keys: Sequence[KeyRef] = (),
-               detail: str = "") -> None:
+               detail: str = "", anchor: bool = True) -> None:
         """Append an audit record naming this session's store and wrappers (never secrets:
-        URIs and the detail are redacted, since a record can never be scrubbed later)."""
+        URIs and the detail are redacted, since a record can never be scrubbed later), then
+        anchor it in the store with a signed checkpoint (keyvault.ops.anchor).
+
+        Only what was done is anchored at once: a refused or failed command makes no
+        store write (a refusal no store request at all), and ``anchor=False`` says that
+        nothing was done (a backup with nothing to write). Nor is what CI does (``fetch``,
+        or a principal the policy names as CI): CI may only read the store, and a
+        runner's log goes with the runner. The next checkpoint anchors all of these, as
+        a head's hash covers every record before it.
+        """
         from keyvault.audit import audit_object_name
         from keyvault.canonical import canonical_json
         from keyvault.redact import redact
@@ -138,6 +148,12 @@ class Session:
                                      detail=redact(detail))
         if self.config.audit_to_store and self.config.store:
             self.store().write(audit_object_name(team, record), canonical_json(record))
+        done = anchor and outcome not in ("failed", "refused")
+        ci = action == "fetch" or (self._access is not None and self._access.is_ci(team))
+        if done and self.config.store and not ci:
+            from keyvault.ops.anchor import write_checkpoint
+
+            write_checkpoint(self, record)
 
     def open(self, envelope: Envelope) -> bytes:
         """Open an envelope with the configured wrappers (strict mode), its sealer first."""

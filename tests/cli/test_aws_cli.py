@@ -61,7 +61,9 @@ def test_round_trip_through_s3_and_kms(kv: KV, aws: BackendSetup, home: Path, we
     assert run.code == 0, run.err
     assert {k["action"] for k in run.json()["keys"]} == {"created"}
     listed = weed.admin().list_objects_v2(Bucket=bucket_of(aws), Prefix="keyvault/")
-    assert len(listed["Contents"]) == len(keys)
+    envelopes = [o["Key"] for o in listed["Contents"] if "/audit/" not in o["Key"]]
+    assert len(envelopes) == len(keys)
+    assert len(listed["Contents"]) == len(keys) + 1  # and the audit log's checkpoint
     again = kv("--config", config, "--json", "backup")
     assert {k["action"] for k in again.json()["keys"]} == {"unchanged"}
     fresh = tmp_path / "laptop" / "trust"
@@ -70,7 +72,7 @@ def test_round_trip_through_s3_and_kms(kv: KV, aws: BackendSetup, home: Path, we
     for key in keys:
         assert (fresh / "private" / key.relpath).read_bytes() == key.data
     envelope = json.loads(weed.admin().get_object(
-        Bucket=bucket_of(aws), Key=listed["Contents"][0]["Key"])["Body"].read())
+        Bucket=bucket_of(aws), Key=envelopes[0])["Body"].read())
     (entry,) = envelope["wrapped_keys"]
     assert entry["uri"] == aws.wrappers[0] and entry["params"]["key_arn"].startswith("arn:aws:kms")
     assert set(entry["context"]) >= {"keyvault:team", "keyvault:role", "keyvault:key_id"}
@@ -208,7 +210,8 @@ def test_s3_stopped_mid_backup_then_rerun_completes(
         assert "failed" in outcomes and "created" in outcomes
         weed.start()  # same data directory and ports
         admin = s3_client(weed.endpoint, ADMIN)
-        stored = admin.list_objects_v2(Bucket=bucket).get("Contents", [])
+        stored = [o for o in admin.list_objects_v2(Bucket=bucket).get("Contents", [])
+                  if "/audit/" not in o["Key"]]  # envelopes, not the audit log's checkpoints
         created = [k for k in run.json()["keys"] if k["action"] == "created"]
         assert len(stored) == len(created)  # the interrupted object does not exist at all
         direct = BackendSetup(aws.name, f"s3://{bucket}/kv", aws.wrappers, aws.env,

@@ -62,6 +62,8 @@ def test_a_drill_proves_every_key_and_writes_reports(
     assert PASS not in markdown + json.dumps(report)
     audit = kv("--json", "audit", "show", "--action", "drill").json()["records"]
     assert audit[-1]["outcome"] == "ok" and doc["sha256"] in audit[-1]["detail"]
+    verified = kv("--json", "audit", "verify").json()  # the drill's record is anchored
+    assert verified["checkpoints"]["anchored_up_to"] == audit[-1]["seq"], verified
     assert list(scratch.iterdir()) == []  # the throw-away restore directory was wiped
 
 

@@ -32,6 +32,8 @@ def envelopes(home: Path) -> dict[str, dict[str, object]]:
     """Latest envelope of every object in the file store, by key ID."""
     out: dict[str, dict[str, object]] = {}
     for obj in (home / "store" / "objects").rglob("*.json"):
+        if "audit" in obj.parts:  # the audit log's checkpoints
+            continue
         latest = max(p.name for p in obj.iterdir() if not p.name.startswith("."))
         doc = json.loads((obj / latest).read_bytes())
         out[doc["header"]["key_id"]] = doc

@@ -154,13 +154,14 @@ class DaemonEnv:
         return daemon
 
     def stored_versions(self) -> dict[str, int]:
-        """Object name -> number of versions in the file store."""
+        """Object name -> number of versions of each key in the file store (the audit
+        log's checkpoints left out)."""
         objects = self.store_dir / "objects"
         found: dict[str, int] = {}
         if not objects.is_dir():
             return found
         for path in objects.rglob("*.json"):
-            if path.is_dir():
+            if path.is_dir() and "audit" not in path.relative_to(objects).parts:
                 name = str(path.relative_to(objects))
                 found[name] = sum(1 for v in path.iterdir() if not v.name.startswith("."))
         return found

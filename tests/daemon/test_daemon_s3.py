@@ -35,6 +35,8 @@ def _stored(weed: WeedServer, bucket: str) -> dict[str, int]:
     pages = weed.admin().get_paginator("list_object_versions").paginate(Bucket=bucket)
     for page in pages:
         for version in page.get("Versions", []):
+            if "/audit/" in version["Key"]:  # the audit log's checkpoints, not keys
+                continue
             key_id = Path(version["Key"]).stem
             counts[key_id] = counts.get(key_id, 0) + 1
     return counts
