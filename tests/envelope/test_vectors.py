@@ -340,5 +340,6 @@ def test_the_specification_shows_the_first_vector_and_the_real_names() -> None:
         assert f"`{name}`" in spec or f'"{name}"' in spec, name
     assert r"`keyvault/v2/envelope\n`" in spec and ev.SIGN_LABEL == b"keyvault/v2/envelope\n"
     low, high = passphrase.MIN_N.bit_length() - 1, passphrase.MAX_N.bit_length() - 1
-    assert f"2**{low} … 2**{high}" in spec
+    assert f"from `2**{low}` to `2**{high}`" in spec
+    assert f"above `2**{passphrase.UNWRAP_MAX_N.bit_length() - 1}`" in spec
     assert f"`n = 2**{passphrase.DEFAULT_N.bit_length() - 1}`" in spec
