@@ -320,13 +320,14 @@ def phase_sealing_cost(spec: dict[str, Any]) -> dict[str, Any]:
     """The signatures alone, in one thread: ``ev.sign`` (which also verifies its own
     signature) then ``ev.authenticate`` of every envelope a backup wrote, read back."""
     from keyvault import envelope as ev
-    from keyvault.names import team_prefix
+    from keyvault.ops.selection import Selection
+    from keyvault.ops.stored import list_addresses
     from keyvault.sealing import Ed25519FileSealer, SealerTrust
 
     with _session(spec) as session:
         store = session.store()
-        envelopes = [ev.Envelope.from_bytes(store.read(name).data)
-                     for name in store.list(team_prefix(TEAM))]
+        envelopes = [ev.Envelope.from_bytes(store.read(address.object_name).data)
+                     for address in list_addresses(store, TEAM, Selection(everything=True))]
     sealer = Ed25519FileSealer.load(Path(spec["sealer"]))
     trust = SealerTrust.of(spec["trusted"])
     start, cpu = time.perf_counter(), time.process_time()
