@@ -304,7 +304,9 @@ def _open_base(base: Directory) -> int:
 
 def _open_child_dir(fd: int, part: str, *, create: bool,
                     unexpected: type[KeyvaultError]) -> int:
-    shown = str(Path(fd_path(fd)) / part)
+    def shown() -> str:  # for messages only: a readlink per component would cost every open
+        return str(Path(fd_path(fd)) / part)
+
     made = False
     if create:
         try:
@@ -313,21 +315,21 @@ def _open_child_dir(fd: int, part: str, *, create: bool,
         except FileExistsError:
             pass
         except OSError as exc:
-            raise translate_os_error(exc, shown, "create directory") from None
+            raise translate_os_error(exc, shown(), "create directory") from None
     try:
         child = os.open(part, _NOFOLLOW_DIR_FLAGS, dir_fd=fd)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise unexpected(f"{shown} is {_what_is(fd, part)}, not a directory; "
+            raise unexpected(f"{shown()} is {_what_is(fd, part)}, not a directory; "
                              "keyvault does not follow symbolic links here") from None
-        raise translate_os_error(exc, shown, "open directory") from None
+        raise translate_os_error(exc, shown(), "open directory") from None
     if made:
         try:
             os.fchmod(child, 0o700)
             os.fsync(fd)
         except OSError as exc:
             os.close(child)
-            raise translate_os_error(exc, shown, "create directory") from None
+            raise translate_os_error(exc, shown(), "create directory") from None
     return child
 
 
