@@ -383,7 +383,7 @@ def refuse_if_others_can_change(path: str | os.PathLike[str], st: os.stat_result
     The file must be owned by this user or root and not group/world-writable; so must
     every directory above it (:func:`refuse_if_others_can_replace`).
     """
-    if st.st_mode & 0o022:
+    if _others_can_write(st):
         raise AccessDeniedError(
             f"{what} {path} is writable by group or others (mode "
             f"{stat.S_IMODE(st.st_mode):04o}); whoever can change it steers keyvault: "
@@ -416,11 +416,37 @@ def refuse_if_others_can_replace(path: str | os.PathLike[str], what: str) -> Non
                 "replace it: refusing to use it",
                 hint=f"move the file to a directory of yours, or 'chown "
                      f"{_user(os.geteuid())} {directory}'")
-        if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+        if _others_can_write(st) and not st.st_mode & stat.S_ISVTX:
             raise AccessDeniedError(
                 f"{what} {path} is in {directory}, which group or others can write (mode "
                 f"{stat.S_IMODE(st.st_mode):04o}), so they could replace it: refusing to "
                 "use it", hint=f"chmod go-w {directory}")
+
+
+def _others_can_write(st: os.stat_result) -> bool:
+    """World-writable, or group-writable by a group that is not this user's own.
+
+    A user private group (the user's primary group, named after the user, with
+    no other member: what Debian, Ubuntu and Fedora give every user, with umask
+    002) holds nobody else, so its write bit lets no one else in; OpenSSH's
+    StrictModes accepts it on those systems for the same reason.
+    """
+    if st.st_mode & 0o002:
+        return True
+    return bool(st.st_mode & 0o020) and not _is_private_group(st.st_gid)
+
+
+def _is_private_group(gid: int) -> bool:
+    import grp
+    import pwd
+
+    try:
+        me = pwd.getpwuid(os.geteuid())
+        group = grp.getgrgid(gid)
+    except KeyError:
+        return False
+    return (gid == me.pw_gid and group.gr_name == me.pw_name
+            and set(group.gr_mem) <= {me.pw_name})
 
 
 def _user(uid: int) -> str:

@@ -69,12 +69,47 @@ def backs_up_every_key(kv: KV, keys: tuple[KeyFile, ...]) -> None:
     assert sorted(stored_keys(kv)) == sorted(k.key_id for k in keys)
 
 
+def shared(path: Path) -> None:
+    """Put ``path`` in a group other users are in (nogroup), as root can: group-write there
+    lets them in. (A user's private group holds nobody else: see the next test.)"""
+    if os.geteuid() == 0:
+        os.chown(path, -1, NOBODY)
+
+
+def test_group_write_in_the_users_private_group_is_fine(
+        kv: KV, config: Path, keys: tuple[KeyFile, ...], tmp_path: Path) -> None:
+    """umask 002 on Debian, Ubuntu, Fedora: files 0664 and directories 0775 in the user's
+    private group (named after the user, no other member), which lets no one else write."""
+    import grp
+    import pwd
+
+    me = pwd.getpwuid(os.geteuid())
+    group = grp.getgrgid(me.pw_gid)
+    if group.gr_name != me.pw_name or set(group.gr_mem) - {me.pw_name}:
+        pytest.fail(f"this test needs a user private group; {me.pw_name}'s primary group "
+                    f"is {group.gr_name}")
+    shared_dir = tmp_path / "umask-002"
+    shared_dir.mkdir()
+    moved = shared_dir / "config.toml"
+    moved.write_text(config.read_text())
+    os.chown(moved, -1, me.pw_gid)
+    os.chown(shared_dir, -1, me.pw_gid)
+    moved.chmod(0o664)
+    shared_dir.chmod(0o775)
+    run = kv("--config", moved, "backup")
+    assert run.code == 0, run.err
+    listed = kv("--config", moved, "--json", "list")
+    assert sorted(k["key_id"] for k in listed.json()["keys"]) == sorted(k.key_id for k in keys)
+
+
 def refused(run_code: int, err: str, path: Path, fix: str) -> bool:
     return run_code == 4 and str(path) in err and fix in err
 
 
-@pytest.mark.parametrize(("mode", "fixed"), [(0o666, 0o644), (0o620, 0o600), (0o602, 0o644)],
-                         ids=["666-then-644", "620-then-600", "602-then-644"])
+@pytest.mark.parametrize(("mode", "fixed"), [
+    (0o666, 0o644),
+    pytest.param(0o620, 0o600, marks=needs_root_for_nobody),  # a shared group: see shared()
+    (0o602, 0o644)], ids=["666-then-644", "620-then-600", "602-then-644"])
 def test_a_config_others_can_write_is_refused_before_any_backup(
         kv: KV, config: Path, keys: tuple[KeyFile, ...], mode: int, fixed: int) -> None:
     """The finding: another user adds a recipient to a writable config; no backup wraps for
@@ -82,6 +117,7 @@ def test_a_config_others_can_write_is_refused_before_any_backup(
     original = config.read_text()
     stranger = pyrage.x25519.Identity.generate().to_public()
     config.write_text(original.replace('wrappers = ["', f'wrappers = ["{stranger}", "'))
+    shared(config)
     config.chmod(mode)
     run = kv("backup")
     assert refused(run.code, run.err, config, f"chmod go-w {config}"), run.err
@@ -129,9 +165,11 @@ def test_a_directory_owned_by_another_user_is_refused(kv: KV, config: Path,
     assert run.code == 4 and f"in {theirs}, owned by nobody" in run.err, run.err
 
 
-@pytest.mark.parametrize("mode", [0o666, 0o620], ids=["666", "620"])
+@pytest.mark.parametrize("mode", [0o666, pytest.param(0o620, marks=needs_root_for_nobody)],
+                         ids=["666", "620"])
 def test_a_policy_others_can_write_is_refused(kv: KV, policy: Path,
                                               keys: tuple[KeyFile, ...], mode: int) -> None:
+    shared(policy)
     policy.chmod(mode)
     run = kv("backup")
     assert refused(run.code, run.err, policy, f"chmod go-w {policy}"), run.err
