@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -107,7 +108,8 @@ def drill(
         report = run_drill(session, team=config.team, selection=selection,
                            wrappers=config.require_wrappers(), source=source,
                            env=config.env, metadata_label=label)
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        # A random tail: two drills in the same second each get their own report.
+        stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
         directory = Path(report_dir) if report_dir else config.paths.state_dir / "drills" / stamp
         json_path, md_path, digest = write_reports(report, directory)
         audit_drill(session, report, digest)

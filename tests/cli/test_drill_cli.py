@@ -136,3 +136,23 @@ def test_a_wrong_hsm_pin_fails_that_wrapper_only(
     assert {c["key_id"] for c in checks if not c["passed"]} == {k.key_id for k in keys}
     assert all("PIN" in c["error"] and "not-the-pin" not in c["error"] for c in checks
                if not c["passed"])
+
+
+def test_two_drills_in_the_same_second_each_write_their_own_report(
+        kv: KV, drilled: tuple[Path, tuple[KeyFile, ...]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: the default report directory was named by the second alone, so the second
+    drill of a second found it taken and exited 7 with no report."""
+    import datetime as real
+
+    class Frozen(real.datetime):
+        @classmethod
+        def now(cls, tz: real.tzinfo | None = None) -> Frozen:
+            return cls(2026, 12, 5, 3, 0, 0, tzinfo=tz)
+
+    monkeypatch.setattr(real, "datetime", Frozen)
+    runs = [kv("--json", "drill", "--all") for _ in range(2)]
+    assert [r.code for r in runs] == [0, 0], [r.err for r in runs]
+    reports = [Path(r.json()["report_json"]) for r in runs]
+    assert reports[0] != reports[1] and all(p.is_file() for p in reports)
+    assert all(p.parent.name.startswith("20261205T030000Z-") for p in reports)
