@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -151,7 +152,8 @@ def wipe(
     json_out: Json = False,
 ) -> None:
     """Overwrite the key files with zeros and remove the directory. Only directories that
-    carry keyvault's marker are touched; anything else is refused (exit 2)."""
+    carry keyvault's marker are touched; anything else is refused (exit 2). A DIR that
+    does not exist is nothing to wipe (exit 0), so an always-run cleanup step passes."""
     state: CliState = ctx.obj
     from keyvault.cli.output import emit_json, say
     from keyvault.errors import UsageError
@@ -163,9 +165,12 @@ def wipe(
     config = state.config()
     wiped: list[Path] = []
     if directory is not None:
-        target = find_workdir(Path(directory))
-        wipe_tree(target)
-        wiped.append(target)
+        if not os.path.lexists(directory):
+            pass  # nothing to wipe (a failed fetch made nothing): an always-run cleanup passes
+        else:
+            target = find_workdir(Path(directory))
+            wipe_tree(target)
+            wiped.append(target)
     else:
         base = runtime_base(config.env, config.paths.state_dir)
         wiped = wipe_expired(config.paths.state_dir, base) if expired else sweep(base)

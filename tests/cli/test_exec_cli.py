@@ -216,6 +216,16 @@ def test_wipe_refuses_directories_without_the_marker(kv: KV, tmp_path: Path) -> 
     assert kv("wipe", victim, "--stale").code == 2
 
 
+def test_wipe_of_a_directory_that_does_not_exist_is_nothing_to_wipe(
+        kv: KV, tmp_path: Path) -> None:
+    """The documented always-run cleanup step after a fetch that failed (and made nothing)."""
+    run = kv("--json", "wipe", tmp_path / "never-fetched")
+    assert run.code == 0, run.err
+    assert run.json() == {"wiped": []}
+    run = kv("wipe", tmp_path / "never-fetched")
+    assert run.code == 0 and "nothing to wipe" in run.out
+
+
 def test_wipe_expired_removes_only_expired_fetches(kv: KV, keys: tuple[KeyFile, ...],
                                                    tmp_path: Path) -> None:
     short, long = tmp_path / "short", tmp_path / "long"
