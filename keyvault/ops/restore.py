@@ -14,13 +14,14 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 
-from keyvault.errors import UsageError
+from keyvault.errors import NotFoundError, UsageError
 from keyvault.names import KeyAddress
 from keyvault.ops.authentic import restore_relpath
 from keyvault.ops.parallel import DEFAULT_CONCURRENCY, bounded_map
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session, key_ref
 from keyvault.ops.stored import StoredEnvelope, list_addresses, read_envelope
+from keyvault.redact import redact
 from keyvault.trust.restore import (
     WRITES,
     Action,
@@ -63,6 +64,11 @@ def selected_addresses(session: Session, team: str, selection: Selection,
     addresses = sorted(list_addresses(session.store(), team, selection))
     selection.check_found([(a.gun, a.role, a.key_id) for a in addresses],
                           f"the store for team {team!r}")
+    if not addresses:  # --all of nothing: a restore or drill that did nothing is no success
+        raise NotFoundError(
+            f"the store {redact(session.config.store or '')} holds no keys for team {team!r}",
+            hint="check the store and team this machine uses ('keyvault doctor'); a store "
+                 "on a lost machine's disk is gone with it (docs/guides/restore-laptop.md)")
     if version is not None and len(addresses) != 1:
         raise UsageError("--version needs a selection of exactly one key (use --key-id)")
     return addresses

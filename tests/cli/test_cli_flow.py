@@ -253,3 +253,17 @@ def test_init_writes_the_config_file_it_is_given(kv: KV, tmp_path: Path) -> None
     assert Path(run.json()["config_file"]) == target and target.exists()
     assert kv("--config", target, "--json", "list").code == 0
     assert kv("--config", tmp_path / "other.toml", "list").code == 3
+
+
+@pytest.mark.parametrize("command", [("restore", "--all"), ("drill", "--all", "--no-metadata")])
+def test_restore_or_drill_of_a_store_with_nothing_for_the_team_is_not_found(
+        kv: KV, trust: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path,
+        command: tuple[str, ...]) -> None:
+    """An empty store (a new machine's fresh one, or the wrong team) restores nothing: that
+    is exit 3 with the store and team named, never an empty table and exit 0."""
+    assert kv("init").code == 0
+    target = tmp_path / "fresh"
+    run = kv("--trust-dir", target, *command)
+    assert run.code == 3, (run.code, run.err)
+    assert "holds no keys for team" in run.err and "keyvault doctor" in run.err
+    assert not target.exists()
