@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING
 
 from keyvault import fsutil
 from keyvault.config import Config, render_config
-from keyvault.errors import ConflictError, InvalidInputError, LocalIOError
+from keyvault.errors import ConflictError, InvalidInputError, LocalIOError, NotFoundError
 from keyvault.names import validate_team
 from keyvault.plugins import uri_scheme
+from keyvault.redact import redact
 from keyvault.stores import open_store
 
 if TYPE_CHECKING:
@@ -42,35 +43,63 @@ def init(config: Config, *, store: str | None, wrappers: list[str], team: str | 
          config_file: Path | None = None) -> InitResult:
     """Create the store, the sealing key and the recovery identity if needed, and the
     config file. The sealer's fingerprint is written into the identity file, so the
-    identity alone is enough to know whose backups to trust on a new machine."""
-    from keyvault.wrappers.age import generate_identity, read_identity_file
+    identity alone is enough to know whose backups to trust on a new machine.
 
-    sealer, sealer_created = _sealer(config)
-    pin = sealer.key.fingerprint
+    Everything that can refuse is checked before anything is made: a config that
+    conflicts, or a store the config names that is missing, leaves no store, key or
+    identity behind. A missing store is created only when this init chooses it (the
+    embedded default, or ``--store``), never for a config copied from another machine:
+    an empty store there would look like a store that holds nothing.
+    """
+    from keyvault.wrappers.age import read_identity_file
 
     team = validate_team(team or config.team)
     target = config_file or config.source or config.paths.config_file
     store_uri = store or config.store or config.paths.default_store.as_uri()
+    named_by_config = store is None and config.source is not None and config.store is not None
     identity = config.identity_files[0] if config.identity_files else config.paths.default_identity
-    created_identity = False
     chosen = list(wrappers or config.wrappers)
-    if not chosen:  # the embedded default: a local age recovery identity
-        if identity.exists():
-            found = read_identity_file(identity)
-            if not found:
-                raise InvalidInputError(f"identity file {identity} holds no age identity")
-            chosen = [str(found[0].to_public())]
-            _pin_in_identity(identity, pin)
-        else:
-            chosen = [generate_identity(identity, pins=[pin])]
-            created_identity = True
     for uri in chosen:
         uri_scheme(uri)
-    open_store(store_uri, config.backend_options(None), create=True).close()
+    new_identity = not chosen and not identity.exists()
+    if not chosen and not new_identity:  # the embedded default, with its identity in place
+        found = read_identity_file(identity)
+        if not found:
+            raise InvalidInputError(f"identity file {identity} holds no age identity")
+        chosen = [str(found[0].to_public())]
+    if new_identity:
+        _refuse_existing_config(target, f"names the recovery identity {identity}, which is "
+                                "missing here (copy it back, or rebuild it with 'keyvault "
+                                "recovery combine'); a new identity would not match it")
+    else:
+        _check_config(target, render_config(team=team, store=store_uri, wrappers=chosen,
+                                            identity_file=identity))
+    _open_or_create_store(config, store_uri, create=not named_by_config, source=target)
+
+    sealer, sealer_created = _sealer(config)
+    pin = sealer.key.fingerprint
+    if new_identity:
+        from keyvault.wrappers.age import generate_identity
+
+        chosen = [generate_identity(identity, pins=[pin])]
+    elif not (wrappers or config.wrappers):
+        _pin_in_identity(identity, pin)
     text = render_config(team=team, store=store_uri, wrappers=chosen, identity_file=identity)
     created_config = _write_config(target, text)
-    return InitResult(target, store_uri, tuple(chosen), team, identity, created_identity,
+    return InitResult(target, store_uri, tuple(chosen), team, identity, new_identity,
                       created_config, _sealer_file(config), pin, sealer_created)
+
+
+def _open_or_create_store(config: Config, uri: str, *, create: bool, source: Path) -> None:
+    try:
+        open_store(uri, config.backend_options(None), create=create).close()
+    except NotFoundError as exc:
+        raise NotFoundError(
+            f"the store {redact(uri)} that {source} names does not exist here; nothing was "
+            "created", hint="on a new machine, point 'store' in that config (or "
+            "KEYVAULT_STORE) at the store you kept: its removable disk, synced directory, "
+            "S3 bucket or Vault; 'keyvault --store URI init' makes a new, empty one "
+            "(docs/guides/restore-laptop.md)") from exc
 
 
 def _sealer(config: Config) -> tuple[Sealer, bool]:
@@ -103,14 +132,25 @@ def _pin_in_identity(path: Path, pin: str) -> None:
                              mode=0o600, exclusive=False)
 
 
+def _check_config(path: Path, text: str) -> None:
+    """ConflictError if ``path`` exists with other settings than ``text``."""
+    if path.exists() and path.read_bytes() != text.encode("utf-8"):
+        _refuse_existing_config(path, "it has other settings")
+
+
+def _refuse_existing_config(path: Path, why: str) -> None:
+    if path.exists():
+        raise ConflictError(f"config file {path} already exists and {why}; nothing was "
+                            "created", hint="edit it, or pass --config to write a new one "
+                                            "elsewhere")
+
+
 def _write_config(path: Path, text: str) -> bool:
     """Write once; an identical existing file is fine, a different one is a conflict."""
     data = text.encode("utf-8")
     if path.exists():
-        if path.read_bytes() == data:
-            return False
-        raise ConflictError(f"config file {path} already exists with other settings",
-                            hint="edit it, or pass --config to write a new one elsewhere")
+        _check_config(path, text)
+        return False
     try:
         fsutil.make_private_dirs(path.parent)
     except OSError as exc:

@@ -292,7 +292,9 @@ def _open_root(root: Path, *, create: bool) -> int:
     if not root.exists():
         if not create:
             raise NotFoundError(f"store directory {root} does not exist",
-                                hint="run 'keyvault init' to create it, or check the store URI")
+                                hint="check the store URI: on a new machine, point it at the "
+                                     "store you kept (removable disk, synced directory); "
+                                     "'keyvault --store URI init' makes a new, empty one")
         fsutil.ensure_private_dir(root)
     try:
         fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

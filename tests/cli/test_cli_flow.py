@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import stat
 from pathlib import Path
 
@@ -51,6 +52,51 @@ def test_init_writes_private_config_identity_and_store(kv: KV, home: Path) -> No
     again = kv("--json", "init")
     assert again.code == 0 and not again.json()["config_created"]
     assert again.json()["wrappers"] == doc["wrappers"]
+
+
+def test_a_failed_init_creates_nothing(kv: KV, home: Path) -> None:
+    """A config with other settings is a conflict (exit 7) found before the store, the
+    sealing key or the identity is made: nothing is left for the next init to trip on."""
+    config = home / ".config" / "keyvault" / "config.toml"
+    config.parent.mkdir(parents=True, mode=0o700)
+    config.write_text('[keyvault]\nteam = "other"\n')
+    config.chmod(0o600)
+    before = tree(home)
+    run = kv("init")
+    assert run.code == 7, run.err
+    assert "nothing was created" in run.err
+    assert tree(home) == before
+    assert not store_dir(home).exists()
+
+
+def test_init_on_a_new_machine_never_makes_an_empty_store_for_a_copied_config(
+        kv: KV, home: Path, tmp_path: Path) -> None:
+    """The lost laptop: its config and identity are copied to a new HOME, but the store
+    they name lived on the lost disk. init says so and makes nothing; the restore that
+    would have shown an empty table is never reached."""
+    assert kv("init").code == 0
+    old = home / ".config" / "keyvault"
+    laptop = tmp_path / "new-laptop"
+    (laptop / ".config").mkdir(parents=True, mode=0o700)
+    shutil.copytree(old, laptop / ".config" / "keyvault")
+    gone = store_dir(home)
+    shutil.rmtree(gone)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HOME", str(laptop))
+        mp.setenv("XDG_CONFIG_HOME", str(laptop / ".config"))
+        mp.setenv("XDG_DATA_HOME", str(laptop / ".local" / "share"))
+        mp.setenv("XDG_STATE_HOME", str(laptop / ".local" / "state"))
+        run = kv("init")
+        assert run.code == 3, run.err
+        assert "does not exist here" in run.err and "nothing was created" in run.err
+        assert "point 'store'" in run.err
+        assert not gone.exists() and not (laptop / ".local").exists()
+        # Making a new store is a choice the user states.
+        fresh = tmp_path / "new-store"
+        run = kv("--json", "--store", fresh.as_uri(), "--config", laptop / "fresh.toml",
+                 "init")
+        assert run.code == 0, run.err
+        assert (fresh / "keyvault-store.json").is_file()
 
 
 def test_init_human_output_warns_to_move_identity_offline(kv: KV) -> None:
