@@ -19,6 +19,13 @@ def register(app: typer.Typer) -> None:
     app.command("doctor")(doctor)
 
 
+STORE_WARNING = (
+    "The store {path} is on the same disk as your home directory: unless that directory "
+    "is synced or copied elsewhere, it is lost with this machine, and a new machine has "
+    "nothing to restore from. Keep it elsewhere: removable media or a synced directory "
+    "('keyvault --store file:///path/elsewhere init'), or S3 or Vault; see "
+    "docs/guides/restore-laptop.md."
+)
 IDENTITY_WARNING = (
     "The recovery identity {path} can open every backup it wraps. Keep a copy offline "
     "(password manager, paper, safe) and remove it from this machine once you have "
@@ -54,6 +61,25 @@ def _show_init(result: InitResult) -> None:
     if result.identity_created and result.identity_file is not None:
         say(f"Created recovery identity {result.identity_file} (0600)")
         warn(IDENTITY_WARNING.format(path=result.identity_file))
+    warn_if_store_on_this_machine(result.store)
+
+
+def warn_if_store_on_this_machine(store: str) -> None:
+    """A file store on this machine's disk is lost with the machine: say so, and where else."""
+    from pathlib import Path
+    from urllib.parse import unquote, urlsplit
+
+    from keyvault.cli.output import warn
+
+    if not store.startswith("file:"):
+        return
+    path = Path(unquote(urlsplit(store).path))
+    try:
+        same_disk = path.stat().st_dev == Path.home().stat().st_dev
+    except OSError:
+        return
+    if same_disk:
+        warn(STORE_WARNING.format(path=path))
 
 
 def _init_json(result: InitResult) -> dict[str, object]:
@@ -123,6 +149,8 @@ def quickstart(ctx: typer.Context, json_out: Json = False) -> None:
         "'keyvault restore --all'.")
     if report.used_sample:
         warn("these were sample keys; run again once your trust directory has keys")
+    elif not init_result:
+        warn_if_store_on_this_machine(config.store or "")
 
 
 def doctor(ctx: typer.Context, json_out: Json = False) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import stat
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,27 @@ def test_init_on_a_new_machine_never_makes_an_empty_store_for_a_copied_config(
                  "init")
         assert run.code == 0, run.err
         assert (fresh / "keyvault-store.json").is_file()
+
+
+def test_init_says_when_the_store_is_on_this_machines_disk(kv: KV, home: Path) -> None:
+    """The embedded default keeps the store beside the keys: init says it is lost with the
+    machine and where else to keep it."""
+    run = kv("init")
+    assert run.code == 0, run.err
+    assert f"The store {store_dir(home)} is on the same disk as your home" in run.err
+    assert "keyvault --store file:///path/elsewhere init" in run.err
+
+
+def test_init_says_nothing_of_a_store_on_another_disk(kv: KV, home: Path) -> None:
+    """A store on another file system (here RAM-backed /dev/shm, as a USB disk would be)."""
+    elsewhere = Path(tempfile.mkdtemp(prefix="keyvault-test-store-", dir="/dev/shm"))
+    try:
+        assert elsewhere.stat().st_dev != home.stat().st_dev
+        run = kv("--store", (elsewhere / "store").as_uri(), "init")
+        assert run.code == 0, run.err
+        assert "same disk" not in run.err
+    finally:
+        shutil.rmtree(elsewhere)
 
 
 def test_init_human_output_warns_to_move_identity_offline(kv: KV) -> None:
