@@ -25,7 +25,8 @@ from keyvault.cli.state import CliState
 EXIT_CODE_HELP = """Exit codes: 0 success; 1 local I/O failure or unexpected error; 2 usage
 error or invalid input; 3 not found; 4 access denied; 5 integrity failure (tampered or corrupt
 backup); 6 backend unavailable; 7 conflict (target exists with different content);
-8 coverage gap (a published key is not backed up); 130 interrupted."""
+8 coverage gap (a published key is not backed up); 130 interrupted (Ctrl-C); 143 terminated
+(SIGTERM)."""
 
 #: The options of the invocation being run, so a failure can be audited with its config.
 _INVOCATION: dict[str, CliState] = {}

@@ -60,8 +60,9 @@ def exec_command(
 
     Use 'notary -d "$KEYVAULT_TRUST_DIR" ...' (notary reads no variable for its trust
     directory); docker reads DOCKER_CONFIG. The exit code is COMMAND's (128+N after
-    signal N). Passphrases come from the environment (NOTARY_TARGETS_PASSPHRASE,
-    NOTARY_DELEGATION_PASSPHRASE or DOCKER_CONTENT_TRUST_REPOSITORY_PASSPHRASE).
+    signal N). Passphrases come from the environment: NOTARY_TARGETS_PASSPHRASE and
+    NOTARY_SNAPSHOT_PASSPHRASE (the snapshot key is fetched too), NOTARY_DELEGATION_PASSPHRASE,
+    or DOCKER_CONTENT_TRUST_REPOSITORY_PASSPHRASE.
     keyvault's own credentials are not passed to COMMAND unless named with --pass-env.
     """
     state: CliState = ctx.obj

@@ -103,3 +103,15 @@ def test_strict_build_catches_a_broken_link(tmp_path: Path) -> None:
                          env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
     assert run.returncode != 0
     assert "no-such-page.md" in run.stdout + run.stderr
+
+
+def test_the_help_footer_names_every_exit_code_the_readme_lists() -> None:
+    """The README's table and ``keyvault --help`` give the same codes (143 was missing)."""
+    from keyvault.cli.app import EXIT_CODE_HELP
+
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    listed = {int(c) for row in re.findall(r"^\| ([0-9 /]+) \|", table, re.M)
+              for c in row.split("/")}
+    in_help = {int(c) for c in re.findall(r"(?<![0-9])([0-9]+) [a-z(]", EXIT_CODE_HELP)}
+    assert listed == in_help == {0, 1, 2, 3, 4, 5, 6, 7, 8, 130, 143}
