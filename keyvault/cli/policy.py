@@ -155,20 +155,27 @@ def check(
 
 @policy_app.command("whoami")
 def whoami(ctx: typer.Context, file: PolicyFile = None, json_out: Json = False) -> None:
-    """Who the store's backend says you are, and what you are to each team."""
+    """Who the store's backend says you are, and what you are to each team (with no policy
+    file: who you are, and that keyvault checks nothing)."""
     state: CliState = ctx.obj
     from keyvault.cli.output import emit_json, say
     from keyvault.policy import role_of
 
-    policy = _load(state, file)
+    path = Path(file) if file else state.config().policy
+    policy = _load(state, file) if path is not None else None
     with state.session() as session:
         principal = session.access().principal()
-    roles = {name: role_of(policy, principal, name) for name in sorted(policy.teams)}
+    roles = ({name: role_of(policy, principal, name) for name in sorted(policy.teams)}
+             if policy is not None else {})
+    teams = {k: v for k, v in roles.items() if v}
     if state.json or json_out:
-        emit_json({"principal": principal.name, "claimed": principal.claimed,
-                   "teams": {k: v for k, v in roles.items() if v}})
-    else:
-        say(f"{principal}")
-        for name, role in roles.items():
-            if role:
-                say(f"  {role} of team {name}")
+        emit_json({"principal": principal.name, "claimed": principal.claimed, "teams": teams,
+                   "policy": str(policy.source) if policy is not None else None})
+        return
+    say(f"{principal}")
+    if policy is None:
+        say("  no policy file: keyvault's own checks allow everything; the backends decide")
+    elif not teams:
+        say(f"  not in any team of {policy.source}")
+    for name, role in teams.items():
+        say(f"  {role} of team {name}")

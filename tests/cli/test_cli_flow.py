@@ -335,3 +335,22 @@ def test_restore_or_drill_of_a_store_with_nothing_for_the_team_is_not_found(
     assert run.code == 3, (run.code, run.err)
     assert "holds no keys for team" in run.err and "keyvault doctor" in run.err
     assert not target.exists()
+
+
+def test_policy_whoami_needs_no_policy_file_and_says_when_in_no_team(
+        kv: KV, home: Path, tmp_path: Path) -> None:
+    """Before: exit 2 ("no policy file") for a question any user may ask."""
+    assert kv("init").code == 0
+    run = kv("--json", "policy", "whoami")
+    assert run.code == 0, run.err
+    doc = run.json()
+    assert doc["principal"].startswith("local:") and doc["teams"] == {}
+    assert doc["policy"] is None
+    text = kv("policy", "whoami")
+    assert text.code == 0 and "no policy file" in text.out
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[teams.others]\nguns = ["example.com/*"]\nmembers = ["local:nobody-here"]\n')
+    policy.chmod(0o600)
+    text = kv("policy", "whoami", policy)
+    assert text.code == 0, text.err
+    assert f"not in any team of {policy}" in text.out
