@@ -18,9 +18,11 @@ from keyvault.ops.authentic import restore_relpath
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session
 from keyvault.ops.stored import list_addresses
+from keyvault.trust.deep import NoPassphraseError
 from keyvault.trust.model import KeyFile, Layout
 
 OK, MISSING, DIFFERS, BROKEN, NOT_LOCAL = "ok", "not-backed-up", "differs", "broken", "store-only"
+NOT_CHECKED = "not-checked"  # the deep check of a key whose passphrase was not given
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,8 @@ def _verify_one(session: Session, address: KeyAddress, in_store: bool, key: KeyF
                            encrypted=key.encrypted if key else True, data=data)
         try:
             deep_status = deep(restored)
+        except NoPassphraseError as exc:  # nothing wrong with the backup: the check was not made
+            deep_status = f"{NOT_CHECKED}: no passphrase ({exc.hint or exc.message})"
         except KeyvaultError as exc:
             return Verified(address, BROKEN, exc.message, error=exc)
     sealer = stored.sealer or ""

@@ -64,6 +64,11 @@ def _parse_plain(block_type: str, data: bytes) -> PrivateKey:
     raise InvalidInputError(f"notary does not read {block_type[:40]!r} blocks")
 
 
+class NoPassphraseError(UsageError):
+    """An encrypted key and no passphrase for it: a check that was not possible, not a
+    broken key (``verify --deep`` reports it as not checked)."""
+
+
 def open_block(block: PemBlock, passphrase: str | None, label: str,
                role: str = "") -> OpenedKey:
     """Decrypt (when needed) and load the key in ``block``."""
@@ -78,8 +83,8 @@ def open_block(block: PemBlock, passphrase: str | None, label: str,
     except InvalidInputError as exc:
         raise InvalidInputError(f"{label}: {exc.message}") from exc
     if not passphrase:
-        raise UsageError(f"{label} is encrypted and no passphrase was given",
-                         hint=passphrase_hint(role) if role else None)
+        raise NoPassphraseError(f"{label} is encrypted and no passphrase was given",
+                           hint=passphrase_hint(role) if role else None)
     try:
         if isinstance(cipher, pkcs8.Pbes2):
             key = _parse_plain("PRIVATE KEY", pkcs8.decrypt(cipher, passphrase))

@@ -270,6 +270,26 @@ def test_verify_deep_wrong_passphrase_is_access_denied(
     assert "wrong passphrase" in run.err and "wrong-guess" not in run.out + run.err
 
 
+def test_verify_deep_without_passphrases_checks_what_it_can_and_breaks_nothing(
+        kv: KV, ready: tuple[Path, tuple[KeyFile, ...]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: every key was 'broken', exit 2. The backups open and match; only the key ID
+    check needs the passphrase, and one variable given checks that role's keys."""
+    for var in ("NOTARY_ROOT_PASSPHRASE", "NOTARY_TARGETS_PASSPHRASE",
+                "NOTARY_SNAPSHOT_PASSPHRASE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NOTARY_TARGETS_PASSPHRASE", PASS)
+    run = kv("--json", "verify", "--all", "--deep")
+    assert run.code == 0, run.err
+    keys = run.json()["keys"]
+    assert {k["status"] for k in keys} == {"ok"}
+    for k in keys:
+        if k["role"] == "targets":
+            assert k["deep"] == "key ID verified", k
+        else:
+            assert k["deep"].startswith("not-checked: no passphrase"), k
+            assert f"NOTARY_{k['role'].upper()}_PASSPHRASE" in k["deep"], k
+
+
 def test_verify_deep_empty_passphrase_variable(
         kv: KV, ready: tuple[Path, tuple[KeyFile, ...]], monkeypatch: pytest.MonkeyPatch) -> None:
     """B15: a passphrase variable set but empty."""
