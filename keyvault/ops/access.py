@@ -286,6 +286,16 @@ class Access:
                          f"policy refuses {principal}: {rule}")
         return refused
 
+    def allowed(self, action: str, addresses: Iterable[KeyAddress]) -> list[KeyAddress]:
+        """The addresses the policy allows (nothing recorded: nothing was refused)."""
+        policy = self.policy()
+        if policy is None:
+            return list(addresses)
+        from keyvault.policy import authorize
+
+        principal = self.principal()
+        return [a for a in addresses if authorize(policy, principal, action, a).allowed]
+
     def require(self, action: str, addresses: Iterable[KeyAddress]) -> None:
         """Raise the first refusal (after recording all of them); nothing is read before."""
         refused = self.refusals(action, addresses)

@@ -31,7 +31,10 @@ def list_keys(session: Session, *, team: str, selection: Selection, long: bool =
     session.check("list", team, selection)  # teams policy, before any request
     store = session.store()
     addresses = sorted(list_addresses(store, team, selection))
-    session.check("list", team, addresses=addresses)
+    if selection.roles or selection.key_ids:  # keys named on purpose: a refusal says so
+        session.check("list", team, addresses=addresses)
+    else:  # everything, or GUNs: what this principal may see
+        addresses = session.visible("list", addresses)
     if not selection.is_empty:
         selection.check_found([(a.gun, a.role, a.key_id) for a in addresses],
                               f"the store for team {team!r}")

@@ -118,6 +118,15 @@ class Session:
         else:
             self.access().require(action, addresses)
 
+    def visible(self, action: str, addresses: Iterable[KeyAddress]) -> list[KeyAddress]:
+        """The addresses the policy lets this principal ``action``, the others left out
+        silently: what a broad listing shows (a CI job's bare ``list`` is its keys, not a
+        refusal because the team also holds a root key)."""
+        found = list(addresses)
+        if self.config.policy is None and self.acting_as is None:
+            return found
+        return self.access().allowed(action, found)
+
     def audit(self) -> AuditLog:
         """The local hash-chained audit log of this user."""
         from keyvault.audit import AuditLog

@@ -430,6 +430,13 @@ def test_file_store_with_as_and_local_principals(kv: KV, home: Path, tmp_path: P
     stranger = kv("--as", "local:mallory", "--trust-dir", tmp_path / "m", "restore", "--all")
     assert stranger.code == 4 and "neither a member" in stranger.err
     assert len(keys) == 3
+    # A CI job's bare list is what it may see, not a refusal because of the root key.
+    listed = kv("--as", "local:ci-bot", "--json", "list")
+    assert listed.code == 0, listed.err
+    assert sorted(k["role"] for k in listed.json()["keys"]) == ["snapshot", "targets"]
+    asked = kv("--as", "local:ci-bot", "list", "--role", "root")
+    assert asked.code == 4 and "never get root" in asked.err
+    assert kv("--as", "local:mallory", "list").code == 4
 
 
 def test_as_is_refused_with_a_backend_that_knows_better(kv: KV, world: World, home: Path,
