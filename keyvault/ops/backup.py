@@ -46,6 +46,7 @@ from keyvault.ops.parallel import DEFAULT_CONCURRENCY, bounded_map
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session, key_ref
 from keyvault.ops.stored import StoredEnvelope, parse_stored
+from keyvault.redact import redact
 from keyvault.trust.model import KeyFile
 from keyvault.trust.scan import read_key_bytes
 from keyvault.wrappers import Wrapper
@@ -221,12 +222,25 @@ def _backup_one(run: _Run, key: KeyFile, address: KeyAddress, *, recheck: bool
     recorded = current.envelope.threshold
     if hmac.compare_digest(current.envelope.header.sha256, key.sha256) and (
             run.threshold is None or (recorded or 1) >= run.threshold):
-        return BackupOutcome(key, address, UNCHANGED, current.version)
+        return BackupOutcome(key, address, UNCHANGED, current.version,
+                             warning=_not_wrapped_for(run, current, address))
     if run.dry_run:
         return BackupOutcome(key, address, WOULD_WRITE)
     return _write(run, key, address, replaces=current.version,
                   threshold=_at_least(run.threshold, recorded),
                   chain=Chain(chain.sequence + 1, current.digest))
+
+
+def _not_wrapped_for(run: _Run, current: StoredEnvelope, address: KeyAddress) -> str | None:
+    """Unchanged bytes are not rewritten; but a wrapper asked for that the stored version is
+    not wrapped for cannot restore it, and the user must not believe it can."""
+    missing = [w.uri for w in run.wrappers if w.uri not in current.envelope.wrapper_uris]
+    if not missing:
+        return None
+    shown = ", ".join(redact(uri) for uri in missing)
+    return (f"{describe(address)} is unchanged, but its backup is not wrapped for {shown}, "
+            f"which cannot restore it; add it with 'keyvault rewrap --all --add "
+            f"{redact(missing[0])}'")
 
 
 def _trusted_latest(session: Session, raw: StoredEnvelope, *, recheck: bool) -> StoredEnvelope:

@@ -374,3 +374,23 @@ def test_policy_whoami_needs_no_policy_file_and_says_when_in_no_team(
     text = kv("policy", "whoami", policy)
     assert text.code == 0, text.err
     assert f"not in any team of {policy}" in text.out
+
+
+def test_backup_with_a_wrapper_the_backups_lack_says_it_cannot_restore_them(
+        kv: KV, trust: tuple[Path, tuple[KeyFile, ...]]) -> None:
+    """Before: 'unchanged', exit 0, and the user believed the new wrapper could restore."""
+    import pyrage
+
+    init = kv("--json", "init")
+    assert init.code == 0, init.err
+    (mine,) = init.json()["wrappers"]
+    assert kv("backup").code == 0
+    other = str(pyrage.x25519.Identity.generate().to_public())
+    run = kv("--json", "--wrapper", mine, "--wrapper", other, "backup")
+    assert run.code == 0, run.err
+    for outcome in run.json()["keys"]:
+        assert outcome["action"] == "unchanged", outcome
+        assert f"not wrapped for {other}" in outcome["warning"], outcome
+        assert f"keyvault rewrap --all --add {other}" in outcome["warning"], outcome
+    same = kv("--json", "backup")
+    assert all(o["warning"] is None for o in same.json()["keys"]), same.out
