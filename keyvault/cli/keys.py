@@ -93,7 +93,7 @@ def backup(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Key
     state.use_jobs(jobs)
     config = state.config()
     result = _scan(state, keep_bytes=False)  # each key is read again when it is sealed
-    from keyvault.cli.output import emit_json, progress, table, warn
+    from keyvault.cli.output import emit_json, progress, say, table, warn
     from keyvault.ops.backup import FAILED, BackupOutcome, backup_keys, select_keys
 
     keys = select_keys(result.keys, selection, f"trust directory {result.trust_dir}")
@@ -121,10 +121,20 @@ def backup(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Key
             if o.action == FAILED and o.error is not None:
                 warn(f"{o.address.role} key {o.address.key_id[:12]}: {o.error}")
         _warn_problems(result)
+        say(tally(len(outcomes), [o.action for o in outcomes]))
     for o in outcomes:
         if o.warning:
             warn(o.warning)
     raise typer.Exit(worst_exit_code(codes))
+
+
+def tally(total: int, actions: list[str]) -> str:
+    """The one line a run ends with: ``3 keys: 2 created, 1 unchanged``."""
+    counts: dict[str, int] = {}
+    for action in actions:
+        counts[action] = counts.get(action, 0) + 1
+    parts = ", ".join(f"{n} {a}" for a, n in sorted(counts.items()))
+    return f"{total} key{'s' if total != 1 else ''}" + (f": {parts}" if parts else "")
 
 
 def _outcome_json(o: Any) -> dict[str, Any]:
@@ -241,6 +251,7 @@ def restore(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Ke
                for e in report.entries])
         for aside in report.kept_aside:
             say(f"kept the replaced file as private/{aside}")
+        say(tally(len(report.entries), [e.action.value for e in report.entries]))
     unsigned = [e for e in report.entries if e.key.sealer == "unsigned"]
     if unsigned:
         from keyvault.cli.output import warn

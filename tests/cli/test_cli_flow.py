@@ -394,3 +394,14 @@ def test_backup_with_a_wrapper_the_backups_lack_says_it_cannot_restore_them(
         assert f"keyvault rewrap --all --add {other}" in outcome["warning"], outcome
     same = kv("--json", "backup")
     assert all(o["warning"] is None for o in same.json()["keys"]), same.out
+
+
+def test_backup_and_restore_end_with_a_one_line_tally(
+        kv: KV, ready: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path) -> None:
+    _, keys = ready
+    run = kv("backup")
+    assert run.code == 0, run.err
+    assert run.out.rstrip().splitlines()[-1] == f"{len(keys)} keys: {len(keys)} unchanged"
+    run = kv("--trust-dir", tmp_path / "fresh", "restore", "--all")
+    assert run.code == 0, run.err
+    assert run.out.rstrip().splitlines()[-1] == f"{len(keys)} keys: {len(keys)} create"
