@@ -98,9 +98,15 @@ def _read_shares() -> list[str]:
         return [line for line in sys.stdin.read().splitlines() if line.strip()]
     import getpass
 
+    from keyvault.ops.recovery import shares_needed
+
     shares: list[str] = []
-    while True:
-        entry = getpass.getpass(f"Share {len(shares) + 1} (33 words; empty line when done): ")
+    needed: int | None = None
+    while needed is None or len(shares) < needed:
+        left = f"{needed - len(shares)} more needed" if needed else "empty line when done"
+        entry = getpass.getpass(f"Share {len(shares) + 1} (33 words; {left}): ")
         if not entry.strip():
             return shares
         shares.append(entry)
+        needed = needed or shares_needed(entry)  # the first share says how many
+    return shares

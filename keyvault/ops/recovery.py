@@ -108,6 +108,18 @@ def write_share_pages(directory: Path, recipient: str, shares: Sequence[Share],
     return paths
 
 
+def shares_needed(mnemonic: str) -> int | None:
+    """How many shares rebuild the identity, as a share says it (None: not a valid share;
+    combining then names the problem)."""
+    import shamir_mnemonic
+
+    try:
+        share = shamir_mnemonic.Share.from_mnemonic(" ".join(mnemonic.lower().split()))
+    except shamir_mnemonic.MnemonicError:
+        return None
+    return int(share.group_parameters().member_threshold)
+
+
 def combine_shares(mnemonics: Sequence[str]) -> str:
     """The identity (AGE-SECRET-KEY-1...) rebuilt from shares; clear errors otherwise."""
     import shamir_mnemonic

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import re
@@ -108,3 +109,47 @@ def test_bad_split_requests(kv: KV, tmp_path: Path) -> None:
     again = kv("recovery", "split", "--shares", "3", "--threshold", "2", "--out",
                tmp_path / "exists")
     assert again.code == 7 and list((tmp_path / "exists").iterdir()) == []
+
+
+def test_at_a_terminal_combine_stops_asking_once_it_has_enough_shares(
+        split: tuple[str, list[str]], tmp_path: Path) -> None:
+    """Before: a fourth prompt after the third of 3-of-5 shares, until an empty line."""
+    import os
+    import select
+    import subprocess
+    import sys
+
+    recipient, shares = split
+    out = tmp_path / "rebuilt.txt"
+    master, slave = os.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "keyvault", "recovery", "combine", "--out",
+                             str(out), "--expect", recipient],
+                            stdin=slave, stdout=slave, stderr=slave, env=dict(os.environ),
+                            start_new_session=True)
+    os.close(slave)
+    seen = b""
+
+    def read_until(marker: bytes) -> None:
+        nonlocal seen
+        while marker not in seen:
+            ready, _, _ = select.select([master], [], [], 120)
+            chunk = os.read(master, 4096) if ready else b""
+            assert chunk, seen.decode(errors="replace")
+            seen += chunk
+
+    try:
+        read_until(b"Share 1 (33 words; empty line when done)")
+        for number, share in enumerate(shares[:3], start=1):
+            if number > 1:
+                read_until(f"Share {number} (33 words; {4 - number} more needed)".encode())
+            os.write(master, share.encode() + b"\n")
+        assert proc.wait(timeout=120) == 0, seen.decode(errors="replace")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        with contextlib.suppress(OSError):
+            seen += os.read(master, 65536)
+        os.close(master)
+    assert b"Share 4" not in seen
+    assert recipient in out.read_text()
