@@ -13,6 +13,7 @@ from keyvault.cli.state import CliState
 
 if TYPE_CHECKING:
     from keyvault.ops.coverage import MetadataSource
+    from keyvault.ops.drill import Check
 
 
 def register(app: typer.Typer) -> None:
@@ -71,6 +72,24 @@ def _source(server: str | None, tls_ca: str | None, trust_dir: Path
     return LocalCache(trust_dir), str(trust_dir / "tuf")
 
 
+def skipped(checks: list[Check]) -> list[str]:
+    """What the drill did not check, counted by reason (the report has every key's)."""
+    from keyvault.ops.drill import NOT_CHECKED, NOT_PUBLISHED
+
+    unpublished = sorted({c.gun or "-" for c in checks if c.signature == NOT_PUBLISHED})
+    lines = []
+    if unpublished:
+        lines.append(f"Not checked: the signatures of {len(unpublished)} GUN(s) with no "
+                     f"published metadata ({', '.join(unpublished[:5])}"
+                     f"{', ...' if len(unpublished) > 5 else ''}); --require-published "
+                     "makes that a failure")
+    no_id = sorted({c.role for c in checks if c.passed and c.key_id_check == NOT_CHECKED})
+    if no_id:
+        lines.append("Not checked: key IDs and signatures of the "
+                     f"{', '.join(no_id)} keys (no passphrase: set NOTARY_<ROLE>_PASSPHRASE)")
+    return lines
+
+
 def drill(
     ctx: typer.Context,
     gun: Guns = None,
@@ -84,6 +103,10 @@ def drill(
                                                show_default=False)] = None,
     no_metadata: Annotated[bool, typer.Option(
         "--no-metadata", help="Skip the signature check against published metadata.")] = False,
+    require_published: Annotated[bool, typer.Option(
+        "--require-published", help="Fail the keys of a GUN that has no published metadata "
+                                    "(by default they are 'not-checked (not published)').")
+    ] = False,
     report_dir: Annotated[str | None, typer.Option(
         "--report-dir", metavar="DIR", show_default=False,
         help="Where to write report.json and report.md (default: the state directory).")
@@ -107,7 +130,8 @@ def drill(
     with state.session() as session:
         report = run_drill(session, team=config.team, selection=selection,
                            wrappers=config.require_wrappers(), source=source,
-                           env=config.env, metadata_label=label)
+                           env=config.env, metadata_label=label,
+                           require_published=require_published)
         # A random tail: two drills in the same second each get their own report.
         stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
         directory = Path(report_dir) if report_dir else config.paths.state_dir / "drills" / stamp
@@ -122,6 +146,8 @@ def drill(
             f"through {len(report.wrappers)} wrapper(s), {len(failed)} failed.")
         for c in failed:
             warn(f"{c.wrapper}: {c.role} key {c.key_id[:12]}: {c.error}")
+        for line in skipped(report.checks):
+            say(line)
         say(f"Reports: {json_path} and {md_path} (sha256 {digest[:16]}, in the audit log)")
     if failed:
         from keyvault.cli.options import worst_exit_code

@@ -27,7 +27,7 @@ from keyvault import fsutil
 from keyvault.audit import KeyRef
 from keyvault.canonical import canonical_json
 from keyvault.envelope import open_envelope
-from keyvault.errors import IntegrityError, KeyvaultError
+from keyvault.errors import IntegrityError, KeyvaultError, NotFoundError
 from keyvault.ops.authentic import restore_relpath
 from keyvault.ops.coverage import MetadataSource, required_keys
 from keyvault.ops.restore import fetch_envelopes
@@ -45,6 +45,8 @@ from keyvault.trust.tufmeta import KeyUse
 from keyvault.wrappers import check_wrapper_uri, open_wrapper
 
 PASSED, FAILED, NOT_CHECKED = "passed", "failed", "not-checked"
+#: The signature check of a key whose GUN has no published TUF metadata.
+NOT_PUBLISHED = f"{NOT_CHECKED} (not published)"
 CONTROLS = (
     "NIST SP 800-57 Part 1 (key backup and recovery)",
     "NIST SP 800-130 / 800-152 (key management system design)",
@@ -107,12 +109,14 @@ class DrillReport:
 
 def run_drill(session: Session, *, team: str, selection: Selection,
               wrappers: Sequence[str], source: MetadataSource | None,
-              env: Mapping[str, str], metadata_label: str | None = None) -> DrillReport:
+              env: Mapping[str, str], metadata_label: str | None = None,
+              require_published: bool = False) -> DrillReport:
     selection.require_explicit("drill")
     started = _now()
     stored = fetch_envelopes(session, team, selection, action="drill")  # policy-checked
     proven = _authenticated(session, stored)
-    published = _published(source, stored, selection) if source else {}
+    published = (_published(source, stored, selection, require_published) if source
+                 else Published({}, frozenset(), required=False))
     report = DrillReport(started, started, local_principal(), team,
                          redact(session.config.store or ""),
                          [redact(uri) for uri in wrappers], selection.describe(),
@@ -157,7 +161,7 @@ def _authenticated(session: Session, stored: Sequence[StoredEnvelope]
 
 def _drill_one_wrapper(session: Session, wrapper: Any, uri: str,
                        stored: Sequence[tuple[StoredEnvelope, KeyvaultError | None]],
-                       trust: Path, published: Mapping[str, KeyUse], env: Mapping[str, str]
+                       trust: Path, published: Published, env: Mapping[str, str]
                        ) -> list[Check]:
     checks: list[Check] = []
     opened: list[tuple[Check, StoredEnvelope, bytes]] = []
@@ -191,7 +195,7 @@ def _drill_one_wrapper(session: Session, wrapper: Any, uri: str,
 
 
 def _verify_restored(check: Check, entry: StoredEnvelope, trust: Path,
-                     published: Mapping[str, KeyUse], env: Mapping[str, str]) -> None:
+                     published: Published, env: Mapping[str, str]) -> None:
     header = entry.envelope.header
     data = (trust / "private" / restore_relpath(header)).read_bytes()
     if not hmac.compare_digest(hashlib.sha256(data).hexdigest(), header.sha256):
@@ -207,7 +211,13 @@ def _verify_restored(check: Check, entry: StoredEnvelope, trust: Path,
             return  # no passphrase source: the ID and signature checks are not possible
         verify_key_id(key, passphrase)
         check.key_id_check = PASSED
-        use = published.get(header.key_id)
+        use = published.uses.get(header.key_id)
+        if use is None and header.gun in published.unpublished:
+            check.signature = NOT_PUBLISHED
+            if published.required:
+                _failed(check, NotFoundError(
+                    f"{header.gun} has no published TUF metadata to check the signature "
+                    "against (--require-published)"))
         if use is not None:
             prove_signature(load_private_key(key, passphrase), use.keytype, use.public,
                             key_label(key))
@@ -220,15 +230,32 @@ def _verify_restored(check: Check, entry: StoredEnvelope, trust: Path,
         _failed(check, exc)
 
 
+@dataclass(frozen=True)
+class Published:
+    """What the published metadata says: the keys it relies on, and the GUNs it lacks."""
+
+    uses: Mapping[str, KeyUse]
+    unpublished: frozenset[str]
+    required: bool  # --require-published: a GUN without metadata fails its keys' checks
+
+
 def _published(source: MetadataSource, stored: Sequence[StoredEnvelope],
-               selection: Selection) -> dict[str, KeyUse]:
+               selection: Selection, required: bool) -> Published:
+    """Every GUN's published keys; a GUN with none (a restored machine has no ``tuf/``
+    cache; a repository not published yet) is noted, not a reason to stop the drill."""
     guns = {s.address.gun for s in stored if s.address.gun} | {
         g for g in selection.guns if not any(c in g for c in "*?[")}
     found: dict[str, KeyUse] = {}
+    unpublished: set[str] = set()
     for gun in sorted(guns):
-        for use in required_keys(source, gun):
+        try:
+            uses = required_keys(source, gun)
+        except NotFoundError:
+            unpublished.add(gun)
+            continue
+        for use in uses:
             found.setdefault(use.key_id, use)
-    return found
+    return Published(found, frozenset(unpublished), required)
 
 
 def _failed(check: Check, exc: KeyvaultError) -> Check:

@@ -156,3 +156,31 @@ def test_two_drills_in_the_same_second_each_write_their_own_report(
     reports = [Path(r.json()["report_json"]) for r in runs]
     assert reports[0] != reports[1] and all(p.is_file() for p in reports)
     assert all(p.parent.name.startswith("20261205T030000Z-") for p in reports)
+
+
+def test_a_gun_without_published_metadata_is_not_checked_and_the_drill_goes_on(
+        kv: KV, drilled: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path) -> None:
+    """A freshly restored machine has no tuf/ cache. Before: exit 3, no report, no audit
+    record, and a hint naming a server URL that was never given."""
+    import shutil
+
+    trust, keys = drilled
+    shutil.rmtree(trust / "tuf")
+    run = kv("--json", "drill", "--all", "--report-dir", tmp_path / "r")
+    assert run.code == 0, run.err
+    checks = run.json()["checks"]
+    assert len(checks) == len(keys) and all(c["passed"] for c in checks)
+    gun_keys = [c for c in checks if c["gun"] == GUN]
+    assert gun_keys and {c["signature"] for c in gun_keys} == {"not-checked (not published)"}
+    assert (tmp_path / "r" / "report.json").is_file()
+    text = kv("drill", "--all", "--report-dir", tmp_path / "r2")
+    assert text.code == 0, text.err
+    assert f"Not checked: the signatures of 1 GUN(s) with no published metadata ({GUN})" \
+        in text.out
+    strict = kv("--json", "drill", "--all", "--require-published", "--report-dir",
+                tmp_path / "r3")
+    assert strict.code == 3, strict.err
+    assert {c["passed"] for c in strict.json()["checks"] if c["gun"] == GUN} == {False}
+    assert (tmp_path / "r3" / "report.json").is_file()
+    audit = kv("--json", "audit", "show", "--action", "drill").json()["records"]
+    assert len(audit) == 3
