@@ -184,3 +184,25 @@ def test_a_gun_without_published_metadata_is_not_checked_and_the_drill_goes_on(
     assert (tmp_path / "r3" / "report.json").is_file()
     audit = kv("--json", "audit", "show", "--action", "drill").json()["records"]
     assert len(audit) == 3
+
+
+def test_the_report_claims_only_the_controls_this_drill_showed(
+        kv: KV, home: Path, drilled: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path) -> None:
+    """Before: PCI DSS dual control and SOC 2 logical access were listed for one age
+    wrapper with no policy. Dual control appears once the keys are under 2-of-2 wrappers."""
+    run = kv("--json", "drill", "--all", "--report-dir", tmp_path / "single")
+    assert run.code == 0, run.err
+    controls = run.json()["controls"]
+    assert controls and not any("PCI DSS" in c or "SOC 2" in c for c in controls)
+    assert "PCI DSS" not in (tmp_path / "single" / "report.md").read_text()
+    import pyrage
+
+    (mine,) = {w for k in kv("--json", "list", "--long").json()["keys"] for w in k["wrappers"]}
+    second = str(pyrage.x25519.Identity.generate().to_public())
+    both = ("--wrapper", mine, "--wrapper", second)
+    assert kv(*both, "backup", "--role", "root", "--threshold", "2").code == 0
+    run = kv("--json", *both, "drill", "--role", "root", "--report-dir", tmp_path / "dual")
+    doc = run.json()
+    assert any("PCI DSS" in c and "dual control" in c for c in doc["controls"]), (
+        run.err, doc["controls"])
+    assert not any(c["passed"] for c in doc["checks"])  # no wrapper alone opens 2-of-2
