@@ -318,40 +318,54 @@ def _open_trust(trust_dir: Path, *, create: bool) -> Iterator[int | None]:
 def _lock(root: int | None, trust_dir: Path) -> Iterator[None]:
     """One restore at a time per trust directory (F12).
 
-    A lock file this restore created is removed again if the restore fails, so a
-    failed restore leaves the directory exactly as it was. It is removed while still
-    locked, and whoever locks it checks that the name still points at what they
-    locked, so removing it never lets two restores in at once.
+    The lock file is removed when the restore ends, whether it worked or not, so
+    nothing of keyvault's stays in the user's trust directory (and a failed restore
+    leaves it exactly as it was). It is removed while still locked, and whoever
+    locks it checks that the name still points at what they locked, so removing it
+    never lets two restores in at once.
     """
     assert root is not None
-    shown = str(trust_dir / LOCK_NAME)
-    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = _take_lock(root, trust_dir)
     try:
         try:
-            fd, created = os.open(LOCK_NAME, flags | os.O_CREAT | os.O_EXCL, 0o600,
-                                  dir_fd=root), True
-        except FileExistsError:
-            fd, created = os.open(LOCK_NAME, flags, dir_fd=root), False
-    except OSError as exc:
-        raise _os_error(exc, shown) from None
-    try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(LOCK_NAME, dir_fd=root)  # still ours: checked when locked
+    finally:
+        os.close(fd)
+
+
+def _take_lock(root: int, trust_dir: Path) -> int:
+    """The locked lock file's descriptor; ConflictError while another restore holds it.
+
+    A name found removed (or replaced) after locking belonged to a restore that just
+    ended: open it again, a few times.
+    """
+    shown = str(trust_dir / LOCK_NAME)
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_CREAT
+    for _ in range(5):
+        try:
+            fd = os.open(LOCK_NAME, flags, 0o600, dir_fd=root)
+        except OSError as exc:
+            raise _os_error(exc, shown) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             held, named = os.fstat(fd), os.stat(LOCK_NAME, dir_fd=root, follow_symlinks=False)
-            if (held.st_dev, held.st_ino) != (named.st_dev, named.st_ino):
-                raise BlockingIOError  # the file was removed by a restore that just failed
-        except (BlockingIOError, FileNotFoundError):
+            if (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino):
+                return fd
+        except BlockingIOError:
+            os.close(fd)
             raise ConflictError(f"another keyvault process is restoring into {trust_dir}",
                                 hint="wait for it to finish, then run again") from None
-        try:
-            yield
+        except FileNotFoundError:
+            pass
         except BaseException:
-            if created:
-                with contextlib.suppress(OSError):
-                    os.unlink(LOCK_NAME, dir_fd=root)
+            os.close(fd)
             raise
-    finally:
-        os.close(fd)
+        os.close(fd)  # removed by a restore that just ended: take the new one
+    raise ConflictError(f"another keyvault process is restoring into {trust_dir}",
+                        hint="wait for it to finish, then run again")
 
 
 def _remove_leftovers(dir_fd: int) -> None:

@@ -405,3 +405,4 @@ def test_backup_and_restore_end_with_a_one_line_tally(
     run = kv("--trust-dir", tmp_path / "fresh", "restore", "--all")
     assert run.code == 0, run.err
     assert run.out.rstrip().splitlines()[-1] == f"{len(keys)} keys: {len(keys)} create"
+    assert not (tmp_path / "fresh" / ".keyvault.lock").exists()  # nothing of ours left
