@@ -106,7 +106,7 @@ def test_registry_opens_a_file_store(tmp_path: Path) -> None:
 def test_missing_store_is_not_found_and_not_created(root: Path) -> None:
     with pytest.raises(NotFoundError) as info:
         FileStore.from_uri(root.as_uri(), OPTIONS)
-    assert "keyvault init" in str(info.value)
+    assert "point it at the store you kept" in str(info.value)
     assert not root.exists()
 
 

@@ -211,7 +211,7 @@ def test_b21_missing_store(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]]
     guard = Unchanged(trust)
     missing = tmp_path / "no-store"
     run = kv("--store", missing.as_uri(), "backup")
-    assert run.code == 3 and str(missing) in run.err and "keyvault init" in run.err
+    assert run.code == 3 and str(missing) in run.err and "point it at the store you kept" in run.err
     assert not missing.exists()
     guard.check()
 

@@ -30,4 +30,5 @@ def test_doctor_fails_on_a_missing_store(kv: KV, home: Path) -> None:
     run = kv("--json", "doctor")
     assert run.code == 1
     failed = [f for f in run.json()["findings"] if f["status"] == "fail"]
-    assert [f["check"] for f in failed] == ["store"] and "keyvault init" in failed[0]["detail"]
+    assert [f["check"] for f in failed] == ["store"]
+    assert "point it at the store you kept" in failed[0]["detail"]
