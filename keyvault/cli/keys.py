@@ -93,7 +93,7 @@ def backup(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Key
     state.use_jobs(jobs)
     config = state.config()
     result = _scan(state, keep_bytes=False)  # each key is read again when it is sealed
-    from keyvault.cli.output import emit_json, progress, say, table, warn
+    from keyvault.cli.output import emit_json, progress, say, table, tally, warn
     from keyvault.ops.backup import FAILED, BackupOutcome, backup_keys, select_keys
 
     keys = select_keys(result.keys, selection, f"trust directory {result.trust_dir}")
@@ -126,15 +126,6 @@ def backup(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Key
         if o.warning:
             warn(o.warning)
     raise typer.Exit(worst_exit_code(codes))
-
-
-def tally(total: int, actions: list[str]) -> str:
-    """The one line a run ends with: ``3 keys: 2 created, 1 unchanged``."""
-    counts: dict[str, int] = {}
-    for action in actions:
-        counts[action] = counts.get(action, 0) + 1
-    parts = ", ".join(f"{n} {a}" for a, n in sorted(counts.items()))
-    return f"{total} key{'s' if total != 1 else ''}" + (f": {parts}" if parts else "")
 
 
 def _outcome_json(o: Any) -> dict[str, Any]:
@@ -223,7 +214,7 @@ def restore(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Ke
     state = _state(ctx, json_out)
     state.use_jobs(jobs)
     config = state.config()
-    from keyvault.cli.output import emit_json, progress, say, table
+    from keyvault.cli.output import emit_json, progress, say, table, tally
     from keyvault.ops.restore import restore_keys
 
     selection = build_selection(gun, role, key_id, everything)

@@ -45,6 +45,19 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> 
     Console(soft_wrap=False).print(t)
 
 
+def counted(actions: Sequence[str]) -> str:
+    """How many of each action, e.g. ``2 created, 1 unchanged`` (sorted by action)."""
+    from collections import Counter
+
+    return ", ".join(f"{n} {a}" for a, n in sorted(Counter(actions).items()))
+
+
+def tally(total: int, actions: Sequence[str]) -> str:
+    """The one line a run ends with: ``3 keys: 2 created, 1 unchanged``."""
+    parts = counted(actions)
+    return f"{total} key{'s' if total != 1 else ''}" + (f": {parts}" if parts else "")
+
+
 def say(message: str) -> None:
     sys.stdout.write(redact(message) + "\n")
 

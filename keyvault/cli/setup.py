@@ -119,7 +119,7 @@ def quickstart(ctx: typer.Context, json_out: Json = False) -> None:
         init_result = _init(state)
         state._config = None
         config = state.config()
-    from keyvault.cli.output import emit_json, say, warn
+    from keyvault.cli.output import counted, emit_json, say, warn
     from keyvault.ops.quickstart import quickstart as run
 
     report = run(config, config.paths.data_dir / "sample-trust")
@@ -138,11 +138,8 @@ def quickstart(ctx: typer.Context, json_out: Json = False) -> None:
     if report.used_sample:
         say(f"No keys in {config.trust_dir}: generated a sample trust directory at "
             f"{report.trust_dir} (passphrase 'keyvault-sample'), backed up as team 'sample'.")
-    counts: dict[str, int] = {}
-    for o in report.backed_up:
-        counts[o.action] = counts.get(o.action, 0) + 1
     say(f"Backed up {len(report.backed_up)} key(s) from {report.trust_dir} to {config.store} "
-        f"({', '.join(f'{n} {a}' for a, n in sorted(counts.items()))}).")
+        f"({counted([o.action for o in report.backed_up])}).")
     say(f"Restored {len(restored.entries)} key(s) into a fresh directory and verified "
         f"{report.verified} byte-identical, 0600 files in 0700 directories; then wiped it.")
     say("Next: 'keyvault list', 'keyvault verify --all', and on a new machine "
