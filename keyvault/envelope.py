@@ -664,7 +664,7 @@ def _parse_timestamp(value: str) -> None:
     try:
         if not _TIMESTAMP.fullmatch(value):
             raise ValueError(value)
-        datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ")
+        datetime.fromisoformat(value[:-1])  # the calendar: no February 30
     except ValueError:
         raise UsageError(f"invalid timestamp {value[:40]!r}") from None
 

@@ -8,8 +8,10 @@ and one client per wrapper (their connection pools are sized for this).
 
 from __future__ import annotations
 
+import functools
+import queue
 from collections.abc import Callable, Generator, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 In = TypeVar("In")
@@ -31,6 +33,9 @@ def bounded_map(fn: Callable[[In], Out], items: Iterable[In],
         yield from map(fn, items)
         return
     source = iter(items)
+    # Each call reports its own end on this queue: one cheap get() per result, where
+    # concurrent.futures.wait() would hook into and out of every pending call each time.
+    finished: queue.SimpleQueue[int] = queue.SimpleQueue()
     with ThreadPoolExecutor(max_workers=limit, thread_name_prefix="keyvault") as pool:
         pending: dict[int, Future[Out]] = {}
         done: dict[int, Out] = {}
@@ -45,7 +50,8 @@ def bounded_map(fn: Callable[[In], Out], items: Iterable[In],
                 except StopIteration:
                     exhausted = True
                     break
-                pending[next_in] = pool.submit(fn, item)
+                future = pending[next_in] = pool.submit(fn, item)
+                future.add_done_callback(functools.partial(_report, finished, next_in))
                 next_in += 1
             if next_out in done:
                 yield done.pop(next_out)
@@ -53,6 +59,9 @@ def bounded_map(fn: Callable[[In], Out], items: Iterable[In],
                 continue
             if not pending:
                 return
-            finished, _ = wait(pending.values(), return_when=FIRST_COMPLETED)
-            for index in [i for i, f in pending.items() if f in finished]:
-                done[index] = pending.pop(index).result()
+            index = finished.get()
+            done[index] = pending.pop(index).result()
+
+
+def _report(finished: queue.SimpleQueue[int], index: int, _future: Future[Out]) -> None:
+    finished.put(index)

@@ -22,6 +22,7 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -123,7 +124,7 @@ def make_client(cs: ClientSettings, env: Mapping[str, str]) -> Any:
     try:
         session = boto3.Session(
             profile_name=None if credentials else cs.profile, region_name=cs.region,
-            **credentials)
+            botocore_session=_botocore_session(), **credentials)
     except botocore.exceptions.ProfileNotFound:
         raise UsageError(f"AWS profile {cs.profile!r} is not in the AWS config files",
                          hint="check AWS_PROFILE or the profile setting") from None
@@ -143,6 +144,54 @@ def make_client(cs: ClientSettings, env: Mapping[str, str]) -> Any:
     except botocore.exceptions.BotoCoreError as exc:
         raise UsageError(f"cannot configure the AWS {cs.service} client "
                          f"({type(exc).__name__})") from None
+
+
+def _botocore_session() -> Any:
+    """A botocore session whose clients parse timestamps the fast way (see parse_timestamp)."""
+    import botocore.session
+
+    core = botocore.session.get_session()
+    core.get_component("response_parser_factory").set_parser_defaults(
+        timestamp_parser=parse_timestamp)
+    return core
+
+
+def parse_timestamp(value: Any) -> datetime:
+    """A response timestamp, as botocore's default parser reads it, about 100x faster.
+
+    Every listed object and every read carries one (``LastModified``), and
+    botocore's general-purpose parser costs about 0.3 ms each here: a third of
+    a bulk restore's client CPU went to it. The two forms S3 sends (ISO 8601 in
+    listings, RFC 7231 in headers) are read directly; anything else goes to
+    botocore's parser.
+    """
+    if isinstance(value, str):
+        try:
+            if value.endswith(" GMT"):
+                return _http_date(value)
+            parsed = datetime.fromisoformat(value)
+            if parsed.tzinfo is not None:
+                return parsed
+        except ValueError:
+            pass
+    from botocore.utils import parse_timestamp as botocore_parse
+
+    parsed_by_botocore: datetime = botocore_parse(value)
+    return parsed_by_botocore
+
+
+_MONTHS = {name: number for number, name in enumerate(
+    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+
+
+def _http_date(value: str) -> datetime:
+    """``Sat, 05 Dec 2026 04:26:31 GMT`` (RFC 7231), without strptime's locale."""
+    _weekday, day, month, year, clock, _gmt = value.split(" ")
+    hour, minute, second = clock.split(":")
+    if month not in _MONTHS:
+        raise ValueError(value)
+    return datetime(int(year), _MONTHS[month], int(day), int(hour), int(minute), int(second),
+                    tzinfo=UTC)
 
 
 def check_endpoint_url(url: str, *, what: str) -> str:

@@ -54,7 +54,7 @@ from keyvault.errors import (
     LocalIOError,
     UsageError,
 )
-from keyvault.trust.keyindex import key_paths
+from keyvault.trust.keyindex import TrustIndex, index_trust_dir
 from keyvault.trust.safefs import ReadRefused, inode_of, read_regular
 
 LOCK_NAME = ".keyvault.lock"
@@ -116,9 +116,9 @@ def check_relpath(relpath: str) -> list[str]:
 def plan_restore(trust_dir: Path, items: Iterable[RestoreItem], *, force: bool) -> list[
         PlannedWrite]:
     """Compare each item with what is on disk; nothing is written."""
-    seen: dict[str, str] = {}
+    seen = _Seen()
     with _open_trust(trust_dir, create=False) as root:
-        on_disk = key_paths(root)
+        on_disk = index_trust_dir(root)
         return [_plan_unique(root, item, force, seen, on_disk) for item in items]
 
 
@@ -155,8 +155,8 @@ def _apply(trust_dir: Path, items: Iterable[RestoreItem], *, force: bool) -> Res
         try:
             plan: list[PlannedWrite] = []
             conflicts: list[PlannedWrite] = []
-            seen: dict[str, str] = {}
-            on_disk = key_paths(root)
+            seen = _Seen()
+            on_disk = index_trust_dir(root)
             for item in items:
                 planned = _plan_unique(root, item, force, seen, on_disk)
                 plan.append(planned)
@@ -195,22 +195,35 @@ def _apply(trust_dir: Path, items: Iterable[RestoreItem], *, force: bool) -> Res
 ELSEWHERE = "already present as "
 
 
+@dataclass
+class _Seen:
+    """The paths and key IDs a restore has planned so far (sets: a bulk restore stays linear)."""
+
+    relpaths: set[str] = field(default_factory=set)
+    by_key_id: dict[str, str] = field(default_factory=dict)
+
+
 def _plan_unique(root: int | None, item: RestoreItem, force: bool,
-                 seen: dict[str, str], on_disk: dict[str, list[str]]) -> PlannedWrite:
+                 seen: _Seen, on_disk: TrustIndex) -> PlannedWrite:
     check_relpath(item.relpath)  # before the path is shown in any message
-    if item.relpath in seen.values():  # before reading the file on disk again
+    if item.relpath in seen.relpaths:  # before reading the file on disk again
         raise ConflictError(f"two selected keys would both be restored to {item.relpath}",
                             hint="narrow the selection with --gun, --role or --key-id")
     key_id = item.key_id
-    if key_id is not None and key_id in seen:
-        raise ConflictError(f"key {key_id} would be restored twice, to {seen[key_id]} and "
-                            f"{item.relpath}; notary would migrate one over the other",
+    if key_id is not None and key_id in seen.by_key_id:
+        raise ConflictError(f"key {key_id} would be restored twice, to "
+                            f"{seen.by_key_id[key_id]} and {item.relpath}; notary would "
+                            "migrate one over the other",
                             hint="narrow the selection with --gun, --role or --key-id")
-    seen[key_id or f"path:{item.relpath}"] = item.relpath
-    others = [p for p in on_disk.get(key_id or "", []) if p != item.relpath]
+    seen.relpaths.add(item.relpath)
+    if key_id is not None:
+        seen.by_key_id[key_id] = item.relpath
+    others = [p for p in on_disk.by_key_id.get(key_id or "", []) if p != item.relpath]
     if others:
         return PlannedWrite(item.relpath, item.label, Action.CONFLICT,
                             f"{ELSEWHERE}{PRIVATE_DIR}/{others[0]}")
+    if on_disk.surely_absent(item.relpath):  # no read per key in a fresh directory
+        return PlannedWrite(item.relpath, item.label, Action.CREATE)
     return _plan_one(root, item, force)
 
 

@@ -79,3 +79,64 @@ def test_the_same_path_again_is_not_a_conflict(tmp_path: Path) -> None:
     result = apply_restore(trust, [RestoreItem(f"{ROOT}.key", b"same", "root", ROOT)],
                            force=False)
     assert [p.action.value for p in result.planned] == ["unchanged"]
+
+
+def test_a_fresh_directory_is_not_read_key_by_key(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """One walk of private/ shows nothing is there: no per-key read (a bulk restore's cost)."""
+    from keyvault.trust import restore as restore_mod
+
+    reads: list[str] = []
+    real = restore_mod._read_existing
+    monkeypatch.setattr(restore_mod, "_read_existing",
+                        lambda root, parts, relpath: reads.append(relpath) or real(
+                            root, parts, relpath))
+    trust = _trust(tmp_path, {f"{OTHER}.key": b"another key"})
+    items = [RestoreItem(f"tuf_keys/{GUN}/{i:064x}.key", b"key %d" % i, "k", f"{i:064x}")
+             for i in range(20)]
+    apply_restore(trust, items, force=False)
+    assert reads == []
+    # ...but what the walk did see is read and compared, as before
+    again = apply_restore(trust, [*items[:2], RestoreItem(f"{OTHER}.key", b"another key", "o",
+                                                          OTHER)], force=False)
+    assert sorted(reads) == sorted([items[0].relpath, items[1].relpath, f"{OTHER}.key"])
+    assert {p.action.value for p in again.planned} == {"unchanged"}
+
+
+@pytest.mark.parametrize("kind", ["file", "symlink"])
+def test_a_file_that_appears_after_the_walk_is_never_replaced(tmp_path: Path,
+                                                              kind: str) -> None:
+    """Planned as a creation from the walk, the path is taken meanwhile: the final link
+    fails, nothing is changed, and the file that appeared is kept."""
+    trust = _trust(tmp_path, {f"{OTHER}.key": b"another key"})
+    target = trust / "private" / f"{ROOT}.key"
+
+    def items():  # consumed after the walk: the file appears between walk and commit
+        yield RestoreItem(f"{OTHER}.key", b"another key", "o", OTHER)
+        if kind == "file":
+            target.write_bytes(b"someone else's")
+        else:
+            target.symlink_to(tmp_path / "elsewhere")
+        yield RestoreItem(f"{ROOT}.key", b"ours", "r", ROOT)
+
+    with pytest.raises(ConflictError, match="appeared while restoring"):
+        apply_restore(trust, items(), force=False)
+    if kind == "file":
+        assert target.read_bytes() == b"someone else's"
+    else:
+        assert target.is_symlink() and not (tmp_path / "elsewhere").exists()
+    assert sorted(p.name for p in (trust / "private").iterdir()) == sorted(
+        [f"{OTHER}.key", f"{ROOT}.key"])
+
+
+def test_an_unwalkable_tree_falls_back_to_reading_each_path(tmp_path: Path) -> None:
+    """private/ as a symlink: the walk sees nothing, so absence proves nothing, and the
+    restore refuses as it always did instead of planning creations."""
+    real = tmp_path / "real-private"
+    real.mkdir()
+    trust = tmp_path / "trust"
+    trust.mkdir()
+    (trust / "private").symlink_to(real)
+    with pytest.raises(ConflictError):
+        apply_restore(trust, [RestoreItem(f"{ROOT}.key", b"ours", "r", ROOT)], force=False)
+    assert list(real.iterdir()) == []
