@@ -282,18 +282,69 @@ def test_illustrative_blocks_say_why() -> None:
 
 
 def test_markers_sit_on_command_blocks() -> None:
-    """A marker above a block that is not a command block would be silently ignored."""
+    """A marker above anything but a command block would be ignored without a word."""
     stray = []
     for path in pages():
+        page = str(path.relative_to(REPO))
+        fences = {b.line for b in collect(path) if not b.setup}
         lines = path.read_text().split("\n")
         for n, line in enumerate(lines):
-            if not (ILLUSTRATIVE.match(line) or EXIT.match(line)):
-                continue
-            following = next((x for x in lines[n + 1:] if x.strip()), "")
-            if not any(b.page == str(path.relative_to(REPO)) and b.line > n + 1
-                       and b.line <= n + 3 for b in ALL) or not FENCE.match(following):
-                stray.append(f"{path.relative_to(REPO)}:{n + 1}")
+            if ILLUSTRATIVE.match(line) or EXIT.match(line):
+                after = next((i for i in range(n + 1, len(lines)) if lines[i].strip()), -1)
+                if after + 1 not in fences:
+                    stray.append(f"{page}:{n + 1}")
     assert stray == []
+
+
+COMMAND_START = re.compile(r"^\s*(keyvault|notary|bao|vault|aws|docker|sudo|export|pip|pipx) ")
+
+
+def test_no_commands_hide_in_other_fences() -> None:
+    """A command in a ``text`` (or unlabelled) fence would escape the run: label it ``sh``.
+
+    The CLI reference's synopsis lines (``keyvault restore [OPTIONS]``) are not commands.
+    """
+    hidden = []
+    for path in pages():
+        lines = path.read_text().split("\n")
+        collected = {b.line for b in collect(path)}
+        inside: str | None = None
+        for n, line in enumerate(lines):
+            m = FENCE.match(line)
+            if m and inside is None:
+                inside = m.group("fence") if n + 1 not in collected else "skip"
+                fence_line = n + 1
+                fence = m.group("fence")
+            elif inside is not None and line.strip() == fence:
+                inside = None
+            elif inside not in (None, "skip") and COMMAND_START.match(line) \
+                    and "[OPTIONS]" not in line:
+                hidden.append(f"{path.relative_to(REPO)}:{fence_line}")
+    assert sorted(set(hidden)) == []
+
+
+def test_a_page_is_one_shell_session_and_a_failure_fails(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    """Variables and the directory carry over; a failing command stops its block."""
+    empty = tmp_path / "trust"
+    empty.mkdir()
+    box = _sandbox("docs/x.md", TrustTemplate(empty, "ab" * 32), tmp_path / "box")
+    blocks = [Block("docs/x.md", 1, "export GREETING=hi\nmkdir sub && cd sub"),
+              Block("docs/x.md", 5, 'test "$GREETING" = hi && test "${PWD##*/}" = sub\n'
+                                    "keyvault --version && echo 1a2b3c"),
+              Block("docs/x.md", 9, "false\ntouch not-reached"),
+              Block("docs/x.md", 13, "$ keyvault nope\n$ echo $?\n2", transcript=True)]
+    monkeypatch.setattr(sys.modules[__name__], "RUNNABLE", blocks)
+    assert box.run(blocks[0]).returncode == 0
+    second = box.run(blocks[1])
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.split()[-1] == "abababababab"  # the placeholder, replaced
+    assert box.run(blocks[2]).returncode == 1
+    assert not (box.work / "sub" / "not-reached").exists()
+    assert box.run(blocks[3]).returncode == 0  # exit 2, as the transcript shows
+    wrong = Block("docs/x.md", 17, "$ keyvault --version\n$ echo $?\n2", transcript=True)
+    assert box._run(wrong).returncode == 99
 
 
 def test_the_collector_finds_each_kind_of_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
