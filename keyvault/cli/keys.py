@@ -177,10 +177,14 @@ def _sealer_cell(sealer: str) -> str:
 
 def versions(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: KeyIds = None,
              everything: All = False, json_out: Json = False) -> None:
-    """List every stored version of the selected keys (restore one with --version)."""
+    """List every stored version of the selected keys (restore one with --version NUMBER).
+
+    NUMBER is a version's place in the key's signed chain (1 is its first backup);
+    VERSION is the store's own ID for it. 'restore --version' takes either.
+    """
     state = _state(ctx, json_out)
     config = state.config()
-    from keyvault.cli.output import emit_json, table
+    from keyvault.cli.output import emit_json, say, table
     from keyvault.ops.listing import chain_of, list_versions
 
     with state.session() as session:
@@ -200,6 +204,10 @@ def versions(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: K
           [[a.role, a.gun or "-", a.key_id, c.version.version, c.version.created or "-",
             "yes" if c.version.latest else "", str(c.sequence or "-"), _sealer_cell(c.sealer),
             c.status] for a, links in chains for c in links])
+    if chains:
+        say("NUMBER is a version's place in the key's signed chain (1 is its first backup); "
+            f"restore one with: keyvault restore --key-id {chains[0][0].key_id[:12]} "
+            "--version NUMBER")
 
 
 def restore(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: KeyIds = None,
@@ -207,7 +215,10 @@ def restore(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Ke
                 "--force", help="Replace files that differ (the old ones are kept aside).")
             ] = False, dry_run: DryRun = False,
             version: Annotated[str | None, typer.Option(
-                "--version", help="Restore this version of a single key.",
+                "--version", metavar="NUMBER",
+                help="Restore this version of a single key: its NUMBER in 'keyvault "
+                     "versions' (1 is its first backup), or the store's ID from the "
+                     "VERSION column.",
                 show_default=False)] = None,
             jobs: Jobs = None, json_out: Json = False) -> None:
     """Restore keys from the store into the trust directory, all or nothing."""

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-from keyvault.errors import KeyvaultError
+from keyvault.errors import KeyvaultError, NotFoundError
 from keyvault.names import KeyAddress
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session
 from keyvault.ops.stored import list_addresses, parse_stored, read_envelope
+from keyvault.redact import shown_uri
 from keyvault.stores import ObjectVersion
 
 
@@ -119,3 +121,32 @@ def list_versions(session: Session, *, team: str, selection: Selection
     selection.check_found([(a.gun, a.role, a.key_id) for a in addresses],
                           f"the store for team {team!r}")
     return [(a, store.versions(a.object_name)) for a in addresses]
+
+
+#: A version NUMBER as a person types it: ``3``, or the file store's ``0000000003``.
+_NUMBER = re.compile(r"[0-9]{1,20}")
+
+
+def resolve_version(session: Session, address: KeyAddress, wanted: str) -> str:
+    """The store's version ID that ``restore --version`` names.
+
+    A plain number is the key's version NUMBER, its place in the signed chain
+    (1 for its first backup; what ``keyvault versions`` shows), so ``3`` means
+    the same on every store; anything else is the store's own version ID (the
+    VERSION column: S3's opaque IDs). A number no version carries is tried as
+    an ID too, for unsigned (v1) versions, which have no NUMBER.
+    """
+    found = session.store().versions(address.object_name)
+    links = chain_of(session, address, found)
+    if _NUMBER.fullmatch(wanted):
+        for link in links:
+            if link.sequence == int(wanted):
+                return link.version.version
+    if any(v.version == wanted for v in found):
+        return wanted
+    numbers = sorted(link.sequence for link in links if link.sequence is not None)
+    raise NotFoundError(
+        f"the {address.role} key {address.key_id[:12]} has no version {shown_uri(wanted)}"
+        + (f" (its version numbers: {', '.join(map(str, numbers))})" if numbers else ""),
+        hint=f"'keyvault versions --key-id {address.key_id[:12]}' lists them: pass the "
+             "NUMBER column (or the store's ID from the VERSION column) to --version")

@@ -107,6 +107,10 @@ def restore_keys(
     session.store()  # open the store before any thread starts
     addresses = selected_addresses(session, team, selection, version)
     session.access().require("restore", addresses)  # policy: before reading any envelope
+    if version is not None:  # one key (selected_addresses checked): a NUMBER or a store ID
+        from keyvault.ops.listing import resolve_version
+
+        version = resolve_version(session, addresses[0], version)
     if on_total:
         on_total(len(addresses))
 

@@ -334,6 +334,37 @@ def test_versions_and_restoring_an_older_version(
     assert kv("versions").code == 2
 
 
+def test_restore_version_takes_the_number_versions_shows(
+        kv: KV, ready: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path) -> None:
+    """``--version 3`` is the key's third version (its NUMBER), as the laptop guide says;
+    the store's 10-digit ID still works, and a number no version has is exit 3."""
+    trust_dir, keys = ready
+    target = next(k for k in keys if k.role == "targets")
+    path = trust_dir / "private" / target.relpath
+    contents = [target.data + b"\n" * n for n in range(4)]  # versions 1 to 4
+    for data in contents[1:]:
+        path.write_bytes(data)
+        assert kv("backup", "--key-id", target.key_id).code == 0
+    listed = kv("versions", "--key-id", target.key_id[:6])
+    assert "NUMBER is a version's place in the key's signed chain" in listed.out
+    restored = kv("--json", "restore", "--key-id", target.key_id[:6], "--version", "3",
+                  "--force")
+    assert restored.code == 0, restored.err
+    assert path.read_bytes() == contents[2]
+    assert restored.json()["keys"][0]["version"] == "0000000003"
+    fresh = tmp_path / "fresh"
+    by_id = kv("--trust-dir", fresh, "restore", "--key-id", target.key_id, "--version",
+               "0000000002")
+    assert by_id.code == 0, by_id.err
+    assert (fresh / "private" / target.relpath).read_bytes() == contents[1]
+    missing = kv("--trust-dir", tmp_path / "none", "restore", "--key-id", target.key_id,
+                 "--version", "9")
+    assert missing.code == 3
+    assert "no version '9' (its version numbers: 1, 2, 3, 4)" in missing.err
+    assert not (tmp_path / "none").exists()
+    assert "NUMBER in 'keyvault versions'" in " ".join(kv("restore", "--help").out.split())
+
+
 def test_init_writes_the_config_file_it_is_given(kv: KV, tmp_path: Path) -> None:
     target = tmp_path / "etc" / "keyvault.toml"
     run = kv("--config", target, "--json", "init")
