@@ -185,7 +185,8 @@ def test_the_wheel_holds_the_package_and_declares_the_extras(wheel: Path) -> Non
 def test_installed_without_extras_runs(core_env: Env) -> None:
     version = core_env.run("--version")
     assert version.returncode == 0, version.stderr
-    assert re.fullmatch(r"keyvault \d+\.\d+\.\d+\S*\n", version.stdout)
+    assert re.fullmatch(r"keyvault \d+\.\d+\.\d+\S*\nenvelope format: writes v\d+; .*\n",
+                        version.stdout)
     where = core_env.python("import keyvault; print(keyvault.__file__)").stdout
     assert where.startswith(str(core_env.root)), where  # the wheel, not the editable checkout
     helped = core_env.run("--help")
