@@ -59,8 +59,8 @@ def conforms(argv: list[str], code: int, out: str) -> None:
     mine = argv[:argv.index("--")] if "--" in argv else argv
     if "--json" not in mine or "--help" in mine:
         return
-    command = "version" if "--version" in mine else command_of(argv)
-    name = schema_for(command or "")
+    command = command_of(argv)  # restore's own --version is not the global one
+    name = schema_for(command or ("version" if "--version" in mine else ""))
     if name not in command_schemas():
         return  # a command that writes no JSON (exec refuses --json; daemon run logs)
     if not out and code != 0:
