@@ -46,10 +46,36 @@ _APP_SETTINGS: dict[str, Any] = {
 app = typer.Typer(**_APP_SETTINGS)
 
 
+#: Whether the invocation being run asked for --json (before any ``--``): read by --version,
+#: which runs before the other options are parsed.
+_JSON_MODE: list[bool] = [False]
+
+
+def version_info() -> dict[str, Any]:
+    """What --version --json prints: keyvault's version and the envelope formats it handles."""
+    from keyvault.envelope import UNSIGNED_VERSION, VERSION, VERSIONS
+
+    return {"version": __version__,
+            "envelope_formats": {"reads": list(VERSIONS), "writes": VERSION,
+                                 "unsigned": UNSIGNED_VERSION}}
+
+
 def _version(value: bool) -> None:
-    if value:
-        sys.stdout.write(f"keyvault {__version__}\n")
+    if not value:
+        return
+    info = version_info()
+    if _JSON_MODE[0]:
+        from keyvault.cli.output import emit_json
+
+        emit_json(info)
         raise typer.Exit()
+    formats = info["envelope_formats"]
+    reads = " and ".join(f"v{v}" + (" (unsigned: only with --allow-unsigned)"
+                                    if v == formats["unsigned"] else "")
+                         for v in formats["reads"])
+    sys.stdout.write(f"keyvault {info['version']}\n"
+                     f"envelope format: writes v{formats['writes']}; reads {reads}\n")
+    raise typer.Exit()
 
 
 @app.callback()
@@ -83,8 +109,10 @@ def _global(
         "--allow-unsigned", help="Accept unsigned (format v1) envelopes for this run: "
                                  "anyone who could write the store could have sealed them.")
                               ] = False,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Show the version and exit.")] = False,
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True,
+        help="Show the version and the envelope formats it reads and writes, and exit "
+             "(with --json: as JSON).")] = False,
 ) -> None:
     # Paths are taken as plain strings: keyvault reports missing or unreadable ones itself,
     # with its own exit codes, instead of the option parser refusing them.
@@ -194,10 +222,11 @@ def _run(argv: list[str] | None) -> int:
 
     click_exception = _click_exception_class()
 
-    json_mode = "--json" in (argv if argv is not None else sys.argv[1:])
+    args = argv if argv is not None else sys.argv[1:]
+    # A --json after '--' is COMMAND's (keyvault exec -- tool --json), not keyvault's.
+    json_mode = _JSON_MODE[0] = "--json" in (args[:args.index("--")] if "--" in args else args)
     _INVOCATION.clear()
     try:
-        args = argv if argv is not None else sys.argv[1:]
         result = _app_for(args)(args=args, prog_name="keyvault", standalone_mode=False)
     except KeyvaultError as exc:
         _audit_failure(argv if argv is not None else sys.argv[1:], exc)

@@ -64,9 +64,18 @@ def exec_command(
     NOTARY_SNAPSHOT_PASSPHRASE (the snapshot key is fetched too), NOTARY_DELEGATION_PASSPHRASE,
     or DOCKER_CONTENT_TRUST_REPOSITORY_PASSPHRASE.
     keyvault's own credentials are not passed to COMMAND unless named with --pass-env.
+    The global --json is refused (exit 2): exec's output is COMMAND's own.
     """
     state: CliState = ctx.obj
     from keyvault.ops.ci import Prepared, check_pass_env, exec_with_keys
+
+    if state.json:
+        from keyvault.errors import UsageError
+
+        raise UsageError("exec writes no JSON: its output is COMMAND's own, and JSON would "
+                         "be mixed into it",
+                         hint="drop --json; for the fetched keys as JSON use 'keyvault --json "
+                              "fetch --gun GUN --into DIR', then 'keyvault wipe DIR'")
 
     passed = check_pass_env(pass_env or [])
     request = _request(state, gun, role)
@@ -117,6 +126,7 @@ def fetch(
     state: CliState = ctx.obj
     from keyvault.cli.output import emit_json, say
     from keyvault.ops.ci import fetch_to_directory, parse_ttl
+    from keyvault.timefmt import iso_utc_or_none
 
     request = _request(state, gun, role)
     seconds = parse_ttl(ttl) if ttl else None
@@ -126,7 +136,8 @@ def fetch(
     work = result.work
     if state.json or json_out:
         emit_json({"trust_dir": str(work.trust_dir), "docker_config": str(work.path),
-                   "expires": work.marker.expires, "missing_passphrases": list(result.missing),
+                   "expires": iso_utc_or_none(work.marker.expires),
+                   "missing_passphrases": list(result.missing),
                    "keys": [{"key_id": k.key_id, "role": k.role, "gun": k.gun}
                             for k in result.keys]})
     else:

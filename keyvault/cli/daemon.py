@@ -178,13 +178,22 @@ def _sum(metrics: dict[str, float], name: str, **labels: str) -> int:
     return int(total)
 
 
+def _parse_time(value: Any) -> float | None:
+    """An ISO-8601 time of /healthz (as every JSON document writes times) as Unix time."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(value).timestamp() if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
 def _print_status(health: dict[str, Any], metrics: dict[str, float], address: str) -> None:
     from keyvault.cli.output import say
 
-    now = time.time()
-    last = health.get("last_success")
+    last = _parse_time(health.get("last_success"))
     last_text = (f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(last))} "
-                 f"({int(now - last)} s ago)") if isinstance(last, int | float) else "none yet"
+                 f"({int(time.time() - last)} s ago)") if last is not None else "none yet"
     oldest = health.get("oldest_pending_age_s")
     written = (_sum(metrics, "keyvault_daemon_backups_total", action="created")
                + _sum(metrics, "keyvault_daemon_backups_total", action="updated"))

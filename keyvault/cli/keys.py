@@ -20,6 +20,7 @@ from keyvault.cli.options import (
 from keyvault.cli.state import CliState
 
 if TYPE_CHECKING:
+    from keyvault.ops.backup import BackupOutcome
     from keyvault.trust.model import ScanResult
 
 
@@ -94,7 +95,7 @@ def backup(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Key
     config = state.config()
     result = _scan(state, keep_bytes=False)  # each key is read again when it is sealed
     from keyvault.cli.output import emit_json, progress, say, table, tally, warn
-    from keyvault.ops.backup import FAILED, BackupOutcome, backup_keys, select_keys
+    from keyvault.ops.backup import FAILED, backup_keys, select_keys
 
     keys = select_keys(result.keys, selection, f"trust directory {result.trust_dir}")
     with state.session() as session, progress(len(keys), "backing up",
@@ -109,7 +110,7 @@ def backup(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Key
     codes += [2] if result.problems else []
     if state.json:
         emit_json({"trust_dir": result.trust_dir, "store": config.store, "team": config.team,
-                   "dry_run": dry_run, "keys": [_outcome_json(o) for o in outcomes],
+                   "dry_run": dry_run, "keys": [outcome_json(o) for o in outcomes],
                    "problems": _problems_json(result)})
     else:
         table(f"Backup of {result.trust_dir} to {config.store}" + (" (dry run)" if dry_run
@@ -128,7 +129,8 @@ def backup(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Key
     raise typer.Exit(worst_exit_code(codes))
 
 
-def _outcome_json(o: Any) -> dict[str, Any]:
+def outcome_json(o: BackupOutcome) -> dict[str, Any]:
+    """One backed-up key, as backup --json and quickstart --json write it."""
     return {"key_id": o.address.key_id, "role": o.address.role, "gun": o.address.gun,
             "object": o.address.object_name, "action": o.action, "version": o.version,
             "warning": o.warning, "error": o.error.to_dict() if o.error else None}
@@ -237,7 +239,8 @@ def restore(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Ke
                               on_total=bar.set_total,
                               on_opened=lambda s: bar.advance(s.address.key_id[:12]))
     if state.json:
-        emit_json({"trust_dir": str(report.trust_dir), "dry_run": report.dry_run,
+        emit_json({"trust_dir": str(report.trust_dir), "store": config.store,
+                   "team": config.team, "dry_run": report.dry_run,
                    "kept_aside": list(report.kept_aside), "keys": [
                        {"key_id": e.key.address.key_id, "role": e.key.address.role,
                         "gun": e.key.address.gun, "version": e.key.version,

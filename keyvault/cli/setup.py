@@ -119,6 +119,7 @@ def quickstart(ctx: typer.Context, json_out: Json = False) -> None:
         init_result = _init(state)
         state._config = None
         config = state.config()
+    from keyvault.cli.keys import outcome_json
     from keyvault.cli.output import counted, emit_json, say, warn
     from keyvault.ops.quickstart import quickstart as run
 
@@ -129,8 +130,7 @@ def quickstart(ctx: typer.Context, json_out: Json = False) -> None:
             "init": _init_json(init_result) if init_result else None,
             "trust_dir": str(report.trust_dir), "sample": report.used_sample,
             "team": report.team, "store": config.store,
-            "backed_up": [{"key_id": o.address.key_id, "role": o.address.role,
-                           "gun": o.address.gun, "action": o.action} for o in report.backed_up],
+            "backed_up": [outcome_json(o) for o in report.backed_up],
             "restored": len(restored.entries), "verified_identical": report.verified})
         return
     if init_result:

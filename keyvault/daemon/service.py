@@ -47,6 +47,7 @@ from keyvault.daemon.watcher import KeyEvent, TrustWatcher
 from keyvault.errors import BackendUnavailableError, KeyvaultError, LocalIOError
 from keyvault.ops.backup import FAILED, WOULD_WRITE, BackupOutcome, backup_keys
 from keyvault.ops.session import Session
+from keyvault.timefmt import iso_utc_or_none
 from keyvault.trust.layout import place
 from keyvault.trust.model import KeyFile
 from keyvault.trust.scan import scan_trust_dir
@@ -509,7 +510,7 @@ class Daemon:
             "keys_watched": sum(self._watched.values()), "keys_pending": count,
             "keys_failing": failing,
             "oldest_pending_age_s": round(now - oldest, 1) if oldest is not None else None,
-            "last_success": self._last_success, "last_error": self._last_error,
+            "last_success": iso_utc_or_none(self._last_success), "last_error": self._last_error,
             "loop_age_s": round(loop_age, 1),
         }
         return (503 if stalled else 200), doc

@@ -12,6 +12,12 @@ from typing import Any
 import pytest
 
 from keyvault.cli.app import main
+from keyvault.cli.schemas import command_schemas, schema_for
+
+#: Global options that take a value, and the commands that have sub-commands.
+_VALUED = frozenset({"--config", "--trust-dir", "--store", "--wrapper", "--team", "--as",
+                     "--trust-sealer"})
+_GROUPS = frozenset({"audit", "daemon", "hsm", "policy", "recovery", "sealer"})
 
 
 @dataclass
@@ -25,6 +31,45 @@ class Run:
 
 
 KV = Callable[..., Run]
+
+
+def command_of(argv: list[str]) -> str | None:
+    """``audit show`` for ``--json audit show --last 3`` (None: no command named)."""
+    words: list[str] = []
+    skip = False
+    for arg in argv:
+        if arg == "--":
+            break
+        if skip:
+            skip = False
+        elif arg in _VALUED and not words:
+            skip = True
+        elif not arg.startswith("-"):
+            words.append(arg)
+            if words[0] not in _GROUPS or len(words) == 2:
+                break
+    return " ".join(words) or None
+
+
+def conforms(argv: list[str], code: int, out: str) -> None:
+    """Every --json output of every CLI test must match the command's schema
+    (keyvault/cli/schemas, docs/json.md); a failure's must match error.json."""
+    from schemacheck import validate
+
+    mine = argv[:argv.index("--")] if "--" in argv else argv
+    if "--json" not in mine or "--help" in mine:
+        return
+    command = command_of(argv)  # restore's own --version is not the global one
+    name = schema_for(command or ("version" if "--version" in mine else ""))
+    if name not in command_schemas():
+        return  # a command that writes no JSON (exec refuses --json; daemon run logs)
+    if not out and code != 0:
+        return  # refused by the option parser, before keyvault ran: usage on stderr
+    doc = json.loads(out)
+    if code != 0 and isinstance(doc, dict) and set(doc) == {"error", "exit_code", "message",
+                                                            "hint"}:
+        name = "error"
+    validate(doc, name)
 
 
 @pytest.fixture
@@ -48,8 +93,10 @@ def kv(home: Path, capsys: pytest.CaptureFixture[str]) -> KV:
 
     def run(*args: str | Path) -> Run:
         capsys.readouterr()
-        code = main([str(a) for a in args])
+        argv = [str(a) for a in args]
+        code = main(argv)
         captured = capsys.readouterr()
+        conforms(argv, code, captured.out)
         return Run(code, captured.out, captured.err)
 
     return run

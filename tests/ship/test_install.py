@@ -173,6 +173,7 @@ def test_the_wheel_holds_the_package_and_declares_the_extras(wheel: Path) -> Non
         metadata = zf.read(meta_name).decode()
         entry_points = zf.read(meta_name.replace("METADATA", "entry_points.txt")).decode()
     assert "keyvault/cli/app.py" in names and "keyvault/envelope.py" in names
+    assert "keyvault/cli/schemas/backup.json" in names  # the --json schemas ship too
     assert not [n for n in names if n.startswith(("tests/", "docs/", "benchmarks/"))]
     assert "keyvault = keyvault.cli.app:main" in entry_points
     for extra in ("aws", "vault", "hsm", "all"):
@@ -185,7 +186,8 @@ def test_the_wheel_holds_the_package_and_declares_the_extras(wheel: Path) -> Non
 def test_installed_without_extras_runs(core_env: Env) -> None:
     version = core_env.run("--version")
     assert version.returncode == 0, version.stderr
-    assert re.fullmatch(r"keyvault \d+\.\d+\.\d+\S*\n", version.stdout)
+    assert re.fullmatch(r"keyvault \d+\.\d+\.\d+\S*\nenvelope format: writes v\d+; .*\n",
+                        version.stdout)
     where = core_env.python("import keyvault; print(keyvault.__file__)").stdout
     assert where.startswith(str(core_env.root)), where  # the wheel, not the editable checkout
     helped = core_env.run("--help")
