@@ -45,8 +45,8 @@ from keyvault.plugins import BackendOptions, SecretPrompt
 
 APP_NAME = "keyvault"
 MAX_CONFIG_SIZE = 256 * 1024
-DEFAULT_TEAM = "default"
-DEFAULT_CONCURRENCY = 8
+DEFAULT_TEAM = settings_registry.DEFAULT_TEAM
+DEFAULT_CONCURRENCY = settings_registry.DEFAULT_CONCURRENCY
 
 #: Allowed keys per section; anything else is refused (B17), so typos do not pass silently.
 _SCHEMA = settings_registry.schema()

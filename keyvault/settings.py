@@ -13,7 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 #: Where a relative path in a config file points: the file's own directory.
-RELATIVE_PATHS = "relative to the config file's directory; `~` is the home directory"
+RELATIVE_PATHS = ("a relative path resolves against the config file's own directory, and `~` "
+                  "is the home directory")
+DEFAULT_TEAM = "default"
+DEFAULT_CONCURRENCY = 8
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,7 @@ _CONFIG = "the config directory ($XDG_CONFIG_HOME/keyvault, ~/.config/keyvault)"
 
 KEYS: tuple[Key, ...] = (
     Key("keyvault", "team", str, "the team whose keys commands read and write",
-        "`default`", env="KEYVAULT_TEAM"),
+        f"`{DEFAULT_TEAM}`", env="KEYVAULT_TEAM"),
     Key("keyvault", "store", str, "where envelopes are kept: `file:///path`, `s3://bucket/prefix`"
         " or `vault://mount/path`; keep it off the machine whose keys it backs up",
         f"with a config file: `store` in {_DATA}; without one: none (`keyvault init`)",
@@ -58,7 +61,7 @@ KEYS: tuple[Key, ...] = (
         "into (also `--trust-dir`)", "`$DOCKER_CONFIG/trust`, else `~/.docker/trust`",
         env="KEYVAULT_TRUST_DIR", path=True),
     Key("keyvault", "concurrency", int, "how many keys bulk commands handle at once (1-64)",
-        "`8`", env="KEYVAULT_CONCURRENCY"),
+        f"`{DEFAULT_CONCURRENCY}`", env="KEYVAULT_CONCURRENCY"),
     Key("keyvault", "audit_to_store", bool, "also copy each audit record into the store",
         "`false`"),
     Key("keyvault", "policy", str, "the team policy file (docs/teams.md); unset: single-user "
