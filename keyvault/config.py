@@ -191,7 +191,10 @@ def load_config(path: Path | None, env: Mapping[str, str], *, missing_ok: bool =
         identities.insert(0, recovery["identity_file"])
     if env.get("KEYVAULT_AGE_IDENTITY"):
         identities = _split(env["KEYVAULT_AGE_IDENTITY"]) + identities
-    elif not identities and paths.default_identity.exists():
+    elif not identities and (paths.default_identity.exists() or (read_file and any(
+            isinstance(w, str) and w.startswith("age1") for w in wrappers))):
+        # The default, as init leaves it out: named even when missing (kept offline, or
+        # not yet copied back), so an age restore says which file it needs.
         identities = [str(paths.default_identity)]
     if not all(isinstance(w, str) for w in wrappers) or not all(
             isinstance(i, str) for i in identities):

@@ -68,7 +68,8 @@ KEYS: tuple[Key, ...] = (
         "mode, no policy checks", "none", env="KEYVAULT_POLICY", path=True),
     Key("recovery", "identity_file", str, "the age identity that opens envelopes wrapped for "
         "its recipient (the variable's comma-separated files come first)",
-        f"`recovery-identity.txt` in {_CONFIG}, if it exists", env="KEYVAULT_AGE_IDENTITY",
+        f"`recovery-identity.txt` in {_CONFIG}: if it exists, or if the config file has an "
+        "age wrapper", env="KEYVAULT_AGE_IDENTITY",
         path=True),
     Key("recovery", "identity_files", list, "more age identity files, tried after "
         "`identity_file`", "none", path=True),

@@ -141,3 +141,14 @@ def test_a_config_file_without_a_store_means_the_default_store(
     path.write_text('[keyvault]\nteam = "a"\n')
     config = load_config(path, env)
     assert config.store == (Path(env["XDG_DATA_HOME"]) / "keyvault" / "store").as_uri()
+
+
+def test_an_age_config_without_identity_file_names_the_default_even_when_missing(
+        env: dict[str, str], tmp_path: Path) -> None:
+    """As an older init's explicit line did: the restore then says which file it needs."""
+    path = tmp_path / "c.toml"
+    path.write_text('[keyvault]\nwrappers = ["age1abc"]\n')
+    default = Path(env["XDG_CONFIG_HOME"]) / "keyvault" / "recovery-identity.txt"
+    assert load_config(path, env).identity_files == (default,)
+    path.write_text('[keyvault]\nwrappers = ["awskms:///alias/k"]\n')
+    assert load_config(path, env).identity_files == ()
