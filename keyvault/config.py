@@ -1,6 +1,11 @@
 """One typed configuration object, built once: defaults, then the TOML file, then env.
 
-Command-line flags are applied on top by the CLI. Nothing else in keyvault
+Command-line flags are applied on top by the CLI. Every key and variable is
+listed in keyvault/settings.py (docs/configuration.md is generated from it).
+A relative path in the file resolves against the file's own directory, and
+``init`` leaves out the values that equal the defaults, which resolve against
+this machine's XDG directories: a config copied to a new machine, whose home
+is elsewhere, still finds the identity and store it names. Nothing else in keyvault
 reads ``os.environ``: the environment is captured here and handed down
 (``Config.env``), so tests and the daemon can run with an explicit one.
 
@@ -8,18 +13,18 @@ Example ``config.toml``::
 
     [keyvault]
     team = "default"
-    store = "file:///home/alice/.local/share/keyvault/store"
+    store = "file:///media/usb/keyvault-store"   # default: <data dir>/store
     wrappers = ["age1..."]
-    # trust_dir = "/home/alice/.docker/trust"
+    # trust_dir = "~/.docker/trust"
 
     [recovery]
-    identity_file = "/home/alice/.config/keyvault/recovery-identity.txt"
+    # identity_file = "recovery-identity.txt"   # default: in the config directory
 
     [passphrase]
     scrypt_n = 131072
 
     [sealing]
-    # key = "/home/alice/.config/keyvault/sealer.key"   # the default
+    # key = "sealer.key"   # the default, in the config directory
     trusted = ["sha256:..."]   # other machines' sealers this one accepts
     revoked = []               # refused even where trusted
 """
@@ -32,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from keyvault import settings as settings_registry
 from keyvault.bounded import toml_loads
 from keyvault.errors import InvalidInputError, NotFoundError, UsageError
 from keyvault.names import validate_fingerprint, validate_team
@@ -39,30 +45,13 @@ from keyvault.plugins import BackendOptions, SecretPrompt
 
 APP_NAME = "keyvault"
 MAX_CONFIG_SIZE = 256 * 1024
-DEFAULT_TEAM = "default"
+DEFAULT_TEAM = settings_registry.DEFAULT_TEAM
+DEFAULT_CONCURRENCY = settings_registry.DEFAULT_CONCURRENCY
 
 #: Allowed keys per section; anything else is refused (B17), so typos do not pass silently.
-_SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "keyvault": {"team": str, "store": str, "wrappers": list, "trust_dir": str,
-                 "concurrency": int, "audit_to_store": bool, "policy": str},
-    "recovery": {"identity_file": str, "identity_files": list},
-    "passphrase": {"scrypt_n": int},
-    "sealing": {"key": str, "trusted": list, "revoked": list},
-    # Backend sections: handed to the backend of that scheme as BackendOptions.settings.
-    "s3": {"endpoint_url": str, "region": str, "profile": str, "addressing_style": str,
-           "sse": str, "sse_kms_key_id": str, "connect_timeout": (int, float),
-           "read_timeout": (int, float), "max_attempts": int, "max_pool_connections": int,
-           "allow_unversioned": bool, "conditional_writes": bool},
-    "awskms": {"endpoint_url": str, "region": str, "profile": str,
-               "connect_timeout": (int, float), "read_timeout": (int, float),
-               "max_attempts": int, "max_pool_connections": int},
-    "vault": {"address": str, "namespace": str, "cacert": str, "skip_verify": bool,
-              "auth": str, "token_file": str, "approle_mount": str, "role_id": str,
-              "role_id_file": str, "secret_id_file": str, "jwt_mount": str, "jwt_role": str,
-              "jwt_file": str, "jwt_env": str, "timeout": (int, float)},
-    "transit": {"address": str},
-    "pkcs11": {"module": str, "pin_source": str, "mechanism": str},
-}
+_SCHEMA = settings_registry.schema()
+#: Keys whose values are paths: relative ones resolve against the config file's directory.
+_PATH_KEYS = settings_registry.path_keys()
 BACKEND_SECTIONS = ("passphrase", "s3", "awskms", "vault", "transit", "pkcs11")
 
 
@@ -180,16 +169,20 @@ def load_config(path: Path | None, env: Mapping[str, str], *, missing_ok: bool =
     if path is None and env.get("KEYVAULT_CONFIG"):
         path = Path(env["KEYVAULT_CONFIG"])
     source: Path | None = path
-    doc: dict[str, Any] = {}
+    doc: dict[str, Any] | None = None
     if path is not None and not (missing_ok and not path.exists()):
         doc = _read_toml(path)
     elif paths.config_file.exists():
         source = paths.config_file
         doc = _read_toml(source)
+    read_file = doc is not None
+    doc = _resolve_paths(doc or {}, (source or paths.config_file).expanduser().absolute().parent)
     section = doc.get("keyvault", {})
     recovery = doc.get("recovery", {})
     team = env.get("KEYVAULT_TEAM") or section.get("team") or DEFAULT_TEAM
     store = env.get("KEYVAULT_STORE") or section.get("store")
+    if store is None and read_file:  # a config file without 'store': the embedded default's
+        store = paths.default_store.as_uri()
     wrappers = tuple(_split(env["KEYVAULT_WRAPPERS"]) if env.get("KEYVAULT_WRAPPERS")
                      else section.get("wrappers", ()))
     trust = env.get("KEYVAULT_TRUST_DIR") or section.get("trust_dir")
@@ -198,13 +191,17 @@ def load_config(path: Path | None, env: Mapping[str, str], *, missing_ok: bool =
         identities.insert(0, recovery["identity_file"])
     if env.get("KEYVAULT_AGE_IDENTITY"):
         identities = _split(env["KEYVAULT_AGE_IDENTITY"]) + identities
-    elif not identities and paths.default_identity.exists():
+    elif not identities and (paths.default_identity.exists() or (read_file and any(
+            isinstance(w, str) and w.startswith("age1") for w in wrappers))):
+        # The default, as init leaves it out: named even when missing (kept offline, or
+        # not yet copied back), so an age restore says which file it needs.
         identities = [str(paths.default_identity)]
     if not all(isinstance(w, str) for w in wrappers) or not all(
             isinstance(i, str) for i in identities):
         raise InvalidInputError(f"{source}: wrappers and identity files must be lists of strings")
     settings = {name: dict(doc.get(name, {})) for name in BACKEND_SECTIONS}
-    concurrency = _concurrency(env.get("KEYVAULT_CONCURRENCY") or section.get("concurrency", 8))
+    concurrency = _concurrency(env.get("KEYVAULT_CONCURRENCY")
+                               or section.get("concurrency", DEFAULT_CONCURRENCY))
     policy = env.get("KEYVAULT_POLICY") or section.get("policy")
     sealing = doc.get("sealing", {})
     sealing_key = env.get("KEYVAULT_SEALING_KEY") or sealing.get("key")
@@ -232,24 +229,74 @@ def load_config(path: Path | None, env: Mapping[str, str], *, missing_ok: bool =
     )
 
 
-def render_config(*, team: str, store: str, wrappers: list[str], identity_file: Path) -> str:
-    """The TOML that ``keyvault init`` writes (values are validated URIs and paths)."""
+def _resolve_paths(doc: Mapping[str, Any], base: Path) -> dict[str, Any]:
+    """The document with every relative path value (keyvault/settings.py: ``path``) made
+    absolute against ``base``, the config file's directory; ``~`` is expanded, URIs
+    (``awskms:///...``) and absolute paths are kept as given."""
+
+    def resolve(value: Any) -> Any:
+        if isinstance(value, list):
+            return [resolve(item) for item in value]
+        if not isinstance(value, str) or not value or "://" in value:
+            return value
+        return str(base / Path(value).expanduser())  # an absolute right side wins
+
+    return {section: ({key: resolve(value) if (section, key) in _PATH_KEYS else value
+                       for key, value in body.items()} if isinstance(body, dict) else body)
+            for section, body in doc.items()}
+
+
+def render_config(*, team: str, store: str, wrappers: list[str], identity_file: Path,
+                  defaults: Paths | None = None) -> str:
+    """The TOML that ``keyvault init`` writes (values are validated URIs and paths).
+
+    A store or identity file that is ``defaults``' own is left out: it then resolves
+    against the XDG directories of whichever machine reads the file, so the config
+    still works when copied to a new machine whose home is at another path.
+    """
     import json
 
+    default_store = defaults is not None and store == defaults.default_store.as_uri()
+    default_identity = defaults is not None and identity_file == defaults.default_identity
     lines = [
-        "# keyvault configuration (written by 'keyvault init')",
+        "# keyvault configuration (written by 'keyvault init'; docs/configuration.md)",
         "[keyvault]",
         f"team = {json.dumps(team)}",
-        f"store = {json.dumps(store)}",
+        ("# store: the default, a file store in this machine's data directory "
+         "($XDG_DATA_HOME/keyvault/store)" if default_store else f"store = {json.dumps(store)}"),
         f"wrappers = [{', '.join(json.dumps(w) for w in wrappers)}]",
         "",
         "[recovery]",
         "# Move this identity offline (a password manager, paper, a safe) once you have",
         "# checked a restore: whoever holds it can open every backup it wraps.",
-        f"identity_file = {json.dumps(str(identity_file))}",
+        ("# identity_file: the default, recovery-identity.txt in this machine's config "
+         "directory ($XDG_CONFIG_HOME/keyvault)" if default_identity
+         else f"identity_file = {json.dumps(str(identity_file))}"),
         "",
     ]
     return "\n".join(lines)
+
+
+def same_init_settings(path: Path, text: str, paths: Paths) -> bool:
+    """Whether the config file at ``path`` names the team, store, wrappers and identity
+    file that ``text`` (from :func:`render_config`) names, as load_config resolves
+    them: an old file with absolute default paths, or a hand-edited one, still matches."""
+    from keyvault.errors import KeyvaultError
+
+    try:
+        existing = _read_toml(path)
+    except KeyvaultError:
+        return False
+    return _init_settings(existing, path, paths) == _init_settings(toml_loads(text), path, paths)
+
+
+def _init_settings(doc: Mapping[str, Any], path: Path, paths: Paths) -> tuple[object, ...]:
+    doc = _resolve_paths(doc, path.expanduser().absolute().parent)
+    section, recovery = doc.get("keyvault", {}), doc.get("recovery", {})
+    identity = recovery.get("identity_file", str(paths.default_identity))
+    return (section.get("team", DEFAULT_TEAM),
+            section.get("store", paths.default_store.as_uri()),
+            list(section.get("wrappers", [])), Path(identity).expanduser())
 
 
 def _fingerprints(source: Path | None, what: str, values: list[Any]) -> tuple[str, ...]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -108,11 +108,20 @@ def init(ctx: typer.Context, json_out: Json = False) -> None:
         _show_init(result)
 
 
-def quickstart(ctx: typer.Context, json_out: Json = False) -> None:
+RemoveSample = Annotated[bool, typer.Option(
+    "--remove-sample", help="Wipe the sample trust directory an earlier quickstart generated "
+                            "(its passphrase is public); nothing else is touched.")]
+
+
+def quickstart(ctx: typer.Context, json_out: Json = False,
+               remove_sample: RemoveSample = False) -> None:
     """Back up your trust directory (or a generated sample), restore it into a fresh
     directory and check every byte: the whole job, on the embedded default."""
     state: CliState = ctx.obj
     as_json = state.json or json_out
+    if remove_sample:
+        _remove_sample(state, as_json)
+        return
     config = state.config(missing_ok=True)
     init_result = None
     if not config.store:
@@ -121,9 +130,10 @@ def quickstart(ctx: typer.Context, json_out: Json = False) -> None:
         config = state.config()
     from keyvault.cli.keys import outcome_json
     from keyvault.cli.output import counted, emit_json, say, warn
+    from keyvault.ops.quickstart import REMOVE_SAMPLE, sample_dir
     from keyvault.ops.quickstart import quickstart as run
 
-    report = run(config, config.paths.data_dir / "sample-trust")
+    report = run(config, sample_dir(config))
     restored = report.restored
     if as_json:
         emit_json({
@@ -145,9 +155,24 @@ def quickstart(ctx: typer.Context, json_out: Json = False) -> None:
     say("Next: 'keyvault list', 'keyvault verify --all', and on a new machine "
         "'keyvault restore --all'.")
     if report.used_sample:
-        warn("these were sample keys; run again once your trust directory has keys")
+        warn("these were sample keys; run again once your trust directory has keys. Remove "
+             f"the sample trust directory with '{REMOVE_SAMPLE}'")
     elif not init_result:
         warn_if_store_on_this_machine(config.store or "")
+
+
+def _remove_sample(state: CliState, as_json: bool) -> None:
+    from keyvault.cli.output import emit_json, say
+    from keyvault.ops.quickstart import SAMPLE_TEAM, remove_sample
+
+    removed = remove_sample(state.config(missing_ok=True))
+    if as_json:
+        emit_json({"removed": str(removed) if removed else None})
+        return
+    say(f"Wiped the sample trust directory {removed}." if removed
+        else "No sample trust directory to remove.")
+    say(f"The sample team's envelopes stay in the store, as every envelope does; they hold "
+        f"only the sample keys, which sign nothing, under team {SAMPLE_TEAM!r}.")
 
 
 def doctor(ctx: typer.Context, json_out: Json = False) -> None:

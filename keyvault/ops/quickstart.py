@@ -6,6 +6,12 @@ on a sample trust directory of Notary-format keys that keyvault generates
 restore goes to a fresh private directory (keyvault/scratch.py: on RAM where
 there is one, marked) whose files are overwritten with zeros and removed at
 the end; one left by a SIGKILL is wiped by ``keyvault wipe --stale``.
+
+The sample's passphrase is public, so ``keyvault quickstart --remove-sample``
+wipes the sample trust directory (:func:`remove_sample`). The sample team's
+envelopes stay in the store, as every envelope does (keyvault never deletes
+from a store: a deletion would look like a rollback); they hold only sample
+keys that sign nothing, under a team no real key uses.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from keyvault.trust.scan import scan_trust_dir
 
 SAMPLE_TEAM = "sample"
 SAMPLE_PASSPHRASE = "keyvault-sample"  # noqa: S105 - documented, protects sample keys only
+SAMPLE_DIR = "sample-trust"  # under the data directory
+REMOVE_SAMPLE = "keyvault quickstart --remove-sample"
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,24 @@ def quickstart(config: Config, sample_dir: Path) -> QuickstartReport:
             verified = _compare(scan.keys, fresh.trust_dir)
     return QuickstartReport(Path(scan.trust_dir), used_sample, team, tuple(outcomes), report,
                             verified)
+
+
+def sample_dir(config: Config) -> Path:
+    """Where quickstart generates its sample trust directory."""
+    return config.paths.data_dir / SAMPLE_DIR
+
+
+def remove_sample(config: Config) -> Path | None:
+    """Overwrite the sample's key files with zeros and remove its directory; None when
+    there is none. Nothing else is touched: not the user's trust directory, config,
+    identity or store."""
+    from keyvault.scratch import wipe_tree
+
+    path = sample_dir(config)
+    if not path.is_dir() or path.is_symlink():
+        return None
+    wipe_tree(path)
+    return path
 
 
 def _sample_passphrases() -> dict[str, str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from keyvault import fsutil
-from keyvault.config import Config, render_config
+from keyvault.config import Config, Paths, render_config, same_init_settings
 from keyvault.errors import ConflictError, InvalidInputError, LocalIOError, NotFoundError
 from keyvault.names import validate_team
 from keyvault.plugins import uri_scheme
@@ -73,7 +73,8 @@ def init(config: Config, *, store: str | None, wrappers: list[str], team: str | 
                                 "recovery combine'); a new identity would not match it")
     else:
         _check_config(target, render_config(team=team, store=store_uri, wrappers=chosen,
-                                            identity_file=identity))
+                                            identity_file=identity, defaults=config.paths),
+                      config.paths)
     _open_or_create_store(config, store_uri, create=not named_by_config, source=target)
 
     sealer, sealer_created = _sealer(config)
@@ -84,8 +85,9 @@ def init(config: Config, *, store: str | None, wrappers: list[str], team: str | 
         chosen = [generate_identity(identity, pins=[pin])]
     elif not (wrappers or config.wrappers):
         _pin_in_identity(identity, pin)
-    text = render_config(team=team, store=store_uri, wrappers=chosen, identity_file=identity)
-    created_config = _write_config(target, text)
+    text = render_config(team=team, store=store_uri, wrappers=chosen, identity_file=identity,
+                         defaults=config.paths)
+    created_config = _write_config(target, text, config.paths)
     return InitResult(target, store_uri, tuple(chosen), team, identity, new_identity,
                       created_config, _sealer_file(config), pin, sealer_created)
 
@@ -132,9 +134,9 @@ def _pin_in_identity(path: Path, pin: str) -> None:
                              mode=0o600, exclusive=False)
 
 
-def _check_config(path: Path, text: str) -> None:
+def _check_config(path: Path, text: str, paths: Paths) -> None:
     """ConflictError if ``path`` exists with other settings than ``text``."""
-    if path.exists() and path.read_bytes() != text.encode("utf-8"):
+    if path.exists() and not same_init_settings(path, text, paths):
         _refuse_existing_config(path, "it has other settings")
 
 
@@ -145,11 +147,11 @@ def _refuse_existing_config(path: Path, why: str) -> None:
                                             "elsewhere")
 
 
-def _write_config(path: Path, text: str) -> bool:
-    """Write once; an identical existing file is fine, a different one is a conflict."""
+def _write_config(path: Path, text: str, paths: Paths) -> bool:
+    """Write once; an existing file with the same settings is fine, another is a conflict."""
     data = text.encode("utf-8")
     if path.exists():
-        _check_config(path, text)
+        _check_config(path, text, paths)
         return False
     try:
         fsutil.make_private_dirs(path.parent)

@@ -55,6 +55,26 @@ def test_init_writes_private_config_identity_and_store(kv: KV, home: Path) -> No
     assert again.json()["wrappers"] == doc["wrappers"]
 
 
+def test_init_writes_no_path_of_this_home_and_keeps_an_older_absolute_config(
+        kv: KV, home: Path, ready: tuple[Path, tuple[KeyFile, ...]]) -> None:
+    """The defaults are left out of the config (they resolve under whichever HOME reads
+    it); a config an older init wrote with the same values as absolute paths still
+    works, and init again keeps it rather than calling it a conflict."""
+    config = home / ".config" / "keyvault" / "config.toml"
+    text = config.read_text()
+    assert str(home) not in text and "store =" not in text and "identity_file =" not in text
+    identity = home / ".config" / "keyvault" / "recovery-identity.txt"
+    old = text.replace("wrappers =", f"store = {json.dumps(store_dir(home).as_uri())}\n"
+                       "wrappers =") + f"identity_file = {json.dumps(str(identity))}\n"
+    config.write_text(old)
+    again = kv("--json", "init")
+    assert again.code == 0, again.err
+    assert not again.json()["config_created"] and config.read_text() == old
+    target = home / "restored"
+    assert kv("--trust-dir", target, "restore", "--all").code == 0
+    assert len(list((target / "private").iterdir())) == len(ready[1])
+
+
 def test_a_failed_init_creates_nothing(kv: KV, home: Path) -> None:
     """A config with other settings is a conflict (exit 7) found before the store, the
     sealing key or the identity is made: nothing is left for the next init to trip on."""

@@ -85,3 +85,70 @@ def test_config_path_from_env(env: dict[str, str], tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text('[keyvault]\nteam = "from-env"\n')
     assert load_config(None, {**env, "KEYVAULT_CONFIG": str(path)}).team == "from-env"
+
+
+def test_relative_paths_resolve_against_the_config_files_directory(
+        env: dict[str, str], tmp_path: Path) -> None:
+    directory = tmp_path / "elsewhere"
+    directory.mkdir()
+    path = directory / "kv.toml"
+    path.write_text('[keyvault]\nstore = "file:///s"\ntrust_dir = "trust"\npolicy = "~/p.toml"\n'
+                    '[recovery]\nidentity_file = "id.txt"\nidentity_files = ["../more.txt"]\n'
+                    '[sealing]\nkey = "keys/sealer.key"\n[vault]\ntoken_file = "token"\n')
+    config = load_config(path, env)  # the working directory is not the file's
+    assert config.trust_dir == directory / "trust"
+    assert config.policy == Path(env["HOME"]) / "p.toml"
+    assert config.identity_files == (directory / "id.txt", directory / ".." / "more.txt")
+    assert config.sealing_key == str(directory / "keys" / "sealer.key")
+    assert config.settings["vault"]["token_file"] == str(directory / "token")
+
+
+def test_absolute_paths_and_uris_are_kept_as_given(env: dict[str, str], tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[keyvault]\nstore = "file:///old/home/.local/share/keyvault/store"\n'
+                    '[recovery]\nidentity_file = "/old/home/.config/keyvault/id.txt"\n'
+                    '[sealing]\nkey = "transit://transit/sealer"\n')
+    config = load_config(path, env)
+    assert config.store == "file:///old/home/.local/share/keyvault/store"
+    assert config.identity_files == (Path("/old/home/.config/keyvault/id.txt"),)
+    assert config.sealing_key == "transit://transit/sealer"
+
+
+def test_init_leaves_out_the_defaults_so_the_file_works_under_another_home(
+        env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = load_config(None, env).paths
+    text = render_config(team="t", store=paths.default_store.as_uri(), wrappers=["age1abc"],
+                         identity_file=paths.default_identity, defaults=paths)
+    assert env["HOME"] not in text
+    copied = tmp_path / "copied.toml"
+    copied.write_text(text)
+    other = tmp_path / "y" / "other-b"
+    moved = {"HOME": str(other), "XDG_CONFIG_HOME": str(other / ".config"),
+             "XDG_DATA_HOME": str(other / ".local/share")}
+    for key, value in moved.items():
+        monkeypatch.setenv(key, value)
+    identity = other / ".config" / "keyvault" / "recovery-identity.txt"
+    identity.parent.mkdir(parents=True)
+    identity.write_text("# rebuilt from shares\n")
+    config = load_config(copied, moved)
+    assert config.store == (other / ".local/share/keyvault/store").as_uri()
+    assert config.identity_files == (identity,)
+
+
+def test_a_config_file_without_a_store_means_the_default_store(
+        env: dict[str, str], tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[keyvault]\nteam = "a"\n')
+    config = load_config(path, env)
+    assert config.store == (Path(env["XDG_DATA_HOME"]) / "keyvault" / "store").as_uri()
+
+
+def test_an_age_config_without_identity_file_names_the_default_even_when_missing(
+        env: dict[str, str], tmp_path: Path) -> None:
+    """As an older init's explicit line did: the restore then says which file it needs."""
+    path = tmp_path / "c.toml"
+    path.write_text('[keyvault]\nwrappers = ["age1abc"]\n')
+    default = Path(env["XDG_CONFIG_HOME"]) / "keyvault" / "recovery-identity.txt"
+    assert load_config(path, env).identity_files == (default,)
+    path.write_text('[keyvault]\nwrappers = ["awskms:///alias/k"]\n')
+    assert load_config(path, env).identity_files == ()

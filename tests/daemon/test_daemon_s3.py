@@ -20,8 +20,8 @@ def own_weed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WeedServer]:
 
 def _use_s3(env: DaemonEnv, weed: WeedServer, bucket: str) -> None:
     config = env.root / "home" / ".config" / "keyvault" / "config.toml"
-    text = config.read_text().replace(
-        f'store = "file://{env.store_dir}"', f'store = "s3://{bucket}/daemon"')
+    text = config.read_text().replace(  # init left the default store out
+        "[keyvault]\n", f'[keyvault]\nstore = "s3://{bucket}/daemon"\n', 1)
     assert f"s3://{bucket}/daemon" in text
     config.write_text(text + f'\n[s3]\nendpoint_url = "{weed.endpoint}"\nregion = "{REGION}"\n'
                       'addressing_style = "path"\nconnect_timeout = 1\nread_timeout = 5\n'

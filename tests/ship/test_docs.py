@@ -20,9 +20,9 @@ REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"
 
 
-def _generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gen_cli_reference",
-                                                  DOCS / "gen_cli_reference.py")
+def _generator(name: str = "gen_cli_reference") -> ModuleType:
+    """One of the scripts in docs/ that generate a page, loaded as a module."""
+    spec = importlib.util.spec_from_file_location(name, DOCS / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
