@@ -118,9 +118,15 @@ def render() -> str:
         anchor = f'<a id="{name}"></a>\n' if name in ("error", "version") else ""
         parts.append(f"{anchor}## `{schema['title']}`\n\n{schema['description']} "
                      f"Schema: `keyvault/cli/schemas/{name}.json`.\n")
-        rows = _rows(schema, name, "")
-        if rows:
-            parts.append("| field | type | meaning |\n|---|---|---|\n" + "\n".join(rows) + "\n")
+        # A command with two kinds of answer (e.g. quickstart --remove-sample): one table each.
+        for variant in schema.get("anyOf", [schema]):
+            resolved = _resolve(variant, name)[0]
+            rows = _rows(variant, name, "")
+            if variant is not schema and resolved.get("description"):
+                parts.append(f"{resolved['description']}\n")
+            if rows:
+                parts.append("| field | type | meaning |\n|---|---|---|\n" + "\n".join(rows)
+                             + "\n")
     return "\n".join(parts)
 
 
