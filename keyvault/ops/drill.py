@@ -45,6 +45,8 @@ from keyvault.trust.tufmeta import KeyUse
 from keyvault.wrappers import check_wrapper_uri, open_wrapper
 
 PASSED, FAILED, NOT_CHECKED = "passed", "failed", "not-checked"
+#: A drill cut short by SIGINT or SIGTERM: its report holds the checks made until then.
+INTERRUPTED = "interrupted"
 #: The signature check of a key whose GUN has no published TUF metadata.
 NOT_PUBLISHED = f"{NOT_CHECKED} (not published)"
 #: What every drill that restored a key shows.
@@ -72,6 +74,8 @@ class Check:
     signature: str = NOT_CHECKED
     error: str | None = None
     error_code: int | None = None
+    #: Every check this key needed was made (a drill interrupted midway leaves some not).
+    complete: bool = field(default=False, repr=False)
 
     @property
     def passed(self) -> bool:
@@ -98,34 +102,64 @@ class DrillReport:
     checks: list[Check] = field(default_factory=list)
     #: The controls this drill showed (not a fixed list: see CONTROLS and the others).
     controls: list[str] = field(default_factory=list)
+    #: The signal that cut the drill short (SIGINT, SIGTERM), if one did.
+    interrupted: str | None = None
+    #: The error that stopped the drill before it could check every key, if one did.
+    error: str | None = None
 
     @property
     def passed(self) -> bool:
-        return bool(self.checks) and all(c.passed for c in self.checks)
+        return (bool(self.checks) and all(c.passed for c in self.checks)
+                and self.interrupted is None and self.error is None)
+
+    @property
+    def status(self) -> str:
+        if self.interrupted is not None:
+            return INTERRUPTED
+        return PASSED if self.passed else FAILED
+
+    def stopped(self, why: str, *, signal: str | None = None, code: int | None = None
+                ) -> None:
+        """The drill ended early (``why``): keys whose checks were under way say so."""
+        self.finished = _now()
+        self.interrupted = signal
+        self.error = None if signal else why
+        for check in self.checks:
+            if check.error is None and not check.complete:
+                check.error, check.error_code = f"not finished: {why}", code
 
     def to_json(self) -> dict[str, Any]:
         return {"format": "keyvault-drill-report", "version": 1, "started": self.started,
                 "finished": self.finished, "actor": self.actor, "team": self.team,
                 "store": self.store, "wrappers": self.wrappers, "selection": self.selection,
-                "metadata": self.metadata, "passed": self.passed,
+                "metadata": self.metadata, "passed": self.passed, "status": self.status,
+                "interrupted": self.interrupted, "error": self.error,
                 "checks": [c.to_json() for c in self.checks],
                 "controls": self.controls}
 
 
-def run_drill(session: Session, *, team: str, selection: Selection,
-              wrappers: Sequence[str], source: MetadataSource | None,
-              env: Mapping[str, str], metadata_label: str | None = None,
-              require_published: bool = False) -> DrillReport:
+def new_report(session: Session, *, team: str, selection: Selection,
+               wrappers: Sequence[str], metadata_label: str | None = None) -> DrillReport:
+    """The report a drill fills in as it goes: so that one cut short still says what it
+    checked (the caller writes and audits it whatever happens)."""
     selection.require_explicit("drill")
     started = _now()
+    return DrillReport(started, started, local_principal(), team,
+                       redact(session.config.store or ""),
+                       [redact(uri) for uri in wrappers], selection.describe(),
+                       metadata_label)
+
+
+def run_drill(session: Session, report: DrillReport, *, selection: Selection,
+              wrappers: Sequence[str], source: MetadataSource | None,
+              env: Mapping[str, str], require_published: bool = False) -> DrillReport:
+    """Drill every selected key through each wrapper, adding each check to ``report`` as
+    it starts."""
+    team = report.team
     stored = fetch_envelopes(session, team, selection, action="drill")  # policy-checked
     proven = _authenticated(session, stored)
     published = (_published(source, stored, selection, require_published) if source
                  else Published({}, frozenset(), required=False))
-    report = DrillReport(started, started, local_principal(), team,
-                         redact(session.config.store or ""),
-                         [redact(uri) for uri in wrappers], selection.describe(),
-                         metadata_label)
     config = session.config
     options = config.backend_options(session.prompt)
     for uri in wrappers:
@@ -133,15 +167,15 @@ def run_drill(session: Session, *, team: str, selection: Selection,
             wrapper = open_wrapper(uri, options)
         except KeyvaultError as exc:
             report.checks += [_failed(Check(redact(uri), s.address.key_id,
-                                            s.address.role, s.address.gun), exc)
+                                            s.address.role, s.address.gun, complete=True), exc)
                               for s in stored]
             continue
         try:
             with private_scratch(config.env, config.paths.state_dir, "drill") as scratch:
                 # wrapper.uri is the form envelopes record (e.g. a pkcs11: URI without its
                 # module-path or PIN), so it is what to look for and what to report.
-                report.checks += _drill_one_wrapper(session, wrapper, wrapper.uri, proven,
-                                                    scratch.trust_dir, published, env)
+                _drill_one_wrapper(session, wrapper, wrapper.uri, proven,
+                                   scratch.trust_dir, published, env, report.checks)
         finally:
             wrapper.close()
     report.finished = _now()
@@ -180,9 +214,9 @@ def _authenticated(session: Session, stored: Sequence[StoredEnvelope]
 
 def _drill_one_wrapper(session: Session, wrapper: Any, uri: str,
                        stored: Sequence[tuple[StoredEnvelope, KeyvaultError | None]],
-                       trust: Path, published: Published, env: Mapping[str, str]
-                       ) -> list[Check]:
-    checks: list[Check] = []
+                       trust: Path, published: Published, env: Mapping[str, str],
+                       checks: list[Check]) -> None:
+    """Each key this wrapper holds, appended to ``checks`` as its checks begin."""
     opened: list[tuple[Check, StoredEnvelope, bytes]] = []
     for entry, refused in stored:
         if uri not in entry.envelope.wrapper_uris:
@@ -206,11 +240,11 @@ def _drill_one_wrapper(session: Session, wrapper: Any, uri: str,
     except KeyvaultError as exc:
         for check, _, _ in opened:
             _failed(check, exc)
-        return checks
+        return
     for check, entry, _ in opened:
         check.restore = PASSED
         _verify_restored(check, entry, trust, published, env)
-    return checks
+        check.complete = True
 
 
 def _verify_restored(check: Check, entry: StoredEnvelope, trust: Path,
@@ -302,8 +336,9 @@ def write_reports(report: DrillReport, directory: Path) -> tuple[Path, Path, str
 def render_markdown(report: DrillReport, digest: str) -> str:
     failed = [c for c in report.checks if not c.passed]
     lines = [
-        f"# keyvault recovery drill: {'PASSED' if report.passed else 'FAILED'}",
+        f"# keyvault recovery drill: {report.status.upper()}",
         "",
+        *_stopped_lines(report),
         f"- Run by: {report.actor}",
         f"- Started: {report.started}; finished: {report.finished}",
         f"- Team: {report.team}; store: {report.store}",
@@ -334,6 +369,17 @@ def render_markdown(report: DrillReport, digest: str) -> str:
     return "\n".join(lines)
 
 
+def _stopped_lines(report: DrillReport) -> list[str]:
+    """Why a drill ended early, first thing in the report."""
+    if report.interrupted is not None:
+        return [f"**Interrupted by {report.interrupted}** after {len(report.checks)} checks: "
+                "the table holds the checks made until then; keys not in it were not "
+                "drilled.", ""]
+    if report.error is not None:
+        return [f"**Stopped:** {report.error}", ""]
+    return []
+
+
 def _sealer_shown(sealer: str) -> str:
     """UNSIGNED stands out: a v1 envelope was accepted only because --allow-unsigned was given."""
     return "UNSIGNED (v1)" if sealer == "unsigned" else sealer[:23]
@@ -342,8 +388,12 @@ def _sealer_shown(sealer: str) -> str:
 def audit_drill(session: Session, report: DrillReport, digest: str) -> None:
     failed = [c for c in report.checks if not c.passed]
     keys = {(c.key_id, c.role, c.gun) for c in report.checks}
-    session.record("drill", "ok" if report.passed else "failed", team=report.team,
+    outcome = "ok" if report.passed else report.status
+    why = (f"; interrupted by {report.interrupted}" if report.interrupted
+           else f"; stopped: {report.error}" if report.error else "")
+    session.record("drill", outcome, team=report.team,
                    keys=[KeyRef(*k) for k in sorted(keys, key=str)],
                    detail=f"report sha256={digest}; {len(report.checks)} checks, "
-                          f"{len(failed)} failed; wrappers={','.join(report.wrappers)}")
+                          f"{len(failed)} failed; wrappers={','.join(report.wrappers)}{why}",
+                   anchor=report.interrupted is None)
 
