@@ -78,13 +78,20 @@ def skipped(checks: list[Check]) -> list[str]:
     """What the drill did not check, counted by reason (the report has every key's)."""
     from keyvault.ops.drill import NOT_CHECKED, NOT_PUBLISHED
 
-    unpublished = sorted({c.gun or "-" for c in checks if c.signature == NOT_PUBLISHED})
+    unpublished = sorted({c.gun for c in checks if c.signature == NOT_PUBLISHED and c.gun})
+    loose = sorted({f"{c.role} {c.key_id[:12]}" for c in checks
+                    if c.signature == NOT_PUBLISHED and not c.gun})
     lines = []
     if unpublished:
         lines.append(f"Not checked: the signatures of {len(unpublished)} GUN(s) with no "
                      f"published metadata ({', '.join(unpublished[:5])}"
                      f"{', ...' if len(unpublished) > 5 else ''}); --require-published "
                      "makes that a failure")
+    if loose:
+        lines.append(f"Not checked: the signatures of {len(loose)} key(s) without a GUN that "
+                     f"no published metadata lists ({', '.join(loose[:5])}"
+                     f"{', ...' if len(loose) > 5 else ''}); --require-published makes that "
+                     "a failure")
     no_id = sorted({c.role for c in checks if c.passed and c.key_id_check == NOT_CHECKED})
     if no_id:
         lines.append("Not checked: key IDs and signatures of the "

@@ -33,7 +33,7 @@ from keyvault.ops.coverage import MetadataSource, required_keys
 from keyvault.ops.restore import fetch_envelopes
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session, local_principal
-from keyvault.ops.stored import StoredEnvelope
+from keyvault.ops.stored import StoredEnvelope, list_addresses
 from keyvault.redact import redact
 from keyvault.scratch import private_scratch
 from keyvault.trust.deep import key_label, load_private_key, verify_key_id
@@ -158,8 +158,9 @@ def run_drill(session: Session, report: DrillReport, *, selection: Selection,
     team = report.team
     stored = fetch_envelopes(session, team, selection, action="drill")  # policy-checked
     proven = _authenticated(session, stored)
-    published = (_published(source, stored, selection, require_published) if source
-                 else Published({}, frozenset(), required=False))
+    published = (_published(session, team, source, stored, selection, require_published)
+                 if source
+                 else Published({}, frozenset(), required=False, consulted=False))
     config = session.config
     options = config.backend_options(session.prompt)
     for uri in wrappers:
@@ -262,24 +263,32 @@ def _verify_restored(check: Check, entry: StoredEnvelope, trust: Path,
         passphrase = passphrase_for(header.role, env)
         if passphrase is None:
             return  # no passphrase source: the ID and signature checks are not possible
+        private = load_private_key(key, passphrase)
+    except KeyvaultError as exc:
+        check.key_id_check = FAILED
+        _failed(check, exc)
+        return  # not decrypted: nothing to sign with
+    try:
         verify_key_id(key, passphrase)
         check.key_id_check = PASSED
-        use = published.uses.get(header.key_id)
-        if use is None and header.gun in published.unpublished:
+    except KeyvaultError as exc:  # the signature still shows whether it is the published key
+        check.key_id_check = FAILED
+        _failed(check, exc)
+    use = published.uses.get(header.key_id)
+    if use is None:
+        if published.consulted and (header.gun is None or header.gun in published.unpublished):
             check.signature = NOT_PUBLISHED
             if published.required:
-                _failed(check, NotFoundError(
-                    f"{header.gun} has no published TUF metadata to check the signature "
-                    "against (--require-published)"))
-        if use is not None:
-            prove_signature(load_private_key(key, passphrase), use.keytype, use.public,
-                            key_label(key))
-            check.signature = PASSED
+                where = (f"{header.gun} has no published TUF metadata" if header.gun
+                         else f"no published metadata lists {key_label(key)}")
+                _failed(check, NotFoundError(f"{where} to check the signature against "
+                                             "(--require-published)"))
+        return
+    try:
+        prove_signature(private, use.keytype, use.public, key_label(key))
+        check.signature = PASSED
     except KeyvaultError as exc:
-        if check.key_id_check == NOT_CHECKED:
-            check.key_id_check = FAILED
-        else:
-            check.signature = FAILED
+        check.signature = FAILED
         _failed(check, exc)
 
 
@@ -290,25 +299,47 @@ class Published:
     uses: Mapping[str, KeyUse]
     unpublished: frozenset[str]
     required: bool  # --require-published: a GUN without metadata fails its keys' checks
+    #: Metadata was read (not --no-metadata): a GUN-less key none of it lists is unpublished.
+    consulted: bool = True
 
 
-def _published(source: MetadataSource, stored: Sequence[StoredEnvelope],
-               selection: Selection, required: bool) -> Published:
+def _published(session: Session, team: str, source: MetadataSource,
+               stored: Sequence[StoredEnvelope], selection: Selection, required: bool
+               ) -> Published:
     """Every GUN's published keys; a GUN with none (a restored machine has no ``tuf/``
-    cache; a repository not published yet) is noted, not a reason to stop the drill."""
+    cache; a repository not published yet) is noted, not a reason to stop the drill.
+
+    A root key (or a GUN-less delegation key) belongs to no GUN of its own: it is
+    looked up in the drilled GUNs' metadata, then, until it is found, in that of every
+    other GUN the team's store holds keys for or the metadata source knows.
+    """
     guns = {s.address.gun for s in stored if s.address.gun} | {
         g for g in selection.guns if not any(c in g for c in "*?[")}
     found: dict[str, KeyUse] = {}
     unpublished: set[str] = set()
     for gun in sorted(guns):
-        try:
-            uses = required_keys(source, gun)
-        except NotFoundError:
+        if not _read_gun(source, gun, found):
             unpublished.add(gun)
-            continue
-        for use in uses:
-            found.setdefault(use.key_id, use)
+    loose = {s.address.key_id for s in stored if s.address.gun is None}
+    if loose - set(found):
+        others = {a.gun for a in list_addresses(session.store(), team,
+                                                 Selection(everything=True)) if a.gun}
+        for gun in sorted((others | set(source.known_guns())) - guns):
+            if not loose - set(found):
+                break
+            _read_gun(source, gun, found)
     return Published(found, frozenset(unpublished), required)
+
+
+def _read_gun(source: MetadataSource, gun: str, found: dict[str, KeyUse]) -> bool:
+    """Add the keys ``gun``'s published metadata relies on; False if it has none."""
+    try:
+        uses = required_keys(source, gun)
+    except NotFoundError:
+        return False
+    for use in uses:
+        found.setdefault(use.key_id, use)
+    return True
 
 
 def _failed(check: Check, exc: KeyvaultError) -> Check:
@@ -349,8 +380,9 @@ def render_markdown(report: DrillReport, digest: str) -> str:
         "Each envelope's sealer signature, version chain and this machine's high-water mark "
         "were checked first; then each key was restored from the store into a throw-away "
         "directory through each wrapper, read back and compared with the envelope's digest; "
-        "where a passphrase was available its key ID was checked, and where the key's "
-        "GUN was published a fresh signature was verified against its public key (the "
+        "where a passphrase was available its key ID was checked, and where published "
+        "metadata lists the key (a root key: the root.json of any GUN it signs, as a "
+        "certificate) a fresh signature was verified against its public key (the "
         "columns say which checks were made for each key). The directory was then wiped.",
         "",
         "| wrapper | role | GUN | key ID | sealer | restore | digest | key ID | signature "
