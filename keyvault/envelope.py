@@ -42,7 +42,7 @@ import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -53,6 +53,7 @@ from keyvault.canonical import canonical_json
 from keyvault.errors import AccessDeniedError, IntegrityError, KeyvaultError, UsageError
 from keyvault.keyring import DEK_SIZE, WrappedKey, Wrapper
 from keyvault.names import KeyAddress
+from keyvault.redact import redact
 from keyvault.sealing import (
     MAX_PUBLIC_KEY,
     MAX_SIGNATURE,
@@ -412,10 +413,11 @@ def seal(header: Header, data: bytes, wrappers: Sequence[Wrapper],
         ciphertext = AESGCM(bytes(dek)).encrypt(nonce, data, aad)
         context = header.context()
         if threshold is None:
-            wrapped = tuple(w.wrap(bytes(dek), context) for w in wrappers)
+            wrapped = tuple(through(w, w.wrap, bytes(dek), context) for w in wrappers)
         else:
             shares = shamir.split(bytes(dek), threshold, len(wrappers))
-            wrapped = tuple(replace(w.wrap(shares[i], context), share=i, threshold=threshold)
+            wrapped = tuple(replace(through(w, w.wrap, shares[i], context), share=i,
+                                    threshold=threshold)
                             for i, w in enumerate(wrappers, start=1))
         draft = Envelope(header, nonce, ciphertext, commitment(bytes(dek), header), wrapped)
         return sign(draft, sealer, chain)
@@ -478,6 +480,18 @@ def authenticate(envelope: Envelope, sealers: SealerTrust, *, allow_unsigned: bo
 
 #: Where :func:`authenticate` marks an envelope object it verified, with the pins used.
 _VERIFIED = "_keyvault_verified_by"
+_T = TypeVar("_T")
+
+
+def through(wrapper: Wrapper, call: Callable[..., _T], *args: Any) -> _T:
+    """``call(*args)``, a call to ``wrapper``; a KeyvaultError it raises names the wrapper,
+    so a wrapper that fails for every key can be reported once, not once per key."""
+    try:
+        return call(*args)
+    except KeyvaultError as exc:
+        if exc.wrapper is None:
+            exc.wrapper = redact(wrapper.uri)
+        raise
 
 #: Raises for a wrapper URI that no wrapper could have written (see keyvault.wrappers).
 UriCheck = Callable[[str], None]
@@ -509,7 +523,8 @@ def unwrap_dek(envelope: Envelope, wrappers: Iterable[Wrapper],
                 "another key's context"))
             continue
         try:
-            dek = by_uri[entry.uri].unwrap(entry, expected_context)
+            dek = through(by_uri[entry.uri], by_uri[entry.uri].unwrap, entry,
+                          expected_context)
         except KeyvaultError as exc:
             failures.append(exc)
             continue
@@ -603,7 +618,7 @@ def rewrap(envelope: Envelope, dek: bytes, add: Sequence[Wrapper],
     kept = [w for w in envelope.wrapped_keys if w.uri not in dropped]
     present = {w.uri for w in kept}
     context = envelope.header.context()
-    kept.extend(w.wrap(dek, context) for w in add if w.uri not in present)
+    kept.extend(through(w, w.wrap, dek, context) for w in add if w.uri not in present)
     if not kept:
         raise UsageError("an envelope must keep at least one wrapper")
     group = [w for w in kept if w.share is not None]

@@ -25,6 +25,9 @@ class KeyvaultError(Exception):
         self.hint = None if hint is None else redact(hint)
         #: Set once the error was recorded in the audit log, so it is not recorded twice.
         self.audited = False
+        #: The wrapper (its URI, redacted) whose call failed, when that is the cause: a
+        #: command groups its keys' failures by it (keyvault.envelope.through).
+        self.wrapper: str | None = None
 
     def __str__(self) -> str:
         return self.message if self.hint is None else f"{self.message} ({self.hint})"

@@ -20,6 +20,13 @@ from types import FrameType
 
 HELD = (signal.SIGINT, signal.SIGTERM)
 
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised like Ctrl-C by the CLI's handler: restores roll back and drills
+    write their report before the process ends."""
+
+
 _Handler = Callable[[int, FrameType | None], object] | int | signal.Handlers | None
 
 

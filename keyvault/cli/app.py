@@ -21,6 +21,7 @@ import typer
 
 from keyvault import __version__
 from keyvault.cli.state import CliState
+from keyvault.signals import Terminated
 
 EXIT_CODE_HELP = """Exit codes: 0 success; 1 local I/O failure or unexpected error; 2 usage
 error or invalid input; 3 not found; 4 access denied; 5 integrity failure (tampered or corrupt
@@ -182,8 +183,7 @@ def _app_for(args: list[str]) -> typer.Typer:
     return lean
 
 
-class _Terminated(BaseException):
-    """SIGTERM, raised like Ctrl-C so restores roll back before the process ends."""
+_Terminated = Terminated  # SIGTERM, raised like Ctrl-C (keyvault.signals)
 
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,

@@ -10,10 +10,12 @@ import typer
 
 from keyvault.cli.options import All, Guns, Json, KeyIds, Roles, build_selection
 from keyvault.cli.state import CliState
+from keyvault.errors import KeyvaultError
 
 if TYPE_CHECKING:
     from keyvault.ops.coverage import MetadataSource
-    from keyvault.ops.drill import Check
+    from keyvault.ops.drill import Check, DrillReport
+    from keyvault.ops.session import Session
 
 
 def register(app: typer.Typer) -> None:
@@ -76,13 +78,20 @@ def skipped(checks: list[Check]) -> list[str]:
     """What the drill did not check, counted by reason (the report has every key's)."""
     from keyvault.ops.drill import NOT_CHECKED, NOT_PUBLISHED
 
-    unpublished = sorted({c.gun or "-" for c in checks if c.signature == NOT_PUBLISHED})
+    unpublished = sorted({c.gun for c in checks if c.signature == NOT_PUBLISHED and c.gun})
+    loose = sorted({f"{c.role} {c.key_id[:12]}" for c in checks
+                    if c.signature == NOT_PUBLISHED and not c.gun})
     lines = []
     if unpublished:
         lines.append(f"Not checked: the signatures of {len(unpublished)} GUN(s) with no "
                      f"published metadata ({', '.join(unpublished[:5])}"
                      f"{', ...' if len(unpublished) > 5 else ''}); --require-published "
                      "makes that a failure")
+    if loose:
+        lines.append(f"Not checked: the signatures of {len(loose)} key(s) without a GUN that "
+                     f"no published metadata lists ({', '.join(loose[:5])}"
+                     f"{', ...' if len(loose) > 5 else ''}); --require-published makes that "
+                     "a failure")
     no_id = sorted({c.role for c in checks if c.passed and c.key_id_check == NOT_CHECKED})
     if no_id:
         lines.append("Not checked: key IDs and signatures of the "
@@ -117,26 +126,37 @@ def drill(
     check digests, key IDs and signatures (with NOTARY_*_PASSPHRASE), wipe, and report."""
     state: CliState = ctx.obj
     config = state.config()
-    from datetime import UTC, datetime
-
     from keyvault.cli.output import emit_json, say, warn
-    from keyvault.ops.drill import audit_drill, run_drill, write_reports
+    from keyvault.ops.drill import new_report, run_drill
+    from keyvault.signals import held
 
     selection = build_selection(gun, role, key_id, everything)
+    wrappers = config.require_wrappers()
     source: MetadataSource | None = None
     label: str | None = None
     if not no_metadata:
         source, label = _source(server, tls_ca, config.trust_dir)
     with state.session() as session:
-        report = run_drill(session, team=config.team, selection=selection,
-                           wrappers=config.require_wrappers(), source=source,
-                           env=config.env, metadata_label=label,
-                           require_published=require_published)
-        # A random tail: two drills in the same second each get their own report.
-        stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
-        directory = Path(report_dir) if report_dir else config.paths.state_dir / "drills" / stamp
-        json_path, md_path, digest = write_reports(report, directory)
-        audit_drill(session, report, digest)
+        report = new_report(session, team=config.team, selection=selection,
+                            wrappers=wrappers, metadata_label=label)
+        try:
+            run_drill(session, report, selection=selection, wrappers=wrappers, source=source,
+                      env=config.env, require_published=require_published)
+        except BaseException as exc:  # a report and a record also for a drill cut short
+            _stopped(report, exc)
+            with held():
+                try:
+                    json_path, md_path, digest = _written(session, report, report_dir)
+                except KeyvaultError as failure:  # the error that stopped it comes first
+                    warn(f"the drill's report could not be written: {failure.message}")
+                    raise exc from None
+            if isinstance(exc, KeyvaultError):
+                exc.audited = True
+            warn(f"drill {report.status}: {len(report.checks)} checks made; reports: "
+                 f"{json_path} and {md_path} (sha256 {digest[:16]}, in the audit log)")
+            raise
+        with held():
+            json_path, md_path, digest = _written(session, report, report_dir)
     failed = [c for c in report.checks if not c.passed]
     if state.json or json_out:
         emit_json({**report.to_json(), "report_json": str(json_path),
@@ -155,3 +175,33 @@ def drill(
         raise typer.Exit(worst_exit_code([c.error_code or 1 for c in failed]))
     if not report.checks:
         raise typer.Exit(3)
+
+
+def _stopped(report: DrillReport, exc: BaseException) -> None:
+    """Note in the report why the drill ended early."""
+    from keyvault.signals import Terminated
+
+    if isinstance(exc, KeyboardInterrupt):
+        report.stopped("interrupted by SIGINT", signal="SIGINT", code=130)
+    elif isinstance(exc, Terminated):
+        report.stopped("interrupted by SIGTERM", signal="SIGTERM", code=143)
+    elif isinstance(exc, KeyvaultError):
+        report.stopped(exc.message, code=exc.exit_code)
+    else:
+        report.stopped(f"internal error ({type(exc).__name__})", code=1)
+
+
+def _written(session: Session, report: DrillReport, report_dir: str | None
+             ) -> tuple[Path, Path, str]:
+    """Write the report (its own directory: two drills in the same second get two) and
+    record its SHA-256 in the audit log."""
+    from datetime import UTC, datetime
+
+    from keyvault.ops.drill import audit_drill, write_reports
+
+    stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+    directory = (Path(report_dir) if report_dir
+                 else session.config.paths.state_dir / "drills" / stamp)
+    json_path, md_path, digest = write_reports(report, directory)
+    audit_drill(session, report, digest)
+    return json_path, md_path, digest

@@ -205,8 +205,10 @@ def _print_status(health: dict[str, Any], metrics: dict[str, float], address: st
         f"  keys watched: {health.get('keys_watched')}",
         f"  pending:      {health.get('keys_pending')}"
         + (f" (oldest {oldest} s, {health.get('keys_failing')} failing)" if oldest else ""),
-        f"  backed up:    {written} written, "
-        f"{_sum(metrics, 'keyvault_daemon_backups_total', action='unchanged')} already there",
+        f"  backed up:    {health.get('keys_backed_up', '-')} of "
+        f"{health.get('keys_watched')} keys in the store ({written} written since start, "
+        f"{_sum(metrics, 'keyvault_daemon_backups_total', action='unchanged')} found "
+        "unchanged when an event came)",
         f"  failures:     {_sum(metrics, 'keyvault_daemon_failures_total')}"
         + (f" (last: {health.get('last_error')})" if health.get("last_error") else ""),
         f"  refused:      {_sum(metrics, 'keyvault_daemon_refused_total')}",

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from keyvault.cli.failures import failure_lines
 from keyvault.cli.options import (
     All,
     DryRun,
@@ -118,9 +119,10 @@ def backup(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Key
               ["ACTION", "ROLE", "GUN", "KEY ID", "VERSION"],
               [[o.action, o.address.role, o.address.gun or "-", o.address.key_id,
                 o.version or "-"] for o in outcomes])
-        for o in outcomes:
-            if o.action == FAILED and o.error is not None:
-                warn(f"{o.address.role} key {o.address.key_id[:12]}: {o.error}")
+        for line in failure_lines([(f"{o.address.role} key {o.address.key_id[:12]}", o.error)
+                                   for o in outcomes
+                                   if o.action == FAILED and o.error is not None]):
+            warn(line)
         _warn_problems(result)
         say(tally(len(outcomes), [o.action for o in outcomes]))
     for o in outcomes:
@@ -317,8 +319,9 @@ def verify(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Key
                 r.detail + (f"; {r.deep}" if r.deep else "")
                 + ("; UNSIGNED (format v1)" if r.sealer == "unsigned" else "")]
                for r in results])
-        for r in results:
-            if r.status not in (OK, NOT_LOCAL) and r.error is not None:
-                warn(f"{r.address.role} key {r.address.key_id[:12]}: {r.error}")
+        for line in failure_lines([(f"{r.address.role} key {r.address.key_id[:12]}", r.error)
+                                   for r in results
+                                   if r.status not in (OK, NOT_LOCAL) and r.error is not None]):
+            warn(line)
     raise typer.Exit(worst_exit_code(codes))
 

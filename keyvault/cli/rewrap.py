@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from keyvault.cli.failures import failure_lines
 from keyvault.cli.options import (
     All,
     DryRun,
@@ -84,9 +85,10 @@ def rewrap(
               ["ACTION", "ROLE", "GUN", "KEY ID", "WRAPPERS"],
               [[o.action, o.address.role, o.address.gun or "-", o.address.key_id,
                 ", ".join(o.after or o.before)] for o in outcomes])
-        for o in outcomes:
-            if o.action == FAILED and o.error is not None:
-                warn(f"{o.address.role} key {o.address.key_id[:12]}: {o.error}")
+        for line in failure_lines([(f"{o.address.role} key {o.address.key_id[:12]}", o.error)
+                                   for o in outcomes
+                                   if o.action == FAILED and o.error is not None]):
+            warn(line)
     for uri in unused:
         warn(f"--remove {uri}: no selected envelope is wrapped by it")
     raise typer.Exit(worst_exit_code(codes) or (2 if unused else 0))

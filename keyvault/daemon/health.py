@@ -52,6 +52,10 @@ class Metrics:
         self.keys_watched = Gauge(f"{NAMESPACE}_keys_watched",
                                   "Key files found in the watched trust directories at the "
                                   "last scan.", registry=r)
+        self.keys_backed_up = Gauge(f"{NAMESPACE}_keys_backed_up",
+                                    "Watched key files the store holds as they are: found so "
+                                    "at the last scan (the start-up one too) or backed up "
+                                    "since.", registry=r)
         self.backups = Counter(f"{NAMESPACE}_backups_total",
                                "Backups completed, by action (created, updated: written to "
                                "the store; unchanged: already there).", ["action"], registry=r)

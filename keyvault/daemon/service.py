@@ -117,6 +117,9 @@ class Daemon:
         self._signal_name: str | None = None
         self._euid = os.geteuid()
         self._watched: dict[str, int] = {}
+        #: Per trust directory, the key files the store holds as they are: found so by the
+        #: last reconciliation (the start-up check too), or backed up by this daemon since.
+        self._in_store: dict[str, set[str]] = {}
         self._refused_once: set[tuple[str, str, str]] = set()
         self._store_uri: str | None = None
         self._last_success: float | None = None
@@ -317,6 +320,10 @@ class Daemon:
         self._pending = self._journal.stats()
         self.metrics.set_pending(*self._pending)
         self.metrics.keys_watched.set(sum(self._watched.values()))
+        self.metrics.keys_backed_up.set(self._backed_up())
+
+    def _backed_up(self) -> int:
+        return sum(len(paths) for paths in self._in_store.values())
 
     # -- backups ------------------------------------------------------------------------------
 
@@ -388,6 +395,7 @@ class Daemon:
         assert self._journal is not None and self.metrics is not None
         now = time.time()
         self._journal.done(entry)
+        self._in_store.setdefault(entry.trust_dir, set()).add(entry.relpath)
         self._last_success = now
         self.metrics.last_success.set(now)
         self.metrics.backups.labels(outcome.action).inc()
@@ -441,6 +449,7 @@ class Daemon:
                 result = scan_trust_dir(Path(trust_dir), keep_bytes=False)
             except KeyvaultError as exc:
                 self._watched[trust_dir] = 0
+                self._in_store[trust_dir] = set()
                 self._refuse(trust_dir, ".", exc.kind, exc.message, once=True)
                 continue
             self._watched[trust_dir] = len(result.keys)
@@ -456,12 +465,14 @@ class Daemon:
                     self._refuse(trust_dir, key.relpath, *refusal, once=True)
             missing, ok = self._missing(Path(trust_dir), keys)
             failed = failed or not ok
+            gone = {k.relpath for k in missing}
+            self._in_store[trust_dir] = {k.relpath for k in keys} - gone
             sightings += [Sighting(trust_dir, k.relpath, k.key_id, now) for k in missing]
         self._journal.note(sightings, now)
         outcome = "failed" if failed else "ok"
         self.metrics.reconciliations.labels(outcome).inc()
         self.log.info("reconciled", outcome=outcome, keys=sum(self._watched.values()),
-                      to_back_up=len(sightings))
+                      backed_up=self._backed_up(), to_back_up=len(sightings))
 
     def _missing(self, trust_dir: Path, keys: list[KeyFile]) -> tuple[list[KeyFile], bool]:
         """Keys the store lacks (or holds older bytes of): a dry run of the same backup.
@@ -507,7 +518,8 @@ class Daemon:
             "uptime_s": round(now - self._started, 1), "trust_dirs": self._dirs,
             "watching": list(self._watcher.watching) if self._watcher else [],
             "store": self._store_uri, "team": self.config.team,
-            "keys_watched": sum(self._watched.values()), "keys_pending": count,
+            "keys_watched": sum(self._watched.values()), "keys_backed_up": self._backed_up(),
+            "keys_pending": count,
             "keys_failing": failing,
             "oldest_pending_age_s": round(now - oldest, 1) if oldest is not None else None,
             "last_success": iso_utc_or_none(self._last_success), "last_error": self._last_error,

@@ -34,7 +34,12 @@ from keyvault.ops.session import Session
 from keyvault.ops.stored import list_addresses
 from keyvault.redact import shown_uri
 from keyvault.trust.keyid import tuf_key_id
-from keyvault.trust.tufmeta import KeyUse, parse_root_json, parse_targets_json
+from keyvault.trust.tufmeta import (
+    KeyUse,
+    parse_root_json,
+    parse_targets_json,
+    read_trust_metadata,
+)
 
 T = TypeVar("T")
 BACKED_UP, MISSING, SERVER, STALE = "backed-up", "missing", "server-managed", "stale"
@@ -54,6 +59,10 @@ class MetadataSource(Protocol):
     def document(self, gun: str, role: str) -> bytes | None: ...
 
     def server_key_id(self, gun: str, role: str) -> str | None: ...
+
+    def known_guns(self) -> list[str]:
+        """GUNs this source holds metadata for, where it can tell (a local cache can)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -114,6 +123,9 @@ class NotaryServer:
             raise BackendUnavailableError(f"the notary server's {role} key for {gun} is "
                                           f"unreadable ({str(exc)[:80]})") from None
 
+    def known_guns(self) -> list[str]:
+        return []  # notary-server has no catalogue of its repositories
+
 
 class LocalCache:
     """A notary client's TUF cache: ``<trust>/tuf/<gun>/metadata/<role>.json``."""
@@ -134,6 +146,10 @@ class LocalCache:
 
     def server_key_id(self, gun: str, role: str) -> str | None:
         return None  # a cache cannot say which keys the server holds
+
+    def known_guns(self) -> list[str]:
+        """Every ``<gun>/metadata/root.json`` under ``tuf/`` (no symlinks followed)."""
+        return sorted({use.gun for use in read_trust_metadata(self.root.parent).uses})
 
 
 def required_keys(source: MetadataSource, gun: str) -> list[KeyUse]:

@@ -33,7 +33,7 @@ from keyvault.ops.coverage import MetadataSource, required_keys
 from keyvault.ops.restore import fetch_envelopes
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session, local_principal
-from keyvault.ops.stored import StoredEnvelope
+from keyvault.ops.stored import StoredEnvelope, list_addresses
 from keyvault.redact import redact
 from keyvault.scratch import private_scratch
 from keyvault.trust.deep import key_label, load_private_key, verify_key_id
@@ -45,6 +45,8 @@ from keyvault.trust.tufmeta import KeyUse
 from keyvault.wrappers import check_wrapper_uri, open_wrapper
 
 PASSED, FAILED, NOT_CHECKED = "passed", "failed", "not-checked"
+#: A drill cut short by SIGINT or SIGTERM: its report holds the checks made until then.
+INTERRUPTED = "interrupted"
 #: The signature check of a key whose GUN has no published TUF metadata.
 NOT_PUBLISHED = f"{NOT_CHECKED} (not published)"
 #: What every drill that restored a key shows.
@@ -72,6 +74,8 @@ class Check:
     signature: str = NOT_CHECKED
     error: str | None = None
     error_code: int | None = None
+    #: Every check this key needed was made (a drill interrupted midway leaves some not).
+    complete: bool = field(default=False, repr=False)
 
     @property
     def passed(self) -> bool:
@@ -98,34 +102,65 @@ class DrillReport:
     checks: list[Check] = field(default_factory=list)
     #: The controls this drill showed (not a fixed list: see CONTROLS and the others).
     controls: list[str] = field(default_factory=list)
+    #: The signal that cut the drill short (SIGINT, SIGTERM), if one did.
+    interrupted: str | None = None
+    #: The error that stopped the drill before it could check every key, if one did.
+    error: str | None = None
 
     @property
     def passed(self) -> bool:
-        return bool(self.checks) and all(c.passed for c in self.checks)
+        return (bool(self.checks) and all(c.passed for c in self.checks)
+                and self.interrupted is None and self.error is None)
+
+    @property
+    def status(self) -> str:
+        if self.interrupted is not None:
+            return INTERRUPTED
+        return PASSED if self.passed else FAILED
+
+    def stopped(self, why: str, *, signal: str | None = None, code: int | None = None
+                ) -> None:
+        """The drill ended early (``why``): keys whose checks were under way say so."""
+        self.finished = _now()
+        self.interrupted = signal
+        self.error = None if signal else why
+        for check in self.checks:
+            if check.error is None and not check.complete:
+                check.error, check.error_code = f"not finished: {why}", code
 
     def to_json(self) -> dict[str, Any]:
         return {"format": "keyvault-drill-report", "version": 1, "started": self.started,
                 "finished": self.finished, "actor": self.actor, "team": self.team,
                 "store": self.store, "wrappers": self.wrappers, "selection": self.selection,
-                "metadata": self.metadata, "passed": self.passed,
+                "metadata": self.metadata, "passed": self.passed, "status": self.status,
+                "interrupted": self.interrupted, "error": self.error,
                 "checks": [c.to_json() for c in self.checks],
                 "controls": self.controls}
 
 
-def run_drill(session: Session, *, team: str, selection: Selection,
-              wrappers: Sequence[str], source: MetadataSource | None,
-              env: Mapping[str, str], metadata_label: str | None = None,
-              require_published: bool = False) -> DrillReport:
+def new_report(session: Session, *, team: str, selection: Selection,
+               wrappers: Sequence[str], metadata_label: str | None = None) -> DrillReport:
+    """The report a drill fills in as it goes: so that one cut short still says what it
+    checked (the caller writes and audits it whatever happens)."""
     selection.require_explicit("drill")
     started = _now()
+    return DrillReport(started, started, local_principal(), team,
+                       redact(session.config.store or ""),
+                       [redact(uri) for uri in wrappers], selection.describe(),
+                       metadata_label)
+
+
+def run_drill(session: Session, report: DrillReport, *, selection: Selection,
+              wrappers: Sequence[str], source: MetadataSource | None,
+              env: Mapping[str, str], require_published: bool = False) -> DrillReport:
+    """Drill every selected key through each wrapper, adding each check to ``report`` as
+    it starts."""
+    team = report.team
     stored = fetch_envelopes(session, team, selection, action="drill")  # policy-checked
     proven = _authenticated(session, stored)
-    published = (_published(source, stored, selection, require_published) if source
-                 else Published({}, frozenset(), required=False))
-    report = DrillReport(started, started, local_principal(), team,
-                         redact(session.config.store or ""),
-                         [redact(uri) for uri in wrappers], selection.describe(),
-                         metadata_label)
+    published = (_published(session, team, source, stored, selection, require_published)
+                 if source
+                 else Published({}, frozenset(), required=False, consulted=False))
     config = session.config
     options = config.backend_options(session.prompt)
     for uri in wrappers:
@@ -133,15 +168,15 @@ def run_drill(session: Session, *, team: str, selection: Selection,
             wrapper = open_wrapper(uri, options)
         except KeyvaultError as exc:
             report.checks += [_failed(Check(redact(uri), s.address.key_id,
-                                            s.address.role, s.address.gun), exc)
+                                            s.address.role, s.address.gun, complete=True), exc)
                               for s in stored]
             continue
         try:
             with private_scratch(config.env, config.paths.state_dir, "drill") as scratch:
                 # wrapper.uri is the form envelopes record (e.g. a pkcs11: URI without its
                 # module-path or PIN), so it is what to look for and what to report.
-                report.checks += _drill_one_wrapper(session, wrapper, wrapper.uri, proven,
-                                                    scratch.trust_dir, published, env)
+                _drill_one_wrapper(session, wrapper, wrapper.uri, proven,
+                                   scratch.trust_dir, published, env, report.checks)
         finally:
             wrapper.close()
     report.finished = _now()
@@ -180,9 +215,9 @@ def _authenticated(session: Session, stored: Sequence[StoredEnvelope]
 
 def _drill_one_wrapper(session: Session, wrapper: Any, uri: str,
                        stored: Sequence[tuple[StoredEnvelope, KeyvaultError | None]],
-                       trust: Path, published: Published, env: Mapping[str, str]
-                       ) -> list[Check]:
-    checks: list[Check] = []
+                       trust: Path, published: Published, env: Mapping[str, str],
+                       checks: list[Check]) -> None:
+    """Each key this wrapper holds, appended to ``checks`` as its checks begin."""
     opened: list[tuple[Check, StoredEnvelope, bytes]] = []
     for entry, refused in stored:
         if uri not in entry.envelope.wrapper_uris:
@@ -206,11 +241,11 @@ def _drill_one_wrapper(session: Session, wrapper: Any, uri: str,
     except KeyvaultError as exc:
         for check, _, _ in opened:
             _failed(check, exc)
-        return checks
+        return
     for check, entry, _ in opened:
         check.restore = PASSED
         _verify_restored(check, entry, trust, published, env)
-    return checks
+        check.complete = True
 
 
 def _verify_restored(check: Check, entry: StoredEnvelope, trust: Path,
@@ -228,24 +263,32 @@ def _verify_restored(check: Check, entry: StoredEnvelope, trust: Path,
         passphrase = passphrase_for(header.role, env)
         if passphrase is None:
             return  # no passphrase source: the ID and signature checks are not possible
+        private = load_private_key(key, passphrase)
+    except KeyvaultError as exc:
+        check.key_id_check = FAILED
+        _failed(check, exc)
+        return  # not decrypted: nothing to sign with
+    try:
         verify_key_id(key, passphrase)
         check.key_id_check = PASSED
-        use = published.uses.get(header.key_id)
-        if use is None and header.gun in published.unpublished:
+    except KeyvaultError as exc:  # the signature still shows whether it is the published key
+        check.key_id_check = FAILED
+        _failed(check, exc)
+    use = published.uses.get(header.key_id)
+    if use is None:
+        if published.consulted and (header.gun is None or header.gun in published.unpublished):
             check.signature = NOT_PUBLISHED
             if published.required:
-                _failed(check, NotFoundError(
-                    f"{header.gun} has no published TUF metadata to check the signature "
-                    "against (--require-published)"))
-        if use is not None:
-            prove_signature(load_private_key(key, passphrase), use.keytype, use.public,
-                            key_label(key))
-            check.signature = PASSED
+                where = (f"{header.gun} has no published TUF metadata" if header.gun
+                         else f"no published metadata lists {key_label(key)}")
+                _failed(check, NotFoundError(f"{where} to check the signature against "
+                                             "(--require-published)"))
+        return
+    try:
+        prove_signature(private, use.keytype, use.public, key_label(key))
+        check.signature = PASSED
     except KeyvaultError as exc:
-        if check.key_id_check == NOT_CHECKED:
-            check.key_id_check = FAILED
-        else:
-            check.signature = FAILED
+        check.signature = FAILED
         _failed(check, exc)
 
 
@@ -256,25 +299,47 @@ class Published:
     uses: Mapping[str, KeyUse]
     unpublished: frozenset[str]
     required: bool  # --require-published: a GUN without metadata fails its keys' checks
+    #: Metadata was read (not --no-metadata): a GUN-less key none of it lists is unpublished.
+    consulted: bool = True
 
 
-def _published(source: MetadataSource, stored: Sequence[StoredEnvelope],
-               selection: Selection, required: bool) -> Published:
+def _published(session: Session, team: str, source: MetadataSource,
+               stored: Sequence[StoredEnvelope], selection: Selection, required: bool
+               ) -> Published:
     """Every GUN's published keys; a GUN with none (a restored machine has no ``tuf/``
-    cache; a repository not published yet) is noted, not a reason to stop the drill."""
+    cache; a repository not published yet) is noted, not a reason to stop the drill.
+
+    A root key (or a GUN-less delegation key) belongs to no GUN of its own: it is
+    looked up in the drilled GUNs' metadata, then, until it is found, in that of every
+    other GUN the team's store holds keys for or the metadata source knows.
+    """
     guns = {s.address.gun for s in stored if s.address.gun} | {
         g for g in selection.guns if not any(c in g for c in "*?[")}
     found: dict[str, KeyUse] = {}
     unpublished: set[str] = set()
     for gun in sorted(guns):
-        try:
-            uses = required_keys(source, gun)
-        except NotFoundError:
+        if not _read_gun(source, gun, found):
             unpublished.add(gun)
-            continue
-        for use in uses:
-            found.setdefault(use.key_id, use)
+    loose = {s.address.key_id for s in stored if s.address.gun is None}
+    if loose - set(found):
+        others = {a.gun for a in list_addresses(session.store(), team,
+                                                 Selection(everything=True)) if a.gun}
+        for gun in sorted((others | set(source.known_guns())) - guns):
+            if not loose - set(found):
+                break
+            _read_gun(source, gun, found)
     return Published(found, frozenset(unpublished), required)
+
+
+def _read_gun(source: MetadataSource, gun: str, found: dict[str, KeyUse]) -> bool:
+    """Add the keys ``gun``'s published metadata relies on; False if it has none."""
+    try:
+        uses = required_keys(source, gun)
+    except NotFoundError:
+        return False
+    for use in uses:
+        found.setdefault(use.key_id, use)
+    return True
 
 
 def _failed(check: Check, exc: KeyvaultError) -> Check:
@@ -302,8 +367,9 @@ def write_reports(report: DrillReport, directory: Path) -> tuple[Path, Path, str
 def render_markdown(report: DrillReport, digest: str) -> str:
     failed = [c for c in report.checks if not c.passed]
     lines = [
-        f"# keyvault recovery drill: {'PASSED' if report.passed else 'FAILED'}",
+        f"# keyvault recovery drill: {report.status.upper()}",
         "",
+        *_stopped_lines(report),
         f"- Run by: {report.actor}",
         f"- Started: {report.started}; finished: {report.finished}",
         f"- Team: {report.team}; store: {report.store}",
@@ -314,8 +380,9 @@ def render_markdown(report: DrillReport, digest: str) -> str:
         "Each envelope's sealer signature, version chain and this machine's high-water mark "
         "were checked first; then each key was restored from the store into a throw-away "
         "directory through each wrapper, read back and compared with the envelope's digest; "
-        "where a passphrase was available its key ID was checked, and where the key's "
-        "GUN was published a fresh signature was verified against its public key (the "
+        "where a passphrase was available its key ID was checked, and where published "
+        "metadata lists the key (a root key: the root.json of any GUN it signs, as a "
+        "certificate) a fresh signature was verified against its public key (the "
         "columns say which checks were made for each key). The directory was then wiped.",
         "",
         "| wrapper | role | GUN | key ID | sealer | restore | digest | key ID | signature "
@@ -334,6 +401,17 @@ def render_markdown(report: DrillReport, digest: str) -> str:
     return "\n".join(lines)
 
 
+def _stopped_lines(report: DrillReport) -> list[str]:
+    """Why a drill ended early, first thing in the report."""
+    if report.interrupted is not None:
+        return [f"**Interrupted by {report.interrupted}** after {len(report.checks)} checks: "
+                "the table holds the checks made until then; keys not in it were not "
+                "drilled.", ""]
+    if report.error is not None:
+        return [f"**Stopped:** {report.error}", ""]
+    return []
+
+
 def _sealer_shown(sealer: str) -> str:
     """UNSIGNED stands out: a v1 envelope was accepted only because --allow-unsigned was given."""
     return "UNSIGNED (v1)" if sealer == "unsigned" else sealer[:23]
@@ -342,8 +420,12 @@ def _sealer_shown(sealer: str) -> str:
 def audit_drill(session: Session, report: DrillReport, digest: str) -> None:
     failed = [c for c in report.checks if not c.passed]
     keys = {(c.key_id, c.role, c.gun) for c in report.checks}
-    session.record("drill", "ok" if report.passed else "failed", team=report.team,
+    outcome = "ok" if report.passed else report.status
+    why = (f"; interrupted by {report.interrupted}" if report.interrupted
+           else f"; stopped: {report.error}" if report.error else "")
+    session.record("drill", outcome, team=report.team,
                    keys=[KeyRef(*k) for k in sorted(keys, key=str)],
                    detail=f"report sha256={digest}; {len(report.checks)} checks, "
-                          f"{len(failed)} failed; wrappers={','.join(report.wrappers)}")
+                          f"{len(failed)} failed; wrappers={','.join(report.wrappers)}{why}",
+                   anchor=report.interrupted is None)
 

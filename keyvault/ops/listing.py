@@ -9,7 +9,7 @@ from keyvault.errors import KeyvaultError, NotFoundError
 from keyvault.names import KeyAddress
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session
-from keyvault.ops.stored import list_addresses, parse_stored, read_envelope
+from keyvault.ops.stored import list_addresses, listed_where, parse_stored, read_envelope
 from keyvault.redact import shown_uri
 from keyvault.stores import ObjectVersion
 
@@ -32,14 +32,15 @@ def list_keys(session: Session, *, team: str, selection: Selection, long: bool =
     """Names only by default (one LIST per prefix); ``long`` reads each envelope too."""
     session.check("list", team, selection)  # teams policy, before any request
     store = session.store()
-    addresses = sorted(list_addresses(store, team, selection))
+    ci = session.is_ci(team)
+    addresses = sorted(list_addresses(store, team, selection, ci=ci))
     if selection.roles or selection.key_ids:  # keys named on purpose: a refusal says so
         session.check("list", team, addresses=addresses)
     else:  # everything, or GUNs: what this principal may see
         addresses = session.visible("list", addresses)
     if not selection.is_empty:
         selection.check_found([(a.gun, a.role, a.key_id) for a in addresses],
-                              f"the store for team {team!r}")
+                              listed_where(team, ci=ci))
     if not long:
         return [Listed(a) for a in addresses]
     out: list[Listed] = []
@@ -116,10 +117,11 @@ def list_versions(session: Session, *, team: str, selection: Selection
     selection.require_explicit("show versions of")
     session.check("list", team, selection)
     store = session.store()
-    addresses = sorted(list_addresses(store, team, selection))
+    ci = session.is_ci(team)
+    addresses = sorted(list_addresses(store, team, selection, ci=ci))
     session.check("list", team, addresses=addresses)
     selection.check_found([(a.gun, a.role, a.key_id) for a in addresses],
-                          f"the store for team {team!r}")
+                          listed_where(team, ci=ci))
     return [(a, store.versions(a.object_name)) for a in addresses]
 
 

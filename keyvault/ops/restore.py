@@ -20,7 +20,7 @@ from keyvault.ops.authentic import restore_relpath
 from keyvault.ops.parallel import DEFAULT_CONCURRENCY, bounded_map
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session, key_ref
-from keyvault.ops.stored import StoredEnvelope, list_addresses, read_envelope
+from keyvault.ops.stored import StoredEnvelope, list_addresses, listed_where, read_envelope
 from keyvault.redact import redact
 from keyvault.trust.restore import (
     WRITES,
@@ -61,9 +61,10 @@ class RestoreReport:
 def selected_addresses(session: Session, team: str, selection: Selection,
                        version: str | None = None) -> list[KeyAddress]:
     """The addresses the selection picks; every selector must pick something."""
-    addresses = sorted(list_addresses(session.store(), team, selection))
+    ci = session.is_ci(team)
+    addresses = sorted(list_addresses(session.store(), team, selection, ci=ci))
     selection.check_found([(a.gun, a.role, a.key_id) for a in addresses],
-                          f"the store for team {team!r}")
+                          listed_where(team, ci=ci))
     if not addresses:  # --all of nothing: a restore or drill that did nothing is no success
         raise NotFoundError(
             f"the store {redact(session.config.store or '')} holds no keys for team {team!r}",

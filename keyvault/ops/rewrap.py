@@ -21,7 +21,17 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from keyvault.envelope import FIRST, VERSION, Chain, Envelope, rewrap, seal, sign, unwrap_dek
+from keyvault.envelope import (
+    FIRST,
+    VERSION,
+    Chain,
+    Envelope,
+    rewrap,
+    seal,
+    sign,
+    through,
+    unwrap_dek,
+)
 from keyvault.errors import KeyvaultError, UsageError
 from keyvault.names import KeyAddress
 from keyvault.ops.backup import next_number
@@ -199,8 +209,9 @@ def _rotate(envelope: Envelope, holders: Sequence[Wrapper]) -> Envelope:
                          "(Vault Transit and AWS KMS can); use --add and --remove instead")
     context = envelope.header.context()
     entries = tuple(
-        replace(by_uri[entry.uri].rewrap(entry, context), share=entry.share,
-                threshold=entry.threshold) if entry.uri in by_uri else entry
+        replace(through(by_uri[entry.uri], by_uri[entry.uri].rewrap, entry, context),
+                share=entry.share, threshold=entry.threshold) if entry.uri in by_uri
+        else entry
         for entry in envelope.wrapped_keys)
     return replace(envelope, wrapped_keys=entries)
 

@@ -118,6 +118,10 @@ class Session:
         else:
             self.access().require(action, addresses)
 
+    def is_ci(self, team: str) -> bool:
+        """The teams policy, already checked, names this principal as the team's CI."""
+        return self._access is not None and self._access.is_ci(team)
+
     def visible(self, action: str, addresses: Iterable[KeyAddress]) -> list[KeyAddress]:
         """The addresses the policy lets this principal ``action``, the others left out
         silently: what a broad listing shows (a CI job's bare ``list`` is its keys, not a
@@ -158,7 +162,7 @@ class Session:
         if self.config.audit_to_store and self.config.store:
             self.store().write(audit_object_name(team, record), canonical_json(record))
         done = anchor and outcome not in ("failed", "refused")
-        ci = action == "fetch" or (self._access is not None and self._access.is_ci(team))
+        ci = action == "fetch" or self.is_ci(team)
         if done and self.config.store and not ci:
             from keyvault.ops.anchor import write_checkpoint
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from keyvault.errors import IntegrityError, KeyvaultError
+from keyvault.errors import AccessDeniedError, IntegrityError, KeyvaultError
 from keyvault.names import KeyAddress, gun_prefix, team_prefix
 from keyvault.ops.selection import Selection
 from keyvault.stores import Store
@@ -56,20 +56,26 @@ def parse_stored(address: KeyAddress, obj: StoredObject) -> StoredEnvelope:
     return StoredEnvelope(address, obj.version, envelope, hashlib.sha256(obj.data).hexdigest())
 
 
-def list_addresses(store: Store, team: str, selection: Selection) -> Iterator[KeyAddress]:
+def list_addresses(store: Store, team: str, selection: Selection, *, ci: bool = False
+                   ) -> Iterator[KeyAddress]:
     """Addresses under the team's prefix that the selection picks.
 
-    A selection of exact GUNs lists only their prefixes, so fetching one
-    GUN's keys does not grow with the number of other keys in the store.
+    Only the folders the selection can pick from are listed: an exact GUN's
+    own prefix (so fetching one GUN's keys does not grow with the number of
+    other keys in the store); for wildcards and ``--key-id``, ``guns/`` (below
+    the patterns' literal start), ``delegations/`` and ``root/``. ``ci``: the
+    principal is the team's CI (by the teams policy), which never gets a root
+    key and whose backend policies let it list nothing else of the team's
+    folder: ``root/`` is not listed (but for ``--all``, refused as a whole),
+    and nothing above ``guns/`` and ``delegations/`` (a 403 on Vault and S3).
     """
-    exact = [g for g in selection.guns if not any(c in g for c in "*?[")]
-    if selection.guns and len(exact) == len(selection.guns):
-        prefixes = [gun_prefix(team, g) for g in exact]
-    else:
-        prefixes = [team_prefix(team)]
     seen: set[str] = set()
-    for prefix in prefixes:
-        for name in store.list(prefix):
+    for prefix in _prefixes(team, selection, ci=ci):
+        try:
+            names = list(store.list(prefix))
+        except AccessDeniedError as exc:
+            raise _listing_refused(exc, team, selection, prefix) from None
+        for name in names:
             if name in seen:
                 continue
             seen.add(name)
@@ -81,3 +87,61 @@ def list_addresses(store: Store, team: str, selection: Selection) -> Iterator[Ke
                 continue
             if selection.matches(address.gun, address.role, address.key_id):
                 yield address
+
+
+def listed_where(team: str, *, ci: bool = False) -> str:
+    """Where a selection was looked for, for a "matches no key in ..." message."""
+    if ci:
+        return (f"the store for team {team!r} as far as its CI may read it (root keys are "
+                "never listed for CI)")
+    return f"the store for team {team!r}"
+
+
+def _prefixes(team: str, selection: Selection, *, ci: bool) -> list[str]:
+    exact = [g for g in selection.guns if not _is_glob(g)]
+    if selection.guns and len(exact) == len(selection.guns):
+        return [gun_prefix(team, g) for g in exact]
+    base = team_prefix(team)
+    only_root = bool(selection.roles) and set(selection.roles) <= {"root"}
+    prefixes: list[str] = []
+    if not only_root:  # a GUN pattern's literal start narrows the listing
+        starts = {_literal_start(g) for g in selection.guns} or {""}
+        prefixes += [f"{base}guns/{start}" for start in sorted(starts)]
+    if not selection.guns and not only_root:  # GUN patterns never match a GUN-less key
+        prefixes.append(f"{base}delegations/")
+    # CI never gets a root key: root/ is left out of what it picks from, except for --all,
+    # which asks for the root keys too and is refused for them (teams policy, backend).
+    if (not selection.guns and (not ci or selection.everything)
+            and (not selection.roles or "root" in selection.roles)):
+        prefixes.append(f"{base}root/")
+    return prefixes
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[")
+
+
+def _literal_start(pattern: str) -> str:
+    """What every GUN the pattern matches starts with (up to the first wildcard)."""
+    cut = min((i for i, c in enumerate(pattern) if c in "*?["), default=len(pattern))
+    return pattern[:cut]
+
+
+def _listing_refused(exc: AccessDeniedError, team: str, selection: Selection, prefix: str
+                     ) -> AccessDeniedError:
+    """A backend that would not list a folder of the team's: say which selection works."""
+    if all(not _is_glob(g) for g in selection.guns) and selection.guns:
+        return exc  # an exact GUN's own folder: nothing narrower to suggest
+    pattern = next((g for g in selection.guns if _is_glob(g)), "")
+    example = (f"{_literal_start(pattern).rsplit('/', 1)[0]}/<repository>"
+               if "/" in _literal_start(pattern) else "<registry>/<team>/<repository>")
+    where = prefix[len(team_prefix(team)):] or "the team's folder"
+    error = AccessDeniedError(
+        f"{exc.message} (the store does not let this principal list {where} of team "
+        f"{team}; a CI principal may list only its GUNs' folders, and this selection "
+        "needs more)",
+        hint=f"select exact GUNs: --gun {example} (one exact GUN per --gun, no wildcard), "
+             "or name this principal in the team's 'ci' list of the teams policy "
+             "(keyvault policy) so keyvault lists only what CI may read")
+    error.audited = exc.audited
+    return error

@@ -49,7 +49,7 @@ def verify_backups(
 ) -> list[Verified]:
     session.wrappers()  # fail on a bad wrapper URI before reading anything else
     session.check("restore", team, selection)  # verify opens every envelope
-    stored = set(list_addresses(session.store(), team, selection))
+    stored = set(list_addresses(session.store(), team, selection, ci=session.is_ci(team)))
     session.check("restore", team, addresses=stored)
     local: Mapping[KeyAddress, KeyFile] = {
         KeyAddress(team, k.gun, k.role, k.key_id): k for k in local_keys or ()

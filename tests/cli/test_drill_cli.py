@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -206,3 +209,91 @@ def test_the_report_claims_only_the_controls_this_drill_showed(
     assert any("PCI DSS" in c and "dual control" in c for c in doc["controls"]), (
         run.err, doc["controls"])
     assert not any(c["passed"] for c in doc["checks"])  # no wrapper alone opens 2-of-2
+
+
+#: Runs the CLI as a program, pausing (until a signal comes) when the drill is about to
+#: check its key number argv[1] + 1: the signal lands mid-drill at a point known in advance.
+PAUSING_DRILL = """
+import signal, sys, time
+from keyvault.cli.app import main
+from keyvault.ops import drill
+
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+after, verified = int(sys.argv[1]), []
+real = drill._verify_restored
+
+def pausing(check, *args):
+    if len(verified) == after:
+        sys.stderr.write("drill paused\\n")
+        sys.stderr.flush()
+        while True:
+            time.sleep(0.05)
+    real(check, *args)
+    verified.append(check.key_id)
+
+drill._verify_restored = pausing
+sys.argv = ["keyvault", *sys.argv[2:]]
+main()
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_drill_writes_and_audits_its_report(
+        kv: KV, drilled: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, signum: signal.Signals) -> None:
+    """Ctrl-C or SIGTERM mid-drill: exit 130/143, and a report saying 'interrupted' with
+    the checks made so far, its SHA-256 in the audit log (before: neither)."""
+    _, keys = drilled
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("KEYVAULT_TMPDIR", str(scratch))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PAUSING_DRILL, "2", "--json", "drill", "--all",
+         "--report-dir", str(tmp_path / "r")],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:  # no timing: the drill says when it is where the signal goes
+        seen.append(line)
+        if line == "drill paused\n":
+            break
+    else:
+        raise AssertionError(f"the drill never paused: {''.join(seen)}")
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signum, err
+    name = signum.name
+    report = json.loads((tmp_path / "r" / "report.json").read_bytes())
+    assert (report["status"], report["interrupted"], report["passed"]) == (
+        "interrupted", name, False)
+    checks = report["checks"]
+    assert len(checks) == len(keys)  # one wrapper: every key restored, two of them checked
+    done = [c for c in checks if c["passed"]]
+    assert len(done) == 2 and all(c["signature"] == "passed" for c in done)
+    (cut,) = [c for c in checks if not c["passed"]]
+    assert cut["error"] == f"not finished: interrupted by {name}"
+    assert cut["error_code"] == 128 + signum and cut["signature"] == "not-checked"
+    markdown = (tmp_path / "r" / "report.md").read_text()
+    assert "recovery drill: INTERRUPTED" in markdown and f"Interrupted by {name}" in markdown
+    digest = hashlib.sha256(canonical_json(report)).hexdigest()
+    assert f"drill interrupted: {len(keys)} checks made" in err and digest[:16] in err
+    record = kv("--json", "audit", "show", "--action", "drill").json()["records"][-1]
+    assert record["outcome"] == "interrupted" and digest in record["detail"]
+    assert f"interrupted by {name}" in record["detail"]
+    assert kv("--json", "audit", "verify").json()["intact"]
+    assert list(scratch.iterdir()) == []  # the throw-away restore directory was wiped
+    assert out == ""
+
+
+def test_a_drill_stopped_by_an_error_writes_and_audits_its_report(
+        kv: KV, drilled: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path) -> None:
+    run = kv("--json", "drill", "--gun", "example.com/drill/nothing-here",
+             "--report-dir", tmp_path / "r")
+    assert run.code == 3, run.err
+    report = json.loads((tmp_path / "r" / "report.json").read_bytes())
+    assert report["status"] == "failed" and report["checks"] == []
+    assert "matches no key" in report["error"]
+    assert "Stopped:" in (tmp_path / "r" / "report.md").read_text()
+    records = kv("--json", "audit", "show", "--action", "drill").json()["records"]
+    assert len(records) == 1 and records[0]["outcome"] == "failed"
+    assert hashlib.sha256(canonical_json(report)).hexdigest() in records[0]["detail"]

@@ -275,18 +275,19 @@ def test_ci_asking_for_a_root_key_is_refused_before_any_request(
         assert "vault:entity:" in run.err  # names the principal
         assert paths, "the proxy saw nothing: the test could not have failed"
         before = list(paths)
-        # By key ID the role is not known before listing; the CI token may not list the
-        # team's folder (never the root path), so OpenBao refuses the listing: exit 4 too.
+        # By key ID the role is not known before listing; keyvault lists for CI only the
+        # folders it may read (guns/, delegations/), never root/: the root key is not found.
         by_id = kv("--config", ci, "--trust-dir", tmp_path / "t", "restore", "--key-id",
                    root_key.key_id)
-        assert by_id.code == 4, by_id.err
+        assert by_id.code == 3, by_id.err
+        assert "root keys are never listed for CI" in by_id.err
     # --role root: only the login and lookup-self, no KV or Transit request at all.
     assert all(p.startswith(("/v1/auth/", "/v1/sys/")) for p in before), before
     touched = [p for p in paths if p.startswith((f"/v1/{KV_MOUNT}/", f"/v1/{TRANSIT_MOUNT}/"))]
-    # --key-id: at most one (refused) listing of the team's folder; no envelope read,
-    # nothing under root/ touched.
-    assert not any("/root/" in p or "/data/" in p for p in touched), touched
-    assert len(touched) <= 1, touched
+    # --key-id: listings of guns/ and delegations/ only; no envelope read, nothing under
+    # root/ touched.
+    assert touched and not any("/root/" in p or "/data/" in p for p in touched), touched
+    assert all("/guns" in p or "/delegations" in p for p in touched), touched
     assert not (tmp_path / "t" / "private" / root_key.relpath).exists()
     refused = audit_lines(home, "refused")
     assert refused and any(r["action"] == "restore" for r in refused)

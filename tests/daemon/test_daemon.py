@@ -223,3 +223,28 @@ def test_the_daemon_keeps_a_keys_dual_control(daemon_env: DaemonEnv) -> None:
              "the daemon's backup of the changed root key")
     assert len(list(versions.iterdir())) == 2
     assert latest().threshold == 2 and len(latest().wrapped_keys) == 2
+
+
+def test_status_counts_the_keys_the_start_up_check_found_backed_up(
+        daemon_env: DaemonEnv) -> None:
+    """Keys backed up before the daemon started are in the store: status says so (before:
+    '0 written, 0 already there', as if nothing were backed up)."""
+    ids = []
+    for _ in range(3):
+        key_id, data = make_key()
+        write_key(daemon_env.trust, data, key_id)
+        ids.append(key_id)
+    daemon_env.keyvault("--trust-dir", str(daemon_env.trust), "backup")
+    key_id, data = make_key()  # one more, made after the backup: the daemon writes it
+    write_key(daemon_env.trust, data, key_id)
+    daemon = daemon_env.start()
+    wait_for(lambda: daemon.health()["keys_backed_up"] == 4, "the new key backed up")
+    health = daemon.health()
+    assert health["keys_watched"] == 4 and health["keys_pending"] == 0
+    (reconciled,) = daemon.events("reconciled")
+    assert reconciled["backed_up"] == 3 and reconciled["to_back_up"] == 1
+    assert daemon.metric("keyvault_daemon_keys_backed_up") == 4
+    assert daemon.metric("keyvault_daemon_backups_total", action="created") == 1
+    status = daemon_env.keyvault("daemon", "status")
+    assert "backed up:    4 of 4 keys in the store (1 written since start" in status.stdout
+    assert daemon.terminate() == 0

@@ -173,7 +173,9 @@ def keyvault_env(home: Path, extra: Mapping[str, str]) -> dict[str, str]:
             "XDG_CONFIG_HOME": str(home / ".config"),
             "XDG_DATA_HOME": str(home / ".local" / "share"),
             "XDG_STATE_HOME": str(home / ".local" / "state"),
-            "XDG_CACHE_HOME": str(home / ".cache"), "LANG": "C.UTF-8", **extra}
+            "XDG_CACHE_HOME": str(home / ".cache"), "LANG": "C.UTF-8",
+            # the keyvault under test (a worktree's, not the one installed in the venv)
+            **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"}, **extra}
 
 
 def run_keyvault(home: Path, env: Mapping[str, str], *args: str | Path

@@ -95,3 +95,64 @@ def test_drill_proves_signatures_against_the_published_keys(age_lab: Lab,
         assert checks[key_id]["key_id_check"] == "passed"
     # the snapshot key is published too (it was never rotated to the server)
     assert checks[ids["snapshot"]]["signature"] == "passed"
+
+
+def test_drill_checks_a_root_key_against_a_published_root_json_that_lists_it(
+        age_lab: Lab, tmp_path: Any) -> None:
+    """A root key drilled alone (no GUN of its own) is looked up in the root.json of the
+    GUNs the store holds keys for (before: its signature was never checked); one that no
+    published root.json lists is 'not-checked (not published)'."""
+    lab = age_lab
+    gun = lab.gun("rooted")
+    laptop = lab.machine("laptop")
+    ids = new_repository(laptop, gun)
+    unused = lab.notary.generate_root(laptop.trust_dir)  # a root key no GUN uses (yet)
+    laptop.keyvault.backup()
+
+    for source in (server_args(lab), ()):  # the notary server, then the local TUF cache
+        code, report = keyvault(laptop, "drill", "--key-id", ids["root"], *source,
+                                "--report-dir", str(tmp_path / f"one{len(source)}"),
+                                passphrases=True)
+        assert code == 0, report
+        (check,) = report["checks"]
+        assert (check["key_id_check"], check["signature"]) == ("passed", "passed"), check
+
+    code, report = keyvault(laptop, "drill", "--role", "root", *server_args(lab),
+                            "--report-dir", str(tmp_path / "both"), passphrases=True)
+    assert code == 0, report
+    checks = {c["key_id"]: c for c in report["checks"]}
+    assert checks[ids["root"]]["signature"] == "passed"
+    assert checks[unused]["signature"] == "not-checked (not published)"
+    assert checks[unused]["passed"] and checks[unused]["key_id_check"] == "passed"
+
+    code, report = keyvault(laptop, "drill", "--role", "root", *server_args(lab),
+                            "--require-published", "--report-dir", str(tmp_path / "strict"),
+                            passphrases=True)
+    assert code == 3, report
+    checks = {c["key_id"]: c for c in report["checks"]}
+    assert checks[ids["root"]]["passed"] and not checks[unused]["passed"]
+    assert "no published metadata lists root key" in checks[unused]["error"]
+
+
+def test_drill_fails_a_root_key_that_is_not_the_published_one(
+        age_lab: Lab, tmp_path: Any) -> None:
+    """The file under the published root key's ID holds another root key (here: another
+    repository's): its signature does not verify against the published certificate."""
+    lab = age_lab
+    gun = lab.gun("forged")
+    laptop = lab.machine("laptop")
+    ids = new_repository(laptop, gun)
+    other = lab.machine("other")
+    other_ids = new_repository(other, lab.gun("elsewhere"))
+    named = laptop.trust_dir / "private" / f"{ids['root']}.key"
+    named.write_bytes(other.key_files()[other_ids["root"]])
+    laptop.keyvault.backup()
+
+    code, report = keyvault(laptop, "drill", "--key-id", ids["root"], *server_args(lab),
+                            "--report-dir", str(tmp_path / "r"), passphrases=True)
+    assert code == 5, report
+    (check,) = report["checks"]
+    assert (check["key_id_check"], check["signature"], check["passed"]) == (
+        "failed", "failed", False), check
+    markdown = (tmp_path / "r" / "report.md").read_text()
+    assert "FAILED" in markdown
