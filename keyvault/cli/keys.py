@@ -18,6 +18,7 @@ from keyvault.cli.options import (
     worst_exit_code,
 )
 from keyvault.cli.state import CliState
+from keyvault.names import key_cells, role_shown
 
 if TYPE_CHECKING:
     from keyvault.trust.model import ScanResult
@@ -69,7 +70,7 @@ def scan(ctx: typer.Context, json_out: Json = False) -> None:
             "problems": _problems_json(result)})
     else:
         table(f"Keys in {result.trust_dir}", ["ROLE", "GUN", "KEY ID", "PATH", "LAYOUT"],
-              [[k.role, k.gun or "-", k.key_id, k.relpath, k.layout.value] for k in result.keys])
+              [[*key_cells(k), k.relpath, k.layout.value] for k in result.keys])
         if not result.keys:
             say("No key files found.")
         _warn_problems(result)
@@ -115,11 +116,11 @@ def backup(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Key
         table(f"Backup of {result.trust_dir} to {config.store}" + (" (dry run)" if dry_run
                                                                      else ""),
               ["ACTION", "ROLE", "GUN", "KEY ID", "VERSION"],
-              [[o.action, o.address.role, o.address.gun or "-", o.address.key_id,
+              [[o.action, *key_cells(o.address),
                 o.version or "-"] for o in outcomes])
         for o in outcomes:
             if o.action == FAILED and o.error is not None:
-                warn(f"{o.address.role} key {o.address.key_id[:12]}: {o.error}")
+                warn(f"{role_shown(o.address.role)} key {o.address.key_id[:12]}: {o.error}")
         _warn_problems(result)
         say(tally(len(outcomes), [o.action for o in outcomes]))
     for o in outcomes:
@@ -160,7 +161,7 @@ def list_cmd(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: K
     else:
         columns = ["ROLE", "GUN", "KEY ID"] + (["VERSION", "CREATED", "SEALER", "WRAPPERS"]
                                                if long else [])
-        rows = [[i.address.role, i.address.gun or "-", i.address.key_id]
+        rows = [[*key_cells(i.address)]
                 + ([i.version or "-", i.created or "-", _sealer_cell(i.sealer),
                     ", ".join(i.wrappers) or i.error or "-"] if long else []) for i in listed]
         table(f"Keys of team {config.team} in {config.store}", columns, rows)
@@ -197,7 +198,7 @@ def versions(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: K
         return
     table(f"Versions in {config.store}", ["ROLE", "GUN", "KEY ID", "VERSION", "CREATED",
                                           "LATEST", "NUMBER", "SEALER", "CHAIN"],
-          [[a.role, a.gun or "-", a.key_id, c.version.version, c.version.created or "-",
+          [[*key_cells(a), c.version.version, c.version.created or "-",
             "yes" if c.version.latest else "", str(c.sequence or "-"), _sealer_cell(c.sealer),
             c.status] for a, links in chains for c in links])
 
@@ -237,8 +238,7 @@ def restore(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Ke
     else:
         title = f"Restore into {report.trust_dir}" + (" (dry run)" if dry_run else "")
         table(title, ["ACTION", "ROLE", "GUN", "KEY ID", "PATH"],
-              [[e.action.value, e.key.address.role, e.key.address.gun or "-",
-                e.key.address.key_id, "private/" + e.key.path]
+              [[e.action.value, *key_cells(e.key.address), "private/" + e.key.path]
                for e in report.entries])
         for aside in report.kept_aside:
             say(f"kept the replaced file as private/{aside}")
@@ -299,12 +299,12 @@ def verify(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Key
     else:
         table(f"Verification of team {config.team} in {config.store}",
               ["STATUS", "ROLE", "GUN", "KEY ID", "DETAIL"],
-              [[r.status, r.address.role, r.address.gun or "-", r.address.key_id,
+              [[r.status, *key_cells(r.address),
                 r.detail + (f"; {r.deep}" if r.deep else "")
                 + ("; UNSIGNED (format v1)" if r.sealer == "unsigned" else "")]
                for r in results])
         for r in results:
             if r.status not in (OK, NOT_LOCAL) and r.error is not None:
-                warn(f"{r.address.role} key {r.address.key_id[:12]}: {r.error}")
+                warn(f"{role_shown(r.address.role)} key {r.address.key_id[:12]}: {r.error}")
     raise typer.Exit(worst_exit_code(codes))
 

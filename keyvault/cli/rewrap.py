@@ -18,6 +18,7 @@ from keyvault.cli.options import (
     worst_exit_code,
 )
 from keyvault.cli.state import CliState
+from keyvault.names import key_cells, role_shown
 
 
 def register(app: typer.Typer) -> None:
@@ -82,11 +83,11 @@ def rewrap(
         table(f"Rewrap of team {config.team} in {config.store}"
               + (" (dry run)" if dry_run else ""),
               ["ACTION", "ROLE", "GUN", "KEY ID", "WRAPPERS"],
-              [[o.action, o.address.role, o.address.gun or "-", o.address.key_id,
+              [[o.action, *key_cells(o.address),
                 ", ".join(o.after or o.before)] for o in outcomes])
         for o in outcomes:
             if o.action == FAILED and o.error is not None:
-                warn(f"{o.address.role} key {o.address.key_id[:12]}: {o.error}")
+                warn(f"{role_shown(o.address.role)} key {o.address.key_id[:12]}: {o.error}")
     for uri in unused:
         warn(f"--remove {uri}: no selected envelope is wrapped by it")
     raise typer.Exit(worst_exit_code(codes) or (2 if unused else 0))

@@ -109,7 +109,7 @@ def stored(kv: KV, team: Team, home: Path, tmp_path: Path, monkeypatch: pytest.M
     trust, tag = tmp_path / "trust", uuid.uuid4().hex[:6]
     guns = [f"example.com/{team.name}/app-{tag}", f"example.com/{team.name}/{tag}/b/c/d"]
     keys = write_sample_trust_dir(trust, {"root": PASS, "targets": PASS, "snapshot": PASS}, guns)
-    found = {k.role if k.gun is None else f"{k.role}@{k.gun.count('/') + 1}":
+    found = {f"{k.role}" if k.gun is None else f"{k.role}@{k.gun.count('/') + 1}":
              KeyAddress(team.name, k.gun, k.role, k.key_id) for k in keys}
     for gun in guns:
         key = ec.generate_private_key(ec.SECP256R1())
