@@ -49,11 +49,24 @@ def _problems_json(result: ScanResult) -> list[dict[str, str]]:
     return [{"path": p.relpath, "code": p.code, "reason": p.reason} for p in result.problems]
 
 
-def _warn_problems(result: ScanResult) -> None:
+def _warn_problems(result: ScanResult, width: int | None = None) -> None:
+    """One warning per skipped file; wrapped to ``width`` (``warning: `` included) if given."""
+    import textwrap
+
     from keyvault.cli.output import warn
 
     for p in result.problems:
-        warn(f"skipped private/{p.relpath}: {p.reason} [{p.code}]")
+        text = f"skipped private/{p.relpath}: {p.reason} [{p.code}]"
+        if width is not None:
+            text = "\n  ".join(textwrap.wrap(text, max(width - len("warning: ") - 2, 20),
+                                             break_on_hyphens=False))
+        warn(text)
+
+
+def _directory(relpath: str) -> str:
+    """Where a key file sits, without its name (the name is the key ID, shown once)."""
+    folder = relpath.rpartition("/")[0]
+    return f"private/{folder}/" if folder else "private/"
 
 
 def scan(ctx: typer.Context, json_out: Json = False) -> None:
@@ -69,11 +82,17 @@ def scan(ctx: typer.Context, json_out: Json = False) -> None:
              "encrypted": k.encrypted, "size": k.size} for k in result.keys],
             "problems": _problems_json(result)})
     else:
-        table(f"Keys in {result.trust_dir}", ["ROLE", "GUN", "KEY ID", "PATH", "LAYOUT"],
-              [[*key_cells(k), k.relpath, k.layout.value] for k in result.keys])
+        from keyvault.cli.fit import fit_rows, shorten, terminal_width
+
+        width = terminal_width()
+        columns = ["ROLE", "GUN", "KEY ID", "DIRECTORY", "LAYOUT"]
+        rows = [[*key_cells(k), _directory(k.relpath), k.layout.value] for k in result.keys]
+        title = f"Keys in {result.trust_dir}"
+        table(shorten(title, width) if width else title, columns,
+              fit_rows(columns, rows, width, key_id="KEY ID", shrink=("GUN", "DIRECTORY")))
         if not result.keys:
             say("No key files found.")
-        _warn_problems(result)
+        _warn_problems(result, width)
     if result.problems:
         raise typer.Exit(2)
 

@@ -58,7 +58,7 @@ def local(user: str, host: str = "laptop") -> Principal:
     return Principal("local", f"local:{user}@{host}", {"user": user, "host": host})
 
 
-def addr(team: str, gun: str | None, role: str, key_id: str = K1) -> KeyAddress:
+def addr(team: str, gun: str | None, role: str | None, key_id: str = K1) -> KeyAddress:
     return KeyAddress(team, gun, role, key_id)
 
 
