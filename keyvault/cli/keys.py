@@ -70,7 +70,13 @@ def _directory(relpath: str) -> str:
 
 
 def scan(ctx: typer.Context, json_out: Json = False) -> None:
-    """List the key files in the trust directory (no store or wrapper needed)."""
+    """List the key files in the trust directory (no store or wrapper needed).
+
+    Each key ID is shown once, with the directory its file is in. The table fits
+    COLUMNS (key IDs are then cut to a 12-digit prefix, which --key-id takes);
+    a fact a key file does not say is marked (no role) or (no gun), and is null
+    in --json.
+    """
     state = _state(ctx, json_out)
     result = _scan(state)
     from keyvault.cli.output import emit_json, say, table
