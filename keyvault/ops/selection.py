@@ -41,7 +41,13 @@ class Selection:
             raise UsageError(f"say which keys to {verb}: --gun, --role, --key-id, or --all")
 
     def matches(self, gun: str | None, role: str | None, key_id: str) -> bool:
-        if self.guns and not any(gun_matches(gun, g) for g in self.guns):
+        """Whether the selection picks this key.
+
+        ``--gun`` never picks a key without a role: its ``gun:`` header files it under
+        the team's ``norole/`` section, not the GUN's prefix (which is all an exact
+        ``--gun`` lists), so ``--key-id`` or ``--all`` select it, alike everywhere.
+        """
+        if self.guns and (role is None or not any(gun_matches(gun, g) for g in self.guns)):
             return False
         if self.roles and role not in self.roles:
             return False

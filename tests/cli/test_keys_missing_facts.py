@@ -116,8 +116,51 @@ def test_list_and_scan_mark_the_missing_facts(kv: KV, loose_trust_dir: BuiltTrus
 
 
 @pytest.mark.notary
-def test_select_by_gun_leaves_gunless_keys_out(kv: KV, loose_trust_dir: BuiltTrustDir) -> None:
+def test_selections_of_keys_missing_a_fact(kv: KV, loose_trust_dir: BuiltTrustDir) -> None:
+    """--role picks a GUN-less key of that role; --gun never picks a role-less key."""
+    trust = loose_trust_dir.path
     assert kv("init").code == 0
-    run = kv("--trust-dir", loose_trust_dir.path, "--json", "backup", "--gun", GUN_A)
+    run = kv("--trust-dir", trust, "--json", "backup", "--role", "targets")
     assert run.code == 0, run.err
-    assert [k["gun"] for k in run.json()["keys"]] == [GUN_A]
+    assert [(k["role"], k["gun"]) for k in run.json()["keys"]] == [("targets", None)]
+    by_gun = kv("--trust-dir", trust, "backup", "--gun", GUN_A)
+    assert by_gun.code == 3 and "matches no key" in by_gun.err
+    key_id = next(k for k, r, g in loose_trust_dir.keys if r is None and g == GUN_A)
+    run = kv("--trust-dir", trust, "--json", "backup", "--key-id", key_id[:8])
+    assert run.code == 0, run.err
+    assert [(k["role"], k["gun"]) for k in run.json()["keys"]] == [(None, GUN_A)]
+
+
+@pytest.mark.notary
+def test_ci_never_sees_or_fetches_them_members_do(kv: KV, home: Path, tmp_path: Path,
+                                                  loose_trust_dir: BuiltTrustDir) -> None:
+    """Policy: a key without a GUN or a role is the team's, like root (file store, --as)."""
+    from keyvault.ops.session import local_principal
+
+    me = local_principal().split("@")[0]
+    policy = tmp_path / "p.toml"
+    policy.write_text('[teams.team-a]\nguns = ["example.com/*"]\n'
+                      f'members = ["local:{me}"]\nci = ["local:ci-bot"]\n')
+    assert kv("--team", "team-a", "--trust-dir", loose_trust_dir.path, "init").code == 0
+    cfg = home / ".config" / "keyvault" / "config.toml"
+    cfg.write_text(cfg.read_text().replace("[keyvault]\n",
+                                           f'[keyvault]\npolicy = "{policy}"\n'))
+    assert kv("--trust-dir", loose_trust_dir.path, "backup").code == 0
+    member = kv("--json", "list")
+    assert member.code == 0, member.err
+    assert len(member.json()["keys"]) == len(loose_trust_dir.keys)
+    listed = kv("--as", "local:ci-bot", "--json", "list")
+    assert listed.code == 0, listed.err
+    assert listed.json()["keys"] == []  # root, GUN-less and role-less: none is CI's
+    for key_id, role, gun in lacking(loose_trust_dir):
+        asked = kv("--as", "local:ci-bot", "--trust-dir", tmp_path / "ci", "restore",
+                   "--key-id", key_id)
+        assert asked.code == 4, asked.err
+        assert "(no role)" in asked.err if role is None else "(no gun)" in asked.err
+        assert not (tmp_path / "ci").exists()
+    # --gun never selects a role-less key (it is filed under norole/, not the GUN's prefix),
+    # for a member as for CI: --key-id or --all do.
+    for who in ((), ("--as", "local:ci-bot")):
+        gun_a = kv(*who, "--trust-dir", tmp_path / "ci", "restore", "--gun", GUN_A)
+        assert gun_a.code == 3 and "matches no key" in gun_a.err, gun_a.err
+        assert not (tmp_path / "ci").exists()
