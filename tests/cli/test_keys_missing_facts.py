@@ -152,7 +152,7 @@ def test_ci_never_sees_or_fetches_them_members_do(kv: KV, home: Path, tmp_path: 
     listed = kv("--as", "local:ci-bot", "--json", "list")
     assert listed.code == 0, listed.err
     assert listed.json()["keys"] == []  # root, GUN-less and role-less: none is CI's
-    for key_id, role, gun in lacking(loose_trust_dir):
+    for key_id, role, _ in lacking(loose_trust_dir):
         asked = kv("--as", "local:ci-bot", "--trust-dir", tmp_path / "ci", "restore",
                    "--key-id", key_id)
         assert asked.code == 4, asked.err
