@@ -65,7 +65,8 @@ FINGERPRINT = re.compile(r"sha256:[0-9a-f]{64}")
 HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 HEADER_TYPES: dict[str, tuple[type, ...]] = {
     "format": (str,), "version": (int,), "team": (str,), "gun": (str, type(None)),
-    "role": (str,), "key_id": (str,), "algorithm": (str, type(None)), "created": (str,),
+    "role": (str, type(None)), "key_id": (str,), "algorithm": (str, type(None)),
+    "created": (str,),
     "source_name": (str,), "source_mode": (int,), "size": (int,), "sha256": (str,)}
 PASSPHRASE_ALG = "scrypt-aes256gcm"
 PASSPHRASE_PARAMS = {"kdf", "salt", "n", "r", "p", "nonce", "check"}
@@ -224,11 +225,19 @@ def authenticate(doc: dict[str, Any], pins: set[str], allow_unsigned: bool) -> s
 
 
 def wrap_context(header: dict[str, Any]) -> dict[str, str]:
-    """The facts every wrapped copy of the DEK is bound to (no GUN entry for root keys)."""
-    context = {"keyvault:team": header["team"], "keyvault:role": header["role"],
-               "keyvault:key_id": header["key_id"]}
-    if header["gun"] is not None:
-        context["keyvault:gun"] = header["gun"]
+    """The facts every wrapped copy of the DEK is bound to (no GUN entry for root keys).
+
+    A key without a role has no role entry; one without a role, or a targets,
+    snapshot or timestamp key without a GUN, gets "keyvault:scope": "team".
+    """
+    role, gun = header["role"], header["gun"]
+    context = {"keyvault:team": header["team"], "keyvault:key_id": header["key_id"]}
+    if role is not None:
+        context["keyvault:role"] = role
+    if gun is not None:
+        context["keyvault:gun"] = gun
+    if role is None or (role in ("targets", "snapshot", "timestamp") and gun is None):
+        context["keyvault:scope"] = "team"
     return context
 
 

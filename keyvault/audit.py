@@ -48,7 +48,7 @@ MAX_CLAIM = 200
 @dataclass(frozen=True)
 class KeyRef:
     key_id: str
-    role: str
+    role: str | None
     gun: str | None
 
     def to_json(self) -> dict[str, Any]:

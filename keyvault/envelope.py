@@ -52,7 +52,14 @@ from keyvault.bounded import TooDeep, json_loads
 from keyvault.canonical import canonical_json
 from keyvault.errors import AccessDeniedError, IntegrityError, KeyvaultError, UsageError
 from keyvault.keyring import DEK_SIZE, WrappedKey, Wrapper
-from keyvault.names import KeyAddress
+from keyvault.names import (
+    SCOPE_CONTEXT,
+    TEAM_SCOPE,
+    KeyAddress,
+    key_words,
+    lacks_fact,
+    role_shown,
+)
 from keyvault.redact import redact
 from keyvault.sealing import (
     MAX_PUBLIC_KEY,
@@ -100,7 +107,7 @@ class Header:
 
     team: str
     gun: str | None
-    role: str
+    role: str | None
     key_id: str
     algorithm: str | None
     created: str
@@ -132,13 +139,13 @@ class Header:
 
     def context(self) -> dict[str, str]:
         """The facts every wrapper binds the DEK to (KMS EncryptionContext shape)."""
-        ctx = {
-            "keyvault:team": self.team,
-            "keyvault:role": self.role,
-            "keyvault:key_id": self.key_id,
-        }
+        ctx = {"keyvault:team": self.team, "keyvault:key_id": self.key_id}
+        if self.role is not None:
+            ctx["keyvault:role"] = self.role
         if self.gun is not None:
             ctx["keyvault:gun"] = self.gun
+        if lacks_fact(self.role, self.gun):  # what KMS and Transit policies deny CI
+            ctx[SCOPE_CONTEXT] = TEAM_SCOPE
         return ctx
 
     def to_json(self) -> dict[str, Any]:
@@ -169,7 +176,7 @@ class Header:
             return cls(
                 team=_expect(obj, "team", str),
                 gun=_expect_optional(obj, "gun", str),
-                role=_expect(obj, "role", str),
+                role=_expect_optional(obj, "role", str),
                 key_id=_expect(obj, "key_id", str),
                 algorithm=_expect_optional(obj, "algorithm", str),
                 created=_expect(obj, "created", str),
@@ -457,7 +464,7 @@ def authenticate(envelope: Envelope, sealers: SealerTrust, *, allow_unsigned: bo
     if verified is not None and verified[0] is sealers:  # this very object, these very pins
         return cast(SealerKey, verified[1])
     header = envelope.header
-    what = f"{header.role} key {header.key_id}" + (f" of {header.gun}" if header.gun else "")
+    what = key_words(header.role, header.gun, header.key_id)
     if envelope.signature is None:
         if allow_unsigned and envelope.version == UNSIGNED_VERSION:
             return None
@@ -589,7 +596,8 @@ def decrypt_with_dek(envelope: Envelope, dek: bytes) -> bytes:
         data = AESGCM(dek).decrypt(envelope.nonce, envelope.ciphertext, header.canonical())
     except InvalidTag:
         raise IntegrityError(
-            f"key {header.key_id[:12]} ({header.role}): envelope failed authentication; "
+            f"key {header.key_id[:12]} ({role_shown(header.role)}): envelope failed "
+            "authentication; "
             "it was altered, truncated or moved", hint="restore another version or wrapper"
         ) from None
     if not hmac.compare_digest(hashlib.sha256(data).hexdigest(), header.sha256):

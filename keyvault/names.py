@@ -10,6 +10,14 @@ Object names in a store (DESIGN.md):
     v1/teams/<team>/root/<key-id>.json
     v1/teams/<team>/guns/<gun>/<role>/<key-id>.json
     v1/teams/<team>/delegations/<role>/<key-id>.json   (keys with no GUN)
+    v1/teams/<team>/nogun/<role>/<key-id>.json         (targets/snapshot/timestamp, no GUN)
+    v1/teams/<team>/norole/<key-id>.json               (no role: header)
+    v1/teams/<team>/norole/<gun>/<key-id>.json         (no role: header, a gun: one)
+
+The last three hold keys notary loads by ID although a fact is missing; they
+belong to the team, like a root key (:meth:`KeyAddress.team_only`), and sit in
+sections of their own, so no GUN-scoped grant (``guns/``, ``delegations/``)
+ever covers them.
 
 A delegation role such as ``targets/releases`` contains a slash; in an object
 name it is written with ``~`` instead (``targets~releases``), a character the
@@ -21,10 +29,14 @@ from __future__ import annotations
 import fnmatch
 import re
 from dataclasses import dataclass
+from typing import Protocol
 
 from keyvault.errors import UsageError
 
 FORMAT_PREFIX = "v1"
+#: Store sections of keys a fact is missing from (team-only, see the module docstring).
+NO_GUN_SECTION = "nogun"
+NO_ROLE_SECTION = "norole"
 CANONICAL_ROLES = ("root", "targets", "snapshot", "timestamp")
 GUN_ROLES = ("targets", "snapshot", "timestamp")
 MAX_GUN_LENGTH = 255
@@ -110,8 +122,8 @@ def validate_fingerprint(value: str) -> str:
     return text
 
 
-def is_delegation_role(role: str) -> bool:
-    return role not in CANONICAL_ROLES
+def is_delegation_role(role: str | None) -> bool:
+    return role is not None and role not in CANONICAL_ROLES
 
 
 def validate_gun_glob(value: str) -> str:
@@ -136,13 +148,79 @@ def role_from_segment(segment: str) -> str:
     return validate_role(segment.replace("~", "/"))
 
 
+def role_shown(role: str | None) -> str:
+    """A role for messages and tables; a key without a ``role:`` header says so."""
+    return role if role is not None else NO_ROLE
+
+
+def gun_shown(role: str | None, gun: str | None) -> str:
+    """A GUN for tables: ``-`` where none belongs, ``(no gun)`` where one is missing."""
+    if gun is not None:
+        return gun
+    return NO_GUN if lacks_gun(role, gun) else "-"
+
+
+def key_words(role: str | None, gun: str | None, key_id: str) -> str:
+    """How messages name a key: ``targets key <id> of <gun>``, missing facts marked."""
+    where = f" of {gun}" if gun else (f" {NO_GUN}" if lacks_gun(role, gun) else "")
+    return f"{role_shown(role)} key {key_id}{where}"
+
+
+class NamedKey(Protocol):
+    """Anything that says which key it is (a KeyAddress, a KeyFile)."""
+
+    @property
+    def role(self) -> str | None: ...
+    @property
+    def gun(self) -> str | None: ...
+    @property
+    def key_id(self) -> str: ...
+
+
+def key_cells(key: NamedKey) -> list[str]:
+    """The ROLE, GUN and KEY ID cells of a table row, missing facts marked."""
+    return [role_shown(key.role), gun_shown(key.role, key.gun), key.key_id]
+
+
+#: How tables and messages mark a missing fact.
+NO_ROLE = "(no role)"
+NO_GUN = "(no gun)"
+
+
+def is_team_only(role: str | None, gun: str | None) -> bool:
+    """Keys CI never sees: root, and keys whose role or GUN notary's file does not say."""
+    return role is None or role == "root" or (role in GUN_ROLES and gun is None)
+
+
+def lacks_gun(role: str | None, gun: str | None) -> bool:
+    """A targets/snapshot/timestamp key without a GUN (``notary key generate --role R``)."""
+    return role in GUN_ROLES and gun is None
+
+
+def lacks_fact(role: str | None, gun: str | None) -> bool:
+    """No role, or a GUN role without a GUN: the file does not say whose key it is."""
+    return role is None or lacks_gun(role, gun)
+
+
+#: The wrap-context member (and its value) that marks a key lacking a fact as the
+#: team's: KMS and Transit policies deny CI any context that holds it (docs/envelope.md).
+SCOPE_CONTEXT = "keyvault:scope"
+TEAM_SCOPE = "team"
+
+
 @dataclass(frozen=True)
 class KeyAddress:
-    """Where one key lives in a store: team, GUN (or none), role, key ID."""
+    """Where one key lives in a store: team, GUN (or none), role (or none), key ID.
+
+    ``role`` is None for a key file without a ``role:`` header, which notary
+    still loads by its ID; ``gun`` is None for a key of no GUN, and also for a
+    targets/snapshot/timestamp key whose file has no ``gun:`` header (what
+    ``notary key generate --role targets`` writes).
+    """
 
     team: str
     gun: str | None
-    role: str
+    role: str | None
     key_id: str
 
     def __lt__(self, other: KeyAddress) -> bool:
@@ -150,24 +228,34 @@ class KeyAddress:
         return self._order() < other._order()
 
     def _order(self) -> tuple[str, bool, str, str, str]:
-        return (self.team, self.gun is not None, self.gun or "", self.role, self.key_id)
+        return (self.team, self.gun is not None, self.gun or "", self.role or "",
+                self.key_id)
 
     def __post_init__(self) -> None:
         validate_team(self.team)
-        validate_role(self.role)
+        if self.role is not None:
+            validate_role(self.role)
         validate_key_id(self.key_id)
         if self.gun is not None:
             validate_gun(self.gun)
         if self.role == "root" and self.gun is not None:
             raise UsageError("a root key belongs to a team, not to a GUN")
-        if self.role in GUN_ROLES and self.gun is None:
-            raise UsageError(f"a {self.role} key needs a GUN")
+
+    @property
+    def team_only(self) -> bool:
+        """Root, GUN-less targets/snapshot/timestamp and role-less keys: never CI's."""
+        return is_team_only(self.role, self.gun)
 
     @property
     def object_name(self) -> str:
         base = f"{FORMAT_PREFIX}/teams/{self.team}"
         if self.role == "root":
             return f"{base}/root/{self.key_id}.json"
+        if self.role is None:
+            where = f"{self.gun}/" if self.gun is not None else ""
+            return f"{base}/{NO_ROLE_SECTION}/{where}{self.key_id}.json"
+        if self.gun is None and self.role in GUN_ROLES:
+            return f"{base}/{NO_GUN_SECTION}/{role_segment(self.role)}/{self.key_id}.json"
         if self.gun is None:
             return f"{base}/delegations/{role_segment(self.role)}/{self.key_id}.json"
         return f"{base}/guns/{self.gun}/{role_segment(self.role)}/{self.key_id}.json"
@@ -185,7 +273,17 @@ class KeyAddress:
         if section == "root" and len(parts) == 5:
             return cls(team, None, "root", key_id)
         if section == "delegations" and len(parts) == 6:
-            return cls(team, None, role_from_segment(parts[4]), key_id)
+            role = role_from_segment(parts[4])
+            if role in CANONICAL_ROLES:
+                raise bad
+            return cls(team, None, role, key_id)
+        if section == NO_GUN_SECTION and len(parts) == 6:
+            role = role_from_segment(parts[4])
+            if role not in GUN_ROLES:
+                raise bad
+            return cls(team, None, role, key_id)
+        if section == NO_ROLE_SECTION and len(parts) >= 5:
+            return cls(team, "/".join(parts[4:-1]) or None, None, key_id)
         if section == "guns" and len(parts) >= 7:
             return cls(team, "/".join(parts[4:-2]), role_from_segment(parts[-2]), key_id)
         raise bad

@@ -55,8 +55,15 @@ from keyvault.errors import AccessDeniedError, InvalidInputError, UsageError
 from keyvault.names import (
     FORMAT_PREFIX,
     MAX_GUN_LENGTH,
+    NO_GUN,
+    NO_GUN_SECTION,
+    NO_ROLE_SECTION,
+    SCOPE_CONTEXT,
+    TEAM_SCOPE,
     KeyAddress,
     is_delegation_role,
+    lacks_gun,
+    role_shown,
     validate_fingerprint,
     validate_gun_glob,
     validate_team,
@@ -71,6 +78,9 @@ CI_ROLES = ("targets", "snapshot")
 CI_DENIED_ROLES = ("root", "timestamp")
 #: The most path segments a GUN can have (one-character segments and slashes).
 MAX_GUN_DEPTH = (MAX_GUN_LENGTH + 1) // 2
+#: Store sections CI never reads, like root/: keys whose file names no GUN or no role.
+TEAM_ONLY_SECTIONS = ((NO_GUN_SECTION, "a key without a GUN"),
+                      (NO_ROLE_SECTION, "a key without a role"))
 PRINCIPAL_KINDS = ("local", "vault", "aws")
 _TOP_KEYS = {"version", "default_team", "teams"}
 _TEAM_KEYS = {"guns", "members", "ci", "store", "wrappers", "shared_with", "description",
@@ -363,8 +373,9 @@ class Decision:
 
     def describe_key(self) -> str:
         a = self.address
-        where = f" of GUN {a.gun}" if a.gun else ""
-        return f"the {a.role} key {a.key_id[:16]}{where} (team {a.team})"
+        where = f" of GUN {a.gun}" if a.gun else (f" {NO_GUN}" if lacks_gun(a.role, a.gun)
+                                                  else "")
+        return f"the {role_shown(a.role)} key {a.key_id[:16]}{where} (team {a.team})"
 
     def error(self) -> AccessDeniedError:
         return AccessDeniedError(
@@ -429,6 +440,10 @@ def authorize(policy: Policy, principal: Principal, action: str, address: KeyAdd
     if address.role == "root":
         return no(f"CI principals never get root keys (matched teams.{team.name}.ci "
                   f"{ci.text!r})")
+    if address.team_only:
+        return no("CI principals never get a key whose file names no "
+                  f"{'role' if address.role is None else 'GUN'}: like a root key, it belongs "
+                  f"to the team's members (matched teams.{team.name}.ci {ci.text!r})")
     if action not in CI_ACTIONS:
         return no(f"CI principals may only {'/'.join(CI_ACTIONS)}, never {action} (matched "
                   f"teams.{team.name}.ci {ci.text!r})")
@@ -719,8 +734,9 @@ def _vault_ci(team: Team, store: tuple[str, str] | None,
             blocks.append(_hcl(f"{mount}/data/{base}/{section}/*", ["read"],
                                f"{section} envelopes"))
             blocks.append(_hcl(f"{mount}/metadata/{base}/{section}/*", ["read", "list"]))
-        blocks.append(_hcl(f"{mount}/data/{base}/root/*", ["deny"], "never the root path"))
-        blocks.append(_hcl(f"{mount}/metadata/{base}/root/*", ["deny"]))
+        for section, what in (("root", "the root path"), *TEAM_ONLY_SECTIONS):
+            blocks.append(_hcl(f"{mount}/data/{base}/{section}/*", ["deny"], f"never {what}"))
+            blocks.append(_hcl(f"{mount}/metadata/{base}/{section}/*", ["deny"]))
         blocks.append(_vault_ci_denials(mount, base))
     for mount, key in transit:
         blocks.append(_hcl(f"{mount}/decrypt/{key}", ["update"],
@@ -752,18 +768,21 @@ def _vault_ci_denials(mount: str, base: str) -> str:
 
 
 def transit_context_denials(team: str) -> list[str]:
-    """``denied_parameters`` values that refuse a root or timestamp Transit context.
+    """``denied_parameters`` values that refuse a root, timestamp or team-only Transit context.
 
     The context is ``base64(canonical_json(envelope context))``; the role is
     followed by the team, so ``,"keyvault:role":"R","keyvault:team":"T"``
-    appears in every such context. Its base64 depends on where it starts
+    appears in every such context, and ``,"keyvault:scope":"team","keyvault:team":"T"``
+    in that of every key without a GUN or a role (names.SCOPE_CONTEXT, which
+    sorts between role and team). Its base64 depends on where it starts
     modulo 3: one ``*...*`` (contains) pattern per alignment, made of whole
     4-character groups only. Transit's decoder skips line breaks, which could
     split a group: contexts holding one are refused too.
     """
     out = ["*\n*", "*\r*"]
-    for role in CI_DENIED_ROLES:
-        core = b"," + canonical_json({"keyvault:role": role, "keyvault:team": team})[1:-1]
+    members = [{"keyvault:role": role} for role in CI_DENIED_ROLES]
+    for member in [*members, {SCOPE_CONTEXT: TEAM_SCOPE}]:
+        core = b"," + canonical_json({**member, "keyvault:team": team})[1:-1]
         for skip in range(3):
             part = core[skip:]
             out.append("*" + base64.b64encode(part[:len(part) // 3 * 3]).decode("ascii") + "*")
@@ -836,10 +855,12 @@ def _kms_statement(sid: str, team: str, actions: list[str], kms: Sequence[str],
     return statements
 
 
-#: CI's KMS grants: only a context whose role is present and not root or timestamp, so a
-#: root or timestamp envelope copied where CI can read it still does not unwrap.
+#: CI's KMS grants: only a context whose role is present and not root or timestamp, and
+#: that has no team scope (a key without a GUN or a role), so such an envelope copied
+#: where CI can read it still does not unwrap.
+_KMS_SCOPE = f"kms:EncryptionContext:{SCOPE_CONTEXT}"
 _KMS_CI_ROLE = {"StringNotEquals": {"kms:EncryptionContext:keyvault:role": list(CI_DENIED_ROLES)},
-                "Null": {"kms:EncryptionContext:keyvault:role": "false"}}
+                "Null": {"kms:EncryptionContext:keyvault:role": "false", _KMS_SCOPE: "true"}}
 #: S3 object names of root and timestamp keys at any depth below the team's prefix
 #: (``*`` spans slashes, ``?`` is one character: a 64-hex key ID and ``.json``).
 _S3_DENIED = [f"*/{role}/{'?' * 64}.json" for role in CI_DENIED_ROLES]
@@ -892,6 +913,9 @@ def _aws_ci(team: Team, s3: tuple[str, str] | None, kms: Sequence[str]
                                *readable, *[p + "*" for p in readable]]}}})
         statements.append({"Sid": sid + "NeverRoot", "Effect": "Deny", "Action": "s3:*",
                            "Resource": f"arn:aws:s3:::{bucket}/{base}root/*"})
+        statements.append({"Sid": sid + "NeverTeamOnly", "Effect": "Deny", "Action": "s3:*",
+                           "Resource": [f"arn:aws:s3:::{bucket}/{base}{s}/*"
+                                        for s, _ in TEAM_ONLY_SECTIONS]})
         statements.append({"Sid": sid + "NeverRootOrTimestamp", "Effect": "Deny",
                            "Action": "s3:*",
                            "Resource": [f"arn:aws:s3:::{bucket}/{base}{p}" for p in _S3_DENIED]})
@@ -900,6 +924,9 @@ def _aws_ci(team: Team, s3: tuple[str, str] | None, kms: Sequence[str]
         statements.append({"Sid": sid + "KmsNeverRootOrTimestamp", "Effect": "Deny",
                            "Action": "kms:*", "Resource": "*", "Condition": {"StringEquals": {
                                "kms:EncryptionContext:keyvault:role": list(CI_DENIED_ROLES)}}})
+        statements.append({"Sid": sid + "KmsNeverTeamOnly", "Effect": "Deny",
+                           "Action": "kms:*", "Resource": "*", "Condition": {"StringEquals": {
+                               _KMS_SCOPE: TEAM_SCOPE}}})
     return statements
 
 

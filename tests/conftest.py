@@ -17,6 +17,7 @@ from notarykit import (
     PASSPHRASES,
     BuiltTrustDir,
     Notary,
+    build_loose_trust_dir,
     build_notary_trust_dir,
     to_legacy_layout,
     to_v01_layout,
@@ -71,6 +72,17 @@ def legacy_v01_template(notary_template: BuiltTrustDir,
 def sample_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, tuple[KeyFile, ...]]:
     path = tmp_path_factory.mktemp("tpl") / "sample"
     return path, write_sample_trust_dir(path, SAMPLE_PASSPHRASES)
+
+
+@pytest.fixture(scope="session")
+def loose_template(notary: Notary, tmp_path_factory: pytest.TempPathFactory) -> BuiltTrustDir:
+    return build_loose_trust_dir(notary, tmp_path_factory.mktemp("tpl") / "loose")
+
+
+@pytest.fixture
+def loose_trust_dir(loose_template: BuiltTrustDir, tmp_path: Path) -> BuiltTrustDir:
+    """Notary's GUN-less targets/snapshot keys and role-less keys, beside a root key."""
+    return loose_template.copy_to(tmp_path / "loose-trust")
 
 
 @pytest.fixture

@@ -50,7 +50,7 @@ ENV_NAMES = {
     "delegation": "NOTARY_DELEGATION_PASSPHRASE",
 }
 
-KeyTriple = tuple[str, str, str | None]  # (key ID, role, GUN)
+KeyTriple = tuple[str, str | None, str | None]  # (key ID, role or None, GUN or None)
 
 
 def passphrase_env(passphrases: Mapping[str, str] = PASSPHRASES) -> dict[str, str]:
@@ -58,7 +58,7 @@ def passphrase_env(passphrases: Mapping[str, str] = PASSPHRASES) -> dict[str, st
     return {ENV_NAMES[alias]: value for alias, value in passphrases.items()}
 
 
-def passphrase_of(role: str, passphrases: Mapping[str, str] = PASSPHRASES) -> str:
+def passphrase_of(role: str | None, passphrases: Mapping[str, str] = PASSPHRASES) -> str:
     return passphrases[role] if role in ("root", "targets", "snapshot") else \
         passphrases["delegation"]
 
@@ -85,6 +85,13 @@ class Notary:
 
     def generate_root(self, trust_dir: Path) -> str:
         out = self.run(trust_dir, "key", "generate", "ecdsa", "--role", "root").stdout
+        match = re.search(r"keyID: ([0-9a-f]{64})", out)
+        assert match, out
+        return match.group(1)
+
+    def generate(self, trust_dir: Path, role: str) -> str:
+        """``notary key generate --role R``: notary's own key, no ``gun:`` header."""
+        out = self.run(trust_dir, "key", "generate", "ecdsa", "--role", role).stdout
         match = re.search(r"keyID: ([0-9a-f]{64})", out)
         assert match, out
         return match.group(1)
@@ -131,7 +138,7 @@ def parse_key_list(output: str) -> set[KeyTriple]:
     for line in lines[header + 2:]:
         if not line.strip():
             continue
-        role = line[:gun_at].strip()
+        role = line[:gun_at].strip() or None  # a key without a role: header
         gun = line[gun_at:id_at].strip() or None
         triples.add((line[id_at:loc_at].strip(), role, gun))
     return triples
@@ -189,6 +196,30 @@ def build_notary_trust_dir(notary: Notary, path: Path) -> BuiltTrustDir:
     return BuiltTrustDir(path, frozenset(keys), algorithms)
 
 
+def build_loose_trust_dir(notary: Notary, path: Path) -> BuiltTrustDir:
+    """Keys notary loads by ID though a fact is missing, beside a root key.
+
+    Targets and snapshot keys from ``notary key generate --role R`` (no ``gun:``
+    header: notary 0.7 writes none), a delegation key and a GUN's targets key
+    whose ``role:`` header was removed (as another tool writes them; notary
+    still lists them and signs with them by ID).
+    """
+    keys: set[KeyTriple] = {(notary.generate_root(path), "root", None)}
+    for role in ("targets", "snapshot"):
+        keys.add((notary.generate(path, role), role, None))
+    for key_id, gun in ((notary.generate(path, "alice"), None),
+                        (notary.import_key(path, fresh_ec_pem(), "targets", GUN_A), GUN_A)):
+        file = path / "private" / f"{key_id}.key"
+        data = file.read_bytes()
+        stripped = re.sub(rb"^role: .*\n", b"", data, flags=re.M)
+        assert stripped != data
+        file.write_bytes(stripped)
+        keys.add((key_id, None, gun))
+    listed = notary.key_list(path)
+    assert listed == keys, f"notary lists {listed}, built {keys}"
+    return BuiltTrustDir(path, frozenset(keys), {k: "ecdsa" for k, _, _ in keys})
+
+
 def _headers(data: bytes) -> dict[str, str]:
     return {m.group(1).decode(): m.group(2).decode()
             for m in re.finditer(rb"^([A-Za-z-]+): (.*)$", data, flags=re.M)}
@@ -233,7 +264,7 @@ def to_v01_layout(built: BuiltTrustDir, dst: Path,
     _copy_without_private(built.path, dst)
     kept: set[KeyTriple] = set()
     for key_id, role, gun in built.keys:
-        if "/" in role:
+        if role is None or "/" in role:
             continue
         data = (built.path / "private" / f"{key_id}.key").read_bytes()
         legacy = _openssl_traditional(_strip_headers(data), passphrase_of(role, passphrases))

@@ -11,6 +11,7 @@ import typer
 from keyvault.cli.options import All, Guns, Json, KeyIds, Roles, build_selection
 from keyvault.cli.state import CliState
 from keyvault.errors import KeyvaultError
+from keyvault.names import role_shown
 
 if TYPE_CHECKING:
     from keyvault.ops.coverage import MetadataSource
@@ -57,10 +58,10 @@ def coverage(
     else:
         table(f"Coverage of {', '.join(gun)} (team {config.team})",
               ["STATUS", "GUN", "ROLE", "KEY ID", "LISTED AS"],
-              [[r.status, r.gun, r.role, r.key_id,
+              [[r.status, r.gun, role_shown(r.role), r.key_id,
                 r.listed_id if r.listed_id != r.key_id else "-"] for r in rows])
         for r in missing:
-            warn(f"{r.gun}: {r.role} key {r.key_id[:12]} is not backed up")
+            warn(f"{r.gun}: {role_shown(r.role)} key {r.key_id[:12]} is not backed up")
     if missing:
         raise typer.Exit(COVERAGE_GAP_EXIT)
 
@@ -92,7 +93,8 @@ def skipped(checks: list[Check]) -> list[str]:
                      f"no published metadata lists ({', '.join(loose[:5])}"
                      f"{', ...' if len(loose) > 5 else ''}); --require-published makes that "
                      "a failure")
-    no_id = sorted({c.role for c in checks if c.passed and c.key_id_check == NOT_CHECKED})
+    no_id = sorted({role_shown(c.role) for c in checks
+                    if c.passed and c.key_id_check == NOT_CHECKED})
     if no_id:
         lines.append("Not checked: key IDs and signatures of the "
                      f"{', '.join(no_id)} keys (no passphrase: set NOTARY_<ROLE>_PASSPHRASE)")
@@ -165,7 +167,7 @@ def drill(
         say(f"Drill {'PASSED' if report.passed else 'FAILED'}: {len(report.checks)} checks "
             f"through {len(report.wrappers)} wrapper(s), {len(failed)} failed.")
         for c in failed:
-            warn(f"{c.wrapper}: {c.role} key {c.key_id[:12]}: {c.error}")
+            warn(f"{c.wrapper}: {role_shown(c.role)} key {c.key_id[:12]}: {c.error}")
         for line in skipped(report.checks):
             say(line)
         say(f"Reports: {json_path} and {md_path} (sha256 {digest[:16]}, in the audit log)")

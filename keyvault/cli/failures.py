@@ -10,9 +10,16 @@ naming the wrapper, the kind and how many keys; the rest stay one line per key.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from keyvault.errors import KeyvaultError
+from keyvault.names import KeyAddress, role_shown
+
+
+def key_failure_lines(failed: Iterable[tuple[KeyAddress, KeyvaultError | None]]) -> list[str]:
+    """failure_lines for keys named by address (those without an error are left out)."""
+    return failure_lines([(f"{role_shown(address.role)} key {address.key_id[:12]}", error)
+                          for address, error in failed if error is not None])
 
 
 def failure_lines(failed: Sequence[tuple[str, KeyvaultError]]) -> list[str]:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from keyvault.cli.failures import failure_lines
+from keyvault.cli.failures import key_failure_lines
 from keyvault.cli.options import (
     All,
     DryRun,
@@ -19,6 +19,7 @@ from keyvault.cli.options import (
     worst_exit_code,
 )
 from keyvault.cli.state import CliState
+from keyvault.names import key_cells
 
 if TYPE_CHECKING:
     from keyvault.ops.backup import BackupOutcome
@@ -50,15 +51,34 @@ def _problems_json(result: ScanResult) -> list[dict[str, str]]:
     return [{"path": p.relpath, "code": p.code, "reason": p.reason} for p in result.problems]
 
 
-def _warn_problems(result: ScanResult) -> None:
+def _warn_problems(result: ScanResult, width: int | None = None) -> None:
+    """One warning per skipped file; wrapped to ``width`` (``warning: `` included) if given."""
+    import textwrap
+
     from keyvault.cli.output import warn
 
     for p in result.problems:
-        warn(f"skipped private/{p.relpath}: {p.reason} [{p.code}]")
+        text = f"skipped private/{p.relpath}: {p.reason} [{p.code}]"
+        if width is not None:
+            text = "\n  ".join(textwrap.wrap(text, max(width - len("warning: ") - 2, 20),
+                                             break_on_hyphens=False))
+        warn(text)
+
+
+def _directory(relpath: str) -> str:
+    """Where a key file sits, without its name (the name is the key ID, shown once)."""
+    folder = relpath.rpartition("/")[0]
+    return f"private/{folder}/" if folder else "private/"
 
 
 def scan(ctx: typer.Context, json_out: Json = False) -> None:
-    """List the key files in the trust directory (no store or wrapper needed)."""
+    """List the key files in the trust directory (no store or wrapper needed).
+
+    Each key ID is shown once, with the directory its file is in. The table fits
+    COLUMNS (key IDs are then cut to a 12-digit prefix, which --key-id takes);
+    a fact a key file does not say is marked (no role) or (no gun), and is null
+    in --json.
+    """
     state = _state(ctx, json_out)
     result = _scan(state)
     from keyvault.cli.output import emit_json, say, table
@@ -70,11 +90,17 @@ def scan(ctx: typer.Context, json_out: Json = False) -> None:
              "encrypted": k.encrypted, "size": k.size} for k in result.keys],
             "problems": _problems_json(result)})
     else:
-        table(f"Keys in {result.trust_dir}", ["ROLE", "GUN", "KEY ID", "PATH", "LAYOUT"],
-              [[k.role, k.gun or "-", k.key_id, k.relpath, k.layout.value] for k in result.keys])
+        from keyvault.cli.fit import fit_rows, shorten, terminal_width
+
+        width = terminal_width()
+        columns = ["ROLE", "GUN", "KEY ID", "DIRECTORY", "LAYOUT"]
+        rows = [[*key_cells(k), _directory(k.relpath), k.layout.value] for k in result.keys]
+        title = f"Keys in {result.trust_dir}"
+        table(shorten(title, width) if width else title, columns,
+              fit_rows(columns, rows, width, key_id="KEY ID", shrink=("GUN", "DIRECTORY")))
         if not result.keys:
             say("No key files found.")
-        _warn_problems(result)
+        _warn_problems(result, width)
     if result.problems:
         raise typer.Exit(2)
 
@@ -117,11 +143,10 @@ def backup(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Key
         table(f"Backup of {result.trust_dir} to {config.store}" + (" (dry run)" if dry_run
                                                                      else ""),
               ["ACTION", "ROLE", "GUN", "KEY ID", "VERSION"],
-              [[o.action, o.address.role, o.address.gun or "-", o.address.key_id,
+              [[o.action, *key_cells(o.address),
                 o.version or "-"] for o in outcomes])
-        for line in failure_lines([(f"{o.address.role} key {o.address.key_id[:12]}", o.error)
-                                   for o in outcomes
-                                   if o.action == FAILED and o.error is not None]):
+        for line in key_failure_lines((o.address, o.error) for o in outcomes
+                                       if o.action == FAILED):
             warn(line)
         _warn_problems(result)
         say(tally(len(outcomes), [o.action for o in outcomes]))
@@ -164,7 +189,7 @@ def list_cmd(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: K
     else:
         columns = ["ROLE", "GUN", "KEY ID"] + (["VERSION", "CREATED", "SEALER", "WRAPPERS"]
                                                if long else [])
-        rows = [[i.address.role, i.address.gun or "-", i.address.key_id]
+        rows = [[*key_cells(i.address)]
                 + ([i.version or "-", i.created or "-", _sealer_cell(i.sealer),
                     ", ".join(i.wrappers) or i.error or "-"] if long else []) for i in listed]
         table(f"Keys of team {config.team} in {config.store}", columns, rows)
@@ -205,7 +230,7 @@ def versions(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: K
         return
     table(f"Versions in {config.store}", ["ROLE", "GUN", "KEY ID", "VERSION", "CREATED",
                                           "LATEST", "NUMBER", "SEALER", "CHAIN"],
-          [[a.role, a.gun or "-", a.key_id, c.version.version, c.version.created or "-",
+          [[*key_cells(a), c.version.version, c.version.created or "-",
             "yes" if c.version.latest else "", str(c.sequence or "-"), _sealer_cell(c.sealer),
             c.status] for a, links in chains for c in links])
     if chains:
@@ -253,8 +278,7 @@ def restore(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Ke
     else:
         title = f"Restore into {report.trust_dir}" + (" (dry run)" if dry_run else "")
         table(title, ["ACTION", "ROLE", "GUN", "KEY ID", "PATH"],
-              [[e.action.value, e.key.address.role, e.key.address.gun or "-",
-                e.key.address.key_id, "private/" + e.key.path]
+              [[e.action.value, *key_cells(e.key.address), "private/" + e.key.path]
                for e in report.entries])
         for aside in report.kept_aside:
             say(f"kept the replaced file as private/{aside}")
@@ -315,13 +339,12 @@ def verify(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Key
     else:
         table(f"Verification of team {config.team} in {config.store}",
               ["STATUS", "ROLE", "GUN", "KEY ID", "DETAIL"],
-              [[r.status, r.address.role, r.address.gun or "-", r.address.key_id,
+              [[r.status, *key_cells(r.address),
                 r.detail + (f"; {r.deep}" if r.deep else "")
                 + ("; UNSIGNED (format v1)" if r.sealer == "unsigned" else "")]
                for r in results])
-        for line in failure_lines([(f"{r.address.role} key {r.address.key_id[:12]}", r.error)
-                                   for r in results
-                                   if r.status not in (OK, NOT_LOCAL) and r.error is not None]):
+        for line in key_failure_lines((r.address, r.error) for r in results
+                                       if r.status not in (OK, NOT_LOCAL)):
             warn(line)
     raise typer.Exit(worst_exit_code(codes))
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from keyvault.cli.failures import failure_lines
+from keyvault.cli.failures import key_failure_lines
 from keyvault.cli.options import (
     All,
     DryRun,
@@ -19,6 +19,7 @@ from keyvault.cli.options import (
     worst_exit_code,
 )
 from keyvault.cli.state import CliState
+from keyvault.names import key_cells
 
 
 def register(app: typer.Typer) -> None:
@@ -83,11 +84,10 @@ def rewrap(
         table(f"Rewrap of team {config.team} in {config.store}"
               + (" (dry run)" if dry_run else ""),
               ["ACTION", "ROLE", "GUN", "KEY ID", "WRAPPERS"],
-              [[o.action, o.address.role, o.address.gun or "-", o.address.key_id,
+              [[o.action, *key_cells(o.address),
                 ", ".join(o.after or o.before)] for o in outcomes])
-        for line in failure_lines([(f"{o.address.role} key {o.address.key_id[:12]}", o.error)
-                                   for o in outcomes
-                                   if o.action == FAILED and o.error is not None]):
+        for line in key_failure_lines((o.address, o.error) for o in outcomes
+                                       if o.action == FAILED):
             warn(line)
     for uri in unused:
         warn(f"--remove {uri}: no selected envelope is wrapped by it")

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from keyvault.errors import IntegrityError, KeyvaultError, NotFoundError
-from keyvault.names import KeyAddress
+from keyvault.names import KeyAddress, key_words
 from keyvault.ops.stored import StoredEnvelope, read_envelope
 from keyvault.stores import Store
 from keyvault.stores.base import VersionListing
@@ -51,8 +51,7 @@ def restore_relpath(header: Header) -> str:
 
 def describe(address: KeyAddress) -> str:
     """How messages name a key: its role, its full ID and its GUN."""
-    return f"{address.role} key {address.key_id}" + (f" of {address.gun}" if address.gun
-                                                      else "")
+    return key_words(address.role, address.gun, address.key_id)
 
 
 @dataclass

@@ -45,6 +45,7 @@ from keyvault.names import (
     KeyAddress,
     is_delegation_role,
     role_segment,
+    role_shown,
     team_prefix,
     validate_gun,
     validate_role,
@@ -138,8 +139,9 @@ def resolve_addresses(session: Session, team: str, request: FetchRequest) -> lis
         if not any(a.role == "targets" for a in found):
             raise NotFoundError(f"no targets key of {request.gun} in the store for team {team!r}",
                                 hint="back it up first, or name the roles with --role")
-    if any(a.role == "root" for a in found):  # unreachable by construction; kept as a guard
-        raise AccessDeniedError("refusing a selection that resolves to a root key")
+    if any(a.team_only for a in found):  # unreachable by construction; kept as a guard
+        raise AccessDeniedError("refusing a selection that resolves to a root key or "
+                                "another key of the team's (no GUN or no role)")
     return found
 
 
@@ -178,8 +180,9 @@ def fetch_keys(session: Session, team: str, request: FetchRequest, trust_dir: Pa
     def read_and_open(address: KeyAddress) -> RestoreItem:
         entry = reader.latest(address)  # the sealer and the chain, before any unwrap
         header = entry.envelope.header
-        if header.role == "root":
-            raise AccessDeniedError(f"{address.object_name} holds a root key; refused")
+        if header.address.team_only:
+            raise AccessDeniedError(f"{address.object_name} holds a root key or another key "
+                                    "of the team's (no GUN or no role); refused")
         return RestoreItem(restore_relpath(header), session.open(entry.envelope),
                            f"{header.role} key {header.key_id[:12]}", header.key_id)
 
@@ -187,7 +190,7 @@ def fetch_keys(session: Session, team: str, request: FetchRequest, trust_dir: Pa
                                         session.config.concurrency)) as items:
         apply_restore(trust_dir, items, force=False)  # staged as they are opened
     reader.highwater.save()
-    roles = sorted({a.role for a in addresses})
+    roles = sorted({role_shown(a.role) for a in addresses})
     session.record("fetch", "ok", team=team, keys=[key_ref(a) for a in addresses],
                    detail=f"{purpose}: gun={request.gun} roles={','.join(roles)} "
                           f"principal={describe_principal(session)}")
@@ -350,11 +353,11 @@ def link_docker_config(work: WorkDir, env: Mapping[str, str]) -> None:
             (work.path / "config.json").symlink_to((source / "config.json").resolve())
 
 
-def missing_passphrases(env: Mapping[str, str], roles: Sequence[str]) -> list[str]:
+def missing_passphrases(env: Mapping[str, str], roles: Sequence[str | None]) -> list[str]:
     """Passphrase variables Notary will look for and not find (names only)."""
     if env.get(_DOCKER_REPOSITORY_PASSPHRASE):
         return []
-    wanted = {_NOTARY_PASSPHRASE.get(r, _DELEGATION_PASSPHRASE) for r in roles}
+    wanted = {_NOTARY_PASSPHRASE.get(r or "", _DELEGATION_PASSPHRASE) for r in roles}
     return sorted(name for name in wanted if not env.get(name))
 
 

@@ -68,7 +68,7 @@ class MetadataSource(Protocol):
 @dataclass(frozen=True)
 class Covered:
     gun: str
-    role: str
+    role: str | None
     key_id: str
     listed_id: str
     status: str

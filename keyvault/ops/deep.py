@@ -23,7 +23,7 @@ def deep_checker(env: Mapping[str, str], trust_dir: Path, prompt: SecretPrompt |
                  ) -> Callable[[KeyFile], str]:
     """A check for one key: returns a one-line finding, raises KeyvaultError on failure."""
     metadata = read_trust_metadata(trust_dir) if trust_dir.is_dir() else None
-    asked: dict[str, str] = {}
+    asked: dict[str | None, str] = {}
 
     def check(key: KeyFile) -> str:
         passphrase = passphrase_for(key.role, env)

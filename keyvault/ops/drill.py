@@ -28,6 +28,7 @@ from keyvault.audit import KeyRef
 from keyvault.canonical import canonical_json
 from keyvault.envelope import open_envelope
 from keyvault.errors import IntegrityError, KeyvaultError, NotFoundError
+from keyvault.names import gun_shown, role_shown
 from keyvault.ops.authentic import restore_relpath
 from keyvault.ops.coverage import MetadataSource, required_keys
 from keyvault.ops.restore import fetch_envelopes
@@ -65,7 +66,7 @@ ACCESS_CONTROL = "SOC 2 CC6 (logical access: a teams policy)"
 class Check:
     wrapper: str
     key_id: str
-    role: str
+    role: str | None
     gun: str | None
     sealer: str = NOT_CHECKED  # the verified sealer's fingerprint, or "unsigned"
     restore: str = NOT_CHECKED
@@ -389,13 +390,15 @@ def render_markdown(report: DrillReport, digest: str) -> str:
         "| result |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    lines += [f"| {c.wrapper} | {c.role} | {c.gun or '-'} | {c.key_id[:16]} | "
+    lines += [f"| {c.wrapper} | {role_shown(c.role)} | {gun_shown(c.role, c.gun)} | "
+              f"{c.key_id[:16]} | "
               f"{_sealer_shown(c.sealer)} | {c.restore} | "
               f"{c.digest} | {c.key_id_check} | {c.signature} | "
               f"{'pass' if c.passed else 'FAIL'} |" for c in report.checks]
     if failed:
         lines += ["", "## Failures", ""]
-        lines += [f"- {c.wrapper}, {c.role} key {c.key_id[:16]}: {c.error}" for c in failed]
+        lines += [f"- {c.wrapper}, {role_shown(c.role)} key {c.key_id[:16]}: {c.error}"
+                  for c in failed]
     lines += ["", "## Controls evidenced", "",
               *([f"- {c}" for c in report.controls] or ["- none: no key was restored"]), ""]
     return "\n".join(lines)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from keyvault.errors import NotFoundError, UsageError
-from keyvault.names import KeyAddress
+from keyvault.names import KeyAddress, key_words
 from keyvault.ops.authentic import restore_relpath
 from keyvault.ops.parallel import DEFAULT_CONCURRENCY, bounded_map
 from keyvault.ops.selection import Selection
@@ -125,8 +125,7 @@ def restore_keys(
         entry = reader.read(address, version)
         header = entry.envelope.header
         relpath = restore_relpath(header)
-        label = f"{header.role} key {header.key_id[:12]}" + (f" of {header.gun}"
-                                                             if header.gun else "")
+        label = key_words(header.role, header.gun, header.key_id[:12])
         return (Restored(address, entry.version, relpath, entry.sealer or "",
                          entry.envelope.chain.sequence if entry.envelope.chain else None),
                 RestoreItem(relpath, session.open(entry.envelope), label, header.key_id))

@@ -40,14 +40,20 @@ class Selection:
         if self.is_empty:
             raise UsageError(f"say which keys to {verb}: --gun, --role, --key-id, or --all")
 
-    def matches(self, gun: str | None, role: str, key_id: str) -> bool:
-        if self.guns and not any(gun_matches(gun, g) for g in self.guns):
+    def matches(self, gun: str | None, role: str | None, key_id: str) -> bool:
+        """Whether the selection picks this key.
+
+        ``--gun`` never picks a key without a role: its ``gun:`` header files it under
+        the team's ``norole/`` section, not the GUN's prefix (which is all an exact
+        ``--gun`` lists), so ``--key-id`` or ``--all`` select it, alike everywhere.
+        """
+        if self.guns and (role is None or not any(gun_matches(gun, g) for g in self.guns)):
             return False
         if self.roles and role not in self.roles:
             return False
         return not self.key_ids or any(key_id.startswith(k) for k in self.key_ids)
 
-    def check_found(self, found: list[tuple[str | None, str, str]], where: str) -> None:
+    def check_found(self, found: list[tuple[str | None, str | None, str]], where: str) -> None:
         """Every selector must select something, so a typo is an error (B32, B33)."""
         for pattern in self.guns:
             if not any(gun_matches(g, pattern) for g, _, _ in found):

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from keyvault.errors import IntegrityError, KeyvaultError, NotFoundError
-from keyvault.names import KeyAddress
+from keyvault.names import KeyAddress, role_shown
 from keyvault.ops.authentic import restore_relpath
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session
@@ -73,8 +73,9 @@ def _verify_one(session: Session, address: KeyAddress, in_store: bool, key: KeyF
                 deep: DeepCheck | None) -> Verified:
     if not in_store:
         return Verified(address, MISSING, "in the trust directory but not in the store",
-                        error=NotFoundError(f"{address.role} key {address.key_id[:12]} is not "
-                                            "backed up", hint="run 'keyvault backup'"))
+                        error=NotFoundError(f"{role_shown(address.role)} key "
+                                            f"{address.key_id[:12]} is not backed up",
+                                            hint="run 'keyvault backup'"))
     try:
         stored = session.reader().latest(address)  # sealer, chain, high-water mark
         data = session.open(stored.envelope)
@@ -101,7 +102,8 @@ def _verify_one(session: Session, address: KeyAddress, in_store: bool, key: KeyF
         return Verified(address, DIFFERS,
                         "the key file changed since its last backup",
                         deep_status, IntegrityError(
-                            f"{address.role} key {address.key_id[:12]} differs from its backup",
+                            f"{role_shown(address.role)} key {address.key_id[:12]} differs from "
+                            "its backup",
                             hint="run 'keyvault backup' to store the new bytes"), sealer)
     return Verified(address, OK, "backup opens and matches the key file", deep_status,
                     sealer=sealer)

@@ -436,7 +436,9 @@ def labels_for(name: str) -> dict[str, str]:
     except UsageError:
         return {}
     labels = {LABEL_KIND: f"envelope/{FORMAT_PREFIX}", "team": address.team,
-              "role": address.role, "key_id": address.key_id}
+              "key_id": address.key_id}
+    if address.role is not None:
+        labels["role"] = address.role
     if address.gun is not None:
         labels["gun"] = address.gun
     return labels

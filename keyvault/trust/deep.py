@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from keyvault.errors import AccessDeniedError, IntegrityError, InvalidInputError, UsageError
+from keyvault.names import key_words
 from keyvault.trust import pkcs8, rfc1421
 from keyvault.trust.keyid import PrivateKey, algorithm_of, private_key_id
 from keyvault.trust.model import KeyFile
@@ -38,8 +39,7 @@ class OpenedKey:
 
 def key_label(key: KeyFile) -> str:
     """``targets key 1a2b3c4d5e6f of example.com/app``: how messages name a key."""
-    where = f" of {key.gun}" if key.gun else ""
-    return f"{key.role} key {key.key_id[:12]}{where}"
+    return key_words(key.role, key.gun, key.key_id[:12])
 
 
 def is_encrypted(block: PemBlock) -> bool:
@@ -70,7 +70,7 @@ class NoPassphraseError(UsageError):
 
 
 def open_block(block: PemBlock, passphrase: str | None, label: str,
-               role: str = "") -> OpenedKey:
+               role: str | None = "") -> OpenedKey:
     """Decrypt (when needed) and load the key in ``block``."""
     try:
         if not is_encrypted(block):
@@ -84,14 +84,14 @@ def open_block(block: PemBlock, passphrase: str | None, label: str,
         raise InvalidInputError(f"{label}: {exc.message}") from exc
     if not passphrase:
         raise NoPassphraseError(f"{label} is encrypted and no passphrase was given",
-                           hint=passphrase_hint(role) if role else None)
+                           hint=passphrase_hint(role) if role != "" else None)
     try:
         if isinstance(cipher, pkcs8.Pbes2):
             key = _parse_plain("PRIVATE KEY", pkcs8.decrypt(cipher, passphrase))
             return OpenedKey(key, cipher.notary_issue)
         return OpenedKey(_parse_plain(block.type, rfc1421.decrypt(cipher, passphrase)))
     except (pkcs8.WrongPassphrase, InvalidInputError):
-        hint = (passphrase_hint(role) + "; " if role else "")
+        hint = (passphrase_hint(role) + "; " if role != "" else "")
         raise AccessDeniedError(
             f"wrong passphrase for {label}",
             hint=hint + "if the passphrase is right, the key file is damaged") from None

@@ -8,7 +8,10 @@ legacy migration in ``storage/filestore.go``, ``GenericKeyStore.AddKey``):
   name's role are what notary's migration writes into them. keyvault reports
   a disagreement (``conflicting-headers``) instead of silently picking one;
 * root keys belong to no GUN (notary drops the GUN when it stores a root key);
-  targets, snapshot and timestamp keys need one;
+* a missing fact is kept as None, not refused: notary loads a key by its ID
+  (``GenericKeyStore.GetKey``) whatever its headers say, so a targets key
+  without ``gun:`` (what ``notary key generate --role targets`` writes) and a
+  key without ``role:`` still sign, and are backed up like any other;
 * an unencrypted key is loaded, so its algorithm is known and its real ID is
   checked against the file name; an encrypted one is only checked for shape.
 """
@@ -16,7 +19,7 @@ legacy migration in ``storage/filestore.go``, ``GenericKeyStore.AddKey``):
 from __future__ import annotations
 
 from keyvault.errors import InvalidInputError, UsageError
-from keyvault.names import GUN_ROLES, validate_gun, validate_role
+from keyvault.names import validate_gun, validate_role
 from keyvault.trust import deep, pkcs8, rfc1421
 from keyvault.trust.keyid import algorithm_of, private_key_id
 from keyvault.trust.layout import Placement
@@ -65,7 +68,7 @@ def _first_key_block(data: bytes) -> PemBlock:
     return block
 
 
-def _identity(block: PemBlock, placement: Placement) -> tuple[str, str | None]:
+def _identity(block: PemBlock, placement: Placement) -> tuple[str | None, str | None]:
     """(role, gun) as notary would see them after migrating the file."""
     headers = block.headers
     repeated = sorted(block.duplicates & {"role", "gun"})
@@ -84,13 +87,12 @@ def _identity(block: PemBlock, placement: Placement) -> tuple[str, str | None]:
             f"{_show(header_gun)}; notary's migration would use the directory"))
     role = placement.name_role or header_role
     gun = placement.path_gun or header_gun
-    if role is None:
-        raise _Refused("no-role", "no role: header, so the key cannot be tied to a role; "
-                       "re-import it with 'notary key import --role ROLE'")
-    try:
-        validate_role(role)
-    except UsageError:
-        raise _Refused("bad-role", f"role {_show(role)} is not a valid Notary role") from None
+    if role is not None:
+        try:
+            validate_role(role)
+        except UsageError:
+            raise _Refused("bad-role", f"role {_show(role)} is not a valid Notary role") \
+                from None
     if gun is not None:
         try:
             validate_gun(gun)
@@ -99,10 +101,6 @@ def _identity(block: PemBlock, placement: Placement) -> tuple[str, str | None]:
                 from None
     if role == "root":
         return role, None
-    if role in GUN_ROLES and gun is None:
-        raise _Refused("no-gun", (
-            f"a {role} key without a gun: header cannot be tied to a repository; "
-            f"re-import it with 'notary key import --role {role} --gun GUN'"))
     return role, gun
 
 

@@ -62,17 +62,20 @@ PRECEDENCE = (Layout.CURRENT, Layout.LEGACY_ROOT_KEYS, Layout.LEGACY_TUF_KEYS,
               Layout.LEGACY_V01)
 
 
-def derived_relpath(source_name: str, key_id: str, role: str, gun: str | None) -> str:
+def derived_relpath(source_name: str, key_id: str, role: str | None, gun: str | None) -> str:
     """The path under ``private/`` a key is restored to, from its authenticated facts.
 
     A backup records where the file was (``source_name``), but the path is only
     ever accepted when it is exactly where notary keeps *this* key: its own ID
     in the file name, in one of the known layouts, with the layout's directory
-    GUN and name role equal to the key's own. Anything else (a new key's
+    GUN and name role equal to the key's own (a key without a role or a GUN
+    has neither in its path: it is ``<id>.key`` at the top, or in a legacy
+    directory that names no GUN). Anything else (a new key's
     envelope aimed at ``root_keys/<another id>.key``, a misplaced directory) is
     refused, so no envelope chooses which file it lands in.
     """
     from keyvault.errors import IntegrityError
+    from keyvault.names import role_shown
 
     parts = tuple(source_name.split("/"))
     ok = bool(parts) and parts[-1].endswith(KEY_SUFFIX) and all(
@@ -85,7 +88,7 @@ def derived_relpath(source_name: str, key_id: str, role: str, gun: str | None) -
               and (found.name_role is None or found.name_role == role))
     if not ok:
         raise IntegrityError(
-            f"{role} key {key_id}: the recorded file name {source_name[:120]!r} is not where "
-            "notary keeps this key (its ID, role and GUN say otherwise); refused",
+            f"{role_shown(role)} key {key_id}: the recorded file name {source_name[:120]!r} "
+            "is not where notary keeps this key (its ID, role and GUN say otherwise); refused",
             hint="the envelope was made to write another key's file: investigate who wrote it")
     return source_name

@@ -35,7 +35,7 @@ class KeyFile:
     """
 
     key_id: str
-    role: str
+    role: str | None  # None: no role: header (notary still loads the key by its ID)
     gun: str | None
     algorithm: str | None  # "ecdsa", "rsa", "ed25519", or None when encrypted/unknown
     relpath: str  # POSIX path relative to <trust>/private, e.g. "tuf_keys/<gun>/<id>.key"

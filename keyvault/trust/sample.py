@@ -29,10 +29,14 @@ DEFAULT_GUNS = ("example.com/sample/app", "example.com/sample/web")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def notary_key_file(key: PrivateKey, role: str, gun: str | None, passphrase: str) -> bytes:
-    """The bytes notary would write for ``key`` (``ConvertPrivateKeyToPKCS8``)."""
+def notary_key_file(key: PrivateKey, role: str | None, gun: str | None,
+                    passphrase: str) -> bytes:
+    """The bytes notary would write for ``key`` (``ConvertPrivateKeyToPKCS8``).
+
+    ``role`` None leaves the ``role:`` header out, as in a file another tool wrote.
+    """
     info = pkcs8.notary_private_key_info(key)
-    headers: dict[str, str] = {"role": role}
+    headers: dict[str, str] = {"role": role} if role is not None else {}
     if gun:
         headers["gun"] = gun
     if passphrase == "":

@@ -13,6 +13,7 @@ from fixtures.kms_responder import ARN, Responder, error
 from fixtures.proxy import CuttingProxy
 from fixtures.s3 import ADMIN, WeedServer, new_bucket, s3_client, s3_settings, weed_server
 from fixtures.servers import BackendSetup
+from notarykit import BuiltTrustDir
 
 from cli.conftest import KV
 from keyvault.trust.model import KeyFile
@@ -313,3 +314,29 @@ def test_exec_fetches_one_gun_through_s3_and_kms_and_wipes(
     assert not [p for p in runtime.rglob("*") if p.is_file() and p.suffix == ".key"]
     refused = kv("--config", config, "exec", "--gun", GUNS[0], "--role", "root", "--", "true")
     assert refused.code == 4
+
+
+@pytest.mark.notary
+def test_keys_missing_a_fact_round_trip_through_s3_and_kms(
+        kv: KV, aws: BackendSetup, home: Path, weed: WeedServer,
+        loose_trust_dir: BuiltTrustDir, tmp_path: Path) -> None:
+    """#18: notary's GUN-less and role-less keys, under nogun/ and norole/, KMS context and all."""
+    config = write_config(home, aws)
+    source = loose_trust_dir.path
+    run = kv("--config", config, "--trust-dir", source, "--json", "backup")
+    assert run.code == 0, run.err
+    assert len(run.json()["keys"]) == len(loose_trust_dir.keys)
+    listed = weed.admin().list_objects_v2(Bucket=bucket_of(aws), Prefix="keyvault/")
+    names = [o["Key"] for o in listed["Contents"]]
+    assert sum("/nogun/" in n for n in names) == 2 and sum("/norole/" in n for n in names) == 2
+    fresh = tmp_path / "laptop" / "trust"
+    restored = kv("--config", config, "--trust-dir", fresh, "restore", "--all")
+    assert restored.code == 0, restored.err
+    for key_id, _, _ in loose_trust_dir.keys:
+        name = f"{key_id}.key"
+        assert (fresh / "private" / name).read_bytes() == (source / "private" / name).read_bytes()
+    norole = next(n for n in names if "/norole/" in n)
+    envelope = json.loads(weed.admin().get_object(Bucket=bucket_of(aws), Key=norole)["Body"]
+                          .read())
+    (entry,) = envelope["wrapped_keys"]
+    assert entry["context"]["keyvault:scope"] == "team" and "keyvault:role" not in entry["context"]

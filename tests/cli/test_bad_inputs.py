@@ -114,12 +114,6 @@ def _variant(keys: tuple[KeyFile, ...], role: str, old: bytes, new: bytes) -> by
     return key.data.replace(old, new)
 
 
-def test_b07_no_role_header(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]]) -> None:
-    trust, store, keys = setup
-    plant(trust, f"{BAD_ID}.key", _variant(keys, "root", b"role: root\n", b""))
-    backup_refuses(kv, trust, store, "no-role", "role")
-
-
 def test_b08_unknown_role(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]]) -> None:
     trust, store, keys = setup
     plant(trust, f"{BAD_ID}.key", _variant(keys, "root", b"role: root", b"role: Root!"))

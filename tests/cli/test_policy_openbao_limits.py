@@ -109,7 +109,7 @@ def stored(kv: KV, team: Team, home: Path, tmp_path: Path, monkeypatch: pytest.M
     trust, tag = tmp_path / "trust", uuid.uuid4().hex[:6]
     guns = [f"example.com/{team.name}/app-{tag}", f"example.com/{team.name}/{tag}/b/c/d"]
     keys = write_sample_trust_dir(trust, {"root": PASS, "targets": PASS, "snapshot": PASS}, guns)
-    found = {k.role if k.gun is None else f"{k.role}@{k.gun.count('/') + 1}":
+    found = {f"{k.role}" if k.gun is None else f"{k.role}@{k.gun.count('/') + 1}":
              KeyAddress(team.name, k.gun, k.role, k.key_id) for k in keys}
     for gun in guns:
         key = ec.generate_private_key(ec.SECP256R1())
@@ -266,3 +266,44 @@ def test_member_may_label_but_never_shorten_the_history(
         path=f"{team.prefix}/{name}", mount_point=KV_MOUNT)["data"]
     assert meta["max_versions"] == 0 and meta["delete_version_after"] == "0s"
     assert meta["custom_metadata"]["note"] == "x"
+
+
+# -- issue 18: keys without a GUN or a role are the team's, like root ---------------------------
+
+
+def test_openbao_alone_keeps_keys_missing_a_fact_from_ci(
+        kv: KV, team: Team, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A member backs up a GUN-less targets key and role-less keys; OpenBao alone refuses
+    the CI token their envelopes, their metadata and their Transit contexts."""
+    trust = tmp_path / "trust"
+    (trust / "private").mkdir(parents=True, mode=0o700)
+    gun = f"example.com/{team.name}/app-{uuid.uuid4().hex[:6]}"
+    addresses = []
+    for role, key_gun in (("targets", None), ("snapshot", None), (None, None), (None, gun)):
+        key = ec.generate_private_key(ec.SECP256R1())
+        file = trust / "private" / f"{private_key_id(key)}.key"
+        file.write_bytes(notary_key_file(key, role, key_gun, PASS))
+        file.chmod(0o600)
+        addresses.append(KeyAddress(team.name, key_gun, role, private_key_id(key)))
+    use(monkeypatch, team, team.token("member"))
+    run = kv("--config", config(home, team), "--trust-dir", trust, "--json", "backup")
+    assert run.code == 0, run.err
+    assert {k["action"] for k in run.json()["keys"]} == {"created"}
+    ci, root = team.token("ci"), "root-test-token"
+    member = team.token("member")
+    decrypt = f"{TRANSIT_MOUNT}/decrypt/{team.transit_key}"
+    for address in addresses:
+        assert address.team_only
+        for section in ("data", "metadata"):
+            path = team.path(section, address.object_name)
+            assert request(team, member, "GET", path) == 200, (address, section)
+            assert request(team, ci, "GET", path) == 403, (address, section)
+        secret, envelope = envelope_at(team, address)
+        body = decrypt_body(team, envelope)
+        assert request(team, root, "POST", decrypt, body) == 200
+        assert request(team, ci, "POST", decrypt, body) == 403, address
+        # Copied where CI may read it, the envelope still does not unwrap for CI.
+        copy = KeyAddress(team.name, gun, "targets", envelope.header.key_id)
+        plant(team, copy.object_name, secret)
+        assert request(team, ci, "GET", team.path("data", copy.object_name)) == 200
+        assert request(team, ci, "POST", decrypt, decrypt_body(team, envelope)) == 403

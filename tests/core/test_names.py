@@ -89,11 +89,65 @@ def test_object_name_layout_matches_design() -> None:
             == f"v1/teams/a/guns/example.com/app/targets~rel/{KID}.json")
 
 
-def test_root_keys_have_no_gun_and_gun_roles_need_one() -> None:
+def test_root_keys_have_no_gun() -> None:
     with pytest.raises(UsageError):
         KeyAddress("a", "example.com/app", "root", KID)
+
+
+def test_keys_missing_a_fact_have_sections_of_their_own() -> None:
+    """A GUN-less targets key and role-less keys: names no GUN-scoped grant covers (#18)."""
+    names = {
+        KeyAddress("a", None, "targets", KID): f"v1/teams/a/nogun/targets/{KID}.json",
+        KeyAddress("a", None, "snapshot", KID): f"v1/teams/a/nogun/snapshot/{KID}.json",
+        KeyAddress("a", None, None, KID): f"v1/teams/a/norole/{KID}.json",
+        KeyAddress("a", "example.com/app", None, KID):
+            f"v1/teams/a/norole/example.com/app/{KID}.json",
+    }
+    for address, name in names.items():
+        assert address.object_name == name
+        assert KeyAddress.from_object_name(name) == address
+        assert address.team_only
+    assert not KeyAddress("a", "example.com/app", "targets", KID).team_only
+    assert not KeyAddress("a", None, "targets/releases", KID).team_only
+    assert KeyAddress("a", None, "root", KID).team_only
+
+
+@pytest.mark.parametrize("name", [
+    f"v1/teams/a/delegations/targets/{KID}.json",  # a GUN role under delegations/
+    f"v1/teams/a/delegations/root/{KID}.json",
+    f"v1/teams/a/nogun/alice/{KID}.json",  # only GUN roles lack a GUN
+    f"v1/teams/a/nogun/root/{KID}.json",
+    f"v1/teams/a/nogun/{KID}.json",
+    f"v1/teams/a/norole/../{KID}.json",
+    f"v1/teams/a/norole/Example.com/{KID}.json".replace("E", "e") + "x",
+    f"v1/teams/a/norole/a//b/{KID}.json",
+])
+def test_names_of_the_team_only_sections_are_validated(name: str) -> None:
     with pytest.raises(UsageError):
-        KeyAddress("a", None, "targets", KID)
+        KeyAddress.from_object_name(name)
+
+
+_ROLES = st.sampled_from([None, "root", "targets", "snapshot", "timestamp",
+                          "targets/releases", "alice"])
+_GUNS = st.sampled_from([None, "example.com/app", "norole", "nogun/x", "a/b/c",
+                         "example.com/targets"])
+
+
+@given(_ROLES, _GUNS, _ROLES, _GUNS)
+def test_object_names_parse_back_and_never_collide(role: str | None, gun: str | None,
+                                                   role2: str | None, gun2: str | None) -> None:
+    addresses = []
+    for r, g in ((role, gun), (role2, gun2)):
+        try:
+            addresses.append(KeyAddress("a", g, r, KID))
+        except UsageError:
+            assert r == "root" and g is not None
+            return
+    one, two = addresses
+    assert KeyAddress.from_object_name(one.object_name) == one
+    assert (one.object_name == two.object_name) == (one == two)
+    scoped = one.object_name.startswith(("v1/teams/a/guns/", "v1/teams/a/delegations/"))
+    assert scoped != one.team_only
 
 
 @pytest.mark.parametrize("name", ["v1/teams/a/root/x.json", "v1/teams/A/root/" + KID + ".json",

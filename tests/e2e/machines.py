@@ -101,7 +101,7 @@ class NotaryClient:
         """``notary list`` (read from the server) as {name: Target}."""
         return parse_targets(self.run("list", gun).stdout)
 
-    def keys(self) -> set[tuple[str, str, str | None]]:
+    def keys(self) -> set[tuple[str, str | None, str | None]]:
         """``notary key list`` as (key ID, role, GUN)."""
         return parse_key_list(self.run("key", "list").stdout)
 

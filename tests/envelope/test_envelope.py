@@ -259,6 +259,9 @@ HEADER_CHANGES = [
     ("gun", "registry.example.com/team-b/app", "bound to another key's context"),
     ("team", "team-b", "bound to another key's context"),
     ("role", "snapshot", "bound to another key's context"),
+    # A fact dropped (a key without a GUN or a role is valid, #18): still another key.
+    ("gun", None, "bound to another key's context"),
+    ("role", None, "bound to another key's context"),
     ("key_id", "0" * 64, "bound to another key's context"),
     ("algorithm", "rsa", "does not match the envelope's commitment"),
     ("algorithm", None, "does not match the envelope's commitment"),
@@ -622,7 +625,7 @@ def test_header_grammar_violations_are_integrity_errors(sealed: ev.Envelope, nam
         parse(doc)
 
 
-@pytest.mark.parametrize(("gun", "role"), [(GUN, "root"), (None, "targets"), (None, "snapshot")])
+@pytest.mark.parametrize(("gun", "role"), [(GUN, "root"), (None, "Targets"), (GUN, "")])
 def test_header_address_rules_are_integrity_errors(sealed: ev.Envelope, gun: str | None,
                                                    role: str) -> None:
     doc = doc_of(sealed)

@@ -227,6 +227,27 @@ def test_passphrase_envelope_recovers(tmp_path: Path, run: Run,
     assert PASSPHRASE not in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize(("role", "gun"), [(None, None), (None, GUN), ("targets", None),
+                                           ("snapshot", None)])
+def test_keys_missing_a_fact_recover(tmp_path: Path, run: Run, role: str | None,
+                                     gun: str | None) -> None:
+    """#18: recover.py derives the context of a role-less or GUN-less key as keyvault does."""
+    data = key_bytes(300, seed=b"missing")
+    header = make_header(KeyAddress("team-a", gun, role, KEY_ID), data)
+    assert header.context()["keyvault:scope"] == "team"
+    wrapper = PassphraseWrapper("passphrase:", BackendOptions(
+        env={"KEYVAULT_PASSPHRASE": PASSPHRASE}), n=2**14)
+    try:
+        envelope = ev.seal(header, data, [wrapper], sealer=SEALER)
+    finally:
+        wrapper.close()
+    out = tmp_path / "restored.key"
+    result = run(save(tmp_path / "env.json", envelope), "--out", out, "--passphrase-env", "PW",
+                 env={"PW": PASSPHRASE})
+    assert_recovered(result, out, data)
+    assert f"role:       {role or '-'}" in result.stdout
+
+
 def test_passphrase_typed_in_nfd_recovers(tmp_path: Path, run: Run,
                                           passphrase_sealed: tuple[Path, bytes]) -> None:
     envelope_path, data = passphrase_sealed

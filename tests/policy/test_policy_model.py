@@ -58,7 +58,7 @@ def local(user: str, host: str = "laptop") -> Principal:
     return Principal("local", f"local:{user}@{host}", {"user": user, "host": host})
 
 
-def addr(team: str, gun: str | None, role: str, key_id: str = K1) -> KeyAddress:
+def addr(team: str, gun: str | None, role: str | None, key_id: str = K1) -> KeyAddress:
     return KeyAddress(team, gun, role, key_id)
 
 
@@ -265,6 +265,26 @@ def test_ci_fetches_targets_snapshot_delegations_never_root_never_backup() -> No
     # Not a CI principal on another host:
     assert not authorize(p, local("ci-a", "laptop"), "fetch",  # type: ignore[arg-type]
                          addr("team-a", gun, "targets")).allowed
+
+
+def test_keys_missing_a_fact_belong_to_the_team_like_root() -> None:
+    """#18: a GUN-less targets/snapshot key or a role-less key is the members', never CI's."""
+    p = policy()
+    ci, alice = local("ci-a", "runner-7"), local("alice")
+    gun = "registry.example.com/team-a/app"
+    for address, missing in ((addr("team-a", None, "targets"), "GUN"),
+                             (addr("team-a", None, "snapshot"), "GUN"),
+                             (addr("team-a", None, None), "role"),
+                             (addr("team-a", gun, None), "role")):
+        for action in ("fetch", "restore", "list"):
+            refused = authorize(p, ci, action, address)  # type: ignore[arg-type]
+            assert not refused.allowed, (address, action)
+            assert f"names no {missing}" in refused.rule
+            assert authorize(p, alice, action, address).allowed  # type: ignore[arg-type]
+        message = authorize(p, ci, "fetch", address).error().message  # type: ignore[arg-type]
+        assert ("(no role)" if missing == "role" else "(no gun)") in message
+    # GUN-less delegation keys stay CI's, as before.
+    assert authorize(p, ci, "fetch", addr("team-a", None, "targets/releases")).allowed  # type: ignore[arg-type]
 
 
 def test_other_teams_and_foreign_guns_are_refused() -> None:

@@ -31,6 +31,7 @@ from keyvault.policy import (
     render_vault,
 )
 
+SCOPE_KEY = "kms:EncryptionContext:keyvault:scope"
 ACCOUNT, OTHER = "111122223333", "444455556666"
 KID = "ab" * 32
 POLICY = f"""\
@@ -149,13 +150,41 @@ def test_ci_kms_grants_carry_the_role_of_the_encryption_context() -> None:
     for grant in [*grants, key_policy]:
         condition = grant["Condition"]
         assert condition["StringNotEquals"] == {role_key: list(CI_DENIED_ROLES)}, grant
-        assert condition["Null"] == {role_key: "false"}
+        assert condition["Null"] == {role_key: "false", SCOPE_KEY: "true"}
         assert condition["StringEquals"]["kms:EncryptionContext:keyvault:team"] == "pay"
-    deny = next(s for s in ci if s["Effect"] == "Deny" and s["Action"] == "kms:*")
-    assert deny["Condition"] == {"StringEquals": {role_key: ["root", "timestamp"]}}
+    denials = [s["Condition"] for s in ci if s["Effect"] == "Deny" and s["Action"] == "kms:*"]
+    assert denials == [{"StringEquals": {role_key: ["root", "timestamp"]}},
+                       {"StringEquals": {SCOPE_KEY: "team"}}]
     # Members keep every role, root included.
     member = json.dumps(docs()["keyvault-pay-member"])
     assert "keyvault:role" not in member
+
+
+@pytest.mark.parametrize(("gun", "role"), [(None, "targets"), (None, "snapshot"), (None, None),
+                                           ("registry.example.com/pay/app", None)])
+def test_keys_missing_a_fact_are_denied_to_ci_like_root(gun: str | None,
+                                                         role: str | None) -> None:
+    """#18: S3 names, the KMS context and the Vault paths of team-only keys are denied to CI."""
+    address = KeyAddress("pay", gun, role, KID)
+    assert address.team_only
+    assert not ci_may_read(address.object_name)
+    context = new_header(address=address, algorithm=None, source_name=f"{KID}.key",
+                         source_mode=0o600, data=b"k").context()
+    assert context[SCOPE_KEY.removeprefix("kms:EncryptionContext:")] == "team"
+    # The KMS grant needs the scope absent; the explicit Deny names it.
+    assert ("kms:EncryptionContext:keyvault:role" in
+            {"kms:EncryptionContext:" + k for k in context}) == (role is not None)
+    vault = render_vault(parse_policy(POLICY.replace('store = "s3://keys-bucket/prod"',
+                                                     'store = "vault://secret/kv"')))
+    section = address.object_name.split("/")[3]
+    for kind in ("data", "metadata"):
+        assert f'path "secret/{kind}/kv/v1/teams/pay/{section}/*" {{\n  capabilities = ' \
+               '["deny"]' in vault["keyvault-pay-ci"]
+    assert "deny" not in vault["keyvault-pay-member"]
+    # Members read and write them as any other key of the team.
+    member = statements("keyvault-pay-member")
+    assert any(fnmatch.fnmatchcase(f"arn:aws:s3:::keys-bucket/prod/{address.object_name}",
+                                   s["Resource"]) for s in member if s["Sid"].endswith("Objects"))
 
 
 def ci_may_read(object_name: str) -> bool:

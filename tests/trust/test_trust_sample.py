@@ -36,6 +36,7 @@ def test_sample_keys_and_layout(sample_trust_dir: Sample) -> None:
         file = path / "private" / key.relpath
         assert stat.S_IMODE(file.stat().st_mode) == 0o600
         assert FORMAT.fullmatch(file.read_bytes()), key.relpath
+        assert key.role is not None
         assert verify_key_id(key, PASSPHRASES[key.role]) == key.key_id
 
 

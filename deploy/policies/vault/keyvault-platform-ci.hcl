@@ -28,6 +28,24 @@ path "secret/metadata/keyvault/v1/teams/platform/root/*" {
   capabilities = ["deny"]
 }
 
+# never a key without a GUN
+path "secret/data/keyvault/v1/teams/platform/nogun/*" {
+  capabilities = ["deny"]
+}
+
+path "secret/metadata/keyvault/v1/teams/platform/nogun/*" {
+  capabilities = ["deny"]
+}
+
+# never a key without a role
+path "secret/data/keyvault/v1/teams/platform/norole/*" {
+  capabilities = ["deny"]
+}
+
+path "secret/metadata/keyvault/v1/teams/platform/norole/*" {
+  capabilities = ["deny"]
+}
+
 # root and timestamp objects at every depth: no data, no metadata (list only)
 path "secret/data/keyvault/v1/teams/platform/delegations/root/+" { capabilities = ["deny"] }
 path "secret/metadata/keyvault/v1/teams/platform/delegations/root/+" { capabilities = ["list"] }
@@ -555,6 +573,6 @@ path "transit/decrypt/platform" {
     "context" = []
   }
   denied_parameters = {
-    "context" = ["*\n*", "*\r*", "*LCJrZXl2YXVsdDpyb2xlIjoicm9vdCIsImtleXZhdWx0OnRlYW0iOiJwbGF0Zm9y*", "*ImtleXZhdWx0OnJvbGUiOiJyb290Iiwia2V5dmF1bHQ6dGVhbSI6InBsYXRmb3Jt*", "*a2V5dmF1bHQ6cm9sZSI6InJvb3QiLCJrZXl2YXVsdDp0ZWFtIjoicGxhdGZvcm0i*", "*LCJrZXl2YXVsdDpyb2xlIjoidGltZXN0YW1wIiwia2V5dmF1bHQ6dGVhbSI6InBsYXRmb3Jt*", "*ImtleXZhdWx0OnJvbGUiOiJ0aW1lc3RhbXAiLCJrZXl2YXVsdDp0ZWFtIjoicGxhdGZvcm0i*", "*a2V5dmF1bHQ6cm9sZSI6InRpbWVzdGFtcCIsImtleXZhdWx0OnRlYW0iOiJwbGF0Zm9y*"]
+    "context" = ["*\n*", "*\r*", "*LCJrZXl2YXVsdDpyb2xlIjoicm9vdCIsImtleXZhdWx0OnRlYW0iOiJwbGF0Zm9y*", "*ImtleXZhdWx0OnJvbGUiOiJyb290Iiwia2V5dmF1bHQ6dGVhbSI6InBsYXRmb3Jt*", "*a2V5dmF1bHQ6cm9sZSI6InJvb3QiLCJrZXl2YXVsdDp0ZWFtIjoicGxhdGZvcm0i*", "*LCJrZXl2YXVsdDpyb2xlIjoidGltZXN0YW1wIiwia2V5dmF1bHQ6dGVhbSI6InBsYXRmb3Jt*", "*ImtleXZhdWx0OnJvbGUiOiJ0aW1lc3RhbXAiLCJrZXl2YXVsdDp0ZWFtIjoicGxhdGZvcm0i*", "*a2V5dmF1bHQ6cm9sZSI6InRpbWVzdGFtcCIsImtleXZhdWx0OnRlYW0iOiJwbGF0Zm9y*", "*LCJrZXl2YXVsdDpzY29wZSI6InRlYW0iLCJrZXl2YXVsdDp0ZWFtIjoicGxhdGZvcm0i*", "*ImtleXZhdWx0OnNjb3BlIjoidGVhbSIsImtleXZhdWx0OnRlYW0iOiJwbGF0Zm9y*", "*a2V5dmF1bHQ6c2NvcGUiOiJ0ZWFtIiwia2V5dmF1bHQ6dGVhbSI6InBsYXRmb3Jt*"]
   }
 }

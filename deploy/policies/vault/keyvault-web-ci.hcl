@@ -28,6 +28,24 @@ path "secret/metadata/keyvault/v1/teams/web/root/*" {
   capabilities = ["deny"]
 }
 
+# never a key without a GUN
+path "secret/data/keyvault/v1/teams/web/nogun/*" {
+  capabilities = ["deny"]
+}
+
+path "secret/metadata/keyvault/v1/teams/web/nogun/*" {
+  capabilities = ["deny"]
+}
+
+# never a key without a role
+path "secret/data/keyvault/v1/teams/web/norole/*" {
+  capabilities = ["deny"]
+}
+
+path "secret/metadata/keyvault/v1/teams/web/norole/*" {
+  capabilities = ["deny"]
+}
+
 # root and timestamp objects at every depth: no data, no metadata (list only)
 path "secret/data/keyvault/v1/teams/web/delegations/root/+" { capabilities = ["deny"] }
 path "secret/metadata/keyvault/v1/teams/web/delegations/root/+" { capabilities = ["list"] }
@@ -555,6 +573,6 @@ path "transit/decrypt/web" {
     "context" = []
   }
   denied_parameters = {
-    "context" = ["*\n*", "*\r*", "*LCJrZXl2YXVsdDpyb2xlIjoicm9vdCIsImtleXZhdWx0OnRlYW0iOiJ3ZWIi*", "*ImtleXZhdWx0OnJvbGUiOiJyb290Iiwia2V5dmF1bHQ6dGVhbSI6Indl*", "*a2V5dmF1bHQ6cm9sZSI6InJvb3QiLCJrZXl2YXVsdDp0ZWFtIjoid2Vi*", "*LCJrZXl2YXVsdDpyb2xlIjoidGltZXN0YW1wIiwia2V5dmF1bHQ6dGVhbSI6Indl*", "*ImtleXZhdWx0OnJvbGUiOiJ0aW1lc3RhbXAiLCJrZXl2YXVsdDp0ZWFtIjoid2Vi*", "*a2V5dmF1bHQ6cm9sZSI6InRpbWVzdGFtcCIsImtleXZhdWx0OnRlYW0iOiJ3ZWIi*"]
+    "context" = ["*\n*", "*\r*", "*LCJrZXl2YXVsdDpyb2xlIjoicm9vdCIsImtleXZhdWx0OnRlYW0iOiJ3ZWIi*", "*ImtleXZhdWx0OnJvbGUiOiJyb290Iiwia2V5dmF1bHQ6dGVhbSI6Indl*", "*a2V5dmF1bHQ6cm9sZSI6InJvb3QiLCJrZXl2YXVsdDp0ZWFtIjoid2Vi*", "*LCJrZXl2YXVsdDpyb2xlIjoidGltZXN0YW1wIiwia2V5dmF1bHQ6dGVhbSI6Indl*", "*ImtleXZhdWx0OnJvbGUiOiJ0aW1lc3RhbXAiLCJrZXl2YXVsdDp0ZWFtIjoid2Vi*", "*a2V5dmF1bHQ6cm9sZSI6InRpbWVzdGFtcCIsImtleXZhdWx0OnRlYW0iOiJ3ZWIi*", "*LCJrZXl2YXVsdDpzY29wZSI6InRlYW0iLCJrZXl2YXVsdDp0ZWFtIjoid2Vi*", "*ImtleXZhdWx0OnNjb3BlIjoidGVhbSIsImtleXZhdWx0OnRlYW0iOiJ3ZWIi*", "*a2V5dmF1bHQ6c2NvcGUiOiJ0ZWFtIiwia2V5dmF1bHQ6dGVhbSI6Indl*"]
   }
 }
