@@ -62,12 +62,13 @@ def list_addresses(store: Store, team: str, selection: Selection, *, ci: bool = 
 
     Only the folders the selection can pick from are listed: an exact GUN's
     own prefix (so fetching one GUN's keys does not grow with the number of
-    other keys in the store); for wildcards and ``--key-id``, ``guns/`` (below
-    the patterns' literal start), ``delegations/`` and ``root/``. ``ci``: the
+    other keys in the store); for GUN patterns, ``guns/`` below the patterns'
+    literal start; otherwise the team's folder, in one listing. ``ci``: the
     principal is the team's CI (by the teams policy), which never gets a root
-    key and whose backend policies let it list nothing else of the team's
-    folder: ``root/`` is not listed (but for ``--all``, refused as a whole),
-    and nothing above ``guns/`` and ``delegations/`` (a 403 on Vault and S3).
+    key or a key without a GUN or role, and whose backend policies let it list
+    nothing of the team's folder above ``guns/`` and ``delegations/`` (a 403 on
+    Vault and S3): those two are listed, and ``root/`` only for ``--all``,
+    which is refused as a whole.
     """
     seen: set[str] = set()
     for prefix in _prefixes(team, selection, ci=ci):
@@ -92,8 +93,8 @@ def list_addresses(store: Store, team: str, selection: Selection, *, ci: bool = 
 def listed_where(team: str, *, ci: bool = False) -> str:
     """Where a selection was looked for, for a "matches no key in ..." message."""
     if ci:
-        return (f"the store for team {team!r} as far as its CI may read it (root keys are "
-                "never listed for CI)")
+        return (f"the store for team {team!r} as far as its CI may read it (root keys and "
+                "keys without a GUN or role are never listed for CI)")
     return f"the store for team {team!r}"
 
 
@@ -103,16 +104,16 @@ def _prefixes(team: str, selection: Selection, *, ci: bool) -> list[str]:
         return [gun_prefix(team, g) for g in exact]
     base = team_prefix(team)
     only_root = bool(selection.roles) and set(selection.roles) <= {"root"}
-    prefixes: list[str] = []
-    if not only_root:  # a GUN pattern's literal start narrows the listing
-        starts = {_literal_start(g) for g in selection.guns} or {""}
-        prefixes += [f"{base}guns/{start}" for start in sorted(starts)]
-    if not selection.guns and not only_root:  # GUN patterns never match a GUN-less key
-        prefixes.append(f"{base}delegations/")
-    # CI never gets a root key: root/ is left out of what it picks from, except for --all,
-    # which asks for the root keys too and is refused for them (teams policy, backend).
-    if (not selection.guns and (not ci or selection.everything)
-            and (not selection.roles or "root" in selection.roles)):
+    if selection.guns:  # GUN patterns: guns/ below their literal starts (never a GUN-less key)
+        return [] if only_root else [f"{base}guns/{start}" for start in
+                                     sorted({_literal_start(g) for g in selection.guns})]
+    if not ci:
+        return [base]  # one listing of the team's folder, which a member may list
+    # CI never gets a root key nor a key without a GUN or role: it lists guns/ and
+    # delegations/, and root/ only for --all, which asks for the root keys too and is
+    # refused for them (teams policy, backend).
+    prefixes = [] if only_root else [f"{base}guns/", f"{base}delegations/"]
+    if selection.everything and (not selection.roles or "root" in selection.roles):
         prefixes.append(f"{base}root/")
     return prefixes
 

@@ -54,7 +54,7 @@ def test_ci_without_a_teams_policy_is_told_the_exact_gun_form(
         kv: KV, team: Team, stored: dict[str, KeyAddress], home: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """No teams policy: keyvault cannot know the principal is CI, OpenBao refuses the
-    listing of root/, and the error names the --gun form that works."""
+    listing of the team's folder, and the error names the --gun form that works."""
     use(monkeypatch, team, team.token("ci"))
     cfg = config(home, team)
     cfg.write_text("\n".join(line for line in cfg.read_text().splitlines()
@@ -67,6 +67,6 @@ def test_ci_without_a_teams_policy_is_told_the_exact_gun_form(
     run = kv("--config", cfg, "--trust-dir", tmp_path / "id", "restore", "--key-id",
              stored["targets@3"].key_id)
     assert run.code == 4, run.err
-    assert "does not let this principal list root/" in run.err
+    assert "does not let this principal list the team's folder" in run.err
     assert "--gun <registry>/<team>/<repository>" in run.err
     assert not (tmp_path / "id" / "private").exists()

@@ -152,11 +152,12 @@ def test_ci_never_sees_or_fetches_them_members_do(kv: KV, home: Path, tmp_path: 
     listed = kv("--as", "local:ci-bot", "--json", "list")
     assert listed.code == 0, listed.err
     assert listed.json()["keys"] == []  # root, GUN-less and role-less: none is CI's
-    for key_id, role, _ in lacking(loose_trust_dir):
+    for key_id, _role, _ in lacking(loose_trust_dir):
         asked = kv("--as", "local:ci-bot", "--trust-dir", tmp_path / "ci", "restore",
                    "--key-id", key_id)
-        assert asked.code == 4, asked.err
-        assert "(no role)" in asked.err if role is None else "(no gun)" in asked.err
+        # not listed for CI at all (the backend would refuse the folder): "no such key"
+        assert asked.code == 3, asked.err
+        assert "keys without a GUN or role are never listed for CI" in asked.err
         assert not (tmp_path / "ci").exists()
     # --gun never selects a role-less key (it is filed under norole/, not the GUN's prefix),
     # for a member as for CI: --key-id or --all do.

@@ -17,6 +17,7 @@ import json
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,7 @@ class Team:
 
 
 @pytest.fixture(scope="module")
-def team(bao: BaoServer, tmp_path_factory: pytest.TempPathFactory) -> Team:
+def team(bao: BaoServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Team]:
     name = f"tl-{uuid.uuid4().hex[:6]}"
     prefix, key = unique("lim"), bao.transit_key(team=name)
     directory = tmp_path_factory.mktemp("limits")
@@ -71,11 +72,15 @@ def team(bao: BaoServer, tmp_path_factory: pytest.TempPathFactory) -> Team:
         f'store = "vault://{KV_MOUNT}/{prefix}"\n'
         f'wrappers = ["transit://{TRANSIT_MOUNT}/{key}"]\n')
     root = bao.root()
-    for policy_name, hcl in render_vault(parse_policy(policy_file.read_text())).items():
+    rendered = render_vault(parse_policy(policy_file.read_text()))
+    for policy_name, hcl in rendered.items():
         root.sys.create_or_update_policy(policy_name, hcl)
     sealer = directory / "sealer.key"
     Ed25519FileSealer.generate(sealer)
-    return Team(bao, name, prefix, key, policy_file, sealer)
+    yield Team(bao, name, prefix, key, policy_file, sealer)
+    # The server is shared: `policy check` elsewhere would report these as unexpected.
+    for policy_name in rendered:
+        root.sys.delete_policy(policy_name)
 
 
 def config(home: Path, team: Team) -> Path:
