@@ -23,10 +23,10 @@ from pathlib import Path
 
 from keyvault.config import Config
 from keyvault.errors import IntegrityError
+from keyvault.names import KeyAddress
 from keyvault.ops.backup import BackupOutcome, backup_keys
 from keyvault.ops.restore import RestoreReport, restore_keys
 from keyvault.ops.selection import Selection
-from keyvault.names import KeyAddress
 from keyvault.ops.session import Session, key_ref
 from keyvault.scratch import private_scratch
 from keyvault.trust.model import KeyFile

@@ -4,11 +4,18 @@ its envelopes leave the store and its trust directory is wiped; nothing else cha
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Self
 
+import pytest
 from fixtures.host import tree
 
 from cli.conftest import KV
+from keyvault.plugins import BackendOptions
+from keyvault.stores import STORE_FOR_SCHEME
+from keyvault.stores.base import ObjectVersion, StoredObject
+from keyvault.stores.file import FileStore
 from keyvault.trust.sample import write_sample_trust_dir
 
 
@@ -57,6 +64,51 @@ def test_the_printed_command_removes_the_sample_and_nothing_else(kv: KV, home: P
     again = kv("--json", *command.split()[1:])  # nothing left to remove is not an error
     assert again.code == 0 and again.json() == {"removed": None, "envelopes_removed": 0,
                                                 "left_in_store": []}
+
+
+class FileStoreWithoutDelete:
+    """The real file store minus the optional Deleting capability, as a store plugin
+    that cannot delete would be."""
+
+    def __init__(self, inner: FileStore) -> None:
+        self._inner = inner
+
+    @classmethod
+    def from_uri(cls, uri: str, options: BackendOptions, *, create: bool = False) -> Self:
+        return cls(FileStore.from_uri(uri, options, create=create))
+
+    @property
+    def uri(self) -> str:
+        return self._inner.uri
+
+    def read(self, name: str, version: str | None = None) -> StoredObject:
+        return self._inner.read(name, version)
+
+    def write(self, name: str, data: bytes, *, replaces: str | None = None) -> str:
+        return self._inner.write(name, data, replaces=replaces)
+
+    def versions(self, name: str) -> list[ObjectVersion]:
+        return self._inner.versions(name)
+
+    def list(self, prefix: str) -> Iterator[str]:
+        return self._inner.list(prefix)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def test_a_store_that_cannot_delete_is_named_with_the_objects_to_delete(
+        kv: KV, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert kv("quickstart").code == 0
+    sample_objects = objects(kv, "--team", "sample")
+    monkeypatch.setitem(STORE_FOR_SCHEME, "file",
+                        f"{__name__}:{FileStoreWithoutDelete.__name__}")
+    run = kv("quickstart", "--remove-sample")
+    assert run.code == 0, run.err
+    assert "cannot delete objects; delete these 5 sample envelope(s)" in run.err
+    assert sorted(re.findall(r"^  (v1/\S+)$", run.err, re.MULTILINE)) == sample_objects
+    assert objects(kv, "--team", "sample") == sample_objects
+    assert not (home / ".local" / "share" / "keyvault" / "sample-trust").exists()
 
 
 def test_the_quickstart_page_names_the_same_command() -> None:
