@@ -11,6 +11,9 @@ and never changed, so a new version cannot destroy an old one (T2, T12).
 ``link`` fails if the name exists: of two writers racing for the same version,
 exactly one wins and the other gets ConflictError, across processes, with no
 lock file to go stale.
+The one removal, :meth:`FileStore.delete_all_versions` (the Deleting capability,
+used for quickstart's sample only), unlinks one object's version files and,
+if then empty, its directory.
 
 Below the root nothing is followed: every directory and file is opened with
 ``O_NOFOLLOW`` relative to its parent's descriptor, so a symlink planted in

@@ -20,6 +20,8 @@ Guarantees, the same as every Store (see :mod:`keyvault.stores.base`):
   its version sits directly on top of the one it replaced; nothing is lost
   because versioning kept both. On an unversioned bucket it refuses to
   write at all: it would overwrite silently.
+- **One deletion**: :meth:`S3Store.delete_all_versions` (used for quickstart's
+  sample only) deletes every version and delete marker of exactly one key.
 
 Object keys are ``<prefix>/<name>`` with every name validated first.
 Objects larger than MAX_OBJECT_SIZE are refused from their Content-Length,
