@@ -109,8 +109,9 @@ def init(ctx: typer.Context, json_out: Json = False) -> None:
 
 
 RemoveSample = Annotated[bool, typer.Option(
-    "--remove-sample", help="Wipe the sample trust directory an earlier quickstart generated "
-                            "(its passphrase is public); nothing else is touched.")]
+    "--remove-sample", help="Remove the sample an earlier quickstart generated (its "
+                            "passphrase is public): its keys' envelopes under team 'sample', "
+                            "every version, then its trust directory, wiped; nothing else.")]
 
 
 def quickstart(ctx: typer.Context, json_out: Json = False,
@@ -162,17 +163,25 @@ def quickstart(ctx: typer.Context, json_out: Json = False,
 
 
 def _remove_sample(state: CliState, as_json: bool) -> None:
-    from keyvault.cli.output import emit_json, say
+    from keyvault.cli.output import emit_json, say, warn
     from keyvault.ops.quickstart import SAMPLE_TEAM, remove_sample
 
-    removed = remove_sample(state.config(missing_ok=True))
+    config = state.config(missing_ok=True)
+    removal = remove_sample(config)
     if as_json:
-        emit_json({"removed": str(removed) if removed else None})
+        emit_json({"removed": str(removal.trust_dir) if removal.trust_dir else None,
+                   "envelopes_removed": len(removal.envelopes_removed),
+                   "left_in_store": list(removal.left_in_store)})
         return
-    say(f"Wiped the sample trust directory {removed}." if removed
+    if removal.envelopes_removed:
+        say(f"Deleted the envelopes of the {len(removal.envelopes_removed)} sample key(s), "
+            f"every version, from {config.store} (team {SAMPLE_TEAM!r}; nothing else).")
+    if removal.left_in_store:
+        warn(f"store {config.store} cannot delete objects; delete these "
+             f"{len(removal.left_in_store)} sample envelope(s), every version, by hand:\n  "
+             + "\n  ".join(removal.left_in_store))
+    say(f"Wiped the sample trust directory {removal.trust_dir}." if removal.trust_dir
         else "No sample trust directory to remove.")
-    say(f"The sample team's envelopes stay in the store, as every envelope does; they hold "
-        f"only the sample keys, which sign nothing, under team {SAMPLE_TEAM!r}.")
 
 
 def doctor(ctx: typer.Context, json_out: Json = False) -> None:

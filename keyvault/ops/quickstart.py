@@ -8,10 +8,10 @@ there is one, marked) whose files are overwritten with zeros and removed at
 the end; one left by a SIGKILL is wiped by ``keyvault wipe --stale``.
 
 The sample's passphrase is public, so ``keyvault quickstart --remove-sample``
-wipes the sample trust directory (:func:`remove_sample`). The sample team's
-envelopes stay in the store, as every envelope does (keyvault never deletes
-from a store: a deletion would look like a rollback); they hold only sample
-keys that sign nothing, under a team no real key uses.
+removes the sample (:func:`remove_sample`): the envelopes of exactly the keys
+in the sample trust directory, under team ``sample``, from the store (every
+version; the only deletion keyvault makes, where the store can delete), then
+the directory itself, wiped. A real team named ``sample`` loses nothing else.
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ from pathlib import Path
 
 from keyvault.config import Config
 from keyvault.errors import IntegrityError
+from keyvault.names import KeyAddress
 from keyvault.ops.backup import BackupOutcome, backup_keys
 from keyvault.ops.restore import RestoreReport, restore_keys
 from keyvault.ops.selection import Selection
-from keyvault.ops.session import Session
+from keyvault.ops.session import Session, key_ref
 from keyvault.scratch import private_scratch
 from keyvault.trust.model import KeyFile
 from keyvault.trust.scan import scan_trust_dir
@@ -78,17 +79,61 @@ def sample_dir(config: Config) -> Path:
     return config.paths.data_dir / SAMPLE_DIR
 
 
-def remove_sample(config: Config) -> Path | None:
-    """Overwrite the sample's key files with zeros and remove its directory; None when
-    there is none. Nothing else is touched: not the user's trust directory, config,
-    identity or store."""
+@dataclass(frozen=True)
+class SampleRemoval:
+    """What ``--remove-sample`` removed, and what the store could not remove."""
+
+    trust_dir: Path | None  # the sample trust directory wiped, None if there was none
+    envelopes_removed: tuple[str, ...] = ()  # object names, every version deleted
+    left_in_store: tuple[str, ...] = ()  # the store cannot delete: remove these by hand
+
+
+def remove_sample(config: Config) -> SampleRemoval:
+    """Delete the sample keys' envelopes from the store, then overwrite the sample's key
+    files with zeros and remove its directory.
+
+    Only the object names of the keys found in the sample trust directory, under team
+    ``sample``, are deleted: never a name listed by prefix, so a real team that is called
+    ``sample`` keeps its own keys. The store goes first: if it fails, the directory is
+    still there to scan again. Nothing else is touched: not the user's trust directory,
+    config or identity.
+    """
     from keyvault.scratch import wipe_tree
 
     path = sample_dir(config)
     if not path.is_dir() or path.is_symlink():
-        return None
+        return SampleRemoval(None)
+    addresses = {KeyAddress(SAMPLE_TEAM, k.gun, k.role, k.key_id)
+                 for k in scan_trust_dir(path).keys}
+    removed: tuple[str, ...] = ()
+    left: tuple[str, ...] = ()
+    if addresses and config.store:
+        removed, left = _remove_envelopes(config, sorted(addresses))
     wipe_tree(path)
-    return path
+    return SampleRemoval(path, removed, left)
+
+
+def _remove_envelopes(config: Config, addresses: list[KeyAddress]
+                      ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(names deleted, names the store cannot delete) among those the store holds."""
+    from keyvault.names import team_prefix
+    from keyvault.stores.base import Deleting
+
+    with Session(config) as session:
+        store = session.store()
+        held = set(store.list(team_prefix(SAMPLE_TEAM)))
+        present = [a for a in addresses if a.object_name in held]
+        names = tuple(a.object_name for a in present)
+        if not isinstance(store, Deleting):
+            return (), names
+        for name in names:
+            store.delete_all_versions(name)
+        if names:
+            session.record("quickstart", "ok", team=SAMPLE_TEAM,
+                           keys=[key_ref(a) for a in present],
+                           detail=f"removed the sample's envelopes ({len(names)}), every "
+                                  "version: their passphrase is public")
+    return names, ()
 
 
 def _sample_passphrases() -> dict[str, str]:

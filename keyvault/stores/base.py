@@ -108,6 +108,21 @@ class VersionListing(Protocol):
         ...
 
 
+@runtime_checkable
+class Deleting(Protocol):
+    """A store that can remove an object with every version of it (file, S3, Vault KV).
+
+    Optional, and used for one thing only: ``keyvault quickstart --remove-sample``
+    removes the sample team's envelopes, whose passphrase is public. Nothing
+    else deletes from a store: a deletion would look like a rollback.
+    """
+
+    def delete_all_versions(self, name: str) -> None:
+        """Remove every version of ``name`` (exactly that name, never a longer one sharing
+        it as a prefix). A name that is absent is not an error: there is nothing to do."""
+        ...
+
+
 class StoreFactory(Protocol):
     @classmethod
     def from_uri(cls, uri: str, options: BackendOptions, *, create: bool = False) -> Self: ...

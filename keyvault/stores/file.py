@@ -11,6 +11,9 @@ and never changed, so a new version cannot destroy an old one (T2, T12).
 ``link`` fails if the name exists: of two writers racing for the same version,
 exactly one wins and the other gets ConflictError, across processes, with no
 lock file to go stale.
+The one removal, :meth:`FileStore.delete_all_versions` (the Deleting capability,
+used for quickstart's sample only), unlinks one object's version files and,
+if then empty, its directory.
 
 Below the root nothing is followed: every directory and file is opened with
 ``O_NOFOLLOW`` relative to its parent's descriptor, so a symlink planted in
@@ -160,6 +163,40 @@ class FileStore:
         finally:
             os.close(start_fd)
         return iter(sorted(found))
+
+    def delete_all_versions(self, name: str) -> None:
+        """Unlink every version file of ``name``, then its directory if that is empty (an
+        object whose name continues below this one keeps it). Opened like every read, with
+        nothing followed: a symlink or directory among the versions is tampering, refused
+        before anything is unlinked. An absent name is nothing to do."""
+        segments = validate_object_name(name)
+        where = self._where(name)
+        try:
+            parent_fd = self._open(segments[:-1], create=False)
+        except NotFoundError:
+            return
+        try:
+            try:
+                obj_fd = fsutil.open_subdir(parent_fd, segments[-1:], unexpected=IntegrityError)
+            except NotFoundError:
+                return
+            try:
+                versions = _version_names(obj_fd, where)
+                for version in versions:
+                    self._stat_version(obj_fd, name, version)
+                for version in versions:
+                    _unlink(obj_fd, version, where)
+                fsutil.fsync_dir(obj_fd, where)
+            finally:
+                os.close(obj_fd)
+            try:
+                os.rmdir(segments[-1], dir_fd=parent_fd)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise fsutil.translate_os_error(exc, where, "delete") from None
+            fsutil.fsync_dir(parent_fd, where)
+        finally:
+            os.close(parent_fd)
 
     def close(self) -> None:
         if self._root_fd >= 0:
@@ -395,6 +432,15 @@ def _version_names(obj_fd: int, shown: str) -> list[str]:
                     and not e.is_dir(follow_symlinks=False)]
     except OSError as exc:
         raise fsutil.translate_os_error(exc, shown, "list") from None
+
+
+def _unlink(obj_fd: int, version: str, shown: str) -> None:
+    try:
+        os.unlink(version, dir_fd=obj_fd)
+    except FileNotFoundError:
+        pass  # deleted by a racing delete: what we wanted
+    except OSError as exc:
+        raise fsutil.translate_os_error(exc, shown, "delete") from None
 
 
 def _check_version(version: str) -> None:

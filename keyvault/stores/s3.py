@@ -20,6 +20,8 @@ Guarantees, the same as every Store (see :mod:`keyvault.stores.base`):
   its version sits directly on top of the one it replaced; nothing is lost
   because versioning kept both. On an unversioned bucket it refuses to
   write at all: it would overwrite silently.
+- **One deletion**: :meth:`S3Store.delete_all_versions` (used for quickstart's
+  sample only) deletes every version and delete marker of exactly one key.
 
 Object keys are ``<prefix>/<name>`` with every name validated first.
 Objects larger than MAX_OBJECT_SIZE are refused from their Content-Length,
@@ -214,6 +216,27 @@ class S3Store:
         """Names starting with ``prefix`` (plain string prefix), in key order, paginated."""
         full = self._prefix + _check_prefix(prefix)
         return self._iter_names(full)
+
+    def delete_all_versions(self, name: str) -> None:
+        """Delete every version and delete marker of exactly ``name``'s key (a longer key
+        sharing it as a prefix is skipped): listed first, all pages, then deleted one by
+        one. An absent name is nothing to do."""
+        key = self._key(name)
+        doomed: list[str] = []
+        paginator = self._client.get_paginator("list_object_versions")
+        try:
+            for page in paginator.paginate(Bucket=self._bucket, Prefix=key,
+                                           PaginationConfig={"PageSize": _LIST_PAGE}):
+                for item in (*page.get("Versions", ()), *page.get("DeleteMarkers", ())):
+                    if item.get("Key") == key:
+                        doomed.append(str(item.get("VersionId") or "null"))
+            for version in doomed:
+                # a never-versioned bucket has one object and no version to name
+                plain = version == "null" and self._bucket_versioning() == ""
+                which = {} if plain else {"VersionId": version}
+                self._client.delete_object(Bucket=self._bucket, Key=key, **which)
+        except Exception as exc:
+            self._raise(exc, "delete", name)
 
     def close(self) -> None:
         with self._lock:

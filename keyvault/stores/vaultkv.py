@@ -12,7 +12,9 @@ Guarantees, the same as every Store (see :mod:`keyvault.stores.base`):
   readable by its number; versions are Vault's version numbers as strings.
 - **Soft delete / undelete** (:meth:`VaultKvStore.delete_latest`,
   :meth:`VaultKvStore.undelete`): a deleted version is refused by ``read``
-  with a message that says it can be undeleted; nothing here destroys data.
+  with a message that says it can be undeleted. Only
+  :meth:`VaultKvStore.delete_all_versions` destroys data, and keyvault calls it
+  for the quickstart sample's envelopes alone.
 - **Labels**: each object's KV *custom metadata* carries its team, GUN,
   role and key ID (from its validated name), so an operator can tell what
   an entry is from ``bao kv metadata get`` without reading the secret.
@@ -200,6 +202,20 @@ class VaultKvStore:
         except vc.VaultRequestError as exc:
             self._raise(exc, name)
         return str(current)
+
+    def delete_all_versions(self, name: str) -> None:
+        """Delete the metadata of ``name``'s path, which destroys every version of it
+        (other paths, including longer ones below it, stay). An absent name is nothing
+        to do: Vault answers a deletion of a missing path with success."""
+        path = self._path(name)
+        try:
+            self._call("delete", path,
+                       lambda c: c.secrets.kv.v2.delete_metadata_and_all_versions(
+                           path=path, mount_point=self._mount))
+        except vc.VaultRequestError as exc:
+            if exc.status == 404 and not exc.no_route:
+                return
+            self._raise(exc, name)
 
     def undelete(self, name: str, versions: Iterable[str]) -> None:
         """Bring soft-deleted versions back (destroyed versions cannot come back)."""

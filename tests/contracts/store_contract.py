@@ -11,7 +11,9 @@ Usage::
 
 The cases follow the protocol in ``keyvault/stores/base.py``: create-only
 writes, compare-and-set versions, every version readable, listing by prefix
-that never leaks a sibling prefix, NotFound and hostile-name refusals.
+that never leaks a sibling prefix, NotFound and hostile-name refusals; and the
+optional ``Deleting`` capability, which every store here has (removing a name
+that is absent is not an error).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import pytest
 from fixtures.host import race
 
 from keyvault.errors import ConflictError, NotFoundError, UsageError
-from keyvault.stores.base import MAX_OBJECT_SIZE, Store
+from keyvault.stores.base import MAX_OBJECT_SIZE, Deleting, Store
 
 A_ROOT = "v1/teams/team-a/root/" + "a" * 64 + ".json"
 A_TARGETS = "v1/teams/team-a/guns/registry.example.com/team-a/app/targets/" + "b" * 64 + ".json"
@@ -164,6 +166,9 @@ class StoreContract:
             store.read(name)
         with pytest.raises(UsageError):
             store.versions(name)
+        assert isinstance(store, Deleting)
+        with pytest.raises(UsageError):
+            store.delete_all_versions(name)
         assert list(store.list("")) == []
 
     @pytest.mark.parametrize("prefix", ["../", "/v1/", "v1/../", "v1//", "v1/\x00"])
@@ -177,3 +182,33 @@ class StoreContract:
         assert len(winners) == 1, outcomes
         assert all(isinstance(o, ConflictError) for o in outcomes if not isinstance(o, str))
         assert store.read(A_ROOT).data == f"writer {winners[0]}".encode()
+
+    def test_delete_all_versions_removes_exactly_that_name(self, store: Store) -> None:
+        assert isinstance(store, Deleting)
+        v1 = store.write(A_ROOT, b"one")
+        store.write(A_ROOT, b"two", replaces=v1)
+        neighbours = {A_ROOT[:-1]: b"a string prefix of it", A_ROOT + "2": b"it is a prefix",
+                      A_TARGETS: b"same team", AB_ROOT: b"team-ab"}
+        for name, data in neighbours.items():
+            store.write(name, data + b"!", replaces=store.write(name, data))
+        store.delete_all_versions(A_ROOT)
+        with pytest.raises(NotFoundError):
+            store.read(A_ROOT)
+        with pytest.raises(NotFoundError):
+            store.read(A_ROOT, v1)
+        with pytest.raises(NotFoundError):
+            store.versions(A_ROOT)
+        assert list(store.list("")) == sorted(neighbours)
+        for name, data in neighbours.items():
+            assert store.read(name).data == data + b"!"
+            assert store.read(name, store.versions(name)[1].version).data == data
+        again = store.write(A_ROOT, b"created afresh")  # nothing left to conflict with
+        assert [v.version for v in store.versions(A_ROOT)] == [again]
+
+    def test_delete_all_versions_of_an_absent_name_is_not_an_error(self, store: Store) -> None:
+        assert isinstance(store, Deleting)
+        store.write(A_TARGETS, b"kept")
+        store.delete_all_versions(A_ROOT)
+        store.delete_all_versions(A_TARGETS)
+        store.delete_all_versions(A_TARGETS)  # twice: the second finds nothing
+        assert list(store.list("")) == []
