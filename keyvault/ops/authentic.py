@@ -81,6 +81,11 @@ class AuthenticReader:
                         for name, found in self.store.versions_under(prefix).items()
                         if name in names}
 
+    def prime(self, listed: dict[str, tuple[str, ...]]) -> None:
+        """Version IDs (newest first) by object name, from a listing made anyway (as
+        prefetch; a key written after it is listed again on its own)."""
+        self._listed = dict(listed)
+
     def latest(self, address: KeyAddress) -> StoredEnvelope:
         """The latest version, signed by a trusted sealer and no older than it should be."""
         return self.check_latest(read_envelope(self.store, address))

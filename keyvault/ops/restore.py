@@ -59,10 +59,13 @@ class RestoreReport:
 
 
 def selected_addresses(session: Session, team: str, selection: Selection,
-                       version: str | None = None) -> list[KeyAddress]:
-    """The addresses the selection picks; every selector must pick something."""
+                       version: str | None = None, *,
+                       versions: dict[str, tuple[str, ...]] | None = None) -> list[KeyAddress]:
+    """The addresses the selection picks; every selector must pick something.
+    (``versions``: see list_addresses.)"""
     ci = session.is_ci(team)
-    addresses = sorted(list_addresses(session.store(), team, selection, ci=ci))
+    addresses = sorted(list_addresses(session.store(), team, selection, ci=ci,
+                                      versions=versions))
     selection.check_found([(a.gun, a.role, a.key_id) for a in addresses],
                           listed_where(team, ci=ci))
     if not addresses:  # --all of nothing: a restore or drill that did nothing is no success
@@ -106,7 +109,11 @@ def restore_keys(
     session.access().precheck("restore", team, selection)  # policy: before any request
     session.wrappers()  # fail on a bad wrapper URI before reading anything
     session.store()  # open the store before any thread starts
-    addresses = selected_addresses(session, team, selection, version)
+    # Where the store can, one listing of the versions gives both the keys and what each
+    # key's chain is checked against (no second listing, no request per key).
+    listed: dict[str, tuple[str, ...]] = {}
+    addresses = selected_addresses(session, team, selection, version,
+                                   versions=listed if version is None else None)
     session.access().require("restore", addresses)  # policy: before reading any envelope
     if version is not None:  # one key (selected_addresses checked): a NUMBER or a store ID
         from keyvault.ops.listing import resolve_version
@@ -116,7 +123,9 @@ def restore_keys(
         on_total(len(addresses))
 
     reader = session.reader()
-    if version is None:
+    if listed:
+        reader.prime(listed)
+    elif version is None:
         reader.prefetch(addresses)
 
     def read_and_open(address: KeyAddress) -> tuple[Restored, RestoreItem]:

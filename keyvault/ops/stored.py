@@ -15,7 +15,7 @@ from keyvault.errors import AccessDeniedError, IntegrityError, KeyvaultError
 from keyvault.names import KeyAddress, gun_prefix, team_prefix
 from keyvault.ops.selection import Selection
 from keyvault.stores import Store
-from keyvault.stores.base import StoredObject
+from keyvault.stores.base import StoredObject, VersionListing
 
 if TYPE_CHECKING:  # listing names must not pay for importing cryptography
     from keyvault.envelope import Envelope
@@ -56,9 +56,15 @@ def parse_stored(address: KeyAddress, obj: StoredObject) -> StoredEnvelope:
     return StoredEnvelope(address, obj.version, envelope, hashlib.sha256(obj.data).hexdigest())
 
 
-def list_addresses(store: Store, team: str, selection: Selection, *, ci: bool = False
+def list_addresses(store: Store, team: str, selection: Selection, *, ci: bool = False,
+                   versions: dict[str, tuple[str, ...]] | None = None
                    ) -> Iterator[KeyAddress]:
     """Addresses under the team's prefix that the selection picks.
+
+    ``versions``: a store that lists versions in bulk (S3) is asked for the
+    versions instead of the names, once, and each listed object's version IDs
+    (newest first) are put in this dict: a restore then checks every key's chain
+    without listing again (AuthenticReader.prime).
 
     Only the folders the selection can pick from are listed: an exact GUN's
     own prefix (so fetching one GUN's keys does not grow with the number of
@@ -73,7 +79,8 @@ def list_addresses(store: Store, team: str, selection: Selection, *, ci: bool = 
     seen: set[str] = set()
     for prefix in _prefixes(team, selection, ci=ci):
         try:
-            names = list(store.list(prefix))
+            names = (_latest_names(store, prefix, versions) if versions is not None
+                     and isinstance(store, VersionListing) else list(store.list(prefix)))
         except AccessDeniedError as exc:
             raise _listing_refused(exc, team, selection, prefix) from None
         for name in names:
@@ -88,6 +95,17 @@ def list_addresses(store: Store, team: str, selection: Selection, *, ci: bool = 
                 continue
             if selection.matches(address.gun, address.role, address.key_id):
                 yield address
+
+
+def _latest_names(store: VersionListing, prefix: str,
+                  versions: dict[str, tuple[str, ...]]) -> list[str]:
+    """The names whose latest version is an object (not a deletion), and their versions."""
+    names: list[str] = []
+    for name, found in store.versions_under(prefix).items():
+        if any(v.latest for v in found):
+            versions[name] = tuple(v.version for v in found)
+            names.append(name)
+    return sorted(names)
 
 
 def listed_where(team: str, *, ci: bool = False) -> str:

@@ -14,8 +14,8 @@ Per key, what keyvault does today:
 - second backup of unchanged keys: the ``GetObject`` only, no KMS call, no write;
 - a changed key: ``GetObject`` + ``HeadObject`` (the ETag for ``If-Match``) +
   ``Encrypt`` + ``PutObject``, plus one ``GetBucketVersioning`` per session;
-- restore: one ``ListObjectsV2`` and one ``ListObjectVersions`` page per 1,000 keys
-  (the versions beneath each latest, for its signed chain), then ``GetObject`` +
+- restore: one ``ListObjectVersions`` page per 1,000 keys (which keys there are, and
+  the versions beneath each latest, for its signed chain), then ``GetObject`` +
   ``Decrypt`` per key.
 
 Per command that wrote or restored keys, besides: one ``PutObject`` of the audit
@@ -28,6 +28,7 @@ import threading
 import tomllib
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -183,13 +184,67 @@ def test_restore_one_read_and_one_kms_call_per_key(
                           trust_dir=out, concurrency=4)
     assert len(report.entries) == N_KEYS
     counts = requests.take()
-    # One ListObjectVersions for all the keys: each signed chain is checked against the
-    # version beneath the latest (none here), so an old version copied on top is refused
-    # even on a machine that never saw the newer one (docs/performance.md gives the cost).
-    assert counts == Counter({"ListObjectsV2": 1, "GetObject": N_KEYS, "Decrypt": N_KEYS,
+    # One ListObjectVersions for all the keys, and no other listing: it names the keys,
+    # and each signed chain is checked against the version beneath the latest (none
+    # here), so an old version copied on top is refused even on a machine that never saw
+    # the newer one (docs/performance.md gives the cost).
+    assert counts == Counter({"GetObject": N_KEYS, "Decrypt": N_KEYS,
                               "ListObjectVersions": 1, "PutObject": CHECKPOINT})
     restored = {p.name: p.read_bytes() for p in (out / "private").iterdir()}
     assert restored == {p.name: p.read_bytes() for p in (trust_dir / "private").iterdir()}
+
+
+def test_restoring_one_gun_lists_its_versions_once(
+        counted: tuple[Session, Requests], trust_dir: Path, tmp_path: Path) -> None:
+    """Below the bulk size too: one listing of the GUN's versions, not one per key."""
+    session, requests = counted
+    backup_keys(session, _keys(trust_dir), team=TEAM, concurrency=4)
+    requests.take()
+    report = restore_keys(session, team=TEAM, trust_dir=tmp_path / "one",
+                          selection=Selection(guns=("registry.example.com/counts/app-0",)))
+    assert len(report.entries) == 2
+    assert requests.take() == Counter({"ListObjectVersions": 1, "GetObject": 2, "Decrypt": 2,
+                                       "PutObject": CHECKPOINT})
+
+
+def test_a_restore_on_a_new_machine_refuses_an_older_version_copied_on_top(
+        counted: tuple[Session, Requests], trust_dir: Path, tmp_path: Path,
+        made_keys: dict[str, ec.EllipticCurvePrivateKey]) -> None:
+    """Through restore_keys: the one listing that names the keys also proves the chain."""
+    session, _ = counted
+    keys = _keys(trust_dir)
+    backup_keys(session, keys, team=TEAM, concurrency=4)
+    victim = _addresses(keys)[0]
+    store = session.store()
+    first = store.read(victim.object_name)
+    _new_version(session, trust_dir, made_keys, keys[0])
+    store.write(victim.object_name, first.data, replaces=store.read(victim.object_name).version)
+    owner = session.sealer().key.fingerprint  # pinned on the new machine, as init does
+    fresh = Session(replace(session.config, trusted_sealers=(owner,), paths=Paths(
+        *(tmp_path / "new" / d for d in ("config", "data", "state")))))
+    with fresh, pytest.raises(IntegrityError, match=r"rollback.*older version.*beneath"):
+        restore_keys(fresh, team=TEAM, selection=Selection(everything=True),
+                     trust_dir=tmp_path / "new-trust", concurrency=4)
+    assert not (tmp_path / "new-trust" / "private").exists() or not any(
+        (tmp_path / "new-trust" / "private").iterdir())
+
+
+def test_a_deleted_key_is_not_restored(
+        counted: tuple[Session, Requests], trust_dir: Path, tmp_path: Path,
+        s3_kms_backend: BackendSetup) -> None:
+    """A delete marker on top (an admin removed the object): the versions listing leaves it
+    out, as a plain listing of the names would."""
+    session, _ = counted
+    keys = _keys(trust_dir)
+    backup_keys(session, keys, team=TEAM, concurrency=4)
+    gone = _addresses(keys)[0]
+    store = session.store()
+    client = store._client  # type: ignore[attr-defined]
+    client.delete_object(Bucket=store._bucket,  # type: ignore[attr-defined]
+                         Key=store._key(gone.object_name))  # type: ignore[attr-defined]
+    report = restore_keys(session, team=TEAM, selection=Selection(everything=True),
+                          trust_dir=tmp_path / "restored", concurrency=4)
+    assert sorted(e.key.address for e in report.entries) == sorted(_addresses(keys)[1:])
 
 
 def _fresh_reader(session: Session, tmp_path: Path) -> AuthenticReader:
