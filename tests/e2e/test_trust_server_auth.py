@@ -141,6 +141,34 @@ def test_the_server_refuses_without_a_token(token_notary: TokenAuthLab, notary: 
     assert "you are not authorized to perform this operation: server returned 401" in proc.stdout
 
 
+def test_docker_login_then_coverage_as_a_user_types_it(lab: Lab, token_notary: TokenAuthLab,
+                                                       tmp_path: Path) -> None:
+    """The real docker CLI logs in to the registry (client side: no daemon here), the user
+    exports DOCKER_CONTENT_TRUST_SERVER, and coverage finds the login by the GUN's registry."""
+    registry = token_notary.issuer.realm.split("/")[2]  # 127.0.0.1:<port>
+    gun = f"{registry}/{lab.run_id[:6]}/d"
+    laptop = lab.machine("laptop")
+    ids = new_repository(laptop, gun)
+    laptop.keyvault.backup()
+    shutil.rmtree(laptop.trust_dir / "tuf")  # no local cache: only the server can tell
+    docker_dir = tmp_path / "docker"
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path),
+           "DOCKER_CONFIG": str(docker_dir), "DOCKER_HOST": f"unix://{tmp_path}/none.sock"}
+    login = subprocess.run(["docker", "login", registry, "-u", USER, "--password-stdin"],
+                           input=PASSWORD, env=env, capture_output=True, text=True,
+                           timeout=120, check=False)
+    assert login.returncode == 0 and "Login Succeeded" in login.stdout, login.stderr
+    assert registry in json.loads((docker_dir / "config.json").read_text())["auths"]
+
+    code, report, proc = coverage(laptop, gun, {
+        "DOCKER_CONFIG": str(docker_dir), "DOCKER_CONTENT_TRUST_SERVER": lab.server.url},
+        "--tls-ca", str(lab.server.ca_cert))
+    assert code == 0, proc.stderr
+    assert report["source"] == lab.server.url
+    assert_backed_up(report, ids)
+    assert_no_secret(laptop, proc)
+
+
 def test_coverage_with_a_login_in_docker_auths(lab: Lab, token_notary: TokenAuthLab,
                                                tmp_path: Path) -> None:
     gun, laptop, ids = published(lab, "auths")
