@@ -30,6 +30,8 @@ DOCKER_HUB = "https://index.docker.io/v1/"
 _HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 _HELPER_NAME = re.compile(r"[A-Za-z0-9._-]+")
 HELPER_TIMEOUT = 30.0
+#: The user name a credential helper gives for an identity (refresh) token.
+IDENTITY_TOKEN_USER = "<token>"  # noqa: S105 - a marker docker uses, not a secret
 MAX_CONFIG = 1024 * 1024
 
 
@@ -40,6 +42,9 @@ class Credentials:
     username: str
     secret: str = field(repr=False)
     origin: str  # where it came from, for messages: "auths", "helper 'pass'", "NOTARY_AUTH"
+    #: ``secret`` is an OAuth2 refresh token ("identity token"), not a password: docker
+    #: stores one as ``identitytoken`` in ``auths`` or as a helper's ``<token>`` user.
+    identity_token: bool = False
 
     def __str__(self) -> str:
         return f"{self.username} (from {self.origin})"
@@ -137,6 +142,10 @@ def _from_auths(auths: object, key: str) -> Credentials | None:
         entry = next((v for k, v in auths.items() if _hostname(str(k)) == want), None)
     if not isinstance(entry, dict):
         return None
+    identity = entry.get("identitytoken")
+    if isinstance(identity, str) and identity:
+        return Credentials(str(entry.get("username") or "<token>"), identity, "auths",
+                           identity_token=True)
     user, password = entry.get("username"), entry.get("password")
     encoded = entry.get("auth")
     if isinstance(encoded, str) and encoded:
@@ -181,4 +190,5 @@ def run_helper(name: str, server: str, env: Mapping[str, str]) -> Credentials | 
                                 "(its output is not shown: it may hold a secret)") from None
     if not user and not secret:
         return None
-    return Credentials(user, secret, f"credential helper {name!r}")
+    return Credentials(user, secret, f"credential helper {name!r}",
+                       identity_token=user == IDENTITY_TOKEN_USER)

@@ -1,10 +1,11 @@
 """Bearer tokens from a registry's auth service (the Docker registry token protocol).
 
 ``GET realm?service=…&scope=…``, with HTTP Basic when the user has a login
-and anonymously otherwise; the answer's ``token`` (or ``access_token``) is
-reused for the same realm, service and scope until ``expires_in`` seconds
-(60 when absent, as the docker token spec says) have passed, or until the
-trust server refuses it.
+and anonymously otherwise (an identity token, docker's OAuth2 refresh token,
+is sent as ``POST realm`` with ``grant_type=refresh_token`` instead); the
+answer's ``token`` (or ``access_token``) is reused for the same realm, service
+and scope until ``expires_in`` seconds (60 when absent, as the docker token
+spec says) have passed, or until the trust server refuses it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from keyvault.trustserver.transport import Transport, checked_url
 
 DEFAULT_LIFETIME = 60.0
 MAX_ANSWER = 1024 * 1024
+CLIENT_ID = "keyvault"  # the OAuth2 client_id the token spec asks of a refresh-token POST
 
 
 @dataclass(frozen=True)
@@ -54,10 +56,16 @@ class Tokens:
         url = challenge.realm + ("&" if "?" in challenge.realm else "?") + \
             urllib.parse.urlencode(query)
         headers = {}
-        if login is not None:
+        form = None
+        if login is not None and login.identity_token:
+            url = challenge.realm
+            form = urllib.parse.urlencode({**query, "grant_type": "refresh_token",
+                                           "client_id": CLIENT_ID,
+                                           "refresh_token": login.secret}).encode()
+        elif login is not None:
             pair = f"{login.username}:{login.secret}".encode()
             headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
-        status, _, body = self.transport.get(url, headers, limit=MAX_ANSWER)
+        status, _, body = self.transport.get(url, headers, limit=MAX_ANSWER, form=form)
         self.fetched += 1
         if status in (401, 403):
             who = f"the login {login}" if login else "an anonymous request"

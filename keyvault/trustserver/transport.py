@@ -51,11 +51,15 @@ class Transport:
         self._opener = urllib.request.build_opener(
             urllib.request.HTTPSHandler(context=context), _NoRedirect())
 
-    def get(self, url: str, headers: dict[str, str], *, limit: int
+    def get(self, url: str, headers: dict[str, str], *, limit: int, form: bytes | None = None
             ) -> tuple[int, Message, bytes]:
-        """(status, headers, body up to ``limit`` + 1 bytes); BackendUnavailableError if the
-        server cannot be reached or its certificate is not trusted."""
-        request = urllib.request.Request(url, headers=headers)  # noqa: S310 - scheme checked
+        """(status, headers, body up to ``limit`` + 1 bytes), a POST when ``form`` is given;
+        BackendUnavailableError if the server cannot be reached or its certificate is not
+        trusted."""
+        if form is not None:
+            headers = {**headers, "Content-Type": "application/x-www-form-urlencoded"}
+        request = urllib.request.Request(url, data=form,  # noqa: S310 - scheme checked
+                                         headers=headers)
         try:
             with self._opener.open(request, timeout=self.timeout) as response:
                 return int(response.status), response.headers, response.read(limit + 1)

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from fixtures.notary_server import NotaryServer
 from fixtures.servers import BackendSetup, free_port
-from fixtures.token_issuer import PASSWORD, USER, TokenAuthLab
+from fixtures.token_issuer import PASSWORD, REFRESH_TOKEN, USER, TokenAuthLab
 from notarykit import Notary, passphrase_env
 
 from e2e.machines import Lab, Machine, new_repository, run_keyvault
@@ -123,12 +123,13 @@ def assert_backed_up(report: Any, ids: Mapping[str, str]) -> None:
 def assert_no_secret(machine: Machine, *procs: subprocess.CompletedProcess[str]) -> None:
     """Neither the password nor a token reaches the output, the logs or the audit log."""
     for proc in procs:
-        for secret in (PASSWORD, NOTARY_AUTH, "eyJ"):  # a JWT starts with eyJ
+        for secret in (PASSWORD, NOTARY_AUTH, REFRESH_TOKEN, "eyJ"):  # a JWT starts with eyJ
             assert secret not in proc.stdout + proc.stderr
     for path in machine.keyvault.home.rglob("*"):
         if path.is_file():
             data = path.read_bytes()
-            assert PASSWORD.encode() not in data and NOTARY_AUTH.encode() not in data, path
+            for secret in (PASSWORD, NOTARY_AUTH, REFRESH_TOKEN):
+                assert secret.encode() not in data, path
 
 
 def test_the_server_refuses_without_a_token(token_notary: TokenAuthLab, notary: Notary,
@@ -205,6 +206,24 @@ def test_coverage_with_a_credential_helper(lab: Lab, token_notary: TokenAuthLab,
     assert_backed_up(report, ids)
     assert calls.read_text().splitlines() == ["reg.test"]  # asked once, for the registry
     assert_no_secret(laptop, proc)
+
+
+def test_an_identity_token_is_exchanged_with_the_oauth2_form(lab: Lab, token_notary: TokenAuthLab,
+                                                             tmp_path: Path) -> None:
+    """docker stores an OAuth2 refresh token as ``identitytoken``: it is POSTed to the
+    realm (grant_type=refresh_token), never sent as a password."""
+    gun, laptop, ids = published(lab, "ident")
+    issuer = token_notary.issuer
+    before = len(issuer.requests)
+    config = docker_config(tmp_path / "docker", {"auths": {
+        "reg.test": {"auth": "", "identitytoken": REFRESH_TOKEN}}})
+
+    code, report, proc = coverage(laptop, gun, {"DOCKER_CONFIG": str(config)},
+                                  *server_args(lab.server))
+    assert code == 0, proc.stderr
+    assert_backed_up(report, ids)
+    assert actions_asked(gun, issuer.requests[before:]) == [(USER, "pull"), (USER, "pull,push")]
+    assert REFRESH_TOKEN not in proc.stdout + proc.stderr
 
 
 def test_wrong_or_missing_credentials_exit_4_naming_the_login(

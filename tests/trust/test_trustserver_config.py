@@ -139,3 +139,16 @@ def test_a_server_url_must_be_https_and_carry_no_credentials() -> None:
         checked_url(f"https://alice:{SECRET}@notary.example", "trust server")
     assert SECRET not in str(raised.value)
     assert checked_url("http://127.0.0.1:4443", "trust server")
+
+
+def test_identity_tokens_are_marked_as_refresh_tokens(tmp_path: Path) -> None:
+    """docker's ``identitytoken`` and a helper's ``<token>`` user are OAuth2 refresh
+    tokens, exchanged with a POST, never sent as a password."""
+    env = _config(tmp_path, {"auths": {"reg.example": {"auth": "", "identitytoken": SECRET}}})
+    found = docker_credentials(["reg.example"], env)
+    assert found is not None and found.identity_token and found.secret == SECRET
+    helper = tmp_path / "docker-credential-oauth"
+    helper.write_text("#!/bin/sh\necho '{\"Username\": \"<token>\", \"Secret\": \"rt\"}'\n")
+    helper.chmod(0o700)
+    answer = run_helper("oauth", "reg.example", {"PATH": str(tmp_path)})
+    assert answer is not None and answer.identity_token
