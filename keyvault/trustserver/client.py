@@ -23,7 +23,8 @@ MAX_DOCUMENT = 4 * 1024 * 1024
 
 
 class TrustClient:
-    """GETs under ``<url>/v2/`` with registry token auth; logins looked up once per GUN."""
+    """GETs under ``<url>/v2/`` with registry token auth; logins looked up once per
+    registry."""
 
     def __init__(self, endpoint: Endpoint, env: Mapping[str, str],
                  transport: Transport | None = None) -> None:
@@ -32,7 +33,8 @@ class TrustClient:
         self.env = env
         self.transport = transport or Transport(endpoint.ca_file)
         self.tokens = Tokens(self.transport)
-        self._logins: dict[str, Credentials | None] = {}
+        #: Logins by the names they are filed under: a helper runs once per registry.
+        self._logins: dict[tuple[str, ...], Credentials | None] = {}
         #: The challenge last met per (GUN, kind of path): its token is sent up front.
         self._scopes: dict[tuple[str, str], Challenge] = {}
 
@@ -53,7 +55,7 @@ class TrustClient:
             headers = {"Authorization": f"Bearer {token}"} if token else {}
             status, answer_headers, body = self.transport.get(url, headers, limit=MAX_DOCUMENT)
             if status != 401:
-                return self._answer(url, status, body)
+                return self._answer(gun, url, status, body)
             asked = parse_bearer(answer_headers.get("WWW-Authenticate"))
             if asked is None:
                 raise self._denied(gun, "it asks for an authentication docker's token "
@@ -80,13 +82,13 @@ class TrustClient:
 
     def login(self, gun: str) -> Credentials | None:
         """NOTARY_AUTH, else docker's login for the GUN's registry (looked up once)."""
-        if gun not in self._logins:
-            self._logins[gun] = notary_auth(self.env) or docker_credentials(
-                login_keys(gun, self.base), self.env)
-        return self._logins[gun]
+        keys = tuple(login_keys(gun, self.base))
+        if keys not in self._logins:
+            self._logins[keys] = notary_auth(self.env) or docker_credentials(keys, self.env)
+        return self._logins[keys]
 
     def _refusal(self, gun: str, asked: Challenge) -> str:
-        login = self._logins.get(gun)
+        login = self._logins.get(tuple(login_keys(gun, self.base)))
         who = f"the login {login}" if login else "an anonymous token"
         what = f" ({asked.scope})" if asked.scope else ""
         reason = "lacks the access asked" if asked.error == "insufficient_scope" \
@@ -100,11 +102,11 @@ class TrustClient:
             f"the trust server {self.base} refused access to {gun}: {why}",
             hint=f"log in with '{login}' (or set NOTARY_AUTH), then run the command again")
 
-    def _answer(self, url: str, status: int, body: bytes) -> bytes | None:
+    def _answer(self, gun: str, url: str, status: int, body: bytes) -> bytes | None:
         if status == 404:
             return None
         if status == 403:
-            raise AccessDeniedError(f"the trust server refused {url} (403)")
+            raise self._denied(gun, f"it answered 403 for {url}")
         if status != 200:
             raise BackendUnavailableError(f"the trust server answered {status} for {url}")
         if len(body) > MAX_DOCUMENT:

@@ -201,10 +201,13 @@ def test_coverage_with_a_credential_helper(lab: Lab, token_notary: TokenAuthLab,
     docker_config(laptop.keyvault.home / ".docker", config)
     env = {"PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
 
-    code, report, proc = coverage(laptop, gun, env, *server_args(lab.server))
+    gun2, _, ids2 = published(lab, where[-5:].lower() + "2")  # same registry
+    code, report, proc = coverage(laptop, gun, env, "--gun", gun2, *server_args(lab.server))
     assert code == 0, proc.stderr
     assert_backed_up(report, ids)
-    assert calls.read_text().splitlines() == ["reg.test"]  # asked once, for the registry
+    assert_backed_up(report, ids2)
+    # asked once for both GUNs, with the registry's host on stdin
+    assert calls.read_text().splitlines() == ["reg.test"]
     assert_no_secret(laptop, proc)
 
 
