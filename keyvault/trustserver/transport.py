@@ -47,7 +47,11 @@ class Transport:
             raise InvalidInputError(f"the CA file {ca_file} does not exist")
         self.ca_file = ca_file
         self.timeout = timeout
-        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        try:
+            context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        except (ssl.SSLError, OSError, ValueError):
+            raise InvalidInputError(f"the CA file {ca_file} is not a PEM certificate bundle"
+                                    ) from None
         self._opener = urllib.request.build_opener(
             urllib.request.HTTPSHandler(context=context), _NoRedirect())
 

@@ -22,7 +22,7 @@ from keyvault.trustserver.credentials import (
 )
 from keyvault.trustserver.endpoint import select_endpoint
 from keyvault.trustserver.notaryconfig import read_notary_config
-from keyvault.trustserver.transport import checked_url
+from keyvault.trustserver.transport import Transport, checked_url
 
 SECRET = "pa55-w0rd-never-shown"
 
@@ -152,3 +152,12 @@ def test_identity_tokens_are_marked_as_refresh_tokens(tmp_path: Path) -> None:
     helper.chmod(0o700)
     answer = run_helper("oauth", "reg.example", {"PATH": str(tmp_path)})
     assert answer is not None and answer.identity_token
+
+
+def test_a_tls_ca_that_is_missing_or_not_pem_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match="does not exist"):
+        Transport(tmp_path / "absent.pem")
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    with pytest.raises(InvalidInputError, match="not a PEM certificate bundle"):
+        Transport(garbage)
