@@ -158,6 +158,19 @@ def default_trust_dir(env: Mapping[str, str]) -> Path:
     return Path(home) / ".docker" / "trust"
 
 
+def trust_dir_default(env: Mapping[str, str]) -> Path:
+    """The trust directory when none is configured: docker's with ``$DOCKER_CONFIG``
+    set; else the notary client's ``trust_dir`` when ``~/.notary/config.json`` names one
+    (a notary CLI user's keys are there); else ``~/.docker/trust``."""
+    if not env.get("DOCKER_CONFIG"):
+        from keyvault.trustserver.notaryconfig import read_notary_config
+
+        notary = read_notary_config(env)
+        if notary is not None and notary.trust_dir is not None:
+            return notary.trust_dir
+    return default_trust_dir(env)
+
+
 def load_config(path: Path | None, env: Mapping[str, str], *, missing_ok: bool = False
                 ) -> Config:
     """Build the Config: defaults < file < environment. Flags come later (CLI).
@@ -215,7 +228,7 @@ def load_config(path: Path | None, env: Mapping[str, str], *, missing_ok: bool =
         team=validate_team(team),
         store=store,
         wrappers=wrappers,
-        trust_dir=Path(trust).expanduser() if trust else default_trust_dir(env),
+        trust_dir=Path(trust).expanduser() if trust else trust_dir_default(env),
         identity_files=tuple(Path(i).expanduser() for i in identities),
         settings=settings,
         concurrency=concurrency,

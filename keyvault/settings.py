@@ -58,7 +58,8 @@ KEYS: tuple[Key, ...] = (
         "the variable)", "none (`keyvault init` adds a new age recovery identity)",
         env="KEYVAULT_WRAPPERS"),
     Key("keyvault", "trust_dir", str, "the Notary/Docker trust directory backed up and restored "
-        "into (also `--trust-dir`)", "`$DOCKER_CONFIG/trust`, else `~/.docker/trust`",
+        "into (also `--trust-dir`)", "`$DOCKER_CONFIG/trust`, else the notary client's "
+        "`trust_dir` in `~/.notary/config.json`, else `~/.docker/trust`",
         env="KEYVAULT_TRUST_DIR", path=True),
     Key("keyvault", "concurrency", int, "how many keys bulk commands handle at once (1-64)",
         f"`{DEFAULT_CONCURRENCY}`", env="KEYVAULT_CONCURRENCY"),

@@ -38,6 +38,7 @@ pytest_plugins = [
     "fixtures.vault",
     "fixtures.softhsm",
     "fixtures.notary_server",
+    "fixtures.token_issuer",
 ]
 
 # --- trust directories (keyvault.trust) ---------------------------------------

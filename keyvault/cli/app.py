@@ -87,7 +87,8 @@ def _global(
         show_default=False)] = None,
     trust_dir: Annotated[str | None, typer.Option(
         "--trust-dir", metavar="DIR", show_default=False,
-        help="Trust directory (default: $DOCKER_CONFIG/trust or ~/.docker/trust).")] = None,
+        help="Trust directory (default: $DOCKER_CONFIG/trust, else trust_dir in "
+             "~/.notary/config.json, else ~/.docker/trust).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")
                         ] = False,
     store: Annotated[str | None, typer.Option(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -31,10 +32,12 @@ def coverage(
                                                 "(repeatable).")],
     server: Annotated[str | None, typer.Option(
         "--server", metavar="URL", show_default=False,
-        help="Notary server (https://...). Default: the trust directory's TUF cache.")] = None,
+        help="Trust server (https://...). Default: $DOCKER_CONTENT_TRUST_SERVER, then "
+             "~/.notary/config.json, else the trust directory's TUF cache.")] = None,
     tls_ca: Annotated[str | None, typer.Option(
         "--tls-ca", metavar="FILE", show_default=False,
-        help="CA certificate for the notary server.")] = None,
+        help="CA certificate for the trust server (default: the notary config's "
+             "root_ca, else the system store).")] = None,
     json_out: Json = False,
 ) -> None:
     """List every key the trust server relies on: backed up, missing (exit 8), held by the
@@ -46,7 +49,7 @@ def coverage(
     from keyvault.ops.coverage import MISSING
     from keyvault.ops.coverage import coverage as run
 
-    source, label = _source(server, tls_ca, config.trust_dir)
+    source, label = _source(server, tls_ca, config.trust_dir, config.env)
     with state.session() as session:
         rows = run(session, source, team=config.team, guns=gun)
     missing = [r for r in rows if r.status == MISSING]
@@ -66,12 +69,18 @@ def coverage(
         raise typer.Exit(COVERAGE_GAP_EXIT)
 
 
-def _source(server: str | None, tls_ca: str | None, trust_dir: Path
-            ) -> tuple[MetadataSource, str]:
+def _source(server: str | None, tls_ca: str | None, trust_dir: Path,
+            env: Mapping[str, str]) -> tuple[MetadataSource, str]:
+    """The trust server (--server, DOCKER_CONTENT_TRUST_SERVER, ~/.notary/config.json),
+    else the trust directory's TUF cache."""
     from keyvault.ops.coverage import LocalCache, NotaryServer
+    from keyvault.trustserver.client import TrustClient
+    from keyvault.trustserver.endpoint import select_endpoint
 
-    if server:
-        return NotaryServer(server, Path(tls_ca) if tls_ca else None), server
+    endpoint = select_endpoint(server, tls_ca, env)
+    if endpoint is not None:
+        client = TrustClient(endpoint, env)
+        return NotaryServer(client), client.base
     return LocalCache(trust_dir), str(trust_dir / "tuf")
 
 
@@ -137,7 +146,7 @@ def drill(
     source: MetadataSource | None = None
     label: str | None = None
     if not no_metadata:
-        source, label = _source(server, tls_ca, config.trust_dir)
+        source, label = _source(server, tls_ca, config.trust_dir, config.env)
     with state.session() as session:
         report = new_report(session, team=config.team, selection=selection,
                             wrappers=wrappers, metadata_label=label)

@@ -24,7 +24,8 @@ DEFAULT_LISTEN = "127.0.0.1:9498"  # keyvault.daemon.health.DEFAULT_LISTEN (not 
 TrustDirs = Annotated[list[str] | None, typer.Option(
     "--trust-dir", metavar="DIR", show_default=False,
     help="Trust directory to watch (repeatable; default: the global --trust-dir, else the "
-         "config's, else $DOCKER_CONFIG/trust or ~/.docker/trust).")]
+         "config's, else $DOCKER_CONFIG/trust, the notary config's trust_dir or "
+         "~/.docker/trust).")]
 Listen = Annotated[str, typer.Option(
     "--listen", metavar="HOST:PORT", help="Loopback address of /healthz and /metrics "
     "(port 0: any free port).")]

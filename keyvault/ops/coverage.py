@@ -11,15 +11,11 @@ it). Keys the store holds for a GUN that no metadata lists are *stale*.
 from __future__ import annotations
 
 import base64
-import ssl
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from keyvault.bounded import json_loads
 from keyvault.errors import (
@@ -32,7 +28,6 @@ from keyvault.names import validate_gun
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session
 from keyvault.ops.stored import list_addresses
-from keyvault.redact import shown_uri
 from keyvault.trust.keyid import tuf_key_id
 from keyvault.trust.tufmeta import (
     KeyUse,
@@ -40,6 +35,9 @@ from keyvault.trust.tufmeta import (
     parse_targets_json,
     read_trust_metadata,
 )
+
+if TYPE_CHECKING:
+    from keyvault.trustserver.client import TrustClient
 
 T = TypeVar("T")
 BACKED_UP, MISSING, SERVER, STALE = "backed-up", "missing", "server-managed", "stale"
@@ -75,44 +73,24 @@ class Covered:
 
 
 class NotaryServer:
-    """Reads ``/v2/<gun>/_trust/tuf/<role>.json`` over HTTPS (or HTTP on loopback)."""
+    """Reads ``/v2/<gun>/_trust/tuf/<role>.json`` from a trust server, with registry
+    token auth where the server asks for it (keyvault.trustserver)."""
 
     unreadable: type[KeyvaultError] = BackendUnavailableError
 
-    def __init__(self, url: str, ca_file: Path | None = None, timeout: float = 10.0) -> None:
-        parts = urllib.parse.urlsplit(url)
-        loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
-        if parts.scheme not in ("https", "http") or (parts.scheme == "http" and not loopback):
-            raise InvalidInputError(f"notary server URL {shown_uri(url)} must be https:// "
-                                    "(http:// only on loopback)")
-        self.base = url.rstrip("/")
-        self.timeout = timeout
-        self.context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    def __init__(self, client: TrustClient) -> None:
+        self.client = client
+        self.base = client.base
 
-    def _get(self, path: str) -> bytes | None:
-        url = f"{self.base}/v2/{path}"
-        try:
-            with urllib.request.urlopen(url, timeout=self.timeout,  # noqa: S310 - scheme checked
-                                        context=self.context) as response:
-                data: bytes = response.read(MAX_DOCUMENT + 1)
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:
-                return None
-            raise BackendUnavailableError(f"notary server answered {exc.code} for {url}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise BackendUnavailableError(f"cannot reach the notary server at {self.base}: "
-                                          f"{str(reason)[:120]}") from None
-        if len(data) > MAX_DOCUMENT:
-            raise BackendUnavailableError(f"{url} is larger than {MAX_DOCUMENT} bytes")
-        return data
+    def _get(self, gun: str, path: str) -> bytes | None:
+        return self.client.get(gun, path)
 
     def document(self, gun: str, role: str) -> bytes | None:
-        return self._get(f"{gun}/_trust/tuf/{role}.json")
+        return self._get(gun, f"{gun}/_trust/tuf/{role}.json")
 
     def server_key_id(self, gun: str, role: str) -> str | None:
         """The key the server signs ``role`` with (notary-server: timestamp, snapshot)."""
-        data = self._get(f"{gun}/_trust/tuf/{role}.key")
+        data = self._get(gun, f"{gun}/_trust/tuf/{role}.key")
         if data is None:
             return None
         try:

@@ -152,3 +152,15 @@ def test_an_age_config_without_identity_file_names_the_default_even_when_missing
     assert load_config(path, env).identity_files == (default,)
     path.write_text('[keyvault]\nwrappers = ["awskms:///alias/k"]\n')
     assert load_config(path, env).identity_files == ()
+
+
+def test_the_notary_clients_trust_dir_is_the_default_without_docker_config(
+        env: dict[str, str], tmp_path: Path) -> None:
+    notary = Path(env["HOME"]) / ".notary"
+    notary.mkdir(parents=True)
+    (notary / "config.json").write_text('{"trust_dir": "~/.notary-keys"}')
+    assert load_config(None, env).trust_dir == Path(env["HOME"]) / ".notary-keys"
+    docker = {**env, "DOCKER_CONFIG": str(tmp_path / "dc")}
+    assert load_config(None, docker).trust_dir == tmp_path / "dc" / "trust"
+    explicit = {**env, "KEYVAULT_TRUST_DIR": str(tmp_path / "mine")}
+    assert load_config(None, explicit).trust_dir == tmp_path / "mine"
