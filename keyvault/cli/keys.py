@@ -114,25 +114,32 @@ def backup(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Key
                     "sticks: later backups, the daemon's too, keep at least the M of a key's "
                     "latest version; a key below M is sealed again, even unchanged.")
            ] = None,
+           no_pins: Annotated[bool, typer.Option(
+               "--no-pins", help="Leave out the selected GUNs' trust pins "
+                                 "(tuf/<gun>/metadata/root.json); they are backed up by "
+                                 "default.")] = False,
            json_out: Json = False) -> None:
-    """Back up key files from the trust directory (all of them unless selected)."""
+    """Back up key files from the trust directory (all of them unless selected), and the
+    trust pins of their GUNs."""
     state = _state(ctx, json_out)
     selection = build_selection(gun, role, key_id, everything)
     state.use_jobs(jobs)
     config = state.config()
     result = _scan(state, keep_bytes=False)  # each key is read again when it is sealed
     from keyvault.cli.output import emit_json, progress, say, table, tally, warn
-    from keyvault.ops.backup import FAILED, backup_keys, select_keys
+    from keyvault.ops.backup import FAILED, backup_keys, select_keys, select_pins
 
     keys = select_keys(result.keys, selection, f"trust directory {result.trust_dir}")
-    with state.session() as session, progress(len(keys), "backing up",
+    pins, pin_problems = ([], []) if no_pins else select_pins(config.trust_dir, keys,
+                                                              selection)
+    with state.session() as session, progress(len(keys) + len(pins), "backing up",
                                               not state.json) as bar:
         def done(outcome: BackupOutcome) -> None:
             bar.advance(outcome.key.key_id[:12])
 
         outcomes = backup_keys(session, keys, team=config.team, dry_run=dry_run,
                                concurrency=config.concurrency, threshold=threshold,
-                               on_done=done, trust_dir=config.trust_dir)
+                               on_done=done, trust_dir=config.trust_dir, pins=pins)
     codes = [o.error.exit_code for o in outcomes if o.error is not None]
     codes += [2] if result.problems else []
     if state.json:
@@ -150,6 +157,8 @@ def backup(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Key
             warn(line)
         _warn_problems(result)
         say(tally(len(outcomes), [o.action for o in outcomes]))
+    for problem in pin_problems:  # a pin notary could not use either: said, not fatal
+        warn(f"trust pin {problem.path} not backed up: {problem.reason}")
     for o in outcomes:
         if o.warning:
             warn(o.warning)
@@ -158,7 +167,10 @@ def backup(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Key
 
 def outcome_json(o: BackupOutcome) -> dict[str, Any]:
     """One backed-up key, as backup --json and quickstart --json write it."""
-    return {"key_id": o.address.key_id, "role": o.address.role, "gun": o.address.gun,
+    from keyvault.names import PinAddress
+
+    return {"kind": "pin" if isinstance(o.address, PinAddress) else "key",
+            "key_id": o.address.key_id, "role": o.address.role, "gun": o.address.gun,
             "object": o.address.object_name, "action": o.action, "version": o.version,
             "warning": o.warning, "error": o.error.to_dict() if o.error else None}
 
