@@ -169,7 +169,10 @@ def gun_shown(role: str | None, gun: str | None) -> str:
 
 
 def key_words(role: str | None, gun: str | None, key_id: str) -> str:
-    """How messages name a key: ``targets key <id> of <gun>``, missing facts marked."""
+    """How messages name a key: ``targets key <id> of <gun>``, missing facts marked (and a
+    GUN's trust pin: ``trust pin (root.json) of <gun>``; no key ID is ``root.json``)."""
+    if key_id == PIN_FILE and role == "root":
+        return f"trust pin ({PIN_FILE}) of {gun}"
     where = f" of {gun}" if gun else (f" {NO_GUN}" if lacks_gun(role, gun) else "")
     return f"{role_shown(role)} key {key_id}{where}"
 

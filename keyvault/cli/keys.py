@@ -261,8 +261,14 @@ def restore(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Ke
                      "versions' (1 is its first backup), or the store's ID from the "
                      "VERSION column.",
                 show_default=False)] = None,
-            jobs: Jobs = None, json_out: Json = False) -> None:
-    """Restore keys from the store into the trust directory, all or nothing."""
+            jobs: Jobs = None,
+            no_pins: Annotated[bool, typer.Option(
+                "--no-pins", help="Leave out the selected GUNs' trust pins (restored by "
+                                  "default to tuf/<gun>/metadata/root.json; a newer pin on "
+                                  "disk is always kept).")] = False,
+            json_out: Json = False) -> None:
+    """Restore keys, and their GUNs' trust pins, from the store into the trust directory,
+    all or nothing."""
     state = _state(ctx, json_out)
     state.use_jobs(jobs)
     config = state.config()
@@ -276,12 +282,16 @@ def restore(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Ke
                               trust_dir=config.trust_dir, force=force, dry_run=dry_run,
                               version=version, concurrency=config.concurrency,
                               on_total=bar.set_total,
-                              on_opened=lambda s: bar.advance(s.address.key_id[:12]))
+                              on_opened=lambda s: bar.advance(s.address.key_id[:12]),
+                              pins=not no_pins)
+    from keyvault.names import PinAddress
+    from keyvault.trust.restore import shown_path
     if state.json:
         emit_json({"trust_dir": str(report.trust_dir), "store": config.store,
                    "team": config.team, "dry_run": report.dry_run,
                    "kept_aside": list(report.kept_aside), "keys": [
-                       {"key_id": e.key.address.key_id, "role": e.key.address.role,
+                       {"kind": "pin" if isinstance(e.key.address, PinAddress) else "key",
+                        "key_id": e.key.address.key_id, "role": e.key.address.role,
                         "gun": e.key.address.gun, "version": e.key.version,
                         "path": e.key.path, "sealer": e.key.sealer or None,
                         "signed": e.key.sealer not in ("", "unsigned"),
@@ -290,10 +300,13 @@ def restore(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Ke
     else:
         title = f"Restore into {report.trust_dir}" + (" (dry run)" if dry_run else "")
         table(title, ["ACTION", "ROLE", "GUN", "KEY ID", "PATH"],
-              [[e.action.value, *key_cells(e.key.address), "private/" + e.key.path]
+              [[e.action.value, *key_cells(e.key.address), shown_path(e.key.path)]
                for e in report.entries])
         for aside in report.kept_aside:
-            say(f"kept the replaced file as private/{aside}")
+            shown = aside if aside.startswith("tuf/") else f"private/{aside}"  # a pin's: tuf/
+            say(f"kept the replaced file as {shown}")
+        for entry in (e for e in report.entries if e.action.value == "kept"):
+            say(f"kept {shown_path(entry.key.path)}: {entry.reason}")
         say(tally(len(report.entries), [e.action.value for e in report.entries]))
     unsigned = [e for e in report.entries if e.key.sealer == "unsigned"]
     if unsigned:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from keyvault.errors import IntegrityError, KeyvaultError, NotFoundError
-from keyvault.names import KeyAddress, PinAddress, key_words
+from keyvault.names import KeyAddress, key_words
 from keyvault.ops.stored import StoredEnvelope, read_envelope
 from keyvault.stores import Store
 from keyvault.stores.base import VersionListing
@@ -51,8 +51,6 @@ def restore_relpath(header: Header) -> str:
 
 def describe(address: KeyAddress) -> str:
     """How messages name a key: its role, its full ID and its GUN (or a GUN's trust pin)."""
-    if isinstance(address, PinAddress):
-        return f"trust pin (root.json) of {address.gun}"
     return key_words(address.role, address.gun, address.key_id)
 
 
