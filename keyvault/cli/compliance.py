@@ -35,6 +35,7 @@ def coverage(
     tls_ca: Annotated[str | None, typer.Option(
         "--tls-ca", metavar="FILE", show_default=False,
         help="CA certificate for the notary server.")] = None,
+    pinned: Annotated[bool, typer.Option("--pinned", help=PINNED_HELP)] = False,
     json_out: Json = False,
 ) -> None:
     """List every key the trust server relies on: backed up, missing (exit 8), held by the
@@ -46,9 +47,12 @@ def coverage(
     from keyvault.ops.coverage import MISSING
     from keyvault.ops.coverage import coverage as run
 
-    source, label = _source(server, tls_ca, config.trust_dir)
+    source, label = _source(server, tls_ca, config.trust_dir, pinned)
     with state.session() as session:
+        if pinned:
+            source, label = _pinned(session, config.team)
         rows = run(session, source, team=config.team, guns=gun)
+        _save_pins(session, pinned)
     missing = [r for r in rows if r.status == MISSING]
     if state.json or json_out:
         emit_json({"team": config.team, "store": config.store, "source": label,
@@ -66,10 +70,31 @@ def coverage(
         raise typer.Exit(COVERAGE_GAP_EXIT)
 
 
-def _source(server: str | None, tls_ca: str | None, trust_dir: Path
+PINNED_HELP = ("Check against each GUN's trust pin in the store (its root.json as backed "
+               "up: signed, never rolled back), offline: no trust server or TUF cache needed. "
+               "Root, targets, snapshot and timestamp keys; delegation keys are not in it.")
+
+
+def _pinned(session: Session, team: str) -> tuple[MetadataSource, str]:
+    from keyvault.names import pin_prefix
+    from keyvault.ops.pinned import PinnedSource
+
+    return PinnedSource(session, team), f"trust pins in the store ({pin_prefix(team)})"
+
+
+def _save_pins(session: Session, pinned: bool) -> None:
+    """The high-water marks of the pins read, kept as a restore keeps them."""
+    if pinned:
+        session.reader().highwater.save()
+
+
+def _source(server: str | None, tls_ca: str | None, trust_dir: Path, pinned: bool = False
             ) -> tuple[MetadataSource, str]:
+    from keyvault.errors import UsageError
     from keyvault.ops.coverage import LocalCache, NotaryServer
 
+    if pinned and server:
+        raise UsageError("--pinned and --server are two sources of metadata: give one")
     if server:
         return NotaryServer(server, Path(tls_ca) if tls_ca else None), server
     return LocalCache(trust_dir), str(trust_dir / "tuf")
@@ -114,6 +139,7 @@ def drill(
                                                show_default=False)] = None,
     no_metadata: Annotated[bool, typer.Option(
         "--no-metadata", help="Skip the signature check against published metadata.")] = False,
+    pinned: Annotated[bool, typer.Option("--pinned", help=PINNED_HELP)] = False,
     require_published: Annotated[bool, typer.Option(
         "--require-published", help="Fail the keys of a GUN that has no published metadata "
                                     "(by default they are 'not-checked (not published)').")
@@ -137,8 +163,10 @@ def drill(
     source: MetadataSource | None = None
     label: str | None = None
     if not no_metadata:
-        source, label = _source(server, tls_ca, config.trust_dir)
+        source, label = _source(server, tls_ca, config.trust_dir, pinned)
     with state.session() as session:
+        if pinned and not no_metadata:
+            source, label = _pinned(session, config.team)
         report = new_report(session, team=config.team, selection=selection,
                             wrappers=wrappers, metadata_label=label)
         try:
@@ -157,6 +185,7 @@ def drill(
             warn(f"drill {report.status}: {len(report.checks)} checks made; reports: "
                  f"{json_path} and {md_path} (sha256 {digest[:16]}, in the audit log)")
             raise
+        _save_pins(session, pinned and not no_metadata)
         with held():
             json_path, md_path, digest = _written(session, report, report_dir)
     failed = [c for c in report.checks if not c.passed]

@@ -9,12 +9,14 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from tufdocs import root_json, write_cache
 
 from cli.conftest import KV
 from keyvault import envelope as ev
@@ -22,6 +24,8 @@ from keyvault.config import load_config
 from keyvault.names import PinAddress
 from keyvault.sealing import Ed25519FileSealer
 from keyvault.stores import Store, open_store
+from keyvault.trust.deep import load_private_key
+from keyvault.trust.keyid import private_key_id
 from keyvault.trust.model import KeyFile
 from keyvault.trust.sample import write_sample_trust_dir
 from keyvault.wrappers import Wrapper, open_wrapper
@@ -227,3 +231,36 @@ def test_an_older_pin_copied_on_top_is_refused_as_a_rollback(
     assert refused.code == 5, refused.err
     assert "rollback" in refused.err or "chain" in refused.err
     assert tree(target) == {}
+
+
+def test_coverage_checks_the_keys_against_the_pin_in_the_store_offline(
+        kv: KV, home: Path) -> None:
+    """The machine's TUF cache is gone and no trust server is given: --pinned reads each
+    GUN's pin from the store, proven as a restore proves it."""
+    trust = home / ".docker" / "trust"
+    keys = write_sample_trust_dir(trust, PASSPHRASES, (APP,))
+    private = {k.role: load_private_key(k, PASS) for k in keys}
+    timestamp = ec.generate_private_key(ec.SECP256R1())
+    doc, _ = root_json(APP, private["root"], {"targets": private["targets"],
+                                              "snapshot": private["snapshot"],
+                                              "timestamp": timestamp})
+    write_cache(trust, APP, {"root": doc})
+    assert kv("init").code == 0
+    assert kv("backup").code == 0
+    shutil.rmtree(trust / "tuf")
+    cache = kv("coverage", "--gun", APP)
+    assert cache.code == 3 and "no published TUF metadata" in cache.err
+    run = kv("--json", "coverage", "--gun", APP, "--pinned")
+    assert run.code == 0, run.err
+    status = {(r["role"], r["key_id"]): r["status"] for r in run.json()["keys"]}
+    by_role = {k.role: k.key_id for k in keys}
+    assert status == {("root", by_role["root"]): "backed-up",
+                      ("targets", by_role["targets"]): "backed-up",
+                      ("snapshot", by_role["snapshot"]): "backed-up",
+                      ("timestamp", private_key_id(timestamp)): "server-managed"}
+    assert run.json()["source"].startswith("trust pins in the store")
+    both = kv("coverage", "--gun", APP, "--pinned", "--server", "https://notary.example.com")
+    assert both.code == 2
+    forged_pin(home, APP, root_doc(99, "the attacker's root"))
+    refused = kv("coverage", "--gun", APP, "--pinned")
+    assert refused.code == 5 and f"trust pin (root.json) of {APP}" in refused.err
