@@ -308,6 +308,11 @@ def restore(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Ke
         for entry in (e for e in report.entries if e.action.value == "kept"):
             say(f"kept {shown_path(entry.key.path)}: {entry.reason}")
         say(tally(len(report.entries), [e.action.value for e in report.entries]))
+    if report.pins_refused:
+        from keyvault.cli.output import warn
+
+        warn(f"trust pins not restored: {report.pins_refused} (the store grants them to the "
+             "team's members)")
     unsigned = [e for e in report.entries if e.key.sealer == "unsigned"]
     if unsigned:
         from keyvault.cli.output import warn

@@ -14,7 +14,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 
-from keyvault.errors import IntegrityError, NotFoundError, UsageError
+from keyvault.errors import AccessDeniedError, IntegrityError, NotFoundError, UsageError
 from keyvault.names import KeyAddress, PinAddress, gun_matches, key_words, pin_prefix
 from keyvault.ops.authentic import describe, restore_relpath
 from keyvault.ops.parallel import DEFAULT_CONCURRENCY, bounded_map
@@ -57,6 +57,8 @@ class RestoreReport:
     entries: tuple[RestoreEntry, ...]
     kept_aside: tuple[str, ...]
     dry_run: bool
+    #: Why trust pins were left out: the backend refused this principal their folder.
+    pins_refused: str | None = None
 
 
 def selected_addresses(session: Session, team: str, selection: Selection,
@@ -127,8 +129,12 @@ def restore_keys(
     reader = session.reader()
     if version is None:
         reader.prefetch(addresses)
-    wanted = (pin_addresses(session, team, selection, addresses)
-              if pins and version is None and not session.is_ci(team) else [])
+    refused: list[str] = []
+    try:
+        wanted = (pin_addresses(session, team, selection, addresses)
+                  if pins and version is None and not session.is_ci(team) else [])
+    except AccessDeniedError as exc:  # a CI token the teams policy does not name as CI
+        wanted, refused = [], [exc.message]
     session.access().require("restore", wanted)  # policy: before reading any pin
 
     def read_and_open(address: KeyAddress) -> tuple[Restored, RestoreItem]:
@@ -147,6 +153,9 @@ def restore_keys(
         try:
             entry = reader.latest(address)
         except NotFoundError:
+            return None
+        except AccessDeniedError as exc:  # the backend grants pins to members only
+            refused.append(exc.message)
             return None
         data = session.open(entry.envelope)
         try:
@@ -185,7 +194,8 @@ def restore_keys(
         session.record("restore", "ok", team=team, keys=[key_ref(a) for a in written],
                        detail=f"into {trust_dir}: {len(written)} written, "
                               f"{len(plan) - len(written)} unchanged, {len(kept)} kept aside")
-    return RestoreReport(trust_dir, tuple(_entries(stored, plan)), kept, dry_run)
+    return RestoreReport(trust_dir, tuple(_entries(stored, plan)), kept, dry_run,
+                         refused[0] if refused else None)
 
 
 def pin_addresses(session: Session, team: str, selection: Selection,
