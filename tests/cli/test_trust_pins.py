@@ -264,3 +264,18 @@ def test_coverage_checks_the_keys_against_the_pin_in_the_store_offline(
     forged_pin(home, APP, root_doc(99, "the attacker's root"))
     refused = kv("coverage", "--gun", APP, "--pinned")
     assert refused.code == 5 and f"trust pin (root.json) of {APP}" in refused.err
+
+
+def test_backup_calls_a_pin_unchanged_only_on_a_version_it_trusts(
+        kv: KV, home: Path, ready: tuple[Path, tuple[KeyFile, ...]]) -> None:
+    """A forged latest version holding the very bytes on disk is not 'unchanged': a fresh
+    version is sealed on top, and a restore brings back the machine's own pin."""
+    original, _ = ready
+    forged_pin(home, APP, pin_path(original, APP).read_bytes())
+    run = kv("--json", "backup", "--gun", APP)
+    assert run.code == 0, run.err
+    (pin,) = [k for k in run.json()["keys"] if k["kind"] == "pin"]
+    assert pin["action"] == "updated" and "not trusted" in pin["warning"]
+    target = home / "laptop" / "trust"
+    assert kv("--trust-dir", target, "restore", "--gun", APP).code == 0
+    assert pin_path(target, APP).read_bytes() == pin_path(original, APP).read_bytes()
