@@ -279,3 +279,10 @@ def test_backup_calls_a_pin_unchanged_only_on_a_version_it_trusts(
     target = home / "laptop" / "trust"
     assert kv("--trust-dir", target, "restore", "--gun", APP).code == 0
     assert pin_path(target, APP).read_bytes() == pin_path(original, APP).read_bytes()
+
+
+def test_the_audit_log_names_the_pins_written(
+        kv: KV, ready: tuple[Path, tuple[KeyFile, ...]]) -> None:
+    records = kv("--json", "audit", "show", "--action", "backup").json()["records"]
+    pins = [k for k in records[-1]["keys"] if k["key_id"] == "root.json"]
+    assert sorted(k["gun"] for k in pins) == sorted(GUNS)
