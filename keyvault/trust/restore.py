@@ -204,8 +204,8 @@ def _apply(trust_dir: Path, items: Iterable[RestoreItem], *, force: bool) -> Res
                          "first (--force does not apply: it replaces the same path only)")
             if conflicts:
                 raise ConflictError(
-                    f"{len(conflicts)} key file(s) or trust pin(s) already exist with "
-                    f"different bytes, e.g. {shown_path(conflicts[0].relpath)}"
+                    f"{_counted(conflicts)} already exist with different bytes, e.g. "
+                    f"{shown_path(conflicts[0].relpath)}"
                     f"{_why(conflicts[0])}; nothing was restored",
                     hint="use --force to replace them (the old files are kept aside), "
                          "or --dry-run to see every difference",
@@ -218,6 +218,14 @@ def _apply(trust_dir: Path, items: Iterable[RestoreItem], *, force: bool) -> Res
         finally:
             txn.close()
         return RestoreResult(tuple(plan), tuple(txn.aside_relpaths))
+
+
+def _counted(conflicts: list[PlannedWrite]) -> str:
+    """``3 key file(s)``, ``1 trust pin(s)``, or both."""
+    pins = sum(1 for c in conflicts if is_pin_relpath(c.relpath))
+    parts = [f"{n} {what}" for n, what in ((len(conflicts) - pins, "key file(s)"),
+                                            (pins, "trust pin(s)")) if n]
+    return " and ".join(parts)
 
 
 def _why(planned: PlannedWrite) -> str:
