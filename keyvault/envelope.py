@@ -56,6 +56,7 @@ from keyvault.names import (
     SCOPE_CONTEXT,
     TEAM_SCOPE,
     KeyAddress,
+    PinAddress,
     key_words,
     lacks_fact,
     role_shown,
@@ -98,6 +99,9 @@ _HEADER_FIELDS = frozenset(
     {"format", "version", "team", "gun", "role", "key_id", "algorithm", "created",
      "source_name", "source_mode", "size", "sha256"}
 )
+#: A trust pin's header says so; a key's header has no ``kind`` (its format is unchanged).
+_PIN_HEADER_FIELDS = _HEADER_FIELDS | {"kind"}
+PIN_KIND = "pin"
 _WRAPPED_FIELDS = frozenset({"uri", "alg", "wrapped", "context", "params"})
 
 
@@ -117,14 +121,32 @@ class Header:
     sha256: str
     #: The format version this header was sealed under (it is part of the AAD).
     version: int = VERSION
+    #: ``"pin"`` for a GUN's trust pin (its root.json), None for a key. In the AAD.
+    kind: str | None = None
 
     def __post_init__(self) -> None:
         if self.version not in VERSIONS:
             raise UsageError(f"unknown envelope version {self.version!r}")
+        if self.kind is not None:
+            self._check_pin()
+            return
         KeyAddress(self.team, self.gun, self.role, self.key_id)  # validates every name
         if self.algorithm is not None and self.algorithm not in _ALGORITHMS:
             raise UsageError(f"unknown key algorithm {self.algorithm[:20]!r}")
         _check_source_name(self.source_name)
+        self._check_common()
+
+    def _check_pin(self) -> None:
+        """A pin: signed (v2), no algorithm, and its source is exactly its GUN's root.json."""
+        if self.kind != PIN_KIND or self.version != VERSION:
+            raise UsageError(f"unknown envelope kind {str(self.kind)[:20]!r}")
+        address = PinAddress(self.team, self.gun, self.role, self.key_id)  # validates names
+        if self.algorithm is not None or self.source_name != address.relpath:
+            raise UsageError("a trust pin's header names no algorithm and its own GUN's "
+                             "root.json as its source")
+        self._check_common()
+
+    def _check_common(self) -> None:
         if not 0 <= self.source_mode <= 0o7777:
             raise UsageError("source_mode out of range")
         if not 0 < self.size <= MAX_KEY_FILE_SIZE:
@@ -135,6 +157,8 @@ class Header:
 
     @property
     def address(self) -> KeyAddress:
+        if self.kind == PIN_KIND:
+            return PinAddress(self.team, self.gun, self.role, self.key_id)
         return KeyAddress(self.team, self.gun, self.role, self.key_id)
 
     def context(self) -> dict[str, str]:
@@ -149,7 +173,8 @@ class Header:
         return ctx
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        kind = {} if self.kind is None else {"kind": self.kind}
+        return kind | {
             "format": FORMAT,
             "version": self.version,
             "team": self.team,
@@ -169,7 +194,8 @@ class Header:
 
     @classmethod
     def from_json(cls, doc: Any) -> Header:
-        obj = _expect_object(doc, "header", _HEADER_FIELDS)
+        pin = isinstance(doc, dict) and "kind" in doc
+        obj = _expect_object(doc, "header", _PIN_HEADER_FIELDS if pin else _HEADER_FIELDS)
         if obj["format"] != FORMAT or not _is_version(obj["version"]):
             raise IntegrityError("envelope header names another format or version")
         try:
@@ -185,6 +211,7 @@ class Header:
                 size=_expect(obj, "size", int),
                 sha256=_expect(obj, "sha256", str),
                 version=obj["version"],
+                kind=_expect(obj, "kind", str) if pin else None,
             )
         except UsageError as exc:
             raise IntegrityError(f"envelope header is invalid: {exc.message}") from None
@@ -389,6 +416,7 @@ def new_header(
         source_mode=source_mode & 0o7777,
         size=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
+        kind=PIN_KIND if isinstance(address, PinAddress) else None,
     )
 
 

@@ -13,6 +13,11 @@ Object names in a store (DESIGN.md):
     v1/teams/<team>/nogun/<role>/<key-id>.json         (targets/snapshot/timestamp, no GUN)
     v1/teams/<team>/norole/<key-id>.json               (no role: header)
     v1/teams/<team>/norole/<gun>/<key-id>.json         (no role: header, a gun: one)
+    v1/teams/<team>/pins/<gun>/root.json               (a GUN's trust pin, not a key)
+
+A trust pin is the GUN's ``tuf/<gun>/metadata/root.json``, the root of trust
+notary pinned on first use (:class:`PinAddress`). Its last segment is not a key
+ID, so it can never parse as a key's name, nor a key's as a pin's.
 
 The last three hold keys notary loads by ID although a fact is missing; they
 belong to the team, like a root key (:meth:`KeyAddress.team_only`), and sit in
@@ -37,6 +42,9 @@ FORMAT_PREFIX = "v1"
 #: Store sections of keys a fact is missing from (team-only, see the module docstring).
 NO_GUN_SECTION = "nogun"
 NO_ROLE_SECTION = "norole"
+#: Store section of the GUNs' trust pins, and the one file name a pin has there.
+PIN_SECTION = "pins"
+PIN_FILE = "root.json"
 CANONICAL_ROLES = ("root", "targets", "snapshot", "timestamp")
 GUN_ROLES = ("targets", "snapshot", "timestamp")
 MAX_GUN_LENGTH = 255
@@ -161,7 +169,10 @@ def gun_shown(role: str | None, gun: str | None) -> str:
 
 
 def key_words(role: str | None, gun: str | None, key_id: str) -> str:
-    """How messages name a key: ``targets key <id> of <gun>``, missing facts marked."""
+    """How messages name a key: ``targets key <id> of <gun>``, missing facts marked (and a
+    GUN's trust pin: ``trust pin (root.json) of <gun>``; no key ID is ``root.json``)."""
+    if key_id == PIN_FILE and role == "root":
+        return f"trust pin ({PIN_FILE}) of {gun}"
     where = f" of {gun}" if gun else (f" {NO_GUN}" if lacks_gun(role, gun) else "")
     return f"{role_shown(role)} key {key_id}{where}"
 
@@ -295,3 +306,50 @@ def team_prefix(team: str) -> str:
 
 def gun_prefix(team: str, gun: str) -> str:
     return f"{team_prefix(team)}guns/{validate_gun(gun)}/"
+
+
+@dataclass(frozen=True)
+class PinAddress(KeyAddress):
+    """Where one GUN's trust pin (its pinned ``root.json``) lives in a store.
+
+    It is a :class:`KeyAddress` so that pins are read, signed, chained and
+    high-water-checked by the very code that does it for keys; its role is
+    ``root`` (the TUF role the file describes: a pin is the team's, as a root
+    key is, and CI is never granted it) and its ``key_id`` is :data:`PIN_FILE`.
+    """
+
+    @classmethod
+    def of(cls, team: str, gun: str) -> PinAddress:
+        return cls(team, gun, "root", PIN_FILE)
+
+    def __post_init__(self) -> None:
+        validate_team(self.team)
+        if self.gun is None or self.role != "root" or self.key_id != PIN_FILE:
+            raise UsageError("a trust pin belongs to exactly one GUN")
+        validate_gun(self.gun)
+
+    @property
+    def object_name(self) -> str:
+        return f"{FORMAT_PREFIX}/teams/{self.team}/{PIN_SECTION}/{self.gun}/{PIN_FILE}"
+
+    @property
+    def relpath(self) -> str:
+        """Where the pin lives under the trust directory (notary's TUF cache)."""
+        return pin_relpath(str(self.gun))
+
+    @classmethod
+    def from_object_name(cls, name: str) -> PinAddress:
+        parts = name.split("/")
+        if (len(parts) < 6 or parts[0] != FORMAT_PREFIX or parts[1] != "teams"
+                or parts[3] != PIN_SECTION or parts[-1] != PIN_FILE):
+            raise UsageError(f"not a keyvault trust pin name: {_shown(name)}")
+        return cls.of(parts[2], "/".join(parts[4:-1]))
+
+
+def pin_relpath(gun: str) -> str:
+    """``tuf/<gun>/metadata/root.json``: the pin's path under the trust directory."""
+    return f"tuf/{validate_gun(gun)}/metadata/{PIN_FILE}"
+
+
+def pin_prefix(team: str) -> str:
+    return f"{team_prefix(team)}{PIN_SECTION}/"

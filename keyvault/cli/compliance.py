@@ -38,6 +38,7 @@ def coverage(
         "--tls-ca", metavar="FILE", show_default=False,
         help="CA certificate for the trust server (default: the notary config's "
              "root_ca, else the system store).")] = None,
+    pinned: Annotated[bool, typer.Option("--pinned", help=PINNED_HELP)] = False,
     json_out: Json = False,
 ) -> None:
     """List every key the trust server relies on: backed up, missing (exit 8), held by the
@@ -49,9 +50,12 @@ def coverage(
     from keyvault.ops.coverage import MISSING
     from keyvault.ops.coverage import coverage as run
 
-    source, label = _source(server, tls_ca, config.trust_dir, config.env)
+    source, label = _source(server, tls_ca, config.trust_dir, config.env, pinned)
     with state.session() as session:
+        if pinned:
+            source, label = _pinned(session, config.team)
         rows = run(session, source, team=config.team, guns=gun)
+        _save_pins(session, pinned)
     missing = [r for r in rows if r.status == MISSING]
     if state.json or json_out:
         emit_json({"team": config.team, "store": config.store, "source": label,
@@ -69,15 +73,36 @@ def coverage(
         raise typer.Exit(COVERAGE_GAP_EXIT)
 
 
+PINNED_HELP = ("Check against each GUN's trust pin in the store (its root.json as backed "
+               "up: signed, never rolled back), offline: no trust server or TUF cache needed. "
+               "Root, targets, snapshot and timestamp keys; delegation keys are not in it.")
+
+
+def _pinned(session: Session, team: str) -> tuple[MetadataSource, str]:
+    from keyvault.names import pin_prefix
+    from keyvault.ops.pinned import PinnedSource
+
+    return PinnedSource(session, team), f"trust pins in the store ({pin_prefix(team)})"
+
+
+def _save_pins(session: Session, pinned: bool) -> None:
+    """The high-water marks of the pins read, kept as a restore keeps them."""
+    if pinned:
+        session.reader().highwater.save()
+
+
 def _source(server: str | None, tls_ca: str | None, trust_dir: Path,
-            env: Mapping[str, str]) -> tuple[MetadataSource, str]:
+            env: Mapping[str, str], pinned: bool = False) -> tuple[MetadataSource, str]:
     """The trust server (--server, DOCKER_CONTENT_TRUST_SERVER, ~/.notary/config.json),
-    else the trust directory's TUF cache."""
+    else the trust directory's TUF cache (--pinned: replaced by the pins in the store)."""
+    from keyvault.errors import UsageError
     from keyvault.ops.coverage import LocalCache, NotaryServer
     from keyvault.trustserver.client import TrustClient
     from keyvault.trustserver.endpoint import select_endpoint
 
-    endpoint = select_endpoint(server, tls_ca, env)
+    if pinned and server:
+        raise UsageError("--pinned and --server are two sources of metadata: give one")
+    endpoint = None if pinned else select_endpoint(server, tls_ca, env)
     if endpoint is not None:
         client = TrustClient(endpoint, env)
         return NotaryServer(client), client.base
@@ -89,7 +114,7 @@ def skipped(checks: list[Check]) -> list[str]:
     from keyvault.ops.drill import NOT_CHECKED, NOT_PUBLISHED
 
     unpublished = sorted({c.gun for c in checks if c.signature == NOT_PUBLISHED and c.gun})
-    loose = sorted({f"{c.role} {c.key_id[:12]}" for c in checks
+    loose = sorted({f"{role_shown(c.role)} {c.key_id[:12]}" for c in checks
                     if c.signature == NOT_PUBLISHED and not c.gun})
     lines = []
     if unpublished:
@@ -123,6 +148,7 @@ def drill(
                                                show_default=False)] = None,
     no_metadata: Annotated[bool, typer.Option(
         "--no-metadata", help="Skip the signature check against published metadata.")] = False,
+    pinned: Annotated[bool, typer.Option("--pinned", help=PINNED_HELP)] = False,
     require_published: Annotated[bool, typer.Option(
         "--require-published", help="Fail the keys of a GUN that has no published metadata "
                                     "(by default they are 'not-checked (not published)').")
@@ -146,8 +172,10 @@ def drill(
     source: MetadataSource | None = None
     label: str | None = None
     if not no_metadata:
-        source, label = _source(server, tls_ca, config.trust_dir, config.env)
+        source, label = _source(server, tls_ca, config.trust_dir, config.env, pinned)
     with state.session() as session:
+        if pinned and not no_metadata:
+            source, label = _pinned(session, config.team)
         report = new_report(session, team=config.team, selection=selection,
                             wrappers=wrappers, metadata_label=label)
         try:
@@ -166,6 +194,7 @@ def drill(
             warn(f"drill {report.status}: {len(report.checks)} checks made; reports: "
                  f"{json_path} and {md_path} (sha256 {digest[:16]}, in the audit log)")
             raise
+        _save_pins(session, pinned and not no_metadata)
         with held():
             json_path, md_path, digest = _written(session, report, report_dir)
     failed = [c for c in report.checks if not c.passed]

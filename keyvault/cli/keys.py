@@ -114,25 +114,32 @@ def backup(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Key
                     "sticks: later backups, the daemon's too, keep at least the M of a key's "
                     "latest version; a key below M is sealed again, even unchanged.")
            ] = None,
+           no_pins: Annotated[bool, typer.Option(
+               "--no-pins", help="Leave out the selected GUNs' trust pins "
+                                 "(tuf/<gun>/metadata/root.json); they are backed up by "
+                                 "default.")] = False,
            json_out: Json = False) -> None:
-    """Back up key files from the trust directory (all of them unless selected)."""
+    """Back up key files from the trust directory (all of them unless selected), and the
+    trust pins of their GUNs."""
     state = _state(ctx, json_out)
     selection = build_selection(gun, role, key_id, everything)
     state.use_jobs(jobs)
     config = state.config()
     result = _scan(state, keep_bytes=False)  # each key is read again when it is sealed
     from keyvault.cli.output import emit_json, progress, say, table, tally, warn
-    from keyvault.ops.backup import FAILED, backup_keys, select_keys
+    from keyvault.ops.backup import FAILED, backup_keys, select_keys, select_pins
 
     keys = select_keys(result.keys, selection, f"trust directory {result.trust_dir}")
-    with state.session() as session, progress(len(keys), "backing up",
+    pins, pin_problems = ([], []) if no_pins else select_pins(config.trust_dir, keys,
+                                                              selection)
+    with state.session() as session, progress(len(keys) + len(pins), "backing up",
                                               not state.json) as bar:
         def done(outcome: BackupOutcome) -> None:
             bar.advance(outcome.key.key_id[:12])
 
         outcomes = backup_keys(session, keys, team=config.team, dry_run=dry_run,
                                concurrency=config.concurrency, threshold=threshold,
-                               on_done=done, trust_dir=config.trust_dir)
+                               on_done=done, trust_dir=config.trust_dir, pins=pins)
     codes = [o.error.exit_code for o in outcomes if o.error is not None]
     codes += [2] if result.problems else []
     if state.json:
@@ -150,6 +157,8 @@ def backup(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Key
             warn(line)
         _warn_problems(result)
         say(tally(len(outcomes), [o.action for o in outcomes]))
+    for problem in pin_problems:  # a pin notary could not use either: said, not fatal
+        warn(f"trust pin {problem.path} not backed up: {problem.reason}")
     for o in outcomes:
         if o.warning:
             warn(o.warning)
@@ -158,7 +167,10 @@ def backup(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Key
 
 def outcome_json(o: BackupOutcome) -> dict[str, Any]:
     """One backed-up key, as backup --json and quickstart --json write it."""
-    return {"key_id": o.address.key_id, "role": o.address.role, "gun": o.address.gun,
+    from keyvault.names import PinAddress
+
+    return {"kind": "pin" if isinstance(o.address, PinAddress) else "key",
+            "key_id": o.address.key_id, "role": o.address.role, "gun": o.address.gun,
             "object": o.address.object_name, "action": o.action, "version": o.version,
             "warning": o.warning, "error": o.error.to_dict() if o.error else None}
 
@@ -249,8 +261,14 @@ def restore(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Ke
                      "versions' (1 is its first backup), or the store's ID from the "
                      "VERSION column.",
                 show_default=False)] = None,
-            jobs: Jobs = None, json_out: Json = False) -> None:
-    """Restore keys from the store into the trust directory, all or nothing."""
+            jobs: Jobs = None,
+            no_pins: Annotated[bool, typer.Option(
+                "--no-pins", help="Leave out the selected GUNs' trust pins (restored by "
+                                  "default to tuf/<gun>/metadata/root.json; a newer pin on "
+                                  "disk is always kept).")] = False,
+            json_out: Json = False) -> None:
+    """Restore keys, and their GUNs' trust pins, from the store into the trust directory,
+    all or nothing."""
     state = _state(ctx, json_out)
     state.use_jobs(jobs)
     config = state.config()
@@ -264,12 +282,16 @@ def restore(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Ke
                               trust_dir=config.trust_dir, force=force, dry_run=dry_run,
                               version=version, concurrency=config.concurrency,
                               on_total=bar.set_total,
-                              on_opened=lambda s: bar.advance(s.address.key_id[:12]))
+                              on_opened=lambda s: bar.advance(s.address.key_id[:12]),
+                              pins=not no_pins)
+    from keyvault.names import PinAddress
+    from keyvault.trust.restore import shown_path
     if state.json:
         emit_json({"trust_dir": str(report.trust_dir), "store": config.store,
                    "team": config.team, "dry_run": report.dry_run,
                    "kept_aside": list(report.kept_aside), "keys": [
-                       {"key_id": e.key.address.key_id, "role": e.key.address.role,
+                       {"kind": "pin" if isinstance(e.key.address, PinAddress) else "key",
+                        "key_id": e.key.address.key_id, "role": e.key.address.role,
                         "gun": e.key.address.gun, "version": e.key.version,
                         "path": e.key.path, "sealer": e.key.sealer or None,
                         "signed": e.key.sealer not in ("", "unsigned"),
@@ -278,11 +300,19 @@ def restore(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Ke
     else:
         title = f"Restore into {report.trust_dir}" + (" (dry run)" if dry_run else "")
         table(title, ["ACTION", "ROLE", "GUN", "KEY ID", "PATH"],
-              [[e.action.value, *key_cells(e.key.address), "private/" + e.key.path]
+              [[e.action.value, *key_cells(e.key.address), shown_path(e.key.path)]
                for e in report.entries])
         for aside in report.kept_aside:
-            say(f"kept the replaced file as private/{aside}")
+            shown = aside if aside.startswith("tuf/") else f"private/{aside}"  # a pin's: tuf/
+            say(f"kept the replaced file as {shown}")
+        for entry in (e for e in report.entries if e.action.value == "kept"):
+            say(f"kept {shown_path(entry.key.path)}: {entry.reason}")
         say(tally(len(report.entries), [e.action.value for e in report.entries]))
+    if report.pins_refused:
+        from keyvault.cli.output import warn
+
+        warn(f"trust pins not restored: {report.pins_refused} (the store grants them to the "
+             "team's members)")
     unsigned = [e for e in report.entries if e.key.sealer == "unsigned"]
     if unsigned:
         from keyvault.cli.output import warn

@@ -50,6 +50,7 @@ from keyvault.ops.session import Session
 from keyvault.timefmt import iso_utc_or_none
 from keyvault.trust.layout import place
 from keyvault.trust.model import KeyFile
+from keyvault.trust.pins import scan_pins
 from keyvault.trust.scan import scan_trust_dir
 
 RUNTIME_NAME = "daemon.json"
@@ -390,6 +391,36 @@ class Daemon:
                 self._succeeded(entry, outcome)
         if all(o.action == FAILED for o in outcomes):
             self._session.close()  # fresh clients on the next attempt
+            return
+        self._back_up_pins(trust_dir, sorted({k.gun for _, k in batch if k.gun is not None}))
+
+    def _back_up_pins(self, trust_dir: Path, guns: list[str] | None) -> None:
+        """The trust pins of these GUNs (all, for None) travel with their keys, through
+        backup's own code. Not journaled: the next backup or reconciliation carries a pin
+        whose backup failed (an unchanged one costs a read)."""
+        assert self._session is not None
+        pins, problems = scan_pins(trust_dir, guns) if guns != [] else ([], [])
+        for problem in problems:
+            self._refuse(str(trust_dir), problem.path, "bad-pin", problem.reason, once=True)
+        if not pins:
+            return
+        try:
+            outcomes = backup_keys(self._session, [], team=self.config.team,
+                                   concurrency=self.config.concurrency, trust_dir=trust_dir,
+                                   pins=pins)
+        except KeyvaultError as exc:
+            self.log.warning("pin-backup-failed", trust_dir=str(trust_dir), kind=exc.kind,
+                             message=exc.message)
+            return
+        for outcome in outcomes:
+            if outcome.error is not None:
+                self.log.warning("pin-backup-failed", trust_dir=str(trust_dir),
+                                 gun=outcome.address.gun, kind=outcome.error.kind,
+                                 message=outcome.error.message)
+            else:
+                self.log.info("backed-up", action=outcome.action, trust_dir=str(trust_dir),
+                              path=outcome.key.relpath, kind="pin", gun=outcome.address.gun,
+                              object=outcome.address.object_name, version=outcome.version)
 
     def _succeeded(self, entry: Entry, outcome: BackupOutcome) -> None:
         assert self._journal is not None and self.metrics is not None
@@ -465,6 +496,8 @@ class Daemon:
                     self._refuse(trust_dir, key.relpath, *refusal, once=True)
             missing, ok = self._missing(Path(trust_dir), keys)
             failed = failed or not ok
+            if ok:
+                self._back_up_pins(Path(trust_dir), None)  # every pin of the trust directory
             gone = {k.relpath for k in missing}
             self._in_store[trust_dir] = {k.relpath for k in keys} - gone
             sightings += [Sighting(trust_dir, k.relpath, k.key_id, now) for k in missing]

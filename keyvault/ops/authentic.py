@@ -50,7 +50,7 @@ def restore_relpath(header: Header) -> str:
 
 
 def describe(address: KeyAddress) -> str:
-    """How messages name a key: its role, its full ID and its GUN."""
+    """How messages name a key: its role, its full ID and its GUN (or a GUN's trust pin)."""
     return key_words(address.role, address.gun, address.key_id)
 
 

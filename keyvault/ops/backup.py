@@ -40,7 +40,7 @@ from keyvault.errors import (
     NotFoundError,
     UsageError,
 )
-from keyvault.names import KeyAddress, team_prefix
+from keyvault.names import KeyAddress, PinAddress, team_prefix
 from keyvault.ops.authentic import describe
 from keyvault.ops.parallel import DEFAULT_CONCURRENCY, bounded_map
 from keyvault.ops.selection import Selection
@@ -48,7 +48,9 @@ from keyvault.ops.session import Session, key_ref
 from keyvault.ops.stored import StoredEnvelope, parse_stored
 from keyvault.redact import redact
 from keyvault.trust.model import KeyFile
+from keyvault.trust.pins import PinFile, scan_pins
 from keyvault.trust.scan import read_key_bytes
+from keyvault.trust.tufmeta import MetadataProblem
 from keyvault.wrappers import Wrapper
 
 #: From this many keys on, a backup lists the team's prefix once instead of reading each key.
@@ -78,6 +80,19 @@ def select_keys(keys: Sequence[KeyFile], selection: Selection, where: str) -> li
     return chosen
 
 
+def select_pins(trust_dir: Path, keys: Sequence[KeyFile], selection: Selection
+                ) -> tuple[list[PinFile], list[MetadataProblem]]:
+    """The trust pins that travel with the selected keys: their GUNs' pins, and with no
+    ``--role``/``--key-id`` every pin ``--gun`` matches (every pin when nothing is
+    selected, or ``--all``), so a GUN this machine only pulls keeps its pin too."""
+    guns = sorted({k.gun for k in keys if k.gun is not None})
+    if not selection.roles and not selection.key_ids:
+        if not selection.guns:
+            return scan_pins(trust_dir)
+        guns += selection.guns
+    return scan_pins(trust_dir, guns) if guns else ([], [])
+
+
 def backup_keys(
     session: Session,
     keys: Sequence[KeyFile],
@@ -88,6 +103,7 @@ def backup_keys(
     threshold: int | None = None,
     on_done: Callable[[BackupOutcome], None] | None = None,
     trust_dir: Path | None = None,
+    pins: Sequence[PinFile] = (),
 ) -> list[BackupOutcome]:
     """Back up each key, ``concurrency`` at a time; one key's failure does not stop the others.
 
@@ -103,11 +119,18 @@ def backup_keys(
     ``keys`` may be released (``scan_trust_dir(..., keep_bytes=False)``): each
     file is then read again from ``trust_dir`` only when its envelope is sealed,
     so memory holds the keys in flight.
+
+    ``pins`` (the selected GUNs' trust pins) are backed up after the keys, each
+    under its own name (:class:`PinAddress`), exactly as a key is: signed,
+    chained, unchanged when the authenticated latest version holds its bytes.
+    Their outcomes follow the keys' in the list returned.
     """
     if trust_dir is None and any(k.is_released for k in keys):
         raise ValueError("released key files need the trust directory to be read again")
     session.access().precheck("backup", team)  # policy (teams.md): before any request
-    denied = session.access().refusals("backup", _addresses(team, keys))
+    items = [*_items(team, keys), *((p.as_key_file(), PinAddress.of(team, p.gun))
+                                    for p in pins)]
+    denied = session.access().refusals("backup", [a for _, a in items if a is not None])
     store = session.store()  # open the store and the wrappers once, before any thread starts
     wrappers: Sequence[Wrapper] = [] if dry_run else session.wrappers()
     if not dry_run:
@@ -116,11 +139,13 @@ def backup_keys(
     if threshold is not None and not dry_run and not 2 <= threshold <= len(wrappers):
         raise UsageError(f"--threshold {threshold} needs at least {threshold} wrappers; "
                          f"{len(wrappers)} configured", hint="pass --wrapper once per wrapper")
-    listed = set(store.list(team_prefix(team))) if len(keys) >= LISTING_THRESHOLD else None
+    listed = set(store.list(team_prefix(team))) if len(items) >= LISTING_THRESHOLD else None
     run = _Run(session, wrappers, dry_run, threshold, trust_dir)
 
-    def one(key: KeyFile) -> BackupOutcome:
-        address = KeyAddress(team, key.gun, key.role, key.key_id)
+    def one(item: tuple[KeyFile, KeyAddress | None]) -> BackupOutcome:
+        key, address = item
+        if address is None:
+            address = KeyAddress(team, key.gun, key.role, key.key_id)  # raises: invalid name
         if address in denied:  # refused by the policy: never read nor written
             return BackupOutcome(key, address, FAILED, error=denied[address])
         try:
@@ -130,7 +155,7 @@ def backup_keys(
             return BackupOutcome(key, address, FAILED, error=exc)
 
     outcomes: list[BackupOutcome] = []
-    for outcome in bounded_map(one, keys, concurrency):
+    for outcome in bounded_map(one, items, concurrency):
         outcomes.append(outcome)
         if on_done:
             on_done(outcome)
@@ -152,11 +177,14 @@ class _Run:
     trust_dir: Path | None
 
 
-def _addresses(team: str, keys: Sequence[KeyFile]) -> list[KeyAddress]:
-    found = []
+def _items(team: str, keys: Sequence[KeyFile]) -> list[tuple[KeyFile, KeyAddress | None]]:
+    """Each key with its address; None where a name is invalid (it fails in its own turn)."""
+    found: list[tuple[KeyFile, KeyAddress | None]] = []
     for key in keys:
-        with contextlib.suppress(KeyvaultError):  # an invalid one fails in its own turn
-            found.append(KeyAddress(team, key.gun, key.role, key.key_id))
+        address: KeyAddress | None = None
+        with contextlib.suppress(KeyvaultError):
+            address = KeyAddress(team, key.gun, key.role, key.key_id)
+        found.append((key, address))
     return found
 
 
@@ -324,7 +352,8 @@ def _write(run: _Run, key: KeyFile, address: KeyAddress, *, replaces: str | None
             "never lowers it, so nothing was written",
             hint=f"configure at least {threshold} wrappers (--wrapper, or wrappers in the "
                  "config), as when it was backed up with --threshold")
-    data = key.data if run.trust_dir is None else read_key_bytes(run.trust_dir, key)
+    pin = isinstance(address, PinAddress)  # a pin is read once, by scan_pins, and kept
+    data = key.data if run.trust_dir is None or pin else read_key_bytes(run.trust_dir, key)
     header = new_header(address=address, algorithm=key.algorithm, source_name=key.relpath,
                         source_mode=key.mode, data=data)
     session = run.session

@@ -14,14 +14,15 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 
-from keyvault.errors import NotFoundError, UsageError
-from keyvault.names import KeyAddress, key_words
-from keyvault.ops.authentic import restore_relpath
+from keyvault.errors import AccessDeniedError, IntegrityError, NotFoundError, UsageError
+from keyvault.names import KeyAddress, PinAddress, gun_matches, key_words, pin_prefix
+from keyvault.ops.authentic import describe, restore_relpath
 from keyvault.ops.parallel import DEFAULT_CONCURRENCY, bounded_map
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session, key_ref
 from keyvault.ops.stored import StoredEnvelope, list_addresses, listed_where, read_envelope
 from keyvault.redact import redact
+from keyvault.trust.pins import root_version
 from keyvault.trust.restore import (
     WRITES,
     Action,
@@ -38,7 +39,7 @@ class Restored:
 
     address: KeyAddress
     version: str
-    path: str  # the key file's path under private/
+    path: str  # the key file's path under private/ (a trust pin's: tuf/<gun>/metadata/root.json)
     sealer: str = ""  # the verified sealer's fingerprint, or "unsigned" (--allow-unsigned)
     sequence: int | None = None  # the version's number in its signed chain (None: unsigned)
 
@@ -56,6 +57,8 @@ class RestoreReport:
     entries: tuple[RestoreEntry, ...]
     kept_aside: tuple[str, ...]
     dry_run: bool
+    #: Why trust pins were left out: the backend refused this principal their folder.
+    pins_refused: str | None = None
 
 
 def selected_addresses(session: Session, team: str, selection: Selection,
@@ -104,7 +107,15 @@ def restore_keys(
     concurrency: int = DEFAULT_CONCURRENCY,
     on_total: Callable[[int], None] | None = None,
     on_opened: Callable[[Restored], None] | None = None,
+    pins: bool = True,
 ) -> RestoreReport:
+    """Restore the selected keys and (``pins``) their GUNs' trust pins, all or nothing.
+
+    A pin is read and proven as a key is (sealer, chain, high-water mark), then
+    written in the same transaction; a newer pin on disk stays (``kept``), a
+    different one is a conflict unless ``force``. Not for CI, whose throw-away
+    trust directories start from the server, nor for ``version`` (one key).
+    """
     selection.require_explicit("restore")
     session.access().precheck("restore", team, selection)  # policy: before any request
     session.wrappers()  # fail on a bad wrapper URI before reading anything
@@ -127,6 +138,13 @@ def restore_keys(
         reader.prime(listed)
     elif version is None:
         reader.prefetch(addresses)
+    refused: list[str] = []
+    try:
+        wanted = (pin_addresses(session, team, selection, addresses)
+                  if pins and version is None and not session.is_ci(team) else [])
+    except AccessDeniedError as exc:  # a CI token the teams policy does not name as CI
+        wanted, refused = [], [exc.message]
+    session.access().require("restore", wanted)  # policy: before reading any pin
 
     def read_and_open(address: KeyAddress) -> tuple[Restored, RestoreItem]:
         """One pass per key: read, check the name, prove the sealer and the chain, derive
@@ -139,16 +157,38 @@ def restore_keys(
                          entry.envelope.chain.sequence if entry.envelope.chain else None),
                 RestoreItem(relpath, session.open(entry.envelope), label, header.key_id))
 
+    def read_pin(address: PinAddress) -> tuple[Restored, RestoreItem] | None:
+        """A pin, proven like a key; None if the GUN has none (an exact --gun's)."""
+        try:
+            entry = reader.latest(address)
+        except NotFoundError:
+            return None
+        except AccessDeniedError as exc:  # the backend grants pins to members only
+            refused.append(exc.message)
+            return None
+        data = session.open(entry.envelope)
+        try:
+            pin_version = root_version(data)
+        except UsageError as exc:  # signed by a trusted sealer, yet not a root.json
+            raise IntegrityError(f"{describe(address)}: {exc.message}; refused") from None
+        return (Restored(address, entry.version, address.relpath, entry.sealer or "",
+                         entry.envelope.chain.sequence if entry.envelope.chain else None),
+                RestoreItem(address.relpath, data, describe(address), None, pin_version))
+
     stored: list[Restored] = []
 
     def opened() -> Generator[RestoreItem, None, None]:
         """Each key as it is opened: the writer stages it at once, so only keys in flight
-        are held in memory."""
+        are held in memory. The pins (one small file per GUN) follow the keys."""
         for restored, item in bounded_map(read_and_open, addresses, concurrency):
             stored.append(restored)
             if on_opened:
                 on_opened(restored)
             yield item
+        for found in bounded_map(read_pin, wanted, concurrency):
+            if found is not None:
+                stored.append(found[0])
+                yield found[1]
 
     with contextlib.closing(opened()) as items:
         if dry_run:
@@ -163,7 +203,34 @@ def restore_keys(
         session.record("restore", "ok", team=team, keys=[key_ref(a) for a in written],
                        detail=f"into {trust_dir}: {len(written)} written, "
                               f"{len(plan) - len(written)} unchanged, {len(kept)} kept aside")
-    return RestoreReport(trust_dir, tuple(_entries(stored, plan)), kept, dry_run)
+    return RestoreReport(trust_dir, tuple(_entries(stored, plan)), kept, dry_run,
+                         refused[0] if refused else None)
+
+
+def pin_addresses(session: Session, team: str, selection: Selection,
+                  addresses: list[KeyAddress]) -> list[PinAddress]:
+    """The trust pins that travel with the selected keys: their GUNs' pins, and with no
+    ``--role``/``--key-id`` every pin ``--gun`` matches (all of them for ``--all``).
+
+    Exact GUNs are read by name (one GUN's restore does not list the others); a pattern
+    or ``--all`` lists the team's ``pins/`` folder once.
+    """
+    guns = {a.gun for a in addresses if a.gun is not None}
+    every = not selection.roles and not selection.key_ids
+    if selection.guns and not any(c in g for g in selection.guns for c in "*?["):
+        named = guns | (set(selection.guns) if every else set())
+        return [PinAddress.of(team, g) for g in sorted(named)]
+    found: list[PinAddress] = []
+    for name in session.store().list(pin_prefix(team)):
+        try:
+            pin = PinAddress.from_object_name(name)
+        except UsageError:
+            continue  # foreign objects in a shared bucket are not ours to judge
+        if pin.team == team and (pin.gun in guns or (every and (
+                selection.everything or not selection.guns
+                or any(gun_matches(pin.gun, g) for g in selection.guns)))):
+            found.append(pin)
+    return sorted(found)
 
 
 def _entries(stored: list[Restored], plan: list[PlannedWrite]) -> list[RestoreEntry]:

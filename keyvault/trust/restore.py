@@ -54,7 +54,9 @@ from keyvault.errors import (
     LocalIOError,
     UsageError,
 )
+from keyvault.names import validate_gun
 from keyvault.trust.keyindex import TrustIndex, index_trust_dir
+from keyvault.trust.pins import root_version
 from keyvault.trust.safefs import ReadRefused, inode_of, read_regular
 
 LOCK_NAME = ".keyvault.lock"
@@ -71,6 +73,7 @@ class Action(enum.Enum):
     UNCHANGED = "unchanged"
     REPLACE = "replace"
     CONFLICT = "conflict"
+    KEPT = "kept"  # a trust pin: a newer one is on disk and stays
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,9 @@ class RestoreItem:
     data: bytes = field(repr=False)
     label: str = ""  # e.g. "targets key 1a2b3c… of example.com/app", for messages
     key_id: str | None = None  # to find the same key under another path (keyindex)
+    #: A trust pin's root version (its relpath is then ``tuf/<gun>/metadata/root.json``,
+    #: under the trust directory, not ``private/``); None for a key file.
+    pin_version: int | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,28 @@ def check_relpath(relpath: str) -> list[str]:
             or len(relpath) > 512):
         raise UsageError(f"refusing unsafe key path {relpath[:80]!r}")
     return parts
+
+
+def is_pin_relpath(relpath: str) -> bool:
+    """A trust pin's path (``tuf/<gun>/metadata/root.json``); a key's ends in ``.key``."""
+    return relpath.startswith("tuf/") and relpath.endswith("/metadata/root.json")
+
+
+def tree_parts(relpath: str) -> list[str]:
+    """The path's components below the trust directory: a key file's under ``private/``,
+    a trust pin's under ``tuf/`` (its GUN checked like every GUN); anything else refused."""
+    if not is_pin_relpath(relpath):
+        return [PRIVATE_DIR, *check_relpath(relpath)]
+    try:
+        validate_gun(relpath[len("tuf/"):-len("/metadata/root.json")])
+    except UsageError:
+        raise UsageError(f"refusing unsafe trust pin path {relpath[:80]!r}") from None
+    return relpath.split("/")
+
+
+def shown_path(relpath: str) -> str:
+    """How messages name a file the restore writes, relative to the trust directory."""
+    return relpath if is_pin_relpath(relpath) else f"{PRIVATE_DIR}/{relpath}"
 
 
 def plan_restore(trust_dir: Path, items: Iterable[RestoreItem], *, force: bool) -> list[
@@ -176,8 +204,9 @@ def _apply(trust_dir: Path, items: Iterable[RestoreItem], *, force: bool) -> Res
                          "first (--force does not apply: it replaces the same path only)")
             if conflicts:
                 raise ConflictError(
-                    f"{len(conflicts)} key file(s) already exist with different bytes, e.g. "
-                    f"{PRIVATE_DIR}/{conflicts[0].relpath}; nothing was restored",
+                    f"{_counted(conflicts)} already exist with different bytes, e.g. "
+                    f"{shown_path(conflicts[0].relpath)}"
+                    f"{_why(conflicts[0])}; nothing was restored",
                     hint="use --force to replace them (the old files are kept aside), "
                          "or --dry-run to see every difference",
                 )
@@ -189,6 +218,19 @@ def _apply(trust_dir: Path, items: Iterable[RestoreItem], *, force: bool) -> Res
         finally:
             txn.close()
         return RestoreResult(tuple(plan), tuple(txn.aside_relpaths))
+
+
+def _counted(conflicts: list[PlannedWrite]) -> str:
+    """``3 key file(s)``, ``1 trust pin(s)``, or both."""
+    pins = sum(1 for c in conflicts if is_pin_relpath(c.relpath))
+    parts = [f"{n} {what}" for n, what in ((len(conflicts) - pins, "key file(s)"),
+                                            (pins, "trust pin(s)")) if n]
+    return " and ".join(parts)
+
+
+def _why(planned: PlannedWrite) -> str:
+    """A pin's conflict says which versions differ; a key's reason adds nothing."""
+    return f" ({planned.reason})" if is_pin_relpath(planned.relpath) else ""
 
 
 #: The reason of a conflict with the same key ID under another path.
@@ -205,7 +247,7 @@ class _Seen:
 
 def _plan_unique(root: int | None, item: RestoreItem, force: bool,
                  seen: _Seen, on_disk: TrustIndex) -> PlannedWrite:
-    check_relpath(item.relpath)  # before the path is shown in any message
+    tree_parts(item.relpath)  # before the path is shown in any message
     if item.relpath in seen.relpaths:  # before reading the file on disk again
         raise ConflictError(f"two selected keys would both be restored to {item.relpath}",
                             hint="narrow the selection with --gun, --role or --key-id")
@@ -222,25 +264,47 @@ def _plan_unique(root: int | None, item: RestoreItem, force: bool,
     if others:
         return PlannedWrite(item.relpath, item.label, Action.CONFLICT,
                             f"{ELSEWHERE}{PRIVATE_DIR}/{others[0]}")
-    if on_disk.surely_absent(item.relpath):  # no read per key in a fresh directory
+    # No read per key in a fresh directory (the index knows private/, not a pin's tuf/).
+    if item.pin_version is None and on_disk.surely_absent(item.relpath):
         return PlannedWrite(item.relpath, item.label, Action.CREATE)
     return _plan_one(root, item, force)
 
 
 def _plan_one(root: int | None, item: RestoreItem, force: bool) -> PlannedWrite:
-    parts = check_relpath(item.relpath)
+    parts = tree_parts(item.relpath)
     if root is None:
         return PlannedWrite(item.relpath, item.label, Action.CREATE)
-    existing = _read_existing(root, [PRIVATE_DIR, *parts], item.relpath)
+    existing = _read_existing(root, parts, item.relpath)
     if existing is None:
         return PlannedWrite(item.relpath, item.label, Action.CREATE)
     if _same(_digest(existing), _digest(item.data)):
         return PlannedWrite(item.relpath, item.label, Action.UNCHANGED,
                             "identical file already present")
+    if item.pin_version is not None:
+        return _plan_pin(item, existing, force)
     if force:
         return PlannedWrite(item.relpath, item.label, Action.REPLACE,
                             "different bytes; old file kept aside")
     return PlannedWrite(item.relpath, item.label, Action.CONFLICT, "exists with different bytes")
+
+
+def _plan_pin(item: RestoreItem, existing: bytes, force: bool) -> PlannedWrite:
+    """A different pin on disk: a newer root stays; any other is never replaced silently."""
+    assert item.pin_version is not None
+    try:
+        on_disk: int | None = root_version(existing)
+    except UsageError:
+        on_disk = None  # not a root.json notary could use: still never replaced silently
+    if on_disk is not None and on_disk > item.pin_version:
+        return PlannedWrite(item.relpath, item.label, Action.KEPT,
+                            f"a newer pin is on disk (root version {on_disk}; the backup's "
+                            f"is {item.pin_version}); kept")
+    what = (f"root version {on_disk}" if on_disk is not None else "not a readable root.json")
+    reason = f"a different pin is on disk ({what}; the backup's is version {item.pin_version})"
+    if force:
+        return PlannedWrite(item.relpath, item.label, Action.REPLACE,
+                            f"{reason}; old file kept aside")
+    return PlannedWrite(item.relpath, item.label, Action.CONFLICT, reason)
 
 
 def _digest(data: bytes) -> bytes:
@@ -277,9 +341,9 @@ def _read_existing(root: int, parts: list[str], relpath: str) -> bytes | None:
             if refused.code == "too-large":
                 return b""  # larger than any key file: certainly different from ours
             if refused.code in ("symlink", "not-regular"):
-                raise ConflictError(f"{PRIVATE_DIR}/{relpath} exists and is not a regular "
+                raise ConflictError(f"{shown_path(relpath)} exists and is not a regular "
                                     "file (a symlink?); refusing to touch it") from None
-            raise AccessDeniedError(f"cannot read {PRIVATE_DIR}/{relpath} ({refused.reason})",
+            raise AccessDeniedError(f"cannot read {shown_path(relpath)} ({refused.reason})",
                                     hint="check the trust directory's owner and "
                                          "permissions") from None
     finally:
@@ -288,9 +352,9 @@ def _read_existing(root: int, parts: list[str], relpath: str) -> bytes | None:
 
 def _refuse(exc: OSError, relpath: str) -> KeyvaultError:
     if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-        return ConflictError(f"a directory on the way to {PRIVATE_DIR}/{relpath} is a symlink "
+        return ConflictError(f"a directory on the way to {shown_path(relpath)} is a symlink "
                              "or a file; refusing to follow it")
-    return _os_error(exc, f"{PRIVATE_DIR}/{relpath}")
+    return _os_error(exc, shown_path(relpath))
 
 
 def _os_error(exc: OSError, where: str) -> KeyvaultError:
@@ -456,9 +520,9 @@ class _Transaction:
         writes them so their fsyncs overlap, with at most 2 * STAGING_WORKERS waiting
         (the bytes of those are all that is held).
         """
-        parts = check_relpath(item.relpath)
-        name, shown = parts[-1], f"{PRIVATE_DIR}/{item.relpath}"
-        dir_fd = self._dir((PRIVATE_DIR, *parts[:-1]), item.relpath)
+        parts = tree_parts(item.relpath)
+        name, shown = parts[-1], shown_path(item.relpath)
+        dir_fd = self._dir(tuple(parts[:-1]), item.relpath)
         digest = _digest(item.data)
         self._count += 1
         if self._count < PARALLEL_STAGING:
@@ -522,7 +586,7 @@ class _Transaction:
 
     def _commit_one(self, p: PlannedWrite) -> None:
         entry = self.staged[p.relpath]
-        where = f"{PRIVATE_DIR}/{p.relpath}"
+        where = shown_path(p.relpath)
         try:
             if p.action is Action.REPLACE:
                 self._link_aside(entry, where)
@@ -569,7 +633,7 @@ class _Transaction:
             except ReadRefused:
                 on_disk = b""  # gone, replaced or grown: not what was written
             if not _same(_digest(on_disk), entry.digest):
-                raise IntegrityError(f"{PRIVATE_DIR}/{relpath} does not read back as written")
+                raise IntegrityError(f"{shown_path(relpath)} does not read back as written")
 
     def rollback(self) -> None:
         """Undo whatever got done, judged by what each name points to now.

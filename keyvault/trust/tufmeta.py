@@ -183,6 +183,11 @@ def _field(obj: dict[str, Any], name: str, kind: type) -> Any:
     return _expect(obj.get(name), kind, name)
 
 
+def root_files(tuf_fd: int, problems: list[MetadataProblem]) -> list[tuple[str, bytes]]:
+    """(gun, bytes) of every ``<gun>/metadata/root.json`` below the ``tuf/`` descriptor."""
+    return _root_files(tuf_fd, (), 0, problems)
+
+
 def _root_files(dir_fd: int, parts: tuple[str, ...], depth: int,
                 problems: list[MetadataProblem]) -> list[tuple[str, bytes]]:
     """(gun, bytes) of every ``<gun>/metadata/root.json`` below ``tuf/``; no symlinks."""

@@ -297,3 +297,18 @@ def test_a_drill_stopped_by_an_error_writes_and_audits_its_report(
     records = kv("--json", "audit", "show", "--action", "drill").json()["records"]
     assert len(records) == 1 and records[0]["outcome"] == "failed"
     assert hashlib.sha256(canonical_json(report)).hexdigest() in records[0]["detail"]
+
+
+def test_a_drill_checks_signatures_against_the_pin_in_the_store_offline(
+        kv: KV, drilled: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path) -> None:
+    """No TUF cache, no server: --pinned checks each restored key's signature against the
+    root.json the GUN's signing machine pinned (backed up with its keys)."""
+    import shutil
+
+    trust, keys = drilled
+    shutil.rmtree(trust / "tuf")
+    run = kv("--json", "drill", "--all", "--pinned", "--report-dir", tmp_path / "r")
+    assert run.code == 0, run.err
+    checks = run.json()["checks"]
+    assert len(checks) == len(keys)
+    assert {c["signature"] for c in checks} == {"passed"}, checks

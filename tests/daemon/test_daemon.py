@@ -248,3 +248,27 @@ def test_status_counts_the_keys_the_start_up_check_found_backed_up(
     status = daemon_env.keyvault("daemon", "status")
     assert "backed up:    4 of 4 keys in the store (1 written since start" in status.stdout
     assert daemon.terminate() == 0
+
+
+def test_the_daemon_carries_the_trust_pins_of_the_guns_it_backs_up(
+        daemon_env: DaemonEnv) -> None:
+    """The start-up reconciliation backs up every pin; a key backed up later brings its
+    GUN's pin along, a new version when the pin changed (notary rotated the root)."""
+    gun = "example.com/daemon/app"
+    pin = daemon_env.trust / "tuf" / gun / "metadata" / "root.json"
+    pin.parent.mkdir(parents=True, mode=0o700)
+    pin.write_bytes(b'{"signed":{"_type":"Root","version":1},"signatures":[]}')
+    name = f"v1/teams/default/pins/{gun}/root.json"
+    daemon = daemon_env.start()
+    wait_for(lambda: daemon_env.stored_versions().get(name) == 1, "the pin in the store")
+    pin.write_bytes(b'{"signed":{"_type":"Root","version":2},"signatures":[]}')
+    key_id, data = make_key(gun=gun)
+    write_key(daemon_env.trust, data, key_id)
+    wait_for(lambda: daemon_env.stored_versions().get(name) == 2, "the changed pin stored")
+    target = daemon_env.root / "restored"
+    daemon_env.keyvault("--trust-dir", str(target), "restore", "--gun", gun)
+    assert (target / "tuf" / gun / "metadata" / "root.json").read_bytes() == pin.read_bytes()
+    pins = [e for e in daemon.events("backed-up") if e.get("kind") == "pin"]
+    assert {e["gun"] for e in pins} == {gun}
+    assert [e["action"] for e in pins if e["action"] != "unchanged"] == ["created", "updated"]
+    assert daemon.terminate() == 0

@@ -199,6 +199,8 @@ class KeyvaultCli:
     #: writes down when 'keyvault init' prints it, and pins on the next machine.
     pins: list[str] = field(default_factory=list)
     config: Path = field(init=False)
+    #: What the last backup or restore did with the GUNs' trust pins: {GUN: action}.
+    last_pins: dict[str, str] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -221,12 +223,15 @@ class KeyvaultCli:
         fingerprint = self.json("sealer", "show")["sealer"]
         if fingerprint not in self.pins:
             self.pins.append(fingerprint)
-        return {k["key_id"]: k["action"] for k in report["keys"]}
+        self.last_pins = {k["gun"]: k["action"] for k in report["keys"] if k["kind"] == "pin"}
+        return {k["key_id"]: k["action"] for k in report["keys"] if k["kind"] == "key"}
 
     def restore(self, *selection: str) -> dict[str, str]:
-        """Restore the selection (``--all`` when empty): {key ID: action}."""
+        """Restore the selection (``--all`` when empty): {key ID: action}; what was done
+        with the GUNs' trust pins is in ``last_pins`` ({GUN: action})."""
         report = self.json("restore", *(selection or ("--all",)))
-        return {k["key_id"]: k["action"] for k in report["keys"]}
+        self.last_pins = {k["gun"]: k["action"] for k in report["keys"] if k["kind"] == "pin"}
+        return {k["key_id"]: k["action"] for k in report["keys"] if k["kind"] == "key"}
 
 
 @dataclass
