@@ -140,7 +140,7 @@ def restore_keys(
         reader.prefetch(addresses)
     refused: list[str] = []
     try:
-        wanted = (pin_addresses(session, team, selection, addresses)
+        wanted = (pin_addresses(session, team, selection, addresses, listed)
                   if pins and version is None and not session.is_ci(team) else [])
     except AccessDeniedError as exc:  # a CI token the teams policy does not name as CI
         wanted, refused = [], [exc.message]
@@ -208,12 +208,15 @@ def restore_keys(
 
 
 def pin_addresses(session: Session, team: str, selection: Selection,
-                  addresses: list[KeyAddress]) -> list[PinAddress]:
+                  addresses: list[KeyAddress],
+                  listed: dict[str, tuple[str, ...]] | None = None) -> list[PinAddress]:
     """The trust pins that travel with the selected keys: their GUNs' pins, and with no
     ``--role``/``--key-id`` every pin ``--gun`` matches (all of them for ``--all``).
 
     Exact GUNs are read by name (one GUN's restore does not list the others); a pattern
-    or ``--all`` lists the team's ``pins/`` folder once.
+    or ``--all`` lists the team's ``pins/`` folder once, unless the listing that found
+    the keys (``listed``: the versions of everything in the team's folder, when no
+    ``--gun`` narrowed it) already named the pins.
     """
     guns = {a.gun for a in addresses if a.gun is not None}
     every = not selection.roles and not selection.key_ids
@@ -221,7 +224,10 @@ def pin_addresses(session: Session, team: str, selection: Selection,
         named = guns | (set(selection.guns) if every else set())
         return [PinAddress.of(team, g) for g in sorted(named)]
     found: list[PinAddress] = []
-    for name in session.store().list(pin_prefix(team)):
+    prefix = pin_prefix(team)
+    names = ([n for n in listed if n.startswith(prefix)] if listed and not selection.guns
+             else session.store().list(prefix))
+    for name in names:
         try:
             pin = PinAddress.from_object_name(name)
         except UsageError:

@@ -14,9 +14,10 @@ Per key, what keyvault does today:
 - second backup of unchanged keys: the ``GetObject`` only, no KMS call, no write;
 - a changed key: ``GetObject`` + ``HeadObject`` (the ETag for ``If-Match``) +
   ``Encrypt`` + ``PutObject``, plus one ``GetBucketVersioning`` per session;
-- restore: one ``ListObjectVersions`` page per 1,000 keys (which keys there are, and
-  the versions beneath each latest, for its signed chain), then ``GetObject`` +
-  ``Decrypt`` per key.
+- restore: one ``ListObjectVersions`` page per 1,000 keys (which keys and trust pins
+  there are, and the versions beneath each latest, for its signed chain), then
+  ``GetObject`` + ``Decrypt`` per key; a restore of exact GUNs asks for each GUN's
+  trust pin by name (one ``GetObject``).
 
 Per command that wrote or restored keys, besides: one ``PutObject`` of the audit
 log's signed checkpoint (``CHECKPOINT``), whatever the number of keys.
@@ -203,7 +204,8 @@ def test_restoring_one_gun_lists_its_versions_once(
     report = restore_keys(session, team=TEAM, trust_dir=tmp_path / "one",
                           selection=Selection(guns=("registry.example.com/counts/app-0",)))
     assert len(report.entries) == 2
-    assert requests.take() == Counter({"ListObjectVersions": 1, "GetObject": 2, "Decrypt": 2,
+    # GetObject 3: the two keys, and the GUN's trust pin asked for by name (none here)
+    assert requests.take() == Counter({"ListObjectVersions": 1, "GetObject": 3, "Decrypt": 2,
                                        "PutObject": CHECKPOINT})
 
 

@@ -100,3 +100,12 @@ def kv(home: Path, capsys: pytest.CaptureFixture[str]) -> KV:
         return Run(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture
+def ready(kv: KV, trust: tuple[Path, tuple[Any, ...]]) -> tuple[Path, tuple[Any, ...]]:
+    """``keyvault init`` and ``backup`` of the ``trust`` fixture of the module asking."""
+    assert kv("init").code == 0
+    run = kv("backup")
+    assert run.code == 0, run.err
+    return trust

@@ -27,14 +27,6 @@ def trust(home: Path) -> tuple[Path, tuple[KeyFile, ...]]:
     return path, keys
 
 
-@pytest.fixture
-def ready(kv: KV, trust: tuple[Path, tuple[KeyFile, ...]]) -> tuple[Path, tuple[KeyFile, ...]]:
-    assert kv("init").code == 0
-    run = kv("backup")
-    assert run.code == 0, run.err
-    return trust
-
-
 def store_dir(home: Path) -> Path:
     return home / ".local" / "share" / "keyvault" / "store"
 

@@ -107,14 +107,6 @@ def tree(path: Path) -> dict[str, bytes]:
             if p.is_file()} if path.exists() else {}
 
 
-@pytest.fixture
-def ready(kv: KV, trust: tuple[Path, tuple[KeyFile, ...]]) -> tuple[Path, tuple[KeyFile, ...]]:
-    assert kv("init").code == 0
-    run = kv("backup")
-    assert run.code == 0, run.err
-    return trust
-
-
 def test_restore_puts_each_pin_back_byte_for_byte_with_the_keys(
         kv: KV, home: Path, ready: tuple[Path, tuple[KeyFile, ...]]) -> None:
     original, keys = ready
