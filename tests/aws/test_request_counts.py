@@ -214,13 +214,7 @@ def test_a_restore_on_a_new_machine_refuses_an_older_version_copied_on_top(
         made_keys: dict[str, ec.EllipticCurvePrivateKey]) -> None:
     """Through restore_keys: the one listing that names the keys also proves the chain."""
     session, _ = counted
-    keys = _keys(trust_dir)
-    backup_keys(session, keys, team=TEAM, concurrency=4)
-    victim = _addresses(keys)[0]
-    store = session.store()
-    first = store.read(victim.object_name)
-    _new_version(session, trust_dir, made_keys, keys[0])
-    store.write(victim.object_name, first.data, replaces=store.read(victim.object_name).version)
+    _keys_backed_up, _victim = _first_key_rolled_back(session, trust_dir, made_keys)
     owner = session.sealer().key.fingerprint  # pinned on the new machine, as init does
     fresh = Session(replace(session.config, trusted_sealers=(owner,), paths=Paths(
         *(tmp_path / "new" / d for d in ("config", "data", "state")))))
@@ -265,6 +259,21 @@ def _new_version(session: Session, trust_dir: Path,
     assert backup_keys(session, (changed,), team=TEAM)[0].action == UPDATED
 
 
+def _first_key_rolled_back(session: Session, trust_dir: Path,
+                           made_keys: dict[str, ec.EllipticCurvePrivateKey]
+                           ) -> tuple[tuple[KeyFile, ...], KeyAddress]:
+    """Every key backed up, then the first one's first version copied on top of its
+    second: a rollback a store writer made. The keys, and the rolled-back one."""
+    keys = _keys(trust_dir)
+    backup_keys(session, keys, team=TEAM, concurrency=4)
+    victim = _addresses(keys)[0]
+    store = session.store()
+    first = store.read(victim.object_name)
+    _new_version(session, trust_dir, made_keys, keys[0])
+    store.write(victim.object_name, first.data, replaces=store.read(victim.object_name).version)
+    return keys, victim
+
+
 def _addresses(keys: tuple[KeyFile, ...]) -> list[KeyAddress]:
     return [KeyAddress(TEAM, k.gun, k.role, k.key_id) for k in keys]
 
@@ -273,13 +282,7 @@ def test_one_bulk_listing_still_refuses_an_older_version_copied_on_top(
         counted: tuple[Session, Requests], trust_dir: Path, tmp_path: Path,
         made_keys: dict[str, ec.EllipticCurvePrivateKey]) -> None:
     session, requests = counted
-    keys = _keys(trust_dir)
-    backup_keys(session, keys, team=TEAM, concurrency=4)
-    victim = _addresses(keys)[0]
-    store = session.store()
-    first = store.read(victim.object_name)
-    _new_version(session, trust_dir, made_keys, keys[0])
-    store.write(victim.object_name, first.data, replaces=store.read(victim.object_name).version)
+    keys, victim = _first_key_rolled_back(session, trust_dir, made_keys)
     reader = _fresh_reader(session, tmp_path)
     requests.take()
     reader.prefetch(_addresses(keys))
