@@ -24,6 +24,7 @@ from keyvault.config import load_config
 from keyvault.names import PinAddress
 from keyvault.sealing import Ed25519FileSealer
 from keyvault.stores import Store, open_store
+from keyvault.stores.base import Deleting
 from keyvault.trust.deep import load_private_key
 from keyvault.trust.keyid import private_key_id
 from keyvault.trust.model import KeyFile
@@ -279,3 +280,73 @@ def test_the_audit_log_names_the_pins_written(
     records = kv("--json", "audit", "show", "--action", "backup").json()["records"]
     pins = [k for k in records[-1]["keys"] if k["key_id"] == "root.json"]
     assert sorted(k["gun"] for k in pins) == sorted(GUNS)
+
+
+def drop_pin(home: Path, gun: str) -> None:
+    """The GUN's pin gone from the store, every version (as if never backed up)."""
+    with backend(home) as (store, _):
+        assert isinstance(store, Deleting)
+        store.delete_all_versions(pin_object(gun))
+
+
+def test_list_shows_each_pin_after_the_keys(
+        kv: KV, ready: tuple[Path, tuple[KeyFile, ...]]) -> None:
+    _, keys = ready
+    run = kv("--json", "list")
+    assert run.code == 0, run.err
+    entries = run.json()["keys"]
+    pins = [e for e in entries if e["kind"] == "pin"]
+    assert [(p["gun"], p["key_id"], p["object"]) for p in pins] == [
+        (g, "root.json", pin_object(g)) for g in sorted(GUNS)]
+    assert len([e for e in entries if e["kind"] == "key"]) == len(keys)
+    one = kv("--json", "list", "--gun", APP, "--long")
+    assert one.code == 0, one.err
+    (pin,) = [e for e in one.json()["keys"] if e["kind"] == "pin"]
+    assert pin["gun"] == APP and pin["signed"] and pin["sequence"] == 1
+    text = kv("list")
+    assert text.code == 0 and "root.json" in text.out
+
+
+def test_list_of_a_gun_without_a_pin_shows_none(
+        kv: KV, home: Path, ready: tuple[Path, tuple[KeyFile, ...]]) -> None:
+    drop_pin(home, APP)
+    run = kv("--json", "list", "--gun", APP)
+    assert run.code == 0, run.err
+    assert [e["kind"] for e in run.json()["keys"]] == ["key"] * len(run.json()["keys"])
+
+
+def test_verify_checks_each_pin_against_the_trust_directory(
+        kv: KV, ready: tuple[Path, tuple[KeyFile, ...]]) -> None:
+    original, _ = ready
+    run = kv("--json", "verify", "--all")
+    assert run.code == 0, run.err
+    pins = {e["gun"]: e for e in run.json()["keys"] if e["kind"] == "pin"}
+    assert {g: (p["status"], p["root_version"]) for g, p in pins.items()} == {
+        GUNS[0]: ("ok", 1), GUNS[1]: ("ok", 2)}
+    write_pin(original, APP, root_doc(5, "rotated"))
+    changed = kv("--json", "verify", "--gun", APP)
+    assert changed.code == 5, changed.err
+    (pin,) = [e for e in changed.json()["keys"] if e["kind"] == "pin"]
+    assert pin["status"] == "differs" and "root version 5) is newer than" in pin["detail"]
+    pin_path(original, APP).unlink()
+    gone = kv("--json", "verify", "--gun", APP)
+    assert gone.code == 0, gone.err
+    assert [e["status"] for e in gone.json()["keys"] if e["kind"] == "pin"] == ["store-only"]
+
+
+def test_verify_refuses_a_pin_a_store_writer_swapped(
+        kv: KV, home: Path, ready: tuple[Path, tuple[KeyFile, ...]]) -> None:
+    forged_pin(home, APP, root_doc(99, "the attacker's root"))
+    run = kv("--json", "verify", "--all")
+    assert run.code == 5, run.err
+    statuses = {e["gun"]: e["status"] for e in run.json()["keys"] if e["kind"] == "pin"}
+    assert statuses == {APP: "broken", GUNS[1]: "ok"}
+    assert all(e["status"] == "ok" for e in run.json()["keys"] if e["kind"] == "key")
+
+
+def test_verify_says_a_pin_on_disk_is_not_backed_up(
+        kv: KV, home: Path, ready: tuple[Path, tuple[KeyFile, ...]]) -> None:
+    drop_pin(home, APP)
+    run = kv("verify", "--gun", APP)
+    assert run.code == 3, run.err
+    assert f"the trust pin of {APP} is not backed up" in run.err
