@@ -222,7 +222,8 @@ def _sealer_cell(sealer: str) -> str:
 
 def versions(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: KeyIds = None,
              everything: All = False, json_out: Json = False) -> None:
-    """List every stored version of the selected keys (restore one with --version NUMBER).
+    """List every stored version of the selected keys (restore one with --version NUMBER),
+    and of their GUNs' trust pins (KEY ID root.json).
 
     NUMBER is a version's place in the key's signed chain (1 is its first backup);
     VERSION is the store's own ID for it. 'restore --version' takes either.
@@ -237,8 +238,11 @@ def versions(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: K
                               selection=build_selection(gun, role, key_id, everything))
         chains = [(a, chain_of(session, a, vs)) for a, vs in found]
     if state.json:
+        from keyvault.names import PinAddress
+
         emit_json({"store": config.store, "team": config.team, "keys": [
-            {"key_id": a.key_id, "role": a.role, "gun": a.gun, "object": a.object_name,
+            {"kind": "pin" if isinstance(a, PinAddress) else "key",
+             "key_id": a.key_id, "role": a.role, "gun": a.gun, "object": a.object_name,
              "versions": [{"version": c.version.version, "size": c.version.size,
                            "created": c.version.created, "latest": c.version.latest,
                            "sequence": c.sequence, "sealer": c.sealer or None,

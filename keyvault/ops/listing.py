@@ -137,7 +137,8 @@ def chain_of(session: Session, address: KeyAddress, versions: list[ObjectVersion
 
 def list_versions(session: Session, *, team: str, selection: Selection
                   ) -> list[tuple[KeyAddress, list[ObjectVersion]]]:
-    """Every stored version of each selected key, newest first (for --version restores)."""
+    """Every stored version of each selected key, newest first (for --version restores),
+    then those of the trust pins that travel with the keys (not for CI)."""
     selection.require_explicit("show versions of")
     session.check("list", team, selection)
     store = session.store()
@@ -146,6 +147,8 @@ def list_versions(session: Session, *, team: str, selection: Selection
     session.check("list", team, addresses=addresses)
     selection.check_found([(a.gun, a.role, a.key_id) for a in addresses],
                           listed_where(team, ci=ci))
+    if not ci:
+        addresses += session.visible("list", stored_pins(session, team, selection, addresses))
     return [(a, store.versions(a.object_name)) for a in addresses]
 
 

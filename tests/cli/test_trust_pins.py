@@ -350,3 +350,19 @@ def test_verify_says_a_pin_on_disk_is_not_backed_up(
     run = kv("verify", "--gun", APP)
     assert run.code == 3, run.err
     assert f"the trust pin of {APP} is not backed up" in run.err
+
+
+def test_versions_lists_each_pins_chain_after_the_keys(
+        kv: KV, home: Path, ready: tuple[Path, tuple[KeyFile, ...]]) -> None:
+    original, _ = ready
+    write_pin(original, APP, root_doc(3, "rotated"))
+    assert kv("backup", "--gun", APP).code == 0
+    forged_pin(home, APP, root_doc(99, "the attacker's root"))
+    run = kv("--json", "versions", "--gun", APP)
+    assert run.code == 0, run.err
+    (pin,) = [e for e in run.json()["keys"] if e["kind"] == "pin"]
+    assert pin["object"] == pin_object(APP)
+    chain = [(v["sequence"], v["chain"]) for v in pin["versions"]]
+    assert chain[1:] == [(2, "linked"), (1, "first")]
+    assert chain[0][0] is None and chain[0][1].startswith("not verified")
+    assert run.json()["keys"][0]["kind"] == "key"
