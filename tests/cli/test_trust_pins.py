@@ -366,3 +366,24 @@ def test_versions_lists_each_pins_chain_after_the_keys(
     assert chain[1:] == [(2, "linked"), (1, "first")]
     assert chain[0][0] is None and chain[0][1].startswith("not verified")
     assert run.json()["keys"][0]["kind"] == "key"
+
+
+def test_rewrap_moves_the_pins_with_the_keys(
+        kv: KV, home: Path, ready: tuple[Path, tuple[KeyFile, ...]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """After 'rewrap --all' to a new wrapper, that wrapper alone restores keys and pins."""
+    original, keys = ready
+    config = home / ".config" / "keyvault" / "config.toml"
+    config.write_text(config.read_text() + "\n[passphrase]\nscrypt_n = 16384\n")
+    monkeypatch.setenv("KEYVAULT_PASSPHRASE", "wrapper passphrase")
+    run = kv("--json", "rewrap", "--all", "--add", "passphrase:")
+    assert run.code == 0, run.err
+    pins = [k for k in run.json()["keys"] if k["kind"] == "pin"]
+    assert sorted(p["gun"] for p in pins) == sorted(GUNS)
+    assert {(p["action"], "passphrase:" in p["after"]) for p in pins} == {("rewrapped", True)}
+    target = home / "laptop" / "trust"
+    restored = kv("--wrapper", "passphrase:", "--trust-dir", target, "restore", "--all")
+    assert restored.code == 0, restored.err
+    for gun in GUNS:
+        assert pin_path(target, gun).read_bytes() == pin_path(original, gun).read_bytes()
+    assert len(list((target / "private").rglob("*.key"))) == len(keys)
