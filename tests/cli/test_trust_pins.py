@@ -342,6 +342,9 @@ def test_verify_refuses_a_pin_a_store_writer_swapped(
     statuses = {e["gun"]: e["status"] for e in run.json()["keys"] if e["kind"] == "pin"}
     assert statuses == {APP: "broken", GUNS[1]: "ok"}
     assert all(e["status"] == "ok" for e in run.json()["keys"] if e["kind"] == "key")
+    text = kv("verify", "--all")
+    assert text.code == 5 and f"trust pin of {APP}:" in text.err
+    assert "root key root.json" not in text.err  # a pin is not named as a key
 
 
 def test_verify_says_a_pin_on_disk_is_not_backed_up(
