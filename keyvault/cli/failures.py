@@ -13,12 +13,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from keyvault.errors import KeyvaultError
-from keyvault.names import KeyAddress, role_shown
+from keyvault.names import KeyAddress, PinAddress, role_shown
 
 
 def key_failure_lines(failed: Iterable[tuple[KeyAddress, KeyvaultError | None]]) -> list[str]:
     """failure_lines for keys named by address (those without an error are left out)."""
-    return failure_lines([(f"{role_shown(address.role)} key {address.key_id[:12]}", error)
+    return failure_lines([(f"trust pin of {address.gun}" if isinstance(address, PinAddress)
+                           else f"{role_shown(address.role)} key {address.key_id[:12]}", error)
                           for address, error in failed if error is not None])
 
 

@@ -179,7 +179,8 @@ def list_cmd(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: K
              long: Annotated[bool, typer.Option("--long", "-l",
                                                 help="Read each envelope for details.")] = False,
              json_out: Json = False) -> None:
-    """List the keys the store holds for the team."""
+    """List the keys the store holds for the team, and the trust pins that travel with
+    them (KEY ID root.json: a GUN's tuf/<gun>/metadata/root.json)."""
     state = _state(ctx, json_out)
     config = state.config()
     from keyvault.cli.output import emit_json, say, table
@@ -189,8 +190,11 @@ def list_cmd(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: K
         listed = list_keys(session, team=config.team,
                            selection=build_selection(gun, role, key_id, False), long=long)
     if state.json:
+        from keyvault.names import PinAddress
+
         emit_json({"store": config.store, "team": config.team, "keys": [
-            {"key_id": item.address.key_id, "role": item.address.role, "gun": item.address.gun,
+            {"kind": "pin" if isinstance(item.address, PinAddress) else "key",
+             "key_id": item.address.key_id, "role": item.address.role, "gun": item.address.gun,
              "object": item.address.object_name, "version": item.version,
              "created": item.created, "source": item.source_name,
              "wrappers": list(item.wrappers), "error": item.error,
@@ -218,7 +222,8 @@ def _sealer_cell(sealer: str) -> str:
 
 def versions(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: KeyIds = None,
              everything: All = False, json_out: Json = False) -> None:
-    """List every stored version of the selected keys (restore one with --version NUMBER).
+    """List every stored version of the selected keys (restore one with --version NUMBER),
+    and of their GUNs' trust pins (KEY ID root.json).
 
     NUMBER is a version's place in the key's signed chain (1 is its first backup);
     VERSION is the store's own ID for it. 'restore --version' takes either.
@@ -233,8 +238,11 @@ def versions(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: K
                               selection=build_selection(gun, role, key_id, everything))
         chains = [(a, chain_of(session, a, vs)) for a, vs in found]
     if state.json:
+        from keyvault.names import PinAddress
+
         emit_json({"store": config.store, "team": config.team, "keys": [
-            {"key_id": a.key_id, "role": a.role, "gun": a.gun, "object": a.object_name,
+            {"kind": "pin" if isinstance(a, PinAddress) else "key",
+             "key_id": a.key_id, "role": a.role, "gun": a.gun, "object": a.object_name,
              "versions": [{"version": c.version.version, "size": c.version.size,
                            "created": c.version.created, "latest": c.version.latest,
                            "sequence": c.sequence, "sealer": c.sealer or None,
@@ -334,7 +342,8 @@ def verify(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Key
                "--deep", help="Also decrypt each key with its Notary passphrase (from the "
                               "environment) and check its key ID.")] = False,
            json_out: Json = False) -> None:
-    """Check that backups open and match the key files in the trust directory."""
+    """Check that backups open and match the key files in the trust directory, and that
+    the GUNs' trust pins (tuf/<gun>/metadata/root.json) are signed, chained and current."""
     state = _state(ctx, json_out)
     config = state.config()
     from keyvault.cli.output import emit_json, progress, table, warn
@@ -356,14 +365,23 @@ def verify(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Key
         def done(v: Verified) -> None:
             bar.advance(v.address.key_id[:12])
 
+        from keyvault.ops.backup import select_pins
+
+        pins, _ = select_pins(config.trust_dir, [k for k in local if selection.matches(
+            k.gun, k.role, k.key_id)], selection)  # a bad pin on disk: backup reports it
         results = verify_backups(session, team=config.team, selection=selection,
-                                 local_keys=local, deep=deep_check, on_done=done)
+                                 local_keys=local, deep=deep_check, on_done=done,
+                                 local_pins=pins)
     codes = [r.error.exit_code for r in results if r.error is not None]
     if state.json:
+        from keyvault.names import PinAddress
+
         emit_json({"store": config.store, "team": config.team, "trust_dir": str(config.trust_dir),
                    "deep": deep, "keys": [
-                       {"key_id": r.address.key_id, "role": r.address.role, "gun": r.address.gun,
-                        "status": r.status, "detail": r.detail, "deep": r.deep,
+                       {"kind": "pin" if isinstance(r.address, PinAddress) else "key",
+                        "key_id": r.address.key_id, "role": r.address.role, "gun": r.address.gun,
+                        "root_version": r.root_version, "status": r.status,
+                        "detail": r.detail, "deep": r.deep,
                         "sealer": r.sealer or None,
                         "error": r.error.to_dict() if r.error else None} for r in results]})
     else:

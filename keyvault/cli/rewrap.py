@@ -49,7 +49,8 @@ def rewrap(
     jobs: Jobs = None,
     json_out: Json = False,
 ) -> None:
-    """Move envelopes to other wrappers without touching the sealed keys.
+    """Move envelopes (the keys' and their GUNs' trust pins') to other wrappers without
+    touching the sealed keys.
 
     The DEK is unwrapped with the configured wrappers (--wrapper or the config)
     and wrapped again; each envelope is written as a new version. To retire a
@@ -74,9 +75,12 @@ def rewrap(
     unused = [uri for uri in remove or [] if not any(uri in o.before for o in outcomes)]
     codes = [o.error.exit_code for o in outcomes if o.error is not None]
     if state.json:
+        from keyvault.names import PinAddress
+
         emit_json({"store": config.store, "team": config.team, "dry_run": dry_run,
                    "unused_remove": unused, "keys": [
-                       {"key_id": o.address.key_id, "role": o.address.role,
+                       {"kind": "pin" if isinstance(o.address, PinAddress) else "key",
+                        "key_id": o.address.key_id, "role": o.address.role,
                         "gun": o.address.gun, "action": o.action, "version": o.version,
                         "before": list(o.before), "after": list(o.after),
                         "error": o.error.to_dict() if o.error else None} for o in outcomes]})

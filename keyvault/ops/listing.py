@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from keyvault.errors import KeyvaultError, NotFoundError
-from keyvault.names import KeyAddress
+from keyvault.errors import AccessDeniedError, KeyvaultError, NotFoundError
+from keyvault.names import KeyAddress, PinAddress
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session
 from keyvault.ops.stored import list_addresses, listed_where, parse_stored, read_envelope
@@ -29,18 +29,24 @@ class Listed:
 
 def list_keys(session: Session, *, team: str, selection: Selection, long: bool = False
               ) -> list[Listed]:
-    """Names only by default (one LIST per prefix); ``long`` reads each envelope too."""
+    """Names only by default (one LIST per prefix); ``long`` reads each envelope too.
+
+    The trust pins that travel with the selected keys (what ``restore`` would bring
+    back with them) follow the keys, as :class:`PinAddress` entries; CI never sees one.
+    """
     session.check("list", team, selection)  # teams policy, before any request
     store = session.store()
     ci = session.is_ci(team)
-    addresses = sorted(list_addresses(store, team, selection, ci=ci))
+    keys: list[KeyAddress] = sorted(list_addresses(store, team, selection, ci=ci))
     if selection.roles or selection.key_ids:  # keys named on purpose: a refusal says so
-        session.check("list", team, addresses=addresses)
+        session.check("list", team, addresses=keys)
     else:  # everything, or GUNs: what this principal may see
-        addresses = session.visible("list", addresses)
+        keys = session.visible("list", keys)
     if not selection.is_empty:
-        selection.check_found([(a.gun, a.role, a.key_id) for a in addresses],
+        selection.check_found([(a.gun, a.role, a.key_id) for a in keys],
                               listed_where(team, ci=ci))
+    addresses = keys + session.visible("list", [] if ci else stored_pins(session, team,
+                                                                         selection, keys))
     if not long:
         return [Listed(a) for a in addresses]
     out: list[Listed] = []
@@ -57,6 +63,24 @@ def list_keys(session: Session, *, team: str, selection: Selection, long: bool =
                           stored.envelope.wrapper_uris, sealer=stored.sealer or "",
                           sequence=chain.sequence if chain else None))
     return out
+
+
+def stored_pins(session: Session, team: str, selection: Selection,
+                 keys: list[KeyAddress]) -> list[PinAddress]:
+    """The pins in the store that travel with ``keys`` (as ``restore`` picks them); none
+    when the backend grants this principal no pins (a restore says so, a listing need not)."""
+    from keyvault.ops.restore import pin_addresses
+
+    store = session.store()
+    try:
+        pins = pin_addresses(session, team, selection, keys)
+        if selection.guns and not any(c in g for g in selection.guns for c in "*?["):
+            # exact GUNs are named, not listed: keep the pins the GUN's folder holds
+            pins = [p for p in pins if p.object_name in set(
+                store.list(p.object_name.rsplit("/", 1)[0] + "/"))]
+    except AccessDeniedError:
+        return []
+    return pins
 
 
 @dataclass(frozen=True)
@@ -113,7 +137,8 @@ def chain_of(session: Session, address: KeyAddress, versions: list[ObjectVersion
 
 def list_versions(session: Session, *, team: str, selection: Selection
                   ) -> list[tuple[KeyAddress, list[ObjectVersion]]]:
-    """Every stored version of each selected key, newest first (for --version restores)."""
+    """Every stored version of each selected key, newest first (for --version restores),
+    then those of the trust pins that travel with the keys (not for CI)."""
     selection.require_explicit("show versions of")
     session.check("list", team, selection)
     store = session.store()
@@ -122,6 +147,8 @@ def list_versions(session: Session, *, team: str, selection: Selection
     session.check("list", team, addresses=addresses)
     selection.check_found([(a.gun, a.role, a.key_id) for a in addresses],
                           listed_where(team, ci=ci))
+    if not ci:
+        addresses += session.visible("list", stored_pins(session, team, selection, addresses))
     return [(a, store.versions(a.object_name)) for a in addresses]
 
 

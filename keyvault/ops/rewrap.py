@@ -6,7 +6,10 @@ result as a new version on top of the one read (compare-and-set: a
 concurrent writer makes this key fail with a conflict, never lose data).
 ``rotate`` asks wrappers that can re-encrypt server-side (Vault Transit,
 KMS) to move their entry to the newest key version: the DEK is never seen.
-The ciphertext, nonce, header and commitment stay byte-identical.
+The ciphertext, nonce, header and commitment stay byte-identical. The trust
+pins that travel with the selected keys (each GUN's pinned root.json, which
+``restore`` brings back with them) are rewrapped with the keys: a wrapper
+retired from the keys must not be the only one that still opens a pin.
 
 Every version written is signed by this machine's sealer and chained to the
 version it replaces. ``reseal`` re-signs without changing wrappers (after a
@@ -35,6 +38,7 @@ from keyvault.envelope import (
 from keyvault.errors import KeyvaultError, UsageError
 from keyvault.names import KeyAddress
 from keyvault.ops.backup import next_number
+from keyvault.ops.listing import stored_pins
 from keyvault.ops.parallel import DEFAULT_CONCURRENCY, bounded_map
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session, key_ref
@@ -87,6 +91,8 @@ def rewrap_keys(
         addresses = sorted(list_addresses(store, team, selection))
         selection.check_found([(a.gun, a.role, a.key_id) for a in addresses],
                               f"the store for team {team!r}")
+        if not session.is_ci(team):  # the trust pins that travel with the keys, as restore
+            addresses += stored_pins(session, team, selection, addresses)
         denied = session.access().refusals("rewrap", addresses)
         reader.prefetch([a for a in addresses if a not in denied])
 

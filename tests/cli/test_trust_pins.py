@@ -24,6 +24,7 @@ from keyvault.config import load_config
 from keyvault.names import PinAddress
 from keyvault.sealing import Ed25519FileSealer
 from keyvault.stores import Store, open_store
+from keyvault.stores.base import Deleting
 from keyvault.trust.deep import load_private_key
 from keyvault.trust.keyid import private_key_id
 from keyvault.trust.model import KeyFile
@@ -279,3 +280,113 @@ def test_the_audit_log_names_the_pins_written(
     records = kv("--json", "audit", "show", "--action", "backup").json()["records"]
     pins = [k for k in records[-1]["keys"] if k["key_id"] == "root.json"]
     assert sorted(k["gun"] for k in pins) == sorted(GUNS)
+
+
+def drop_pin(home: Path, gun: str) -> None:
+    """The GUN's pin gone from the store, every version (as if never backed up)."""
+    with backend(home) as (store, _):
+        assert isinstance(store, Deleting)
+        store.delete_all_versions(pin_object(gun))
+
+
+def test_list_shows_each_pin_after_the_keys(
+        kv: KV, ready: tuple[Path, tuple[KeyFile, ...]]) -> None:
+    _, keys = ready
+    run = kv("--json", "list")
+    assert run.code == 0, run.err
+    entries = run.json()["keys"]
+    pins = [e for e in entries if e["kind"] == "pin"]
+    assert [(p["gun"], p["key_id"], p["object"]) for p in pins] == [
+        (g, "root.json", pin_object(g)) for g in sorted(GUNS)]
+    assert len([e for e in entries if e["kind"] == "key"]) == len(keys)
+    one = kv("--json", "list", "--gun", APP, "--long")
+    assert one.code == 0, one.err
+    (pin,) = [e for e in one.json()["keys"] if e["kind"] == "pin"]
+    assert pin["gun"] == APP and pin["signed"] and pin["sequence"] == 1
+    text = kv("list")
+    assert text.code == 0 and "root.json" in text.out
+
+
+def test_list_of_a_gun_without_a_pin_shows_none(
+        kv: KV, home: Path, ready: tuple[Path, tuple[KeyFile, ...]]) -> None:
+    drop_pin(home, APP)
+    run = kv("--json", "list", "--gun", APP)
+    assert run.code == 0, run.err
+    assert [e["kind"] for e in run.json()["keys"]] == ["key"] * len(run.json()["keys"])
+
+
+def test_verify_checks_each_pin_against_the_trust_directory(
+        kv: KV, ready: tuple[Path, tuple[KeyFile, ...]]) -> None:
+    original, _ = ready
+    run = kv("--json", "verify", "--all")
+    assert run.code == 0, run.err
+    pins = {e["gun"]: e for e in run.json()["keys"] if e["kind"] == "pin"}
+    assert {g: (p["status"], p["root_version"]) for g, p in pins.items()} == {
+        GUNS[0]: ("ok", 1), GUNS[1]: ("ok", 2)}
+    write_pin(original, APP, root_doc(5, "rotated"))
+    changed = kv("--json", "verify", "--gun", APP)
+    assert changed.code == 5, changed.err
+    (pin,) = [e for e in changed.json()["keys"] if e["kind"] == "pin"]
+    assert pin["status"] == "differs" and "root version 5) is newer than" in pin["detail"]
+    pin_path(original, APP).unlink()
+    gone = kv("--json", "verify", "--gun", APP)
+    assert gone.code == 0, gone.err
+    assert [e["status"] for e in gone.json()["keys"] if e["kind"] == "pin"] == ["store-only"]
+
+
+def test_verify_refuses_a_pin_a_store_writer_swapped(
+        kv: KV, home: Path, ready: tuple[Path, tuple[KeyFile, ...]]) -> None:
+    forged_pin(home, APP, root_doc(99, "the attacker's root"))
+    run = kv("--json", "verify", "--all")
+    assert run.code == 5, run.err
+    statuses = {e["gun"]: e["status"] for e in run.json()["keys"] if e["kind"] == "pin"}
+    assert statuses == {APP: "broken", GUNS[1]: "ok"}
+    assert all(e["status"] == "ok" for e in run.json()["keys"] if e["kind"] == "key")
+    text = kv("verify", "--all")
+    assert text.code == 5 and f"trust pin of {APP}:" in text.err
+    assert "root key root.json" not in text.err  # a pin is not named as a key
+
+
+def test_verify_says_a_pin_on_disk_is_not_backed_up(
+        kv: KV, home: Path, ready: tuple[Path, tuple[KeyFile, ...]]) -> None:
+    drop_pin(home, APP)
+    run = kv("verify", "--gun", APP)
+    assert run.code == 3, run.err
+    assert f"the trust pin of {APP} is not backed up" in run.err
+
+
+def test_versions_lists_each_pins_chain_after_the_keys(
+        kv: KV, home: Path, ready: tuple[Path, tuple[KeyFile, ...]]) -> None:
+    original, _ = ready
+    write_pin(original, APP, root_doc(3, "rotated"))
+    assert kv("backup", "--gun", APP).code == 0
+    forged_pin(home, APP, root_doc(99, "the attacker's root"))
+    run = kv("--json", "versions", "--gun", APP)
+    assert run.code == 0, run.err
+    (pin,) = [e for e in run.json()["keys"] if e["kind"] == "pin"]
+    assert pin["object"] == pin_object(APP)
+    chain = [(v["sequence"], v["chain"]) for v in pin["versions"]]
+    assert chain[1:] == [(2, "linked"), (1, "first")]
+    assert chain[0][0] is None and chain[0][1].startswith("not verified")
+    assert run.json()["keys"][0]["kind"] == "key"
+
+
+def test_rewrap_moves_the_pins_with_the_keys(
+        kv: KV, home: Path, ready: tuple[Path, tuple[KeyFile, ...]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """After 'rewrap --all' to a new wrapper, that wrapper alone restores keys and pins."""
+    original, keys = ready
+    config = home / ".config" / "keyvault" / "config.toml"
+    config.write_text(config.read_text() + "\n[passphrase]\nscrypt_n = 16384\n")
+    monkeypatch.setenv("KEYVAULT_PASSPHRASE", "wrapper passphrase")
+    run = kv("--json", "rewrap", "--all", "--add", "passphrase:")
+    assert run.code == 0, run.err
+    pins = [k for k in run.json()["keys"] if k["kind"] == "pin"]
+    assert sorted(p["gun"] for p in pins) == sorted(GUNS)
+    assert {(p["action"], "passphrase:" in p["after"]) for p in pins} == {("rewrapped", True)}
+    target = home / "laptop" / "trust"
+    restored = kv("--wrapper", "passphrase:", "--trust-dir", target, "restore", "--all")
+    assert restored.code == 0, restored.err
+    for gun in GUNS:
+        assert pin_path(target, gun).read_bytes() == pin_path(original, gun).read_bytes()
+    assert len(list((target / "private").rglob("*.key"))) == len(keys)
