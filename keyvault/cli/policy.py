@@ -33,11 +33,12 @@ def register(app: typer.Typer) -> None:
 def _load(state: CliState, file: str | None) -> Policy:
     from keyvault.errors import UsageError
     from keyvault.policy import load_policy
+    from keyvault.wrappers import check_wrapper_uri
 
     path = Path(file) if file else state.config().policy
     if path is None:
         raise UsageError("no policy file: name one, or set [keyvault] policy / KEYVAULT_POLICY")
-    return load_policy(path)
+    return load_policy(path, check_wrapper_uri)
 
 
 @policy_app.command("validate")

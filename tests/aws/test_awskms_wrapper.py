@@ -195,6 +195,7 @@ def test_shared_across_threads(moto_kms: MotoServer, kms_key: KmsKey) -> None:
         assert list(pool.map(lambda x: w.unwrap(x, CONTEXT), wrapped)) == deks
 
 
+@pytest.mark.proves("F03")
 def test_unreachable_kms_is_backend_unavailable() -> None:
     """F03."""
     from fixtures.servers import free_port

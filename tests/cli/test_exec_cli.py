@@ -141,6 +141,7 @@ def listener() -> Iterator[_Listener]:
 
 
 @pytest.mark.parametrize("verb", ["exec", "fetch"])
+@pytest.mark.proves("T4")
 def test_root_is_refused_before_any_backend_call(kv: KV, home: Path, base: Path,
                                                  tmp_path: Path, listener: _Listener,
                                                  verb: str) -> None:

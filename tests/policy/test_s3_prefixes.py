@@ -20,6 +20,8 @@ from keyvault.cli.app import main
 from keyvault.policy import parse_policy, render_aws
 from keyvault.trust.sample import write_sample_trust_dir
 
+pytestmark = pytest.mark.proves("T3")
+
 PASS = "correct horse"
 
 
