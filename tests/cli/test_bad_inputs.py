@@ -1,7 +1,7 @@
-"""Bad inputs from threats.md at the CLI: exact exit code, a clear message, nothing changed.
+"""Bad inputs of SECURITY.md at the CLI: exact exit code, a clear message, nothing changed.
 
 Each test snapshots the trust directory and the store before the command and
-compares after it. Case IDs (B01...) are the ones in threats.md.
+compares after it. Case IDs (B01...) are the ones SECURITY.md lists.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Envelope v1: round trips, strict mode, rewrap, and every bad input class.
 
-Bad inputs name the case of threats.md they cover (B22-B27) and assert the
+Bad inputs name the case of SECURITY.md they cover (B22-B27) and assert the
 exact exception class (which is the CLI exit code) plus a fragment of the
 message, so a refactor that turns a clean refusal into a traceback, or into
 the wrong exit code, fails here.

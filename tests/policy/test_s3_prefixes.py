@@ -1,7 +1,7 @@
 """SeaweedFS enforces the per-team prefixes that ``policy render --target aws`` grants.
 
 Per-team identities are added at runtime with ``weed shell`` (s3.configure,
-testbed.md section 2), scoped to exactly the prefix the rendered member IAM
+as tests/fixtures/s3.py does), scoped to exactly the prefix the rendered member IAM
 policy names. A team's identity cannot read, write or list the other team's
 prefix; through keyvault (its own check off) the refusal is exit 4.
 """
