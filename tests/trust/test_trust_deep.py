@@ -167,6 +167,7 @@ def test_b15_empty_passphrase_variable() -> None:
         passphrase_for("root", {"NOTARY_ROOT_PASSPHRASE": ""})
 
 
+@pytest.mark.proves("T7")
 def test_errors_and_reprs_carry_no_secret() -> None:
     key_id, data = key_file()
     block = decode_first(data)
@@ -210,6 +211,7 @@ def test_wrong_lengths_are_invalid_input(mutation: object) -> None:
         _open(mutation(_encrypted_der()))  # type: ignore[operator]
 
 
+@pytest.mark.proves("T10")
 def test_huge_iteration_count_is_refused_before_any_work() -> None:
     kdf = der.sequence(der.oid(pkcs8.OID_PBKDF2),
                        der.sequence(der.octet_string(b"12345678"), der.integer(10**9)))

@@ -142,6 +142,7 @@ def bad_inputs() -> list[tuple[str, str, Callable[[], tuple[str, bytes]]]]:
 
 @pytest.mark.parametrize(("code", "factory"),
                          [pytest.param(c, f, id=case) for case, c, f in bad_inputs()])
+@pytest.mark.proves("B04", "B05", "B06", "B08", "B09", "B10")
 def test_bad_key_file_is_a_problem_and_the_rest_still_scans(
         code: str, factory: Callable[[], tuple[str, bytes]],
         make_trust_dir: MakeTrustDir) -> None:
