@@ -57,13 +57,20 @@ def _ids(call: ast.Call, where: str) -> tuple[str, ...]:
 
 
 def _placed(tree: ast.Module) -> set[int]:
-    """The ids of proves() calls that sit on a test: its decorators, a module's pytestmark."""
+    """The ids of proves() calls that sit on a test: its decorators, a pytest.param's marks,
+    a module's pytestmark."""
     placed: set[int] = set()
     for node in ast.walk(tree):
         if (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
                 and node.name.startswith(("test", "Test"))):
             for decorator in node.decorator_list:
                 placed |= {id(n) for n in ast.walk(decorator) if _is_proves(n)}
+    for node in ast.walk(tree):  # pytest.param(..., marks=...) only ever parametrizes a test
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "param"):
+            for keyword in node.keywords:
+                if keyword.arg == "marks":
+                    placed |= {id(n) for n in ast.walk(keyword.value) if _is_proves(n)}
     for stmt in tree.body:
         if isinstance(stmt, (ast.Assign, ast.AnnAssign)):
             targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
@@ -123,10 +130,13 @@ def test_the_checks_above_can_fail(tmp_path: Path) -> None:
         "@pytest.mark.parametrize('x', [pytest.param(1, marks=pytest.mark.proves('B03'))])\n"
         "def test_b(x: int) -> None: ...\n"
         "@pytest.mark.proves('T2')\n"
-        "def helper() -> None: ...\n")
+        "def helper() -> None: ...\n"
+        "CASES = [pytest.param(2, marks=[pytest.mark.proves('F13')])]\n"
+        "EXTRA = pytest.mark.proves('T5')\n")
     tags = list(tags_in(source, tmp_path))
     assert [(t.ids, t.on_a_test) for t in tags] == [
-        (("T9",), True), (("B01", "F02"), True), (("B03",), True), (("T2",), False)]
+        (("T9",), True), (("B01", "F02"), True), (("B03",), True), (("T2",), False),
+        (("F13",), True), (("T5",), False)]
     source.write_text("import pytest\n@pytest.mark.proves('T6x')\ndef test_c() -> None: ...\n")
     try:
         list(tags_in(source, tmp_path))
