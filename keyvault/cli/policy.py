@@ -43,7 +43,7 @@ def _load(state: CliState, file: str | None) -> Policy:
 
 @policy_app.command("validate")
 def validate(ctx: typer.Context, file: PolicyFile = None, json_out: Json = False) -> None:
-    """Check a policy file: syntax, names, principals, GUN patterns that overlap."""
+    """Check a policy file: syntax, names, principals, wrapper URIs, GUN patterns that overlap."""
     state: CliState = ctx.obj
     from keyvault.cli.output import emit_json, say
 
