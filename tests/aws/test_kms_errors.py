@@ -122,6 +122,7 @@ def test_throttling_is_retried_with_backoff_then_succeeds(responder: Responder) 
     assert all(body["KeyId"] == ARN for _, body in responder.requests)
 
 
+@pytest.mark.proves("F04")
 def test_throttling_gives_up_after_max_attempts(responder: Responder) -> None:
     responder.script = [(400, error("ThrottlingException", "Rate exceeded"))]
     w = wrapper_for(responder, attempts=3)
