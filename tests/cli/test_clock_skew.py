@@ -8,6 +8,7 @@ the ``Date`` each configured endpoint sends, and fails beyond 120 s.
 from __future__ import annotations
 
 import email.utils
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -72,7 +73,7 @@ def test_doctor_fails_on_an_endpoint_an_hour_off_and_names_it(
     config = Path(kv("--json", "init").json()["config_file"])
     found = _clock_findings(kv, config, ahead, on_time)
     assert found[ahead].startswith("fail: ") and "fix NTP" in found[ahead], found
-    assert "clock differs by 3600 s" in found[ahead] or "clock differs by 3599 s" in found[
-        ahead], found
+    (seconds,) = re.findall(r"clock differs by (\d+) s", found[ahead])
+    assert abs(int(seconds) - SKEW) < 60, found  # the skew measured, whatever the load
     assert found[on_time].startswith("ok: "), found
     assert not kv("--json", "doctor").json()["healthy"]
