@@ -5,7 +5,7 @@ the command line; any of them may be hostile. Nothing is joined into a file
 path or a store object name before it passed these checks: no `..`, no
 absolute paths, no empty segments, no control characters, bounded lengths.
 
-Object names in a store (DESIGN.md):
+Object names in a store (docs/envelope.md section 11):
 
     v1/teams/<team>/root/<key-id>.json
     v1/teams/<team>/guns/<gun>/<role>/<key-id>.json

@@ -43,7 +43,7 @@ import json
 import re
 import tomllib
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -472,16 +472,21 @@ def _from(source: Path | None) -> str:
 # -- loading --------------------------------------------------------------------------------
 
 
-def load_policy(path: Path) -> Policy:
+def load_policy(path: Path, check_wrapper: Callable[[str], None] | None = None) -> Policy:
     from keyvault.fsutil import read_small_text
 
     text = read_small_text(path, "policy file", MAX_POLICY_SIZE,
                            "fix [keyvault] policy or KEYVAULT_POLICY")
-    return parse_policy(text, path)
+    return parse_policy(text, path, check_wrapper)
 
 
-def parse_policy(text: str, source: Path | None = None) -> Policy:
-    """Build and check the model; every error names the file and the line."""
+def parse_policy(text: str, source: Path | None = None,
+                 check_wrapper: Callable[[str], None] | None = None) -> Policy:
+    """Build and check the model; every error names the file and the line.
+
+    ``check_wrapper`` raises UsageError for a wrapper URI keyvault cannot use
+    (the wrappers layer passes its own check; the core knows no schemes).
+    """
     where = str(source) if source else "policy"
     try:
         doc = toml_loads(text)
@@ -511,7 +516,8 @@ def parse_policy(text: str, source: Path | None = None) -> Policy:
             raise fail(exc.message, table) from None
         if not isinstance(body, dict):
             raise fail(f"teams.{name} must be a table", "teams", name)
-        teams[name] = _team(name, body, lambda m, k=None, v=None, t=table: fail(m, t, k, v))
+        teams[name] = _team(name, body, lambda m, k=None, v=None, t=table: fail(m, t, k, v),
+                            check_wrapper)
     default = doc.get("default_team")
     if default is not None and default not in teams:
         raise fail(f"default_team {str(default)[:40]!r} is not a declared team", "",
@@ -521,7 +527,8 @@ def parse_policy(text: str, source: Path | None = None) -> Policy:
     return Policy(teams, default, source)
 
 
-def _team(name: str, body: Mapping[str, Any], fail: Any) -> Team:
+def _team(name: str, body: Mapping[str, Any], fail: Any,
+          check_wrapper: Callable[[str], None] | None = None) -> Team:
     for key in body:
         if key not in _TEAM_KEYS:
             raise fail(f"unknown key {key[:40]!r} in [teams.{name}]", key)
@@ -551,6 +558,12 @@ def _team(name: str, body: Mapping[str, Any], fail: Any) -> Team:
     if store is not None and (not isinstance(store, str) or "://" not in store):
         raise fail(f"teams.{name}.store must be a store URI", "store")
     wrappers = strings("wrappers")
+    for uri in wrappers:
+        try:
+            if check_wrapper is not None:
+                check_wrapper(uri)
+        except UsageError as exc:
+            raise fail(f"teams.{name}.wrappers: {exc.message}", "wrappers", uri) from None
     shared = strings("shared_with")
     for other in shared:
         try:

@@ -127,3 +127,10 @@ def make_trust_dir(tmp_path: Path) -> Callable[[dict[str, bytes]], Path]:
             path.chmod(0o600)
         return root
     return build
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Registers ``proves``: which SECURITY.md IDs a test proves (docs/testing.md)."""
+    config.addinivalue_line(
+        "markers", "proves(*ids): the SECURITY.md threat (T), fault (F) and bad-input (B) "
+        "IDs this test proves")

@@ -33,16 +33,17 @@ def register(app: typer.Typer) -> None:
 def _load(state: CliState, file: str | None) -> Policy:
     from keyvault.errors import UsageError
     from keyvault.policy import load_policy
+    from keyvault.wrappers import check_wrapper_uri
 
     path = Path(file) if file else state.config().policy
     if path is None:
         raise UsageError("no policy file: name one, or set [keyvault] policy / KEYVAULT_POLICY")
-    return load_policy(path)
+    return load_policy(path, check_wrapper_uri)
 
 
 @policy_app.command("validate")
 def validate(ctx: typer.Context, file: PolicyFile = None, json_out: Json = False) -> None:
-    """Check a policy file: syntax, names, principals, GUN patterns that overlap."""
+    """Check a policy file: syntax, names, principals, wrapper URIs, GUN patterns that overlap."""
     state: CliState = ctx.obj
     from keyvault.cli.output import emit_json, say
 

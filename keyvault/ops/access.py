@@ -231,8 +231,9 @@ class Access:
                 self._record_skip()
             elif config.policy is not None:
                 from keyvault.policy import load_policy
+                from keyvault.wrappers import check_wrapper_uri
 
-                self._policy = load_policy(config.policy)
+                self._policy = load_policy(config.policy, check_wrapper_uri)
             elif self._session.acting_as is not None:
                 raise UsageError("--as needs a policy ([keyvault] policy or KEYVAULT_POLICY): "
                                  "without one there is nothing to check")

@@ -1,6 +1,6 @@
 """Reading envelopes that may be installed: sealed by a pinned sealer, never rolled back.
 
-Whoever can write the store can put any bytes there (threats.md T2). Before
+Whoever can write the store can put any bytes there (SECURITY.md, T2). Before
 an envelope's key reaches a trust directory, the reader checks, in order:
 
 1. the sealer's signature over the whole envelope, against the pinned

@@ -4,7 +4,7 @@ Passphrases come from the variables Notary and docker read
 (``NOTARY_<ROLE>_PASSPHRASE``, ``DOCKER_CONTENT_TRUST_*_PASSPHRASE``) or, in a
 terminal, a no-echo prompt; never argv. For root keys the report also says
 which GUNs' root.json rely on the key (their certificate IDs differ from the
-file name: see notary.md).
+file name: see docs/concepts.md).
 """
 
 from __future__ import annotations

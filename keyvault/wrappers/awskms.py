@@ -2,7 +2,7 @@
 
 Wrap: ``Encrypt`` of the 32-byte DEK under the named key (alias, key ID or
 ARN) with the envelope's context as the **EncryptionContext** (team, GUN,
-role, key ID; DESIGN.md), so KMS itself refuses the blob under any other
+role, key ID; docs/envelope.md section 7), so KMS itself refuses the blob under any other
 key's name and CloudTrail records which key each Decrypt was for. The key
 ARN KMS reports is recorded in the entry's params (``key_arn``).
 

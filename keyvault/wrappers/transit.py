@@ -5,7 +5,7 @@ the envelope's context (team, GUN, role, key ID) as the derivation
 ``context`` (``base64(canonical_json(context))``): every key file gets its
 own Transit sub-key, and the ciphertext does not decrypt under any other
 context (T6). Transit's ``associated_data`` is not used: its ``rewrap`` is
-known to fail with it (hashicorp/vault#29532; testbed.md), and our own
+known to fail with it (hashicorp/vault#29532; docs/vault.md), and our own
 header AAD and commitment already bind the envelope.
 
 Unwrap: ``decrypt`` with the same context. A ciphertext that does not

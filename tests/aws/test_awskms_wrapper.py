@@ -123,6 +123,7 @@ def test_bad_uris(uri: str) -> None:
 # -- pinning and binding ---------------------------------------------------------------
 
 
+@pytest.mark.proves("T6")
 def test_entry_records_the_key_arn_and_context(moto_kms: MotoServer, kms_key: KmsKey) -> None:
     w = open_kms(moto_kms, kms_key.alias_uri)
     wrapped = w.wrap(os.urandom(DEK_SIZE), CONTEXT)
@@ -153,6 +154,7 @@ def test_unwrap_is_pinned_to_the_recorded_key_even_after_the_alias_moves(
     assert w.unwrap(moved, CONTEXT) == dek
 
 
+@pytest.mark.proves("T2")
 def test_recorded_arn_of_another_key_is_refused(moto_kms: MotoServer, kms_key: KmsKey) -> None:
     """An envelope may not pick the KMS key: the recorded ARN must be the URI's key."""
     other = new_kms_key(moto_kms)
@@ -195,6 +197,7 @@ def test_shared_across_threads(moto_kms: MotoServer, kms_key: KmsKey) -> None:
         assert list(pool.map(lambda x: w.unwrap(x, CONTEXT), wrapped)) == deks
 
 
+@pytest.mark.proves("F03")
 def test_unreachable_kms_is_backend_unavailable() -> None:
     """F03."""
     from fixtures.servers import free_port

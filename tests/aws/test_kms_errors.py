@@ -96,6 +96,7 @@ def test_unwrap_errors_are_typed(responder: Responder, kind: str, status: int, m
     assert body["EncryptionContext"] == CONTEXT
 
 
+@pytest.mark.proves("B38")
 def test_wrap_under_a_disabled_key_names_it(responder: Responder) -> None:
     """B38: what 'keyvault backup' shows for a disabled key."""
     responder.script = [(400, error("DisabledException", f"{ARN} is disabled."))]
@@ -108,6 +109,7 @@ def test_wrap_under_a_disabled_key_names_it(responder: Responder) -> None:
     assert body["KeyId"] == ARN
 
 
+@pytest.mark.proves("F04")
 def test_throttling_is_retried_with_backoff_then_succeeds(responder: Responder) -> None:
     """F04: two ThrottlingExceptions, then an answer: the SDK retried with backoff."""
     ok = {"KeyId": ARN, "Plaintext": "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE=",
@@ -120,6 +122,7 @@ def test_throttling_is_retried_with_backoff_then_succeeds(responder: Responder) 
     assert all(body["KeyId"] == ARN for _, body in responder.requests)
 
 
+@pytest.mark.proves("F04")
 def test_throttling_gives_up_after_max_attempts(responder: Responder) -> None:
     responder.script = [(400, error("ThrottlingException", "Rate exceeded"))]
     w = wrapper_for(responder, attempts=3)

@@ -245,6 +245,7 @@ def test_missing_alias_is_not_found(moto_kms: MotoServer) -> None:
     assert info.value.exit_code == 3 and "no such KMS key" in str(info.value)
 
 
+@pytest.mark.proves("F03")
 def test_unreachable_kms_is_unavailable() -> None:
     options = BackendOptions(env={"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"},
                              settings={"awskms": {"connect_timeout": 1, "max_attempts": 1}})
@@ -279,6 +280,7 @@ def test_refusals_are_typed_and_name_the_key(responder: Responder, step: str, ki
     assert [op for op, _ in responder.requests][-1] == step
 
 
+@pytest.mark.proves("T2")
 def test_a_signature_by_another_key_is_refused(responder: Responder) -> None:
     """The alias moved between GetPublicKey and Sign: refused, not signed with."""
     other = ARN.replace("1234abcd", "99999999")
@@ -292,6 +294,7 @@ def test_a_signature_by_another_key_is_refused(responder: Responder) -> None:
 # -- the CLI -----------------------------------------------------------------------------
 
 
+@pytest.mark.proves("T2")
 def test_cli_backs_up_with_a_kms_sealer_and_restores_where_it_is_pinned(
         s3_kms_backend: BackendSetup, moto_kms: MotoServer, tmp_path: Path) -> None:
     key = signing_key(moto_kms)

@@ -107,6 +107,7 @@ def test_bad_uris_are_usage_errors(uri: str) -> None:
         parse_s3_uri(uri)
 
 
+@pytest.mark.proves("B19")
 def test_open_store_b19_without_bucket() -> None:
     with pytest.raises(UsageError, match="names no bucket"):
         open_store("s3://", BackendOptions())
@@ -256,6 +257,7 @@ def test_sse_aes256_is_requested(weed: WeedServer, bucket: str) -> None:
 # -- errors ----------------------------------------------------------------------------
 
 
+@pytest.mark.proves("B21")
 def test_missing_bucket_is_not_found(weed: WeedServer) -> None:
     """B21 (read-only identity: SeaweedFS's admin would create the bucket on a write)."""
     store = open_s3(weed, "s3://no-such-bucket-kv/p")

@@ -103,6 +103,7 @@ def test_registry_opens_a_file_store(tmp_path: Path) -> None:
 # -- opening and creating (B21) ------------------------------------------------------
 
 
+@pytest.mark.proves("B21")
 def test_missing_store_is_not_found_and_not_created(root: Path) -> None:
     with pytest.raises(NotFoundError) as info:
         FileStore.from_uri(root.as_uri(), OPTIONS)
@@ -292,6 +293,7 @@ def test_failed_write_leaves_no_version(store: FileStore, root: Path,
 # -- tampering: symlinks, special and oversized files (T2, T9, T10) -----------------------
 
 
+@pytest.mark.proves("T2", "T9")
 def test_symlinked_directory_inside_the_store(store: FileStore, root: Path,
                                               tmp_path: Path) -> None:
     outside = make_store(tmp_path / "outside")
@@ -310,6 +312,7 @@ def test_symlinked_directory_inside_the_store(store: FileStore, root: Path,
     assert not (tmp_path / "outside" / "objects" / A_TARGETS).exists()
 
 
+@pytest.mark.proves("T2", "T9")
 def test_symlinked_version_file(store: FileStore, root: Path, tmp_path: Path) -> None:
     v1 = store.write(A_ROOT, b"x")
     secret = tmp_path / "secret"
@@ -333,6 +336,7 @@ def test_fifo_as_a_version_does_not_hang(store: FileStore, root: Path) -> None:
         store.read(A_ROOT)
 
 
+@pytest.mark.proves("T10")
 def test_oversized_version_refused_before_reading(store: FileStore, root: Path) -> None:
     store.write(A_ROOT, b"x")
     with (object_dir(root, A_ROOT) / "0000000002").open("wb") as fh:
@@ -358,6 +362,7 @@ def test_listing_walks_only_the_prefix(store: FileStore, root: Path, tmp_path: P
 
 @settings(max_examples=200, deadline=None)
 @given(name=st.text(alphabet="ab./\\:~-_\x00 \n", max_size=24))
+@pytest.mark.proves("T9")
 def test_no_name_escapes_the_objects_directory(name: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
@@ -435,6 +440,7 @@ def test_racing_processes_exactly_one_wins(root: Path) -> None:
 # -- real faults (root only) ---------------------------------------------------------
 
 
+@pytest.mark.proves("F09")
 def test_disk_full_during_write(tiny_tmpfs: Path) -> None:
     s = make_store(tiny_tmpfs / "store")
     v1 = s.write(A_ROOT, b"small")
@@ -446,6 +452,7 @@ def test_disk_full_during_write(tiny_tmpfs: Path) -> None:
     s.close()
 
 
+@pytest.mark.proves("F10")
 def test_read_only_store(tiny_tmpfs: Path, make_read_only: Callable[[], None]) -> None:
     s = make_store(tiny_tmpfs / "store")
     s.write(A_ROOT, b"kept")

@@ -42,6 +42,7 @@ def umask_zero() -> Iterator[None]:
 # -- write_file_atomic ---------------------------------------------------------
 
 
+@pytest.mark.proves("T7")
 def test_exclusive_write_creates_file_0600_whatever_the_umask(tmp_path: Path,
                                                               umask_zero: None) -> None:
     fsutil.write_file_atomic(tmp_path, "key", b"secret bytes")
@@ -69,6 +70,7 @@ def test_exclusive_write_never_replaces(tmp_path: Path) -> None:
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.proves("T9")
 def test_exclusive_write_does_not_follow_a_dangling_symlink(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     (tmp_path / "dir").mkdir()
@@ -116,6 +118,7 @@ def test_write_through_a_directory_descriptor(tmp_path: Path) -> None:
     assert str(tmp_path) in info.value.message
 
 
+@pytest.mark.proves("T9")
 def test_a_symlinked_target_directory_is_refused(tmp_path: Path) -> None:
     real = tmp_path / "real"
     real.mkdir()
@@ -169,6 +172,7 @@ def test_failure_while_publishing_leaves_nothing(tmp_path: Path, monkeypatch: py
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.proves("T7")
 def test_interrupt_removes_the_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def interrupted(*_: object, **__: object) -> None:
         raise KeyboardInterrupt
@@ -272,6 +276,7 @@ def test_os_errors_become_clear_keyvault_errors(code: int, kind: type, words: st
 # -- real faults (root only) ---------------------------------------------------
 
 
+@pytest.mark.proves("F09")
 def test_disk_full_leaves_nothing_behind(tiny_tmpfs: Path) -> None:
     (tiny_tmpfs / "keep").write_bytes(b"kept")
     with pytest.raises(LocalIOError) as info:
@@ -282,6 +287,7 @@ def test_disk_full_leaves_nothing_behind(tiny_tmpfs: Path) -> None:
     assert (tiny_tmpfs / "small").read_bytes() == b"fits"
 
 
+@pytest.mark.proves("F10")
 def test_read_only_file_system(tiny_tmpfs: Path, make_read_only: Callable[[], None]) -> None:
     (tiny_tmpfs / "existing").mkdir()
     make_read_only()
@@ -314,6 +320,7 @@ def test_nobody_can_write_where_allowed(shared_dir: Path) -> None:
 # -- make_private_dirs ----------------------------------------------------------
 
 
+@pytest.mark.proves("T8")
 def test_make_private_dirs_makes_every_parent_0700_whatever_the_umask(
         tmp_path: Path, umask_zero: None) -> None:
     fsutil.make_private_dirs(tmp_path / "a" / "b" / "c")

@@ -115,6 +115,7 @@ def test_default_cost(derivations: list[tuple[int, int, int]]) -> None:
 # -- where the passphrase comes from (B14, B15) ----------------------------------------------
 
 
+@pytest.mark.proves("B15")
 def test_empty_env_passphrase_refused() -> None:
     w = pw.PassphraseWrapper.from_uri("passphrase:", BackendOptions(
         env={"KEYVAULT_PASSPHRASE": ""}, prompt=Prompt("unused"), settings=FAST))
@@ -168,6 +169,7 @@ def test_unwraps_ask_once_and_derive_once_per_salt(
     assert len(derivations) == 2
 
 
+@pytest.mark.proves("B14")
 def test_wrong_passphrase_is_access_denied_and_asks_again() -> None:
     wrapped = env_wrapper().wrap(DEK, CONTEXT)
     prompt = Prompt("wrong guess", PASSPHRASE)
@@ -180,6 +182,7 @@ def test_wrong_passphrase_is_access_denied_and_asks_again() -> None:
     assert len(prompt.asked) == 2
 
 
+@pytest.mark.proves("B14")
 def test_wrong_env_passphrase() -> None:
     wrapped = env_wrapper().wrap(DEK, CONTEXT)
     with pytest.raises(AccessDeniedError) as info:
@@ -267,6 +270,7 @@ BAD_PARAMS: list[tuple[str, dict[str, Any]]] = [
 
 
 @pytest.mark.parametrize(("case", "change"), BAD_PARAMS, ids=[c for c, _ in BAD_PARAMS])
+@pytest.mark.proves("T10", "T15")
 def test_params_outside_the_allow_list_refused_before_scrypt(
         derivations: list[tuple[int, int, int]], case: str, change: dict[str, Any]) -> None:
     wrapped = env_wrapper().wrap(DEK, CONTEXT)
@@ -287,6 +291,7 @@ COSTLY: list[tuple[str, dict[str, Any]]] = [
 
 
 @pytest.mark.parametrize(("case", "change"), COSTLY, ids=[c for c, _ in COSTLY])
+@pytest.mark.proves("T10", "T15")
 def test_costlier_scrypt_than_keyvault_writes_is_refused_before_deriving(
         derivations: list[tuple[int, int, int]], case: str, change: dict[str, Any]) -> None:
     """A hostile envelope cost 1 GiB and over 10 s per salt (n = 2**20, p = 4 were allowed).
@@ -313,6 +318,7 @@ def test_keyvaults_own_costs_still_open(derivations: list[tuple[int, int, int]])
 
 
 @pytest.mark.parametrize("missing", ["kdf", "salt", "n", "r", "p", "nonce", "check"])
+@pytest.mark.proves("T15")
 def test_missing_param_refused(missing: str) -> None:
     wrapped = env_wrapper().wrap(DEK, CONTEXT)
     params = {k: v for k, v in wrapped.params.items() if k != missing}

@@ -39,7 +39,7 @@ JOB_PASSPHRASES = {"NOTARY_TARGETS_PASSPHRASE": PASSPHRASES["targets"],
 
 
 def write_delegation(directory: Path) -> tuple[Path, Path]:
-    """An EC key and a self-signed certificate for a delegation (notary.md, Flows)."""
+    """An EC key and a self-signed certificate for a delegation (``notary delegation add``)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "releases")])
     now = datetime.datetime.now(datetime.UTC)

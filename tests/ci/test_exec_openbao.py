@@ -15,6 +15,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+import pytest
 from e2e.machines import NotaryClient, expected, release
 from fixtures.servers import wait_for
 
@@ -76,6 +77,7 @@ def test_delegation_named_with_role_signs_as_the_delegation(ci_lab: CiLab,
     assert reader.targets(ci_lab.gun)["v3"] == expected("v3", "targets/releases")
 
 
+@pytest.mark.proves("T4")
 def test_root_is_refused_with_nothing_written(ci_lab: CiLab) -> None:
     job = ci_lab.job("root")
     for args in (("exec", "--gun", ci_lab.gun, "--role", "root", "--", "true"),
@@ -87,6 +89,7 @@ def test_root_is_refused_with_nothing_written(ci_lab: CiLab) -> None:
     no_leftovers(job)
 
 
+@pytest.mark.proves("T3")
 def test_another_teams_gun_is_refused_by_openbao(ci_lab: CiLab) -> None:
     """keyvault's own policy is not wired in yet: OpenBao's ACL refuses team a's prefix."""
     job = ci_lab.job("other-team")

@@ -33,6 +33,8 @@ from keyvault.sealing import Ed25519FileSealer
 from keyvault.stores import Store, open_store
 from keyvault.trust.sample import write_sample_trust_dir
 
+pytestmark = pytest.mark.proves("T13")
+
 PASS = "correct horse"
 TEAM = "team-a"
 GUN = "example.com/team-a/app"

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from cli.conftest import KV
 from keyvault.trust.sample import write_sample_trust_dir
 
 PASS = "correct horse"
 
 
+@pytest.mark.proves("T12", "T13")
 def test_operations_and_refusals_are_recorded(kv: KV, home: Path, tmp_path: Path) -> None:
     trust = home / ".docker" / "trust"
     keys = write_sample_trust_dir(trust, dict.fromkeys(("root", "targets", "snapshot"), PASS),
@@ -50,6 +53,7 @@ def test_operations_and_refusals_are_recorded(kv: KV, home: Path, tmp_path: Path
     assert {r["action"] for r in filtered.json()["records"]} == {"restore"}
 
 
+@pytest.mark.proves("T13")
 def test_store_copies_reveal_a_truncated_log(kv: KV, home: Path, tmp_path: Path) -> None:
     write_sample_trust_dir(home / ".docker" / "trust",
                            dict.fromkeys(("root", "targets", "snapshot"), PASS),

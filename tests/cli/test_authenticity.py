@@ -42,6 +42,8 @@ from keyvault.trust.model import KeyFile
 from keyvault.trust.sample import notary_key_file, write_sample_trust_dir
 from keyvault.wrappers import Wrapper, open_wrapper
 
+pytestmark = pytest.mark.proves("T2")
+
 PASS = "correct horse"
 ROLES = ("root", "targets", "snapshot")
 TEAM = "team-a"
@@ -479,6 +481,7 @@ def test_a_validly_signed_envelope_aimed_at_another_keys_file_is_refused(
 # -- 6. an unsigned (v1) envelope -------------------------------------------------------
 
 
+@pytest.mark.proves("T2", "T15")
 def test_a_v1_envelope_needs_allow_unsigned_and_is_resealed_by_rewrap(
         owner: Owner, tmp_path: Path) -> None:
     key_id, data = _new_key("targets", GUN)

@@ -106,6 +106,7 @@ def test_restore_a_chosen_version(kv: KV, aws: BackendSetup, home: Path,
     assert (tmp_path / "new" / "private" / target.relpath).read_bytes() == target.data + b"\n"
 
 
+@pytest.mark.proves("B25", "T6")
 def test_envelope_copied_to_another_guns_name_is_refused(
         kv: KV, aws: BackendSetup, home: Path, weed: WeedServer,
         trust: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path) -> None:
@@ -146,6 +147,7 @@ def test_envelope_copied_to_another_guns_name_is_refused(
     assert not (fresh / "private" / web.relpath).exists()
 
 
+@pytest.mark.proves("B38")
 def test_disabled_kms_key_is_a_clear_error_naming_the_key(
         kv: KV, aws: BackendSetup, home: Path, weed: WeedServer, responder: Responder,
         trust: tuple[Path, tuple[KeyFile, ...]]) -> None:
@@ -167,6 +169,7 @@ def test_unknown_kms_key_is_not_found(kv: KV, aws: BackendSetup, home: Path,
     assert "alias/kv-no-such-key" in run.err
 
 
+@pytest.mark.proves("B21")
 def test_missing_bucket_b21(kv: KV, aws: BackendSetup, home: Path,
                             trust: tuple[Path, tuple[KeyFile, ...]]) -> None:
     config = write_config(home, aws, store="s3://kv-no-such-bucket/x")
@@ -175,6 +178,7 @@ def test_missing_bucket_b21(kv: KV, aws: BackendSetup, home: Path,
     assert "bucket kv-no-such-bucket does not exist" in run.err
 
 
+@pytest.mark.proves("B19")
 def test_store_uri_without_bucket_b19(kv: KV, aws: BackendSetup, home: Path) -> None:
     config = write_config(home, aws, store="s3://")
     run = kv("--config", config, "list")
@@ -184,6 +188,7 @@ def test_store_uri_without_bucket_b19(kv: KV, aws: BackendSetup, home: Path) -> 
 # -- F01: the S3 server stopped in the middle of a backup -------------------------------
 
 
+@pytest.mark.proves("F01")
 def test_s3_stopped_mid_backup_then_rerun_completes(
         kv: KV, aws: BackendSetup, home: Path, tmp_path: Path,
         trust: tuple[Path, tuple[KeyFile, ...]]) -> None:

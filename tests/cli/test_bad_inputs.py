@@ -1,7 +1,7 @@
-"""Bad inputs from threats.md at the CLI: exact exit code, a clear message, nothing changed.
+"""Bad inputs of SECURITY.md at the CLI: exact exit code, a clear message, nothing changed.
 
 Each test snapshots the trust directory and the store before the command and
-compares after it. Case IDs (B01...) are the ones in threats.md.
+compares after it. Case IDs (B01...) are the ones SECURITY.md lists.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ def backup_refuses(kv: KV, trust: Path, store: Path, code: str, fragment: str) -
 BAD_ID = "f" * 64
 
 
+@pytest.mark.proves("B01")
 def test_b01_trust_dir_missing(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]],
                                tmp_path: Path) -> None:
     _, store, _ = setup
@@ -74,6 +75,7 @@ def test_b01_trust_dir_missing(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, .
     guard.check()
 
 
+@pytest.mark.proves("B02")
 def test_b02_trust_dir_is_a_file(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]],
                                  tmp_path: Path) -> None:
     _, store, _ = setup
@@ -88,12 +90,14 @@ def test_b02_trust_dir_is_a_file(kv: KV, setup: tuple[Path, Path, tuple[KeyFile,
     guard.check()
 
 
+@pytest.mark.proves("B04")
 def test_b04_empty_key_file(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]]) -> None:
     trust, store, _ = setup
     plant(trust, f"{BAD_ID}.key", b"")
     backup_refuses(kv, trust, store, "empty", "empty")
 
 
+@pytest.mark.proves("B05")
 def test_b05_key_file_that_is_not_pem(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]]
                                       ) -> None:
     trust, store, _ = setup
@@ -101,6 +105,7 @@ def test_b05_key_file_that_is_not_pem(kv: KV, setup: tuple[Path, Path, tuple[Key
     backup_refuses(kv, trust, store, "not-pem", "PEM")
 
 
+@pytest.mark.proves("B06")
 def test_b06_certificate_only(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]]) -> None:
     trust, store, _ = setup
     block = b"-----BEGIN CERTIFICATE-----\nMIIBAA==\n-----END CERTIFICATE-----\n"
@@ -114,6 +119,7 @@ def _variant(keys: tuple[KeyFile, ...], role: str, old: bytes, new: bytes) -> by
     return key.data.replace(old, new)
 
 
+@pytest.mark.proves("B08")
 def test_b08_unknown_role(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]]) -> None:
     trust, store, keys = setup
     plant(trust, f"{BAD_ID}.key", _variant(keys, "root", b"role: root", b"role: Root!"))
@@ -121,6 +127,7 @@ def test_b08_unknown_role(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]])
 
 
 @pytest.mark.parametrize("gun", [b"../../etc", b"/abs/app", b"a/../b"])
+@pytest.mark.proves("B09")
 def test_b09_gun_header_with_traversal(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]],
                                        gun: bytes) -> None:
     trust, store, keys = setup
@@ -128,12 +135,14 @@ def test_b09_gun_header_with_traversal(kv: KV, setup: tuple[Path, Path, tuple[Ke
     backup_refuses(kv, trust, store, "bad-gun", "GUN")
 
 
+@pytest.mark.proves("B10")
 def test_b10_file_name_not_hex(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]]) -> None:
     trust, store, keys = setup
     plant(trust, "renamed.key", keys[0].data)
     backup_refuses(kv, trust, store, "bad-name", "not a key ID")
 
 
+@pytest.mark.proves("B11")
 def test_b11_file_name_is_not_the_key_id(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]],
                                          monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     _, store, keys = setup
@@ -152,6 +161,7 @@ def test_b11_file_name_is_not_the_key_id(kv: KV, setup: tuple[Path, Path, tuple[
     guard.check()
 
 
+@pytest.mark.proves("B12")
 def test_b12_symlink_pointing_outside(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]],
                                       tmp_path: Path) -> None:
     trust, store, keys = setup
@@ -161,12 +171,14 @@ def test_b12_symlink_pointing_outside(kv: KV, setup: tuple[Path, Path, tuple[Key
     backup_refuses(kv, trust, store, "symlink", "symbolic link")
 
 
+@pytest.mark.proves("B13")
 def test_b13_key_file_over_one_mib(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]]) -> None:
     trust, store, _ = setup
     plant(trust, f"{BAD_ID}.key", b"A" * (1024 * 1024 + 1))
     backup_refuses(kv, trust, store, "too-large", "bytes")
 
 
+@pytest.mark.proves("B16")
 def test_b16_config_syntax_error_names_the_line(kv: KV, home: Path, tmp_path: Path) -> None:
     config = tmp_path / "bad.toml"
     config.write_text('[keyvault]\nteam = "a"\nstore = = "x"\n')
@@ -174,6 +186,7 @@ def test_b16_config_syntax_error_names_the_line(kv: KV, home: Path, tmp_path: Pa
     assert run.code == 2 and "line 3" in run.err and str(config) in run.err
 
 
+@pytest.mark.proves("B17")
 def test_b17_config_unknown_key(kv: KV, tmp_path: Path) -> None:
     config = tmp_path / "bad.toml"
     config.write_text('[keyvault]\nteem = "a"\n')
@@ -181,6 +194,7 @@ def test_b17_config_unknown_key(kv: KV, tmp_path: Path) -> None:
     assert run.code == 2 and "unknown key 'teem'" in run.err
 
 
+@pytest.mark.proves("B18")
 def test_b18_unknown_uri_scheme(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]],
                                 tmp_path: Path) -> None:
     trust, store, _ = setup
@@ -199,6 +213,7 @@ def test_b18_unknown_uri_scheme(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, 
     guard.check()
 
 
+@pytest.mark.proves("B21")
 def test_b21_missing_store(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]],
                            tmp_path: Path) -> None:
     trust, _, _ = setup
@@ -233,6 +248,7 @@ def _edit(path: Path, change: object) -> None:
     path.write_text(json.dumps(doc, indent=2))
 
 
+@pytest.mark.proves("B22")
 def test_b22_truncated_envelope(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]],
                                 tmp_path: Path) -> None:
     _, store, keys = setup
@@ -241,6 +257,7 @@ def test_b22_truncated_envelope(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, 
     _restore_fails(kv, store, tmp_path / "fresh", 5, "not valid JSON")
 
 
+@pytest.mark.proves("B23")
 def test_b23_flipped_ciphertext_byte(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]],
                                      tmp_path: Path) -> None:
     import base64
@@ -257,6 +274,7 @@ def test_b23_flipped_ciphertext_byte(kv: KV, setup: tuple[Path, Path, tuple[KeyF
     _restore_fails(kv, store, tmp_path / "fresh", 5, "signature does not verify")
 
 
+@pytest.mark.proves("B24")
 def test_b24_flipped_header_field(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]],
                                   tmp_path: Path) -> None:
     _, store, keys = setup
@@ -265,6 +283,7 @@ def test_b24_flipped_header_field(kv: KV, setup: tuple[Path, Path, tuple[KeyFile
     _restore_fails(kv, store, tmp_path / "fresh", 5, "holds the envelope of another key")
 
 
+@pytest.mark.proves("B25")
 def test_b25_envelope_copied_to_another_guns_name(
         kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]], tmp_path: Path) -> None:
     _, store, keys = setup
@@ -278,6 +297,7 @@ def test_b25_envelope_copied_to_another_guns_name(
     assert not (tmp_path / "fresh").exists()
 
 
+@pytest.mark.proves("B26")
 def test_b26_unknown_format_version(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]],
                                     tmp_path: Path) -> None:
     _, store, keys = setup
@@ -286,6 +306,7 @@ def test_b26_unknown_format_version(kv: KV, setup: tuple[Path, Path, tuple[KeyFi
     _restore_fails(kv, store, tmp_path / "fresh", 5, "unsupported envelope version")
 
 
+@pytest.mark.proves("B27")
 def test_b27_wrapped_dek_of_wrong_length(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]],
                                          tmp_path: Path) -> None:
     import base64
@@ -341,6 +362,7 @@ def _kv_as_nobody(kv: KV, home: Path, tmp_path: Path, *args: str | Path) -> Run:
 
 
 @needs_root_for_nobody
+@pytest.mark.proves("B29")
 def test_b29_restore_target_not_writable(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]],
                                          home: Path, tmp_path: Path) -> None:
     """B03/B29 need a non-root user: the trust directory is root's, read-only to others."""
@@ -354,6 +376,7 @@ def test_b29_restore_target_not_writable(kv: KV, setup: tuple[Path, Path, tuple[
     guard.check()
 
 
+@pytest.mark.proves("B32")
 def test_b32_key_id_matching_nothing(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]],
                                      tmp_path: Path) -> None:
     trust, store, _ = setup
@@ -367,6 +390,7 @@ def test_b32_key_id_matching_nothing(kv: KV, setup: tuple[Path, Path, tuple[KeyF
     guard.check()
 
 
+@pytest.mark.proves("B33")
 def test_b33_gun_glob_matching_nothing(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]],
                                        tmp_path: Path) -> None:
     trust, store, _ = setup
@@ -378,6 +402,7 @@ def test_b33_gun_glob_matching_nothing(kv: KV, setup: tuple[Path, Path, tuple[Ke
 
 
 @pytest.mark.parametrize("team", ["team/a", "../a", "Team"])
+@pytest.mark.proves("B34")
 def test_b34_team_name_with_a_slash(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]],
                                     team: str) -> None:
     trust, store, _ = setup
@@ -388,6 +413,7 @@ def test_b34_team_name_with_a_slash(kv: KV, setup: tuple[Path, Path, tuple[KeyFi
 
 
 @needs_root_for_nobody
+@pytest.mark.proves("B03")
 def test_b03_trust_dir_unreadable(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]],
                                   home: Path, tmp_path: Path) -> None:
     """Root ignores modes: the CLI runs in a forked child as uid 65534."""

@@ -22,6 +22,7 @@ from keyvault.names import KeyAddress
 __all__ = ["stored", "team"]  # fixtures, used by name
 
 
+@pytest.mark.proves("T4")
 def test_ci_selects_by_wildcard_and_key_id_within_what_it_may_list(
         kv: KV, team: Team, stored: dict[str, KeyAddress], home: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -214,6 +214,7 @@ def test_restore_needs_a_selection(kv: KV, ready: tuple[Path, tuple[KeyFile, ...
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.proves("B28")
 def test_restore_conflict_and_force(kv: KV, ready: tuple[Path, tuple[KeyFile, ...]],
                                     tmp_path: Path) -> None:
     """B28: an existing file with different bytes is never overwritten without --force."""
@@ -271,6 +272,7 @@ def test_verify_deep_checks_key_ids_with_env_passphrases(
     assert PASS not in run.out + run.err
 
 
+@pytest.mark.proves("B14")
 def test_verify_deep_wrong_passphrase_is_access_denied(
         kv: KV, ready: tuple[Path, tuple[KeyFile, ...]], monkeypatch: pytest.MonkeyPatch) -> None:
     """B14."""
@@ -302,6 +304,7 @@ def test_verify_deep_without_passphrases_checks_what_it_can_and_breaks_nothing(
             assert f"NOTARY_{k['role'].upper()}_PASSPHRASE" in k["deep"], k
 
 
+@pytest.mark.proves("B15")
 def test_verify_deep_empty_passphrase_variable(
         kv: KV, ready: tuple[Path, tuple[KeyFile, ...]], monkeypatch: pytest.MonkeyPatch) -> None:
     """B15: a passphrase variable set but empty."""

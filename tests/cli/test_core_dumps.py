@@ -35,6 +35,8 @@ from fixtures.host import is_root
 from cli.conftest import KV
 from keyvault.trust.sample import write_sample_trust_dir
 
+pytestmark = pytest.mark.proves("T7")
+
 PASS = "correct horse"
 PASSPHRASE = "core-dump passphrase 7d1e"
 PROMPT = b"Passphrase for passphrase:"

@@ -70,6 +70,7 @@ def test_a_drill_proves_every_key_and_writes_reports(
     assert list(scratch.iterdir()) == []  # the throw-away restore directory was wiped
 
 
+@pytest.mark.proves("T5")
 def test_a_broken_wrapper_is_named_and_the_others_pass(
         kv: KV, home: Path, drilled: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -120,6 +121,7 @@ def test_a_misnamed_key_fails_its_id_check(kv: KV, drilled: tuple[Path, tuple[Ke
     assert check["key_id_check"] == "failed" and "not the key's ID" in check["error"]
 
 
+@pytest.mark.proves("T5")
 def test_a_wrong_hsm_pin_fails_that_wrapper_only(
         kv: KV, home: Path, drilled: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch, softhsm: SoftHsm) -> None:

@@ -141,6 +141,7 @@ def listener() -> Iterator[_Listener]:
 
 
 @pytest.mark.parametrize("verb", ["exec", "fetch"])
+@pytest.mark.proves("T4")
 def test_root_is_refused_before_any_backend_call(kv: KV, home: Path, base: Path,
                                                  tmp_path: Path, listener: _Listener,
                                                  verb: str) -> None:
@@ -294,6 +295,7 @@ def test_wipe_overwrites_and_handles_read_only_and_links(tmp_path: Path) -> None
     assert outside.read_text() == "untouched"
 
 
+@pytest.mark.proves("T7")
 def test_command_environment_drops_keyvault_credentials() -> None:
     work = WorkDir(Path("/x/keyvault-exec-1-a"), Marker("exec", "i", 1, None, "h", 0, 0.0))
     env = {"CI_JOB_JWT": "eyJ.secret.jwt", "KEYVAULT_VAULT_SECRET_ID": "s", "PATH": "/bin",
@@ -308,6 +310,7 @@ def test_command_environment_drops_keyvault_credentials() -> None:
     assert child["KEYVAULT_TRUST_DIR"] == "/x/keyvault-exec-1-a/trust"
 
 
+@pytest.mark.proves("T7")
 def test_command_environment_drops_the_vault_token_and_pin_keyvault_could_use() -> None:
     work = WorkDir(Path("/x/keyvault-exec-1-a"), Marker("exec", "i", 1, None, "h", 0, 0.0))
     env = {"VAULT_TOKEN": "hvs.secret", "KEYVAULT_PKCS11_PIN": "1234", "PATH": "/bin",
@@ -339,6 +342,7 @@ KEYVAULT_CREDENTIALS = {
 }
 
 
+@pytest.mark.proves("T7")
 def test_exec_withholds_every_keyvault_credential_and_says_which(
         kv: KV, keys: tuple[KeyFile, ...], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -401,6 +405,7 @@ def test_request_and_ttl_parsing() -> None:
             parse_ttl(bad)
 
 
+@pytest.mark.proves("T3", "T4")
 def test_the_teams_policy_decides_who_may_fetch(kv: KV, keys: tuple[KeyFile, ...], home: Path,
                                                base: Path, monkeypatch: pytest.MonkeyPatch,
                                                tmp_path: Path) -> None:

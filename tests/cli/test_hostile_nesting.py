@@ -20,6 +20,8 @@ from cli.conftest import KV
 from keyvault import bounded
 from keyvault.ops import ci
 
+pytestmark = pytest.mark.proves("T10")
+
 DEEP = 100_000
 GUN = "example.com/hostile/app"
 

@@ -70,6 +70,7 @@ def test_restore_round_trip(kv: KV, backed_up: tuple[Path, tuple[KeyFile, ...]])
         assert (trust / "private" / key.relpath).read_bytes() == key.data
 
 
+@pytest.mark.proves("B39")
 def test_restore_with_wrong_pin_fails_cleanly_and_changes_nothing(
         kv: KV, backed_up: tuple[Path, tuple[KeyFile, ...]], hsm_env: SoftHsm,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -204,6 +205,7 @@ def test_a_uri_with_module_and_pin_is_drilled_and_its_pin_recorded_nowhere(
     assert written and all(hsm_env.pin.encode() not in data for data in written)
 
 
+@pytest.mark.proves("T7")
 def test_pin_value_is_shown_by_no_init_doctor_or_rewrap_output(
         kv: KV, home: Path, hsm_env: SoftHsm, monkeypatch: pytest.MonkeyPatch) -> None:
     """T7: init, doctor (a working and a failing wrapper) and rewrap --remove name the URI

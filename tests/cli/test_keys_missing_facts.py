@@ -19,6 +19,8 @@ from notarykit import GUN_A, BuiltTrustDir, Notary
 from cli.conftest import KV
 from keyvault.names import KeyAddress
 
+pytestmark = pytest.mark.proves("B07")
+
 
 def key_files(trust: Path) -> dict[str, bytes]:
     private = trust / "private"

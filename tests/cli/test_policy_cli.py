@@ -260,6 +260,7 @@ def test_ci_fetches_its_gun_keys_but_never_root(
     assert backup.code == 4 and "CI principals may only" in backup.err
 
 
+@pytest.mark.proves("T4")
 def test_ci_asking_for_a_root_key_is_refused_before_any_request(
         kv: KV, world: World, home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -293,6 +294,7 @@ def test_ci_asking_for_a_root_key_is_refused_before_any_request(
     assert refused and any(r["action"] == "restore" for r in refused)
 
 
+@pytest.mark.proves("T3")
 def test_member_b_is_refused_team_a_by_keyvault(
         kv: KV, world: World, home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -309,6 +311,7 @@ def test_member_b_is_refused_team_a_by_keyvault(
 # -- with keyvault's own check off, OpenBao alone refuses -------------------------------------
 
 
+@pytest.mark.proves("T3")
 def test_openbao_alone_refuses_team_b_on_team_a_paths_and_transit_key(
         kv: KV, world: World, home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -340,6 +343,7 @@ def test_openbao_alone_refuses_team_b_on_team_a_paths_and_transit_key(
     assert own.code == 0, own.err
 
 
+@pytest.mark.proves("T4")
 def test_openbao_alone_refuses_ci_the_root_path_and_any_write(
         kv: KV, world: World, home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -391,6 +395,7 @@ def test_render_then_check_reports_drift(kv: KV, world: World, home: Path,
         admin.sys.create_or_update_acl_policy(name, original)
 
 
+@pytest.mark.proves("B35")
 def test_validate_show_and_errors_with_lines(kv: KV, home: Path, tmp_path: Path) -> None:
     good = tmp_path / "p.toml"
     good.write_text('[teams.a]\nguns = ["r/a/*"]\nmembers = ["local:alice"]\n'

@@ -35,6 +35,8 @@ from keyvault.sealing import Ed25519FileSealer
 from keyvault.trust.keyid import private_key_id
 from keyvault.trust.sample import notary_key_file, write_sample_trust_dir
 
+pytestmark = pytest.mark.proves("T12", "T4")
+
 PASS = "correct horse"
 DEEPEST_GUN = "e" + "/x" * (MAX_GUN_DEPTH - 1)
 

@@ -25,6 +25,7 @@ def objects(kv: KV, *team: str) -> list[str]:
     return sorted(k["object"] for k in listed.json()["keys"])
 
 
+@pytest.mark.proves("T12")
 def test_the_printed_command_removes_the_sample_and_nothing_else(kv: KV, home: Path) -> None:
     first = kv("quickstart")
     assert first.code == 0, first.err

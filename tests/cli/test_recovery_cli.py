@@ -14,6 +14,8 @@ import pytest
 from cli.conftest import KV
 from keyvault.trust.sample import write_sample_trust_dir
 
+pytestmark = pytest.mark.proves("T11")
+
 
 def share_words(page: Path) -> str:
     return " ".join(re.findall(r"^\s*\d+\. (\S+)$", page.read_text(), flags=re.M))

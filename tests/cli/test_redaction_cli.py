@@ -17,6 +17,8 @@ import pytest
 from cli.conftest import KV
 from keyvault.redact import redact, shown_uri
 
+pytestmark = pytest.mark.proves("T7")
+
 SECRET = "Sup3rS3cretValue-9f2a"
 
 

@@ -40,6 +40,7 @@ def envelopes(home: Path) -> dict[str, dict[str, object]]:
     return out
 
 
+@pytest.mark.proves("T5")
 def test_age_to_passphrase_and_back_keeps_the_sealed_key(
         kv: KV, home: Path, setup: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path) -> None:
     _, keys = setup
@@ -75,6 +76,7 @@ def test_age_to_passphrase_and_back_keeps_the_sealed_key(
         assert (final / "private" / key.relpath).read_bytes() == key.data
 
 
+@pytest.mark.proves("T5")
 def test_adding_a_second_wrapper_lets_either_open(kv: KV, home: Path,
                                                   setup: tuple[Path, tuple[KeyFile, ...]],
                                                   tmp_path: Path,

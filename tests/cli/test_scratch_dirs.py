@@ -117,6 +117,7 @@ def start_paused(command: str, note: Path, tmp_path: Path) -> subprocess.Popen[b
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
+@pytest.mark.proves("T7")
 def test_a_killed_run_leaves_no_key_on_disk_and_wipe_stale_zeroes_it(
         command: str, kv: KV, home: Path, keys: tuple[KeyFile, ...], tmp_path: Path) -> None:
     root = root_of(keys)

@@ -145,6 +145,7 @@ def test_too_few_wrappers_for_the_group_writes_nothing_and_says_why(
     assert officers.latest_threshold() == 2
 
 
+@pytest.mark.proves("T2")
 def test_an_old_version_copied_on_top_does_not_lower_the_group(officers: Officers) -> None:
     assert officers.backup()[:2] == (0, "created")
     single = officers.store.read(officers.name)

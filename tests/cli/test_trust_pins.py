@@ -31,6 +31,8 @@ from keyvault.trust.model import KeyFile
 from keyvault.trust.sample import write_sample_trust_dir
 from keyvault.wrappers import Wrapper, open_wrapper
 
+pytestmark = pytest.mark.proves("T16")
+
 PASS = "correct horse"
 PASSPHRASES = {"root": PASS, "targets": PASS, "snapshot": PASS}
 GUNS = ("example.com/team-a/app", "example.com/team-a/web")

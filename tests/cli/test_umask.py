@@ -14,7 +14,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from keyvault.trust.sample import write_sample_trust_dir
+
+pytestmark = pytest.mark.proves("T8")
 
 PASS = "correct horse"
 GUN = "example.com/umask/app"

@@ -162,6 +162,7 @@ def test_transit_rotation_then_rewrap_then_restore(
     assert all((fresh / "private" / k.relpath).read_bytes() == k.data for k in keys)
 
 
+@pytest.mark.proves("T3")
 def test_team_b_token_is_refused_team_a_entries_by_openbao(
         kv: KV, vault: BackendSetup, bao: BaoServer, home: Path,
         trust: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path,
@@ -215,6 +216,7 @@ def test_jwt_login_as_ci_agent_restores_its_repository_keys(
     assert "refused the JWT login" in refused.err
 
 
+@pytest.mark.proves("B25", "T6")
 def test_envelope_whose_context_does_not_match_is_refused(
         kv: KV, vault: BackendSetup, bao: BaoServer, home: Path,
         trust: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path) -> None:
@@ -250,6 +252,7 @@ def test_missing_mount_is_named(kv: KV, vault: BackendSetup, home: Path,
     assert "no secrets engine is mounted at no-such-kv/" in run.err
 
 
+@pytest.mark.proves("B37")
 def test_expired_token_exit_4(kv: KV, vault: BackendSetup, bao: BaoServer, home: Path,
                               monkeypatch: pytest.MonkeyPatch,
                               trust: tuple[Path, tuple[KeyFile, ...]]) -> None:
@@ -265,6 +268,7 @@ def test_expired_token_exit_4(kv: KV, vault: BackendSetup, bao: BaoServer, home:
 
 
 @pytest.mark.filterwarnings("ignore::keyvault.stores.vaultkv.VaultLabelWarning")
+@pytest.mark.proves("F01")
 def test_server_gone_mid_backup_clear_error_nothing_half_written(
         kv: KV, vault: BackendSetup, bao: BaoServer, home: Path,
         trust: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path,
@@ -308,6 +312,7 @@ def test_server_gone_mid_backup_clear_error_nothing_half_written(
     assert all((fresh / "private" / k.relpath).read_bytes() == k.data for k in keys)
 
 
+@pytest.mark.proves("F02")
 def test_server_stopped_before_restore_leaves_trust_dir_alone(
         kv: KV, vault: BackendSetup, make_bao: object, home: Path,
         monkeypatch: pytest.MonkeyPatch, trust: tuple[Path, tuple[KeyFile, ...]],

@@ -62,6 +62,7 @@ class StoreContract:
         got = store.read(A_ROOT)
         assert (got.name, got.version, got.data) == (A_ROOT, version, b"envelope-1")
 
+    @pytest.mark.proves("T12")
     def test_create_only(self, store: Store) -> None:
         store.write(A_ROOT, b"first")
         with pytest.raises(ConflictError):
@@ -69,6 +70,7 @@ class StoreContract:
         assert store.read(A_ROOT).data == b"first"
         assert len(store.versions(A_ROOT)) == 1
 
+    @pytest.mark.proves("T12")
     def test_cas_adds_versions_and_keeps_old_ones(self, store: Store) -> None:
         v1 = store.write(A_ROOT, b"one")
         v2 = store.write(A_ROOT, b"two", replaces=v1)
@@ -114,6 +116,7 @@ class StoreContract:
         store.write(A_ROOT, data)
         assert store.read(A_ROOT).data == data
 
+    @pytest.mark.proves("T10")
     def test_oversized_write_refused(self, store: Store) -> None:
         with pytest.raises(UsageError):
             store.write(A_ROOT, b"x" * (MAX_OBJECT_SIZE + 1))
@@ -159,6 +162,7 @@ class StoreContract:
         assert list(store.list("v1/")) == [A_ROOT]
 
     @pytest.mark.parametrize("name", HOSTILE_NAMES)
+    @pytest.mark.proves("T9")
     def test_hostile_names_refused(self, store: Store, name: str) -> None:
         with pytest.raises(UsageError):
             store.write(name, b"x")
@@ -172,6 +176,7 @@ class StoreContract:
         assert list(store.list("")) == []
 
     @pytest.mark.parametrize("prefix", ["../", "/v1/", "v1/../", "v1//", "v1/\x00"])
+    @pytest.mark.proves("T9")
     def test_hostile_prefixes_refused(self, store: Store, prefix: str) -> None:
         with pytest.raises(UsageError):
             list(store.list(prefix))

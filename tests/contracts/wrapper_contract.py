@@ -78,12 +78,14 @@ class WrapperContract:
         assert [wrapper.unwrap(w, CONTEXT) for w in wrapped] == deks
 
     @pytest.mark.parametrize("case", range(4), ids=["changed", "extra", "missing", "empty"])
+    @pytest.mark.proves("T6")
     def test_wrong_context_refused(self, wrapper: Wrapper, case: int) -> None:
         wrapped = wrapper.wrap(os.urandom(DEK_SIZE), CONTEXT)
         with pytest.raises(IntegrityError):
             wrapper.unwrap(wrapped, other_contexts()[case])
 
     @pytest.mark.parametrize("where", ["first", "middle", "last"])
+    @pytest.mark.proves("T2", "B23")
     def test_tampered_blob_refused(self, wrapper: Wrapper, where: str) -> None:
         wrapped = wrapper.wrap(os.urandom(DEK_SIZE), CONTEXT)
         index = {"first": 0, "middle": len(wrapped.blob) // 2, "last": -1}[where]
@@ -91,21 +93,25 @@ class WrapperContract:
             wrapper.unwrap(replace(wrapped, blob=flipped(wrapped.blob, index)), CONTEXT)
 
     @pytest.mark.parametrize("cut", [1, 16])
+    @pytest.mark.proves("T2")
     def test_truncated_blob_refused(self, wrapper: Wrapper, cut: int) -> None:
         wrapped = wrapper.wrap(os.urandom(DEK_SIZE), CONTEXT)
         with pytest.raises(IntegrityError):
             wrapper.unwrap(replace(wrapped, blob=wrapped.blob[:-cut]), CONTEXT)
 
+    @pytest.mark.proves("T15")
     def test_foreign_algorithm_refused(self, wrapper: Wrapper) -> None:
         wrapped = wrapper.wrap(os.urandom(DEK_SIZE), CONTEXT)
         with pytest.raises(IntegrityError):
             wrapper.unwrap(replace(wrapped, alg="none"), CONTEXT)
 
     @pytest.mark.parametrize("size", [0, DEK_SIZE - 1, DEK_SIZE + 1])
+    @pytest.mark.proves("B27")
     def test_dek_of_wrong_size_refused(self, wrapper: Wrapper, size: int) -> None:
         with pytest.raises((ValueError, UsageError)):
             wrapper.wrap(os.urandom(size), CONTEXT)
 
+    @pytest.mark.proves("T7")
     def test_no_secret_in_reprs_or_errors(self, wrapper: Wrapper,
                                           secret_strings: list[str]) -> None:
         dek = os.urandom(DEK_SIZE)
@@ -121,6 +127,7 @@ class WrapperContract:
             for secret in forbidden:
                 assert secret not in text
 
+    @pytest.mark.proves("T7")
     def test_wrapped_key_repr_hides_blob(self, wrapper: Wrapper) -> None:
         wrapped = wrapper.wrap(os.urandom(DEK_SIZE), CONTEXT)
         assert "blob" not in repr(wrapped)

@@ -11,6 +11,8 @@ import pytest
 from keyvault.audit import GENESIS, AuditLog, KeyRef, verify_records
 from keyvault.errors import IntegrityError
 
+pytestmark = pytest.mark.proves("T13")
+
 KID = "ab" * 32
 
 

@@ -120,6 +120,7 @@ def test_an_update_that_loses_the_race_finds_the_same_bytes_on_top(machine: Conf
 
 
 @pytest.mark.parametrize("kind", ["s3-unconditional"])
+@pytest.mark.proves("T2")
 def test_racing_updates_without_conditional_writes_leave_a_verified_latest(
         request: pytest.FixtureRequest, tmp_path: Path, kind: str) -> None:
     """Without If-Match, racers may stack versions that break the chain: a retry finds the

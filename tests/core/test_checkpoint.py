@@ -12,6 +12,8 @@ from keyvault.checkpoint import Checkpoint, checkpoint_prefix, compare, parse_na
 from keyvault.errors import IntegrityError
 from keyvault.sealing import Ed25519FileSealer, SealerTrust
 
+pytestmark = pytest.mark.proves("T13")
+
 LOG = "0123456789abcdef" * 2
 HEAD = "ab" * 32
 

@@ -46,6 +46,7 @@ def test_file_then_env_precedence(env: dict[str, str], tmp_path: Path) -> None:
                                                             ("age1x", "passphrase:"))
 
 
+@pytest.mark.proves("B16")
 def test_syntax_error_names_the_line(env: dict[str, str], tmp_path: Path) -> None:
     """B16."""
     path = tmp_path / "c.toml"
@@ -60,6 +61,7 @@ def test_syntax_error_names_the_line(env: dict[str, str], tmp_path: Path) -> Non
     ('[keyvault]\nwrappers = "age1x"\n', "wrong type"),
     ('[passphrase]\nscrypt_n = true\n', "wrong type"),
 ])
+@pytest.mark.proves("B17")
 def test_unknown_keys_and_wrong_types(env: dict[str, str], tmp_path: Path, body: str,
                                       fragment: str) -> None:
     """B17."""

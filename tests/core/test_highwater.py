@@ -12,6 +12,8 @@ from fixtures.host import race
 from keyvault.errors import IntegrityError
 from keyvault.highwater import HighWater
 
+pytestmark = pytest.mark.proves("T2")
+
 NAME = "v1/teams/a/root/" + "ab" * 32 + ".json"
 D1, D2, D3 = "11" * 32, "22" * 32, "33" * 32
 

@@ -1,4 +1,4 @@
-"""The import direction of DESIGN.md, and a start-up that loads no backend SDK."""
+"""The import direction of docs/concepts.md, and a start-up that loads no backend SDK."""
 
 from __future__ import annotations
 

@@ -17,6 +17,8 @@ from keyvault.names import (
     validate_team,
 )
 
+pytestmark = pytest.mark.proves("T9")
+
 KID = "0123456789abcdef" * 4
 
 
@@ -30,6 +32,7 @@ def test_valid_guns(gun: str) -> None:
 @pytest.mark.parametrize("gun", ["", "/abs/path", "a/../b", "..", "a//b", "a/", "a/./b",
                                  "a/B", "a/\x00b", "a/b\n", "a\\b", "a/" + "x" * 300, " a",
                                  "a/-b", "a/b-"])
+@pytest.mark.proves("B09")
 def test_invalid_guns(gun: str) -> None:
     """B09: GUN with '..' or a leading '/' (and friends)."""
     with pytest.raises(UsageError):
@@ -43,6 +46,7 @@ def test_valid_teams(team: str) -> None:
 
 @pytest.mark.parametrize("team", ["", "team/a", "Team", "-a", "a-", "a" * 64, "..", "a b",
                                   "a_b"])
+@pytest.mark.proves("B34")
 def test_invalid_teams(team: str) -> None:
     """B34: team name with a slash (and friends)."""
     with pytest.raises(UsageError, match="invalid team name"):
@@ -57,6 +61,7 @@ def test_valid_roles(role: str) -> None:
 
 @pytest.mark.parametrize("role", ["", "Root", "targets/", "targets//x", "../x", "a/b",
                                   "targets/../root", "x y", "targets/Releases", "root\n"])
+@pytest.mark.proves("B08")
 def test_unknown_roles(role: str) -> None:
     """B08: unknown role value."""
     with pytest.raises(UsageError, match="unknown role"):

@@ -26,6 +26,8 @@ from keyvault.errors import IntegrityError
 from keyvault.trust import restore as restore_mod
 from keyvault.trust.restore import Action, RestoreItem, apply_restore
 
+pytestmark = pytest.mark.proves("T8", "B40")
+
 ID_A = "a" * 64
 ID_B = "b" * 64
 STEPS = ("link", "rename", "unlink")

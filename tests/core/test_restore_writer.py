@@ -15,6 +15,8 @@ from keyvault.errors import ConflictError, IntegrityError, LocalIOError, UsageEr
 from keyvault.trust import restore as restore_mod
 from keyvault.trust.restore import Action, RestoreItem, apply_restore, plan_restore
 
+pytestmark = pytest.mark.proves("T8")
+
 ID_A = "a" * 64
 ID_B = "b" * 64
 
@@ -50,6 +52,7 @@ def test_identical_file_is_left_alone(tmp_path: Path) -> None:
     assert target.stat().st_ino == before.st_ino
 
 
+@pytest.mark.proves("B28")
 def test_different_file_is_a_conflict_and_nothing_changes(tmp_path: Path) -> None:
     """B28: target exists with different bytes, no --force."""
     trust = tmp_path / "trust"
@@ -79,6 +82,7 @@ def test_dry_run_plan_writes_nothing(tmp_path: Path) -> None:
     assert not trust.exists()
 
 
+@pytest.mark.proves("B12")
 def test_symlinked_directory_inside_trust_dir_is_not_followed(tmp_path: Path) -> None:
     """B12: a symlink planted inside the trust dir never leads a write outside."""
     trust = tmp_path / "trust"
@@ -111,6 +115,7 @@ def test_unsafe_relative_paths_are_refused(tmp_path: Path, relpath: str) -> None
     assert not (tmp_path / "evil.key").exists()
 
 
+@pytest.mark.proves("B40")
 def test_failure_halfway_rolls_everything_back(tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """B40/F07-like: an interruption after the first file is in place undoes it."""
@@ -146,6 +151,7 @@ def test_failure_on_a_fresh_trust_dir_leaves_no_trust_dir(tmp_path: Path,
     assert not trust.exists()
 
 
+@pytest.mark.proves("F12")
 def test_concurrent_restore_is_refused(tmp_path: Path) -> None:
     """F12: a second restore into the same trust dir while one holds the lock."""
     import fcntl
@@ -182,6 +188,7 @@ def assert_unchanged(trust: Path, before: dict[str, tuple[int, bytes | None]]) -
 
 
 @pytest.mark.skipif(not is_root(), reason="needs root to mount a tmpfs")
+@pytest.mark.proves("B30", "F09")
 def test_disk_full_leaves_nothing_behind(tmp_path: Path) -> None:
     """B30/F09: ENOSPC on a 64 KiB tmpfs."""
     with mounted_tmpfs("64k") as mnt:
@@ -196,6 +203,7 @@ def test_disk_full_leaves_nothing_behind(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not is_root(), reason="needs root to remount read-only")
+@pytest.mark.proves("B31", "F10")
 def test_read_only_file_system_is_a_clear_error(tmp_path: Path) -> None:
     """B31/F10: EROFS."""
     with mounted_tmpfs("1m") as mnt:
@@ -314,6 +322,7 @@ def test_memory_holds_the_keys_in_flight_not_every_key(tmp_path: Path) -> None:
     assert len(list(restored.iterdir())) == count
 
 
+@pytest.mark.proves("F07")
 def test_leftovers_of_a_killed_restore_are_removed_from_the_directories_written_to(
         tmp_path: Path) -> None:
     """A SIGKILL mid-restore leaves 0600 temporary files holding key bytes; the next

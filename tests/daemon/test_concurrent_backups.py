@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from fixtures.servers import wait_for
 
@@ -94,6 +95,7 @@ def actions(out: str) -> list[str]:
     return [k["action"] for k in json.loads(out)["keys"]]
 
 
+@pytest.mark.proves("T2")
 def test_two_backups_of_changed_keys_at_once_both_exit_0(daemon_env: DaemonEnv) -> None:
     keys = Keys(daemon_env, KEYS)
     keys.write("")

@@ -88,6 +88,7 @@ def test_sigterm_stops_cleanly_and_a_restart_catches_up(daemon_env: DaemonEnv) -
              "the keys made while the daemon was down")
 
 
+@pytest.mark.proves("F08")
 def test_sigkill_during_backups_loses_and_duplicates_nothing(daemon_env: DaemonEnv) -> None:
     daemon = daemon_env.start(env={"KEYVAULT_CONCURRENCY": "1"})
     keys = dict(make_key() for _ in range(150))
@@ -140,6 +141,7 @@ def _refusals(daemon: object, relpath: str) -> list[str]:
             if r["path"] == relpath]
 
 
+@pytest.mark.proves("T14")
 def test_t14_group_writable_symlink_and_non_key_files_are_refused(daemon_env: DaemonEnv,
                                                                   tmp_path: Path) -> None:
     daemon = daemon_env.start()
@@ -173,6 +175,7 @@ def test_t14_group_writable_symlink_and_non_key_files_are_refused(daemon_env: Da
 
 @pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown a file to another user")
+@pytest.mark.proves("T14")
 def test_t14_file_owned_by_another_user_is_refused(daemon_env: DaemonEnv) -> None:
     daemon = daemon_env.start()
     key_id, data = make_key()

@@ -42,6 +42,7 @@ def _stored(weed: WeedServer, bucket: str) -> dict[str, int]:
     return counts
 
 
+@pytest.mark.proves("F01")
 def test_store_down_while_keys_are_created_then_back(daemon_env: DaemonEnv,
                                                      own_weed: WeedServer) -> None:
     bucket = new_bucket(own_weed)

@@ -78,6 +78,7 @@ def test_launchd_plist_parses_and_runs_the_daemon() -> None:
     assert doc["Umask"] == 0o077
 
 
+@pytest.mark.proves("T7")
 def test_every_unit_switches_core_dumps_off() -> None:
     """T7: the service manager says it too (keyvault sets RLIMIT_CORE 0 itself at start-up):
     from the first instruction, and where an operator looks."""

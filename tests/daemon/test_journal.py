@@ -60,6 +60,7 @@ def test_failures_back_off_and_a_new_event_does_not_bring_the_retry_forward(
     assert journal.next_due() == 60.0
 
 
+@pytest.mark.proves("T7")
 def test_files_are_private(tmp_path: Path) -> None:
     state = tmp_path / "state"
     state.mkdir(mode=0o755)
@@ -79,6 +80,7 @@ def test_a_corrupt_journal_is_moved_aside_and_replaced(tmp_path: Path) -> None:
     assert journal.stats()[0] == 1
 
 
+@pytest.mark.proves("T7")
 def test_the_journal_holds_ids_and_paths_only(tmp_path: Path) -> None:
     Journal.open(tmp_path).close()
     conn = sqlite3.connect(tmp_path / JOURNAL_NAME)

@@ -35,7 +35,7 @@ from fixtures.notary_server import NotaryServer
 from fixtures.servers import BackendSetup
 from notarykit import Notary, parse_key_list
 
-#: notary's error when the key a role needs is not in the trust directory (notary.md, Errors).
+#: notary's error when the key a role needs is not in the trust directory (notary 0.7's words).
 MISSING_KEY = ("could not find necessary signing keys, "
                "at least one of these keys must be available: {key_id}")
 #: notary's error when a change to root.json needs a root key that is not there.

@@ -73,6 +73,7 @@ def test_coverage_of_published_repositories(age_lab: Lab, tmp_path: Any) -> None
     assert status[("targets", ids["targets"])] == "stale"
 
 
+@pytest.mark.proves("T5")
 def test_drill_proves_signatures_against_the_published_keys(age_lab: Lab,
                                                             tmp_path: Any) -> None:
     lab = age_lab

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from e2e.machines import Lab, Machine, expected, new_repository, release, sign
+
+pytestmark = pytest.mark.proves("T16")
 
 
 def pin_of(machine: Machine, gun: str) -> Path:

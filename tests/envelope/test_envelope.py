@@ -1,6 +1,6 @@
 """Envelope v1: round trips, strict mode, rewrap, and every bad input class.
 
-Bad inputs name the case of threats.md they cover (B22-B27) and assert the
+Bad inputs name the case of SECURITY.md they cover (B22-B27) and assert the
 exact exception class (which is the CLI exit code) plus a fragment of the
 message, so a refactor that turns a clean refusal into a traceback, or into
 the wrong exit code, fails here.
@@ -220,6 +220,7 @@ def test_rewrap_refuses_a_dek_that_is_not_the_committed_one(sealed: ev.Envelope)
 # --------------------------------------------------------------------------- B22-B27
 
 
+@pytest.mark.proves("B22")
 def test_b22_truncated_json_is_refused(sealed: ev.Envelope) -> None:
     raw = sealed.to_bytes()
     for cut in [0, 1, 2, *range(3, len(raw) - 2, 37), len(raw) - 3]:
@@ -227,6 +228,7 @@ def test_b22_truncated_json_is_refused(sealed: ev.Envelope) -> None:
             ev.Envelope.from_bytes(raw[:cut])
 
 
+@pytest.mark.proves("B23")
 def test_b23_every_flipped_ciphertext_byte_is_refused(sealed: ev.Envelope,
                                                       wrapper_a: AeadWrapper) -> None:
     doc = doc_of(sealed)
@@ -241,6 +243,7 @@ def test_b23_every_flipped_ciphertext_byte_is_refused(sealed: ev.Envelope,
 
 
 @pytest.mark.parametrize("name", ["nonce", "commitment"])
+@pytest.mark.proves("B23")
 def test_b23_every_flipped_nonce_or_commitment_byte_is_refused(
         sealed: ev.Envelope, wrapper_a: AeadWrapper, name: str) -> None:
     doc = doc_of(sealed)
@@ -274,6 +277,7 @@ HEADER_CHANGES = [
 
 
 @pytest.mark.parametrize(("name", "value", "fragment"), HEADER_CHANGES)
+@pytest.mark.proves("B24")
 def test_b24_any_changed_header_field_is_refused(sealed: ev.Envelope, wrapper_a: AeadWrapper,
                                                  name: str, value: Any, fragment: str) -> None:
     doc = doc_of(sealed)
@@ -293,12 +297,14 @@ def _moved_to_gun_b(sealed: ev.Envelope) -> tuple[Doc, ev.Header]:
     return doc, moved
 
 
+@pytest.mark.proves("B25")
 def test_b25_moved_envelope_no_longer_matches_its_object_name(sealed: ev.Envelope) -> None:
     other_name = KeyAddress("team-a", "registry.example.com/team-a/other", "targets",
                             KEY_ID).object_name
     assert sealed.address != KeyAddress.from_object_name(other_name)
 
 
+@pytest.mark.proves("B25")
 def test_b25_moved_envelope_is_refused_by_a_context_binding_wrapper(
         sealed: ev.Envelope, wrapper_a: AeadWrapper) -> None:
     doc, _ = _moved_to_gun_b(sealed)
@@ -306,6 +312,7 @@ def test_b25_moved_envelope_is_refused_by_a_context_binding_wrapper(
         ev.open_envelope(parse(doc), [wrapper_a], sealers=TRUST)
 
 
+@pytest.mark.proves("B25")
 def test_b25_moved_envelope_is_refused_even_if_the_wrapper_ignores_context(
         header: ev.Header, data: bytes) -> None:
     lax = LaxWrapper("transit://test/lax")
@@ -314,6 +321,7 @@ def test_b25_moved_envelope_is_refused_even_if_the_wrapper_ignores_context(
         ev.open_envelope(parse(doc), [lax], sealers=TRUST)
 
 
+@pytest.mark.proves("B25")
 def test_b25_moved_envelope_is_refused_by_gcm_even_with_a_recomputed_commitment(
         sealed: ev.Envelope, wrapper_a: AeadWrapper) -> None:
     """The AAD binds the header on its own: the commitment is not the only guard."""
@@ -325,6 +333,7 @@ def test_b25_moved_envelope_is_refused_by_gcm_even_with_a_recomputed_commitment(
 
 
 @pytest.mark.parametrize("version", [0, 3, -1, "2", "v2", None, True, [2], {"v": 2}, 10**30])
+@pytest.mark.proves("B26")
 def test_b26_unknown_version_is_refused(sealed: ev.Envelope, version: Any) -> None:
     doc = doc_of(sealed)
     doc["version"] = version
@@ -334,6 +343,7 @@ def test_b26_unknown_version_is_refused(sealed: ev.Envelope, version: Any) -> No
 
 
 @pytest.mark.parametrize("version", [1, 3, 0, "2", True, 2.0, None])
+@pytest.mark.proves("B26")
 def test_b26_header_naming_another_version_is_refused(sealed: ev.Envelope,
                                                       version: Any) -> None:
     doc = doc_of(sealed)
@@ -343,6 +353,7 @@ def test_b26_header_naming_another_version_is_refused(sealed: ev.Envelope,
         parse(doc)
 
 
+@pytest.mark.proves("B26")
 def test_b26_float_version_is_refused(sealed: ev.Envelope) -> None:
     """2.0 == 2 in Python: the check must be on the type, as for booleans."""
     doc = doc_of(sealed)
@@ -352,6 +363,7 @@ def test_b26_float_version_is_refused(sealed: ev.Envelope) -> None:
 
 
 @pytest.mark.parametrize("length", [0, 16, 31, 33, 64])
+@pytest.mark.proves("B27")
 def test_b27_wrapped_dek_of_wrong_length_is_refused(sealed: ev.Envelope,
                                                     wrapper_a: AeadWrapper, length: int) -> None:
     doc = doc_of(sealed)
@@ -408,6 +420,7 @@ def test_context_mismatch_in_a_wrapped_entry_is_refused(
         ev.open_envelope(parse(doc), [wrapper_a], sealers=TRUST)
 
 
+@pytest.mark.proves("T6")
 def test_entry_replayed_from_another_key_is_refused(sealed: ev.Envelope, data: bytes,
                                                     wrapper_a: AeadWrapper) -> None:
     """T6: team A's wrapped DEK pasted into another key's envelope, context rewritten."""

@@ -12,6 +12,8 @@ from keyvault.names import KeyAddress, PinAddress, key_words, pin_relpath
 
 from ._support import CREATED, GUN, KEY_ID, SEALER, TRUST, AeadWrapper
 
+pytestmark = pytest.mark.proves("T16")
+
 ROOT_JSON = b'{"signed":{"_type":"Root","version":3},"signatures":[]}'
 
 

@@ -24,6 +24,8 @@ from keyvault.sealing import Ed25519FileSealer, SealerTrust
 
 from ._support import KEY_ID, SEALER, TRUST, AeadWrapper, as_v1
 
+pytestmark = pytest.mark.proves("T2")
+
 
 def _doc(envelope: ev.Envelope) -> dict[str, Any]:
     return copy.deepcopy(envelope.to_json())

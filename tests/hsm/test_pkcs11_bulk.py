@@ -6,6 +6,7 @@ import hashlib
 import os
 from pathlib import Path
 
+import pytest
 from envelope._support import SEALER, TRUST
 from fixtures.softhsm import SoftHsm
 
@@ -125,6 +126,7 @@ def test_open_uses_only_the_wrapper_named(softhsm: SoftHsm) -> None:
         other.close()
 
 
+@pytest.mark.proves("T5")
 def test_recovery_wrapper_opens_when_the_module_is_missing(softhsm: SoftHsm,
                                                           tmp_path: Path) -> None:
     """A machine without the HSM still restores through the age entry (T5)."""

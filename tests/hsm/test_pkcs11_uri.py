@@ -15,6 +15,8 @@ from keyvault.wrappers.pkcs11_uri import (
     parse_pkcs11_uri,
 )
 
+pytestmark = pytest.mark.proves("B20")
+
 PIN = "s3cret-PIN-value"
 
 

@@ -230,6 +230,7 @@ def test_extractable_key_refused_for_wrapping(softhsm: SoftHsm) -> None:
 # --- typed errors --------------------------------------------------------------------
 
 
+@pytest.mark.proves("B39")
 def test_wrong_pin_is_access_denied_and_tried_once(softhsm: SoftHsm) -> None:
     w = make(softhsm, pin="wrong-pin-0000")
     before = session_counts()

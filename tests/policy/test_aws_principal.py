@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from fixtures.kms import MotoServer
 
 from keyvault.names import KeyAddress
@@ -33,6 +34,7 @@ def test_the_caller_arn_comes_from_sts_and_the_policy_matches_it(moto_kms: MotoS
     assert not decision.allowed and principal.name in decision.error().message
 
 
+@pytest.mark.proves("T3")
 def test_a_redirected_sts_endpoint_claims_any_identity_to_keyvaults_own_check() -> None:
     """Why keyvault's check is only an early refusal (T3, docs/teams.md): it
     believes whatever answers at AWS_ENDPOINT_URL_STS. The backends' policies decide."""

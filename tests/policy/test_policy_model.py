@@ -77,6 +77,7 @@ def error_of(text: str) -> str:
     return info.value.message
 
 
+@pytest.mark.proves("B35")
 def test_overlapping_guns_are_refused_with_the_line() -> None:
     text = POLICY.replace('"other.example.com/b"', '"registry.example.com/*/app"')
     message = error_of(text)
@@ -94,6 +95,7 @@ def test_overlap_on_a_continuation_line_names_that_line() -> None:
     assert error_of(text).startswith(f"policy.toml:{line}: ")
 
 
+@pytest.mark.proves("B35")
 def test_declared_sharing_allows_an_overlap_only_if_both_sides_declare_it() -> None:
     shared = POLICY.replace('"other.example.com/b"', '"registry.example.com/team-a/shared"')
     one_side = shared.replace('ci = []\n', 'ci = []\nshared_with = ["team-a"]\n')

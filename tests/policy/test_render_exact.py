@@ -31,6 +31,8 @@ from keyvault.policy import (
     render_vault,
 )
 
+pytestmark = pytest.mark.proves("T3", "T4")
+
 SCOPE_KEY = "kms:EncryptionContext:keyvault:scope"
 ACCOUNT, OTHER = "111122223333", "444455556666"
 KID = "ab" * 32

@@ -1,7 +1,7 @@
 """SeaweedFS enforces the per-team prefixes that ``policy render --target aws`` grants.
 
 Per-team identities are added at runtime with ``weed shell`` (s3.configure,
-testbed.md section 2), scoped to exactly the prefix the rendered member IAM
+as tests/fixtures/s3.py does), scoped to exactly the prefix the rendered member IAM
 policy names. A team's identity cannot read, write or list the other team's
 prefix; through keyvault (its own check off) the refusal is exit 4.
 """
@@ -19,6 +19,8 @@ from fixtures.s3 import REGION, WeedServer, new_bucket, s3_client
 from keyvault.cli.app import main
 from keyvault.policy import parse_policy, render_aws
 from keyvault.trust.sample import write_sample_trust_dir
+
+pytestmark = pytest.mark.proves("T3")
 
 PASS = "correct horse"
 

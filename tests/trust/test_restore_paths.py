@@ -10,6 +10,8 @@ from keyvault.errors import ConflictError, IntegrityError
 from keyvault.trust.layout import derived_relpath
 from keyvault.trust.restore import RestoreItem, apply_restore, plan_restore
 
+pytestmark = pytest.mark.proves("T2")
+
 ROOT, OTHER = "aa" * 32, "bb" * 32
 GUN = "example.com/team/app"
 

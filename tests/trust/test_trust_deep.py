@@ -58,6 +58,7 @@ def test_key_ids_equal_notarys_file_names(fixture: str, request: pytest.FixtureR
 
 
 @pytest.mark.notary
+@pytest.mark.proves("B11")
 def test_b11_renamed_file_is_detected(notary_trust_dir: BuiltTrustDir, notary: Notary) -> None:
     private = notary_trust_dir.path / "private"
     real = notary_trust_dir.ids("root")[0]
@@ -72,6 +73,7 @@ def test_b11_renamed_file_is_detected(notary_trust_dir: BuiltTrustDir, notary: N
 
 
 @pytest.mark.notary
+@pytest.mark.proves("B14")
 def test_b14_wrong_passphrase(notary_trust_dir: BuiltTrustDir, notary: Notary) -> None:
     (key,) = [k for k in scan_trust_dir(notary_trust_dir.path).keys if k.role == "targets"
               and k.gun == "example.com/team-a/app"]
@@ -159,11 +161,13 @@ def test_missing_passphrase_is_a_usage_error() -> None:
     assert "NOTARY_TARGETS_PASSPHRASE" in str(caught.value)
 
 
+@pytest.mark.proves("B15")
 def test_b15_empty_passphrase_variable() -> None:
     with pytest.raises(UsageError, match="NOTARY_ROOT_PASSPHRASE is set but empty"):
         passphrase_for("root", {"NOTARY_ROOT_PASSPHRASE": ""})
 
 
+@pytest.mark.proves("T7")
 def test_errors_and_reprs_carry_no_secret() -> None:
     key_id, data = key_file()
     block = decode_first(data)
@@ -207,6 +211,7 @@ def test_wrong_lengths_are_invalid_input(mutation: object) -> None:
         _open(mutation(_encrypted_der()))  # type: ignore[operator]
 
 
+@pytest.mark.proves("T10")
 def test_huge_iteration_count_is_refused_before_any_work() -> None:
     kdf = der.sequence(der.oid(pkcs8.OID_PBKDF2),
                        der.sequence(der.octet_string(b"12345678"), der.integer(10**9)))

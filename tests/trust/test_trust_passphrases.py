@@ -32,6 +32,7 @@ def test_first_set_variable_wins() -> None:
 
 @pytest.mark.parametrize("name", ["NOTARY_ROOT_PASSPHRASE",
                                   "DOCKER_CONTENT_TRUST_ROOT_PASSPHRASE"])
+@pytest.mark.proves("B15")
 def test_b15_set_but_empty_names_the_variable(name: str) -> None:
     with pytest.raises(UsageError) as caught:
         passphrase_for("root", {name: "", "OTHER": "secret-value"})

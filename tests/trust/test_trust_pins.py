@@ -56,6 +56,7 @@ def test_scan_reads_pins_selects_by_gun_and_reports_bad_ones(tmp_path: Path) -> 
 @pytest.mark.parametrize("relpath", ["tuf/../private/x/metadata/root.json",
                                      "tuf//metadata/root.json", "tuf/a/../../metadata/root.json",
                                      "tuf/A B/metadata/root.json"])
+@pytest.mark.proves("T9", "T16")
 def test_a_pin_path_off_the_gun_grammar_is_refused(relpath: str) -> None:
     assert is_pin_relpath(relpath)
     with pytest.raises(UsageError):

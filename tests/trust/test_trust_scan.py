@@ -142,6 +142,7 @@ def bad_inputs() -> list[tuple[str, str, Callable[[], tuple[str, bytes]]]]:
 
 @pytest.mark.parametrize(("code", "factory"),
                          [pytest.param(c, f, id=case) for case, c, f in bad_inputs()])
+@pytest.mark.proves("B04", "B05", "B06", "B08", "B09", "B10")
 def test_bad_key_file_is_a_problem_and_the_rest_still_scans(
         code: str, factory: Callable[[], tuple[str, bytes]],
         make_trust_dir: MakeTrustDir) -> None:
@@ -157,6 +158,7 @@ def test_bad_key_file_is_a_problem_and_the_rest_still_scans(
                        .splitlines() if len(line) > 40)
 
 
+@pytest.mark.proves("B12")
 def test_b12_symlinks_are_never_followed(make_trust_dir: MakeTrustDir, tmp_path: Path) -> None:
     key_id, data = key_file("root", None)
     outside = tmp_path / "outside"
@@ -184,6 +186,7 @@ def test_private_dir_symlink_is_a_problem(tmp_path: Path, make_trust_dir: MakeTr
     assert codes(result) == {".": "symlink"}
 
 
+@pytest.mark.proves("B13")
 def test_b13_too_large_is_not_read(make_trust_dir: MakeTrustDir) -> None:
     key_id, data = key_file("root", None)
     trust = make_trust_dir({f"{key_id}.key": data})
@@ -268,11 +271,13 @@ def test_private_is_a_file(tmp_path: Path) -> None:
 # --- fatal errors -------------------------------------------------------------------
 
 
+@pytest.mark.proves("B01")
 def test_b01_missing_trust_dir(tmp_path: Path) -> None:
     with pytest.raises(NotFoundError, match="does not exist"):
         scan_trust_dir(tmp_path / "absent")
 
 
+@pytest.mark.proves("B02")
 def test_b02_trust_dir_is_a_file(tmp_path: Path) -> None:
     (tmp_path / "file").write_bytes(b"")
     with pytest.raises(UsageError, match="not a directory"):
@@ -287,6 +292,7 @@ def _scan(trust: Path) -> dict[str, object]:
 
 @pytest.mark.root
 @needs_root_for_nobody
+@pytest.mark.proves("B03")
 def test_b03_unreadable_trust_dir_and_files(shared_dir: Path) -> None:
     """Root ignores modes: the scan runs in a forked child as uid 65534."""
     key_id, data = key_file("root", None)

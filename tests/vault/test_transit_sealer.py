@@ -147,6 +147,7 @@ def test_unreachable_vault_is_unavailable() -> None:
     assert info.value.exit_code == 6 and "cannot be reached" in str(info.value)
 
 
+@pytest.mark.proves("T2")
 def test_cli_backs_up_with_a_transit_sealer_and_restores_where_it_is_pinned(
         vault_backend: BackendSetup, bao: BaoServer, tmp_path: Path) -> None:
     name = signing_key(bao)

@@ -24,6 +24,7 @@ from keyvault.wrappers.transit import (
 from .conftest import open_transit, vault_options
 
 
+@pytest.mark.proves("T6")
 def test_context_is_the_derivation_context(bao: BaoServer) -> None:
     """The blob decrypts in Vault itself with base64(canonical JSON of the context)."""
     import base64
@@ -101,6 +102,7 @@ def test_missing_mount_is_named(bao: BaoServer) -> None:
     wrapper.close()
 
 
+@pytest.mark.proves("T3")
 def test_team_b_cannot_use_team_a_key(bao: BaoServer) -> None:
     key = bao.transit_key(team="team-a")
     admin = open_transit(bao, key)

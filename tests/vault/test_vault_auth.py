@@ -131,6 +131,7 @@ def test_jwt_of_team_a_cannot_read_team_b(bao: BaoServer, seeded: str) -> None:
     store.close()
 
 
+@pytest.mark.proves("B37", "F06")
 def test_expired_token_is_a_clear_error(bao: BaoServer, seeded: str) -> None:
     """B37 / F06: the token works, then expires mid-run: 'expired', exit 4."""
     token = bao.token("team-b", ttl="2s", renewable=False)
@@ -227,6 +228,7 @@ def test_unreachable_vault_is_reported_after_brief_retries(tmp_path: Path) -> No
     store.close()
 
 
+@pytest.mark.proves("F05")
 def test_sealed_vault_is_reported(make_bao: object) -> None:
     bao = make_bao()  # type: ignore[operator]
     store = open_kv(bao)

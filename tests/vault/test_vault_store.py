@@ -39,6 +39,7 @@ def test_envelope_is_readable_text_in_vault(bao: BaoServer, kv_store: VaultKvSto
     assert data == {"envelope": '{"format":"keyvault-envelope"}'}
 
 
+@pytest.mark.proves("T12")
 def test_soft_delete_and_undelete(kv_store: VaultKvStore) -> None:
     v1 = kv_store.write(ROOT, b"one")
     v2 = kv_store.write(ROOT, b"two", replaces=v1)
@@ -57,6 +58,7 @@ def test_soft_delete_and_undelete(kv_store: VaultKvStore) -> None:
         kv_store.undelete(ROOT, ["9"])
 
 
+@pytest.mark.proves("T12")
 def test_write_on_top_of_a_deleted_latest_keeps_history(kv_store: VaultKvStore) -> None:
     v1 = kv_store.write(ROOT, b"one")
     kv_store.delete_latest(ROOT)
@@ -66,6 +68,7 @@ def test_write_on_top_of_a_deleted_latest_keeps_history(kv_store: VaultKvStore) 
     assert kv_store.read(ROOT).data == b"again" and v2 == "2"
 
 
+@pytest.mark.proves("T10")
 def test_oversized_stored_object_refused_on_read(bao: BaoServer, kv_store: VaultKvStore) -> None:
     """T10: an entry grown beyond MAX_OBJECT_SIZE outside keyvault is refused, not returned."""
     prefix = kv_store.uri.removeprefix(f"vault://{KV_MOUNT}/")
@@ -119,6 +122,7 @@ def test_list_walks_only_the_prefix_subtree(bao: BaoServer) -> None:
     admin.close()
 
 
+@pytest.mark.proves("T3")
 def test_team_b_token_is_refused_team_a_entry_by_openbao(bao: BaoServer) -> None:
     """T3: the server's own ACL refuses, and the error names the path and the policies."""
     prefix = unique("kv")
