@@ -68,9 +68,9 @@ def check_rate(value: object, what: str = "--rate") -> float:
 class TokenBucket:
     """Hands out request slots at most ``rate`` a second to any number of threads.
 
-    A bucket of one token: each slot is ``1/rate`` s after the one before, so no
-    window of T seconds holds more than ``T * rate + 1`` requests. ``clock`` and
-    ``sleep`` are injectable so that tests can check the slots without timing.
+    A bucket of one token: each slot is at least ``1/rate`` s after the one before,
+    so no window of T seconds holds more than ``T * rate + 1`` requests. ``clock``
+    and ``sleep`` are injectable so that tests can check the slots without timing.
     """
 
     def __init__(self, rate: float, *, clock: Clock = time.monotonic,
@@ -85,17 +85,21 @@ class TokenBucket:
         self.last: float | None = None
 
     def take(self) -> float:
-        """Wait for the next free slot and return its time (the caller sends then)."""
+        """Wait for the next free slot and return its time (the caller sends then).
+
+        The waiting is done holding the lock, and the next slot counts from the time the
+        wait really ended: a thread woken late cannot bunch with the one after it.
+        """
         with self._lock:
             now = self._clock()
-            slot = now if self._next is None else max(now, self._next)
-            self._next = slot + self.interval
+            while self._next is not None and now < self._next:
+                self._sleep(self._next - now)
+                now = self._clock()
+            self._next = now + self.interval
             self.taken += 1
-            self.first = slot if self.first is None else self.first
-            self.last = slot
-        if slot > now:
-            self._sleep(slot - now)
-        return slot
+            self.first = now if self.first is None else self.first
+            self.last = now
+            return now
 
     def hold(self, seconds: float) -> None:
         """No slot for anyone during the next ``seconds`` (a throttling service)."""
