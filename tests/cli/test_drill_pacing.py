@@ -66,6 +66,8 @@ def test_a_throttled_drill_backs_off_and_passes_every_key(
         kv: KV, drill_config: Path, proxy: ThrottlingProxy,
         trust: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path) -> None:
     _, keys = trust
+    refused = kv("--config", drill_config, "drill", "--all", "--rate", "0")
+    assert refused.code == 2 and "--rate must be above 0" in refused.err
     proxy.reset(throttle=3)
     code, doc, err = drill(kv, drill_config, tmp_path / "r")
     assert code == 0, err
@@ -128,9 +130,14 @@ def test_a_resumed_drill_skips_the_keys_the_interrupted_one_checked(
     assert len(passed) == 2
 
     proxy.reset()
-    code, doc, err = drill(kv, drill_config, tmp_path / "resumed", "--resume", tmp_path / "cut")
-    assert code == 0, err
+    run = kv("--config", drill_config, "drill", "--all", "--no-metadata",
+             "--report-dir", tmp_path / "resumed", "--resume", tmp_path / "cut")
+    assert run.code == 0, run.err
     assert proxy.calls == len(keys) - 2  # the two checked keys were not unwrapped again
+    # the console says what was taken over, and the pace
+    assert "Resumed: 2 check(s) taken over from the drill started" in run.out
+    assert f"Key services: {len(keys) - 2} requests" in run.out and "achieved" in run.out
+    doc = json.loads((tmp_path / "resumed" / "report.json").read_bytes())
     checks = doc["checks"]
     assert isinstance(checks, list) and len(checks) == len(keys) and doc["passed"]
     assert {(c["key_id"], c["role"]) for c in checks if c["carried_over"]} == passed
