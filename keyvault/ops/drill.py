@@ -28,6 +28,7 @@ from keyvault.audit import KeyRef
 from keyvault.canonical import canonical_json
 from keyvault.envelope import open_envelope
 from keyvault.errors import IntegrityError, KeyvaultError, NotFoundError
+from keyvault.keyring import Wrapper
 from keyvault.names import gun_shown, role_shown
 from keyvault.ops.authentic import restore_relpath
 from keyvault.ops.coverage import MetadataSource, required_keys
@@ -212,11 +213,8 @@ def run_drill(session: Session, report: DrillReport, *, selection: Selection,
             continue
         try:
             with private_scratch(config.env, config.paths.state_dir, "drill") as scratch:
-                # wrapper.uri is the form envelopes record (e.g. a pkcs11: URI without its
-                # module-path or PIN), so it is what to look for and what to report.
-                _drill_one_wrapper(session, pacer.wrap(wrapper), wrapper.uri, proven,
-                                   scratch.trust_dir, published, env, report.checks,
-                                   carried or {})
+                _drill_one_wrapper(session, wrapper, proven, scratch.trust_dir, published,
+                                   env, report.checks, carried or {}, pacer)
         finally:
             wrapper.close()
             report.pacing = pacer.stats()
@@ -254,12 +252,16 @@ def _authenticated(session: Session, stored: Sequence[StoredEnvelope]
     return proven
 
 
-def _drill_one_wrapper(session: Session, wrapper: Any, uri: str,
+def _drill_one_wrapper(session: Session, wrapper: Wrapper,
                        stored: Sequence[tuple[StoredEnvelope, KeyvaultError | None]],
                        trust: Path, published: Published, env: Mapping[str, str],
-                       checks: list[Check], carried: Mapping[CheckKey, Check]) -> None:
+                       checks: list[Check], carried: Mapping[CheckKey, Check], pacer: Pacer
+                       ) -> None:
     """Each key this wrapper holds, appended to ``checks`` as its checks begin; the
-    unwraps run ``concurrency`` at a time (each paced by ``wrapper``)."""
+    unwraps run ``concurrency`` at a time, paced by ``pacer``."""
+    # wrapper.uri is the form envelopes record (e.g. a pkcs11: URI without its
+    # module-path or PIN), so it is what to look for and what to report.
+    uri, paced = wrapper.uri, pacer.wrap(wrapper)
     todo: list[tuple[Check, StoredEnvelope]] = []
     for entry, refused in stored:
         if uri not in entry.envelope.wrapper_uris:
@@ -283,7 +285,7 @@ def _drill_one_wrapper(session: Session, wrapper: Any, uri: str,
     def unwrap(item: tuple[Check, StoredEnvelope]) -> bytes | None:
         check, entry = item
         try:
-            return open_envelope(entry.envelope, [wrapper], check_wrapper_uri,
+            return open_envelope(entry.envelope, [paced], check_wrapper_uri,
                                  sealers=sealers, allow_unsigned=session.config.allow_unsigned)
         except GivenUpError as exc:  # the service kept throttling: not checked, not failed
             check.restore, check.throttled, check.complete = THROTTLED, exc.message, True
@@ -292,7 +294,9 @@ def _drill_one_wrapper(session: Session, wrapper: Any, uri: str,
         return None
 
     opened = [(check, entry, data) for (check, entry), data
-              in zip(todo, bounded_map(unwrap, todo, session.config.concurrency), strict=True)
+              in zip(todo, bounded_map(unwrap, todo, session.config.concurrency,
+                                       on_abort=pacer.stop),
+                     strict=True)
               if data is not None]
     items = [RestoreItem(restore_relpath(e.envelope.header), data) for _, e, data in opened]
     try:

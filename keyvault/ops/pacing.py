@@ -138,19 +138,34 @@ class GivenUpError(ThrottledError):
     """A key whose unwrap stayed throttled for longer than the pacer's max_wait."""
 
 
+class PacingStoppedError(Exception):
+    """The drill is ending (Ctrl-C, SIGTERM, an error): a paced call gives up its wait.
+
+    Not a KeyvaultError: the key it was for is reported as not finished, not failed."""
+
+
 class Pacer:
     """One per drill: the bucket every paced request takes a slot from, and the backoff."""
 
     def __init__(self, rate: float = DEFAULT_RATE, *, max_wait: float = DEFAULT_MAX_WAIT,
-                 clock: Clock = time.monotonic, sleep: Sleep = time.sleep,
+                 clock: Clock = time.monotonic, sleep: Sleep | None = None,
                  jitter: Callable[[float], float] | None = None) -> None:
-        self.bucket = TokenBucket(rate, clock=clock, sleep=sleep)
+        self._stopped = threading.Event()
+        self.bucket = TokenBucket(rate, clock=clock, sleep=sleep or self._sleep)
         self.max_wait = max_wait
         self._jitter = jitter or (lambda ceiling: random.uniform(0, ceiling))  # noqa: S311
         self._lock = threading.Lock()
         self.throttled = 0
         self.backoff_s = 0.0
         self.keys_throttled = 0
+
+    def stop(self) -> None:
+        """Every wait, now and later, ends at once with PacingStoppedError."""
+        self._stopped.set()
+
+    def _sleep(self, seconds: float) -> None:
+        if self._stopped.wait(seconds):
+            raise PacingStoppedError
 
     def wrap(self, wrapper: Wrapper) -> Wrapper:
         """``wrapper`` with its unwraps paced, or itself if it calls no service."""
@@ -169,6 +184,8 @@ class Pacer:
         waited = 0.0
         attempt = 0
         while True:
+            if self._stopped.is_set():
+                raise PacingStoppedError
             if not gated:
                 self.bucket.take()
             try:

@@ -11,6 +11,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -163,3 +166,31 @@ def test_a_report_changed_after_the_drill_is_not_resumed_from(
              "--report-dir", tmp_path / "second", "--resume", tmp_path / "first")
     assert run.code == 5, run.err
     assert "audit log recorded" in run.err and proxy.calls == 0
+
+
+def test_a_drill_stopped_during_a_throttling_pause_ends_at_once_and_says_so(
+        drill_config: Path, proxy: ThrottlingProxy, tmp_path: Path) -> None:
+    """SIGTERM while 4 workers wait out KMS's throttling (max_wait 600 s): the pauses
+    are given up, the drill ends with 143 and a report whose keys are 'not finished',
+    none failed and none given up as throttled."""
+    four_workers = drill_config.read_text().replace("concurrency = 1", "concurrency = 4")
+    drill_config.write_text(four_workers.replace("max_wait = 30", "max_wait = 600"))
+    proxy.reset(throttle=10**9)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "keyvault", "--config", str(drill_config), "drill", "--all",
+         "--no-metadata", "--report-dir", str(tmp_path / "r")],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while proxy.throttled < 3 and proc.poll() is None:  # the drill is in its pauses
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=120)  # not the 600 s the pauses could last
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 143, err
+    report = json.loads((tmp_path / "r" / "report.json").read_bytes())
+    assert report["status"] == "interrupted"
+    assert all(c["error"] == "not finished: interrupted by SIGTERM" and c["throttled"] is None
+               for c in report["checks"]), report["checks"]

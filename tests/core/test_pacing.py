@@ -14,7 +14,7 @@ import pytest
 
 from keyvault.errors import BackendUnavailableError, ThrottledError, UsageError
 from keyvault.keyring import WrappedKey
-from keyvault.ops.pacing import GivenUpError, Pacer, TokenBucket, check_rate
+from keyvault.ops.pacing import GivenUpError, Pacer, PacingStoppedError, TokenBucket, check_rate
 
 
 class FakeClock:
@@ -155,3 +155,27 @@ def test_local_wrappers_are_not_paced() -> None:
 
     inner = Local(throttles=0)
     assert Pacer(1.0).wrap(inner) is inner
+
+
+def test_stopping_ends_every_wait_at_once() -> None:
+    """Ctrl-C mid-drill: a worker waiting out a long throttling pause gives it up (the
+    drill's report then says the key was not finished)."""
+    pacer = Pacer(1.0)  # the real, interruptible sleep
+    pacer.bucket.take()
+    pacer.bucket.hold(3600)
+    outcome: list[str] = []
+
+    def wait() -> None:
+        try:
+            pacer.bucket.take()
+            outcome.append("slept an hour")
+        except PacingStoppedError:
+            outcome.append("stopped")
+
+    worker = threading.Thread(target=wait)
+    worker.start()
+    pacer.stop()
+    worker.join(timeout=600)
+    assert outcome == ["stopped"]
+    with pytest.raises(PacingStoppedError):  # and nothing new starts
+        pacer.wrap(Scripted(throttles=0)).unwrap(WRAPPED, {})
