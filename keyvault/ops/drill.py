@@ -522,6 +522,15 @@ def audit_drill(session: Session, report: DrillReport, digest: str) -> None:
     session.record("drill", outcome, team=report.team,
                    keys=[KeyRef(*k) for k in sorted(keys, key=str)],
                    detail=f"report sha256={digest}; {len(report.checks)} checks, "
-                          f"{len(failed)} failed; wrappers={','.join(report.wrappers)}{why}",
+                          f"{len(failed)} failed{_unchecked(report)}; "
+                          f"wrappers={','.join(report.wrappers)}{why}",
                    anchor=report.interrupted is None)
 
+
+
+def _unchecked(report: DrillReport) -> str:
+    """For the audit record: keys given up to throttling, and checks taken over."""
+    throttled = sum(c.throttled is not None for c in report.checks)
+    carried = sum(c.carried_over for c in report.checks)
+    return ((f", {throttled} not checked (throttled)" if throttled else "")
+            + (f", {carried} carried over" if carried else ""))

@@ -148,6 +148,8 @@ def test_a_resumed_drill_skips_the_keys_the_interrupted_one_checked(
     assert isinstance(resumed, dict) and resumed["carried_over"] == 2
     assert resumed["started"] == cut["started"]
     assert "(carried over)" in (tmp_path / "resumed" / "report.md").read_text()
+    record = kv("--json", "audit", "show", "--action", "drill").json()["records"][-1]
+    assert f"{len(keys)} checks, 0 failed, 2 carried over;" in record["detail"]
 
 
 def test_a_report_changed_after_the_drill_is_not_resumed_from(
