@@ -53,6 +53,8 @@ _SCHEMA = settings_registry.schema()
 #: Keys whose values are paths: relative ones resolve against the config file's directory.
 _PATH_KEYS = settings_registry.path_keys()
 BACKEND_SECTIONS = ("passphrase", "s3", "awskms", "vault", "transit", "pkcs11")
+#: Sections kept in Config.settings for the commands that read them (``[drill]``: pacing).
+COMMAND_SECTIONS = ("drill",)
 
 
 @dataclass(frozen=True)
@@ -212,7 +214,7 @@ def load_config(path: Path | None, env: Mapping[str, str], *, missing_ok: bool =
     if not all(isinstance(w, str) for w in wrappers) or not all(
             isinstance(i, str) for i in identities):
         raise InvalidInputError(f"{source}: wrappers and identity files must be lists of strings")
-    settings = {name: dict(doc.get(name, {})) for name in BACKEND_SECTIONS}
+    settings = {name: dict(doc.get(name, {})) for name in (*BACKEND_SECTIONS, *COMMAND_SECTIONS)}
     concurrency = _concurrency(env.get("KEYVAULT_CONCURRENCY")
                                or section.get("concurrency", DEFAULT_CONCURRENCY))
     policy = env.get("KEYVAULT_POLICY") or section.get("policy")

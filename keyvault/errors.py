@@ -85,6 +85,14 @@ class BackendUnavailableError(KeyvaultError):
     kind = "unavailable"
 
 
+class ThrottledError(BackendUnavailableError):
+    """The backend is up but says "slow down" (KMS ThrottlingException, Vault HTTP 429).
+
+    Not a backend that is down: a drill backs off and retries (keyvault.ops.pacing),
+    and nothing that counts backends that are down may count this.
+    """
+
+
 class ConflictError(KeyvaultError):
     """The target already holds something different (a file or an object)."""
 

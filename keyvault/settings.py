@@ -139,6 +139,12 @@ KEYS: tuple[Key, ...] = (
     Key("pkcs11", "pin_source", str, "a file holding the user PIN (0600), after "
         "`pin-source=` in the URI and `KEYVAULT_PKCS11_PIN`", "the PIN pad, else a prompt",
         path=True),
+    Key("drill", "rate", (int, float), "requests a second a drill sends at most to each KMS, "
+        "Transit or HSM wrapper (also `--rate`); AWS KMS's smallest shared quota for "
+        "symmetric operations is 5,500 a second per account and Region", "`100`"),
+    Key("drill", "max_wait", (int, float), "seconds one key may wait in pauses for a "
+        "throttling service before the drill gives it up as `not-checked (throttled)`",
+        "`120`"),
     Key("pkcs11", "mechanism", str, "force one mechanism for new wraps: `aes-gcm`, `aes-kwp` "
         "or `rsa-oaep`", "chosen from the key and the token"),
 )

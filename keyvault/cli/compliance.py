@@ -16,7 +16,7 @@ from keyvault.names import role_shown
 
 if TYPE_CHECKING:
     from keyvault.ops.coverage import MetadataSource
-    from keyvault.ops.drill import Check, DrillReport
+    from keyvault.ops.drill import Check, CheckKey, DrillReport
     from keyvault.ops.session import Session
 
 
@@ -157,6 +157,14 @@ def drill(
         "--report-dir", metavar="DIR", show_default=False,
         help="Where to write report.json and report.md (default: the state directory).")
     ] = None,
+    rate: Annotated[float | None, typer.Option(
+        "--rate", metavar="N", show_default=False,
+        help="At most N requests a second to each KMS, Transit or HSM wrapper (default: "
+             "[drill] rate, else 100).")] = None,
+    resume: Annotated[str | None, typer.Option(
+        "--resume", metavar="REPORT", show_default=False,
+        help="Take over the keys an interrupted drill passed (its report.json or report "
+             "directory): they are not unwrapped again.")] = None,
     json_out: Json = False,
 ) -> None:
     """Restore the selected keys through each wrapper alone into a throw-away directory,
@@ -165,10 +173,12 @@ def drill(
     config = state.config()
     from keyvault.cli.output import emit_json, say, warn
     from keyvault.ops.drill import new_report, run_drill
+    from keyvault.ops.pacing import configured_pacer
     from keyvault.signals import held
 
     selection = build_selection(gun, role, key_id, everything)
     wrappers = config.require_wrappers()
+    pacer = configured_pacer(config.settings, rate)
     source: MetadataSource | None = None
     label: str | None = None
     if not no_metadata:
@@ -178,9 +188,11 @@ def drill(
             source, label = _pinned(session, config.team)
         report = new_report(session, team=config.team, selection=selection,
                             wrappers=wrappers, metadata_label=label)
+        carried = _resumed(session, report, resume)
         try:
             run_drill(session, report, selection=selection, wrappers=wrappers, source=source,
-                      env=config.env, require_published=require_published)
+                      env=config.env, require_published=require_published, pacer=pacer,
+                      carried=carried)
         except BaseException as exc:  # a report and a record also for a drill cut short
             _stopped(report, exc)
             with held():
@@ -197,24 +209,58 @@ def drill(
         _save_pins(session, pinned and not no_metadata)
         with held():
             json_path, md_path, digest = _written(session, report, report_dir)
-    failed = [c for c in report.checks if not c.passed]
+    failed = [c for c in report.checks if c.failed]
+    throttled = [c for c in report.checks if c.throttled is not None]
     if state.json or json_out:
         emit_json({**report.to_json(), "report_json": str(json_path),
                    "report_markdown": str(md_path), "sha256": digest})
     else:
-        say(f"Drill {'PASSED' if report.passed else 'FAILED'}: {len(report.checks)} checks "
+        say(f"Drill {report.status.upper()}: {len(report.checks)} checks "
             f"through {len(report.wrappers)} wrapper(s), {len(failed)} failed.")
         for c in failed:
             warn(f"{c.wrapper}: {role_shown(c.role)} key {c.key_id[:12]}: {c.error}")
-        for line in skipped(report.checks):
+        for line in [*pace_lines(report), *skipped(report.checks)]:
             say(line)
         say(f"Reports: {json_path} and {md_path} (sha256 {digest[:16]}, in the audit log)")
     if failed:
         from keyvault.cli.options import worst_exit_code
 
         raise typer.Exit(worst_exit_code([c.error_code or 1 for c in failed]))
+    if throttled:
+        warn(f"{len(throttled)} key(s) not checked: their key service kept throttling; "
+             f"check them with: keyvault drill ... --resume {json_path}")
+        raise typer.Exit(6)
     if not report.checks:
         raise typer.Exit(3)
+
+
+def _resumed(session: Session, report: DrillReport, resume: str | None
+             ) -> dict[CheckKey, Check]:
+    """The checks --resume takes over (none without it); the report says where from."""
+    if resume is None:
+        return {}
+    from keyvault.ops.drill_resume import load_resume
+
+    earlier = load_resume(session, Path(resume), report)
+    report.resumed_from = {"sha256": earlier.sha256, "started": earlier.started}
+    return earlier.carried
+
+
+def pace_lines(report: DrillReport) -> list[str]:
+    """The drill's pace and what it took over, for the console."""
+    lines = []
+    pace = report.pacing
+    if pace is not None and pace.requests:
+        achieved = (f"{pace.achieved_rate:.1f}/s" if pace.achieved_rate is not None
+                    else "n/a")
+        lines.append(f"Key services: {pace.requests} requests, {achieved} achieved "
+                     f"(--rate {pace.rate:g}/s); {pace.throttled} throttled, "
+                     f"{pace.backoff_s:.1f} s of backoff")
+    carried = sum(c.carried_over for c in report.checks)
+    if report.resumed_from is not None:
+        lines.append(f"Resumed: {carried} check(s) taken over from the drill started "
+                     f"{report.resumed_from['started']} (not unwrapped again)")
+    return lines
 
 
 def _stopped(report: DrillReport, exc: BaseException) -> None:

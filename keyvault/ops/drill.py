@@ -28,9 +28,12 @@ from keyvault.audit import KeyRef
 from keyvault.canonical import canonical_json
 from keyvault.envelope import open_envelope
 from keyvault.errors import IntegrityError, KeyvaultError, NotFoundError
+from keyvault.keyring import Wrapper
 from keyvault.names import gun_shown, role_shown
 from keyvault.ops.authentic import restore_relpath
 from keyvault.ops.coverage import MetadataSource, required_keys
+from keyvault.ops.pacing import THROTTLED, GivenUpError, Pacer, PaceStats
+from keyvault.ops.parallel import bounded_map
 from keyvault.ops.restore import fetch_envelopes
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session, local_principal
@@ -48,6 +51,8 @@ from keyvault.wrappers import check_wrapper_uri, open_wrapper
 PASSED, FAILED, NOT_CHECKED = "passed", "failed", "not-checked"
 #: A drill cut short by SIGINT or SIGTERM: its report holds the checks made until then.
 INTERRUPTED = "interrupted"
+#: A drill that failed no key but gave some up to a throttling service (--resume them).
+INCOMPLETE = "incomplete"
 #: The signature check of a key whose GUN has no published TUF metadata.
 NOT_PUBLISHED = f"{NOT_CHECKED} (not published)"
 #: What every drill that restored a key shows.
@@ -75,19 +80,33 @@ class Check:
     signature: str = NOT_CHECKED
     error: str | None = None
     error_code: int | None = None
+    #: SHA-256 of the stored envelope drilled: a resumed drill carries over only a check
+    #: of the very envelope that is still the latest.
+    envelope_sha256: str | None = None
+    #: Why the key was not checked: its service kept throttling (keyvault.ops.pacing).
+    throttled: str | None = None
+    #: Passed in the interrupted drill this one resumed (--resume), not checked again.
+    carried_over: bool = False
     #: Every check this key needed was made (a drill interrupted midway leaves some not).
     complete: bool = field(default=False, repr=False)
 
     @property
     def passed(self) -> bool:
-        return self.error is None
+        return self.error is None and self.throttled is None
+
+    @property
+    def failed(self) -> bool:
+        """A throttled key is neither passed nor failed: it was not checked."""
+        return self.error is not None
 
     def to_json(self) -> dict[str, Any]:
         return {"wrapper": self.wrapper, "key_id": self.key_id, "role": self.role,
                 "gun": self.gun, "sealer": self.sealer, "restore": self.restore,
                 "digest": self.digest,
                 "key_id_check": self.key_id_check, "signature": self.signature,
-                "passed": self.passed, "error": self.error, "error_code": self.error_code}
+                "passed": self.passed, "error": self.error, "error_code": self.error_code,
+                "envelope_sha256": self.envelope_sha256, "throttled": self.throttled,
+                "carried_over": self.carried_over}
 
 
 @dataclass
@@ -107,6 +126,10 @@ class DrillReport:
     interrupted: str | None = None
     #: The error that stopped the drill before it could check every key, if one did.
     error: str | None = None
+    #: How fast it went against the key services (keyvault.ops.pacing).
+    pacing: PaceStats | None = None
+    #: The report of the interrupted drill this one resumed: {"sha256", "started"}.
+    resumed_from: dict[str, str] | None = None
 
     @property
     def passed(self) -> bool:
@@ -117,7 +140,11 @@ class DrillReport:
     def status(self) -> str:
         if self.interrupted is not None:
             return INTERRUPTED
-        return PASSED if self.passed else FAILED
+        if self.passed:
+            return PASSED
+        if self.error is None and self.checks and not any(c.failed for c in self.checks):
+            return INCOMPLETE
+        return FAILED
 
     def stopped(self, why: str, *, signal: str | None = None, code: int | None = None
                 ) -> None:
@@ -136,7 +163,11 @@ class DrillReport:
                 "metadata": self.metadata, "passed": self.passed, "status": self.status,
                 "interrupted": self.interrupted, "error": self.error,
                 "checks": [c.to_json() for c in self.checks],
-                "controls": self.controls}
+                "controls": self.controls,
+                "pacing": self.pacing.to_json() if self.pacing else None,
+                "resumed_from": (None if self.resumed_from is None else
+                                 {**self.resumed_from, "carried_over":
+                                  sum(c.carried_over for c in self.checks)})}
 
 
 def new_report(session: Session, *, team: str, selection: Selection,
@@ -151,11 +182,19 @@ def new_report(session: Session, *, team: str, selection: Selection,
                        metadata_label)
 
 
+#: What identifies one check across drills: wrapper, key ID, role, GUN, envelope digest.
+CheckKey = tuple[str, str, str | None, str | None, str]
+
+
 def run_drill(session: Session, report: DrillReport, *, selection: Selection,
               wrappers: Sequence[str], source: MetadataSource | None,
-              env: Mapping[str, str], require_published: bool = False) -> DrillReport:
+              env: Mapping[str, str], require_published: bool = False,
+              pacer: Pacer | None = None, carried: Mapping[CheckKey, Check] | None = None
+              ) -> DrillReport:
     """Drill every selected key through each wrapper, adding each check to ``report`` as
-    it starts."""
+    it starts; unwraps go through ``pacer``; a check in ``carried`` (--resume) is taken
+    over as it is, not made again."""
+    pacer = pacer or Pacer()
     team = report.team
     stored = fetch_envelopes(session, team, selection, action="drill")  # policy-checked
     proven = _authenticated(session, stored)
@@ -174,12 +213,11 @@ def run_drill(session: Session, report: DrillReport, *, selection: Selection,
             continue
         try:
             with private_scratch(config.env, config.paths.state_dir, "drill") as scratch:
-                # wrapper.uri is the form envelopes record (e.g. a pkcs11: URI without its
-                # module-path or PIN), so it is what to look for and what to report.
-                _drill_one_wrapper(session, wrapper, wrapper.uri, proven,
-                                   scratch.trust_dir, published, env, report.checks)
+                _drill_one_wrapper(session, wrapper, proven, scratch.trust_dir, published,
+                                   env, report.checks, carried or {}, pacer)
         finally:
             wrapper.close()
+            report.pacing = pacer.stats()
     report.finished = _now()
     report.controls = _controls(session, stored, report.checks)
     session.highwater().save()
@@ -214,28 +252,52 @@ def _authenticated(session: Session, stored: Sequence[StoredEnvelope]
     return proven
 
 
-def _drill_one_wrapper(session: Session, wrapper: Any, uri: str,
+def _drill_one_wrapper(session: Session, wrapper: Wrapper,
                        stored: Sequence[tuple[StoredEnvelope, KeyvaultError | None]],
                        trust: Path, published: Published, env: Mapping[str, str],
-                       checks: list[Check]) -> None:
-    """Each key this wrapper holds, appended to ``checks`` as its checks begin."""
-    opened: list[tuple[Check, StoredEnvelope, bytes]] = []
+                       checks: list[Check], carried: Mapping[CheckKey, Check], pacer: Pacer
+                       ) -> None:
+    """Each key this wrapper holds, appended to ``checks`` as its checks begin; the
+    unwraps run ``concurrency`` at a time, paced by ``pacer``."""
+    # wrapper.uri is the form envelopes record (e.g. a pkcs11: URI without its
+    # module-path or PIN), so it is what to look for and what to report.
+    uri, paced = wrapper.uri, pacer.wrap(wrapper)
+    todo: list[tuple[Check, StoredEnvelope]] = []
     for entry, refused in stored:
         if uri not in entry.envelope.wrapper_uris:
             continue  # this key is not wrapped by this wrapper: nothing to prove here
-        check = Check(uri, entry.address.key_id, entry.address.role, entry.address.gun)
+        a = entry.address
+        prior = carried.get((uri, a.key_id, a.role, a.gun, entry.digest))
+        if prior is not None and refused is None:
+            checks.append(prior)  # passed before, same envelope: not unwrapped again
+            continue
+        check = Check(uri, a.key_id, a.role, a.gun, envelope_sha256=entry.digest or None)
         checks.append(check)
         if refused is not None:
             check.sealer = FAILED
             _failed(check, refused)
             continue
         check.sealer = entry.sealer or NOT_CHECKED
+        todo.append((check, entry))
+
+    sealers = session.sealers()  # built once, before the threads share it
+
+    def unwrap(item: tuple[Check, StoredEnvelope]) -> bytes | None:
+        check, entry = item
         try:
-            opened.append((check, entry, open_envelope(
-                entry.envelope, [wrapper], check_wrapper_uri, sealers=session.sealers(),
-                allow_unsigned=session.config.allow_unsigned)))
+            return open_envelope(entry.envelope, [paced], check_wrapper_uri,
+                                 sealers=sealers, allow_unsigned=session.config.allow_unsigned)
+        except GivenUpError as exc:  # the service kept throttling: not checked, not failed
+            check.restore, check.throttled, check.complete = THROTTLED, exc.message, True
         except KeyvaultError as exc:
             _failed(check, exc)
+        return None
+
+    opened = [(check, entry, data) for (check, entry), data
+              in zip(todo, bounded_map(unwrap, todo, session.config.concurrency,
+                                       on_abort=pacer.stop),
+                     strict=True)
+              if data is not None]
     items = [RestoreItem(restore_relpath(e.envelope.header), data) for _, e, data in opened]
     try:
         apply_restore(trust, items, force=False)
@@ -366,7 +428,7 @@ def write_reports(report: DrillReport, directory: Path) -> tuple[Path, Path, str
 
 
 def render_markdown(report: DrillReport, digest: str) -> str:
-    failed = [c for c in report.checks if not c.passed]
+    failed = [c for c in report.checks if c.failed]
     lines = [
         f"# keyvault recovery drill: {report.status.upper()}",
         "",
@@ -377,6 +439,7 @@ def render_markdown(report: DrillReport, digest: str) -> str:
         f"- Wrappers, each drilled alone: {', '.join(report.wrappers)}",
         f"- Keys: {report.selection}; published metadata: {report.metadata or 'not used'}",
         f"- Report SHA-256 (canonical JSON, recorded in the audit log): {digest}",
+        *_pace_lines(report),
         "",
         "Each envelope's sealer signature, version chain and this machine's high-water mark "
         "were checked first; then each key was restored from the store into a throw-away "
@@ -394,14 +457,44 @@ def render_markdown(report: DrillReport, digest: str) -> str:
               f"{c.key_id[:16]} | "
               f"{_sealer_shown(c.sealer)} | {c.restore} | "
               f"{c.digest} | {c.key_id_check} | {c.signature} | "
-              f"{'pass' if c.passed else 'FAIL'} |" for c in report.checks]
+              f"{_result(c)} |" for c in report.checks]
     if failed:
         lines += ["", "## Failures", ""]
         lines += [f"- {c.wrapper}, {role_shown(c.role)} key {c.key_id[:16]}: {c.error}"
                   for c in failed]
+    throttled = [c for c in report.checks if c.throttled is not None]
+    if throttled:
+        lines += ["", "## Not checked: throttled (resume the drill to check them)", ""]
+        lines += [f"- {c.wrapper}, {role_shown(c.role)} key {c.key_id[:16]}: {c.throttled}"
+                  for c in throttled]
     lines += ["", "## Controls evidenced", "",
               *([f"- {c}" for c in report.controls] or ["- none: no key was restored"]), ""]
     return "\n".join(lines)
+
+
+def _result(check: Check) -> str:
+    if check.throttled is not None:
+        return "not checked"
+    shown = "pass" if check.passed else "FAIL"
+    return f"{shown} (carried over)" if check.carried_over else shown
+
+
+def _pace_lines(report: DrillReport) -> list[str]:
+    """The pace against the key services, and the drill this one resumed."""
+    lines = []
+    pace = report.pacing
+    if pace is not None:
+        achieved = "n/a" if pace.achieved_rate is None else f"{pace.achieved_rate:.1f}/s"
+        lines.append(f"- Key service requests: {pace.requests} at most {pace.rate:g}/s "
+                     f"(achieved {achieved}); throttled {pace.throttled} time(s), "
+                     f"{pace.backoff_s:.1f} s of backoff, {pace.keys_throttled} key(s) "
+                     "given up")
+    if report.resumed_from is not None:
+        carried = sum(c.carried_over for c in report.checks)
+        lines.append(f"- Resumed the drill started {report.resumed_from['started']} (report "
+                     f"SHA-256 {report.resumed_from['sha256']}): {carried} check(s) carried "
+                     "over, not unwrapped again")
+    return lines
 
 
 def _stopped_lines(report: DrillReport) -> list[str]:
@@ -421,7 +514,7 @@ def _sealer_shown(sealer: str) -> str:
 
 
 def audit_drill(session: Session, report: DrillReport, digest: str) -> None:
-    failed = [c for c in report.checks if not c.passed]
+    failed = [c for c in report.checks if c.failed]
     keys = {(c.key_id, c.role, c.gun) for c in report.checks}
     outcome = "ok" if report.passed else report.status
     why = (f"; interrupted by {report.interrupted}" if report.interrupted
@@ -429,6 +522,15 @@ def audit_drill(session: Session, report: DrillReport, digest: str) -> None:
     session.record("drill", outcome, team=report.team,
                    keys=[KeyRef(*k) for k in sorted(keys, key=str)],
                    detail=f"report sha256={digest}; {len(report.checks)} checks, "
-                          f"{len(failed)} failed; wrappers={','.join(report.wrappers)}{why}",
+                          f"{len(failed)} failed{_unchecked(report)}; "
+                          f"wrappers={','.join(report.wrappers)}{why}",
                    anchor=report.interrupted is None)
 
+
+
+def _unchecked(report: DrillReport) -> str:
+    """For the audit record: keys given up to throttling, and checks taken over."""
+    throttled = sum(c.throttled is not None for c in report.checks)
+    carried = sum(c.carried_over for c in report.checks)
+    return ((f", {throttled} not checked (throttled)" if throttled else "")
+            + (f", {carried} carried over" if carried else ""))

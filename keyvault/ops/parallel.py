@@ -22,45 +22,58 @@ MAX_CONCURRENCY = 64
 
 
 def bounded_map(fn: Callable[[In], Out], items: Iterable[In],
-                limit: int) -> Generator[Out, None, None]:
+                limit: int, *, on_abort: Callable[[], None] | None = None
+                ) -> Generator[Out, None, None]:
     """``map(fn, items)`` with at most ``limit`` calls running; input order kept.
 
     An exception from ``fn`` propagates (after in-flight calls finish); callers
-    that want per-item failures catch inside ``fn``.
+    that want per-item failures catch inside ``fn``. ``on_abort`` runs when the
+    map ends early (an exception, Ctrl-C, the consumer stopping) before the calls
+    in flight are waited for: it can tell them to give up a long wait.
     """
     limit = max(1, min(limit, MAX_CONCURRENCY))
     if limit == 1:
         yield from map(fn, items)
         return
+    with ThreadPoolExecutor(max_workers=limit, thread_name_prefix="keyvault") as pool:
+        try:
+            yield from _pooled(pool, fn, items, limit)
+        except BaseException:
+            if on_abort is not None:
+                on_abort()
+            raise
+
+
+def _pooled(pool: ThreadPoolExecutor, fn: Callable[[In], Out], items: Iterable[In],
+            limit: int) -> Generator[Out, None, None]:
     source = iter(items)
     # Each call reports its own end on this queue: one cheap get() per result, where
     # concurrent.futures.wait() would hook into and out of every pending call each time.
     finished: queue.SimpleQueue[int] = queue.SimpleQueue()
-    with ThreadPoolExecutor(max_workers=limit, thread_name_prefix="keyvault") as pool:
-        pending: dict[int, Future[Out]] = {}
-        done: dict[int, Out] = {}
-        next_in = next_out = 0
-        exhausted = False
-        while True:
-            # A slow first item must not stall the rest: finished results may wait for
-            # their turn (up to 4x the limit of them) while new items start.
-            while not exhausted and len(pending) < limit and len(pending) + len(done) < 4 * limit:
-                try:
-                    item = next(source)
-                except StopIteration:
-                    exhausted = True
-                    break
-                future = pending[next_in] = pool.submit(fn, item)
-                future.add_done_callback(functools.partial(_report, finished, next_in))
-                next_in += 1
-            if next_out in done:
-                yield done.pop(next_out)
-                next_out += 1
-                continue
-            if not pending:
-                return
-            index = finished.get()
-            done[index] = pending.pop(index).result()
+    pending: dict[int, Future[Out]] = {}
+    done: dict[int, Out] = {}
+    next_in = next_out = 0
+    exhausted = False
+    while True:
+        # A slow first item must not stall the rest: finished results may wait for
+        # their turn (up to 4x the limit of them) while new items start.
+        while not exhausted and len(pending) < limit and len(pending) + len(done) < 4 * limit:
+            try:
+                item = next(source)
+            except StopIteration:
+                exhausted = True
+                break
+            future = pending[next_in] = pool.submit(fn, item)
+            future.add_done_callback(functools.partial(_report, finished, next_in))
+            next_in += 1
+        if next_out in done:
+            yield done.pop(next_out)
+            next_out += 1
+            continue
+        if not pending:
+            return
+        index = finished.get()
+        done[index] = pending.pop(index).result()
 
 
 def _report(finished: queue.SimpleQueue[int], index: int, _future: Future[Out]) -> None:

@@ -61,6 +61,7 @@ from keyvault.errors import (
     InvalidInputError,
     KeyvaultError,
     NotFoundError,
+    ThrottledError,
     UsageError,
 )
 from keyvault.plugins import BackendOptions
@@ -107,6 +108,10 @@ class VaultMountNotFoundError(NotFoundError):
 
 class VaultUnavailableError(BackendUnavailableError):
     """Vault could not be reached, or was sealed or in standby, even after brief retries."""
+
+
+class VaultThrottledError(VaultUnavailableError, ThrottledError):
+    """Vault kept answering HTTP 429 (a rate limit quota) after the brief retries."""
 
 
 @dataclass(frozen=True)
@@ -228,17 +233,21 @@ class VaultClient:
     def address(self) -> str:
         return self.settings.address
 
-    def call(self, what: str, fn: Callable[[Any], _T], *, path: str) -> _T:
+    def call(self, what: str, fn: Callable[[Any], _T], *, path: str,
+             before: Callable[[], object] | None = None) -> _T:
         """Run ``fn(hvac_client)``; retry briefly when Vault is unavailable; translate errors.
 
         ``what`` says what keyvault was doing ("read", "encrypt with"), ``path``
         the Vault path it was for; both appear in errors. Errors that are the
         caller's to interpret (400 and 404) are re-raised as :class:`VaultRequestError`.
+        ``before`` runs before each attempt (a drill's pacing counts retries too).
         """
         relogged = False
         attempt = 0
         while True:
             client = self._ready()
+            if before is not None:
+                before()
             try:
                 return fn(client)
             except KeyvaultError:
@@ -494,6 +503,11 @@ class VaultClient:
                 return VaultUnavailableError(
                     f"{where}: the server cannot be reached ({_transport_name(exc)}) after "
                     f"{len(RETRY_DELAYS) + 1} attempts", hint=hint)
+            if status == 429:
+                return VaultThrottledError(
+                    f"{where}: Vault is rate-limiting requests (HTTP 429) after "
+                    f"{len(RETRY_DELAYS) + 1} attempts",
+                    hint="re-run later, lower --rate, or ask for a larger rate limit quota")
             if status == 503:
                 return VaultUnavailableError(
                     f"{where}: Vault is sealed, in standby or unavailable (HTTP 503) after "

@@ -23,14 +23,15 @@ Errors are typed: access denied, disabled key, key not found, invalid key
 state (pending deletion), and the context mismatch (InvalidCiphertext,
 an IntegrityError). Throttling is retried by botocore's ``standard`` mode
 (exponential backoff with full jitter, bounded by ``max_attempts``), then
-reported as KmsThrottledError.
+reported as KmsThrottledError (a ThrottledError: a drill backs off further,
+see keyvault.ops.pacing). ``pace`` lets a drill count every request sent.
 """
 
 from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NoReturn, Self
 from urllib.parse import urlsplit
 
@@ -40,6 +41,7 @@ from keyvault.errors import (
     IntegrityError,
     KeyvaultError,
     NotFoundError,
+    ThrottledError,
     UsageError,
 )
 from keyvault.plugins import BackendOptions
@@ -79,7 +81,7 @@ class KmsKeyNotFoundError(NotFoundError):
     """The KMS key or alias does not exist (in this account and region)."""
 
 
-class KmsThrottledError(BackendUnavailableError):
+class KmsThrottledError(ThrottledError):
     """KMS kept throttling after the retries: try again later or raise the quota."""
 
 
@@ -175,6 +177,14 @@ class AwsKmsWrapper:
         if not isinstance(blob, bytes) or not 0 < len(blob) <= _MAX_BLOB:
             raise BackendUnavailableError(f"KMS key {self._uri} returned no usable ciphertext")
         return WrappedKey(self._uri, ALG, blob, dict(ctx), {PARAM_KEY_ARN: new_arn})
+
+    def pace(self, gate: Callable[[], object]) -> None:
+        """Call ``gate`` before every request this wrapper sends to KMS, the SDK's own
+        retries included: a drill's ``--rate`` counts what KMS receives."""
+        def before_send(**_: object) -> None:
+            gate()  # returns None: a value here would be taken as KMS's answer
+
+        self._live().meta.events.register("before-send.kms", before_send)
 
     def close(self) -> None:
         with self._lock:

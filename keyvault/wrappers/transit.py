@@ -33,7 +33,7 @@ import base64
 import binascii
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NoReturn, Self
 
 from keyvault.canonical import canonical_json
@@ -84,6 +84,7 @@ class TransitWrapper:
         self._client: vc.VaultClient | None = vc.acquire(options, address=address or None)
         self._key_checked = False
         self._lock = threading.Lock()
+        self._gate: Callable[[], object] | None = None
 
     @classmethod
     def from_uri(cls, uri: str, options: BackendOptions) -> Self:
@@ -167,8 +168,14 @@ class TransitWrapper:
             raise UsageError(f"wrapper {self._uri} is closed")
         return client
 
+    def pace(self, gate: Callable[[], object]) -> None:
+        """Call ``gate`` before every request this wrapper sends to Transit, retries
+        included: a drill's ``--rate`` counts what Vault receives."""
+        self._gate = gate
+
     def _call(self, what: str, op: str, fn: Any) -> Any:
-        return self._live().call(f"{what} Transit key", fn, path=f"{self._mount}/{op}/{self._key}")
+        return self._live().call(f"{what} Transit key", fn, path=f"{self._mount}/{op}/{self._key}",
+                                 before=self._gate)
 
     def _check_key(self) -> None:
         """Once: the key exists, is derived, and can encrypt (never let Transit upsert one)."""

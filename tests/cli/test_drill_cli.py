@@ -239,6 +239,21 @@ main()
 """
 
 
+def paused_drill(after: int, *argv: str | Path) -> subprocess.Popen[str]:
+    """``keyvault ARGV...`` as a program, once it has paused before checking key
+    ``after + 1`` (PAUSING_DRILL): ready for the signal."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PAUSING_DRILL, str(after), *map(str, argv)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:  # no timing: the drill says when it is where the signal goes
+        seen.append(line)
+        if line == "drill paused\n":
+            return proc
+    raise AssertionError(f"the drill never paused: {''.join(seen)}")
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupted_drill_writes_and_audits_its_report(
         kv: KV, drilled: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path,
@@ -249,18 +264,7 @@ def test_an_interrupted_drill_writes_and_audits_its_report(
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     monkeypatch.setenv("KEYVAULT_TMPDIR", str(scratch))
-    proc = subprocess.Popen(
-        [sys.executable, "-c", PAUSING_DRILL, "2", "--json", "drill", "--all",
-         "--report-dir", str(tmp_path / "r")],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stderr is not None
-    seen = []
-    for line in proc.stderr:  # no timing: the drill says when it is where the signal goes
-        seen.append(line)
-        if line == "drill paused\n":
-            break
-    else:
-        raise AssertionError(f"the drill never paused: {''.join(seen)}")
+    proc = paused_drill(2, "--json", "drill", "--all", "--report-dir", tmp_path / "r")
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signum, err

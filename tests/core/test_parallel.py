@@ -120,3 +120,23 @@ def test_closing_early_waits_for_running_calls_and_starts_no_more() -> None:
     count = len(started)
     time.sleep(0.05)
     assert len(started) == count < 100  # nothing runs on after close()
+
+
+def test_an_early_end_tells_the_running_calls_before_waiting_for_them() -> None:
+    """on_abort runs before the calls in flight are waited for (a drill's pacing gives up
+    its pauses then): the running call sees it, instead of waiting out its own wait."""
+    told = threading.Event()
+    started = threading.Event()
+    seen: list[bool] = []
+
+    def work(i: int) -> int:
+        if i == 1:
+            started.set()
+            seen.append(told.wait(600))  # True only if on_abort ran while this waited
+        return i
+
+    results = bounded_map(work, range(4), 2, on_abort=told.set)
+    assert next(results) == 0
+    started.wait(600)
+    results.close()  # the consumer stops early (as a Ctrl-C in it would)
+    assert seen == [True]
