@@ -1,6 +1,8 @@
-"""Every shell example in README.md and docs/ runs, as a user would type it (issue 18).
+"""Every shell example in the top-level pages and docs/ runs, as a user would type it (issue 18).
 
-The harness collects every command block of every page (``sh``, ``bash``,
+The harness collects every command block of every page (README.md, CONTRIBUTING.md,
+CHANGELOG.md, SECURITY.md and any other ``*.md`` at the top, and ``docs/**/*.md``;
+fences ``sh``, ``bash``,
 ``shell``, ``console``, ``zsh`` fences, and a fence of any language with
 ``$ `` prompt lines) and runs a page's blocks in order, in one sandbox per
 page: a fresh HOME under tmp with its XDG directories, a trust directory
@@ -54,8 +56,11 @@ BLOCK_TIMEOUT = 180
 
 
 def pages() -> list[Path]:
-    """README.md and every page under docs/ (new pages included automatically)."""
-    return [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+    """Every top-level page (README.md, CONTRIBUTING.md...) and every page under docs/.
+
+    New pages are included automatically, at the top as under docs/.
+    """
+    return [*sorted(REPO.glob("*.md")), *sorted((REPO / "docs").rglob("*.md"))]
 
 
 @dataclass(frozen=True)
@@ -267,10 +272,13 @@ def test_doc_example_runs(block: Block, sandboxes: dict[str, Sandbox],
 
 
 def test_every_page_is_collected() -> None:
-    """The glob reaches README.md, nested pages and the generated CLI reference."""
+    """The globs reach the top-level pages, nested pages and the generated CLI reference."""
     names = {str(p.relative_to(REPO)) for p in pages()}
-    assert {"README.md", "docs/cli.md", "docs/guides/restore-laptop.md",
+    assert {"README.md", "CONTRIBUTING.md", "CHANGELOG.md", "SECURITY.md", "docs/cli.md",
+            "docs/releasing.md", "docs/guides/restore-laptop.md",
             "docs/ci/trust-model.md"} <= names
+    assert any(b.page == "CONTRIBUTING.md" for b in ALL)
+    assert any(b.page == "docs/releasing.md" for b in RUNNABLE)
     assert any(b.page == "docs/guides/restore-laptop.md" for b in RUNNABLE)
 
 
