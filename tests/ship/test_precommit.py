@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,11 @@ def test_the_hooks_are_the_checks_ci_runs() -> None:
         assert files, hooks[hook]["files"]
         assert sorted(files.group(1).split("|")) == sorted(_ci_paths("check")), hook
     script = (REPO / "scripts" / "test.sh").read_text()
-    assert re.search(r'^"\$VENV/bin/mypy"', script, re.MULTILINE)  # files from pyproject.toml
+    # mypy with no paths: it checks the files pyproject.toml lists
+    assert re.search(r'^"\$VENV/bin/mypy"\s*(#.*)?$', script, re.MULTILINE)
+    mypy = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mypy"]
+    assert mypy["strict"] is True
+    assert mypy["files"] == ["keyvault", "tests", "scripts"]  # the tests are type-checked too
 
 
 @pytest.fixture
