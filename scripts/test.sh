@@ -29,10 +29,13 @@ fi
 echo "==> installing keyvault with test extras"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
 
+# The same checks as .pre-commit-config.yaml, over the same paths.
 echo "==> ruff"
-"$VENV/bin/ruff" check keyvault tests benchmarks docs
+"$VENV/bin/ruff" check keyvault tests benchmarks docs scripts
+echo "==> ruff format"
+"$VENV/bin/ruff" format --check keyvault tests benchmarks docs scripts
 echo "==> mypy"
-"$VENV/bin/mypy"
+"$VENV/bin/mypy"  # the package, the tests and scripts/ (files in pyproject.toml)
 echo "==> pytest"
 # The fixtures find the venv's tools (weed, moto_server, keyvault) beside its python,
 # and anything the tests run as a subprocess finds them on PATH.

@@ -323,14 +323,17 @@ class VaultClient:
         if s.auth == "approle":
             role_id, secret_id = self._approle_credentials()
             where = f"auth/{s.approle_mount}/login"
-            login: Callable[[Any], Any] = lambda c: c.auth.approle.login(  # noqa: E731
-                role_id=role_id, secret_id=secret_id, mount_point=s.approle_mount)
+
+            def login(c: Any) -> Any:
+                return c.auth.approle.login(role_id=role_id, secret_id=secret_id,
+                                            mount_point=s.approle_mount)
         else:
             jwt = self._jwt()
             role = s.jwt_role or ""
             where = f"auth/{s.jwt_mount}/login"
-            login = lambda c: c.auth.jwt.jwt_login(role=role, jwt=jwt,  # noqa: E731
-                                                   path=s.jwt_mount)
+
+            def login(c: Any) -> Any:
+                return c.auth.jwt.jwt_login(role=role, jwt=jwt, path=s.jwt_mount)
         response = self._login_request(login, where)
         auth = response.get("auth") if isinstance(response, dict) else None
         if not isinstance(auth, dict) or not isinstance(auth.get("client_token"), str):

@@ -62,8 +62,8 @@ class Transport:
         trusted."""
         if form is not None:
             headers = {**headers, "Content-Type": "application/x-www-form-urlencoded"}
-        request = urllib.request.Request(url, data=form,  # noqa: S310 - scheme checked
-                                         headers=headers)
+        request = urllib.request.Request(  # noqa: S310 - scheme checked
+            url, data=form, headers=headers)
         try:
             with self._opener.open(request, timeout=self.timeout) as response:
                 return int(response.status), response.headers, response.read(limit + 1)

@@ -19,6 +19,7 @@ from keyvault.errors import (
     AccessDeniedError,
     BackendUnavailableError,
     IntegrityError,
+    KeyvaultError,
     NotFoundError,
 )
 from keyvault.plugins import BackendOptions
@@ -77,7 +78,7 @@ CASES = [
 @pytest.mark.parametrize(("kind", "status", "message", "error_type", "code", "text"), CASES,
                          ids=[c[0] for c in CASES])
 def test_unwrap_errors_are_typed(responder: Responder, kind: str, status: int, message: str,
-                                 error_type: type, code: int, text: str) -> None:
+                                 error_type: type[KeyvaultError], code: int, text: str) -> None:
     responder.script = [(status, error(kind, message))]
     w = wrapper_for(responder)
     with pytest.raises(error_type) as info:
@@ -112,8 +113,9 @@ def test_wrap_under_a_disabled_key_names_it(responder: Responder) -> None:
 @pytest.mark.proves("F04")
 def test_throttling_is_retried_with_backoff_then_succeeds(responder: Responder) -> None:
     """F04: two ThrottlingExceptions, then an answer: the SDK retried with backoff."""
-    ok = {"KeyId": ARN, "Plaintext": "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE=",
-          "EncryptionAlgorithm": "SYMMETRIC_DEFAULT"}
+    ok: dict[str, object] = {
+        "KeyId": ARN, "Plaintext": "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE=",
+        "EncryptionAlgorithm": "SYMMETRIC_DEFAULT"}
     responder.script = [(400, error("ThrottlingException", "Rate exceeded")),
                         (400, error("ThrottlingException", "Rate exceeded")), (200, ok)]
     w = wrapper_for(responder, attempts=4)

@@ -46,6 +46,7 @@ from keyvault.ops.backup import CREATED, UNCHANGED, UPDATED, backup_keys
 from keyvault.ops.restore import restore_keys
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session
+from keyvault.stores.s3 import S3Store
 from keyvault.trust.keyid import private_key_id
 from keyvault.trust.model import KeyFile
 from keyvault.trust.sample import notary_key_file
@@ -235,9 +236,8 @@ def test_a_deleted_key_is_not_restored(
     backup_keys(session, keys, team=TEAM, concurrency=4)
     gone = _addresses(keys)[0]
     store = session.store()
-    client = store._client  # type: ignore[attr-defined]
-    client.delete_object(Bucket=store._bucket,  # type: ignore[attr-defined]
-                         Key=store._key(gone.object_name))  # type: ignore[attr-defined]
+    assert isinstance(store, S3Store)
+    store._client.delete_object(Bucket=store._bucket, Key=store._key(gone.object_name))
     report = restore_keys(session, team=TEAM, selection=Selection(everything=True),
                           trust_dir=tmp_path / "restored", concurrency=4)
     assert sorted(e.key.address for e in report.entries) == sorted(_addresses(keys)[1:])

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from contracts.store_contract import A_ROOT, A_TARGETS, B_ROOT, StoreContract, race_creates
-from fixtures.s3 import TEAM_A, WeedServer, s3_client
+from fixtures.s3 import ADMIN, TEAM_A, WeedServer, s3_client
 
 from keyvault.errors import (
     AccessDeniedError,
@@ -136,7 +136,7 @@ def test_uri_is_canonical_and_repr_has_no_credentials(weed: WeedServer, bucket: 
 def test_bad_settings_are_usage_errors(weed: WeedServer, settings: dict[str, object],
                                        match: str) -> None:
     with pytest.raises(UsageError, match=match):
-        open_s3(weed, "s3://some-bucket", **settings)
+        open_s3(weed, "s3://some-bucket", ADMIN, **settings)
 
 
 # -- versions and restore of a chosen version ------------------------------------------

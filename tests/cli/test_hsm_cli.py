@@ -191,7 +191,7 @@ def test_a_uri_with_module_and_pin_is_drilled_and_its_pin_recorded_nowhere(
     records and reports show that form: a pin-value in the configured URI stays secret."""
     _, keys = backed_up
     monkeypatch.delenv("KEYVAULT_PKCS11_PIN")
-    full = hsm_env.uri("aes-kek", **{"pin-value": hsm_env.pin})
+    full = hsm_env.uri("aes-kek", query={"pin-value": hsm_env.pin})
     assert "module-path=" in full and hsm_env.pin in full
     drill = kv("--wrapper", full, "--json", "drill", "--all", "--no-metadata",
                "--report-dir", tmp_path / "r")
@@ -214,8 +214,8 @@ def test_pin_value_is_shown_by_no_init_doctor_or_rewrap_output(
     write_sample_trust_dir(home / ".docker" / "trust",
                            dict.fromkeys(("root", "targets", "snapshot"), PASS),
                            ("example.com/a/app",))
-    full = hsm_env.uri("aes-kek", **{"pin-value": hsm_env.pin})
-    missing = hsm_env.uri("no-such-key", **{"pin-value": hsm_env.pin})
+    full = hsm_env.uri("aes-kek", query={"pin-value": hsm_env.pin})
+    missing = hsm_env.uri("no-such-key", query={"pin-value": hsm_env.pin})
     store = (home / "store").as_uri()
     runs = [kv("--store", store, "--wrapper", full, "--json", "init")]
     assert runs[0].code == 0, runs[0].err

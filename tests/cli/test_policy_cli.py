@@ -179,6 +179,7 @@ def counting_proxy(upstream: str) -> Iterator[tuple[str, list[str]]]:
             paths.append(self.path.split("?")[0])
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else None
+            assert target.hostname is not None
             conn = http.client.HTTPConnection(target.hostname, target.port, timeout=10)
             headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
             conn.request(self.command, self.path, body=body, headers=headers)

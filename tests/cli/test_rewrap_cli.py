@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,9 +29,9 @@ def setup(kv: KV, home: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, tu
     return trust, keys
 
 
-def envelopes(home: Path) -> dict[str, dict[str, object]]:
+def envelopes(home: Path) -> dict[str, dict[str, Any]]:
     """Latest envelope of every object in the file store, by key ID."""
-    out: dict[str, dict[str, object]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for obj in (home / "store" / "objects").rglob("*.json"):
         if "audit" in obj.parts:  # the audit log's checkpoints
             continue
@@ -46,7 +47,7 @@ def test_age_to_passphrase_and_back_keeps_the_sealed_key(
     _, keys = setup
     assert kv("backup").code == 0
     first = envelopes(home)
-    (age_uri,) = {w["uri"] for d in first.values() for w in d["wrapped_keys"]}  # type: ignore[union-attr]
+    (age_uri,) = {w["uri"] for d in first.values() for w in d["wrapped_keys"]}
 
     moved = kv("--json", "rewrap", "--all", "--add", "passphrase:", "--remove", age_uri)
     assert moved.code == 0, moved.err
@@ -105,7 +106,7 @@ def test_bad_rewrap_requests(kv: KV, home: Path, setup: tuple[Path, tuple[KeyFil
     assert nothing.code == 2 and "say what to change" in nothing.err
     rotate = kv("rewrap", "--all", "--rotate")
     assert rotate.code == 2 and "can rotate server-side" in rotate.err
-    (age_uri,) = {w["uri"] for d in before.values() for w in d["wrapped_keys"]}  # type: ignore[union-attr]
+    (age_uri,) = {w["uri"] for d in before.values() for w in d["wrapped_keys"]}
     last = kv("--json", "rewrap", "--all", "--remove", age_uri)
     assert last.code == 2
     assert all("would leave no wrapper" in k["error"]["message"] for k in last.json()["keys"])

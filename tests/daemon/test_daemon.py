@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+from fixtures.servers import wait_for
 from notarykit import Notary, fresh_ec_pem
 
-from daemon.conftest import DaemonEnv, make_key, wait_for, write_key
+from daemon.conftest import DaemonEnv, make_key, write_key
 
 
 def restored_bytes(env: DaemonEnv, key_id: str) -> bytes:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 from fixtures.s3 import ADMIN, REGION, WeedServer, new_bucket, weed_server
+from fixtures.servers import wait_for
 
-from daemon.conftest import DaemonEnv, make_key, wait_for, write_key
+from daemon.conftest import DaemonEnv, make_key, write_key
 
 
 @pytest.fixture(scope="module")

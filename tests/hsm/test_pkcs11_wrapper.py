@@ -137,8 +137,9 @@ def test_tampered_params_refused(softhsm: SoftHsm, param: str) -> None:
     try:
         wrapped = w.wrap(DEK, CONTEXT)
         params = dict(wrapped.params)
-        params[param] = {"iv": "AAAA", "tag_bits": 96, "token": 7, "mechanism": "CKM_X",
-                         "extra": "x"}[param]
+        tampered: dict[str, str | int] = {"iv": "AAAA", "tag_bits": 96, "token": 7,
+                                           "mechanism": "CKM_X", "extra": "x"}
+        params[param] = tampered[param]
         with pytest.raises(IntegrityError):
             w.unwrap(replace(wrapped, params=params), CONTEXT)
     finally:
@@ -323,7 +324,7 @@ def test_pin_file_must_be_private(tmp_path: Path) -> None:
 
 
 def test_pin_value_accepted_with_a_warning(softhsm: SoftHsm) -> None:
-    uri = softhsm.uri(**{"pin-value": softhsm.pin})
+    uri = softhsm.uri(query={"pin-value": softhsm.pin})
     with pytest.warns(PinInUriWarning) as record:
         w = Pkcs11Wrapper(uri, BackendOptions())
     try:
@@ -338,11 +339,11 @@ def test_pin_value_accepted_with_a_warning(softhsm: SoftHsm) -> None:
 def test_prompt_is_used_last(softhsm: SoftHsm) -> None:
     asked: list[str] = []
 
-    def prompt(text: str, *, confirm: bool = False) -> str:
-        asked.append(text)
+    def ask(prompt: str, *, confirm: bool = False) -> str:
+        asked.append(prompt)
         return softhsm.pin
 
-    options = BackendOptions(env={"KEYVAULT_PKCS11_MODULE": softhsm.module}, prompt=prompt)
+    options = BackendOptions(env={"KEYVAULT_PKCS11_MODULE": softhsm.module}, prompt=ask)
     w = Pkcs11Wrapper(softhsm.key_uri(), options)
     try:
         w.wrap(DEK, CONTEXT)

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from keyvault.errors import AccessDeniedError, InvalidInputError, UsageError
 from keyvault.names import KeyAddress
 from keyvault.policy import (
+    Policy,
     Principal,
     authorize,
     aws_facts,
@@ -50,7 +51,7 @@ wrappers = ["awskms:///arn:aws:kms:us-east-1:123456789012:key/abcd"]
 """
 
 
-def policy(text: str = POLICY) -> object:
+def policy(text: str = POLICY) -> Policy:
     return parse_policy(text, Path("policy.toml"))
 
 
@@ -246,26 +247,26 @@ def test_members_may_do_everything_to_every_role_of_their_team() -> None:
         for address in (addr("team-a", None, "root"),
                         addr("team-a", "registry.example.com/team-a/app", "targets"),
                         addr("team-a", None, "targets/releases")):
-            assert authorize(p, alice, action, address).allowed  # type: ignore[arg-type]
+            assert authorize(p, alice, action, address).allowed
 
 
 def test_ci_fetches_targets_snapshot_delegations_never_root_never_backup() -> None:
     p = policy()
     ci = local("ci-a", "runner-7")
     gun = "registry.example.com/team-a/app"
-    assert authorize(p, ci, "restore", addr("team-a", gun, "targets")).allowed  # type: ignore[arg-type]
-    assert authorize(p, ci, "fetch", addr("team-a", gun, "snapshot")).allowed  # type: ignore[arg-type]
-    assert authorize(p, ci, "fetch", addr("team-a", gun, "targets/releases")).allowed  # type: ignore[arg-type]
-    root = authorize(p, ci, "restore", addr("team-a", None, "root"))  # type: ignore[arg-type]
+    assert authorize(p, ci, "restore", addr("team-a", gun, "targets")).allowed
+    assert authorize(p, ci, "fetch", addr("team-a", gun, "snapshot")).allowed
+    assert authorize(p, ci, "fetch", addr("team-a", gun, "targets/releases")).allowed
+    root = authorize(p, ci, "restore", addr("team-a", None, "root"))
     assert not root.allowed and "never get root" in root.rule
     err = root.error()
     assert isinstance(err, AccessDeniedError) and err.exit_code == 4
     assert "local:ci-a@runner-7" in err.message and K1[:16] in err.message
     assert "root key" in err.message and "teams.team-a.ci" in err.message
-    assert not authorize(p, ci, "backup", addr("team-a", gun, "targets")).allowed  # type: ignore[arg-type]
-    assert not authorize(p, ci, "restore", addr("team-a", gun, "timestamp")).allowed  # type: ignore[arg-type]
+    assert not authorize(p, ci, "backup", addr("team-a", gun, "targets")).allowed
+    assert not authorize(p, ci, "restore", addr("team-a", gun, "timestamp")).allowed
     # Not a CI principal on another host:
-    assert not authorize(p, local("ci-a", "laptop"), "fetch",  # type: ignore[arg-type]
+    assert not authorize(p, local("ci-a", "laptop"), "fetch",
                          addr("team-a", gun, "targets")).allowed
 
 
@@ -279,35 +280,35 @@ def test_keys_missing_a_fact_belong_to_the_team_like_root() -> None:
                              (addr("team-a", None, None), "role"),
                              (addr("team-a", gun, None), "role")):
         for action in ("fetch", "restore", "list"):
-            refused = authorize(p, ci, action, address)  # type: ignore[arg-type]
+            refused = authorize(p, ci, action, address)
             assert not refused.allowed, (address, action)
             assert f"names no {missing}" in refused.rule
-            assert authorize(p, alice, action, address).allowed  # type: ignore[arg-type]
-        message = authorize(p, ci, "fetch", address).error().message  # type: ignore[arg-type]
+            assert authorize(p, alice, action, address).allowed
+        message = authorize(p, ci, "fetch", address).error().message
         assert ("(no role)" if missing == "role" else "(no gun)") in message
     # GUN-less delegation keys stay CI's, as before.
-    assert authorize(p, ci, "fetch", addr("team-a", None, "targets/releases")).allowed  # type: ignore[arg-type]
+    assert authorize(p, ci, "fetch", addr("team-a", None, "targets/releases")).allowed
 
 
 def test_other_teams_and_foreign_guns_are_refused() -> None:
     p = policy()
     bob = local("bob")
-    refused = authorize(p, bob, "restore", addr("team-a", None, "root"))  # type: ignore[arg-type]
+    refused = authorize(p, bob, "restore", addr("team-a", None, "root"))
     assert not refused.allowed and "neither a member nor a CI principal" in refused.rule
     # A member of team-a cannot file team-b's GUN under team-a:
-    moved = authorize(p, local("alice"), "backup",  # type: ignore[arg-type]
+    moved = authorize(p, local("alice"), "backup",
                       addr("team-a", "registry.example.com/team-b/api", "targets"))
     assert not moved.allowed and "belongs to team team-b" in moved.rule
-    orphan = authorize(p, local("alice"), "backup",  # type: ignore[arg-type]
+    orphan = authorize(p, local("alice"), "backup",
                        addr("team-a", "nobody.example.com/x", "targets"))
     assert not orphan.allowed and "matches no team" in orphan.rule
-    assert not authorize(p, local("alice"), "list",  # type: ignore[arg-type]
+    assert not authorize(p, local("alice"), "list",
                          addr("team-z", None, "root")).allowed
 
 
 def test_default_team_takes_unclaimed_guns_only_when_declared() -> None:
     with pytest.raises(AccessDeniedError, match="matches no team"):
-        team_for_gun(policy(), "nobody.example.com/x")  # type: ignore[arg-type]
+        team_for_gun(policy(), "nobody.example.com/x")
     p = parse_policy('default_team = "team-b"\n' + POLICY)
     assert team_for_gun(p, "nobody.example.com/x") == "team-b"
     assert team_for_gun(p, "registry.example.com/team-a/app") == "team-a"
@@ -319,7 +320,7 @@ def test_default_team_takes_unclaimed_guns_only_when_declared() -> None:
 
 
 def test_vault_render_member_and_ci() -> None:
-    rendered = render_vault(policy())  # type: ignore[arg-type]
+    rendered = render_vault(policy())
     assert sorted(rendered) == ["keyvault-team-a-ci", "keyvault-team-a-member"]
     member, ci = rendered["keyvault-team-a-member"], rendered["keyvault-team-a-ci"]
     assert 'path "secret/data/keyvault/v1/teams/team-a/*"' in member
@@ -334,7 +335,7 @@ def test_vault_render_member_and_ci() -> None:
 
 
 def test_aws_render_scopes_prefixes_and_encryption_context() -> None:
-    docs = render_aws(policy())  # type: ignore[arg-type]
+    docs = render_aws(policy())
     assert set(docs) >= {"keyvault-team-b-member", "keyvault-team-b-ci",
                          "keyvault-team-a-member", "keyvault-team-a-kms-key-policy"}
     member = json.dumps(docs["keyvault-team-b-member"])
@@ -350,7 +351,7 @@ def test_aws_render_scopes_prefixes_and_encryption_context() -> None:
     key_policy = docs["keyvault-team-a-kms-key-policy"]["Statement"]
     assert key_policy[0]["Condition"]["ArnLike"]["aws:PrincipalArn"] == [
         "arn:aws:iam::123456789012:role/*/team-a-ci", "arn:aws:iam::123456789012:role/team-a-ci"]
-    files = render_files(policy(), "aws")  # type: ignore[arg-type]
+    files = render_files(policy(), "aws")
     assert all(name.endswith(".json") for name in files)
     with pytest.raises(UsageError):
-        render_files(policy(), "gcp")  # type: ignore[arg-type]
+        render_files(policy(), "gcp")

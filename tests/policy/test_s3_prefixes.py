@@ -63,7 +63,7 @@ def denied(call: object) -> bool:
     try:
         call()  # type: ignore[operator]
     except botocore.exceptions.ClientError as exc:
-        return exc.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+        return bool(exc.response["ResponseMetadata"]["HTTPStatusCode"] == 403)
     return False
 
 

@@ -42,7 +42,8 @@ def test_rows_are_parsed_up_to_the_next_section() -> None:
 @pytest.mark.parametrize("markdown", [
     "# Testing\n\nno table here\n",
     "## Allowed skips\n\n| tests | reason | why | when |\n|---|---|---|---|\n",
-    "## Allowed skips\n\n| t | r | w | when |\n|---|---|---|---|\n| `a` | `b` | c | sometimes |\n",
+    "## Allowed skips\n\n| t | r | w | when |\n|---|---|---|---|\n"
+    "| `a` | `b` | c | sometimes |\n",
     "## Allowed skips\n\n| t | r | w | when |\n|---|---|---|---|\n| a | `b` | c | always |\n",
 ])
 def test_a_missing_or_malformed_table_is_an_error(markdown: str) -> None:

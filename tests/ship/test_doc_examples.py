@@ -1,6 +1,8 @@
-"""Every shell example in README.md and docs/ runs, as a user would type it (issue 18).
+"""Every shell example in the top-level pages and docs/ runs, as a user would type it (issue 18).
 
-The harness collects every command block of every page (``sh``, ``bash``,
+The harness collects every command block of every page (README.md, CONTRIBUTING.md,
+CHANGELOG.md, SECURITY.md and any other ``*.md`` at the top, and ``docs/**/*.md``;
+fences ``sh``, ``bash``,
 ``shell``, ``console``, ``zsh`` fences, and a fence of any language with
 ``$ `` prompt lines) and runs a page's blocks in order, in one sandbox per
 page: a fresh HOME under tmp with its XDG directories, a trust directory
@@ -18,6 +20,9 @@ The markers a page may hold (docs/testing.md, "Shell examples in the docs"):
   the reason is required and listed by ``test_illustrative_blocks_say_why``;
 - ``<!-- doctest-setup: COMMANDS -->``: hidden commands run at that point of
   the page (state a page assumes, e.g. keys already backed up);
+- ``<!-- doctest-sandbox: clone -->`` anywhere on a page: its work directory is a
+  copy of this checkout, a git repository, with ``.venv`` the test interpreter's
+  virtualenv (a contributor's page: CONTRIBUTING.md, docs/releasing.md);
 - ``<!-- doctest: exit N -->`` on the line before a fence: the block must
   end with exit code N (it stops at its first failing command);
 - a transcript's ``$ echo $?`` line gives the exit code of the command before it.
@@ -50,12 +55,17 @@ FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^`
 ILLUSTRATIVE = re.compile(r"^\s*<!--\s*illustrative:(?P<reason>.*?)-->\s*$")
 EXIT = re.compile(r"^\s*<!--\s*doctest:\s*exit\s+(?P<code>\d+)\s*-->\s*$")
 SETUP = re.compile(r"^\s*<!--\s*doctest-setup:(?P<code>.*?)-->\s*$")
+#: A contributor's page: its blocks run in a copy of this checkout (``_clone_checkout``).
+CLONE = re.compile(r"^\s*<!--\s*doctest-sandbox:\s*clone\s*-->\s*$", re.MULTILINE)
 BLOCK_TIMEOUT = 180
 
 
 def pages() -> list[Path]:
-    """README.md and every page under docs/ (new pages included automatically)."""
-    return [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+    """Every top-level page (README.md, CONTRIBUTING.md...) and every page under docs/.
+
+    New pages are included automatically, at the top as under docs/.
+    """
+    return [*sorted(REPO.glob("*.md")), *sorted((REPO / "docs").rglob("*.md"))]
 
 
 @dataclass(frozen=True)
@@ -223,12 +233,38 @@ def sandboxes() -> dict[str, Sandbox]:
     return {}
 
 
+def _clone_checkout(work: Path) -> None:
+    """This checkout's files (tracked, and new ones not ignored) in a fresh git repository,
+    with ``.venv`` the test interpreter's virtualenv, as after ``bash scripts/test.sh``."""
+    git = find_tool("git")
+    listed = subprocess.run([git, "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            cwd=REPO, capture_output=True, check=True).stdout
+    for name in filter(None, listed.split(b"\0")):
+        src = REPO / os.fsdecode(name)
+        if src.is_file() and not src.is_symlink():
+            dst = work / os.fsdecode(name)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+    (work / ".venv").symlink_to(Path(sys.prefix))
+    subprocess.run([git, "init", "-q", str(work)], check=True)
+    subprocess.run([git, "add", "-A"], cwd=work, check=True)
+
+
+def _is_clone_page(page: str) -> bool:
+    path = REPO / page
+    return path.is_file() and CLONE.search(path.read_text()) is not None
+
+
 def _sandbox(page: str, template: TrustTemplate, root: Path) -> Sandbox:
     home, work = root / "home", root / "work"
     for d in (home, work, root / "run"):
         d.mkdir(mode=0o700, parents=True)
     shutil.copytree(template.path, home / ".docker" / "trust", symlinks=True)
-    venv_bin = work / ".venv" / "bin"  # where the README's set-up command installs it
+    clone = _is_clone_page(page)
+    if clone:
+        _clone_checkout(work)
+    # where the README's set-up command installs it; a clone's .venv is the real one
+    venv_bin = root / "bin" if clone else work / ".venv" / "bin"
     _shim(venv_bin / "keyvault")
     tools = root / "tools"
     tools.mkdir()
@@ -267,10 +303,13 @@ def test_doc_example_runs(block: Block, sandboxes: dict[str, Sandbox],
 
 
 def test_every_page_is_collected() -> None:
-    """The glob reaches README.md, nested pages and the generated CLI reference."""
+    """The globs reach the top-level pages, nested pages and the generated CLI reference."""
     names = {str(p.relative_to(REPO)) for p in pages()}
-    assert {"README.md", "docs/cli.md", "docs/guides/restore-laptop.md",
+    assert {"README.md", "CONTRIBUTING.md", "CHANGELOG.md", "SECURITY.md", "docs/cli.md",
+            "docs/releasing.md", "docs/guides/restore-laptop.md",
             "docs/ci/trust-model.md"} <= names
+    assert any(b.page == "CONTRIBUTING.md" for b in ALL)
+    assert any(b.page == "docs/releasing.md" for b in RUNNABLE)
     assert any(b.page == "docs/guides/restore-laptop.md" for b in RUNNABLE)
 
 
@@ -345,6 +384,25 @@ def test_a_page_is_one_shell_session_and_a_failure_fails(tmp_path: Path,
     assert box.run(blocks[3]).returncode == 0  # exit 2, as the transcript shows
     wrong = Block("docs/x.md", 17, "$ keyvault --version\n$ echo $?\n2", transcript=True)
     assert box._run(wrong).returncode == 99
+
+
+def test_a_contributor_page_runs_in_a_copy_of_the_checkout(tmp_path: Path) -> None:
+    """CONTRIBUTING.md's commands (.venv/bin/..., tests/...) run where a contributor runs
+    them; the real virtualenv is used, never written."""
+    assert _is_clone_page("CONTRIBUTING.md") and not _is_clone_page("README.md")
+    empty = tmp_path / "trust"
+    empty.mkdir()
+    box = _sandbox("CONTRIBUTING.md", TrustTemplate(empty, "ab" * 32), tmp_path / "box")
+    assert (box.work / "pyproject.toml").read_bytes() == (REPO / "pyproject.toml").read_bytes()
+    assert (box.work / ".venv").resolve() == Path(sys.prefix).resolve()
+    block = Block("CONTRIBUTING.md", 1, "git ls-files --error-unmatch keyvault/__init__.py\n"
+                  ".venv/bin/python -c 'import keyvault, os; print(keyvault.__file__)'\n"
+                  "keyvault --version")
+    run = box._run(block)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[1] == str(box.work / "keyvault" / "__init__.py")
+    installed = Path(sys.prefix) / "bin" / "keyvault"
+    assert not installed.exists() or "PYTHONPATH=" not in installed.read_text()
 
 
 def test_the_collector_finds_each_kind_of_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch

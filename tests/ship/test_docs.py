@@ -41,7 +41,7 @@ def test_cli_reference_covers_every_command() -> None:
     from keyvault.cli.app import full_app
 
     text = (DOCS / "cli.md").read_text()
-    root = typer.main.get_command(full_app())
+    root = typer.main.get_group(full_app())
     ctx = root.context_class(root, info_name="keyvault")
     for name in root.list_commands(ctx):
         assert f"## `keyvault {name}`" in text, name
@@ -83,10 +83,18 @@ def test_docs_build_strict(site: Path) -> None:
     assert not (site / "gen_cli_reference.py").exists() and not (site / "_hooks.py").exists()
 
 
-def test_security_page_is_security_md(site: Path) -> None:
-    html = (site / "security" / "index.html").read_text()
-    for heading in re.findall(r"^## (.+)$", (REPO / "SECURITY.md").read_text(), re.MULTILINE):
-        assert re.sub(r"`", "", heading.split("(")[0]).strip()[:20] in html, heading
+@pytest.mark.parametrize(("page", "source"), [
+    ("security", "SECURITY.md"), ("changelog", "CHANGELOG.md"),
+    ("contributing", "CONTRIBUTING.md")])
+def test_top_level_pages_are_published(site: Path, page: str, source: str) -> None:
+    """The site's page is the top-level file (docs/_hooks.py), not its placeholder."""
+    html = (site / page / "index.html").read_text()
+    headings = re.findall(r"^## (.+)$", (REPO / source).read_text(), re.MULTILINE)
+    assert headings
+    for heading in headings:
+        text = re.sub(r"`", "", heading.split("(")[0]).strip()[:20]
+        assert text in html, heading
+    assert "included here when the site is" not in html
 
 
 def test_strict_build_catches_a_broken_link(tmp_path: Path) -> None:
@@ -95,7 +103,8 @@ def test_strict_build_catches_a_broken_link(tmp_path: Path) -> None:
     copy = tmp_path / "repo"
     shutil.copytree(DOCS, copy / "docs", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "mkdocs.yml", copy / "mkdocs.yml")
-    shutil.copy(REPO / "SECURITY.md", copy / "SECURITY.md")
+    for page in REPO.glob("*.md"):  # SECURITY.md, CHANGELOG.md...: published by docs/_hooks.py
+        shutil.copy(page, copy / page.name)
     page = copy / "docs" / "quickstart.md"
     page.write_text(page.read_text() + "\nSee [nothing](no-such-page.md).\n")
     run = subprocess.run([*_mkdocs(), "build", "--strict", "--site-dir", str(tmp_path / "s")],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -90,9 +91,12 @@ def test_a_fresh_directory_is_not_read_key_by_key(tmp_path: Path,
 
     reads: list[str] = []
     real = restore_mod._read_existing
-    monkeypatch.setattr(restore_mod, "_read_existing",
-                        lambda root, parts, relpath: reads.append(relpath) or real(
-                            root, parts, relpath))
+
+    def counted(root: int, parts: list[str], relpath: str) -> bytes | None:
+        reads.append(relpath)
+        return real(root, parts, relpath)
+
+    monkeypatch.setattr(restore_mod, "_read_existing", counted)
     trust = _trust(tmp_path, {f"{OTHER}.key": b"another key"})
     items = [RestoreItem(f"tuf_keys/{GUN}/{i:064x}.key", b"key %d" % i, "k", f"{i:064x}")
              for i in range(20)]
@@ -113,7 +117,8 @@ def test_a_file_that_appears_after_the_walk_is_never_replaced(tmp_path: Path,
     trust = _trust(tmp_path, {f"{OTHER}.key": b"another key"})
     target = trust / "private" / f"{ROOT}.key"
 
-    def items():  # consumed after the walk: the file appears between walk and commit
+    def items() -> Iterator[RestoreItem]:
+        """Consumed after the walk: the file appears between walk and commit."""
         yield RestoreItem(f"{OTHER}.key", b"another key", "o", OTHER)
         if kind == "file":
             target.write_bytes(b"someone else's")

@@ -102,7 +102,7 @@ def test_read_regular_reads_whole_files_in_small_pieces(tmp_path: Path,
                 grow.write(data[100_000:])
         return real_read(fd, n)
 
-    monkeypatch.setattr(safefs.os, "read", watching_read)
+    monkeypatch.setattr(os, "read", watching_read)
     fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         assert safefs.read_regular(fd, "f", 1024 * 1024) == data
