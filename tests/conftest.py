@@ -8,6 +8,7 @@ change its copy freely.
 from __future__ import annotations
 
 import shutil
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -130,7 +131,15 @@ def make_trust_dir(tmp_path: Path) -> Callable[[dict[str, bytes]], Path]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Registers ``proves``: which SECURITY.md IDs a test proves (docs/testing.md)."""
+    """Registers ``proves``: which SECURITY.md IDs a test proves (docs/testing.md).
+
+    Also gives SIGINT its Python handler back when the suite was started with SIGINT
+    ignored (a shell's background job, ``nohup``): the tests that interrupt a restore
+    or a drill, in this process or in a child (which inherits an ignored SIGINT), would
+    otherwise see nothing happen.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     config.addinivalue_line(
         "markers", "proves(*ids): the SECURITY.md threat (T), fault (F) and bad-input (B) "
         "IDs this test proves")
