@@ -274,7 +274,8 @@ def restore(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Ke
                 "--version", metavar="NUMBER",
                 help="Restore this version of a single key: its NUMBER in 'keyvault "
                      "versions' (1 is its first backup), or the store's ID from the "
-                     "VERSION column.",
+                     "VERSION column. Trust pins and the notary config's CA files always "
+                     "come back at their latest version, never with --version.",
                 show_default=False)] = None,
             jobs: Jobs = None,
             no_pins: Annotated[bool, typer.Option(

@@ -41,6 +41,12 @@ from keyvault.trust.restore import (
     plan_restore,
 )
 
+#: Why ``--version`` never names a trust pin or a pinned certificate, and where to look.
+PIN_VERSION_HINT = ("--version restores one key file; a GUN's trust pin and the notary "
+                    "config's CA files come back at their latest version only (an older "
+                    "root would not last: notary moves on to the newer one its server "
+                    "serves); 'keyvault versions --gun GUN' lists their versions")
+
 
 @dataclass(frozen=True)
 class Restored:
@@ -80,15 +86,21 @@ def selected_addresses(session: Session, team: str, selection: Selection,
     ci = session.is_ci(team)
     addresses = sorted(list_addresses(session.store(), team, selection, ci=ci,
                                       versions=versions))
-    selection.check_found([(a.gun, a.role, a.key_id) for a in addresses],
-                          listed_where(team, ci=ci))
+    try:
+        selection.check_found([(a.gun, a.role, a.key_id) for a in addresses],
+                              listed_where(team, ci=ci))
+    except NotFoundError as exc:  # e.g. --gun of a GUN that has only a pin, --version N
+        if version is None:
+            raise
+        raise NotFoundError(exc.message, hint=PIN_VERSION_HINT) from None
     if not addresses:  # --all of nothing: a restore or drill that did nothing is no success
         raise NotFoundError(
             f"the store {redact(session.config.store or '')} holds no keys for team {team!r}",
             hint="check the store and team this machine uses ('keyvault doctor'); a store "
                  "on a lost machine's disk is gone with it (docs/guides/restore-laptop.md)")
     if version is not None and len(addresses) != 1:
-        raise UsageError("--version needs a selection of exactly one key (use --key-id)")
+        raise UsageError("--version needs a selection of exactly one key (use --key-id)",
+                         hint=PIN_VERSION_HINT)
     return addresses
 
 
