@@ -138,19 +138,20 @@ class TrustWatcher:
                 self._roots = self._existing()
 
     def _match(self, path: str) -> tuple[_Root, tuple[str, ...]] | None:
-        for root in self._roots:
-            if path == root.private:
-                return root, ()
-            if path.startswith(root.private + os.sep):
-                return root, Path(path[len(root.private) + 1:]).parts
-        return None
+        return self._below(path, lambda root: root.private)
 
     def _match_tuf(self, path: str) -> tuple[_Root, tuple[str, ...]] | None:
+        return self._below(path, lambda root: root.tuf)
+
+    def _below(self, path: str, base: Callable[[_Root], str]
+               ) -> tuple[_Root, tuple[str, ...]] | None:
+        """The root whose ``base`` directory holds ``path``, and the parts below it."""
         for root in self._roots:
-            if path == root.tuf:
+            top = base(root)
+            if path == top:
                 return root, ()
-            if path.startswith(root.tuf + os.sep):
-                return root, Path(path[len(root.tuf) + 1:]).parts
+            if path.startswith(top + os.sep):
+                return root, Path(path[len(top) + 1:]).parts
         return None
 
     def _events(self, changes: set[tuple[Any, str]]) -> list[TrustEvent]:
