@@ -249,3 +249,19 @@ def test_names_of_certificates_parse_back_and_never_as_keys_or_pins() -> None:
             CertAddress.from_object_name(bad)
     with pytest.raises(UsageError):
         CertAddress.server("t", "Upper.example.com")
+
+
+def test_an_older_certificate_copied_on_top_is_refused_as_a_rollback(
+        kv: KV, home: Path, backed: dict[str, Path]) -> None:
+    with backend(home) as (store, _):
+        first = store.read(CA_OBJECT).data
+    backed["ca"].write_bytes(ca_pem("team-a CA, renewed"))
+    run = kv("--json", "backup")
+    assert [(r["key_id"], r["action"]) for r in cert_rows(run.json())
+            if r["action"] != "unchanged"] == [("ca.pem", "updated")]
+    with backend(home) as (store, _):
+        store.write(CA_OBJECT, first, replaces=store.read(CA_OBJECT).version)
+    backed["ca"].unlink()
+    refused = kv("--trust-dir", home / "laptop", "restore", "--all")
+    assert refused.code == 5, refused.err
+    assert not backed["ca"].exists() and tree(home / "laptop") == {}
