@@ -197,10 +197,10 @@ def list_cmd(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: K
         listed = list_keys(session, team=config.team,
                            selection=build_selection(gun, role, key_id, False), long=long)
     if state.json:
-        from keyvault.names import PinAddress
+        from keyvault.names import kind_of
 
         emit_json({"store": config.store, "team": config.team, "keys": [
-            {"kind": "pin" if isinstance(item.address, PinAddress) else "key",
+            {"kind": kind_of(item.address),
              "key_id": item.address.key_id, "role": item.address.role, "gun": item.address.gun,
              "object": item.address.object_name, "version": item.version,
              "created": item.created, "source": item.source_name,
@@ -245,10 +245,10 @@ def versions(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: K
                               selection=build_selection(gun, role, key_id, everything))
         chains = [(a, chain_of(session, a, vs)) for a, vs in found]
     if state.json:
-        from keyvault.names import PinAddress
+        from keyvault.names import kind_of
 
         emit_json({"store": config.store, "team": config.team, "keys": [
-            {"kind": "pin" if isinstance(a, PinAddress) else "key",
+            {"kind": kind_of(a),
              "key_id": a.key_id, "role": a.role, "gun": a.gun, "object": a.object_name,
              "versions": [{"version": c.version.version, "size": c.version.size,
                            "created": c.version.created, "latest": c.version.latest,

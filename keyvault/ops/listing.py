@@ -46,7 +46,8 @@ def list_keys(session: Session, *, team: str, selection: Selection, long: bool =
         keys = session.visible("list", keys)
     pins = session.visible("list", [] if ci else stored_pins(session, team, selection, keys,
                                                              names))
-    addresses = keys + pins
+    addresses = keys + pins + ([] if ci else stored_certs(session, team, selection, keys,
+                                                          names))
     if not selection.is_empty:  # a GUN that has a pin and no key is found: its pin shows
         selection.check_found([(a.gun, a.role, a.key_id) for a in addresses],
                               listed_where(team, ci=ci))
@@ -74,6 +75,22 @@ def stored_pins(session: Session, team: str, selection: Selection,
     when the backend grants this principal no pins (a listing need not say so).
     ``names``: what the keys' listing already named (the team's folder: ``pins/`` too)."""
     return pins_in_store(session, team, selection, keys, names)[0]
+
+
+def stored_certs(session: Session, team: str, selection: Selection,
+                 keys: list[KeyAddress], names: set[str] | None = None) -> list[KeyAddress]:
+    """The CA files the notary config pins that travel with ``keys`` (as ``restore`` picks
+    them); none when the backend grants this principal none."""
+    from keyvault.ops.certs import cert_addresses
+
+    try:
+        certs = cert_addresses(session, team, selection,
+                               {a.gun for a in keys if a.gun is not None and
+                                not isinstance(a, PinAddress)},
+                               dict.fromkeys(names, ()) if names else None)
+    except AccessDeniedError:
+        return []
+    return session.visible("list", list(certs))
 
 
 def pins_in_store(session: Session, team: str, selection: Selection,
@@ -162,6 +179,7 @@ def list_versions(session: Session, *, team: str, selection: Selection
     if not ci:
         addresses += session.visible("list", stored_pins(session, team, selection, addresses,
                                                          names))
+        addresses += stored_certs(session, team, selection, addresses, names)
     selection.check_found([(a.gun, a.role, a.key_id) for a in addresses],
                           listed_where(team, ci=ci))  # a GUN with only a pin: its pin
     return [(a, store.versions(a.object_name)) for a in addresses]

@@ -36,8 +36,9 @@ from keyvault.envelope import (
     unwrap_dek,
 )
 from keyvault.errors import AccessDeniedError, KeyvaultError, UsageError
-from keyvault.names import KeyAddress
+from keyvault.names import CertAddress, KeyAddress
 from keyvault.ops.backup import next_number
+from keyvault.ops.certs import cert_addresses
 from keyvault.ops.listing import pins_in_store
 from keyvault.ops.parallel import DEFAULT_CONCURRENCY, bounded_map
 from keyvault.ops.selection import Selection
@@ -98,7 +99,13 @@ def rewrap_keys(
                               f"the store for team {team!r}")
         if not session.is_ci(team):  # the trust pins that travel with the keys, as restore
             pins, refusal = pins_in_store(session, team, selection, addresses)
-            addresses += pins
+            certs: list[CertAddress] = []
+            try:  # and the CA files the notary config pins, which restore brings with them
+                certs = cert_addresses(session, team, selection,
+                                       {a.gun for a in addresses if a.gun is not None})
+            except AccessDeniedError as exc:
+                refusal = refusal or exc
+            addresses += [*pins, *certs]
             if refusal is not None and pins_refused is not None:
                 pins_refused.append(refusal)
         denied = session.access().refusals("rewrap", addresses)

@@ -265,3 +265,37 @@ def test_an_older_certificate_copied_on_top_is_refused_as_a_rollback(
     refused = kv("--trust-dir", home / "laptop", "restore", "--all")
     assert refused.code == 5, refused.err
     assert not backed["ca"].exists() and tree(home / "laptop") == {}
+
+
+def test_rewrap_moves_the_certificates_with_the_keys_and_pins(
+        kv: KV, home: Path, backed: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """After 'rewrap --all' to a new wrapper, that wrapper alone restores the CA files."""
+    wanted = {name: path.read_bytes() for name, path in backed.items()}
+    config = home / ".config" / "keyvault" / "config.toml"
+    config.write_text(config.read_text() + "\n[passphrase]\nscrypt_n = 16384\n")
+    monkeypatch.setenv("KEYVAULT_PASSPHRASE", "wrapper passphrase")
+    run = kv("--json", "rewrap", "--all", "--add", "passphrase:")
+    assert run.code == 0, run.err
+    assert {(r["key_id"], r["action"], "passphrase:" in r["after"])
+            for r in cert_rows(run.json())} == {("ca.pem", "rewrapped", True),
+                                                ("root_ca.pem", "rewrapped", True)}
+    for path in backed.values():
+        path.unlink()
+    restored = kv("--wrapper", "passphrase:", "--trust-dir", home / "laptop", "restore",
+                  "--all")
+    assert restored.code == 0, restored.err
+    assert {name: path.read_bytes() for name, path in backed.items()} == wanted
+
+
+def test_list_and_versions_show_the_certificates_after_the_pins(
+        kv: KV, backed: dict[str, Path]) -> None:
+    run = kv("--json", "list", "--long")
+    assert run.code == 0, run.err
+    rows = cert_rows(run.json())
+    assert [(r["key_id"], r["object"], r["signed"]) for r in rows] == [
+        ("ca.pem", CA_OBJECT, True), ("root_ca.pem", SERVER_OBJECT, True)]
+    assert run.json()["keys"][-2:] == rows
+    other = kv("--json", "list", "--gun", OTHER)
+    assert [r["key_id"] for r in cert_rows(other.json())] == ["root_ca.pem"]
+    versions = kv("--json", "versions", "--all")
+    assert [r["key_id"] for r in cert_rows(versions.json())] == ["ca.pem", "root_ca.pem"]
