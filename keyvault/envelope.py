@@ -55,6 +55,7 @@ from keyvault.keyring import DEK_SIZE, WrappedKey, Wrapper
 from keyvault.names import (
     SCOPE_CONTEXT,
     TEAM_SCOPE,
+    CertAddress,
     KeyAddress,
     PinAddress,
     key_words,
@@ -102,6 +103,8 @@ _HEADER_FIELDS = frozenset(
 #: A trust pin's header says so; a key's header has no ``kind`` (its format is unchanged).
 _PIN_HEADER_FIELDS = _HEADER_FIELDS | {"kind"}
 PIN_KIND = "pin"
+#: A certificate file the notary client config pins (docs/envelope.md section 11.1).
+CERT_KIND = "cert"
 _WRAPPED_FIELDS = frozenset({"uri", "alg", "wrapped", "context", "params"})
 
 
@@ -127,6 +130,9 @@ class Header:
     def __post_init__(self) -> None:
         if self.version not in VERSIONS:
             raise UsageError(f"unknown envelope version {self.version!r}")
+        if self.kind == CERT_KIND:
+            self._check_cert()
+            return
         if self.kind is not None:
             self._check_pin()
             return
@@ -146,6 +152,17 @@ class Header:
                              "root.json as its source")
         self._check_common()
 
+    def _check_cert(self) -> None:
+        """A pinned certificate: signed (v2), no algorithm; its source is shown, never used."""
+        if self.version != VERSION:
+            raise UsageError(f"unknown envelope kind {str(self.kind)[:20]!r}")
+        CertAddress(self.team, self.gun, self.role, self.key_id)  # validates names
+        name = self.source_name
+        if self.algorithm is not None or not (0 < len(name) <= 512 and name.isprintable()):
+            raise UsageError("a pinned certificate's header names no algorithm and the "
+                             "printable path its config named")
+        self._check_common()
+
     def _check_common(self) -> None:
         if not 0 <= self.source_mode <= 0o7777:
             raise UsageError("source_mode out of range")
@@ -159,6 +176,8 @@ class Header:
     def address(self) -> KeyAddress:
         if self.kind == PIN_KIND:
             return PinAddress(self.team, self.gun, self.role, self.key_id)
+        if self.kind == CERT_KIND:
+            return CertAddress(self.team, self.gun, self.role, self.key_id)
         return KeyAddress(self.team, self.gun, self.role, self.key_id)
 
     def context(self) -> dict[str, str]:
@@ -416,7 +435,8 @@ def new_header(
         source_mode=source_mode & 0o7777,
         size=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
-        kind=PIN_KIND if isinstance(address, PinAddress) else None,
+        kind=(PIN_KIND if isinstance(address, PinAddress)
+              else CERT_KIND if isinstance(address, CertAddress) else None),
     )
 
 

@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar, cast
 
 from keyvault.errors import UsageError
 
@@ -173,6 +174,8 @@ def key_words(role: str | None, gun: str | None, key_id: str) -> str:
     GUN's trust pin: ``trust pin (root.json) of <gun>``; no key ID is ``root.json``)."""
     if key_id == PIN_FILE and role == "root":
         return f"trust pin ({PIN_FILE}) of {gun}"
+    if key_id in _CERT_SCOPES and role == "root" and gun is not None:
+        return CertAddress("team", gun, role, key_id).shown
     where = f" of {gun}" if gun else (f" {NO_GUN}" if lacks_gun(role, gun) else "")
     return f"{role_shown(role)} key {key_id}{where}"
 
@@ -353,3 +356,128 @@ def pin_relpath(gun: str) -> str:
 
 def pin_prefix(team: str) -> str:
     return f"{team_prefix(team)}{PIN_SECTION}/"
+
+
+#: Store section of the certificates the notary client config pins, and their file names.
+CERT_SECTION = "certs"
+CA_FILE = "ca.pem"  # a trust_pinning.ca entry: the CA a GUN prefix's root must chain to
+SERVER_CA_FILE = "root_ca.pem"  # remote_server.root_ca: the CA of the trust server's TLS
+_CERT_SCOPES = {CA_FILE: "ca", SERVER_CA_FILE: "server"}
+
+
+def validate_gun_prefix(value: str) -> str:
+    """A ``trust_pinning.ca`` key: a GUN, or a GUN with one trailing ``/`` (``docker.com/``)."""
+    if not isinstance(value, str):
+        raise UsageError("invalid GUN prefix")
+    bare = value[:-1] if value.endswith("/") else value
+    try:
+        validate_gun(bare)
+    except UsageError:
+        raise UsageError(f"invalid GUN prefix {_shown(value)}: expected a repository name or "
+                         "its start, such as 'registry.example.com/team/'") from None
+    return value
+
+
+def validate_server_host(value: str) -> str:
+    """A trust server's ``host[:port]``, lower-case (what a ``remote_server.url`` names)."""
+    if not isinstance(value, str) or value != value.lower() or not _GUN_HOST.fullmatch(value):
+        raise UsageError(f"invalid trust server host {_shown(str(value))}")
+    return value
+
+
+@dataclass(frozen=True)
+class CertAddress(KeyAddress):
+    """Where one certificate file the notary client config pins lives in a store.
+
+    ``key_id`` is :data:`CA_FILE` for a ``trust_pinning.ca`` entry, whose ``gun``
+    is the GUN prefix it pins, or :data:`SERVER_CA_FILE` for
+    ``remote_server.root_ca``, whose ``gun`` is the trust server's ``host[:port]``.
+    Its role is ``root`` as a pin's is: the team's, never CI's. Read, signed,
+    chained and high-water-checked by the code that does it for keys and pins.
+    """
+
+    @classmethod
+    def ca(cls, team: str, prefix: str) -> CertAddress:
+        return cls(team, prefix, "root", CA_FILE)
+
+    @classmethod
+    def server(cls, team: str, host: str) -> CertAddress:
+        return cls(team, host, "root", SERVER_CA_FILE)
+
+    def __post_init__(self) -> None:
+        validate_team(self.team)
+        if self.gun is None or self.role != "root" or self.key_id not in _CERT_SCOPES:
+            raise UsageError("a pinned certificate is a GUN prefix's CA or a trust server's")
+        if self.key_id == CA_FILE:
+            validate_gun_prefix(self.gun)
+        else:
+            validate_server_host(self.gun)
+
+    @property
+    def is_server(self) -> bool:
+        return self.key_id == SERVER_CA_FILE
+
+    @property
+    def segment(self) -> str:
+        """The prefix (a trailing ``/`` as ``~``) or the host (``:`` as ``~``) in a name."""
+        gun = str(self.gun)
+        if self.is_server:
+            return gun.replace(":", "~")
+        return gun[:-1] + "~" if gun.endswith("/") else gun
+
+    @property
+    def object_name(self) -> str:
+        return (f"{FORMAT_PREFIX}/teams/{self.team}/{CERT_SECTION}/"
+                f"{_CERT_SCOPES[self.key_id]}/{self.segment}/{self.key_id}")
+
+    @property
+    def shown(self) -> str:
+        """How messages name it."""
+        if self.is_server:
+            return f"CA of trust server {self.gun} (remote_server.root_ca)"
+        return f"CA pinned for GUN prefix {self.gun!r} (trust_pinning.ca)"
+
+    @classmethod
+    def from_object_name(cls, name: str) -> CertAddress:
+        """Parse a ``certs/`` name back: it must build back to itself (one spelling)."""
+        team, _, rest = name.removeprefix(f"{FORMAT_PREFIX}/teams/").partition(
+            f"/{CERT_SECTION}/")
+        scope, _, tail = rest.partition("/")
+        segment, _, last = tail.rpartition("/")
+        try:
+            if _CERT_SCOPES.get(last) != scope:
+                raise UsageError("not a certificate's section")
+            address = (cls.server(team, segment.replace("~", ":")) if scope == "server"
+                       else cls.ca(team, segment[:-1] + "/" if segment.endswith("~")
+                                   else segment))
+        except UsageError:
+            address = None
+        if address is None or address.object_name != name:
+            raise UsageError(f"not a keyvault certificate name: {_shown(name)}")
+        return address
+
+
+def cert_prefix(team: str) -> str:
+    return f"{team_prefix(team)}{CERT_SECTION}/"
+
+
+def kind_of(address: KeyAddress) -> str:
+    """What JSON output calls an object: ``key``, ``pin`` (a GUN's root.json) or ``cert``."""
+    if isinstance(address, PinAddress):
+        return "pin"
+    return "cert" if isinstance(address, CertAddress) else "key"
+
+
+A = TypeVar("A", bound="KeyAddress")
+
+
+def parsed_names(names: Iterable[str], kind: type[A], team: str) -> Iterator[A]:
+    """The team's addresses of one kind among listed object names; foreign objects in a
+    shared bucket (another kind, another team, off-grammar) are skipped, not judged."""
+    for name in names:
+        try:
+            address = kind.from_object_name(name)
+        except UsageError:
+            continue
+        if address.team == team:
+            yield cast(A, address)

@@ -23,6 +23,9 @@ from keyvault.names import key_cells
 
 if TYPE_CHECKING:
     from keyvault.ops.backup import BackupOutcome
+    from keyvault.ops.certs import OpenedCert
+    from keyvault.ops.restore import RestoreEntry
+    from keyvault.trust.certwrite import PlannedCert
     from keyvault.trust.model import ScanResult
 
 
@@ -116,32 +119,34 @@ def backup(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Key
            ] = None,
            no_pins: Annotated[bool, typer.Option(
                "--no-pins", help="Leave out the selected GUNs' trust pins "
-                                 "(tuf/<gun>/metadata/root.json); they are backed up by "
-                                 "default.")] = False,
+                                 "(tuf/<gun>/metadata/root.json) and the CA files the notary "
+                                 "config pins; they are backed up by default.")] = False,
            json_out: Json = False) -> None:
-    """Back up key files from the trust directory (all of them unless selected), and the
-    trust pins of their GUNs."""
+    """Back up key files from the trust directory (all of them unless selected), the
+    trust pins of their GUNs and the CA files the notary config pins for them."""
     state = _state(ctx, json_out)
     selection = build_selection(gun, role, key_id, everything)
     state.use_jobs(jobs)
     config = state.config()
     result = _scan(state, keep_bytes=False)  # each key is read again when it is sealed
     from keyvault.cli.output import emit_json, progress, say, table, tally, warn
-    from keyvault.ops.backup import FAILED, backup_keys, select_keys, select_pins
+    from keyvault.ops.backup import FAILED, backup_keys, select_certs, select_keys, select_pins
 
     keys = select_keys(result.keys, selection, f"trust directory {result.trust_dir}")
     pins, pin_problems = ([], []) if no_pins else select_pins(config.trust_dir, keys,
                                                               selection)
-    with state.session() as session, progress(len(keys) + len(pins), "backing up",
-                                              not state.json) as bar:
+    certs, cert_problems = ([], []) if no_pins else select_certs(config.env, keys, selection)
+    with state.session() as session, progress(len(keys) + len(pins) + len(certs),
+                                              "backing up", not state.json) as bar:
         def done(outcome: BackupOutcome) -> None:
             bar.advance(outcome.key.key_id[:12])
 
         outcomes = backup_keys(session, keys, team=config.team, dry_run=dry_run,
                                concurrency=config.concurrency, threshold=threshold,
-                               on_done=done, trust_dir=config.trust_dir, pins=pins)
+                               on_done=done, trust_dir=config.trust_dir, pins=pins,
+                               certs=certs)
     codes = [o.error.exit_code for o in outcomes if o.error is not None]
-    codes += [2] if result.problems else []
+    codes += [2] if result.problems or cert_problems else []
     if state.json:
         emit_json({"trust_dir": result.trust_dir, "store": config.store, "team": config.team,
                    "dry_run": dry_run, "keys": [outcome_json(o) for o in outcomes],
@@ -159,6 +164,8 @@ def backup(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Key
         say(tally(len(outcomes), [o.action for o in outcomes]))
     for problem in pin_problems:  # a pin notary could not use either: said, not fatal
         warn(f"trust pin {problem.path} not backed up: {problem.reason}")
+    for problem in cert_problems:  # the config names a file that is not a CA bundle: bad input
+        warn(f"pinned certificate {problem.path} not backed up: {problem.reason}")
     for o in outcomes:
         if o.warning:
             warn(o.warning)
@@ -167,10 +174,10 @@ def backup(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Key
 
 def outcome_json(o: BackupOutcome) -> dict[str, Any]:
     """One backed-up key, as backup --json and quickstart --json write it."""
-    from keyvault.names import PinAddress
+    from keyvault.names import kind_of
 
-    return {"kind": "pin" if isinstance(o.address, PinAddress) else "key",
-            "key_id": o.address.key_id, "role": o.address.role, "gun": o.address.gun,
+    return {"kind": kind_of(o.address), "key_id": o.address.key_id,
+            "role": o.address.role, "gun": o.address.gun,
             "object": o.address.object_name, "action": o.action, "version": o.version,
             "warning": o.warning, "error": o.error.to_dict() if o.error else None}
 
@@ -190,10 +197,10 @@ def list_cmd(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: K
         listed = list_keys(session, team=config.team,
                            selection=build_selection(gun, role, key_id, False), long=long)
     if state.json:
-        from keyvault.names import PinAddress
+        from keyvault.names import kind_of
 
         emit_json({"store": config.store, "team": config.team, "keys": [
-            {"kind": "pin" if isinstance(item.address, PinAddress) else "key",
+            {"kind": kind_of(item.address),
              "key_id": item.address.key_id, "role": item.address.role, "gun": item.address.gun,
              "object": item.address.object_name, "version": item.version,
              "created": item.created, "source": item.source_name,
@@ -238,10 +245,10 @@ def versions(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: K
                               selection=build_selection(gun, role, key_id, everything))
         chains = [(a, chain_of(session, a, vs)) for a, vs in found]
     if state.json:
-        from keyvault.names import PinAddress
+        from keyvault.names import kind_of
 
         emit_json({"store": config.store, "team": config.team, "keys": [
-            {"kind": "pin" if isinstance(a, PinAddress) else "key",
+            {"kind": kind_of(a),
              "key_id": a.key_id, "role": a.role, "gun": a.gun, "object": a.object_name,
              "versions": [{"version": c.version.version, "size": c.version.size,
                            "created": c.version.created, "latest": c.version.latest,
@@ -267,13 +274,15 @@ def restore(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Ke
                 "--version", metavar="NUMBER",
                 help="Restore this version of a single key: its NUMBER in 'keyvault "
                      "versions' (1 is its first backup), or the store's ID from the "
-                     "VERSION column.",
+                     "VERSION column. Trust pins and the notary config's CA files always "
+                     "come back at their latest version, never with --version.",
                 show_default=False)] = None,
             jobs: Jobs = None,
             no_pins: Annotated[bool, typer.Option(
                 "--no-pins", help="Leave out the selected GUNs' trust pins (restored by "
                                   "default to tuf/<gun>/metadata/root.json; a newer pin on "
-                                  "disk is always kept).")] = False,
+                                  "disk is always kept) and the CA files the notary config "
+                                  "pins (restored to the paths it names).")] = False,
             json_out: Json = False) -> None:
     """Restore keys, and their GUNs' trust pins, from the store into the trust directory,
     all or nothing."""
@@ -291,31 +300,37 @@ def restore(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Ke
                               version=version, concurrency=config.concurrency,
                               on_total=bar.set_total,
                               on_opened=lambda s: bar.advance(s.address.key_id[:12]),
-                              pins=not no_pins)
-    from keyvault.names import PinAddress
+                              pins=not no_pins, env=config.env)
+    from keyvault.names import kind_of
     from keyvault.trust.restore import shown_path
+    entries = [*report.entries, *(_cert_entry(c, p) for c, p in report.certs)]
     if state.json:
         emit_json({"trust_dir": str(report.trust_dir), "store": config.store,
                    "team": config.team, "dry_run": report.dry_run,
                    "kept_aside": list(report.kept_aside), "keys": [
-                       {"kind": "pin" if isinstance(e.key.address, PinAddress) else "key",
+                       {"kind": kind_of(e.key.address),
                         "key_id": e.key.address.key_id, "role": e.key.address.role,
                         "gun": e.key.address.gun, "version": e.key.version,
                         "path": e.key.path, "sealer": e.key.sealer or None,
                         "signed": e.key.sealer not in ("", "unsigned"),
                         "sequence": e.key.sequence, "on_purpose": version is not None,
-                        "action": e.action.value, "reason": e.reason} for e in report.entries]})
+                        "action": e.action.value, "reason": e.reason} for e in entries]})
     else:
         title = f"Restore into {report.trust_dir}" + (" (dry run)" if dry_run else "")
         table(title, ["ACTION", "ROLE", "GUN", "KEY ID", "PATH"],
-              [[e.action.value, *key_cells(e.key.address), shown_path(e.key.path)]
-               for e in report.entries])
-        for aside in report.kept_aside:
-            shown = aside if aside.startswith("tuf/") else f"private/{aside}"  # a pin's: tuf/
+              [[e.action.value, *key_cells(e.key.address),
+                e.key.path if e.key.path.startswith("/") else shown_path(e.key.path)]
+               for e in entries])
+        for aside in report.kept_aside:  # a pin's under tuf/, a certificate's absolute
+            shown = aside if aside.startswith(("tuf/", "/")) else f"private/{aside}"
             say(f"kept the replaced file as {shown}")
         for entry in (e for e in report.entries if e.action.value == "kept"):
             say(f"kept {shown_path(entry.key.path)}: {entry.reason}")
-        say(tally(len(report.entries), [e.action.value for e in report.entries]))
+        for cert, _ in report.certs:
+            if not cert.configured:
+                say(f"{cert.address.shown} restored to {cert.write.path}; the notary config "
+                    f"names no file for it: add {cert.config_line} to it")
+        say(tally(len(entries), [e.action.value for e in entries]))
     if report.pins_refused:
         from keyvault.cli.output import warn
 
@@ -335,6 +350,16 @@ def restore(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Ke
              "of this machine still names the newest version it has seen")
     if dry_run and any(e.action.value == "conflict" for e in report.entries):
         raise typer.Exit(7)
+
+
+def _cert_entry(cert: OpenedCert, planned: PlannedCert) -> RestoreEntry:
+    """A restored certificate as a row of the restore report (its path is absolute)."""
+    from keyvault.ops.restore import Restored, RestoreEntry
+
+    reason = planned.reason or ("" if cert.configured else
+                                f"the notary config names no file for it; add {cert.config_line}")
+    return RestoreEntry(Restored(cert.address, cert.version, str(cert.write.path), cert.sealer,
+                                 cert.sequence), planned.action, reason)
 
 
 def verify(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: KeyIds = None,

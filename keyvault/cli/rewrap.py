@@ -61,9 +61,11 @@ def rewrap(
     state.use_jobs(jobs)
     config = state.config()
     from keyvault.cli.output import emit_json, progress, table, warn
+    from keyvault.errors import AccessDeniedError
     from keyvault.ops.rewrap import FAILED, RewrapOutcome, rewrap_keys
 
     selection = build_selection(gun, role, key_id, everything)
+    refused: list[AccessDeniedError] = []
     with state.session() as session, progress(2, "rewrapping", not state.json) as bar:
         def done(outcome: RewrapOutcome) -> None:
             bar.advance(outcome.address.key_id[:12])
@@ -71,15 +73,18 @@ def rewrap(
         outcomes = rewrap_keys(session, team=config.team, selection=selection, add=add or [],
                                remove=remove or [], rotate=rotate, reseal=reseal,
                                dry_run=dry_run,
-                               concurrency=config.concurrency, on_done=done)
+                               concurrency=config.concurrency, on_done=done,
+                               pins_refused=refused)
     unused = [uri for uri in remove or [] if not any(uri in o.before for o in outcomes)]
     codes = [o.error.exit_code for o in outcomes if o.error is not None]
+    codes += [e.exit_code for e in refused]  # pins left out are not moved: a failure
     if state.json:
-        from keyvault.names import PinAddress
+        from keyvault.names import kind_of
 
         emit_json({"store": config.store, "team": config.team, "dry_run": dry_run,
-                   "unused_remove": unused, "keys": [
-                       {"kind": "pin" if isinstance(o.address, PinAddress) else "key",
+                   "unused_remove": unused,
+                   "pins_refused": refused[0].message if refused else None, "keys": [
+                       {"kind": kind_of(o.address),
                         "key_id": o.address.key_id, "role": o.address.role,
                         "gun": o.address.gun, "action": o.action, "version": o.version,
                         "before": list(o.before), "after": list(o.after),
@@ -93,6 +98,9 @@ def rewrap(
         for line in key_failure_lines((o.address, o.error) for o in outcomes
                                        if o.action == FAILED):
             warn(line)
+    for refusal in refused:
+        warn(f"trust pins not rewrapped: {refusal.message} (the store grants them to the "
+             "team's members; rewrap them as a member)")
     for uri in unused:
         warn(f"--remove {uri}: no selected envelope is wrapped by it")
     raise typer.Exit(worst_exit_code(codes) or (2 if unused else 0))

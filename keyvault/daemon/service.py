@@ -12,6 +12,10 @@ the health server run beside it and only hand it events or read its numbers.
   idempotent: an unchanged key costs one read and no write.
 - **Failures** (store or wrapper down, disk full...) keep the row and retry
   it with exponential backoff and jitter; watching goes on meanwhile.
+- **Trust pins**: a GUN's ``tuf/<gun>/metadata/root.json`` written (notary
+  rotated the root, or pulled a new GUN) is backed up ``debounce`` seconds
+  later through backup's code, as a key batch carries its GUNs' pins. Not
+  journaled: a failure is logged and the next reconciliation carries it.
 - **Reconciliation**, at start and every ``reconcile_every`` seconds,
   compares the trust directories with the store (a dry run of the same
   backup) and journals whatever is missing: events missed while the daemon
@@ -43,11 +47,14 @@ from keyvault.daemon.health import DEFAULT_LISTEN, HealthServer, Metrics, parse_
 from keyvault.daemon.journal import Entry, Journal, Sighting
 from keyvault.daemon.lock import acquire, private_dir
 from keyvault.daemon.log import EventLog
-from keyvault.daemon.watcher import KeyEvent, TrustWatcher
+from keyvault.daemon.watcher import KeyEvent, PinEvent, TrustEvent, TrustWatcher
 from keyvault.errors import BackendUnavailableError, KeyvaultError, LocalIOError
-from keyvault.ops.backup import FAILED, WOULD_WRITE, BackupOutcome, backup_keys
+from keyvault.names import kind_of
+from keyvault.ops.backup import FAILED, WOULD_WRITE, BackupOutcome, backup_keys, select_certs
+from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session
 from keyvault.timefmt import iso_utc_or_none
+from keyvault.trust.certpins import CertFile
 from keyvault.trust.layout import place
 from keyvault.trust.model import KeyFile
 from keyvault.trust.pins import scan_pins
@@ -113,7 +120,9 @@ class Daemon:
         self.log = log or EventLog()
         self._rng = rng or random.Random()  # noqa: S311 - retry jitter, not a secret
         self._dirs = [str(d.absolute()) for d in options.trust_dirs]
-        self._events: queue.Queue[list[KeyEvent] | None] = queue.Queue()
+        self._events: queue.Queue[list[TrustEvent] | None] = queue.Queue()
+        #: Pins written under tuf/, by trust directory: (due time, GUNs), debounced.
+        self._pins_due: dict[str, tuple[float, set[str]]] = {}
         self._stopping = threading.Event()
         self._signal_name: str | None = None
         self._euid = os.geteuid()
@@ -286,6 +295,7 @@ class Daemon:
         next_due = self._journal.next_due()
         if next_due is not None:
             waits.append(next_due - time.time())
+        waits += [due - time.time() for due, _ in self._pins_due.values()]
         return max(0.0, min(waits))
 
     def _take_events(self, timeout: float) -> None:
@@ -299,11 +309,16 @@ class Daemon:
         with contextlib.suppress(queue.Empty):
             while True:
                 batches.append(self._events.get_nowait())
-        events = {e: None for batch in batches if batch for e in batch}
-        if not events:
-            return
+        found = {e: None for batch in batches if batch for e in batch}
         now = time.time()
         ready = now + self.options.debounce
+        for pin in (e for e in found if isinstance(e, PinEvent)):
+            guns = self._pins_due.get(pin.trust_dir, (ready, set()))[1] | {pin.gun}
+            self._pins_due[pin.trust_dir] = (ready, guns)  # debounced: due after the last
+            self.log.info("detected", trust_dir=pin.trust_dir, kind="pin", gun=pin.gun)
+        events = [e for e in found if isinstance(e, KeyEvent)]
+        if not events:
+            return
         sightings = [Sighting(e.trust_dir, e.relpath, key_id_of(e.relpath), ready)
                      for e in events]
         try:
@@ -330,7 +345,12 @@ class Daemon:
 
     def _process_due(self) -> None:
         assert self._journal is not None
-        due = self._journal.due(time.time())
+        now = time.time()
+        for trust_dir, (ready, guns) in list(self._pins_due.items()):
+            if ready <= now and not self._stopping.is_set():
+                del self._pins_due[trust_dir]  # a failure is logged; reconciliation retries
+                self._back_up_pins(Path(trust_dir), sorted(guns))
+        due = self._journal.due(now)
         by_dir: dict[str, list[Entry]] = {}
         for entry in due:
             by_dir.setdefault(entry.trust_dir, []).append(entry)
@@ -402,12 +422,18 @@ class Daemon:
         pins, problems = scan_pins(trust_dir, guns) if guns != [] else ([], [])
         for problem in problems:
             self._refuse(str(trust_dir), problem.path, "bad-pin", problem.reason, once=True)
-        if not pins:
+        certs: list[CertFile] = []
+        if guns is None:  # reconciliation: the CA files the notary config pins travel too
+            certs, bad = select_certs(self.config.env, [], Selection())
+            for problem in bad:
+                self._refuse(str(trust_dir), problem.path, "bad-cert", problem.reason,
+                             once=True)
+        if not pins and not certs:
             return
         try:
             outcomes = backup_keys(self._session, [], team=self.config.team,
                                    concurrency=self.config.concurrency, trust_dir=trust_dir,
-                                   pins=pins)
+                                   pins=pins, certs=certs)
         except KeyvaultError as exc:
             self.log.warning("pin-backup-failed", trust_dir=str(trust_dir), kind=exc.kind,
                              message=exc.message)
@@ -419,7 +445,8 @@ class Daemon:
                                  message=outcome.error.message)
             else:
                 self.log.info("backed-up", action=outcome.action, trust_dir=str(trust_dir),
-                              path=outcome.key.relpath, kind="pin", gun=outcome.address.gun,
+                              path=outcome.key.relpath, kind=kind_of(outcome.address),
+                              gun=outcome.address.gun,
                               object=outcome.address.object_name, version=outcome.version)
 
     def _succeeded(self, entry: Entry, outcome: BackupOutcome) -> None:

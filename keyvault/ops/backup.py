@@ -27,7 +27,7 @@ import hashlib
 import hmac
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -40,13 +40,14 @@ from keyvault.errors import (
     NotFoundError,
     UsageError,
 )
-from keyvault.names import KeyAddress, PinAddress, team_prefix
+from keyvault.names import CertAddress, KeyAddress, PinAddress, team_prefix
 from keyvault.ops.authentic import describe
 from keyvault.ops.parallel import DEFAULT_CONCURRENCY, bounded_map
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session, key_ref
 from keyvault.ops.stored import StoredEnvelope, parse_stored
 from keyvault.redact import redact
+from keyvault.trust.certpins import CertFile
 from keyvault.trust.model import KeyFile
 from keyvault.trust.pins import PinFile, scan_pins
 from keyvault.trust.scan import read_key_bytes
@@ -93,6 +94,28 @@ def select_pins(trust_dir: Path, keys: Sequence[KeyFile], selection: Selection
     return scan_pins(trust_dir, guns) if guns else ([], [])
 
 
+def select_certs(env: Mapping[str, str], keys: Sequence[KeyFile], selection: Selection
+                 ) -> tuple[list[CertFile], list[MetadataProblem]]:
+    """The CA files the notary client config pins that travel with the selected keys:
+    every one when nothing narrows the selection (or ``--all``); else the CAs of the GUN
+    prefixes the selected GUNs start with, and the trust server's CA."""
+    from keyvault.trust.certpins import config_sources, read_cert_files, select_sources
+    from keyvault.trustserver.notaryconfig import read_notary_config
+
+    try:
+        config = read_notary_config(env)
+    except KeyvaultError as exc:
+        return [], [MetadataProblem("notary config", exc.message)]
+    if config is None:
+        return [], []
+    sources, problems = config_sources(config)
+    narrowed = not selection.everything and bool(
+        selection.guns or selection.roles or selection.key_ids)
+    guns = sorted({k.gun for k in keys if k.gun is not None} | set(selection.guns))
+    certs, unread = read_cert_files(select_sources(sources, guns if narrowed else None))
+    return certs, problems + unread
+
+
 def backup_keys(
     session: Session,
     keys: Sequence[KeyFile],
@@ -104,6 +127,7 @@ def backup_keys(
     on_done: Callable[[BackupOutcome], None] | None = None,
     trust_dir: Path | None = None,
     pins: Sequence[PinFile] = (),
+    certs: Sequence[CertFile] = (),
 ) -> list[BackupOutcome]:
     """Back up each key, ``concurrency`` at a time; one key's failure does not stop the others.
 
@@ -123,13 +147,16 @@ def backup_keys(
     ``pins`` (the selected GUNs' trust pins) are backed up after the keys, each
     under its own name (:class:`PinAddress`), exactly as a key is: signed,
     chained, unchanged when the authenticated latest version holds its bytes.
-    Their outcomes follow the keys' in the list returned.
+    Their outcomes follow the keys' in the list returned. ``certs`` (the CA files
+    the notary config pins, :class:`CertAddress`) follow the pins, held to the
+    same rules.
     """
     if trust_dir is None and any(k.is_released for k in keys):
         raise ValueError("released key files need the trust directory to be read again")
     session.access().precheck("backup", team)  # policy (teams.md): before any request
     items = [*_items(team, keys), *((p.as_key_file(), PinAddress.of(team, p.gun))
-                                    for p in pins)]
+                                    for p in pins),
+             *((c.as_key_file(), c.source.address(team)) for c in certs)]
     denied = session.access().refusals("backup", [a for _, a in items if a is not None])
     store = session.store()  # open the store and the wrappers once, before any thread starts
     wrappers: Sequence[Wrapper] = [] if dry_run else session.wrappers()
@@ -352,7 +379,7 @@ def _write(run: _Run, key: KeyFile, address: KeyAddress, *, replaces: str | None
             "never lowers it, so nothing was written",
             hint=f"configure at least {threshold} wrappers (--wrapper, or wrappers in the "
                  "config), as when it was backed up with --threshold")
-    pin = isinstance(address, PinAddress)  # a pin is read once, by scan_pins, and kept
+    pin = isinstance(address, PinAddress | CertAddress)  # read once by their scan, kept
     data = key.data if run.trust_dir is None or pin else read_key_bytes(run.trust_dir, key)
     header = new_header(address=address, algorithm=key.algorithm, source_name=key.relpath,
                         source_mode=key.mode, data=data)

@@ -37,16 +37,20 @@ def list_keys(session: Session, *, team: str, selection: Selection, long: bool =
     session.check("list", team, selection)  # teams policy, before any request
     store = session.store()
     ci = session.is_ci(team)
-    keys: list[KeyAddress] = sorted(list_addresses(store, team, selection, ci=ci))
+    names: set[str] = set()
+    keys: list[KeyAddress] = sorted(list_addresses(store, team, selection, ci=ci,
+                                                   names=names))
     if selection.roles or selection.key_ids:  # keys named on purpose: a refusal says so
         session.check("list", team, addresses=keys)
     else:  # everything, or GUNs: what this principal may see
         keys = session.visible("list", keys)
-    if not selection.is_empty:
-        selection.check_found([(a.gun, a.role, a.key_id) for a in keys],
+    pins = session.visible("list", [] if ci else stored_pins(session, team, selection, keys,
+                                                             names))
+    addresses = keys + pins + ([] if ci else stored_certs(session, team, selection, keys,
+                                                          names))
+    if not selection.is_empty:  # a GUN that has a pin and no key is found: its pin shows
+        selection.check_found([(a.gun, a.role, a.key_id) for a in addresses],
                               listed_where(team, ci=ci))
-    addresses = keys + session.visible("list", [] if ci else stored_pins(session, team,
-                                                                         selection, keys))
     if not long:
         return [Listed(a) for a in addresses]
     out: list[Listed] = []
@@ -66,21 +70,47 @@ def list_keys(session: Session, *, team: str, selection: Selection, long: bool =
 
 
 def stored_pins(session: Session, team: str, selection: Selection,
-                 keys: list[KeyAddress]) -> list[PinAddress]:
+                keys: list[KeyAddress], names: set[str] | None = None) -> list[PinAddress]:
     """The pins in the store that travel with ``keys`` (as ``restore`` picks them); none
-    when the backend grants this principal no pins (a restore says so, a listing need not)."""
+    when the backend grants this principal no pins (a listing need not say so).
+    ``names``: what the keys' listing already named (the team's folder: ``pins/`` too)."""
+    return pins_in_store(session, team, selection, keys, names)[0]
+
+
+def stored_certs(session: Session, team: str, selection: Selection,
+                 keys: list[KeyAddress], names: set[str] | None = None) -> list[KeyAddress]:
+    """The CA files the notary config pins that travel with ``keys`` (as ``restore`` picks
+    them); none when the backend grants this principal none."""
+    from keyvault.ops.certs import cert_addresses
+
+    try:
+        certs = cert_addresses(session, team, selection,
+                               {a.gun for a in keys if a.gun is not None and
+                                not isinstance(a, PinAddress)},
+                               dict.fromkeys(names, ()) if names else None)
+    except AccessDeniedError:
+        return []
+    return session.visible("list", list(certs))
+
+
+def pins_in_store(session: Session, team: str, selection: Selection,
+                  keys: list[KeyAddress], names: set[str] | None = None
+                  ) -> tuple[list[PinAddress], AccessDeniedError | None]:
+    """:func:`stored_pins`, and the backend's refusal when it would not list them (a
+    command that changes the pins, as rewrap does, must say they were left out)."""
     from keyvault.ops.restore import pin_addresses
 
     store = session.store()
     try:
-        pins = pin_addresses(session, team, selection, keys)
+        pins = pin_addresses(session, team, selection, keys,
+                             dict.fromkeys(names, ()) if names else None)
         if selection.guns and not any(c in g for g in selection.guns for c in "*?["):
             # exact GUNs are named, not listed: keep the pins the GUN's folder holds
             pins = [p for p in pins if p.object_name in set(
                 store.list(p.object_name.rsplit("/", 1)[0] + "/"))]
-    except AccessDeniedError:
-        return []
-    return pins
+    except AccessDeniedError as exc:
+        return [], exc
+    return pins, None
 
 
 @dataclass(frozen=True)
@@ -143,12 +173,15 @@ def list_versions(session: Session, *, team: str, selection: Selection
     session.check("list", team, selection)
     store = session.store()
     ci = session.is_ci(team)
-    addresses = sorted(list_addresses(store, team, selection, ci=ci))
+    names: set[str] = set()
+    addresses = sorted(list_addresses(store, team, selection, ci=ci, names=names))
     session.check("list", team, addresses=addresses)
-    selection.check_found([(a.gun, a.role, a.key_id) for a in addresses],
-                          listed_where(team, ci=ci))
     if not ci:
-        addresses += session.visible("list", stored_pins(session, team, selection, addresses))
+        addresses += session.visible("list", stored_pins(session, team, selection, addresses,
+                                                         names))
+        addresses += stored_certs(session, team, selection, addresses, names)
+    selection.check_found([(a.gun, a.role, a.key_id) for a in addresses],
+                          listed_where(team, ci=ci))  # a GUN with only a pin: its pin
     return [(a, store.versions(a.object_name)) for a in addresses]
 
 

@@ -10,18 +10,27 @@ in flight, not all of them.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from keyvault.errors import AccessDeniedError, IntegrityError, NotFoundError, UsageError
-from keyvault.names import KeyAddress, PinAddress, gun_matches, key_words, pin_prefix
+from keyvault.names import (
+    CertAddress,
+    KeyAddress,
+    PinAddress,
+    gun_matches,
+    key_words,
+    pin_prefix,
+)
 from keyvault.ops.authentic import describe, restore_relpath
+from keyvault.ops.certs import OpenedCert, cert_addresses, open_certs
 from keyvault.ops.parallel import DEFAULT_CONCURRENCY, bounded_map
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session, key_ref
 from keyvault.ops.stored import StoredEnvelope, list_addresses, listed_where, read_envelope
 from keyvault.redact import redact
+from keyvault.trust.certwrite import PlannedCert, apply_certs, plan_certs
 from keyvault.trust.pins import root_version
 from keyvault.trust.restore import (
     WRITES,
@@ -31,6 +40,12 @@ from keyvault.trust.restore import (
     apply_restore,
     plan_restore,
 )
+
+#: Why ``--version`` never names a trust pin or a pinned certificate, and where to look.
+PIN_VERSION_HINT = ("--version restores one key file; a GUN's trust pin and the notary "
+                    "config's CA files come back at their latest version only (an older "
+                    "root would not last: notary moves on to the newer one its server "
+                    "serves); 'keyvault versions --gun GUN' lists their versions")
 
 
 @dataclass(frozen=True)
@@ -59,6 +74,8 @@ class RestoreReport:
     dry_run: bool
     #: Why trust pins were left out: the backend refused this principal their folder.
     pins_refused: str | None = None
+    #: The certificates the notary config pins, with what was done to each.
+    certs: tuple[tuple[OpenedCert, PlannedCert], ...] = ()
 
 
 def selected_addresses(session: Session, team: str, selection: Selection,
@@ -69,15 +86,21 @@ def selected_addresses(session: Session, team: str, selection: Selection,
     ci = session.is_ci(team)
     addresses = sorted(list_addresses(session.store(), team, selection, ci=ci,
                                       versions=versions))
-    selection.check_found([(a.gun, a.role, a.key_id) for a in addresses],
-                          listed_where(team, ci=ci))
+    try:
+        selection.check_found([(a.gun, a.role, a.key_id) for a in addresses],
+                              listed_where(team, ci=ci))
+    except NotFoundError as exc:  # e.g. --gun of a GUN that has only a pin, --version N
+        if version is None:
+            raise
+        raise NotFoundError(exc.message, hint=PIN_VERSION_HINT) from None
     if not addresses:  # --all of nothing: a restore or drill that did nothing is no success
         raise NotFoundError(
             f"the store {redact(session.config.store or '')} holds no keys for team {team!r}",
             hint="check the store and team this machine uses ('keyvault doctor'); a store "
                  "on a lost machine's disk is gone with it (docs/guides/restore-laptop.md)")
     if version is not None and len(addresses) != 1:
-        raise UsageError("--version needs a selection of exactly one key (use --key-id)")
+        raise UsageError("--version needs a selection of exactly one key (use --key-id)",
+                         hint=PIN_VERSION_HINT)
     return addresses
 
 
@@ -108,6 +131,7 @@ def restore_keys(
     on_total: Callable[[int], None] | None = None,
     on_opened: Callable[[Restored], None] | None = None,
     pins: bool = True,
+    env: Mapping[str, str] | None = None,
 ) -> RestoreReport:
     """Restore the selected keys and (``pins``) their GUNs' trust pins, all or nothing.
 
@@ -115,6 +139,11 @@ def restore_keys(
     written in the same transaction; a newer pin on disk stays (``kept``), a
     different one is a conflict unless ``force``. Not for CI, whose throw-away
     trust directories start from the server, nor for ``version`` (one key).
+
+    With ``pins`` and ``env`` (whose HOME locates the notary client config), the
+    certificates that config pins come back too: proven like pins, planned before
+    anything is written (a different file there is a conflict unless ``force``),
+    written after the keys and pins to the paths the local config names.
     """
     selection.require_explicit("restore")
     session.access().precheck("restore", team, selection)  # policy: before any request
@@ -139,12 +168,17 @@ def restore_keys(
     elif version is None:
         reader.prefetch(addresses)
     refused: list[str] = []
+    wanted: list[PinAddress] = []
+    certs_wanted: list[CertAddress] = []
     try:
-        wanted = (pin_addresses(session, team, selection, addresses, listed)
-                  if pins and version is None and not session.is_ci(team) else [])
+        if pins and version is None and not session.is_ci(team):
+            wanted = pin_addresses(session, team, selection, addresses, listed)
+            if env is not None:
+                certs_wanted = cert_addresses(session, team, selection, {
+                    a.gun for a in addresses if a.gun is not None}, listed)
     except AccessDeniedError as exc:  # a CI token the teams policy does not name as CI
-        wanted, refused = [], [exc.message]
-    session.access().require("restore", wanted)  # policy: before reading any pin
+        wanted, certs_wanted, refused = [], [], [exc.message]
+    session.access().require("restore", [*wanted, *certs_wanted])  # before reading any
 
     def read_and_open(address: KeyAddress) -> tuple[Restored, RestoreItem]:
         """One pass per key: read, check the name, prove the sealer and the chain, derive
@@ -190,6 +224,8 @@ def restore_keys(
                 stored.append(found[0])
                 yield found[1]
 
+    certs = open_certs(session, reader, certs_wanted, env or {}, refused)
+    cert_plan = plan_certs([c.write for c in certs], force=force)  # conflict: nothing written
     with contextlib.closing(opened()) as items:
         if dry_run:
             plan = plan_restore(trust_dir, items, force=force)
@@ -197,14 +233,19 @@ def restore_keys(
         else:
             result = apply_restore(trust_dir, items, force=force)
             plan, kept = list(result.planned), result.kept_aside
+            kept += tuple(apply_certs(cert_plan))
     reader.highwater.save()
     if not dry_run:
         written = [s.address for s, p in zip(stored, plan, strict=True) if p.action in WRITES]
+        written += [c.address for c, p in zip(certs, cert_plan, strict=True)
+                    if p.action in WRITES]
         session.record("restore", "ok", team=team, keys=[key_ref(a) for a in written],
                        detail=f"into {trust_dir}: {len(written)} written, "
-                              f"{len(plan) - len(written)} unchanged, {len(kept)} kept aside")
+                              f"{len(plan) + len(cert_plan) - len(written)} unchanged, "
+                              f"{len(kept)} kept aside")
     return RestoreReport(trust_dir, tuple(_entries(stored, plan)), kept, dry_run,
-                         refused[0] if refused else None)
+                         refused[0] if refused else None,
+                         tuple(zip(certs, cert_plan, strict=True)))
 
 
 def pin_addresses(session: Session, team: str, selection: Selection,

@@ -35,10 +35,11 @@ from keyvault.envelope import (
     through,
     unwrap_dek,
 )
-from keyvault.errors import KeyvaultError, UsageError
-from keyvault.names import KeyAddress
+from keyvault.errors import AccessDeniedError, KeyvaultError, UsageError
+from keyvault.names import CertAddress, KeyAddress
 from keyvault.ops.backup import next_number
-from keyvault.ops.listing import stored_pins
+from keyvault.ops.certs import cert_addresses
+from keyvault.ops.listing import pins_in_store
 from keyvault.ops.parallel import DEFAULT_CONCURRENCY, bounded_map
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session, key_ref
@@ -72,7 +73,12 @@ def rewrap_keys(
     dry_run: bool = False,
     concurrency: int = DEFAULT_CONCURRENCY,
     on_done: Callable[[RewrapOutcome], None] | None = None,
+    pins_refused: list[AccessDeniedError] | None = None,
 ) -> list[RewrapOutcome]:
+    """Rewrap the selected envelopes and the trust pins that travel with them. When the
+    backend refuses to list the pins, they are left out and the refusal is appended to
+    ``pins_refused`` (the caller says so and fails: a retired wrapper may still be the
+    only one that opens them)."""
     selection.require_explicit("rewrap")
     if not (add or remove or rotate or reseal):
         raise UsageError("say what to change: --add URI, --remove URI, --rotate or --reseal")
@@ -92,7 +98,16 @@ def rewrap_keys(
         selection.check_found([(a.gun, a.role, a.key_id) for a in addresses],
                               f"the store for team {team!r}")
         if not session.is_ci(team):  # the trust pins that travel with the keys, as restore
-            addresses += stored_pins(session, team, selection, addresses)
+            pins, refusal = pins_in_store(session, team, selection, addresses)
+            certs: list[CertAddress] = []
+            try:  # and the CA files the notary config pins, which restore brings with them
+                certs = cert_addresses(session, team, selection,
+                                       {a.gun for a in addresses if a.gun is not None})
+            except AccessDeniedError as exc:
+                refusal = refusal or exc
+            addresses += [*pins, *certs]
+            if refusal is not None and pins_refused is not None:
+                pins_refused.append(refusal)
         denied = session.access().refusals("rewrap", addresses)
         reader.prefetch([a for a in addresses if a not in denied])
 

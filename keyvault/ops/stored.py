@@ -57,8 +57,8 @@ def parse_stored(address: KeyAddress, obj: StoredObject) -> StoredEnvelope:
 
 
 def list_addresses(store: Store, team: str, selection: Selection, *, ci: bool = False,
-                   versions: dict[str, tuple[str, ...]] | None = None
-                   ) -> Iterator[KeyAddress]:
+                   versions: dict[str, tuple[str, ...]] | None = None,
+                   names: set[str] | None = None) -> Iterator[KeyAddress]:
     """Addresses under the team's prefix that the selection picks.
 
     ``versions``: a store that lists versions in bulk (S3) is asked for the
@@ -74,16 +74,17 @@ def list_addresses(store: Store, team: str, selection: Selection, *, ci: bool = 
     key or a key without a GUN or role, and whose backend policies let it list
     nothing of the team's folder above ``guns/`` and ``delegations/`` (a 403 on
     Vault and S3): those two are listed, and ``root/`` only for ``--all``,
-    which is refused as a whole.
+    which is refused as a whole. ``names`` collects every name listed (the trust
+    pins' too, when the team's folder was listed), so no caller lists them again.
     """
-    seen: set[str] = set()
+    seen: set[str] = names if names is not None else set()
     for prefix in _prefixes(team, selection, ci=ci):
         try:
-            names = (_latest_names(store, prefix, versions) if versions is not None
+            found = (_latest_names(store, prefix, versions) if versions is not None
                      and isinstance(store, VersionListing) else list(store.list(prefix)))
         except AccessDeniedError as exc:
             raise _listing_refused(exc, team, selection, prefix) from None
-        for name in names:
+        for name in found:
             if name in seen:
                 continue
             seen.add(name)

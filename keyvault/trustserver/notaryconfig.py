@@ -3,7 +3,11 @@
 ``remote_server.url`` is its default trust server, ``remote_server.root_ca``
 the CA it trusts for it (a relative path is relative to the config file's
 directory) and ``trust_dir`` its trust directory (relative likewise; ``~``
-expanded).
+expanded). ``trust_pinning`` (notary's ``cmd/notary/tuf.go``: ``ca`` maps a
+GUN prefix to a CA file, used as written, so a relative one is read from the
+current directory; ``certs`` maps a GUN to certificate IDs; ``disable_tofu``)
+is kept raw: its CA files travel with the keys (:mod:`keyvault.trust.certpins`),
+which judges each entry. Like notary's config library, map keys are lower-cased.
 """
 
 from __future__ import annotations
@@ -24,6 +28,12 @@ class NotaryConfig:
     url: str | None
     root_ca: Path | None
     trust_dir: Path | None
+    #: ``remote_server.root_ca`` exactly as written (restore and backup judge it).
+    root_ca_text: object = None
+    #: ``trust_pinning.ca`` (GUN prefix -> CA file), values as written.
+    pinned_ca: tuple[tuple[str, object], ...] = ()
+    #: ``trust_pinning.certs`` (GUN -> certificate IDs), as written.
+    pinned_certs: tuple[tuple[str, object], ...] = ()
 
 
 def notary_config_file(env: Mapping[str, str]) -> Path:
@@ -49,9 +59,20 @@ def read_notary_config(env: Mapping[str, str]) -> NotaryConfig | None:
     remote = remote if isinstance(remote, dict) else {}
     home = env.get("HOME") or str(Path.home())
     url = remote.get("url")
+    pinning = data.get("trust_pinning")
+    pinning = pinning if isinstance(pinning, dict) else {}
     return NotaryConfig(path, url if isinstance(url, str) and url else None,
                         _resolved(remote.get("root_ca"), path.parent, home),
-                        _resolved(data.get("trust_dir"), path.parent, home))
+                        _resolved(data.get("trust_dir"), path.parent, home),
+                        remote.get("root_ca"), _entries(pinning.get("ca")),
+                        _entries(pinning.get("certs")))
+
+
+def _entries(value: object) -> tuple[tuple[str, object], ...]:
+    """A JSON object's members, keys lower-cased as notary's config library reads them."""
+    if not isinstance(value, dict):
+        return ()
+    return tuple(sorted((str(k).lower(), v) for k, v in value.items()))
 
 
 def _resolved(value: object, base: Path, home: str) -> Path | None:

@@ -71,3 +71,22 @@ def test_ci_without_a_teams_policy_is_told_the_exact_gun_form(
     assert "does not let this principal list the team's folder" in run.err
     assert "--gun <registry>/<team>/<repository>" in run.err
     assert not (tmp_path / "id" / "private").exists()
+
+
+def test_rewrap_says_so_when_the_store_refuses_the_trust_pins(
+        kv: KV, team: Team, stored: dict[str, KeyAddress], home: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A principal OpenBao lets read a GUN's keys but not list its pins (the CI policy,
+    with no teams policy to tell keyvault it is CI): rewrap moves the keys and says the
+    pins were left out, exit 4, instead of skipping them in silence."""
+    use(monkeypatch, team, team.token("ci"))
+    cfg = config(home, team)
+    cfg.write_text("\n".join(line for line in cfg.read_text().splitlines()
+                             if not line.startswith("policy = ")) + "\n")
+    gun = str(stored["targets@3"].gun)
+    run = kv("--config", cfg, "--json", "rewrap", "--gun", gun, "--role", "targets",
+             "--reseal", "--dry-run")
+    assert run.code == 4, run.err
+    assert "trust pins not rewrapped" in run.err
+    assert run.json()["pins_refused"]
+    assert [k["kind"] for k in run.json()["keys"]] == ["key"]

@@ -392,3 +392,59 @@ def test_rewrap_moves_the_pins_with_the_keys(
     for gun in GUNS:
         assert pin_path(target, gun).read_bytes() == pin_path(original, gun).read_bytes()
     assert len(list((target / "private").rglob("*.key"))) == len(keys)
+
+
+PULL_ONLY = "example.com/team-a/pulled"  # a GUN this machine pulls: a pin, no key
+
+
+@pytest.fixture
+def pull_only(kv: KV, ready: tuple[Path, tuple[KeyFile, ...]]) -> str:
+    write_pin(ready[0], PULL_ONLY, root_doc(4, "pulled"))
+    run = kv("--json", "backup")
+    assert run.code == 0, run.err
+    assert [k["gun"] for k in run.json()["keys"] if k["action"] == "created"] == [PULL_ONLY]
+    return PULL_ONLY
+
+
+def test_list_and_versions_of_a_gun_with_only_a_pin_show_the_pin(
+        kv: KV, pull_only: str) -> None:
+    run = kv("--json", "list", "--gun", pull_only)
+    assert run.code == 0, run.err
+    assert [(e["kind"], e["gun"]) for e in run.json()["keys"]] == [("pin", pull_only)]
+    versions = kv("--json", "versions", "--gun", pull_only)
+    assert versions.code == 0, versions.err
+    assert [e["kind"] for e in versions.json()["keys"]] == ["pin"]
+    nothing = kv("list", "--gun", "example.com/team-a/nothing")
+    assert nothing.code == 3 and "matches no key" in nothing.err
+
+
+def test_restore_version_of_a_pin_is_refused_saying_why_and_where_to_look(
+        kv: KV, home: Path, pull_only: str) -> None:
+    run = kv("--trust-dir", home / "laptop", "restore", "--gun", pull_only, "--version", "1")
+    assert run.code == 3, run.err
+    assert "latest version only" in run.err and "keyvault versions --gun" in run.err
+    many = kv("--trust-dir", home / "laptop", "restore", "--gun", APP, "--version", "1")
+    assert many.code == 2 and "latest version only" in many.err
+    assert tree(home / "laptop") == {}
+
+
+def test_list_names_the_pins_from_the_one_listing_of_the_teams_folder(
+        kv: KV, ready: tuple[Path, tuple[KeyFile, ...]], monkeypatch: pytest.MonkeyPatch
+        ) -> None:
+    from keyvault.stores.file import FileStore
+
+    listed: list[str] = []
+    real = FileStore.list
+
+    def counted(self: FileStore, prefix: str) -> Iterator[str]:
+        listed.append(prefix)
+        return real(self, prefix)
+
+    monkeypatch.setattr(FileStore, "list", counted)
+    run = kv("--json", "list")
+    assert run.code == 0, run.err
+    assert sorted(e["gun"] for e in run.json()["keys"] if e["kind"] == "pin") == sorted(GUNS)
+    assert listed == ["v1/teams/default/"]
+    listed.clear()
+    assert kv("versions", "--all").code == 0
+    assert not [p for p in listed if "/pins/" in p]

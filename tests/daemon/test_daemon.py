@@ -276,3 +276,62 @@ def test_the_daemon_carries_the_trust_pins_of_the_guns_it_backs_up(
     assert {e["gun"] for e in pins} == {gun}
     assert [e["action"] for e in pins if e["action"] != "unchanged"] == ["created", "updated"]
     assert daemon.terminate() == 0
+
+
+def test_the_daemon_watches_tuf_so_a_pin_written_alone_is_backed_up(
+        daemon_env: DaemonEnv) -> None:
+    """No key file changes: notary rotating a GUN's root (root.json rewritten) and pulling
+    a new GUN (tuf/<gun>/metadata/ made, root.json written) are seen under tuf/, and the
+    pins backed up then, not at the next reconciliation (none runs meanwhile)."""
+    gun, pulled = "example.com/daemon/app", "example.com/daemon/pulled"
+    pin = daemon_env.trust / "tuf" / gun / "metadata" / "root.json"
+    pin.parent.mkdir(parents=True, mode=0o700)
+    pin.write_bytes(b'{"signed":{"_type":"Root","version":1},"signatures":[]}')
+    key_id, data = make_key(gun=gun)
+    write_key(daemon_env.trust, data, key_id)
+    notary = daemon_env.root / "home" / ".notary"  # the notary config pins a server's CA
+    notary.mkdir()
+    (notary / "config.json").write_text(
+        '{"remote_server": {"url": "https://notary.example.com", "root_ca": "ca.pem"}}')
+    (notary / "ca.pem").write_bytes(fresh_ca_pem())
+    name = f"v1/teams/default/pins/{gun}/root.json"
+    daemon = daemon_env.start()
+    wait_for(lambda: daemon_env.stored_versions().get(name) == 1, "the pin in the store")
+    wait_for(lambda: len(daemon.events("reconciled")) == 2, "the settling reconciliation")
+    ca = (daemon_env.store_dir / "objects" / "v1" / "teams" / "default" / "certs" / "server"
+          / "notary.example.com" / "root_ca.pem")  # reconciliation carries the pinned CA too
+    assert len([v for v in ca.iterdir() if not v.name.startswith(".")]) == 1
+    pin.write_bytes(b'{"signed":{"_type":"Root","version":2},"signatures":[]}')
+    wait_for(lambda: daemon_env.stored_versions().get(name) == 2, "the rotated pin stored")
+    new = daemon_env.trust / "tuf" / pulled / "metadata" / "root.json"
+    new.parent.mkdir(parents=True, mode=0o700)
+    new.write_bytes(b'{"signed":{"_type":"Root","version":1},"signatures":[]}')
+    pulled_name = f"v1/teams/default/pins/{pulled}/root.json"
+    wait_for(lambda: daemon_env.stored_versions().get(pulled_name) == 1, "the new GUN's pin")
+    assert len(daemon.events("reconciled")) == 2  # the watch did it, not a reconciliation
+    assert {e["gun"] for e in daemon.events("detected") if e.get("kind") == "pin"} == {
+        gun, pulled}
+    assert daemon_env.stored_versions().get(f"v1/teams/default/guns/{gun}/targets/"
+                                            f"{key_id}.json") == 1  # the key: not again
+    target = daemon_env.root / "restored"
+    daemon_env.keyvault("--trust-dir", str(target), "restore", "--gun", gun)
+    assert (target / "tuf" / gun / "metadata" / "root.json").read_bytes() == pin.read_bytes()
+    assert daemon.terminate() == 0
+
+
+def fresh_ca_pem() -> bytes:
+    """A real self-signed CA certificate (PEM)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "daemon test CA")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(1).not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM)

@@ -9,6 +9,9 @@ pinned: notary's own refusal of a wrong pin shows that it reads that file.
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -69,3 +72,54 @@ def test_notary_refuses_a_server_root_that_the_restored_pin_does_not_vouch_for(
     assert new.keyvault.last_pins == {gun: "create"}
     new.notary.publish(gun)
     assert new.notary.targets(gun)["v2"] == expected("v2")
+
+
+def notary_config(machine: Machine, server_url: str) -> Path:
+    """The machine's ``~/.notary/config.json``: the trust server and its CA by a path
+    relative to the config's directory, as notary reads it (no -s/--tlscacert flags)."""
+    config = machine.keyvault.home / ".notary" / "config.json"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(json.dumps({"remote_server": {"url": server_url,
+                                                    "root_ca": "server-ca.pem"}}))
+    return config
+
+
+def publish_with_config(machine: Machine, config: Path, gun: str, name: str
+                        ) -> subprocess.CompletedProcess[str]:
+    """``notary -c CONFIG add`` and ``publish``: the server and its CA from the config only."""
+    payload = machine.root / f"{name}.payload"
+    payload.write_bytes(release(name))
+    notary = machine.notary.notary
+    notary.run(machine.trust_dir, "-c", str(config), "add", gun, name, str(payload))
+    return notary.run(machine.trust_dir, "-c", str(config), "publish", gun, check=False)
+
+
+def test_the_servers_ca_the_notary_config_pins_comes_back_and_notary_publishes_with_it(
+        lab: Lab) -> None:
+    """remote_server.root_ca travels with the keys: a new laptop that has the config but
+    not the CA file cannot reach the server (the control); after the restore it can."""
+    gun = lab.gun("ca")
+    old = lab.machine("old-laptop")
+    new_repository(old, gun)
+    config = notary_config(old, lab.server.url)
+    shutil.copyfile(lab.server.ca_cert, config.parent / "server-ca.pem")
+    ca = (config.parent / "server-ca.pem").read_bytes()
+    report = old.keyvault.json("backup")
+    assert [(k["key_id"], k["action"]) for k in report["keys"] if k["kind"] == "cert"] == [
+        ("root_ca.pem", "created")]
+    old.keyvault.backup()  # notes the sealer for the next machine
+    old.lose()
+
+    new = lab.machine("new-laptop")
+    config = notary_config(new, lab.server.url)
+    new.keyvault.restore()
+    (config.parent / "server-ca.pem").unlink()
+    control = publish_with_config(new, config, gun, "v2")
+    assert control.returncode != 0, control.stdout  # no CA: notary cannot reach the server
+    restored = new.keyvault.json("restore", "--all")
+    assert [(k["path"], k["action"]) for k in restored["keys"] if k["kind"] == "cert"] == [
+        (str(config.parent / "server-ca.pem"), "create")]
+    assert (config.parent / "server-ca.pem").read_bytes() == ca
+    published = publish_with_config(new, config, gun, "v3")
+    assert published.returncode == 0, published.stderr
+    assert new.notary.targets(gun)["v3"] == expected("v3")

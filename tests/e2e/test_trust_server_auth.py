@@ -354,3 +354,18 @@ def test_unreachable_server_or_untrusted_tls_exit_6_with_a_hint(
                              "--tls-ca", str(lab.server.ca_cert))
     assert code == 6, proc.stderr
     assert closed in proc.stderr and "--tls-ca" in proc.stderr
+
+
+def test_anonymous_tokens_where_the_realm_gives_them(lab: Lab, token_notary: TokenAuthLab,
+                                                     tmp_path: Path) -> None:
+    """No login anywhere (empty docker config, no NOTARY_AUTH): the realm hands out an
+    anonymous pull token, and the published root.json is read with it."""
+    gun, _, _ = published(lab, "anon")
+    server, issuer = token_notary.server, token_notary.issuer
+    empty = docker_config(tmp_path / "anon-docker", {})
+    client = TrustClient(Endpoint(server.url, server.ca_cert, "--server"),
+                         {"DOCKER_CONFIG": str(empty), "HOME": str(tmp_path)})
+    before = len(issuer.requests)
+    root = client.get(gun, f"{gun}/_trust/tuf/root.json")
+    assert root is not None and json.loads(root)["signed"]["_type"] == "Root"
+    assert issuer.requests[before:] == [(None, f"repository:{gun}:pull")]
