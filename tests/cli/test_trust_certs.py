@@ -10,6 +10,7 @@ import hashlib
 import json
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -78,7 +79,7 @@ def backed(kv: KV, certs: dict[str, Path]) -> dict[str, Path]:
     return certs
 
 
-def cert_rows(run_json: dict[str, object]) -> list[dict[str, object]]:
+def cert_rows(run_json: dict[str, object]) -> list[dict[str, Any]]:
     keys = run_json["keys"]
     assert isinstance(keys, list)
     return [k for k in keys if k["kind"] == "cert"]
