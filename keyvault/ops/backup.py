@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from keyvault.checkpoint import audit_prefix
 from keyvault.envelope import FIRST, Chain, Envelope, new_header, seal
 from keyvault.errors import (
     ChangedOnDiskError,
@@ -203,9 +204,13 @@ class TeamListing:
 
 def _listing(store: Store, team: str) -> dict[str, str]:
     """The team's objects, each with the entity tag of its latest version ("" where the
-    store lists none): one paged listing, whatever the number of keys."""
+    store lists none): one paged listing, whatever the number of keys.
+
+    With tags, the listing starts after the team's audit checkpoints (``audit/``, the
+    first section in byte order), whose number grows with every command that wrote."""
     if isinstance(store, TagListing):
-        return store.tags_under(team_prefix(team))
+        audit = audit_prefix(team)  # ".../audit/"; every name under it sorts before "...audit0"
+        return store.tags_under(team_prefix(team), after=audit[:-1] + "0")
     return dict.fromkeys(store.list(team_prefix(team)), "")
 
 

@@ -120,8 +120,9 @@ class TagListing(Protocol):
     reading it (keyvault.known).
     """
 
-    def tags_under(self, prefix: str) -> dict[str, str]:
-        """The entity tag of every object's latest version under ``prefix``, by name."""
+    def tags_under(self, prefix: str, *, after: str = "") -> dict[str, str]:
+        """The entity tag of every object's latest version under ``prefix``, by name; with
+        ``after``, only the names that sort after it (byte order), skipping those before."""
         ...
 
 

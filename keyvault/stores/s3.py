@@ -218,10 +218,14 @@ class S3Store:
         full = self._prefix + _check_prefix(prefix)
         return (name for name, _ in self._iter_names(full))
 
-    def tags_under(self, prefix: str) -> dict[str, str]:
+    def tags_under(self, prefix: str, *, after: str = "") -> dict[str, str]:
         """The ETag of each object's latest version under ``prefix``, from the same paged
-        ``ListObjectsV2`` as :meth:`list` (a deleted object is not listed)."""
-        return dict(self._iter_names(self._prefix + _check_prefix(prefix)))
+        ``ListObjectsV2`` as :meth:`list` (a deleted object is not listed); ``after``: S3's
+        ``StartAfter``, so the names before it cost no page."""
+        if after:
+            validate_object_name(after)
+        return dict(self._iter_names(self._prefix + _check_prefix(prefix),
+                                     self._prefix + after if after else ""))
 
     def delete_all_versions(self, name: str) -> None:
         """Delete every version and delete marker of exactly ``name``'s key (a longer key
@@ -252,10 +256,12 @@ class S3Store:
 
     # -- internals -------------------------------------------------------------------
 
-    def _iter_names(self, full_prefix: str) -> Iterator[tuple[str, str]]:
+    def _iter_names(self, full_prefix: str, start_after: str = ""
+                    ) -> Iterator[tuple[str, str]]:
         paginator = self._live().get_paginator("list_objects_v2")
+        after = {"StartAfter": start_after} if start_after else {}
         try:
-            for page in paginator.paginate(Bucket=self._bucket, Prefix=full_prefix,
+            for page in paginator.paginate(Bucket=self._bucket, Prefix=full_prefix, **after,
                                            PaginationConfig={"PageSize": _LIST_PAGE}):
                 for item in page.get("Contents", ()):
                     name = str(item.get("Key", ""))[len(self._prefix):]
