@@ -30,19 +30,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import sys
 import threading
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from keyvault.bounded import json_loads
 from keyvault.statefile import locked, store_file
 
 MAX_FILE_SIZE = 128 * 1024 * 1024
+#: The HMACs are kept to 128 bits (hex), as truncated HMAC-SHA256 allows: half the bytes.
+MAC_HEX = 32
 #: What the sealer signs to give the MAC key (with the store's URI after it).
 LABEL = b"keyvault known-versions MAC key v1\x00"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Seen:
     """One key's latest version as this machine sealed or verified it."""
 
@@ -54,6 +56,11 @@ class Seen:
     threshold: int  # M of its threshold group; 1 without one
     wrappers: str  # SHA-256 (hex) of its wrapper URIs, sorted, one a line
     key: str  # keyed digest of the key file that was sealed (key_digest), never a plain hash
+
+    def row(self) -> list[str | int]:
+        """The fields in order, as the file stores them (dataclasses.astuple deep-copies)."""
+        return [self.tag, self.version, self.sequence, self.digest, self.sealer,
+                self.threshold, self.wrappers, self.key]
 
 
 def wrappers_digest(uris: list[str] | tuple[str, ...]) -> str:
@@ -87,7 +94,7 @@ class KnownVersions:
     def key_digest(self, name: str, key_sha256: str) -> str:
         """The keyed digest of a key file (by its SHA-256) stored as :attr:`Seen.key`."""
         message = json.dumps(["key", self.store_uri, name, key_sha256]).encode("utf-8")
-        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()[:MAC_HEX]
 
     def holds(self, seen: Seen, name: str, key_sha256: str) -> bool:
         """Whether the recorded version ``seen`` holds exactly this key file."""
@@ -122,7 +129,7 @@ class KnownVersions:
                 for name in self._gone:
                     merged.pop(name, None)
                 doc = {"store": self.store_uri,
-                       "keys": {n: [*astuple(s), mac] for n, (s, mac) in sorted(merged.items())}}
+                       "keys": {n: [*s.row(), mac] for n, (s, mac) in sorted(merged.items())}}
                 write_file_atomic(self.path.parent, self.path.name,
                                   json.dumps(doc, separators=(",", ":")).encode("utf-8"),
                                   exclusive=False)
@@ -131,9 +138,9 @@ class KnownVersions:
             self._gone.clear()
 
     def _mac(self, name: str, seen: Seen) -> str:
-        message = json.dumps(["record", self.store_uri, name, *astuple(seen)],
+        message = json.dumps(["record", self.store_uri, name, *seen.row()],
                              separators=(",", ":")).encode("utf-8")
-        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()[:MAC_HEX]
 
     def _loaded(self) -> dict[str, tuple[Seen, str]]:
         if self._records is None:
@@ -150,10 +157,11 @@ def _read(path: Path) -> dict[str, tuple[Seen, str]]:
     refuse_if_others_can_replace(path, "known-versions file")
     if not path.exists():
         return {}
-    try:
-        doc = json_loads(read_private_file(path, "known-versions file", MAX_FILE_SIZE))
-        return {str(name): (Seen(str(t), str(v), int(s), str(d), str(f), int(m), str(w),
-                                 str(k)), str(mac))
+    try:  # plain json: the file is this user's own, and a deep one is only no records
+        doc = json.loads(read_private_file(path, "known-versions file", MAX_FILE_SIZE))
+        # the sealer and the wrappers are the same for most keys: one string each in memory
+        return {str(name): (Seen(str(t), str(v), int(s), str(d), sys.intern(str(f)), int(m),
+                                 sys.intern(str(w)), str(k)), str(mac))
                 for name, (t, v, s, d, f, m, w, k, mac) in doc["keys"].items()}
-    except (KeyvaultError, ValueError, KeyError, TypeError, AttributeError):
+    except (KeyvaultError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return {}
