@@ -516,7 +516,7 @@ class Daemon:
         """Keys the store lacks (or holds older bytes of): a dry run of the same backup.
 
         When the store cannot answer, every key counts as missing: the journal
-        then retries them all (unchanged ones cost a read) once it is back.
+        then retries them all (unchanged ones cost at most a read) once it is back.
         """
         assert self._session is not None
         if not keys:

@@ -119,7 +119,10 @@ def backup_keys(
     seal (one call per wrapper) and one create-only write. An unchanged key
     costs the read only. For a bulk run the team's prefix is listed once
     first, and a key the listing does not hold skips the read: a new key then
-    costs exactly one wrapper call and one write.
+    costs exactly one wrapper call and one write. Where the listing gives each
+    latest version's ETag (S3), a key whose latest version is the one this
+    machine recorded (keyvault.known) is not read either: unchanged, it costs
+    nothing of its own; changed, its wrapper call and its write.
 
     ``threshold`` is a minimum M of a threshold group (dual control); a key's
     own, recorded in its latest signed version, is kept if higher.
