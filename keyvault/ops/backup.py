@@ -168,8 +168,10 @@ def backup_keys(
         try:
             tag = listed.get(address.object_name) if listed is not None else None
             seen = _known_latest(run, address, tag) if tag else None
-            if seen is not None and _unchanged(run, key, address, seen):
-                return BackupOutcome(key, address, UNCHANGED, seen.version)
+            if seen is not None and _same_key(run, key, address, seen):
+                if _as_asked(run, seen):
+                    return BackupOutcome(key, address, UNCHANGED, seen.version)
+                seen = None  # the same bytes: the read path says what is missing
             return _backup_key(run, key, address, absent=listed is not None and tag is None,
                                known=seen)
         except KeyvaultError as exc:
@@ -234,12 +236,15 @@ def _known_latest(run: _Run, address: KeyAddress, tag: str) -> Seen | None:
     return seen
 
 
-def _unchanged(run: _Run, key: KeyFile, address: KeyAddress, seen: Seen) -> bool:
-    """The recorded latest version holds this key file, meets ``--threshold`` and is wrapped
-    for exactly the wrappers asked for (otherwise the read path says what is missing)."""
-    assert run.known is not None
-    return (run.known.holds(seen, address.object_name, key.sha256)
-            and (run.threshold is None or seen.threshold >= run.threshold)
+def _same_key(run: _Run, key: KeyFile, address: KeyAddress, seen: Seen) -> bool:
+    """The recorded latest version holds this very key file."""
+    return run.known is not None and run.known.holds(seen, address.object_name, key.sha256)
+
+
+def _as_asked(run: _Run, seen: Seen) -> bool:
+    """The recorded version meets ``--threshold`` and is wrapped for exactly the wrappers
+    asked for; otherwise the read path warns of a missing wrapper, or seals under M."""
+    return ((run.threshold is None or seen.threshold >= run.threshold)
             and (not run.wrappers
                  or seen.wrappers == wrappers_digest([w.uri for w in run.wrappers])))
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from fixtures.kms import MotoServer, new_kms_key
 
 import keyvault.stores.s3 as s3_module
 from aws.test_request_counts import (  # the counted session, its keys and trust dir
@@ -214,3 +215,22 @@ def test_one_reconciliation_costs_one_listing_and_no_read(
     assert requests.take() == Counter({"ListObjectsV2": 1})
     assert daemon._in_store[str(trust_dir.absolute())] == {k.relpath for k in keys}
     assert CHECKPOINT == 1  # a dry run writes no checkpoint: none above
+
+
+def test_unchanged_bytes_not_wrapped_for_a_wrapper_asked_for_are_still_only_a_warning(
+        counted: tuple[Session, Requests], trust_dir: Path, moto_kms: MotoServer) -> None:
+    """A record says the bytes are the same, but a wrapper now configured is not among
+    the version's: as before, the key is read, reported unchanged with a warning that
+    the wrapper cannot restore it, and nothing is written (rewrap adds it)."""
+    session, _ = counted
+    keys = _keys(trust_dir)
+    backup_keys(session, keys, team=TEAM, concurrency=4)
+    added = new_kms_key(moto_kms).alias_uri
+    with Session(replace(session.config, wrappers=(*session.config.wrappers, added))) as more:
+        fresh = Requests()
+        fresh.attach(more.store()._client)  # type: ignore[attr-defined]
+        outcomes = backup_keys(more, keys, team=TEAM, concurrency=4)
+    assert [o.action for o in outcomes] == [UNCHANGED] * N_KEYS
+    assert all(o.warning and "rewrap" in o.warning for o in outcomes)
+    counts = fresh.take()
+    assert counts["GetObject"] == N_KEYS and counts["PutObject"] == 0
