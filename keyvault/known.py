@@ -73,7 +73,7 @@ class KnownVersions:
     def __init__(self, state_dir: Path, store_uri: str, mac_key: bytes) -> None:
         self.path = store_file(state_dir, "known", store_uri)
         self.store_uri = store_uri
-        self._key = mac_key
+        self._keyed = hmac.new(mac_key, digestmod=hashlib.sha256)  # copied for each MAC
         self._records: dict[str, tuple[Seen, str]] | None = None
         self._dirty: dict[str, tuple[Seen, str]] = {}
         self._gone: set[str] = set()
@@ -93,8 +93,7 @@ class KnownVersions:
 
     def key_digest(self, name: str, key_sha256: str) -> str:
         """The keyed digest of a key file (by its SHA-256) stored as :attr:`Seen.key`."""
-        message = json.dumps(["key", self.store_uri, name, key_sha256]).encode("utf-8")
-        return hmac.new(self._key, message, hashlib.sha256).hexdigest()[:MAC_HEX]
+        return self._hmac("key", self.store_uri, name, key_sha256)
 
     def holds(self, seen: Seen, name: str, key_sha256: str) -> bool:
         """Whether the recorded version ``seen`` holds exactly this key file."""
@@ -138,9 +137,14 @@ class KnownVersions:
             self._gone.clear()
 
     def _mac(self, name: str, seen: Seen) -> str:
-        message = json.dumps(["record", self.store_uri, name, *seen.row()],
-                             separators=(",", ":")).encode("utf-8")
-        return hmac.new(self._key, message, hashlib.sha256).hexdigest()[:MAC_HEX]
+        return self._hmac("record", self.store_uri, name, *seen.row())
+
+    def _hmac(self, *fields: str | int) -> str:
+        """HMAC-SHA256 of the fields, each length-prefixed (no separator to confuse)."""
+        mac = self._keyed.copy()
+        parts = [str(value).encode("utf-8") for value in fields]
+        mac.update(b"".join(len(p).to_bytes(4, "big") + p for p in parts))
+        return mac.hexdigest()[:MAC_HEX]
 
     def _loaded(self) -> dict[str, tuple[Seen, str]]:
         if self._records is None:
