@@ -106,13 +106,17 @@ class Session:
             exists = self.config.sealing_key is not None or self.config.sealing_key_path.exists()
             if not open_sealer and not exists and self._sealer is None:
                 return None  # a dry run makes no sealing key
-            sealer, uri = self.sealer(), self.store().uri
-            if sealer.key.alg != ED25519:
-                self._known = (None,)
-            else:
+            uri = self.store().uri
+            try:
+                sealer = self.sealer()
+                if sealer.key.alg != ED25519:
+                    self._known = (None,)
+                    return None
                 signature = sealer.sign(LABEL + uri.encode("utf-8"))
-                mac_key = hashlib.sha256(LABEL + signature).digest()
-                self._known = (KnownVersions(self.config.paths.state_dir, uri, mac_key),)
+            except KeyvaultError:
+                return None  # a sealer out of reach: every key is read this time
+            mac_key = hashlib.sha256(LABEL + signature).digest()
+            self._known = (KnownVersions(self.config.paths.state_dir, uri, mac_key),)
         return self._known[0]
 
     def reader(self) -> AuthenticReader:

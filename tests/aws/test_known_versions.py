@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from fixtures.kms import MotoServer, new_kms_key
 
 import keyvault.stores.s3 as s3_module
+from aws.test_kms_sealer import signing_key
 from aws.test_request_counts import (  # the counted session, its keys and trust dir
     CHECKPOINT,
     N_KEYS,
@@ -234,3 +235,24 @@ def test_unchanged_bytes_not_wrapped_for_a_wrapper_asked_for_are_still_only_a_wa
     assert all(o.warning and "rewrap" in o.warning for o in outcomes)
     counts = fresh.take()
     assert counts["GetObject"] == N_KEYS and counts["PutObject"] == 0
+
+
+def test_an_ecdsa_sealer_keeps_no_records_so_each_unchanged_key_is_read(
+        counted: tuple[Session, Requests], trust_dir: Path, moto_kms: MotoServer) -> None:
+    """A KMS sealer signs with fresh randomness: no stable MAC key, no records; every
+    unchanged key is read and authenticated, as before (docs/envelope.md 11.2)."""
+    session, _ = counted
+    uri = f"awskms:///{signing_key(moto_kms).alias}"
+    with Session(replace(session.config, sealing_key=uri)) as probe:
+        fingerprint = probe.sealer().key.fingerprint
+    config = replace(session.config, sealing_key=uri, trusted_sealers=(fingerprint,))
+    keys = _keys(trust_dir)
+    with Session(config) as kms_sealed:
+        assert kms_sealed.known() is None
+        backup_keys(kms_sealed, keys, team=TEAM, concurrency=4)
+        fresh = Requests()
+        fresh.attach(kms_sealed.store()._client)  # type: ignore[attr-defined]
+        outcomes = backup_keys(kms_sealed, keys, team=TEAM, concurrency=4)
+    assert [o.action for o in outcomes] == [UNCHANGED] * N_KEYS
+    assert fresh.take() == Counter({"ListObjectsV2": 1, "GetObject": N_KEYS})
+    assert not (session.config.paths.state_dir / "known").exists()
