@@ -44,11 +44,16 @@ _HEAD = re.compile(r"[0-9a-f]{64}")
 _NAME = re.compile(r"(\d{10})-([0-9a-f]{64})\.json")
 
 
+def audit_prefix(team: str) -> str:
+    """The team's audit section: every log's checkpoints, never a key."""
+    return f"{team_prefix(team)}audit/"
+
+
 def checkpoint_prefix(team: str, log: str) -> str:
     """Where one audit log's checkpoints live, under the team's prefix."""
     if not _LOG_ID.fullmatch(log):
         raise ValueError("an audit log ID is 32 lowercase hex digits")
-    return f"{team_prefix(team)}audit/checkpoints/{log}/"
+    return f"{audit_prefix(team)}checkpoints/{log}/"
 
 
 @dataclass(frozen=True)

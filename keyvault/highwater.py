@@ -14,19 +14,15 @@ exclusive lock on save, so concurrent keyvault processes only ever raise a mark.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
 import hmac
 import json
-import os
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from keyvault.bounded import json_loads
 from keyvault.errors import IntegrityError
+from keyvault.statefile import locked, store_file
 
 MAX_FILE_SIZE = 64 * 1024 * 1024
 
@@ -41,8 +37,7 @@ class HighWater:
     """The marks of one store on this machine. Thread-safe; saved explicitly."""
 
     def __init__(self, state_dir: Path, store_uri: str) -> None:
-        digest = hashlib.sha256(store_uri.encode("utf-8")).hexdigest()[:32]
-        self.path = state_dir / "highwater" / f"{digest}.json"
+        self.path = store_file(state_dir, "highwater", store_uri)
         self.store_uri = store_uri
         self._marks: dict[str, Mark] | None = None
         self._dirty: dict[str, Mark] = {}
@@ -85,7 +80,7 @@ class HighWater:
             from keyvault.fsutil import ensure_private_dir, write_file_atomic
 
             ensure_private_dir(self.path.parent)
-            with self._file_lock():
+            with locked(self.path):
                 merged = _read(self.path)
                 for name, mark in self._dirty.items():
                     current = merged.get(name)
@@ -103,16 +98,6 @@ class HighWater:
         if self._marks is None:
             self._marks = _read(self.path)
         return self._marks
-
-    @contextlib.contextmanager
-    def _file_lock(self) -> Iterator[None]:
-        lock = self.path.with_suffix(".lock")
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
 
 
 def _read(path: Path) -> dict[str, Mark]:

@@ -9,7 +9,7 @@ the health server run beside it and only hand it events or read its numbers.
   follows a symlink, refuses what is not a key, so a half-written file is
   not taken for one), checked against T14 (owned by the daemon's user, not
   group- or world-writable), and backed up with ``backup_keys``, which is
-  idempotent: an unchanged key costs one read and no write.
+  idempotent: an unchanged key costs at most one read and no write.
 - **Failures** (store or wrapper down, disk full...) keep the row and retry
   it with exponential backoff and jitter; watching goes on meanwhile.
 - **Trust pins**: a GUN's ``tuf/<gun>/metadata/root.json`` written (notary
@@ -19,7 +19,9 @@ the health server run beside it and only hand it events or read its numbers.
 - **Reconciliation**, at start and every ``reconcile_every`` seconds,
   compares the trust directories with the store (a dry run of the same
   backup) and journals whatever is missing: events missed while the daemon
-  was down are not lost.
+  was down are not lost. It lists the team once (a page per 1,000 objects);
+  a key whose listed latest version is the one this daemon sealed or verified
+  is not read (keyvault.known; docs/performance.md has the fleet arithmetic).
 - **SIGTERM/SIGINT** set a flag: the backup in flight finishes (its row is in
   the journal until it has), then the daemon exits 0.
 """
@@ -50,7 +52,14 @@ from keyvault.daemon.log import EventLog
 from keyvault.daemon.watcher import KeyEvent, PinEvent, TrustEvent, TrustWatcher
 from keyvault.errors import BackendUnavailableError, KeyvaultError, LocalIOError
 from keyvault.names import kind_of
-from keyvault.ops.backup import FAILED, WOULD_WRITE, BackupOutcome, backup_keys, select_certs
+from keyvault.ops.backup import (
+    FAILED,
+    WOULD_WRITE,
+    BackupOutcome,
+    TeamListing,
+    backup_keys,
+    select_certs,
+)
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session
 from keyvault.timefmt import iso_utc_or_none
@@ -414,10 +423,11 @@ class Daemon:
             return
         self._back_up_pins(trust_dir, sorted({k.gun for _, k in batch if k.gun is not None}))
 
-    def _back_up_pins(self, trust_dir: Path, guns: list[str] | None) -> None:
+    def _back_up_pins(self, trust_dir: Path, guns: list[str] | None,
+                      listing: TeamListing | None = None) -> None:
         """The trust pins of these GUNs (all, for None) travel with their keys, through
         backup's own code. Not journaled: the next backup or reconciliation carries a pin
-        whose backup failed (an unchanged one costs a read)."""
+        whose backup failed (an unchanged one costs at most a read)."""
         assert self._session is not None
         pins, problems = scan_pins(trust_dir, guns) if guns != [] else ([], [])
         for problem in problems:
@@ -433,7 +443,7 @@ class Daemon:
         try:
             outcomes = backup_keys(self._session, [], team=self.config.team,
                                    concurrency=self.config.concurrency, trust_dir=trust_dir,
-                                   pins=pins, certs=certs)
+                                   pins=pins, certs=certs, listing=listing)
         except KeyvaultError as exc:
             self.log.warning("pin-backup-failed", trust_dir=str(trust_dir), kind=exc.kind,
                              message=exc.message)
@@ -502,6 +512,7 @@ class Daemon:
         now = time.time()
         sightings: list[Sighting] = []
         failed = False
+        listing = TeamListing()  # one listing of the team for the whole reconciliation
         for trust_dir in self._dirs:
             try:  # a dry run compares digests only: no key bytes kept
                 result = scan_trust_dir(Path(trust_dir), keep_bytes=False)
@@ -521,10 +532,10 @@ class Daemon:
                     keys.append(key)
                 else:
                     self._refuse(trust_dir, key.relpath, *refusal, once=True)
-            missing, ok = self._missing(Path(trust_dir), keys)
+            missing, ok = self._missing(Path(trust_dir), keys, listing)
             failed = failed or not ok
-            if ok:
-                self._back_up_pins(Path(trust_dir), None)  # every pin of the trust directory
+            if ok:  # every pin of the trust directory
+                self._back_up_pins(Path(trust_dir), None, listing)
             gone = {k.relpath for k in missing}
             self._in_store[trust_dir] = {k.relpath for k in keys} - gone
             sightings += [Sighting(trust_dir, k.relpath, k.key_id, now) for k in missing]
@@ -534,18 +545,20 @@ class Daemon:
         self.log.info("reconciled", outcome=outcome, keys=sum(self._watched.values()),
                       backed_up=self._backed_up(), to_back_up=len(sightings))
 
-    def _missing(self, trust_dir: Path, keys: list[KeyFile]) -> tuple[list[KeyFile], bool]:
+    def _missing(self, trust_dir: Path, keys: list[KeyFile], listing: TeamListing
+                 ) -> tuple[list[KeyFile], bool]:
         """Keys the store lacks (or holds older bytes of): a dry run of the same backup.
 
         When the store cannot answer, every key counts as missing: the journal
-        then retries them all (unchanged ones cost a read) once it is back.
+        then retries them all (unchanged ones cost at most a read) once it is back.
         """
         assert self._session is not None
         if not keys:
             return [], True
         try:
             outcomes = backup_keys(self._session, keys, team=self.config.team, dry_run=True,
-                                   concurrency=self.config.concurrency, trust_dir=trust_dir)
+                                   concurrency=self.config.concurrency, trust_dir=trust_dir,
+                                   listing=listing)
         except KeyvaultError as exc:
             self._session.close()
             self._last_error = exc.kind

@@ -2,7 +2,10 @@
 
 A key whose latest envelope already holds the same bytes is not written
 again, but only when that is *authenticated*: the latest version is signed by
-a trusted sealer and is not older than this machine's high-water mark. A key
+a trusted sealer and is not older than this machine's high-water mark. Where
+the store lists entity tags (S3), a bulk run lists them once and a key whose
+latest version is exactly the one this machine last sealed or verified, with
+the same bytes on disk, is unchanged without being read (keyvault.known). A key
 whose bytes changed (``notary key passwd``, a re-import) gets a new version
 on top of the old one, chained to it; the old version stays in the store. A
 latest version that is tampered with, unsigned (format v1) or unverifiable is
@@ -31,7 +34,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from keyvault.envelope import FIRST, Chain, new_header, seal
+from keyvault.checkpoint import audit_prefix
+from keyvault.envelope import FIRST, Chain, Envelope, new_header, seal
 from keyvault.errors import (
     ChangedOnDiskError,
     ConflictError,
@@ -40,6 +44,7 @@ from keyvault.errors import (
     NotFoundError,
     UsageError,
 )
+from keyvault.known import KnownVersions, Seen, wrappers_digest
 from keyvault.names import CertAddress, KeyAddress, PinAddress, team_prefix
 from keyvault.ops.authentic import describe
 from keyvault.ops.parallel import DEFAULT_CONCURRENCY, bounded_map
@@ -47,6 +52,8 @@ from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session, key_ref
 from keyvault.ops.stored import StoredEnvelope, parse_stored
 from keyvault.redact import redact
+from keyvault.stores import Store
+from keyvault.stores.base import TagListing
 from keyvault.trust.certpins import CertFile
 from keyvault.trust.model import KeyFile
 from keyvault.trust.pins import PinFile, scan_pins
@@ -128,6 +135,7 @@ def backup_keys(
     trust_dir: Path | None = None,
     pins: Sequence[PinFile] = (),
     certs: Sequence[CertFile] = (),
+    listing: TeamListing | None = None,
 ) -> list[BackupOutcome]:
     """Back up each key, ``concurrency`` at a time; one key's failure does not stop the others.
 
@@ -135,7 +143,10 @@ def backup_keys(
     seal (one call per wrapper) and one create-only write. An unchanged key
     costs the read only. For a bulk run the team's prefix is listed once
     first, and a key the listing does not hold skips the read: a new key then
-    costs exactly one wrapper call and one write.
+    costs exactly one wrapper call and one write. Where the listing gives each
+    latest version's ETag (S3), a key whose latest version is the one this
+    machine recorded (keyvault.known) is not read either: unchanged, it costs
+    nothing of its own; changed, its wrapper call and its write.
 
     ``threshold`` is a minimum M of a threshold group (dual control); a key's
     own, recorded in its latest signed version, is kept if higher.
@@ -150,6 +161,10 @@ def backup_keys(
     Their outcomes follow the keys' in the list returned. ``certs`` (the CA files
     the notary config pins, :class:`CertAddress`) follow the pins, held to the
     same rules.
+
+    ``listing``: the team's listing shared by several calls (the daemon's reconciliation:
+    its keys' dry run and its pins), made once by the first that needs it, whatever the
+    number of keys.
     """
     if trust_dir is None and any(k.is_released for k in keys):
         raise ValueError("released key files need the trust directory to be read again")
@@ -166,8 +181,10 @@ def backup_keys(
     if threshold is not None and not dry_run and not 2 <= threshold <= len(wrappers):
         raise UsageError(f"--threshold {threshold} needs at least {threshold} wrappers; "
                          f"{len(wrappers)} configured", hint="pass --wrapper once per wrapper")
-    listed = set(store.list(team_prefix(team))) if len(items) >= LISTING_THRESHOLD else None
-    run = _Run(session, wrappers, dry_run, threshold, trust_dir)
+    known = session.known(open_sealer=not dry_run)
+    listed = (listing.of(store, team) if listing is not None
+              else _listing(store, team) if len(items) >= LISTING_THRESHOLD else None)
+    run = _Run(session, wrappers, dry_run, threshold, trust_dir, known)
 
     def one(item: tuple[KeyFile, KeyAddress | None]) -> BackupOutcome:
         key, address = item
@@ -176,8 +193,14 @@ def backup_keys(
         if address in denied:  # refused by the policy: never read nor written
             return BackupOutcome(key, address, FAILED, error=denied[address])
         try:
-            return _backup_key(run, key, address, absent=listed is not None
-                               and address.object_name not in listed)
+            tag = listed.get(address.object_name) if listed is not None else None
+            seen = _known_latest(run, address, tag) if tag else None
+            if seen is not None and _same_key(run, key, address, seen):
+                if _as_asked(run, seen):
+                    return BackupOutcome(key, address, UNCHANGED, seen.version)
+                seen = None  # the same bytes: the read path says what is missing
+            return _backup_key(run, key, address, absent=listed is not None and tag is None,
+                               known=seen)
         except KeyvaultError as exc:
             return BackupOutcome(key, address, FAILED, error=exc)
 
@@ -186,10 +209,95 @@ def backup_keys(
         outcomes.append(outcome)
         if on_done:
             on_done(outcome)
+    if known is not None:
+        known.save()
     if not dry_run:
         session.highwater().save()
         _audit(session, team, outcomes)
     return outcomes
+
+
+class TeamListing:
+    """One listing of a team's objects, made on first use and reused by later backups.
+
+    A listing that is stale by the time a key is written only costs a read: a tag
+    that no longer matches, or a create that loses to an object made since, takes the
+    authenticated read path.
+    """
+
+    def __init__(self) -> None:
+        self._listed: dict[str, str] | None = None
+
+    def of(self, store: Store, team: str) -> dict[str, str]:
+        if self._listed is None:
+            self._listed = _listing(store, team)
+        return self._listed
+
+
+def _listing(store: Store, team: str) -> dict[str, str]:
+    """The team's objects, each with the entity tag of its latest version ("" where the
+    store lists none): one paged listing, whatever the number of keys.
+
+    With tags, the listing starts after the team's audit checkpoints (``audit/``, the
+    first section in byte order), whose number grows with every command that wrote."""
+    if isinstance(store, TagListing):
+        audit = audit_prefix(team)  # ".../audit/"; every name under it sorts before "...audit0"
+        return store.tags_under(team_prefix(team), after=audit[:-1] + "0")
+    return dict.fromkeys(store.list(team_prefix(team)), "")
+
+
+def _known_latest(run: _Run, address: KeyAddress, tag: str) -> Seen | None:
+    """The record that stands for a read of the latest version, if every check holds: its
+    MAC verifies and the listed latest version is the recorded one; this machine's
+    high-water mark is still that version; its sealer is still trusted."""
+    name = address.object_name
+    seen = run.known.match(name, tag) if run.known is not None else None
+    if seen is None:
+        return None
+    mark = run.session.highwater().get(name)
+    trust = run.session.sealers()
+    if (mark is None or mark.sequence != seen.sequence
+            or not hmac.compare_digest(mark.digest, seen.digest)
+            or seen.sealer not in trust.trusted or seen.sealer in trust.revoked):
+        return None
+    return seen
+
+
+def _same_key(run: _Run, key: KeyFile, address: KeyAddress, seen: Seen) -> bool:
+    """The recorded latest version holds this very key file."""
+    return run.known is not None and run.known.holds(seen, address.object_name, key.sha256)
+
+
+def _as_asked(run: _Run, seen: Seen) -> bool:
+    """The recorded version meets ``--threshold`` and is wrapped for exactly the wrappers
+    asked for; otherwise the read path warns of a missing wrapper, or seals under M."""
+    return ((run.threshold is None or seen.threshold >= run.threshold)
+            and (not run.wrappers
+                 or seen.wrappers == wrappers_digest([w.uri for w in run.wrappers])))
+
+
+def _on_top_of_known(run: _Run, key: KeyFile, address: KeyAddress, seen: Seen
+                     ) -> BackupOutcome:
+    """A changed key whose recorded version is the store's latest: sealed on top of it, no
+    read (a writer in between makes the write lose, and the read path takes over)."""
+    if run.dry_run:
+        return BackupOutcome(key, address, WOULD_WRITE)
+    recorded = seen.threshold if seen.threshold > 1 else None
+    return _write(run, key, address, replaces=seen.version,
+                  threshold=_at_least(run.threshold, recorded),
+                  chain=Chain(seen.sequence + 1, seen.digest))
+
+
+def _remember(run: _Run, address: KeyAddress, envelope: Envelope, *, tag: str, version: str,
+              digest: str, sealer: str, key_sha256: str) -> None:
+    """Record the latest version of ``address`` as this machine sealed or verified it."""
+    chain = envelope.chain
+    if run.known is None or chain is None or not tag:
+        return
+    name = address.object_name
+    run.known.note(name, Seen(
+        tag, version, chain.sequence, digest, sealer, envelope.threshold or 1,
+        wrappers_digest(envelope.wrapper_uris), run.known.key_digest(name, key_sha256)))
 
 
 @dataclass(frozen=True)
@@ -202,6 +310,8 @@ class _Run:
     #: ``--threshold``: at least this M.
     threshold: int | None
     trust_dir: Path | None
+    #: What this machine sealed or verified (None: not kept, every key is read).
+    known: KnownVersions | None = None
 
 
 def _items(team: str, keys: Sequence[KeyFile]) -> list[tuple[KeyFile, KeyAddress | None]]:
@@ -228,11 +338,13 @@ def _audit(session: Session, team: str, outcomes: Sequence[BackupOutcome]) -> No
                    keys=[key_ref(o.address) for o in written + failed])
 
 
-def _backup_key(run: _Run, key: KeyFile, address: KeyAddress, *, absent: bool
-                ) -> BackupOutcome:
+def _backup_key(run: _Run, key: KeyFile, address: KeyAddress, *, absent: bool,
+                known: Seen | None = None) -> BackupOutcome:
     """One key; when another writer stores it first, read it again and go on from there.
 
     ``absent``: a listing just now held no such object, so it is created without a read.
+    ``known``: a listing just now showed the latest version this machine recorded, so
+    the changed key goes on top of it without a read.
     """
     lost: ConflictError | None = None
     for attempt in range(ATTEMPTS):
@@ -241,6 +353,8 @@ def _backup_key(run: _Run, key: KeyFile, address: KeyAddress, *, absent: bool
         try:
             if absent and attempt == 0:
                 return _create(run, key, address)
+            if known is not None and attempt == 0:
+                return _on_top_of_known(run, key, address, known)
             return _backup_one(run, key, address, recheck=attempt > 0)
         except ChangedOnDiskError:
             raise  # the key file changed under us: not a store race, not retried
@@ -277,6 +391,8 @@ def _backup_one(run: _Run, key: KeyFile, address: KeyAddress, *, recheck: bool
     recorded = current.envelope.threshold
     if hmac.compare_digest(current.envelope.header.sha256, key.sha256) and (
             run.threshold is None or (recorded or 1) >= run.threshold):
+        _remember(run, address, current.envelope, tag=obj.etag, version=current.version,
+                  digest=current.digest, sealer=current.sealer or "", key_sha256=key.sha256)
         return BackupOutcome(key, address, UNCHANGED, current.version,
                              warning=_not_wrapped_for(run, current, address))
     if run.dry_run:
@@ -384,9 +500,16 @@ def _write(run: _Run, key: KeyFile, address: KeyAddress, *, replaces: str | None
     header = new_header(address=address, algorithm=key.algorithm, source_name=key.relpath,
                         source_mode=key.mode, data=data)
     session = run.session
-    payload = seal(header, data, run.wrappers, threshold, sealer=session.sealer(),
-                   chain=chain).to_bytes()
+    envelope = seal(header, data, run.wrappers, threshold, sealer=session.sealer(),
+                    chain=chain)
+    payload = envelope.to_bytes()
     version = session.store().write(address.object_name, payload, replaces=replaces)
-    session.highwater().note(address.object_name, chain.sequence,
-                             hashlib.sha256(payload).hexdigest())
+    digest = hashlib.sha256(payload).hexdigest()
+    session.highwater().note(address.object_name, chain.sequence, digest)
+    # S3's ETag of a single-part write is the MD5 of its bytes (not with SSE-KMS: that key
+    # is then read once, and its real tag recorded). Matching it needs an MD5 second
+    # preimage of bytes this machine chose, so MD5 is enough to name them here.
+    _remember(run, address, envelope, tag=hashlib.md5(payload).hexdigest(),  # noqa: S324
+              version=version, digest=digest, sealer=session.sealer().key.fingerprint,
+              key_sha256=hashlib.sha256(data).hexdigest())
     return BackupOutcome(key, address, CREATED if replaces is None else UPDATED, version)

@@ -8,6 +8,7 @@ need no backend (``scan``) never load one.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from keyvault.audit import AuditLog, KeyRef
     from keyvault.envelope import Envelope
     from keyvault.highwater import HighWater
+    from keyvault.known import KnownVersions
     from keyvault.ops.access import Access
     from keyvault.ops.authentic import AuthenticReader
     from keyvault.ops.selection import Selection
@@ -45,6 +47,8 @@ class Session:
     _sealer: Sealer | None = field(default=None, init=False, repr=False)
     _sealers: SealerTrust | None = field(default=None, init=False, repr=False)
     _highwater: HighWater | None = field(default=None, init=False, repr=False)
+    #: (whether it was looked for, and) what this machine sealed or verified (keyvault.known)
+    _known: tuple[KnownVersions | None] | None = field(default=None, init=False, repr=False)
 
     def store(self) -> Store:
         if self._store is None:
@@ -90,6 +94,30 @@ class Session:
 
             self._highwater = HighWater(self.config.paths.state_dir, self.store().uri)
         return self._highwater
+
+    def known(self, *, open_sealer: bool = True) -> KnownVersions | None:
+        """What this machine last sealed or verified of each key in the store, under a MAC
+        key derived from the sealing key; None where that key gives no stable MAC key
+        (ECDSA signatures are randomized) or, without ``open_sealer``, none exists yet."""
+        if self._known is None:
+            from keyvault.known import LABEL, KnownVersions
+            from keyvault.sealing import ED25519
+
+            exists = self.config.sealing_key is not None or self.config.sealing_key_path.exists()
+            if not open_sealer and not exists and self._sealer is None:
+                return None  # a dry run makes no sealing key
+            uri = self.store().uri
+            try:
+                sealer = self.sealer()
+                if sealer.key.alg != ED25519:
+                    self._known = (None,)
+                    return None
+                signature = sealer.sign(LABEL + uri.encode("utf-8"))
+            except KeyvaultError:
+                return None  # a sealer out of reach: every key is read this time
+            mac_key = hashlib.sha256(LABEL + signature).digest()
+            self._known = (KnownVersions(self.config.paths.state_dir, uri, mac_key),)
+        return self._known[0]
 
     def reader(self) -> AuthenticReader:
         """Reads envelopes proven to come from a trusted sealer, never rolled back."""
@@ -180,6 +208,10 @@ class Session:
         if self._highwater is not None:
             with contextlib.suppress(KeyvaultError):  # each operation saved what it must
                 self._highwater.save()
+        known = self._known[0] if self._known else None
+        if known is not None:
+            with contextlib.suppress(KeyvaultError):
+                known.save()
         for wrapper in self._wrappers or []:
             wrapper.close()
         close_sealer = getattr(self._sealer, "close", None)  # backend sealers hold a client
@@ -188,6 +220,7 @@ class Session:
         if self._store is not None:
             self._store.close()
         self._wrappers, self._store, self._highwater, self._sealer = None, None, None, None
+        self._known = None
 
     def __enter__(self) -> Session:
         return self

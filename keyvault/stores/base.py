@@ -52,6 +52,8 @@ class StoredObject:
     name: str
     version: str
     data: bytes = field(repr=False)
+    #: The service's entity tag of this version, where it has one (S3); "" elsewhere.
+    etag: str = ""
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,22 @@ class VersionListing(Protocol):
 
     def versions_under(self, prefix: str) -> dict[str, list[ObjectVersion]]:
         """Every version of every object under ``prefix``, by name, newest first."""
+        ...
+
+
+@runtime_checkable
+class TagListing(Protocol):
+    """A store whose plain listing names each object's latest version by an entity tag (S3
+    ``ListObjectsV2``: 1,000 objects a page, whatever their number of versions).
+
+    Optional: a backup lists them once and takes a key whose latest version still has
+    the tag this machine recorded when it sealed or verified it as unchanged, without
+    reading it (keyvault.known).
+    """
+
+    def tags_under(self, prefix: str, *, after: str = "") -> dict[str, str]:
+        """The entity tag of every object's latest version under ``prefix``, by name; with
+        ``after``, only the names that sort after it (byte order), skipping those before."""
         ...
 
 

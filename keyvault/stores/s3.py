@@ -142,7 +142,8 @@ class S3Store:
         if len(data) != size:
             raise BackendUnavailableError(f"store {self.uri}: {name} was cut short while reading",
                                           hint="re-run to retry")
-        return StoredObject(name, _version_of(resp, version), bytes(data))
+        return StoredObject(name, _version_of(resp, version), bytes(data),
+                            etag=_etag_hex(resp.get("ETag")))
 
     def write(self, name: str, data: bytes, *, replaces: str | None = None) -> str:
         key = self._key(name)
@@ -215,7 +216,16 @@ class S3Store:
     def list(self, prefix: str) -> Iterator[str]:
         """Names starting with ``prefix`` (plain string prefix), in key order, paginated."""
         full = self._prefix + _check_prefix(prefix)
-        return self._iter_names(full)
+        return (name for name, _ in self._iter_names(full))
+
+    def tags_under(self, prefix: str, *, after: str = "") -> dict[str, str]:
+        """The ETag of each object's latest version under ``prefix``, from the same paged
+        ``ListObjectsV2`` as :meth:`list` (a deleted object is not listed); ``after``: S3's
+        ``StartAfter``, so the names before it cost no page."""
+        if after:
+            validate_object_name(after)
+        return dict(self._iter_names(self._prefix + _check_prefix(prefix),
+                                     self._prefix + after if after else ""))
 
     def delete_all_versions(self, name: str) -> None:
         """Delete every version and delete marker of exactly ``name``'s key (a longer key
@@ -246,10 +256,12 @@ class S3Store:
 
     # -- internals -------------------------------------------------------------------
 
-    def _iter_names(self, full_prefix: str) -> Iterator[str]:
+    def _iter_names(self, full_prefix: str, start_after: str = ""
+                    ) -> Iterator[tuple[str, str]]:
         paginator = self._live().get_paginator("list_objects_v2")
+        after = {"StartAfter": start_after} if start_after else {}
         try:
-            for page in paginator.paginate(Bucket=self._bucket, Prefix=full_prefix,
+            for page in paginator.paginate(Bucket=self._bucket, Prefix=full_prefix, **after,
                                            PaginationConfig={"PageSize": _LIST_PAGE}):
                 for item in page.get("Contents", ()):
                     name = str(item.get("Key", ""))[len(self._prefix):]
@@ -257,7 +269,7 @@ class S3Store:
                         validate_object_name(name)
                     except UsageError:
                         continue  # foreign objects in a shared bucket are not ours to judge
-                    yield name
+                    yield name, _etag_hex(item.get("ETag"))
         except KeyvaultError:
             raise
         except Exception as exc:
@@ -478,6 +490,12 @@ def _version_of(resp: Mapping[str, Any], asked: str | None) -> str:
     if match is None:
         raise BackendUnavailableError("the S3 service returned neither a VersionId nor an ETag")
     return _ETAG_PREFIX + match.group(1)
+
+
+def _etag_hex(etag: object) -> str:
+    """An ETag as S3 sends it (quoted), without its quotes; "" if it has none."""
+    match = _ETAG.fullmatch(str(etag or ""))
+    return match.group(1) if match else ""
 
 
 def _newest_first(found: list[_Found]) -> _Versions:
