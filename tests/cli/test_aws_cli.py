@@ -322,7 +322,6 @@ def test_exec_fetches_one_gun_through_s3_and_kms_and_wipes(
     assert refused.code == 4
 
 
-@pytest.mark.notary
 def test_keys_missing_a_fact_round_trip_through_s3_and_kms(
         kv: KV, aws: BackendSetup, home: Path, weed: WeedServer,
         loose_trust_dir: BuiltTrustDir, tmp_path: Path) -> None:

@@ -24,7 +24,6 @@ def restored_bytes(env: DaemonEnv, key_id: str) -> bytes:
     return path.read_bytes()
 
 
-@pytest.mark.notary
 def test_key_written_by_notary_is_backed_up(daemon_env: DaemonEnv, notary: Notary) -> None:
     trust = daemon_env.trust  # no private/ yet: notary creates it with the first key
     daemon = daemon_env.start()
@@ -171,7 +170,6 @@ def test_t14_group_writable_symlink_and_non_key_files_are_refused(daemon_env: Da
     assert set(daemon_env.stored_key_ids()) == {good_id}
 
 
-@pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown a file to another user")
 def test_t14_file_owned_by_another_user_is_refused(daemon_env: DaemonEnv) -> None:
     daemon = daemon_env.start()
