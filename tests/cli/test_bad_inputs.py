@@ -384,6 +384,36 @@ def test_b29_restore_target_not_writable(kv: KV, setup: tuple[Path, Path, tuple[
     guard.check()
 
 
+@needs_root_for_nobody
+def test_an_audit_log_the_user_cannot_write_is_access_denied(
+        kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]], home: Path,
+        tmp_path: Path) -> None:
+    """File permissions are access (4), as for an unreadable trust directory; a full or
+    read-only disk is local I/O (1). troubleshooting.md lists it under 4."""
+    trust, store, _ = setup
+    log = home / ".local" / "state" / "keyvault" / "audit.log"
+    before = log.read_bytes()
+    write_sample_trust_dir(trust, dict.fromkeys(("root", "targets", "snapshot"), PASS),
+                           ("example.com/team-a/new",))
+    known = {p for p in store.rglob("*") if p.is_file()}
+    for p in [home, *home.rglob("*")]:  # nobody's home, but the log stays root's, 0600
+        os.chown(p, NOBODY, NOBODY, follow_symlinks=False)
+    os.chown(log, 0, 0)
+    with open_to_nobody(tmp_path):
+        outcome = run_as_nobody(lambda: asdict(kv("backup")))
+    run = Run(**outcome["result"])
+    assert run.code == 4, run.err
+    assert f"cannot write the audit log {log}" in run.err
+    assert log.read_bytes() == before
+    # The log is appended after the work: the new keys were stored, whole (a re-run with
+    # the log fixed reports them unchanged); the run still fails so nobody misses it.
+    for new in {p for p in store.rglob("*") if p.is_file()} - known:
+        assert json.loads(new.read_bytes())
+    page = (Path(__file__).resolve().parents[2] / "docs" / "troubleshooting.md").read_text()
+    section = page.split("## 4: access denied", 1)[1].split("\n## ", 1)[0]
+    assert "`cannot write the audit log ...`" in section
+
+
 def test_b32_key_id_matching_nothing(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]],
                                      tmp_path: Path) -> None:
     trust, store, _ = setup
