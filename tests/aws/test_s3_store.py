@@ -6,6 +6,7 @@ import contextlib
 import re
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from contracts.store_contract import A_ROOT, A_TARGETS, B_ROOT, StoreContract, race_creates
@@ -359,20 +360,12 @@ def test_unreachable_endpoint_is_backend_unavailable(tmp_path: object) -> None:
 def test_shared_across_threads(weed: WeedServer, bucket: str) -> None:
     store = open_s3(weed, f"s3://{bucket}/kv", max_pool_connections=8)
     names = [f"v1/teams/team-a/root/{i:064x}.json" for i in range(32)]
-    errors: list[Exception] = []
 
     def work(chunk: list[str]) -> None:
-        try:
-            for name in chunk:
-                store.write(name, name.encode())
-                assert store.read(name).data == name.encode()
-        except Exception as exc:
-            errors.append(exc)
+        for name in chunk:
+            store.write(name, name.encode())
+            assert store.read(name).data == name.encode()
 
-    threads = [threading.Thread(target=work, args=(names[i::8],)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(work, [names[i::8] for i in range(8)]))  # any failure is raised here
     assert list(store.list("v1/")) == sorted(names)
