@@ -19,6 +19,8 @@ from keyvault.stores.base import ObjectVersion, StoredObject
 from keyvault.stores.file import FileStore
 from keyvault.trust.sample import write_sample_trust_dir
 
+REPO = Path(__file__).resolve().parents[2]
+
 
 def objects(kv: KV, *team: str) -> list[str]:
     listed = kv("--json", *team, "list")
@@ -92,6 +94,22 @@ def test_removal_deletes_only_the_sample_keys_even_with_other_keys_in_its_direct
     assert run.code == 0, run.err
     assert "Deleted the envelopes of the 5 sample key(s), every version" in run.out
     assert objects(kv, "--team", "sample") == others
+
+
+def test_no_store_has_a_delete_method_but_the_samples_one() -> None:
+    """T12: deletion is not a keyvault verb; every store's one deletion is
+    delete_all_versions, which only --remove-sample calls (keyvault/ops/quickstart.py)."""
+    import inspect
+
+    from keyvault.stores.s3 import S3Store
+    from keyvault.stores.vaultkv import VaultKvStore
+
+    for store in (FileStore, S3Store, VaultKvStore):
+        verbs = {n for n, _ in inspect.getmembers(store) if not n.startswith("_")}
+        assert {v for v in verbs if "delete" in v or "destroy" in v} == {"delete_all_versions"}
+    callers = [p for p in (REPO / "keyvault").rglob("*.py")
+               if "delete_all_versions(" in p.read_text() and p.parent.name != "stores"]
+    assert [p.relative_to(REPO).as_posix() for p in callers] == ["keyvault/ops/quickstart.py"]
 
 
 class FileStoreWithoutDelete:

@@ -72,13 +72,6 @@ def test_every_version_soft_deleted_says_how_to_undelete(
     assert "bao kv undelete" in str(info.value) and "VaultKvStore" not in str(info.value)
 
 
-def test_the_store_has_no_soft_delete_of_its_own() -> None:
-    """T12: deletion is not a keyvault verb; the one deletion is delete_all_versions,
-    for quickstart's sample (tests/cli/test_quickstart_sample.py)."""
-    verbs = {name for name in dir(VaultKvStore) if not name.startswith("_")}
-    assert {v for v in verbs if "delete" in v} == {"delete_all_versions"}
-
-
 def test_write_on_top_of_a_deleted_latest_keeps_history(
         bao: BaoServer, kv_store: VaultKvStore) -> None:
     v1 = kv_store.write(ROOT, b"one")
