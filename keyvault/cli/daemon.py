@@ -38,6 +38,10 @@ Debounce = Annotated[int, typer.Option(
 RetryMax = Annotated[float, typer.Option(
     "--retry-max", metavar="SECONDS", min=0.1,
     help="Longest wait between two attempts while a backend is down (backoff cap).")]
+StallAfter = Annotated[float, typer.Option(
+    "--stall-after", metavar="SECONDS", min=1.0,
+    help="Report 'stalled' (/healthz 503, 'daemon status' exit 1) once the loop has not "
+         "turned for this long; an idle loop turns twice a second.")]
 
 daemon_app = typer.Typer(
     help="Watch trust directories and back up every new or changed key at once. "
@@ -56,7 +60,7 @@ def register(app: typer.Typer) -> None:
 @daemon_app.callback()
 def daemon(ctx: typer.Context, trust_dir: TrustDirs = None, listen: Listen = DEFAULT_LISTEN,
            reconcile_every: ReconcileEvery = 600.0, debounce: Debounce = 250,
-           retry_max: RetryMax = 300.0) -> None:
+           retry_max: RetryMax = 300.0, stall_after: StallAfter = 120.0) -> None:
     """Run the backup daemon in the foreground (JSON logs on stderr; stop with SIGTERM).
 
     Key files are backed up through the configured store and wrappers as soon
@@ -66,19 +70,20 @@ def daemon(ctx: typer.Context, trust_dir: TrustDirs = None, listen: Listen = DEF
     """
     if ctx.invoked_subcommand is not None:
         return
-    _run(ctx.obj, trust_dir, listen, reconcile_every, debounce, retry_max)
+    _run(ctx.obj, trust_dir, listen, reconcile_every, debounce, retry_max, stall_after)
 
 
 @daemon_app.command("run")
 def run(ctx: typer.Context, trust_dir: TrustDirs = None, listen: Listen = DEFAULT_LISTEN,
         reconcile_every: ReconcileEvery = 600.0, debounce: Debounce = 250,
-        retry_max: RetryMax = 300.0) -> None:
+        retry_max: RetryMax = 300.0, stall_after: StallAfter = 120.0) -> None:
     """Run the backup daemon (the same as 'keyvault daemon')."""
-    _run(ctx.find_root().obj, trust_dir, listen, reconcile_every, debounce, retry_max)
+    _run(ctx.find_root().obj, trust_dir, listen, reconcile_every, debounce, retry_max,
+         stall_after)
 
 
 def _run(state: CliState, trust_dirs: list[str] | None, listen: str, reconcile_every: float,
-         debounce_ms: int, retry_max: float) -> None:
+         debounce_ms: int, retry_max: float, stall_after: float) -> None:
     from keyvault.daemon.service import Daemon, DaemonOptions
 
     config = state.config()
@@ -86,7 +91,8 @@ def _run(state: CliState, trust_dirs: list[str] | None, listen: str, reconcile_e
         config.trust_dir,)
     options = DaemonOptions(trust_dirs=dirs, listen=listen, reconcile_every=reconcile_every,
                             debounce=debounce_ms / 1000.0,
-                            retry_base=min(1.0, retry_max), retry_max=retry_max)
+                            retry_base=min(1.0, retry_max), retry_max=retry_max,
+                            stall_after=stall_after)
     raise typer.Exit(Daemon(config, options).run())
 
 

@@ -88,6 +88,7 @@ class DaemonOptions:
     retry_base: float = 1.0
     retry_max: float = 300.0
     heartbeat: float = 15.0
+    stall_after: float = 120.0  # seconds without a turn of the loop: /healthz says stalled
 
 
 def backoff(attempts: int, base: float, cap: float, rng: random.Random) -> float:
@@ -582,7 +583,7 @@ class Daemon:
     def health(self) -> tuple[int, dict[str, Any]]:
         """``/healthz``: 200 while the loop turns (status ok or degraded), 503 if it stalled."""
         loop_age = time.monotonic() - self._heartbeat
-        stalled = loop_age > max(120.0, 4 * self.options.heartbeat)
+        stalled = loop_age > self.options.stall_after
         count, oldest, failing = self._pending
         status = "stalled" if stalled else "degraded" if failing else "ok"
         now = time.time()

@@ -175,7 +175,12 @@ def backup_keys(
     denied = session.access().refusals("backup", [a for _, a in items if a is not None])
     store = session.store()  # open the store and the wrappers once, before any thread starts
     wrappers: Sequence[Wrapper] = [] if dry_run else session.wrappers()
-    if not dry_run:
+    if dry_run:  # opens no wrapper, but a URI the real run would refuse is refused now
+        from keyvault.wrappers import check_wrapper_uri
+
+        for uri in session.config.wrappers:
+            check_wrapper_uri(uri)
+    else:
         session.sealer()  # and the sealing key: a bad one fails before anything is written
     session.sealers()
     if threshold is not None and not dry_run and not 2 <= threshold <= len(wrappers):

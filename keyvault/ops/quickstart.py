@@ -92,11 +92,12 @@ def remove_sample(config: Config) -> SampleRemoval:
     """Delete the sample keys' envelopes from the store, then overwrite the sample's key
     files with zeros and remove its directory.
 
-    Only the object names of the keys found in the sample trust directory, under team
+    Only the object names of the sample's own keys found in the sample trust directory
+    (the root and the sample GUNs' keys that the public passphrase opens), under team
     ``sample``, are deleted: never a name listed by prefix, so a real team that is called
-    ``sample`` keeps its own keys. The store goes first: if it fails, the directory is
-    still there to scan again. Nothing else is touched: not the user's trust directory,
-    config or identity.
+    ``sample`` keeps its own keys, even one whose key file was copied into the sample.
+    The store goes first: if it fails, the directory is still there to scan again.
+    Nothing else is touched: not the user's trust directory, config or identity.
     """
     from keyvault.scratch import wipe_tree
 
@@ -104,13 +105,30 @@ def remove_sample(config: Config) -> SampleRemoval:
     if not path.is_dir() or path.is_symlink():
         return SampleRemoval(None)
     addresses = {KeyAddress(SAMPLE_TEAM, k.gun, k.role, k.key_id)
-                 for k in scan_trust_dir(path).keys}
+                 for k in scan_trust_dir(path).keys if _is_sample_key(k)}
     removed: tuple[str, ...] = ()
     left: tuple[str, ...] = ()
     if addresses and config.store:
         removed, left = _remove_envelopes(config, sorted(addresses))
     wipe_tree(path)
     return SampleRemoval(path, removed, left)
+
+
+def _is_sample_key(key: KeyFile) -> bool:
+    """A key quickstart generated: the sample's root or a sample GUN's key, which the public
+    sample passphrase opens. Any other key file found in the sample directory (copied
+    there by hand) is never a reason to delete an envelope."""
+    from keyvault.errors import KeyvaultError
+    from keyvault.trust.deep import verify_key_id
+    from keyvault.trust.sample import DEFAULT_GUNS
+
+    if key.role != "root" and key.gun not in DEFAULT_GUNS:
+        return False
+    try:
+        verify_key_id(key, SAMPLE_PASSPHRASE)
+    except KeyvaultError:
+        return False
+    return True
 
 
 def _remove_envelopes(config: Config, addresses: list[KeyAddress]

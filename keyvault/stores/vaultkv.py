@@ -10,11 +10,10 @@ Guarantees, the same as every Store (see :mod:`keyvault.stores.base`):
 - **Every version kept** (up to the mount's ``max_versions``, default 10:
   raise it, or set it to 0 for unlimited, on a mount that holds keys),
   readable by its number; versions are Vault's version numbers as strings.
-- **Soft delete / undelete** (:meth:`VaultKvStore.delete_latest`,
-  :meth:`VaultKvStore.undelete`): a deleted version is refused by ``read``
-  with a message that says it can be undeleted. Only
-  :meth:`VaultKvStore.delete_all_versions` destroys data, and keyvault calls it
-  for the quickstart sample's envelopes alone.
+- **Soft delete** (``bao kv delete``, never keyvault): a deleted version is
+  refused by ``read`` with a message that says how to undelete it. The one
+  deletion keyvault makes is :meth:`VaultKvStore.delete_all_versions`, for the
+  quickstart sample's envelopes alone (:mod:`keyvault.ops.quickstart`).
 - **Labels**: each object's KV *custom metadata* carries its team, GUN,
   role and key ID (from its validated name), so an operator can tell what
   an entry is from ``bao kv metadata get`` without reading the secret.
@@ -38,7 +37,7 @@ import base64
 import binascii
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NoReturn, Self, TypeVar
 from urllib.parse import urlsplit
 
@@ -157,8 +156,8 @@ class VaultKvStore:
         if not live:
             raise NotFoundError(
                 f"object {name} in store {self.uri} has no readable version: all were "
-                "deleted", hint=f"VaultKvStore.undelete or 'bao kv undelete -mount={self._mount} "
-                                f"-versions=N {path}' brings one back")
+                "deleted", hint=f"'bao kv undelete -mount={self._mount} -versions=N {path}' "
+                                "brings one back")
         result = []
         for number in live:  # KV metadata has no sizes: each version is read for its own
             try:
@@ -189,20 +188,6 @@ class VaultKvStore:
 
     # -- Vault KV extras (not in the Store protocol) ----------------------------------------
 
-    def delete_latest(self, name: str) -> str:
-        """Soft-delete the latest version (its data stays, undeletable); returns its number."""
-        path = self._path(name)
-        meta = self._metadata(name, path)
-        current = meta.get("current_version")
-        if not isinstance(current, int) or current not in _live_versions(meta):
-            raise NotFoundError(f"object {name}: its latest version is already deleted")
-        try:
-            self._call("delete", path, lambda c: c.secrets.kv.v2.delete_latest_version_of_secret(
-                path=path, mount_point=self._mount))
-        except vc.VaultRequestError as exc:
-            self._raise(exc, name)
-        return str(current)
-
     def delete_all_versions(self, name: str) -> None:
         """Delete the metadata of ``name``'s path, which destroys every version of it
         (other paths, including longer ones below it, stay). An absent name is nothing
@@ -216,37 +201,6 @@ class VaultKvStore:
             if exc.status == 404 and not exc.no_route:
                 return
             self._raise(exc, name)
-
-    def undelete(self, name: str, versions: Iterable[str]) -> None:
-        """Bring soft-deleted versions back (destroyed versions cannot come back)."""
-        path = self._path(name)
-        numbers = sorted({_check_version(v) for v in versions})
-        if not numbers:
-            raise UsageError("say which versions to undelete")
-        meta = self._metadata(name, path)
-        known = meta.get("versions") if isinstance(meta.get("versions"), dict) else {}
-        for number in numbers:
-            entry = known.get(str(number)) if isinstance(known, dict) else None
-            if not isinstance(entry, dict):
-                raise NotFoundError(f"object {name} has no version {number} in store {self.uri}")
-            if entry.get("destroyed"):
-                raise NotFoundError(f"object {name} version {number} was destroyed; it cannot "
-                                    "be undeleted")
-        try:
-            self._call("undelete", path, lambda c: c.secrets.kv.v2.undelete_secret_versions(
-                path=path, versions=numbers, mount_point=self._mount))
-        except vc.VaultRequestError as exc:
-            self._raise(exc, name)
-
-    def deleted_versions(self, name: str) -> _Names:
-        """Versions that are soft-deleted (undeletable), newest first."""
-        meta = self._metadata(name, self._path(name))
-        versions = meta.get("versions")
-        if not isinstance(versions, dict):
-            return []
-        deleted = [int(v) for v, e in versions.items() if _VERSION.fullmatch(v)
-                   and isinstance(e, dict) and e.get("deletion_time") and not e.get("destroyed")]
-        return [str(v) for v in sorted(deleted, reverse=True)]
 
     def labels(self, name: str) -> dict[str, str]:
         """The object's custom metadata (team, GUN, role, key ID) as stored in Vault."""

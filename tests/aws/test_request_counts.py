@@ -3,8 +3,10 @@
 The bulk benchmark (benchmarks/bulk_s3_kms.py) reports these counts for 1,000
 keys; this test pins them for a small run, so a change that adds a request per
 key fails here rather than only slowing the benchmark. Requests are counted
-at the HTTP level by botocore ``before-send`` hooks (one per attempt, so a
-retry would show) on the very clients keyvault's store and wrapper hold.
+by botocore ``before-call`` hooks (one per API call: a retry of the same call
+is not counted, so a server's hiccup does not fail the test; ``before-send``
+counts the attempts beside them) on the very clients keyvault's store and
+wrapper hold.
 
 Per key, what keyvault does today:
 
@@ -63,24 +65,40 @@ CHECKPOINT = 1
 
 
 class Requests:
-    """HTTP requests per operation name, counted by botocore hooks (thread-safe)."""
+    """API calls per operation name, counted by botocore hooks (thread-safe).
+
+    ``before-call`` fires once per call, ``before-send`` once per HTTP attempt: the
+    counts asserted are calls (first attempts), so a retry after a SeaweedFS or moto
+    hiccup shows in ``retries`` and never changes them.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.counts: Counter[str] = Counter()
+        self.attempts: Counter[str] = Counter()
 
     def attach(self, client: Any) -> None:
+        client.meta.events.register("before-call", self._on_call)
         client.meta.events.register("before-send", self._on_send)
 
-    def _on_send(self, event_name: str = "", **_: Any) -> None:
-        operation = event_name.rsplit(".", 1)[-1]  # before-send.<service>.<Operation>
+    def _on_call(self, event_name: str = "", **_: Any) -> None:
+        operation = event_name.rsplit(".", 1)[-1]  # before-call.<service>.<Operation>
         with self._lock:
             self.counts[operation] += 1
 
-    def take(self) -> Counter[str]:
+    def _on_send(self, event_name: str = "", **_: Any) -> None:
         with self._lock:
-            counts, self.counts = self.counts, Counter()
+            self.attempts[event_name.rsplit(".", 1)[-1]] += 1
+
+    def take(self) -> Counter[str]:
+        """The calls since the last take (the attempts beyond them are retries)."""
+        with self._lock:
+            counts, self.counts, self.attempts = self.counts, Counter(), Counter()
         return counts
+
+    def retries(self) -> Counter[str]:
+        with self._lock:
+            return self.attempts - self.counts
 
 
 def _make_trust_dir(path: Path, count: int) -> dict[str, ec.EllipticCurvePrivateKey]:
@@ -146,6 +164,34 @@ def test_first_backup_one_kms_call_and_one_write_per_key(
     # A bulk backup lists the team's prefix once instead of reading each new key.
     assert counts["ListObjectsV2"] == 1 and counts["GetObject"] == 0
     assert set(counts) <= {"Encrypt", "GenerateDataKey", "PutObject", "ListObjectsV2"}
+
+
+def test_a_retried_request_is_counted_once_and_its_retry_apart(
+        counted: tuple[Session, Requests], trust_dir: Path) -> None:
+    """The counts above hold when the server hiccups: the first backup's first write
+    gets a 503 (answered by a hook in place of the server) and is retried."""
+    from botocore.awsrequest import AWSResponse
+
+    session, requests = counted
+    hiccups = [1]
+
+    class _Body:
+        def stream(self, **_: Any) -> Iterator[bytes]:
+            yield b""
+
+    def hiccup(**_: Any) -> AWSResponse | None:
+        if hiccups and hiccups.pop():
+            return AWSResponse("http://s3.invalid/", 503, {}, _Body())
+        return None
+
+    events = session.store()._client.meta.events  # type: ignore[attr-defined]
+    events.register("before-send.s3.PutObject", hiccup)  # after Requests' own hook
+    outcomes = backup_keys(session, _keys(trust_dir), team=TEAM, concurrency=4)
+    assert [o.action for o in outcomes] == [CREATED] * N_KEYS
+    assert not hiccups and requests.retries() == Counter({"PutObject": 1})
+    counts = requests.take()
+    assert counts["PutObject"] == N_KEYS + CHECKPOINT
+    assert counts["ListObjectsV2"] == 1 and counts["GetObject"] == 0
 
 
 def test_second_backup_of_unchanged_keys_makes_no_kms_call_and_no_write(

@@ -642,7 +642,6 @@ def test_the_daemon_seals_over_a_latest_version_with_junk_ciphertext(
 # -- 9. a legacy path whose key ID is already in private/ -------------------------------
 
 
-@pytest.mark.notary
 def test_a_legacy_path_whose_key_id_exists_under_private_is_a_conflict(
         kv: KV, home: Path, stage: Stage, legacy_trust_dir: BuiltTrustDir,
         notary_trust_dir: BuiltTrustDir, tmp_path: Path) -> None:

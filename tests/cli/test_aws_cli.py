@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from fixtures.host import tree
-from fixtures.kms import KmsKey, MotoServer
+from fixtures.kms import KmsKey, MotoServer, kms_settings
 from fixtures.kms_responder import ARN, Responder, error
 from fixtures.proxy import CuttingProxy
 from fixtures.s3 import ADMIN, WeedServer, new_bucket, s3_client, s3_settings, weed_server
@@ -16,6 +16,7 @@ from fixtures.servers import BackendSetup
 from notarykit import BuiltTrustDir
 
 from cli.conftest import KV
+from keyvault.config import load_config
 from keyvault.trust.model import KeyFile
 from keyvault.trust.sample import write_sample_trust_dir
 
@@ -244,8 +245,13 @@ def weed_endpoint(setup: BackendSetup) -> str:
     raise AssertionError("no endpoint in the backend's config")
 
 
-def test_s3_settings_helper_is_valid_config(weed: WeedServer) -> None:
-    assert s3_settings(weed)["addressing_style"] == "path"
+def test_the_test_servers_config_is_config_keyvault_accepts(
+        aws: BackendSetup, home: Path, weed: WeedServer, moto_kms: MotoServer) -> None:
+    """The [s3] and [awskms] sections every test here writes pass keyvault's own config
+    check (unknown keys are refused) and reach the backends unchanged."""
+    config = load_config(write_config(home, aws), {"HOME": str(home)})
+    assert config.settings["s3"] == s3_settings(weed)
+    assert config.settings["awskms"] == kms_settings(moto_kms)
 
 
 def test_moto_fixture_is_reachable(moto_kms: MotoServer) -> None:
@@ -321,7 +327,6 @@ def test_exec_fetches_one_gun_through_s3_and_kms_and_wipes(
     assert refused.code == 4
 
 
-@pytest.mark.notary
 def test_keys_missing_a_fact_round_trip_through_s3_and_kms(
         kv: KV, aws: BackendSetup, home: Path, weed: WeedServer,
         loose_trust_dir: BuiltTrustDir, tmp_path: Path) -> None:

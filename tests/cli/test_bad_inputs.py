@@ -195,20 +195,50 @@ def test_b17_config_unknown_key(kv: KV, tmp_path: Path) -> None:
 
 
 @pytest.mark.proves("B18")
-def test_b18_unknown_uri_scheme(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]],
-                                tmp_path: Path) -> None:
+def test_b18_unknown_store_scheme(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]]
+                                  ) -> None:
     trust, store, _ = setup
     guard = Unchanged(trust, store)
-    run = kv("--wrapper", "rot13://x", "backup", "--dry-run")
-    # a dry run needs no wrapper; a real backup with new bytes would open it:
-    assert run.code == 0
-    plant(trust, f"{BAD_ID}.key", b"")
-    (trust / "private" / f"{BAD_ID}.key").unlink()
-    store_run = kv("--store", "ftp://example/x", "list")
-    assert store_run.code == 2 and "unknown store URI scheme 'ftp'" in store_run.err
+    run = kv("--store", "ftp://example/x", "list")
+    assert run.code == 2 and "unknown store URI scheme 'ftp'" in run.err
+    guard.check()
+
+
+# Every command that opens a wrapper, with what it needs to get that far.
+WRAPPER_COMMANDS = {
+    "backup": ("backup",),  # with a new key, so it must wrap
+    "backup --dry-run": ("backup", "--dry-run"),
+    "restore": ("--trust-dir", "{fresh}", "restore", "--all"),
+    "verify": ("verify", "--all"),
+    "rewrap --add": ("rewrap", "--all", "--add", "rot13://y"),
+    "rewrap": ("rewrap", "--all", "--remove", "{recipient}"),
+    "drill": ("drill", "--all", "--no-metadata"),
+    "exec": ("exec", "--gun", GUN, "--", "true"),
+    "fetch": ("fetch", "--gun", GUN, "--into", "{fresh}"),
+    "quickstart": ("quickstart",),
+    "doctor": ("doctor",),
+}
+
+
+@pytest.mark.parametrize("command", list(WRAPPER_COMMANDS))
+def test_b18_unknown_wrapper_scheme_refused_by_every_command(
+        kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]], home: Path, tmp_path: Path,
+        command: str) -> None:
+    trust, store, _ = setup
+    write_sample_trust_dir(trust, dict.fromkeys(("root", "targets", "snapshot"), PASS),
+                           ("example.com/team-a/new",))
+    config = (home / ".config" / "keyvault" / "config.toml").read_text()
+    recipient = json.loads(config.split("wrappers = ", 1)[1].splitlines()[0])[0]
     fresh = tmp_path / "fresh"
-    wrap_run = kv("--trust-dir", fresh, "--wrapper", "rot13://x", "restore", "--all")
-    assert wrap_run.code == 2 and "unknown wrapper URI scheme 'rot13'" in wrap_run.err
+    args = [a.format(fresh=fresh, recipient=recipient) for a in WRAPPER_COMMANDS[command]]
+    guard = Unchanged(trust, store)
+    bad = "rot13://y" if command == "rewrap --add" else "rot13://x"
+    run = kv(*([] if command == "rewrap --add" else ["--wrapper", bad]), *args)
+    if command == "doctor":  # reports it among its checks and exits 1 (troubleshooting.md)
+        assert run.code == 1 and "rot13://x: unknown wrapper URI scheme 'rot13'" in run.out
+    else:
+        assert run.code == 2, (run.code, run.out, run.err)
+        assert "unknown wrapper URI scheme 'rot13'" in run.err
     assert not fresh.exists()
     guard.check()
 
@@ -374,6 +404,36 @@ def test_b29_restore_target_not_writable(kv: KV, setup: tuple[Path, Path, tuple[
     assert run.code == 4, run.err
     assert "permission denied" in run.err and str(target) in run.err
     guard.check()
+
+
+@needs_root_for_nobody
+def test_an_audit_log_the_user_cannot_write_is_access_denied(
+        kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]], home: Path,
+        tmp_path: Path) -> None:
+    """File permissions are access (4), as for an unreadable trust directory; a full or
+    read-only disk is local I/O (1). troubleshooting.md lists it under 4."""
+    trust, store, _ = setup
+    log = home / ".local" / "state" / "keyvault" / "audit.log"
+    before = log.read_bytes()
+    write_sample_trust_dir(trust, dict.fromkeys(("root", "targets", "snapshot"), PASS),
+                           ("example.com/team-a/new",))
+    known = {p for p in store.rglob("*") if p.is_file()}
+    for p in [home, *home.rglob("*")]:  # nobody's home, but the log stays root's, 0600
+        os.chown(p, NOBODY, NOBODY, follow_symlinks=False)
+    os.chown(log, 0, 0)
+    with open_to_nobody(tmp_path):
+        outcome = run_as_nobody(lambda: asdict(kv("backup")))
+    run = Run(**outcome["result"])
+    assert run.code == 4, run.err
+    assert f"cannot write the audit log {log}" in run.err
+    assert log.read_bytes() == before
+    # The log is appended after the work: the new keys were stored, whole (a re-run with
+    # the log fixed reports them unchanged); the run still fails so nobody misses it.
+    for new in {p for p in store.rglob("*") if p.is_file()} - known:
+        assert json.loads(new.read_bytes())
+    page = (Path(__file__).resolve().parents[2] / "docs" / "troubleshooting.md").read_text()
+    section = page.split("## 4: access denied", 1)[1].split("\n## ", 1)[0]
+    assert "`cannot write the audit log ...`" in section
 
 
 @pytest.mark.proves("B32")

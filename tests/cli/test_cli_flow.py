@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import stat
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,8 @@ from fixtures.host import tree
 from cli.conftest import KV
 from keyvault.trust.model import KeyFile
 from keyvault.trust.sample import write_sample_trust_dir
+
+REPO = Path(__file__).resolve().parents[2]
 
 PASS = "correct horse"
 PASSPHRASES = {"root": PASS, "targets": PASS, "snapshot": PASS}
@@ -234,11 +238,20 @@ def test_restore_conflict_and_force(kv: KV, ready: tuple[Path, tuple[KeyFile, ..
     dry = kv("--trust-dir", fresh, "--json", "restore", "--all", "--dry-run")
     assert dry.code == 7
     assert {k["action"] for k in dry.json()["keys"]} == {"conflict", "create"}
+    started = datetime.now(UTC).replace(microsecond=0)
     forced = kv("--trust-dir", fresh, "--json", "restore", "--all", "--force")
+    finished = datetime.now(UTC)
     assert forced.code == 0, forced.err
     (aside,) = forced.json()["kept_aside"]
     assert (fresh / "private" / aside).read_bytes() == b"local edit\n"
     assert victim.read_bytes() == root.data
+    # The name the README promises: <name>.keyvault-old-<time>-<random>, time in UTC.
+    assert "`<name>.keyvault-old-<time>-<random>`" in (REPO / "README.md").read_text()
+    name = re.fullmatch(rf"{re.escape(root.relpath)}\.keyvault-old-(\d{{8}}T\d{{6}}Z)-"
+                        r"[0-9a-f]{8}", Path(aside).name)
+    assert name, aside
+    kept_at = datetime.strptime(name.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    assert started <= kept_at <= finished
 
 
 def test_dry_run_writes_nothing(kv: KV, ready: tuple[Path, tuple[KeyFile, ...]],

@@ -62,6 +62,48 @@ def test_status_reads_the_running_daemon(kv: KV, home: Path) -> None:
     assert kv("daemon", "status").code == 6
 
 
+def test_status_of_a_stalled_daemon_exits_1_and_recovers(kv: KV, home: Path) -> None:
+    """The loop blocks in its first backup (the audit log is locked by another writer):
+    after --stall-after without a turn, 'daemon status' says stalled and exits 1; once
+    the lock goes, the key is backed up and the status is ok again (exit 0)."""
+    import fcntl
+
+    from daemon.conftest import make_key, write_key
+    from fixtures.servers import wait_for
+
+    assert kv("init").code == 0
+    trust = home / "trust"
+    (trust / "private").mkdir(parents=True, mode=0o700)
+    log = home / "daemon.log"
+    audit = home / ".local" / "state" / "keyvault" / "audit.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "keyvault", "daemon", "--trust-dir",
+                                 str(trust), "--listen", "127.0.0.1:0", "--stall-after", "1",
+                                 "--debounce", "0"], env=dict(os.environ),
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: proc.poll() is None and b'"reconciled"' in log.read_bytes(),
+                 "the daemon to start")
+        lock = os.open(audit, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            key_id, data = make_key()
+            write_key(trust, data, key_id)
+            stalled = wait_for(lambda: (r := kv("daemon", "status")).code == 1 and r,
+                               "daemon status to report the stall")
+            assert "keyvault daemon: stalled" in stalled.out
+            as_json = kv("--json", "daemon", "status")
+            assert as_json.code == 1 and as_json.json()["health"]["status"] == "stalled"
+        finally:
+            os.close(lock)
+        wait_for(lambda: b'"backed-up"' in log.read_bytes(), "the backup to finish")
+        wait_for(lambda: kv("daemon", "status").code == 0, "the loop to turn again")
+        assert "keyvault daemon: ok" in kv("daemon", "status").out
+    finally:
+        proc.terminate()
+        assert proc.wait(60) == 0, log.read_text()
+
+
 def test_help_loads_neither_watchfiles_nor_prometheus() -> None:
     code = ("import sys, json\nfrom keyvault.cli.app import main\n"
             "rc = [main(['--help']), main(['daemon', '--help'])]\n"

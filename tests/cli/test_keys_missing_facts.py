@@ -31,7 +31,6 @@ def lacking(built: BuiltTrustDir) -> set[tuple[str, str | None, str | None]]:
     return {k for k in built.keys if k[1] is None or (k[1] != "root" and k[2] is None)}
 
 
-@pytest.mark.notary
 def test_keys_without_gun_or_role_round_trip_byte_identical(
         kv: KV, notary: Notary, loose_trust_dir: BuiltTrustDir, tmp_path: Path) -> None:
     built = loose_trust_dir
@@ -62,7 +61,6 @@ def test_keys_without_gun_or_role_round_trip_byte_identical(
         assert notary.can_decrypt(fresh, key_id, tried if gun else None), (key_id, role, gun)
 
 
-@pytest.mark.notary
 def test_store_names_of_keys_missing_a_fact(kv: KV, loose_trust_dir: BuiltTrustDir,
                                             home: Path) -> None:
     assert kv("init").code == 0
@@ -79,7 +77,6 @@ def test_store_names_of_keys_missing_a_fact(kv: KV, loose_trust_dir: BuiltTrustD
             assert f"/nogun/{role}/" in name
 
 
-@pytest.mark.notary
 def test_a_key_already_elsewhere_in_the_trust_dir_is_a_conflict(
         kv: KV, loose_trust_dir: BuiltTrustDir, tmp_path: Path) -> None:
     assert kv("init").code == 0
@@ -94,7 +91,6 @@ def test_a_key_already_elsewhere_in_the_trust_dir_is_a_conflict(
     assert not (fresh / "private" / f"{key_id}.key").exists()
 
 
-@pytest.mark.notary
 def test_list_and_scan_mark_the_missing_facts(kv: KV, loose_trust_dir: BuiltTrustDir) -> None:
     built = loose_trust_dir
     assert kv("init").code == 0
@@ -117,7 +113,6 @@ def test_list_and_scan_mark_the_missing_facts(kv: KV, loose_trust_dir: BuiltTrus
         assert {(k["key_id"], k["role"], k["gun"]) for k in got} == set(built.keys)
 
 
-@pytest.mark.notary
 def test_selections_of_keys_missing_a_fact(kv: KV, loose_trust_dir: BuiltTrustDir) -> None:
     """--role picks a GUN-less key of that role; --gun never picks a role-less key."""
     trust = loose_trust_dir.path
@@ -133,7 +128,6 @@ def test_selections_of_keys_missing_a_fact(kv: KV, loose_trust_dir: BuiltTrustDi
     assert [(k["role"], k["gun"]) for k in run.json()["keys"]] == [(None, GUN_A)]
 
 
-@pytest.mark.notary
 def test_ci_never_sees_or_fetches_them_members_do(kv: KV, home: Path, tmp_path: Path,
                                                   loose_trust_dir: BuiltTrustDir) -> None:
     """Policy: a key without a GUN or a role is the team's, like root (file store, --as)."""

@@ -14,6 +14,8 @@ import contextlib
 import http.client
 import http.server
 import json
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -320,12 +322,16 @@ def test_openbao_alone_refuses_team_b_on_team_a_paths_and_transit_key(
     use(monkeypatch, {**world.member_b_env(), "KEYVAULT_UNSAFE_SKIP_POLICY_CHECK": "1"})
     as_a = config(home, world, world.team_a, auth="approle",
                   wrappers=[f"transit://{TRANSIT_MOUNT}/{world.key_b}"])
-    run = kv("--config", as_a, "--trust-dir", tmp_path / "t", "restore", "--all")
-    assert run.code == 4, run.err
-    assert "permission denied (HTTP 403)" in run.err and f"v1/teams/{world.team_a}" in run.err
-    assert "OWN POLICY CHECK IS OFF" in run.err or any(
-        r["action"] == "policy" and r["outcome"] == "skipped"
-        for r in _all_audit(home))
+    # A process of its own: Python shows a warning once per process, so only a fresh one
+    # proves what a user sees on stderr.
+    run = subprocess.run([sys.executable, "-m", "keyvault", "--config", str(as_a), "--trust-dir",
+                          str(tmp_path / "t"), "restore", "--all"],
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 4, run.stderr
+    assert "permission denied (HTTP 403)" in run.stderr
+    assert f"v1/teams/{world.team_a}" in run.stderr
+    assert "keyvault's OWN POLICY CHECK IS OFF" in run.stderr
+    assert any(r["action"] == "policy" and r["outcome"] == "skipped" for r in _all_audit(home))
     # Team B's own KV path, but team A's Transit key: Transit refuses the encrypt.
     trust = tmp_path / "b-trust"
     write_sample_trust_dir(trust, {"root": PASS, "targets": PASS, "snapshot": PASS},

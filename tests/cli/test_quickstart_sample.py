@@ -12,11 +12,14 @@ import pytest
 from fixtures.host import tree
 
 from cli.conftest import KV
+from keyvault.ops.quickstart import SAMPLE_PASSPHRASE
 from keyvault.plugins import BackendOptions
 from keyvault.stores import STORE_FOR_SCHEME
 from keyvault.stores.base import ObjectVersion, StoredObject
 from keyvault.stores.file import FileStore
 from keyvault.trust.sample import write_sample_trust_dir
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def objects(kv: KV, *team: str) -> list[str]:
@@ -65,6 +68,49 @@ def test_the_printed_command_removes_the_sample_and_nothing_else(kv: KV, home: P
     again = kv("--json", *command.split()[1:])  # nothing left to remove is not an error
     assert again.code == 0 and again.json() == {"removed": None, "envelopes_removed": 0,
                                                 "left_in_store": []}
+
+
+def test_removal_deletes_only_the_sample_keys_even_with_other_keys_in_its_directory(
+        kv: KV, home: Path) -> None:
+    """T12: the one delete path is bounded by what quickstart wrote. A real key of a team
+    called "sample", copied into the sample directory, keeps its envelope: so does a key
+    of another GUN that even uses the public sample passphrase, and a root key that the
+    public passphrase does not open."""
+    assert kv("quickstart").code == 0
+    sample_objects = objects(kv, "--team", "sample")
+    sample = home / ".local" / "share" / "keyvault" / "sample-trust"
+    trust = home / ".docker" / "trust"
+    write_sample_trust_dir(trust, dict.fromkeys(("root", "targets", "snapshot"), "real one"),
+                           ("registry.example.com/real/app",))
+    public = home / "public"
+    write_sample_trust_dir(public, {"root": "its own", "targets": SAMPLE_PASSPHRASE,
+                                    "snapshot": SAMPLE_PASSPHRASE}, ("registry.example.com/x/y",))
+    for other in (trust, public):
+        assert kv("--trust-dir", other, "--team", "sample", "backup").code == 0
+        for key_file in (other / "private").iterdir():
+            (sample / "private" / key_file.name).write_bytes(key_file.read_bytes())
+    others = sorted(set(objects(kv, "--team", "sample")) - set(sample_objects))
+    assert len(others) == 6  # root + targets + snapshot, twice
+    run = kv("quickstart", "--remove-sample")
+    assert run.code == 0, run.err
+    assert "Deleted the envelopes of the 5 sample key(s), every version" in run.out
+    assert objects(kv, "--team", "sample") == others
+
+
+def test_no_store_has_a_delete_method_but_the_samples_one() -> None:
+    """T12: deletion is not a keyvault verb; every store's one deletion is
+    delete_all_versions, which only --remove-sample calls (keyvault/ops/quickstart.py)."""
+    import inspect
+
+    from keyvault.stores.s3 import S3Store
+    from keyvault.stores.vaultkv import VaultKvStore
+
+    for store in (FileStore, S3Store, VaultKvStore):
+        verbs = {n for n, _ in inspect.getmembers(store) if not n.startswith("_")}
+        assert {v for v in verbs if "delete" in v or "destroy" in v} == {"delete_all_versions"}
+    callers = [p for p in (REPO / "keyvault").rglob("*.py")
+               if "delete_all_versions(" in p.read_text() and p.parent.name != "stores"]
+    assert [p.relative_to(REPO).as_posix() for p in callers] == ["keyvault/ops/quickstart.py"]
 
 
 class FileStoreWithoutDelete:

@@ -86,3 +86,38 @@ def test_redact_masks_userinfo_and_pin_values_and_nothing_else() -> None:
         assert redact(plain) == plain
     long = f"s3://{'A' * 90}:{SECRET}@bucket/x"  # cut after redaction, never before
     assert SECRET[:4] not in shown_uri(long) and shown_uri(long) == repr("s3://***@bucket/x")
+
+
+class _BuggyStore:
+    """A store plugin with a bug: its listing raises a plain exception holding a secret."""
+
+    @classmethod
+    def from_uri(cls, uri: str, options: object, *, create: bool = False) -> _BuggyStore:
+        return cls()
+
+    def list(self, prefix: str) -> object:
+        raise RuntimeError(f"token={SECRET}")
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("debug", [False, True], ids=["default", "KEYVAULT_DEBUG=1"])
+def test_an_internal_error_shows_details_only_with_keyvault_debug(
+        kv: KV, home: Path, monkeypatch: pytest.MonkeyPatch, debug: bool) -> None:
+    """An unexpected exception exits 1 and names only its type; its message (which may hold
+    a secret) and the traceback appear only when KEYVAULT_DEBUG is set."""
+    from keyvault.stores import STORE_FOR_SCHEME
+
+    assert kv("init").code == 0
+    monkeypatch.setitem(STORE_FOR_SCHEME, "file", f"{__name__}:{_BuggyStore.__name__}")
+    if debug:
+        monkeypatch.setenv("KEYVAULT_DEBUG", "1")
+    else:
+        monkeypatch.delenv("KEYVAULT_DEBUG", raising=False)
+    run = kv("list")
+    assert run.code == 1
+    assert "keyvault: internal error (RuntimeError); details are not shown" in run.err
+    assert ("Traceback (most recent call last)" in run.err) is debug
+    assert (SECRET in run.err) is debug
+    assert SECRET not in run.out and SECRET not in audit_text(home)

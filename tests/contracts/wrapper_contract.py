@@ -32,12 +32,16 @@ CONTEXT = {
 }
 
 
-def other_contexts() -> list[dict[str, str]]:
-    changed = dict(CONTEXT, **{"keyvault:team": "team-b"})
-    extra = dict(CONTEXT, **{"keyvault:extra": "x"})
-    missing = {k: v for k, v in CONTEXT.items() if k != "keyvault:gun"}
-    empty: dict[str, str] = {}
-    return [changed, extra, missing, empty]
+# T6: a wrapped DEK is bound to all four facts; changing any one of them is refused.
+OTHER_CONTEXTS = {
+    "team": dict(CONTEXT, **{"keyvault:team": "team-b"}),
+    "gun": dict(CONTEXT, **{"keyvault:gun": "registry.example.com/team-a/app2"}),
+    "role": dict(CONTEXT, **{"keyvault:role": "snapshot"}),
+    "key_id": dict(CONTEXT, **{"keyvault:key_id": "ab" * 31 + "ac"}),
+    "extra": dict(CONTEXT, **{"keyvault:extra": "x"}),
+    "missing": {k: v for k, v in CONTEXT.items() if k != "keyvault:gun"},
+    "empty": {},
+}
 
 
 def flipped(blob: bytes, index: int) -> bytes:
@@ -77,12 +81,12 @@ class WrapperContract:
         wrapped = [wrapper.wrap(d, CONTEXT) for d in deks]
         assert [wrapper.unwrap(w, CONTEXT) for w in wrapped] == deks
 
-    @pytest.mark.parametrize("case", range(4), ids=["changed", "extra", "missing", "empty"])
+    @pytest.mark.parametrize("case", list(OTHER_CONTEXTS))
     @pytest.mark.proves("T6")
-    def test_wrong_context_refused(self, wrapper: Wrapper, case: int) -> None:
+    def test_wrong_context_refused(self, wrapper: Wrapper, case: str) -> None:
         wrapped = wrapper.wrap(os.urandom(DEK_SIZE), CONTEXT)
         with pytest.raises(IntegrityError):
-            wrapper.unwrap(wrapped, other_contexts()[case])
+            wrapper.unwrap(wrapped, OTHER_CONTEXTS[case])
 
     @pytest.mark.parametrize("where", ["first", "middle", "last"])
     @pytest.mark.proves("T2", "B23")

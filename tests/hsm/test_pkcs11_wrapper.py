@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-import threading
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -400,24 +400,16 @@ def test_wrappers_on_one_token_share_one_login(softhsm: SoftHsm) -> None:
 
 def test_threads_share_the_session(softhsm: SoftHsm) -> None:
     w = make(softhsm, "rsa-kek")
-    errors: list[BaseException] = []
 
-    def work() -> None:
-        try:
-            for _ in range(10):
-                dek = os.urandom(DEK_SIZE)
-                assert w.unwrap(w.wrap(dek, CONTEXT), CONTEXT) == dek
-        except BaseException as exc:
-            errors.append(exc)
+    def work(_: int) -> None:
+        for _ in range(10):
+            dek = os.urandom(DEK_SIZE)
+            assert w.unwrap(w.wrap(dek, CONTEXT), CONTEXT) == dek
 
     before = session_counts()
-    threads = [threading.Thread(target=work) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(work, range(8)))  # a failure in any thread is raised here
     w.close()
-    assert not errors
     assert session_counts()["sessions_opened"] - before["sessions_opened"] == 1
 
 

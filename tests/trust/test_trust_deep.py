@@ -40,7 +40,6 @@ def as_key(data: bytes, key_id: str = "ab" * 32, role: str = "targets") -> KeyFi
 # --- against the real notary ---------------------------------------------------------
 
 
-@pytest.mark.notary
 @pytest.mark.parametrize("fixture", ["notary_trust_dir", "legacy_trust_dir",
                                      "legacy_v01_trust_dir"])
 def test_key_ids_equal_notarys_file_names(fixture: str, request: pytest.FixtureRequest) -> None:
@@ -57,7 +56,6 @@ def test_key_ids_equal_notarys_file_names(fixture: str, request: pytest.FixtureR
     assert "rsa" in {built.algorithms[k.key_id] for k in result.keys}
 
 
-@pytest.mark.notary
 @pytest.mark.proves("B11")
 def test_b11_renamed_file_is_detected(notary_trust_dir: BuiltTrustDir, notary: Notary) -> None:
     private = notary_trust_dir.path / "private"
@@ -72,7 +70,6 @@ def test_b11_renamed_file_is_detected(notary_trust_dir: BuiltTrustDir, notary: N
     assert not notary.can_decrypt(notary_trust_dir.path, fake)  # notary renames it too
 
 
-@pytest.mark.notary
 @pytest.mark.proves("B14")
 def test_b14_wrong_passphrase(notary_trust_dir: BuiltTrustDir, notary: Notary) -> None:
     (key,) = [k for k in scan_trust_dir(notary_trust_dir.path).keys if k.role == "targets"
@@ -95,7 +92,6 @@ def _reencrypt_with_openssl(data: bytes, passphrase: str, *options: str) -> byte
     return begin + b"\n" + data.split(b"\n", 1)[1].split(b"\n\n", 1)[0] + b"\n\n" + rest
 
 
-@pytest.mark.notary
 def test_prf_notary_cannot_read_is_reported(notary_trust_dir: BuiltTrustDir,
                                             notary: Notary) -> None:
     """hmacWithSHA256 keys decrypt here, but notary refuses them, so verify says so."""

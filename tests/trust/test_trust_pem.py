@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from notarykit import BuiltTrustDir
 
 from keyvault.trust import pem
@@ -14,7 +13,6 @@ def block(text: str) -> pem.PemBlock | None:
     return pem.decode_first(text.encode())
 
 
-@pytest.mark.notary
 def test_encode_reproduces_notarys_files_byte_for_byte(notary_trust_dir: BuiltTrustDir) -> None:
     files = sorted((notary_trust_dir.path / "private").glob("*.key"))
     assert files

@@ -40,13 +40,11 @@ def test_sample_keys_and_layout(sample_trust_dir: Sample) -> None:
         assert verify_key_id(key, PASSPHRASES[key.role]) == key.key_id
 
 
-@pytest.mark.notary
 def test_notary_lists_exactly_the_sample(sample_trust_dir: Sample, notary: Notary) -> None:
     path, keys = sample_trust_dir
     assert notary.key_list(path) == triples(keys)
 
 
-@pytest.mark.notary
 def test_notary_decrypts_every_sample_key(sample_trust_dir: Sample, notary: Notary) -> None:
     path, keys = sample_trust_dir
     for key in keys:
@@ -64,7 +62,6 @@ def _masked_structure(der_bytes: bytes) -> bytes:
     return out
 
 
-@pytest.mark.notary
 def test_sample_der_is_shaped_exactly_like_notarys(sample_trust_dir: Sample,
                                                    notary_trust_dir: BuiltTrustDir) -> None:
     """Same PBES2 parameters, same field order, no PRF field, 8-byte salt, 2048 rounds."""
@@ -83,7 +80,6 @@ def test_sample_der_is_shaped_exactly_like_notarys(sample_trust_dir: Sample,
     assert reader.integer() == 1  # notary's version 1 without publicKey
 
 
-@pytest.mark.notary
 def test_unencrypted_sample_is_read_by_notary(tmp_path: Path, notary: Notary) -> None:
     keys = write_sample_trust_dir(tmp_path / "t", {"root": "", "targets": "", "snapshot": ""},
                                   guns=("example.com/plain/app",))

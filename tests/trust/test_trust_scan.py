@@ -32,7 +32,6 @@ def codes(result: ScanResult) -> dict[str, str]:
 # --- layouts made by the real notary ------------------------------------------------
 
 
-@pytest.mark.notary
 def test_current_layout_finds_exactly_notarys_keys(notary_trust_dir: BuiltTrustDir) -> None:
     result = scan_trust_dir(notary_trust_dir.path)
     assert result.problems == ()
@@ -47,7 +46,6 @@ def test_current_layout_finds_exactly_notarys_keys(notary_trust_dir: BuiltTrustD
     assert [k.relpath for k in result.keys] == sorted(k.relpath for k in result.keys)
 
 
-@pytest.mark.notary
 def test_legacy_layout_finds_the_same_keys(legacy_trust_dir: BuiltTrustDir) -> None:
     result = scan_trust_dir(legacy_trust_dir.path)
     assert result.problems == ()
@@ -63,7 +61,6 @@ def test_legacy_layout_finds_the_same_keys(legacy_trust_dir: BuiltTrustDir) -> N
                                                  f"{where}{key.key_id}.key")
 
 
-@pytest.mark.notary
 def test_v01_layout_finds_the_same_keys(legacy_v01_trust_dir: BuiltTrustDir) -> None:
     result = scan_trust_dir(legacy_v01_trust_dir.path)
     assert result.problems == ()
@@ -76,7 +73,6 @@ def test_v01_layout_finds_the_same_keys(legacy_v01_trust_dir: BuiltTrustDir) -> 
         assert key.algorithm == legacy_v01_trust_dir.algorithms[key.key_id]
 
 
-@pytest.mark.notary
 @pytest.mark.parametrize("fixture", ["legacy_trust_dir", "legacy_v01_trust_dir"])
 def test_notary_migrates_legacy_layouts_to_what_keyvault_found(
         fixture: str, request: pytest.FixtureRequest, notary: Notary) -> None:
@@ -290,7 +286,6 @@ def _scan(trust: Path) -> dict[str, object]:
             "problems": {p.relpath: p.code for p in result.problems}}
 
 
-@pytest.mark.root
 @needs_root_for_nobody
 @pytest.mark.proves("B03")
 def test_b03_unreadable_trust_dir_and_files(shared_dir: Path) -> None:

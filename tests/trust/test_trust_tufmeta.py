@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from keyvault.errors import InvalidInputError
+from keyvault.errors import InvalidInputError, UsageError
 from keyvault.trust.keyid import cert_key_id, private_key_id, public_key_id, tuf_key_id
 from keyvault.trust.tufmeta import KeyUse, parse_root_json, read_trust_metadata
 
@@ -125,5 +125,5 @@ def test_no_tuf_dir_means_no_metadata(tmp_path: Path) -> None:
 
 def test_parse_refuses_a_bad_gun() -> None:
     doc, _ = root_json(GUN_A, ec_key(), ec_key())
-    with pytest.raises(Exception, match="GUN"):
+    with pytest.raises(UsageError, match=r"invalid GUN '\.\./x'"):
         parse_root_json(doc, "../x")

@@ -38,3 +38,25 @@ def kv_store(bao: BaoServer) -> Iterator[VaultKvStore]:
     store = open_kv(bao)
     yield store
     store.close()
+
+
+# Soft delete belongs to the operator ('bao kv delete' / 'bao kv undelete'), never to
+# keyvault (T12): tests that need a deleted version ask OpenBao directly.
+
+def kv_path(store: VaultKvStore, name: str) -> str:
+    return f"{store.uri.removeprefix(f'vault://{KV_MOUNT}/')}/{name}"
+
+
+def soft_delete_latest(bao: BaoServer, store: VaultKvStore, name: str) -> str:
+    """What 'bao kv delete' does: the latest version is soft-deleted; returns its number."""
+    kv = bao.root().secrets.kv.v2
+    current = kv.read_secret_metadata(kv_path(store, name), mount_point=KV_MOUNT)["data"][
+        "current_version"]
+    kv.delete_latest_version_of_secret(kv_path(store, name), mount_point=KV_MOUNT)
+    return str(current)
+
+
+def undelete(bao: BaoServer, store: VaultKvStore, name: str, versions: list[str]) -> None:
+    """What 'bao kv undelete' does."""
+    bao.root().secrets.kv.v2.undelete_secret_versions(
+        kv_path(store, name), versions=[int(v) for v in versions], mount_point=KV_MOUNT)

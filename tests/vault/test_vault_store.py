@@ -5,12 +5,18 @@ from __future__ import annotations
 import pytest
 from fixtures.vault import KV_MOUNT, BaoServer, unique
 
-from keyvault.errors import AccessDeniedError, IntegrityError, NotFoundError, UsageError
+from keyvault.errors import (
+    AccessDeniedError,
+    ConflictError,
+    IntegrityError,
+    NotFoundError,
+    UsageError,
+)
 from keyvault.stores._vault_client import VaultMountNotFoundError, VaultPermissionError
 from keyvault.stores.base import MAX_OBJECT_SIZE
 from keyvault.stores.vaultkv import VaultKvStore, parse_vault_uri
 
-from .conftest import open_kv, vault_options
+from .conftest import open_kv, soft_delete_latest, undelete, vault_options
 
 KEY_ID = "ab" * 32
 TARGETS = f"v1/teams/team-a/guns/example.com/team-a/app/targets/{KEY_ID}.json"
@@ -40,29 +46,40 @@ def test_envelope_is_readable_text_in_vault(bao: BaoServer, kv_store: VaultKvSto
 
 
 @pytest.mark.proves("T12")
-def test_soft_delete_and_undelete(kv_store: VaultKvStore) -> None:
+def test_a_soft_deleted_latest_is_refused_and_older_versions_stay(
+        bao: BaoServer, kv_store: VaultKvStore) -> None:
+    """An operator's 'bao kv delete': read refuses the deleted version and says how to
+    undelete it; older versions stay readable; after 'bao kv undelete' it reads again."""
     v1 = kv_store.write(ROOT, b"one")
     v2 = kv_store.write(ROOT, b"two", replaces=v1)
-    assert kv_store.delete_latest(ROOT) == v2
+    assert soft_delete_latest(bao, kv_store, ROOT) == v2
     with pytest.raises(NotFoundError, match=r"deleted \(soft delete\)") as info:
         kv_store.read(ROOT)
-    assert "undelete" in str(info.value)
+    assert f"bao kv undelete -mount={KV_MOUNT} -versions={v2} " in str(info.value)
     assert kv_store.read(ROOT, v1).data == b"one"  # older versions stay readable
     assert [v.version for v in kv_store.versions(ROOT)] == [v1]
-    assert kv_store.deleted_versions(ROOT) == [v2]
     assert list(kv_store.list("v1/")) == [ROOT]
-    kv_store.undelete(ROOT, [v2])
+    undelete(bao, kv_store, ROOT, [v2])
     assert kv_store.read(ROOT).data == b"two"
     assert [v.latest for v in kv_store.versions(ROOT)] == [True, False]
-    with pytest.raises(NotFoundError):
-        kv_store.undelete(ROOT, ["9"])
 
 
 @pytest.mark.proves("T12")
-def test_write_on_top_of_a_deleted_latest_keeps_history(kv_store: VaultKvStore) -> None:
+def test_every_version_soft_deleted_says_how_to_undelete(
+        bao: BaoServer, kv_store: VaultKvStore) -> None:
+    kv_store.write(ROOT, b"one")
+    soft_delete_latest(bao, kv_store, ROOT)
+    with pytest.raises(NotFoundError, match="all were deleted") as info:
+        kv_store.versions(ROOT)
+    assert "bao kv undelete" in str(info.value) and "VaultKvStore" not in str(info.value)
+
+
+@pytest.mark.proves("T12")
+def test_write_on_top_of_a_deleted_latest_keeps_history(
+        bao: BaoServer, kv_store: VaultKvStore) -> None:
     v1 = kv_store.write(ROOT, b"one")
-    kv_store.delete_latest(ROOT)
-    with pytest.raises(Exception):  # noqa: B017 - create-only: the object still exists
+    soft_delete_latest(bao, kv_store, ROOT)
+    with pytest.raises(ConflictError, match="already exists"):  # its history still does
         kv_store.write(ROOT, b"again")
     v2 = kv_store.write(ROOT, b"again", replaces=v1)
     assert kv_store.read(ROOT).data == b"again" and v2 == "2"
