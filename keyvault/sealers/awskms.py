@@ -105,6 +105,9 @@ class AwsKmsSealer(BackendSealer[str]):
                                      SigningAlgorithm=SIGNING_ALGORITHM)
         except Exception as exc:
             self._raise(exc, "sign with")
+        if not resp.get("KeyId") or not resp.get("Signature"):
+            raise aws.cut_answer(f"cannot sign with KMS sealing key {self._uri}",
+                                 "KeyId" if not resp.get("KeyId") else "Signature")
         if _key_uuid(resp.get("KeyId")) != _key_uuid(key_id):
             raise IntegrityError(
                 f"KMS signed with another key than the one {self._uri} named when this run "
@@ -136,6 +139,9 @@ class AwsKmsSealer(BackendSealer[str]):
             resp = self._live().get_public_key(KeyId=self._key_name)
         except Exception as exc:
             self._raise(exc, "read the public key of")
+        if not resp.get("KeyId"):
+            raise aws.cut_answer(f"cannot read the public key of KMS sealing key {self._uri}",
+                                 "KeyId")
         spec = resp.get("KeySpec") or resp.get("CustomerMasterKeySpec")
         usage = resp.get("KeyUsage")
         if (spec, usage) != (KEY_SPEC, KEY_USAGE) or SIGNING_ALGORITHM not in (

@@ -255,6 +255,18 @@ def translate_transport_error(exc: BaseException, *, what: str, endpoint: str
     return None
 
 
+def cut_answer(what: str, field: str) -> BackendUnavailableError:
+    """An answer without a field the service always sends: empty or cut off on the way.
+
+    botocore does not hold a body to its Content-Length, so a 200 whose body was
+    lost arrives as ``{}``: that is a backend fault (exit 6), never tampering.
+    """
+    return BackendUnavailableError(
+        f"{what}: the answer came without {field} (empty or cut off on the way); "
+        "nothing was used from it", hint="re-run to retry; check the network path to the "
+                                         "service (a proxy or load balancer cutting answers)")
+
+
 def _env_endpoint(service: str, env: Mapping[str, str]) -> str | None:
     specific = f"AWS_ENDPOINT_URL_{service.upper()}"
     return env.get(specific) or env.get("AWS_ENDPOINT_URL") or None

@@ -511,6 +511,12 @@ class VaultClient:
                 f"{where}: TLS failed ({_transport_name(exc)})",
                 hint="set VAULT_CACERT (or [vault] cacert) to the CA that signed Vault's "
                      "certificate")
+        if kind == "cut":
+            return VaultUnavailableError(
+                f"{where}: the answer was empty or cut off on the way (no whole JSON "
+                "body); nothing was used from it",
+                hint="re-run to retry; check the network path to Vault (a proxy or load "
+                     "balancer cutting answers)")
         if kind == "toolarge":
             return VaultUnavailableError(f"{where}: the response was larger than "
                                          f"{MAX_RESPONSE} bytes; refused")
@@ -610,7 +616,7 @@ def _bounded_adapter() -> Any:
                 try:
                     return json_loads(response.content)
                 except ValueError:
-                    pass
+                    raise CutAnswerError(url) from None  # Vault answers 200 with JSON only
             return response
 
     _ADAPTER = BoundedJSONAdapter
@@ -621,6 +627,10 @@ class ResponseTooLargeError(Exception):
     pass
 
 
+class CutAnswerError(Exception):
+    """A 200 whose body is empty or not whole JSON: lost on the way, not a wrong answer."""
+
+
 def _classify(exc: BaseException) -> str:
     """One word for an hvac/requests exception; its text is never looked at here."""
     import hvac.exceptions as hx
@@ -628,6 +638,8 @@ def _classify(exc: BaseException) -> str:
 
     if isinstance(exc, ResponseTooLargeError):
         return "toolarge"
+    if isinstance(exc, CutAnswerError | rx.ChunkedEncodingError | rx.ContentDecodingError):
+        return "cut"  # headers came, the body did not (whole): lost, not refused
     if isinstance(exc, rx.SSLError):
         return "tls"
     if isinstance(exc, rx.ConnectTimeout | rx.ConnectionError):

@@ -127,10 +127,12 @@ class S3Store:
         body = resp["Body"]
         try:
             size = resp.get("ContentLength")
+            if size is None:  # S3 always sends it: the answer was lost, not a wrong object
+                raise aws.cut_answer(f"store {self.uri}: cannot read {name}", "Content-Length")
             if not isinstance(size, int) or size > MAX_OBJECT_SIZE:
                 raise IntegrityError(
-                    f"store {self.uri}: {name} is larger than {MAX_OBJECT_SIZE} bytes (or gives "
-                    "no size); refused before reading", hint="the object was not written by "
+                    f"store {self.uri}: {name} is larger than {MAX_OBJECT_SIZE} bytes; "
+                    "refused before reading", hint="the object was not written by "
                                                              "keyvault; inspect the bucket")
             data = body.read(MAX_OBJECT_SIZE + 1)
         except KeyvaultError:
