@@ -85,6 +85,12 @@ class BackendUnavailableError(KeyvaultError):
     kind = "unavailable"
 
 
+class ThrottledError(BackendUnavailableError):
+    """The backend is up but kept throttling after the retries: pace, do not give up.
+
+    Never trips a run's circuit breaker (keyvault.breaker)."""
+
+
 class ConflictError(KeyvaultError):
     """The target already holds something different (a file or an object)."""
 

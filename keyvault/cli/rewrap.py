@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from keyvault.cli.failures import key_failure_lines
+from keyvault.cli.failures import key_failure_lines, not_attempted_line
 from keyvault.cli.options import (
     All,
     DryRun,
@@ -61,7 +61,7 @@ def rewrap(
     state.use_jobs(jobs)
     config = state.config()
     from keyvault.cli.output import emit_json, progress, table, warn
-    from keyvault.ops.rewrap import FAILED, RewrapOutcome, rewrap_keys
+    from keyvault.ops.rewrap import FAILED, NOT_ATTEMPTED, RewrapOutcome, rewrap_keys
 
     selection = build_selection(gun, role, key_id, everything)
     with state.session() as session, progress(2, "rewrapping", not state.json) as bar:
@@ -83,7 +83,8 @@ def rewrap(
                         "key_id": o.address.key_id, "role": o.address.role,
                         "gun": o.address.gun, "action": o.action, "version": o.version,
                         "before": list(o.before), "after": list(o.after),
-                        "error": o.error.to_dict() if o.error else None} for o in outcomes]})
+                        "error": o.error.to_dict() if o.error else None} for o in outcomes],
+                   "not_attempted": session.breaker.not_attempted})
     else:
         table(f"Rewrap of team {config.team} in {config.store}"
               + (" (dry run)" if dry_run else ""),
@@ -93,6 +94,9 @@ def rewrap(
         for line in key_failure_lines((o.address, o.error) for o in outcomes
                                        if o.action == FAILED):
             warn(line)
+        skipped = [o.error for o in outcomes if o.action == NOT_ATTEMPTED and o.error]
+        if skipped:
+            warn(not_attempted_line(len(skipped), skipped[0]))
     for uri in unused:
         warn(f"--remove {uri}: no selected envelope is wrapped by it")
     raise typer.Exit(worst_exit_code(codes) or (2 if unused else 0))

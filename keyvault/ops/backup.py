@@ -59,8 +59,8 @@ LISTING_THRESHOLD = 16
 ATTEMPTS = 5
 #: Before each try after a lost write, a random pause of up to this times 2**try (jitter).
 RETRY_JITTER_S = 0.05
-CREATED, UPDATED, UNCHANGED, FAILED, WOULD_WRITE = (
-    "created", "updated", "unchanged", "failed", "would-write")
+CREATED, UPDATED, UNCHANGED, FAILED, WOULD_WRITE, NOT_ATTEMPTED = (
+    "created", "updated", "unchanged", "failed", "would-write", "not-attempted")
 
 
 @dataclass(frozen=True)
@@ -141,6 +141,7 @@ def backup_keys(
                          f"{len(wrappers)} configured", hint="pass --wrapper once per wrapper")
     listed = set(store.list(team_prefix(team))) if len(items) >= LISTING_THRESHOLD else None
     run = _Run(session, wrappers, dry_run, threshold, trust_dir)
+    breaker = session.breaker
 
     def one(item: tuple[KeyFile, KeyAddress | None]) -> BackupOutcome:
         key, address = item
@@ -148,11 +149,16 @@ def backup_keys(
             address = KeyAddress(team, key.gun, key.role, key.key_id)  # raises: invalid name
         if address in denied:  # refused by the policy: never read nor written
             return BackupOutcome(key, address, FAILED, error=denied[address])
+        if breaker.is_open:  # a backend is down: start no new key (a re-run goes on)
+            return BackupOutcome(key, address, NOT_ATTEMPTED, error=breaker.skip())
         try:
-            return _backup_key(run, key, address, absent=listed is not None
-                               and address.object_name not in listed)
+            outcome = _backup_key(run, key, address, absent=listed is not None
+                                  and address.object_name not in listed)
         except KeyvaultError as exc:
+            breaker.note(exc)
             return BackupOutcome(key, address, FAILED, error=exc)
+        breaker.up()
+        return outcome
 
     outcomes: list[BackupOutcome] = []
     for outcome in bounded_map(one, items, concurrency):
@@ -190,7 +196,7 @@ def _items(team: str, keys: Sequence[KeyFile]) -> list[tuple[KeyFile, KeyAddress
 
 def _audit(session: Session, team: str, outcomes: Sequence[BackupOutcome]) -> None:
     written = [o for o in outcomes if o.action in (CREATED, UPDATED)]
-    failed = [o for o in outcomes if o.action == FAILED]
+    failed = [o for o in outcomes if o.action in (FAILED, NOT_ATTEMPTED)]
     outcome = "failed" if failed and not written else "partial" if failed else "ok"
     detail = (f"{len(written)} written, {len(outcomes) - len(written) - len(failed)} unchanged, "
               f"{len(failed)} failed")

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from keyvault.breaker import Breaker
 from keyvault.config import Config
 from keyvault.errors import KeyvaultError
 from keyvault.names import KeyAddress
 from keyvault.ops.identity import key_ref, local_principal
-from keyvault.plugins import SecretPrompt
+from keyvault.plugins import BackendOptions, SecretPrompt
 from keyvault.stores import Store, open_store
 
 __all__ = ["Session", "key_ref", "local_principal"]
@@ -45,11 +46,20 @@ class Session:
     _sealer: Sealer | None = field(default=None, init=False, repr=False)
     _sealers: SealerTrust | None = field(default=None, init=False, repr=False)
     _highwater: HighWater | None = field(default=None, init=False, repr=False)
+    #: This run's circuit breaker: once a backend is down, no new key is started.
+    breaker: Breaker = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.breaker = Breaker(self.config.give_up_after)
+
+    def options(self) -> BackendOptions:
+        """What the session's backends are opened with, its breaker included."""
+        return replace(self.config.backend_options(self.prompt), breaker=self.breaker)
 
     def store(self) -> Store:
         if self._store is None:
             self._store = open_store(self.config.require_store(),
-                                     self.config.backend_options(self.prompt))
+                                     self.options())
         return self._store
 
     def wrappers(self) -> list[Wrapper]:
@@ -57,7 +67,7 @@ class Session:
         if self._wrappers is None:
             from keyvault.wrappers import open_wrapper  # not loaded by commands that only list
 
-            options = self.config.backend_options(self.prompt)
+            options = self.options()
             self._wrappers = [open_wrapper(uri, options) for uri in self.config.require_wrappers()]
         return self._wrappers
 
@@ -71,8 +81,7 @@ class Session:
             if spec is None and not path.exists():
                 self._sealer = Ed25519FileSealer.generate(path)
             else:
-                self._sealer = open_sealer(spec or str(path), self.config.backend_options(
-                    self.prompt))
+                self._sealer = open_sealer(spec or str(path), self.options())
         return self._sealer
 
     def sealers(self) -> SealerTrust:

@@ -129,7 +129,7 @@ class AwsKmsSealer(BackendSealer[str]):
         region = self._key_name.split(":")[3] if self._key_name.startswith("arn:") else None
         self._cs = aws.client_settings("kms", "awskms", options.for_scheme("awskms"),
                                        options.env, endpoint_url=endpoint, region=region)
-        return aws.make_client(self._cs, options.env)
+        return aws.make_client(self._cs, options.env, options.breaker)
 
     def _release(self, client: Any) -> None:
         client.close()
@@ -167,6 +167,9 @@ class AwsKmsSealer(BackendSealer[str]):
             if transport is None:
                 raise exc
             raise transport from None
+        skewed = aws.clock_skew(exc, where)
+        if skewed is not None:
+            raise skewed from None
         shown_code = f"{code or 'error'}, HTTP {status}"
         if code in _REFUSALS:
             cls, what, hint = _REFUSALS[code]

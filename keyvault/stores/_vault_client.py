@@ -31,7 +31,10 @@ nears the end of its TTL is renewed (or, for AppRole and JWT, obtained again
 by logging in) before the next request; a token that has expired gives
 :class:`VaultTokenExpiredError`. A 403 names the path and the token's
 policies (from ``lookup-self``). A sealed, standby or unreachable server is
-retried briefly (``RETRY_DELAYS``), then reported. Responses larger than
+retried briefly (``max_attempts`` in all, pausing ``retry_delay``), then
+reported; each attempt reports to the run's circuit breaker (keyvault.breaker),
+which may refuse the next one once Vault is known to be down (429 is throttling,
+never a down signal). Responses larger than
 ``MAX_RESPONSE`` are refused before they are parsed (T10).
 
 Errors: hvac exception texts can carry response bodies, so they are only
@@ -55,12 +58,14 @@ from urllib.parse import urlsplit
 
 from keyvault import fsutil
 from keyvault.bounded import json_loads
+from keyvault.breaker import NEVER, Breaker
 from keyvault.errors import (
     AccessDeniedError,
     BackendUnavailableError,
     InvalidInputError,
     KeyvaultError,
     NotFoundError,
+    ThrottledError,
     UsageError,
 )
 from keyvault.plugins import BackendOptions
@@ -68,8 +73,15 @@ from keyvault.redact import shown_uri
 
 DEFAULT_ADDRESS = "https://127.0.0.1:8200"
 DEFAULT_TIMEOUT = 10.0
-#: Pauses between attempts when Vault is sealed, in standby, throttling or unreachable.
-RETRY_DELAYS = (0.25, 0.5, 1.0)
+DEFAULT_MAX_ATTEMPTS = 4
+MAX_ATTEMPTS_LIMIT = 10
+
+
+def retry_delay(attempt: int) -> float:
+    """The pause before retry ``attempt`` (0-based) when Vault is sealed, in standby,
+    throttling or unreachable: 0.25 s, doubling, at most 2 s."""
+    return float(min(0.25 * 2 ** attempt, 2.0))
+
 #: Largest response body read from Vault; larger ones are refused before JSON parsing.
 MAX_RESPONSE = 32 * 1024 * 1024
 MAX_SECRET_FILE = 64 * 1024
@@ -109,6 +121,10 @@ class VaultUnavailableError(BackendUnavailableError):
     """Vault could not be reached, or was sealed or in standby, even after brief retries."""
 
 
+class VaultThrottledError(ThrottledError):
+    """Vault kept answering 429 (a rate limit quota): up, but asking to be paced."""
+
+
 @dataclass(frozen=True)
 class VaultSettings:
     """Where and how to reach Vault, validated; holds no secret (only where to find them)."""
@@ -118,6 +134,7 @@ class VaultSettings:
     verify: bool | str
     timeout: float
     auth: str
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
     token_file: Path | None = None
     approle_mount: str = "approle"
     role_id_file: Path | None = None
@@ -156,6 +173,10 @@ def vault_settings(options: BackendOptions, *, address: str | None = None) -> Va
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not (
             0 < timeout <= 600):
         raise UsageError("[vault] timeout must be a number of seconds between 0 and 600")
+    attempts = cfg.get("max_attempts", DEFAULT_MAX_ATTEMPTS)
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or not (
+            1 <= attempts <= MAX_ATTEMPTS_LIMIT):
+        raise UsageError(f"[vault] max_attempts must be between 1 and {MAX_ATTEMPTS_LIMIT}")
     auth = _str(cfg, "auth") or "token"
     if auth not in AUTH_METHODS:
         raise UsageError(f"[vault] auth {auth[:20]!r} is not one of {', '.join(AUTH_METHODS)}")
@@ -169,6 +190,7 @@ def vault_settings(options: BackendOptions, *, address: str | None = None) -> Va
         raise UsageError(f"[vault] jwt_role {jwt_role[:40]!r} is not a valid role name")
     return VaultSettings(
         address=addr, namespace=namespace, verify=verify, timeout=float(timeout), auth=auth,
+        max_attempts=attempts,
         token_file=_path(cfg, "token_file"),
         approle_mount=_mount(cfg, "approle_mount", "approle"),
         role_id_file=_path(cfg, "role_id_file"), secret_id_file=_path(cfg, "secret_id_file"),
@@ -202,9 +224,10 @@ class VaultClient:
     Get one with :func:`acquire` and give it back with :meth:`release`.
     """
 
-    def __init__(self, settings: VaultSettings, env: Mapping[str, str], key: tuple[str, ...]
-                 ) -> None:
+    def __init__(self, settings: VaultSettings, env: Mapping[str, str], key: tuple[str, ...],
+                 breaker: Breaker = NEVER) -> None:
         self.settings = settings
+        self.breaker = breaker
         self._env = env
         self._key = key
         self._lock = threading.RLock()
@@ -238,15 +261,17 @@ class VaultClient:
         relogged = False
         attempt = 0
         while True:
+            self.breaker.check()
             client = self._ready()
             try:
-                return fn(client)
+                answer = fn(client)
             except KeyvaultError:
                 raise
             except Exception as exc:
                 kind = _classify(exc)
-                if kind == "retry" and attempt < len(RETRY_DELAYS):
-                    time.sleep(RETRY_DELAYS[attempt])
+                self._report(kind, exc)
+                if kind in ("retry", "throttled") and attempt + 1 < self.settings.max_attempts:
+                    time.sleep(retry_delay(attempt))
                     attempt += 1
                     continue
                 if kind == "forbidden":
@@ -257,6 +282,16 @@ class VaultClient:
                         continue
                     raise self._denied(what, path, invalid=invalid) from None
                 raise self._translate(exc, kind, what, path) from None
+            self.breaker.up()
+            return answer
+
+    def _report(self, kind: str, exc: BaseException) -> None:
+        """An attempt's failure to the run's breaker: Vault down, or Vault answering."""
+        if kind in ("retry", "timeout", "server"):
+            self.breaker.down(f"Vault at {self.settings.address}: "
+                              f"{_transport_name(exc) if _status(exc) is None else _status(exc)}")
+        elif kind != "throttled":
+            self.breaker.up()
 
     def policies(self) -> tuple[str, ...] | None:
         """The token's policies (``lookup-self``), or None if Vault will not say."""
@@ -333,13 +368,15 @@ class VaultClient:
 
     def _login_request(self, login: Callable[[Any], Any], where: str) -> Any:
         s = self.settings
-        for attempt in range(len(RETRY_DELAYS) + 1):
+        for attempt in range(s.max_attempts):
+            self.breaker.check()
             try:
                 return login(self._hvac)
             except Exception as exc:
                 kind = _classify(exc)
-                if kind == "retry" and attempt < len(RETRY_DELAYS):
-                    time.sleep(RETRY_DELAYS[attempt])
+                self._report(kind, exc)
+                if kind in ("retry", "throttled") and attempt + 1 < s.max_attempts:
+                    time.sleep(retry_delay(attempt))
                     continue
                 if kind in ("invalid", "forbidden"):
                     method = "AppRole" if s.auth == "approle" else "JWT"
@@ -493,15 +530,19 @@ class VaultClient:
                     hint = f"VAULT_ADDR is not set, so {DEFAULT_ADDRESS} was used; " + hint
                 return VaultUnavailableError(
                     f"{where}: the server cannot be reached ({_transport_name(exc)}) after "
-                    f"{len(RETRY_DELAYS) + 1} attempts", hint=hint)
+                    f"{s.max_attempts} attempts", hint=hint)
             if status == 503:
                 return VaultUnavailableError(
                     f"{where}: Vault is sealed, in standby or unavailable (HTTP 503) after "
-                    f"{len(RETRY_DELAYS) + 1} attempts",
+                    f"{s.max_attempts} attempts",
                     hint="unseal it or wait for the active node, then re-run")
             return VaultUnavailableError(f"{where}: Vault failed (HTTP {status}) after "
-                                         f"{len(RETRY_DELAYS) + 1} attempts",
+                                         f"{s.max_attempts} attempts",
                                          hint="re-run to retry")
+        if kind == "throttled":
+            return VaultThrottledError(
+                f"{where}: Vault kept throttling (HTTP 429) for {s.max_attempts} attempts",
+                hint="re-run later, lower the concurrency, or raise Vault's rate limit quota")
         if kind == "timeout":
             return VaultUnavailableError(
                 f"{where}: no answer within {s.timeout:g} s",
@@ -561,11 +602,12 @@ _CACHE_LOCK = threading.Lock()
 def acquire(options: BackendOptions, *, address: str | None = None) -> VaultClient:
     """The process's client for this Vault and identity (created on first use)."""
     settings = vault_settings(options, address=address)
-    key = _identity(settings, options.env)
+    # One client per run (its breaker): a run's store and Transit wrapper share it.
+    key = (*_identity(settings, options.env), str(id(options.breaker)))
     with _CACHE_LOCK:
         client = _CACHE.get(key)
         if client is None:
-            client = VaultClient(settings, options.env, key)
+            client = VaultClient(settings, options.env, key, options.breaker)
             _CACHE[key] = client
         client._users += 1
         return client
@@ -656,7 +698,9 @@ def _classify(exc: BaseException) -> str:
         return "notfound"
     if isinstance(exc, hx.Unauthorized):
         return "unauthorized"
-    if isinstance(exc, hx.VaultDown | hx.BadGateway | hx.RateLimitExceeded):
+    if isinstance(exc, hx.RateLimitExceeded):
+        return "throttled"
+    if isinstance(exc, hx.VaultDown | hx.BadGateway):
         return "retry"
     if isinstance(exc, hx.InternalServerError | hx.VaultNotInitialized):
         return "server"

@@ -80,7 +80,7 @@ class S3Store:
         self._prefix = prefix  # "" or "a/b/" (validated, ends with "/")
         settings = options.for_scheme("s3")
         self._cs = aws.client_settings("s3", "s3", settings, options.env)
-        self._client: Any = aws.make_client(self._cs, options.env)
+        self._client: Any = aws.make_client(self._cs, options.env, options.breaker)
         self._client.meta.events.register("request-created.s3.PutObject", _send_in_one_go)
         self._sse = _sse_args(settings)
         self._allow_unversioned = _flag(settings, "allow_unversioned", False)
@@ -362,6 +362,9 @@ class S3Store:
                                                   endpoint=self._cs.endpoint_url or "S3")
         if transport is not None:
             raise transport from None
+        skewed = aws.clock_skew(exc, where)
+        if skewed is not None:
+            raise skewed from None
         code, status = aws.error_code(exc)
         if not code and status is None:
             raise exc  # not an SDK error: a bug, let it show

@@ -40,6 +40,7 @@ from keyvault.errors import (
     IntegrityError,
     KeyvaultError,
     NotFoundError,
+    ThrottledError,
     UsageError,
 )
 from keyvault.plugins import BackendOptions
@@ -79,7 +80,7 @@ class KmsKeyNotFoundError(NotFoundError):
     """The KMS key or alias does not exist (in this account and region)."""
 
 
-class KmsThrottledError(BackendUnavailableError):
+class KmsThrottledError(ThrottledError):
     """KMS kept throttling after the retries: try again later or raise the quota."""
 
 
@@ -98,7 +99,7 @@ class AwsKmsWrapper:
         self._cs = aws.client_settings(
             "kms", "awskms", settings, options.env, endpoint_url=endpoint,
             region=self._arn.group("region") if self._arn else None)
-        self._client: Any = aws.make_client(self._cs, options.env)
+        self._client: Any = aws.make_client(self._cs, options.env, options.breaker)
         self._lock = threading.Lock()
 
     @classmethod
@@ -236,6 +237,9 @@ class AwsKmsWrapper:
             exc, what=where, endpoint=self._cs.endpoint_url or "AWS KMS")
         if transport is not None:
             raise transport from None
+        skewed = aws.clock_skew(exc, where)
+        if skewed is not None:
+            raise skewed from None
         code, status = aws.error_code(exc)
         if not code and status is None:
             raise exc
