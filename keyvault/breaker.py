@@ -39,7 +39,6 @@ class Breaker:
         self._lock = threading.Lock()
         self._in_a_row = 0
         self._reason: str | None = None
-        self.not_attempted = 0
 
     @property
     def is_open(self) -> bool:
@@ -65,6 +64,11 @@ class Breaker:
         elif is_down(error) and not isinstance(error, BackendDownError):
             self.down(error.message)
 
+    def reset(self) -> None:
+        """A new run (the daemon's next cycle) starts with the breaker closed."""
+        with self._lock:
+            self._in_a_row, self._reason = 0, None
+
     def check(self) -> None:
         """Before an attempt: BackendDownError once the breaker is open (a key in flight
         stops there; what it wrote before is whole, what it had not written is not)."""
@@ -73,9 +77,7 @@ class Breaker:
                                    hint="re-run when the backend is back")
 
     def skip(self) -> BackendDownError:
-        """A key the run does not start: counted, and the error to report for it."""
-        with self._lock:
-            self.not_attempted += 1
+        """The error to report for a key the run does not start."""
         return BackendDownError(
             f"not attempted: a backend is down ({self._reason})",
             hint="nothing of it was read or written; re-run when the backend is back, and "

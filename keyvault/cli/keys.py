@@ -145,7 +145,7 @@ def backup(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Key
     if state.json:
         emit_json({"trust_dir": result.trust_dir, "store": config.store, "team": config.team,
                    "dry_run": dry_run, "keys": [outcome_json(o) for o in outcomes],
-                   "not_attempted": session.breaker.not_attempted,
+                   "not_attempted": sum(o.action == NOT_ATTEMPTED for o in outcomes),
                    "problems": _problems_json(result)})
     else:
         table(f"Backup of {result.trust_dir} to {config.store}" + (" (dry run)" if dry_run

@@ -84,7 +84,7 @@ def rewrap(
                         "gun": o.address.gun, "action": o.action, "version": o.version,
                         "before": list(o.before), "after": list(o.after),
                         "error": o.error.to_dict() if o.error else None} for o in outcomes],
-                   "not_attempted": session.breaker.not_attempted})
+                   "not_attempted": sum(o.action == NOT_ATTEMPTED for o in outcomes)})
     else:
         table(f"Rewrap of team {config.team} in {config.store}"
               + (" (dry run)" if dry_run else ""),

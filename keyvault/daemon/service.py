@@ -45,7 +45,7 @@ from keyvault.daemon.lock import acquire, private_dir
 from keyvault.daemon.log import EventLog
 from keyvault.daemon.watcher import KeyEvent, TrustWatcher
 from keyvault.errors import BackendUnavailableError, KeyvaultError, LocalIOError
-from keyvault.ops.backup import FAILED, WOULD_WRITE, BackupOutcome, backup_keys
+from keyvault.ops.backup import WOULD_WRITE, BackupOutcome, backup_keys
 from keyvault.ops.session import Session
 from keyvault.timefmt import iso_utc_or_none
 from keyvault.trust.layout import place
@@ -385,12 +385,13 @@ class Daemon:
             return
         self._store_uri = self._store_uri or self._session.store().uri
         for (entry, key), outcome in zip(batch, outcomes, strict=True):
-            if outcome.action == FAILED and outcome.error is not None:
+            if outcome.failed and outcome.error is not None:  # incl. not attempted
                 self._retry(entry, outcome.error, key)
             else:
                 self._succeeded(entry, outcome)
-        if all(o.action == FAILED for o in outcomes):
-            self._session.close()  # fresh clients on the next attempt
+        if any(o.failed for o in outcomes):
+            self._session.close()  # fresh clients, and a closed breaker, on the next attempt
+        if all(o.failed for o in outcomes):
             return
         self._back_up_pins(trust_dir, sorted({k.gun for _, k in batch if k.gun is not None}))
 
@@ -524,12 +525,12 @@ class Daemon:
             self._last_error = exc.kind
             self.log.warning("reconcile-failed", kind=exc.kind, message=exc.message)
             return keys, False
-        missing = [o.key for o in outcomes if o.action in (WOULD_WRITE, FAILED)]
+        missing = [o.key for o in outcomes if o.action == WOULD_WRITE or o.failed]
         for untrusted in (o for o in outcomes if o.warning):
             self.log.warning("untrusted-version-found", key_id=untrusted.address.key_id,
                              role=untrusted.address.role, gun=untrusted.address.gun,
                              object=untrusted.address.object_name, message=untrusted.warning)
-        failures = [o for o in outcomes if o.action == FAILED]
+        failures = [o for o in outcomes if o.failed]
         if failures and failures[0].error is not None:
             error = failures[0].error
             self._last_error = error.kind

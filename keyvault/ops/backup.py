@@ -73,6 +73,11 @@ class BackupOutcome:
     #: Why an existing latest version was not trusted and a fresh one sealed on top.
     warning: str | None = None
 
+    @property
+    def failed(self) -> bool:
+        """Not backed up: failed, or not attempted because a backend was down."""
+        return self.action in (FAILED, NOT_ATTEMPTED)
+
 
 def select_keys(keys: Sequence[KeyFile], selection: Selection, where: str) -> list[KeyFile]:
     chosen = [k for k in keys if selection.matches(k.gun, k.role, k.key_id)]
@@ -196,7 +201,7 @@ def _items(team: str, keys: Sequence[KeyFile]) -> list[tuple[KeyFile, KeyAddress
 
 def _audit(session: Session, team: str, outcomes: Sequence[BackupOutcome]) -> None:
     written = [o for o in outcomes if o.action in (CREATED, UPDATED)]
-    failed = [o for o in outcomes if o.action in (FAILED, NOT_ATTEMPTED)]
+    failed = [o for o in outcomes if o.failed]
     outcome = "failed" if failed and not written else "partial" if failed else "ok"
     detail = (f"{len(written)} written, {len(outcomes) - len(written) - len(failed)} unchanged, "
               f"{len(failed)} failed")

@@ -197,6 +197,7 @@ class Session:
         if self._store is not None:
             self._store.close()
         self._wrappers, self._store, self._highwater, self._sealer = None, None, None, None
+        self.breaker.reset()  # the next use is a new run (the daemon's next cycle)
 
     def __enter__(self) -> Session:
         return self

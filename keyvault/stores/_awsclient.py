@@ -164,6 +164,10 @@ def make_client(cs: ClientSettings, env: Mapping[str, str], breaker: Breaker = N
     return client
 
 
+#: Where a request's context keeps its last transport failure (for the breaker's refusal).
+_LAST_DOWN = "keyvault_last_down"
+
+
 def _report_to(breaker: Breaker, client: Any, endpoint: str) -> None:
     """Hook the client's attempts to the run's circuit breaker (keyvault.breaker)."""
     import botocore.exceptions as bx
@@ -171,13 +175,23 @@ def _report_to(breaker: Breaker, client: Any, endpoint: str) -> None:
     down_exceptions = (bx.EndpointConnectionError, bx.ConnectionClosedError,
                        bx.ConnectTimeoutError, bx.ReadTimeoutError, bx.ProxyConnectionError)
 
-    def before_send(**_: Any) -> None:
+    def before_send(request: Any = None, **_: Any) -> None:
+        if not breaker.is_open:
+            return
+        # A retry of a request that just failed: report that failure, not the breaker.
+        last = (getattr(request, "context", None) or {}).get(_LAST_DOWN)
+        failed = None if last is None else translate_transport_error(
+            last, what="a backend is down, so no more requests were sent", endpoint=endpoint)
+        if failed is not None:
+            raise failed
         breaker.check()
 
     def received(exception: BaseException | None = None, response_dict: Any = None,
-                 parsed_response: Any = None, **_: Any) -> None:
+                 parsed_response: Any = None, context: Any = None, **_: Any) -> None:
         if isinstance(exception, down_exceptions):
             breaker.down(f"{endpoint}: {type(exception).__name__}")
+            if isinstance(context, dict):
+                context[_LAST_DOWN] = exception
             return
         if exception is not None or not isinstance(response_dict, dict):
             return

@@ -270,7 +270,8 @@ class VaultClient:
             except Exception as exc:
                 kind = _classify(exc)
                 self._report(kind, exc)
-                if kind in ("retry", "throttled") and attempt + 1 < self.settings.max_attempts:
+                if (kind in ("retry", "throttled") and attempt + 1 < self.settings.max_attempts
+                        and not self.breaker.is_open):  # Vault known down: no more retries
                     time.sleep(retry_delay(attempt))
                     attempt += 1
                     continue
@@ -281,7 +282,7 @@ class VaultClient:
                         self._invalidate()
                         continue
                     raise self._denied(what, path, invalid=invalid) from None
-                raise self._translate(exc, kind, what, path) from None
+                raise self._translate(exc, kind, what, path, attempt + 1) from None
             self.breaker.up()
             return answer
 
@@ -518,8 +519,10 @@ class VaultClient:
             return "log in again ('vault login' / 'bao login', or a fresh VAULT_TOKEN)"
         return "the login was retried and refused; check the credentials"
 
-    def _translate(self, exc: BaseException, kind: str, what: str, path: str) -> KeyvaultError:
+    def _translate(self, exc: BaseException, kind: str, what: str, path: str,
+                   attempts: int | None = None) -> KeyvaultError:
         s = self.settings
+        tried = f"{attempts or s.max_attempts} attempt{'s' if attempts != 1 else ''}"
         where = f"Vault at {s.address}: cannot {what} {path}"
         if kind == "retry":
             status = _status(exc)
@@ -530,14 +533,14 @@ class VaultClient:
                     hint = f"VAULT_ADDR is not set, so {DEFAULT_ADDRESS} was used; " + hint
                 return VaultUnavailableError(
                     f"{where}: the server cannot be reached ({_transport_name(exc)}) after "
-                    f"{s.max_attempts} attempts", hint=hint)
+                    f"{tried}", hint=hint)
             if status == 503:
                 return VaultUnavailableError(
                     f"{where}: Vault is sealed, in standby or unavailable (HTTP 503) after "
-                    f"{s.max_attempts} attempts",
+                    f"{tried}",
                     hint="unseal it or wait for the active node, then re-run")
             return VaultUnavailableError(f"{where}: Vault failed (HTTP {status}) after "
-                                         f"{s.max_attempts} attempts",
+                                         f"{tried}",
                                          hint="re-run to retry")
         if kind == "throttled":
             return VaultThrottledError(
