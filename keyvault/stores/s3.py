@@ -181,8 +181,7 @@ class S3Store:
         found: list[_Found] = []
         paginator = self._client.get_paginator("list_object_versions")
         try:
-            for page in paginator.paginate(Bucket=self._bucket, Prefix=key,
-                                           PaginationConfig={"PageSize": _LIST_PAGE}):
+            for page in self._pages(paginator, key):
                 for item in page.get("Versions", ()):
                     if item.get("Key") != key:
                         continue  # a longer key sharing the prefix
@@ -200,8 +199,7 @@ class S3Store:
         found: dict[str, list[_Found]] = {}
         paginator = self._live().get_paginator("list_object_versions")
         try:
-            for page in paginator.paginate(Bucket=self._bucket, Prefix=full,
-                                           PaginationConfig={"PageSize": _LIST_PAGE}):
+            for page in self._pages(paginator, full):
                 for item in page.get("Versions", ()):
                     name = str(item.get("Key") or "")[len(self._prefix):]
                     try:
@@ -227,8 +225,7 @@ class S3Store:
         doomed: list[str] = []
         paginator = self._client.get_paginator("list_object_versions")
         try:
-            for page in paginator.paginate(Bucket=self._bucket, Prefix=key,
-                                           PaginationConfig={"PageSize": _LIST_PAGE}):
+            for page in self._pages(paginator, key):
                 for item in (*page.get("Versions", ()), *page.get("DeleteMarkers", ())):
                     if item.get("Key") == key:
                         doomed.append(str(item.get("VersionId") or "null"))
@@ -248,11 +245,20 @@ class S3Store:
 
     # -- internals -------------------------------------------------------------------
 
+    def _pages(self, paginator: Any, prefix: str) -> Iterator[dict[str, Any]]:
+        """A listing's pages; a page without ``IsTruncated`` (which S3 always sends) was
+        lost on the way: backend unavailable, never "no such objects"."""
+        for page in paginator.paginate(Bucket=self._bucket, Prefix=prefix,
+                                       PaginationConfig={"PageSize": _LIST_PAGE}):
+            if "IsTruncated" not in page:
+                raise aws.cut_answer(f"store {self.uri}: cannot list {prefix or '/'}",
+                                     "IsTruncated")
+            yield page
+
     def _iter_names(self, full_prefix: str) -> Iterator[str]:
         paginator = self._live().get_paginator("list_objects_v2")
         try:
-            for page in paginator.paginate(Bucket=self._bucket, Prefix=full_prefix,
-                                           PaginationConfig={"PageSize": _LIST_PAGE}):
+            for page in self._pages(paginator, full_prefix):
                 for item in page.get("Contents", ()):
                     name = str(item.get("Key", ""))[len(self._prefix):]
                     try:

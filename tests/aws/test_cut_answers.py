@@ -95,3 +95,19 @@ def test_s3_read_answer_lost_is_unavailable(weed: WeedServer, proxies: list[Answ
         cut.read("team-a/obj")
     assert not isinstance(caught.value, IntegrityError)
     assert caught.value.exit_code == 6 and proxy.changed >= 1
+
+
+@pytest.mark.parametrize("mode", LOST)
+def test_s3_listing_answer_lost_is_unavailable_not_absent(
+        weed: WeedServer, proxies: list[AnswerProxy], mode: str) -> None:
+    """An empty listing page would read as "no such object" (exit 3) or "no keys"."""
+    bucket = new_bucket(weed)
+    open_s3(weed, f"s3://{bucket}/kv").write("team-a/obj", b"x" * 300)
+    proxy = through(proxies, weed.endpoint, lambda r: b"?versions" in r.split(b"\r\n", 1)[0]
+                    or b"list-type=2" in r.split(b"\r\n", 1)[0], mode)
+    cut = open_s3(weed, f"s3://{bucket}/kv", endpoint_url=proxy.endpoint)
+    for call in (lambda: cut.versions("team-a/obj"), lambda: list(cut.list("team-a/"))):
+        with pytest.raises(BackendUnavailableError) as caught:
+            call()
+        assert caught.value.exit_code == 6
+    assert proxy.changed >= 2
