@@ -39,6 +39,7 @@ from typing import Any
 
 from keyvault import settings as settings_registry
 from keyvault.bounded import toml_loads
+from keyvault.breaker import DEFAULT_THRESHOLD
 from keyvault.errors import InvalidInputError, NotFoundError, UsageError
 from keyvault.names import validate_fingerprint, validate_team
 from keyvault.plugins import BackendOptions, SecretPrompt
@@ -99,6 +100,8 @@ class Config:
     env: Mapping[str, str] = field(repr=False)
     #: The team policy file (docs/teams.md); None: single-user mode, no policy checks.
     policy: Path | None = None
+    #: Backend-down failures in a row that stop a run from starting new keys (0: never).
+    give_up_after: int = DEFAULT_THRESHOLD
     #: This machine's sealing key (docs/envelope.md): a key file path or a backend URI
     #: (``awskms:///alias/x``, ``transit://mount/key``); None: the default key file.
     sealing_key: str | None = None
@@ -234,6 +237,7 @@ def load_config(path: Path | None, env: Mapping[str, str], *, missing_ok: bool =
         identity_files=tuple(Path(i).expanduser() for i in identities),
         settings=settings,
         concurrency=concurrency,
+        give_up_after=_give_up_after(section.get("give_up_after", DEFAULT_THRESHOLD)),
         audit_to_store=bool(section.get("audit_to_store", False)),
         env=dict(env),
         policy=Path(policy).expanduser() if policy else None,
@@ -332,6 +336,13 @@ def _concurrency(value: object) -> int:
     if not 1 <= number <= 64:
         raise UsageError(f"concurrency must be between 1 and 64, not {number}")
     return number
+
+
+def _give_up_after(value: object) -> int:
+    """Backend-down failures in a row that end a run's new work: 0 (never) to 1000."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1000:
+        raise UsageError("give_up_after must be a whole number between 0 (never) and 1000")
+    return value
 
 
 def _split(value: str) -> list[str]:

@@ -86,10 +86,11 @@ class BackendUnavailableError(KeyvaultError):
 
 
 class ThrottledError(BackendUnavailableError):
-    """The backend is up but says "slow down" (KMS ThrottlingException, Vault HTTP 429).
+    """The backend is up but says "slow down" (KMS ThrottlingException, Vault HTTP 429,
+    S3 SlowDown), still after the SDK's own retries.
 
     Not a backend that is down: a drill backs off and retries (keyvault.ops.pacing),
-    and nothing that counts backends that are down may count this.
+    and it never trips a run's circuit breaker (keyvault.breaker).
     """
 
 

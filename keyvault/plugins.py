@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from keyvault.breaker import NEVER, Breaker
 from keyvault.errors import BackendUnavailableError, UsageError
 from keyvault.redact import shown_uri
 
@@ -41,6 +42,9 @@ class BackendOptions:
     age_identity_files: tuple[Path, ...] = ()
     prompt: SecretPrompt | None = field(default=None, repr=False)
     settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: The run's circuit breaker (keyvault.breaker): backends report down signals to it
+    #: and ask it before each attempt; the session sets it, tests and tools may not.
+    breaker: Breaker = field(default=NEVER, repr=False, compare=False)
 
     def for_scheme(self, scheme: str) -> Mapping[str, Any]:
         return self.settings.get(scheme, {})

@@ -63,6 +63,9 @@ KEYS: tuple[Key, ...] = (
         env="KEYVAULT_TRUST_DIR", path=True),
     Key("keyvault", "concurrency", int, "how many keys bulk commands handle at once (1-64)",
         f"`{DEFAULT_CONCURRENCY}`", env="KEYVAULT_CONCURRENCY"),
+    Key("keyvault", "give_up_after", int, "backend-down failures in a row (connection refused, "
+        "timeouts, a sealed Vault; never throttling) after which a run starts no new key and "
+        "reports the rest as not attempted, exit 6 (0: never; docs/troubleshooting.md)", "`5`"),
     Key("keyvault", "audit_to_store", bool, "also copy each audit record into the store",
         "`false`"),
     Key("keyvault", "policy", str, "the team policy file (docs/teams.md); unset: single-user "
@@ -106,7 +109,7 @@ KEYS: tuple[Key, ...] = (
     Key("awskms", "region", str, "the key's region", "`AWS_REGION`, `AWS_DEFAULT_REGION`"),
     Key("awskms", "profile", str, "the AWS profile", "`AWS_PROFILE`"),
     Key("awskms", "connect_timeout", (int, float), "seconds to connect", "`5`"),
-    Key("awskms", "read_timeout", (int, float), "seconds to wait for an answer", "`15`"),
+    Key("awskms", "read_timeout", (int, float), "seconds to wait for an answer", "`5`"),
     Key("awskms", "max_attempts", int, "total attempts per request (1-10)", "`4`"),
     Key("awskms", "max_pool_connections", int, "pooled connections (1-256)",
         "`concurrency` + 2, at least 10"),
@@ -132,6 +135,8 @@ KEYS: tuple[Key, ...] = (
     Key("vault", "jwt_env", str, "the variable holding the CI's ID token",
         "`KEYVAULT_VAULT_JWT`"),
     Key("vault", "timeout", (int, float), "seconds per request (at most 600)", "`10`"),
+    Key("vault", "max_attempts", int, "total attempts per request while Vault is sealed, in "
+        "standby, unreachable or throttling (1-10), 0.25 s apart, doubling up to 2 s", "`4`"),
     Key("transit", "address", str, "a different Vault for the Transit wrapper and sealer",
         "the `[vault]` one"),
     Key("pkcs11", "module", str, "the PKCS#11 module (shared library) after `module-path=` in "

@@ -41,3 +41,8 @@ def failure_lines(failed: Sequence[tuple[str, KeyvaultError]]) -> list[str]:
             lines.append(f"wrapper {group[0]} failed for {len(errors)} keys ({error.kind}; "
                          f"the first: {error}); --json lists each key's error")
     return lines
+
+
+def not_attempted_line(count: int, error: KeyvaultError) -> str:
+    """The one line for the keys a run did not start once a backend was down (keyvault.breaker)."""
+    return f"{count} key{'s' if count != 1 else ''} {error}"

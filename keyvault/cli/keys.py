@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from keyvault.cli.failures import key_failure_lines
+from keyvault.cli.failures import key_failure_lines, not_attempted_line
 from keyvault.cli.options import (
     All,
     DryRun,
@@ -130,7 +130,14 @@ def backup(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Key
     config = state.config()
     result = _scan(state, keep_bytes=False)  # each key is read again when it is sealed
     from keyvault.cli.output import emit_json, progress, say, table, tally, warn
-    from keyvault.ops.backup import FAILED, backup_keys, select_certs, select_keys, select_pins
+    from keyvault.ops.backup import (
+        FAILED,
+        NOT_ATTEMPTED,
+        backup_keys,
+        select_certs,
+        select_keys,
+        select_pins,
+    )
 
     keys = select_keys(result.keys, selection, f"trust directory {result.trust_dir}")
     pins, pin_problems = ([], []) if no_pins else select_pins(config.trust_dir, keys,
@@ -150,6 +157,7 @@ def backup(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Key
     if state.json:
         emit_json({"trust_dir": result.trust_dir, "store": config.store, "team": config.team,
                    "dry_run": dry_run, "keys": [outcome_json(o) for o in outcomes],
+                   "not_attempted": sum(o.action == NOT_ATTEMPTED for o in outcomes),
                    "problems": _problems_json(result)})
     else:
         table(f"Backup of {result.trust_dir} to {config.store}" + (" (dry run)" if dry_run
@@ -160,6 +168,9 @@ def backup(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Key
         for line in key_failure_lines((o.address, o.error) for o in outcomes
                                        if o.action == FAILED):
             warn(line)
+        skipped = [o.error for o in outcomes if o.action == NOT_ATTEMPTED and o.error]
+        if skipped:
+            warn(not_attempted_line(len(skipped), skipped[0]))
         _warn_problems(result)
         say(tally(len(outcomes), [o.action for o in outcomes]))
     for problem in pin_problems:  # a pin notary could not use either: said, not fatal

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from keyvault.cli.failures import key_failure_lines
+from keyvault.cli.failures import key_failure_lines, not_attempted_line
 from keyvault.cli.options import (
     All,
     DryRun,
@@ -62,7 +62,7 @@ def rewrap(
     config = state.config()
     from keyvault.cli.output import emit_json, progress, table, warn
     from keyvault.errors import AccessDeniedError
-    from keyvault.ops.rewrap import FAILED, RewrapOutcome, rewrap_keys
+    from keyvault.ops.rewrap import FAILED, NOT_ATTEMPTED, RewrapOutcome, rewrap_keys
 
     selection = build_selection(gun, role, key_id, everything)
     refused: list[AccessDeniedError] = []
@@ -88,7 +88,8 @@ def rewrap(
                         "key_id": o.address.key_id, "role": o.address.role,
                         "gun": o.address.gun, "action": o.action, "version": o.version,
                         "before": list(o.before), "after": list(o.after),
-                        "error": o.error.to_dict() if o.error else None} for o in outcomes]})
+                        "error": o.error.to_dict() if o.error else None} for o in outcomes],
+                   "not_attempted": sum(o.action == NOT_ATTEMPTED for o in outcomes)})
     else:
         table(f"Rewrap of team {config.team} in {config.store}"
               + (" (dry run)" if dry_run else ""),
@@ -98,6 +99,9 @@ def rewrap(
         for line in key_failure_lines((o.address, o.error) for o in outcomes
                                        if o.action == FAILED):
             warn(line)
+        skipped = [o.error for o in outcomes if o.action == NOT_ATTEMPTED and o.error]
+        if skipped:
+            warn(not_attempted_line(len(skipped), skipped[0]))
     for refusal in refused:
         warn(f"trust pins not rewrapped: {refusal.message} (the store grants them to the "
              "team's members; rewrap them as a member)")

@@ -53,7 +53,6 @@ from keyvault.daemon.watcher import KeyEvent, PinEvent, TrustEvent, TrustWatcher
 from keyvault.errors import BackendUnavailableError, KeyvaultError, LocalIOError
 from keyvault.names import kind_of
 from keyvault.ops.backup import (
-    FAILED,
     WOULD_WRITE,
     BackupOutcome,
     TeamListing,
@@ -415,12 +414,13 @@ class Daemon:
             return
         self._store_uri = self._store_uri or self._session.store().uri
         for (entry, key), outcome in zip(batch, outcomes, strict=True):
-            if outcome.action == FAILED and outcome.error is not None:
+            if outcome.failed and outcome.error is not None:  # incl. not attempted
                 self._retry(entry, outcome.error, key)
             else:
                 self._succeeded(entry, outcome)
-        if all(o.action == FAILED for o in outcomes):
-            self._session.close()  # fresh clients on the next attempt
+        if any(o.failed for o in outcomes):
+            self._session.close()  # fresh clients, and a closed breaker, on the next attempt
+        if all(o.failed for o in outcomes):
             return
         self._back_up_pins(trust_dir, sorted({k.gun for _, k in batch if k.gun is not None}))
 
@@ -565,12 +565,12 @@ class Daemon:
             self._last_error = exc.kind
             self.log.warning("reconcile-failed", kind=exc.kind, message=exc.message)
             return keys, False
-        missing = [o.key for o in outcomes if o.action in (WOULD_WRITE, FAILED)]
+        missing = [o.key for o in outcomes if o.action == WOULD_WRITE or o.failed]
         for untrusted in (o for o in outcomes if o.warning):
             self.log.warning("untrusted-version-found", key_id=untrusted.address.key_id,
                              role=untrusted.address.role, gun=untrusted.address.gun,
                              object=untrusted.address.object_name, message=untrusted.warning)
-        failures = [o for o in outcomes if o.action == FAILED]
+        failures = [o for o in outcomes if o.failed]
         if failures and failures[0].error is not None:
             error = failures[0].error
             self._last_error = error.kind

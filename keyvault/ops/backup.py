@@ -67,8 +67,8 @@ LISTING_THRESHOLD = 16
 ATTEMPTS = 5
 #: Before each try after a lost write, a random pause of up to this times 2**try (jitter).
 RETRY_JITTER_S = 0.05
-CREATED, UPDATED, UNCHANGED, FAILED, WOULD_WRITE = (
-    "created", "updated", "unchanged", "failed", "would-write")
+CREATED, UPDATED, UNCHANGED, FAILED, WOULD_WRITE, NOT_ATTEMPTED = (
+    "created", "updated", "unchanged", "failed", "would-write", "not-attempted")
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,11 @@ class BackupOutcome:
     error: KeyvaultError | None = None
     #: Why an existing latest version was not trusted and a fresh one sealed on top.
     warning: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        """Not backed up: failed, or not attempted because a backend was down."""
+        return self.action in (FAILED, NOT_ATTEMPTED)
 
 
 def select_keys(keys: Sequence[KeyFile], selection: Selection, where: str) -> list[KeyFile]:
@@ -190,6 +195,7 @@ def backup_keys(
     listed = (listing.of(store, team) if listing is not None
               else _listing(store, team) if len(items) >= LISTING_THRESHOLD else None)
     run = _Run(session, wrappers, dry_run, threshold, trust_dir, known)
+    breaker = session.breaker
 
     def one(item: tuple[KeyFile, KeyAddress | None]) -> BackupOutcome:
         key, address = item
@@ -197,17 +203,22 @@ def backup_keys(
             address = KeyAddress(team, key.gun, key.role, key.key_id)  # raises: invalid name
         if address in denied:  # refused by the policy: never read nor written
             return BackupOutcome(key, address, FAILED, error=denied[address])
+        if breaker.is_open:  # a backend is down: start no new key (a re-run goes on)
+            return BackupOutcome(key, address, NOT_ATTEMPTED, error=breaker.skip())
         try:
             tag = listed.get(address.object_name) if listed is not None else None
             seen = _known_latest(run, address, tag) if tag else None
             if seen is not None and _same_key(run, key, address, seen):
-                if _as_asked(run, seen):
+                if _as_asked(run, seen):  # known unchanged: no backend was asked
                     return BackupOutcome(key, address, UNCHANGED, seen.version)
                 seen = None  # the same bytes: the read path says what is missing
-            return _backup_key(run, key, address, absent=listed is not None and tag is None,
-                               known=seen)
+            outcome = _backup_key(run, key, address, absent=listed is not None and tag is None,
+                                  known=seen)
         except KeyvaultError as exc:
+            breaker.note(exc)
             return BackupOutcome(key, address, FAILED, error=exc)
+        breaker.up()
+        return outcome
 
     outcomes: list[BackupOutcome] = []
     for outcome in bounded_map(one, items, concurrency):
@@ -332,7 +343,7 @@ def _items(team: str, keys: Sequence[KeyFile]) -> list[tuple[KeyFile, KeyAddress
 
 def _audit(session: Session, team: str, outcomes: Sequence[BackupOutcome]) -> None:
     written = [o for o in outcomes if o.action in (CREATED, UPDATED)]
-    failed = [o for o in outcomes if o.action == FAILED]
+    failed = [o for o in outcomes if o.failed]
     outcome = "failed" if failed and not written else "partial" if failed else "ok"
     detail = (f"{len(written)} written, {len(outcomes) - len(written) - len(failed)} unchanged, "
               f"{len(failed)} failed")

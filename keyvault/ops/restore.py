@@ -14,7 +14,13 @@ from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from keyvault.errors import AccessDeniedError, IntegrityError, NotFoundError, UsageError
+from keyvault.errors import (
+    AccessDeniedError,
+    BackendUnavailableError,
+    IntegrityError,
+    NotFoundError,
+    UsageError,
+)
 from keyvault.names import (
     CertAddress,
     KeyAddress,
@@ -180,9 +186,13 @@ def restore_keys(
         wanted, certs_wanted, refused = [], [], [exc.message]
     session.access().require("restore", [*wanted, *certs_wanted])  # before reading any
 
+    started: list[KeyAddress] = []
+
     def read_and_open(address: KeyAddress) -> tuple[Restored, RestoreItem]:
         """One pass per key: read, check the name, prove the sealer and the chain, derive
         the path, unwrap, decrypt (nothing written yet)."""
+        session.breaker.check()  # a backend is down: start no new key
+        started.append(address)
         entry = reader.read(address, version)
         header = entry.envelope.header
         relpath = restore_relpath(header)
@@ -224,16 +234,19 @@ def restore_keys(
                 stored.append(found[0])
                 yield found[1]
 
-    certs = open_certs(session, reader, certs_wanted, env or {}, refused)
-    cert_plan = plan_certs([c.write for c in certs], force=force)  # conflict: nothing written
-    with contextlib.closing(opened()) as items:
-        if dry_run:
-            plan = plan_restore(trust_dir, items, force=force)
-            kept: tuple[str, ...] = ()
-        else:
-            result = apply_restore(trust_dir, items, force=force)
-            plan, kept = list(result.planned), result.kept_aside
-            kept += tuple(apply_certs(cert_plan))
+    try:
+        certs = open_certs(session, reader, certs_wanted, env or {}, refused)
+        cert_plan = plan_certs([c.write for c in certs], force=force)  # conflict: none written
+        with contextlib.closing(opened()) as items:
+            if dry_run:
+                plan = plan_restore(trust_dir, items, force=force)
+                kept: tuple[str, ...] = ()
+            else:
+                result = apply_restore(trust_dir, items, force=force)
+                plan, kept = list(result.planned), result.kept_aside
+                kept += tuple(apply_certs(cert_plan))
+    except BackendUnavailableError as exc:
+        raise _stopped(exc, len(addresses) - len(started), len(addresses)) from None
     reader.highwater.save()
     if not dry_run:
         written = [s.address for s, p in zip(stored, plan, strict=True) if p.action in WRITES]
@@ -246,6 +259,19 @@ def restore_keys(
     return RestoreReport(trust_dir, tuple(_entries(stored, plan)), kept, dry_run,
                          refused[0] if refused else None,
                          tuple(zip(certs, cert_plan, strict=True)))
+
+
+def _stopped(exc: BackendUnavailableError, skipped: int, total: int
+             ) -> BackendUnavailableError:
+    """A restore a backend ended: all or nothing, so nothing was written; say how many
+    keys it never started."""
+    if skipped <= 0:
+        return exc
+    stopped = BackendUnavailableError(
+        f"{exc.message}; {skipped} of {total} keys were not attempted and nothing was "
+        "written", hint=exc.hint or "re-run when the backend is back")
+    stopped.wrapper, stopped.audited = exc.wrapper, exc.audited
+    return stopped
 
 
 def pin_addresses(session: Session, team: str, selection: Selection,

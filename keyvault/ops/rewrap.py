@@ -47,8 +47,8 @@ from keyvault.ops.stored import StoredEnvelope, list_addresses
 from keyvault.wrappers import Wrapper, canonical_wrapper_uri, check_wrapper_uri, open_wrapper
 from keyvault.wrappers.base import Rotatable
 
-REWRAPPED, ROTATED, RESEALED, UNCHANGED, FAILED = (
-    "rewrapped", "rotated", "resealed", "unchanged", "failed")
+REWRAPPED, ROTATED, RESEALED, UNCHANGED, FAILED, NOT_ATTEMPTED = (
+    "rewrapped", "rotated", "resealed", "unchanged", "failed", "not-attempted")
 
 
 @dataclass(frozen=True)
@@ -111,9 +111,18 @@ def rewrap_keys(
         denied = session.access().refusals("rewrap", addresses)
         reader.prefetch([a for a in addresses if a not in denied])
 
+        breaker = session.breaker
+
         def one(address: KeyAddress) -> RewrapOutcome:
             if address in denied:  # refused by the policy: never read nor written
                 return RewrapOutcome(address, FAILED, error=denied[address])
+            if breaker.is_open:  # a backend is down: start no new key (a re-run goes on)
+                return RewrapOutcome(address, NOT_ATTEMPTED, error=breaker.skip())
+            outcome = _one(address)
+            breaker.note(outcome.error)
+            return outcome
+
+        def _one(address: KeyAddress) -> RewrapOutcome:
             try:
                 stored = reader.latest(address)
                 changed = _change(session, stored.envelope, holders, added, remove, rotate,
@@ -146,7 +155,7 @@ def rewrap_keys(
         if not dry_run:
             reader.highwater.save()
             changed = [o for o in outcomes if o.action in (REWRAPPED, ROTATED, RESEALED)]
-            failed = [o for o in outcomes if o.action == FAILED]
+            failed = [o for o in outcomes if o.action in (FAILED, NOT_ATTEMPTED)]
             session.record("rewrap", "partial" if failed else "ok", team=team,
                            keys=[key_ref(o.address) for o in changed + failed],
                            detail=f"add={','.join(w.uri for w in added)} "

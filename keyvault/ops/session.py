@@ -10,15 +10,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from keyvault.breaker import Breaker
 from keyvault.config import Config
 from keyvault.errors import KeyvaultError
 from keyvault.names import KeyAddress
 from keyvault.ops.identity import key_ref, local_principal
-from keyvault.plugins import SecretPrompt
+from keyvault.plugins import BackendOptions, SecretPrompt
 from keyvault.stores import Store, open_store
 
 __all__ = ["Session", "key_ref", "local_principal"]
@@ -49,11 +50,20 @@ class Session:
     _highwater: HighWater | None = field(default=None, init=False, repr=False)
     #: (whether it was looked for, and) what this machine sealed or verified (keyvault.known)
     _known: tuple[KnownVersions | None] | None = field(default=None, init=False, repr=False)
+    #: This run's circuit breaker: once a backend is down, no new key is started.
+    breaker: Breaker = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.breaker = Breaker(self.config.give_up_after)
+
+    def options(self) -> BackendOptions:
+        """What the session's backends are opened with, its breaker included."""
+        return replace(self.config.backend_options(self.prompt), breaker=self.breaker)
 
     def store(self) -> Store:
         if self._store is None:
             self._store = open_store(self.config.require_store(),
-                                     self.config.backend_options(self.prompt))
+                                     self.options())
         return self._store
 
     def wrappers(self) -> list[Wrapper]:
@@ -61,7 +71,7 @@ class Session:
         if self._wrappers is None:
             from keyvault.wrappers import open_wrapper  # not loaded by commands that only list
 
-            options = self.config.backend_options(self.prompt)
+            options = self.options()
             self._wrappers = [open_wrapper(uri, options) for uri in self.config.require_wrappers()]
         return self._wrappers
 
@@ -75,8 +85,7 @@ class Session:
             if spec is None and not path.exists():
                 self._sealer = Ed25519FileSealer.generate(path)
             else:
-                self._sealer = open_sealer(spec or str(path), self.config.backend_options(
-                    self.prompt))
+                self._sealer = open_sealer(spec or str(path), self.options())
         return self._sealer
 
     def sealers(self) -> SealerTrust:
@@ -221,6 +230,7 @@ class Session:
             self._store.close()
         self._wrappers, self._store, self._highwater, self._sealer = None, None, None, None
         self._known = None
+        self.breaker.reset()  # the next use is a new run (the daemon's next cycle)
 
     def __enter__(self) -> Session:
         return self

@@ -105,6 +105,9 @@ class AwsKmsSealer(BackendSealer[str]):
                                      SigningAlgorithm=SIGNING_ALGORITHM)
         except Exception as exc:
             self._raise(exc, "sign with")
+        if not resp.get("KeyId") or not resp.get("Signature"):
+            raise aws.cut_answer(f"cannot sign with KMS sealing key {self._uri}",
+                                 "KeyId" if not resp.get("KeyId") else "Signature")
         if _key_uuid(resp.get("KeyId")) != _key_uuid(key_id):
             raise IntegrityError(
                 f"KMS signed with another key than the one {self._uri} named when this run "
@@ -126,7 +129,7 @@ class AwsKmsSealer(BackendSealer[str]):
         region = self._key_name.split(":")[3] if self._key_name.startswith("arn:") else None
         self._cs = aws.client_settings("kms", "awskms", options.for_scheme("awskms"),
                                        options.env, endpoint_url=endpoint, region=region)
-        return aws.make_client(self._cs, options.env)
+        return aws.make_client(self._cs, options.env, options.breaker)
 
     def _release(self, client: Any) -> None:
         client.close()
@@ -136,6 +139,9 @@ class AwsKmsSealer(BackendSealer[str]):
             resp = self._live().get_public_key(KeyId=self._key_name)
         except Exception as exc:
             self._raise(exc, "read the public key of")
+        if not resp.get("KeyId"):
+            raise aws.cut_answer(f"cannot read the public key of KMS sealing key {self._uri}",
+                                 "KeyId")
         spec = resp.get("KeySpec") or resp.get("CustomerMasterKeySpec")
         usage = resp.get("KeyUsage")
         if (spec, usage) != (KEY_SPEC, KEY_USAGE) or SIGNING_ALGORITHM not in (
@@ -161,6 +167,9 @@ class AwsKmsSealer(BackendSealer[str]):
             if transport is None:
                 raise exc
             raise transport from None
+        skewed = aws.clock_skew(exc, where)
+        if skewed is not None:
+            raise skewed from None
         shown_code = f"{code or 'error'}, HTTP {status}"
         if code in _REFUSALS:
             cls, what, hint = _REFUSALS[code]

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from keyvault.breaker import NEVER, Breaker
 from keyvault.errors import (
     AccessDeniedError,
     BackendUnavailableError,
@@ -36,6 +37,8 @@ from keyvault.redact import shown_uri
 
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_READ_TIMEOUT = 15.0
+#: KMS answers Encrypt/Decrypt in milliseconds: a KMS that is silent for 5 s is hung.
+DEFAULT_KMS_READ_TIMEOUT = 5.0
 DEFAULT_MAX_ATTEMPTS = 4
 DEFAULT_POOL = 8
 MAX_ATTEMPTS_LIMIT = 10
@@ -57,6 +60,13 @@ TRANSIENT_CODES = frozenset({
     "RequestLimitExceeded", "ProvisionedThroughputExceededException",
     "KMSInternalException", "DependencyTimeoutException", "KeyUnavailableException",
     "LimitExceededException", "ServiceUnavailableException", "503", "500", "502", "504",
+})
+
+
+#: Answers that say "slow down": the backend is up (never a circuit breaker's down signal).
+THROTTLING_CODES = frozenset({
+    "SlowDown", "Throttling", "ThrottlingException", "TooManyRequestsException",
+    "RequestLimitExceeded", "ProvisionedThroughputExceededException", "LimitExceededException",
 })
 
 
@@ -97,15 +107,20 @@ def client_settings(service: str, section: str, settings: Mapping[str, Any],
         region=region,
         profile=profile,
         connect_timeout=_seconds(settings, section, "connect_timeout", DEFAULT_CONNECT_TIMEOUT),
-        read_timeout=_seconds(settings, section, "read_timeout", DEFAULT_READ_TIMEOUT),
+        read_timeout=_seconds(settings, section, "read_timeout", DEFAULT_KMS_READ_TIMEOUT
+                              if service == "kms" else DEFAULT_READ_TIMEOUT),
         max_attempts=_attempts(settings, section),
         max_pool_connections=_pool(settings, section),
         s3_addressing_style=_addressing(settings, section) if service == "s3" else None,
     )
 
 
-def make_client(cs: ClientSettings, env: Mapping[str, str]) -> Any:
-    """One boto3 client (thread-safe; sessions are not, so each client gets its own)."""
+def make_client(cs: ClientSettings, env: Mapping[str, str], breaker: Breaker = NEVER) -> Any:
+    """One boto3 client (thread-safe; sessions are not, so each client gets its own).
+
+    Each attempt reports to the run's ``breaker`` and, once it is open, is refused
+    before it is sent (so no more retries go to a backend known to be down).
+    """
     try:
         import boto3
         import botocore.config
@@ -139,11 +154,60 @@ def make_client(cs: ClientSettings, env: Mapping[str, str]) -> Any:
         options["s3"] = {"addressing_style": cs.s3_addressing_style}
     region = cs.region or session.region_name or "us-east-1"
     try:
-        return session.client(cs.service, region_name=region, endpoint_url=cs.endpoint_url,
-                              config=botocore.config.Config(**options))
+        client = session.client(cs.service, region_name=region, endpoint_url=cs.endpoint_url,
+                                config=botocore.config.Config(**options))
     except botocore.exceptions.BotoCoreError as exc:
         raise UsageError(f"cannot configure the AWS {cs.service} client "
                          f"({type(exc).__name__})") from None
+    if breaker is not NEVER:
+        _report_to(breaker, client, cs.endpoint_url or f"AWS {cs.service.upper()}")
+    return client
+
+
+#: Where a request's context keeps its last transport failure (for the breaker's refusal).
+_LAST_DOWN = "keyvault_last_down"
+
+
+def _report_to(breaker: Breaker, client: Any, endpoint: str) -> None:
+    """Hook the client's attempts to the run's circuit breaker (keyvault.breaker)."""
+    import botocore.exceptions as bx
+
+    down_exceptions = (bx.EndpointConnectionError, bx.ConnectionClosedError,
+                       bx.ConnectTimeoutError, bx.ReadTimeoutError, bx.ProxyConnectionError)
+
+    def before_send(request: Any = None, **_: Any) -> None:
+        if not breaker.is_open:
+            return
+        # A retry of a request that just failed: report that failure, not the breaker.
+        last = (getattr(request, "context", None) or {}).get(_LAST_DOWN)
+        failed = None if last is None else translate_transport_error(
+            last, what="a backend is down, so no more requests were sent", endpoint=endpoint)
+        if failed is not None:
+            raise failed
+        breaker.check()
+
+    def received(exception: BaseException | None = None, response_dict: Any = None,
+                 parsed_response: Any = None, context: Any = None, **_: Any) -> None:
+        if isinstance(exception, down_exceptions):
+            breaker.down(f"{endpoint}: {type(exception).__name__}")
+            if isinstance(context, dict):
+                context[_LAST_DOWN] = exception
+            return
+        if exception is not None or not isinstance(response_dict, dict):
+            return
+        status = response_dict.get("status_code")
+        error = (parsed_response or {}).get("Error") or {} if isinstance(
+            parsed_response, dict) else {}
+        code = str(error.get("Code") or "")
+        if code in THROTTLING_CODES or status == 429:
+            return  # up, and asking to be paced: never a down signal
+        if isinstance(status, int) and status >= 500:
+            breaker.down(f"{endpoint}: HTTP {status} {code[:40]}".rstrip())
+        else:
+            breaker.up()
+
+    client.meta.events.register("before-send", before_send)
+    client.meta.events.register("response-received", received)
 
 
 def _botocore_session() -> Any:
@@ -253,6 +317,46 @@ def translate_transport_error(exc: BaseException, *, what: str, endpoint: str
     if isinstance(exc, bx.BotoCoreError):
         return BackendUnavailableError(f"{what}: AWS SDK failure ({name})")
     return None
+
+
+class ClockSkewError(AccessDeniedError):
+    """The service refused a signed request because this machine's clock is off."""
+
+
+#: Codes a service answers when a request's signature time is too far from its clock.
+_SKEW_CODES = frozenset({"RequestTimeTooSkewed", "RequestExpired"})
+
+
+def clock_skew(exc: BaseException, what: str) -> ClockSkewError | None:
+    """A refusal for a skewed clock as a clear error (exit 4), else None.
+
+    SigV4 signatures carry the client's time; S3 answers ``RequestTimeTooSkewed``
+    and KMS ``InvalidSignatureException`` ("Signature expired") when it is more
+    than 15 minutes off. Retrying never helps and credentials are not at fault.
+    """
+    code, status = error_code(exc)
+    error = (getattr(exc, "response", None) or {}).get("Error") or {}
+    message = str(error.get("Message") or "").lower() if isinstance(error, dict) else ""
+    if code not in _SKEW_CODES and not (code == "InvalidSignatureException" and (
+            "signature expired" in message or "not yet current" in message)):
+        return None
+    return ClockSkewError(
+        f"{what}: the service refused the request because this machine's clock differs "
+        f"from its clock by too much ({code}, HTTP {status})",
+        hint="fix the clock (NTP: timedatectl set-ntp true); 'keyvault doctor' shows the "
+             "skew against each endpoint")
+
+
+def cut_answer(what: str, field: str) -> BackendUnavailableError:
+    """An answer without a field the service always sends: empty or cut off on the way.
+
+    botocore does not hold a body to its Content-Length, so a 200 whose body was
+    lost arrives as ``{}``: that is a backend fault (exit 6), never tampering.
+    """
+    return BackendUnavailableError(
+        f"{what}: the answer came without {field} (empty or cut off on the way); "
+        "nothing was used from it", hint="re-run to retry; check the network path to the "
+                                         "service (a proxy or load balancer cutting answers)")
 
 
 def _env_endpoint(service: str, env: Mapping[str, str]) -> str | None:

@@ -31,7 +31,10 @@ nears the end of its TTL is renewed (or, for AppRole and JWT, obtained again
 by logging in) before the next request; a token that has expired gives
 :class:`VaultTokenExpiredError`. A 403 names the path and the token's
 policies (from ``lookup-self``). A sealed, standby or unreachable server is
-retried briefly (``RETRY_DELAYS``), then reported. Responses larger than
+retried briefly (``max_attempts`` in all, pausing ``retry_delay``), then
+reported; each attempt reports to the run's circuit breaker (keyvault.breaker),
+which may refuse the next one once Vault is known to be down (429 is throttling,
+never a down signal). Responses larger than
 ``MAX_RESPONSE`` are refused before they are parsed (T10).
 
 Errors: hvac exception texts can carry response bodies, so they are only
@@ -55,6 +58,7 @@ from urllib.parse import urlsplit
 
 from keyvault import fsutil
 from keyvault.bounded import json_loads
+from keyvault.breaker import NEVER, Breaker
 from keyvault.errors import (
     AccessDeniedError,
     BackendUnavailableError,
@@ -69,8 +73,15 @@ from keyvault.redact import shown_uri
 
 DEFAULT_ADDRESS = "https://127.0.0.1:8200"
 DEFAULT_TIMEOUT = 10.0
-#: Pauses between attempts when Vault is sealed, in standby, throttling or unreachable.
-RETRY_DELAYS = (0.25, 0.5, 1.0)
+DEFAULT_MAX_ATTEMPTS = 4
+MAX_ATTEMPTS_LIMIT = 10
+
+
+def retry_delay(attempt: int) -> float:
+    """The pause before retry ``attempt`` (0-based) when Vault is sealed, in standby,
+    throttling or unreachable: 0.25 s, doubling, at most 2 s."""
+    return float(min(0.25 * 2 ** attempt, 2.0))
+
 #: Largest response body read from Vault; larger ones are refused before JSON parsing.
 MAX_RESPONSE = 32 * 1024 * 1024
 MAX_SECRET_FILE = 64 * 1024
@@ -123,6 +134,7 @@ class VaultSettings:
     verify: bool | str
     timeout: float
     auth: str
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
     token_file: Path | None = None
     approle_mount: str = "approle"
     role_id_file: Path | None = None
@@ -161,6 +173,10 @@ def vault_settings(options: BackendOptions, *, address: str | None = None) -> Va
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not (
             0 < timeout <= 600):
         raise UsageError("[vault] timeout must be a number of seconds between 0 and 600")
+    attempts = cfg.get("max_attempts", DEFAULT_MAX_ATTEMPTS)
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or not (
+            1 <= attempts <= MAX_ATTEMPTS_LIMIT):
+        raise UsageError(f"[vault] max_attempts must be between 1 and {MAX_ATTEMPTS_LIMIT}")
     auth = _str(cfg, "auth") or "token"
     if auth not in AUTH_METHODS:
         raise UsageError(f"[vault] auth {auth[:20]!r} is not one of {', '.join(AUTH_METHODS)}")
@@ -174,6 +190,7 @@ def vault_settings(options: BackendOptions, *, address: str | None = None) -> Va
         raise UsageError(f"[vault] jwt_role {jwt_role[:40]!r} is not a valid role name")
     return VaultSettings(
         address=addr, namespace=namespace, verify=verify, timeout=float(timeout), auth=auth,
+        max_attempts=attempts,
         token_file=_path(cfg, "token_file"),
         approle_mount=_mount(cfg, "approle_mount", "approle"),
         role_id_file=_path(cfg, "role_id_file"), secret_id_file=_path(cfg, "secret_id_file"),
@@ -207,9 +224,10 @@ class VaultClient:
     Get one with :func:`acquire` and give it back with :meth:`release`.
     """
 
-    def __init__(self, settings: VaultSettings, env: Mapping[str, str], key: tuple[str, ...]
-                 ) -> None:
+    def __init__(self, settings: VaultSettings, env: Mapping[str, str], key: tuple[str, ...],
+                 breaker: Breaker = NEVER) -> None:
         self.settings = settings
+        self.breaker = breaker
         self._env = env
         self._key = key
         self._lock = threading.RLock()
@@ -245,17 +263,20 @@ class VaultClient:
         relogged = False
         attempt = 0
         while True:
+            self.breaker.check()
             client = self._ready()
             if before is not None:
                 before()
             try:
-                return fn(client)
+                answer = fn(client)
             except KeyvaultError:
                 raise
             except Exception as exc:
                 kind = _classify(exc)
-                if kind == "retry" and attempt < len(RETRY_DELAYS):
-                    time.sleep(RETRY_DELAYS[attempt])
+                self._report(kind, exc)
+                if (kind in ("retry", "throttled") and attempt + 1 < self.settings.max_attempts
+                        and not self.breaker.is_open):  # Vault known down: no more retries
+                    time.sleep(retry_delay(attempt))
                     attempt += 1
                     continue
                 if kind == "forbidden":
@@ -265,7 +286,17 @@ class VaultClient:
                         self._invalidate()
                         continue
                     raise self._denied(what, path, invalid=invalid) from None
-                raise self._translate(exc, kind, what, path) from None
+                raise self._translate(exc, kind, what, path, attempt + 1) from None
+            self.breaker.up()
+            return answer
+
+    def _report(self, kind: str, exc: BaseException) -> None:
+        """An attempt's failure to the run's breaker: Vault down, or Vault answering."""
+        if kind in ("retry", "timeout", "server"):
+            self.breaker.down(f"Vault at {self.settings.address}: "
+                              f"{_transport_name(exc) if _status(exc) is None else _status(exc)}")
+        elif kind != "throttled":
+            self.breaker.up()
 
     def policies(self) -> tuple[str, ...] | None:
         """The token's policies (``lookup-self``), or None if Vault will not say."""
@@ -345,13 +376,15 @@ class VaultClient:
 
     def _login_request(self, login: Callable[[Any], Any], where: str) -> Any:
         s = self.settings
-        for attempt in range(len(RETRY_DELAYS) + 1):
+        for attempt in range(s.max_attempts):
+            self.breaker.check()
             try:
                 return login(self._hvac)
             except Exception as exc:
                 kind = _classify(exc)
-                if kind == "retry" and attempt < len(RETRY_DELAYS):
-                    time.sleep(RETRY_DELAYS[attempt])
+                self._report(kind, exc)
+                if kind in ("retry", "throttled") and attempt + 1 < s.max_attempts:
+                    time.sleep(retry_delay(attempt))
                     continue
                 if kind in ("invalid", "forbidden"):
                     method = "AppRole" if s.auth == "approle" else "JWT"
@@ -493,8 +526,10 @@ class VaultClient:
             return "log in again ('vault login' / 'bao login', or a fresh VAULT_TOKEN)"
         return "the login was retried and refused; check the credentials"
 
-    def _translate(self, exc: BaseException, kind: str, what: str, path: str) -> KeyvaultError:
+    def _translate(self, exc: BaseException, kind: str, what: str, path: str,
+                   attempts: int | None = None) -> KeyvaultError:
         s = self.settings
+        tried = f"{attempts or s.max_attempts} attempt{'s' if attempts != 1 else ''}"
         where = f"Vault at {s.address}: cannot {what} {path}"
         if kind == "retry":
             status = _status(exc)
@@ -505,20 +540,20 @@ class VaultClient:
                     hint = f"VAULT_ADDR is not set, so {DEFAULT_ADDRESS} was used; " + hint
                 return VaultUnavailableError(
                     f"{where}: the server cannot be reached ({_transport_name(exc)}) after "
-                    f"{len(RETRY_DELAYS) + 1} attempts", hint=hint)
-            if status == 429:
-                return VaultThrottledError(
-                    f"{where}: Vault is rate-limiting requests (HTTP 429) after "
-                    f"{len(RETRY_DELAYS) + 1} attempts",
-                    hint="re-run later, lower --rate, or ask for a larger rate limit quota")
+                    f"{tried}", hint=hint)
             if status == 503:
                 return VaultUnavailableError(
                     f"{where}: Vault is sealed, in standby or unavailable (HTTP 503) after "
-                    f"{len(RETRY_DELAYS) + 1} attempts",
+                    f"{tried}",
                     hint="unseal it or wait for the active node, then re-run")
             return VaultUnavailableError(f"{where}: Vault failed (HTTP {status}) after "
-                                         f"{len(RETRY_DELAYS) + 1} attempts",
+                                         f"{tried}",
                                          hint="re-run to retry")
+        if kind == "throttled":
+            return VaultThrottledError(
+                f"{where}: Vault kept throttling (HTTP 429) for {s.max_attempts} attempts",
+                hint="re-run later, lower the concurrency or a drill's --rate, or raise "
+                     "Vault's rate limit quota")
         if kind == "timeout":
             return VaultUnavailableError(
                 f"{where}: no answer within {s.timeout:g} s",
@@ -528,6 +563,12 @@ class VaultClient:
                 f"{where}: TLS failed ({_transport_name(exc)})",
                 hint="set VAULT_CACERT (or [vault] cacert) to the CA that signed Vault's "
                      "certificate")
+        if kind == "cut":
+            return VaultUnavailableError(
+                f"{where}: the answer was empty or cut off on the way (no whole JSON "
+                "body); nothing was used from it",
+                hint="re-run to retry; check the network path to Vault (a proxy or load "
+                     "balancer cutting answers)")
         if kind == "toolarge":
             return VaultUnavailableError(f"{where}: the response was larger than "
                                          f"{MAX_RESPONSE} bytes; refused")
@@ -572,11 +613,12 @@ _CACHE_LOCK = threading.Lock()
 def acquire(options: BackendOptions, *, address: str | None = None) -> VaultClient:
     """The process's client for this Vault and identity (created on first use)."""
     settings = vault_settings(options, address=address)
-    key = _identity(settings, options.env)
+    # One client per run (its breaker): a run's store and Transit wrapper share it.
+    key = (*_identity(settings, options.env), str(id(options.breaker)))
     with _CACHE_LOCK:
         client = _CACHE.get(key)
         if client is None:
-            client = VaultClient(settings, options.env, key)
+            client = VaultClient(settings, options.env, key, options.breaker)
             _CACHE[key] = client
         client._users += 1
         return client
@@ -627,7 +669,7 @@ def _bounded_adapter() -> Any:
                 try:
                     return json_loads(response.content)
                 except ValueError:
-                    pass
+                    raise CutAnswerError(url) from None  # Vault answers 200 with JSON only
             return response
 
     _ADAPTER = BoundedJSONAdapter
@@ -638,6 +680,10 @@ class ResponseTooLargeError(Exception):
     pass
 
 
+class CutAnswerError(Exception):
+    """A 200 whose body is empty or not whole JSON: lost on the way, not a wrong answer."""
+
+
 def _classify(exc: BaseException) -> str:
     """One word for an hvac/requests exception; its text is never looked at here."""
     import hvac.exceptions as hx
@@ -645,6 +691,8 @@ def _classify(exc: BaseException) -> str:
 
     if isinstance(exc, ResponseTooLargeError):
         return "toolarge"
+    if isinstance(exc, CutAnswerError | rx.ChunkedEncodingError | rx.ContentDecodingError):
+        return "cut"  # headers came, the body did not (whole): lost, not refused
     if isinstance(exc, rx.SSLError):
         return "tls"
     if isinstance(exc, rx.ConnectTimeout | rx.ConnectionError):
@@ -661,7 +709,9 @@ def _classify(exc: BaseException) -> str:
         return "notfound"
     if isinstance(exc, hx.Unauthorized):
         return "unauthorized"
-    if isinstance(exc, hx.VaultDown | hx.BadGateway | hx.RateLimitExceeded):
+    if isinstance(exc, hx.RateLimitExceeded):
+        return "throttled"
+    if isinstance(exc, hx.VaultDown | hx.BadGateway):
         return "retry"
     if isinstance(exc, hx.InternalServerError | hx.VaultNotInitialized):
         return "server"

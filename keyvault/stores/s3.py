@@ -80,7 +80,7 @@ class S3Store:
         self._prefix = prefix  # "" or "a/b/" (validated, ends with "/")
         settings = options.for_scheme("s3")
         self._cs = aws.client_settings("s3", "s3", settings, options.env)
-        self._client: Any = aws.make_client(self._cs, options.env)
+        self._client: Any = aws.make_client(self._cs, options.env, options.breaker)
         self._client.meta.events.register("request-created.s3.PutObject", _send_in_one_go)
         self._sse = _sse_args(settings)
         self._allow_unversioned = _flag(settings, "allow_unversioned", False)
@@ -127,10 +127,12 @@ class S3Store:
         body = resp["Body"]
         try:
             size = resp.get("ContentLength")
+            if size is None:  # S3 always sends it: the answer was lost, not a wrong object
+                raise aws.cut_answer(f"store {self.uri}: cannot read {name}", "Content-Length")
             if not isinstance(size, int) or size > MAX_OBJECT_SIZE:
                 raise IntegrityError(
-                    f"store {self.uri}: {name} is larger than {MAX_OBJECT_SIZE} bytes (or gives "
-                    "no size); refused before reading", hint="the object was not written by "
+                    f"store {self.uri}: {name} is larger than {MAX_OBJECT_SIZE} bytes; "
+                    "refused before reading", hint="the object was not written by "
                                                              "keyvault; inspect the bucket")
             data = body.read(MAX_OBJECT_SIZE + 1)
         except KeyvaultError:
@@ -180,8 +182,7 @@ class S3Store:
         found: list[_Found] = []
         paginator = self._client.get_paginator("list_object_versions")
         try:
-            for page in paginator.paginate(Bucket=self._bucket, Prefix=key,
-                                           PaginationConfig={"PageSize": _LIST_PAGE}):
+            for page in self._pages(paginator, key):
                 for item in page.get("Versions", ()):
                     if item.get("Key") != key:
                         continue  # a longer key sharing the prefix
@@ -199,8 +200,7 @@ class S3Store:
         found: dict[str, list[_Found]] = {}
         paginator = self._live().get_paginator("list_object_versions")
         try:
-            for page in paginator.paginate(Bucket=self._bucket, Prefix=full,
-                                           PaginationConfig={"PageSize": _LIST_PAGE}):
+            for page in self._pages(paginator, full):
                 for item in page.get("Versions", ()):
                     name = str(item.get("Key") or "")[len(self._prefix):]
                     try:
@@ -235,8 +235,7 @@ class S3Store:
         doomed: list[str] = []
         paginator = self._client.get_paginator("list_object_versions")
         try:
-            for page in paginator.paginate(Bucket=self._bucket, Prefix=key,
-                                           PaginationConfig={"PageSize": _LIST_PAGE}):
+            for page in self._pages(paginator, key):
                 for item in (*page.get("Versions", ()), *page.get("DeleteMarkers", ())):
                     if item.get("Key") == key:
                         doomed.append(str(item.get("VersionId") or "null"))
@@ -256,13 +255,23 @@ class S3Store:
 
     # -- internals -------------------------------------------------------------------
 
+    def _pages(self, paginator: Any, prefix: str, start_after: str = ""
+               ) -> Iterator[dict[str, Any]]:
+        """A listing's pages; a page without ``IsTruncated`` (which S3 always sends) was
+        lost on the way: backend unavailable, never "no such objects"."""
+        after = {"StartAfter": start_after} if start_after else {}
+        for page in paginator.paginate(Bucket=self._bucket, Prefix=prefix, **after,
+                                       PaginationConfig={"PageSize": _LIST_PAGE}):
+            if "IsTruncated" not in page:
+                raise aws.cut_answer(f"store {self.uri}: cannot list {prefix or '/'}",
+                                     "IsTruncated")
+            yield page
+
     def _iter_names(self, full_prefix: str, start_after: str = ""
                     ) -> Iterator[tuple[str, str]]:
         paginator = self._live().get_paginator("list_objects_v2")
-        after = {"StartAfter": start_after} if start_after else {}
         try:
-            for page in paginator.paginate(Bucket=self._bucket, Prefix=full_prefix, **after,
-                                           PaginationConfig={"PageSize": _LIST_PAGE}):
+            for page in self._pages(paginator, full_prefix, start_after):
                 for item in page.get("Contents", ()):
                     name = str(item.get("Key", ""))[len(self._prefix):]
                     try:
@@ -372,6 +381,9 @@ class S3Store:
                                                   endpoint=self._cs.endpoint_url or "S3")
         if transport is not None:
             raise transport from None
+        skewed = aws.clock_skew(exc, where)
+        if skewed is not None:
+            raise skewed from None
         code, status = aws.error_code(exc)
         if not code and status is None:
             raise exc  # not an SDK error: a bug, let it show

@@ -42,6 +42,7 @@ from typing import Any, NoReturn, Self, TypeVar
 from urllib.parse import urlsplit
 
 from keyvault.errors import (
+    BackendUnavailableError,
     ConflictError,
     IntegrityError,
     KeyvaultError,
@@ -116,6 +117,8 @@ class VaultKvStore:
         data = _field(resp, "data")
         meta = _field(data, "metadata")
         got = meta.get("version")
+        if got is None:
+            raise _cut("version")
         if not isinstance(got, int) or isinstance(got, bool) or (number and got != number):
             raise self._tampered(name, "answered with another version than asked for")
         return StoredObject(name, str(got), self._decode(name, _field(data, "data")))
@@ -140,6 +143,8 @@ class VaultKvStore:
             self._raise(exc, name)
         meta = _field(resp, "data")
         version = meta.get("version")
+        if version is None:
+            raise _cut("the new version's number")
         if not isinstance(version, int) or isinstance(version, bool) or version != cas + 1:
             raise self._tampered(name, f"answered version {str(version)[:20]!r} to a write on "
                                        f"top of version {cas}")
@@ -470,8 +475,14 @@ def _encode(data: bytes) -> dict[str, str]:
 def _field(doc: Any, key: str) -> dict[str, Any]:
     value = doc.get(key) if isinstance(doc, dict) else None
     if not isinstance(value, dict):
-        raise IntegrityError(f"Vault answered without a {key!r} object; refusing the answer")
+        raise _cut(f"a {key!r} object")
     return value
+
+
+def _cut(what: str) -> BackendUnavailableError:
+    """A field Vault always sends is missing: the answer was lost, not a wrong one (exit 6)."""
+    return BackendUnavailableError(f"Vault answered without {what} (an empty or cut-off "
+                                   "answer); nothing was used from it", hint="re-run to retry")
 
 
 def _live_versions(meta: dict[str, Any]) -> list[int]:

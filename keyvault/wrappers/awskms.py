@@ -100,7 +100,7 @@ class AwsKmsWrapper:
         self._cs = aws.client_settings(
             "kms", "awskms", settings, options.env, endpoint_url=endpoint,
             region=self._arn.group("region") if self._arn else None)
-        self._client: Any = aws.make_client(self._cs, options.env)
+        self._client: Any = aws.make_client(self._cs, options.env, options.breaker)
         self._lock = threading.Lock()
 
     @classmethod
@@ -129,8 +129,8 @@ class AwsKmsWrapper:
                                         EncryptionAlgorithm=KMS_ALGORITHM)
         except Exception as exc:
             self._raise(exc, "wrap a key with")
-        arn = str(resp.get("KeyId") or "")
-        blob = resp.get("CiphertextBlob")
+        arn = self._answered(resp, "KeyId", "wrap a key with")
+        blob = self._answered(resp, "CiphertextBlob", "wrap a key with")
         self._check_recorded_arn(arn, "KMS answered with")
         if not isinstance(blob, bytes) or not 0 < len(blob) <= _MAX_BLOB:
             raise BackendUnavailableError(f"KMS key {self._uri} returned no usable ciphertext")
@@ -145,10 +145,10 @@ class AwsKmsWrapper:
                                         EncryptionAlgorithm=KMS_ALGORITHM)
         except Exception as exc:
             self._raise(exc, "unwrap a key with", arn=arn)
-        if resp.get("KeyId") != arn:
+        if self._answered(resp, "KeyId", "unwrap a key with") != arn:
             raise IntegrityError(f"KMS decrypted the key wrapped for {self._uri} with another "
                                  "KMS key than the one recorded; refusing it")
-        plain = resp.get("Plaintext")
+        plain = self._answered(resp, "Plaintext", "unwrap a key with")
         if not isinstance(plain, bytes) or len(plain) != DEK_SIZE:
             raise IntegrityError(f"the key wrapped for {self._uri} has the wrong length")
         return plain
@@ -168,12 +168,12 @@ class AwsKmsWrapper:
                 DestinationEncryptionContext=ctx, DestinationEncryptionAlgorithm=KMS_ALGORITHM)
         except Exception as exc:
             self._raise(exc, "re-wrap a key with", arn=arn)
-        if resp.get("SourceKeyId") != arn:
+        if self._answered(resp, "SourceKeyId", "re-wrap a key with") != arn:
             raise IntegrityError(f"KMS re-encrypted the key wrapped for {self._uri} from another "
                                  "KMS key than the one recorded; refusing it")
-        new_arn = str(resp.get("KeyId") or "")
+        new_arn = self._answered(resp, "KeyId", "re-wrap a key with")
         self._check_recorded_arn(new_arn, "KMS answered with")
-        blob = resp.get("CiphertextBlob")
+        blob = self._answered(resp, "CiphertextBlob", "re-wrap a key with")
         if not isinstance(blob, bytes) or not 0 < len(blob) <= _MAX_BLOB:
             raise BackendUnavailableError(f"KMS key {self._uri} returned no usable ciphertext")
         return WrappedKey(self._uri, ALG, blob, dict(ctx), {PARAM_KEY_ARN: new_arn})
@@ -199,6 +199,13 @@ class AwsKmsWrapper:
         if client is None:
             raise UsageError(f"wrapper {self._uri} is closed")
         return client
+
+    def _answered(self, resp: Any, field: str, action: str) -> Any:
+        """``resp[field]``; a missing one means the answer was lost, not that it is wrong."""
+        value = resp.get(field) if isinstance(resp, dict) else None
+        if value is None or value in ("", b""):
+            raise aws.cut_answer(f"cannot {action} KMS key {self._uri}", field)
+        return str(value) if field.endswith("KeyId") else value
 
     def _recorded_arn(self, wrapped: WrappedKey) -> str:
         """The key ARN the entry was wrapped under, after checking the entry is ours."""
@@ -239,6 +246,9 @@ class AwsKmsWrapper:
             exc, what=where, endpoint=self._cs.endpoint_url or "AWS KMS")
         if transport is not None:
             raise transport from None
+        skewed = aws.clock_skew(exc, where)
+        if skewed is not None:
+            raise skewed from None
         code, status = aws.error_code(exc)
         if not code and status is None:
             raise exc

@@ -128,6 +128,10 @@ class TransitWrapper:
             self._refused(exc, wrapped=True)
         data = resp.get("data") if isinstance(resp, dict) else None
         plaintext = data.get("plaintext") if isinstance(data, dict) else None
+        if not plaintext:  # the answer was lost on the way: not a wrong key (exit 6, not 5)
+            raise BackendUnavailableError(f"Transit key {self._uri} answered a decrypt without "
+                                          "the plaintext (an empty or cut-off answer)",
+                                          hint="re-run to retry")
         try:
             dek = base64.b64decode(str(plaintext), validate=True)
         except (binascii.Error, ValueError):
