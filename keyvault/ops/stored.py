@@ -76,25 +76,28 @@ def list_addresses(store: Store, team: str, selection: Selection, *, ci: bool = 
     Vault and S3): those two are listed, and ``root/`` only for ``--all``,
     which is refused as a whole.
     """
-    seen: set[str] = set()
-    for prefix in _prefixes(team, selection, ci=ci):
+    for prefix in _outermost(_prefixes(team, selection, ci=ci)):
         try:
-            names = (_latest_names(store, prefix, versions) if versions is not None
-                     and isinstance(store, VersionListing) else list(store.list(prefix)))
+            # One name at a time, page by page (S3): nothing here holds the whole listing.
+            for name in (_latest_names(store, prefix, versions) if versions is not None
+                         and isinstance(store, VersionListing) else store.list(prefix)):
+                try:
+                    address = KeyAddress.from_object_name(name)
+                except KeyvaultError:
+                    continue  # foreign objects in a shared bucket are not ours to judge
+                if address.team != team:
+                    continue
+                if selection.matches(address.gun, address.role, address.key_id):
+                    yield address
         except AccessDeniedError as exc:
             raise _listing_refused(exc, team, selection, prefix) from None
-        for name in names:
-            if name in seen:
-                continue
-            seen.add(name)
-            try:
-                address = KeyAddress.from_object_name(name)
-            except KeyvaultError:
-                continue  # foreign objects in a shared bucket are not ours to judge
-            if address.team != team:
-                continue
-            if selection.matches(address.gun, address.role, address.key_id):
-                yield address
+
+
+def _outermost(prefixes: list[str]) -> list[str]:
+    """The prefixes no other one contains: each name is then listed exactly once, with no
+    set of the names seen growing with the store."""
+    unique = list(dict.fromkeys(prefixes))
+    return [p for p in unique if not any(p != q and p.startswith(q) for q in unique)]
 
 
 def _latest_names(store: VersionListing, prefix: str,
