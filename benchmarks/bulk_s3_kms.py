@@ -726,26 +726,34 @@ def main() -> int:
     return 0
 
 
-def run(args: argparse.Namespace, results: dict[str, Any], work: Path, big: Path,
-        sizes: list[int], s3_url: str, kms_url: str, bao_address: str | None) -> None:
+def bucket_and_key(s3_url: str, kms_url: str, work: Path, name: str
+                   ) -> tuple[Any, Any, dict[str, Any], dict[str, str]]:
+    """A versioned bucket ``name`` and a KMS key ``alias/<name>``: (the admin's S3 client,
+    a KMS client, the key's metadata, the environment keyvault runs with)."""
     sys.path.insert(0, str(ROOT / "tests"))
-    from fixtures.kms import KMS_CREDS, kms_client
+    from fixtures.kms import kms_client
     from fixtures.s3 import ADMIN, s3_client
 
-    from keyvault.sealing import Ed25519FileSealer
-
-    admin = s3_client(s3_url)
-    bucket = "kv-bulk"
-    admin.create_bucket(Bucket=bucket)
-    admin.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    admin = s3_client(s3_url, attempts=4)
+    admin.create_bucket(Bucket=name)
+    admin.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
     kms = kms_client(kms_url)
-    meta = kms.create_key(Description="keyvault bulk benchmark")["KeyMetadata"]
-    kms.create_alias(AliasName="alias/kv-bulk", TargetKeyId=meta["KeyId"])
+    meta = kms.create_key(Description=f"keyvault benchmark {name}")["KeyMetadata"]
+    kms.create_alias(AliasName=f"alias/{name}", TargetKeyId=meta["KeyId"])
+    # moto accepts any credentials; keyvault sends the S3 ones to both
     env = {"AWS_ACCESS_KEY_ID": ADMIN[0], "AWS_SECRET_ACCESS_KEY": ADMIN[1],
            "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
            "AWS_CONFIG_FILE": str(work / "no-aws-config"),
            "AWS_SHARED_CREDENTIALS_FILE": str(work / "no-aws-credentials")}
-    del KMS_CREDS  # moto accepts any credentials; keyvault sends the S3 ones to both
+    return admin, kms, meta, env
+
+
+def run(args: argparse.Namespace, results: dict[str, Any], work: Path, big: Path,
+        sizes: list[int], s3_url: str, kms_url: str, bao_address: str | None) -> None:
+    from keyvault.sealing import Ed25519FileSealer
+
+    bucket = "kv-bulk"
+    _, kms, meta, env = bucket_and_key(s3_url, kms_url, work, bucket)
     # One sealing key for every phase (the default Ed25519 key file), pinned by the restores,
     # which run in fresh state directories like a new machine.
     file_sealer = Ed25519FileSealer.generate(work / "sealer.key")

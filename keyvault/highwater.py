@@ -8,15 +8,23 @@ bytes; a lower number later, or another version under the same number, is a
 rollback (or a fork) and is refused. Modelled on how a TUF client keeps its
 trusted metadata versions between runs.
 
-One JSON file per store under the state directory (0600), merged under an
-exclusive lock on save, so concurrent keyvault processes only ever raise a mark.
+The marks of one store are kept in SHARDS small JSON files under the state
+directory (0600), a key's shard chosen by its GUN's folder, so reading one
+GUN's marks costs the same whether this machine has seen a hundred keys or a
+hundred thousand. At most MAX_LOADED shards are held in memory, and once
+FLUSH_AT marks have been raised they are saved, so a bulk run's marks stream
+to disk in batches. Each save merges under an exclusive lock, so concurrent keyvault
+processes only ever raise a mark. The single file of earlier versions is
+split into the shards on first use.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +33,12 @@ from keyvault.errors import IntegrityError
 from keyvault.statefile import locked, store_file
 
 MAX_FILE_SIZE = 64 * 1024 * 1024
+#: Shard files per store: at 100,000 keys about 400 marks (80 KB) each.
+SHARDS = 256
+#: Shards read from disk held in memory at once (the least recently used is dropped).
+MAX_LOADED = 16
+#: Raised marks held in memory before they are saved (about 250 bytes each).
+FLUSH_AT = 20_000
 
 
 @dataclass(frozen=True)
@@ -33,19 +47,35 @@ class Mark:
     digest: str  # SHA-256 (hex) of the stored bytes of that version
 
 
+def shard_of(name: str) -> str:
+    """The shard of object ``name``: its GUN's folder (``.../guns/<gun>`` for a key's
+    ``.../guns/<gun>/<role>/<id>.json``) decides, so one GUN's keys share one file."""
+    folder = name.rsplit("/", 2)[0]
+    return f"{int(hashlib.sha256(folder.encode('utf-8')).hexdigest()[:8], 16) % SHARDS:02x}"
+
+
 class HighWater:
-    """The marks of one store on this machine. Thread-safe; saved explicitly."""
+    """The marks of one store on this machine. Thread-safe; saved explicitly (and every
+    FLUSH_AT raised marks)."""
 
     def __init__(self, state_dir: Path, store_uri: str) -> None:
+        #: The one file earlier versions kept: split into the shards on first use.
         self.path = store_file(state_dir, "highwater", store_uri)
+        self._stem, self.directory = self.path.stem, self.path.parent
         self.store_uri = store_uri
-        self._marks: dict[str, Mark] | None = None
-        self._dirty: dict[str, Mark] = {}
+        self._loaded: OrderedDict[str, dict[str, Mark]] = OrderedDict()
+        self._dirty: dict[str, dict[str, Mark]] = {}  # raised, not saved yet: by shard
+        self._raised = 0
+        self._migrated = False
         self._lock = threading.Lock()
+
+    def shard_path(self, name: str) -> Path:
+        """The file that holds the mark of object ``name``."""
+        return self.directory / f"{self._stem}-{shard_of(name)}.json"
 
     def get(self, name: str) -> Mark | None:
         with self._lock:
-            return self._loaded().get(name)
+            return self._seen(shard_of(name), name)
 
     def check(self, name: str, sequence: int, digest: str, what: str) -> None:
         """IntegrityError if version ``sequence`` is older than one seen, or a fork of it."""
@@ -66,38 +96,87 @@ class HighWater:
 
     def note(self, name: str, sequence: int, digest: str) -> None:
         """Raise the mark of ``name`` (never lowers it)."""
+        sid = shard_of(name)
         with self._lock:
-            marks = self._loaded()
-            seen = marks.get(name)
+            seen = self._seen(sid, name)
             if seen is None or sequence > seen.sequence:
-                marks[name] = self._dirty[name] = Mark(sequence, digest)
+                raised = self._dirty.setdefault(sid, {})
+                self._raised += name not in raised
+                raised[name] = Mark(sequence, digest)
+                if self._raised >= FLUSH_AT:
+                    self._save()
 
     def save(self) -> None:
-        """Merge the raised marks into the file (highest wins), atomically."""
+        """Merge the raised marks into their shard files (highest wins), atomically."""
         with self._lock:
-            if not self._dirty:
-                return
-            from keyvault.fsutil import ensure_private_dir, write_file_atomic
+            self._save()
 
-            ensure_private_dir(self.path.parent)
-            with locked(self.path):
-                merged = _read(self.path)
-                for name, mark in self._dirty.items():
-                    current = merged.get(name)
-                    if current is None or mark.sequence > current.sequence:
-                        merged[name] = mark
-                doc = {"store": self.store_uri,
-                       "marks": {n: [m.sequence, m.digest] for n, m in sorted(merged.items())}}
-                write_file_atomic(self.path.parent, self.path.name,
-                                  json.dumps(doc, separators=(",", ":")).encode("utf-8"),
-                                  exclusive=False)
-            self._marks = merged
-            self._dirty.clear()
+    def _seen(self, sid: str, name: str) -> Mark | None:
+        """The mark of ``name``: raised in this run, or else in its shard file. Lock held."""
+        return self._dirty.get(sid, {}).get(name) or self._shard(sid).get(name)
 
-    def _loaded(self) -> dict[str, Mark]:
-        if self._marks is None:
-            self._marks = _read(self.path)
-        return self._marks
+    def _save(self) -> None:
+        for sid in list(self._dirty):
+            self._save_shard(sid)
+        self._raised = 0
+
+    def _shard(self, sid: str) -> dict[str, Mark]:
+        """Shard ``sid``'s marks as saved, loaded if need be; the least recently used
+        shard beyond MAX_LOADED is dropped. Lock held."""
+        found = self._loaded.get(sid)
+        if found is not None:
+            self._loaded.move_to_end(sid)
+            return found
+        if not self._migrated:
+            self._migrate()
+        found = self._loaded[sid] = _read(self.directory / f"{self._stem}-{sid}.json")
+        while len(self._loaded) > MAX_LOADED:
+            del self._loaded[next(iter(self._loaded))]
+        return found
+
+    def _save_shard(self, sid: str) -> None:
+        from keyvault.fsutil import ensure_private_dir
+
+        raised = self._dirty.pop(sid)
+        ensure_private_dir(self.directory)
+        with locked(self.path):
+            merged = self._merge(sid, raised)
+        if sid in self._loaded:
+            self._loaded[sid] = merged
+
+    def _merge(self, sid: str, raised: dict[str, Mark]) -> dict[str, Mark]:
+        """Write shard ``sid`` with ``raised`` merged in (highest wins); file lock held."""
+        from keyvault.fsutil import write_file_atomic
+
+        path = self.directory / f"{self._stem}-{sid}.json"
+        merged = _read(path)
+        for name, mark in raised.items():
+            current = merged.get(name)
+            if current is None or mark.sequence > current.sequence:
+                merged[name] = mark
+        doc = {"store": self.store_uri, "shard": sid,
+               "marks": {n: [m.sequence, m.digest] for n, m in sorted(merged.items())}}
+        write_file_atomic(path.parent, path.name,
+                          json.dumps(doc, separators=(",", ":")).encode("utf-8"),
+                          exclusive=False)
+        return merged
+
+    def _migrate(self) -> None:
+        """Split the single file of earlier versions into the shards, then remove it (a
+        corrupt one is refused, as it always was). Lock held."""
+        self._migrated = True
+        if not self.path.exists():  # checked again under the file lock
+            _read(self.path)  # who could remove it could remove the shards: refuse that too
+            return
+        with locked(self.path):
+            old = _read(self.path)
+            by_shard: dict[str, dict[str, Mark]] = {}
+            for name, mark in old.items():
+                by_shard.setdefault(shard_of(name), {})[name] = mark
+            for sid, marks in by_shard.items():
+                self._merge(sid, marks)
+            self.path.unlink()
+
 
 
 def _read(path: Path) -> dict[str, Mark]:

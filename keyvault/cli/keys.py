@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -24,6 +25,7 @@ from keyvault.names import key_cells
 if TYPE_CHECKING:
     from keyvault.ops.backup import BackupOutcome
     from keyvault.ops.certs import OpenedCert
+    from keyvault.ops.listing import Listed
     from keyvault.ops.restore import RestoreEntry
     from keyvault.trust.certwrite import PlannedCert
     from keyvault.trust.model import ScanResult
@@ -201,34 +203,49 @@ def list_cmd(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: K
     them (KEY ID root.json: a GUN's tuf/<gun>/metadata/root.json)."""
     state = _state(ctx, json_out)
     config = state.config()
-    from keyvault.cli.output import emit_json, say, table
-    from keyvault.ops.listing import list_keys
+    from keyvault.cli.output import emit_json_stream, stream_table
+    from keyvault.ops.listing import iter_listed
 
+    failed = False
+
+    def noted(items: Iterator[Listed]) -> Iterator[Listed]:
+        nonlocal failed
+        for item in items:
+            failed = failed or item.error is not None
+            yield item
+
+    # Printed as the store lists (page by page): the first keys show while the rest are
+    # still being listed, and memory does not grow with the number of keys.
     with state.session() as session:
-        listed = list_keys(session, team=config.team,
-                           selection=build_selection(gun, role, key_id, False), long=long)
-    if state.json:
-        from keyvault.names import kind_of
-
-        emit_json({"store": config.store, "team": config.team, "keys": [
-            {"kind": kind_of(item.address),
-             "key_id": item.address.key_id, "role": item.address.role, "gun": item.address.gun,
-             "object": item.address.object_name, "version": item.version,
-             "created": item.created, "source": item.source_name,
-             "wrappers": list(item.wrappers), "error": item.error,
-             "sealer": item.sealer or None, "signed": bool(item.sealer) and
-             item.sealer != "unsigned", "sequence": item.sequence} for item in listed]})
-    elif not listed:
-        say(f"The store holds no keys for team {config.team}.")
-    else:
-        columns = ["ROLE", "GUN", "KEY ID"] + (["VERSION", "CREATED", "SEALER", "WRAPPERS"]
-                                               if long else [])
-        rows = [[*key_cells(i.address)]
-                + ([i.version or "-", i.created or "-", _sealer_cell(i.sealer),
-                    ", ".join(i.wrappers) or i.error or "-"] if long else []) for i in listed]
-        table(f"Keys of team {config.team} in {config.store}", columns, rows)
-    if any(item.error for item in listed):
+        listed = noted(iter_listed(session, team=config.team,
+                                   selection=build_selection(gun, role, key_id, False),
+                                   long=long))
+        if state.json:
+            emit_json_stream({"store": config.store, "team": config.team}, "keys",
+                             (_listed_json(item) for item in listed))
+        else:
+            columns = ["ROLE", "GUN", "KEY ID"] + (["VERSION", "CREATED", "SEALER", "WRAPPERS"]
+                                                   if long else [])
+            rows = ([*key_cells(i.address)]
+                    + ([i.version or "-", i.created or "-", _sealer_cell(i.sealer),
+                        ", ".join(i.wrappers) or i.error or "-"] if long else [])
+                    for i in listed)
+            stream_table(f"Keys of team {config.team} in {config.store}", columns, rows,
+                         empty=f"The store holds no keys for team {config.team}.")
+    if failed:
         raise typer.Exit(5)
+
+
+def _listed_json(item: Listed) -> dict[str, Any]:
+    from keyvault.names import kind_of
+
+    return {"kind": kind_of(item.address),
+            "key_id": item.address.key_id, "role": item.address.role, "gun": item.address.gun,
+            "object": item.address.object_name, "version": item.version,
+            "created": item.created, "source": item.source_name,
+            "wrappers": list(item.wrappers), "error": item.error,
+            "sealer": item.sealer or None, "signed": bool(item.sealer) and
+            item.sealer != "unsigned", "sequence": item.sequence}
 
 
 def _sealer_cell(sealer: str) -> str:

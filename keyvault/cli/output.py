@@ -10,7 +10,7 @@ never reaches the screen or a JSON consumer, whichever command built the text.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -21,6 +21,61 @@ def emit_json(doc: Any) -> None:
     import json
 
     sys.stdout.write(redact(json.dumps(doc, indent=2, sort_keys=True, default=str)) + "\n")
+
+
+def emit_json_stream(doc: dict[str, Any], field: str, items: Iterable[Any]) -> None:
+    """``emit_json`` of ``doc`` with ``doc[field]`` the list of ``items``, the same text,
+    written (and flushed) item by item as they come, so the list is never held whole.
+
+    A failure part-way leaves the document cut off, never closed as if complete: the
+    exit code and the error say what happened.
+    """
+    import json
+
+    marker = f"<{field} streamed here>"
+    text = json.dumps({**doc, field: marker}, indent=2, sort_keys=True, default=str)
+    head, tail = text.split(json.dumps(marker), 1)
+    out = sys.stdout
+    out.write(redact(head) + "[")
+    count = 0
+    for item in items:
+        body = json.dumps(item, indent=2, sort_keys=True, default=str).replace("\n", "\n    ")
+        out.write(("," if count else "") + "\n    " + redact(body))
+        out.flush()
+        count += 1
+    out.write(("\n  ]" if count else "]") + redact(tail) + "\n")
+
+
+#: Rows ``stream_table`` takes before it prints: their widths set the columns'.
+STREAM_FIRST = 1000
+
+
+def stream_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]], *,
+                 empty: str) -> None:
+    """``table`` for rows that arrive over time, never all held: up to STREAM_FIRST rows
+    it is exactly ``table``; beyond, those rows set the widths and each later row is
+    printed as it comes, plain (a longer value shifts its line, never wraps it).
+    ``empty``: said instead of a table without rows."""
+    source = iter(rows)
+    first = [list(row) for _, row in zip(range(STREAM_FIRST), source, strict=False)]
+    if len(first) < STREAM_FIRST:  # the listing ended: as it always was
+        if first:
+            table(title, columns, first)
+        else:
+            say(empty)
+        return
+    first = [[redact(v) for v in row] for row in first]
+    widths = [max([len(c)] + [len(r[i]) for r in first]) for i, c in enumerate(columns)]
+
+    def line(row: Sequence[str]) -> str:
+        return "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() + "\n"
+
+    out = sys.stdout
+    out.write(redact(title) + "\n" + "".join(line(r) for r in [list(columns), *first]))
+    out.flush()
+    for row in source:
+        out.write(line([redact(v) for v in row]))
+        out.flush()
 
 
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

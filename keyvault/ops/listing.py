@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 
 from keyvault.errors import AccessDeniedError, KeyvaultError, NotFoundError
-from keyvault.names import KeyAddress, PinAddress
+from keyvault.names import KeyAddress, PinAddress, gun_matches
+from keyvault.ops.parallel import bounded_map
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session
 from keyvault.ops.stored import list_addresses, listed_where, parse_stored, read_envelope
@@ -29,44 +32,113 @@ class Listed:
 
 def list_keys(session: Session, *, team: str, selection: Selection, long: bool = False
               ) -> list[Listed]:
-    """Names only by default (one LIST per prefix); ``long`` reads each envelope too.
+    """:func:`iter_listed`, all of it (for callers that want a list)."""
+    return list(iter_listed(session, team=team, selection=selection, long=long))
 
-    The trust pins that travel with the selected keys (what ``restore`` would bring
-    back with them) follow the keys, as :class:`PinAddress` entries; CI never sees one.
+
+#: Addresses handed to the teams policy (and read ahead with --long) at a time.
+CHUNK = 1000
+
+
+def iter_listed(session: Session, *, team: str, selection: Selection, long: bool = False
+                ) -> Iterator[Listed]:
+    """What the store holds for ``team``, as the store lists it: one item at a time.
+
+    Names only by default (one LIST per page of a prefix); ``long`` reads each
+    envelope too, a few at a time. Nothing here holds the whole listing, so a
+    caller can print the first key while the store is still listing, in memory
+    that does not grow with the number of keys. Items come in the store's
+    order (object names), then the trust pins that travel with the selected
+    keys (what ``restore`` would bring back with them), as :class:`PinAddress`
+    entries; CI never sees one.
+
+    A selector that matches nothing still fails before the first item: items
+    are held back until every ``--gun``/``--key-id`` has matched one. With a
+    teams policy, keys named on purpose (``--role``/``--key-id``) are all
+    checked before the first is shown, so a refusal says so.
     """
     session.check("list", team, selection)  # teams policy, before any request
     store = session.store()
     ci = session.is_ci(team)
-    names: set[str] = set()
-    keys: list[KeyAddress] = sorted(list_addresses(store, team, selection, ci=ci,
-                                                   names=names))
-    if selection.roles or selection.key_ids:  # keys named on purpose: a refusal says so
-        session.check("list", team, addresses=keys)
-    else:  # everything, or GUNs: what this principal may see
-        keys = session.visible("list", keys)
-    pins = session.visible("list", [] if ci else stored_pins(session, team, selection, keys,
-                                                             names))
-    addresses = keys + pins + ([] if ci else stored_certs(session, team, selection, keys,
-                                                          names))
-    if not selection.is_empty:  # a GUN that has a pin and no key is found: its pin shows
-        selection.check_found([(a.gun, a.role, a.key_id) for a in addresses],
-                              listed_where(team, ci=ci))
+    names: set[str] = set()  # what is not a key: the pins' and CA files' names
+    found: Iterator[KeyAddress] = list_addresses(store, team, selection, ci=ci, names=names)
+    named = bool(selection.roles or selection.key_ids)
+    policed = session.config.policy is not None or session.acting_as is not None
+    if named and policed:
+        held = list(found)  # keys named on purpose: a refusal says so, before any output
+        session.check("list", team, addresses=held)
+        found = iter(held)
+    elif not named and policed:  # everything, or GUNs: what this principal may see
+        found = _visible(session, found)
+    # A GUN that has a pin and no key is found: its pin shows.
+    addresses = _once_all_found(selection, listed_where(team, ci=ci),
+                                _keys_then_pins(session, team, selection, ci, found, names))
     if not long:
-        return [Listed(a) for a in addresses]
-    out: list[Listed] = []
+        yield from (Listed(a) for a in addresses)
+        return
     reader = session.reader()
     reader.allow_unsigned = True  # listing installs nothing: show v1 envelopes, flagged
-    for address in addresses:
+
+    def read(address: KeyAddress) -> Listed:
         try:
             stored = reader.authenticate(read_envelope(store, address))
         except KeyvaultError as exc:
-            out.append(Listed(address, error=exc.message))
-            continue
+            return Listed(address, error=exc.message)
         header, chain = stored.envelope.header, stored.envelope.chain
-        out.append(Listed(address, stored.version, header.created, header.source_name,
-                          stored.envelope.wrapper_uris, sealer=stored.sealer or "",
-                          sequence=chain.sequence if chain else None))
-    return out
+        return Listed(address, stored.version, header.created, header.source_name,
+                      stored.envelope.wrapper_uris, sealer=stored.sealer or "",
+                      sequence=chain.sequence if chain else None)
+
+    yield from bounded_map(read, addresses, session.config.concurrency)
+
+
+def _visible(session: Session, addresses: Iterator[KeyAddress]) -> Iterator[KeyAddress]:
+    """``session.visible`` a chunk (about a store's page) at a time."""
+    while chunk := list(islice(addresses, CHUNK)):
+        yield from session.visible("list", chunk)
+
+
+def _once_all_found(selection: Selection, where: str, addresses: Iterator[KeyAddress]
+                    ) -> Iterator[KeyAddress]:
+    """``addresses``, held back until every selector has matched one (then passed on as
+    they come); if the listing ends first, ``selection.check_found`` says which did not."""
+    guns, ids = set(selection.guns), set(selection.key_ids)
+    need_one = not selection.is_empty and not selection.everything
+    held: list[KeyAddress] | None = [] if (guns or ids or need_one) else None
+    for address in addresses:
+        if held is None:
+            yield address
+            continue
+        held.append(address)
+        guns = {g for g in guns if not gun_matches(address.gun, g)}
+        ids = {k for k in ids if not address.key_id.startswith(k)}
+        if not guns and not ids:
+            yield from held
+            held = None
+    if held is not None:
+        selection.check_found([(a.gun, a.role, a.key_id) for a in held], where)
+        yield from held
+
+
+def _keys_then_pins(session: Session, team: str, selection: Selection, ci: bool,
+                    keys: Iterator[KeyAddress], names: set[str]) -> Iterator[KeyAddress]:
+    """The keys, then the pins and CA files that travel with them (``names``: the ones
+    the keys' listing named, filled by the time the keys end). Kept while the keys pass:
+    their GUNs, and one key per GUN for ``--role``/``--key-id`` selections, whose pins
+    are those of the keys' GUNs."""
+    per_gun: dict[str, KeyAddress] = {}
+    guns: set[str] = set()
+    every = not selection.roles and not selection.key_ids
+    for address in keys:
+        if address.gun is not None:
+            guns.add(address.gun)
+            if not every:
+                per_gun.setdefault(address.gun, address)
+        yield address
+    if not ci:
+        yield from session.visible("list", stored_pins(session, team, selection,
+                                                       list(per_gun.values()), names))
+        yield from stored_certs(session, team, selection, guns, names)
 
 
 def stored_pins(session: Session, team: str, selection: Selection,
@@ -78,15 +150,13 @@ def stored_pins(session: Session, team: str, selection: Selection,
 
 
 def stored_certs(session: Session, team: str, selection: Selection,
-                 keys: list[KeyAddress], names: set[str] | None = None) -> list[KeyAddress]:
-    """The CA files the notary config pins that travel with ``keys`` (as ``restore`` picks
-    them); none when the backend grants this principal none."""
+                 guns: set[str], names: set[str] | None = None) -> list[KeyAddress]:
+    """The CA files the notary config pins that travel with the keys of ``guns`` (as
+    ``restore`` picks them); none when the backend grants this principal none."""
     from keyvault.ops.certs import cert_addresses
 
     try:
-        certs = cert_addresses(session, team, selection,
-                               {a.gun for a in keys if a.gun is not None and
-                                not isinstance(a, PinAddress)},
+        certs = cert_addresses(session, team, selection, guns,
                                dict.fromkeys(names, ()) if names else None)
     except AccessDeniedError:
         return []
@@ -177,9 +247,10 @@ def list_versions(session: Session, *, team: str, selection: Selection
     addresses = sorted(list_addresses(store, team, selection, ci=ci, names=names))
     session.check("list", team, addresses=addresses)
     if not ci:
+        guns = {a.gun for a in addresses if a.gun is not None}
         addresses += session.visible("list", stored_pins(session, team, selection, addresses,
                                                          names))
-        addresses += stored_certs(session, team, selection, addresses, names)
+        addresses += stored_certs(session, team, selection, guns, names)
     selection.check_found([(a.gun, a.role, a.key_id) for a in addresses],
                           listed_where(team, ci=ci))  # a GUN with only a pin: its pin
     return [(a, store.versions(a.object_name)) for a in addresses]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from keyvault.errors import AccessDeniedError, IntegrityError, KeyvaultError
-from keyvault.names import KeyAddress, gun_prefix, team_prefix
+from keyvault.names import KeyAddress, cert_prefix, gun_prefix, pin_prefix, team_prefix
 from keyvault.ops.selection import Selection
 from keyvault.stores import Store
 from keyvault.stores.base import StoredObject, VersionListing
@@ -74,28 +74,35 @@ def list_addresses(store: Store, team: str, selection: Selection, *, ci: bool = 
     key or a key without a GUN or role, and whose backend policies let it list
     nothing of the team's folder above ``guns/`` and ``delegations/`` (a 403 on
     Vault and S3): those two are listed, and ``root/`` only for ``--all``,
-    which is refused as a whole. ``names`` collects every name listed (the trust
-    pins' too, when the team's folder was listed), so no caller lists them again.
+    which is refused as a whole. ``names`` collects the names listed that are not
+    keys' (the trust pins' and CA files', when the team's folder was listed), so no
+    caller lists them again; it grows with the GUNs, not with the keys.
     """
-    seen: set[str] = names if names is not None else set()
-    for prefix in _prefixes(team, selection, ci=ci):
+    travels = (pin_prefix(team), cert_prefix(team))
+    for prefix in _outermost(_prefixes(team, selection, ci=ci)):
         try:
-            found = (_latest_names(store, prefix, versions) if versions is not None
-                     and isinstance(store, VersionListing) else list(store.list(prefix)))
+            # One name at a time, page by page (S3): nothing here holds the whole listing.
+            for name in (_latest_names(store, prefix, versions) if versions is not None
+                         and isinstance(store, VersionListing) else store.list(prefix)):
+                try:
+                    address = KeyAddress.from_object_name(name)
+                except KeyvaultError:
+                    if names is not None and name.startswith(travels):
+                        names.add(name)  # a pin's or a CA file's: one per GUN at most
+                    continue  # foreign objects in a shared bucket are not ours to judge
+                if address.team != team:
+                    continue
+                if selection.matches(address.gun, address.role, address.key_id):
+                    yield address
         except AccessDeniedError as exc:
             raise _listing_refused(exc, team, selection, prefix) from None
-        for name in found:
-            if name in seen:
-                continue
-            seen.add(name)
-            try:
-                address = KeyAddress.from_object_name(name)
-            except KeyvaultError:
-                continue  # foreign objects in a shared bucket are not ours to judge
-            if address.team != team:
-                continue
-            if selection.matches(address.gun, address.role, address.key_id):
-                yield address
+
+
+def _outermost(prefixes: list[str]) -> list[str]:
+    """The prefixes no other one contains: each name is then listed exactly once, with no
+    set of the names seen growing with the store."""
+    unique = list(dict.fromkeys(prefixes))
+    return [p for p in unique if not any(p != q and p.startswith(q) for q in unique)]
 
 
 def _latest_names(store: VersionListing, prefix: str,

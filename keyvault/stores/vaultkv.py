@@ -174,16 +174,16 @@ class VaultKvStore:
         return result
 
     def list(self, prefix: str) -> Iterator[str]:
-        """Names starting with ``prefix`` (plain string prefix), sorted.
+        """Names starting with ``prefix`` (plain string prefix), sorted, as they are listed.
 
         Only the folder the prefix names is listed, then its subfolders that
-        match, so one team's or GUN's listing never reads another's.
+        match, so one team's or GUN's listing never reads another's. Folders are
+        walked depth first, each one's entries in order, so the names come out
+        sorted without holding them all: memory is one folder's listing per level.
         """
         dir_part, partial = _check_prefix(prefix)
-        found: _Names = []
         base = f"{dir_part}/" if dir_part else ""
-        self._walk(base, found, only=partial, depth=0)
-        return iter(sorted(found))
+        return self._walk(base, only=partial, depth=0)
 
     def close(self) -> None:
         with self._lock:
@@ -326,7 +326,7 @@ class VaultKvStore:
         return NotFoundError(f"object {name} has no version {version} in store {self.uri}",
                              hint=f"'keyvault versions' lists the versions of {name}")
 
-    def _walk(self, base: str, found: _Names, *, only: str | None, depth: int) -> None:
+    def _walk(self, base: str, *, only: str | None, depth: int) -> Iterator[str]:
         if depth > _MAX_DEPTH:
             raise self._tampered(base, "is nested implausibly deep")
         folder = self._prefix + base
@@ -341,9 +341,8 @@ class VaultKvStore:
         keys = _field(resp, "data").get("keys")
         if not isinstance(keys, list):
             raise self._tampered(base or "(root)", "lists no keys")
-        for key in keys:
-            if not isinstance(key, str):
-                continue
+        # "a/" sorts where every name below it does ("/" is a name's only separator)
+        for key in sorted(k for k in keys if isinstance(k, str)):
             is_folder = key.endswith("/")
             segment = key[:-1] if is_folder else key
             if only is not None and not segment.startswith(only):
@@ -353,9 +352,9 @@ class VaultKvStore:
                     or len(name) > MAX_NAME_LENGTH):
                 continue  # not a name keyvault writes: not ours to judge
             if is_folder:
-                self._walk(name + "/", found, only=None, depth=depth + 1)
+                yield from self._walk(name + "/", only=None, depth=depth + 1)
             else:
-                found.append(name)
+                yield name
 
     def _decode(self, name: str, fields: dict[str, Any]) -> bytes:
         if set(fields) == {FIELD_TEXT} and isinstance(fields[FIELD_TEXT], str):

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from fixtures.host import race
 
+from keyvault import highwater
 from keyvault.errors import IntegrityError
-from keyvault.highwater import HighWater
+from keyvault.highwater import HighWater, Mark
 
 pytestmark = pytest.mark.proves("T2")
 
@@ -28,8 +29,8 @@ def test_marks_survive_between_runs_and_never_go_down(tmp_path: Path) -> None:
     again = HighWater(tmp_path, "file:///store")
     mark = again.get(NAME)
     assert mark is not None and (mark.sequence, mark.digest) == (2, D2)
-    assert stat.S_IMODE(again.path.stat().st_mode) == 0o600
-    assert stat.S_IMODE(again.path.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(again.shard_path(NAME).stat().st_mode) == 0o600
+    assert stat.S_IMODE(again.directory.stat().st_mode) == 0o700
 
 
 def test_a_lower_number_is_a_rollback_and_another_same_number_a_fork(tmp_path: Path) -> None:
@@ -69,6 +70,65 @@ def test_a_corrupt_file_is_refused_not_reset(tmp_path: Path) -> None:
     marks = HighWater(tmp_path, "file:///store")
     marks.note(NAME, 1, D1)
     marks.save()
-    marks.path.write_text(json.dumps({"marks": {NAME: "not a pair"}}))
+    marks.shard_path(NAME).write_text(json.dumps({"marks": {NAME: "not a pair"}}))
     with pytest.raises(IntegrityError, match=r"high-water file .* is corrupt"):
         HighWater(tmp_path, "file:///store").get(NAME)
+
+
+def test_a_corrupt_file_of_an_earlier_version_is_refused_not_reset(tmp_path: Path) -> None:
+    marks = HighWater(tmp_path, "file:///store")
+    marks.directory.mkdir(mode=0o700)
+    marks.path.write_text(json.dumps({"marks": {NAME: "not a pair"}}))
+    marks.path.chmod(0o600)
+    with pytest.raises(IntegrityError, match=r"high-water file .* is corrupt"):
+        marks.get(NAME)
+    assert marks.path.exists()
+
+
+def test_the_single_file_of_earlier_versions_is_split_into_shards(tmp_path: Path) -> None:
+    """A machine upgraded from the one-file layout keeps every mark it had."""
+    old = HighWater(tmp_path, "file:///store")
+    names = [f"v1/teams/a/guns/example.com/app{i}/targets/{'ab' * 32}.json" for i in range(40)]
+    old.directory.mkdir(mode=0o700)
+    old.path.write_text(json.dumps({"store": "file:///store", "marks": {
+        n: [i + 1, D1] for i, n in enumerate(names)}}))
+    old.path.chmod(0o600)
+    marks = HighWater(tmp_path, "file:///store")
+    with pytest.raises(IntegrityError, match="rollback"):
+        marks.check(names[7], 7, D1, "targets key")  # it had seen number 8
+    assert not marks.path.exists()
+    again = HighWater(tmp_path, "file:///store")
+    assert [again.get(n) for n in names] == [Mark(i + 1, D1) for i in range(40)]
+
+
+def test_one_guns_marks_are_read_from_its_own_small_file(tmp_path: Path) -> None:
+    """A machine that has seen many keys reads one GUN's marks from one shard, not all."""
+    marks = HighWater(tmp_path, "file:///store")
+    for g in range(300):
+        for role in ("targets", "snapshot", "targets~releases"):
+            marks.note(f"v1/teams/a/guns/example.com/app{g}/{role}/{'ab' * 32}.json", 1, D1)
+    marks.save()
+    gun = "v1/teams/a/guns/example.com/app7/"
+    fresh = HighWater(tmp_path, "file:///store")
+    assert fresh.get(gun + f"targets/{'ab' * 32}.json") == Mark(1, D1)
+    assert fresh.get(gun + f"targets~releases/{'ab' * 32}.json") == Mark(1, D1)
+    assert len(fresh._loaded) == 1  # one shard holds the GUN's three keys
+    (loaded,) = fresh._loaded.values()
+    assert 3 <= len(loaded) < 900 // 10  # a few GUNs' worth of the 900 marks
+
+
+def test_a_bulk_runs_marks_stream_to_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                          ) -> None:
+    """Marks of many GUNs: a bounded number in memory, saved in batches, every one kept."""
+    monkeypatch.setattr(highwater, "SHARDS", 16)
+    monkeypatch.setattr(highwater, "FLUSH_AT", 50)
+    marks = HighWater(tmp_path, "file:///store")
+    names = [f"v1/teams/a/guns/example.com/app{g}/targets/{'cd' * 32}.json" for g in range(400)]
+    for i, n in enumerate(names):
+        marks.note(n, 2, D2)
+        assert len(marks._loaded) <= highwater.MAX_LOADED
+        assert sum(map(len, marks._dirty.values())) == (i + 1) % 50
+    marks.note(names[0], 1, D1)  # lower than the saved mark: ignored
+    assert not marks._dirty
+    again = HighWater(tmp_path, "file:///store")
+    assert all(again.get(n) == Mark(2, D2) for n in names)

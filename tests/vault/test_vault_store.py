@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 from fixtures.vault import KV_MOUNT, BaoServer, unique
 
@@ -137,6 +140,31 @@ def test_list_walks_only_the_prefix_subtree(bao: BaoServer) -> None:
         list(store.list("v1/teams/"))
     store.close()
     admin.close()
+
+
+def test_list_yields_the_first_name_before_it_walks_the_other_folders(bao: BaoServer) -> None:
+    """A listing is walked as it is read, folder by folder, in name order: the first
+    name comes after the LISTs of the folders above it, not after the whole tree."""
+    store = open_kv(bao, unique("kv"))
+    names = [f"v1/teams/team-a/guns/example.com/app{g}/{role}/{KEY_ID}.json"
+             for g in range(5) for role in ("snapshot", "targets")]
+    for name in names:
+        store.write(name, b"x")
+    listed: list[str] = []
+    real = store._call
+
+    def counted(what: str, path: str, fn: Callable[[Any], Any]) -> Any:
+        listed.append(path)
+        return real(what, path, fn)
+
+    store._call = counted  # type: ignore[method-assign]
+    found = store.list("v1/teams/team-a/")
+    assert next(found) == names[0]
+    # team-a/, guns/, example.com/, app0/, app0/snapshot/: app1..app4 not listed yet
+    assert len(listed) == 5 and not any("app1" in p for p in listed)
+    assert [names[0], *found] == sorted(names)
+    assert len(listed) == 3 + 5 * 3  # team-a/, guns/, example.com/, and 3 per app
+    store.close()
 
 
 @pytest.mark.proves("T3")
