@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import shutil
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from fixtures.answer_proxy import AnswerProxy, closing_all
 from fixtures.components import find_tool
 from notarykit import (
     PASSPHRASES,
@@ -128,6 +129,13 @@ def make_trust_dir(tmp_path: Path) -> Callable[[dict[str, bytes]], Path]:
             path.chmod(0o600)
         return root
     return build
+
+
+@pytest.fixture
+def proxies() -> Iterator[list[AnswerProxy]]:
+    """Answer proxies a test makes (fixtures.answer_proxy), closed after it."""
+    with closing_all() as made:
+        yield made
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -9,7 +9,7 @@ KeyId that is present and names another key is an integrity failure (exit 5).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from fixtures.answer_proxy import AnswerProxy
@@ -32,14 +32,6 @@ def kms_call(operation: str) -> Callable[[bytes], bool]:
 
 def port_of(endpoint: str) -> int:
     return int(endpoint.rsplit(":", 1)[1])
-
-
-@pytest.fixture
-def proxies() -> Iterator[list[AnswerProxy]]:
-    made: list[AnswerProxy] = []
-    yield made
-    for proxy in made:
-        proxy.close()
 
 
 def through(proxies: list[AnswerProxy], endpoint: str, match: Callable[[bytes], bool],

@@ -8,7 +8,7 @@ Transit sealer's signature are then "unavailable", not "changed outside keyvault
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from fixtures.answer_proxy import AnswerProxy
@@ -22,14 +22,6 @@ from .conftest import open_kv, open_transit
 CONTEXT = {"keyvault:team": "team-a", "keyvault:gun": "example.com/app",
            "keyvault:role": "targets", "keyvault:key_id": "ab" * 32}
 LOST = ("headers", "empty")
-
-
-@pytest.fixture
-def proxies() -> Iterator[list[AnswerProxy]]:
-    made: list[AnswerProxy] = []
-    yield made
-    for proxy in made:
-        proxy.close()
 
 
 def through(proxies: list[AnswerProxy], bao: BaoServer, match: Callable[[bytes], bool],
