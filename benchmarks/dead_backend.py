@@ -93,28 +93,61 @@ def make_trust_dir(path: Path, count: int) -> None:
         key = ec.generate_private_key(ec.SECP256R1())
         gun = f"registry.example.com/bench/app-{i // 2:04d}"
         target = private / f"{private_key_id(key)}.key"
-        target.write_bytes(notary_key_file(key, ("targets", "snapshot")[i % 2], gun,
-                                           PASSPHRASE))
+        target.write_bytes(notary_key_file(key, ("targets", "snapshot")[i % 2], gun, PASSPHRASE))
         target.chmod(0o600)
 
 
-def backup(work: Path, trust: Path, wrapper: str, give_up_after: int, sections: list[str],
-           env: dict[str, str], *extra: str) -> tuple[float, int, int]:
+def backup(
+    work: Path,
+    trust: Path,
+    wrapper: str,
+    give_up_after: int,
+    sections: list[str],
+    env: dict[str, str],
+    *extra: str,
+) -> tuple[float, int, int]:
     from keyvault.plugins import BackendOptions
     from keyvault.stores.file import FileStore
 
     store = Path(tempfile.mkdtemp(dir=work))
     FileStore.from_uri(f"file://{store}", BackendOptions(), create=True).close()
     config = work / "config.toml"
-    config.write_text("\n".join([
-        "[keyvault]", 'team = "bench"', f'store = "file://{store}"',
-        f"wrappers = [{json.dumps(wrapper)}]", f"give_up_after = {give_up_after}",
-        "concurrency = 8", "", *sections, ""]))
+    config.write_text(
+        "\n".join(
+            [
+                "[keyvault]",
+                'team = "bench"',
+                f'store = "file://{store}"',
+                f"wrappers = [{json.dumps(wrapper)}]",
+                f"give_up_after = {give_up_after}",
+                "concurrency = 8",
+                "",
+                *sections,
+                "",
+            ]
+        )
+    )
     start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "keyvault", "--config", str(config), "--trust-dir", str(trust),
-         "--json", "backup", "--no-pins", *extra], env=env, capture_output=True, text=True,
-        check=False, stdin=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "keyvault",
+            "--config",
+            str(config),
+            "--trust-dir",
+            str(trust),
+            "--json",
+            "backup",
+            "--no-pins",
+            *extra,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
     seconds = time.perf_counter() - start
     try:
         skipped = int(json.loads(proc.stdout).get("not_attempted", 0))
@@ -136,37 +169,59 @@ def main() -> int:
         work = Path(tmp)
         home = work / "home"
         home.mkdir()
-        env = {**os.environ, "HOME": str(home), "PYTHONPATH": str(ROOT),
-               "XDG_CONFIG_HOME": str(home / ".config"),
-               "XDG_DATA_HOME": str(home / ".local/share"),
-               "XDG_STATE_HOME": str(home / ".local/state"),
-               "KEYVAULT_PASSPHRASE": PASSPHRASE, "VAULT_TOKEN": ROOT_TOKEN,
-               "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-               "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
-               "AWS_CONFIG_FILE": str(work / "none"),
-               "AWS_SHARED_CREDENTIALS_FILE": str(work / "none")}
+        env = {
+            **os.environ,
+            "HOME": str(home),
+            "PYTHONPATH": str(ROOT),
+            "XDG_CONFIG_HOME": str(home / ".config"),
+            "XDG_DATA_HOME": str(home / ".local/share"),
+            "XDG_STATE_HOME": str(home / ".local/state"),
+            "KEYVAULT_PASSPHRASE": PASSPHRASE,
+            "VAULT_TOKEN": ROOT_TOKEN,
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_CONFIG_FILE": str(work / "none"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(work / "none"),
+        }
         trust, few = work / "trust", work / "trust-few"
         make_trust_dir(trust, args.keys)
         make_trust_dir(few, args.hung_keys_without)
         with bao_server(work / "bao") as bao:
             key = bao.transit_key(team="bench")
             bao.root().sys.seal()
-            seconds, code, _ = backup(work, trust, f"transit://{TRANSIT_MOUNT}/{key}", 5,
-                                      ["[vault]", f'address = "{bao.address}"'], env,
-                                      "--dry-run")
-            rows.append(f"| baseline: start-up and scan, `--dry-run` (no wrapper request), "
-                        f"{args.keys} keys | {seconds:.1f} | {code} | - | 0 |")
+            seconds, code, _ = backup(
+                work,
+                trust,
+                f"transit://{TRANSIT_MOUNT}/{key}",
+                5,
+                ["[vault]", f'address = "{bao.address}"'],
+                env,
+                "--dry-run",
+            )
+            rows.append(
+                f"| baseline: start-up and scan, `--dry-run` (no wrapper request), "
+                f"{args.keys} keys | {seconds:.1f} | {code} | - | 0 |"
+            )
             for give_up in (5, 0):
                 counter = Counter(bao.port)
                 try:
                     seconds, code, skipped = backup(
-                        work, trust, f"transit://{TRANSIT_MOUNT}/{key}", give_up,
-                        ["[vault]", f'address = "http://127.0.0.1:{counter.port}"'], env)
+                        work,
+                        trust,
+                        f"transit://{TRANSIT_MOUNT}/{key}",
+                        give_up,
+                        ["[vault]", f'address = "http://127.0.0.1:{counter.port}"'],
+                        env,
+                    )
                 finally:
                     counter.close()
                 label = "with the breaker" if give_up else "without (give_up_after = 0)"
-                rows.append(f"| sealed OpenBao, {args.keys} keys, {label} | {seconds:.1f} | "
-                            f"{code} | {skipped} | {counter.requests} |")
+                rows.append(
+                    f"| sealed OpenBao, {args.keys} keys, {label} | {seconds:.1f} | "
+                    f"{code} | {skipped} | {counter.requests} |"
+                )
         for give_up, count, timeout in ((5, args.keys, None), (0, args.hung_keys_without, 15)):
             hung = Hung()
             try:
@@ -174,14 +229,24 @@ def main() -> int:
                 if timeout is not None:
                     sections.append(f"read_timeout = {timeout}")
                 seconds, code, skipped = backup(
-                    work, trust if count == args.keys else few,
-                    f"awskms://127.0.0.1:{hung.port}/alias/bench", give_up, sections, env)
+                    work,
+                    trust if count == args.keys else few,
+                    f"awskms://127.0.0.1:{hung.port}/alias/bench",
+                    give_up,
+                    sections,
+                    env,
+                )
             finally:
                 hung.close()
-            label = ("with the breaker, default 5 s read timeout" if give_up else
-                     "without, 15 s read timeout (as before)")
-            rows.append(f"| hung KMS, {count} keys, {label} | {seconds:.1f} | {code} | "
-                        f"{skipped} | {hung.accepted} connections |")
+            label = (
+                "with the breaker, default 5 s read timeout"
+                if give_up
+                else "without, 15 s read timeout (as before)"
+            )
+            rows.append(
+                f"| hung KMS, {count} keys, {label} | {seconds:.1f} | {code} | "
+                f"{skipped} | {hung.accepted} connections |"
+            )
     print("| run | wall s | exit | not attempted | requests the backend saw |")
     print("|---|---|---|---|---|")
     print("\n".join(rows))

@@ -51,23 +51,41 @@ def mean_rate(arrivals: list[float]) -> float | None:
     return (len(arrivals) - 1) / (max(arrivals) - min(arrivals))
 
 
-def session_for(work: Path, kms: dict[str, Any], jobs: int, sealer: Any, env: dict[str, str]
-                ) -> Any:
+def session_for(
+    work: Path, kms: dict[str, Any], jobs: int, sealer: Any, env: dict[str, str]
+) -> Any:
     from keyvault.config import Config, Paths
     from keyvault.ops.session import Session
 
     state = work / "state"
     config = Config(
-        source=None, paths=Paths(state / "config", state / "data", state / "state"),
-        team=TEAM, store=(work / "store").as_uri(), wrappers=(f"awskms:///{ALIAS}",),
-        trust_dir=work / "trust", identity_files=(), settings={"awskms": kms},
-        concurrency=jobs, audit_to_store=False, env=env,
-        sealing_key=str(sealer.path), trusted_sealers=(sealer.key.fingerprint,))
+        source=None,
+        paths=Paths(state / "config", state / "data", state / "state"),
+        team=TEAM,
+        store=(work / "store").as_uri(),
+        wrappers=(f"awskms:///{ALIAS}",),
+        trust_dir=work / "trust",
+        identity_files=(),
+        settings={"awskms": kms},
+        concurrency=jobs,
+        audit_to_store=False,
+        env=env,
+        sealing_key=str(sealer.path),
+        trusted_sealers=(sealer.key.fingerprint,),
+    )
     return Session(config)
 
 
-def drill_once(work: Path, kms: dict[str, Any], jobs: int, sealer: Any, env: dict[str, str],
-               rate: float, proxy: Any, throttle: int = 0) -> dict[str, Any]:
+def drill_once(
+    work: Path,
+    kms: dict[str, Any],
+    jobs: int,
+    sealer: Any,
+    env: dict[str, str],
+    rate: float,
+    proxy: Any,
+    throttle: int = 0,
+) -> dict[str, Any]:
     from keyvault.ops.drill import new_report, run_drill
     from keyvault.ops.pacing import Pacer
     from keyvault.ops.selection import Selection
@@ -76,30 +94,50 @@ def drill_once(work: Path, kms: dict[str, Any], jobs: int, sealer: Any, env: dic
     pacer = Pacer(rate)
     everything = Selection(everything=True)
     with session_for(work, kms, jobs, sealer, env) as session:
-        report = new_report(session, team=TEAM, selection=everything,
-                            wrappers=session.config.wrappers)
+        report = new_report(
+            session, team=TEAM, selection=everything, wrappers=session.config.wrappers
+        )
         start = time.perf_counter()
-        run_drill(session, report, selection=everything, wrappers=session.config.wrappers,
-                  source=None, env={}, pacer=pacer)
+        run_drill(
+            session,
+            report,
+            selection=everything,
+            wrappers=session.config.wrappers,
+            source=None,
+            env={},
+            pacer=pacer,
+        )
         seconds = time.perf_counter() - start
     stats = pacer.stats()
-    return {"rate": rate, "seconds": seconds, "keys": len(report.checks),
-            "passed": sum(c.passed for c in report.checks),
-            "failed": sum(c.failed for c in report.checks), "requests": stats.requests,
-            "achieved_rate": stats.achieved_rate, "throttled": stats.throttled,
-            "backoff_s": stats.backoff_s, "service_calls": proxy.calls,
-            "service_busiest_second": busiest_second(proxy.arrivals),
-            "service_mean_rate": mean_rate(proxy.arrivals)}
+    return {
+        "rate": rate,
+        "seconds": seconds,
+        "keys": len(report.checks),
+        "passed": sum(c.passed for c in report.checks),
+        "failed": sum(c.failed for c in report.checks),
+        "requests": stats.requests,
+        "achieved_rate": stats.achieved_rate,
+        "throttled": stats.throttled,
+        "backoff_s": stats.backoff_s,
+        "service_calls": proxy.calls,
+        "service_busiest_second": busiest_second(proxy.arrivals),
+        "service_mean_rate": mean_rate(proxy.arrivals),
+    }
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--keys", type=int, default=400)
     parser.add_argument("--rates", default="25,50,100,200,400,800")
     parser.add_argument("--jobs", type=int, default=8)
-    parser.add_argument("--throttle", type=int, default=40,
-                        help="Decrypts the proxy throttles in the last run (0: skip it)")
+    parser.add_argument(
+        "--throttle",
+        type=int,
+        default=40,
+        help="Decrypts the proxy throttles in the last run (0: skip it)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -117,20 +155,24 @@ def main() -> int:
         work = Path(tmp)
         start = time.perf_counter()
         make_trust_dir(work / "trust", args.keys)
-        print(f"generated {args.keys} keys in {time.perf_counter() - start:.1f} s",
-              file=sys.stderr)
+        print(f"generated {args.keys} keys in {time.perf_counter() - start:.1f} s", file=sys.stderr)
         port = free_port()
         endpoint = f"http://127.0.0.1:{port}"
-        with running(lambda: start_server(_moto_cmd(port), work / "moto.log",
-                                          lambda: _ready(endpoint))):
+        with running(
+            lambda: start_server(_moto_cmd(port), work / "moto.log", lambda: _ready(endpoint))
+        ):
             client = kms_client(endpoint)
             meta = client.create_key(Description="keyvault drill-rate benchmark")["KeyMetadata"]
             client.create_alias(AliasName=ALIAS, TargetKeyId=meta["KeyId"])
             proxy = ThrottlingProxy(port)
-            env = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-                   "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
-                   "AWS_CONFIG_FILE": str(work / "none"),
-                   "AWS_SHARED_CREDENTIALS_FILE": str(work / "none")}
+            env = {
+                "AWS_ACCESS_KEY_ID": "bench",
+                "AWS_SECRET_ACCESS_KEY": "bench",
+                "AWS_DEFAULT_REGION": "us-east-1",
+                "AWS_EC2_METADATA_DISABLED": "true",
+                "AWS_CONFIG_FILE": str(work / "none"),
+                "AWS_SHARED_CREDENTIALS_FILE": str(work / "none"),
+            }
             kms = {"endpoint_url": proxy.endpoint, "region": "us-east-1"}
             sealer = Ed25519FileSealer.generate(work / "sealer.key")
             start = time.perf_counter()
@@ -140,17 +182,28 @@ def main() -> int:
             open_store((work / "store").as_uri(), BackendOptions(env=env), create=True)
             with session_for(work, kms, args.jobs, sealer, env) as session:
                 keys = scan_trust_dir(work / "trust", keep_bytes=False).keys
-                backup_keys(session, keys, team=TEAM, concurrency=args.jobs,
-                            trust_dir=work / "trust")
-            print(f"backed up in {time.perf_counter() - start:.1f} s (seeding, not measured)",
-                  file=sys.stderr)
+                backup_keys(
+                    session, keys, team=TEAM, concurrency=args.jobs, trust_dir=work / "trust"
+                )
+            print(
+                f"backed up in {time.perf_counter() - start:.1f} s (seeding, not measured)",
+                file=sys.stderr,
+            )
             for rate in [float(r) for r in args.rates.split(",") if r]:
                 run = drill_once(work, kms, args.jobs, sealer, env, rate, proxy)
                 results["runs"].append(run)
                 print(json.dumps(run), file=sys.stderr)
             if args.throttle:
-                run = drill_once(work, {**kms, "max_attempts": 1}, args.jobs, sealer, env,
-                                 100.0, proxy, throttle=args.throttle)
+                run = drill_once(
+                    work,
+                    {**kms, "max_attempts": 1},
+                    args.jobs,
+                    sealer,
+                    env,
+                    100.0,
+                    proxy,
+                    throttle=args.throttle,
+                )
                 results["throttled_run"] = run
                 print(json.dumps(run), file=sys.stderr)
             proxy.close()
@@ -164,20 +217,27 @@ def report(results: dict[str, Any]) -> None:
     def rate(value: float | None) -> str:
         return "-" if value is None else f"{value:.1f}"
 
-    print(f"\n{results['keys']} keys, file store, KMS = moto on 127.0.0.1, "
-          f"{results['jobs']} unwraps at a time\n")
-    print("| --rate | drill time s | Decrypt requests | achieved (drill) /s "
-          "| mean (service) /s | busiest second (service) | passed |")
+    print(
+        f"\n{results['keys']} keys, file store, KMS = moto on 127.0.0.1, "
+        f"{results['jobs']} unwraps at a time\n"
+    )
+    print(
+        "| --rate | drill time s | Decrypt requests | achieved (drill) /s "
+        "| mean (service) /s | busiest second (service) | passed |"
+    )
     print("|---|---|---|---|---|---|---|")
     runs = list(results["runs"])
     if "throttled_run" in results:
         runs.append(results["throttled_run"])
     for r in runs:
-        label = f"{r['rate']:g}" + (f" (first {r['throttled']} throttled)"
-                                    if r["throttled"] else "")
-        print(f"| {label} | {r['seconds']:.1f} | {r['requests']} | {rate(r['achieved_rate'])} "
-              f"| {rate(r['service_mean_rate'])} | {r['service_busiest_second']} "
-              f"| {r['passed']}/{r['keys']} |")
+        label = f"{r['rate']:g}" + (
+            f" (first {r['throttled']} throttled)" if r["throttled"] else ""
+        )
+        print(
+            f"| {label} | {r['seconds']:.1f} | {r['requests']} | {rate(r['achieved_rate'])} "
+            f"| {rate(r['service_mean_rate'])} | {r['service_busiest_second']} "
+            f"| {r['passed']}/{r['keys']} |"
+        )
 
 
 if __name__ == "__main__":

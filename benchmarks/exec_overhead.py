@@ -32,8 +32,9 @@ PROBE = ["sh", "-c", "date +%s%N"]
 
 def child_start_ms(cmd: list[str], env: dict[str, str]) -> float:
     start = time.time_ns()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False,
-                          stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        cmd, env=env, capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL
+    )
     if proc.returncode != 0:
         raise SystemExit(f"{cmd[:6]} failed ({proc.returncode}):\n{proc.stderr}")
     stamp = int(proc.stdout.strip().splitlines()[-1])
@@ -67,27 +68,63 @@ def main() -> int:
         built = build_notary_trust_dir(notary, work / "owner-trust")
         home = work / "home"
         home.mkdir()
-        base_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home),
-                    "XDG_STATE_HOME": str(home / "state"), "XDG_CONFIG_HOME": str(home / "cfg"),
-                    "XDG_DATA_HOME": str(home / "data"), "VAULT_ADDR": bao.address}
+        base_env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(home),
+            "XDG_STATE_HOME": str(home / "state"),
+            "XDG_CONFIG_HOME": str(home / "cfg"),
+            "XDG_DATA_HOME": str(home / "data"),
+            "VAULT_ADDR": bao.address,
+        }
         store = f"vault://{KV_MOUNT}/bench"
         wrapper = f"transit://{TRANSIT_MOUNT}/{bao.transit_key(team='team-b')}"
-        common = (f'[keyvault]\nteam = "team-b"\nstore = "{store}"\n'
-                  f'wrappers = ["{wrapper}"]\n\n[vault]\ntimeout = 5\n')
+        common = (
+            f'[keyvault]\nteam = "team-b"\nstore = "{store}"\n'
+            f'wrappers = ["{wrapper}"]\n\n[vault]\ntimeout = 5\n'
+        )
         owner = home / "owner.toml"
         owner.write_text(common)
-        subprocess.run([sys.executable, "-m", "keyvault", "--config", str(owner),
-                        "--trust-dir", str(built.path), "backup"],
-                       env={**base_env, "VAULT_TOKEN": bao.token("team-b")}, check=True,
-                       capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "keyvault",
+                "--config",
+                str(owner),
+                "--trust-dir",
+                str(built.path),
+                "backup",
+            ],
+            env={**base_env, "VAULT_TOKEN": bao.token("team-b")},
+            check=True,
+            capture_output=True,
+        )
         ci = home / "ci.toml"
         ci.write_text(common + 'auth = "jwt"\njwt_role = "ci-team-b"\njwt_env = "CI_JOB_JWT"\n')
-        env = {**base_env, "NOTARY_TARGETS_PASSPHRASE": PASSPHRASES["targets"],
-               "NOTARY_SNAPSHOT_PASSPHRASE": PASSPHRASES["snapshot"],
-               "NOTARY_DELEGATION_PASSPHRASE": PASSPHRASES["delegation"]}
-        exec_cmd = [sys.executable, "-m", "keyvault", "--config", str(ci), "exec", "--gun",
-                    GUN_A, "--role", "targets", "--role", "snapshot", "--role",
-                    "targets/releases", "--", *PROBE]
+        env = {
+            **base_env,
+            "NOTARY_TARGETS_PASSPHRASE": PASSPHRASES["targets"],
+            "NOTARY_SNAPSHOT_PASSPHRASE": PASSPHRASES["snapshot"],
+            "NOTARY_DELEGATION_PASSPHRASE": PASSPHRASES["delegation"],
+        }
+        exec_cmd = [
+            sys.executable,
+            "-m",
+            "keyvault",
+            "--config",
+            str(ci),
+            "exec",
+            "--gun",
+            GUN_A,
+            "--role",
+            "targets",
+            "--role",
+            "snapshot",
+            "--role",
+            "targets/releases",
+            "--",
+            *PROBE,
+        ]
         help_cmd = [sys.executable, "-m", "keyvault", "--help"]
         notary_cmd = [notary.binary, "-d", str(built.path), "key", "list"]
 
@@ -102,8 +139,10 @@ def main() -> int:
             startup.append(wall_ms(help_cmd, env))
             plain.append(wall_ms(notary_cmd, env))
         added = [o - p for o, p in zip(overhead, probe, strict=True)]
-        print(f"`keyvault exec` overhead, {args.runs} runs, OpenBao {bao.address} (loopback), "
-              "3 keys (targets, snapshot, targets/releases), JWT login, Transit unwrap\n")
+        print(
+            f"`keyvault exec` overhead, {args.runs} runs, OpenBao {bao.address} (loopback), "
+            "3 keys (targets, snapshot, targets/releases), JWT login, Transit unwrap\n"
+        )
         print("| measurement | median ms | p90 ms |\n|---|---|---|")
         print(f"| start of the probe command alone (`sh -c 'date +%s%N'`) | {stats(probe)} |")
         print(f"| `keyvault exec` start to the command's start | {stats(overhead)} |")

@@ -40,9 +40,13 @@ def main() -> int:
     python = sys.executable
     with tempfile.TemporaryDirectory(prefix="kv-bench-") as tmp:
         home = Path(tmp)
-        env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
-               "XDG_DATA_HOME": str(home / ".local/share"),
-               "XDG_STATE_HOME": str(home / ".local/state")}
+        env = {
+            **os.environ,
+            "HOME": str(home),
+            "XDG_CONFIG_HOME": str(home / ".config"),
+            "XDG_DATA_HOME": str(home / ".local/share"),
+            "XDG_STATE_HOME": str(home / ".local/state"),
+        }
         for name in ("KEYVAULT_CONFIG", "DOCKER_CONFIG", "PYTHONDONTWRITEBYTECODE"):
             env.pop(name, None)  # bytecode caches on, as on a user's machine after pip install
         kv = [python, "-m", "keyvault"]
@@ -55,8 +59,9 @@ def main() -> int:
         }
         results = {name: measure(cmd, env, args.runs) for name, cmd in cases.items()}
     floor = statistics.median(next(iter(results.values())))
-    print(f"runs per command: {args.runs}; python {sys.version.split()[0]}; "
-          f"{os.cpu_count()} CPUs\n")
+    print(
+        f"runs per command: {args.runs}; python {sys.version.split()[0]}; {os.cpu_count()} CPUs\n"
+    )
     print("| command | median ms | p90 ms | ratio to floor |")
     print("|---|---|---|---|")
     worst = 0.0

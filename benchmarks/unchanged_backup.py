@@ -46,10 +46,18 @@ def _session(common: dict[str, Any], team: str, trust: Path, state: Path) -> Any
     from keyvault.ops.session import Session
 
     config = Config(
-        source=None, paths=Paths(common["config"], state / "data", state / "state"),
-        team=team, store=common["store"], wrappers=(common["wrapper"],), trust_dir=trust,
-        identity_files=(), settings={"s3": common["s3"], "awskms": common["kms"]},
-        concurrency=common["jobs"], audit_to_store=False, env=common["env"])
+        source=None,
+        paths=Paths(common["config"], state / "data", state / "state"),
+        team=team,
+        store=common["store"],
+        wrappers=(common["wrapper"],),
+        trust_dir=trust,
+        identity_files=(),
+        settings={"s3": common["s3"], "awskms": common["kms"]},
+        concurrency=common["jobs"],
+        audit_to_store=False,
+        env=common["env"],
+    )
     return Session(config)
 
 
@@ -61,13 +69,18 @@ def _backup(session: Any, trust: Path, team: str) -> dict[str, Any]:
     counter = bulk._open_counted(session)
     keys = scan_trust_dir(trust, keep_bytes=False).keys
     start = time.perf_counter()
-    outcomes = backup_keys(session, keys, team=team, concurrency=session.config.concurrency,
-                           trust_dir=trust)
+    outcomes = backup_keys(
+        session, keys, team=team, concurrency=session.config.concurrency, trust_dir=trust
+    )
     seconds = time.perf_counter() - start
     for client in _clients(session):
         client.meta.events.unregister("before-send", counter._on_send)
-    return {"keys": len(keys), "seconds": round(seconds, 2), "requests": dict(counter.counts),
-            "actions": dict(Counter(o.action for o in outcomes))}
+    return {
+        "keys": len(keys),
+        "seconds": round(seconds, 2),
+        "requests": dict(counter.counts),
+        "actions": dict(Counter(o.action for o in outcomes)),
+    }
 
 
 def _clients(session: Any) -> list[Any]:
@@ -91,8 +104,11 @@ def _reconcile(session: Any, trust: Path, work: Path) -> dict[str, Any]:
         daemon._reconcile()
     finally:
         journal.close()
-    return {"keys": sum(daemon._watched.values()), "seconds": round(time.perf_counter() - start, 2),
-            "requests": dict(counter.counts)}
+    return {
+        "keys": sum(daemon._watched.values()),
+        "seconds": round(time.perf_counter() - start, 2),
+        "requests": dict(counter.counts),
+    }
 
 
 def run(args: argparse.Namespace, work: Path, s3_url: str, kms_url: str) -> dict[str, Any]:
@@ -103,19 +119,28 @@ def run(args: argparse.Namespace, work: Path, s3_url: str, kms_url: str) -> dict
 
     admin = s3_client(s3_url)
     admin.create_bucket(Bucket="kv-unchanged")
-    admin.put_bucket_versioning(Bucket="kv-unchanged",
-                                VersioningConfiguration={"Status": "Enabled"})
+    admin.put_bucket_versioning(
+        Bucket="kv-unchanged", VersioningConfiguration={"Status": "Enabled"}
+    )
     kms = kms_client(kms_url)
     key_id = kms.create_key(Description="keyvault unchanged benchmark")["KeyMetadata"]["KeyId"]
     kms.create_alias(AliasName="alias/kv-unchanged", TargetKeyId=key_id)
-    common = {"store": "s3://kv-unchanged/kv", "wrapper": "awskms:///alias/kv-unchanged",
-              "jobs": args.jobs, "config": work / "config",
-              "s3": {"endpoint_url": s3_url, "region": "us-east-1", "addressing_style": "path"},
-              "kms": {"endpoint_url": kms_url, "region": "us-east-1"},
-              "env": {"AWS_ACCESS_KEY_ID": ADMIN[0], "AWS_SECRET_ACCESS_KEY": ADMIN[1],
-                      "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
-                      "AWS_CONFIG_FILE": str(work / "none"),
-                      "AWS_SHARED_CREDENTIALS_FILE": str(work / "none")}}
+    common = {
+        "store": "s3://kv-unchanged/kv",
+        "wrapper": "awskms:///alias/kv-unchanged",
+        "jobs": args.jobs,
+        "config": work / "config",
+        "s3": {"endpoint_url": s3_url, "region": "us-east-1", "addressing_style": "path"},
+        "kms": {"endpoint_url": kms_url, "region": "us-east-1"},
+        "env": {
+            "AWS_ACCESS_KEY_ID": ADMIN[0],
+            "AWS_SECRET_ACCESS_KEY": ADMIN[1],
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_CONFIG_FILE": str(work / "none"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(work / "none"),
+        },
+    }
     results: dict[str, Any] = {"keys": args.keys, "machine_keys": args.machine_keys}
     trust = work / "trust"
     start = time.perf_counter()
@@ -158,34 +183,43 @@ def _passwd(path: Path, notary_key_file: Any) -> None:
 
 
 def log(what: str, r: dict[str, Any]) -> None:
-    print(f"{what}: {r.get('keys')} keys, {r['seconds']:.2f} s, {r['requests']}, "
-          f"{r.get('actions', '')}", file=sys.stderr)
+    print(
+        f"{what}: {r.get('keys')} keys, {r['seconds']:.2f} s, {r['requests']}, "
+        f"{r.get('actions', '')}",
+        file=sys.stderr,
+    )
 
 
 def report(r: dict[str, Any]) -> None:
     print(f"\n{r['keys']} keys (S3 = SeaweedFS, KMS = moto), {r['machine_keys']} for the daemon\n")
     print("| run | keys | requests | requests per key | s |")
     print("|---|---|---|---|---|")
-    for name, what in (("seeding", "seeding: first backup"),
-                       ("unchanged", "unchanged, this machine"),
-                       ("no_records", "unchanged, a machine with no records (before)"),
-                       ("no_records_again", "the same machine, second run"),
-                       ("one_changed", "one key changed"),
-                       ("reconcile_big", "one daemon reconciliation, the whole team"),
-                       ("reconcile", "one daemon reconciliation, a team of its own")):
+    for name, what in (
+        ("seeding", "seeding: first backup"),
+        ("unchanged", "unchanged, this machine"),
+        ("no_records", "unchanged, a machine with no records (before)"),
+        ("no_records_again", "the same machine, second run"),
+        ("one_changed", "one key changed"),
+        ("reconcile_big", "one daemon reconciliation, the whole team"),
+        ("reconcile", "one daemon reconciliation, a team of its own"),
+    ):
         row = r[name]
         total = sum(row["requests"].values())
         shown = ", ".join(f"{op} {n}" for op, n in sorted(row["requests"].items()))
-        print(f"| {what} | {row['keys']} | {shown} | {total / row['keys']:.4f} | "
-              f"{row['seconds']:.2f} |")
+        print(
+            f"| {what} | {row['keys']} | {shown} | {total / row['keys']:.4f} | "
+            f"{row['seconds']:.2f} |"
+        )
     per = sum(r["reconcile"]["requests"].values())
-    print(f"\nfleet: 10,000 daemons x {per} request(s) / 600 s = {10_000 * per / 600:.1f} "
-          "requests/s")
+    print(
+        f"\nfleet: 10,000 daemons x {per} request(s) / 600 s = {10_000 * per / 600:.1f} requests/s"
+    )
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--keys", type=int, default=10_000)
     parser.add_argument("--machine-keys", type=int, default=1000)
     parser.add_argument("--jobs", type=int, default=8)

@@ -15,8 +15,11 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 #: site page -> the top-level file published as that page
-PUBLISHED = {"security.md": "SECURITY.md", "changelog.md": "CHANGELOG.md",
-             "contributing.md": "CONTRIBUTING.md"}
+PUBLISHED = {
+    "security.md": "SECURITY.md",
+    "changelog.md": "CHANGELOG.md",
+    "contributing.md": "CONTRIBUTING.md",
+}
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:

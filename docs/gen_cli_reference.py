@@ -37,8 +37,13 @@ commands also accept `--json` after it. Exit codes are listed under
 
 def _text(text: str) -> str:
     """Help text as Markdown that shows it verbatim (``<name>`` is not an HTML tag)."""
-    return (text.replace("\b\n", "").replace("&", "&amp;").replace("<", "&lt;")
-            .replace(">", "&gt;").replace("*", "\\*"))
+    return (
+        text.replace("\b\n", "")
+        .replace("&", "&amp;")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+        .replace("*", "\\*")
+    )
 
 
 def _cell(text: str) -> str:
@@ -129,8 +134,9 @@ def render(app: Any = None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true",
-                        help="exit 1 if the page differs from what would be written")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 if the page differs from what would be written"
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     text = render()

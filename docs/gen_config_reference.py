@@ -42,8 +42,13 @@ def _cell(text: str) -> str:
 
 
 def _type(kind: type | tuple[type, ...]) -> str:
-    names = {"str": "string", "int": "integer", "float": "number", "bool": "boolean",
-             "list": "list of strings"}
+    names = {
+        "str": "string",
+        "int": "integer",
+        "float": "number",
+        "bool": "boolean",
+        "list": "list of strings",
+    }
     kinds = kind if isinstance(kind, tuple) else (kind,)
     return " or ".join(dict.fromkeys(names[k.__name__] for k in kinds))
 
@@ -54,15 +59,22 @@ def render() -> str:
 
     out = [HEADER.format(relative=settings.RELATIVE_PATHS)]
     out.append("## Environment variables\n")
-    rows = [(key.env, f"`[{key.section}] {key.name}`: {key.meaning}", key.default)
-            for key in settings.KEYS if key.env]
+    rows = [
+        (key.env, f"`[{key.section}] {key.name}`: {key.meaning}", key.default)
+        for key in settings.KEYS
+        if key.env
+    ]
     rows += [(v.name, v.meaning, v.default) for v in settings.VARIABLES]
     out.append("| variable | meaning | default |\n|---|---|---|")
-    out += [f"| `{name}` | {_cell(meaning)} | {_cell(default) or 'unset'} |"
-            for name, meaning, default in sorted(rows)]
+    out += [
+        f"| `{name}` | {_cell(meaning)} | {_cell(default) or 'unset'} |"
+        for name, meaning, default in sorted(rows)
+    ]
     out.append("")
-    out.append("Variables of the services keyvault talks to (`AWS_*`, `VAULT_*`) are read as "
-               "their own tools read them: [AWS](aws.md), [Vault](vault.md).\n")
+    out.append(
+        "Variables of the services keyvault talks to (`AWS_*`, `VAULT_*`) are read as "
+        "their own tools read them: [AWS](aws.md), [Vault](vault.md).\n"
+    )
     out.append("## Config file keys\n")
     sections = dict.fromkeys(key.section for key in settings.KEYS)
     for section in sections:
@@ -72,9 +84,11 @@ def render() -> str:
             if key.section != section:
                 continue
             kind = _type(key.kind) + (" (path)" if key.path else "")
-            out.append(f"| `{key.name}` | {kind} | {_cell(key.meaning)} | "
-                       f"{_cell(key.default) or 'unset'} | "
-                       f"{f'`{key.env}`' if key.env else ''} |")
+            out.append(
+                f"| `{key.name}` | {kind} | {_cell(key.meaning)} | "
+                f"{_cell(key.default) or 'unset'} | "
+                f"{f'`{key.env}`' if key.env else ''} |"
+            )
         out.append("")
     return "\n".join(out).rstrip() + "\n"
 

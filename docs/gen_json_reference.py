@@ -71,8 +71,11 @@ def _type(schema: dict[str, Any], current: str) -> str:
     schema, current = _resolve(schema, current)
     if "anyOf" in schema:
         nullable = any(_resolve(o, current)[0].get("type") == "null" for o in schema["anyOf"])
-        rest = [_type(o, current) for o in schema["anyOf"]
-                if _resolve(o, current)[0].get("type") != "null"]
+        rest = [
+            _type(o, current)
+            for o in schema["anyOf"]
+            if _resolve(o, current)[0].get("type") != "null"
+        ]
         return " or ".join(rest) + ("?" if nullable else "")
     if "const" in schema:
         return json.dumps(schema["const"])
@@ -98,8 +101,9 @@ def _rows(schema: dict[str, Any], current: str, prefix: str) -> list[str]:
     for name, field in schema.get("properties", {}).items():
         resolved, where = _resolve(field, current)
         options = [resolved] + [_resolve(o, where)[0] for o in resolved.get("anyOf", [])]
-        description = next((o["description"] for o in [field, *options]
-                            if o.get("description")), "")
+        description = next(
+            (o["description"] for o in [field, *options] if o.get("description")), ""
+        )
         rows.append(f"| `{prefix}{name}` | {_type(field, current)} | {description} |")
         for option in options:
             inner = option.get("items", option)
@@ -116,8 +120,10 @@ def render() -> str:
     for name in command_schemas():
         schema = _load(name)
         anchor = f'<a id="{name}"></a>\n' if name in ("error", "version") else ""
-        parts.append(f"{anchor}## `{schema['title']}`\n\n{schema['description']} "
-                     f"Schema: `keyvault/cli/schemas/{name}.json`.\n")
+        parts.append(
+            f"{anchor}## `{schema['title']}`\n\n{schema['description']} "
+            f"Schema: `keyvault/cli/schemas/{name}.json`.\n"
+        )
         # A command with two kinds of answer (e.g. quickstart --remove-sample): one table each.
         for variant in schema.get("anyOf", [schema]):
             resolved = _resolve(variant, name)[0]
@@ -125,8 +131,7 @@ def render() -> str:
             if variant is not schema and resolved.get("description"):
                 parts.append(f"{resolved['description']}\n")
             if rows:
-                parts.append("| field | type | meaning |\n|---|---|---|\n" + "\n".join(rows)
-                             + "\n")
+                parts.append("| field | type | meaning |\n|---|---|---|\n" + "\n".join(rows) + "\n")
     return "\n".join(parts)
 
 

@@ -52,8 +52,16 @@ FORMAT = "keyvault-envelope"
 COMMIT_LABEL = b"keyvault/v1/commit"
 SIGN_LABEL = b"keyvault/v2/envelope\n"
 UNSIGNED, SIGNED = 1, 2  # the format versions this script reads
-V1_FIELDS = {"format", "version", "header", "cipher", "nonce", "ciphertext", "commitment",
-             "wrapped_keys"}
+V1_FIELDS = {
+    "format",
+    "version",
+    "header",
+    "cipher",
+    "nonce",
+    "ciphertext",
+    "commitment",
+    "wrapped_keys",
+}
 DOC_FIELDS = {UNSIGNED: V1_FIELDS, SIGNED: V1_FIELDS | {"chain", "signature"}}
 SIGNATURE_FIELDS = {"alg", "public_key", "value"}
 ED25519, ECDSA_P256 = "ed25519", "ecdsa-p256-sha256"
@@ -64,10 +72,19 @@ MAX_PIN_FILE = 64 * 1024
 FINGERPRINT = re.compile(r"sha256:[0-9a-f]{64}")
 HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 HEADER_TYPES: dict[str, tuple[type, ...]] = {
-    "format": (str,), "version": (int,), "team": (str,), "gun": (str, type(None)),
-    "role": (str, type(None)), "key_id": (str,), "algorithm": (str, type(None)),
+    "format": (str,),
+    "version": (int,),
+    "team": (str,),
+    "gun": (str, type(None)),
+    "role": (str, type(None)),
+    "key_id": (str,),
+    "algorithm": (str, type(None)),
     "created": (str,),
-    "source_name": (str,), "source_mode": (int,), "size": (int,), "sha256": (str,)}
+    "source_name": (str,),
+    "source_mode": (int,),
+    "size": (int,),
+    "sha256": (str,),
+}
 PASSPHRASE_ALG = "scrypt-aes256gcm"
 PASSPHRASE_PARAMS = {"kdf", "salt", "n", "r", "p", "nonce", "check"}
 CHECK_LABEL = b"keyvault/v1/passphrase-check"
@@ -86,8 +103,9 @@ def check(ok: bool, message: str) -> None:
 def canonical(value: dict[str, Any]) -> bytes:
     """Sorted keys, no whitespace, UTF-8: the bytes the AAD, commitment and signature cover."""
     try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                          allow_nan=False).encode("utf-8")
+        return json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode("utf-8")
     except (UnicodeEncodeError, ValueError, RecursionError):  # a lone surrogate, 1e999
         fail(5, "the envelope holds a value that has no canonical form; altered")
 
@@ -97,8 +115,10 @@ def unb64(value: Any, what: str) -> bytes:
         raw = base64.b64decode(value, validate=True) if isinstance(value, str) else None
     except (binascii.Error, ValueError):
         raw = None
-    check(raw is not None and base64.b64encode(raw).decode() == value,
-          f"{what} is not canonical base64")
+    check(
+        raw is not None and base64.b64encode(raw).decode() == value,
+        f"{what} is not canonical base64",
+    )
     return raw or b""
 
 
@@ -124,15 +144,17 @@ def load_envelope(path: str) -> dict[str, Any]:
     raw = read(path, MAX_ENVELOPE_SIZE, 1)
     check(len(raw) <= MAX_ENVELOPE_SIZE, f"{path} is larger than {MAX_ENVELOPE_SIZE} bytes")
     try:
-        doc: Any = json.loads(raw.decode("utf-8"), object_pairs_hook=unique_keys,
-                              parse_constant=refuse_constant)
+        doc: Any = json.loads(
+            raw.decode("utf-8"), object_pairs_hook=unique_keys, parse_constant=refuse_constant
+        )
     except (UnicodeDecodeError, ValueError, RecursionError):
         fail(5, f"{path} is not valid JSON (truncated or corrupt)")
-    check(isinstance(doc, dict) and doc.get("format") == FORMAT,
-          "not a keyvault envelope (format)")
+    check(isinstance(doc, dict) and doc.get("format") == FORMAT, "not a keyvault envelope (format)")
     version = doc.get("version")
-    check(type(version) is int and version in DOC_FIELDS,  # bool is an int in Python; refuse it
-          f"unsupported envelope version {shown(version)[:16]}; this script reads 1 and 2")
+    check(
+        type(version) is int and version in DOC_FIELDS,  # bool is an int in Python; refuse it
+        f"unsupported envelope version {shown(version)[:16]}; this script reads 1 and 2",
+    )
     if version == SIGNED and "signature" not in doc:
         fail(5, "the envelope is format v2 but carries no signature (removed?); refused")
     check(set(doc) == DOC_FIELDS[version], "not a keyvault envelope (fields)")
@@ -151,8 +173,11 @@ def fingerprint_pin(value: str, where: str) -> str:
     """A sealer fingerprint as printed by keyvault: ``sha256:`` and 64 hex digits."""
     text = value.strip().lower()
     if not FINGERPRINT.fullmatch(text):
-        fail(2, f"{where}: {shown(value)[:80]!r} is not a sealer fingerprint "
-                "(sha256: and 64 hex digits, as 'keyvault init' printed it)")
+        fail(
+            2,
+            f"{where}: {shown(value)[:80]!r} is not a sealer fingerprint "
+            "(sha256: and 64 hex digits, as 'keyvault init' printed it)",
+        )
     return text
 
 
@@ -164,8 +189,11 @@ def pinned_sealers(trusted: list[str], identity_files: list[str]) -> set[str]:
         if len(raw) > MAX_PIN_FILE:
             fail(2, f"{path} is larger than {MAX_PIN_FILE} bytes: not an identity file")
         lines = raw.decode("utf-8", errors="replace").splitlines()
-        pins |= {fingerprint_pin(line[len(PIN_LINE):], path)
-                 for line in lines if line.startswith(PIN_LINE)}
+        pins |= {
+            fingerprint_pin(line[len(PIN_LINE) :], path)
+            for line in lines
+            if line.startswith(PIN_LINE)
+        }
     return pins
 
 
@@ -176,8 +204,11 @@ def verifies(alg: str, public_key: bytes, message: bytes, signature: bytes) -> b
         if alg == ED25519 and isinstance(key, ed25519.Ed25519PublicKey):
             key.verify(signature, message)
             return True
-        if (alg == ECDSA_P256 and isinstance(key, ec.EllipticCurvePublicKey)
-                and isinstance(key.curve, ec.SECP256R1)):
+        if (
+            alg == ECDSA_P256
+            and isinstance(key, ec.EllipticCurvePublicKey)
+            and isinstance(key.curve, ec.SECP256R1)
+        ):
             key.verify(signature, message, ec.ECDSA(hashes.SHA256()))  # DER-encoded (r, s)
             return True
     except (InvalidSignature, UnsupportedAlgorithm, ValueError, TypeError):
@@ -189,38 +220,59 @@ def authenticate(doc: dict[str, Any], pins: set[str], allow_unsigned: bool) -> s
     """Who sealed the envelope (a pinned sealer whose signature verifies), or "unsigned"."""
     if doc["version"] == UNSIGNED:
         if not allow_unsigned:
-            fail(5, "the envelope is unsigned (format v1): anyone who could write the store "
-                    "could have sealed it; refused (--allow-unsigned opens it, if you trust "
-                    "where this file came from)")
-        print("recover.py: warning: the envelope is unsigned (format v1): nothing shows who "
-              "sealed it; opened because of --allow-unsigned", file=sys.stderr)
+            fail(
+                5,
+                "the envelope is unsigned (format v1): anyone who could write the store "
+                "could have sealed it; refused (--allow-unsigned opens it, if you trust "
+                "where this file came from)",
+            )
+        print(
+            "recover.py: warning: the envelope is unsigned (format v1): nothing shows who "
+            "sealed it; opened because of --allow-unsigned",
+            file=sys.stderr,
+        )
         return "unsigned (format v1)"
     chain, signature = doc["chain"], doc["signature"]
     check(isinstance(chain, dict) and set(chain) == {"sequence", "previous"}, "bad chain fields")
-    check(type(chain["sequence"]) is int and 1 <= chain["sequence"] <= MAX_SEQUENCE,
-          "chain sequence out of range")
-    check(chain["previous"] is None or (isinstance(chain["previous"], str)
-                                        and HEX_DIGEST.fullmatch(chain["previous"]) is not None),
-          "chain previous is not 64 lower-case hex digits")
-    check(isinstance(signature, dict) and set(signature) == SIGNATURE_FIELDS,
-          "bad signature fields")
+    check(
+        type(chain["sequence"]) is int and 1 <= chain["sequence"] <= MAX_SEQUENCE,
+        "chain sequence out of range",
+    )
+    check(
+        chain["previous"] is None
+        or (
+            isinstance(chain["previous"], str)
+            and HEX_DIGEST.fullmatch(chain["previous"]) is not None
+        ),
+        "chain previous is not 64 lower-case hex digits",
+    )
+    check(
+        isinstance(signature, dict) and set(signature) == SIGNATURE_FIELDS, "bad signature fields"
+    )
     alg = signature["alg"]
     check(alg in (ED25519, ECDSA_P256), f"unknown sealer algorithm {shown(alg)[:24]}")
     public_key = unb64(signature["public_key"], "public_key")
     value = unb64(signature["value"], "signature value")
-    check(0 < len(public_key) <= MAX_SEALER_BYTES and 0 < len(value) <= MAX_SEALER_BYTES,
-          "the signature or its public key has an invalid length")
+    check(
+        0 < len(public_key) <= MAX_SEALER_BYTES and 0 < len(value) <= MAX_SEALER_BYTES,
+        "the signature or its public key has an invalid length",
+    )
     sealer = "sha256:" + hashlib.sha256(public_key).hexdigest()
     if sealer not in pins:
-        fail(5, f"the envelope is sealed by {sealer}, which is not pinned here (pinned: "
-                f"{', '.join(sorted(pins)) or 'none'}); refused. If that is your own sealer "
-                "(compare it with what 'keyvault init' printed, the identity file's pin lines "
-                "or the share pages), pin it with --trust-sealer or --identity; otherwise "
-                "someone else wrote this envelope")
+        fail(
+            5,
+            f"the envelope is sealed by {sealer}, which is not pinned here (pinned: "
+            f"{', '.join(sorted(pins)) or 'none'}); refused. If that is your own sealer "
+            "(compare it with what 'keyvault init' printed, the identity file's pin lines "
+            "or the share pages), pin it with --trust-sealer or --identity; otherwise "
+            "someone else wrote this envelope",
+        )
     unsigned = {name: part for name, part in doc.items() if name != "signature"}
-    check(verifies(alg, public_key, SIGN_LABEL + canonical(unsigned), value),
-          f"the signature by {sealer} does not verify: the envelope was altered after "
-          "sealing; refused")
+    check(
+        verifies(alg, public_key, SIGN_LABEL + canonical(unsigned), value),
+        f"the signature by {sealer} does not verify: the envelope was altered after "
+        "sealing; refused",
+    )
     return sealer
 
 
@@ -255,8 +307,10 @@ def dek_from_age(path: str, context: dict[str, str]) -> bytes:
     plain = read(path, 4096, 2)
     if len(plain) != 64:
         fail(2, f"{path} holds {len(plain)} bytes; `age -d` prints 64 for a keyvault DEK")
-    check(hmac.compare_digest(plain[32:], hashlib.sha256(canonical(context)).digest()),
-          "the age plaintext is bound to another key (context digest differs)")
+    check(
+        hmac.compare_digest(plain[32:], hashlib.sha256(canonical(context)).digest()),
+        "the age plaintext is bound to another key (context digest differs)",
+    )
     return plain[:32]
 
 
@@ -265,20 +319,32 @@ def dek_from_passphrase(doc: dict[str, Any], variable: str, context: dict[str, s
     if not passphrase:
         fail(2, f"environment variable {variable} is not set or empty")
     secret = unicodedata.normalize("NFC", passphrase).encode("utf-8")  # as keyvault does
-    entries = [e for e in doc["wrapped_keys"]
-               if isinstance(e, dict) and str(e.get("uri")).startswith("passphrase:")]
+    entries = [
+        e
+        for e in doc["wrapped_keys"]
+        if isinstance(e, dict) and str(e.get("uri")).startswith("passphrase:")
+    ]
     if not entries:
         fail(2, "this envelope has no passphrase: wrapped key")
     for entry in entries:
         params: Any = entry.get("params")
-        check(entry.get("alg") == PASSPHRASE_ALG and isinstance(params, dict)
-              and set(params) == PASSPHRASE_PARAMS and params["kdf"] == "scrypt",
-              f"passphrase entry: not {PASSPHRASE_ALG} with the expected params")
+        check(
+            entry.get("alg") == PASSPHRASE_ALG
+            and isinstance(params, dict)
+            and set(params) == PASSPHRASE_PARAMS
+            and params["kdf"] == "scrypt",
+            f"passphrase entry: not {PASSPHRASE_ALG} with the expected params",
+        )
         check(entry.get("context") == context, "passphrase entry is bound to another key")
         n, r, p = params["n"], params["r"], params["p"]
-        check(all(type(v) is int for v in (n, r, p)) and 2**14 <= n <= 2**20
-              and n & (n - 1) == 0 and r == 8 and 1 <= p <= 2,
-              "passphrase entry: scrypt parameters outside the allow-list (downgrade?)")
+        check(
+            all(type(v) is int for v in (n, r, p))
+            and 2**14 <= n <= 2**20
+            and n & (n - 1) == 0
+            and r == 8
+            and 1 <= p <= 2,
+            "passphrase entry: scrypt parameters outside the allow-list (downgrade?)",
+        )
         salt, nonce, expected = (unb64(params[k], k) for k in ("salt", "nonce", "check"))
         check((len(salt), len(nonce), len(expected)) == (16, 12, 16), "bad salt/nonce/check")
         kek = Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(secret)
@@ -286,8 +352,9 @@ def dek_from_passphrase(doc: dict[str, Any], variable: str, context: dict[str, s
         if not hmac.compare_digest(right, expected):
             continue  # not this entry's passphrase
         try:
-            return AESGCM(kek).decrypt(nonce, unb64(entry.get("wrapped"), "wrapped"),
-                                       canonical(context))
+            return AESGCM(kek).decrypt(
+                nonce, unb64(entry.get("wrapped"), "wrapped"), canonical(context)
+            )
         except InvalidTag:
             fail(5, "the passphrase is right but the wrapped key was altered or moved")
     fail(4, "wrong passphrase (or the passphrase entry's salt or check was altered)")
@@ -297,16 +364,20 @@ def decrypt(doc: dict[str, Any], dek: bytes) -> bytes:
     header, aad = doc["header"], canonical(doc["header"])
     check(len(dek) == 32, "the DEK is not 32 bytes")  # HMAC would accept DEK || 0x00
     commitment = hmac.new(dek, COMMIT_LABEL + aad, hashlib.sha256).digest()
-    check(hmac.compare_digest(commitment, unb64(doc["commitment"], "commitment")),
-          "this DEK is not the envelope's DEK (commitment mismatch): wrong DEK, or altered")
+    check(
+        hmac.compare_digest(commitment, unb64(doc["commitment"], "commitment")),
+        "this DEK is not the envelope's DEK (commitment mismatch): wrong DEK, or altered",
+    )
     nonce, ciphertext = unb64(doc["nonce"], "nonce"), unb64(doc["ciphertext"], "ciphertext")
     check(len(nonce) == 12 and len(ciphertext) == header["size"] + 16, "wrong length")
     try:
         data = AESGCM(dek).decrypt(nonce, ciphertext, aad)
     except InvalidTag:
         fail(5, "authentication failed: the envelope was altered, truncated or moved")
-    check(hmac.compare_digest(hashlib.sha256(data).hexdigest(), header["sha256"]),
-          "decrypted bytes do not match the header's SHA-256")
+    check(
+        hmac.compare_digest(hashlib.sha256(data).hexdigest(), header["sha256"]),
+        "decrypted bytes do not match the header's SHA-256",
+    )
     return data
 
 
@@ -321,7 +392,7 @@ def write_new(path: str, data: bytes) -> None:
         os.fchmod(fd, 0o600)
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     except BaseException as exc:  # also Ctrl-C: never leave a partial key file behind
         os.unlink(path)
@@ -337,22 +408,36 @@ def shown(value: Any) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("envelope")
     parser.add_argument("--out", required=True, help="key file to create (never overwritten)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--dek-hex-file", metavar="FILE", help="the DEK as 64 hex digits")
     source.add_argument("--age-plaintext", metavar="FILE", help="the 64 bytes age -d printed")
     source.add_argument("--passphrase-env", metavar="VAR", help="env var with the passphrase")
-    parser.add_argument("--trust-sealer", metavar="FINGERPRINT", action="append", default=[],
-                        help="accept envelopes sealed by this sealer (sha256:...); repeatable")
-    parser.add_argument("--identity", metavar="FILE", action="append", default=[],
-                        help="an age identity file (or share page): its '# keyvault-trusted-"
-                             "sealer:' lines pin sealers (only those lines are used)")
-    parser.add_argument("--allow-unsigned", action="store_true",
-                        help="open an unsigned format v1 envelope (anyone who could write the "
-                             "store could have sealed it)")
+    parser.add_argument(
+        "--trust-sealer",
+        metavar="FINGERPRINT",
+        action="append",
+        default=[],
+        help="accept envelopes sealed by this sealer (sha256:...); repeatable",
+    )
+    parser.add_argument(
+        "--identity",
+        metavar="FILE",
+        action="append",
+        default=[],
+        help="an age identity file (or share page): its '# keyvault-trusted-"
+        "sealer:' lines pin sealers (only those lines are used)",
+    )
+    parser.add_argument(
+        "--allow-unsigned",
+        action="store_true",
+        help="open an unsigned format v1 envelope (anyone who could write the "
+        "store could have sealed it)",
+    )
     args = parser.parse_args(argv)
     pins = pinned_sealers(args.trust_sealer, args.identity)
     doc = load_envelope(args.envelope)
@@ -368,14 +453,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"recovered {shown(args.out)}: {header['size']} bytes, mode 0600, SHA-256 verified")
     for label in ("key_id", "role", "gun", "team", "algorithm", "created", "sha256"):
         print(f"  {label + ':':<12}{shown(header[label])}")
-    print(f"  {'source:':<12}private/{shown(header['source_name'])} "
-          f"(mode {header['source_mode']:04o})")
+    print(
+        f"  {'source:':<12}private/{shown(header['source_name'])} "
+        f"(mode {header['source_mode']:04o})"
+    )
     print(f"  {'sealed by:':<12}{sealer}")
     if doc["version"] == SIGNED:
         chain = doc["chain"]
         below = chain["previous"] or "none: the key's first version"
-        print(f"  {'version:':<12}number {chain['sequence']}, on top of {below} "
-              "(not checked here: is it the newest?)")
+        print(
+            f"  {'version:':<12}number {chain['sequence']}, on top of {below} "
+            "(not checked here: is it the newest?)"
+        )
     return 0
 
 

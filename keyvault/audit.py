@@ -38,8 +38,21 @@ MAX_RECORD_SIZE = 64 * 1024
 #: of every key ID, so records stay small and the log stays quick to append to.
 MAX_KEYS_PER_RECORD = 100
 #: The fields of a record written before ``claimed_as`` existed (still valid as they are).
-_FIELDS_V1 = frozenset({"seq", "time", "actor", "action", "outcome", "team", "keys", "backend",
-                        "detail", "prev", "hash"})
+_FIELDS_V1 = frozenset(
+    {
+        "seq",
+        "time",
+        "actor",
+        "action",
+        "outcome",
+        "team",
+        "keys",
+        "backend",
+        "detail",
+        "prev",
+        "hash",
+    }
+)
 #: ``actor`` is who ran keyvault (the real uid); ``claimed_as`` what ``--as`` claimed, or null.
 _FIELDS = _FIELDS_V1 | {"claimed_as"}
 MAX_CLAIM = 200
@@ -62,8 +75,9 @@ def audit_object_name(team: str, record: Mapping[str, Any]) -> str:
     return f"{team_prefix(team)}audit/{int(record['seq']):010d}-{str(record['hash'])[:16]}.json"
 
 
-def compare_with_store(local: Sequence[Mapping[str, Any]], stored_names: Iterable[str]
-                       ) -> list[Problem]:
+def compare_with_store(
+    local: Sequence[Mapping[str, Any]], stored_names: Iterable[str]
+) -> list[Problem]:
     """Records the store holds that the local log lacks: a truncated or replaced local log."""
     local_names = {f"{int(r['seq']):010d}-{str(r['hash'])[:16]}" for r in local}
     problems = []
@@ -73,8 +87,14 @@ def compare_with_store(local: Sequence[Mapping[str, Any]], stored_names: Iterabl
         stem = name.rsplit("/", 1)[-1].removesuffix(".json")
         if stem not in local_names:
             seq = int(stem.split("-", 1)[0]) if stem.split("-", 1)[0].isdigit() else None
-            problems.append(Problem(seq, 0, "is in the store but not in the local log "
-                                            "(the local log was truncated or rewritten)"))
+            problems.append(
+                Problem(
+                    seq,
+                    0,
+                    "is in the store but not in the local log "
+                    "(the local log was truncated or rewritten)",
+                )
+            )
     return problems
 
 
@@ -108,11 +128,20 @@ def verify_records(lines: Iterable[bytes]) -> tuple[int, str, list[Problem]]:
         count += 1
         if seq != expected_seq:
             what = "missing or reordered" if seq > expected_seq else "repeated or reordered"
-            problems.append(Problem(seq, number, f"expected record {expected_seq} here, found "
-                                                 f"{seq}: records {what}"))
+            problems.append(
+                Problem(
+                    seq, number, f"expected record {expected_seq} here, found {seq}: records {what}"
+                )
+            )
         if record["prev"] != prev:
-            problems.append(Problem(seq, number, "does not follow the record before it "
-                                                 "(a record before it was removed or edited)"))
+            problems.append(
+                Problem(
+                    seq,
+                    number,
+                    "does not follow the record before it "
+                    "(a record before it was removed or edited)",
+                )
+            )
         if record_hash(record) != record["hash"]:
             problems.append(Problem(seq, number, "was edited after it was written"))
         if problems:
@@ -142,26 +171,39 @@ class AuditLog:
         self.actor = actor
         self.claimed_as = claimed_as
 
-    def append(self, action: str, outcome: str, *, team: str | None = None,
-               keys: Sequence[KeyRef] = (), backend: Mapping[str, str] | None = None,
-               detail: str = "") -> dict[str, Any]:
+    def append(
+        self,
+        action: str,
+        outcome: str,
+        *,
+        team: str | None = None,
+        keys: Sequence[KeyRef] = (),
+        backend: Mapping[str, str] | None = None,
+        detail: str = "",
+    ) -> dict[str, Any]:
         """Add one record; returns it (with its hash) so callers may copy it to a store."""
         make_private_dirs(self.path.parent)
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
-                         | os.O_CLOEXEC, 0o600)
+            fd = os.open(
+                self.path,
+                os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o600,
+            )
         except PermissionError:
             raise AccessDeniedError(f"cannot write the audit log {self.path}") from None
         except OSError as exc:
-            raise LocalIOError(f"cannot open the audit log {self.path}: "
-                               f"{os.strerror(exc.errno or 0)}") from None
+            raise LocalIOError(
+                f"cannot open the audit log {self.path}: {os.strerror(exc.errno or 0)}"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             seq, prev = _tail(fd)
             if len(keys) > MAX_KEYS_PER_RECORD:
                 digest = hashlib.sha256("\n".join(sorted(k.key_id for k in keys)).encode())
-                detail = (f"{detail}; {len(keys)} keys, the first {MAX_KEYS_PER_RECORD} "
-                          f"listed; sha256 of all key IDs {digest.hexdigest()}")
+                detail = (
+                    f"{detail}; {len(keys)} keys, the first {MAX_KEYS_PER_RECORD} "
+                    f"listed; sha256 of all key IDs {digest.hexdigest()}"
+                )
                 keys = keys[:MAX_KEYS_PER_RECORD]
             record: dict[str, Any] = {
                 "seq": seq + 1,
@@ -181,8 +223,9 @@ class AuditLog:
             os.fsync(fd)
             return record
         except OSError as exc:
-            raise LocalIOError(f"cannot append to the audit log {self.path}: "
-                               f"{os.strerror(exc.errno or 0)}") from None
+            raise LocalIOError(
+                f"cannot append to the audit log {self.path}: {os.strerror(exc.errno or 0)}"
+            ) from None
         finally:
             os.close(fd)
 
@@ -229,5 +272,7 @@ def _tail(fd: int) -> tuple[int, str]:
         record = json_loads(last)
         return int(record["seq"]), str(record["hash"])
     except (ValueError, KeyError, TypeError):
-        raise IntegrityError("the audit log's last record is unreadable; run 'keyvault audit "
-                             "verify' and keep the file for investigation") from None
+        raise IntegrityError(
+            "the audit log's last record is unreadable; run 'keyvault audit "
+            "verify' and keep the file for investigation"
+        ) from None

@@ -29,12 +29,13 @@ MAX_SIZE = 64 * 1024 * 1024
 # A string skipped whole, possessively: an unterminated one runs to the end, never rescanned.
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*+(?:"|\\?\Z)', re.DOTALL)
 _TOML_SKIPPED = re.compile(
-    rb'"""(?:[^"\\]|\\.|"(?!""))*+(?:"""|\\?\Z)'   # multi-line basic string
-    rb"|'''(?:[^']|'(?!''))*+(?:'''|\Z)"          # multi-line literal string
-    rb'|"(?:[^"\\]|\\.)*+(?:"|\\?\Z)'             # basic string
-    rb"|'[^']*+(?:'|\Z)"                          # literal string
-    rb"|#[^\n]*+",                                # comment
-    re.DOTALL)
+    rb'"""(?:[^"\\]|\\.|"(?!""))*+(?:"""|\\?\Z)'  # multi-line basic string
+    rb"|'''(?:[^']|'(?!''))*+(?:'''|\Z)"  # multi-line literal string
+    rb'|"(?:[^"\\]|\\.)*+(?:"|\\?\Z)'  # basic string
+    rb"|'[^']*+(?:'|\Z)"  # literal string
+    rb"|#[^\n]*+",  # comment
+    re.DOTALL,
+)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _SIGNED = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # as signed chars: +1, -1
 _CHUNK = 64 * 1024
@@ -44,8 +45,9 @@ class TooDeep(ValueError):  # noqa: N818 - reads as the refusal it is
     """The document is nested deeper, or is larger, than keyvault reads."""
 
 
-def json_loads(data: bytes | str, *, max_depth: int = MAX_DEPTH, max_size: int = MAX_SIZE,
-               **options: Any) -> Any:
+def json_loads(
+    data: bytes | str, *, max_depth: int = MAX_DEPTH, max_size: int = MAX_SIZE, **options: Any
+) -> Any:
     """``json.loads(data, **options)``, refusing (TooDeep) a document too deep or too large."""
     import json
 
@@ -57,8 +59,9 @@ def json_loads(data: bytes | str, *, max_depth: int = MAX_DEPTH, max_size: int =
         raise TooDeep(f"nested more than {max_depth} levels deep") from None
 
 
-def toml_loads(text: str, *, max_depth: int = MAX_DEPTH, max_size: int = MAX_SIZE
-               ) -> dict[str, Any]:
+def toml_loads(
+    text: str, *, max_depth: int = MAX_DEPTH, max_size: int = MAX_SIZE
+) -> dict[str, Any]:
     """``tomllib.loads(text)``; too deep or too large is a ``tomllib.TOMLDecodeError``."""
     import tomllib
 
@@ -88,7 +91,7 @@ def _check(skeleton: bytes, max_depth: int) -> None:
     steps = memoryview(skeleton.translate(_SIGNED, _NOT_BRACKETS)).cast("b")
     level = 0
     for start in range(0, len(steps), _CHUNK):
-        levels = list(itertools.accumulate(steps[start:start + _CHUNK], initial=level))
+        levels = list(itertools.accumulate(steps[start : start + _CHUNK], initial=level))
         if max(levels) > max_depth:
             raise TooDeep(f"nested more than {max_depth} levels deep")
         level = levels[-1]

@@ -73,15 +73,18 @@ class Breaker:
         """Before an attempt: BackendDownError once the breaker is open (a key in flight
         stops there; what it wrote before is whole, what it had not written is not)."""
         if self._reason is not None:
-            raise BackendDownError(f"gave up: a backend is down ({self._reason})",
-                                   hint="re-run when the backend is back")
+            raise BackendDownError(
+                f"gave up: a backend is down ({self._reason})",
+                hint="re-run when the backend is back",
+            )
 
     def skip(self) -> BackendDownError:
         """The error to report for a key the run does not start."""
         return BackendDownError(
             f"not attempted: a backend is down ({self._reason})",
             hint="nothing of it was read or written; re-run when the backend is back, and "
-                 "the run continues where this one stopped")
+            "the run continues where this one stopped",
+        )
 
 
 def is_down(error: BaseException) -> bool:

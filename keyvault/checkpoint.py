@@ -37,8 +37,9 @@ VERSION = 1
 SIGN_LABEL = b"keyvault/v1/audit-checkpoint\n"
 #: A checkpoint is a few hundred bytes; anything much larger is not one of ours.
 MAX_CHECKPOINT_SIZE = 8 * 1024
-_FIELDS = frozenset({"format", "version", "log", "team", "seq", "head", "time", "actor",
-                     "signature"})
+_FIELDS = frozenset(
+    {"format", "version", "log", "team", "seq", "head", "time", "actor", "signature"}
+)
 _LOG_ID = re.compile(r"[0-9a-f]{32}")
 _HEAD = re.compile(r"[0-9a-f]{64}")
 _NAME = re.compile(r"(\d{10})-([0-9a-f]{64})\.json")
@@ -74,8 +75,16 @@ class Checkpoint:
         return f"{checkpoint_prefix(self.team, self.log)}{self.seq:010d}-{self.head}.json"
 
     def unsigned_json(self) -> dict[str, Any]:
-        return {"format": FORMAT, "version": VERSION, "log": self.log, "team": self.team,
-                "seq": self.seq, "head": self.head, "time": self.time, "actor": self.actor}
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "log": self.log,
+            "team": self.team,
+            "seq": self.seq,
+            "head": self.head,
+            "time": self.time,
+            "actor": self.actor,
+        }
 
     def signed_message(self) -> bytes:
         """The bytes a sealer signs: a label (never an envelope's), then the document."""
@@ -96,19 +105,29 @@ class Checkpoint:
             raise IntegrityError(f"{what} is larger than any checkpoint keyvault writes")
         try:
             doc = json.loads(data)
-            if (not isinstance(doc, dict) or set(doc) | {"signature"} != _FIELDS
-                    or canonical_json(doc) != data
-                    or (doc["format"], doc["version"]) != (FORMAT, VERSION)):
+            if (
+                not isinstance(doc, dict)
+                or set(doc) | {"signature"} != _FIELDS
+                or canonical_json(doc) != data
+                or (doc["format"], doc["version"]) != (FORMAT, VERSION)
+            ):
                 raise ValueError("fields")
-            made = cls(_text(doc, "log"), _text(doc, "team"), _number(doc, "seq"),
-                       _text(doc, "head"), _text(doc, "time"), _text(doc, "actor"))
+            made = cls(
+                _text(doc, "log"),
+                _text(doc, "team"),
+                _number(doc, "seq"),
+                _text(doc, "head"),
+                _text(doc, "time"),
+                _text(doc, "actor"),
+            )
             made.name()  # a valid log ID, team and head, or UsageError/ValueError
             if "signature" not in doc:  # stripped, or never signed: authenticate() says so
                 return made
             return replace(made, signature=Signature.from_json(doc["signature"]))
         except (ValueError, TypeError, RecursionError, KeyvaultError):
-            raise IntegrityError(f"{what} is not a checkpoint keyvault writes (malformed)"
-                                 ) from None
+            raise IntegrityError(
+                f"{what} is not a checkpoint keyvault writes (malformed)"
+            ) from None
 
     def authenticate(self, trust: SealerTrust, what: str) -> None:
         """IntegrityError unless signed, by a sealer ``trust`` accepts, over these very facts."""
@@ -116,8 +135,10 @@ class Checkpoint:
             raise IntegrityError(f"{what} is unsigned; refused")
         trust.check(self.signature.sealer, what)
         if not self.signature.sealer.verify(self.signed_message(), self.signature.value):
-            raise IntegrityError(f"{what}: the signature does not verify (altered after "
-                                 f"signing by {self.signature.sealer.fingerprint}); refused")
+            raise IntegrityError(
+                f"{what}: the signature does not verify (altered after "
+                f"signing by {self.signature.sealer.fingerprint}); refused"
+            )
 
 
 def _text(doc: Mapping[str, Any], name: str) -> str:
@@ -147,12 +168,24 @@ def compare(local: Mapping[int, str], anchored: Iterable[Checkpoint]) -> list[Pr
     for checkpoint in sorted(anchored, key=lambda c: c.seq):
         after = f" (after record {held}, which matches)" if held else ""
         if checkpoint.seq > count:
-            return [Problem(checkpoint.seq, 0, "is anchored by a signed checkpoint in the "
-                                               "store but missing from the local log (the "
-                                               f"local log was truncated{after})")]
+            return [
+                Problem(
+                    checkpoint.seq,
+                    0,
+                    "is anchored by a signed checkpoint in the "
+                    "store but missing from the local log (the "
+                    f"local log was truncated{after})",
+                )
+            ]
         if local.get(checkpoint.seq) != checkpoint.head:
-            return [Problem(checkpoint.seq, 0, "differs from the signed checkpoint in the store "
-                                               "(the local log was rewritten at or before this "
-                                               f"record{after})")]
+            return [
+                Problem(
+                    checkpoint.seq,
+                    0,
+                    "differs from the signed checkpoint in the store "
+                    "(the local log was rewritten at or before this "
+                    f"record{after})",
+                )
+            ]
         held = checkpoint.seq
     return []

@@ -121,10 +121,12 @@ class Config:
     def backend_options(self, prompt: SecretPrompt | None) -> BackendOptions:
         settings = {name: dict(values) for name, values in self.settings.items()}
         for name in ("s3", "awskms"):  # one pooled connection per worker thread, or more
-            settings.setdefault(name, {}).setdefault("max_pool_connections",
-                                                     max(10, self.concurrency + 2))
-        return BackendOptions(env=self.env, age_identity_files=self.identity_files,
-                              prompt=prompt, settings=settings)
+            settings.setdefault(name, {}).setdefault(
+                "max_pool_connections", max(10, self.concurrency + 2)
+            )
+        return BackendOptions(
+            env=self.env, age_identity_files=self.identity_files, prompt=prompt, settings=settings
+        )
 
     def require_store(self) -> str:
         if not self.store:
@@ -176,8 +178,7 @@ def trust_dir_default(env: Mapping[str, str]) -> Path:
     return default_trust_dir(env)
 
 
-def load_config(path: Path | None, env: Mapping[str, str], *, missing_ok: bool = False
-                ) -> Config:
+def load_config(path: Path | None, env: Mapping[str, str], *, missing_ok: bool = False) -> Config:
     """Build the Config: defaults < file < environment. Flags come later (CLI).
 
     ``missing_ok`` is for ``init``: an explicit config file that does not exist
@@ -201,25 +202,32 @@ def load_config(path: Path | None, env: Mapping[str, str], *, missing_ok: bool =
     store = env.get("KEYVAULT_STORE") or section.get("store")
     if store is None and read_file:  # a config file without 'store': the embedded default's
         store = paths.default_store.as_uri()
-    wrappers = tuple(_split(env["KEYVAULT_WRAPPERS"]) if env.get("KEYVAULT_WRAPPERS")
-                     else section.get("wrappers", ()))
+    wrappers = tuple(
+        _split(env["KEYVAULT_WRAPPERS"])
+        if env.get("KEYVAULT_WRAPPERS")
+        else section.get("wrappers", ())
+    )
     trust = env.get("KEYVAULT_TRUST_DIR") or section.get("trust_dir")
     identities = list(recovery.get("identity_files", []))
     if "identity_file" in recovery:
         identities.insert(0, recovery["identity_file"])
     if env.get("KEYVAULT_AGE_IDENTITY"):
         identities = _split(env["KEYVAULT_AGE_IDENTITY"]) + identities
-    elif not identities and (paths.default_identity.exists() or (read_file and any(
-            isinstance(w, str) and w.startswith("age1") for w in wrappers))):
+    elif not identities and (
+        paths.default_identity.exists()
+        or (read_file and any(isinstance(w, str) and w.startswith("age1") for w in wrappers))
+    ):
         # The default, as init leaves it out: named even when missing (kept offline, or
         # not yet copied back), so an age restore says which file it needs.
         identities = [str(paths.default_identity)]
     if not all(isinstance(w, str) for w in wrappers) or not all(
-            isinstance(i, str) for i in identities):
+        isinstance(i, str) for i in identities
+    ):
         raise InvalidInputError(f"{source}: wrappers and identity files must be lists of strings")
     settings = {name: dict(doc.get(name, {})) for name in (*BACKEND_SECTIONS, *COMMAND_SECTIONS)}
-    concurrency = _concurrency(env.get("KEYVAULT_CONCURRENCY")
-                               or section.get("concurrency", DEFAULT_CONCURRENCY))
+    concurrency = _concurrency(
+        env.get("KEYVAULT_CONCURRENCY") or section.get("concurrency", DEFAULT_CONCURRENCY)
+    )
     policy = env.get("KEYVAULT_POLICY") or section.get("policy")
     sealing = doc.get("sealing", {})
     sealing_key = env.get("KEYVAULT_SEALING_KEY") or sealing.get("key")
@@ -241,8 +249,11 @@ def load_config(path: Path | None, env: Mapping[str, str], *, missing_ok: bool =
         audit_to_store=bool(section.get("audit_to_store", False)),
         env=dict(env),
         policy=Path(policy).expanduser() if policy else None,
-        sealing_key=(sealing_key if not sealing_key or "://" in sealing_key
-                     else str(Path(sealing_key).expanduser())),
+        sealing_key=(
+            sealing_key
+            if not sealing_key or "://" in sealing_key
+            else str(Path(sealing_key).expanduser())
+        ),
         trusted_sealers=_fingerprints(source, "trusted", trusted),
         revoked_sealers=_fingerprints(source, "revoked", revoked),
     )
@@ -260,13 +271,27 @@ def _resolve_paths(doc: Mapping[str, Any], base: Path) -> dict[str, Any]:
             return value
         return str(base / Path(value).expanduser())  # an absolute right side wins
 
-    return {section: ({key: resolve(value) if (section, key) in _PATH_KEYS else value
-                       for key, value in body.items()} if isinstance(body, dict) else body)
-            for section, body in doc.items()}
+    return {
+        section: (
+            {
+                key: resolve(value) if (section, key) in _PATH_KEYS else value
+                for key, value in body.items()
+            }
+            if isinstance(body, dict)
+            else body
+        )
+        for section, body in doc.items()
+    }
 
 
-def render_config(*, team: str, store: str, wrappers: list[str], identity_file: Path,
-                  defaults: Paths | None = None) -> str:
+def render_config(
+    *,
+    team: str,
+    store: str,
+    wrappers: list[str],
+    identity_file: Path,
+    defaults: Paths | None = None,
+) -> str:
     """The TOML that ``keyvault init`` writes (values are validated URIs and paths).
 
     A store or identity file that is ``defaults``' own is left out: it then resolves
@@ -281,16 +306,23 @@ def render_config(*, team: str, store: str, wrappers: list[str], identity_file: 
         "# keyvault configuration (written by 'keyvault init'; docs/configuration.md)",
         "[keyvault]",
         f"team = {json.dumps(team)}",
-        ("# store: the default, a file store in this machine's data directory "
-         "($XDG_DATA_HOME/keyvault/store)" if default_store else f"store = {json.dumps(store)}"),
+        (
+            "# store: the default, a file store in this machine's data directory "
+            "($XDG_DATA_HOME/keyvault/store)"
+            if default_store
+            else f"store = {json.dumps(store)}"
+        ),
         f"wrappers = [{', '.join(json.dumps(w) for w in wrappers)}]",
         "",
         "[recovery]",
         "# Move this identity offline (a password manager, paper, a safe) once you have",
         "# checked a restore: whoever holds it can open every backup it wraps.",
-        ("# identity_file: the default, recovery-identity.txt in this machine's config "
-         "directory ($XDG_CONFIG_HOME/keyvault)" if default_identity
-         else f"identity_file = {json.dumps(str(identity_file))}"),
+        (
+            "# identity_file: the default, recovery-identity.txt in this machine's config "
+            "directory ($XDG_CONFIG_HOME/keyvault)"
+            if default_identity
+            else f"identity_file = {json.dumps(str(identity_file))}"
+        ),
         "",
     ]
     return "\n".join(lines)
@@ -313,9 +345,12 @@ def _init_settings(doc: Mapping[str, Any], path: Path, paths: Paths) -> tuple[ob
     doc = _resolve_paths(doc, path.expanduser().absolute().parent)
     section, recovery = doc.get("keyvault", {}), doc.get("recovery", {})
     identity = recovery.get("identity_file", str(paths.default_identity))
-    return (section.get("team", DEFAULT_TEAM),
-            section.get("store", paths.default_store.as_uri()),
-            list(section.get("wrappers", [])), Path(identity).expanduser())
+    return (
+        section.get("team", DEFAULT_TEAM),
+        section.get("store", paths.default_store.as_uri()),
+        list(section.get("wrappers", [])),
+        Path(identity).expanduser(),
+    )
 
 
 def _fingerprints(source: Path | None, what: str, values: list[Any]) -> tuple[str, ...]:
@@ -352,8 +387,9 @@ def _split(value: str) -> list[str]:
 def _read_toml(path: Path) -> dict[str, Any]:
     from keyvault.fsutil import read_small_text
 
-    text = read_small_text(path, "config file", MAX_CONFIG_SIZE,
-                           "run 'keyvault init' or fix --config/KEYVAULT_CONFIG")
+    text = read_small_text(
+        path, "config file", MAX_CONFIG_SIZE, "run 'keyvault init' or fix --config/KEYVAULT_CONFIG"
+    )
     try:
         doc = toml_loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -368,16 +404,17 @@ def _check_schema(path: Path, doc: Mapping[str, Any]) -> None:
         if allowed is None:
             raise InvalidInputError(
                 f"config file {path}: unknown section [{section[:40]}]",
-                hint=f"known sections: {', '.join(sorted(_SCHEMA))}")
+                hint=f"known sections: {', '.join(sorted(_SCHEMA))}",
+            )
         if not isinstance(body, dict):
             raise InvalidInputError(f"config file {path}: [{section}] must be a table")
         for key, value in body.items():
             if key not in allowed:
                 raise InvalidInputError(
                     f"config file {path}: unknown key {key[:40]!r} in [{section}]",
-                    hint=f"known keys: {', '.join(sorted(allowed))}")
+                    hint=f"known keys: {', '.join(sorted(allowed))}",
+                )
             expected = allowed[key]
             bad_bool = isinstance(value, bool) and expected is not bool
             if not isinstance(value, expected) or bad_bool:
-                raise InvalidInputError(
-                    f"config file {path}: [{section}] {key} has the wrong type")
+                raise InvalidInputError(f"config file {path}: [{section}] {key} has the wrong type")

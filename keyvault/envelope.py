@@ -97,8 +97,20 @@ _CHAIN_FIELDS = frozenset({"sequence", "previous"})
 _SIGNATURE_FIELDS = frozenset({"alg", "public_key", "value"})
 MAX_SEQUENCE = 2**53
 _HEADER_FIELDS = frozenset(
-    {"format", "version", "team", "gun", "role", "key_id", "algorithm", "created",
-     "source_name", "source_mode", "size", "sha256"}
+    {
+        "format",
+        "version",
+        "team",
+        "gun",
+        "role",
+        "key_id",
+        "algorithm",
+        "created",
+        "source_name",
+        "source_mode",
+        "size",
+        "sha256",
+    }
 )
 #: A trust pin's header says so; a key's header has no ``kind`` (its format is unchanged).
 _PIN_HEADER_FIELDS = _HEADER_FIELDS | {"kind"}
@@ -148,8 +160,9 @@ class Header:
             raise UsageError(f"unknown envelope kind {str(self.kind)[:20]!r}")
         address = PinAddress(self.team, self.gun, self.role, self.key_id)  # validates names
         if self.algorithm is not None or self.source_name != address.relpath:
-            raise UsageError("a trust pin's header names no algorithm and its own GUN's "
-                             "root.json as its source")
+            raise UsageError(
+                "a trust pin's header names no algorithm and its own GUN's root.json as its source"
+            )
         self._check_common()
 
     def _check_cert(self) -> None:
@@ -159,8 +172,10 @@ class Header:
         CertAddress(self.team, self.gun, self.role, self.key_id)  # validates names
         name = self.source_name
         if self.algorithm is not None or not (0 < len(name) <= 512 and name.isprintable()):
-            raise UsageError("a pinned certificate's header names no algorithm and the "
-                             "printable path its config named")
+            raise UsageError(
+                "a pinned certificate's header names no algorithm and the "
+                "printable path its config named"
+            )
         self._check_common()
 
     def _check_common(self) -> None:
@@ -274,8 +289,11 @@ class Signature:
     value: bytes = field(repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {"alg": self.sealer.alg, "public_key": _b64(self.sealer.public_key),
-                "value": _b64(self.value)}
+        return {
+            "alg": self.sealer.alg,
+            "public_key": _b64(self.sealer.public_key),
+            "value": _b64(self.value),
+        }
 
     @classmethod
     def from_json(cls, doc: Any) -> Signature:
@@ -363,8 +381,9 @@ class Envelope:
         if len(data) > MAX_ENVELOPE_SIZE:
             raise IntegrityError(f"envelope is larger than {MAX_ENVELOPE_SIZE} bytes; refused")
         try:
-            doc = json_loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates,
-                             parse_constant=_no_constants)
+            doc = json_loads(
+                data.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constants
+            )
         except TooDeep as exc:
             raise IntegrityError(f"envelope is {exc}; refused") from None
         except (UnicodeDecodeError, ValueError):
@@ -385,13 +404,18 @@ class Envelope:
             raise IntegrityError(
                 f"unsupported envelope version {str(doc.get('version'))[:16]!r}; this keyvault "
                 f"reads versions {', '.join(map(str, VERSIONS))}",
-                hint="upgrade keyvault to read newer envelopes")
+                hint="upgrade keyvault to read newer envelopes",
+            )
         version: int = doc["version"]
         if version != UNSIGNED_VERSION and "signature" not in doc:
-            raise IntegrityError("the envelope carries no signature (stripped?); a version 2 "
-                                 "envelope is always signed", hint="investigate who wrote it")
-        obj = _expect_object(doc, "envelope",
-                             _DOC_FIELDS if version == UNSIGNED_VERSION else _SIGNED_DOC_FIELDS)
+            raise IntegrityError(
+                "the envelope carries no signature (stripped?); a version 2 "
+                "envelope is always signed",
+                hint="investigate who wrote it",
+            )
+        obj = _expect_object(
+            doc, "envelope", _DOC_FIELDS if version == UNSIGNED_VERSION else _SIGNED_DOC_FIELDS
+        )
         if obj["cipher"] != CIPHER:
             raise IntegrityError("unsupported envelope cipher")
         header = Header.from_json(obj["header"])
@@ -410,8 +434,15 @@ class Envelope:
         wrapped = tuple(_wrapped_from_json(w) for w in raw_wrapped)
         if version == UNSIGNED_VERSION:
             return cls(header, nonce, ciphertext, commitment, wrapped)
-        return cls(header, nonce, ciphertext, commitment, wrapped,
-                   Chain.from_json(obj["chain"]), Signature.from_json(obj["signature"]))
+        return cls(
+            header,
+            nonce,
+            ciphertext,
+            commitment,
+            wrapped,
+            Chain.from_json(obj["chain"]),
+            Signature.from_json(obj["signature"]),
+        )
 
 
 def new_header(
@@ -435,8 +466,13 @@ def new_header(
         source_mode=source_mode & 0o7777,
         size=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
-        kind=(PIN_KIND if isinstance(address, PinAddress)
-              else CERT_KIND if isinstance(address, CertAddress) else None),
+        kind=(
+            PIN_KIND
+            if isinstance(address, PinAddress)
+            else CERT_KIND
+            if isinstance(address, CertAddress)
+            else None
+        ),
     )
 
 
@@ -444,8 +480,15 @@ def commitment(dek: bytes, header: Header) -> bytes:
     return hmac.new(dek, COMMIT_LABEL + header.canonical(), hashlib.sha256).digest()
 
 
-def seal(header: Header, data: bytes, wrappers: Sequence[Wrapper],
-         threshold: int | None = None, *, sealer: Sealer, chain: Chain = FIRST) -> Envelope:
+def seal(
+    header: Header,
+    data: bytes,
+    wrappers: Sequence[Wrapper],
+    threshold: int | None = None,
+    *,
+    sealer: Sealer,
+    chain: Chain = FIRST,
+) -> Envelope:
     """Encrypt ``data`` (a key file's bytes) under a fresh DEK wrapped by every wrapper,
     and sign the result with ``sealer`` as version ``chain`` of the key.
 
@@ -457,8 +500,10 @@ def seal(header: Header, data: bytes, wrappers: Sequence[Wrapper],
     if not wrappers:
         raise UsageError("at least one wrapper is needed to seal a key")
     if threshold is not None and not 2 <= threshold <= len(wrappers):
-        raise UsageError(f"a threshold of {threshold} needs at least {threshold} wrappers "
-                         f"(got {len(wrappers)}), and at least 2")
+        raise UsageError(
+            f"a threshold of {threshold} needs at least {threshold} wrappers "
+            f"(got {len(wrappers)}), and at least 2"
+        )
     if hashlib.sha256(data).hexdigest() != header.sha256 or len(data) != header.size:
         raise ValueError("header does not describe these bytes")
     dek = bytearray(secrets.token_bytes(DEK_SIZE))
@@ -471,9 +516,10 @@ def seal(header: Header, data: bytes, wrappers: Sequence[Wrapper],
             wrapped = tuple(through(w, w.wrap, bytes(dek), context) for w in wrappers)
         else:
             shares = shamir.split(bytes(dek), threshold, len(wrappers))
-            wrapped = tuple(replace(through(w, w.wrap, shares[i], context), share=i,
-                                    threshold=threshold)
-                            for i, w in enumerate(wrappers, start=1))
+            wrapped = tuple(
+                replace(through(w, w.wrap, shares[i], context), share=i, threshold=threshold)
+                for i, w in enumerate(wrappers, start=1)
+            )
         draft = Envelope(header, nonce, ciphertext, commitment(bytes(dek), header), wrapped)
         return sign(draft, sealer, chain)
     finally:
@@ -496,13 +542,16 @@ def sign(envelope: Envelope, sealer: Sealer, chain: Chain) -> Envelope:
     # A backend could sign with another key than it described (an alias moved): check it.
     # A local key file signs with the very key it describes, so that check would only cost.
     if not isinstance(sealer, Ed25519FileSealer) and not key.verify(message, value):
-        raise IntegrityError("the sealer's signature does not verify with its own public key",
-                             hint="check the sealing key configuration")
+        raise IntegrityError(
+            "the sealer's signature does not verify with its own public key",
+            hint="check the sealing key configuration",
+        )
     return replace(draft, signature=Signature(key, value))
 
 
-def authenticate(envelope: Envelope, sealers: SealerTrust, *, allow_unsigned: bool = False
-                 ) -> SealerKey | None:
+def authenticate(
+    envelope: Envelope, sealers: SealerTrust, *, allow_unsigned: bool = False
+) -> SealerKey | None:
     """Check who sealed ``envelope``; raise IntegrityError (exit 5) unless a trusted sealer.
 
     Returns the sealer's key, or None for an unsigned (v1) envelope that the
@@ -520,13 +569,16 @@ def authenticate(envelope: Envelope, sealers: SealerTrust, *, allow_unsigned: bo
             f"{what}: the envelope is unsigned (format v{envelope.version}); anyone who can "
             "write the store could have sealed it, so it is refused",
             hint="if you trust this store's history, pass --allow-unsigned once and re-seal it "
-                 "with 'keyvault rewrap --all --reseal --allow-unsigned'")
+            "with 'keyvault rewrap --all --reseal --allow-unsigned'",
+        )
     sealer = envelope.signature.sealer
     sealers.check(sealer, what)
     if not sealer.verify(envelope.signed_message(), envelope.signature.value):
-        raise IntegrityError(f"{what}: the envelope's signature does not verify (altered "
-                             f"after sealing by {sealer.fingerprint}); refused",
-                             hint="restore another version, and investigate who wrote it")
+        raise IntegrityError(
+            f"{what}: the envelope's signature does not verify (altered "
+            f"after sealing by {sealer.fingerprint}); refused",
+            hint="restore another version, and investigate who wrote it",
+        )
     # Remembered on the (frozen) object itself: the reader checks before the chain, and the
     # unwrap checks again; any changed copy (dataclasses.replace) is a new object, unmarked.
     object.__setattr__(envelope, _VERIFIED, (sealers, sealer))
@@ -548,13 +600,19 @@ def through(wrapper: Wrapper, call: Callable[..., _T], *args: Any) -> _T:
             exc.wrapper = redact(wrapper.uri)
         raise
 
+
 #: Raises for a wrapper URI that no wrapper could have written (see keyvault.wrappers).
 UriCheck = Callable[[str], None]
 
 
-def unwrap_dek(envelope: Envelope, wrappers: Iterable[Wrapper],
-               check_uri: UriCheck | None = None, *, sealers: SealerTrust,
-               allow_unsigned: bool = False) -> bytes:
+def unwrap_dek(
+    envelope: Envelope,
+    wrappers: Iterable[Wrapper],
+    check_uri: UriCheck | None = None,
+    *,
+    sealers: SealerTrust,
+    allow_unsigned: bool = False,
+) -> bytes:
     """The DEK, through the first trusted wrapper that holds a copy and opens it.
 
     The sealer's signature is checked first (:func:`authenticate`): no wrapper
@@ -573,19 +631,25 @@ def unwrap_dek(envelope: Envelope, wrappers: Iterable[Wrapper],
     shares: dict[int, bytes] = {}
     for entry in sorted(candidates, key=lambda e: e.share is not None):
         if dict(entry.context) != expected_context:
-            failures.append(IntegrityError(
-                f"key {envelope.header.key_id}: wrapped key for {entry.uri} is bound to "
-                "another key's context"))
+            failures.append(
+                IntegrityError(
+                    f"key {envelope.header.key_id}: wrapped key for {entry.uri} is bound to "
+                    "another key's context"
+                )
+            )
             continue
         try:
-            dek = through(by_uri[entry.uri], by_uri[entry.uri].unwrap, entry,
-                          expected_context)
+            dek = through(by_uri[entry.uri], by_uri[entry.uri].unwrap, entry, expected_context)
         except KeyvaultError as exc:
             failures.append(exc)
             continue
         if len(dek) != DEK_SIZE:
-            failures.append(IntegrityError(f"key {envelope.header.key_id}: wrapper {entry.uri} "
-                                           "returned a DEK of wrong length"))
+            failures.append(
+                IntegrityError(
+                    f"key {envelope.header.key_id}: wrapper {entry.uri} "
+                    "returned a DEK of wrong length"
+                )
+            )
             continue
         if entry.share is not None:
             shares[entry.share] = dek
@@ -593,9 +657,12 @@ def unwrap_dek(envelope: Envelope, wrappers: Iterable[Wrapper],
             if not dek:
                 continue
         if not hmac.compare_digest(commitment(dek, envelope.header), envelope.commitment):
-            failures.append(IntegrityError(
-                f"key {envelope.header.key_id}: DEK from {entry.uri} does not match the "
-                "envelope's commitment"))
+            failures.append(
+                IntegrityError(
+                    f"key {envelope.header.key_id}: DEK from {entry.uri} does not match the "
+                    "envelope's commitment"
+                )
+            )
             continue
         return dek
     group = [e for e in envelope.wrapped_keys if e.share is not None]
@@ -605,7 +672,8 @@ def unwrap_dek(envelope: Envelope, wrappers: Iterable[Wrapper],
             f"key {envelope.header.key_id[:12]} needs {group[0].threshold} of its "
             f"{len(group)} wrappers (dual control); only {len(shares)} opened here"
             + (f" ({why})" if why else ""),
-            hint="run it with enough of the wrappers: " + ", ".join(e.uri for e in group))
+            hint="run it with enough of the wrappers: " + ", ".join(e.uri for e in group),
+        )
     raise _worst(failures, envelope)
 
 
@@ -614,31 +682,37 @@ def _from_shares(envelope: Envelope, shares: dict[int, bytes]) -> bytes:
     group = [e for e in envelope.wrapped_keys if e.share is not None]
     thresholds = {e.threshold for e in group}
     if len(thresholds) != 1 or len({e.share for e in group}) != len(group):
-        raise IntegrityError(f"key {envelope.header.key_id[:12]}: its threshold group is "
-                             "inconsistent (altered)")
+        raise IntegrityError(
+            f"key {envelope.header.key_id[:12]}: its threshold group is inconsistent (altered)"
+        )
     (needed,) = thresholds
     if needed is None or len(shares) < needed:
         return b""
     return shamir.combine(dict(list(shares.items())[:needed]))
 
 
-def open_envelope(envelope: Envelope, wrappers: Iterable[Wrapper],
-                  check_uri: UriCheck | None = None, *, sealers: SealerTrust,
-                  allow_unsigned: bool = False) -> bytes:
+def open_envelope(
+    envelope: Envelope,
+    wrappers: Iterable[Wrapper],
+    check_uri: UriCheck | None = None,
+    *,
+    sealers: SealerTrust,
+    allow_unsigned: bool = False,
+) -> bytes:
     """Authenticate and decrypt; returns the key file's original bytes.
 
     ``check_uri`` lets the caller tell a corrupt envelope (exit 5) from one
     wrapped only for wrappers it does not hold (exit 4).
     """
-    dek = unwrap_dek(envelope, wrappers, check_uri, sealers=sealers,
-                     allow_unsigned=allow_unsigned)
+    dek = unwrap_dek(envelope, wrappers, check_uri, sealers=sealers, allow_unsigned=allow_unsigned)
     return decrypt_with_dek(envelope, dek)
 
 
 def decrypt_with_dek(envelope: Envelope, dek: bytes) -> bytes:
     header = envelope.header
-    if len(dek) != DEK_SIZE or not hmac.compare_digest(commitment(dek, header),
-                                                       envelope.commitment):
+    if len(dek) != DEK_SIZE or not hmac.compare_digest(
+        commitment(dek, header), envelope.commitment
+    ):
         raise IntegrityError(f"key {header.key_id[:12]}: DEK does not match the commitment")
     try:
         data = AESGCM(dek).decrypt(envelope.nonce, envelope.ciphertext, header.canonical())
@@ -646,31 +720,38 @@ def decrypt_with_dek(envelope: Envelope, dek: bytes) -> bytes:
         raise IntegrityError(
             f"key {header.key_id[:12]} ({role_shown(header.role)}): envelope failed "
             "authentication; "
-            "it was altered, truncated or moved", hint="restore another version or wrapper"
+            "it was altered, truncated or moved",
+            hint="restore another version or wrapper",
         ) from None
     if not hmac.compare_digest(hashlib.sha256(data).hexdigest(), header.sha256):
         raise IntegrityError(f"key {header.key_id[:12]}: decrypted bytes do not match the digest")
     return data
 
 
-def rewrap(envelope: Envelope, dek: bytes, add: Sequence[Wrapper],
-           remove: Iterable[str] = ()) -> Envelope:
+def rewrap(
+    envelope: Envelope, dek: bytes, add: Sequence[Wrapper], remove: Iterable[str] = ()
+) -> Envelope:
     """Add and/or remove wrapped copies of the DEK; the ciphertext is untouched.
 
     The result is unsigned: the caller signs it (:func:`sign`) as the next version.
     """
-    if len(dek) != DEK_SIZE or not hmac.compare_digest(commitment(dek, envelope.header),
-                                                       envelope.commitment):
+    if len(dek) != DEK_SIZE or not hmac.compare_digest(
+        commitment(dek, envelope.header), envelope.commitment
+    ):
         raise IntegrityError("DEK does not match the envelope's commitment")
     if any(w.share is not None for w in envelope.wrapped_keys) and add:
-        raise UsageError(f"key {envelope.header.key_id[:12]} is under a threshold group: a "
-                         "wrapper added to it would open it alone; back it up again with "
-                         "--threshold instead")
+        raise UsageError(
+            f"key {envelope.header.key_id[:12]} is under a threshold group: a "
+            "wrapper added to it would open it alone; back it up again with "
+            "--threshold instead"
+        )
     dropped = set(remove)
     unknown = dropped - set(envelope.wrapper_uris)
     if unknown:
-        raise UsageError(f"key {envelope.header.key_id[:12]} is not wrapped by "
-                         f"{', '.join(sorted(unknown))}; nothing to remove")
+        raise UsageError(
+            f"key {envelope.header.key_id[:12]} is not wrapped by "
+            f"{', '.join(sorted(unknown))}; nothing to remove"
+        )
     kept = [w for w in envelope.wrapped_keys if w.uri not in dropped]
     present = {w.uri for w in kept}
     context = envelope.header.context()
@@ -679,8 +760,10 @@ def rewrap(envelope: Envelope, dek: bytes, add: Sequence[Wrapper],
         raise UsageError("an envelope must keep at least one wrapper")
     group = [w for w in kept if w.share is not None]
     if group and len(group) < (group[0].threshold or 0):
-        raise UsageError(f"key {envelope.header.key_id[:12]}: removing that would leave "
-                         f"{len(group)} shares of a {group[0].threshold}-of-N group: unopenable")
+        raise UsageError(
+            f"key {envelope.header.key_id[:12]}: removing that would leave "
+            f"{len(group)} shares of a {group[0].threshold}-of-N group: unopenable"
+        )
     return replace(envelope, wrapped_keys=tuple(kept), signature=None)  # to be signed again
 
 
@@ -694,7 +777,9 @@ def _no_matching_wrapper(envelope: Envelope, check_uri: UriCheck | None) -> Keyv
         except KeyvaultError:
             return IntegrityError(
                 f"key {envelope.header.key_id[:12]}: a wrapped key names a malformed wrapper "
-                "URI; the envelope is corrupt", hint="restore another version")
+                "URI; the envelope is corrupt",
+                hint="restore another version",
+            )
     return AccessDeniedError(
         f"key {envelope.header.key_id[:12]} is not wrapped by any wrapper you hold "
         f"(it is wrapped by: {', '.join(envelope.wrapper_uris)})",
@@ -704,14 +789,17 @@ def _no_matching_wrapper(envelope: Envelope, check_uri: UriCheck | None) -> Keyv
 
 def _worst(failures: list[KeyvaultError], envelope: Envelope) -> KeyvaultError:
     """Report the most telling failure: integrity beats access beats availability."""
+
     def rank(exc: KeyvaultError) -> int:
         return {5: 0, 4: 1, 3: 2, 6: 3}.get(exc.exit_code, 4)
+
     best = min(failures, key=rank)
     if len(failures) == 1:
         return best
     details = "; ".join(f.message for f in failures)
-    return type(best)(f"key {envelope.header.key_id[:12]}: no wrapper could open it: {details}",
-                      hint=best.hint)
+    return type(best)(
+        f"key {envelope.header.key_id[:12]}: no wrapper could open it: {details}", hint=best.hint
+    )
 
 
 def _is_version(value: Any) -> bool:
@@ -725,8 +813,14 @@ def _is_hex_digest(value: str) -> bool:
 
 def _check_source_name(name: str) -> None:
     parts = name.split("/")
-    if (not name or len(name) > 512 or name.startswith("/") or not name.isprintable()
-            or any(p in ("", ".", "..") for p in parts) or not name.endswith(".key")):
+    if (
+        not name
+        or len(name) > 512
+        or name.startswith("/")
+        or not name.isprintable()
+        or any(p in ("", ".", "..") for p in parts)
+        or not name.endswith(".key")
+    ):
         raise UsageError(f"invalid source file name {name[:80]!r}")
 
 
@@ -756,15 +850,28 @@ def _wrapped_from_json(doc: Any) -> WrappedKey:
         raise IntegrityError("wrapped key blob has an invalid length")
     context = obj["context"]
     if not isinstance(context, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in context.items()):
+        isinstance(k, str) and isinstance(v, str) for k, v in context.items()
+    ):
         raise IntegrityError("wrapped key context must map strings to strings")
     params = obj["params"]
-    if not isinstance(params, dict) or len(params) > 32 or not all(
+    if (
+        not isinstance(params, dict)
+        or len(params) > 32
+        or not all(
             isinstance(k, str) and isinstance(v, str | int) and not isinstance(v, bool)
-            for k, v in params.items()):
+            for k, v in params.items()
+        )
+    ):
         raise IntegrityError("wrapped key params must map strings to strings or integers")
-    return WrappedKey(uri=uri, alg=alg, blob=blob, context=context, params=params,
-                      share=share, threshold=threshold)
+    return WrappedKey(
+        uri=uri,
+        alg=alg,
+        blob=blob,
+        context=context,
+        params=params,
+        share=share,
+        threshold=threshold,
+    )
 
 
 def _share_from_json(doc: Any) -> tuple[int, int]:
@@ -783,7 +890,8 @@ def _expect_object(doc: Any, what: str, fields: frozenset[str]) -> dict[str, Any
         missing, extra = sorted(fields - keys), sorted(keys - fields)
         raise IntegrityError(
             f"{what} has unexpected fields (missing: {', '.join(missing) or '-'}; "
-            f"unknown: {', '.join(ascii(k[:32]) for k in extra[:5]) or '-'})")
+            f"unknown: {', '.join(ascii(k[:32]) for k in extra[:5]) or '-'})"
+        )
     return doc
 
 

@@ -33,8 +33,12 @@ class KeyvaultError(Exception):
         return self.message if self.hint is None else f"{self.message} ({self.hint})"
 
     def to_dict(self) -> dict[str, object]:
-        return {"error": self.kind, "exit_code": self.exit_code, "message": self.message,
-                "hint": self.hint}
+        return {
+            "error": self.kind,
+            "exit_code": self.exit_code,
+            "message": self.message,
+            "hint": self.hint,
+        }
 
 
 class LocalIOError(KeyvaultError):

@@ -56,26 +56,34 @@ def translate_os_error(exc: OSError, path: str | os.PathLike[str], action: str) 
     code = exc.errno
     where = f"cannot {action} {os.fspath(path)}"
     if code in (errno.EACCES, errno.EPERM):
-        return AccessDeniedError(f"{where}: permission denied",
-                                 hint="check the owner and mode of the directory, or run as "
-                                      "the user who owns it")
+        return AccessDeniedError(
+            f"{where}: permission denied",
+            hint="check the owner and mode of the directory, or run as the user who owns it",
+        )
     if code in (errno.ENOSPC, errno.EDQUOT):
-        return LocalIOError(f"{where}: no space left on the device (or quota exceeded)",
-                            hint="free some space and run the command again; nothing was "
-                                 "half-written")
+        return LocalIOError(
+            f"{where}: no space left on the device (or quota exceeded)",
+            hint="free some space and run the command again; nothing was half-written",
+        )
     if code == errno.EROFS:
-        return LocalIOError(f"{where}: the file system is read-only",
-                            hint="remount it read-write or choose another directory")
+        return LocalIOError(
+            f"{where}: the file system is read-only",
+            hint="remount it read-write or choose another directory",
+        )
     if code == errno.EIO:
-        return LocalIOError(f"{where}: I/O error from the device",
-                            hint="check the disk (dmesg), then run the command again")
+        return LocalIOError(
+            f"{where}: I/O error from the device",
+            hint="check the disk (dmesg), then run the command again",
+        )
     if code == errno.ENOENT:
         return NotFoundError(f"{where}: no such file or directory")
     if code == errno.EEXIST:
         return ConflictError(f"{where}: it already exists")
     if code in (errno.ELOOP, errno.ENOTDIR):
-        return UsageError(f"{where}: a path component is a symbolic link or not a directory",
-                          hint="keyvault does not follow symbolic links here")
+        return UsageError(
+            f"{where}: a path component is a symbolic link or not a directory",
+            hint="keyvault does not follow symbolic links here",
+        )
     if code == errno.EISDIR:
         return ConflictError(f"{where}: a directory is in the way")
     reason = os.strerror(code) if code is not None else type(exc).__name__
@@ -90,8 +98,13 @@ def fd_path(fd: int) -> str:
         return f"<directory fd {fd}>"
 
 
-def open_subdir(base: Directory, parts: Sequence[str] = (), *, create: bool = False,
-                unexpected: type[KeyvaultError] = UsageError) -> int:
+def open_subdir(
+    base: Directory,
+    parts: Sequence[str] = (),
+    *,
+    create: bool = False,
+    unexpected: type[KeyvaultError] = UsageError,
+) -> int:
     """Open ``base/parts[0]/parts[1]/...`` as a directory, following no symlink on the way.
 
     With ``create``, missing components are made 0700 (whatever the umask) and
@@ -157,8 +170,9 @@ def ensure_private_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_file_atomic(directory: Directory, name: str, data: bytes, *, mode: int = 0o600,
-                      exclusive: bool = True) -> None:
+def write_file_atomic(
+    directory: Directory, name: str, data: bytes, *, mode: int = 0o600, exclusive: bool = True
+) -> None:
     """Write ``directory/name`` in one step: readers see no file or the whole file.
 
     ``exclusive`` (the default) never replaces anything: an existing name
@@ -212,8 +226,14 @@ def read_at_most(fd: int, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def read_private_file(path: str | os.PathLike[str], what: str, limit: int, *,
-                      private: bool = True, missing_hint: str | None = None) -> bytes:
+def read_private_file(
+    path: str | os.PathLike[str],
+    what: str,
+    limit: int,
+    *,
+    private: bool = True,
+    missing_hint: str | None = None,
+) -> bytes:
     """The bytes of a small file holding a secret (a PIN, a token, an identity).
 
     Opened without blocking (a FIFO swapped in cannot hang us) and checked on the
@@ -235,7 +255,9 @@ def read_private_file(path: str | os.PathLike[str], what: str, limit: int, *,
         if st.st_mode & (0o077 if private else 0o022):
             raise AccessDeniedError(
                 f"{what} {path} is {'accessible' if private else 'writable'} by group or "
-                "others; refusing to use it", hint=f"chmod 600 {path}")
+                "others; refusing to use it",
+                hint=f"chmod 600 {path}",
+            )
         if private:  # a secret that steers keyvault (identity pins, sealer, marks, tokens)
             refuse_if_others_can_change(path, st, what)
         data = b"" if st.st_size > limit else read_at_most(fd, limit + 1)
@@ -260,7 +282,7 @@ def write_temp(dir_fd: int, data: bytes, mode: int, shown: str) -> str:
             os.fchmod(fd, mode)
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -298,12 +320,12 @@ def _open_base(base: Directory) -> int:
             return os.open(".", _DIR_FLAGS, dir_fd=base)
         return os.open(base, _NOFOLLOW_DIR_FLAGS)
     except OSError as exc:
-        raise translate_os_error(exc, base if isinstance(base, Path) else fd_path(base),
-                                 "open directory") from None
+        raise translate_os_error(
+            exc, base if isinstance(base, Path) else fd_path(base), "open directory"
+        ) from None
 
 
-def _open_child_dir(fd: int, part: str, *, create: bool,
-                    unexpected: type[KeyvaultError]) -> int:
+def _open_child_dir(fd: int, part: str, *, create: bool, unexpected: type[KeyvaultError]) -> int:
     def shown() -> str:  # for messages only: a readlink per component would cost every open
         return str(Path(fd_path(fd)) / part)
 
@@ -320,8 +342,10 @@ def _open_child_dir(fd: int, part: str, *, create: bool,
         child = os.open(part, _NOFOLLOW_DIR_FLAGS, dir_fd=fd)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise unexpected(f"{shown()} is {_what_is(fd, part)}, not a directory; "
-                             "keyvault does not follow symbolic links here") from None
+            raise unexpected(
+                f"{shown()} is {_what_is(fd, part)}, not a directory; "
+                "keyvault does not follow symbolic links here"
+            ) from None
         raise translate_os_error(exc, shown(), "open directory") from None
     if made:
         try:
@@ -373,8 +397,9 @@ def read_small_text(path: Path, what: str, limit: int, missing_hint: str) -> str
         raise InvalidInputError(f"{what} {path} is not UTF-8 text") from None
 
 
-def refuse_if_others_can_change(path: str | os.PathLike[str], st: os.stat_result,
-                                what: str) -> None:
+def refuse_if_others_can_change(
+    path: str | os.PathLike[str], st: os.stat_result, what: str
+) -> None:
     """AccessDeniedError unless only this user (or root) can change the file ``st`` describes.
 
     For the files that steer keyvault (config, policy, identities with their sealer
@@ -387,12 +412,15 @@ def refuse_if_others_can_change(path: str | os.PathLike[str], st: os.stat_result
         raise AccessDeniedError(
             f"{what} {path} is writable by group or others (mode "
             f"{stat.S_IMODE(st.st_mode):04o}); whoever can change it steers keyvault: "
-            "refusing to use it", hint=f"chmod go-w {path}")
+            "refusing to use it",
+            hint=f"chmod go-w {path}",
+        )
     if st.st_uid not in (os.geteuid(), 0):
         raise AccessDeniedError(
             f"{what} {path} is owned by {_user(st.st_uid)}, not by you ({_user(os.geteuid())}) "
             "or root; its owner could change it: refusing to use it",
-            hint=f"check it, then 'chown {_user(os.geteuid())} {path}'")
+            hint=f"check it, then 'chown {_user(os.geteuid())} {path}'",
+        )
     refuse_if_others_can_replace(path, what)
 
 
@@ -415,12 +443,15 @@ def refuse_if_others_can_replace(path: str | os.PathLike[str], what: str) -> Non
                 f"{what} {path} is in {directory}, owned by {_user(st.st_uid)}, who could "
                 "replace it: refusing to use it",
                 hint=f"move the file to a directory of yours, or 'chown "
-                     f"{_user(os.geteuid())} {directory}'")
+                f"{_user(os.geteuid())} {directory}'",
+            )
         if _others_can_write(st) and not st.st_mode & stat.S_ISVTX:
             raise AccessDeniedError(
                 f"{what} {path} is in {directory}, which group or others can write (mode "
                 f"{stat.S_IMODE(st.st_mode):04o}), so they could replace it: refusing to "
-                "use it", hint=f"chmod go-w {directory}")
+                "use it",
+                hint=f"chmod go-w {directory}",
+            )
 
 
 def _others_can_write(st: os.stat_result) -> bool:
@@ -445,8 +476,7 @@ def _is_private_group(gid: int) -> bool:
         group = grp.getgrgid(gid)
     except KeyError:
         return False
-    return (gid == me.pw_gid and group.gr_name == me.pw_name
-            and set(group.gr_mem) <= {me.pw_name})
+    return gid == me.pw_gid and group.gr_name == me.pw_name and set(group.gr_mem) <= {me.pw_name}
 
 
 def _user(uid: int) -> str:

@@ -87,12 +87,14 @@ class HighWater:
                 f"{what}: rollback: the store's latest version is number {sequence}, older "
                 f"than version {seen.sequence} this machine has already seen; refused",
                 hint="someone replaced or removed the newer versions: investigate, or "
-                     "restore a version on purpose with --version")
+                "restore a version on purpose with --version",
+            )
         if sequence == seen.sequence and not hmac.compare_digest(digest, seen.digest):
             raise IntegrityError(
                 f"{what}: version {sequence} in the store differs from the version {sequence} "
                 "this machine has seen (a fork of the key's history); refused",
-                hint="investigate who sealed it; the sealer may be compromised")
+                hint="investigate who sealed it; the sealer may be compromised",
+            )
 
     def note(self, name: str, sequence: int, digest: str) -> None:
         """Raise the mark of ``name`` (never lowers it)."""
@@ -154,11 +156,17 @@ class HighWater:
             current = merged.get(name)
             if current is None or mark.sequence > current.sequence:
                 merged[name] = mark
-        doc = {"store": self.store_uri, "shard": sid,
-               "marks": {n: [m.sequence, m.digest] for n, m in sorted(merged.items())}}
-        write_file_atomic(path.parent, path.name,
-                          json.dumps(doc, separators=(",", ":")).encode("utf-8"),
-                          exclusive=False)
+        doc = {
+            "store": self.store_uri,
+            "shard": sid,
+            "marks": {n: [m.sequence, m.digest] for n, m in sorted(merged.items())},
+        }
+        write_file_atomic(
+            path.parent,
+            path.name,
+            json.dumps(doc, separators=(",", ":")).encode("utf-8"),
+            exclusive=False,
+        )
         return merged
 
     def _migrate(self) -> None:
@@ -178,7 +186,6 @@ class HighWater:
             self.path.unlink()
 
 
-
 def _read(path: Path) -> dict[str, Mark]:
     """The marks in ``path``; a missing file is no marks. A corrupt one is refused loudly."""
     from keyvault.fsutil import read_private_file, refuse_if_others_can_replace
@@ -192,7 +199,7 @@ def _read(path: Path) -> dict[str, Mark]:
         raw = doc["marks"]
         return {str(name): Mark(int(seq), str(digest)) for name, (seq, digest) in raw.items()}
     except (ValueError, KeyError, TypeError, AttributeError):
-        raise IntegrityError(f"high-water file {path} is corrupt; refusing to guess what this "
-                             "machine has seen",
-                             hint="inspect it; remove it only if you know no rollback "
-                                  "happened") from None
+        raise IntegrityError(
+            f"high-water file {path} is corrupt; refusing to guess what this machine has seen",
+            hint="inspect it; remove it only if you know no rollback happened",
+        ) from None

@@ -71,7 +71,5 @@ class Wrapper(Protocol):
         ...
 
 
-
-
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")

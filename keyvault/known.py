@@ -59,8 +59,16 @@ class Seen:
 
     def row(self) -> list[str | int]:
         """The fields in order, as the file stores them (dataclasses.astuple deep-copies)."""
-        return [self.tag, self.version, self.sequence, self.digest, self.sealer,
-                self.threshold, self.wrappers, self.key]
+        return [
+            self.tag,
+            self.version,
+            self.sequence,
+            self.digest,
+            self.sealer,
+            self.threshold,
+            self.wrappers,
+            self.key,
+        ]
 
 
 def wrappers_digest(uris: list[str] | tuple[str, ...]) -> str:
@@ -127,11 +135,16 @@ class KnownVersions:
                 merged = {**_read(self.path), **self._dirty}
                 for name in self._gone:
                     merged.pop(name, None)
-                doc = {"store": self.store_uri,
-                       "keys": {n: [*s.row(), mac] for n, (s, mac) in sorted(merged.items())}}
-                write_file_atomic(self.path.parent, self.path.name,
-                                  json.dumps(doc, separators=(",", ":")).encode("utf-8"),
-                                  exclusive=False)
+                doc = {
+                    "store": self.store_uri,
+                    "keys": {n: [*s.row(), mac] for n, (s, mac) in sorted(merged.items())},
+                }
+                write_file_atomic(
+                    self.path.parent,
+                    self.path.name,
+                    json.dumps(doc, separators=(",", ":")).encode("utf-8"),
+                    exclusive=False,
+                )
             self._records = merged
             self._dirty.clear()
             self._gone.clear()
@@ -164,8 +177,21 @@ def _read(path: Path) -> dict[str, tuple[Seen, str]]:
     try:  # plain json: the file is this user's own, and a deep one is only no records
         doc = json.loads(read_private_file(path, "known-versions file", MAX_FILE_SIZE))
         # the sealer and the wrappers are the same for most keys: one string each in memory
-        return {str(name): (Seen(str(t), str(v), int(s), str(d), sys.intern(str(f)), int(m),
-                                 sys.intern(str(w)), str(k)), str(mac))
-                for name, (t, v, s, d, f, m, w, k, mac) in doc["keys"].items()}
+        return {
+            str(name): (
+                Seen(
+                    str(t),
+                    str(v),
+                    int(s),
+                    str(d),
+                    sys.intern(str(f)),
+                    int(m),
+                    sys.intern(str(w)),
+                    str(k),
+                ),
+                str(mac),
+            )
+            for name, (t, v, s, d, f, m, w, k, mac) in doc["keys"].items()
+        }
     except (KeyvaultError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return {}

@@ -112,8 +112,9 @@ def validate_role(value: str) -> str:
     parts = value.split("/")
     if parts[0] == "targets" and len(parts) > 1:
         parts = parts[1:]
-    if all(_ROLE_NAME.fullmatch(p) for p in parts) and (len(parts) == 1 or value.startswith(
-            "targets/")):
+    if all(_ROLE_NAME.fullmatch(p) for p in parts) and (
+        len(parts) == 1 or value.startswith("targets/")
+    ):
         return value
     raise UsageError(
         f"unknown role {_shown(value)}: expected root, targets, snapshot, timestamp, "
@@ -125,9 +126,11 @@ def validate_fingerprint(value: str) -> str:
     """A sealer fingerprint as a user types it: ``sha256:`` and 64 hex digits."""
     text = value.strip().lower() if isinstance(value, str) else ""
     if not _FINGERPRINT.fullmatch(text):
-        raise UsageError(f"invalid sealer fingerprint {_shown(str(value))}: expected 'sha256:' "
-                         "and 64 hex digits, as 'keyvault init' or 'keyvault sealer show' "
-                         "prints it")
+        raise UsageError(
+            f"invalid sealer fingerprint {_shown(str(value))}: expected 'sha256:' "
+            "and 64 hex digits, as 'keyvault init' or 'keyvault sealer show' "
+            "prints it"
+        )
     return text
 
 
@@ -242,8 +245,7 @@ class KeyAddress:
         return self._order() < other._order()
 
     def _order(self) -> tuple[str, bool, str, str, str]:
-        return (self.team, self.gun is not None, self.gun or "", self.role or "",
-                self.key_id)
+        return (self.team, self.gun is not None, self.gun or "", self.role or "", self.key_id)
 
     def __post_init__(self) -> None:
         validate_team(self.team)
@@ -343,8 +345,13 @@ class PinAddress(KeyAddress):
     @classmethod
     def from_object_name(cls, name: str) -> PinAddress:
         parts = name.split("/")
-        if (len(parts) < 6 or parts[0] != FORMAT_PREFIX or parts[1] != "teams"
-                or parts[3] != PIN_SECTION or parts[-1] != PIN_FILE):
+        if (
+            len(parts) < 6
+            or parts[0] != FORMAT_PREFIX
+            or parts[1] != "teams"
+            or parts[3] != PIN_SECTION
+            or parts[-1] != PIN_FILE
+        ):
             raise UsageError(f"not a keyvault trust pin name: {_shown(name)}")
         return cls.of(parts[2], "/".join(parts[4:-1]))
 
@@ -373,8 +380,10 @@ def validate_gun_prefix(value: str) -> str:
     try:
         validate_gun(bare)
     except UsageError:
-        raise UsageError(f"invalid GUN prefix {_shown(value)}: expected a repository name or "
-                         "its start, such as 'registry.example.com/team/'") from None
+        raise UsageError(
+            f"invalid GUN prefix {_shown(value)}: expected a repository name or "
+            "its start, such as 'registry.example.com/team/'"
+        ) from None
     return value
 
 
@@ -427,8 +436,10 @@ class CertAddress(KeyAddress):
 
     @property
     def object_name(self) -> str:
-        return (f"{FORMAT_PREFIX}/teams/{self.team}/{CERT_SECTION}/"
-                f"{_CERT_SCOPES[self.key_id]}/{self.segment}/{self.key_id}")
+        return (
+            f"{FORMAT_PREFIX}/teams/{self.team}/{CERT_SECTION}/"
+            f"{_CERT_SCOPES[self.key_id]}/{self.segment}/{self.key_id}"
+        )
 
     @property
     def shown(self) -> str:
@@ -440,16 +451,17 @@ class CertAddress(KeyAddress):
     @classmethod
     def from_object_name(cls, name: str) -> CertAddress:
         """Parse a ``certs/`` name back: it must build back to itself (one spelling)."""
-        team, _, rest = name.removeprefix(f"{FORMAT_PREFIX}/teams/").partition(
-            f"/{CERT_SECTION}/")
+        team, _, rest = name.removeprefix(f"{FORMAT_PREFIX}/teams/").partition(f"/{CERT_SECTION}/")
         scope, _, tail = rest.partition("/")
         segment, _, last = tail.rpartition("/")
         try:
             if _CERT_SCOPES.get(last) != scope:
                 raise UsageError("not a certificate's section")
-            address = (cls.server(team, segment.replace("~", ":")) if scope == "server"
-                       else cls.ca(team, segment[:-1] + "/" if segment.endswith("~")
-                                   else segment))
+            address = (
+                cls.server(team, segment.replace("~", ":"))
+                if scope == "server"
+                else cls.ca(team, segment[:-1] + "/" if segment.endswith("~") else segment)
+            )
         except UsageError:
             address = None
         if address is None or address.object_name != name:

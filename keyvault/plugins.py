@@ -58,8 +58,9 @@ def uri_scheme(uri: str) -> str:
         return "age"
     scheme, sep, _ = uri.partition(":")
     if not sep or not scheme:
-        raise UsageError(f"invalid URI {shown_uri(uri)}: expected scheme:..., or an age1... "
-                         "recipient")
+        raise UsageError(
+            f"invalid URI {shown_uri(uri)}: expected scheme:..., or an age1... recipient"
+        )
     return scheme.lower()
 
 
@@ -69,8 +70,9 @@ def load_class(registry: Mapping[str, str], kind: str, uri: str) -> Any:
     target = registry.get(scheme)
     if target is None:
         known = ", ".join(sorted(registry))
-        raise UsageError(f"unknown {kind} URI scheme {scheme!r} in {shown_uri(uri)}; "
-                         f"known: {known}")
+        raise UsageError(
+            f"unknown {kind} URI scheme {scheme!r} in {shown_uri(uri)}; known: {known}"
+        )
     module_name, _, class_name = target.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -84,7 +86,8 @@ def load_class(registry: Mapping[str, str], kind: str, uri: str) -> Any:
                 ) from None
             raise BackendUnavailableError(
                 f"the {scheme}: {kind} needs the Python package {missing!r}, which is missing",
-                hint="reinstall keyvault with its dependencies") from None
+                hint="reinstall keyvault with its dependencies",
+            ) from None
         raise BackendUnavailableError(
             f"the {scheme}: {kind} needs the Python package {missing!r}",
             hint=f"install it with: pip install 'keyvault[{extra}]'",

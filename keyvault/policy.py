@@ -79,12 +79,23 @@ CI_DENIED_ROLES = ("root", "timestamp")
 #: The most path segments a GUN can have (one-character segments and slashes).
 MAX_GUN_DEPTH = (MAX_GUN_LENGTH + 1) // 2
 #: Store sections CI never reads, like root/: keys whose file names no GUN or no role.
-TEAM_ONLY_SECTIONS = ((NO_GUN_SECTION, "a key without a GUN"),
-                      (NO_ROLE_SECTION, "a key without a role"))
+TEAM_ONLY_SECTIONS = (
+    (NO_GUN_SECTION, "a key without a GUN"),
+    (NO_ROLE_SECTION, "a key without a role"),
+)
 PRINCIPAL_KINDS = ("local", "vault", "aws")
 _TOP_KEYS = {"version", "default_team", "teams"}
-_TEAM_KEYS = {"guns", "members", "ci", "store", "wrappers", "shared_with", "description",
-              "sealers", "revoked_sealers"}
+_TEAM_KEYS = {
+    "guns",
+    "members",
+    "ci",
+    "store",
+    "wrappers",
+    "shared_with",
+    "description",
+    "sealers",
+    "revoked_sealers",
+}
 _VAULT_ATTRS = ("entity", "name", "meta", "policy")
 _PRINCIPAL_TEXT = re.compile(r"[\x21-\x7e]{1,512}")
 _META_KEY = re.compile(r"[A-Za-z0-9_.-]{1,128}")
@@ -137,17 +148,22 @@ class PrincipalRule:
         facts = principal.facts
         if self.kind == "local":
             user_ok = fnmatch.fnmatchcase(facts.get("user", ""), self.pattern)
-            return user_ok and (self.host is None
-                                or fnmatch.fnmatchcase(facts.get("host", ""), self.host))
+            return user_ok and (
+                self.host is None or fnmatch.fnmatchcase(facts.get("host", ""), self.host)
+            )
         if self.kind == "aws":
-            return any(fnmatch.fnmatchcase(facts[k], self.pattern)
-                       for k in ("arn", "role_arn") if facts.get(k))
+            return any(
+                fnmatch.fnmatchcase(facts[k], self.pattern)
+                for k in ("arn", "role_arn")
+                if facts.get(k)
+            )
         if self.attribute == "meta":
             value = facts.get(f"meta:{self.meta_key}")
             return value is not None and fnmatch.fnmatchcase(value, self.pattern)
         if self.attribute == "policy":
-            return any(k.startswith("policy:") and fnmatch.fnmatchcase(k[7:], self.pattern)
-                       for k in facts)
+            return any(
+                k.startswith("policy:") and fnmatch.fnmatchcase(k[7:], self.pattern) for k in facts
+            )
         value = facts.get(self.attribute)
         return bool(value) and fnmatch.fnmatchcase(value or "", self.pattern)
 
@@ -164,20 +180,22 @@ def parse_principal_rule(text: str) -> PrincipalRule:
 
 def _parse_principal(text: str) -> PrincipalRule:
     if not isinstance(text, str) or not _PRINCIPAL_TEXT.fullmatch(text):
-        raise UsageError(f"invalid principal {str(text)[:80]!r}: printable, no spaces, "
-                         "at most 512 characters")
+        raise UsageError(
+            f"invalid principal {str(text)[:80]!r}: printable, no spaces, at most 512 characters"
+        )
     kind, _, rest = text.partition(":")
     if kind == "local" and rest:
         user, at, host = rest.partition("@")
         if not user or (at and not host):
-            raise UsageError(f"invalid principal {text!r}: expected local:USER or "
-                             "local:USER@HOST")
+            raise UsageError(f"invalid principal {text!r}: expected local:USER or local:USER@HOST")
         return PrincipalRule(text, "local", "user", user, host or None)
     if kind == "vault":
         attribute, _, value = rest.partition(":")
         if attribute not in _VAULT_ATTRS or not value:
-            raise UsageError(f"invalid principal {text!r}: expected vault:entity:ID, "
-                             "vault:name:NAME, vault:meta:KEY=VALUE or vault:policy:NAME")
+            raise UsageError(
+                f"invalid principal {text!r}: expected vault:entity:ID, "
+                "vault:name:NAME, vault:meta:KEY=VALUE or vault:policy:NAME"
+            )
         if attribute == "meta":
             key, eq, meta_value = value.partition("=")
             if not eq or not _META_KEY.fullmatch(key) or not meta_value:
@@ -187,11 +205,15 @@ def _parse_principal(text: str) -> PrincipalRule:
     if kind == "aws":
         attribute, _, value = rest.partition(":")
         if attribute != "arn" or not value.startswith("arn:"):
-            raise UsageError(f"invalid principal {text!r}: expected aws:arn:arn:aws:... "
-                             "(an IAM role or user ARN, or an STS assumed-role ARN)")
+            raise UsageError(
+                f"invalid principal {text!r}: expected aws:arn:arn:aws:... "
+                "(an IAM role or user ARN, or an STS assumed-role ARN)"
+            )
         return PrincipalRule(text, "aws", "arn", value)
-    raise UsageError(f"invalid principal {text[:80]!r}: it must start with "
-                     f"{', '.join(k + ':' for k in PRINCIPAL_KINDS)}")
+    raise UsageError(
+        f"invalid principal {text[:80]!r}: it must start with "
+        f"{', '.join(k + ':' for k in PRINCIPAL_KINDS)}"
+    )
 
 
 def claimed_principal(text: str) -> Principal:
@@ -225,16 +247,21 @@ def principal_arn_patterns(arn: str) -> tuple[str, ...]:
     """
     parts = arn.split(":", 5)
     if len(parts) != 6:
-        raise UsageError(f"invalid AWS ARN {arn[:80]!r}: expected arn:PARTITION:SERVICE::"
-                         "ACCOUNT:RESOURCE")
+        raise UsageError(
+            f"invalid AWS ARN {arn[:80]!r}: expected arn:PARTITION:SERVICE::ACCOUNT:RESOURCE"
+        )
     _, partition, service, region, account, resource = parts
     if not _AWS_PARTITION.fullmatch(partition):
-        raise UsageError(f"AWS ARN {arn[:80]!r}: write the partition out (aws, aws-cn, "
-                         "aws-us-gov), without wildcards")
+        raise UsageError(
+            f"AWS ARN {arn[:80]!r}: write the partition out (aws, aws-cn, "
+            "aws-us-gov), without wildcards"
+        )
     if not _AWS_ACCOUNT.fullmatch(account):
-        raise UsageError(f"AWS ARN {arn[:80]!r}: the account must be a 12-digit account ID, "
-                         "without wildcards: a wildcard account admits a role of that name "
-                         "in every AWS account")
+        raise UsageError(
+            f"AWS ARN {arn[:80]!r}: the account must be a 12-digit account ID, "
+            "without wildcards: a wildcard account admits a role of that name "
+            "in every AWS account"
+        )
     role: str | None = None
     if resource.startswith("assumed-role/"):
         rest = resource.removeprefix("assumed-role/")
@@ -245,7 +272,8 @@ def principal_arn_patterns(arn: str) -> tuple[str, ...]:
             raise UsageError(
                 f"AWS ARN {arn[:80]!r}: AWS policies match the role of a session "
                 "(aws:PrincipalArn), never its session name, which whoever assumes the role "
-                "chooses; write ...:assumed-role/ROLE/* or arn:aws:iam::ACCOUNT:role/ROLE")
+                "chooses; write ...:assumed-role/ROLE/* or arn:aws:iam::ACCOUNT:role/ROLE"
+            )
         service = "iam"
     elif resource.startswith("role/"):
         role = resource.removeprefix("role/")
@@ -253,7 +281,8 @@ def principal_arn_patterns(arn: str) -> tuple[str, ...]:
             raise UsageError(
                 f"AWS ARN {arn[:80]!r}: write the role without its path; STS names a role "
                 "session without it, so keyvault could never match it (the rendered AWS "
-                "policies accept the role under any path)")
+                "policies accept the role under any path)"
+            )
     if role is None:
         return (arn,)
     base = f"arn:{partition}:{service}:{region}:{account}:role/"
@@ -358,7 +387,8 @@ class Policy:
         except KeyError:
             raise AccessDeniedError(
                 f"team {name!r} is not in the policy{_from(self.source)}",
-                hint=f"teams: {', '.join(sorted(self.teams)) or 'none'}") from None
+                hint=f"teams: {', '.join(sorted(self.teams)) or 'none'}",
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -373,15 +403,14 @@ class Decision:
 
     def describe_key(self) -> str:
         a = self.address
-        where = f" of GUN {a.gun}" if a.gun else (f" {NO_GUN}" if lacks_gun(a.role, a.gun)
-                                                  else "")
+        where = f" of GUN {a.gun}" if a.gun else (f" {NO_GUN}" if lacks_gun(a.role, a.gun) else "")
         return f"the {role_shown(a.role)} key {a.key_id[:16]}{where} (team {a.team})"
 
     def error(self) -> AccessDeniedError:
         return AccessDeniedError(
-            f"policy refuses {self.principal} to {self.action} {self.describe_key()}: "
-            f"{self.rule}",
-            hint="ask the team's owners to change policy.toml, or act as a member of the team")
+            f"policy refuses {self.principal} to {self.action} {self.describe_key()}: {self.rule}",
+            hint="ask the team's owners to change policy.toml, or act as a member of the team",
+        )
 
 
 def team_for_gun(policy: Policy, gun: str) -> str:
@@ -394,12 +423,15 @@ def team_for_gun(policy: Policy, gun: str) -> str:
     if len(owners) == 1:
         return owners[0]
     if owners:
-        raise UsageError(f"GUN {gun} is shared by teams {', '.join(owners)}",
-                         hint="say which team you act as with --team")
+        raise UsageError(
+            f"GUN {gun} is shared by teams {', '.join(owners)}",
+            hint="say which team you act as with --team",
+        )
     raise AccessDeniedError(
         f"GUN {gun} matches no team's patterns in the policy{_from(policy.source)}, and no "
         "default_team is declared",
-        hint="add a pattern for it to a team's guns, or declare default_team")
+        hint="add a pattern for it to a team's guns, or declare default_team",
+    )
 
 
 def teams_for_gun(policy: Policy, gun: str) -> tuple[str, ...]:
@@ -409,8 +441,7 @@ def teams_for_gun(policy: Policy, gun: str) -> tuple[str, ...]:
     return (policy.default_team,) if policy.default_team is not None else ()
 
 
-def authorize(policy: Policy, principal: Principal, action: str, address: KeyAddress
-              ) -> Decision:
+def authorize(policy: Policy, principal: Principal, action: str, address: KeyAddress) -> Decision:
     """May ``principal`` perform ``action`` on the key at ``address``? Never raises for a 'no'."""
     if action not in ACTIONS:
         raise UsageError(f"unknown action {action!r}: expected one of {', '.join(ACTIONS)}")
@@ -424,32 +455,43 @@ def authorize(policy: Policy, principal: Principal, action: str, address: KeyAdd
     if address.gun is not None:
         owners = teams_for_gun(policy, address.gun)
         if not owners:
-            return no(f"GUN {address.gun} matches no team's patterns and no default_team is "
-                      "declared")
+            return no(
+                f"GUN {address.gun} matches no team's patterns and no default_team is declared"
+            )
         if team.name not in owners:
-            return no(f"GUN {address.gun} belongs to team {', '.join(owners)}, not "
-                      f"{team.name} (teams.{owners[0]}.guns)")
+            return no(
+                f"GUN {address.gun} belongs to team {', '.join(owners)}, not "
+                f"{team.name} (teams.{owners[0]}.guns)"
+            )
     member = next((r for r in team.members if r.matches(principal)), None)
     if member is not None:
-        return Decision(True, principal, action, address,
-                        f"teams.{team.name}.members {member.text!r}")
+        return Decision(
+            True, principal, action, address, f"teams.{team.name}.members {member.text!r}"
+        )
     ci = next((r for r in team.ci if r.matches(principal)), None)
     if ci is None:
-        return no(f"{principal.name} is neither a member nor a CI principal of team "
-                  f"{team.name} (teams.{team.name}.members / .ci)")
+        return no(
+            f"{principal.name} is neither a member nor a CI principal of team "
+            f"{team.name} (teams.{team.name}.members / .ci)"
+        )
     if address.role == "root":
-        return no(f"CI principals never get root keys (matched teams.{team.name}.ci "
-                  f"{ci.text!r})")
+        return no(f"CI principals never get root keys (matched teams.{team.name}.ci {ci.text!r})")
     if address.team_only:
-        return no("CI principals never get a key whose file names no "
-                  f"{'role' if address.role is None else 'GUN'}: like a root key, it belongs "
-                  f"to the team's members (matched teams.{team.name}.ci {ci.text!r})")
+        return no(
+            "CI principals never get a key whose file names no "
+            f"{'role' if address.role is None else 'GUN'}: like a root key, it belongs "
+            f"to the team's members (matched teams.{team.name}.ci {ci.text!r})"
+        )
     if action not in CI_ACTIONS:
-        return no(f"CI principals may only {'/'.join(CI_ACTIONS)}, never {action} (matched "
-                  f"teams.{team.name}.ci {ci.text!r})")
+        return no(
+            f"CI principals may only {'/'.join(CI_ACTIONS)}, never {action} (matched "
+            f"teams.{team.name}.ci {ci.text!r})"
+        )
     if address.role not in CI_ROLES and not is_delegation_role(address.role):
-        return no(f"CI principals may fetch targets, snapshot and delegation keys, not "
-                  f"{address.role} keys (matched teams.{team.name}.ci {ci.text!r})")
+        return no(
+            f"CI principals may fetch targets, snapshot and delegation keys, not "
+            f"{address.role} keys (matched teams.{team.name}.ci {ci.text!r})"
+        )
     return Decision(True, principal, action, address, f"teams.{team.name}.ci {ci.text!r}")
 
 
@@ -475,13 +517,15 @@ def _from(source: Path | None) -> str:
 def load_policy(path: Path, check_wrapper: Callable[[str], None] | None = None) -> Policy:
     from keyvault.fsutil import read_small_text
 
-    text = read_small_text(path, "policy file", MAX_POLICY_SIZE,
-                           "fix [keyvault] policy or KEYVAULT_POLICY")
+    text = read_small_text(
+        path, "policy file", MAX_POLICY_SIZE, "fix [keyvault] policy or KEYVAULT_POLICY"
+    )
     return parse_policy(text, path, check_wrapper)
 
 
-def parse_policy(text: str, source: Path | None = None,
-                 check_wrapper: Callable[[str], None] | None = None) -> Policy:
+def parse_policy(
+    text: str, source: Path | None = None, check_wrapper: Callable[[str], None] | None = None
+) -> Policy:
     """Build and check the model; every error names the file and the line.
 
     ``check_wrapper`` raises UsageError for a wrapper URI keyvault cannot use
@@ -493,8 +537,9 @@ def parse_policy(text: str, source: Path | None = None,
     except tomllib.TOMLDecodeError as exc:
         raise InvalidInputError(f"{where}: TOML syntax error: {exc}") from None
 
-    def fail(message: str, table: str = "", key: str | None = None, value: str | None = None
-             ) -> InvalidInputError:
+    def fail(
+        message: str, table: str = "", key: str | None = None, value: str | None = None
+    ) -> InvalidInputError:
         line = _line_of(text, table, key, value)
         at = f"{where}:{line}" if line else where
         return InvalidInputError(f"{at}: {message}")
@@ -516,19 +561,23 @@ def parse_policy(text: str, source: Path | None = None,
             raise fail(exc.message, table) from None
         if not isinstance(body, dict):
             raise fail(f"teams.{name} must be a table", "teams", name)
-        teams[name] = _team(name, body, lambda m, k=None, v=None, t=table: fail(m, t, k, v),
-                            check_wrapper)
+        teams[name] = _team(
+            name, body, lambda m, k=None, v=None, t=table: fail(m, t, k, v), check_wrapper
+        )
     default = doc.get("default_team")
     if default is not None and default not in teams:
-        raise fail(f"default_team {str(default)[:40]!r} is not a declared team", "",
-                   "default_team")
+        raise fail(f"default_team {str(default)[:40]!r} is not a declared team", "", "default_team")
     _check_shared(teams, fail)
     _check_overlaps(teams, fail)
     return Policy(teams, default, source)
 
 
-def _team(name: str, body: Mapping[str, Any], fail: Any,
-          check_wrapper: Callable[[str], None] | None = None) -> Team:
+def _team(
+    name: str,
+    body: Mapping[str, Any],
+    fail: Any,
+    check_wrapper: Callable[[str], None] | None = None,
+) -> Team:
     for key in body:
         if key not in _TEAM_KEYS:
             raise fail(f"unknown key {key[:40]!r} in [teams.{name}]", key)
@@ -579,24 +628,38 @@ def _team(name: str, body: Mapping[str, Any], fail: Any,
             pins[key] = tuple(validate_fingerprint(f) for f in strings(key))
         except UsageError as exc:
             raise fail(f"teams.{name}.{key}: {exc.message}", key) from None
-    return Team(name, tuple(guns), tuple(rules["members"]), tuple(rules["ci"]), store,
-                tuple(wrappers), tuple(shared), description, pins["sealers"],
-                pins["revoked_sealers"])
+    return Team(
+        name,
+        tuple(guns),
+        tuple(rules["members"]),
+        tuple(rules["ci"]),
+        store,
+        tuple(wrappers),
+        tuple(shared),
+        description,
+        pins["sealers"],
+        pins["revoked_sealers"],
+    )
 
 
 def _check_shared(teams: Mapping[str, Team], fail: Any) -> None:
     for team in teams.values():
         for other in team.shared_with:
             if other not in teams or other == team.name:
-                raise fail(f"teams.{team.name}.shared_with names {other!r}, which is not "
-                           "another declared team", f"teams.{team.name}", "shared_with", other)
+                raise fail(
+                    f"teams.{team.name}.shared_with names {other!r}, which is not "
+                    "another declared team",
+                    f"teams.{team.name}",
+                    "shared_with",
+                    other,
+                )
 
 
 def _check_overlaps(teams: Mapping[str, Team], fail: Any) -> None:
     """No GUN may belong to two teams, unless both declare the other in ``shared_with``."""
     ordered = list(teams.values())
     for n, a in enumerate(ordered):
-        for b in ordered[n + 1:]:
+        for b in ordered[n + 1 :]:
             if b.name in a.shared_with and a.name in b.shared_with:
                 continue
             for pa in a.guns:
@@ -607,7 +670,10 @@ def _check_overlaps(teams: Mapping[str, Team], fail: Any) -> None:
                             f"GUN pattern {pb!r} of team {b.name} overlaps {pa!r} of team "
                             f"{a.name} (both match {witness!r}); make them disjoint, or list "
                             "each team in the other's shared_with",
-                            f"teams.{b.name}", "guns", pb)
+                            f"teams.{b.name}",
+                            "guns",
+                            pb,
+                        )
 
 
 def _line_of(text: str, table: str, key: str | None, value: str | None) -> int | None:
@@ -627,8 +693,7 @@ def _line_of(text: str, table: str, key: str | None, value: str | None) -> int |
         if header:
             if key_line is not None:
                 break  # the key's table ended without the value
-            current = ".".join(p.strip().strip('"').strip("'")
-                               for p in header.group(1).split("."))
+            current = ".".join(p.strip().strip('"').strip("'") for p in header.group(1).split("."))
             if current == table:
                 header_line = number
             continue
@@ -640,8 +705,11 @@ def _line_of(text: str, table: str, key: str | None, value: str | None) -> int |
                 key_line = number
                 if value is None:
                     return number
-        if key_line is not None and value is not None and (
-                json.dumps(value) in line or f"'{value}'" in line):
+        if (
+            key_line is not None
+            and value is not None
+            and (json.dumps(value) in line or f"'{value}'" in line)
+        ):
             return number
     if key_line is not None:
         return key_line
@@ -675,8 +743,9 @@ def _transit_keys(team: Team) -> list[tuple[str, str]]:
             parts = urlsplit(uri)
             key = parts.path.strip("/")
             if not _MOUNT.fullmatch(parts.netloc) or not _TRANSIT_KEY.fullmatch(key):
-                raise UsageError(f"teams.{team.name}.wrappers: {uri!r} is not a valid "
-                                 "transit:// URI")
+                raise UsageError(
+                    f"teams.{team.name}.wrappers: {uri!r} is not a valid transit:// URI"
+                )
             keys.append((parts.netloc, key))
     return keys
 
@@ -694,16 +763,23 @@ def render_vault(policy: Policy) -> dict[str, str]:
     return out
 
 
-def _hcl(path: str, capabilities: Sequence[str], comment: str = "", *,
-         allowed: Mapping[str, Sequence[str]] | None = None,
-         denied: Mapping[str, Sequence[str]] | None = None) -> str:
+def _hcl(
+    path: str,
+    capabilities: Sequence[str],
+    comment: str = "",
+    *,
+    allowed: Mapping[str, Sequence[str]] | None = None,
+    denied: Mapping[str, Sequence[str]] | None = None,
+) -> str:
     caps = ", ".join(json.dumps(c) for c in capabilities)
     lead = f"# {comment}\n" if comment else ""
     body = f"  capabilities = [{caps}]\n"
     for name, params in (("allowed_parameters", allowed), ("denied_parameters", denied)):
         if params is not None:
-            lines = "".join(f"    {json.dumps(k)} = [{', '.join(json.dumps(v) for v in vs)}]\n"
-                            for k, vs in params.items())
+            lines = "".join(
+                f"    {json.dumps(k)} = [{', '.join(json.dumps(v) for v in vs)}]\n"
+                for k, vs in params.items()
+            )
             body += f"  {name} = {{\n{lines}  }}\n"
     return f'{lead}path "{path}" {{\n{body}}}\n'
 
@@ -712,20 +788,33 @@ def _hcl_line(path: str, capabilities: Sequence[str]) -> str:
     return f'path "{path}" {{ capabilities = [{", ".join(json.dumps(c) for c in capabilities)}] }}'
 
 
-def _vault_member(team: Team, store: tuple[str, str] | None,
-                  transit: Sequence[tuple[str, str]]) -> str:
-    blocks = [f"# keyvault: members of team {team.name} (rendered by 'keyvault policy render')"
-              "\n# Every key of the team, root included: back up, restore, rewrap, list.\n"]
+def _vault_member(
+    team: Team, store: tuple[str, str] | None, transit: Sequence[tuple[str, str]]
+) -> str:
+    blocks = [
+        f"# keyvault: members of team {team.name} (rendered by 'keyvault policy render')"
+        "\n# Every key of the team, root included: back up, restore, rewrap, list.\n"
+    ]
     if store is not None:
         mount, prefix = store
         base = f"{prefix}{FORMAT_PREFIX}/teams/{team.name}"
-        blocks.append(_hcl(f"{mount}/data/{base}/*", ["create", "read", "update"],
-                           "envelopes (create-only and compare-and-set writes, reads)"))
-        blocks.append(_hcl(f"{mount}/metadata/{base}/*", ["create", "read", "update", "list"],
-                           "versions, labels and listing below the team's prefix; a write may "
-                           "set only the labels\n# (custom_metadata): never max_versions or "
-                           "delete_version_after, which would erase history",
-                           allowed={"custom_metadata": []}))
+        blocks.append(
+            _hcl(
+                f"{mount}/data/{base}/*",
+                ["create", "read", "update"],
+                "envelopes (create-only and compare-and-set writes, reads)",
+            )
+        )
+        blocks.append(
+            _hcl(
+                f"{mount}/metadata/{base}/*",
+                ["create", "read", "update", "list"],
+                "versions, labels and listing below the team's prefix; a write may "
+                "set only the labels\n# (custom_metadata): never max_versions or "
+                "delete_version_after, which would erase history",
+                allowed={"custom_metadata": []},
+            )
+        )
         blocks.append(_hcl(f"{mount}/metadata/{base}", ["list"]))
     for mount, key in transit:
         blocks.append(_hcl(f"{mount}/encrypt/{key}", ["update"], f"Transit key {key}"))
@@ -735,29 +824,36 @@ def _vault_member(team: Team, store: tuple[str, str] | None,
     return "\n".join(blocks)
 
 
-def _vault_ci(team: Team, store: tuple[str, str] | None,
-              transit: Sequence[tuple[str, str]]) -> str:
-    blocks = [f"# keyvault: CI principals of team {team.name} (rendered by 'keyvault policy "
-              "render')\n# Read-only: the team's GUN and delegation keys; never a root or "
-              "timestamp key, never a write.\n"]
+def _vault_ci(team: Team, store: tuple[str, str] | None, transit: Sequence[tuple[str, str]]) -> str:
+    blocks = [
+        f"# keyvault: CI principals of team {team.name} (rendered by 'keyvault policy "
+        "render')\n# Read-only: the team's GUN and delegation keys; never a root or "
+        "timestamp key, never a write.\n"
+    ]
     if store is not None:
         mount, prefix = store
         base = f"{prefix}{FORMAT_PREFIX}/teams/{team.name}"
         for section in ("guns", "delegations"):
-            blocks.append(_hcl(f"{mount}/data/{base}/{section}/*", ["read"],
-                               f"{section} envelopes"))
+            blocks.append(
+                _hcl(f"{mount}/data/{base}/{section}/*", ["read"], f"{section} envelopes")
+            )
             blocks.append(_hcl(f"{mount}/metadata/{base}/{section}/*", ["read", "list"]))
         for section, what in (("root", "the root path"), *TEAM_ONLY_SECTIONS):
             blocks.append(_hcl(f"{mount}/data/{base}/{section}/*", ["deny"], f"never {what}"))
             blocks.append(_hcl(f"{mount}/metadata/{base}/{section}/*", ["deny"]))
         blocks.append(_vault_ci_denials(mount, base))
     for mount, key in transit:
-        blocks.append(_hcl(f"{mount}/decrypt/{key}", ["update"],
-                           f"Transit key {key}: decrypt only, one context at a time (no "
-                           "batch_input), never\n# a root or timestamp context (base64 "
-                           "without line breaks, which Transit would skip)",
-                           allowed={"ciphertext": [], "context": []},
-                           denied={"context": transit_context_denials(team.name)}))
+        blocks.append(
+            _hcl(
+                f"{mount}/decrypt/{key}",
+                ["update"],
+                f"Transit key {key}: decrypt only, one context at a time (no "
+                "batch_input), never\n# a root or timestamp context (base64 "
+                "without line breaks, which Transit would skip)",
+                allowed={"ciphertext": [], "context": []},
+                denied={"context": transit_context_denials(team.name)},
+            )
+        )
     return "\n".join(blocks)
 
 
@@ -798,7 +894,7 @@ def transit_context_denials(team: str) -> list[str]:
         core = b"," + canonical_json({**member, "keyvault:team": team})[1:-1]
         for skip in range(3):
             part = core[skip:]
-            out.append("*" + base64.b64encode(part[:len(part) // 3 * 3]).decode("ascii") + "*")
+            out.append("*" + base64.b64encode(part[: len(part) // 3 * 3]).decode("ascii") + "*")
     return out
 
 
@@ -815,8 +911,9 @@ def render_aws(policy: Policy) -> dict[str, dict[str, Any]]:
         if kms:
             out[f"keyvault-{team.name}-kms-key-policy"] = {
                 "Comment": f"Statements to add to the key policy of each KMS key of team "
-                           f"{team.name} (keyvault policy render)",
-                "Statement": _kms_key_statements(team)}
+                f"{team.name} (keyvault policy render)",
+                "Statement": _kms_key_statements(team),
+            }
     return out
 
 
@@ -830,7 +927,8 @@ def _s3_store(team: Team) -> tuple[str, str] | None:
     parts = urlsplit(team.store)
     prefix = parts.path.strip("/")
     if not _S3_BUCKET.fullmatch(parts.netloc) or not all(
-            _PREFIX_SEGMENT.fullmatch(s) for s in (prefix.split("/") if prefix else [])):
+        _PREFIX_SEGMENT.fullmatch(s) for s in (prefix.split("/") if prefix else [])
+    ):
         raise UsageError(f"teams.{team.name}.store {team.store!r} is not a valid s3:// URI")
     return parts.netloc, (prefix + "/" if prefix else "")
 
@@ -851,20 +949,42 @@ def _kms_resources(kms: Sequence[str]) -> tuple[list[str], list[str]]:
     return sorted(arns), sorted(aliases)
 
 
-def _kms_statement(sid: str, team: str, actions: list[str], kms: Sequence[str],
-                   extra: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+def _kms_statement(
+    sid: str,
+    team: str,
+    actions: list[str],
+    kms: Sequence[str],
+    extra: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
     arns, aliases = _kms_resources(kms)
-    condition: dict[str, Any] = {"StringEquals": {"kms:EncryptionContext:keyvault:team": team},
-                                 **(extra or {})}
+    condition: dict[str, Any] = {
+        "StringEquals": {"kms:EncryptionContext:keyvault:team": team},
+        **(extra or {}),
+    }
     statements = []
     if arns:
-        statements.append({"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": arns,
-                           "Condition": condition})
+        statements.append(
+            {
+                "Sid": sid,
+                "Effect": "Allow",
+                "Action": actions,
+                "Resource": arns,
+                "Condition": condition,
+            }
+        )
     if aliases:
-        statements.append({"Sid": sid + "ByAlias", "Effect": "Allow", "Action": actions,
-                           "Resource": "*", "Condition": {
-                               **condition,
-                               "ForAnyValue:StringEquals": {"kms:ResourceAliases": aliases}}})
+        statements.append(
+            {
+                "Sid": sid + "ByAlias",
+                "Effect": "Allow",
+                "Action": actions,
+                "Resource": "*",
+                "Condition": {
+                    **condition,
+                    "ForAnyValue:StringEquals": {"kms:ResourceAliases": aliases},
+                },
+            }
+        )
     return statements
 
 
@@ -872,74 +992,135 @@ def _kms_statement(sid: str, team: str, actions: list[str], kms: Sequence[str],
 #: that has no team scope (a key without a GUN or a role), so such an envelope copied
 #: where CI can read it still does not unwrap.
 _KMS_SCOPE = f"kms:EncryptionContext:{SCOPE_CONTEXT}"
-_KMS_CI_ROLE = {"StringNotEquals": {"kms:EncryptionContext:keyvault:role": list(CI_DENIED_ROLES)},
-                "Null": {"kms:EncryptionContext:keyvault:role": "false", _KMS_SCOPE: "true"}}
+_KMS_CI_ROLE = {
+    "StringNotEquals": {"kms:EncryptionContext:keyvault:role": list(CI_DENIED_ROLES)},
+    "Null": {"kms:EncryptionContext:keyvault:role": "false", _KMS_SCOPE: "true"},
+}
 #: S3 object names of root and timestamp keys at any depth below the team's prefix
 #: (``*`` spans slashes, ``?`` is one character: a 64-hex key ID and ``.json``).
 _S3_DENIED = [f"*/{role}/{'?' * 64}.json" for role in CI_DENIED_ROLES]
 
 
-_KMS_MEMBER = ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey", "kms:ReEncrypt*",
-               "kms:DescribeKey"]
+_KMS_MEMBER = [
+    "kms:Encrypt",
+    "kms:Decrypt",
+    "kms:GenerateDataKey",
+    "kms:ReEncrypt*",
+    "kms:DescribeKey",
+]
 
 
 def _sid(team: str) -> str:
     return "".join(p.capitalize() for p in team.split("-"))
 
 
-def _aws_member(team: Team, s3: tuple[str, str] | None, kms: Sequence[str]
-                ) -> list[dict[str, Any]]:
+def _aws_member(team: Team, s3: tuple[str, str] | None, kms: Sequence[str]) -> list[dict[str, Any]]:
     statements: list[dict[str, Any]] = []
     sid = f"Keyvault{_sid(team.name)}Member"
     if s3 is not None:
         bucket, prefix = s3
         base = f"{prefix}{FORMAT_PREFIX}/teams/{team.name}/"
-        statements.append({"Sid": sid + "Objects", "Effect": "Allow",
-                           "Action": ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject"],
-                           "Resource": f"arn:aws:s3:::{bucket}/{base}*"})
-        statements.append({"Sid": sid + "List", "Effect": "Allow",
-                           "Action": ["s3:ListBucket", "s3:ListBucketVersions"],
-                           "Resource": f"arn:aws:s3:::{bucket}",
-                           "Condition": {"StringLike": {"s3:prefix": [base, f"{base}*"]}}})
-        statements.append({"Sid": sid + "Bucket", "Effect": "Allow",
-                           "Action": ["s3:GetBucketVersioning"],
-                           "Resource": f"arn:aws:s3:::{bucket}"})
+        statements.append(
+            {
+                "Sid": sid + "Objects",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject"],
+                "Resource": f"arn:aws:s3:::{bucket}/{base}*",
+            }
+        )
+        statements.append(
+            {
+                "Sid": sid + "List",
+                "Effect": "Allow",
+                "Action": ["s3:ListBucket", "s3:ListBucketVersions"],
+                "Resource": f"arn:aws:s3:::{bucket}",
+                "Condition": {"StringLike": {"s3:prefix": [base, f"{base}*"]}},
+            }
+        )
+        statements.append(
+            {
+                "Sid": sid + "Bucket",
+                "Effect": "Allow",
+                "Action": ["s3:GetBucketVersioning"],
+                "Resource": f"arn:aws:s3:::{bucket}",
+            }
+        )
     statements += _kms_statement(sid + "Kms", team.name, _KMS_MEMBER, kms)
     return statements
 
 
-def _aws_ci(team: Team, s3: tuple[str, str] | None, kms: Sequence[str]
-            ) -> list[dict[str, Any]]:
+def _aws_ci(team: Team, s3: tuple[str, str] | None, kms: Sequence[str]) -> list[dict[str, Any]]:
     statements: list[dict[str, Any]] = []
     sid = f"Keyvault{_sid(team.name)}Ci"
     if s3 is not None:
         bucket, prefix = s3
         base = f"{prefix}{FORMAT_PREFIX}/teams/{team.name}/"
         readable = [f"{base}guns/", f"{base}delegations/"]
-        statements.append({"Sid": sid + "Objects", "Effect": "Allow",
-                           "Action": ["s3:GetObject", "s3:GetObjectVersion"],
-                           "Resource": [f"arn:aws:s3:::{bucket}/{p}*" for p in readable]})
-        statements.append({"Sid": sid + "List", "Effect": "Allow",
-                           "Action": ["s3:ListBucket", "s3:ListBucketVersions"],
-                           "Resource": f"arn:aws:s3:::{bucket}",
-                           "Condition": {"StringLike": {"s3:prefix": [
-                               *readable, *[p + "*" for p in readable]]}}})
-        statements.append({"Sid": sid + "NeverRoot", "Effect": "Deny", "Action": "s3:*",
-                           "Resource": f"arn:aws:s3:::{bucket}/{base}root/*"})
-        statements.append({"Sid": sid + "NeverTeamOnly", "Effect": "Deny", "Action": "s3:*",
-                           "Resource": [f"arn:aws:s3:::{bucket}/{base}{s}/*"
-                                        for s, _ in TEAM_ONLY_SECTIONS]})
-        statements.append({"Sid": sid + "NeverRootOrTimestamp", "Effect": "Deny",
-                           "Action": "s3:*",
-                           "Resource": [f"arn:aws:s3:::{bucket}/{base}{p}" for p in _S3_DENIED]})
+        statements.append(
+            {
+                "Sid": sid + "Objects",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject", "s3:GetObjectVersion"],
+                "Resource": [f"arn:aws:s3:::{bucket}/{p}*" for p in readable],
+            }
+        )
+        statements.append(
+            {
+                "Sid": sid + "List",
+                "Effect": "Allow",
+                "Action": ["s3:ListBucket", "s3:ListBucketVersions"],
+                "Resource": f"arn:aws:s3:::{bucket}",
+                "Condition": {
+                    "StringLike": {"s3:prefix": [*readable, *[p + "*" for p in readable]]}
+                },
+            }
+        )
+        statements.append(
+            {
+                "Sid": sid + "NeverRoot",
+                "Effect": "Deny",
+                "Action": "s3:*",
+                "Resource": f"arn:aws:s3:::{bucket}/{base}root/*",
+            }
+        )
+        statements.append(
+            {
+                "Sid": sid + "NeverTeamOnly",
+                "Effect": "Deny",
+                "Action": "s3:*",
+                "Resource": [f"arn:aws:s3:::{bucket}/{base}{s}/*" for s, _ in TEAM_ONLY_SECTIONS],
+            }
+        )
+        statements.append(
+            {
+                "Sid": sid + "NeverRootOrTimestamp",
+                "Effect": "Deny",
+                "Action": "s3:*",
+                "Resource": [f"arn:aws:s3:::{bucket}/{base}{p}" for p in _S3_DENIED],
+            }
+        )
     statements += _kms_statement(sid + "Kms", team.name, ["kms:Decrypt"], kms, _KMS_CI_ROLE)
     if kms:
-        statements.append({"Sid": sid + "KmsNeverRootOrTimestamp", "Effect": "Deny",
-                           "Action": "kms:*", "Resource": "*", "Condition": {"StringEquals": {
-                               "kms:EncryptionContext:keyvault:role": list(CI_DENIED_ROLES)}}})
-        statements.append({"Sid": sid + "KmsNeverTeamOnly", "Effect": "Deny",
-                           "Action": "kms:*", "Resource": "*", "Condition": {"StringEquals": {
-                               _KMS_SCOPE: TEAM_SCOPE}}})
+        statements.append(
+            {
+                "Sid": sid + "KmsNeverRootOrTimestamp",
+                "Effect": "Deny",
+                "Action": "kms:*",
+                "Resource": "*",
+                "Condition": {
+                    "StringEquals": {"kms:EncryptionContext:keyvault:role": list(CI_DENIED_ROLES)}
+                },
+            }
+        )
+        statements.append(
+            {
+                "Sid": sid + "KmsNeverTeamOnly",
+                "Effect": "Deny",
+                "Action": "kms:*",
+                "Resource": "*",
+                "Condition": {"StringEquals": {_KMS_SCOPE: TEAM_SCOPE}},
+            }
+        )
     return statements
 
 
@@ -947,19 +1128,32 @@ def _kms_key_statements(team: Team) -> list[dict[str, Any]]:
     """Key policy statements: members and CI matched by ``aws:PrincipalArn`` (ArnLike) and
     ``aws:PrincipalAccount``; what AWS evaluates (:func:`principal_arn_patterns`)."""
     statements = []
-    for kind, rules, actions, extra in (("Members", team.members, _KMS_MEMBER, {}),
-                                        ("Ci", team.ci, ["kms:Decrypt"], _KMS_CI_ROLE)):
+    for kind, rules, actions, extra in (
+        ("Members", team.members, _KMS_MEMBER, {}),
+        ("Ci", team.ci, ["kms:Decrypt"], _KMS_CI_ROLE),
+    ):
         patterns = [r.pattern for r in rules if r.kind == "aws"]
         if not patterns:
             continue
         arns = sorted({a for p in patterns for a in principal_arn_patterns(p)})
         accounts = sorted({p.split(":")[4] for p in patterns})
-        statements.append({
-            "Sid": f"Keyvault{_sid(team.name)}{kind}", "Effect": "Allow",
-            "Principal": {"AWS": "*"}, "Action": actions, "Resource": "*",
-            "Condition": {"StringEquals": {"kms:EncryptionContext:keyvault:team": team.name,
-                                           "aws:PrincipalAccount": accounts},
-                          "ArnLike": {"aws:PrincipalArn": arns}, **extra}})
+        statements.append(
+            {
+                "Sid": f"Keyvault{_sid(team.name)}{kind}",
+                "Effect": "Allow",
+                "Principal": {"AWS": "*"},
+                "Action": actions,
+                "Resource": "*",
+                "Condition": {
+                    "StringEquals": {
+                        "kms:EncryptionContext:keyvault:team": team.name,
+                        "aws:PrincipalAccount": accounts,
+                    },
+                    "ArnLike": {"aws:PrincipalArn": arns},
+                    **extra,
+                },
+            }
+        )
     return statements
 
 
@@ -968,8 +1162,10 @@ def render_files(policy: Policy, target: str) -> dict[str, str]:
     if target == "vault":
         return {f"{name}.hcl": text for name, text in render_vault(policy).items()}
     if target == "aws":
-        return {f"{name}.json": json.dumps(doc, indent=2, sort_keys=True) + "\n"
-                for name, doc in render_aws(policy).items()}
+        return {
+            f"{name}.json": json.dumps(doc, indent=2, sort_keys=True) + "\n"
+            for name, doc in render_aws(policy).items()
+        }
     raise UsageError(f"unknown target {target!r}: expected vault or aws")
 
 

@@ -37,4 +37,4 @@ def shown_uri(value: object, limit: int = 80) -> str:
     its ``@``, and a masked text can no longer be recognised as userinfo.
     """
     text = redact(str(value))
-    return repr(text if len(text) <= limit else text[:limit - 3] + "...")
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")

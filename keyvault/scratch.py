@@ -36,8 +36,12 @@ MARKER_NAME = ".keyvault-ci"
 MARKER_FORMAT = "keyvault-ci/v1"
 #: Kind of directory -> its name prefix. A fetch directory outlives its process (it
 #: expires instead); every other kind is stale once its process is gone.
-PREFIXES = {"exec": "keyvault-exec-", "fetch": "keyvault-fetch-",
-            "drill": "keyvault-drill-", "quickstart": "keyvault-quickstart-"}
+PREFIXES = {
+    "exec": "keyvault-exec-",
+    "fetch": "keyvault-fetch-",
+    "drill": "keyvault-drill-",
+    "quickstart": "keyvault-quickstart-",
+}
 TRUST_SUBDIR = "trust"
 #: Where the directories go, if set (else /dev/shm, $XDG_RUNTIME_DIR, the state dir).
 BASE_ENV = "KEYVAULT_TMPDIR"
@@ -60,10 +64,20 @@ class Marker:
     expires: float | None = None
 
     def to_bytes(self) -> bytes:
-        return json.dumps({"format": MARKER_FORMAT, "kind": self.kind, "id": self.ident,
-                           "pid": self.pid, "pid_start": self.pid_start, "host": self.host,
-                           "uid": self.uid, "created": self.created,
-                           "expires": self.expires}, sort_keys=True).encode()
+        return json.dumps(
+            {
+                "format": MARKER_FORMAT,
+                "kind": self.kind,
+                "id": self.ident,
+                "pid": self.pid,
+                "pid_start": self.pid_start,
+                "host": self.host,
+                "uid": self.uid,
+                "created": self.created,
+                "expires": self.expires,
+            },
+            sort_keys=True,
+        ).encode()
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Marker:
@@ -72,10 +86,16 @@ class Marker:
             if doc.get("format") != MARKER_FORMAT or doc.get("kind") not in PREFIXES:
                 raise ValueError("not ours")
             expires = doc.get("expires")
-            return cls(str(doc["kind"]), str(doc["id"]), int(doc["pid"]),
-                       None if doc.get("pid_start") is None else str(doc["pid_start"]),
-                       str(doc["host"]), int(doc["uid"]), float(doc["created"]),
-                       None if expires is None else float(expires))
+            return cls(
+                str(doc["kind"]),
+                str(doc["id"]),
+                int(doc["pid"]),
+                None if doc.get("pid_start") is None else str(doc["pid_start"]),
+                str(doc["host"]),
+                int(doc["uid"]),
+                float(doc["created"]),
+                None if expires is None else float(expires),
+            )
         except (ValueError, KeyError, TypeError, AttributeError):
             raise UsageError("not a keyvault marker") from None
 
@@ -101,7 +121,7 @@ def process_start(pid: int) -> str | None:
         raw = Path(f"/proc/{pid}/stat").read_bytes()
     except OSError:
         return None
-    fields = raw[raw.rfind(b")") + 2:].split()
+    fields = raw[raw.rfind(b")") + 2 :].split()
     return fields[19].decode() if len(fields) > 19 else None
 
 
@@ -137,9 +157,11 @@ class WorkDir:
         except FileExistsError:
             st = path.lstat()
             if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or any(path.iterdir()):
-                raise ConflictError(f"{path} already exists and is not an empty directory of "
-                                    "yours; nothing was fetched",
-                                    hint="name a new directory (keyvault makes it, 0700)") from None
+                raise ConflictError(
+                    f"{path} already exists and is not an empty directory of "
+                    "yours; nothing was fetched",
+                    hint="name a new directory (keyvault makes it, 0700)",
+                ) from None
         except FileNotFoundError:
             raise NotFoundError(f"the parent of {path} does not exist") from None
         except OSError as exc:
@@ -149,9 +171,16 @@ class WorkDir:
     @classmethod
     def _mark(cls, path: Path, kind: str, ttl: float | None) -> WorkDir:
         now = time.time()
-        marker = Marker(kind, secrets.token_hex(8), os.getpid(), process_start(os.getpid()),
-                        socket.gethostname(), os.getuid(), now,
-                        None if ttl is None else now + ttl)
+        marker = Marker(
+            kind,
+            secrets.token_hex(8),
+            os.getpid(),
+            process_start(os.getpid()),
+            socket.gethostname(),
+            os.getuid(),
+            now,
+            None if ttl is None else now + ttl,
+        )
         try:
             path.chmod(0o700)
             fsutil.write_file_atomic(path, MARKER_NAME, marker.to_bytes(), mode=0o600)
@@ -169,8 +198,10 @@ class WorkDir:
 
 def read_marker(path: Path) -> Marker:
     """The marker of a directory of ours; UsageError (exit 2) for anything else."""
-    not_ours = UsageError(f"{path} is not a directory made by 'keyvault exec', 'fetch', "
-                          "'drill' or 'quickstart' (no keyvault marker); refusing to touch it")
+    not_ours = UsageError(
+        f"{path} is not a directory made by 'keyvault exec', 'fetch', "
+        "'drill' or 'quickstart' (no keyvault marker); refusing to touch it"
+    )
     try:
         st = path.lstat()
         if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
@@ -234,8 +265,9 @@ def _wipe_children(dir_fd: int, where: Path) -> None:
         try:
             st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
             if stat.S_ISDIR(st.st_mode):
-                sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                              dir_fd=dir_fd)
+                sub = os.open(
+                    name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd
+                )
                 try:
                     os.fchmod(sub, 0o700)
                     _wipe_children(sub, where / name)
@@ -288,8 +320,10 @@ def runtime_base(config_env: Mapping[str, str], state_dir: Path) -> Path:
         candidates = [Path("/dev/shm")]  # noqa: S108 - RAM; our dirs are 0700, random
         if config_env.get("XDG_RUNTIME_DIR"):
             candidates.append(Path(config_env["XDG_RUNTIME_DIR"]))
-        base = next((c for c in candidates if c.is_dir() and os.access(c, os.W_OK | os.X_OK)),
-                    state_dir / "run")
+        base = next(
+            (c for c in candidates if c.is_dir() and os.access(c, os.W_OK | os.X_OK)),
+            state_dir / "run",
+        )
     try:
         base.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
@@ -302,8 +336,7 @@ def sweep(base: Path, *, stale: bool = True, expired: bool = False) -> list[Path
     which is meant to outlive it) or whose time is up."""
     wiped: list[Path] = []
     try:
-        candidates = [p for p in base.iterdir()
-                      if p.name.startswith(tuple(PREFIXES.values()))]
+        candidates = [p for p in base.iterdir() if p.name.startswith(tuple(PREFIXES.values()))]
     except OSError:
         return wiped
     for path in candidates:
@@ -312,11 +345,11 @@ def sweep(base: Path, *, stale: bool = True, expired: bool = False) -> list[Path
         except UsageError:
             continue  # not ours, or still being made: never touched
         if (stale and marker.kind != "fetch" and marker.owner_gone()) or (
-                expired and marker.expired()):
+            expired and marker.expired()
+        ):
             wipe_tree(path)
             wiped.append(path)
     return wiped
-
 
 
 @contextlib.contextmanager

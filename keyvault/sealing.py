@@ -72,8 +72,11 @@ class SealerKey:
             if self.alg == ED25519 and isinstance(key, ed25519.Ed25519PublicKey):
                 key.verify(signature, message)
                 return True
-            if (self.alg == ECDSA_P256 and isinstance(key, ec.EllipticCurvePublicKey)
-                    and isinstance(key.curve, ec.SECP256R1)):
+            if (
+                self.alg == ECDSA_P256
+                and isinstance(key, ec.EllipticCurvePublicKey)
+                and isinstance(key.curve, ec.SECP256R1)
+            ):
                 key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
                 return True
         except InvalidSignature:
@@ -110,7 +113,8 @@ class Ed25519FileSealer:
     @property
     def key(self) -> SealerKey:
         spki = self._private.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
         return SealerKey(ED25519, spki)
 
     def sign(self, message: bytes) -> bytes:
@@ -124,9 +128,11 @@ class Ed25519FileSealer:
         try:
             private = serialization.load_pem_private_key(data, password=None)
         except (ValueError, TypeError):
-            raise UsageError(f"sealing key {path} is not an unencrypted PEM private key",
-                             hint="point [sealing] key at an Ed25519 key file, or remove the "
-                                  "setting to use the default one 'keyvault init' makes") from None
+            raise UsageError(
+                f"sealing key {path} is not an unencrypted PEM private key",
+                hint="point [sealing] key at an Ed25519 key file, or remove the "
+                "setting to use the default one 'keyvault init' makes",
+            ) from None
         if not isinstance(private, ed25519.Ed25519PrivateKey):
             raise UsageError(f"sealing key {path} is not an Ed25519 key")
         return cls(path, private)
@@ -137,9 +143,11 @@ class Ed25519FileSealer:
         from keyvault.fsutil import ensure_private_dir, write_file_atomic
 
         private = ed25519.Ed25519PrivateKey.generate()
-        pem = private.private_bytes(serialization.Encoding.PEM,
-                                    serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption())
+        pem = private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
         ensure_private_dir(path.parent)
         write_file_atomic(path.parent, path.name, pem, exclusive=True)
         return cls(path, private)
@@ -155,10 +163,14 @@ class SealerTrust:
     sources: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, trusted: Iterable[str], revoked: Iterable[str] = (),
-           sources: Iterable[str] = ()) -> SealerTrust:
-        return cls(frozenset(map(validate_fingerprint, trusted)),
-                   frozenset(map(validate_fingerprint, revoked)), tuple(sources))
+    def of(
+        cls, trusted: Iterable[str], revoked: Iterable[str] = (), sources: Iterable[str] = ()
+    ) -> SealerTrust:
+        return cls(
+            frozenset(map(validate_fingerprint, trusted)),
+            frozenset(map(validate_fingerprint, revoked)),
+            tuple(sources),
+        )
 
     def with_trusted(self, fingerprints: Iterable[str], source: str) -> SealerTrust:
         added = frozenset(map(validate_fingerprint, fingerprints))
@@ -170,23 +182,29 @@ class SealerTrust:
         """IntegrityError unless ``key`` is pinned here and not revoked."""
         fingerprint = key.fingerprint
         if fingerprint in self.revoked:
-            raise IntegrityError(f"{what} is sealed by revoked sealer {fingerprint}; refused",
-                                 hint="it was written with a sealing key you revoked: "
-                                      "restore an older version sealed before, or investigate")
+            raise IntegrityError(
+                f"{what} is sealed by revoked sealer {fingerprint}; refused",
+                hint="it was written with a sealing key you revoked: "
+                "restore an older version sealed before, or investigate",
+            )
         if fingerprint not in self.trusted:
             pinned = ", ".join(sorted(self.trusted)) or "none"
             raise IntegrityError(
                 f"{what} is sealed by {fingerprint}, which this machine does not trust "
                 f"(trusted sealers: {pinned}); refused",
                 hint="if that is your own sealer, pin it in the config ([sealing] trusted) or "
-                     "for one run with --trust-sealer FINGERPRINT (compare it with what "
-                     "'keyvault init' printed); otherwise someone else wrote this envelope")
+                "for one run with --trust-sealer FINGERPRINT (compare it with what "
+                "'keyvault init' printed); otherwise someone else wrote this envelope",
+            )
 
 
 def pins_in_text(text: str) -> list[str]:
     """The sealer pins carried in an identity or share file's comment lines."""
-    return [validate_fingerprint(line[len(PIN_LINE):])
-            for line in text.splitlines() if line.startswith(PIN_LINE)]
+    return [
+        validate_fingerprint(line[len(PIN_LINE) :])
+        for line in text.splitlines()
+        if line.startswith(PIN_LINE)
+    ]
 
 
 def pin_lines(fingerprints: Iterable[str]) -> str:

@@ -21,7 +21,6 @@ from types import FrameType
 HELD = (signal.SIGINT, signal.SIGTERM)
 
 
-
 class Terminated(BaseException):
     """SIGTERM, raised like Ctrl-C by the CLI's handler: restores roll back and drills
     write their report before the process ends."""
@@ -44,7 +43,8 @@ class Held:
         """True if SIGINT or SIGTERM arrived since the block began and is not ignored."""
         waiting = signal.sigpending()
         return bool(self.noted) or any(
-            s in waiting and signal.getsignal(s) is not signal.SIG_IGN for s in HELD)
+            s in waiting and signal.getsignal(s) is not signal.SIG_IGN for s in HELD
+        )
 
 
 @contextlib.contextmanager

@@ -49,14 +49,20 @@ def source_version() -> str:
 def build(out: Path) -> tuple[Path, Path]:
     """``python -m build``: the sdist, then the wheel built from the sdist."""
     isolation = [] if importlib.util.find_spec("hatchling") is None else ["--no-isolation"]
-    run = subprocess.run([sys.executable, "-m", "build", *isolation, "--outdir", str(out),
-                          str(REPO)], capture_output=True, text=True, timeout=300, check=False)
+    run = subprocess.run(
+        [sys.executable, "-m", "build", *isolation, "--outdir", str(out), str(REPO)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     if run.returncode != 0:
         raise CheckFailedError(f"python -m build failed:\n{run.stdout[-3000:]}{run.stderr[-3000:]}")
     sdists, wheels = list(out.glob("keyvault-*.tar.gz")), list(out.glob("keyvault-*.whl"))
     if len(sdists) != 1 or len(wheels) != 1:
-        raise CheckFailedError(f"expected one sdist and one wheel in {out}, found "
-                          f"{[p.name for p in out.iterdir()]}")
+        raise CheckFailedError(
+            f"expected one sdist and one wheel in {out}, found {[p.name for p in out.iterdir()]}"
+        )
     return sdists[0], wheels[0]
 
 
@@ -80,8 +86,9 @@ def check_dists(sdist: Path, wheel: Path, version: str) -> None:
 def check_changelog(version: str) -> None:
     """CHANGELOG.md has a dated section for the version being released."""
     text = (REPO / "CHANGELOG.md").read_text()
-    if not re.search(rf"^## \[{re.escape(version)}\] - \d{{4}}-\d{{2}}-\d{{2}}$", text,
-                     re.MULTILINE):
+    if not re.search(
+        rf"^## \[{re.escape(version)}\] - \d{{4}}-\d{{2}}-\d{{2}}$", text, re.MULTILINE
+    ):
         raise CheckFailedError(f"CHANGELOG.md has no '## [{version}] - YYYY-MM-DD' section")
 
 
@@ -89,8 +96,11 @@ def _requirements(wheel: Path) -> list[Requirement]:
     with zipfile.ZipFile(wheel) as zf:
         meta = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
         lines = zf.read(meta).decode().splitlines()
-    return [Requirement(line.split(":", 1)[1].strip()) for line in lines
-            if line.startswith("Requires-Dist:")]
+    return [
+        Requirement(line.split(":", 1)[1].strip())
+        for line in lines
+        if line.startswith("Requires-Dist:")
+    ]
 
 
 def _needed(requirements: list[Requirement]) -> dict[str, importlib.metadata.Distribution]:
@@ -107,8 +117,9 @@ def _needed(requirements: list[Requirement]) -> dict[str, importlib.metadata.Dis
         try:
             dist = importlib.metadata.distribution(req.name)
         except importlib.metadata.PackageNotFoundError:
-            raise CheckFailedError(f"{req.name} (needed by the wheel) is not installed beside "
-                              f"{sys.executable}") from None
+            raise CheckFailedError(
+                f"{req.name} (needed by the wheel) is not installed beside {sys.executable}"
+            ) from None
         found[key] = dist
         todo += [(Requirement(r), frozenset(req.extras)) for r in dist.requires or []]
     return found
@@ -116,8 +127,11 @@ def _needed(requirements: list[Requirement]) -> dict[str, importlib.metadata.Dis
 
 def _wheel_tag(dist: importlib.metadata.Distribution) -> str:
     """The tag the distribution was installed from (its WHEEL file), compressed."""
-    tags = [line.split(":", 1)[1].strip() for line in (dist.read_text("WHEEL") or "").splitlines()
-            if line.startswith("Tag:")]
+    tags = [
+        line.split(":", 1)[1].strip()
+        for line in (dist.read_text("WHEEL") or "").splitlines()
+        if line.startswith("Tag:")
+    ]
     if not tags:
         raise CheckFailedError(f"{dist.metadata['Name']} was not installed from a wheel")
     parts = [sorted({t.split("-")[i] for t in tags}) for i in range(3)]
@@ -130,8 +144,9 @@ def wheelhouse(wheel: Path, out: Path) -> Path:
     for dist in _needed(_requirements(wheel)).values():
         site = Path(str(dist.locate_file("")))
         name = canonicalize_name(dist.metadata["Name"]).replace("-", "_")
-        with zipfile.ZipFile(out / f"{name}-{dist.version}-{_wheel_tag(dist)}.whl", "w",
-                             zipfile.ZIP_DEFLATED) as zf:
+        with zipfile.ZipFile(
+            out / f"{name}-{dist.version}-{_wheel_tag(dist)}.whl", "w", zipfile.ZIP_DEFLATED
+        ) as zf:
             for file in dist.files or []:
                 # Scripts (../../bin) are made again from entry_points.txt on install.
                 if file.parts[0] == ".." or "__pycache__" in file.parts:
@@ -145,10 +160,27 @@ def clean_venv(root: Path, wheel: Path, house: Path) -> Path:
     """A virtualenv with nothing but the wheel and its dependencies; its ``bin``."""
     venv.EnvBuilder(with_pip=False, symlinks=True, clear=True).create(root)
     python = root / "bin" / "python"
-    run = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install",
-                          "--no-index", "--no-cache-dir", "--find-links", str(house),
-                          "--disable-pip-version-check", "--quiet", str(wheel)],
-                         capture_output=True, text=True, timeout=300, check=False)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--no-index",
+            "--no-cache-dir",
+            "--find-links",
+            str(house),
+            "--disable-pip-version-check",
+            "--quiet",
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     if run.returncode != 0:
         raise CheckFailedError(f"installing {wheel.name} offline failed:\n{run.stderr[-3000:]}")
     return root / "bin"
@@ -158,16 +190,29 @@ def run_installed(bin_dir: Path, home: Path, *argv: str) -> subprocess.Completed
     """A program of the virtualenv in a fresh HOME, with nothing of this shell's environment
     (no PYTHONPATH, no KEYVAULT_* settings, no config)."""
     home.mkdir(mode=0o700, exist_ok=True)
-    env = {"PATH": f"{bin_dir}{os.pathsep}/usr/bin:/bin", "HOME": str(home),
-           "LANG": "C.UTF-8", "TMPDIR": str(home)}
-    return subprocess.run([str(bin_dir / argv[0]), *argv[1:]], capture_output=True, text=True,
-                          timeout=300, cwd=home, env=env, stdin=subprocess.DEVNULL, check=False)
+    env = {
+        "PATH": f"{bin_dir}{os.pathsep}/usr/bin:/bin",
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+        "TMPDIR": str(home),
+    }
+    return subprocess.run(
+        [str(bin_dir / argv[0]), *argv[1:]],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=home,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
 
 
 def check_installed(bin_dir: Path, home: Path, version: str) -> None:
     """``keyvault --version`` names the version; ``keyvault quickstart`` succeeds."""
-    where = run_installed(bin_dir, home, "python", "-c",
-                          "import keyvault; print(keyvault.__file__)")
+    where = run_installed(
+        bin_dir, home, "python", "-c", "import keyvault; print(keyvault.__file__)"
+    )
     if not where.stdout.startswith(str(bin_dir.parent)):
         raise CheckFailedError(f"the clean virtualenv imports keyvault from {where.stdout.strip()}")
     shown = run_installed(bin_dir, home, "keyvault", "--version")
@@ -175,8 +220,10 @@ def check_installed(bin_dir: Path, home: Path, version: str) -> None:
         raise CheckFailedError(f"keyvault --version printed {shown.stdout!r} {shown.stderr!r}")
     quick = run_installed(bin_dir, home, "keyvault", "quickstart")
     if quick.returncode != 0:
-        raise CheckFailedError(f"keyvault quickstart exited {quick.returncode}:\n"
-                          f"{quick.stdout[-2000:]}{quick.stderr[-2000:]}")
+        raise CheckFailedError(
+            f"keyvault quickstart exited {quick.returncode}:\n"
+            f"{quick.stdout[-2000:]}{quick.stderr[-2000:]}"
+        )
 
 
 def release_check(out: Path) -> tuple[Path, Path]:
@@ -191,8 +238,9 @@ def release_check(out: Path) -> tuple[Path, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Build, install in a clean virtualenv, "
-                                     "run quickstart: the release check.")
+    parser = argparse.ArgumentParser(
+        description="Build, install in a clean virtualenv, run quickstart: the release check."
+    )
     parser.add_argument("--out", type=Path, help="work directory (default: a temporary one)")
     args = parser.parse_args(argv)
     out: Path = args.out or Path(tempfile.mkdtemp(prefix="keyvault-release-"))
@@ -202,8 +250,10 @@ def main(argv: list[str] | None = None) -> int:
     except CheckFailedError as exc:
         print(f"release check failed: {exc}", file=sys.stderr)
         return 1
-    print(f"ok: {sdist.name} and {wheel.name} (in {sdist.parent}) ship LICENSE; the wheel "
-          f"installed offline in a clean virtualenv ({out / 'venv'}) runs quickstart")
+    print(
+        f"ok: {sdist.name} and {wheel.name} (in {sdist.parent}) ship LICENSE; the wheel "
+        f"installed offline in a clean virtualenv ({out / 'venv'}) runs quickstart"
+    )
     return 0
 
 

@@ -60,14 +60,16 @@ def notary_template(notary: Notary, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture(scope="session")
-def legacy_template(notary_template: BuiltTrustDir,
-                    tmp_path_factory: pytest.TempPathFactory) -> BuiltTrustDir:
+def legacy_template(
+    notary_template: BuiltTrustDir, tmp_path_factory: pytest.TempPathFactory
+) -> BuiltTrustDir:
     return to_legacy_layout(notary_template, tmp_path_factory.mktemp("tpl") / "legacy")
 
 
 @pytest.fixture(scope="session")
-def legacy_v01_template(notary_template: BuiltTrustDir,
-                        tmp_path_factory: pytest.TempPathFactory) -> BuiltTrustDir:
+def legacy_v01_template(
+    notary_template: BuiltTrustDir, tmp_path_factory: pytest.TempPathFactory
+) -> BuiltTrustDir:
     return to_v01_layout(notary_template, tmp_path_factory.mktemp("tpl") / "v01")
 
 
@@ -107,8 +109,9 @@ def legacy_v01_trust_dir(legacy_v01_template: BuiltTrustDir, tmp_path: Path) -> 
 
 
 @pytest.fixture
-def sample_trust_dir(sample_template: tuple[Path, tuple[KeyFile, ...]],
-                     tmp_path: Path) -> tuple[Path, tuple[KeyFile, ...]]:
+def sample_trust_dir(
+    sample_template: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path
+) -> tuple[Path, tuple[KeyFile, ...]]:
     """A copy of ``write_sample_trust_dir``'s output and the keys it reported."""
     src, keys = sample_template
     dst = tmp_path / "sample"
@@ -119,6 +122,7 @@ def sample_trust_dir(sample_template: tuple[Path, tuple[KeyFile, ...]],
 @pytest.fixture
 def make_trust_dir(tmp_path: Path) -> Callable[[dict[str, bytes]], Path]:
     """Build a trust dir from {relpath under private/: bytes}; files 0600, dirs 0700."""
+
     def build(files: dict[str, bytes]) -> Path:
         root = tmp_path / "made"
         (root / "private").mkdir(parents=True, mode=0o700)
@@ -128,6 +132,7 @@ def make_trust_dir(tmp_path: Path) -> Callable[[dict[str, bytes]], Path]:
             path.write_bytes(data)
             path.chmod(0o600)
         return root
+
     return build
 
 
@@ -149,5 +154,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     config.addinivalue_line(
-        "markers", "proves(*ids): the SECURITY.md threat (T), fault (F) and bad-input (B) "
-        "IDs this test proves")
+        "markers",
+        "proves(*ids): the SECURITY.md threat (T), fault (F) and bad-input (B) "
+        "IDs this test proves",
+    )

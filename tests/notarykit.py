@@ -59,8 +59,9 @@ def passphrase_env(passphrases: Mapping[str, str] = PASSPHRASES) -> dict[str, st
 
 
 def passphrase_of(role: str | None, passphrases: Mapping[str, str] = PASSPHRASES) -> str:
-    return passphrases[role] if role in ("root", "targets", "snapshot") else \
-        passphrases["delegation"]
+    return (
+        passphrases[role] if role in ("root", "targets", "snapshot") else passphrases["delegation"]
+    )
 
 
 @dataclass
@@ -71,16 +72,29 @@ class Notary:
     home: Path
     passphrases: Mapping[str, str] = field(default_factory=lambda: dict(PASSPHRASES))
 
-    def run(self, trust_dir: Path, *args: str, env: Mapping[str, str] | None = None,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
-        full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.home),
-                    **passphrase_env(self.passphrases), **(env or {})}
+    def run(
+        self, trust_dir: Path, *args: str, env: Mapping[str, str] | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        full_env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(self.home),
+            **passphrase_env(self.passphrases),
+            **(env or {}),
+        }
         result = subprocess.run(
-            [self.binary, "-d", str(trust_dir), *args], env=full_env, text=True,
-            stdin=subprocess.DEVNULL, capture_output=True, timeout=60, check=False)
+            [self.binary, "-d", str(trust_dir), *args],
+            env=full_env,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
         if check and result.returncode != 0:
-            raise AssertionError(f"notary {' '.join(args)} failed ({result.returncode}): "
-                                 f"{result.stdout}{result.stderr}")
+            raise AssertionError(
+                f"notary {' '.join(args)} failed ({result.returncode}): "
+                f"{result.stdout}{result.stderr}"
+            )
         return result
 
     def generate_root(self, trust_dir: Path) -> str:
@@ -112,8 +126,9 @@ class Notary:
         """``notary key list`` parsed into (key ID, role, GUN) triples."""
         return parse_key_list(self.run(trust_dir, "key", "list").stdout)
 
-    def can_decrypt(self, trust_dir: Path, key_id: str,
-                    passphrases: Mapping[str, str] | None = None) -> bool:
+    def can_decrypt(
+        self, trust_dir: Path, key_id: str, passphrases: Mapping[str, str] | None = None
+    ) -> bool:
         """Whether notary decrypts the key, on a copy (``key passwd`` rewrites the file).
 
         ``key passwd`` decrypts with the role's passphrase and stores the key
@@ -135,7 +150,7 @@ def parse_key_list(output: str) -> set[KeyTriple]:
     head = lines[header]
     gun_at, id_at, loc_at = head.index("GUN"), head.index("KEY ID"), head.index("LOCATION")
     triples: set[KeyTriple] = set()
-    for line in lines[header + 2:]:
+    for line in lines[header + 2 :]:
         if not line.strip():
             continue
         role = line[:gun_at].strip() or None  # a key without a role: header
@@ -151,15 +166,18 @@ def _key_names(trust_dir: Path) -> list[str]:
 
 def fresh_ec_pem() -> bytes:
     key = ec.generate_private_key(ec.SECP256R1())
-    return key.private_bytes(serialization.Encoding.PEM,
-                             serialization.PrivateFormat.TraditionalOpenSSL,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
 
 
 def fresh_rsa_pem(bits: int = 2048) -> bytes:
     key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 @dataclass(frozen=True)
@@ -185,8 +203,9 @@ def build_notary_trust_dir(notary: Notary, path: Path) -> BuiltTrustDir:
     for gun in (GUN_A, GUN_B):
         for role in ("targets", "snapshot"):
             keys.add((notary.import_key(path, fresh_ec_pem(), role, gun), role, gun))
-    keys.add((notary.import_key(path, fresh_ec_pem(), "targets/releases"),
-              "targets/releases", None))
+    keys.add(
+        (notary.import_key(path, fresh_ec_pem(), "targets/releases"), "targets/releases", None)
+    )
     rsa_id = notary.import_key(path, fresh_rsa_pem(), "alice")
     keys.add((rsa_id, "alice", None))
     for key_id, _, _ in keys:
@@ -207,8 +226,10 @@ def build_loose_trust_dir(notary: Notary, path: Path) -> BuiltTrustDir:
     keys: set[KeyTriple] = {(notary.generate_root(path), "root", None)}
     for role in ("targets", "snapshot"):
         keys.add((notary.generate(path, role), role, None))
-    for key_id, gun in ((notary.generate(path, "alice"), None),
-                        (notary.import_key(path, fresh_ec_pem(), "targets", GUN_A), GUN_A)):
+    for key_id, gun in (
+        (notary.generate(path, "alice"), None),
+        (notary.import_key(path, fresh_ec_pem(), "targets", GUN_A), GUN_A),
+    ):
         file = path / "private" / f"{key_id}.key"
         data = file.read_bytes()
         stripped = re.sub(rb"^role: .*\n", b"", data, flags=re.M)
@@ -221,8 +242,10 @@ def build_loose_trust_dir(notary: Notary, path: Path) -> BuiltTrustDir:
 
 
 def _headers(data: bytes) -> dict[str, str]:
-    return {m.group(1).decode(): m.group(2).decode()
-            for m in re.finditer(rb"^([A-Za-z-]+): (.*)$", data, flags=re.M)}
+    return {
+        m.group(1).decode(): m.group(2).decode()
+        for m in re.finditer(rb"^([A-Za-z-]+): (.*)$", data, flags=re.M)
+    }
 
 
 def _strip_headers(data: bytes) -> bytes:
@@ -230,8 +253,9 @@ def _strip_headers(data: bytes) -> bytes:
 
 
 def _copy_without_private(src: Path, dst: Path) -> None:
-    shutil.copytree(src, dst, symlinks=True, ignore=lambda d, names: (
-        ["private"] if Path(d) == src else []))
+    shutil.copytree(
+        src, dst, symlinks=True, ignore=lambda d, names: ["private"] if Path(d) == src else []
+    )
     (dst / "private").mkdir(mode=0o700)
 
 
@@ -255,8 +279,9 @@ def to_legacy_layout(built: BuiltTrustDir, dst: Path) -> BuiltTrustDir:
     return replace(built, path=dst)
 
 
-def to_v01_layout(built: BuiltTrustDir, dst: Path,
-                  passphrases: Mapping[str, str] = PASSPHRASES) -> BuiltTrustDir:
+def to_v01_layout(
+    built: BuiltTrustDir, dst: Path, passphrases: Mapping[str, str] = PASSPHRASES
+) -> BuiltTrustDir:
     """notary 0.1: ``<id>_<role>.key`` names, no headers, RFC 1421 encryption (via openssl).
 
     Roles with a slash cannot be written in a 0.1 name; those keys are left out.
@@ -277,9 +302,22 @@ def to_v01_layout(built: BuiltTrustDir, dst: Path,
 def _openssl_traditional(pkcs8_pem: bytes, passphrase: str) -> bytes:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "KV_PW": passphrase}
     result = subprocess.run(
-        [find_tool("openssl"), "pkey", "-passin", "env:KV_PW", "-traditional", "-aes256",
-         "-passout", "env:KV_PW"], input=pkcs8_pem, env=env, capture_output=True,
-        timeout=30, check=True)
+        [
+            find_tool("openssl"),
+            "pkey",
+            "-passin",
+            "env:KV_PW",
+            "-traditional",
+            "-aes256",
+            "-passout",
+            "env:KV_PW",
+        ],
+        input=pkcs8_pem,
+        env=env,
+        capture_output=True,
+        timeout=30,
+        check=True,
+    )
     assert b"DEK-Info: AES-256-CBC" in result.stdout
     return result.stdout
 

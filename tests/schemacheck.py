@@ -17,12 +17,35 @@ from typing import Any
 
 from keyvault.cli.schemas import SCHEMA_DIR, schema_names
 
-KEYWORDS = frozenset({"$schema", "$id", "$defs", "$ref", "title", "description", "type",
-                      "properties", "required", "additionalProperties", "items", "enum",
-                      "const", "format", "anyOf", "pattern"})
+KEYWORDS = frozenset(
+    {
+        "$schema",
+        "$id",
+        "$defs",
+        "$ref",
+        "title",
+        "description",
+        "type",
+        "properties",
+        "required",
+        "additionalProperties",
+        "items",
+        "enum",
+        "const",
+        "format",
+        "anyOf",
+        "pattern",
+    }
+)
 TYPES: dict[str, tuple[type, ...]] = {
-    "object": (dict,), "array": (list,), "string": (str,), "boolean": (bool,),
-    "integer": (int,), "number": (int, float), "null": (type(None),)}
+    "object": (dict,),
+    "array": (list,),
+    "string": (str,),
+    "boolean": (bool,),
+    "integer": (int,),
+    "number": (int, float),
+    "null": (type(None),),
+}
 #: ISO-8601 / RFC 3339 date-times as keyvault writes them: UTC, 'Z', optional fraction.
 DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z")
 
@@ -94,8 +117,7 @@ def _check(value: Any, schema: Mapping[str, Any], name: str, path: str) -> None:
         _check_object(value, schema, name, path)
 
 
-def _check_object(value: dict[str, Any], schema: Mapping[str, Any], name: str,
-                  path: str) -> None:
+def _check_object(value: dict[str, Any], schema: Mapping[str, Any], name: str, path: str) -> None:
     properties: Mapping[str, Any] = schema.get("properties", {})
     missing = [k for k in schema.get("required", []) if k not in value]
     if missing:
@@ -122,8 +144,9 @@ def _date_time(text: str) -> bool:
 
 def _objects(node: Any, path: str) -> Iterator[tuple[str, dict[str, Any]]]:
     if isinstance(node, dict):
-        if node.get("type") == "object" or (isinstance(node.get("type"), list)
-                                            and "object" in node["type"]):
+        if node.get("type") == "object" or (
+            isinstance(node.get("type"), list) and "object" in node["type"]
+        ):
             yield path, node
         for key, child in node.items():
             if key not in ("enum", "const"):

@@ -19,20 +19,32 @@ def cert(key: Any, cn: str) -> bytes:
     """A self-signed certificate like the ones notary puts in root.json."""
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     now = datetime.datetime.now(datetime.UTC)
-    built = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-             .public_key(key.public_key()).serial_number(1).not_valid_before(now)
-             .not_valid_after(now + datetime.timedelta(days=30)).sign(key, hashes.SHA256()))
+    built = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
     return built.public_bytes(serialization.Encoding.PEM)
 
 
 def spki(key: Any) -> bytes:
-    return bytes(key.public_key().public_bytes(serialization.Encoding.DER,
-                                               serialization.PublicFormat.SubjectPublicKeyInfo))
+    return bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
 
 
 def tuf_key(keytype: str, public: bytes) -> dict[str, Any]:
-    return {"keytype": keytype, "keyval": {"private": None,
-                                           "public": base64.b64encode(public).decode()}}
+    return {
+        "keytype": keytype,
+        "keyval": {"private": None, "public": base64.b64encode(public).decode()},
+    }
 
 
 def root_json(gun: str, root_key: Any, role_keys: dict[str, Any]) -> tuple[dict[str, Any], str]:
@@ -40,14 +52,23 @@ def root_json(gun: str, root_key: Any, role_keys: dict[str, Any]) -> tuple[dict[
     root_cert = cert(root_key, gun)
     root_listed = tuf_key_id("ecdsa-x509", root_cert)
     listed = {role: tuf_key_id("ecdsa", spki(k)) for role, k in role_keys.items()}
-    doc = {"signed": {
-        "_type": "Root", "version": 1, "expires": "2035-01-01T00:00:00Z",
-        "consistent_snapshot": False,
-        "keys": {root_listed: tuf_key("ecdsa-x509", root_cert),
-                 **{listed[r]: tuf_key("ecdsa", spki(k)) for r, k in role_keys.items()}},
-        "roles": {"root": {"keyids": [root_listed], "threshold": 1},
-                  **{r: {"keyids": [listed[r]], "threshold": 1} for r in role_keys}}},
-        "signatures": []}
+    doc = {
+        "signed": {
+            "_type": "Root",
+            "version": 1,
+            "expires": "2035-01-01T00:00:00Z",
+            "consistent_snapshot": False,
+            "keys": {
+                root_listed: tuf_key("ecdsa-x509", root_cert),
+                **{listed[r]: tuf_key("ecdsa", spki(k)) for r, k in role_keys.items()},
+            },
+            "roles": {
+                "root": {"keyids": [root_listed], "threshold": 1},
+                **{r: {"keyids": [listed[r]], "threshold": 1} for r in role_keys},
+            },
+        },
+        "signatures": [],
+    }
     return doc, root_listed
 
 
@@ -59,9 +80,16 @@ def targets_json(delegations: dict[str, Any]) -> dict[str, Any]:
         listed = tuf_key_id("ecdsa-x509", pem)
         keys[listed] = tuf_key("ecdsa-x509", pem)
         roles.append({"name": name, "keyids": [listed], "threshold": 1, "paths": [""]})
-    return {"signed": {"_type": "Targets", "version": 2, "expires": "2035-01-01T00:00:00Z",
-                       "targets": {}, "delegations": {"keys": keys, "roles": roles}},
-            "signatures": []}
+    return {
+        "signed": {
+            "_type": "Targets",
+            "version": 2,
+            "expires": "2035-01-01T00:00:00Z",
+            "targets": {},
+            "delegations": {"keys": keys, "roles": roles},
+        },
+        "signatures": [],
+    }
 
 
 def write_cache(trust: Path, gun: str, docs: dict[str, dict[str, Any]]) -> None:

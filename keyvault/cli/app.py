@@ -35,7 +35,7 @@ _INVOCATION: dict[str, CliState] = {}
 _APP_SETTINGS: dict[str, Any] = {
     "name": "keyvault",
     "help": "Back up and restore Docker Content Trust (Notary) signing keys, encrypted under "
-            "keys you control.",
+    "keys you control.",
     "epilog": EXIT_CODE_HELP,
     "no_args_is_help": True,
     "pretty_exceptions_enable": False,
@@ -56,9 +56,14 @@ def version_info() -> dict[str, Any]:
     """What --version --json prints: keyvault's version and the envelope formats it handles."""
     from keyvault.envelope import UNSIGNED_VERSION, VERSION, VERSIONS
 
-    return {"version": __version__,
-            "envelope_formats": {"reads": list(VERSIONS), "writes": VERSION,
-                                 "unsigned": UNSIGNED_VERSION}}
+    return {
+        "version": __version__,
+        "envelope_formats": {
+            "reads": list(VERSIONS),
+            "writes": VERSION,
+            "unsigned": UNSIGNED_VERSION,
+        },
+    }
 
 
 def _version(value: bool) -> None:
@@ -71,58 +76,116 @@ def _version(value: bool) -> None:
         emit_json(info)
         raise typer.Exit()
     formats = info["envelope_formats"]
-    reads = " and ".join(f"v{v}" + (" (unsigned: only with --allow-unsigned)"
-                                    if v == formats["unsigned"] else "")
-                         for v in formats["reads"])
-    sys.stdout.write(f"keyvault {info['version']}\n"
-                     f"envelope format: writes v{formats['writes']}; reads {reads}\n")
+    reads = " and ".join(
+        f"v{v}" + (" (unsigned: only with --allow-unsigned)" if v == formats["unsigned"] else "")
+        for v in formats["reads"]
+    )
+    sys.stdout.write(
+        f"keyvault {info['version']}\nenvelope format: writes v{formats['writes']}; reads {reads}\n"
+    )
     raise typer.Exit()
 
 
 @app.callback()
 def _global(
     ctx: typer.Context,
-    config: Annotated[str | None, typer.Option(
-        "--config", envvar="KEYVAULT_CONFIG", help="Config file (TOML).", metavar="FILE",
-        show_default=False)] = None,
-    trust_dir: Annotated[str | None, typer.Option(
-        "--trust-dir", metavar="DIR", show_default=False,
-        help="Trust directory (default: $DOCKER_CONFIG/trust, else trust_dir in "
-             "~/.notary/config.json, else ~/.docker/trust).")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")
-                        ] = False,
-    store: Annotated[str | None, typer.Option(
-        "--store", metavar="URI", show_default=False,
-        help="Store URI, e.g. file:///var/lib/keyvault.")] = None,
-    wrapper: Annotated[list[str] | None, typer.Option(
-        "--wrapper", metavar="URI", show_default=False,
-        help="Wrapper URI (repeatable), e.g. an age1... recipient.")] = None,
-    team: Annotated[str | None, typer.Option(
-        "--team", metavar="NAME", show_default=False, help="Team that owns the keys.")] = None,
-    acting_as: Annotated[str | None, typer.Option(
-        "--as", metavar="PRINCIPAL", show_default=False,
-        help="Act as this principal for the policy check (tests; file store only). The "
-             "audit log records it beside the real user, as claimed_as.")] = None,
-    trust_sealer: Annotated[list[str] | None, typer.Option(
-        "--trust-sealer", metavar="FINGERPRINT", show_default=False,
-        help="Also accept envelopes sealed by this sealer (sha256:..., as 'keyvault init' "
-             "printed it) for this run. Repeatable; warns loudly.")] = None,
-    allow_unsigned: Annotated[bool, typer.Option(
-        "--allow-unsigned", help="Accept unsigned (format v1) envelopes for this run: "
-                                 "anyone who could write the store could have sealed them.")
-                              ] = False,
-    version: Annotated[bool, typer.Option(
-        "--version", callback=_version, is_eager=True,
-        help="Show the version and the envelope formats it reads and writes, and exit "
-             "(with --json: as JSON).")] = False,
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            envvar="KEYVAULT_CONFIG",
+            help="Config file (TOML).",
+            metavar="FILE",
+            show_default=False,
+        ),
+    ] = None,
+    trust_dir: Annotated[
+        str | None,
+        typer.Option(
+            "--trust-dir",
+            metavar="DIR",
+            show_default=False,
+            help="Trust directory (default: $DOCKER_CONFIG/trust, else trust_dir in "
+            "~/.notary/config.json, else ~/.docker/trust).",
+        ),
+    ] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Machine-readable JSON on stdout.")
+    ] = False,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            metavar="URI",
+            show_default=False,
+            help="Store URI, e.g. file:///var/lib/keyvault.",
+        ),
+    ] = None,
+    wrapper: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--wrapper",
+            metavar="URI",
+            show_default=False,
+            help="Wrapper URI (repeatable), e.g. an age1... recipient.",
+        ),
+    ] = None,
+    team: Annotated[
+        str | None,
+        typer.Option("--team", metavar="NAME", show_default=False, help="Team that owns the keys."),
+    ] = None,
+    acting_as: Annotated[
+        str | None,
+        typer.Option(
+            "--as",
+            metavar="PRINCIPAL",
+            show_default=False,
+            help="Act as this principal for the policy check (tests; file store only). The "
+            "audit log records it beside the real user, as claimed_as.",
+        ),
+    ] = None,
+    trust_sealer: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trust-sealer",
+            metavar="FINGERPRINT",
+            show_default=False,
+            help="Also accept envelopes sealed by this sealer (sha256:..., as 'keyvault init' "
+            "printed it) for this run. Repeatable; warns loudly.",
+        ),
+    ] = None,
+    allow_unsigned: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unsigned",
+            help="Accept unsigned (format v1) envelopes for this run: "
+            "anyone who could write the store could have sealed them.",
+        ),
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Show the version and the envelope formats it reads and writes, and exit "
+            "(with --json: as JSON).",
+        ),
+    ] = False,
 ) -> None:
     # Paths are taken as plain strings: keyvault reports missing or unreadable ones itself,
     # with its own exit codes, instead of the option parser refusing them.
-    ctx.obj = _INVOCATION["state"] = CliState(config_path=Path(config) if config else None,
-                       trust_dir=Path(trust_dir) if trust_dir else None, json=json_out,
-                       store=store,
-                       wrappers=list(wrapper or []), team=team, acting_as=acting_as,
-                       trust_sealers=list(trust_sealer or []), allow_unsigned=allow_unsigned)
+    ctx.obj = _INVOCATION["state"] = CliState(
+        config_path=Path(config) if config else None,
+        trust_dir=Path(trust_dir) if trust_dir else None,
+        json=json_out,
+        store=store,
+        wrappers=list(wrapper or []),
+        team=team,
+        acting_as=acting_as,
+        trust_sealers=list(trust_sealer or []),
+        allow_unsigned=allow_unsigned,
+    )
 
 
 #: Each command group's module (keyvault.cli.<name>) and the top-level names it registers.
@@ -155,9 +218,11 @@ def full_app() -> typer.Typer:
         _REGISTERED.append("all")
     return app
 
+
 #: Global options that take a value (to find the command name in argv without parsing).
-_VALUED_OPTIONS = frozenset({"--config", "--trust-dir", "--store", "--wrapper", "--team",
-                             "--as", "--trust-sealer"})
+_VALUED_OPTIONS = frozenset(
+    {"--config", "--trust-dir", "--store", "--wrapper", "--team", "--as", "--trust-sealer"}
+)
 
 
 def _app_for(args: list[str]) -> typer.Typer:
@@ -172,8 +237,9 @@ def _app_for(args: list[str]) -> typer.Typer:
         elif not arg.startswith("-"):
             name = arg
             break
-        elif arg in ("--help", "--version") or arg.startswith(("--install-completion",
-                                                                "--show-completion")):
+        elif arg in ("--help", "--version") or arg.startswith(
+            ("--install-completion", "--show-completion")
+        ):
             return full_app()
     group = next((module for module, names in _GROUPS if name in names), None)
     if group is None:
@@ -187,8 +253,14 @@ def _app_for(args: list[str]) -> typer.Typer:
 _Terminated = Terminated  # SIGTERM, raised like Ctrl-C (keyvault.signals)
 
 
-def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                  file: object = None, line: str | None = None) -> None:
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: object = None,
+    line: str | None = None,
+) -> None:
     """Library warnings (a PIN in a URI, TLS checks off) as one plain line on stderr."""
     from keyvault.redact import redact
 
@@ -225,7 +297,7 @@ def _run(argv: list[str] | None) -> int:
 
     args = argv if argv is not None else sys.argv[1:]
     # A --json after '--' is COMMAND's (keyvault exec -- tool --json), not keyvault's.
-    json_mode = _JSON_MODE[0] = "--json" in (args[:args.index("--")] if "--" in args else args)
+    json_mode = _JSON_MODE[0] = "--json" in (args[: args.index("--")] if "--" in args else args)
     _INVOCATION.clear()
     try:
         result = _app_for(args)(args=args, prog_name="keyvault", standalone_mode=False)
@@ -248,9 +320,11 @@ def _run(argv: list[str] | None) -> int:
             import traceback
 
             traceback.print_exc()
-        sys.stderr.write(f"keyvault: internal error ({type(exc).__name__}); details are not "
-                         "shown because they may hold secrets. Run with KEYVAULT_DEBUG=1 for "
-                         "a traceback, and report it.\n")
+        sys.stderr.write(
+            f"keyvault: internal error ({type(exc).__name__}); details are not "
+            "shown because they may hold secrets. Run with KEYVAULT_DEBUG=1 for "
+            "a traceback, and report it.\n"
+        )
         return 1
     # Without standalone mode, click returns a typer.Exit's code instead of raising it.
     return result if isinstance(result, int) else 0
@@ -297,7 +371,8 @@ def _audit_failure(args: list[str], exc: BaseException) -> None:
         config = state.config()
         outcome = "refused" if exc.exit_code == 4 else "failed"
         with Session(config, acting_as=state.acting_as) as session:
-            session.record(command, outcome, team=config.team,
-                           detail=f"{exc.kind}: {exc.message}"[:500])
+            session.record(
+                command, outcome, team=config.team, detail=f"{exc.kind}: {exc.message}"[:500]
+            )
     except Exception:  # the original error is what the user must see
         return

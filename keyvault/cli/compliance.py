@@ -27,17 +27,32 @@ def register(app: typer.Typer) -> None:
 
 def coverage(
     ctx: typer.Context,
-    gun: Annotated[list[str], typer.Option("--gun", metavar="GUN",
-                                           help="GUN whose published keys to check "
-                                                "(repeatable).")],
-    server: Annotated[str | None, typer.Option(
-        "--server", metavar="URL", show_default=False,
-        help="Trust server (https://...). Default: $DOCKER_CONTENT_TRUST_SERVER, then "
-             "~/.notary/config.json, else the trust directory's TUF cache.")] = None,
-    tls_ca: Annotated[str | None, typer.Option(
-        "--tls-ca", metavar="FILE", show_default=False,
-        help="CA certificate for the trust server (default: the notary config's "
-             "root_ca, else the system store).")] = None,
+    gun: Annotated[
+        list[str],
+        typer.Option(
+            "--gun", metavar="GUN", help="GUN whose published keys to check (repeatable)."
+        ),
+    ],
+    server: Annotated[
+        str | None,
+        typer.Option(
+            "--server",
+            metavar="URL",
+            show_default=False,
+            help="Trust server (https://...). Default: $DOCKER_CONTENT_TRUST_SERVER, then "
+            "~/.notary/config.json, else the trust directory's TUF cache.",
+        ),
+    ] = None,
+    tls_ca: Annotated[
+        str | None,
+        typer.Option(
+            "--tls-ca",
+            metavar="FILE",
+            show_default=False,
+            help="CA certificate for the trust server (default: the notary config's "
+            "root_ca, else the system store).",
+        ),
+    ] = None,
     pinned: Annotated[bool, typer.Option("--pinned", help=PINNED_HELP)] = False,
     json_out: Json = False,
 ) -> None:
@@ -58,24 +73,50 @@ def coverage(
         _save_pins(session, pinned)
     missing = [r for r in rows if r.status == MISSING]
     if state.json or json_out:
-        emit_json({"team": config.team, "store": config.store, "source": label,
-                   "complete": not missing, "keys": [
-            {"gun": r.gun, "role": r.role, "key_id": r.key_id, "listed_id": r.listed_id,
-             "status": r.status} for r in rows]})
+        emit_json(
+            {
+                "team": config.team,
+                "store": config.store,
+                "source": label,
+                "complete": not missing,
+                "keys": [
+                    {
+                        "gun": r.gun,
+                        "role": r.role,
+                        "key_id": r.key_id,
+                        "listed_id": r.listed_id,
+                        "status": r.status,
+                    }
+                    for r in rows
+                ],
+            }
+        )
     else:
-        table(f"Coverage of {', '.join(gun)} (team {config.team})",
-              ["STATUS", "GUN", "ROLE", "KEY ID", "LISTED AS"],
-              [[r.status, r.gun, role_shown(r.role), r.key_id,
-                r.listed_id if r.listed_id != r.key_id else "-"] for r in rows])
+        table(
+            f"Coverage of {', '.join(gun)} (team {config.team})",
+            ["STATUS", "GUN", "ROLE", "KEY ID", "LISTED AS"],
+            [
+                [
+                    r.status,
+                    r.gun,
+                    role_shown(r.role),
+                    r.key_id,
+                    r.listed_id if r.listed_id != r.key_id else "-",
+                ]
+                for r in rows
+            ],
+        )
         for r in missing:
             warn(f"{r.gun}: {role_shown(r.role)} key {r.key_id[:12]} is not backed up")
     if missing:
         raise typer.Exit(COVERAGE_GAP_EXIT)
 
 
-PINNED_HELP = ("Check against each GUN's trust pin in the store (its root.json as backed "
-               "up: signed, never rolled back), offline: no trust server or TUF cache needed. "
-               "Root, targets, snapshot and timestamp keys; delegation keys are not in it.")
+PINNED_HELP = (
+    "Check against each GUN's trust pin in the store (its root.json as backed "
+    "up: signed, never rolled back), offline: no trust server or TUF cache needed. "
+    "Root, targets, snapshot and timestamp keys; delegation keys are not in it."
+)
 
 
 def _pinned(session: Session, team: str) -> tuple[MetadataSource, str]:
@@ -91,8 +132,13 @@ def _save_pins(session: Session, pinned: bool) -> None:
         session.reader().highwater.save()
 
 
-def _source(server: str | None, tls_ca: str | None, trust_dir: Path,
-            env: Mapping[str, str], pinned: bool = False) -> tuple[MetadataSource, str]:
+def _source(
+    server: str | None,
+    tls_ca: str | None,
+    trust_dir: Path,
+    env: Mapping[str, str],
+    pinned: bool = False,
+) -> tuple[MetadataSource, str]:
     """The trust server (--server, DOCKER_CONTENT_TRUST_SERVER, ~/.notary/config.json),
     else the trust directory's TUF cache (--pinned: replaced by the pins in the store)."""
     from keyvault.errors import UsageError
@@ -114,24 +160,36 @@ def skipped(checks: list[Check]) -> list[str]:
     from keyvault.ops.drill import NOT_CHECKED, NOT_PUBLISHED
 
     unpublished = sorted({c.gun for c in checks if c.signature == NOT_PUBLISHED and c.gun})
-    loose = sorted({f"{role_shown(c.role)} {c.key_id[:12]}" for c in checks
-                    if c.signature == NOT_PUBLISHED and not c.gun})
+    loose = sorted(
+        {
+            f"{role_shown(c.role)} {c.key_id[:12]}"
+            for c in checks
+            if c.signature == NOT_PUBLISHED and not c.gun
+        }
+    )
     lines = []
     if unpublished:
-        lines.append(f"Not checked: the signatures of {len(unpublished)} GUN(s) with no "
-                     f"published metadata ({', '.join(unpublished[:5])}"
-                     f"{', ...' if len(unpublished) > 5 else ''}); --require-published "
-                     "makes that a failure")
+        lines.append(
+            f"Not checked: the signatures of {len(unpublished)} GUN(s) with no "
+            f"published metadata ({', '.join(unpublished[:5])}"
+            f"{', ...' if len(unpublished) > 5 else ''}); --require-published "
+            "makes that a failure"
+        )
     if loose:
-        lines.append(f"Not checked: the signatures of {len(loose)} key(s) without a GUN that "
-                     f"no published metadata lists ({', '.join(loose[:5])}"
-                     f"{', ...' if len(loose) > 5 else ''}); --require-published makes that "
-                     "a failure")
-    no_id = sorted({role_shown(c.role) for c in checks
-                    if c.passed and c.key_id_check == NOT_CHECKED})
+        lines.append(
+            f"Not checked: the signatures of {len(loose)} key(s) without a GUN that "
+            f"no published metadata lists ({', '.join(loose[:5])}"
+            f"{', ...' if len(loose) > 5 else ''}); --require-published makes that "
+            "a failure"
+        )
+    no_id = sorted(
+        {role_shown(c.role) for c in checks if c.passed and c.key_id_check == NOT_CHECKED}
+    )
     if no_id:
-        lines.append("Not checked: key IDs and signatures of the "
-                     f"{', '.join(no_id)} keys (no passphrase: set NOTARY_<ROLE>_PASSPHRASE)")
+        lines.append(
+            "Not checked: key IDs and signatures of the "
+            f"{', '.join(no_id)} keys (no passphrase: set NOTARY_<ROLE>_PASSPHRASE)"
+        )
     return lines
 
 
@@ -141,30 +199,60 @@ def drill(
     role: Roles = None,
     key_id: KeyIds = None,
     everything: All = False,
-    server: Annotated[str | None, typer.Option(
-        "--server", metavar="URL", show_default=False,
-        help="Notary server whose published keys the signatures must match.")] = None,
-    tls_ca: Annotated[str | None, typer.Option("--tls-ca", metavar="FILE",
-                                               show_default=False)] = None,
-    no_metadata: Annotated[bool, typer.Option(
-        "--no-metadata", help="Skip the signature check against published metadata.")] = False,
-    pinned: Annotated[bool, typer.Option("--pinned", help=PINNED_HELP)] = False,
-    require_published: Annotated[bool, typer.Option(
-        "--require-published", help="Fail the keys of a GUN that has no published metadata "
-                                    "(by default they are 'not-checked (not published)').")
-    ] = False,
-    report_dir: Annotated[str | None, typer.Option(
-        "--report-dir", metavar="DIR", show_default=False,
-        help="Where to write report.json and report.md (default: the state directory).")
+    server: Annotated[
+        str | None,
+        typer.Option(
+            "--server",
+            metavar="URL",
+            show_default=False,
+            help="Notary server whose published keys the signatures must match.",
+        ),
     ] = None,
-    rate: Annotated[float | None, typer.Option(
-        "--rate", metavar="N", show_default=False,
-        help="At most N requests a second to each KMS, Transit or HSM wrapper (default: "
-             "[drill] rate, else 100).")] = None,
-    resume: Annotated[str | None, typer.Option(
-        "--resume", metavar="REPORT", show_default=False,
-        help="Take over the keys an interrupted drill passed (its report.json or report "
-             "directory): they are not unwrapped again.")] = None,
+    tls_ca: Annotated[
+        str | None, typer.Option("--tls-ca", metavar="FILE", show_default=False)
+    ] = None,
+    no_metadata: Annotated[
+        bool,
+        typer.Option("--no-metadata", help="Skip the signature check against published metadata."),
+    ] = False,
+    pinned: Annotated[bool, typer.Option("--pinned", help=PINNED_HELP)] = False,
+    require_published: Annotated[
+        bool,
+        typer.Option(
+            "--require-published",
+            help="Fail the keys of a GUN that has no published metadata "
+            "(by default they are 'not-checked (not published)').",
+        ),
+    ] = False,
+    report_dir: Annotated[
+        str | None,
+        typer.Option(
+            "--report-dir",
+            metavar="DIR",
+            show_default=False,
+            help="Where to write report.json and report.md (default: the state directory).",
+        ),
+    ] = None,
+    rate: Annotated[
+        float | None,
+        typer.Option(
+            "--rate",
+            metavar="N",
+            show_default=False,
+            help="At most N requests a second to each KMS, Transit or HSM wrapper (default: "
+            "[drill] rate, else 100).",
+        ),
+    ] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            "--resume",
+            metavar="REPORT",
+            show_default=False,
+            help="Take over the keys an interrupted drill passed (its report.json or report "
+            "directory): they are not unwrapped again.",
+        ),
+    ] = None,
     json_out: Json = False,
 ) -> None:
     """Restore the selected keys through each wrapper alone into a throw-away directory,
@@ -186,13 +274,22 @@ def drill(
     with state.session() as session:
         if pinned and not no_metadata:
             source, label = _pinned(session, config.team)
-        report = new_report(session, team=config.team, selection=selection,
-                            wrappers=wrappers, metadata_label=label)
+        report = new_report(
+            session, team=config.team, selection=selection, wrappers=wrappers, metadata_label=label
+        )
         carried = _resumed(session, report, resume)
         try:
-            run_drill(session, report, selection=selection, wrappers=wrappers, source=source,
-                      env=config.env, require_published=require_published, pacer=pacer,
-                      carried=carried)
+            run_drill(
+                session,
+                report,
+                selection=selection,
+                wrappers=wrappers,
+                source=source,
+                env=config.env,
+                require_published=require_published,
+                pacer=pacer,
+                carried=carried,
+            )
         except BaseException as exc:  # a report and a record also for a drill cut short
             _stopped(report, exc)
             with held():
@@ -203,8 +300,10 @@ def drill(
                     raise exc from None
             if isinstance(exc, KeyvaultError):
                 exc.audited = True
-            warn(f"drill {report.status}: {len(report.checks)} checks made; reports: "
-                 f"{json_path} and {md_path} (sha256 {digest[:16]}, in the audit log)")
+            warn(
+                f"drill {report.status}: {len(report.checks)} checks made; reports: "
+                f"{json_path} and {md_path} (sha256 {digest[:16]}, in the audit log)"
+            )
             raise
         _save_pins(session, pinned and not no_metadata)
         with held():
@@ -212,11 +311,19 @@ def drill(
     failed = [c for c in report.checks if c.failed]
     throttled = [c for c in report.checks if c.throttled is not None]
     if state.json or json_out:
-        emit_json({**report.to_json(), "report_json": str(json_path),
-                   "report_markdown": str(md_path), "sha256": digest})
+        emit_json(
+            {
+                **report.to_json(),
+                "report_json": str(json_path),
+                "report_markdown": str(md_path),
+                "sha256": digest,
+            }
+        )
     else:
-        say(f"Drill {report.status.upper()}: {len(report.checks)} checks "
-            f"through {len(report.wrappers)} wrapper(s), {len(failed)} failed.")
+        say(
+            f"Drill {report.status.upper()}: {len(report.checks)} checks "
+            f"through {len(report.wrappers)} wrapper(s), {len(failed)} failed."
+        )
         for c in failed:
             warn(f"{c.wrapper}: {role_shown(c.role)} key {c.key_id[:12]}: {c.error}")
         for line in [*pace_lines(report), *skipped(report.checks)]:
@@ -227,15 +334,16 @@ def drill(
 
         raise typer.Exit(worst_exit_code([c.error_code or 1 for c in failed]))
     if throttled:
-        warn(f"{len(throttled)} key(s) not checked: their key service kept throttling; "
-             f"check them with: keyvault drill ... --resume {json_path}")
+        warn(
+            f"{len(throttled)} key(s) not checked: their key service kept throttling; "
+            f"check them with: keyvault drill ... --resume {json_path}"
+        )
         raise typer.Exit(6)
     if not report.checks:
         raise typer.Exit(3)
 
 
-def _resumed(session: Session, report: DrillReport, resume: str | None
-             ) -> dict[CheckKey, Check]:
+def _resumed(session: Session, report: DrillReport, resume: str | None) -> dict[CheckKey, Check]:
     """The checks --resume takes over (none without it); the report says where from."""
     if resume is None:
         return {}
@@ -251,15 +359,18 @@ def pace_lines(report: DrillReport) -> list[str]:
     lines = []
     pace = report.pacing
     if pace is not None and pace.requests:
-        achieved = (f"{pace.achieved_rate:.1f}/s" if pace.achieved_rate is not None
-                    else "n/a")
-        lines.append(f"Key services: {pace.requests} requests, {achieved} achieved "
-                     f"(--rate {pace.rate:g}/s); {pace.throttled} throttled, "
-                     f"{pace.backoff_s:.1f} s of backoff")
+        achieved = f"{pace.achieved_rate:.1f}/s" if pace.achieved_rate is not None else "n/a"
+        lines.append(
+            f"Key services: {pace.requests} requests, {achieved} achieved "
+            f"(--rate {pace.rate:g}/s); {pace.throttled} throttled, "
+            f"{pace.backoff_s:.1f} s of backoff"
+        )
     carried = sum(c.carried_over for c in report.checks)
     if report.resumed_from is not None:
-        lines.append(f"Resumed: {carried} check(s) taken over from the drill started "
-                     f"{report.resumed_from['started']} (not unwrapped again)")
+        lines.append(
+            f"Resumed: {carried} check(s) taken over from the drill started "
+            f"{report.resumed_from['started']} (not unwrapped again)"
+        )
     return lines
 
 
@@ -277,8 +388,9 @@ def _stopped(report: DrillReport, exc: BaseException) -> None:
         report.stopped(f"internal error ({type(exc).__name__})", code=1)
 
 
-def _written(session: Session, report: DrillReport, report_dir: str | None
-             ) -> tuple[Path, Path, str]:
+def _written(
+    session: Session, report: DrillReport, report_dir: str | None
+) -> tuple[Path, Path, str]:
     """Write the report (its own directory: two drills in the same second get two) and
     record its SHA-256 in the audit log."""
     from datetime import UTC, datetime
@@ -286,8 +398,9 @@ def _written(session: Session, report: DrillReport, report_dir: str | None
     from keyvault.ops.drill import audit_drill, write_reports
 
     stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
-    directory = (Path(report_dir) if report_dir
-                 else session.config.paths.state_dir / "drills" / stamp)
+    directory = (
+        Path(report_dir) if report_dir else session.config.paths.state_dir / "drills" / stamp
+    )
     json_path, md_path, digest = write_reports(report, directory)
     audit_drill(session, report, digest)
     return json_path, md_path, digest

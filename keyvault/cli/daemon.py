@@ -21,35 +21,74 @@ if TYPE_CHECKING:
 
 DEFAULT_LISTEN = "127.0.0.1:9498"  # keyvault.daemon.health.DEFAULT_LISTEN (not imported: lazy)
 
-TrustDirs = Annotated[list[str] | None, typer.Option(
-    "--trust-dir", metavar="DIR", show_default=False,
-    help="Trust directory to watch (repeatable; default: the global --trust-dir, else the "
-         "config's, else $DOCKER_CONFIG/trust, the notary config's trust_dir or "
-         "~/.docker/trust).")]
-Listen = Annotated[str, typer.Option(
-    "--listen", metavar="HOST:PORT", help="Loopback address of /healthz and /metrics "
-    "(port 0: any free port).")]
-ReconcileEvery = Annotated[float, typer.Option(
-    "--reconcile-every", metavar="SECONDS", min=1.0,
-    help="Compare the trust directories with the store this often (and at start).")]
-Debounce = Annotated[int, typer.Option(
-    "--debounce", metavar="MS", min=0, max=60_000,
-    help="Wait until a key file has been quiet this long before reading it.")]
-RetryMax = Annotated[float, typer.Option(
-    "--retry-max", metavar="SECONDS", min=0.1,
-    help="Longest wait between two attempts while a backend is down (backoff cap).")]
-StallAfter = Annotated[float, typer.Option(
-    "--stall-after", metavar="SECONDS", min=1.0,
-    help="Report 'stalled' (/healthz 503, 'daemon status' exit 1) once the loop has not "
-         "turned for this long; an idle loop turns twice a second.")]
+TrustDirs = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--trust-dir",
+        metavar="DIR",
+        show_default=False,
+        help="Trust directory to watch (repeatable; default: the global --trust-dir, else the "
+        "config's, else $DOCKER_CONFIG/trust, the notary config's trust_dir or "
+        "~/.docker/trust).",
+    ),
+]
+Listen = Annotated[
+    str,
+    typer.Option(
+        "--listen",
+        metavar="HOST:PORT",
+        help="Loopback address of /healthz and /metrics (port 0: any free port).",
+    ),
+]
+ReconcileEvery = Annotated[
+    float,
+    typer.Option(
+        "--reconcile-every",
+        metavar="SECONDS",
+        min=1.0,
+        help="Compare the trust directories with the store this often (and at start).",
+    ),
+]
+Debounce = Annotated[
+    int,
+    typer.Option(
+        "--debounce",
+        metavar="MS",
+        min=0,
+        max=60_000,
+        help="Wait until a key file has been quiet this long before reading it.",
+    ),
+]
+RetryMax = Annotated[
+    float,
+    typer.Option(
+        "--retry-max",
+        metavar="SECONDS",
+        min=0.1,
+        help="Longest wait between two attempts while a backend is down (backoff cap).",
+    ),
+]
+StallAfter = Annotated[
+    float,
+    typer.Option(
+        "--stall-after",
+        metavar="SECONDS",
+        min=1.0,
+        help="Report 'stalled' (/healthz 503, 'daemon status' exit 1) once the loop has not "
+        "turned for this long; an idle loop turns twice a second.",
+    ),
+]
 
 daemon_app = typer.Typer(
     help="Watch trust directories and back up every new or changed key at once. "
-         "'keyvault daemon' runs it in the foreground (JSON logs on stderr; SIGTERM stops it "
-         "after the backup in flight, exit 0; exit 7 if another daemon runs on the same "
-         "state directory); 'keyvault daemon status' reads its /healthz and /metrics (exit 6 "
-         "if none runs).",
-    invoke_without_command=True, no_args_is_help=False, rich_markup_mode=None)
+    "'keyvault daemon' runs it in the foreground (JSON logs on stderr; SIGTERM stops it "
+    "after the backup in flight, exit 0; exit 7 if another daemon runs on the same "
+    "state directory); 'keyvault daemon status' reads its /healthz and /metrics (exit 6 "
+    "if none runs).",
+    invoke_without_command=True,
+    no_args_is_help=False,
+    rich_markup_mode=None,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -58,9 +97,15 @@ def register(app: typer.Typer) -> None:
 
 
 @daemon_app.callback()
-def daemon(ctx: typer.Context, trust_dir: TrustDirs = None, listen: Listen = DEFAULT_LISTEN,
-           reconcile_every: ReconcileEvery = 600.0, debounce: Debounce = 250,
-           retry_max: RetryMax = 300.0, stall_after: StallAfter = 120.0) -> None:
+def daemon(
+    ctx: typer.Context,
+    trust_dir: TrustDirs = None,
+    listen: Listen = DEFAULT_LISTEN,
+    reconcile_every: ReconcileEvery = 600.0,
+    debounce: Debounce = 250,
+    retry_max: RetryMax = 300.0,
+    stall_after: StallAfter = 120.0,
+) -> None:
     """Run the backup daemon in the foreground (JSON logs on stderr; stop with SIGTERM).
 
     Key files are backed up through the configured store and wrappers as soon
@@ -74,34 +119,59 @@ def daemon(ctx: typer.Context, trust_dir: TrustDirs = None, listen: Listen = DEF
 
 
 @daemon_app.command("run")
-def run(ctx: typer.Context, trust_dir: TrustDirs = None, listen: Listen = DEFAULT_LISTEN,
-        reconcile_every: ReconcileEvery = 600.0, debounce: Debounce = 250,
-        retry_max: RetryMax = 300.0, stall_after: StallAfter = 120.0) -> None:
+def run(
+    ctx: typer.Context,
+    trust_dir: TrustDirs = None,
+    listen: Listen = DEFAULT_LISTEN,
+    reconcile_every: ReconcileEvery = 600.0,
+    debounce: Debounce = 250,
+    retry_max: RetryMax = 300.0,
+    stall_after: StallAfter = 120.0,
+) -> None:
     """Run the backup daemon (the same as 'keyvault daemon')."""
-    _run(ctx.find_root().obj, trust_dir, listen, reconcile_every, debounce, retry_max,
-         stall_after)
+    _run(ctx.find_root().obj, trust_dir, listen, reconcile_every, debounce, retry_max, stall_after)
 
 
-def _run(state: CliState, trust_dirs: list[str] | None, listen: str, reconcile_every: float,
-         debounce_ms: int, retry_max: float, stall_after: float) -> None:
+def _run(
+    state: CliState,
+    trust_dirs: list[str] | None,
+    listen: str,
+    reconcile_every: float,
+    debounce_ms: int,
+    retry_max: float,
+    stall_after: float,
+) -> None:
     from keyvault.daemon.service import Daemon, DaemonOptions
 
     config = state.config()
-    dirs = tuple(Path(d).expanduser() for d in trust_dirs) if trust_dirs else (
-        config.trust_dir,)
-    options = DaemonOptions(trust_dirs=dirs, listen=listen, reconcile_every=reconcile_every,
-                            debounce=debounce_ms / 1000.0,
-                            retry_base=min(1.0, retry_max), retry_max=retry_max,
-                            stall_after=stall_after)
+    dirs = tuple(Path(d).expanduser() for d in trust_dirs) if trust_dirs else (config.trust_dir,)
+    options = DaemonOptions(
+        trust_dirs=dirs,
+        listen=listen,
+        reconcile_every=reconcile_every,
+        debounce=debounce_ms / 1000.0,
+        retry_base=min(1.0, retry_max),
+        retry_max=retry_max,
+        stall_after=stall_after,
+    )
     raise typer.Exit(Daemon(config, options).run())
 
 
 @daemon_app.command("status")
-def status(ctx: typer.Context, listen: Annotated[str | None, typer.Option(
-        "--listen", metavar="HOST:PORT", show_default=False,
-        help="Where the daemon listens (default: what the running daemon recorded in the "
-             "state directory, else 127.0.0.1:9498).")] = None,
-        json_out: Json = False) -> None:
+def status(
+    ctx: typer.Context,
+    listen: Annotated[
+        str | None,
+        typer.Option(
+            "--listen",
+            metavar="HOST:PORT",
+            show_default=False,
+            help="Where the daemon listens (default: what the running daemon recorded in the "
+            "state directory, else 127.0.0.1:9498).",
+        ),
+    ] = None,
+    json_out: Json = False,
+) -> None:
     """Show what the running daemon reports (/healthz and /metrics); exit 6 if none runs."""
     state: CliState = ctx.find_root().obj
     as_json = state.json or json_out
@@ -156,7 +226,8 @@ def _fetch(address: str) -> tuple[dict[str, Any], dict[str, float]]:
             f"the keyvault daemon is not running (nothing answers on {address}: "
             f"{type(exc).__name__})",
             hint="start it with 'keyvault daemon' or 'systemctl --user start keyvault-daemon'"
-                 ", or pass --listen HOST:PORT") from None
+            ", or pass --listen HOST:PORT",
+        ) from None
     if not isinstance(health, dict):
         raise BackendUnavailableError(f"{address} does not answer like a keyvault daemon")
     return health, _parse_metrics(text)
@@ -199,11 +270,18 @@ def _print_status(health: dict[str, Any], metrics: dict[str, float], address: st
     from keyvault.cli.output import say
 
     last = _parse_time(health.get("last_success"))
-    last_text = (f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(last))} "
-                 f"({int(time.time() - last)} s ago)") if last is not None else "none yet"
+    last_text = (
+        (
+            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(last))} "
+            f"({int(time.time() - last)} s ago)"
+        )
+        if last is not None
+        else "none yet"
+    )
     oldest = health.get("oldest_pending_age_s")
-    written = (_sum(metrics, "keyvault_daemon_backups_total", action="created")
-               + _sum(metrics, "keyvault_daemon_backups_total", action="updated"))
+    written = _sum(metrics, "keyvault_daemon_backups_total", action="created") + _sum(
+        metrics, "keyvault_daemon_backups_total", action="updated"
+    )
     lines = [
         f"keyvault daemon: {health.get('status')} (pid {health.get('pid')}, "
         f"up {int(health.get('uptime_s') or 0)} s, {address})",

@@ -18,9 +18,18 @@ from keyvault.names import KeyAddress, PinAddress, role_shown
 
 def key_failure_lines(failed: Iterable[tuple[KeyAddress, KeyvaultError | None]]) -> list[str]:
     """failure_lines for keys named by address (those without an error are left out)."""
-    return failure_lines([(f"trust pin of {address.gun}" if isinstance(address, PinAddress)
-                           else f"{role_shown(address.role)} key {address.key_id[:12]}", error)
-                          for address, error in failed if error is not None])
+    return failure_lines(
+        [
+            (
+                f"trust pin of {address.gun}"
+                if isinstance(address, PinAddress)
+                else f"{role_shown(address.role)} key {address.key_id[:12]}",
+                error,
+            )
+            for address, error in failed
+            if error is not None
+        ]
+    )
 
 
 def failure_lines(failed: Sequence[tuple[str, KeyvaultError]]) -> list[str]:
@@ -38,8 +47,10 @@ def failure_lines(failed: Sequence[tuple[str, KeyvaultError]]) -> list[str]:
             lines.append(f"{label}: {error}")
         elif group not in said:
             said.add(group)
-            lines.append(f"wrapper {group[0]} failed for {len(errors)} keys ({error.kind}; "
-                         f"the first: {error}); --json lists each key's error")
+            lines.append(
+                f"wrapper {group[0]} failed for {len(errors)} keys ({error.kind}; "
+                f"the first: {error}); --json lists each key's error"
+            )
     return lines
 
 

@@ -44,8 +44,14 @@ def shorten(text: str, width: int) -> str:
     return text[:head] + ELLIPSIS + (text[-tail:] if tail else "")
 
 
-def fit_rows(columns: Sequence[str], rows: Sequence[Sequence[str]], width: int | None, *,
-             key_id: str, shrink: Sequence[str]) -> list[list[str]]:
+def fit_rows(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    width: int | None,
+    *,
+    key_id: str,
+    shrink: Sequence[str],
+) -> list[list[str]]:
     """The rows with cells shortened so that each plain line fits ``width``.
 
     ``key_id`` names the column cut to a prefix first; ``shrink`` the columns cut
@@ -77,7 +83,7 @@ def fit_rows(columns: Sequence[str], rows: Sequence[Sequence[str]], width: int |
         target = max(floors[i], sizes[i] - overflow(), max(others, default=0))
         sizes[i] = target if target < sizes[i] else sizes[i] - 1
     for row in table:
-        row[k] = row[k][:sizes[k]]
+        row[k] = row[k][: sizes[k]]
         for i in order:
             row[i] = shorten(row[i], sizes[i])
     return table

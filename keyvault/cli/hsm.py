@@ -16,16 +16,21 @@ from keyvault.cli.state import CliState, terminal_prompt
 hsm_app = typer.Typer(
     name="hsm",
     help="Prepare a PKCS#11 token (HSM) for the pkcs11: wrapper: list tokens and keys, create "
-         "a non-extractable wrapping key. The module comes from module-path= in the URI, "
-         "KEYVAULT_PKCS11_MODULE or [pkcs11] module; the PIN from pin-source= in the URI, "
-         "KEYVAULT_PKCS11_PIN, [pkcs11] pin_source, or a prompt.",
+    "a non-extractable wrapping key. The module comes from module-path= in the URI, "
+    "KEYVAULT_PKCS11_MODULE or [pkcs11] module; the PIN from pin-source= in the URI, "
+    "KEYVAULT_PKCS11_PIN, [pkcs11] pin_source, or a prompt.",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
 
-Uri = Annotated[str, typer.Argument(
-    metavar="URI", help="RFC 7512 URI, e.g. 'pkcs11:token=kv;object=team-a-kek"
-                        "?module-path=/usr/lib/softhsm/libsofthsm2.so'.")]
+Uri = Annotated[
+    str,
+    typer.Argument(
+        metavar="URI",
+        help="RFC 7512 URI, e.g. 'pkcs11:token=kv;object=team-a-kek"
+        "?module-path=/usr/lib/softhsm/libsofthsm2.so'.",
+    ),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -42,9 +47,13 @@ def _state(ctx: typer.Context, json_out: bool) -> CliState:
 @hsm_app.command("list")
 def list_cmd(
     ctx: typer.Context,
-    uri: Annotated[str, typer.Argument(
-        metavar="[URI]", show_default=False,
-        help="pkcs11: URI; with token= the token's keys are listed too (asks for the PIN).")
+    uri: Annotated[
+        str,
+        typer.Argument(
+            metavar="[URI]",
+            show_default=False,
+            help="pkcs11: URI; with token= the token's keys are listed too (asks for the PIN).",
+        ),
     ] = "pkcs11:",
     json_out: Json = False,
 ) -> None:
@@ -60,23 +69,50 @@ def list_cmd(
     if state.json:
         emit_json({"tokens": [t.to_json() for t in tokens], "keys": [k.to_json() for k in keys]})
         return
-    table("PKCS#11 tokens", ["LABEL", "SERIAL", "SLOT", "MODEL", "STATE"],
-          [[t.label or "-", t.serial or "-", str(t.slot_id), t.model or "-",
-            "pin-locked" if t.pin_locked else "ready" if t.initialized else "not initialised"]
-           for t in tokens])
+    table(
+        "PKCS#11 tokens",
+        ["LABEL", "SERIAL", "SLOT", "MODEL", "STATE"],
+        [
+            [
+                t.label or "-",
+                t.serial or "-",
+                str(t.slot_id),
+                t.model or "-",
+                "pin-locked" if t.pin_locked else "ready" if t.initialized else "not initialised",
+            ]
+            for t in tokens
+        ],
+    )
     if keys:
-        table("Wrapping keys", ["LABEL", "ID", "TYPE", "EXTRACTABLE", "MECHANISM", "URI"],
-              [[k.label or "-", k.key_id or "-", k.kind, "yes" if k.extractable else "no",
-                k.mechanism or "none usable", k.uri] for k in keys])
+        table(
+            "Wrapping keys",
+            ["LABEL", "ID", "TYPE", "EXTRACTABLE", "MECHANISM", "URI"],
+            [
+                [
+                    k.label or "-",
+                    k.key_id or "-",
+                    k.kind,
+                    "yes" if k.extractable else "no",
+                    k.mechanism or "none usable",
+                    k.uri,
+                ]
+                for k in keys
+            ],
+        )
 
 
 @hsm_app.command("create-key")
 def create_key_cmd(
     ctx: typer.Context,
     uri: Uri,
-    key_type: Annotated[str, typer.Option(
-        "--type", metavar="TYPE", help="aes (AES-256, wraps with AES-GCM) or rsa (RSA-3072 "
-                                       "pair, wraps with RSA-OAEP).")] = "aes",
+    key_type: Annotated[
+        str,
+        typer.Option(
+            "--type",
+            metavar="TYPE",
+            help="aes (AES-256, wraps with AES-GCM) or rsa (RSA-3072 pair, wraps with RSA-OAEP).",
+        ),
+    ] = "aes",
     json_out: Json = False,
 ) -> None:
     """Create a labelled, non-extractable wrapping key on a token; print its URI.
@@ -94,8 +130,12 @@ def create_key_cmd(
     if state.json:
         emit_json(info.to_json())
         return
-    say(f"created {info.kind} key {info.label!r} (CKA_ID {info.key_id}, non-extractable) on "
-        f"token {info.token!r}; it wraps with {info.mechanism or 'no mechanism this token offers'}")
+    say(
+        f"created {info.kind} key {info.label!r} (CKA_ID {info.key_id}, non-extractable) on "
+        f"token {info.token!r}; it wraps with {info.mechanism or 'no mechanism this token offers'}"
+    )
     say(f"wrapper URI: {info.uri}")
-    say(f"use it with: keyvault init --wrapper '{info.uri}'  (module and PIN from "
-        "KEYVAULT_PKCS11_MODULE / KEYVAULT_PKCS11_PIN or the [pkcs11] config section)")
+    say(
+        f"use it with: keyvault init --wrapper '{info.uri}'  (module and PIN from "
+        "KEYVAULT_PKCS11_MODULE / KEYVAULT_PKCS11_PIN or the [pkcs11] config section)"
+    )

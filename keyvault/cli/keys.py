@@ -65,8 +65,9 @@ def _warn_problems(result: ScanResult, width: int | None = None) -> None:
     for p in result.problems:
         text = f"skipped private/{p.relpath}: {p.reason} [{p.code}]"
         if width is not None:
-            text = "\n  ".join(textwrap.wrap(text, max(width - len("warning: ") - 2, 20),
-                                             break_on_hyphens=False))
+            text = "\n  ".join(
+                textwrap.wrap(text, max(width - len("warning: ") - 2, 20), break_on_hyphens=False)
+            )
         warn(text)
 
 
@@ -89,11 +90,26 @@ def scan(ctx: typer.Context, json_out: Json = False) -> None:
     from keyvault.cli.output import emit_json, say, table
 
     if state.json:
-        emit_json({"trust_dir": result.trust_dir, "keys": [
-            {"key_id": k.key_id, "role": k.role, "gun": k.gun, "algorithm": k.algorithm,
-             "path": k.relpath, "mode": f"{k.mode:04o}", "layout": k.layout.value,
-             "encrypted": k.encrypted, "size": k.size} for k in result.keys],
-            "problems": _problems_json(result)})
+        emit_json(
+            {
+                "trust_dir": result.trust_dir,
+                "keys": [
+                    {
+                        "key_id": k.key_id,
+                        "role": k.role,
+                        "gun": k.gun,
+                        "algorithm": k.algorithm,
+                        "path": k.relpath,
+                        "mode": f"{k.mode:04o}",
+                        "layout": k.layout.value,
+                        "encrypted": k.encrypted,
+                        "size": k.size,
+                    }
+                    for k in result.keys
+                ],
+                "problems": _problems_json(result),
+            }
+        )
     else:
         from keyvault.cli.fit import fit_rows, shorten, terminal_width
 
@@ -101,8 +117,11 @@ def scan(ctx: typer.Context, json_out: Json = False) -> None:
         columns = ["ROLE", "GUN", "KEY ID", "DIRECTORY", "LAYOUT"]
         rows = [[*key_cells(k), _directory(k.relpath), k.layout.value] for k in result.keys]
         title = f"Keys in {result.trust_dir}"
-        table(shorten(title, width) if width else title, columns,
-              fit_rows(columns, rows, width, key_id="KEY ID", shrink=("GUN", "DIRECTORY")))
+        table(
+            shorten(title, width) if width else title,
+            columns,
+            fit_rows(columns, rows, width, key_id="KEY ID", shrink=("GUN", "DIRECTORY")),
+        )
         if not result.keys:
             say("No key files found.")
         _warn_problems(result, width)
@@ -110,20 +129,38 @@ def scan(ctx: typer.Context, json_out: Json = False) -> None:
         raise typer.Exit(2)
 
 
-def backup(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: KeyIds = None,
-           everything: All = False, dry_run: DryRun = False, jobs: Jobs = None,
-           threshold: Annotated[int | None, typer.Option(
-               "--threshold", metavar="M", min=2, show_default=False,
-               help="Dual control: split each data key so that any M of the wrappers are "
-                    "needed to open it (e.g. --role root --threshold 2 with 3 wrappers). It "
-                    "sticks: later backups, the daemon's too, keep at least the M of a key's "
-                    "latest version; a key below M is sealed again, even unchanged.")
-           ] = None,
-           no_pins: Annotated[bool, typer.Option(
-               "--no-pins", help="Leave out the selected GUNs' trust pins "
-                                 "(tuf/<gun>/metadata/root.json) and the CA files the notary "
-                                 "config pins; they are backed up by default.")] = False,
-           json_out: Json = False) -> None:
+def backup(
+    ctx: typer.Context,
+    gun: Guns = None,
+    role: Roles = None,
+    key_id: KeyIds = None,
+    everything: All = False,
+    dry_run: DryRun = False,
+    jobs: Jobs = None,
+    threshold: Annotated[
+        int | None,
+        typer.Option(
+            "--threshold",
+            metavar="M",
+            min=2,
+            show_default=False,
+            help="Dual control: split each data key so that any M of the wrappers are "
+            "needed to open it (e.g. --role root --threshold 2 with 3 wrappers). It "
+            "sticks: later backups, the daemon's too, keep at least the M of a key's "
+            "latest version; a key below M is sealed again, even unchanged.",
+        ),
+    ] = None,
+    no_pins: Annotated[
+        bool,
+        typer.Option(
+            "--no-pins",
+            help="Leave out the selected GUNs' trust pins "
+            "(tuf/<gun>/metadata/root.json) and the CA files the notary "
+            "config pins; they are backed up by default.",
+        ),
+    ] = False,
+    json_out: Json = False,
+) -> None:
     """Back up key files from the trust directory (all of them unless selected), the
     trust pins of their GUNs and the CA files the notary config pins for them."""
     state = _state(ctx, json_out)
@@ -142,33 +179,49 @@ def backup(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Key
     )
 
     keys = select_keys(result.keys, selection, f"trust directory {result.trust_dir}")
-    pins, pin_problems = ([], []) if no_pins else select_pins(config.trust_dir, keys,
-                                                              selection)
+    pins, pin_problems = ([], []) if no_pins else select_pins(config.trust_dir, keys, selection)
     certs, cert_problems = ([], []) if no_pins else select_certs(config.env, keys, selection)
-    with state.session() as session, progress(len(keys) + len(pins) + len(certs),
-                                              "backing up", not state.json) as bar:
+    with (
+        state.session() as session,
+        progress(len(keys) + len(pins) + len(certs), "backing up", not state.json) as bar,
+    ):
+
         def done(outcome: BackupOutcome) -> None:
             bar.advance(outcome.key.key_id[:12])
 
-        outcomes = backup_keys(session, keys, team=config.team, dry_run=dry_run,
-                               concurrency=config.concurrency, threshold=threshold,
-                               on_done=done, trust_dir=config.trust_dir, pins=pins,
-                               certs=certs)
+        outcomes = backup_keys(
+            session,
+            keys,
+            team=config.team,
+            dry_run=dry_run,
+            concurrency=config.concurrency,
+            threshold=threshold,
+            on_done=done,
+            trust_dir=config.trust_dir,
+            pins=pins,
+            certs=certs,
+        )
     codes = [o.error.exit_code for o in outcomes if o.error is not None]
     codes += [2] if result.problems or cert_problems else []
     if state.json:
-        emit_json({"trust_dir": result.trust_dir, "store": config.store, "team": config.team,
-                   "dry_run": dry_run, "keys": [outcome_json(o) for o in outcomes],
-                   "not_attempted": sum(o.action == NOT_ATTEMPTED for o in outcomes),
-                   "problems": _problems_json(result)})
+        emit_json(
+            {
+                "trust_dir": result.trust_dir,
+                "store": config.store,
+                "team": config.team,
+                "dry_run": dry_run,
+                "keys": [outcome_json(o) for o in outcomes],
+                "not_attempted": sum(o.action == NOT_ATTEMPTED for o in outcomes),
+                "problems": _problems_json(result),
+            }
+        )
     else:
-        table(f"Backup of {result.trust_dir} to {config.store}" + (" (dry run)" if dry_run
-                                                                     else ""),
-              ["ACTION", "ROLE", "GUN", "KEY ID", "VERSION"],
-              [[o.action, *key_cells(o.address),
-                o.version or "-"] for o in outcomes])
-        for line in key_failure_lines((o.address, o.error) for o in outcomes
-                                       if o.action == FAILED):
+        table(
+            f"Backup of {result.trust_dir} to {config.store}" + (" (dry run)" if dry_run else ""),
+            ["ACTION", "ROLE", "GUN", "KEY ID", "VERSION"],
+            [[o.action, *key_cells(o.address), o.version or "-"] for o in outcomes],
+        )
+        for line in key_failure_lines((o.address, o.error) for o in outcomes if o.action == FAILED):
             warn(line)
         skipped = [o.error for o in outcomes if o.action == NOT_ATTEMPTED and o.error]
         if skipped:
@@ -189,16 +242,29 @@ def outcome_json(o: BackupOutcome) -> dict[str, Any]:
     """One backed-up key, as backup --json and quickstart --json write it."""
     from keyvault.names import kind_of
 
-    return {"kind": kind_of(o.address), "key_id": o.address.key_id,
-            "role": o.address.role, "gun": o.address.gun,
-            "object": o.address.object_name, "action": o.action, "version": o.version,
-            "warning": o.warning, "error": o.error.to_dict() if o.error else None}
+    return {
+        "kind": kind_of(o.address),
+        "key_id": o.address.key_id,
+        "role": o.address.role,
+        "gun": o.address.gun,
+        "object": o.address.object_name,
+        "action": o.action,
+        "version": o.version,
+        "warning": o.warning,
+        "error": o.error.to_dict() if o.error else None,
+    }
 
 
-def list_cmd(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: KeyIds = None,
-             long: Annotated[bool, typer.Option("--long", "-l",
-                                                help="Read each envelope for details.")] = False,
-             json_out: Json = False) -> None:
+def list_cmd(
+    ctx: typer.Context,
+    gun: Guns = None,
+    role: Roles = None,
+    key_id: KeyIds = None,
+    long: Annotated[
+        bool, typer.Option("--long", "-l", help="Read each envelope for details.")
+    ] = False,
+    json_out: Json = False,
+) -> None:
     """List the keys the store holds for the team, and the trust pins that travel with
     them (KEY ID root.json: a GUN's tuf/<gun>/metadata/root.json)."""
     state = _state(ctx, json_out)
@@ -217,21 +283,44 @@ def list_cmd(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: K
     # Printed as the store lists (page by page): the first keys show while the rest are
     # still being listed, and memory does not grow with the number of keys.
     with state.session() as session:
-        listed = noted(iter_listed(session, team=config.team,
-                                   selection=build_selection(gun, role, key_id, False),
-                                   long=long))
+        listed = noted(
+            iter_listed(
+                session,
+                team=config.team,
+                selection=build_selection(gun, role, key_id, False),
+                long=long,
+            )
+        )
         if state.json:
-            emit_json_stream({"store": config.store, "team": config.team}, "keys",
-                             (_listed_json(item) for item in listed))
+            emit_json_stream(
+                {"store": config.store, "team": config.team},
+                "keys",
+                (_listed_json(item) for item in listed),
+            )
         else:
-            columns = ["ROLE", "GUN", "KEY ID"] + (["VERSION", "CREATED", "SEALER", "WRAPPERS"]
-                                                   if long else [])
-            rows = ([*key_cells(i.address)]
-                    + ([i.version or "-", i.created or "-", _sealer_cell(i.sealer),
-                        ", ".join(i.wrappers) or i.error or "-"] if long else [])
-                    for i in listed)
-            stream_table(f"Keys of team {config.team} in {config.store}", columns, rows,
-                         empty=f"The store holds no keys for team {config.team}.")
+            columns = ["ROLE", "GUN", "KEY ID"] + (
+                ["VERSION", "CREATED", "SEALER", "WRAPPERS"] if long else []
+            )
+            rows = (
+                [*key_cells(i.address)]
+                + (
+                    [
+                        i.version or "-",
+                        i.created or "-",
+                        _sealer_cell(i.sealer),
+                        ", ".join(i.wrappers) or i.error or "-",
+                    ]
+                    if long
+                    else []
+                )
+                for i in listed
+            )
+            stream_table(
+                f"Keys of team {config.team} in {config.store}",
+                columns,
+                rows,
+                empty=f"The store holds no keys for team {config.team}.",
+            )
     if failed:
         raise typer.Exit(5)
 
@@ -239,13 +328,21 @@ def list_cmd(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: K
 def _listed_json(item: Listed) -> dict[str, Any]:
     from keyvault.names import kind_of
 
-    return {"kind": kind_of(item.address),
-            "key_id": item.address.key_id, "role": item.address.role, "gun": item.address.gun,
-            "object": item.address.object_name, "version": item.version,
-            "created": item.created, "source": item.source_name,
-            "wrappers": list(item.wrappers), "error": item.error,
-            "sealer": item.sealer or None, "signed": bool(item.sealer) and
-            item.sealer != "unsigned", "sequence": item.sequence}
+    return {
+        "kind": kind_of(item.address),
+        "key_id": item.address.key_id,
+        "role": item.address.role,
+        "gun": item.address.gun,
+        "object": item.address.object_name,
+        "version": item.version,
+        "created": item.created,
+        "source": item.source_name,
+        "wrappers": list(item.wrappers),
+        "error": item.error,
+        "sealer": item.sealer or None,
+        "signed": bool(item.sealer) and item.sealer != "unsigned",
+        "sequence": item.sequence,
+    }
 
 
 def _sealer_cell(sealer: str) -> str:
@@ -255,8 +352,14 @@ def _sealer_cell(sealer: str) -> str:
     return sealer[:19] + "…" if sealer else "-"
 
 
-def versions(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: KeyIds = None,
-             everything: All = False, json_out: Json = False) -> None:
+def versions(
+    ctx: typer.Context,
+    gun: Guns = None,
+    role: Roles = None,
+    key_id: KeyIds = None,
+    everything: All = False,
+    json_out: Json = False,
+) -> None:
     """List every stored version of the selected keys (restore one with --version NUMBER),
     and of their GUNs' trust pins (KEY ID root.json).
 
@@ -269,49 +372,103 @@ def versions(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: K
     from keyvault.ops.listing import chain_of, list_versions
 
     with state.session() as session:
-        found = list_versions(session, team=config.team,
-                              selection=build_selection(gun, role, key_id, everything))
+        found = list_versions(
+            session, team=config.team, selection=build_selection(gun, role, key_id, everything)
+        )
         chains = [(a, chain_of(session, a, vs)) for a, vs in found]
     if state.json:
         from keyvault.names import kind_of
 
-        emit_json({"store": config.store, "team": config.team, "keys": [
-            {"kind": kind_of(a),
-             "key_id": a.key_id, "role": a.role, "gun": a.gun, "object": a.object_name,
-             "versions": [{"version": c.version.version, "size": c.version.size,
-                           "created": c.version.created, "latest": c.version.latest,
-                           "sequence": c.sequence, "sealer": c.sealer or None,
-                           "chain": c.status} for c in links]} for a, links in chains]})
+        emit_json(
+            {
+                "store": config.store,
+                "team": config.team,
+                "keys": [
+                    {
+                        "kind": kind_of(a),
+                        "key_id": a.key_id,
+                        "role": a.role,
+                        "gun": a.gun,
+                        "object": a.object_name,
+                        "versions": [
+                            {
+                                "version": c.version.version,
+                                "size": c.version.size,
+                                "created": c.version.created,
+                                "latest": c.version.latest,
+                                "sequence": c.sequence,
+                                "sealer": c.sealer or None,
+                                "chain": c.status,
+                            }
+                            for c in links
+                        ],
+                    }
+                    for a, links in chains
+                ],
+            }
+        )
         return
-    table(f"Versions in {config.store}", ["ROLE", "GUN", "KEY ID", "VERSION", "CREATED",
-                                          "LATEST", "NUMBER", "SEALER", "CHAIN"],
-          [[*key_cells(a), c.version.version, c.version.created or "-",
-            "yes" if c.version.latest else "", str(c.sequence or "-"), _sealer_cell(c.sealer),
-            c.status] for a, links in chains for c in links])
+    table(
+        f"Versions in {config.store}",
+        ["ROLE", "GUN", "KEY ID", "VERSION", "CREATED", "LATEST", "NUMBER", "SEALER", "CHAIN"],
+        [
+            [
+                *key_cells(a),
+                c.version.version,
+                c.version.created or "-",
+                "yes" if c.version.latest else "",
+                str(c.sequence or "-"),
+                _sealer_cell(c.sealer),
+                c.status,
+            ]
+            for a, links in chains
+            for c in links
+        ],
+    )
     if chains:
-        say("NUMBER is a version's place in the key's signed chain (1 is its first backup); "
+        say(
+            "NUMBER is a version's place in the key's signed chain (1 is its first backup); "
             f"restore one with: keyvault restore --key-id {chains[0][0].key_id[:12]} "
-            "--version NUMBER")
+            "--version NUMBER"
+        )
 
 
-def restore(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: KeyIds = None,
-            everything: All = False, force: Annotated[bool, typer.Option(
-                "--force", help="Replace files that differ (the old ones are kept aside).")
-            ] = False, dry_run: DryRun = False,
-            version: Annotated[str | None, typer.Option(
-                "--version", metavar="NUMBER",
-                help="Restore this version of a single key: its NUMBER in 'keyvault "
-                     "versions' (1 is its first backup), or the store's ID from the "
-                     "VERSION column. Trust pins and the notary config's CA files always "
-                     "come back at their latest version, never with --version.",
-                show_default=False)] = None,
-            jobs: Jobs = None,
-            no_pins: Annotated[bool, typer.Option(
-                "--no-pins", help="Leave out the selected GUNs' trust pins (restored by "
-                                  "default to tuf/<gun>/metadata/root.json; a newer pin on "
-                                  "disk is always kept) and the CA files the notary config "
-                                  "pins (restored to the paths it names).")] = False,
-            json_out: Json = False) -> None:
+def restore(
+    ctx: typer.Context,
+    gun: Guns = None,
+    role: Roles = None,
+    key_id: KeyIds = None,
+    everything: All = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Replace files that differ (the old ones are kept aside)."),
+    ] = False,
+    dry_run: DryRun = False,
+    version: Annotated[
+        str | None,
+        typer.Option(
+            "--version",
+            metavar="NUMBER",
+            help="Restore this version of a single key: its NUMBER in 'keyvault "
+            "versions' (1 is its first backup), or the store's ID from the "
+            "VERSION column. Trust pins and the notary config's CA files always "
+            "come back at their latest version, never with --version.",
+            show_default=False,
+        ),
+    ] = None,
+    jobs: Jobs = None,
+    no_pins: Annotated[
+        bool,
+        typer.Option(
+            "--no-pins",
+            help="Leave out the selected GUNs' trust pins (restored by "
+            "default to tuf/<gun>/metadata/root.json; a newer pin on "
+            "disk is always kept) and the CA files the notary config "
+            "pins (restored to the paths it names).",
+        ),
+    ] = False,
+    json_out: Json = False,
+) -> None:
     """Restore keys, and their GUNs' trust pins, from the store into the trust directory,
     all or nothing."""
     state = _state(ctx, json_out)
@@ -323,32 +480,65 @@ def restore(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Ke
     selection = build_selection(gun, role, key_id, everything)
     selection.require_explicit("restore")
     with state.session() as session, progress(None, "restoring", not state.json) as bar:
-        report = restore_keys(session, team=config.team, selection=selection,
-                              trust_dir=config.trust_dir, force=force, dry_run=dry_run,
-                              version=version, concurrency=config.concurrency,
-                              on_total=bar.set_total,
-                              on_opened=lambda s: bar.advance(s.address.key_id[:12]),
-                              pins=not no_pins, env=config.env)
+        report = restore_keys(
+            session,
+            team=config.team,
+            selection=selection,
+            trust_dir=config.trust_dir,
+            force=force,
+            dry_run=dry_run,
+            version=version,
+            concurrency=config.concurrency,
+            on_total=bar.set_total,
+            on_opened=lambda s: bar.advance(s.address.key_id[:12]),
+            pins=not no_pins,
+            env=config.env,
+        )
     from keyvault.names import kind_of
     from keyvault.trust.restore import shown_path
+
     entries = [*report.entries, *(_cert_entry(c, p) for c, p in report.certs)]
     if state.json:
-        emit_json({"trust_dir": str(report.trust_dir), "store": config.store,
-                   "team": config.team, "dry_run": report.dry_run,
-                   "kept_aside": list(report.kept_aside), "keys": [
-                       {"kind": kind_of(e.key.address),
-                        "key_id": e.key.address.key_id, "role": e.key.address.role,
-                        "gun": e.key.address.gun, "version": e.key.version,
-                        "path": e.key.path, "sealer": e.key.sealer or None,
+        emit_json(
+            {
+                "trust_dir": str(report.trust_dir),
+                "store": config.store,
+                "team": config.team,
+                "dry_run": report.dry_run,
+                "kept_aside": list(report.kept_aside),
+                "keys": [
+                    {
+                        "kind": kind_of(e.key.address),
+                        "key_id": e.key.address.key_id,
+                        "role": e.key.address.role,
+                        "gun": e.key.address.gun,
+                        "version": e.key.version,
+                        "path": e.key.path,
+                        "sealer": e.key.sealer or None,
                         "signed": e.key.sealer not in ("", "unsigned"),
-                        "sequence": e.key.sequence, "on_purpose": version is not None,
-                        "action": e.action.value, "reason": e.reason} for e in entries]})
+                        "sequence": e.key.sequence,
+                        "on_purpose": version is not None,
+                        "action": e.action.value,
+                        "reason": e.reason,
+                    }
+                    for e in entries
+                ],
+            }
+        )
     else:
         title = f"Restore into {report.trust_dir}" + (" (dry run)" if dry_run else "")
-        table(title, ["ACTION", "ROLE", "GUN", "KEY ID", "PATH"],
-              [[e.action.value, *key_cells(e.key.address),
-                e.key.path if e.key.path.startswith("/") else shown_path(e.key.path)]
-               for e in entries])
+        table(
+            title,
+            ["ACTION", "ROLE", "GUN", "KEY ID", "PATH"],
+            [
+                [
+                    e.action.value,
+                    *key_cells(e.key.address),
+                    e.key.path if e.key.path.startswith("/") else shown_path(e.key.path),
+                ]
+                for e in entries
+            ],
+        )
         for aside in report.kept_aside:  # a pin's under tuf/, a certificate's absolute
             shown = aside if aside.startswith(("tuf/", "/")) else f"private/{aside}"
             say(f"kept the replaced file as {shown}")
@@ -356,26 +546,34 @@ def restore(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Ke
             say(f"kept {shown_path(entry.key.path)}: {entry.reason}")
         for cert, _ in report.certs:
             if not cert.configured:
-                say(f"{cert.address.shown} restored to {cert.write.path}; the notary config "
-                    f"names no file for it: add {cert.config_line} to it")
+                say(
+                    f"{cert.address.shown} restored to {cert.write.path}; the notary config "
+                    f"names no file for it: add {cert.config_line} to it"
+                )
         say(tally(len(entries), [e.action.value for e in entries]))
     if report.pins_refused:
         from keyvault.cli.output import warn
 
-        warn(f"trust pins not restored: {report.pins_refused} (the store grants them to the "
-             "team's members)")
+        warn(
+            f"trust pins not restored: {report.pins_refused} (the store grants them to the "
+            "team's members)"
+        )
     unsigned = [e for e in report.entries if e.key.sealer == "unsigned"]
     if unsigned:
         from keyvault.cli.output import warn
 
-        warn(f"{len(unsigned)} key(s) came from UNSIGNED (format v1) envelopes, accepted "
-             "because of --allow-unsigned; re-seal them: 'keyvault rewrap --all --reseal "
-             "--allow-unsigned'")
+        warn(
+            f"{len(unsigned)} key(s) came from UNSIGNED (format v1) envelopes, accepted "
+            "because of --allow-unsigned; re-seal them: 'keyvault rewrap --all --reseal "
+            "--allow-unsigned'"
+        )
     if version is not None:
         from keyvault.cli.output import warn
 
-        warn(f"restored version {version} on purpose, not the latest; the high-water mark "
-             "of this machine still names the newest version it has seen")
+        warn(
+            f"restored version {version} on purpose, not the latest; the high-water mark "
+            "of this machine still names the newest version it has seen"
+        )
     if dry_run and any(e.action.value == "conflict" for e in report.entries):
         raise typer.Exit(7)
 
@@ -384,17 +582,32 @@ def _cert_entry(cert: OpenedCert, planned: PlannedCert) -> RestoreEntry:
     """A restored certificate as a row of the restore report (its path is absolute)."""
     from keyvault.ops.restore import Restored, RestoreEntry
 
-    reason = planned.reason or ("" if cert.configured else
-                                f"the notary config names no file for it; add {cert.config_line}")
-    return RestoreEntry(Restored(cert.address, cert.version, str(cert.write.path), cert.sealer,
-                                 cert.sequence), planned.action, reason)
+    reason = planned.reason or (
+        "" if cert.configured else f"the notary config names no file for it; add {cert.config_line}"
+    )
+    return RestoreEntry(
+        Restored(cert.address, cert.version, str(cert.write.path), cert.sealer, cert.sequence),
+        planned.action,
+        reason,
+    )
 
 
-def verify(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: KeyIds = None,
-           everything: All = False, deep: Annotated[bool, typer.Option(
-               "--deep", help="Also decrypt each key with its Notary passphrase (from the "
-                              "environment) and check its key ID.")] = False,
-           json_out: Json = False) -> None:
+def verify(
+    ctx: typer.Context,
+    gun: Guns = None,
+    role: Roles = None,
+    key_id: KeyIds = None,
+    everything: All = False,
+    deep: Annotated[
+        bool,
+        typer.Option(
+            "--deep",
+            help="Also decrypt each key with its Notary passphrase (from the "
+            "environment) and check its key ID.",
+        ),
+    ] = False,
+    json_out: Json = False,
+) -> None:
     """Check that backups open and match the key files in the trust directory, and that
     the GUNs' trust pins (tuf/<gun>/metadata/root.json) are signed, chained and current."""
     state = _state(ctx, json_out)
@@ -415,37 +628,70 @@ def verify(ctx: typer.Context, gun: Guns = None, role: Roles = None, key_id: Key
 
         deep_check = deep_checker(config.env, config.trust_dir, terminal_prompt())
     with state.session() as session, progress(len(local), "verifying", not state.json) as bar:
+
         def done(v: Verified) -> None:
             bar.advance(v.address.key_id[:12])
 
         from keyvault.ops.backup import select_pins
 
-        pins, _ = select_pins(config.trust_dir, [k for k in local if selection.matches(
-            k.gun, k.role, k.key_id)], selection)  # a bad pin on disk: backup reports it
-        results = verify_backups(session, team=config.team, selection=selection,
-                                 local_keys=local, deep=deep_check, on_done=done,
-                                 local_pins=pins)
+        pins, _ = select_pins(
+            config.trust_dir,
+            [k for k in local if selection.matches(k.gun, k.role, k.key_id)],
+            selection,
+        )  # a bad pin on disk: backup reports it
+        results = verify_backups(
+            session,
+            team=config.team,
+            selection=selection,
+            local_keys=local,
+            deep=deep_check,
+            on_done=done,
+            local_pins=pins,
+        )
     codes = [r.error.exit_code for r in results if r.error is not None]
     if state.json:
         from keyvault.names import PinAddress
 
-        emit_json({"store": config.store, "team": config.team, "trust_dir": str(config.trust_dir),
-                   "deep": deep, "keys": [
-                       {"kind": "pin" if isinstance(r.address, PinAddress) else "key",
-                        "key_id": r.address.key_id, "role": r.address.role, "gun": r.address.gun,
-                        "root_version": r.root_version, "status": r.status,
-                        "detail": r.detail, "deep": r.deep,
+        emit_json(
+            {
+                "store": config.store,
+                "team": config.team,
+                "trust_dir": str(config.trust_dir),
+                "deep": deep,
+                "keys": [
+                    {
+                        "kind": "pin" if isinstance(r.address, PinAddress) else "key",
+                        "key_id": r.address.key_id,
+                        "role": r.address.role,
+                        "gun": r.address.gun,
+                        "root_version": r.root_version,
+                        "status": r.status,
+                        "detail": r.detail,
+                        "deep": r.deep,
                         "sealer": r.sealer or None,
-                        "error": r.error.to_dict() if r.error else None} for r in results]})
+                        "error": r.error.to_dict() if r.error else None,
+                    }
+                    for r in results
+                ],
+            }
+        )
     else:
-        table(f"Verification of team {config.team} in {config.store}",
-              ["STATUS", "ROLE", "GUN", "KEY ID", "DETAIL"],
-              [[r.status, *key_cells(r.address),
-                r.detail + (f"; {r.deep}" if r.deep else "")
-                + ("; UNSIGNED (format v1)" if r.sealer == "unsigned" else "")]
-               for r in results])
-        for line in key_failure_lines((r.address, r.error) for r in results
-                                       if r.status not in (OK, NOT_LOCAL)):
+        table(
+            f"Verification of team {config.team} in {config.store}",
+            ["STATUS", "ROLE", "GUN", "KEY ID", "DETAIL"],
+            [
+                [
+                    r.status,
+                    *key_cells(r.address),
+                    r.detail
+                    + (f"; {r.deep}" if r.deep else "")
+                    + ("; UNSIGNED (format v1)" if r.sealer == "unsigned" else ""),
+                ]
+                for r in results
+            ],
+        )
+        for line in key_failure_lines(
+            (r.address, r.error) for r in results if r.status not in (OK, NOT_LOCAL)
+        ):
             warn(line)
     raise typer.Exit(worst_exit_code(codes))
-

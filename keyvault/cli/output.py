@@ -50,8 +50,9 @@ def emit_json_stream(doc: dict[str, Any], field: str, items: Iterable[Any]) -> N
 STREAM_FIRST = 1000
 
 
-def stream_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]], *,
-                 empty: str) -> None:
+def stream_table(
+    title: str, columns: Sequence[str], rows: Iterable[Sequence[str]], *, empty: str
+) -> None:
     """``table`` for rows that arrive over time, never all held: up to STREAM_FIRST rows
     it is exactly ``table``; beyond, those rows set the widths and each later row is
     printed as it comes, plain (a longer value shifts its line, never wraps it).
@@ -147,6 +148,11 @@ def progress(total: int | None, description: str, enabled: bool = True) -> Itera
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
     from rich.progress import Progress as RichProgress
 
-    with RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      console=Console(stderr=True), transient=True) as bar:
+    with RichProgress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
         yield Progress(bar, bar.add_task(description, total=total))

@@ -16,14 +16,23 @@ if TYPE_CHECKING:
 #: ``keyvault policy check``: the live backend's policies differ from the rendered ones.
 DRIFT_EXIT = 5
 
-policy_app = typer.Typer(name="policy", no_args_is_help=True,
-                         help="Teams and access control: lint, show, render, check (teams.md).")
+policy_app = typer.Typer(
+    name="policy",
+    no_args_is_help=True,
+    help="Teams and access control: lint, show, render, check (teams.md).",
+)
 
-PolicyFile = Annotated[str | None, typer.Argument(
-    metavar="[FILE]", show_default=False,
-    help="Policy file (default: [keyvault] policy or KEYVAULT_POLICY).")]
-Target = Annotated[str, typer.Option("--target", metavar="vault|aws",
-                                     help="Which backend's policies.")]
+PolicyFile = Annotated[
+    str | None,
+    typer.Argument(
+        metavar="[FILE]",
+        show_default=False,
+        help="Policy file (default: [keyvault] policy or KEYVAULT_POLICY).",
+    ),
+]
+Target = Annotated[
+    str, typer.Option("--target", metavar="vault|aws", help="Which backend's policies.")
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -49,11 +58,19 @@ def validate(ctx: typer.Context, file: PolicyFile = None, json_out: Json = False
 
     policy = _load(state, file)
     if state.json or json_out:
-        emit_json({"valid": True, "source": str(policy.source), "teams": sorted(policy.teams),
-                   "default_team": policy.default_team})
+        emit_json(
+            {
+                "valid": True,
+                "source": str(policy.source),
+                "teams": sorted(policy.teams),
+                "default_team": policy.default_team,
+            }
+        )
     else:
-        say(f"{policy.source}: valid; {len(policy.teams)} team(s): "
-            f"{', '.join(sorted(policy.teams))}")
+        say(
+            f"{policy.source}: valid; {len(policy.teams)} team(s): "
+            f"{', '.join(sorted(policy.teams))}"
+        )
 
 
 @policy_app.command("show")
@@ -65,19 +82,41 @@ def show(ctx: typer.Context, file: PolicyFile = None, json_out: Json = False) ->
     policy = _load(state, file)
     teams = [policy.teams[name] for name in sorted(policy.teams)]
     if state.json or json_out:
-        emit_json({"source": str(policy.source), "default_team": policy.default_team,
-                   "teams": [{"name": t.name, "guns": list(t.guns),
-                              "members": [r.text for r in t.members],
-                              "ci": [r.text for r in t.ci], "store": t.store,
-                              "wrappers": list(t.wrappers),
-                              "shared_with": list(t.shared_with)} for t in teams]})
+        emit_json(
+            {
+                "source": str(policy.source),
+                "default_team": policy.default_team,
+                "teams": [
+                    {
+                        "name": t.name,
+                        "guns": list(t.guns),
+                        "members": [r.text for r in t.members],
+                        "ci": [r.text for r in t.ci],
+                        "store": t.store,
+                        "wrappers": list(t.wrappers),
+                        "shared_with": list(t.shared_with),
+                    }
+                    for t in teams
+                ],
+            }
+        )
         return
-    table(f"Policy {policy.source}" + (f" (default team: {policy.default_team})"
-                                       if policy.default_team else ""),
-          ["TEAM", "GUN", "MEMBERS", "CI", "STORE", "WRAPPERS"],
-          [[t.name, ", ".join(t.guns) or "-", ", ".join(r.text for r in t.members) or "-",
-            ", ".join(r.text for r in t.ci) or "-", t.store or "-",
-            ", ".join(t.wrappers) or "-"] for t in teams])
+    table(
+        f"Policy {policy.source}"
+        + (f" (default team: {policy.default_team})" if policy.default_team else ""),
+        ["TEAM", "GUN", "MEMBERS", "CI", "STORE", "WRAPPERS"],
+        [
+            [
+                t.name,
+                ", ".join(t.guns) or "-",
+                ", ".join(r.text for r in t.members) or "-",
+                ", ".join(r.text for r in t.ci) or "-",
+                t.store or "-",
+                ", ".join(t.wrappers) or "-",
+            ]
+            for t in teams
+        ],
+    )
 
 
 @policy_app.command("render")
@@ -85,9 +124,15 @@ def render(
     ctx: typer.Context,
     file: PolicyFile = None,
     target: Target = "vault",
-    out: Annotated[str | None, typer.Option(
-        "--out", metavar="DIR", show_default=False,
-        help="Write one file per policy into DIR (replacing older renders).")] = None,
+    out: Annotated[
+        str | None,
+        typer.Option(
+            "--out",
+            metavar="DIR",
+            show_default=False,
+            help="Write one file per policy into DIR (replacing older renders).",
+        ),
+    ] = None,
     json_out: Json = False,
 ) -> None:
     """Render the backend policies that enforce the same rules (Vault ACL, AWS IAM/KMS)."""
@@ -101,8 +146,7 @@ def render(
         directory = Path(out)
         fsutil.ensure_private_dir(directory)
         for name, text in files.items():
-            fsutil.write_file_atomic(directory, name, text.encode(), mode=0o644,
-                                     exclusive=False)
+            fsutil.write_file_atomic(directory, name, text.encode(), mode=0o644, exclusive=False)
     if state.json or json_out:
         emit_json({"target": target, "out": out, "files": files})
     elif out is not None:
@@ -131,26 +175,41 @@ def check(
     from keyvault.policy import normalize_hcl, render_vault
 
     if target != "vault":
-        raise UsageError("policy check supports --target vault only (AWS policies live in IAM "
-                         "and KMS: compare them with 'policy render --target aws')")
+        raise UsageError(
+            "policy check supports --target vault only (AWS policies live in IAM "
+            "and KMS: compare them with 'policy render --target aws')"
+        )
     expected = render_vault(_load(state, file))
     config = state.config()
     live, extra = live_vault_policies(config.backend_options(None), sorted(expected))
     rows: list[tuple[str, str]] = []
     for name, text in sorted(expected.items()):
         current = live.get(name)
-        status = ("missing" if current is None else
-                  "in sync" if normalize_hcl(current) == normalize_hcl(text) else "differs")
+        status = (
+            "missing"
+            if current is None
+            else "in sync"
+            if normalize_hcl(current) == normalize_hcl(text)
+            else "differs"
+        )
         rows.append((name, status))
     rows += [(name, "unexpected") for name in extra]
     drift = any(status != "in sync" for _, status in rows)
     if state.json or json_out:
-        emit_json({"target": target, "drift": drift,
-                   "policies": [{"name": n, "status": s} for n, s in rows]})
+        emit_json(
+            {
+                "target": target,
+                "drift": drift,
+                "policies": [{"name": n, "status": s} for n, s in rows],
+            }
+        )
     else:
         table("Vault ACL policies", ["POLICY", "STATUS"], [list(r) for r in rows])
-        say("drift: re-run 'keyvault policy render --target vault' and load the result"
-            if drift else "no drift")
+        say(
+            "drift: re-run 'keyvault policy render --target vault' and load the result"
+            if drift
+            else "no drift"
+        )
     raise typer.Exit(DRIFT_EXIT if drift else 0)
 
 
@@ -166,12 +225,21 @@ def whoami(ctx: typer.Context, file: PolicyFile = None, json_out: Json = False) 
     policy = _load(state, file) if path is not None else None
     with state.session() as session:
         principal = session.access().principal()
-    roles = ({name: role_of(policy, principal, name) for name in sorted(policy.teams)}
-             if policy is not None else {})
+    roles = (
+        {name: role_of(policy, principal, name) for name in sorted(policy.teams)}
+        if policy is not None
+        else {}
+    )
     teams = {k: v for k, v in roles.items() if v}
     if state.json or json_out:
-        emit_json({"principal": principal.name, "claimed": principal.claimed, "teams": teams,
-                   "policy": str(policy.source) if policy is not None else None})
+        emit_json(
+            {
+                "principal": principal.name,
+                "claimed": principal.claimed,
+                "teams": teams,
+                "policy": str(policy.source) if policy is not None else None,
+            }
+        )
         return
     say(f"{principal}")
     if policy is None:

@@ -11,9 +11,11 @@ import typer
 from keyvault.cli.options import Json
 from keyvault.cli.state import CliState
 
-recovery_app = typer.Typer(name="recovery", no_args_is_help=True,
-                           help="Break-glass: split the recovery identity into M-of-N shares, "
-                                "and rebuild it.")
+recovery_app = typer.Typer(
+    name="recovery",
+    no_args_is_help=True,
+    help="Break-glass: split the recovery identity into M-of-N shares, and rebuild it.",
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -24,13 +26,21 @@ def register(app: typer.Typer) -> None:
 def split(
     ctx: typer.Context,
     shares: Annotated[int, typer.Option("--shares", metavar="N", help="How many shares.")],
-    threshold: Annotated[int, typer.Option("--threshold", metavar="M",
-                                           help="How many shares rebuild the identity.")],
-    out: Annotated[str, typer.Option("--out", metavar="DIR",
-                                     help="New directory for the share pages (0700).")],
-    identity: Annotated[str | None, typer.Option(
-        "--identity", metavar="FILE", show_default=False,
-        help="Identity file (default: the configured recovery identity).")] = None,
+    threshold: Annotated[
+        int, typer.Option("--threshold", metavar="M", help="How many shares rebuild the identity.")
+    ],
+    out: Annotated[
+        str, typer.Option("--out", metavar="DIR", help="New directory for the share pages (0700).")
+    ],
+    identity: Annotated[
+        str | None,
+        typer.Option(
+            "--identity",
+            metavar="FILE",
+            show_default=False,
+            help="Identity file (default: the configured recovery identity).",
+        ),
+    ] = None,
     json_out: Json = False,
 ) -> None:
     """Write one printable page per SLIP-39 share of the recovery identity."""
@@ -40,8 +50,11 @@ def split(
     from keyvault.ops.recovery import split_identity, write_share_pages
 
     config = state.config()
-    source = Path(identity) if identity else (
-        config.identity_files[0] if config.identity_files else None)
+    source = (
+        Path(identity)
+        if identity
+        else (config.identity_files[0] if config.identity_files else None)
+    )
     if source is None:
         raise NotFoundError("no recovery identity is configured", hint="pass --identity FILE")
     from keyvault.ops.pins import pins_in_file
@@ -49,26 +62,48 @@ def split(
     recipient, parts = split_identity(source, shares=shares, threshold=threshold)
     pages = write_share_pages(Path(out), recipient, parts, pins_in_file(source))
     if state.json or json_out:
-        emit_json({"recipient": recipient, "shares": shares, "threshold": threshold,
-                   "pages": [str(p) for p in pages]})
+        emit_json(
+            {
+                "recipient": recipient,
+                "shares": shares,
+                "threshold": threshold,
+                "pages": [str(p) for p in pages],
+            }
+        )
         return
-    say(f"Wrote {len(pages)} share pages for {recipient} into {out}; any {threshold} "
-        "rebuild the identity.")
+    say(
+        f"Wrote {len(pages)} share pages for {recipient} into {out}; any {threshold} "
+        "rebuild the identity."
+    )
     warn("print each page, give them to different people, then delete the directory")
 
 
 @recovery_app.command("combine")
 def combine(
     ctx: typer.Context,
-    out: Annotated[str, typer.Option("--out", metavar="FILE",
-                                     help="Where to write the rebuilt identity (0600).")],
-    expect: Annotated[str | None, typer.Option(
-        "--expect", metavar="AGE1...", show_default=False,
-        help="Refuse unless the rebuilt identity has this recipient.")] = None,
-    trust_sealer: Annotated[list[str] | None, typer.Option(
-        "--trust-sealer", metavar="FINGERPRINT", show_default=False,
-        help="The sealer pin printed on the share pages; written into the identity file so "
-             "restores trust it (repeatable).")] = None,
+    out: Annotated[
+        str,
+        typer.Option("--out", metavar="FILE", help="Where to write the rebuilt identity (0600)."),
+    ],
+    expect: Annotated[
+        str | None,
+        typer.Option(
+            "--expect",
+            metavar="AGE1...",
+            show_default=False,
+            help="Refuse unless the rebuilt identity has this recipient.",
+        ),
+    ] = None,
+    trust_sealer: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trust-sealer",
+            metavar="FINGERPRINT",
+            show_default=False,
+            help="The sealer pin printed on the share pages; written into the identity file so "
+            "restores trust it (repeatable).",
+        ),
+    ] = None,
     json_out: Json = False,
 ) -> None:
     """Rebuild the recovery identity from M shares, typed at a prompt (or one per line on

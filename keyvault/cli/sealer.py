@@ -7,8 +7,9 @@ import typer
 from keyvault.cli.options import Json
 from keyvault.cli.state import CliState
 
-sealer_app = typer.Typer(help="This machine's sealing key and the sealers it trusts.",
-                         no_args_is_help=True)
+sealer_app = typer.Typer(
+    help="This machine's sealing key and the sealers it trusts.", no_args_is_help=True
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -32,15 +33,23 @@ def show(ctx: typer.Context, json_out: Json = False) -> None:
         path = config.sealing_key_path
         backend = config.sealing_key is not None and is_backend_sealer(config.sealing_key)
         if not backend and not path.exists():
-            raise NotFoundError(f"this machine has no sealing key yet ({path})",
-                                hint="run 'keyvault init', or a backup, to create one")
+            raise NotFoundError(
+                f"this machine has no sealing key yet ({path})",
+                hint="run 'keyvault init', or a backup, to create one",
+            )
         own = session.sealer().key.fingerprint
         trust = session.sealers()
     if state.json or json_out:
-        emit_json({"sealer": own, "sealer_file": None if backend else str(path),
-                   "sealer_uri": config.sealing_key if backend else None,
-                   "trusted": sorted(trust.trusted),
-                   "revoked": sorted(trust.revoked), "sources": list(trust.sources)})
+        emit_json(
+            {
+                "sealer": own,
+                "sealer_file": None if backend else str(path),
+                "sealer_uri": config.sealing_key if backend else None,
+                "trusted": sorted(trust.trusted),
+                "revoked": sorted(trust.revoked),
+                "sources": list(trust.sources),
+            }
+        )
         return
     say(f"This machine's sealer: {own} ({config.sealing_key if backend else path})")
     for fingerprint in sorted(trust.trusted):

@@ -45,13 +45,14 @@ class CliState:
 
                 changes["team"] = validate_team(self.team)
             if self.trust_sealers:
-                changes["trusted_sealers"] = (*config.trusted_sealers,
-                                              *self._explicit_pins())
+                changes["trusted_sealers"] = (*config.trusted_sealers, *self._explicit_pins())
             if self.allow_unsigned:
                 changes["allow_unsigned"] = True
-                _loud("--allow-unsigned: unsigned (format v1) envelopes are accepted for this "
-                      "run; anyone who could write the store could have sealed them. Re-seal "
-                      "them: 'keyvault rewrap --all --reseal --allow-unsigned'")
+                _loud(
+                    "--allow-unsigned: unsigned (format v1) envelopes are accepted for this "
+                    "run; anyone who could write the store could have sealed them. Re-seal "
+                    "them: 'keyvault rewrap --all --reseal --allow-unsigned'"
+                )
             self._config = dataclasses.replace(config, **changes)  # type: ignore[arg-type]
         return self._config
 
@@ -60,9 +61,11 @@ class CliState:
 
         pins = [validate_fingerprint(f) for f in self.trust_sealers]
         for pin in pins:
-            _loud(f"--trust-sealer: trusting envelopes sealed by {pin} for this run. Check it "
-                  "against the fingerprint 'keyvault init' printed on the machine that made "
-                  "the backups: whoever holds that sealer can make you install their keys")
+            _loud(
+                f"--trust-sealer: trusting envelopes sealed by {pin} for this run. Check it "
+                "against the fingerprint 'keyvault init' printed on the machine that made "
+                "the backups: whoever holds that sealer can make you install their keys"
+            )
         return pins
 
     def use_jobs(self, jobs: int | None) -> None:

@@ -98,8 +98,9 @@ class Journal:
             try:
                 journal = cls(path, _connect(path))
             except sqlite3.DatabaseError as exc:
-                raise LocalIOError(f"cannot open the daemon journal {path}: "
-                                   f"{type(exc).__name__}") from None
+                raise LocalIOError(
+                    f"cannot open the daemon journal {path}: {type(exc).__name__}"
+                ) from None
             journal.moved_aside = aside
             return journal
 
@@ -123,7 +124,9 @@ class Journal:
                 "INSERT INTO pending (trust_dir, relpath, key_id, first_seen, next_try) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (trust_dir, relpath) DO UPDATE SET "
                 "generation = generation + 1, key_id = excluded.key_id, "
-                "next_try = max(next_try, excluded.next_try)", rows)
+                "next_try = max(next_try, excluded.next_try)",
+                rows,
+            )
         return len(rows)
 
     def done(self, entry: Entry) -> bool:
@@ -131,7 +134,8 @@ class Journal:
         with self._tx() as conn:
             cur = conn.execute(
                 "DELETE FROM pending WHERE trust_dir = ? AND relpath = ? AND generation = ?",
-                (entry.trust_dir, entry.relpath, entry.generation))
+                (entry.trust_dir, entry.relpath, entry.generation),
+            )
             return cur.rowcount == 1
 
     def retry(self, entry: Entry, next_try: float, error_kind: str) -> None:
@@ -140,7 +144,8 @@ class Journal:
             conn.execute(
                 "UPDATE pending SET attempts = attempts + 1, next_try = ?, last_error = ? "
                 "WHERE trust_dir = ? AND relpath = ?",
-                (next_try, error_kind[:40], entry.trust_dir, entry.relpath))
+                (next_try, error_kind[:40], entry.trust_dir, entry.relpath),
+            )
 
     # -- queries ----------------------------------------------------------------------------
 
@@ -148,13 +153,15 @@ class Journal:
         rows = self._conn.execute(
             "SELECT trust_dir, relpath, key_id, first_seen, generation, attempts, next_try, "
             "last_error FROM pending WHERE next_try <= ? ORDER BY next_try LIMIT ?",
-            (now, limit)).fetchall()
+            (now, limit),
+        ).fetchall()
         return [Entry(*row) for row in rows]
 
     def entries(self) -> list[Entry]:
         rows = self._conn.execute(
             "SELECT trust_dir, relpath, key_id, first_seen, generation, attempts, next_try, "
-            "last_error FROM pending ORDER BY trust_dir, relpath").fetchall()
+            "last_error FROM pending ORDER BY trust_dir, relpath"
+        ).fetchall()
         return [Entry(*row) for row in rows]
 
     def next_due(self) -> float | None:
@@ -165,7 +172,8 @@ class Journal:
         """(pending rows, oldest first_seen, rows that failed at least once)."""
         count, oldest, failing = self._conn.execute(
             "SELECT count(*), min(first_seen), count(CASE WHEN attempts > 0 THEN 1 END) "
-            "FROM pending").fetchone()
+            "FROM pending"
+        ).fetchone()
         return int(count), (float(oldest) if oldest is not None else None), int(failing)
 
     @contextlib.contextmanager
@@ -174,9 +182,10 @@ class Journal:
             with self._conn:
                 yield self._conn
         except sqlite3.OperationalError as exc:  # disk full, read-only, locked
-            raise LocalIOError(f"cannot write the daemon journal {self.path}: {exc}",
-                               hint="check free space and permissions of the state "
-                                    "directory") from None
+            raise LocalIOError(
+                f"cannot write the daemon journal {self.path}: {exc}",
+                hint="check free space and permissions of the state directory",
+            ) from None
 
 
 def _prepare_file(path: Path) -> None:

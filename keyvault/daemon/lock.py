@@ -64,7 +64,8 @@ def acquire(state_dir: Path) -> InstanceLock:
                 f"another keyvault daemon{owner} is already running with state directory "
                 f"{state_dir}",
                 hint="stop it first (systemctl --user stop keyvault-daemon), or give this one "
-                     "its own state directory (XDG_STATE_HOME)") from None
+                "its own state directory (XDG_STATE_HOME)",
+            ) from None
         raise LocalIOError(f"cannot lock {path}: {exc.strerror}") from None
     try:
         os.ftruncate(fd, 0)

@@ -78,6 +78,7 @@ STOP_CHECK_S = 0.5
 #: A second reconciliation this long after start covers keys written before the watch was live.
 WATCH_SETTLE_S = 1.0
 
+
 @dataclass(frozen=True)
 class DaemonOptions:
     trust_dirs: tuple[Path, ...]
@@ -99,8 +100,11 @@ def backoff(attempts: int, base: float, cap: float, rng: random.Random) -> float
 def t14_refusal(trust_dir: Path, key: KeyFile, euid: int) -> tuple[str, str] | None:
     """Why a key file must not be backed up (T14), or None: (reason code, sentence)."""
     if key.mode & 0o022:
-        return ("writable", f"group- or world-writable (mode {key.mode:04o}): someone else "
-                "could have planted or changed it; chmod 600 it if it is yours")
+        return (
+            "writable",
+            f"group- or world-writable (mode {key.mode:04o}): someone else "
+            "could have planted or changed it; chmod 600 it if it is yours",
+        )
     try:
         st = os.lstat(trust_dir / "private" / key.relpath)
     except OSError:
@@ -108,8 +112,11 @@ def t14_refusal(trust_dir: Path, key: KeyFile, euid: int) -> tuple[str, str] | N
     if stat.S_ISLNK(st.st_mode):
         return ("symlink", "replaced by a symbolic link (never followed)")
     if st.st_uid != euid:
-        return ("foreign-owner", f"owned by uid {st.st_uid}, not by uid {euid} who runs the "
-                "daemon: someone else could have planted it")
+        return (
+            "foreign-owner",
+            f"owned by uid {st.st_uid}, not by uid {euid} who runs the "
+            "daemon: someone else could have planted it",
+        )
     if stat.S_IMODE(st.st_mode) & 0o022:
         return ("writable", f"group- or world-writable (mode {stat.S_IMODE(st.st_mode):04o})")
     return None
@@ -122,8 +129,13 @@ def key_id_of(relpath: str) -> str | None:
 class Daemon:
     """Runs until SIGTERM/SIGINT (or :meth:`stop`); :meth:`run` returns the exit code."""
 
-    def __init__(self, config: Config, options: DaemonOptions, log: EventLog | None = None,
-                 rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        options: DaemonOptions,
+        log: EventLog | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
         self.config = config
         self.options = options
         self.log = log or EventLog()
@@ -169,9 +181,11 @@ class Daemon:
         try:
             self._journal = Journal.open(state_dir)
             if self._journal.moved_aside is not None:
-                self.log.error("journal-corrupt", moved_to=str(self._journal.moved_aside),
-                               detail="started a fresh journal; reconciliation re-finds "
-                                      "every key")
+                self.log.error(
+                    "journal-corrupt",
+                    moved_to=str(self._journal.moved_aside),
+                    detail="started a fresh journal; reconciliation re-finds every key",
+                )
             self.metrics = Metrics()
             server = HealthServer(host, port, self.metrics, self.health)
             self.address = server.address
@@ -181,11 +195,18 @@ class Daemon:
             self._write_runtime(state_dir)
             self._watcher = TrustWatcher(self._dirs, self._events.put, self.log)
             self._watcher.start()
-            self.log.info("started", pid=os.getpid(), version=__version__,
-                          trust_dirs=self._dirs, watching=list(self._watcher_dirs()),
-                          store=self._store_uri, team=self.config.team, listen=self.address,
-                          debounce_s=self.options.debounce,
-                          reconcile_every_s=self.options.reconcile_every)
+            self.log.info(
+                "started",
+                pid=os.getpid(),
+                version=__version__,
+                trust_dirs=self._dirs,
+                watching=list(self._watcher_dirs()),
+                store=self._store_uri,
+                team=self.config.team,
+                listen=self.address,
+                debounce_s=self.options.debounce,
+                reconcile_every_s=self.options.reconcile_every,
+            )
             self._loop()
             if self._signal_name:
                 self.log.info("stopping", signal=self._signal_name)
@@ -216,8 +237,12 @@ class Daemon:
             self._store_uri = self._session.store().uri
             self._session.wrappers()
         except BackendUnavailableError as exc:
-            self.log.warning("backend-unavailable", kind=exc.kind, message=exc.message,
-                             detail="keeps watching; backups are journaled and retried")
+            self.log.warning(
+                "backend-unavailable",
+                kind=exc.kind,
+                message=exc.message,
+                detail="keeps watching; backups are journaled and retried",
+            )
             self._session.close()
 
     def _install_signals(self) -> dict[int, Any]:
@@ -242,14 +267,18 @@ class Daemon:
 
     def _write_runtime(self, state_dir: Path) -> None:
         """Where the health endpoint is, for ``keyvault daemon status`` (0600, atomic)."""
-        doc = {"pid": os.getpid(), "listen": self.address, "started": self._started,
-               "trust_dirs": self._dirs}
+        doc = {
+            "pid": os.getpid(),
+            "listen": self.address,
+            "started": self._started,
+            "trust_dirs": self._dirs,
+        }
         try:
-            fsutil.write_file_atomic(state_dir, RUNTIME_NAME, json.dumps(doc).encode(),
-                                     mode=0o600, exclusive=False)
+            fsutil.write_file_atomic(
+                state_dir, RUNTIME_NAME, json.dumps(doc).encode(), mode=0o600, exclusive=False
+            )
         except KeyvaultError as exc:
-            self.log.warning("runtime-file", detail=f"cannot write {RUNTIME_NAME}: "
-                             f"{exc.message}")
+            self.log.warning("runtime-file", detail=f"cannot write {RUNTIME_NAME}: {exc.message}")
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -288,12 +317,18 @@ class Daemon:
             return True
         except KeyvaultError as exc:
             self._last_error = exc.kind
-            self.log.error("step-failed", step=step.__name__.strip("_"), kind=exc.kind,
-                           message=exc.message, hint=exc.hint)
+            self.log.error(
+                "step-failed",
+                step=step.__name__.strip("_"),
+                kind=exc.kind,
+                message=exc.message,
+                hint=exc.hint,
+            )
         except Exception as exc:  # a bug: name it, show no values (they may be secret)
             self._last_error = "internal"
-            self.log.error("internal-error", step=step.__name__.strip("_"),
-                           error=type(exc).__name__)
+            self.log.error(
+                "internal-error", step=step.__name__.strip("_"), error=type(exc).__name__
+            )
         self._stopping.wait(min(self.options.retry_base, 5.0))
         return False
 
@@ -310,8 +345,7 @@ class Daemon:
     def _take_events(self, timeout: float) -> None:
         assert self._journal is not None
         try:
-            first = self._events.get(timeout=timeout) if timeout > 0 else \
-                self._events.get_nowait()
+            first = self._events.get(timeout=timeout) if timeout > 0 else self._events.get_nowait()
         except queue.Empty:
             return
         batches = [first]
@@ -328,14 +362,14 @@ class Daemon:
         events = [e for e in found if isinstance(e, KeyEvent)]
         if not events:
             return
-        sightings = [Sighting(e.trust_dir, e.relpath, key_id_of(e.relpath), ready)
-                     for e in events]
+        sightings = [Sighting(e.trust_dir, e.relpath, key_id_of(e.relpath), ready) for e in events]
         try:
             self._journal.note(sightings, now)
         except LocalIOError as exc:  # reconciliation will find these files again
             self._last_error = exc.kind
-            self.log.error("journal-failed", kind=exc.kind, message=exc.message,
-                           dropped_events=len(sightings))
+            self.log.error(
+                "journal-failed", kind=exc.kind, message=exc.message, dropped_events=len(sightings)
+            )
             return
         for s in sightings:
             self.log.info("detected", trust_dir=s.trust_dir, path=s.relpath, key_id=s.key_id)
@@ -387,10 +421,13 @@ class Daemon:
                 if problem is not None:
                     self._refuse(trust_dir, entry.relpath, problem.code, problem.reason)
                 else:
-                    self.log.warning("gone", trust_dir=trust_dir, path=entry.relpath,
-                                     key_id=entry.key_id,
-                                     detail="the file was removed or renamed before it could "
-                                            "be backed up")
+                    self.log.warning(
+                        "gone",
+                        trust_dir=trust_dir,
+                        path=entry.relpath,
+                        key_id=entry.key_id,
+                        detail="the file was removed or renamed before it could be backed up",
+                    )
                 self._journal.done(entry)
                 continue
             refusal = t14_refusal(Path(trust_dir), key, self._euid)
@@ -405,8 +442,13 @@ class Daemon:
     def _back_up(self, trust_dir: Path, batch: list[tuple[Entry, KeyFile]]) -> None:
         assert self._session is not None
         try:
-            outcomes = backup_keys(self._session, [k for _, k in batch], team=self.config.team,
-                                   concurrency=self.config.concurrency, trust_dir=trust_dir)
+            outcomes = backup_keys(
+                self._session,
+                [k for _, k in batch],
+                team=self.config.team,
+                concurrency=self.config.concurrency,
+                trust_dir=trust_dir,
+            )
         except KeyvaultError as exc:  # the store or a wrapper could not even be opened
             self._session.close()
             for entry, key in batch:
@@ -424,8 +466,9 @@ class Daemon:
             return
         self._back_up_pins(trust_dir, sorted({k.gun for _, k in batch if k.gun is not None}))
 
-    def _back_up_pins(self, trust_dir: Path, guns: list[str] | None,
-                      listing: TeamListing | None = None) -> None:
+    def _back_up_pins(
+        self, trust_dir: Path, guns: list[str] | None, listing: TeamListing | None = None
+    ) -> None:
         """The trust pins of these GUNs (all, for None) travel with their keys, through
         backup's own code. Not journaled: the next backup or reconciliation carries a pin
         whose backup failed (an unchanged one costs at most a read)."""
@@ -437,28 +480,45 @@ class Daemon:
         if guns is None:  # reconciliation: the CA files the notary config pins travel too
             certs, bad = select_certs(self.config.env, [], Selection())
             for problem in bad:
-                self._refuse(str(trust_dir), problem.path, "bad-cert", problem.reason,
-                             once=True)
+                self._refuse(str(trust_dir), problem.path, "bad-cert", problem.reason, once=True)
         if not pins and not certs:
             return
         try:
-            outcomes = backup_keys(self._session, [], team=self.config.team,
-                                   concurrency=self.config.concurrency, trust_dir=trust_dir,
-                                   pins=pins, certs=certs, listing=listing)
+            outcomes = backup_keys(
+                self._session,
+                [],
+                team=self.config.team,
+                concurrency=self.config.concurrency,
+                trust_dir=trust_dir,
+                pins=pins,
+                certs=certs,
+                listing=listing,
+            )
         except KeyvaultError as exc:
-            self.log.warning("pin-backup-failed", trust_dir=str(trust_dir), kind=exc.kind,
-                             message=exc.message)
+            self.log.warning(
+                "pin-backup-failed", trust_dir=str(trust_dir), kind=exc.kind, message=exc.message
+            )
             return
         for outcome in outcomes:
             if outcome.error is not None:
-                self.log.warning("pin-backup-failed", trust_dir=str(trust_dir),
-                                 gun=outcome.address.gun, kind=outcome.error.kind,
-                                 message=outcome.error.message)
+                self.log.warning(
+                    "pin-backup-failed",
+                    trust_dir=str(trust_dir),
+                    gun=outcome.address.gun,
+                    kind=outcome.error.kind,
+                    message=outcome.error.message,
+                )
             else:
-                self.log.info("backed-up", action=outcome.action, trust_dir=str(trust_dir),
-                              path=outcome.key.relpath, kind=kind_of(outcome.address),
-                              gun=outcome.address.gun,
-                              object=outcome.address.object_name, version=outcome.version)
+                self.log.info(
+                    "backed-up",
+                    action=outcome.action,
+                    trust_dir=str(trust_dir),
+                    path=outcome.key.relpath,
+                    kind=kind_of(outcome.address),
+                    gun=outcome.address.gun,
+                    object=outcome.address.object_name,
+                    version=outcome.version,
+                )
 
     def _succeeded(self, entry: Entry, outcome: BackupOutcome) -> None:
         assert self._journal is not None and self.metrics is not None
@@ -469,41 +529,63 @@ class Daemon:
         self.metrics.last_success.set(now)
         self.metrics.backups.labels(outcome.action).inc()
         self.metrics.latency.observe(max(0.0, now - entry.first_seen))
-        self.log.info("backed-up", action=outcome.action, trust_dir=entry.trust_dir,
-                      path=entry.relpath, key_id=outcome.address.key_id,
-                      role=outcome.address.role, gun=outcome.address.gun,
-                      object=outcome.address.object_name, version=outcome.version,
-                      attempts=entry.attempts + 1,
-                      latency_s=round(max(0.0, now - entry.first_seen), 3))
+        self.log.info(
+            "backed-up",
+            action=outcome.action,
+            trust_dir=entry.trust_dir,
+            path=entry.relpath,
+            key_id=outcome.address.key_id,
+            role=outcome.address.role,
+            gun=outcome.address.gun,
+            object=outcome.address.object_name,
+            version=outcome.version,
+            attempts=entry.attempts + 1,
+            latency_s=round(max(0.0, now - entry.first_seen), 3),
+        )
         if outcome.warning:  # the store held a version no trusted sealer wrote: say so
-            self.log.warning("untrusted-version-replaced", key_id=outcome.address.key_id,
-                             role=outcome.address.role, gun=outcome.address.gun,
-                             object=outcome.address.object_name, message=outcome.warning)
+            self.log.warning(
+                "untrusted-version-replaced",
+                key_id=outcome.address.key_id,
+                role=outcome.address.role,
+                gun=outcome.address.gun,
+                object=outcome.address.object_name,
+                message=outcome.warning,
+            )
 
     def _retry(self, entry: Entry, exc: KeyvaultError, key: KeyFile | None) -> None:
         assert self._journal is not None and self.metrics is not None
-        delay = backoff(entry.attempts, self.options.retry_base, self.options.retry_max,
-                        self._rng)
+        delay = backoff(entry.attempts, self.options.retry_base, self.options.retry_max, self._rng)
         self._journal.retry(entry, time.time() + delay, exc.kind)
         self._last_error = exc.kind
         self.metrics.failures.labels(exc.kind).inc()
         level = "warning" if exc.kind in TRANSIENT else "error"
-        self.log.write(level, "backup-failed", {
-            "trust_dir": entry.trust_dir, "path": entry.relpath, "key_id": entry.key_id,
-            "role": key.role if key else None, "gun": key.gun if key else None,
-            "kind": exc.kind, "message": exc.message, "hint": exc.hint,
-            "attempt": entry.attempts + 1, "retry_in_s": round(delay, 2)})
+        self.log.write(
+            level,
+            "backup-failed",
+            {
+                "trust_dir": entry.trust_dir,
+                "path": entry.relpath,
+                "key_id": entry.key_id,
+                "role": key.role if key else None,
+                "gun": key.gun if key else None,
+                "kind": exc.kind,
+                "message": exc.message,
+                "hint": exc.hint,
+                "attempt": entry.attempts + 1,
+                "retry_in_s": round(delay, 2),
+            },
+        )
 
-    def _refuse(self, trust_dir: str, relpath: str, code: str, reason: str, *,
-                once: bool = False) -> None:
+    def _refuse(
+        self, trust_dir: str, relpath: str, code: str, reason: str, *, once: bool = False
+    ) -> None:
         assert self.metrics is not None
         if once:
             if (trust_dir, relpath, code) in self._refused_once:
                 return
             self._refused_once.add((trust_dir, relpath, code))
         self.metrics.refused.labels(code).inc()
-        self.log.warning("refused", trust_dir=trust_dir, path=relpath, reason=code,
-                         detail=reason)
+        self.log.warning("refused", trust_dir=trust_dir, path=relpath, reason=code, detail=reason)
 
     # -- reconciliation -----------------------------------------------------------------------
 
@@ -524,8 +606,7 @@ class Daemon:
                 continue
             self._watched[trust_dir] = len(result.keys)
             for problem in result.problems:
-                self._refuse(trust_dir, problem.relpath, problem.code, problem.reason,
-                             once=True)
+                self._refuse(trust_dir, problem.relpath, problem.code, problem.reason, once=True)
             keys = []
             for key in result.keys:
                 refusal = t14_refusal(Path(trust_dir), key, self._euid)
@@ -543,11 +624,17 @@ class Daemon:
         self._journal.note(sightings, now)
         outcome = "failed" if failed else "ok"
         self.metrics.reconciliations.labels(outcome).inc()
-        self.log.info("reconciled", outcome=outcome, keys=sum(self._watched.values()),
-                      backed_up=self._backed_up(), to_back_up=len(sightings))
+        self.log.info(
+            "reconciled",
+            outcome=outcome,
+            keys=sum(self._watched.values()),
+            backed_up=self._backed_up(),
+            to_back_up=len(sightings),
+        )
 
-    def _missing(self, trust_dir: Path, keys: list[KeyFile], listing: TeamListing
-                 ) -> tuple[list[KeyFile], bool]:
+    def _missing(
+        self, trust_dir: Path, keys: list[KeyFile], listing: TeamListing
+    ) -> tuple[list[KeyFile], bool]:
         """Keys the store lacks (or holds older bytes of): a dry run of the same backup.
 
         When the store cannot answer, every key counts as missing: the journal
@@ -557,9 +644,15 @@ class Daemon:
         if not keys:
             return [], True
         try:
-            outcomes = backup_keys(self._session, keys, team=self.config.team, dry_run=True,
-                                   concurrency=self.config.concurrency, trust_dir=trust_dir,
-                                   listing=listing)
+            outcomes = backup_keys(
+                self._session,
+                keys,
+                team=self.config.team,
+                dry_run=True,
+                concurrency=self.config.concurrency,
+                trust_dir=trust_dir,
+                listing=listing,
+            )
         except KeyvaultError as exc:
             self._session.close()
             self._last_error = exc.kind
@@ -567,15 +660,24 @@ class Daemon:
             return keys, False
         missing = [o.key for o in outcomes if o.action == WOULD_WRITE or o.failed]
         for untrusted in (o for o in outcomes if o.warning):
-            self.log.warning("untrusted-version-found", key_id=untrusted.address.key_id,
-                             role=untrusted.address.role, gun=untrusted.address.gun,
-                             object=untrusted.address.object_name, message=untrusted.warning)
+            self.log.warning(
+                "untrusted-version-found",
+                key_id=untrusted.address.key_id,
+                role=untrusted.address.role,
+                gun=untrusted.address.gun,
+                object=untrusted.address.object_name,
+                message=untrusted.warning,
+            )
         failures = [o for o in outcomes if o.failed]
         if failures and failures[0].error is not None:
             error = failures[0].error
             self._last_error = error.kind
-            self.log.warning("reconcile-failed", kind=error.kind, message=error.message,
-                             keys_unchecked=len(failures))
+            self.log.warning(
+                "reconcile-failed",
+                kind=error.kind,
+                message=error.message,
+                keys_unchecked=len(failures),
+            )
         return missing, not failures
 
     # -- health -------------------------------------------------------------------------------
@@ -588,15 +690,21 @@ class Daemon:
         status = "stalled" if stalled else "degraded" if failing else "ok"
         now = time.time()
         doc: dict[str, Any] = {
-            "status": status, "pid": os.getpid(), "version": __version__,
-            "uptime_s": round(now - self._started, 1), "trust_dirs": self._dirs,
+            "status": status,
+            "pid": os.getpid(),
+            "version": __version__,
+            "uptime_s": round(now - self._started, 1),
+            "trust_dirs": self._dirs,
             "watching": list(self._watcher.watching) if self._watcher else [],
-            "store": self._store_uri, "team": self.config.team,
-            "keys_watched": sum(self._watched.values()), "keys_backed_up": self._backed_up(),
+            "store": self._store_uri,
+            "team": self.config.team,
+            "keys_watched": sum(self._watched.values()),
+            "keys_backed_up": self._backed_up(),
             "keys_pending": count,
             "keys_failing": failing,
             "oldest_pending_age_s": round(now - oldest, 1) if oldest is not None else None,
-            "last_success": iso_utc_or_none(self._last_success), "last_error": self._last_error,
+            "last_success": iso_utc_or_none(self._last_success),
+            "last_error": self._last_error,
             "loop_age_s": round(loop_age, 1),
         }
         return (503 if stalled else 200), doc

@@ -68,8 +68,15 @@ class TrustWatcher:
     """Watches trust directories in a background thread; calls ``emit`` with key and pin
     events."""
 
-    def __init__(self, trust_dirs: Sequence[str], emit: Callable[[list[TrustEvent]], None],
-                 log: EventLog, *, step_ms: int = 50, retry_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        trust_dirs: Sequence[str],
+        emit: Callable[[list[TrustEvent]], None],
+        log: EventLog,
+        *,
+        step_ms: int = 50,
+        retry_s: float = 5.0,
+    ) -> None:
         self._dirs = list(trust_dirs)
         self._emit = emit
         self._log = log
@@ -122,18 +129,27 @@ class TrustWatcher:
                 continue
             try:
                 for changes in watchfiles.watch(
-                        *[Path(r.private).parent for r in roots],
-                        watch_filter=lambda _change, path: (
-                            self._match(path) is not None or self._match_tuf(path) is not None),
-                        stop_event=self._run_stop, step=self._step_ms, rust_timeout=0,
-                        raise_interrupt=False, force_polling=False,
-                        ignore_permission_denied=True):
+                    *[Path(r.private).parent for r in roots],
+                    watch_filter=lambda _change, path: (
+                        self._match(path) is not None or self._match_tuf(path) is not None
+                    ),
+                    stop_event=self._run_stop,
+                    step=self._step_ms,
+                    rust_timeout=0,
+                    raise_interrupt=False,
+                    force_polling=False,
+                    ignore_permission_denied=True,
+                ):
                     events = self._events(changes)
                     if events:
                         self._emit(events)
             except Exception as exc:  # the OS watch failed (dir removed, watch limit)
-                self._log.warning("watch-failed", error=type(exc).__name__,
-                                  detail=str(exc)[:200], retry_in_s=self._retry_s)
+                self._log.warning(
+                    "watch-failed",
+                    error=type(exc).__name__,
+                    detail=str(exc)[:200],
+                    retry_in_s=self._retry_s,
+                )
                 self._run_stop.wait(self._retry_s)
                 self._roots = self._existing()
 
@@ -143,15 +159,16 @@ class TrustWatcher:
     def _match_tuf(self, path: str) -> tuple[_Root, tuple[str, ...]] | None:
         return self._below(path, lambda root: root.tuf)
 
-    def _below(self, path: str, base: Callable[[_Root], str]
-               ) -> tuple[_Root, tuple[str, ...]] | None:
+    def _below(
+        self, path: str, base: Callable[[_Root], str]
+    ) -> tuple[_Root, tuple[str, ...]] | None:
         """The root whose ``base`` directory holds ``path``, and the parts below it."""
         for root in self._roots:
             top = base(root)
             if path == top:
                 return root, ()
             if path.startswith(top + os.sep):
-                return root, Path(path[len(top) + 1:]).parts
+                return root, Path(path[len(top) + 1 :]).parts
         return None
 
     def _events(self, changes: set[tuple[Any, str]]) -> list[TrustEvent]:
@@ -201,8 +218,8 @@ def _keys_below(path: str, parts: tuple[str, ...]) -> list[str]:
 def _pin_guns(path: str, parts: tuple[str, ...], added: bool) -> list[str]:
     """The GUNs whose ``root.json`` this change under ``tuf/`` names: the file itself, or
     every one below a new directory (written before the watch on it existed)."""
-    if len(parts) > len(PIN_TAIL) and parts[-len(PIN_TAIL):] == PIN_TAIL:
-        return ["/".join(parts[:-len(PIN_TAIL)])]
+    if len(parts) > len(PIN_TAIL) and parts[-len(PIN_TAIL) :] == PIN_TAIL:
+        return ["/".join(parts[: -len(PIN_TAIL)])]
     if not added or not _is_real_dir(path):
         return []
     found: list[str] = []

@@ -53,8 +53,10 @@ class PolicySession(Protocol):
     prompt: SecretPrompt | None
     acting_as: str | None
 
-    def record(self, action: str, outcome: str, *, team: str, keys: Sequence[KeyRef] = (),
-               detail: str = "") -> None: ...
+    def record(
+        self, action: str, outcome: str, *, team: str, keys: Sequence[KeyRef] = (), detail: str = ""
+    ) -> None: ...
+
 
 UNSAFE_SKIP_ENV = "KEYVAULT_UNSAFE_SKIP_POLICY_CHECK"
 
@@ -70,10 +72,13 @@ def skip_requested(env: Mapping[str, str]) -> bool:
         return False
     if value != "1":
         raise UsageError(f"{UNSAFE_SKIP_ENV} must be unset or exactly 1 (tests only)")
-    warnings.warn(PolicyCheckSkippedWarning(
-        f"{UNSAFE_SKIP_ENV}=1: keyvault's OWN POLICY CHECK IS OFF; only the backends' access "
-        "control protects the keys. This setting exists for tests: never set it elsewhere."),
-        stacklevel=2)
+    warnings.warn(
+        PolicyCheckSkippedWarning(
+            f"{UNSAFE_SKIP_ENV}=1: keyvault's OWN POLICY CHECK IS OFF; only the backends' access "
+            "control protects the keys. This setting exists for tests: never set it elsewhere."
+        ),
+        stacklevel=2,
+    )
     return True
 
 
@@ -90,10 +95,12 @@ def who_is_asking(config: Config, options: BackendOptions, claimed: str | None) 
             raise UsageError(
                 f"--as is honoured only with the file store: the {scheme} backend says who "
                 "you are, and keyvault will not claim to be somebody else",
-                hint="drop --as, or log in to the backend as that principal")
+                hint="drop --as, or log in to the backend as that principal",
+            )
         principal = claimed_principal(claimed)
-        warnings.warn(f"acting as {principal.name} (--as, file store: nobody verified it)",
-                      stacklevel=2)
+        warnings.warn(
+            f"acting as {principal.name} (--as, file store: nobody verified it)", stacklevel=2
+        )
         return principal
     if scheme == "vault":
         return vault_principal(options)
@@ -107,8 +114,9 @@ def local_principal_of() -> Principal:
 
     label = local_principal()
     user, _, host = label.rpartition("@")
-    return Principal("local", f"local:{label}", {"user": user or label,
-                                                 "host": host or socket.gethostname()})
+    return Principal(
+        "local", f"local:{label}", {"user": user or label, "host": host or socket.gethostname()}
+    )
 
 
 def vault_principal(options: BackendOptions) -> Principal:
@@ -117,8 +125,11 @@ def vault_principal(options: BackendOptions) -> Principal:
 
     client = vc.acquire(options)
     try:
-        answer = client.call("look up the token at", lambda c: c.auth.token.lookup_self(),
-                             path="auth/token/lookup-self")
+        answer = client.call(
+            "look up the token at",
+            lambda c: c.auth.token.lookup_self(),
+            path="auth/token/lookup-self",
+        )
     finally:
         client.release()
     data = answer.get("data") if isinstance(answer, dict) else None
@@ -153,8 +164,9 @@ def aws_principal(options: BackendOptions) -> Principal:
     from keyvault.stores import _awsclient as aws
 
     s3 = options.for_scheme("s3")
-    section = {k: s3[k] for k in ("profile", "region", "connect_timeout", "read_timeout")
-               if k in s3}
+    section = {
+        k: s3[k] for k in ("profile", "region", "connect_timeout", "read_timeout") if k in s3
+    }
     settings = aws.client_settings("sts", "s3", section, options.env)
     what = "ask AWS STS who the caller is (GetCallerIdentity)"
     try:
@@ -164,43 +176,55 @@ def aws_principal(options: BackendOptions) -> Principal:
         raise
     except Exception as exc:
         translated = aws.translate_transport_error(
-            exc, what=what, endpoint=settings.endpoint_url or "AWS STS")
+            exc, what=what, endpoint=settings.endpoint_url or "AWS STS"
+        )
         if translated is not None:
             raise translated from None
         code, status = aws.error_code(exc)
         if code in aws.ACCESS_CODES:
             raise AccessDeniedError(f"{what}: refused ({code})") from None
-        raise BackendUnavailableError(f"{what}: failed ({code or type(exc).__name__}, "
-                                      f"HTTP {status})") from None
+        raise BackendUnavailableError(
+            f"{what}: failed ({code or type(exc).__name__}, HTTP {status})"
+        ) from None
     arn = _text(answer.get("Arn") if isinstance(answer, dict) else None)
     if not arn.startswith("arn:"):
         raise BackendUnavailableError(f"{what}: no caller ARN in the answer")
     return Principal("aws", f"aws:arn:{arn}", aws_facts(arn))
 
 
-def precheck(policy: Policy, principal: Principal, action: str, team: str,
-             selection: Selection | None) -> AccessDeniedError | None:
+def precheck(
+    policy: Policy, principal: Principal, action: str, team: str, selection: Selection | None
+) -> AccessDeniedError | None:
     """Before any store request: refusals that need no key name (wrong team, CI asks for root)."""
     what = role_of(policy, principal, team)
     if team not in policy.teams:
-        return AccessDeniedError(f"policy refuses {principal} to {action} keys of team "
-                                 f"{team!r}: the team is not in the policy")
+        return AccessDeniedError(
+            f"policy refuses {principal} to {action} keys of team "
+            f"{team!r}: the team is not in the policy"
+        )
     if what is None:
         return AccessDeniedError(
             f"policy refuses {principal} to {action} keys of team {team}: the principal is "
             f"neither a member nor a CI principal of team {team} (teams.{team}.members / .ci)",
             hint="act as a member of the team (log in to the backend as one), or ask the "
-                 "team's owners to add you")
+            "team's owners to add you",
+        )
     if what == "ci" and action not in CI_ACTIONS:
         return AccessDeniedError(
             f"policy refuses {principal} to {action} keys of team {team}: CI principals may "
-            f"only {'/'.join(CI_ACTIONS)} (teams.{team}.ci)")
-    if what == "ci" and selection is not None and selection.roles and all(
-            r == "root" or (r not in CI_ROLES and r == "timestamp") for r in selection.roles):
+            f"only {'/'.join(CI_ACTIONS)} (teams.{team}.ci)"
+        )
+    if (
+        what == "ci"
+        and selection is not None
+        and selection.roles
+        and all(r == "root" or (r not in CI_ROLES and r == "timestamp") for r in selection.roles)
+    ):
         roles = ", ".join(selection.roles)
         return AccessDeniedError(
             f"policy refuses {principal} to {action} the {roles} keys of team {team}: CI "
-            f"principals never get root or timestamp keys (teams.{team}.ci)")
+            f"principals never get root or timestamp keys (teams.{team}.ci)"
+        )
     return None
 
 
@@ -235,17 +259,19 @@ class Access:
 
                 self._policy = load_policy(config.policy, check_wrapper_uri)
             elif self._session.acting_as is not None:
-                raise UsageError("--as needs a policy ([keyvault] policy or KEYVAULT_POLICY): "
-                                 "without one there is nothing to check")
+                raise UsageError(
+                    "--as needs a policy ([keyvault] policy or KEYVAULT_POLICY): "
+                    "without one there is nothing to check"
+                )
             self._loaded = True
         return self._policy
 
     def principal(self) -> Principal:
         if self._principal is None:
             session = self._session
-            self._principal = who_is_asking(session.config,
-                                            session.config.backend_options(session.prompt),
-                                            session.acting_as)
+            self._principal = who_is_asking(
+                session.config, session.config.backend_options(session.prompt), session.acting_as
+            )
         return self._principal
 
     def is_ci(self, team: str) -> bool:
@@ -266,8 +292,9 @@ class Access:
             refusal.audited = True
             raise refusal
 
-    def refusals(self, action: str, addresses: Iterable[KeyAddress]
-                 ) -> dict[KeyAddress, AccessDeniedError]:
+    def refusals(
+        self, action: str, addresses: Iterable[KeyAddress]
+    ) -> dict[KeyAddress, AccessDeniedError]:
         """The addresses the policy refuses, each with its error; all of them recorded."""
         policy = self.policy()
         if policy is None:
@@ -283,8 +310,7 @@ class Access:
                 refused[address] = decision.error()
                 by_rule.setdefault((address.team, decision.rule), []).append(address)
         for (team, rule), refused_here in by_rule.items():
-            self._record(action, team, refused_here,
-                         f"policy refuses {principal}: {rule}")
+            self._record(action, team, refused_here, f"policy refuses {principal}: {rule}")
         return refused
 
     def allowed(self, action: str, addresses: Iterable[KeyAddress]) -> list[KeyAddress]:
@@ -307,22 +333,31 @@ class Access:
             error.audited = True
             raise error
 
-    def _record(self, action: str, team: str, addresses: list[KeyAddress], detail: str
-                ) -> None:
+    def _record(self, action: str, team: str, addresses: list[KeyAddress], detail: str) -> None:
         from keyvault.ops.identity import key_ref
 
         with contextlib.suppress(KeyvaultError):  # the refusal itself must still be reported
-            self._session.record(action, "refused", team=team,
-                                 keys=[key_ref(a) for a in addresses], detail=detail[:500])
+            self._session.record(
+                action,
+                "refused",
+                team=team,
+                keys=[key_ref(a) for a in addresses],
+                detail=detail[:500],
+            )
 
     def _record_skip(self) -> None:
         with contextlib.suppress(KeyvaultError):
-            self._session.record("policy", "skipped", team=self._session.config.team,
-                                 detail=f"{UNSAFE_SKIP_ENV}=1: keyvault's own check was off")
+            self._session.record(
+                "policy",
+                "skipped",
+                team=self._session.config.team,
+                detail=f"{UNSAFE_SKIP_ENV}=1: keyvault's own check was off",
+            )
 
 
-def live_vault_policies(options: BackendOptions, names: Iterable[str], *,
-                        prefix: str = "keyvault-") -> tuple[dict[str, str | None], list[str]]:
+def live_vault_policies(
+    options: BackendOptions, names: Iterable[str], *, prefix: str = "keyvault-"
+) -> tuple[dict[str, str | None], list[str]]:
     """(name -> policy text or None when absent, other live policies named ``prefix*``).
 
     Read through the shared Vault client (``sys/policies/acl``): needs a token
@@ -335,8 +370,9 @@ def live_vault_policies(options: BackendOptions, names: Iterable[str], *,
         found: dict[str, str | None] = {}
         for name in names:
             try:
-                answer = client.call("read the ACL policy", _reader(name),
-                                     path=f"sys/policies/acl/{name}")
+                answer = client.call(
+                    "read the ACL policy", _reader(name), path=f"sys/policies/acl/{name}"
+                )
             except vc.VaultRequestError as exc:
                 if exc.status != 404:
                     raise
@@ -345,14 +381,16 @@ def live_vault_policies(options: BackendOptions, names: Iterable[str], *,
             data = answer.get("data") if isinstance(answer, dict) else None
             text = data.get("policy") if isinstance(data, dict) else None
             found[name] = text if isinstance(text, str) else None
-        listed = client.call("list the ACL policies", lambda c: c.sys.list_acl_policies(),
-                             path="sys/policies/acl")
+        listed = client.call(
+            "list the ACL policies", lambda c: c.sys.list_acl_policies(), path="sys/policies/acl"
+        )
     finally:
         client.release()
     data = listed.get("data") if isinstance(listed, dict) else None
     keys = data.get("keys") if isinstance(data, dict) else None
-    extra = sorted(k for k in keys or [] if isinstance(k, str) and k.startswith(prefix)
-                   and k not in found)
+    extra = sorted(
+        k for k in keys or [] if isinstance(k, str) and k.startswith(prefix) and k not in found
+    )
     return found, extra
 
 

@@ -33,9 +33,13 @@ class AnchorReport:
     problems: list[Problem]
 
     def to_json(self, records: int) -> dict[str, Any]:
-        return {"store": self.store, "log": self.log, "checkpoints": self.checkpoints,
-                "anchored_up_to": self.anchored,
-                "unanchored": max(0, records - self.anchored)}
+        return {
+            "store": self.store,
+            "log": self.log,
+            "checkpoints": self.checkpoints,
+            "anchored_up_to": self.anchored,
+            "unanchored": max(0, records - self.anchored),
+        }
 
 
 def write_checkpoint(session: Session, record: Mapping[str, Any]) -> None:
@@ -47,17 +51,25 @@ def write_checkpoint(session: Session, record: Mapping[str, Any]) -> None:
     """
     config = session.config
     try:
-        checkpoint = Checkpoint(audit_log_id(session.audit().path), config.team,
-                                int(record["seq"]), str(record["hash"]), str(record["time"]),
-                                str(record["actor"])).sign(session.sealer())
+        checkpoint = Checkpoint(
+            audit_log_id(session.audit().path),
+            config.team,
+            int(record["seq"]),
+            str(record["hash"]),
+            str(record["time"]),
+            str(record["actor"]),
+        ).sign(session.sealer())
         session.store().write(checkpoint.name(), checkpoint.to_bytes())
     except ConflictError:
         return  # another process anchored this very head already
     except KeyvaultError as exc:
-        warnings.warn(CheckpointNotWrittenWarning(
-            f"the audit log's checkpoint of record {record['seq']} was not written to the "
-            f"store ({exc.kind}: {exc.message}); the next command's checkpoint anchors it"),
-            stacklevel=2)
+        warnings.warn(
+            CheckpointNotWrittenWarning(
+                f"the audit log's checkpoint of record {record['seq']} was not written to the "
+                f"store ({exc.kind}: {exc.message}); the next command's checkpoint anchors it"
+            ),
+            stacklevel=2,
+        )
 
 
 def check_checkpoints(session: Session, lines: Sequence[bytes]) -> AnchorReport:
@@ -75,8 +87,9 @@ def check_checkpoints(session: Session, lines: Sequence[bytes]) -> AnchorReport:
         try:
             checkpoint = Checkpoint.from_bytes(store.read(name).data, what)
             if checkpoint.name() != name:
-                raise IntegrityError(f"{what} says record {checkpoint.seq} of another log or "
-                                     "team than its name does")
+                raise IntegrityError(
+                    f"{what} says record {checkpoint.seq} of another log or team than its name does"
+                )
             checkpoint.authenticate(trust, what)
         except NotFoundError:
             return None
@@ -94,5 +107,6 @@ def check_checkpoints(session: Session, lines: Sequence[bytes]) -> AnchorReport:
         elif item is not None:
             problems.append(item)
     problems += compare(recorded_hashes(lines), valid)
-    return AnchorReport(store.uri, log, len(names), max((c.seq for c in valid), default=0),
-                        problems)
+    return AnchorReport(
+        store.uri, log, len(names), max((c.seq for c in valid), default=0), problems
+    )

@@ -63,8 +63,7 @@ class AuthenticReader:
     highwater: HighWater
     allow_unsigned: bool = False
     #: Version IDs (newest first) of the objects a bulk listing found, by object name.
-    _listed: dict[str, tuple[str, ...]] = field(default_factory=dict, init=False,
-                                                repr=False)
+    _listed: dict[str, tuple[str, ...]] = field(default_factory=dict, init=False, repr=False)
 
     def prefetch(self, addresses: Collection[KeyAddress]) -> None:
         """List the versions of many keys at once, ahead of reading them as latest.
@@ -77,9 +76,11 @@ class AuthenticReader:
         names = {a.object_name for a in addresses}
         common = posixpath.commonpath(list(names))  # whole segments: object names use "/"
         prefix = f"{common}/" if common else ""
-        self._listed = {name: tuple(v.version for v in found)
-                        for name, found in self.store.versions_under(prefix).items()
-                        if name in names}
+        self._listed = {
+            name: tuple(v.version for v in found)
+            for name, found in self.store.versions_under(prefix).items()
+            if name in names
+        }
 
     def prime(self, listed: dict[str, tuple[str, ...]]) -> None:
         """Version IDs (newest first) by object name, from a listing made anyway (as
@@ -127,9 +128,11 @@ class AuthenticReader:
         if entry.version not in versions:
             versions = tuple(v.version for v in self.store.versions(name))
         if entry.version not in versions:
-            raise IntegrityError(f"{what}: the store lists no version {entry.version} of "
-                                 f"{name}, though it returned it; refused")
-        below = versions[versions.index(entry.version) + 1:]
+            raise IntegrityError(
+                f"{what}: the store lists no version {entry.version} of "
+                f"{name}, though it returned it; refused"
+            )
+        below = versions[versions.index(entry.version) + 1 :]
         if not below:
             return  # the first version, or older ones were pruned: the high-water mark guards
         if chain.previous is None:
@@ -137,19 +140,22 @@ class AuthenticReader:
                 f"{what}: rollback: the latest version {entry.version} says it is the key's "
                 f"first (number {chain.sequence}), but {len(below)} older version(s) lie "
                 "beneath it; an old version was copied on top; refused",
-                hint="investigate who wrote it; restore a version on purpose with --version")
+                hint="investigate who wrote it; restore a version on purpose with --version",
+            )
         beneath = self._read_beneath(entry, below[0])
         if not hmac.compare_digest(hashlib.sha256(beneath).hexdigest(), chain.previous):
             raise IntegrityError(
                 f"{what}: broken chain: the latest version {entry.version} (number "
                 f"{chain.sequence}) was not sealed on top of version {below[0]} beneath it; "
                 "an older version was copied on top, or the history was rewritten; refused",
-                hint="investigate who wrote it; restore a version on purpose with --version")
+                hint="investigate who wrote it; restore a version on purpose with --version",
+            )
         older = self._signed_sequence(beneath)
         if older is not None and older >= chain.sequence:
             raise IntegrityError(
                 f"{what}: rollback: the latest version has number {chain.sequence}, not "
-                f"higher than number {older} beneath it; refused")
+                f"higher than number {older} beneath it; refused"
+            )
 
     def _read_beneath(self, entry: StoredEnvelope, version: str) -> bytes:
         try:
@@ -158,7 +164,8 @@ class AuthenticReader:
             raise IntegrityError(
                 f"{describe(entry.address)}: the version beneath the latest ({version}) "
                 "cannot be read, so the latest cannot be shown to be newer; refused",
-                hint="restore a version on purpose with --version") from None
+                hint="restore a version on purpose with --version",
+            ) from None
 
     def _signed_sequence(self, data: bytes) -> int | None:
         """The chain number of a stored version, if a trusted sealer signed it."""

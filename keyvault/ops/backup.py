@@ -68,7 +68,13 @@ ATTEMPTS = 5
 #: Before each try after a lost write, a random pause of up to this times 2**try (jitter).
 RETRY_JITTER_S = 0.05
 CREATED, UPDATED, UNCHANGED, FAILED, WOULD_WRITE, NOT_ATTEMPTED = (
-    "created", "updated", "unchanged", "failed", "would-write", "not-attempted")
+    "created",
+    "updated",
+    "unchanged",
+    "failed",
+    "would-write",
+    "not-attempted",
+)
 
 
 @dataclass(frozen=True)
@@ -93,8 +99,9 @@ def select_keys(keys: Sequence[KeyFile], selection: Selection, where: str) -> li
     return chosen
 
 
-def select_pins(trust_dir: Path, keys: Sequence[KeyFile], selection: Selection
-                ) -> tuple[list[PinFile], list[MetadataProblem]]:
+def select_pins(
+    trust_dir: Path, keys: Sequence[KeyFile], selection: Selection
+) -> tuple[list[PinFile], list[MetadataProblem]]:
     """The trust pins that travel with the selected keys: their GUNs' pins, and with no
     ``--role``/``--key-id`` every pin ``--gun`` matches (every pin when nothing is
     selected, or ``--all``), so a GUN this machine only pulls keeps its pin too."""
@@ -106,8 +113,9 @@ def select_pins(trust_dir: Path, keys: Sequence[KeyFile], selection: Selection
     return scan_pins(trust_dir, guns) if guns else ([], [])
 
 
-def select_certs(env: Mapping[str, str], keys: Sequence[KeyFile], selection: Selection
-                 ) -> tuple[list[CertFile], list[MetadataProblem]]:
+def select_certs(
+    env: Mapping[str, str], keys: Sequence[KeyFile], selection: Selection
+) -> tuple[list[CertFile], list[MetadataProblem]]:
     """The CA files the notary client config pins that travel with the selected keys:
     every one when nothing narrows the selection (or ``--all``); else the CAs of the GUN
     prefixes the selected GUNs start with, and the trust server's CA."""
@@ -122,7 +130,8 @@ def select_certs(env: Mapping[str, str], keys: Sequence[KeyFile], selection: Sel
         return [], []
     sources, problems = config_sources(config)
     narrowed = not selection.everything and bool(
-        selection.guns or selection.roles or selection.key_ids)
+        selection.guns or selection.roles or selection.key_ids
+    )
     guns = sorted({k.gun for k in keys if k.gun is not None} | set(selection.guns))
     certs, unread = read_cert_files(select_sources(sources, guns if narrowed else None))
     return certs, problems + unread
@@ -174,9 +183,11 @@ def backup_keys(
     if trust_dir is None and any(k.is_released for k in keys):
         raise ValueError("released key files need the trust directory to be read again")
     session.access().precheck("backup", team)  # policy (teams.md): before any request
-    items = [*_items(team, keys), *((p.as_key_file(), PinAddress.of(team, p.gun))
-                                    for p in pins),
-             *((c.as_key_file(), c.source.address(team)) for c in certs)]
+    items = [
+        *_items(team, keys),
+        *((p.as_key_file(), PinAddress.of(team, p.gun)) for p in pins),
+        *((c.as_key_file(), c.source.address(team)) for c in certs),
+    ]
     denied = session.access().refusals("backup", [a for _, a in items if a is not None])
     store = session.store()  # open the store and the wrappers once, before any thread starts
     wrappers: Sequence[Wrapper] = [] if dry_run else session.wrappers()
@@ -189,11 +200,19 @@ def backup_keys(
         session.sealer()  # and the sealing key: a bad one fails before anything is written
     session.sealers()
     if threshold is not None and not dry_run and not 2 <= threshold <= len(wrappers):
-        raise UsageError(f"--threshold {threshold} needs at least {threshold} wrappers; "
-                         f"{len(wrappers)} configured", hint="pass --wrapper once per wrapper")
+        raise UsageError(
+            f"--threshold {threshold} needs at least {threshold} wrappers; "
+            f"{len(wrappers)} configured",
+            hint="pass --wrapper once per wrapper",
+        )
     known = session.known(open_sealer=not dry_run)
-    listed = (listing.of(store, team) if listing is not None
-              else _listing(store, team) if len(items) >= LISTING_THRESHOLD else None)
+    listed = (
+        listing.of(store, team)
+        if listing is not None
+        else _listing(store, team)
+        if len(items) >= LISTING_THRESHOLD
+        else None
+    )
     run = _Run(session, wrappers, dry_run, threshold, trust_dir, known)
     breaker = session.breaker
 
@@ -212,8 +231,9 @@ def backup_keys(
                 if _as_asked(run, seen):  # known unchanged: no backend was asked
                     return BackupOutcome(key, address, UNCHANGED, seen.version)
                 seen = None  # the same bytes: the read path says what is missing
-            outcome = _backup_key(run, key, address, absent=listed is not None and tag is None,
-                                  known=seen)
+            outcome = _backup_key(
+                run, key, address, absent=listed is not None and tag is None, known=seen
+            )
         except KeyvaultError as exc:
             breaker.note(exc)
             return BackupOutcome(key, address, FAILED, error=exc)
@@ -272,9 +292,13 @@ def _known_latest(run: _Run, address: KeyAddress, tag: str) -> Seen | None:
         return None
     mark = run.session.highwater().get(name)
     trust = run.session.sealers()
-    if (mark is None or mark.sequence != seen.sequence
-            or not hmac.compare_digest(mark.digest, seen.digest)
-            or seen.sealer not in trust.trusted or seen.sealer in trust.revoked):
+    if (
+        mark is None
+        or mark.sequence != seen.sequence
+        or not hmac.compare_digest(mark.digest, seen.digest)
+        or seen.sealer not in trust.trusted
+        or seen.sealer in trust.revoked
+    ):
         return None
     return seen
 
@@ -287,33 +311,56 @@ def _same_key(run: _Run, key: KeyFile, address: KeyAddress, seen: Seen) -> bool:
 def _as_asked(run: _Run, seen: Seen) -> bool:
     """The recorded version meets ``--threshold`` and is wrapped for exactly the wrappers
     asked for; otherwise the read path warns of a missing wrapper, or seals under M."""
-    return ((run.threshold is None or seen.threshold >= run.threshold)
-            and (not run.wrappers
-                 or seen.wrappers == wrappers_digest([w.uri for w in run.wrappers])))
+    return (run.threshold is None or seen.threshold >= run.threshold) and (
+        not run.wrappers or seen.wrappers == wrappers_digest([w.uri for w in run.wrappers])
+    )
 
 
-def _on_top_of_known(run: _Run, key: KeyFile, address: KeyAddress, seen: Seen
-                     ) -> BackupOutcome:
+def _on_top_of_known(run: _Run, key: KeyFile, address: KeyAddress, seen: Seen) -> BackupOutcome:
     """A changed key whose recorded version is the store's latest: sealed on top of it, no
     read (a writer in between makes the write lose, and the read path takes over)."""
     if run.dry_run:
         return BackupOutcome(key, address, WOULD_WRITE)
     recorded = seen.threshold if seen.threshold > 1 else None
-    return _write(run, key, address, replaces=seen.version,
-                  threshold=_at_least(run.threshold, recorded),
-                  chain=Chain(seen.sequence + 1, seen.digest))
+    return _write(
+        run,
+        key,
+        address,
+        replaces=seen.version,
+        threshold=_at_least(run.threshold, recorded),
+        chain=Chain(seen.sequence + 1, seen.digest),
+    )
 
 
-def _remember(run: _Run, address: KeyAddress, envelope: Envelope, *, tag: str, version: str,
-              digest: str, sealer: str, key_sha256: str) -> None:
+def _remember(
+    run: _Run,
+    address: KeyAddress,
+    envelope: Envelope,
+    *,
+    tag: str,
+    version: str,
+    digest: str,
+    sealer: str,
+    key_sha256: str,
+) -> None:
     """Record the latest version of ``address`` as this machine sealed or verified it."""
     chain = envelope.chain
     if run.known is None or chain is None or not tag:
         return
     name = address.object_name
-    run.known.note(name, Seen(
-        tag, version, chain.sequence, digest, sealer, envelope.threshold or 1,
-        wrappers_digest(envelope.wrapper_uris), run.known.key_digest(name, key_sha256)))
+    run.known.note(
+        name,
+        Seen(
+            tag,
+            version,
+            chain.sequence,
+            digest,
+            sealer,
+            envelope.threshold or 1,
+            wrappers_digest(envelope.wrapper_uris),
+            run.known.key_digest(name, key_sha256),
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -345,17 +392,26 @@ def _audit(session: Session, team: str, outcomes: Sequence[BackupOutcome]) -> No
     written = [o for o in outcomes if o.action in (CREATED, UPDATED)]
     failed = [o for o in outcomes if o.failed]
     outcome = "failed" if failed and not written else "partial" if failed else "ok"
-    detail = (f"{len(written)} written, {len(outcomes) - len(written) - len(failed)} unchanged, "
-              f"{len(failed)} failed")
+    detail = (
+        f"{len(written)} written, {len(outcomes) - len(written) - len(failed)} unchanged, "
+        f"{len(failed)} failed"
+    )
     if failed and failed[0].error is not None:
         detail += f"; first failure: {failed[0].error.kind}"
     # A backup that wrote nothing (all unchanged) writes no checkpoint either.
-    session.record("backup", outcome, team=team, detail=detail, anchor=bool(written),
-                   keys=[key_ref(o.address) for o in written + failed])
+    session.record(
+        "backup",
+        outcome,
+        team=team,
+        detail=detail,
+        anchor=bool(written),
+        keys=[key_ref(o.address) for o in written + failed],
+    )
 
 
-def _backup_key(run: _Run, key: KeyFile, address: KeyAddress, *, absent: bool,
-                known: Seen | None = None) -> BackupOutcome:
+def _backup_key(
+    run: _Run, key: KeyFile, address: KeyAddress, *, absent: bool, known: Seen | None = None
+) -> BackupOutcome:
     """One key; when another writer stores it first, read it again and go on from there.
 
     ``absent``: a listing just now held no such object, so it is created without a read.
@@ -365,7 +421,7 @@ def _backup_key(run: _Run, key: KeyFile, address: KeyAddress, *, absent: bool,
     lost: ConflictError | None = None
     for attempt in range(ATTEMPTS):
         if attempt:  # racers that keep colliding (stores without If-Match) spread out
-            time.sleep(random.uniform(0, RETRY_JITTER_S * 2 ** attempt))  # noqa: S311
+            time.sleep(random.uniform(0, RETRY_JITTER_S * 2**attempt))  # noqa: S311
         try:
             if absent and attempt == 0:
                 return _create(run, key, address)
@@ -377,13 +433,14 @@ def _backup_key(run: _Run, key: KeyFile, address: KeyAddress, *, absent: bool,
         except ConflictError as exc:
             lost = exc
     assert lost is not None
-    raise ConflictError(f"{describe(address)} was written by others {ATTEMPTS} times while "
-                        f"this backup tried to store it; gave up (last: {lost.message})",
-                        hint="run the backup again; 'keyvault versions' shows who wrote it")
+    raise ConflictError(
+        f"{describe(address)} was written by others {ATTEMPTS} times while "
+        f"this backup tried to store it; gave up (last: {lost.message})",
+        hint="run the backup again; 'keyvault versions' shows who wrote it",
+    )
 
 
-def _backup_one(run: _Run, key: KeyFile, address: KeyAddress, *, recheck: bool
-                ) -> BackupOutcome:
+def _backup_one(run: _Run, key: KeyFile, address: KeyAddress, *, recheck: bool) -> BackupOutcome:
     """One attempt: read the latest, then nothing, a create or a version on top of it.
 
     ``recheck``: another writer just stored this key, so its version's chain is
@@ -396,8 +453,7 @@ def _backup_one(run: _Run, key: KeyFile, address: KeyAddress, *, recheck: bool
     try:
         raw = parse_stored(address, obj)
     except IntegrityError as exc:  # not even an envelope: seal a good one on top of it
-        return _rewrite(run, key, address, obj.version, hashlib.sha256(obj.data).hexdigest(),
-                        exc)
+        return _rewrite(run, key, address, obj.version, hashlib.sha256(obj.data).hexdigest(), exc)
     try:
         current = _trusted_latest(run.session, raw, recheck=recheck)
     except IntegrityError as exc:  # tampered, unsigned, foreign or rolled back: seal anew
@@ -406,16 +462,35 @@ def _backup_one(run: _Run, key: KeyFile, address: KeyAddress, *, recheck: bool
     assert chain is not None
     recorded = current.envelope.threshold
     if hmac.compare_digest(current.envelope.header.sha256, key.sha256) and (
-            run.threshold is None or (recorded or 1) >= run.threshold):
-        _remember(run, address, current.envelope, tag=obj.etag, version=current.version,
-                  digest=current.digest, sealer=current.sealer or "", key_sha256=key.sha256)
-        return BackupOutcome(key, address, UNCHANGED, current.version,
-                             warning=_not_wrapped_for(run, current, address))
+        run.threshold is None or (recorded or 1) >= run.threshold
+    ):
+        _remember(
+            run,
+            address,
+            current.envelope,
+            tag=obj.etag,
+            version=current.version,
+            digest=current.digest,
+            sealer=current.sealer or "",
+            key_sha256=key.sha256,
+        )
+        return BackupOutcome(
+            key,
+            address,
+            UNCHANGED,
+            current.version,
+            warning=_not_wrapped_for(run, current, address),
+        )
     if run.dry_run:
         return BackupOutcome(key, address, WOULD_WRITE)
-    return _write(run, key, address, replaces=current.version,
-                  threshold=_at_least(run.threshold, recorded),
-                  chain=Chain(chain.sequence + 1, current.digest))
+    return _write(
+        run,
+        key,
+        address,
+        replaces=current.version,
+        threshold=_at_least(run.threshold, recorded),
+        chain=Chain(chain.sequence + 1, current.digest),
+    )
 
 
 def _not_wrapped_for(run: _Run, current: StoredEnvelope, address: KeyAddress) -> str | None:
@@ -425,9 +500,11 @@ def _not_wrapped_for(run: _Run, current: StoredEnvelope, address: KeyAddress) ->
     if not missing:
         return None
     shown = ", ".join(redact(uri) for uri in missing)
-    return (f"{describe(address)} is unchanged, but its backup is not wrapped for {shown}, "
-            f"which cannot restore it; add it with 'keyvault rewrap --all --add "
-            f"{redact(missing[0])}'")
+    return (
+        f"{describe(address)} is unchanged, but its backup is not wrapped for {shown}, "
+        f"which cannot restore it; add it with 'keyvault rewrap --all --add "
+        f"{redact(missing[0])}'"
+    )
 
 
 def _trusted_latest(session: Session, raw: StoredEnvelope, *, recheck: bool) -> StoredEnvelope:
@@ -451,28 +528,39 @@ def _create(run: _Run, key: KeyFile, address: KeyAddress) -> BackupOutcome:
     return _write(run, key, address, replaces=None, threshold=run.threshold)
 
 
-def _rewrite(run: _Run, key: KeyFile, address: KeyAddress, replaces: str, previous: str,
-             why: IntegrityError) -> BackupOutcome:
+def _rewrite(
+    run: _Run, key: KeyFile, address: KeyAddress, replaces: str, previous: str, why: IntegrityError
+) -> BackupOutcome:
     """A fresh version on top of a latest one that could not be trusted; say why.
 
     Its dual control is that of the newest version a trusted sealer did sign:
     junk or an old copy on top must not lower it.
     """
-    warning = (f"the latest stored version of {describe(address)} was not trusted "
-               f"({why.message}); " + ("a fresh version would be sealed on top" if run.dry_run
-                                       else "sealed a fresh version on top"))
+    warning = (
+        f"the latest stored version of {describe(address)} was not trusted "
+        f"({why.message}); "
+        + (
+            "a fresh version would be sealed on top"
+            if run.dry_run
+            else "sealed a fresh version on top"
+        )
+    )
     if run.dry_run:
         return BackupOutcome(key, address, WOULD_WRITE, warning=warning)
     versions = [v.version for v in run.session.store().versions(address.object_name)]
     recorded = _signed_threshold(run.session, address, [v for v in versions if v != replaces])
-    outcome = _write(run, key, address, replaces=replaces,
-                     threshold=_at_least(run.threshold, recorded),
-                     chain=Chain(next_number(run.session, address, len(versions)), previous))
+    outcome = _write(
+        run,
+        key,
+        address,
+        replaces=replaces,
+        threshold=_at_least(run.threshold, recorded),
+        chain=Chain(next_number(run.session, address, len(versions)), previous),
+    )
     return replace(outcome, warning=warning)
 
 
-def _signed_threshold(session: Session, address: KeyAddress, versions: Sequence[str]
-                      ) -> int | None:
+def _signed_threshold(session: Session, address: KeyAddress, versions: Sequence[str]) -> int | None:
     """The threshold of the highest-numbered version among ``versions`` that a trusted
     sealer signed (None: no group, or no such version). Reads each one: a repair only."""
     reader = session.reader()
@@ -501,8 +589,15 @@ def next_number(session: Session, address: KeyAddress, count: int | None = None)
     return max(seen.sequence if seen else 0, count) + 1
 
 
-def _write(run: _Run, key: KeyFile, address: KeyAddress, *, replaces: str | None,
-           threshold: int | None, chain: Chain = FIRST) -> BackupOutcome:
+def _write(
+    run: _Run,
+    key: KeyFile,
+    address: KeyAddress,
+    *,
+    replaces: str | None,
+    threshold: int | None,
+    chain: Chain = FIRST,
+) -> BackupOutcome:
     """Seal and write: create-only (``replaces=None``) or a new version on top of one."""
     if threshold is not None and threshold > len(run.wrappers):
         raise UsageError(
@@ -510,14 +605,19 @@ def _write(run: _Run, key: KeyFile, address: KeyAddress, *, replaces: str | None
             f"version says so), but {len(run.wrappers)} wrapper(s) are configured; a backup "
             "never lowers it, so nothing was written",
             hint=f"configure at least {threshold} wrappers (--wrapper, or wrappers in the "
-                 "config), as when it was backed up with --threshold")
+            "config), as when it was backed up with --threshold",
+        )
     pin = isinstance(address, PinAddress | CertAddress)  # read once by their scan, kept
     data = key.data if run.trust_dir is None or pin else read_key_bytes(run.trust_dir, key)
-    header = new_header(address=address, algorithm=key.algorithm, source_name=key.relpath,
-                        source_mode=key.mode, data=data)
+    header = new_header(
+        address=address,
+        algorithm=key.algorithm,
+        source_name=key.relpath,
+        source_mode=key.mode,
+        data=data,
+    )
     session = run.session
-    envelope = seal(header, data, run.wrappers, threshold, sealer=session.sealer(),
-                    chain=chain)
+    envelope = seal(header, data, run.wrappers, threshold, sealer=session.sealer(), chain=chain)
     payload = envelope.to_bytes()
     version = session.store().write(address.object_name, payload, replaces=replaces)
     digest = hashlib.sha256(payload).hexdigest()
@@ -525,7 +625,14 @@ def _write(run: _Run, key: KeyFile, address: KeyAddress, *, replaces: str | None
     # S3's ETag of a single-part write is the MD5 of its bytes (not with SSE-KMS: that key
     # is then read once, and its real tag recorded). Matching it needs an MD5 second
     # preimage of bytes this machine chose, so MD5 is enough to name them here.
-    _remember(run, address, envelope, tag=hashlib.md5(payload).hexdigest(),  # noqa: S324
-              version=version, digest=digest, sealer=session.sealer().key.fingerprint,
-              key_sha256=hashlib.sha256(data).hexdigest())
+    _remember(
+        run,
+        address,
+        envelope,
+        tag=hashlib.md5(payload).hexdigest(),  # noqa: S324
+        version=version,
+        digest=digest,
+        sealer=session.sealer().key.fingerprint,
+        key_sha256=hashlib.sha256(data).hexdigest(),
+    )
     return BackupOutcome(key, address, CREATED if replaces is None else UPDATED, version)

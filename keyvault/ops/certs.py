@@ -43,30 +43,45 @@ class OpenedCert:
         return config_line(self.address, self.write.path)
 
 
-def cert_addresses(session: Session, team: str, selection: Selection,
-                   guns: set[str], listed: dict[str, tuple[str, ...]] | None = None
-                   ) -> list[CertAddress]:
+def cert_addresses(
+    session: Session,
+    team: str,
+    selection: Selection,
+    guns: set[str],
+    listed: dict[str, tuple[str, ...]] | None = None,
+) -> list[CertAddress]:
     """The certificates that travel with the selection: every one when nothing narrows it
     (or ``--all``); else the CAs of the GUN prefixes the selected GUNs start with, and the
     trust servers' CAs. One listing of ``certs/`` (none if ``listed`` named them)."""
     prefix = cert_prefix(team)
-    names = ([n for n in listed if n.startswith(prefix)] if listed and not selection.guns
-             else session.store().list(prefix))
+    names = (
+        [n for n in listed if n.startswith(prefix)]
+        if listed and not selection.guns
+        else session.store().list(prefix)
+    )
     narrowed = not selection.everything and bool(
-        selection.guns or selection.roles or selection.key_ids)
+        selection.guns or selection.roles or selection.key_ids
+    )
     wanted = guns | set(selection.guns)
     found: list[CertAddress] = []
     for cert in parsed_names(names, CertAddress, team):
         prefix_of = str(cert.gun)
-        if (not narrowed or cert.is_server or any(
-                g.startswith(prefix_of) or gun_matches(prefix_of.rstrip("/"), g)
-                for g in wanted)):
+        if (
+            not narrowed
+            or cert.is_server
+            or any(g.startswith(prefix_of) or gun_matches(prefix_of.rstrip("/"), g) for g in wanted)
+        ):
             found.append(cert)
     return sorted(found)
 
 
-def open_certs(session: Session, reader: AuthenticReader, addresses: list[CertAddress],
-               env: Mapping[str, str], refused: list[str]) -> list[OpenedCert]:
+def open_certs(
+    session: Session,
+    reader: AuthenticReader,
+    addresses: list[CertAddress],
+    env: Mapping[str, str],
+    refused: list[str],
+) -> list[OpenedCert]:
     """Read, prove and open each certificate; the local config says where it goes."""
     config = read_notary_config(env)
     config_file = notary_config_file(env)
@@ -85,8 +100,14 @@ def open_certs(session: Session, reader: AuthenticReader, addresses: list[CertAd
         except InvalidInputError as exc:  # signed by a trusted sealer, yet not certificates
             raise IntegrityError(f"{exc.message}; refused") from None
         path, configured = restore_target(config, config_file, address)
-        opened.append(OpenedCert(address, entry.version, entry.sealer or "",
-                                 entry.envelope.chain.sequence if entry.envelope.chain
-                                 else None, CertWrite(path, data, address.shown), configured))
+        opened.append(
+            OpenedCert(
+                address,
+                entry.version,
+                entry.sealer or "",
+                entry.envelope.chain.sequence if entry.envelope.chain else None,
+                CertWrite(path, data, address.shown),
+                configured,
+            )
+        )
     return opened
-

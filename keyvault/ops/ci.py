@@ -75,9 +75,11 @@ _WIPE_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _MAX_REGISTRY_ENTRY = 4096
 _TTL = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 #: Roles whose passphrase Notary reads from NOTARY_<ROLE>_PASSPHRASE; others use DELEGATION.
-_NOTARY_PASSPHRASE = {"targets": "NOTARY_TARGETS_PASSPHRASE",
-                      "snapshot": "NOTARY_SNAPSHOT_PASSPHRASE",
-                      "timestamp": "NOTARY_TIMESTAMP_PASSPHRASE"}
+_NOTARY_PASSPHRASE = {
+    "targets": "NOTARY_TARGETS_PASSPHRASE",
+    "snapshot": "NOTARY_SNAPSHOT_PASSPHRASE",
+    "timestamp": "NOTARY_TIMESTAMP_PASSPHRASE",
+}
 _DELEGATION_PASSPHRASE = "NOTARY_DELEGATION_PASSPHRASE"  # noqa: S105 - a variable name
 _DOCKER_REPOSITORY_PASSPHRASE = "DOCKER_CONTENT_TRUST_REPOSITORY_PASSPHRASE"  # noqa: S105
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
@@ -117,7 +119,8 @@ class FetchRequest:
             raise AccessDeniedError(
                 "root keys are never fetched by 'keyvault exec' or 'keyvault fetch'",
                 hint="a root key is restored by a key owner with 'keyvault restore', "
-                     "never by a CI job")
+                "never by a CI job",
+            )
         return cls(validate_gun(gun), wanted)
 
 
@@ -126,27 +129,38 @@ def resolve_addresses(session: Session, team: str, request: FetchRequest) -> lis
     --role, under the team's GUN-less delegation prefix); never a root key."""
     if request.roles:
         gun_keys = _list_gun(session, team, request.gun, request.roles)
-        loose = [a for role in request.roles if is_delegation_role(role)
-                 for a in _list_delegation(session, team, role)]
+        loose = [
+            a
+            for role in request.roles
+            if is_delegation_role(role)
+            for a in _list_delegation(session, team, role)
+        ]
         found = sorted(set(gun_keys + loose))
         for role in request.roles:
             if not any(a.role == role for a in found):
-                raise NotFoundError(f"no {role} key of {request.gun} in the store for team "
-                                    f"{team!r}")
+                raise NotFoundError(
+                    f"no {role} key of {request.gun} in the store for team {team!r}"
+                )
     else:
-        found = [a for a in _list_gun(session, team, request.gun, ())
-                 if a.role in DEFAULT_ROLES or is_delegation_role(a.role)]
+        found = [
+            a
+            for a in _list_gun(session, team, request.gun, ())
+            if a.role in DEFAULT_ROLES or is_delegation_role(a.role)
+        ]
         if not any(a.role == "targets" for a in found):
-            raise NotFoundError(f"no targets key of {request.gun} in the store for team {team!r}",
-                                hint="back it up first, or name the roles with --role")
+            raise NotFoundError(
+                f"no targets key of {request.gun} in the store for team {team!r}",
+                hint="back it up first, or name the roles with --role",
+            )
     if any(a.team_only for a in found):  # unreachable by construction; kept as a guard
-        raise AccessDeniedError("refusing a selection that resolves to a root key or "
-                                "another key of the team's (no GUN or no role)")
+        raise AccessDeniedError(
+            "refusing a selection that resolves to a root key or "
+            "another key of the team's (no GUN or no role)"
+        )
     return found
 
 
-def _list_gun(session: Session, team: str, gun: str, roles: tuple[str, ...]
-              ) -> list[KeyAddress]:
+def _list_gun(session: Session, team: str, gun: str, roles: tuple[str, ...]) -> list[KeyAddress]:
     return sorted(list_addresses(session.store(), team, Selection(guns=(gun,), roles=roles)))
 
 
@@ -164,8 +178,9 @@ def _list_delegation(session: Session, team: str, role: str) -> list[KeyAddress]
 # -- fetching into a directory -----------------------------------------------------------
 
 
-def fetch_keys(session: Session, team: str, request: FetchRequest, trust_dir: Path,
-               *, purpose: str) -> list[KeyAddress]:
+def fetch_keys(
+    session: Session, team: str, request: FetchRequest, trust_dir: Path, *, purpose: str
+) -> list[KeyAddress]:
     """Fetch, open and restore the request's keys into ``trust_dir``; audited."""
     from keyvault.trust.restore import RestoreItem, apply_restore
 
@@ -181,24 +196,37 @@ def fetch_keys(session: Session, team: str, request: FetchRequest, trust_dir: Pa
         entry = reader.latest(address)  # the sealer and the chain, before any unwrap
         header = entry.envelope.header
         if header.address.team_only:
-            raise AccessDeniedError(f"{address.object_name} holds a root key or another key "
-                                    "of the team's (no GUN or no role); refused")
-        return RestoreItem(restore_relpath(header), session.open(entry.envelope),
-                           f"{header.role} key {header.key_id[:12]}", header.key_id)
+            raise AccessDeniedError(
+                f"{address.object_name} holds a root key or another key "
+                "of the team's (no GUN or no role); refused"
+            )
+        return RestoreItem(
+            restore_relpath(header),
+            session.open(entry.envelope),
+            f"{header.role} key {header.key_id[:12]}",
+            header.key_id,
+        )
 
-    with contextlib.closing(bounded_map(read_and_open, addresses,
-                                        session.config.concurrency)) as items:
+    with contextlib.closing(
+        bounded_map(read_and_open, addresses, session.config.concurrency)
+    ) as items:
         apply_restore(trust_dir, items, force=False)  # staged as they are opened
     reader.highwater.save()
     roles = sorted({role_shown(a.role) for a in addresses})
-    session.record("fetch", "ok", team=team, keys=[key_ref(a) for a in addresses],
-                   detail=f"{purpose}: gun={request.gun} roles={','.join(roles)} "
-                          f"principal={describe_principal(session)}")
+    session.record(
+        "fetch",
+        "ok",
+        team=team,
+        keys=[key_ref(a) for a in addresses],
+        detail=f"{purpose}: gun={request.gun} roles={','.join(roles)} "
+        f"principal={describe_principal(session)}",
+    )
     return addresses
 
 
-def record_refusal(session: Session, team: str, gun: str | None, roles: Sequence[str],
-                   reason: str) -> None:
+def record_refusal(
+    session: Session, team: str, gun: str | None, roles: Sequence[str], reason: str
+) -> None:
     """A refused request, in the local audit log only (no backend is contacted)."""
     with contextlib.suppress(KeyvaultError):
         detail = redact(f"gun={gun} roles={','.join(roles)}: {reason}")[:500]
@@ -211,8 +239,9 @@ def describe_principal(session: Session) -> str:
     vault = config.settings.get("vault", {})
     auth = vault.get("auth")
     if auth == "jwt":
-        subject = _jwt_subject(config.env.get(str(vault.get("jwt_env") or "KEYVAULT_VAULT_JWT"),
-                                              ""))
+        subject = _jwt_subject(
+            config.env.get(str(vault.get("jwt_env") or "KEYVAULT_VAULT_JWT"), "")
+        )
         who = f"vault-jwt:{vault.get('jwt_role')}"
         return who + (f"/{subject}" if subject else "")
     if auth == "approle":
@@ -251,8 +280,9 @@ def remember_fetch(state_dir: Path, work: WorkDir) -> None:
     registry = _registry(state_dir)
     fsutil.make_private_dirs(registry)
     doc = {"path": str(work.path.resolve()), "id": work.marker.ident}
-    fsutil.write_file_atomic(registry, f"{work.marker.ident}.json", json.dumps(doc).encode(),
-                             mode=0o600, exclusive=False)
+    fsutil.write_file_atomic(
+        registry, f"{work.marker.ident}.json", json.dumps(doc).encode(), mode=0o600, exclusive=False
+    )
 
 
 def wipe_expired(state_dir: Path, base: Path) -> list[Path]:
@@ -294,8 +324,13 @@ def parse_ttl(text: str) -> float:
 # -- running the command -----------------------------------------------------------------
 
 
-def command_environment(env: Mapping[str, str], settings: Mapping[str, Mapping[str, object]],
-                        work: WorkDir, *, pass_env: Collection[str] = ()) -> dict[str, str]:
+def command_environment(
+    env: Mapping[str, str],
+    settings: Mapping[str, Mapping[str, object]],
+    work: WorkDir,
+    *,
+    pass_env: Collection[str] = (),
+) -> dict[str, str]:
     """keyvault's environment for the command, pointed at the work directory.
 
     The key passphrases Notary and docker read pass through untouched (never
@@ -309,9 +344,11 @@ def command_environment(env: Mapping[str, str], settings: Mapping[str, Mapping[s
     keyvault may read, root keys included. ``pass_env`` names the ones the
     command really needs (``--pass-env``).
     """
-    child = {name: value for name, value in env.items()
-             if name in pass_env or not is_credential(name, value, extra=_config_credentials(
-                 settings))}
+    child = {
+        name: value
+        for name, value in env.items()
+        if name in pass_env or not is_credential(name, value, extra=_config_credentials(settings))
+    }
     repository = env.get(_DOCKER_REPOSITORY_PASSPHRASE)
     if repository:
         for name in (*_NOTARY_PASSPHRASE.values(), _DELEGATION_PASSPHRASE):
@@ -321,8 +358,11 @@ def command_environment(env: Mapping[str, str], settings: Mapping[str, Mapping[s
     return child
 
 
-def withheld_variables(env: Mapping[str, str], settings: Mapping[str, Mapping[str, object]],
-                       pass_env: Collection[str] = ()) -> list[str]:
+def withheld_variables(
+    env: Mapping[str, str],
+    settings: Mapping[str, Mapping[str, object]],
+    pass_env: Collection[str] = (),
+) -> list[str]:
     """The names ``command_environment`` leaves out (said on stderr: nothing silently)."""
     found = credentials_in(env, extra=_config_credentials(settings))
     return [name for name in found if name not in pass_env]
@@ -332,8 +372,10 @@ def check_pass_env(names: Sequence[str]) -> tuple[str, ...]:
     """``--pass-env`` values: environment variable names, nothing else (exit 2)."""
     for name in names:
         if not _ENV_NAME.fullmatch(name):
-            raise UsageError(f"--pass-env {name[:60]!r} is not an environment variable name",
-                             hint="give a name such as AWS_PROFILE, without '=' or a value")
+            raise UsageError(
+                f"--pass-env {name[:60]!r} is not an environment variable name",
+                hint="give a name such as AWS_PROFILE, without '=' or a value",
+            )
     return tuple(dict.fromkeys(names))
 
 
@@ -346,8 +388,11 @@ def _config_credentials(settings: Mapping[str, Mapping[str, object]]) -> frozens
 def link_docker_config(work: WorkDir, env: Mapping[str, str]) -> None:
     """Let docker in the command keep its registry logins: link the usual config.json."""
     home = env.get("HOME")
-    source = Path(env["DOCKER_CONFIG"]) if env.get("DOCKER_CONFIG") else (
-        Path(home) / ".docker" if home else None)
+    source = (
+        Path(env["DOCKER_CONFIG"])
+        if env.get("DOCKER_CONFIG")
+        else (Path(home) / ".docker" if home else None)
+    )
     if source is not None and (source / "config.json").is_file():
         with contextlib.suppress(OSError):
             (work.path / "config.json").symlink_to((source / "config.json").resolve())
@@ -361,8 +406,7 @@ def missing_passphrases(env: Mapping[str, str], roles: Sequence[str | None]) -> 
     return sorted(name for name in wanted if not env.get(name))
 
 
-def run_command(argv: Sequence[str], env: Mapping[str, str], *,
-                grace: float = KILL_GRACE) -> int:
+def run_command(argv: Sequence[str], env: Mapping[str, str], *, grace: float = KILL_GRACE) -> int:
     """Run ``argv`` (no shell); its exit code, or 128+N if it or keyvault got signal N.
 
     SIGINT, SIGTERM and SIGHUP sent to keyvault are forwarded to the command;
@@ -391,7 +435,8 @@ def run_command(argv: Sequence[str], env: Mapping[str, str], *,
             raise CommandNotExecutableError(f"cannot execute {argv[0][:200]!r}") from None
         except OSError as exc:
             raise CommandNotExecutableError(
-                f"cannot execute {argv[0][:200]!r}: {os.strerror(exc.errno or 0)}") from None
+                f"cannot execute {argv[0][:200]!r}: {os.strerror(exc.errno or 0)}"
+            ) from None
         proc = child[0]
         for sig in received:  # arrived while the command was being started
             with contextlib.suppress(ProcessLookupError):
@@ -428,9 +473,15 @@ class Prepared:
     unset: tuple[str, ...] = ()
 
 
-def exec_with_keys(session: Session, team: str, request: FetchRequest, argv: Sequence[str],
-                   *, on_ready: Callable[[Prepared], None] | None = None,
-                   pass_env: Sequence[str] = ()) -> int:
+def exec_with_keys(
+    session: Session,
+    team: str,
+    request: FetchRequest,
+    argv: Sequence[str],
+    *,
+    on_ready: Callable[[Prepared], None] | None = None,
+    pass_env: Sequence[str] = (),
+) -> int:
     """Fetch into a fresh private directory, run ``argv``, wipe on every way out."""
     if not argv:
         raise UsageError("say which command to run after '--'")
@@ -444,11 +495,16 @@ def exec_with_keys(session: Session, team: str, request: FetchRequest, argv: Seq
         link_docker_config(work, config.env)
         env = command_environment(config.env, config.settings, work, pass_env=pass_env)
         if on_ready:
-            on_ready(Prepared(work, tuple(keys),
-                              tuple(missing_passphrases(env, [k.role for k in keys])),
-                              tuple(swept),
-                              tuple(withheld_variables(config.env, config.settings, pass_env)),
-                              tuple(n for n in pass_env if n not in config.env)))
+            on_ready(
+                Prepared(
+                    work,
+                    tuple(keys),
+                    tuple(missing_passphrases(env, [k.role for k in keys])),
+                    tuple(swept),
+                    tuple(withheld_variables(config.env, config.settings, pass_env)),
+                    tuple(n for n in pass_env if n not in config.env),
+                )
+            )
         return run_command(argv, env)
     finally:
         work.wipe()
@@ -461,8 +517,9 @@ class FetchResult:
     missing: tuple[str, ...]
 
 
-def fetch_to_directory(session: Session, team: str, request: FetchRequest, into: Path,
-                       ttl: float | None) -> FetchResult:
+def fetch_to_directory(
+    session: Session, team: str, request: FetchRequest, into: Path, ttl: float | None
+) -> FetchResult:
     """``keyvault fetch``: the same keys into ``into`` (made 0700), left for the caller."""
     config = session.config
     work = WorkDir.create_at(into, ttl)
@@ -472,6 +529,6 @@ def fetch_to_directory(session: Session, team: str, request: FetchRequest, into:
     except BaseException:
         work.wipe()
         raise
-    return FetchResult(work, tuple(keys),
-                       tuple(missing_passphrases(config.env, [k.role for k in keys])))
-
+    return FetchResult(
+        work, tuple(keys), tuple(missing_passphrases(config.env, [k.role for k in keys]))
+    )

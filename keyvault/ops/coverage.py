@@ -98,8 +98,9 @@ class NotaryServer:
             public = base64.b64decode(key["keyval"]["public"], validate=True)
             return tuf_key_id(str(key["keytype"]), public)
         except (ValueError, KeyError, TypeError) as exc:
-            raise BackendUnavailableError(f"the notary server's {role} key for {gun} is "
-                                          f"unreadable ({str(exc)[:80]})") from None
+            raise BackendUnavailableError(
+                f"the notary server's {role} key for {gun} is unreadable ({str(exc)[:80]})"
+            ) from None
 
     def known_guns(self) -> list[str]:
         return []  # notary-server has no catalogue of its repositories
@@ -135,8 +136,9 @@ def required_keys(source: MetadataSource, gun: str) -> list[KeyUse]:
     validate_gun(gun)
     root = source.document(gun, "root")
     if root is None:
-        raise NotFoundError(f"no published TUF metadata for {gun}",
-                            hint="check the GUN and the notary server URL")
+        raise NotFoundError(
+            f"no published TUF metadata for {gun}", hint="check the GUN and the notary server URL"
+        )
     uses = list(_parsed(source, partial(parse_root_json, root, gun)))
     queue: list[str] = ["targets"]
     seen: set[str] = set()
@@ -164,16 +166,16 @@ def _parsed(source: MetadataSource, parse: Callable[[], T]) -> T:
         raise source.unreadable(f"the notary server's answer: {exc.message}") from None
 
 
-def coverage(session: Session, source: MetadataSource, *, team: str,
-             guns: Sequence[str]) -> list[Covered]:
+def coverage(
+    session: Session, source: MetadataSource, *, team: str, guns: Sequence[str]
+) -> list[Covered]:
     """Each required key's status, then the stale keys the store holds for these GUNs."""
     store = session.store()
     held = list(list_addresses(store, team, Selection(everything=True)))
     held_ids = {a.key_id for a in held}
     rows: list[Covered] = []
     for gun in guns:
-        server_held = {role: source.server_key_id(gun, role) for role in ("timestamp",
-                                                                           "snapshot")}
+        server_held = {role: source.server_key_id(gun, role) for role in ("timestamp", "snapshot")}
         uses = required_keys(source, gun)
         for use in uses:
             if use.key_id in held_ids:
@@ -184,6 +186,9 @@ def coverage(session: Session, source: MetadataSource, *, team: str,
                 status = MISSING
             rows.append(Covered(gun, use.role, use.key_id, use.listed_id, status))
         needed = {u.key_id for u in uses}
-        rows += [Covered(gun, a.role, a.key_id, a.key_id, STALE) for a in held
-                 if a.gun == gun and a.key_id not in needed]
+        rows += [
+            Covered(gun, a.role, a.key_id, a.key_id, STALE)
+            for a in held
+            if a.gun == gun and a.key_id not in needed
+        ]
     return rows

@@ -19,8 +19,9 @@ from keyvault.trust.passphrases import passphrase_for
 from keyvault.trust.tufmeta import read_trust_metadata
 
 
-def deep_checker(env: Mapping[str, str], trust_dir: Path, prompt: SecretPrompt | None
-                 ) -> Callable[[KeyFile], str]:
+def deep_checker(
+    env: Mapping[str, str], trust_dir: Path, prompt: SecretPrompt | None
+) -> Callable[[KeyFile], str]:
     """A check for one key: returns a one-line finding, raises KeyvaultError on failure."""
     metadata = read_trust_metadata(trust_dir) if trust_dir.is_dir() else None
     asked: dict[str | None, str] = {}
@@ -36,8 +37,10 @@ def deep_checker(env: Mapping[str, str], trust_dir: Path, prompt: SecretPrompt |
         uses = metadata.uses_of(key.key_id) if metadata else ()
         if uses:
             finding += "; used by " + ", ".join(
-                f"{u.gun} ({u.role}" + (f", listed as {u.listed_id[:12]})"
-                                        if u.listed_id != u.key_id else ")") for u in uses)
+                f"{u.gun} ({u.role}"
+                + (f", listed as {u.listed_id[:12]})" if u.listed_id != u.key_id else ")")
+                for u in uses
+            )
         return finding
 
     return check

@@ -37,7 +37,13 @@ class Finding:
 
 def run_checks(config: Config, prompt: SecretPrompt | None) -> list[Finding]:
     checks: list[Callable[[Config, SecretPrompt | None], Iterator[Finding]]] = [
-        _config_file, _trust_dir, _identities, _store, _wrappers, _clock]
+        _config_file,
+        _trust_dir,
+        _identities,
+        _store,
+        _wrappers,
+        _clock,
+    ]
     findings: list[Finding] = []
     for check in checks:
         try:
@@ -50,8 +56,9 @@ def run_checks(config: Config, prompt: SecretPrompt | None) -> list[Finding]:
 def _mode_finding(name: str, path: Path, want: int) -> Finding:
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & ~want & 0o077:
-        return Finding(name, WARN, f"{path} is {mode:04o}; others can reach it "
-                                   f"(chmod {want:o} {path})")
+        return Finding(
+            name, WARN, f"{path} is {mode:04o}; others can reach it (chmod {want:o} {path})"
+        )
     return Finding(name, OK, f"{path} is {mode:04o}")
 
 
@@ -66,22 +73,31 @@ def _trust_dir(config: Config, prompt: SecretPrompt | None) -> Iterator[Finding]
     from keyvault.trust.scan import scan_trust_dir
 
     if not config.trust_dir.exists():
-        yield Finding("trust-dir", WARN, f"{config.trust_dir} does not exist (nothing to back "
-                                         "up yet; a restore creates it)")
+        yield Finding(
+            "trust-dir",
+            WARN,
+            f"{config.trust_dir} does not exist (nothing to back up yet; a restore creates it)",
+        )
         return
     yield _mode_finding("trust-dir", config.trust_dir, 0o700)
     result = scan_trust_dir(config.trust_dir)
     loose = [k for k in result.keys if k.mode & 0o077]
-    yield Finding("trust-dir", WARN if loose else OK,
-                  f"{len(result.keys)} key files, {len(result.problems)} problems"
-                  + (f"; {len(loose)} readable by others (chmod 600)" if loose else ""))
+    yield Finding(
+        "trust-dir",
+        WARN if loose else OK,
+        f"{len(result.keys)} key files, {len(result.problems)} problems"
+        + (f"; {len(loose)} readable by others (chmod 600)" if loose else ""),
+    )
 
 
 def _identities(config: Config, prompt: SecretPrompt | None) -> Iterator[Finding]:
     for path in config.identity_files:
         if not path.exists():
-            yield Finding("recovery-identity", WARN, f"{path} is not on this machine (fine if "
-                                                     "it is kept offline; needed to restore)")
+            yield Finding(
+                "recovery-identity",
+                WARN,
+                f"{path} is not on this machine (fine if it is kept offline; needed to restore)",
+            )
         else:
             yield _mode_finding("recovery-identity", path, 0o600)
 
@@ -95,15 +111,15 @@ def _store(config: Config, prompt: SecretPrompt | None) -> Iterator[Finding]:
         count = sum(1 for _ in store.list(team_prefix(config.team)))
     finally:
         store.close()
-    yield Finding("store", OK, f"{config.store} is reachable; {count} objects for team "
-                               f"{config.team}")
+    yield Finding(
+        "store", OK, f"{config.store} is reachable; {count} objects for team {config.team}"
+    )
 
 
 def _wrappers(config: Config, prompt: SecretPrompt | None) -> Iterator[Finding]:
     from keyvault.wrappers import open_wrapper
 
-    context = {"keyvault:team": config.team, "keyvault:role": "doctor",
-               "keyvault:key_id": "0" * 64}
+    context = {"keyvault:team": config.team, "keyvault:role": "doctor", "keyvault:key_id": "0" * 64}
     for uri in config.require_wrappers():
         dek = os.urandom(32)
         try:
@@ -112,11 +128,16 @@ def _wrappers(config: Config, prompt: SecretPrompt | None) -> Iterator[Finding]:
                 wrapped = wrapper.wrap(dek, context)
                 try:
                     back = wrapper.unwrap(wrapped, context)
-                    status, detail = (OK, "wraps and unwraps a test key") if back == dek else (
-                        FAIL, "unwrapped a different key")
+                    status, detail = (
+                        (OK, "wraps and unwraps a test key")
+                        if back == dek
+                        else (FAIL, "unwrapped a different key")
+                    )
                 except KeyvaultError as exc:
-                    status, detail = (WARN, f"wraps, but cannot unwrap here: {exc} (fine for "
-                                            "an offline recovery key)")
+                    status, detail = (
+                        WARN,
+                        f"wraps, but cannot unwrap here: {exc} (fine for an offline recovery key)",
+                    )
             finally:
                 wrapper.close()
         except KeyvaultError as exc:
@@ -126,8 +147,12 @@ def _wrappers(config: Config, prompt: SecretPrompt | None) -> Iterator[Finding]:
 
 def _clock(config: Config, prompt: SecretPrompt | None) -> Iterator[Finding]:
     """Clock skew against the HTTP endpoints keyvault talks to (signatures and tokens expire)."""
-    endpoints = {v for section in ("s3", "awskms", "vault") for k, v in
-                 config.settings.get(section, {}).items() if k in ("endpoint_url", "address")}
+    endpoints = {
+        v
+        for section in ("s3", "awskms", "vault")
+        for k, v in config.settings.get(section, {}).items()
+        if k in ("endpoint_url", "address")
+    }
     if config.env.get("VAULT_ADDR"):
         endpoints.add(config.env["VAULT_ADDR"])
     for url in sorted(str(e) for e in endpoints if str(e).startswith(("http://", "https://"))):
@@ -144,5 +169,9 @@ def _clock(config: Config, prompt: SecretPrompt | None) -> Iterator[Finding]:
             continue
         skew = abs(email.utils.parsedate_to_datetime(date).timestamp() - time.time())
         status = OK if skew <= MAX_SKEW_SECONDS else FAIL
-        yield Finding("clock", status, f"{url}: clock differs by {skew:.0f} s"
-                      + ("" if status == OK else "; fix NTP (signed requests and tokens fail)"))
+        yield Finding(
+            "clock",
+            status,
+            f"{url}: clock differs by {skew:.0f} s"
+            + ("" if status == OK else "; fix NTP (signed requests and tokens fail)"),
+        )

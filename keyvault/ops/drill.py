@@ -100,13 +100,23 @@ class Check:
         return self.error is not None
 
     def to_json(self) -> dict[str, Any]:
-        return {"wrapper": self.wrapper, "key_id": self.key_id, "role": self.role,
-                "gun": self.gun, "sealer": self.sealer, "restore": self.restore,
-                "digest": self.digest,
-                "key_id_check": self.key_id_check, "signature": self.signature,
-                "passed": self.passed, "error": self.error, "error_code": self.error_code,
-                "envelope_sha256": self.envelope_sha256, "throttled": self.throttled,
-                "carried_over": self.carried_over}
+        return {
+            "wrapper": self.wrapper,
+            "key_id": self.key_id,
+            "role": self.role,
+            "gun": self.gun,
+            "sealer": self.sealer,
+            "restore": self.restore,
+            "digest": self.digest,
+            "key_id_check": self.key_id_check,
+            "signature": self.signature,
+            "passed": self.passed,
+            "error": self.error,
+            "error_code": self.error_code,
+            "envelope_sha256": self.envelope_sha256,
+            "throttled": self.throttled,
+            "carried_over": self.carried_over,
+        }
 
 
 @dataclass
@@ -133,8 +143,12 @@ class DrillReport:
 
     @property
     def passed(self) -> bool:
-        return (bool(self.checks) and all(c.passed for c in self.checks)
-                and self.interrupted is None and self.error is None)
+        return (
+            bool(self.checks)
+            and all(c.passed for c in self.checks)
+            and self.interrupted is None
+            and self.error is None
+        )
 
     @property
     def status(self) -> str:
@@ -146,8 +160,7 @@ class DrillReport:
             return INCOMPLETE
         return FAILED
 
-    def stopped(self, why: str, *, signal: str | None = None, code: int | None = None
-                ) -> None:
+    def stopped(self, why: str, *, signal: str | None = None, code: int | None = None) -> None:
         """The drill ended early (``why``): keys whose checks were under way say so."""
         self.finished = _now()
         self.interrupted = signal
@@ -157,40 +170,72 @@ class DrillReport:
                 check.error, check.error_code = f"not finished: {why}", code
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": "keyvault-drill-report", "version": 1, "started": self.started,
-                "finished": self.finished, "actor": self.actor, "team": self.team,
-                "store": self.store, "wrappers": self.wrappers, "selection": self.selection,
-                "metadata": self.metadata, "passed": self.passed, "status": self.status,
-                "interrupted": self.interrupted, "error": self.error,
-                "checks": [c.to_json() for c in self.checks],
-                "controls": self.controls,
-                "pacing": self.pacing.to_json() if self.pacing else None,
-                "resumed_from": (None if self.resumed_from is None else
-                                 {**self.resumed_from, "carried_over":
-                                  sum(c.carried_over for c in self.checks)})}
+        return {
+            "format": "keyvault-drill-report",
+            "version": 1,
+            "started": self.started,
+            "finished": self.finished,
+            "actor": self.actor,
+            "team": self.team,
+            "store": self.store,
+            "wrappers": self.wrappers,
+            "selection": self.selection,
+            "metadata": self.metadata,
+            "passed": self.passed,
+            "status": self.status,
+            "interrupted": self.interrupted,
+            "error": self.error,
+            "checks": [c.to_json() for c in self.checks],
+            "controls": self.controls,
+            "pacing": self.pacing.to_json() if self.pacing else None,
+            "resumed_from": (
+                None
+                if self.resumed_from is None
+                else {**self.resumed_from, "carried_over": sum(c.carried_over for c in self.checks)}
+            ),
+        }
 
 
-def new_report(session: Session, *, team: str, selection: Selection,
-               wrappers: Sequence[str], metadata_label: str | None = None) -> DrillReport:
+def new_report(
+    session: Session,
+    *,
+    team: str,
+    selection: Selection,
+    wrappers: Sequence[str],
+    metadata_label: str | None = None,
+) -> DrillReport:
     """The report a drill fills in as it goes: so that one cut short still says what it
     checked (the caller writes and audits it whatever happens)."""
     selection.require_explicit("drill")
     started = _now()
-    return DrillReport(started, started, local_principal(), team,
-                       redact(session.config.store or ""),
-                       [redact(uri) for uri in wrappers], selection.describe(),
-                       metadata_label)
+    return DrillReport(
+        started,
+        started,
+        local_principal(),
+        team,
+        redact(session.config.store or ""),
+        [redact(uri) for uri in wrappers],
+        selection.describe(),
+        metadata_label,
+    )
 
 
 #: What identifies one check across drills: wrapper, key ID, role, GUN, envelope digest.
 CheckKey = tuple[str, str, str | None, str | None, str]
 
 
-def run_drill(session: Session, report: DrillReport, *, selection: Selection,
-              wrappers: Sequence[str], source: MetadataSource | None,
-              env: Mapping[str, str], require_published: bool = False,
-              pacer: Pacer | None = None, carried: Mapping[CheckKey, Check] | None = None
-              ) -> DrillReport:
+def run_drill(
+    session: Session,
+    report: DrillReport,
+    *,
+    selection: Selection,
+    wrappers: Sequence[str],
+    source: MetadataSource | None,
+    env: Mapping[str, str],
+    require_published: bool = False,
+    pacer: Pacer | None = None,
+    carried: Mapping[CheckKey, Check] | None = None,
+) -> DrillReport:
     """Drill every selected key through each wrapper, adding each check to ``report`` as
     it starts; unwraps go through ``pacer``; a check in ``carried`` (--resume) is taken
     over as it is, not made again."""
@@ -198,23 +243,40 @@ def run_drill(session: Session, report: DrillReport, *, selection: Selection,
     team = report.team
     stored = fetch_envelopes(session, team, selection, action="drill")  # policy-checked
     proven = _authenticated(session, stored)
-    published = (_published(session, team, source, stored, selection, require_published)
-                 if source
-                 else Published({}, frozenset(), required=False, consulted=False))
+    published = (
+        _published(session, team, source, stored, selection, require_published)
+        if source
+        else Published({}, frozenset(), required=False, consulted=False)
+    )
     config = session.config
     options = config.backend_options(session.prompt)
     for uri in wrappers:
         try:
             wrapper = open_wrapper(uri, options)
         except KeyvaultError as exc:
-            report.checks += [_failed(Check(redact(uri), s.address.key_id,
-                                            s.address.role, s.address.gun, complete=True), exc)
-                              for s in stored]
+            report.checks += [
+                _failed(
+                    Check(
+                        redact(uri), s.address.key_id, s.address.role, s.address.gun, complete=True
+                    ),
+                    exc,
+                )
+                for s in stored
+            ]
             continue
         try:
             with private_scratch(config.env, config.paths.state_dir, "drill") as scratch:
-                _drill_one_wrapper(session, wrapper, proven, scratch.trust_dir, published,
-                                   env, report.checks, carried or {}, pacer)
+                _drill_one_wrapper(
+                    session,
+                    wrapper,
+                    proven,
+                    scratch.trust_dir,
+                    published,
+                    env,
+                    report.checks,
+                    carried or {},
+                    pacer,
+                )
         finally:
             wrapper.close()
             report.pacing = pacer.stats()
@@ -224,8 +286,9 @@ def run_drill(session: Session, report: DrillReport, *, selection: Selection,
     return report
 
 
-def _controls(session: Session, stored: Sequence[StoredEnvelope], checks: Sequence[Check]
-              ) -> list[str]:
+def _controls(
+    session: Session, stored: Sequence[StoredEnvelope], checks: Sequence[Check]
+) -> list[str]:
     """Only what this drill showed: a restore that worked; dual control where drilled keys
     are under an M-of-N group (no single wrapper opens them, as the drill shows); access
     control where a teams policy decided who could read them."""
@@ -237,8 +300,9 @@ def _controls(session: Session, stored: Sequence[StoredEnvelope], checks: Sequen
     return shown
 
 
-def _authenticated(session: Session, stored: Sequence[StoredEnvelope]
-                   ) -> list[tuple[StoredEnvelope, KeyvaultError | None]]:
+def _authenticated(
+    session: Session, stored: Sequence[StoredEnvelope]
+) -> list[tuple[StoredEnvelope, KeyvaultError | None]]:
     """Each envelope with the reason it cannot be trusted, if any: a drill reports a
     forged, unsigned or rolled-back key as a failed check of that key, and goes on."""
     reader = session.reader()
@@ -252,11 +316,17 @@ def _authenticated(session: Session, stored: Sequence[StoredEnvelope]
     return proven
 
 
-def _drill_one_wrapper(session: Session, wrapper: Wrapper,
-                       stored: Sequence[tuple[StoredEnvelope, KeyvaultError | None]],
-                       trust: Path, published: Published, env: Mapping[str, str],
-                       checks: list[Check], carried: Mapping[CheckKey, Check], pacer: Pacer
-                       ) -> None:
+def _drill_one_wrapper(
+    session: Session,
+    wrapper: Wrapper,
+    stored: Sequence[tuple[StoredEnvelope, KeyvaultError | None]],
+    trust: Path,
+    published: Published,
+    env: Mapping[str, str],
+    checks: list[Check],
+    carried: Mapping[CheckKey, Check],
+    pacer: Pacer,
+) -> None:
     """Each key this wrapper holds, appended to ``checks`` as its checks begin; the
     unwraps run ``concurrency`` at a time, paced by ``pacer``."""
     # wrapper.uri is the form envelopes record (e.g. a pkcs11: URI without its
@@ -285,19 +355,28 @@ def _drill_one_wrapper(session: Session, wrapper: Wrapper,
     def unwrap(item: tuple[Check, StoredEnvelope]) -> bytes | None:
         check, entry = item
         try:
-            return open_envelope(entry.envelope, [paced], check_wrapper_uri,
-                                 sealers=sealers, allow_unsigned=session.config.allow_unsigned)
+            return open_envelope(
+                entry.envelope,
+                [paced],
+                check_wrapper_uri,
+                sealers=sealers,
+                allow_unsigned=session.config.allow_unsigned,
+            )
         except GivenUpError as exc:  # the service kept throttling: not checked, not failed
             check.restore, check.throttled, check.complete = THROTTLED, exc.message, True
         except KeyvaultError as exc:
             _failed(check, exc)
         return None
 
-    opened = [(check, entry, data) for (check, entry), data
-              in zip(todo, bounded_map(unwrap, todo, session.config.concurrency,
-                                       on_abort=pacer.stop),
-                     strict=True)
-              if data is not None]
+    opened = [
+        (check, entry, data)
+        for (check, entry), data in zip(
+            todo,
+            bounded_map(unwrap, todo, session.config.concurrency, on_abort=pacer.stop),
+            strict=True,
+        )
+        if data is not None
+    ]
     items = [RestoreItem(restore_relpath(e.envelope.header), data) for _, e, data in opened]
     try:
         apply_restore(trust, items, force=False)
@@ -311,8 +390,9 @@ def _drill_one_wrapper(session: Session, wrapper: Wrapper,
         check.complete = True
 
 
-def _verify_restored(check: Check, entry: StoredEnvelope, trust: Path,
-                     published: Published, env: Mapping[str, str]) -> None:
+def _verify_restored(
+    check: Check, entry: StoredEnvelope, trust: Path, published: Published, env: Mapping[str, str]
+) -> None:
     header = entry.envelope.header
     data = (trust / "private" / restore_relpath(header)).read_bytes()
     if not hmac.compare_digest(hashlib.sha256(data).hexdigest(), header.sha256):
@@ -320,8 +400,17 @@ def _verify_restored(check: Check, entry: StoredEnvelope, trust: Path,
         check.digest = FAILED
         return
     check.digest = PASSED
-    key = KeyFile(header.key_id, header.role, header.gun, header.algorithm,
-                  header.source_name, header.source_mode, Layout.CURRENT, True, data)
+    key = KeyFile(
+        header.key_id,
+        header.role,
+        header.gun,
+        header.algorithm,
+        header.source_name,
+        header.source_mode,
+        Layout.CURRENT,
+        True,
+        data,
+    )
     try:
         passphrase = passphrase_for(header.role, env)
         if passphrase is None:
@@ -342,10 +431,15 @@ def _verify_restored(check: Check, entry: StoredEnvelope, trust: Path,
         if published.consulted and (header.gun is None or header.gun in published.unpublished):
             check.signature = NOT_PUBLISHED
             if published.required:
-                where = (f"{header.gun} has no published TUF metadata" if header.gun
-                         else f"no published metadata lists {key_label(key)}")
-                _failed(check, NotFoundError(f"{where} to check the signature against "
-                                             "(--require-published)"))
+                where = (
+                    f"{header.gun} has no published TUF metadata"
+                    if header.gun
+                    else f"no published metadata lists {key_label(key)}"
+                )
+                _failed(
+                    check,
+                    NotFoundError(f"{where} to check the signature against (--require-published)"),
+                )
         return
     try:
         prove_signature(private, use.keytype, use.public, key_label(key))
@@ -366,9 +460,14 @@ class Published:
     consulted: bool = True
 
 
-def _published(session: Session, team: str, source: MetadataSource,
-               stored: Sequence[StoredEnvelope], selection: Selection, required: bool
-               ) -> Published:
+def _published(
+    session: Session,
+    team: str,
+    source: MetadataSource,
+    stored: Sequence[StoredEnvelope],
+    selection: Selection,
+    required: bool,
+) -> Published:
     """Every GUN's published keys; a GUN with none (a restored machine has no ``tuf/``
     cache; a repository not published yet) is noted, not a reason to stop the drill.
 
@@ -377,7 +476,8 @@ def _published(session: Session, team: str, source: MetadataSource,
     other GUN the team's store holds keys for or the metadata source knows.
     """
     guns = {s.address.gun for s in stored if s.address.gun} | {
-        g for g in selection.guns if not any(c in g for c in "*?[")}
+        g for g in selection.guns if not any(c in g for c in "*?[")
+    }
     found: dict[str, KeyUse] = {}
     unpublished: set[str] = set()
     for gun in sorted(guns):
@@ -385,8 +485,11 @@ def _published(session: Session, team: str, source: MetadataSource,
             unpublished.add(gun)
     loose = {s.address.key_id for s in stored if s.address.gun is None}
     if loose - set(found):
-        others = {a.gun for a in list_addresses(session.store(), team,
-                                                 Selection(everything=True)) if a.gun}
+        others = {
+            a.gun
+            for a in list_addresses(session.store(), team, Selection(everything=True))
+            if a.gun
+        }
         for gun in sorted((others | set(source.known_guns())) - guns):
             if not loose - set(found):
                 break
@@ -422,8 +525,9 @@ def write_reports(report: DrillReport, directory: Path) -> tuple[Path, Path, str
     data = json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n"
     digest = hashlib.sha256(canonical_json(doc)).hexdigest()
     fsutil.write_file_atomic(directory, "report.json", data, mode=0o600, exclusive=True)
-    fsutil.write_file_atomic(directory, "report.md", render_markdown(report, digest).encode(),
-                             mode=0o600, exclusive=True)
+    fsutil.write_file_atomic(
+        directory, "report.md", render_markdown(report, digest).encode(), mode=0o600, exclusive=True
+    )
     return directory / "report.json", directory / "report.md", digest
 
 
@@ -453,22 +557,33 @@ def render_markdown(report: DrillReport, digest: str) -> str:
         "| result |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    lines += [f"| {c.wrapper} | {role_shown(c.role)} | {gun_shown(c.role, c.gun)} | "
-              f"{c.key_id[:16]} | "
-              f"{_sealer_shown(c.sealer)} | {c.restore} | "
-              f"{c.digest} | {c.key_id_check} | {c.signature} | "
-              f"{_result(c)} |" for c in report.checks]
+    lines += [
+        f"| {c.wrapper} | {role_shown(c.role)} | {gun_shown(c.role, c.gun)} | "
+        f"{c.key_id[:16]} | "
+        f"{_sealer_shown(c.sealer)} | {c.restore} | "
+        f"{c.digest} | {c.key_id_check} | {c.signature} | "
+        f"{_result(c)} |"
+        for c in report.checks
+    ]
     if failed:
         lines += ["", "## Failures", ""]
-        lines += [f"- {c.wrapper}, {role_shown(c.role)} key {c.key_id[:16]}: {c.error}"
-                  for c in failed]
+        lines += [
+            f"- {c.wrapper}, {role_shown(c.role)} key {c.key_id[:16]}: {c.error}" for c in failed
+        ]
     throttled = [c for c in report.checks if c.throttled is not None]
     if throttled:
         lines += ["", "## Not checked: throttled (resume the drill to check them)", ""]
-        lines += [f"- {c.wrapper}, {role_shown(c.role)} key {c.key_id[:16]}: {c.throttled}"
-                  for c in throttled]
-    lines += ["", "## Controls evidenced", "",
-              *([f"- {c}" for c in report.controls] or ["- none: no key was restored"]), ""]
+        lines += [
+            f"- {c.wrapper}, {role_shown(c.role)} key {c.key_id[:16]}: {c.throttled}"
+            for c in throttled
+        ]
+    lines += [
+        "",
+        "## Controls evidenced",
+        "",
+        *([f"- {c}" for c in report.controls] or ["- none: no key was restored"]),
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -485,24 +600,31 @@ def _pace_lines(report: DrillReport) -> list[str]:
     pace = report.pacing
     if pace is not None:
         achieved = "n/a" if pace.achieved_rate is None else f"{pace.achieved_rate:.1f}/s"
-        lines.append(f"- Key service requests: {pace.requests} at most {pace.rate:g}/s "
-                     f"(achieved {achieved}); throttled {pace.throttled} time(s), "
-                     f"{pace.backoff_s:.1f} s of backoff, {pace.keys_throttled} key(s) "
-                     "given up")
+        lines.append(
+            f"- Key service requests: {pace.requests} at most {pace.rate:g}/s "
+            f"(achieved {achieved}); throttled {pace.throttled} time(s), "
+            f"{pace.backoff_s:.1f} s of backoff, {pace.keys_throttled} key(s) "
+            "given up"
+        )
     if report.resumed_from is not None:
         carried = sum(c.carried_over for c in report.checks)
-        lines.append(f"- Resumed the drill started {report.resumed_from['started']} (report "
-                     f"SHA-256 {report.resumed_from['sha256']}): {carried} check(s) carried "
-                     "over, not unwrapped again")
+        lines.append(
+            f"- Resumed the drill started {report.resumed_from['started']} (report "
+            f"SHA-256 {report.resumed_from['sha256']}): {carried} check(s) carried "
+            "over, not unwrapped again"
+        )
     return lines
 
 
 def _stopped_lines(report: DrillReport) -> list[str]:
     """Why a drill ended early, first thing in the report."""
     if report.interrupted is not None:
-        return [f"**Interrupted by {report.interrupted}** after {len(report.checks)} checks: "
-                "the table holds the checks made until then; keys not in it were not "
-                "drilled.", ""]
+        return [
+            f"**Interrupted by {report.interrupted}** after {len(report.checks)} checks: "
+            "the table holds the checks made until then; keys not in it were not "
+            "drilled.",
+            "",
+        ]
     if report.error is not None:
         return [f"**Stopped:** {report.error}", ""]
     return []
@@ -517,20 +639,29 @@ def audit_drill(session: Session, report: DrillReport, digest: str) -> None:
     failed = [c for c in report.checks if c.failed]
     keys = {(c.key_id, c.role, c.gun) for c in report.checks}
     outcome = "ok" if report.passed else report.status
-    why = (f"; interrupted by {report.interrupted}" if report.interrupted
-           else f"; stopped: {report.error}" if report.error else "")
-    session.record("drill", outcome, team=report.team,
-                   keys=[KeyRef(*k) for k in sorted(keys, key=str)],
-                   detail=f"report sha256={digest}; {len(report.checks)} checks, "
-                          f"{len(failed)} failed{_unchecked(report)}; "
-                          f"wrappers={','.join(report.wrappers)}{why}",
-                   anchor=report.interrupted is None)
-
+    why = (
+        f"; interrupted by {report.interrupted}"
+        if report.interrupted
+        else f"; stopped: {report.error}"
+        if report.error
+        else ""
+    )
+    session.record(
+        "drill",
+        outcome,
+        team=report.team,
+        keys=[KeyRef(*k) for k in sorted(keys, key=str)],
+        detail=f"report sha256={digest}; {len(report.checks)} checks, "
+        f"{len(failed)} failed{_unchecked(report)}; "
+        f"wrappers={','.join(report.wrappers)}{why}",
+        anchor=report.interrupted is None,
+    )
 
 
 def _unchecked(report: DrillReport) -> str:
     """For the audit record: keys given up to throttling, and checks taken over."""
     throttled = sum(c.throttled is not None for c in report.checks)
     carried = sum(c.carried_over for c in report.checks)
-    return ((f", {throttled} not checked (throttled)" if throttled else "")
-            + (f", {carried} carried over" if carried else ""))
+    return (f", {throttled} not checked (throttled)" if throttled else "") + (
+        f", {carried} carried over" if carried else ""
+    )

@@ -53,17 +53,22 @@ def load_resume(session: Session, where: Path, report: DrillReport) -> Resumed:
         raise IntegrityError(
             f"{path} is not a drill report this machine's audit log recorded (its SHA-256 "
             f"{digest[:16]} is in no drill record): it was changed, or made elsewhere; "
-            "refusing to take its checks over", hint="run the drill without --resume")
+            "refusing to take its checks over",
+            hint="run the drill without --resume",
+        )
     if (doc.get("team"), doc.get("store")) != (report.team, report.store):
-        raise UsageError(f"{path} is the report of a drill of team {str(doc.get('team'))[:64]}"
-                         f" in store {str(doc.get('store'))[:200]}, not of this one",
-                         hint="resume with the same team and store")
+        raise UsageError(
+            f"{path} is the report of a drill of team {str(doc.get('team'))[:64]}"
+            f" in store {str(doc.get('store'))[:200]}, not of this one",
+            hint="resume with the same team and store",
+        )
     carried: dict[CheckKey, Check] = {}
     for item in doc.get("checks") or []:
         check = _passed_check(item)
         if check is not None and check.envelope_sha256:
-            carried[(check.wrapper, check.key_id, check.role, check.gun,
-                     check.envelope_sha256)] = check
+            carried[(check.wrapper, check.key_id, check.role, check.gun, check.envelope_sha256)] = (
+                check
+            )
     return Resumed(digest, str(doc.get("started")), carried)
 
 
@@ -74,12 +79,14 @@ def _read(path: Path) -> dict[str, Any]:
             raise InvalidInputError(f"{path} is larger than a drill report ({size} bytes)")
         doc = json_loads(path.read_bytes(), max_size=MAX_REPORT)
     except FileNotFoundError:
-        raise NotFoundError(f"no drill report at {path}",
-                            hint="give the report.json (or its directory) the interrupted "
-                                 "drill named") from None
+        raise NotFoundError(
+            f"no drill report at {path}",
+            hint="give the report.json (or its directory) the interrupted drill named",
+        ) from None
     except (OSError, TooDeep, ValueError) as exc:
-        raise InvalidInputError(f"{path} cannot be read as a drill report "
-                                f"({type(exc).__name__})") from None
+        raise InvalidInputError(
+            f"{path} cannot be read as a drill report ({type(exc).__name__})"
+        ) from None
     if not isinstance(doc, dict) or doc.get("format") != "keyvault-drill-report":
         raise InvalidInputError(f"{path} is not a keyvault drill report")
     return doc
@@ -87,8 +94,10 @@ def _read(path: Path) -> dict[str, Any]:
 
 def _audited(session: Session, digest: str) -> bool:
     needle = f"report sha256={digest};"
-    return any(r.get("action") == "drill" and needle in str(r.get("detail") or "")
-               for r in session.audit().records())
+    return any(
+        r.get("action") == "drill" and needle in str(r.get("detail") or "")
+        for r in session.audit().records()
+    )
 
 
 def _passed_check(item: Any) -> Check | None:
@@ -98,10 +107,22 @@ def _passed_check(item: Any) -> Check | None:
     texts = [item.get(name) for name in ("wrapper", "key_id", *_FIELDS)]
     optional = [item.get(name) for name in ("role", "gun", "envelope_sha256")]
     if not all(isinstance(t, str) for t in texts) or not all(
-            o is None or isinstance(o, str) for o in optional):
+        o is None or isinstance(o, str) for o in optional
+    ):
         return None
     wrapper, key_id, sealer, restore, digest, key_id_check, signature = texts
     role, gun, envelope = optional
-    return Check(str(wrapper), str(key_id), role, gun, str(sealer), str(restore), str(digest),
-                 str(key_id_check), str(signature), envelope_sha256=envelope,
-                 carried_over=True, complete=True)
+    return Check(
+        str(wrapper),
+        str(key_id),
+        role,
+        gun,
+        str(sealer),
+        str(restore),
+        str(digest),
+        str(key_id_check),
+        str(signature),
+        envelope_sha256=envelope,
+        carried_over=True,
+        complete=True,
+    )

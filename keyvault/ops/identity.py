@@ -44,8 +44,9 @@ def audit_log_id(log: Path) -> str:
             break
         except OSError:
             continue
-    seed = "\0".join(("keyvault-audit-log", machine, os.uname().nodename, str(os.getuid()),
-                      str(log.absolute())))
+    seed = "\0".join(
+        ("keyvault-audit-log", machine, os.uname().nodename, str(os.getuid()), str(log.absolute()))
+    )
     return hashlib.sha256(seed.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 

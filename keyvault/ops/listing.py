@@ -30,8 +30,9 @@ class Listed:
     sequence: int | None = None  # the version's number in its signed chain
 
 
-def list_keys(session: Session, *, team: str, selection: Selection, long: bool = False
-              ) -> list[Listed]:
+def list_keys(
+    session: Session, *, team: str, selection: Selection, long: bool = False
+) -> list[Listed]:
     """:func:`iter_listed`, all of it (for callers that want a list)."""
     return list(iter_listed(session, team=team, selection=selection, long=long))
 
@@ -40,8 +41,9 @@ def list_keys(session: Session, *, team: str, selection: Selection, long: bool =
 CHUNK = 1000
 
 
-def iter_listed(session: Session, *, team: str, selection: Selection, long: bool = False
-                ) -> Iterator[Listed]:
+def iter_listed(
+    session: Session, *, team: str, selection: Selection, long: bool = False
+) -> Iterator[Listed]:
     """What the store holds for ``team``, as the store lists it: one item at a time.
 
     Names only by default (one LIST per page of a prefix); ``long`` reads each
@@ -71,8 +73,11 @@ def iter_listed(session: Session, *, team: str, selection: Selection, long: bool
     elif not named and policed:  # everything, or GUNs: what this principal may see
         found = _visible(session, found)
     # A GUN that has a pin and no key is found: its pin shows.
-    addresses = _once_all_found(selection, listed_where(team, ci=ci),
-                                _keys_then_pins(session, team, selection, ci, found, names))
+    addresses = _once_all_found(
+        selection,
+        listed_where(team, ci=ci),
+        _keys_then_pins(session, team, selection, ci, found, names),
+    )
     if not long:
         yield from (Listed(a) for a in addresses)
         return
@@ -85,9 +90,15 @@ def iter_listed(session: Session, *, team: str, selection: Selection, long: bool
         except KeyvaultError as exc:
             return Listed(address, error=exc.message)
         header, chain = stored.envelope.header, stored.envelope.chain
-        return Listed(address, stored.version, header.created, header.source_name,
-                      stored.envelope.wrapper_uris, sealer=stored.sealer or "",
-                      sequence=chain.sequence if chain else None)
+        return Listed(
+            address,
+            stored.version,
+            header.created,
+            header.source_name,
+            stored.envelope.wrapper_uris,
+            sealer=stored.sealer or "",
+            sequence=chain.sequence if chain else None,
+        )
 
     yield from bounded_map(read, addresses, session.config.concurrency)
 
@@ -98,8 +109,9 @@ def _visible(session: Session, addresses: Iterator[KeyAddress]) -> Iterator[KeyA
         yield from session.visible("list", chunk)
 
 
-def _once_all_found(selection: Selection, where: str, addresses: Iterator[KeyAddress]
-                    ) -> Iterator[KeyAddress]:
+def _once_all_found(
+    selection: Selection, where: str, addresses: Iterator[KeyAddress]
+) -> Iterator[KeyAddress]:
     """``addresses``, held back until every selector has matched one (then passed on as
     they come); if the listing ends first, ``selection.check_found`` says which did not."""
     guns, ids = set(selection.guns), set(selection.key_ids)
@@ -120,8 +132,14 @@ def _once_all_found(selection: Selection, where: str, addresses: Iterator[KeyAdd
         yield from held
 
 
-def _keys_then_pins(session: Session, team: str, selection: Selection, ci: bool,
-                    keys: Iterator[KeyAddress], names: set[str]) -> Iterator[KeyAddress]:
+def _keys_then_pins(
+    session: Session,
+    team: str,
+    selection: Selection,
+    ci: bool,
+    keys: Iterator[KeyAddress],
+    names: set[str],
+) -> Iterator[KeyAddress]:
     """The keys, then the pins and CA files that travel with them (``names``: the ones
     the keys' listing named, filled by the time the keys end). Kept while the keys pass:
     their GUNs, and one key per GUN for ``--role``/``--key-id`` selections, whose pins
@@ -136,48 +154,64 @@ def _keys_then_pins(session: Session, team: str, selection: Selection, ci: bool,
                 per_gun.setdefault(address.gun, address)
         yield address
     if not ci:
-        yield from session.visible("list", stored_pins(session, team, selection,
-                                                       list(per_gun.values()), names))
+        yield from session.visible(
+            "list", stored_pins(session, team, selection, list(per_gun.values()), names)
+        )
         yield from stored_certs(session, team, selection, guns, names)
 
 
-def stored_pins(session: Session, team: str, selection: Selection,
-                keys: list[KeyAddress], names: set[str] | None = None) -> list[PinAddress]:
+def stored_pins(
+    session: Session,
+    team: str,
+    selection: Selection,
+    keys: list[KeyAddress],
+    names: set[str] | None = None,
+) -> list[PinAddress]:
     """The pins in the store that travel with ``keys`` (as ``restore`` picks them); none
     when the backend grants this principal no pins (a listing need not say so).
     ``names``: what the keys' listing already named (the team's folder: ``pins/`` too)."""
     return pins_in_store(session, team, selection, keys, names)[0]
 
 
-def stored_certs(session: Session, team: str, selection: Selection,
-                 guns: set[str], names: set[str] | None = None) -> list[KeyAddress]:
+def stored_certs(
+    session: Session, team: str, selection: Selection, guns: set[str], names: set[str] | None = None
+) -> list[KeyAddress]:
     """The CA files the notary config pins that travel with the keys of ``guns`` (as
     ``restore`` picks them); none when the backend grants this principal none."""
     from keyvault.ops.certs import cert_addresses
 
     try:
-        certs = cert_addresses(session, team, selection, guns,
-                               dict.fromkeys(names, ()) if names else None)
+        certs = cert_addresses(
+            session, team, selection, guns, dict.fromkeys(names, ()) if names else None
+        )
     except AccessDeniedError:
         return []
     return session.visible("list", list(certs))
 
 
-def pins_in_store(session: Session, team: str, selection: Selection,
-                  keys: list[KeyAddress], names: set[str] | None = None
-                  ) -> tuple[list[PinAddress], AccessDeniedError | None]:
+def pins_in_store(
+    session: Session,
+    team: str,
+    selection: Selection,
+    keys: list[KeyAddress],
+    names: set[str] | None = None,
+) -> tuple[list[PinAddress], AccessDeniedError | None]:
     """:func:`stored_pins`, and the backend's refusal when it would not list them (a
     command that changes the pins, as rewrap does, must say they were left out)."""
     from keyvault.ops.restore import pin_addresses
 
     store = session.store()
     try:
-        pins = pin_addresses(session, team, selection, keys,
-                             dict.fromkeys(names, ()) if names else None)
+        pins = pin_addresses(
+            session, team, selection, keys, dict.fromkeys(names, ()) if names else None
+        )
         if selection.guns and not any(c in g for g in selection.guns for c in "*?["):
             # exact GUNs are named, not listed: keep the pins the GUN's folder holds
-            pins = [p for p in pins if p.object_name in set(
-                store.list(p.object_name.rsplit("/", 1)[0] + "/"))]
+            pins = [
+                p
+                for p in pins
+                if p.object_name in set(store.list(p.object_name.rsplit("/", 1)[0] + "/"))
+            ]
     except AccessDeniedError as exc:
         return [], exc
     return pins, None
@@ -195,8 +229,9 @@ class ChainLink:
     status: str = ""
 
 
-def chain_of(session: Session, address: KeyAddress, versions: list[ObjectVersion]
-             ) -> list[ChainLink]:
+def chain_of(
+    session: Session, address: KeyAddress, versions: list[ObjectVersion]
+) -> list[ChainLink]:
     """Each version (newest first) with its number, sealer, and link to the one beneath."""
     import hashlib
 
@@ -220,8 +255,7 @@ def chain_of(session: Session, address: KeyAddress, versions: list[ObjectVersion
         if chain is None:
             read.append((digest, None, ChainLink(v, None, entry.sealer or "", "unsigned")))
         else:
-            read.append((digest, chain.previous, ChainLink(v, chain.sequence,
-                                                           entry.sealer or "")))
+            read.append((digest, chain.previous, ChainLink(v, chain.sequence, entry.sealer or "")))
     links: list[ChainLink] = []
     for i, (_, previous, link) in enumerate(read):
         if not link.status:
@@ -235,8 +269,9 @@ def chain_of(session: Session, address: KeyAddress, versions: list[ObjectVersion
     return links
 
 
-def list_versions(session: Session, *, team: str, selection: Selection
-                  ) -> list[tuple[KeyAddress, list[ObjectVersion]]]:
+def list_versions(
+    session: Session, *, team: str, selection: Selection
+) -> list[tuple[KeyAddress, list[ObjectVersion]]]:
     """Every stored version of each selected key, newest first (for --version restores),
     then those of the trust pins that travel with the keys (not for CI)."""
     selection.require_explicit("show versions of")
@@ -248,11 +283,13 @@ def list_versions(session: Session, *, team: str, selection: Selection
     session.check("list", team, addresses=addresses)
     if not ci:
         guns = {a.gun for a in addresses if a.gun is not None}
-        addresses += session.visible("list", stored_pins(session, team, selection, addresses,
-                                                         names))
+        addresses += session.visible(
+            "list", stored_pins(session, team, selection, addresses, names)
+        )
         addresses += stored_certs(session, team, selection, guns, names)
-    selection.check_found([(a.gun, a.role, a.key_id) for a in addresses],
-                          listed_where(team, ci=ci))  # a GUN with only a pin: its pin
+    selection.check_found(
+        [(a.gun, a.role, a.key_id) for a in addresses], listed_where(team, ci=ci)
+    )  # a GUN with only a pin: its pin
     return [(a, store.versions(a.object_name)) for a in addresses]
 
 
@@ -282,4 +319,5 @@ def resolve_version(session: Session, address: KeyAddress, wanted: str) -> str:
         f"the {address.role} key {address.key_id[:12]} has no version {shown_uri(wanted)}"
         + (f" (its version numbers: {', '.join(map(str, numbers))})" if numbers else ""),
         hint=f"'keyvault versions --key-id {address.key_id[:12]}' lists them: pass the "
-             "NUMBER column (or the store's ID from the VERSION column) to --version")
+        "NUMBER column (or the store's ID from the VERSION column) to --version",
+    )

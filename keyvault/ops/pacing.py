@@ -57,11 +57,13 @@ def check_rate(value: object, what: str = "--rate") -> float:
     try:
         rate = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise UsageError(f"{what} must be a number of requests a second, not "
-                         f"{str(value)[:20]!r}") from None
+        raise UsageError(
+            f"{what} must be a number of requests a second, not {str(value)[:20]!r}"
+        ) from None
     if not 0 < rate <= MAX_RATE:  # also refuses NaN
-        raise UsageError(f"{what} must be above 0 and at most {MAX_RATE:g} requests a second, "
-                         f"not {rate:g}")
+        raise UsageError(
+            f"{what} must be above 0 and at most {MAX_RATE:g} requests a second, not {rate:g}"
+        )
     return rate
 
 
@@ -73,8 +75,9 @@ class TokenBucket:
     and ``sleep`` are injectable so that tests can check the slots without timing.
     """
 
-    def __init__(self, rate: float, *, clock: Clock = time.monotonic,
-                 sleep: Sleep = time.sleep) -> None:
+    def __init__(
+        self, rate: float, *, clock: Clock = time.monotonic, sleep: Sleep = time.sleep
+    ) -> None:
         self.interval = 1.0 / check_rate(rate)
         self.rate = rate
         self._clock, self._sleep = clock, sleep
@@ -127,11 +130,14 @@ class PaceStats:
     keys_throttled: int  # keys given up after max_wait
 
     def to_json(self) -> dict[str, Any]:
-        return {"rate": self.rate, "requests": self.requests,
-                "achieved_rate": (None if self.achieved_rate is None
-                                  else round(self.achieved_rate, 2)),
-                "throttled": self.throttled, "backoff_s": round(self.backoff_s, 3),
-                "keys_throttled": self.keys_throttled}
+        return {
+            "rate": self.rate,
+            "requests": self.requests,
+            "achieved_rate": (None if self.achieved_rate is None else round(self.achieved_rate, 2)),
+            "throttled": self.throttled,
+            "backoff_s": round(self.backoff_s, 3),
+            "keys_throttled": self.keys_throttled,
+        }
 
 
 class GivenUpError(ThrottledError):
@@ -147,9 +153,15 @@ class PacingStoppedError(Exception):
 class Pacer:
     """One per drill: the bucket every paced request takes a slot from, and the backoff."""
 
-    def __init__(self, rate: float = DEFAULT_RATE, *, max_wait: float = DEFAULT_MAX_WAIT,
-                 clock: Clock = time.monotonic, sleep: Sleep | None = None,
-                 jitter: Callable[[float], float] | None = None) -> None:
+    def __init__(
+        self,
+        rate: float = DEFAULT_RATE,
+        *,
+        max_wait: float = DEFAULT_MAX_WAIT,
+        clock: Clock = time.monotonic,
+        sleep: Sleep | None = None,
+        jitter: Callable[[float], float] | None = None,
+    ) -> None:
         self._stopped = threading.Event()
         self.bucket = TokenBucket(rate, clock=clock, sleep=sleep or self._sleep)
         self.max_wait = max_wait
@@ -191,23 +203,30 @@ class Pacer:
             try:
                 return fn()
             except ThrottledError as exc:
-                pause = self._jitter(min(MAX_PAUSE, FIRST_PAUSE * 2 ** attempt))
+                pause = self._jitter(min(MAX_PAUSE, FIRST_PAUSE * 2**attempt))
                 attempt += 1
                 with self._lock:
                     self.throttled += 1
                     if waited + pause > self.max_wait:
                         self.keys_throttled += 1
-                        raise GivenUpError(f"still throttled after {attempt} attempts and "
-                                      f"{waited:.1f} s of pauses ({exc.message})",
-                                      hint="re-run later with --resume, or a lower --rate"
-                                      ) from None
+                        raise GivenUpError(
+                            f"still throttled after {attempt} attempts and "
+                            f"{waited:.1f} s of pauses ({exc.message})",
+                            hint="re-run later with --resume, or a lower --rate",
+                        ) from None
                     self.backoff_s += pause
                 waited += pause
                 self.bucket.hold(pause)
 
     def stats(self) -> PaceStats:
-        return PaceStats(self.bucket.rate, self.bucket.taken, self.bucket.achieved(),
-                         self.throttled, self.backoff_s, self.keys_throttled)
+        return PaceStats(
+            self.bucket.rate,
+            self.bucket.taken,
+            self.bucket.achieved(),
+            self.throttled,
+            self.backoff_s,
+            self.keys_throttled,
+        )
 
 
 class PacedWrapper:
@@ -233,15 +252,20 @@ class PacedWrapper:
         return f"PacedWrapper({self._inner!r})"
 
 
-def configured_pacer(settings: Mapping[str, Mapping[str, Any]], rate: float | None = None
-                     ) -> Pacer:
+def configured_pacer(settings: Mapping[str, Mapping[str, Any]], rate: float | None = None) -> Pacer:
     """The pacer ``--rate`` (else ``[drill] rate``, else DEFAULT_RATE) and ``[drill]
     max_wait`` ask for."""
     section = settings.get("drill", {})
-    chosen = (check_rate(rate) if rate is not None
-              else check_rate(section.get("rate", DEFAULT_RATE), "[drill] rate"))
+    chosen = (
+        check_rate(rate)
+        if rate is not None
+        else check_rate(section.get("rate", DEFAULT_RATE), "[drill] rate")
+    )
     max_wait = section.get("max_wait", DEFAULT_MAX_WAIT)
-    if isinstance(max_wait, bool) or not isinstance(max_wait, int | float) or not (
-            0 <= max_wait <= 86_400):
+    if (
+        isinstance(max_wait, bool)
+        or not isinstance(max_wait, int | float)
+        or not (0 <= max_wait <= 86_400)
+    ):
         raise UsageError("[drill] max_wait must be a number of seconds from 0 to 86400")
     return Pacer(chosen, max_wait=float(max_wait))

@@ -21,9 +21,13 @@ DEFAULT_CONCURRENCY = 8
 MAX_CONCURRENCY = 64
 
 
-def bounded_map(fn: Callable[[In], Out], items: Iterable[In],
-                limit: int, *, on_abort: Callable[[], None] | None = None
-                ) -> Generator[Out, None, None]:
+def bounded_map(
+    fn: Callable[[In], Out],
+    items: Iterable[In],
+    limit: int,
+    *,
+    on_abort: Callable[[], None] | None = None,
+) -> Generator[Out, None, None]:
     """``map(fn, items)`` with at most ``limit`` calls running; input order kept.
 
     An exception from ``fn`` propagates (after in-flight calls finish); callers
@@ -44,8 +48,9 @@ def bounded_map(fn: Callable[[In], Out], items: Iterable[In],
             raise
 
 
-def _pooled(pool: ThreadPoolExecutor, fn: Callable[[In], Out], items: Iterable[In],
-            limit: int) -> Generator[Out, None, None]:
+def _pooled(
+    pool: ThreadPoolExecutor, fn: Callable[[In], Out], items: Iterable[In], limit: int
+) -> Generator[Out, None, None]:
     source = iter(items)
     # Each call reports its own end on this queue: one cheap get() per result, where
     # concurrent.futures.wait() would hook into and out of every pending call each time.

@@ -40,8 +40,7 @@ def trusted_sealers(session: Session) -> SealerTrust:
     if policy is not None and config.team in policy.teams:
         team = policy.teams[config.team]
         trust = trust.with_trusted(team.sealers, f"policy team {team.name}")
-        trust = SealerTrust(trust.trusted, trust.revoked | set(team.revoked_sealers),
-                            trust.sources)
+        trust = SealerTrust(trust.trusted, trust.revoked | set(team.revoked_sealers), trust.sources)
     return trust
 
 

@@ -67,11 +67,13 @@ def quickstart(config: Config, sample_dir: Path) -> QuickstartReport:
         if failed and failed[0].error is not None:
             raise failed[0].error
         with private_scratch(config.env, config.paths.state_dir, "quickstart") as fresh:
-            report = restore_keys(session, team=team, selection=Selection(everything=True),
-                                  trust_dir=fresh.trust_dir)
+            report = restore_keys(
+                session, team=team, selection=Selection(everything=True), trust_dir=fresh.trust_dir
+            )
             verified = _compare(scan.keys, fresh.trust_dir)
-    return QuickstartReport(Path(scan.trust_dir), used_sample, team, tuple(outcomes), report,
-                            verified)
+    return QuickstartReport(
+        Path(scan.trust_dir), used_sample, team, tuple(outcomes), report, verified
+    )
 
 
 def sample_dir(config: Config) -> Path:
@@ -104,8 +106,11 @@ def remove_sample(config: Config) -> SampleRemoval:
     path = sample_dir(config)
     if not path.is_dir() or path.is_symlink():
         return SampleRemoval(None)
-    addresses = {KeyAddress(SAMPLE_TEAM, k.gun, k.role, k.key_id)
-                 for k in scan_trust_dir(path).keys if _is_sample_key(k)}
+    addresses = {
+        KeyAddress(SAMPLE_TEAM, k.gun, k.role, k.key_id)
+        for k in scan_trust_dir(path).keys
+        if _is_sample_key(k)
+    }
     removed: tuple[str, ...] = ()
     left: tuple[str, ...] = ()
     if addresses and config.store:
@@ -131,8 +136,9 @@ def _is_sample_key(key: KeyFile) -> bool:
     return True
 
 
-def _remove_envelopes(config: Config, addresses: list[KeyAddress]
-                      ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def _remove_envelopes(
+    config: Config, addresses: list[KeyAddress]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(names deleted, names the store cannot delete) among those the store holds."""
     from keyvault.names import team_prefix
     from keyvault.stores.base import Deleting
@@ -147,10 +153,14 @@ def _remove_envelopes(config: Config, addresses: list[KeyAddress]
         for name in names:
             store.delete_all_versions(name)
         if names:
-            session.record("quickstart", "ok", team=SAMPLE_TEAM,
-                           keys=[key_ref(a) for a in present],
-                           detail=f"removed the sample's envelopes ({len(names)}), every "
-                                  "version: their passphrase is public")
+            session.record(
+                "quickstart",
+                "ok",
+                team=SAMPLE_TEAM,
+                keys=[key_ref(a) for a in present],
+                detail=f"removed the sample's envelopes ({len(names)}), every "
+                "version: their passphrase is public",
+            )
     return names, ()
 
 

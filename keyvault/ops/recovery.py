@@ -55,8 +55,10 @@ def split_identity(identity_file: Path, *, shares: int, threshold: int) -> tuple
     from keyvault.wrappers.age import read_identity_file
 
     if not 1 <= threshold <= shares <= 16 or (threshold == 1 and shares > 1):
-        raise UsageError("choose 2 <= threshold <= shares <= 16 (or 1 of 1)",
-                         hint="e.g. --shares 5 --threshold 3")
+        raise UsageError(
+            "choose 2 <= threshold <= shares <= 16 (or 1 of 1)",
+            hint="e.g. --shares 5 --threshold 3",
+        )
     identities = read_identity_file(identity_file)
     if len(identities) != 1:
         raise InvalidInputError(f"{identity_file} must hold exactly one identity to split")
@@ -64,12 +66,12 @@ def split_identity(identity_file: Path, *, shares: int, threshold: int) -> tuple
     secret = _identity_secret(str(identity))
     groups = shamir_mnemonic.generate_mnemonics(1, [(threshold, shares)], secret)
     recipient = str(identity.to_public())
-    return recipient, [Share(i + 1, shares, threshold, words)
-                       for i, words in enumerate(groups[0])]
+    return recipient, [Share(i + 1, shares, threshold, words) for i, words in enumerate(groups[0])]
 
 
-def write_share_pages(directory: Path, recipient: str, shares: Sequence[Share],
-                      sealers: Sequence[str] = ()) -> list[Path]:
+def write_share_pages(
+    directory: Path, recipient: str, shares: Sequence[Share], sealers: Sequence[str] = ()
+) -> list[Path]:
     """One printable page per share, each 0600 in a new 0700 directory; never overwrites.
 
     Each page also carries the sealer pins of the identity file, so whoever
@@ -79,7 +81,8 @@ def write_share_pages(directory: Path, recipient: str, shares: Sequence[Share],
 
     pins = pin_lines(sealers).splitlines()
     rebuild = "keyvault recovery combine --out <identity file>" + "".join(
-        f" --trust-sealer {line.split()[-1]}" for line in pins)
+        f" --trust-sealer {line.split()[-1]}" for line in pins
+    )
     if directory.exists():
         raise ConflictError(f"{directory} already exists; choose a new directory for the shares")
     fsutil.ensure_private_dir(directory)
@@ -102,8 +105,9 @@ def write_share_pages(directory: Path, recipient: str, shares: Sequence[Share],
             "",
         ]
         name = f"share-{share.index}-of-{share.total}.txt"
-        fsutil.write_file_atomic(directory, name, "\n".join(lines).encode(), mode=0o600,
-                                 exclusive=True)
+        fsutil.write_file_atomic(
+            directory, name, "\n".join(lines).encode(), mode=0o600, exclusive=True
+        )
         paths.append(directory / name)
     return paths
 
@@ -129,14 +133,17 @@ def combine_shares(mnemonics: Sequence[str]) -> str:
         try:
             shamir_mnemonic.Share.from_mnemonic(mnemonic)
         except shamir_mnemonic.MnemonicError as exc:
-            raise InvalidInputError(f"share {number} is not valid ({_reason(exc)}); "
-                                    "check it for a mistyped or missing word") from None
+            raise InvalidInputError(
+                f"share {number} is not valid ({_reason(exc)}); "
+                "check it for a mistyped or missing word"
+            ) from None
     try:
         secret = shamir_mnemonic.combine_mnemonics(cleaned)
     except shamir_mnemonic.MnemonicError as exc:
-        raise InvalidInputError(f"cannot rebuild the identity: {_reason(exc)}",
-                                hint="give as many different shares as the threshold on "
-                                     "each page says") from None
+        raise InvalidInputError(
+            f"cannot rebuild the identity: {_reason(exc)}",
+            hint="give as many different shares as the threshold on each page says",
+        ) from None
     if len(secret) != 32:
         raise InvalidInputError("these shares do not hold an age identity")
     return _identity_text(secret)
@@ -156,9 +163,12 @@ def write_identity(path: Path, identity_text: str, sealers: Sequence[str] = ()) 
 
     identity = pyrage.x25519.Identity.from_str(identity_text)
     recipient = str(identity.to_public())
-    text = (f"# rebuilt from SLIP-39 shares\n# public key: {recipient}\n{pin_lines(sealers)}"
-            f"{identity_text}\n")
+    text = (
+        f"# rebuilt from SLIP-39 shares\n# public key: {recipient}\n{pin_lines(sealers)}"
+        f"{identity_text}\n"
+    )
     fsutil.ensure_private_dir(path.parent)
-    fsutil.write_file_atomic(path.parent, path.name, text.encode("ascii"), mode=0o600,
-                             exclusive=True)
+    fsutil.write_file_atomic(
+        path.parent, path.name, text.encode("ascii"), mode=0o600, exclusive=True
+    )
     return recipient

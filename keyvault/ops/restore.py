@@ -48,10 +48,12 @@ from keyvault.trust.restore import (
 )
 
 #: Why ``--version`` never names a trust pin or a pinned certificate, and where to look.
-PIN_VERSION_HINT = ("--version restores one key file; a GUN's trust pin and the notary "
-                    "config's CA files come back at their latest version only (an older "
-                    "root would not last: notary moves on to the newer one its server "
-                    "serves); 'keyvault versions --gun GUN' lists their versions")
+PIN_VERSION_HINT = (
+    "--version restores one key file; a GUN's trust pin and the notary "
+    "config's CA files come back at their latest version only (an older "
+    "root would not last: notary moves on to the newer one its server "
+    "serves); 'keyvault versions --gun GUN' lists their versions"
+)
 
 
 @dataclass(frozen=True)
@@ -84,17 +86,22 @@ class RestoreReport:
     certs: tuple[tuple[OpenedCert, PlannedCert], ...] = ()
 
 
-def selected_addresses(session: Session, team: str, selection: Selection,
-                       version: str | None = None, *,
-                       versions: dict[str, tuple[str, ...]] | None = None) -> list[KeyAddress]:
+def selected_addresses(
+    session: Session,
+    team: str,
+    selection: Selection,
+    version: str | None = None,
+    *,
+    versions: dict[str, tuple[str, ...]] | None = None,
+) -> list[KeyAddress]:
     """The addresses the selection picks; every selector must pick something.
     (``versions``: see list_addresses.)"""
     ci = session.is_ci(team)
-    addresses = sorted(list_addresses(session.store(), team, selection, ci=ci,
-                                      versions=versions))
+    addresses = sorted(list_addresses(session.store(), team, selection, ci=ci, versions=versions))
     try:
-        selection.check_found([(a.gun, a.role, a.key_id) for a in addresses],
-                              listed_where(team, ci=ci))
+        selection.check_found(
+            [(a.gun, a.role, a.key_id) for a in addresses], listed_where(team, ci=ci)
+        )
     except NotFoundError as exc:  # e.g. --gun of a GUN that has only a pin, --version N
         if version is None:
             raise
@@ -103,25 +110,31 @@ def selected_addresses(session: Session, team: str, selection: Selection,
         raise NotFoundError(
             f"the store {redact(session.config.store or '')} holds no keys for team {team!r}",
             hint="check the store and team this machine uses ('keyvault doctor'); a store "
-                 "on a lost machine's disk is gone with it (docs/guides/restore-laptop.md)")
+            "on a lost machine's disk is gone with it (docs/guides/restore-laptop.md)",
+        )
     if version is not None and len(addresses) != 1:
-        raise UsageError("--version needs a selection of exactly one key (use --key-id)",
-                         hint=PIN_VERSION_HINT)
+        raise UsageError(
+            "--version needs a selection of exactly one key (use --key-id)", hint=PIN_VERSION_HINT
+        )
     return addresses
 
 
-def fetch_envelopes(session: Session, team: str, selection: Selection,
-                    version: str | None = None,
-                    concurrency: int = DEFAULT_CONCURRENCY, *,
-                    action: str = "restore") -> list[StoredEnvelope]:
+def fetch_envelopes(
+    session: Session,
+    team: str,
+    selection: Selection,
+    version: str | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    *,
+    action: str = "restore",
+) -> list[StoredEnvelope]:
     """Read the selected envelopes (latest, or ``version`` of a single key), unproven:
     the caller authenticates each one (``session.reader()``) before using it."""
     session.access().precheck(action, team, selection)  # policy: before any request
     store = session.store()
     addresses = selected_addresses(session, team, selection, version)
     session.access().require(action, addresses)  # policy: before reading any envelope
-    return list(bounded_map(lambda a: read_envelope(store, a, version), addresses,
-                            concurrency))
+    return list(bounded_map(lambda a: read_envelope(store, a, version), addresses, concurrency))
 
 
 def restore_keys(
@@ -158,8 +171,9 @@ def restore_keys(
     # Where the store can, one listing of the versions gives both the keys and what each
     # key's chain is checked against (no second listing, no request per key).
     listed: dict[str, tuple[str, ...]] = {}
-    addresses = selected_addresses(session, team, selection, version,
-                                   versions=listed if version is None else None)
+    addresses = selected_addresses(
+        session, team, selection, version, versions=listed if version is None else None
+    )
     session.access().require("restore", addresses)  # policy: before reading any envelope
     if version is not None:  # one key (selected_addresses checked): a NUMBER or a store ID
         from keyvault.ops.listing import resolve_version
@@ -180,8 +194,13 @@ def restore_keys(
         if pins and version is None and not session.is_ci(team):
             wanted = pin_addresses(session, team, selection, addresses, listed)
             if env is not None:
-                certs_wanted = cert_addresses(session, team, selection, {
-                    a.gun for a in addresses if a.gun is not None}, listed)
+                certs_wanted = cert_addresses(
+                    session,
+                    team,
+                    selection,
+                    {a.gun for a in addresses if a.gun is not None},
+                    listed,
+                )
     except AccessDeniedError as exc:  # a CI token the teams policy does not name as CI
         wanted, certs_wanted, refused = [], [], [exc.message]
     session.access().require("restore", [*wanted, *certs_wanted])  # before reading any
@@ -197,9 +216,16 @@ def restore_keys(
         header = entry.envelope.header
         relpath = restore_relpath(header)
         label = key_words(header.role, header.gun, header.key_id[:12])
-        return (Restored(address, entry.version, relpath, entry.sealer or "",
-                         entry.envelope.chain.sequence if entry.envelope.chain else None),
-                RestoreItem(relpath, session.open(entry.envelope), label, header.key_id))
+        return (
+            Restored(
+                address,
+                entry.version,
+                relpath,
+                entry.sealer or "",
+                entry.envelope.chain.sequence if entry.envelope.chain else None,
+            ),
+            RestoreItem(relpath, session.open(entry.envelope), label, header.key_id),
+        )
 
     def read_pin(address: PinAddress) -> tuple[Restored, RestoreItem] | None:
         """A pin, proven like a key; None if the GUN has none (an exact --gun's)."""
@@ -215,9 +241,16 @@ def restore_keys(
             pin_version = root_version(data)
         except UsageError as exc:  # signed by a trusted sealer, yet not a root.json
             raise IntegrityError(f"{describe(address)}: {exc.message}; refused") from None
-        return (Restored(address, entry.version, address.relpath, entry.sealer or "",
-                         entry.envelope.chain.sequence if entry.envelope.chain else None),
-                RestoreItem(address.relpath, data, describe(address), None, pin_version))
+        return (
+            Restored(
+                address,
+                entry.version,
+                address.relpath,
+                entry.sealer or "",
+                entry.envelope.chain.sequence if entry.envelope.chain else None,
+            ),
+            RestoreItem(address.relpath, data, describe(address), None, pin_version),
+        )
 
     stored: list[Restored] = []
 
@@ -250,33 +283,46 @@ def restore_keys(
     reader.highwater.save()
     if not dry_run:
         written = [s.address for s, p in zip(stored, plan, strict=True) if p.action in WRITES]
-        written += [c.address for c, p in zip(certs, cert_plan, strict=True)
-                    if p.action in WRITES]
-        session.record("restore", "ok", team=team, keys=[key_ref(a) for a in written],
-                       detail=f"into {trust_dir}: {len(written)} written, "
-                              f"{len(plan) + len(cert_plan) - len(written)} unchanged, "
-                              f"{len(kept)} kept aside")
-    return RestoreReport(trust_dir, tuple(_entries(stored, plan)), kept, dry_run,
-                         refused[0] if refused else None,
-                         tuple(zip(certs, cert_plan, strict=True)))
+        written += [c.address for c, p in zip(certs, cert_plan, strict=True) if p.action in WRITES]
+        session.record(
+            "restore",
+            "ok",
+            team=team,
+            keys=[key_ref(a) for a in written],
+            detail=f"into {trust_dir}: {len(written)} written, "
+            f"{len(plan) + len(cert_plan) - len(written)} unchanged, "
+            f"{len(kept)} kept aside",
+        )
+    return RestoreReport(
+        trust_dir,
+        tuple(_entries(stored, plan)),
+        kept,
+        dry_run,
+        refused[0] if refused else None,
+        tuple(zip(certs, cert_plan, strict=True)),
+    )
 
 
-def _stopped(exc: BackendUnavailableError, skipped: int, total: int
-             ) -> BackendUnavailableError:
+def _stopped(exc: BackendUnavailableError, skipped: int, total: int) -> BackendUnavailableError:
     """A restore a backend ended: all or nothing, so nothing was written; say how many
     keys it never started."""
     if skipped <= 0:
         return exc
     stopped = BackendUnavailableError(
-        f"{exc.message}; {skipped} of {total} keys were not attempted and nothing was "
-        "written", hint=exc.hint or "re-run when the backend is back")
+        f"{exc.message}; {skipped} of {total} keys were not attempted and nothing was written",
+        hint=exc.hint or "re-run when the backend is back",
+    )
     stopped.wrapper, stopped.audited = exc.wrapper, exc.audited
     return stopped
 
 
-def pin_addresses(session: Session, team: str, selection: Selection,
-                  addresses: list[KeyAddress],
-                  listed: dict[str, tuple[str, ...]] | None = None) -> list[PinAddress]:
+def pin_addresses(
+    session: Session,
+    team: str,
+    selection: Selection,
+    addresses: list[KeyAddress],
+    listed: dict[str, tuple[str, ...]] | None = None,
+) -> list[PinAddress]:
     """The trust pins that travel with the selected keys: their GUNs' pins, and with no
     ``--role``/``--key-id`` every pin ``--gun`` matches (all of them for ``--all``).
 
@@ -292,16 +338,27 @@ def pin_addresses(session: Session, team: str, selection: Selection,
         return [PinAddress.of(team, g) for g in sorted(named)]
     found: list[PinAddress] = []
     prefix = pin_prefix(team)
-    names = ([n for n in listed if n.startswith(prefix)] if listed and not selection.guns
-             else session.store().list(prefix))
+    names = (
+        [n for n in listed if n.startswith(prefix)]
+        if listed and not selection.guns
+        else session.store().list(prefix)
+    )
     for name in names:
         try:
             pin = PinAddress.from_object_name(name)
         except UsageError:
             continue  # foreign objects in a shared bucket are not ours to judge
-        if pin.team == team and (pin.gun in guns or (every and (
-                selection.everything or not selection.guns
-                or any(gun_matches(pin.gun, g) for g in selection.guns)))):
+        if pin.team == team and (
+            pin.gun in guns
+            or (
+                every
+                and (
+                    selection.everything
+                    or not selection.guns
+                    or any(gun_matches(pin.gun, g) for g in selection.guns)
+                )
+            )
+        ):
             found.append(pin)
     return sorted(found)
 

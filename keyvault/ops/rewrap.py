@@ -48,7 +48,13 @@ from keyvault.wrappers import Wrapper, canonical_wrapper_uri, check_wrapper_uri,
 from keyvault.wrappers.base import Rotatable
 
 REWRAPPED, ROTATED, RESEALED, UNCHANGED, FAILED, NOT_ATTEMPTED = (
-    "rewrapped", "rotated", "resealed", "unchanged", "failed", "not-attempted")
+    "rewrapped",
+    "rotated",
+    "resealed",
+    "unchanged",
+    "failed",
+    "not-attempted",
+)
 
 
 @dataclass(frozen=True)
@@ -95,14 +101,16 @@ def rewrap_keys(
         reader = session.reader()
         sealer = session.sealer()
         addresses = sorted(list_addresses(store, team, selection))
-        selection.check_found([(a.gun, a.role, a.key_id) for a in addresses],
-                              f"the store for team {team!r}")
+        selection.check_found(
+            [(a.gun, a.role, a.key_id) for a in addresses], f"the store for team {team!r}"
+        )
         if not session.is_ci(team):  # the trust pins that travel with the keys, as restore
             pins, refusal = pins_in_store(session, team, selection, addresses)
             certs: list[CertAddress] = []
             try:  # and the CA files the notary config pins, which restore brings with them
-                certs = cert_addresses(session, team, selection,
-                                       {a.gun for a in addresses if a.gun is not None})
+                certs = cert_addresses(
+                    session, team, selection, {a.gun for a in addresses if a.gun is not None}
+                )
             except AccessDeniedError as exc:
                 refusal = refusal or exc
             addresses += [*pins, *certs]
@@ -125,8 +133,7 @@ def rewrap_keys(
         def _one(address: KeyAddress) -> RewrapOutcome:
             try:
                 stored = reader.latest(address)
-                changed = _change(session, stored.envelope, holders, added, remove, rotate,
-                                  reseal)
+                changed = _change(session, stored.envelope, holders, added, remove, rotate, reseal)
             except KeyvaultError as exc:
                 return RewrapOutcome(address, FAILED, error=exc)
             before = stored.envelope.wrapper_uris
@@ -136,15 +143,15 @@ def rewrap_keys(
             if dry_run:
                 return RewrapOutcome(address, action, before, envelope.wrapper_uris)
             old = stored.envelope.chain
-            chain = Chain(old.sequence + 1 if old else next_number(session, address),
-                          stored.digest)
+            chain = Chain(old.sequence + 1 if old else next_number(session, address), stored.digest)
             try:
                 payload = sign(envelope, sealer, chain).to_bytes()
                 version = store.write(address.object_name, payload, replaces=stored.version)
             except KeyvaultError as exc:
                 return RewrapOutcome(address, FAILED, before, error=exc)
-            reader.highwater.note(address.object_name, chain.sequence,
-                                  hashlib.sha256(payload).hexdigest())
+            reader.highwater.note(
+                address.object_name, chain.sequence, hashlib.sha256(payload).hexdigest()
+            )
             return RewrapOutcome(address, action, before, envelope.wrapper_uris, version)
 
         outcomes: list[RewrapOutcome] = []
@@ -156,21 +163,31 @@ def rewrap_keys(
             reader.highwater.save()
             changed = [o for o in outcomes if o.action in (REWRAPPED, ROTATED, RESEALED)]
             failed = [o for o in outcomes if o.action in (FAILED, NOT_ATTEMPTED)]
-            session.record("rewrap", "partial" if failed else "ok", team=team,
-                           keys=[key_ref(o.address) for o in changed + failed],
-                           detail=f"add={','.join(w.uri for w in added)} "
-                                  f"remove={','.join(remove)} "
-                                  f"rotate={rotate} reseal={reseal}: {len(changed)} changed, "
-                                  f"{len(failed)} failed")
+            session.record(
+                "rewrap",
+                "partial" if failed else "ok",
+                team=team,
+                keys=[key_ref(o.address) for o in changed + failed],
+                detail=f"add={','.join(w.uri for w in added)} "
+                f"remove={','.join(remove)} "
+                f"rotate={rotate} reseal={reseal}: {len(changed)} changed, "
+                f"{len(failed)} failed",
+            )
         return outcomes
     finally:
         for wrapper in added:
             wrapper.close()
 
 
-def _change(session: Session, envelope: Envelope, holders: Sequence[Wrapper],
-            added: Sequence[Wrapper], remove: Sequence[str], rotate: bool, reseal: bool
-            ) -> tuple[Envelope, str] | None:
+def _change(
+    session: Session,
+    envelope: Envelope,
+    holders: Sequence[Wrapper],
+    added: Sequence[Wrapper],
+    remove: Sequence[str],
+    rotate: bool,
+    reseal: bool,
+) -> tuple[Envelope, str] | None:
     """The new (unsigned) envelope and what was done, or None when nothing would change."""
     if envelope.version != VERSION:
         return _reseal_v1(session, envelope, holders, added, remove), RESEALED
@@ -182,8 +199,10 @@ def _change(session: Session, envelope: Envelope, holders: Sequence[Wrapper],
     to_remove = [uri for uri in remove if uri in present]
     if to_add or to_remove:
         if len(to_remove) == len(present) and not to_add:
-            raise UsageError(f"key {envelope.header.key_id[:12]}: removing "
-                             f"{', '.join(to_remove)} would leave no wrapper")
+            raise UsageError(
+                f"key {envelope.header.key_id[:12]}: removing "
+                f"{', '.join(to_remove)} would leave no wrapper"
+            )
         dek = bytearray(_unwrap(session, result, holders))
         try:
             result = rewrap(result, bytes(dek), to_add, to_remove)
@@ -196,12 +215,22 @@ def _change(session: Session, envelope: Envelope, holders: Sequence[Wrapper],
 
 
 def _unwrap(session: Session, envelope: Envelope, holders: Sequence[Wrapper]) -> bytes:
-    return unwrap_dek(envelope, holders, check_wrapper_uri, sealers=session.sealers(),
-                      allow_unsigned=session.config.allow_unsigned)
+    return unwrap_dek(
+        envelope,
+        holders,
+        check_wrapper_uri,
+        sealers=session.sealers(),
+        allow_unsigned=session.config.allow_unsigned,
+    )
 
 
-def _reseal_v1(session: Session, envelope: Envelope, holders: Sequence[Wrapper],
-               added: Sequence[Wrapper], remove: Sequence[str]) -> Envelope:
+def _reseal_v1(
+    session: Session,
+    envelope: Envelope,
+    holders: Sequence[Wrapper],
+    added: Sequence[Wrapper],
+    remove: Sequence[str],
+) -> Envelope:
     """A v1 envelope sealed anew as v2 for the same wrappers (plus/minus the changes).
 
     The caller signs it; the header keeps every fact, only its version changes.
@@ -223,8 +252,14 @@ def _reseal_v1(session: Session, envelope: Envelope, holders: Sequence[Wrapper],
     by_uri.update((w.uri, w) for w in opened)
     header = replace(envelope.header, version=VERSION)
     try:
-        sealed = seal(header, data, [by_uri[u] for u in uris], envelope.threshold,
-                      sealer=session.sealer(), chain=FIRST)
+        sealed = seal(
+            header,
+            data,
+            [by_uri[u] for u in uris],
+            envelope.threshold,
+            sealer=session.sealer(),
+            chain=FIRST,
+        )
     finally:
         for wrapper in opened:
             wrapper.close()
@@ -235,14 +270,21 @@ def _rotate(envelope: Envelope, holders: Sequence[Wrapper]) -> Envelope:
     """Each entry whose wrapper can rotate server-side moves to its newest key version."""
     by_uri = {w.uri: w for w in holders if isinstance(w, Rotatable)}
     if not by_uri:
-        raise UsageError("none of the configured wrappers can rotate server-side "
-                         "(Vault Transit and AWS KMS can); use --add and --remove instead")
+        raise UsageError(
+            "none of the configured wrappers can rotate server-side "
+            "(Vault Transit and AWS KMS can); use --add and --remove instead"
+        )
     context = envelope.header.context()
     entries = tuple(
-        replace(through(by_uri[entry.uri], by_uri[entry.uri].rewrap, entry, context),
-                share=entry.share, threshold=entry.threshold) if entry.uri in by_uri
+        replace(
+            through(by_uri[entry.uri], by_uri[entry.uri].rewrap, entry, context),
+            share=entry.share,
+            threshold=entry.threshold,
+        )
+        if entry.uri in by_uri
         else entry
-        for entry in envelope.wrapped_keys)
+        for entry in envelope.wrapped_keys
+    )
     return replace(envelope, wrapped_keys=entries)
 
 

@@ -19,8 +19,14 @@ class Selection:
     everything: bool = False
 
     @classmethod
-    def build(cls, *, guns: list[str] | None = None, roles: list[str] | None = None,
-              key_ids: list[str] | None = None, everything: bool = False) -> Selection:
+    def build(
+        cls,
+        *,
+        guns: list[str] | None = None,
+        roles: list[str] | None = None,
+        key_ids: list[str] | None = None,
+        everything: bool = False,
+    ) -> Selection:
         ids = tuple(k.lower() for k in key_ids or ())
         for key_id in ids:
             if not _KEY_ID_PREFIX.fullmatch(key_id):

@@ -62,8 +62,7 @@ class Session:
 
     def store(self) -> Store:
         if self._store is None:
-            self._store = open_store(self.config.require_store(),
-                                     self.options())
+            self._store = open_store(self.config.require_store(), self.options())
         return self._store
 
     def wrappers(self) -> list[Wrapper]:
@@ -132,8 +131,9 @@ class Session:
         """Reads envelopes proven to come from a trusted sealer, never rolled back."""
         from keyvault.ops.authentic import AuthenticReader
 
-        return AuthenticReader(self.store(), self.sealers(), self.highwater(),
-                               self.config.allow_unsigned)
+        return AuthenticReader(
+            self.store(), self.sealers(), self.highwater(), self.config.allow_unsigned
+        )
 
     def access(self) -> Access:
         """The policy checks (teams.md): every check passes when no policy is configured."""
@@ -143,8 +143,13 @@ class Session:
             self._access = Access(self)
         return self._access
 
-    def check(self, action: str, team: str, selection: Selection | None = None,
-              addresses: Iterable[KeyAddress] | None = None) -> None:
+    def check(
+        self,
+        action: str,
+        team: str,
+        selection: Selection | None = None,
+        addresses: Iterable[KeyAddress] | None = None,
+    ) -> None:
         """The teams policy, when one is configured: before any request (``selection``)
         or before any envelope is read (``addresses``). Without a policy (and without
         --as) nothing is loaded, so single-user commands start as fast as before."""
@@ -172,11 +177,20 @@ class Session:
         """The local hash-chained audit log of this user."""
         from keyvault.audit import AuditLog
 
-        return AuditLog(self.config.paths.state_dir / "audit.log", local_principal(),
-                        claimed_as=self.acting_as)
+        return AuditLog(
+            self.config.paths.state_dir / "audit.log", local_principal(), claimed_as=self.acting_as
+        )
 
-    def record(self, action: str, outcome: str, *, team: str, keys: Sequence[KeyRef] = (),
-               detail: str = "", anchor: bool = True) -> None:
+    def record(
+        self,
+        action: str,
+        outcome: str,
+        *,
+        team: str,
+        keys: Sequence[KeyRef] = (),
+        detail: str = "",
+        anchor: bool = True,
+    ) -> None:
         """Append an audit record naming this session's store and wrappers (never secrets:
         URIs and the detail are redacted, since a record can never be scrubbed later), then
         anchor it in the store with a signed checkpoint (keyvault.ops.anchor).
@@ -192,10 +206,13 @@ class Session:
         from keyvault.canonical import canonical_json
         from keyvault.redact import redact
 
-        backend = {"store": redact(self.config.store or ""),
-                   "wrappers": ",".join(map(redact, self.config.wrappers))}
-        record = self.audit().append(action, outcome, team=team, keys=keys, backend=backend,
-                                     detail=redact(detail))
+        backend = {
+            "store": redact(self.config.store or ""),
+            "wrappers": ",".join(map(redact, self.config.wrappers)),
+        }
+        record = self.audit().append(
+            action, outcome, team=team, keys=keys, backend=backend, detail=redact(detail)
+        )
         if self.config.audit_to_store and self.config.store:
             self.store().write(audit_object_name(team, record), canonical_json(record))
         done = anchor and outcome not in ("failed", "refused")
@@ -210,8 +227,13 @@ class Session:
         from keyvault.envelope import open_envelope
         from keyvault.wrappers import check_wrapper_uri
 
-        return open_envelope(envelope, self.wrappers(), check_wrapper_uri,
-                             sealers=self.sealers(), allow_unsigned=self.config.allow_unsigned)
+        return open_envelope(
+            envelope,
+            self.wrappers(),
+            check_wrapper_uri,
+            sealers=self.sealers(),
+            allow_unsigned=self.config.allow_unsigned,
+        )
 
     def close(self) -> None:
         if self._highwater is not None:
@@ -235,6 +257,10 @@ class Session:
     def __enter__(self) -> Session:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()

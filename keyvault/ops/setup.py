@@ -39,8 +39,14 @@ class InitResult:
     sealer_created: bool = False
 
 
-def init(config: Config, *, store: str | None, wrappers: list[str], team: str | None,
-         config_file: Path | None = None) -> InitResult:
+def init(
+    config: Config,
+    *,
+    store: str | None,
+    wrappers: list[str],
+    team: str | None,
+    config_file: Path | None = None,
+) -> InitResult:
     """Create the store, the sealing key and the recovery identity if needed, and the
     config file. The sealer's fingerprint is written into the identity file, so the
     identity alone is enough to know whose backups to trust on a new machine.
@@ -68,13 +74,24 @@ def init(config: Config, *, store: str | None, wrappers: list[str], team: str | 
             raise InvalidInputError(f"identity file {identity} holds no age identity")
         chosen = [str(found[0].to_public())]
     if new_identity:
-        _refuse_existing_config(target, f"names the recovery identity {identity}, which is "
-                                "missing here (copy it back, or rebuild it with 'keyvault "
-                                "recovery combine'); a new identity would not match it")
+        _refuse_existing_config(
+            target,
+            f"names the recovery identity {identity}, which is "
+            "missing here (copy it back, or rebuild it with 'keyvault "
+            "recovery combine'); a new identity would not match it",
+        )
     else:
-        _check_config(target, render_config(team=team, store=store_uri, wrappers=chosen,
-                                            identity_file=identity, defaults=config.paths),
-                      config.paths)
+        _check_config(
+            target,
+            render_config(
+                team=team,
+                store=store_uri,
+                wrappers=chosen,
+                identity_file=identity,
+                defaults=config.paths,
+            ),
+            config.paths,
+        )
     _open_or_create_store(config, store_uri, create=not named_by_config, source=target)
 
     sealer, sealer_created = _sealer(config)
@@ -85,11 +102,22 @@ def init(config: Config, *, store: str | None, wrappers: list[str], team: str | 
         chosen = [generate_identity(identity, pins=[pin])]
     elif not (wrappers or config.wrappers):
         _pin_in_identity(identity, pin)
-    text = render_config(team=team, store=store_uri, wrappers=chosen, identity_file=identity,
-                         defaults=config.paths)
+    text = render_config(
+        team=team, store=store_uri, wrappers=chosen, identity_file=identity, defaults=config.paths
+    )
     created_config = _write_config(target, text, config.paths)
-    return InitResult(target, store_uri, tuple(chosen), team, identity, new_identity,
-                      created_config, _sealer_file(config), pin, sealer_created)
+    return InitResult(
+        target,
+        store_uri,
+        tuple(chosen),
+        team,
+        identity,
+        new_identity,
+        created_config,
+        _sealer_file(config),
+        pin,
+        sealer_created,
+    )
 
 
 def _open_or_create_store(config: Config, uri: str, *, create: bool, source: Path) -> None:
@@ -97,11 +125,12 @@ def _open_or_create_store(config: Config, uri: str, *, create: bool, source: Pat
         open_store(uri, config.backend_options(None), create=create).close()
     except NotFoundError as exc:
         raise NotFoundError(
-            f"the store {redact(uri)} that {source} names does not exist here; nothing was "
-            "created", hint="on a new machine, point 'store' in that config (or "
+            f"the store {redact(uri)} that {source} names does not exist here; nothing was created",
+            hint="on a new machine, point 'store' in that config (or "
             "KEYVAULT_STORE) at the store you kept: its removable disk, synced directory, "
             "S3 bucket or Vault; 'keyvault --store URI init' makes a new, empty one "
-            "(docs/guides/restore-laptop.md)") from exc
+            "(docs/guides/restore-laptop.md)",
+        ) from exc
 
 
 def _sealer(config: Config) -> tuple[Sealer, bool]:
@@ -130,8 +159,9 @@ def _pin_in_identity(path: Path, pin: str) -> None:
     if pin in pins_in_file(path):
         return
     text = fsutil.read_private_file(path, "identity file", 64 * 1024)
-    fsutil.write_file_atomic(path.parent, path.name, pin_lines([pin]).encode() + text,
-                             mode=0o600, exclusive=False)
+    fsutil.write_file_atomic(
+        path.parent, path.name, pin_lines([pin]).encode() + text, mode=0o600, exclusive=False
+    )
 
 
 def _check_config(path: Path, text: str, paths: Paths) -> None:
@@ -142,9 +172,10 @@ def _check_config(path: Path, text: str, paths: Paths) -> None:
 
 def _refuse_existing_config(path: Path, why: str) -> None:
     if path.exists():
-        raise ConflictError(f"config file {path} already exists and {why}; nothing was "
-                            "created", hint="edit it, or pass --config to write a new one "
-                                            "elsewhere")
+        raise ConflictError(
+            f"config file {path} already exists and {why}; nothing was created",
+            hint="edit it, or pass --config to write a new one elsewhere",
+        )
 
 
 def _write_config(path: Path, text: str, paths: Paths) -> bool:
@@ -156,8 +187,9 @@ def _write_config(path: Path, text: str, paths: Paths) -> bool:
     try:
         fsutil.make_private_dirs(path.parent)
     except OSError as exc:
-        raise LocalIOError(f"cannot write config file {path}: {os.strerror(exc.errno or 0)}"
-                           ) from None
+        raise LocalIOError(
+            f"cannot write config file {path}: {os.strerror(exc.errno or 0)}"
+        ) from None
     # Whole or not at all: a full disk leaves no half-written config for the next init.
     fsutil.write_file_atomic(path.parent, path.name, data, mode=0o600, exclusive=True)
     return True

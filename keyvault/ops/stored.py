@@ -32,8 +32,7 @@ class StoredEnvelope:
     sealer: str | None = None
 
 
-def read_envelope(store: Store, address: KeyAddress, version: str | None = None
-                  ) -> StoredEnvelope:
+def read_envelope(store: Store, address: KeyAddress, version: str | None = None) -> StoredEnvelope:
     return parse_stored(address, store.read(address.object_name, version))
 
 
@@ -46,19 +45,27 @@ def parse_stored(address: KeyAddress, obj: StoredObject) -> StoredEnvelope:
     try:
         envelope = Envelope.from_bytes(obj.data)
     except KeyvaultError as exc:
-        raise IntegrityError(f"{address.object_name} (version {obj.version}): {exc.message}",
-                             hint=exc.hint) from None
+        raise IntegrityError(
+            f"{address.object_name} (version {obj.version}): {exc.message}", hint=exc.hint
+        ) from None
     if envelope.address != address:
         raise IntegrityError(
             f"{address.object_name} holds the envelope of another key "
             f"({envelope.address.object_name}); it was moved or swapped",
-            hint="restore an older version or investigate who wrote it")
+            hint="restore an older version or investigate who wrote it",
+        )
     return StoredEnvelope(address, obj.version, envelope, hashlib.sha256(obj.data).hexdigest())
 
 
-def list_addresses(store: Store, team: str, selection: Selection, *, ci: bool = False,
-                   versions: dict[str, tuple[str, ...]] | None = None,
-                   names: set[str] | None = None) -> Iterator[KeyAddress]:
+def list_addresses(
+    store: Store,
+    team: str,
+    selection: Selection,
+    *,
+    ci: bool = False,
+    versions: dict[str, tuple[str, ...]] | None = None,
+    names: set[str] | None = None,
+) -> Iterator[KeyAddress]:
     """Addresses under the team's prefix that the selection picks.
 
     ``versions``: a store that lists versions in bulk (S3) is asked for the
@@ -82,8 +89,11 @@ def list_addresses(store: Store, team: str, selection: Selection, *, ci: bool = 
     for prefix in _outermost(_prefixes(team, selection, ci=ci)):
         try:
             # One name at a time, page by page (S3): nothing here holds the whole listing.
-            for name in (_latest_names(store, prefix, versions) if versions is not None
-                         and isinstance(store, VersionListing) else store.list(prefix)):
+            for name in (
+                _latest_names(store, prefix, versions)
+                if versions is not None and isinstance(store, VersionListing)
+                else store.list(prefix)
+            ):
                 try:
                     address = KeyAddress.from_object_name(name)
                 except KeyvaultError:
@@ -105,8 +115,9 @@ def _outermost(prefixes: list[str]) -> list[str]:
     return [p for p in unique if not any(p != q and p.startswith(q) for q in unique)]
 
 
-def _latest_names(store: VersionListing, prefix: str,
-                  versions: dict[str, tuple[str, ...]]) -> list[str]:
+def _latest_names(
+    store: VersionListing, prefix: str, versions: dict[str, tuple[str, ...]]
+) -> list[str]:
     """The names whose latest version is an object (not a deletion), and their versions."""
     names: list[str] = []
     for name, found in store.versions_under(prefix).items():
@@ -119,8 +130,10 @@ def _latest_names(store: VersionListing, prefix: str,
 def listed_where(team: str, *, ci: bool = False) -> str:
     """Where a selection was looked for, for a "matches no key in ..." message."""
     if ci:
-        return (f"the store for team {team!r} as far as its CI may read it (root keys and "
-                "keys without a GUN or role are never listed for CI)")
+        return (
+            f"the store for team {team!r} as far as its CI may read it (root keys and "
+            "keys without a GUN or role are never listed for CI)"
+        )
     return f"the store for team {team!r}"
 
 
@@ -131,8 +144,14 @@ def _prefixes(team: str, selection: Selection, *, ci: bool) -> list[str]:
     base = team_prefix(team)
     only_root = bool(selection.roles) and set(selection.roles) <= {"root"}
     if selection.guns:  # GUN patterns: guns/ below their literal starts (never a GUN-less key)
-        return [] if only_root else [f"{base}guns/{start}" for start in
-                                     sorted({_literal_start(g) for g in selection.guns})]
+        return (
+            []
+            if only_root
+            else [
+                f"{base}guns/{start}"
+                for start in sorted({_literal_start(g) for g in selection.guns})
+            ]
+        )
     if not ci:
         return [base]  # one listing of the team's folder, which a member may list
     # CI never gets a root key nor a key without a GUN or role: it lists guns/ and
@@ -154,21 +173,26 @@ def _literal_start(pattern: str) -> str:
     return pattern[:cut]
 
 
-def _listing_refused(exc: AccessDeniedError, team: str, selection: Selection, prefix: str
-                     ) -> AccessDeniedError:
+def _listing_refused(
+    exc: AccessDeniedError, team: str, selection: Selection, prefix: str
+) -> AccessDeniedError:
     """A backend that would not list a folder of the team's: say which selection works."""
     if all(not _is_glob(g) for g in selection.guns) and selection.guns:
         return exc  # an exact GUN's own folder: nothing narrower to suggest
     pattern = next((g for g in selection.guns if _is_glob(g)), "")
-    example = (f"{_literal_start(pattern).rsplit('/', 1)[0]}/<repository>"
-               if "/" in _literal_start(pattern) else "<registry>/<team>/<repository>")
-    where = prefix[len(team_prefix(team)):] or "the team's folder"
+    example = (
+        f"{_literal_start(pattern).rsplit('/', 1)[0]}/<repository>"
+        if "/" in _literal_start(pattern)
+        else "<registry>/<team>/<repository>"
+    )
+    where = prefix[len(team_prefix(team)) :] or "the team's folder"
     error = AccessDeniedError(
         f"{exc.message} (the store does not let this principal list {where} of team "
         f"{team}; a CI principal may list only its GUNs' folders, and this selection "
         "needs more)",
         hint=f"select exact GUNs: --gun {example} (one exact GUN per --gun, no wildcard), "
-             "or name this principal in the team's 'ci' list of the teams policy "
-             "(keyvault policy) so keyvault lists only what CI may read")
+        "or name this principal in the team's 'ci' list of the teams policy "
+        "(keyvault policy) so keyvault lists only what CI may read",
+    )
     error.audited = exc.audited
     return error

@@ -63,16 +63,17 @@ def verify_backups(
     stored = set(list_addresses(session.store(), team, selection, ci=session.is_ci(team)))
     session.check("restore", team, addresses=stored)
     local: Mapping[KeyAddress, KeyFile] = {
-        KeyAddress(team, k.gun, k.role, k.key_id): k for k in local_keys or ()
-        if selection.matches(k.gun, k.role, k.key_id)}
+        KeyAddress(team, k.gun, k.role, k.key_id): k
+        for k in local_keys or ()
+        if selection.matches(k.gun, k.role, k.key_id)
+    }
     everything = sorted(stored | set(local))
     found = [(a.gun, a.role, a.key_id) for a in everything]
     if not selection.is_empty:
         selection.check_found(found, "the store or the trust directory")
     results: list[Verified] = []
     for address in everything:
-        result = _verify_one(session, address, address in stored, local.get(address),
-                             deep)
+        result = _verify_one(session, address, address in stored, local.get(address), deep)
         results.append(result)
         if on_done:
             on_done(result)
@@ -82,24 +83,36 @@ def verify_backups(
     return results
 
 
-def _verify_pins(session: Session, team: str, selection: Selection,
-                 keys: list[KeyAddress], local_pins: Sequence[PinFile]) -> list[Verified]:
+def _verify_pins(
+    session: Session,
+    team: str,
+    selection: Selection,
+    keys: list[KeyAddress],
+    local_pins: Sequence[PinFile],
+) -> list[Verified]:
     from keyvault.ops.listing import stored_pins
 
     in_store = set(stored_pins(session, team, selection, keys))
     local = {PinAddress.of(team, p.gun): p for p in local_pins}
     pins = session.visible("restore", sorted(in_store | set(local)))
-    return [_verify_pin(session, a, a in in_store, local.get(a)) for a in pins
-            if isinstance(a, PinAddress)]
+    return [
+        _verify_pin(session, a, a in in_store, local.get(a))
+        for a in pins
+        if isinstance(a, PinAddress)
+    ]
 
 
-def _verify_pin(session: Session, address: PinAddress, in_store: bool, pin: PinFile | None
-                ) -> Verified:
+def _verify_pin(
+    session: Session, address: PinAddress, in_store: bool, pin: PinFile | None
+) -> Verified:
     what = f"trust pin of {address.gun}"
     if not in_store:
-        return Verified(address, MISSING, "pin in the trust directory but not in the store",
-                        error=NotFoundError(f"the {what} is not backed up",
-                                            hint="run 'keyvault backup'"))
+        return Verified(
+            address,
+            MISSING,
+            "pin in the trust directory but not in the store",
+            error=NotFoundError(f"the {what} is not backed up", hint="run 'keyvault backup'"),
+        )
     try:
         stored = session.reader().latest(address)  # sealer, chain, high-water mark
         data = session.open(stored.envelope)
@@ -111,30 +124,60 @@ def _verify_pin(session: Session, address: PinAddress, in_store: bool, pin: PinF
         return Verified(address, BROKEN, exc.message, error=exc)
     sealer = stored.sealer or ""
     if pin is None:
-        return Verified(address, NOT_LOCAL, f"pin in the store only (root version {version})",
-                        sealer=sealer, root_version=version)
+        return Verified(
+            address,
+            NOT_LOCAL,
+            f"pin in the store only (root version {version})",
+            sealer=sealer,
+            root_version=version,
+        )
     if not hmac.compare_digest(pin.as_key_file().sha256, stored.envelope.header.sha256):
         newer = pin.version > version
-        detail = (f"the pin on disk (root version {pin.version}) is "
-                  + ("newer than" if newer else "not newer than, yet differs from")
-                  + f" its backup (root version {version})")
-        return Verified(address, DIFFERS, detail, error=IntegrityError(
-            f"the {what} differs from its backup: {detail}",
-            hint="run 'keyvault backup' to store the new pin" if newer else
-            "find out who changed tuf/<gun>/metadata/root.json; 'keyvault restore "
-            "--gun <gun> --force' puts the backed-up pin back"),
-            sealer=sealer, root_version=version)
-    return Verified(address, OK, f"pin opens and matches the trust directory (root version "
-                                 f"{version})", sealer=sealer, root_version=version)
+        detail = (
+            f"the pin on disk (root version {pin.version}) is "
+            + ("newer than" if newer else "not newer than, yet differs from")
+            + f" its backup (root version {version})"
+        )
+        return Verified(
+            address,
+            DIFFERS,
+            detail,
+            error=IntegrityError(
+                f"the {what} differs from its backup: {detail}",
+                hint="run 'keyvault backup' to store the new pin"
+                if newer
+                else "find out who changed tuf/<gun>/metadata/root.json; 'keyvault restore "
+                "--gun <gun> --force' puts the backed-up pin back",
+            ),
+            sealer=sealer,
+            root_version=version,
+        )
+    return Verified(
+        address,
+        OK,
+        f"pin opens and matches the trust directory (root version {version})",
+        sealer=sealer,
+        root_version=version,
+    )
 
 
-def _verify_one(session: Session, address: KeyAddress, in_store: bool, key: KeyFile | None,
-                deep: DeepCheck | None) -> Verified:
+def _verify_one(
+    session: Session,
+    address: KeyAddress,
+    in_store: bool,
+    key: KeyFile | None,
+    deep: DeepCheck | None,
+) -> Verified:
     if not in_store:
-        return Verified(address, MISSING, "in the trust directory but not in the store",
-                        error=NotFoundError(f"{role_shown(address.role)} key "
-                                            f"{address.key_id[:12]} is not backed up",
-                                            hint="run 'keyvault backup'"))
+        return Verified(
+            address,
+            MISSING,
+            "in the trust directory but not in the store",
+            error=NotFoundError(
+                f"{role_shown(address.role)} key {address.key_id[:12]} is not backed up",
+                hint="run 'keyvault backup'",
+            ),
+        )
     try:
         stored = session.reader().latest(address)  # sealer, chain, high-water mark
         data = session.open(stored.envelope)
@@ -143,11 +186,17 @@ def _verify_one(session: Session, address: KeyAddress, in_store: bool, key: KeyF
     deep_status: str | None = None
     if deep is not None:
         header = stored.envelope.header
-        restored = KeyFile(key_id=header.key_id, role=header.role, gun=header.gun,
-                           algorithm=header.algorithm, relpath=restore_relpath(header),
-                           mode=header.source_mode,
-                           layout=key.layout if key else Layout.CURRENT,
-                           encrypted=key.encrypted if key else True, data=data)
+        restored = KeyFile(
+            key_id=header.key_id,
+            role=header.role,
+            gun=header.gun,
+            algorithm=header.algorithm,
+            relpath=restore_relpath(header),
+            mode=header.source_mode,
+            layout=key.layout if key else Layout.CURRENT,
+            encrypted=key.encrypted if key else True,
+            data=data,
+        )
         try:
             deep_status = deep(restored)
         except NoPassphraseError as exc:  # nothing wrong with the backup: the check was not made
@@ -158,12 +207,17 @@ def _verify_one(session: Session, address: KeyAddress, in_store: bool, key: KeyF
     if key is None:
         return Verified(address, NOT_LOCAL, "in the store only", deep_status, sealer=sealer)
     if not hmac.compare_digest(key.sha256, stored.envelope.header.sha256):
-        return Verified(address, DIFFERS,
-                        "the key file changed since its last backup",
-                        deep_status, IntegrityError(
-                            f"{role_shown(address.role)} key {address.key_id[:12]} differs from "
-                            "its backup",
-                            hint="run 'keyvault backup' to store the new bytes"), sealer)
-    return Verified(address, OK, "backup opens and matches the key file", deep_status,
-                    sealer=sealer)
-
+        return Verified(
+            address,
+            DIFFERS,
+            "the key file changed since its last backup",
+            deep_status,
+            IntegrityError(
+                f"{role_shown(address.role)} key {address.key_id[:12]} differs from its backup",
+                hint="run 'keyvault backup' to store the new bytes",
+            ),
+            sealer,
+        )
+    return Verified(
+        address, OK, "backup opens and matches the key file", deep_status, sealer=sealer
+    )

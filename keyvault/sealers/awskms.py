@@ -64,19 +64,36 @@ KEY_USAGE = "SIGN_VERIFY"
 SIGNING_ALGORITHM = "ECDSA_SHA_256"
 #: The largest message KMS signs as ``RAW``; longer ones are sent as their SHA-256.
 MAX_RAW_MESSAGE = 4096
-_CREATE_HINT = ("create one with: aws kms create-key --key-spec ECC_NIST_P256 "
-                "--key-usage SIGN_VERIFY, and point the alias at it")
-_THROTTLED = frozenset({"ThrottlingException", "Throttling", "LimitExceededException",
-                        "TooManyRequestsException", "RequestLimitExceeded"})
+_CREATE_HINT = (
+    "create one with: aws kms create-key --key-spec ECC_NIST_P256 "
+    "--key-usage SIGN_VERIFY, and point the alias at it"
+)
+_THROTTLED = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "LimitExceededException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+    }
+)
 #: KMS error code -> (error class, what went wrong, what to do).
 _REFUSALS: dict[str, tuple[type[KeyvaultError], str, str]] = {
-    "DisabledException": (KmsKeyDisabledError, "the KMS key is disabled",
-                          "ask its administrator to enable it (aws kms enable-key)"),
+    "DisabledException": (
+        KmsKeyDisabledError,
+        "the KMS key is disabled",
+        "ask its administrator to enable it (aws kms enable-key)",
+    ),
     "KMSInvalidStateException": (
-        KmsKeyStateError, "the KMS key's state forbids this (pending deletion or import)",
-        "cancel a scheduled deletion (aws kms cancel-key-deletion)"),
-    "NotFoundException": (KmsKeyNotFoundError, "no such KMS key or alias in this account "
-                          "and region", "check the sealing key URI, the region and the account"),
+        KmsKeyStateError,
+        "the KMS key's state forbids this (pending deletion or import)",
+        "cancel a scheduled deletion (aws kms cancel-key-deletion)",
+    ),
+    "NotFoundException": (
+        KmsKeyNotFoundError,
+        "no such KMS key or alias in this account and region",
+        "check the sealing key URI, the region and the account",
+    ),
     "InvalidKeyUsageException": (UsageError, "the KMS key cannot sign", _CREATE_HINT),
     "UnsupportedOperationException": (UsageError, "the KMS key cannot sign", _CREATE_HINT),
     "ValidationException": (UsageError, "KMS refused the request as invalid", _CREATE_HINT),
@@ -101,18 +118,25 @@ class AwsKmsSealer(BackendSealer[str]):
         else:
             kind, payload = "DIGEST", hashlib.sha256(message).digest()
         try:
-            resp = self._live().sign(KeyId=self._key_name, Message=payload, MessageType=kind,
-                                     SigningAlgorithm=SIGNING_ALGORITHM)
+            resp = self._live().sign(
+                KeyId=self._key_name,
+                Message=payload,
+                MessageType=kind,
+                SigningAlgorithm=SIGNING_ALGORITHM,
+            )
         except Exception as exc:
             self._raise(exc, "sign with")
         if not resp.get("KeyId") or not resp.get("Signature"):
-            raise aws.cut_answer(f"cannot sign with KMS sealing key {self._uri}",
-                                 "KeyId" if not resp.get("KeyId") else "Signature")
+            raise aws.cut_answer(
+                f"cannot sign with KMS sealing key {self._uri}",
+                "KeyId" if not resp.get("KeyId") else "Signature",
+            )
         if _key_uuid(resp.get("KeyId")) != _key_uuid(key_id):
             raise IntegrityError(
                 f"KMS signed with another key than the one {self._uri} named when this run "
                 "began (was the alias moved?); refused",
-                hint="run again: the new key is a new sealer, to be pinned where you restore")
+                hint="run again: the new key is a new sealer, to be pinned where you restore",
+            )
         signature = resp.get("Signature")
         if not isinstance(signature, bytes) or not 0 < len(signature) <= MAX_SIGNATURE:
             raise BackendUnavailableError(f"KMS key {self._uri} returned no usable signature")
@@ -127,8 +151,14 @@ class AwsKmsSealer(BackendSealer[str]):
             loopback = aws.is_loopback(urlsplit(f"//{host}").hostname or "")
             endpoint = f"{'http' if loopback else 'https'}://{host}"
         region = self._key_name.split(":")[3] if self._key_name.startswith("arn:") else None
-        self._cs = aws.client_settings("kms", "awskms", options.for_scheme("awskms"),
-                                       options.env, endpoint_url=endpoint, region=region)
+        self._cs = aws.client_settings(
+            "kms",
+            "awskms",
+            options.for_scheme("awskms"),
+            options.env,
+            endpoint_url=endpoint,
+            region=region,
+        )
         return aws.make_client(self._cs, options.env, options.breaker)
 
     def _release(self, client: Any) -> None:
@@ -140,16 +170,19 @@ class AwsKmsSealer(BackendSealer[str]):
         except Exception as exc:
             self._raise(exc, "read the public key of")
         if not resp.get("KeyId"):
-            raise aws.cut_answer(f"cannot read the public key of KMS sealing key {self._uri}",
-                                 "KeyId")
+            raise aws.cut_answer(
+                f"cannot read the public key of KMS sealing key {self._uri}", "KeyId"
+            )
         spec = resp.get("KeySpec") or resp.get("CustomerMasterKeySpec")
         usage = resp.get("KeyUsage")
         if (spec, usage) != (KEY_SPEC, KEY_USAGE) or SIGNING_ALGORITHM not in (
-                resp.get("SigningAlgorithms") or ()):
+            resp.get("SigningAlgorithms") or ()
+        ):
             raise UsageError(
                 f"KMS key {self._uri} is a {shown(spec)} key with usage {shown(usage)}; a "
                 f"sealing key must be an asymmetric {KEY_SPEC} key with usage {KEY_USAGE}",
-                hint=_CREATE_HINT)
+                hint=_CREATE_HINT,
+            )
         der, key_id = resp.get("PublicKey"), resp.get("KeyId")
         if not isinstance(der, bytes) or not _is_p256(der) or not _key_uuid(key_id):
             raise BackendUnavailableError(f"KMS key {self._uri} returned no usable public key")
@@ -163,7 +196,8 @@ class AwsKmsSealer(BackendSealer[str]):
         code, status = aws.error_code(exc)
         if not code and status is None:  # no answer from KMS: network, credentials, or a bug
             transport = aws.translate_transport_error(
-                exc, what=where, endpoint=self._cs.endpoint_url or "AWS KMS")
+                exc, what=where, endpoint=self._cs.endpoint_url or "AWS KMS"
+            )
             if transport is None:
                 raise exc
             raise transport from None
@@ -177,15 +211,19 @@ class AwsKmsSealer(BackendSealer[str]):
         if code in _THROTTLED:
             raise KmsThrottledError(
                 f"{where}: KMS kept throttling after {self._cs.max_attempts} attempts "
-                f"({shown_code})", hint="re-run later, or raise [awskms] max_attempts") from None
+                f"({shown_code})",
+                hint="re-run later, or raise [awskms] max_attempts",
+            ) from None
         if code in aws.ACCESS_CODES or status == 403:
             raise KmsAccessDeniedError(
                 f"{where}: access denied ({shown_code})",
                 hint="the key policy or IAM must allow kms:GetPublicKey and kms:Sign on this "
-                     "key for these credentials") from None
+                "key for these credentials",
+            ) from None
         if code in aws.TRANSIENT_CODES or (status is not None and status >= 500):
-            raise BackendUnavailableError(f"{where}: KMS failed ({shown_code})",
-                                          hint="re-run to retry") from None
+            raise BackendUnavailableError(
+                f"{where}: KMS failed ({shown_code})", hint="re-run to retry"
+            ) from None
         raise BackendUnavailableError(f"{where}: KMS refused the request ({shown_code})") from None
 
 

@@ -67,17 +67,27 @@ class TransitSealer(BackendSealer[int]):
         key, version = self._describe()
         ecdsa = {"hash_algorithm": "sha2-256", "marshaling_algorithm": "asn1"}
         extra = ecdsa if key.alg == ECDSA_P256 else {}
-        resp = self._call("sign with", "sign", lambda c: c.secrets.transit.sign_data(
-            name=self._name, hash_input=b64(bytes(message)), key_version=version,
-            mount_point=self._mount, **extra))
+        resp = self._call(
+            "sign with",
+            "sign",
+            lambda c: c.secrets.transit.sign_data(
+                name=self._name,
+                hash_input=b64(bytes(message)),
+                key_version=version,
+                mount_point=self._mount,
+                **extra,
+            ),
+        )
         data = resp.get("data") if isinstance(resp, dict) else None
         text = data.get("signature") if isinstance(data, dict) else None
         match = _SIGNATURE.fullmatch(text) if isinstance(text, str) else None
         if match is None:
             raise BackendUnavailableError(f"Transit key {self._uri} returned no usable signature")
         if int(match.group(1)) != version:
-            raise IntegrityError(f"Transit key {self._uri} signed with version {match.group(1)}, "
-                                 f"not version {version} whose public key this run uses; refused")
+            raise IntegrityError(
+                f"Transit key {self._uri} signed with version {match.group(1)}, "
+                f"not version {version} whose public key this run uses; refused"
+            )
         signature = base64.b64decode(match.group(2))
         if not 0 < len(signature) <= MAX_SIGNATURE:
             raise BackendUnavailableError(f"Transit key {self._uri} returned no usable signature")
@@ -104,8 +114,11 @@ class TransitSealer(BackendSealer[int]):
             self._refused(exc)
 
     def _public_key(self) -> tuple[SealerKey, int]:
-        resp = self._call("read", "keys", lambda c: c.secrets.transit.read_key(
-            name=self._name, mount_point=self._mount))
+        resp = self._call(
+            "read",
+            "keys",
+            lambda c: c.secrets.transit.read_key(name=self._name, mount_point=self._mount),
+        )
         data = resp.get("data") if isinstance(resp, dict) else None
         if not isinstance(data, dict):
             raise BackendUnavailableError(f"Vault answered no settings for {self._uri}")
@@ -115,7 +128,8 @@ class TransitSealer(BackendSealer[int]):
             raise UsageError(
                 f"Transit key {self._uri} is a{derived} {shown(kind)} key; a sealing key must "
                 "be a signing key of type ed25519 (preferred) or ecdsa-p256, not derived",
-                hint=f"create one: bao write {self._mount}/keys/NAME type=ed25519")
+                hint=f"create one: bao write {self._mount}/keys/NAME type=ed25519",
+            )
         version = data.get("latest_version")
         versions = data.get("keys")
         entry = versions.get(str(version)) if isinstance(versions, dict) else None
@@ -149,16 +163,19 @@ def _spki(kind: str, public: object) -> bytes | None:
     try:
         if kind == "ed25519":
             key: Any = ed25519.Ed25519PublicKey.from_public_bytes(
-                base64.b64decode(public, validate=True))
+                base64.b64decode(public, validate=True)
+            )
         else:
             key = serialization.load_pem_public_key(public.encode("ascii"))
             if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(
-                    key.curve, ec.SECP256R1):
+                key.curve, ec.SECP256R1
+            ):
                 return None
     except (ValueError, TypeError, UnicodeEncodeError, binascii.Error):
         return None
-    der: bytes = key.public_bytes(serialization.Encoding.DER,
-                                  serialization.PublicFormat.SubjectPublicKeyInfo)
+    der: bytes = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     return der
 
 

@@ -46,28 +46,64 @@ _REGION = re.compile(r"[a-z]{2}(?:-[a-z0-9]+){1,4}")
 _PROFILE = re.compile(r"[A-Za-z0-9_.@+-]{1,128}")
 
 #: Service error codes that mean "these credentials may not do this".
-ACCESS_CODES = frozenset({
-    "AccessDenied", "AccessDeniedException", "Forbidden", "SignatureDoesNotMatch",
-    "InvalidAccessKeyId", "InvalidClientTokenId", "UnrecognizedClientException",
-    "ExpiredToken", "ExpiredTokenException", "InvalidToken", "AllAccessDisabled",
-    "AccountProblem", "InvalidSignatureException", "MissingAuthenticationToken",
-    "IncompleteSignature", "RequestTimeTooSkewed",
-})
+ACCESS_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "Forbidden",
+        "SignatureDoesNotMatch",
+        "InvalidAccessKeyId",
+        "InvalidClientTokenId",
+        "UnrecognizedClientException",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "InvalidToken",
+        "AllAccessDisabled",
+        "AccountProblem",
+        "InvalidSignatureException",
+        "MissingAuthenticationToken",
+        "IncompleteSignature",
+        "RequestTimeTooSkewed",
+    }
+)
 #: Service error codes that mean "try again later".
-TRANSIENT_CODES = frozenset({
-    "SlowDown", "ServiceUnavailable", "InternalError", "InternalFailure",
-    "RequestTimeout", "Throttling", "ThrottlingException", "TooManyRequestsException",
-    "RequestLimitExceeded", "ProvisionedThroughputExceededException",
-    "KMSInternalException", "DependencyTimeoutException", "KeyUnavailableException",
-    "LimitExceededException", "ServiceUnavailableException", "503", "500", "502", "504",
-})
+TRANSIENT_CODES = frozenset(
+    {
+        "SlowDown",
+        "ServiceUnavailable",
+        "InternalError",
+        "InternalFailure",
+        "RequestTimeout",
+        "Throttling",
+        "ThrottlingException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "ProvisionedThroughputExceededException",
+        "KMSInternalException",
+        "DependencyTimeoutException",
+        "KeyUnavailableException",
+        "LimitExceededException",
+        "ServiceUnavailableException",
+        "503",
+        "500",
+        "502",
+        "504",
+    }
+)
 
 
 #: Answers that say "slow down": the backend is up (never a circuit breaker's down signal).
-THROTTLING_CODES = frozenset({
-    "SlowDown", "Throttling", "ThrottlingException", "TooManyRequestsException",
-    "RequestLimitExceeded", "ProvisionedThroughputExceededException", "LimitExceededException",
-})
+THROTTLING_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "ProvisionedThroughputExceededException",
+        "LimitExceededException",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -85,19 +121,32 @@ class ClientSettings:
     s3_addressing_style: str | None = None
 
 
-def client_settings(service: str, section: str, settings: Mapping[str, Any],
-                    env: Mapping[str, str], *, endpoint_url: str | None = None,
-                    region: str | None = None) -> ClientSettings:
+def client_settings(
+    service: str,
+    section: str,
+    settings: Mapping[str, Any],
+    env: Mapping[str, str],
+    *,
+    endpoint_url: str | None = None,
+    region: str | None = None,
+) -> ClientSettings:
     """Merge the config section, the captured environment and explicit overrides."""
-    endpoint = endpoint_url or _str(settings, section, "endpoint_url") or _env_endpoint(
-        service, env)
+    endpoint = (
+        endpoint_url or _str(settings, section, "endpoint_url") or _env_endpoint(service, env)
+    )
     if endpoint is not None:
         endpoint = check_endpoint_url(endpoint, what=f"[{section}] endpoint_url")
-    region = (region or _str(settings, section, "region") or env.get("AWS_REGION")
-              or env.get("AWS_DEFAULT_REGION") or None)
+    region = (
+        region
+        or _str(settings, section, "region")
+        or env.get("AWS_REGION")
+        or env.get("AWS_DEFAULT_REGION")
+        or None
+    )
     if region is not None and not _REGION.fullmatch(region):
-        raise UsageError(f"[{section}] region {region[:40]!r} is not an AWS region name",
-                         hint="e.g. us-east-1")
+        raise UsageError(
+            f"[{section}] region {region[:40]!r} is not an AWS region name", hint="e.g. us-east-1"
+        )
     profile = _str(settings, section, "profile") or env.get("AWS_PROFILE") or None
     if profile is not None and not _PROFILE.fullmatch(profile):
         raise UsageError(f"[{section}] profile {profile[:40]!r} is not a valid profile name")
@@ -107,8 +156,12 @@ def client_settings(service: str, section: str, settings: Mapping[str, Any],
         region=region,
         profile=profile,
         connect_timeout=_seconds(settings, section, "connect_timeout", DEFAULT_CONNECT_TIMEOUT),
-        read_timeout=_seconds(settings, section, "read_timeout", DEFAULT_KMS_READ_TIMEOUT
-                              if service == "kms" else DEFAULT_READ_TIMEOUT),
+        read_timeout=_seconds(
+            settings,
+            section,
+            "read_timeout",
+            DEFAULT_KMS_READ_TIMEOUT if service == "kms" else DEFAULT_READ_TIMEOUT,
+        ),
         max_attempts=_attempts(settings, section),
         max_pool_connections=_pool(settings, section),
         s3_addressing_style=_addressing(settings, section) if service == "s3" else None,
@@ -128,21 +181,29 @@ def make_client(cs: ClientSettings, env: Mapping[str, str], breaker: Breaker = N
     except ModuleNotFoundError:
         raise BackendUnavailableError(
             f"the {cs.service} backend needs the Python package 'boto3'",
-            hint="install it with: pip install 'keyvault[aws]'") from None
+            hint="install it with: pip install 'keyvault[aws]'",
+        ) from None
     credentials: dict[str, str] = {}
     # The captured environment wins over the process's (tests and the daemon pass their own).
     if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
-        credentials = {"aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
-                       "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"]}
+        credentials = {
+            "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
+        }
         if env.get("AWS_SESSION_TOKEN"):
             credentials["aws_session_token"] = env["AWS_SESSION_TOKEN"]
     try:
         session = boto3.Session(
-            profile_name=None if credentials else cs.profile, region_name=cs.region,
-            botocore_session=_botocore_session(), **credentials)
+            profile_name=None if credentials else cs.profile,
+            region_name=cs.region,
+            botocore_session=_botocore_session(),
+            **credentials,
+        )
     except botocore.exceptions.ProfileNotFound:
-        raise UsageError(f"AWS profile {cs.profile!r} is not in the AWS config files",
-                         hint="check AWS_PROFILE or the profile setting") from None
+        raise UsageError(
+            f"AWS profile {cs.profile!r} is not in the AWS config files",
+            hint="check AWS_PROFILE or the profile setting",
+        ) from None
     options: dict[str, Any] = {
         "connect_timeout": cs.connect_timeout,
         "read_timeout": cs.read_timeout,
@@ -154,11 +215,16 @@ def make_client(cs: ClientSettings, env: Mapping[str, str], breaker: Breaker = N
         options["s3"] = {"addressing_style": cs.s3_addressing_style}
     region = cs.region or session.region_name or "us-east-1"
     try:
-        client = session.client(cs.service, region_name=region, endpoint_url=cs.endpoint_url,
-                                config=botocore.config.Config(**options))
+        client = session.client(
+            cs.service,
+            region_name=region,
+            endpoint_url=cs.endpoint_url,
+            config=botocore.config.Config(**options),
+        )
     except botocore.exceptions.BotoCoreError as exc:
-        raise UsageError(f"cannot configure the AWS {cs.service} client "
-                         f"({type(exc).__name__})") from None
+        raise UsageError(
+            f"cannot configure the AWS {cs.service} client ({type(exc).__name__})"
+        ) from None
     if breaker is not NEVER:
         _report_to(breaker, client, cs.endpoint_url or f"AWS {cs.service.upper()}")
     return client
@@ -172,22 +238,37 @@ def _report_to(breaker: Breaker, client: Any, endpoint: str) -> None:
     """Hook the client's attempts to the run's circuit breaker (keyvault.breaker)."""
     import botocore.exceptions as bx
 
-    down_exceptions = (bx.EndpointConnectionError, bx.ConnectionClosedError,
-                       bx.ConnectTimeoutError, bx.ReadTimeoutError, bx.ProxyConnectionError)
+    down_exceptions = (
+        bx.EndpointConnectionError,
+        bx.ConnectionClosedError,
+        bx.ConnectTimeoutError,
+        bx.ReadTimeoutError,
+        bx.ProxyConnectionError,
+    )
 
     def before_send(request: Any = None, **_: Any) -> None:
         if not breaker.is_open:
             return
         # A retry of a request that just failed: report that failure, not the breaker.
         last = (getattr(request, "context", None) or {}).get(_LAST_DOWN)
-        failed = None if last is None else translate_transport_error(
-            last, what="a backend is down, so no more requests were sent", endpoint=endpoint)
+        failed = (
+            None
+            if last is None
+            else translate_transport_error(
+                last, what="a backend is down, so no more requests were sent", endpoint=endpoint
+            )
+        )
         if failed is not None:
             raise failed
         breaker.check()
 
-    def received(exception: BaseException | None = None, response_dict: Any = None,
-                 parsed_response: Any = None, context: Any = None, **_: Any) -> None:
+    def received(
+        exception: BaseException | None = None,
+        response_dict: Any = None,
+        parsed_response: Any = None,
+        context: Any = None,
+        **_: Any,
+    ) -> None:
         if isinstance(exception, down_exceptions):
             breaker.down(f"{endpoint}: {type(exception).__name__}")
             if isinstance(context, dict):
@@ -196,8 +277,9 @@ def _report_to(breaker: Breaker, client: Any, endpoint: str) -> None:
         if exception is not None or not isinstance(response_dict, dict):
             return
         status = response_dict.get("status_code")
-        error = (parsed_response or {}).get("Error") or {} if isinstance(
-            parsed_response, dict) else {}
+        error = (
+            (parsed_response or {}).get("Error") or {} if isinstance(parsed_response, dict) else {}
+        )
         code = str(error.get("Code") or "")
         if code in THROTTLING_CODES or status == 429:
             return  # up, and asking to be paced: never a down signal
@@ -216,7 +298,8 @@ def _botocore_session() -> Any:
 
     core = botocore.session.get_session()
     core.get_component("response_parser_factory").set_parser_defaults(
-        timestamp_parser=parse_timestamp)
+        timestamp_parser=parse_timestamp
+    )
     return core
 
 
@@ -244,8 +327,12 @@ def parse_timestamp(value: Any) -> datetime:
     return parsed_by_botocore
 
 
-_MONTHS = {name: number for number, name in enumerate(
-    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+_MONTHS = {
+    name: number
+    for number, name in enumerate(
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1
+    )
+}
 
 
 def _http_date(value: str) -> datetime:
@@ -254,8 +341,9 @@ def _http_date(value: str) -> datetime:
     hour, minute, second = clock.split(":")
     if month not in _MONTHS:
         raise ValueError(value)
-    return datetime(int(year), _MONTHS[month], int(day), int(hour), int(minute), int(second),
-                    tzinfo=UTC)
+    return datetime(
+        int(year), _MONTHS[month], int(day), int(hour), int(minute), int(second), tzinfo=UTC
+    )
 
 
 def check_endpoint_url(url: str, *, what: str) -> str:
@@ -265,11 +353,20 @@ def check_endpoint_url(url: str, *, what: str) -> str:
         port = parts.port
     except ValueError:
         raise UsageError(f"{what} {shown_uri(url)} is not a valid URL") from None
-    if (parts.scheme not in ("http", "https") or not parts.hostname or parts.username
-            or parts.password or parts.query or parts.fragment
-            or parts.path not in ("", "/") or not url.isprintable()):
-        raise UsageError(f"{what} {shown_uri(url)} must be http(s)://host[:port]",
-                         hint="no credentials, path or query in an endpoint URL")
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.username
+        or parts.password
+        or parts.query
+        or parts.fragment
+        or parts.path not in ("", "/")
+        or not url.isprintable()
+    ):
+        raise UsageError(
+            f"{what} {shown_uri(url)} must be http(s)://host[:port]",
+            hint="no credentials, path or query in an endpoint URL",
+        )
     del port
     return url.rstrip("/")
 
@@ -294,24 +391,35 @@ def error_code(exc: BaseException) -> tuple[str, int | None]:
     return (code if code.isprintable() else "?"), (status if isinstance(status, int) else None)
 
 
-def translate_transport_error(exc: BaseException, *, what: str, endpoint: str
-                              ) -> KeyvaultError | None:
+def translate_transport_error(
+    exc: BaseException, *, what: str, endpoint: str
+) -> KeyvaultError | None:
     """Connection, timeout and credential failures (botocore.exceptions.BotoCoreError)."""
     import botocore.exceptions as bx
 
     name = type(exc).__name__
     if isinstance(exc, bx.NoCredentialsError | bx.PartialCredentialsError):
-        return AccessDeniedError(f"{what}: no AWS credentials found",
-                                 hint="set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, "
-                                      "or run where an IAM role is available")
+        return AccessDeniedError(
+            f"{what}: no AWS credentials found",
+            hint="set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, "
+            "or run where an IAM role is available",
+        )
     if isinstance(exc, bx.ProfileNotFound):
         return UsageError(f"{what}: the AWS profile is not in the AWS config files")
-    if isinstance(exc, bx.EndpointConnectionError | bx.ConnectionClosedError
-                  | bx.ConnectTimeoutError | bx.ReadTimeoutError | bx.ProxyConnectionError
-                  | bx.HTTPClientError | bx.SSLError):
+    if isinstance(
+        exc,
+        bx.EndpointConnectionError
+        | bx.ConnectionClosedError
+        | bx.ConnectTimeoutError
+        | bx.ReadTimeoutError
+        | bx.ProxyConnectionError
+        | bx.HTTPClientError
+        | bx.SSLError,
+    ):
         return BackendUnavailableError(
             f"{what}: cannot reach {endpoint} ({name}); nothing was changed by this request",
-            hint="check the endpoint, the network, or the service's status; re-run to retry")
+            hint="check the endpoint, the network, or the service's status; re-run to retry",
+        )
     if isinstance(exc, bx.ParamValidationError):
         return UsageError(f"{what}: the request was refused by the AWS SDK ({name})")
     if isinstance(exc, bx.BotoCoreError):
@@ -337,14 +445,17 @@ def clock_skew(exc: BaseException, what: str) -> ClockSkewError | None:
     code, status = error_code(exc)
     error = (getattr(exc, "response", None) or {}).get("Error") or {}
     message = str(error.get("Message") or "").lower() if isinstance(error, dict) else ""
-    if code not in _SKEW_CODES and not (code == "InvalidSignatureException" and (
-            "signature expired" in message or "not yet current" in message)):
+    if code not in _SKEW_CODES and not (
+        code == "InvalidSignatureException"
+        and ("signature expired" in message or "not yet current" in message)
+    ):
         return None
     return ClockSkewError(
         f"{what}: the service refused the request because this machine's clock differs "
         f"from its clock by too much ({code}, HTTP {status})",
         hint="fix the clock (NTP: timedatectl set-ntp true); 'keyvault doctor' shows the "
-             "skew against each endpoint")
+        "skew against each endpoint",
+    )
 
 
 def cut_answer(what: str, field: str) -> BackendUnavailableError:
@@ -355,8 +466,10 @@ def cut_answer(what: str, field: str) -> BackendUnavailableError:
     """
     return BackendUnavailableError(
         f"{what}: the answer came without {field} (empty or cut off on the way); "
-        "nothing was used from it", hint="re-run to retry; check the network path to the "
-                                         "service (a proxy or load balancer cutting answers)")
+        "nothing was used from it",
+        hint="re-run to retry; check the network path to the "
+        "service (a proxy or load balancer cutting answers)",
+    )
 
 
 def _env_endpoint(service: str, env: Mapping[str, str]) -> str | None:
@@ -382,8 +495,11 @@ def _seconds(settings: Mapping[str, Any], section: str, key: str, default: float
 
 def _attempts(settings: Mapping[str, Any], section: str) -> int:
     value = settings.get("max_attempts", DEFAULT_MAX_ATTEMPTS)
-    if isinstance(value, bool) or not isinstance(value, int) or not (
-            1 <= value <= MAX_ATTEMPTS_LIMIT):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not (1 <= value <= MAX_ATTEMPTS_LIMIT)
+    ):
         raise UsageError(f"[{section}] max_attempts must be between 1 and {MAX_ATTEMPTS_LIMIT}")
     return value
 

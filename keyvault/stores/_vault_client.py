@@ -80,7 +80,8 @@ MAX_ATTEMPTS_LIMIT = 10
 def retry_delay(attempt: int) -> float:
     """The pause before retry ``attempt`` (0-based) when Vault is sealed, in standby,
     throttling or unreachable: 0.25 s, doubling, at most 2 s."""
-    return float(min(0.25 * 2 ** attempt, 2.0))
+    return float(min(0.25 * 2**attempt, 2.0))
+
 
 #: Largest response body read from Vault; larger ones are refused before JSON parsing.
 MAX_RESPONSE = 32 * 1024 * 1024
@@ -152,8 +153,9 @@ def vault_settings(options: BackendOptions, *, address: str | None = None) -> Va
     cfg = options.for_scheme("vault")
     env = options.env
     default = not (address or _str(cfg, "address") or env.get("VAULT_ADDR"))
-    addr = check_address(address or _str(cfg, "address") or env.get("VAULT_ADDR")
-                         or DEFAULT_ADDRESS)
+    addr = check_address(
+        address or _str(cfg, "address") or env.get("VAULT_ADDR") or DEFAULT_ADDRESS
+    )
     namespace = _str(cfg, "namespace") or env.get("VAULT_NAMESPACE") or None
     if namespace is not None and (not _NAMESPACE.fullmatch(namespace) or ".." in namespace):
         raise UsageError(f"Vault namespace {namespace[:60]!r} is not a valid namespace path")
@@ -166,16 +168,24 @@ def vault_settings(options: BackendOptions, *, address: str | None = None) -> Va
         verify = False
     elif cacert:
         if not Path(cacert).is_file():
-            raise NotFoundError(f"Vault CA certificate {cacert} does not exist",
-                                hint="fix [vault] cacert or VAULT_CACERT")
+            raise NotFoundError(
+                f"Vault CA certificate {cacert} does not exist",
+                hint="fix [vault] cacert or VAULT_CACERT",
+            )
         verify = cacert
     timeout = cfg.get("timeout", DEFAULT_TIMEOUT)
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not (
-            0 < timeout <= 600):
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not (0 < timeout <= 600)
+    ):
         raise UsageError("[vault] timeout must be a number of seconds between 0 and 600")
     attempts = cfg.get("max_attempts", DEFAULT_MAX_ATTEMPTS)
-    if isinstance(attempts, bool) or not isinstance(attempts, int) or not (
-            1 <= attempts <= MAX_ATTEMPTS_LIMIT):
+    if (
+        isinstance(attempts, bool)
+        or not isinstance(attempts, int)
+        or not (1 <= attempts <= MAX_ATTEMPTS_LIMIT)
+    ):
         raise UsageError(f"[vault] max_attempts must be between 1 and {MAX_ATTEMPTS_LIMIT}")
     auth = _str(cfg, "auth") or "token"
     if auth not in AUTH_METHODS:
@@ -185,18 +195,27 @@ def vault_settings(options: BackendOptions, *, address: str | None = None) -> Va
         raise UsageError(f"[vault] jwt_env {jwt_env[:40]!r} is not an environment variable name")
     jwt_role = _str(cfg, "jwt_role")
     if auth == "jwt" and not jwt_role:
-        raise UsageError("[vault] auth = \"jwt\" needs jwt_role (the role at the JWT auth mount)")
+        raise UsageError('[vault] auth = "jwt" needs jwt_role (the role at the JWT auth mount)')
     if jwt_role is not None and not _ROLE.fullmatch(jwt_role):
         raise UsageError(f"[vault] jwt_role {jwt_role[:40]!r} is not a valid role name")
     return VaultSettings(
-        address=addr, namespace=namespace, verify=verify, timeout=float(timeout), auth=auth,
+        address=addr,
+        namespace=namespace,
+        verify=verify,
+        timeout=float(timeout),
+        auth=auth,
         max_attempts=attempts,
         token_file=_path(cfg, "token_file"),
         approle_mount=_mount(cfg, "approle_mount", "approle"),
-        role_id_file=_path(cfg, "role_id_file"), secret_id_file=_path(cfg, "secret_id_file"),
-        jwt_mount=_mount(cfg, "jwt_mount", "jwt"), jwt_role=jwt_role,
-        jwt_file=_path(cfg, "jwt_file"), jwt_env=jwt_env, role_id=_str(cfg, "role_id"),
-        address_from_default=default)
+        role_id_file=_path(cfg, "role_id_file"),
+        secret_id_file=_path(cfg, "secret_id_file"),
+        jwt_mount=_mount(cfg, "jwt_mount", "jwt"),
+        jwt_role=jwt_role,
+        jwt_file=_path(cfg, "jwt_file"),
+        jwt_env=jwt_env,
+        role_id=_str(cfg, "role_id"),
+        address_from_default=default,
+    )
 
 
 def check_address(url: str) -> str:
@@ -206,11 +225,20 @@ def check_address(url: str) -> str:
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError:
         raise UsageError(f"Vault address {shown_uri(url)} is not a valid URL") from None
-    if (parts.scheme not in ("http", "https") or not parts.hostname or parts.username
-            or parts.password or parts.query or parts.fragment
-            or parts.path not in ("", "/") or not url.isprintable()):
-        raise UsageError(f"Vault address {shown_uri(url)} must be http(s)://host[:port]",
-                         hint="set VAULT_ADDR or [vault] address; no credentials or path")
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.username
+        or parts.password
+        or parts.query
+        or parts.fragment
+        or parts.path not in ("", "/")
+        or not url.isprintable()
+    ):
+        raise UsageError(
+            f"Vault address {shown_uri(url)} must be http(s)://host[:port]",
+            hint="set VAULT_ADDR or [vault] address; no credentials or path",
+        )
     return url.rstrip("/")
 
 
@@ -224,8 +252,13 @@ class VaultClient:
     Get one with :func:`acquire` and give it back with :meth:`release`.
     """
 
-    def __init__(self, settings: VaultSettings, env: Mapping[str, str], key: tuple[str, ...],
-                 breaker: Breaker = NEVER) -> None:
+    def __init__(
+        self,
+        settings: VaultSettings,
+        env: Mapping[str, str],
+        key: tuple[str, ...],
+        breaker: Breaker = NEVER,
+    ) -> None:
         self.settings = settings
         self.breaker = breaker
         self._env = env
@@ -239,10 +272,14 @@ class VaultClient:
         self._renewable = False
         self._policies: tuple[str, ...] | None = None
         if settings.verify is False:
-            warnings.warn(VaultInsecureWarning(
-                f"TLS certificate verification towards Vault at {settings.address} is OFF "
-                "(VAULT_SKIP_VERIFY / skip_verify): anyone on the network path can read the "
-                "token and every key. Use VAULT_CACERT instead."), stacklevel=3)
+            warnings.warn(
+                VaultInsecureWarning(
+                    f"TLS certificate verification towards Vault at {settings.address} is OFF "
+                    "(VAULT_SKIP_VERIFY / skip_verify): anyone on the network path can read the "
+                    "token and every key. Use VAULT_CACERT instead."
+                ),
+                stacklevel=3,
+            )
 
     def __repr__(self) -> str:
         return f"VaultClient({self.settings.address!r}, auth={self.settings.auth!r})"
@@ -251,8 +288,14 @@ class VaultClient:
     def address(self) -> str:
         return self.settings.address
 
-    def call(self, what: str, fn: Callable[[Any], _T], *, path: str,
-             before: Callable[[], object] | None = None) -> _T:
+    def call(
+        self,
+        what: str,
+        fn: Callable[[Any], _T],
+        *,
+        path: str,
+        before: Callable[[], object] | None = None,
+    ) -> _T:
         """Run ``fn(hvac_client)``; retry briefly when Vault is unavailable; translate errors.
 
         ``what`` says what keyvault was doing ("read", "encrypt with"), ``path``
@@ -274,8 +317,11 @@ class VaultClient:
             except Exception as exc:
                 kind = _classify(exc)
                 self._report(kind, exc)
-                if (kind in ("retry", "throttled") and attempt + 1 < self.settings.max_attempts
-                        and not self.breaker.is_open):  # Vault known down: no more retries
+                if (
+                    kind in ("retry", "throttled")
+                    and attempt + 1 < self.settings.max_attempts
+                    and not self.breaker.is_open
+                ):  # Vault known down: no more retries
                     time.sleep(retry_delay(attempt))
                     attempt += 1
                     continue
@@ -293,8 +339,10 @@ class VaultClient:
     def _report(self, kind: str, exc: BaseException) -> None:
         """An attempt's failure to the run's breaker: Vault down, or Vault answering."""
         if kind in ("retry", "timeout", "server"):
-            self.breaker.down(f"Vault at {self.settings.address}: "
-                              f"{_transport_name(exc) if _status(exc) is None else _status(exc)}")
+            self.breaker.down(
+                f"Vault at {self.settings.address}: "
+                f"{_transport_name(exc) if _status(exc) is None else _status(exc)}"
+            )
         elif kind != "throttled":
             self.breaker.up()
 
@@ -336,10 +384,17 @@ class VaultClient:
         except ModuleNotFoundError:
             raise BackendUnavailableError(
                 "the Vault backends need the Python package 'hvac'",
-                hint="install it with: pip install 'keyvault[vault]'") from None
+                hint="install it with: pip install 'keyvault[vault]'",
+            ) from None
         s = self.settings
-        return hvac.Client(url=s.address, token="", verify=s.verify, timeout=s.timeout,
-                           namespace=s.namespace, adapter=_bounded_adapter())
+        return hvac.Client(
+            url=s.address,
+            token="",
+            verify=s.verify,
+            timeout=s.timeout,
+            namespace=s.namespace,
+            adapter=_bounded_adapter(),
+        )
 
     def _margin(self) -> float:
         return max(1.0, min(300.0, self._ttl / 3))
@@ -356,8 +411,9 @@ class VaultClient:
             where = f"auth/{s.approle_mount}/login"
 
             def login(c: Any) -> Any:
-                return c.auth.approle.login(role_id=role_id, secret_id=secret_id,
-                                            mount_point=s.approle_mount)
+                return c.auth.approle.login(
+                    role_id=role_id, secret_id=secret_id, mount_point=s.approle_mount
+                )
         else:
             jwt = self._jwt()
             role = s.jwt_role or ""
@@ -365,14 +421,18 @@ class VaultClient:
 
             def login(c: Any) -> Any:
                 return c.auth.jwt.jwt_login(role=role, jwt=jwt, path=s.jwt_mount)
+
         response = self._login_request(login, where)
         auth = response.get("auth") if isinstance(response, dict) else None
         if not isinstance(auth, dict) or not isinstance(auth.get("client_token"), str):
             raise VaultLoginError(f"Vault at {s.address}: {where} returned no token")
         self._hvac.token = auth["client_token"]
         self._token_ok = True
-        self._note_lease(auth.get("lease_duration"), auth.get("renewable"),
-                         auth.get("token_policies") or auth.get("policies"))
+        self._note_lease(
+            auth.get("lease_duration"),
+            auth.get("renewable"),
+            auth.get("token_policies") or auth.get("policies"),
+        )
 
     def _login_request(self, login: Callable[[Any], Any], where: str) -> Any:
         s = self.settings
@@ -388,16 +448,22 @@ class VaultClient:
                     continue
                 if kind in ("invalid", "forbidden"):
                     method = "AppRole" if s.auth == "approle" else "JWT"
-                    hint = ("check the role ID and secret ID (a secret ID may be single-use "
-                            "or expired)" if s.auth == "approle" else
-                            f"check jwt_role {s.jwt_role!r} and that the CI token's issuer, "
-                            "audience and claims match the role, and that it has not expired")
-                    raise VaultLoginError(f"Vault at {s.address} refused the {method} login "
-                                          f"at {where} (HTTP {_status(exc)})", hint=hint) from None
+                    hint = (
+                        "check the role ID and secret ID (a secret ID may be single-use or expired)"
+                        if s.auth == "approle"
+                        else f"check jwt_role {s.jwt_role!r} and that the CI token's issuer, "
+                        "audience and claims match the role, and that it has not expired"
+                    )
+                    raise VaultLoginError(
+                        f"Vault at {s.address} refused the {method} login "
+                        f"at {where} (HTTP {_status(exc)})",
+                        hint=hint,
+                    ) from None
                 if kind == "notfound":
                     raise VaultMountNotFoundError(
                         f"Vault at {s.address}: no auth method is mounted at {where}",
-                        hint="fix [vault] approle_mount / jwt_mount") from None
+                        hint="fix [vault] approle_mount / jwt_mount",
+                    ) from None
                 raise self._translate(exc, kind, "log in at", where) from None
         raise AssertionError("unreachable")
 
@@ -410,8 +476,11 @@ class VaultClient:
                 response = None
             auth = response.get("auth") if isinstance(response, dict) else None
             if isinstance(auth, dict):
-                self._note_lease(auth.get("lease_duration"), auth.get("renewable"),
-                                 auth.get("token_policies") or auth.get("policies"))
+                self._note_lease(
+                    auth.get("lease_duration"),
+                    auth.get("renewable"),
+                    auth.get("token_policies") or auth.get("policies"),
+                )
                 if self._ttl >= 2 * self._margin() or not self._can_login():
                     return  # renewed for a useful while (or nothing better to do)
         if self._can_login():
@@ -470,7 +539,8 @@ class VaultClient:
         raise AccessDeniedError(
             f"no Vault token for {s.address}",
             hint="set VAULT_TOKEN, run 'vault login' / 'bao login' (writes ~/.vault-token), or "
-                 "configure [vault] auth = \"approle\" or \"jwt\"")
+            'configure [vault] auth = "approle" or "jwt"',
+        )
 
     def _approle_credentials(self) -> tuple[str, str]:
         s = self.settings
@@ -478,15 +548,18 @@ class VaultClient:
         if role_id is None and s.role_id_file is not None:
             role_id = _read_secret_file(s.role_id_file, "AppRole role ID file")
         if not role_id:
-            raise AccessDeniedError("AppRole login needs a role ID",
-                                    hint=f"set [vault] role_id or role_id_file, or {ROLE_ID_ENV}")
+            raise AccessDeniedError(
+                "AppRole login needs a role ID",
+                hint=f"set [vault] role_id or role_id_file, or {ROLE_ID_ENV}",
+            )
         secret_id = self._env.get(SECRET_ID_ENV, "").strip() or None
         if secret_id is None and s.secret_id_file is not None:
             secret_id = _read_secret_file(s.secret_id_file, "AppRole secret ID file")
         if not secret_id:
-            raise AccessDeniedError("AppRole login needs a secret ID",
-                                    hint=f"set {SECRET_ID_ENV} or [vault] secret_id_file "
-                                         "(never on the command line)")
+            raise AccessDeniedError(
+                "AppRole login needs a secret ID",
+                hint=f"set {SECRET_ID_ENV} or [vault] secret_id_file (never on the command line)",
+            )
         return _check_secret(role_id, "role ID"), _check_secret(secret_id, "secret ID")
 
     def _jwt(self) -> str:
@@ -499,7 +572,8 @@ class VaultClient:
         raise AccessDeniedError(
             "JWT login needs the CI's ID token",
             hint=f"set {s.jwt_env} (or [vault] jwt_env to the variable your CI uses) or "
-                 "[vault] jwt_file")
+            "[vault] jwt_file",
+        )
 
     # -- errors -------------------------------------------------------------------------
 
@@ -509,77 +583,93 @@ class VaultClient:
             if self._expires is not None and time.monotonic() >= self._expires:
                 return VaultTokenExpiredError(
                     f"Vault at {s.address}: cannot {what} {path}: the Vault token has expired",
-                    hint=self._relogin_hint())
+                    hint=self._relogin_hint(),
+                )
             return VaultTokenExpiredError(
                 f"Vault at {s.address}: cannot {what} {path}: the Vault token is expired, "
-                "revoked or not valid", hint=self._relogin_hint())
+                "revoked or not valid",
+                hint=self._relogin_hint(),
+            )
         policies = self.policies()
         shown = ", ".join(policies) if policies else "unknown (lookup-self not allowed)"
         return VaultPermissionError(
             f"Vault at {s.address} refused to {what} {path}: permission denied (HTTP 403); "
             f"the token's policies: {shown}",
             hint="ask a Vault administrator for a policy granting this path "
-                 "('keyvault policy render' prints the policies keyvault expects)")
+            "('keyvault policy render' prints the policies keyvault expects)",
+        )
 
     def _relogin_hint(self) -> str:
         if self.settings.auth == "token":
             return "log in again ('vault login' / 'bao login', or a fresh VAULT_TOKEN)"
         return "the login was retried and refused; check the credentials"
 
-    def _translate(self, exc: BaseException, kind: str, what: str, path: str,
-                   attempts: int | None = None) -> KeyvaultError:
+    def _translate(
+        self, exc: BaseException, kind: str, what: str, path: str, attempts: int | None = None
+    ) -> KeyvaultError:
         s = self.settings
         tried = f"{attempts or s.max_attempts} attempt{'s' if attempts != 1 else ''}"
         where = f"Vault at {s.address}: cannot {what} {path}"
         if kind == "retry":
             status = _status(exc)
             if status is None:
-                hint = "check VAULT_ADDR and that Vault is running; nothing was changed by " \
-                       "this request"
+                hint = (
+                    "check VAULT_ADDR and that Vault is running; nothing was changed by "
+                    "this request"
+                )
                 if s.address_from_default:
                     hint = f"VAULT_ADDR is not set, so {DEFAULT_ADDRESS} was used; " + hint
                 return VaultUnavailableError(
-                    f"{where}: the server cannot be reached ({_transport_name(exc)}) after "
-                    f"{tried}", hint=hint)
+                    f"{where}: the server cannot be reached ({_transport_name(exc)}) after {tried}",
+                    hint=hint,
+                )
             if status == 503:
                 return VaultUnavailableError(
-                    f"{where}: Vault is sealed, in standby or unavailable (HTTP 503) after "
-                    f"{tried}",
-                    hint="unseal it or wait for the active node, then re-run")
-            return VaultUnavailableError(f"{where}: Vault failed (HTTP {status}) after "
-                                         f"{tried}",
-                                         hint="re-run to retry")
+                    f"{where}: Vault is sealed, in standby or unavailable (HTTP 503) after {tried}",
+                    hint="unseal it or wait for the active node, then re-run",
+                )
+            return VaultUnavailableError(
+                f"{where}: Vault failed (HTTP {status}) after {tried}", hint="re-run to retry"
+            )
         if kind == "throttled":
             return VaultThrottledError(
                 f"{where}: Vault kept throttling (HTTP 429) for {s.max_attempts} attempts",
                 hint="re-run later, lower the concurrency or a drill's --rate, or raise "
-                     "Vault's rate limit quota")
+                "Vault's rate limit quota",
+            )
         if kind == "timeout":
             return VaultUnavailableError(
                 f"{where}: no answer within {s.timeout:g} s",
-                hint="raise [vault] timeout, or check the network; re-run to retry")
+                hint="raise [vault] timeout, or check the network; re-run to retry",
+            )
         if kind == "tls":
             return VaultUnavailableError(
                 f"{where}: TLS failed ({_transport_name(exc)})",
                 hint="set VAULT_CACERT (or [vault] cacert) to the CA that signed Vault's "
-                     "certificate")
+                "certificate",
+            )
         if kind == "cut":
             return VaultUnavailableError(
                 f"{where}: the answer was empty or cut off on the way (no whole JSON "
                 "body); nothing was used from it",
                 hint="re-run to retry; check the network path to Vault (a proxy or load "
-                     "balancer cutting answers)")
+                "balancer cutting answers)",
+            )
         if kind == "toolarge":
-            return VaultUnavailableError(f"{where}: the response was larger than "
-                                         f"{MAX_RESPONSE} bytes; refused")
+            return VaultUnavailableError(
+                f"{where}: the response was larger than {MAX_RESPONSE} bytes; refused"
+            )
         if kind in ("invalid", "notfound"):
             return VaultRequestError(where, _status(exc) or 0, _errors(exc))
         if kind == "unauthorized":
-            return VaultTokenExpiredError(f"{where}: Vault says the request is not "
-                                          "authenticated (HTTP 401)", hint=self._relogin_hint())
+            return VaultTokenExpiredError(
+                f"{where}: Vault says the request is not authenticated (HTTP 401)",
+                hint=self._relogin_hint(),
+            )
         if kind == "server":
-            return VaultUnavailableError(f"{where}: Vault failed (HTTP {_status(exc)})",
-                                         hint="re-run to retry")
+            return VaultUnavailableError(
+                f"{where}: Vault failed (HTTP {_status(exc)})", hint="re-run to retry"
+            )
         if kind == "vault":
             return VaultUnavailableError(f"{where}: unexpected answer (HTTP {_status(exc)})")
         raise exc
@@ -629,8 +719,13 @@ def _identity(s: VaultSettings, env: Mapping[str, str]) -> tuple[str, ...]:
     if s.auth == "token":
         material = [env.get("VAULT_TOKEN", ""), str(s.token_file), env.get("HOME", "")]
     elif s.auth == "approle":
-        material = [s.role_id or env.get(ROLE_ID_ENV, ""), str(s.role_id_file),
-                    env.get(SECRET_ID_ENV, ""), str(s.secret_id_file), s.approle_mount]
+        material = [
+            s.role_id or env.get(ROLE_ID_ENV, ""),
+            str(s.role_id_file),
+            env.get(SECRET_ID_ENV, ""),
+            str(s.secret_id_file),
+            s.approle_mount,
+        ]
     else:
         material = [env.get(s.jwt_env, ""), str(s.jwt_file), s.jwt_mount, s.jwt_role or ""]
     digest = hashlib.sha256(_SALT + "\0".join(material).encode()).hexdigest()
@@ -650,10 +745,17 @@ def _bounded_adapter() -> Any:
     from hvac.adapters import JSONAdapter, RawAdapter
 
     class BoundedJSONAdapter(JSONAdapter):  # type: ignore[misc]
-        def request(self, method: str, url: str, headers: Any = None,
-                    raise_exception: bool = True, **kwargs: Any) -> Any:
-            response = RawAdapter.request(self, method, url, headers=headers,
-                                          raise_exception=False, stream=True, **kwargs)
+        def request(
+            self,
+            method: str,
+            url: str,
+            headers: Any = None,
+            raise_exception: bool = True,
+            **kwargs: Any,
+        ) -> Any:
+            response = RawAdapter.request(
+                self, method, url, headers=headers, raise_exception=False, stream=True, **kwargs
+            )
             try:
                 body = bytearray()
                 for chunk in response.iter_content(64 * 1024):
@@ -723,10 +825,17 @@ def _classify(exc: BaseException) -> str:
 def _status(exc: BaseException) -> int | None:
     import hvac.exceptions as hx
 
-    for cls, status in ((hx.InvalidRequest, 400), (hx.Unauthorized, 401), (hx.Forbidden, 403),
-                        (hx.InvalidPath, 404), (hx.RateLimitExceeded, 429),
-                        (hx.InternalServerError, 500), (hx.VaultNotInitialized, 501),
-                        (hx.BadGateway, 502), (hx.VaultDown, 503)):
+    for cls, status in (
+        (hx.InvalidRequest, 400),
+        (hx.Unauthorized, 401),
+        (hx.Forbidden, 403),
+        (hx.InvalidPath, 404),
+        (hx.RateLimitExceeded, 429),
+        (hx.InternalServerError, 500),
+        (hx.VaultNotInitialized, 501),
+        (hx.BadGateway, 502),
+        (hx.VaultDown, 503),
+    ):
         if isinstance(exc, cls):
             return status
     return None

@@ -33,12 +33,15 @@ def validate_object_name(name: str) -> list[str]:
     trailing slash, at most 1024 characters.
     """
     if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME_LENGTH:
-        raise UsageError(f"invalid object name {shown(name)}: empty or longer than "
-                         f"{MAX_NAME_LENGTH} characters")
+        raise UsageError(
+            f"invalid object name {shown(name)}: empty or longer than {MAX_NAME_LENGTH} characters"
+        )
     segments = name.split("/")
     if not all(OBJECT_SEGMENT.fullmatch(s) and s not in (".", "..") for s in segments):
-        raise UsageError(f"invalid object name {shown(name)}: use '/'-separated segments of "
-                         "letters, digits and ._:~- (no empty, '.' or '..' segment)")
+        raise UsageError(
+            f"invalid object name {shown(name)}: use '/'-separated segments of "
+            "letters, digits and ._:~- (no empty, '.' or '..' segment)"
+        )
     return segments
 
 

@@ -104,8 +104,10 @@ class FileStore:
     def write(self, name: str, data: bytes, *, replaces: str | None = None) -> str:
         segments = validate_object_name(name)
         if not isinstance(data, bytes) or len(data) > MAX_OBJECT_SIZE:
-            raise UsageError(f"object {name}: data must be bytes of at most "
-                             f"{MAX_OBJECT_SIZE} bytes; nothing was written")
+            raise UsageError(
+                f"object {name}: data must be bytes of at most "
+                f"{MAX_OBJECT_SIZE} bytes; nothing was written"
+            )
         if replaces is not None:
             _check_version(replaces)
         obj_fd = self._open(segments, create=True)
@@ -122,7 +124,8 @@ class FileStore:
             except ConflictError:
                 raise ConflictError(
                     f"object {name} was written by someone else in between (version {new})",
-                    hint="read it again and retry on top of the new version") from None
+                    hint="read it again and retry on top of the new version",
+                ) from None
             return new
         finally:
             os.close(obj_fd)
@@ -208,8 +211,9 @@ class FileStore:
     def _open(self, segments: _Names, *, create: bool) -> int:
         if self._root_fd < 0:
             raise UsageError(f"store {self.uri} is closed")
-        return fsutil.open_subdir(self._root_fd, [OBJECTS_DIR, *segments], create=create,
-                                  unexpected=IntegrityError)
+        return fsutil.open_subdir(
+            self._root_fd, [OBJECTS_DIR, *segments], create=create, unexpected=IntegrityError
+        )
 
     @contextmanager
     def _object_dir(self, name: str, segments: _Names) -> Iterator[int]:
@@ -281,8 +285,10 @@ class FileStore:
         if not stat.S_ISREG(st.st_mode):
             raise self._tampered(name, f"version {version} is not a regular file")
         if st.st_size > MAX_OBJECT_SIZE:
-            raise self._tampered(name, f"version {version} is larger than {MAX_OBJECT_SIZE} "
-                                       "bytes; refused before reading")
+            raise self._tampered(
+                name,
+                f"version {version} is larger than {MAX_OBJECT_SIZE} bytes; refused before reading",
+            )
 
     def _version_error(self, exc: OSError, name: str, version: str) -> KeyvaultError:
         if exc.errno == errno.ENOENT:
@@ -298,9 +304,10 @@ class FileStore:
         return NotFoundError(f"object {name} not found in store {self.uri}")
 
     def _tampered(self, name: str, what: str) -> IntegrityError:
-        return IntegrityError(f"store {self.uri}: {name} {what}; the store was changed outside "
-                              "keyvault", hint="inspect the directory; keyvault never follows "
-                                               "symbolic links inside a store")
+        return IntegrityError(
+            f"store {self.uri}: {name} {what}; the store was changed outside keyvault",
+            hint="inspect the directory; keyvault never follows symbolic links inside a store",
+        )
 
 
 def parse_file_uri(uri: str) -> Path:
@@ -309,18 +316,23 @@ def parse_file_uri(uri: str) -> Path:
     if parts.scheme.lower() != "file":
         raise UsageError(f"not a file: store URI: {shown(uri)}")
     if parts.netloc not in ("", "localhost"):
-        raise UsageError(f"file store URI {shown(uri)} names host {(parts.hostname or '')[:60]!r}",
-                         hint="use file:///absolute/path (the host must be empty or localhost)")
+        raise UsageError(
+            f"file store URI {shown(uri)} names host {(parts.hostname or '')[:60]!r}",
+            hint="use file:///absolute/path (the host must be empty or localhost)",
+        )
     if parts.query or parts.fragment or uri.endswith(("?", "#")):
         raise UsageError(f"file store URI {shown(uri)} must not have a query or fragment")
     try:
         path = unquote(parts.path, errors="strict")
     except UnicodeDecodeError:
-        raise UsageError(f"file store URI {shown(uri)} is not valid percent-encoded "
-                         "UTF-8") from None
+        raise UsageError(
+            f"file store URI {shown(uri)} is not valid percent-encoded UTF-8"
+        ) from None
     if not path.startswith("/") or "\0" in path or not path.isprintable():
-        raise UsageError(f"file store URI {shown(uri)} must name an absolute path",
-                         hint="use file:///absolute/path")
+        raise UsageError(
+            f"file store URI {shown(uri)} must name an absolute path",
+            hint="use file:///absolute/path",
+        )
     return Path(os.path.normpath(path))
 
 
@@ -328,10 +340,12 @@ def _open_root(root: Path, *, create: bool) -> int:
     """The root's descriptor, after checking (or, with ``create``, writing) the marker."""
     if not root.exists():
         if not create:
-            raise NotFoundError(f"store directory {root} does not exist",
-                                hint="check the store URI: on a new machine, point it at the "
-                                     "store you kept (removable disk, synced directory); "
-                                     "'keyvault --store URI init' makes a new, empty one")
+            raise NotFoundError(
+                f"store directory {root} does not exist",
+                hint="check the store URI: on a new machine, point it at the "
+                "store you kept (removable disk, synced directory); "
+                "'keyvault --store URI init' makes a new, empty one",
+            )
         fsutil.ensure_private_dir(root)
     try:
         fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -342,8 +356,7 @@ def _open_root(root: Path, *, create: bool) -> int:
     try:
         _check_or_make_marker(fd, root, create=create)
         if create:
-            os.close(fsutil.open_subdir(fd, [OBJECTS_DIR], create=True,
-                                        unexpected=IntegrityError))
+            os.close(fsutil.open_subdir(fd, [OBJECTS_DIR], create=True, unexpected=IntegrityError))
     except BaseException:
         os.close(fd)
         raise
@@ -366,12 +379,15 @@ def _adopt_empty_dir(fd: int, root: Path, *, create: bool) -> bytes:
         raise fsutil.translate_os_error(exc, root, "list") from None
     if MARKER_NAME not in entries:  # else another `keyvault init` wrote it since we looked
         if entries:
-            raise UsageError(f"{root} is not empty and is not a keyvault store "
-                             f"(no {MARKER_NAME})",
-                             hint="choose an empty or new directory for the store")
+            raise UsageError(
+                f"{root} is not empty and is not a keyvault store (no {MARKER_NAME})",
+                hint="choose an empty or new directory for the store",
+            )
         if not create:
-            raise NotFoundError(f"{root} is not a keyvault store yet (empty directory)",
-                                hint="run 'keyvault init' to create the store there")
+            raise NotFoundError(
+                f"{root} is not a keyvault store yet (empty directory)",
+                hint="run 'keyvault init' to create the store there",
+            )
         try:
             os.fchmod(fd, 0o700)
             fsutil.write_file_atomic(fd, MARKER_NAME, MARKER_BYTES, mode=0o600, exclusive=True)
@@ -414,9 +430,11 @@ def _check_marker(raw: bytes, root: Path) -> None:
     if not isinstance(doc, dict) or doc.get("format") != MARKER["format"]:
         raise UsageError(f"{root / MARKER_NAME} is not a keyvault file store marker")
     if doc.get("version") != MARKER["version"]:
-        raise UsageError(f"store {root} has format version {str(doc.get('version'))[:20]!r}; "
-                         f"this keyvault reads version {MARKER['version']}",
-                         hint="upgrade keyvault")
+        raise UsageError(
+            f"store {root} has format version {str(doc.get('version'))[:20]!r}; "
+            f"this keyvault reads version {MARKER['version']}",
+            hint="upgrade keyvault",
+        )
 
 
 def _latest(obj_fd: int, shown: str) -> str | None:
@@ -428,8 +446,11 @@ def _version_names(obj_fd: int, shown: str) -> list[str]:
     """Version files of one object: 10-digit regular files (symlinks are found when opened)."""
     try:
         with os.scandir(obj_fd) as entries:
-            return [e.name for e in entries if _VERSION.fullmatch(e.name)
-                    and not e.is_dir(follow_symlinks=False)]
+            return [
+                e.name
+                for e in entries
+                if _VERSION.fullmatch(e.name) and not e.is_dir(follow_symlinks=False)
+            ]
     except OSError as exc:
         raise fsutil.translate_os_error(exc, shown, "list") from None
 
@@ -450,12 +471,15 @@ def _check_version(version: str) -> None:
 
 def _stale(name: str, latest: str | None, replaces: str | None) -> ConflictError:
     if replaces is None:
-        return ConflictError(f"object {name} already exists (latest version {latest})",
-                             hint="read it and write on top of its latest version")
+        return ConflictError(
+            f"object {name} already exists (latest version {latest})",
+            hint="read it and write on top of its latest version",
+        )
     if latest is None:
-        return ConflictError(f"object {name} does not exist, so version {replaces} "
-                             "cannot be replaced")
-    return ConflictError(f"object {name} changed: latest version is {latest}, not {replaces}",
-                         hint="read it again and retry on top of the new version")
-
-
+        return ConflictError(
+            f"object {name} does not exist, so version {replaces} cannot be replaced"
+        )
+    return ConflictError(
+        f"object {name} changed: latest version is {latest}, not {replaces}",
+        hint="read it again and retry on top of the new version",
+    )

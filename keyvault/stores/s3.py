@@ -132,8 +132,9 @@ class S3Store:
             if not isinstance(size, int) or size > MAX_OBJECT_SIZE:
                 raise IntegrityError(
                     f"store {self.uri}: {name} is larger than {MAX_OBJECT_SIZE} bytes; "
-                    "refused before reading", hint="the object was not written by "
-                                                             "keyvault; inspect the bucket")
+                    "refused before reading",
+                    hint="the object was not written by keyvault; inspect the bucket",
+                )
             data = body.read(MAX_OBJECT_SIZE + 1)
         except KeyvaultError:
             raise
@@ -142,16 +143,20 @@ class S3Store:
         finally:
             body.close()
         if len(data) != size:
-            raise BackendUnavailableError(f"store {self.uri}: {name} was cut short while reading",
-                                          hint="re-run to retry")
-        return StoredObject(name, _version_of(resp, version), bytes(data),
-                            etag=_etag_hex(resp.get("ETag")))
+            raise BackendUnavailableError(
+                f"store {self.uri}: {name} was cut short while reading", hint="re-run to retry"
+            )
+        return StoredObject(
+            name, _version_of(resp, version), bytes(data), etag=_etag_hex(resp.get("ETag"))
+        )
 
     def write(self, name: str, data: bytes, *, replaces: str | None = None) -> str:
         key = self._key(name)
         if not isinstance(data, bytes) or len(data) > MAX_OBJECT_SIZE:
-            raise UsageError(f"object {name}: data must be bytes of at most "
-                             f"{MAX_OBJECT_SIZE} bytes; nothing was written")
+            raise UsageError(
+                f"object {name}: data must be bytes of at most "
+                f"{MAX_OBJECT_SIZE} bytes; nothing was written"
+            )
         if replaces is not None:
             _check_version(replaces)
             if not self._allow_unversioned and self._bucket_versioning() != "Enabled":
@@ -159,17 +164,23 @@ class S3Store:
                     f"store {self.uri}: bucket versioning is not enabled, so updating {name} "
                     "would destroy its old version; nothing was written",
                     hint=f"enable versioning on bucket {self._bucket} (aws s3api "
-                         "put-bucket-versioning ... Status=Enabled), or set [s3] "
-                         "allow_unversioned = true to accept replacing old bytes")
+                    "put-bucket-versioning ... Status=Enabled), or set [s3] "
+                    "allow_unversioned = true to accept replacing old bytes",
+                )
         if not self._conditional:
             return self._write_verified(name, key, data, replaces)
         condition: dict[str, str] = {"IfNoneMatch": "*"}
         if replaces is not None:
             condition = {"IfMatch": self._etag_of_latest(name, key, replaces)}
         try:
-            resp = self._client.put_object(Bucket=self._bucket, Key=key, Body=data,
-                                           ContentType="application/octet-stream",
-                                           **condition, **self._sse)
+            resp = self._client.put_object(
+                Bucket=self._bucket,
+                Key=key,
+                Body=data,
+                ContentType="application/octet-stream",
+                **condition,
+                **self._sse,
+            )
         except Exception as exc:
             code, status = aws.error_code(exc)
             if status == 501 or code == "NotImplemented":
@@ -202,7 +213,7 @@ class S3Store:
         try:
             for page in self._pages(paginator, full):
                 for item in page.get("Versions", ()):
-                    name = str(item.get("Key") or "")[len(self._prefix):]
+                    name = str(item.get("Key") or "")[len(self._prefix) :]
                     try:
                         validate_object_name(name)
                     except UsageError:
@@ -224,8 +235,11 @@ class S3Store:
         ``StartAfter``, so the names before it cost no page."""
         if after:
             validate_object_name(after)
-        return dict(self._iter_names(self._prefix + _check_prefix(prefix),
-                                     self._prefix + after if after else ""))
+        return dict(
+            self._iter_names(
+                self._prefix + _check_prefix(prefix), self._prefix + after if after else ""
+            )
+        )
 
     def delete_all_versions(self, name: str) -> None:
         """Delete every version and delete marker of exactly ``name``'s key (a longer key
@@ -255,25 +269,27 @@ class S3Store:
 
     # -- internals -------------------------------------------------------------------
 
-    def _pages(self, paginator: Any, prefix: str, start_after: str = ""
-               ) -> Iterator[dict[str, Any]]:
+    def _pages(
+        self, paginator: Any, prefix: str, start_after: str = ""
+    ) -> Iterator[dict[str, Any]]:
         """A listing's pages; a page without ``IsTruncated`` (which S3 always sends) was
         lost on the way: backend unavailable, never "no such objects"."""
         after = {"StartAfter": start_after} if start_after else {}
-        for page in paginator.paginate(Bucket=self._bucket, Prefix=prefix, **after,
-                                       PaginationConfig={"PageSize": _LIST_PAGE}):
+        for page in paginator.paginate(
+            Bucket=self._bucket, Prefix=prefix, **after, PaginationConfig={"PageSize": _LIST_PAGE}
+        ):
             if "IsTruncated" not in page:
-                raise aws.cut_answer(f"store {self.uri}: cannot list {prefix or '/'}",
-                                     "IsTruncated")
+                raise aws.cut_answer(
+                    f"store {self.uri}: cannot list {prefix or '/'}", "IsTruncated"
+                )
             yield page
 
-    def _iter_names(self, full_prefix: str, start_after: str = ""
-                    ) -> Iterator[tuple[str, str]]:
+    def _iter_names(self, full_prefix: str, start_after: str = "") -> Iterator[tuple[str, str]]:
         paginator = self._live().get_paginator("list_objects_v2")
         try:
             for page in self._pages(paginator, full_prefix, start_after):
                 for item in page.get("Contents", ()):
-                    name = str(item.get("Key", ""))[len(self._prefix):]
+                    name = str(item.get("Key", ""))[len(self._prefix) :]
                     try:
                         validate_object_name(name)
                     except UsageError:
@@ -282,7 +298,7 @@ class S3Store:
         except KeyvaultError:
             raise
         except Exception as exc:
-            self._raise(exc, "list", full_prefix[len(self._prefix):] or "(everything)")
+            self._raise(exc, "list", full_prefix[len(self._prefix) :] or "(everything)")
 
     def _live(self) -> Any:
         client = self._client
@@ -300,9 +316,13 @@ class S3Store:
             try:
                 resp = self._live().get_bucket_versioning(Bucket=self._bucket)
             except Exception as exc:
-                self._raise(exc, "check versioning of", "(bucket)",
-                            denied_hint="grant s3:GetBucketVersioning on the bucket, or set "
-                                        "[s3] allow_unversioned = true")
+                self._raise(
+                    exc,
+                    "check versioning of",
+                    "(bucket)",
+                    denied_hint="grant s3:GetBucketVersioning on the bucket, or set "
+                    "[s3] allow_unversioned = true",
+                )
             self._versioning = str(resp.get("Status") or "")
         return self._versioning
 
@@ -313,14 +333,18 @@ class S3Store:
         except Exception as exc:
             code, status = aws.error_code(exc)
             if status == 404 or code in ("NoSuchKey", "404", "NotFound"):
-                raise ConflictError(f"object {name} does not exist, so version {replaces} "
-                                    "cannot be replaced; nothing was written") from None
+                raise ConflictError(
+                    f"object {name} does not exist, so version {replaces} "
+                    "cannot be replaced; nothing was written"
+                ) from None
             self._raise(exc, "check", name)
         latest = _version_of(head, None)
         if latest != replaces:
-            raise ConflictError(f"object {name} changed: latest version is {latest}, not "
-                                f"{replaces}; nothing was written",
-                                hint="read it again and retry on top of the new version")
+            raise ConflictError(
+                f"object {name} changed: latest version is {latest}, not "
+                f"{replaces}; nothing was written",
+                hint="read it again and retry on top of the new version",
+            )
         return str(head["ETag"])
 
     def _write_verified(self, name: str, key: str, data: bytes, replaces: str | None) -> str:
@@ -330,10 +354,12 @@ class S3Store:
                 f"store {self.uri}: this S3 service does not do conditional writes and bucket "
                 f"{self._bucket} is not versioned, so writing {name} could overwrite another "
                 "writer silently; nothing was written",
-                hint="enable bucket versioning, or use a service that supports If-None-Match")
+                hint="enable bucket versioning, or use a service that supports If-None-Match",
+            )
         try:
-            latest: str | None = self._client.head_object(
-                Bucket=self._bucket, Key=key).get("VersionId")
+            latest: str | None = self._client.head_object(Bucket=self._bucket, Key=key).get(
+                "VersionId"
+            )
         except Exception as exc:
             code, status = aws.error_code(exc)
             if not (status == 404 or code in ("NoSuchKey", "404", "NotFound")):
@@ -342,8 +368,13 @@ class S3Store:
         if latest != replaces:
             raise _stale(name, latest, replaces)
         try:
-            resp = self._client.put_object(Bucket=self._bucket, Key=key, Body=data,
-                                           ContentType="application/octet-stream", **self._sse)
+            resp = self._client.put_object(
+                Bucket=self._bucket,
+                Key=key,
+                Body=data,
+                ContentType="application/octet-stream",
+                **self._sse,
+            )
         except Exception as exc:
             self._raise(exc, "write", name)
         mine = _version_of(resp, None)
@@ -352,7 +383,9 @@ class S3Store:
         if mine not in order or order[0] != mine or below != replaces:
             raise ConflictError(
                 f"object {name}: another writer wrote at the same time; both versions are kept "
-                f"(ours is {mine})", hint="run 'keyvault versions' and re-run the backup")
+                f"(ours is {mine})",
+                hint="run 'keyvault versions' and re-run the backup",
+            )
         return mine
 
     def _version_entry(self, name: str, item: Mapping[str, Any], index: int) -> _Found:
@@ -367,18 +400,29 @@ class S3Store:
     def _not_found(self, name: str, version: str | None = None) -> NotFoundError:
         if version is None:
             return NotFoundError(f"object {name} not found in store {self.uri}")
-        return NotFoundError(f"object {name} has no version {version} in store {self.uri}",
-                             hint=f"'keyvault versions' lists the versions of {name}")
+        return NotFoundError(
+            f"object {name} has no version {version} in store {self.uri}",
+            hint=f"'keyvault versions' lists the versions of {name}",
+        )
 
-    def _raise(self, exc: BaseException, action: str, name: str, *, version: str | None = None,
-               replaces: str | None = None, creating: bool = False,
-               denied_hint: str | None = None) -> NoReturn:
+    def _raise(
+        self,
+        exc: BaseException,
+        action: str,
+        name: str,
+        *,
+        version: str | None = None,
+        replaces: str | None = None,
+        creating: bool = False,
+        denied_hint: str | None = None,
+    ) -> NoReturn:
         """Translate an SDK exception into a KeyvaultError with safe facts only."""
         if isinstance(exc, KeyvaultError):
             raise exc
         where = f"store {self.uri}: cannot {action} {name}"
-        transport = aws.translate_transport_error(exc, what=where,
-                                                  endpoint=self._cs.endpoint_url or "S3")
+        transport = aws.translate_transport_error(
+            exc, what=where, endpoint=self._cs.endpoint_url or "S3"
+        )
         if transport is not None:
             raise transport from None
         skewed = aws.clock_skew(exc, where)
@@ -389,25 +433,29 @@ class S3Store:
             raise exc  # not an SDK error: a bug, let it show
         shown = f"{code or 'error'}, HTTP {status}"
         if code == "NoSuchBucket":
-            raise NotFoundError(f"store {self.uri}: bucket {self._bucket} does not exist",
-                                hint="create it (with versioning enabled) or fix the store URI"
-                                ) from None
+            raise NotFoundError(
+                f"store {self.uri}: bucket {self._bucket} does not exist",
+                hint="create it (with versioning enabled) or fix the store URI",
+            ) from None
         if code in aws.ACCESS_CODES or status == 403:
             raise AccessDeniedError(
                 f"{where}: access denied ({shown})",
-                hint=denied_hint or f"check the credentials and that their policy allows this "
-                                    f"on s3://{self._bucket}/{self._prefix}*") from None
+                hint=denied_hint
+                or f"check the credentials and that their policy allows this "
+                f"on s3://{self._bucket}/{self._prefix}*",
+            ) from None
         if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
             if creating:
-                raise ConflictError(f"object {name} already exists in store {self.uri}; "
-                                    "nothing was written",
-                                    hint="read it and write on top of its latest version"
-                                    ) from None
+                raise ConflictError(
+                    f"object {name} already exists in store {self.uri}; nothing was written",
+                    hint="read it and write on top of its latest version",
+                ) from None
             if replaces is not None:
-                raise ConflictError(f"object {name} was written by someone else after version "
-                                    f"{replaces}; nothing was written",
-                                    hint="read it again and retry on top of the new version"
-                                    ) from None
+                raise ConflictError(
+                    f"object {name} was written by someone else after version "
+                    f"{replaces}; nothing was written",
+                    hint="read it again and retry on top of the new version",
+                ) from None
             if version is not None:
                 raise self._not_found(name, version) from None
         if code in ("NoSuchKey", "NoSuchVersion", "404", "NotFound") or status == 404:
@@ -415,14 +463,18 @@ class S3Store:
         if version is not None and code == "InvalidArgument":
             raise self._not_found(name, version) from None
         if code == "InvalidObjectState":
-            raise AccessDeniedError(f"{where}: the object is archived ({shown})",
-                                    hint="restore it from its storage class first") from None
+            raise AccessDeniedError(
+                f"{where}: the object is archived ({shown})",
+                hint="restore it from its storage class first",
+            ) from None
         if code in aws.TRANSIENT_CODES or (status is not None and status >= 500):
-            raise BackendUnavailableError(f"{where}: the service failed ({shown})",
-                                          hint="re-run to retry; nothing was changed by this "
-                                               "request") from None
-        raise BackendUnavailableError(f"{where}: the service refused the request ({shown})"
-                                      ) from None
+            raise BackendUnavailableError(
+                f"{where}: the service failed ({shown})",
+                hint="re-run to retry; nothing was changed by this request",
+            ) from None
+        raise BackendUnavailableError(
+            f"{where}: the service refused the request ({shown})"
+        ) from None
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
@@ -435,12 +487,16 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     if not uri.lower().startswith("s3://"):
         raise UsageError(f"s3 store URI {shown(uri)} must be s3://bucket/prefix")
     if parts.query or parts.fragment or uri.endswith(("?", "#")) or "@" in parts.netloc:
-        raise UsageError(f"s3 store URI {shown(uri)} must not have credentials, a query or "
-                         "a fragment", hint="credentials come from the AWS environment")
+        raise UsageError(
+            f"s3 store URI {shown(uri)} must not have credentials, a query or a fragment",
+            hint="credentials come from the AWS environment",
+        )
     bucket = parts.netloc
     if not bucket:
-        raise UsageError(f"s3 store URI {shown(uri)} names no bucket",
-                         hint="use s3://bucket-name/optional/prefix")
+        raise UsageError(
+            f"s3 store URI {shown(uri)} names no bucket",
+            hint="use s3://bucket-name/optional/prefix",
+        )
     check_bucket_name(bucket)
     path = parts.path.strip("/")
     if parts.path.startswith("//") or "//" in parts.path:
@@ -450,8 +506,10 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     try:
         validate_object_name(path)
     except UsageError:
-        raise UsageError(f"s3 store URI {shown(uri)} has an invalid prefix",
-                         hint="use '/'-separated segments of letters, digits and ._:~-") from None
+        raise UsageError(
+            f"s3 store URI {shown(uri)} has an invalid prefix",
+            hint="use '/'-separated segments of letters, digits and ._:~-",
+        ) from None
     if len(path) > MAX_NAME_LENGTH // 2:
         raise UsageError(f"s3 store URI {shown(uri)}: the prefix is too long")
     return bucket, path + "/"
@@ -459,11 +517,18 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
 
 def check_bucket_name(bucket: str) -> str:
     """S3's bucket naming rules: 3-63 of [a-z0-9.-], starting and ending alphanumeric."""
-    if (not _BUCKET.fullmatch(bucket) or ".." in bucket or _IPV4.fullmatch(bucket)
-            or ".-" in bucket or "-." in bucket):
-        raise UsageError(f"invalid S3 bucket name {shown(bucket)}",
-                         hint="3-63 lower-case letters, digits, dots and hyphens, starting and "
-                              "ending with a letter or digit")
+    if (
+        not _BUCKET.fullmatch(bucket)
+        or ".." in bucket
+        or _IPV4.fullmatch(bucket)
+        or ".-" in bucket
+        or "-." in bucket
+    ):
+        raise UsageError(
+            f"invalid S3 bucket name {shown(bucket)}",
+            hint="3-63 lower-case letters, digits, dots and hyphens, starting and "
+            "ending with a letter or digit",
+        )
     return bucket
 
 
@@ -480,14 +545,15 @@ def _check_prefix(prefix: str) -> str:
 
 def _check_version(version: str) -> None:
     if not isinstance(version, str) or not _VERSION.fullmatch(version):
-        raise UsageError(f"invalid version {shown(version)}: expected an S3 VersionId "
-                         "or etag:<hex>")
+        raise UsageError(
+            f"invalid version {shown(version)}: expected an S3 VersionId or etag:<hex>"
+        )
 
 
 def _version_args(version: str) -> dict[str, str]:
     _check_version(version)
     if version.startswith(_ETAG_PREFIX):
-        return {"IfMatch": f'"{version[len(_ETAG_PREFIX):]}"'}
+        return {"IfMatch": f'"{version[len(_ETAG_PREFIX) :]}"'}
     return {"VersionId": version}
 
 
@@ -530,15 +596,19 @@ def _unversioned_entry(entry: ObjectVersion, etag: str) -> ObjectVersion:
 
 def _stale(name: str, latest: str | None, replaces: str | None) -> ConflictError:
     if replaces is None:
-        return ConflictError(f"object {name} already exists (latest version {latest}); "
-                             "nothing was written",
-                             hint="read it and write on top of its latest version")
+        return ConflictError(
+            f"object {name} already exists (latest version {latest}); nothing was written",
+            hint="read it and write on top of its latest version",
+        )
     if latest is None:
-        return ConflictError(f"object {name} does not exist, so version {replaces} "
-                             "cannot be replaced; nothing was written")
-    return ConflictError(f"object {name} changed: latest version is {latest}, not {replaces}; "
-                         "nothing was written",
-                         hint="read it again and retry on top of the new version")
+        return ConflictError(
+            f"object {name} does not exist, so version {replaces} "
+            "cannot be replaced; nothing was written"
+        )
+    return ConflictError(
+        f"object {name} changed: latest version is {latest}, not {replaces}; nothing was written",
+        hint="read it again and retry on top of the new version",
+    )
 
 
 def _send_in_one_go(request: Any, **_: Any) -> None:
@@ -558,14 +628,14 @@ def _sse_args(settings: Mapping[str, Any]) -> dict[str, str]:
     key_id = settings.get("sse_kms_key_id")
     if sse in (None, ""):
         if key_id:
-            raise UsageError("[s3] sse_kms_key_id needs sse = \"aws:kms\"")
+            raise UsageError('[s3] sse_kms_key_id needs sse = "aws:kms"')
         return {}
     if sse not in _SSE:
         raise UsageError(f"[s3] sse must be one of {', '.join(_SSE)}")
     args = {"ServerSideEncryption": str(sse)}
     if key_id:
         if not str(sse).startswith("aws:kms"):
-            raise UsageError("[s3] sse_kms_key_id needs sse = \"aws:kms\"")
+            raise UsageError('[s3] sse_kms_key_id needs sse = "aws:kms"')
         if not isinstance(key_id, str) or not _VERSION.fullmatch(key_id.replace("/", "-")):
             raise UsageError("[s3] sse_kms_key_id must be a KMS key ID, ARN or alias")
         args["SSEKMSKeyId"] = key_id
@@ -577,5 +647,3 @@ def _flag(settings: Mapping[str, Any], key: str, default: bool) -> bool:
     if not isinstance(value, bool):
         raise UsageError(f"[s3] {key} must be true or false")
     return value
-
-

@@ -107,9 +107,16 @@ class VaultKvStore:
         path = self._path(name)
         number = _check_version(version) if version is not None else None
         try:
-            resp = self._call("read", path, lambda c: c.secrets.kv.v2.read_secret_version(
-                path=path, version=number, mount_point=self._mount,
-                raise_on_deleted_version=True))
+            resp = self._call(
+                "read",
+                path,
+                lambda c: c.secrets.kv.v2.read_secret_version(
+                    path=path,
+                    version=number,
+                    mount_point=self._mount,
+                    raise_on_deleted_version=True,
+                ),
+            )
         except vc.VaultRequestError as exc:
             if exc.status == 404 and not exc.no_route:
                 raise self._missing(name, path, version) from None
@@ -126,14 +133,21 @@ class VaultKvStore:
     def write(self, name: str, data: bytes, *, replaces: str | None = None) -> str:
         path = self._path(name)
         if not isinstance(data, bytes) or len(data) > MAX_OBJECT_SIZE:
-            raise UsageError(f"object {name}: data must be bytes of at most "
-                             f"{MAX_OBJECT_SIZE} bytes; nothing was written")
+            raise UsageError(
+                f"object {name}: data must be bytes of at most "
+                f"{MAX_OBJECT_SIZE} bytes; nothing was written"
+            )
         cas = 0 if replaces is None else _check_version(replaces)
         self._check_mount()
         body = _encode(data)
         try:
-            resp = self._call("write", path, lambda c: c.secrets.kv.v2.create_or_update_secret(
-                path=path, secret=body, cas=cas, mount_point=self._mount))
+            resp = self._call(
+                "write",
+                path,
+                lambda c: c.secrets.kv.v2.create_or_update_secret(
+                    path=path, secret=body, cas=cas, mount_point=self._mount
+                ),
+            )
         except vc.VaultRequestError as exc:
             if exc.status == 400 and exc.says(_CAS_MISMATCH):
                 landed = self._landed(name, data, cas)
@@ -146,8 +160,9 @@ class VaultKvStore:
         if version is None:
             raise _cut("the new version's number")
         if not isinstance(version, int) or isinstance(version, bool) or version != cas + 1:
-            raise self._tampered(name, f"answered version {str(version)[:20]!r} to a write on "
-                                       f"top of version {cas}")
+            raise self._tampered(
+                name, f"answered version {str(version)[:20]!r} to a write on top of version {cas}"
+            )
         labels = labels_for(name)
         if labels and meta.get("custom_metadata") != labels:
             self._label(path, labels)
@@ -160,17 +175,20 @@ class VaultKvStore:
         live = sorted(_live_versions(meta), reverse=True)
         if not live:
             raise NotFoundError(
-                f"object {name} in store {self.uri} has no readable version: all were "
-                "deleted", hint=f"'bao kv undelete -mount={self._mount} -versions=N {path}' "
-                                "brings one back")
+                f"object {name} in store {self.uri} has no readable version: all were deleted",
+                hint=f"'bao kv undelete -mount={self._mount} -versions=N {path}' brings one back",
+            )
         result = []
         for number in live:  # KV metadata has no sizes: each version is read for its own
             try:
                 size = len(self.read(name, str(number)).data)
             except IntegrityError:
                 size = 0  # changed outside keyvault: still listed, so a good one can go on top
-            result.append(ObjectVersion(name, str(number), size, _created(meta, number),
-                                        latest=number == current))
+            result.append(
+                ObjectVersion(
+                    name, str(number), size, _created(meta, number), latest=number == current
+                )
+            )
         return result
 
     def list(self, prefix: str) -> Iterator[str]:
@@ -199,9 +217,13 @@ class VaultKvStore:
         to do: Vault answers a deletion of a missing path with success."""
         path = self._path(name)
         try:
-            self._call("delete", path,
-                       lambda c: c.secrets.kv.v2.delete_metadata_and_all_versions(
-                           path=path, mount_point=self._mount))
+            self._call(
+                "delete",
+                path,
+                lambda c: c.secrets.kv.v2.delete_metadata_and_all_versions(
+                    path=path, mount_point=self._mount
+                ),
+            )
         except vc.VaultRequestError as exc:
             if exc.status == 404 and not exc.no_route:
                 return
@@ -240,8 +262,10 @@ class VaultKvStore:
         mount = self._mount
         try:
             resp = self._live().call(
-                "inspect mount", lambda c: c.adapter.get(f"/v1/sys/internal/ui/mounts/{mount}"),
-                path=f"{mount}/")
+                "inspect mount",
+                lambda c: c.adapter.get(f"/v1/sys/internal/ui/mounts/{mount}"),
+                path=f"{mount}/",
+            )
         except vc.VaultPermissionError:
             self._checked_mount = True  # not allowed to look: the first request will tell
             return
@@ -258,7 +282,8 @@ class VaultKvStore:
                 raise UsageError(
                     f"store {self.uri}: the mount {mount}/ is {kind!s:.20} version "
                     f"{version!s:.5}, not a KV version 2 secrets engine; nothing was written",
-                    hint=f"use a KV v2 mount (bao secrets enable -path={mount} kv-v2)")
+                    hint=f"use a KV v2 mount (bao secrets enable -path={mount} kv-v2)",
+                )
         self._checked_mount = True
 
     def _landed(self, name: str, data: bytes, cas: int) -> str | None:
@@ -281,18 +306,29 @@ class VaultKvStore:
 
         mount = self._mount
         try:
-            self._call("label", path, lambda c: c.adapter.post(
-                f"/v1/{mount}/metadata/{path}", json={"custom_metadata": labels}))
+            self._call(
+                "label",
+                path,
+                lambda c: c.adapter.post(
+                    f"/v1/{mount}/metadata/{path}", json={"custom_metadata": labels}
+                ),
+            )
         except KeyvaultError as exc:
-            warnings.warn(VaultLabelWarning(
-                f"{self.uri}: the envelope at {path} is stored, but its labels (custom "
-                f"metadata) were not set: {exc.message}"), stacklevel=3)
+            warnings.warn(
+                VaultLabelWarning(
+                    f"{self.uri}: the envelope at {path} is stored, but its labels (custom "
+                    f"metadata) were not set: {exc.message}"
+                ),
+                stacklevel=3,
+            )
 
     def _metadata(self, name: str, path: str) -> dict[str, Any]:
         try:
-            resp = self._call("read the metadata of", path,
-                              lambda c: c.secrets.kv.v2.read_secret_metadata(
-                                  path=path, mount_point=self._mount))
+            resp = self._call(
+                "read the metadata of",
+                path,
+                lambda c: c.secrets.kv.v2.read_secret_metadata(path=path, mount_point=self._mount),
+            )
         except vc.VaultRequestError as exc:
             if exc.status == 404 and not exc.no_route:
                 raise NotFoundError(f"object {name} not found in store {self.uri}") from None
@@ -311,29 +347,35 @@ class VaultKvStore:
         versions = meta.get("versions") if isinstance(meta.get("versions"), dict) else {}
         entry = versions.get(str(number)) if isinstance(versions, dict) else None
         if isinstance(entry, dict) and entry.get("destroyed"):
-            return NotFoundError(f"object {name} version {number} in store {self.uri} was "
-                                 "destroyed", hint="restore another version")
+            return NotFoundError(
+                f"object {name} version {number} in store {self.uri} was destroyed",
+                hint="restore another version",
+            )
         if isinstance(entry, dict) and entry.get("deletion_time"):
             return NotFoundError(
                 f"object {name} version {number} in store {self.uri} was deleted (soft delete)",
-                hint=f"undelete it: bao kv undelete -mount={self._mount} -versions={number} "
-                     f"{path}")
+                hint=f"undelete it: bao kv undelete -mount={self._mount} -versions={number} {path}",
+            )
         if version is None:
             return NotFoundError(f"object {name} not found in store {self.uri}")
         return self._no_version(name, version)
 
     def _no_version(self, name: str, version: str) -> NotFoundError:
-        return NotFoundError(f"object {name} has no version {version} in store {self.uri}",
-                             hint=f"'keyvault versions' lists the versions of {name}")
+        return NotFoundError(
+            f"object {name} has no version {version} in store {self.uri}",
+            hint=f"'keyvault versions' lists the versions of {name}",
+        )
 
     def _walk(self, base: str, *, only: str | None, depth: int) -> Iterator[str]:
         if depth > _MAX_DEPTH:
             raise self._tampered(base, "is nested implausibly deep")
         folder = self._prefix + base
         try:
-            resp = self._call("list", folder or "(the store's root)",
-                              lambda c: c.secrets.kv.v2.list_secrets(
-                                  path=folder, mount_point=self._mount))
+            resp = self._call(
+                "list",
+                folder or "(the store's root)",
+                lambda c: c.secrets.kv.v2.list_secrets(path=folder, mount_point=self._mount),
+            )
         except vc.VaultRequestError as exc:
             if exc.status == 404 and not exc.no_route:
                 return  # an empty folder does not exist in Vault
@@ -348,8 +390,11 @@ class VaultKvStore:
             if only is not None and not segment.startswith(only):
                 continue
             name = base + segment
-            if (not OBJECT_SEGMENT.fullmatch(segment) or segment in (".", "..")
-                    or len(name) > MAX_NAME_LENGTH):
+            if (
+                not OBJECT_SEGMENT.fullmatch(segment)
+                or segment in (".", "..")
+                or len(name) > MAX_NAME_LENGTH
+            ):
                 continue  # not a name keyvault writes: not ours to judge
             if is_folder:
                 yield from self._walk(name + "/", only=None, depth=depth + 1)
@@ -370,8 +415,10 @@ class VaultKvStore:
             except (binascii.Error, ValueError):
                 raise self._tampered(name, "holds invalid base64") from None
         else:
-            raise self._tampered(name, f"is not an object written by keyvault (fields "
-                                       f"{', '.join(sorted(fields))[:80]!r})")
+            raise self._tampered(
+                name,
+                f"is not an object written by keyvault (fields {', '.join(sorted(fields))[:80]!r})",
+            )
         if len(data) > MAX_OBJECT_SIZE:
             raise self._too_large(name)
         return data
@@ -380,16 +427,18 @@ class VaultKvStore:
         return self._tampered(name, f"is larger than {MAX_OBJECT_SIZE} bytes; refused")
 
     def _tampered(self, name: str, what: str) -> IntegrityError:
-        return IntegrityError(f"store {self.uri}: {name} {what}; it was changed outside keyvault",
-                              hint="inspect it with 'bao kv metadata get' and restore another "
-                                   "version")
+        return IntegrityError(
+            f"store {self.uri}: {name} {what}; it was changed outside keyvault",
+            hint="inspect it with 'bao kv metadata get' and restore another version",
+        )
 
     def _no_mount(self) -> vc.VaultMountNotFoundError:
         return vc.VaultMountNotFoundError(
             f"store {self.uri}: no secrets engine is mounted at {self._mount}/ on "
             f"{self._live().address}",
             hint=f"enable KV version 2 there (bao secrets enable -path={self._mount} kv-v2) "
-                 "or fix the store URI")
+            "or fix the store URI",
+        )
 
     def _raise(self, exc: vc.VaultRequestError, name: str) -> NoReturn:
         if exc.no_route:
@@ -409,8 +458,11 @@ def labels_for(name: str) -> dict[str, str]:
         address = KeyAddress.from_object_name(name)
     except UsageError:
         return {}
-    labels = {LABEL_KIND: f"envelope/{FORMAT_PREFIX}", "team": address.team,
-              "key_id": address.key_id}
+    labels = {
+        LABEL_KIND: f"envelope/{FORMAT_PREFIX}",
+        "team": address.team,
+        "key_id": address.key_id,
+    }
     if address.role is not None:
         labels["role"] = address.role
     if address.gun is not None:
@@ -424,19 +476,25 @@ def parse_vault_uri(uri: str) -> tuple[str, str]:
         raise UsageError("invalid vault store URI")
     parts = urlsplit(uri)
     if parts.scheme.lower() != "vault" or not uri.lower().startswith("vault://"):
-        raise UsageError(f"not a vault: store URI: {shown(uri)}",
-                         hint="use vault://kv-mount/prefix")
+        raise UsageError(
+            f"not a vault: store URI: {shown(uri)}", hint="use vault://kv-mount/prefix"
+        )
     if parts.query or parts.fragment or uri.endswith(("?", "#")) or "@" in parts.netloc:
-        raise UsageError(f"vault store URI {shown(uri)} must not have credentials, a query "
-                         "or a fragment", hint="the address comes from VAULT_ADDR or [vault] "
-                                               "address; the token from VAULT_TOKEN")
+        raise UsageError(
+            f"vault store URI {shown(uri)} must not have credentials, a query or a fragment",
+            hint="the address comes from VAULT_ADDR or [vault] address; the token from VAULT_TOKEN",
+        )
     mount = parts.netloc
     if not mount:
-        raise UsageError(f"vault store URI {shown(uri)} names no KV mount",
-                         hint="use vault://kv-mount/prefix, e.g. vault://secret/keyvault")
+        raise UsageError(
+            f"vault store URI {shown(uri)} names no KV mount",
+            hint="use vault://kv-mount/prefix, e.g. vault://secret/keyvault",
+        )
     if not _MOUNT.fullmatch(mount):
-        raise UsageError(f"vault store URI {shown(uri)}: {mount[:60]!r} is not a mount name",
-                         hint="letters, digits and ._- (the host part is the KV mount)")
+        raise UsageError(
+            f"vault store URI {shown(uri)}: {mount[:60]!r} is not a mount name",
+            hint="letters, digits and ._- (the host part is the KV mount)",
+        )
     if "//" in parts.path:
         raise UsageError(f"vault store URI {shown(uri)} has an empty path segment")
     path = parts.path.strip("/")
@@ -445,8 +503,10 @@ def parse_vault_uri(uri: str) -> tuple[str, str]:
     try:
         validate_object_name(path)
     except UsageError:
-        raise UsageError(f"vault store URI {shown(uri)} has an invalid prefix",
-                         hint="use '/'-separated segments of letters, digits and ._:~-") from None
+        raise UsageError(
+            f"vault store URI {shown(uri)} has an invalid prefix",
+            hint="use '/'-separated segments of letters, digits and ._:~-",
+        ) from None
     if len(path) > MAX_NAME_LENGTH // 2:
         raise UsageError(f"vault store URI {shown(uri)}: the prefix is too long")
     return mount, path + "/"
@@ -454,8 +514,9 @@ def parse_vault_uri(uri: str) -> tuple[str, str]:
 
 def _check_prefix(prefix: str) -> tuple[str, str]:
     if not isinstance(prefix, str) or len(prefix) > MAX_NAME_LENGTH:
-        raise UsageError("an object name prefix must be a string of at most "
-                         f"{MAX_NAME_LENGTH} characters")
+        raise UsageError(
+            f"an object name prefix must be a string of at most {MAX_NAME_LENGTH} characters"
+        )
     dir_part, _, partial = prefix.rpartition("/")
     if dir_part or prefix.startswith("/"):
         validate_object_name(dir_part)
@@ -480,16 +541,24 @@ def _field(doc: Any, key: str) -> dict[str, Any]:
 
 def _cut(what: str) -> BackendUnavailableError:
     """A field Vault always sends is missing: the answer was lost, not a wrong one (exit 6)."""
-    return BackendUnavailableError(f"Vault answered without {what} (an empty or cut-off "
-                                   "answer); nothing was used from it", hint="re-run to retry")
+    return BackendUnavailableError(
+        f"Vault answered without {what} (an empty or cut-off answer); nothing was used from it",
+        hint="re-run to retry",
+    )
 
 
 def _live_versions(meta: dict[str, Any]) -> list[int]:
     versions = meta.get("versions")
     if not isinstance(versions, dict):
         return []
-    return [int(v) for v, e in versions.items() if _VERSION.fullmatch(v) and isinstance(e, dict)
-            and not e.get("deletion_time") and not e.get("destroyed")]
+    return [
+        int(v)
+        for v, e in versions.items()
+        if _VERSION.fullmatch(v)
+        and isinstance(e, dict)
+        and not e.get("deletion_time")
+        and not e.get("destroyed")
+    ]
 
 
 def _created(meta: dict[str, Any], number: int) -> str | None:
@@ -503,17 +572,20 @@ def _created(meta: dict[str, Any], number: int) -> str | None:
 
 def _check_version(version: str) -> int:
     if not isinstance(version, str) or not _VERSION.fullmatch(version):
-        raise UsageError(f"invalid version {shown(version)}: a Vault KV version is a positive "
-                         "number, e.g. 3")
+        raise UsageError(
+            f"invalid version {shown(version)}: a Vault KV version is a positive number, e.g. 3"
+        )
     return int(version)
 
 
 def _stale(name: str, replaces: str | None, store: VaultKvStore) -> ConflictError:
     if replaces is None:
-        return ConflictError(f"object {name} already exists in store {store.uri}; nothing was "
-                             "written", hint="read it and write on top of its latest version")
-    return ConflictError(f"object {name} changed (or does not exist): its latest version is "
-                         f"not {replaces}; nothing was written",
-                         hint="read it again and retry on top of the new version")
-
-
+        return ConflictError(
+            f"object {name} already exists in store {store.uri}; nothing was written",
+            hint="read it and write on top of its latest version",
+        )
+    return ConflictError(
+        f"object {name} changed (or does not exist): its latest version is "
+        f"not {replaces}; nothing was written",
+        hint="read it again and retry on top of the new version",
+    )

@@ -41,8 +41,10 @@ DEFAULT_SERVER = "https://notary-server:4443"
 #: Where a certificate goes when the local config names no file for it.
 FALLBACK_DIR = "keyvault-certs"
 
-_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n[A-Za-z0-9+/=\r\n]+"
-                        rb"-----END \1-----")
+_PEM_BLOCK = re.compile(
+    rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n[A-Za-z0-9+/=\r\n]+"
+    rb"-----END \1-----"
+)
 
 
 @dataclass(frozen=True)
@@ -55,8 +57,11 @@ class CertSource:
     written: str  # the value the config holds, for messages and the header
 
     def address(self, team: str) -> CertAddress:
-        return (CertAddress.server(team, self.name) if self.scope == "server"
-                else CertAddress.ca(team, self.name))
+        return (
+            CertAddress.server(team, self.name)
+            if self.scope == "server"
+            else CertAddress.ca(team, self.name)
+        )
 
 
 @dataclass(frozen=True)
@@ -69,9 +74,17 @@ class CertFile:
     def as_key_file(self) -> KeyFile:
         """The certificate in the shape backup seals: opaque bytes, its path for display."""
         address = self.source.address("default")
-        return KeyFile(key_id=address.key_id, role="root", gun=address.gun, algorithm=None,
-                       relpath=str(self.source.path), mode=0o600, layout=Layout.CURRENT,
-                       encrypted=False, data=self.data)
+        return KeyFile(
+            key_id=address.key_id,
+            role="root",
+            gun=address.gun,
+            algorithm=None,
+            relpath=str(self.source.path),
+            mode=0o600,
+            layout=Layout.CURRENT,
+            encrypted=False,
+            data=self.data,
+        )
 
 
 def server_host(url: str | None) -> str:
@@ -101,11 +114,13 @@ def config_sources(config: NotaryConfig) -> tuple[list[CertSource], list[Metadat
             host = server_host(config.url)
             _checked_path(config.root_ca_text, "remote_server.root_ca")
             assert config.root_ca is not None  # resolved from the same text
-            sources.append(CertSource("server", host, Path(os.path.normpath(config.root_ca)),
-                                      str(config.root_ca_text)))
+            sources.append(
+                CertSource(
+                    "server", host, Path(os.path.normpath(config.root_ca)), str(config.root_ca_text)
+                )
+            )
         except UsageError as exc:
-            problems.append(MetadataProblem(f"{config.path}: remote_server.root_ca",
-                                            exc.message))
+            problems.append(MetadataProblem(f"{config.path}: remote_server.root_ca", exc.message))
     return sources, problems
 
 
@@ -114,8 +129,12 @@ def select_sources(sources: list[CertSource], guns: list[str] | None) -> list[Ce
     CA when one of the GUNs starts with it (notary's rule), and the server's CA."""
     if guns is None:
         return sources
-    return [s for s in sources if s.scope == "server"
-            or any(g.startswith(s.name) or gun_matches(s.name.rstrip("/"), g) for g in guns)]
+    return [
+        s
+        for s in sources
+        if s.scope == "server"
+        or any(g.startswith(s.name) or gun_matches(s.name.rstrip("/"), g) for g in guns)
+    ]
 
 
 def read_cert_files(sources: list[CertSource]) -> tuple[list[CertFile], list[MetadataProblem]]:
@@ -153,8 +172,9 @@ def check_certificates(data: bytes, shown: str) -> None:
         raise InvalidInputError(f"{shown} is larger than {MAX_CERT_FILE} bytes")
     blocks = list(_PEM_BLOCK.finditer(data))
     if any(b"PRIVATE KEY" in b.group(1) for b in blocks) or b"PRIVATE KEY" in data:
-        raise InvalidInputError(f"{shown} holds a private key; only CA certificates travel "
-                                "with the trust pins")
+        raise InvalidInputError(
+            f"{shown} holds a private key; only CA certificates travel with the trust pins"
+        )
     rest = _PEM_BLOCK.sub(b"", data)
     if not blocks or rest.strip() or any(b.group(1) != b"CERTIFICATE" for b in blocks):
         raise InvalidInputError(f"{shown} is not a PEM file of certificates only")
@@ -162,12 +182,12 @@ def check_certificates(data: bytes, shown: str) -> None:
         try:
             x509.load_pem_x509_certificate(block.group(0))
         except ValueError:
-            raise InvalidInputError(f"{shown} holds a certificate that does not "
-                                    "parse") from None
+            raise InvalidInputError(f"{shown} holds a certificate that does not parse") from None
 
 
-def restore_target(config: NotaryConfig | None, config_file: Path,
-                   address: CertAddress) -> tuple[Path, bool]:
+def restore_target(
+    config: NotaryConfig | None, config_file: Path, address: CertAddress
+) -> tuple[Path, bool]:
     """Where a restored certificate goes, and whether the config names it there.
 
     The local config's own entry for the same prefix (or, for the server's CA,
@@ -194,8 +214,10 @@ def config_line(address: CertAddress, path: Path) -> str:
 def _ca_path(value: object) -> Path:
     path = _checked_path(value, "trust_pinning.ca")
     if not path.is_absolute():
-        raise UsageError(f"trust_pinning.ca path {str(value)[:80]!r} is relative: notary reads "
-                         "it from whatever directory it runs in; write an absolute path")
+        raise UsageError(
+            f"trust_pinning.ca path {str(value)[:80]!r} is relative: notary reads "
+            "it from whatever directory it runs in; write an absolute path"
+        )
     return Path(os.path.normpath(path))
 
 

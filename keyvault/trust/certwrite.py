@@ -51,7 +51,8 @@ def plan_certs(writes: Sequence[CertWrite], *, force: bool) -> list[PlannedCert]
             f"{len(conflicts)} pinned certificate file(s) already exist with different bytes, "
             f"e.g. {first.path} ({first.label}); nothing was restored",
             hint="use --force to replace them (the old files are kept aside), or compare "
-                 "them first: notary trusts whichever file is there")
+            "them first: notary trusts whichever file is there",
+        )
     return plan
 
 
@@ -73,8 +74,7 @@ def _plan_one(write: CertWrite, force: bool) -> PlannedCert:
     existing = _existing(write.path)
     if existing is None:
         return PlannedCert(write, Action.CREATE)
-    if hmac.compare_digest(hashlib.sha256(existing).digest(),
-                           hashlib.sha256(write.data).digest()):
+    if hmac.compare_digest(hashlib.sha256(existing).digest(), hashlib.sha256(write.data).digest()):
         return PlannedCert(write, Action.UNCHANGED)
     reason = "a different file is there"
     return PlannedCert(write, Action.REPLACE if force else Action.CONFLICT, reason)
@@ -93,10 +93,12 @@ def _existing(path: Path) -> bytes | None:
     except ReadRefused as exc:
         if exc.code == "missing":
             return None
-        raise UsageError(f"{path} is not a regular file keyvault may replace ({exc.reason}); "
-                         "nothing was restored",
-                         hint="keyvault never writes through a symbolic link: point the "
-                              "notary config at the real file") from None
+        raise UsageError(
+            f"{path} is not a regular file keyvault may replace ({exc.reason}); "
+            "nothing was restored",
+            hint="keyvault never writes through a symbolic link: point the "
+            "notary config at the real file",
+        ) from None
     finally:
         os.close(dir_fd)
 

@@ -69,8 +69,9 @@ class NoPassphraseError(UsageError):
     broken key (``verify --deep`` reports it as not checked)."""
 
 
-def open_block(block: PemBlock, passphrase: str | None, label: str,
-               role: str | None = "") -> OpenedKey:
+def open_block(
+    block: PemBlock, passphrase: str | None, label: str, role: str | None = ""
+) -> OpenedKey:
     """Decrypt (when needed) and load the key in ``block``."""
     try:
         if not is_encrypted(block):
@@ -83,18 +84,21 @@ def open_block(block: PemBlock, passphrase: str | None, label: str,
     except InvalidInputError as exc:
         raise InvalidInputError(f"{label}: {exc.message}") from exc
     if not passphrase:
-        raise NoPassphraseError(f"{label} is encrypted and no passphrase was given",
-                           hint=passphrase_hint(role) if role != "" else None)
+        raise NoPassphraseError(
+            f"{label} is encrypted and no passphrase was given",
+            hint=passphrase_hint(role) if role != "" else None,
+        )
     try:
         if isinstance(cipher, pkcs8.Pbes2):
             key = _parse_plain("PRIVATE KEY", pkcs8.decrypt(cipher, passphrase))
             return OpenedKey(key, cipher.notary_issue)
         return OpenedKey(_parse_plain(block.type, rfc1421.decrypt(cipher, passphrase)))
     except (pkcs8.WrongPassphrase, InvalidInputError):
-        hint = (passphrase_hint(role) + "; " if role != "" else "")
+        hint = passphrase_hint(role) + "; " if role != "" else ""
         raise AccessDeniedError(
             f"wrong passphrase for {label}",
-            hint=hint + "if the passphrase is right, the key file is damaged") from None
+            hint=hint + "if the passphrase is right, the key file is damaged",
+        ) from None
 
 
 def load_private_key(key: KeyFile, passphrase: str | None) -> PrivateKey:
@@ -122,10 +126,12 @@ def verify_key_id(key: KeyFile, passphrase: str | None) -> str:
     if computed != key.key_id:
         raise IntegrityError(
             f"{key_label(key)}: the file name is not the key's ID; the key inside is {computed}",
-            hint=f"notary cannot sign with a misnamed key file; rename it to {computed}.key")
+            hint=f"notary cannot sign with a misnamed key file; rename it to {computed}.key",
+        )
     if opened.notary_issue:
         raise InvalidInputError(
             f"{key_label(key)} cannot be decrypted by notary: {opened.notary_issue}",
             hint="re-encrypt it with 'openssl pkcs8 -topk8 -v2 aes-256-cbc -v2prf hmacWithSHA1' "
-                 "and put the role:/gun: headers back, or re-import it with notary")
+            "and put the role:/gun: headers back, or re-import it with notary",
+        )
     return computed

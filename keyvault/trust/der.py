@@ -61,14 +61,14 @@ class DerReader:
                 raise DerError(f"{self._what}: indefinite length is not DER")
             if count > 4 or pos + count > len(data):
                 raise DerError(f"{self._what}: bad length field")
-            length = int.from_bytes(data[pos:pos + count], "big")
+            length = int.from_bytes(data[pos : pos + count], "big")
             if data[pos] == 0 or length < 0x80:
                 raise DerError(f"{self._what}: length is not minimally encoded")
             pos += count
         if length > len(data) - pos:
             raise DerError(f"{self._what}: element longer than the data")
         self._pos = pos + length
-        return tag, data[pos:pos + length]
+        return tag, data[pos : pos + length]
 
     def read(self, tag: int) -> bytes:
         got, value = self.read_any()

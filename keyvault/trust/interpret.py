@@ -26,8 +26,11 @@ from keyvault.trust.layout import Placement
 from keyvault.trust.model import KeyFile, ScanProblem
 from keyvault.trust.pem import PemBlock, decode_first
 
-_LEGACY_ALGORITHMS = {"EC PRIVATE KEY": "ecdsa", "RSA PRIVATE KEY": "rsa",
-                      "ED25519 PRIVATE KEY": "ed25519"}
+_LEGACY_ALGORITHMS = {
+    "EC PRIVATE KEY": "ecdsa",
+    "RSA PRIVATE KEY": "rsa",
+    "ED25519 PRIVATE KEY": "ed25519",
+}
 
 
 def _show(value: str) -> str:
@@ -50,9 +53,17 @@ def interpret(data: bytes, placement: Placement, relpath: str, mode: int) -> Key
         algorithm = _check_key(block, placement.key_id)
     except _Refused as refused:
         return ScanProblem(relpath, refused.code, refused.reason)
-    return KeyFile(key_id=placement.key_id, role=role, gun=gun, algorithm=algorithm,
-                   relpath=relpath, mode=mode, layout=placement.layout,
-                   encrypted=deep.is_encrypted(block), data=data)
+    return KeyFile(
+        key_id=placement.key_id,
+        role=role,
+        gun=gun,
+        algorithm=algorithm,
+        relpath=relpath,
+        mode=mode,
+        layout=placement.layout,
+        encrypted=deep.is_encrypted(block),
+        data=data,
+    )
 
 
 def _first_key_block(data: bytes) -> PemBlock:
@@ -63,8 +74,11 @@ def _first_key_block(data: bytes) -> PemBlock:
         raise _Refused("not-pem", "no PEM block notary could decode")
     if block.type not in deep.KEY_TYPES:
         code = "unsupported-type" if block.type.endswith("PRIVATE KEY") else "not-a-private-key"
-        raise _Refused(code, f"the first PEM block is {_show(block.type)}, which notary does "
-                       "not read as a private key")
+        raise _Refused(
+            code,
+            f"the first PEM block is {_show(block.type)}, which notary does "
+            "not read as a private key",
+        )
     return block
 
 
@@ -73,32 +87,39 @@ def _identity(block: PemBlock, placement: Placement) -> tuple[str | None, str | 
     headers = block.headers
     repeated = sorted(block.duplicates & {"role", "gun"})
     if repeated:
-        raise _Refused("conflicting-headers",
-                       f"the {repeated[0]}: header is given twice, differently")
+        raise _Refused(
+            "conflicting-headers", f"the {repeated[0]}: header is given twice, differently"
+        )
     header_role = headers.get("role") or None
     header_gun = headers.get("gun") or None
     if placement.name_role and header_role and placement.name_role != header_role:
-        raise _Refused("conflicting-headers", (
-            f"the file name says role {_show(placement.name_role)} but the role: header says "
-            f"{_show(header_role)}; notary's migration would use the name"))
+        raise _Refused(
+            "conflicting-headers",
+            (
+                f"the file name says role {_show(placement.name_role)} but the role: header says "
+                f"{_show(header_role)}; notary's migration would use the name"
+            ),
+        )
     if placement.path_gun and header_gun and placement.path_gun != header_gun:
-        raise _Refused("conflicting-headers", (
-            f"the directory says GUN {_show(placement.path_gun)} but the gun: header says "
-            f"{_show(header_gun)}; notary's migration would use the directory"))
+        raise _Refused(
+            "conflicting-headers",
+            (
+                f"the directory says GUN {_show(placement.path_gun)} but the gun: header says "
+                f"{_show(header_gun)}; notary's migration would use the directory"
+            ),
+        )
     role = placement.name_role or header_role
     gun = placement.path_gun or header_gun
     if role is not None:
         try:
             validate_role(role)
         except UsageError:
-            raise _Refused("bad-role", f"role {_show(role)} is not a valid Notary role") \
-                from None
+            raise _Refused("bad-role", f"role {_show(role)} is not a valid Notary role") from None
     if gun is not None:
         try:
             validate_gun(gun)
         except UsageError:
-            raise _Refused("bad-gun", f"GUN {_show(gun)} is not a valid repository name") \
-                from None
+            raise _Refused("bad-gun", f"GUN {_show(gun)} is not a valid repository name") from None
     if role == "root":
         return role, None
     return role, gun
@@ -119,6 +140,9 @@ def _check_key(block: PemBlock, key_id: str) -> str | None:
         raise _Refused("bad-key", f"the key is malformed: {exc.message}") from None
     real = private_key_id(key)
     if real != key_id:
-        raise _Refused("id-mismatch", f"the unencrypted key inside has ID {real}, not the "
-                       "file name; notary cannot sign with it under this name")
+        raise _Refused(
+            "id-mismatch",
+            f"the unencrypted key inside has ID {real}, not the "
+            "file name; notary cannot sign with it under this name",
+        )
     return algorithm_of(key)

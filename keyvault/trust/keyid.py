@@ -35,8 +35,10 @@ X509_KEYTYPES = {"ecdsa-x509": "ecdsa", "rsa-x509": "rsa"}
 
 def tuf_key_id(keytype: str, public: bytes) -> str:
     """The ID of a TUF key given its key type and its public bytes (not base64)."""
-    doc = {"keytype": keytype, "keyval": {"private": None,
-                                          "public": base64.b64encode(public).decode("ascii")}}
+    doc = {
+        "keytype": keytype,
+        "keyval": {"private": None, "public": base64.b64encode(public).decode("ascii")},
+    }
     return hashlib.sha256(canonical_json(doc)).hexdigest()
 
 
@@ -45,8 +47,9 @@ def public_key_bytes(key: PublicKey) -> tuple[str, bytes]:
     if isinstance(key, ed25519.Ed25519PublicKey):
         raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         return "ed25519", raw
-    spki = key.public_bytes(serialization.Encoding.DER,
-                            serialization.PublicFormat.SubjectPublicKeyInfo)
+    spki = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     return ("ecdsa" if isinstance(key, ec.EllipticCurvePublicKey) else "rsa"), spki
 
 

@@ -58,8 +58,7 @@ def _key_id(stem: str) -> str | None:
 
 
 #: When one key ID is found twice, the first of these wins (then the lower relpath).
-PRECEDENCE = (Layout.CURRENT, Layout.LEGACY_ROOT_KEYS, Layout.LEGACY_TUF_KEYS,
-              Layout.LEGACY_V01)
+PRECEDENCE = (Layout.CURRENT, Layout.LEGACY_ROOT_KEYS, Layout.LEGACY_TUF_KEYS, Layout.LEGACY_V01)
 
 
 def derived_relpath(source_name: str, key_id: str, role: str | None, gun: str | None) -> str:
@@ -78,17 +77,26 @@ def derived_relpath(source_name: str, key_id: str, role: str | None, gun: str | 
     from keyvault.names import role_shown
 
     parts = tuple(source_name.split("/"))
-    ok = bool(parts) and parts[-1].endswith(KEY_SUFFIX) and all(
-        p not in ("", ".", "..") for p in parts)
+    ok = (
+        bool(parts)
+        and parts[-1].endswith(KEY_SUFFIX)
+        and all(p not in ("", ".", "..") for p in parts)
+    )
     if ok:
         found = place(parts)
-        ok = (found.key_id == key_id and not found.misplaced
-              and ((found.layout is Layout.CURRENT and len(parts) == 1)
-                   or (found.layout is not Layout.CURRENT and found.path_gun == gun))
-              and (found.name_role is None or found.name_role == role))
+        ok = (
+            found.key_id == key_id
+            and not found.misplaced
+            and (
+                (found.layout is Layout.CURRENT and len(parts) == 1)
+                or (found.layout is not Layout.CURRENT and found.path_gun == gun)
+            )
+            and (found.name_role is None or found.name_role == role)
+        )
     if not ok:
         raise IntegrityError(
             f"{role_shown(role)} key {key_id}: the recorded file name {source_name[:120]!r} "
             "is not where notary keeps this key (its ID, role and GUN say otherwise); refused",
-            hint="the envelope was made to write another key's file: investigate who wrote it")
+            hint="the envelope was made to write another key's file: investigate who wrote it",
+        )
     return source_name

@@ -54,7 +54,8 @@ def passphrase_for(role: str | None, env: Mapping[str, str]) -> str | None:
             if value == "":
                 raise UsageError(
                     f"{name} is set but empty",
-                    hint=f"unset it or set it to the passphrase of the {role_shown(role)} key")
+                    hint=f"unset it or set it to the passphrase of the {role_shown(role)} key",
+                )
             return value
     return None
 

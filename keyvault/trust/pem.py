@@ -43,7 +43,7 @@ def _get_line(data: bytes) -> tuple[bytes, bytes]:
     line = data[:i]
     if line.endswith(b"\r"):
         line = line[:-1]
-    return line.rstrip(b" \t"), data[i + 1:]
+    return line.rstrip(b" \t"), data[i + 1 :]
 
 
 def _go_trim(value: bytes) -> str:
@@ -63,9 +63,9 @@ def _b64decode(body: bytes) -> bytes | None:
 
 def _next_start(rest: bytes) -> bytes | None:
     if rest.startswith(_START):
-        return rest[len(_START):]
+        return rest[len(_START) :]
     i = rest.find(b"\n" + _START)
-    return None if i < 0 else rest[i + 1 + len(_START):]
+    return None if i < 0 else rest[i + 1 + len(_START) :]
 
 
 def decode_first(data: bytes) -> PemBlock | None:
@@ -107,14 +107,15 @@ def decode(data: bytes) -> tuple[PemBlock | None, bytes]:
             continue
         trailer = rest[trailer_index:]
         want = block_type + _DASHES
-        if not trailer.startswith(want) or _get_line(trailer[len(want):])[0]:
+        if not trailer.startswith(want) or _get_line(trailer[len(want) :])[0]:
             continue
         decoded = _b64decode(rest[:end_index])
         if decoded is None:
             continue
-        block = PemBlock(block_type.decode("utf-8", "replace"), headers, decoded,
-                         frozenset(duplicates))
-        return block, _get_line(rest[end_index + len(_END) - 1:])[1]
+        block = PemBlock(
+            block_type.decode("utf-8", "replace"), headers, decoded, frozenset(duplicates)
+        )
+        return block, _get_line(rest[end_index + len(_END) - 1 :])[1]
 
 
 def encode(block_type: str, data: bytes, headers: dict[str, str] | None = None) -> bytes:
@@ -127,6 +128,6 @@ def encode(block_type: str, data: bytes, headers: dict[str, str] | None = None) 
         out.extend(f"{k}: {headers[k]}\n" for k in names)
         out.append("\n")
     text = base64.b64encode(data).decode("ascii")
-    out.extend(text[i:i + _LINE] + "\n" for i in range(0, len(text), _LINE))
+    out.extend(text[i : i + _LINE] + "\n" for i in range(0, len(text), _LINE))
     out.append(f"-----END {block_type}-----\n")
     return "".join(out).encode("utf-8")

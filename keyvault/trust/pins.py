@@ -38,9 +38,17 @@ class PinFile:
 
     def as_key_file(self) -> KeyFile:
         """The pin in the shape backup seals: opaque bytes under a name of its own."""
-        return KeyFile(key_id="root.json", role="root", gun=self.gun, algorithm=None,
-                       relpath=self.relpath, mode=PIN_MODE, layout=Layout.CURRENT,
-                       encrypted=False, data=self.data)
+        return KeyFile(
+            key_id="root.json",
+            role="root",
+            gun=self.gun,
+            algorithm=None,
+            relpath=self.relpath,
+            mode=PIN_MODE,
+            layout=Layout.CURRENT,
+            encrypted=False,
+            data=self.data,
+        )
 
 
 def root_version(data: bytes) -> int:
@@ -60,14 +68,16 @@ def root_version(data: bytes) -> int:
     return version
 
 
-def scan_pins(trust_dir: Path, guns: list[str] | None = None
-              ) -> tuple[list[PinFile], list[MetadataProblem]]:
+def scan_pins(
+    trust_dir: Path, guns: list[str] | None = None
+) -> tuple[list[PinFile], list[MetadataProblem]]:
     """The pins under ``trust_dir/tuf`` whose GUN is, or matches, one of ``guns``
     (every pin when None); a bad one is reported and the others still read."""
     problems: list[MetadataProblem] = []
     try:
-        tuf = os.open(trust_dir / "tuf", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
-                      | os.O_CLOEXEC)
+        tuf = os.open(
+            trust_dir / "tuf", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        )
     except OSError:
         return [], []
     pins: list[PinFile] = []
@@ -78,8 +88,7 @@ def scan_pins(trust_dir: Path, guns: list[str] | None = None
             try:
                 pins.append(PinFile(validate_gun(gun), data, root_version(data)))
             except UsageError as exc:  # a bad GUN directory name, or not a root.json
-                problems.append(MetadataProblem(f"tuf/{gun[:200]}/metadata/root.json",
-                                                exc.message))
+                problems.append(MetadataProblem(f"tuf/{gun[:200]}/metadata/root.json", exc.message))
     finally:
         os.close(tuf)
     return pins, problems

@@ -149,8 +149,9 @@ def cbc_decrypt(key: bytes, iv: bytes, ciphertext: bytes) -> bytes:
 
 def decrypt(info: Pbes2, passphrase: str) -> bytes:
     """The inner PrivateKeyInfo DER (not yet checked)."""
-    key = hashlib.pbkdf2_hmac(info.prf, passphrase.encode("utf-8"), info.salt,
-                              info.iterations, info.key_size)
+    key = hashlib.pbkdf2_hmac(
+        info.prf, passphrase.encode("utf-8"), info.salt, info.iterations, info.key_size
+    )
     return cbc_decrypt(key, info.iv, info.ciphertext)
 
 
@@ -165,8 +166,9 @@ def encrypt_notary(private_key_info: bytes, passphrase: str) -> bytes:
     pad = 16 - len(private_key_info) % 16
     encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
     ciphertext = encryptor.update(private_key_info + bytes([pad]) * pad) + encryptor.finalize()
-    kdf = der.sequence(der.oid(OID_PBKDF2),
-                       der.sequence(der.octet_string(salt), der.integer(NOTARY_ITERATIONS)))
+    kdf = der.sequence(
+        der.oid(OID_PBKDF2), der.sequence(der.octet_string(salt), der.integer(NOTARY_ITERATIONS))
+    )
     scheme = der.sequence(der.oid(OID_AES256_CBC), der.octet_string(iv))
     algorithm = der.sequence(der.oid(OID_PBES2), der.sequence(kdf, scheme))
     return der.sequence(algorithm, der.octet_string(ciphertext))
@@ -175,24 +177,33 @@ def encrypt_notary(private_key_info: bytes, passphrase: str) -> bytes:
 def notary_private_key_info(key: PrivateKey) -> bytes:
     """A PrivateKeyInfo in Notary's dialect (what ``ConvertTUFKeyToPKCS8`` builds)."""
     if isinstance(key, ec.EllipticCurvePrivateKey):
-        sec1 = key.private_bytes(serialization.Encoding.DER,
-                                 serialization.PrivateFormat.TraditionalOpenSSL,
-                                 serialization.NoEncryption())
+        sec1 = key.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
         curve = next(o for o, c in _CURVES.items() if isinstance(key.curve, c))
-        return der.sequence(der.integer(1), der.sequence(der.oid(OID_EC), der.oid(curve)),
-                            der.octet_string(sec1))
+        return der.sequence(
+            der.integer(1), der.sequence(der.oid(OID_EC), der.oid(curve)), der.octet_string(sec1)
+        )
     if isinstance(key, rsa.RSAPrivateKey):
-        pkcs1 = key.private_bytes(serialization.Encoding.DER,
-                                  serialization.PrivateFormat.TraditionalOpenSSL,
-                                  serialization.NoEncryption())
-        return der.sequence(der.integer(0), der.sequence(der.oid(OID_RSA)),
-                            der.octet_string(pkcs1))
-    seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                             serialization.NoEncryption())
-    public = key.public_key().public_bytes(serialization.Encoding.Raw,
-                                           serialization.PublicFormat.Raw)
-    return der.sequence(der.integer(0), der.sequence(der.oid(OID_ED25519_NOTARY)),
-                        der.octet_string(public + seed + public))
+        pkcs1 = key.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+        return der.sequence(der.integer(0), der.sequence(der.oid(OID_RSA)), der.octet_string(pkcs1))
+    seed = key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    return der.sequence(
+        der.integer(0),
+        der.sequence(der.oid(OID_ED25519_NOTARY)),
+        der.octet_string(public + seed + public),
+    )
 
 
 def parse_private_key_info(data: bytes) -> PrivateKey:
@@ -220,8 +231,7 @@ def parse_private_key_info(data: bytes) -> PrivateKey:
         algorithm.finish()
         return ed25519_key_from_notary(private)
     if oid == OID_ED25519:
-        raise InvalidInputError(
-            f"{what}: an RFC 8410 ed25519 key, which notary 0.7 cannot use")
+        raise InvalidInputError(f"{what}: an RFC 8410 ed25519 key, which notary 0.7 cannot use")
     raise InvalidInputError(f"{what}: unsupported algorithm {oid}")
 
 
@@ -274,8 +284,9 @@ def rsa_key_from_pkcs1(pkcs1: bytes) -> PrivateKey:
     for _ in range(7):
         reader.integer()
     reader.finish()
-    wrapped = der.sequence(der.integer(0), der.sequence(der.oid(OID_RSA), der.null()),
-                           der.octet_string(pkcs1))
+    wrapped = der.sequence(
+        der.integer(0), der.sequence(der.oid(OID_RSA), der.null()), der.octet_string(pkcs1)
+    )
     return _load(wrapped, "RSA private key")
 
 
@@ -284,8 +295,9 @@ def ed25519_key_from_notary(raw: bytes) -> PrivateKey:
     if len(raw) != 96:
         raise InvalidInputError("ed25519 private key: expected 96 bytes")
     key = ed25519.Ed25519PrivateKey.from_private_bytes(raw[32:64])
-    public = key.public_key().public_bytes(serialization.Encoding.Raw,
-                                           serialization.PublicFormat.Raw)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
     if not (hmac.compare_digest(public, raw[:32]) and hmac.compare_digest(public, raw[64:])):
         raise InvalidInputError("ed25519 private key: public half does not match")
     return key

@@ -112,9 +112,15 @@ class RestoreResult:
 def check_relpath(relpath: str) -> list[str]:
     """Split a relative key path, refusing anything that could leave ``private/``."""
     parts = relpath.split("/")
-    if (not relpath or relpath.startswith("/") or "\\" in relpath or not relpath.isprintable()
-            or any(p in ("", ".", "..") for p in parts) or not relpath.endswith(".key")
-            or len(relpath) > 512):
+    if (
+        not relpath
+        or relpath.startswith("/")
+        or "\\" in relpath
+        or not relpath.isprintable()
+        or any(p in ("", ".", "..") for p in parts)
+        or not relpath.endswith(".key")
+        or len(relpath) > 512
+    ):
         raise UsageError(f"refusing unsafe key path {relpath[:80]!r}")
     return parts
 
@@ -130,7 +136,7 @@ def tree_parts(relpath: str) -> list[str]:
     if not is_pin_relpath(relpath):
         return [PRIVATE_DIR, *check_relpath(relpath)]
     try:
-        validate_gun(relpath[len("tuf/"):-len("/metadata/root.json")])
+        validate_gun(relpath[len("tuf/") : -len("/metadata/root.json")])
     except UsageError:
         raise UsageError(f"refusing unsafe trust pin path {relpath[:80]!r}") from None
     return relpath.split("/")
@@ -141,8 +147,9 @@ def shown_path(relpath: str) -> str:
     return relpath if is_pin_relpath(relpath) else f"{PRIVATE_DIR}/{relpath}"
 
 
-def plan_restore(trust_dir: Path, items: Iterable[RestoreItem], *, force: bool) -> list[
-        PlannedWrite]:
+def plan_restore(
+    trust_dir: Path, items: Iterable[RestoreItem], *, force: bool
+) -> list[PlannedWrite]:
     """Compare each item with what is on disk; nothing is written."""
     seen = _Seen()
     with _open_trust(trust_dir, create=False) as root:
@@ -201,14 +208,15 @@ def _apply(trust_dir: Path, items: Iterable[RestoreItem], *, force: bool) -> Res
                     f"{elsewhere[0].reason}; notary would migrate one file over the other, "
                     "so nothing was restored",
                     hint="restore into a fresh directory, or move the existing file away "
-                         "first (--force does not apply: it replaces the same path only)")
+                    "first (--force does not apply: it replaces the same path only)",
+                )
             if conflicts:
                 raise ConflictError(
                     f"{_counted(conflicts)} already exist with different bytes, e.g. "
                     f"{shown_path(conflicts[0].relpath)}"
                     f"{_why(conflicts[0])}; nothing was restored",
                     hint="use --force to replace them (the old files are kept aside), "
-                         "or --dry-run to see every difference",
+                    "or --dry-run to see every difference",
                 )
             txn.commit([p for p in plan if p.action in WRITES])
         except BaseException:
@@ -223,8 +231,11 @@ def _apply(trust_dir: Path, items: Iterable[RestoreItem], *, force: bool) -> Res
 def _counted(conflicts: list[PlannedWrite]) -> str:
     """``3 key file(s)``, ``1 trust pin(s)``, or both."""
     pins = sum(1 for c in conflicts if is_pin_relpath(c.relpath))
-    parts = [f"{n} {what}" for n, what in ((len(conflicts) - pins, "key file(s)"),
-                                            (pins, "trust pin(s)")) if n]
+    parts = [
+        f"{n} {what}"
+        for n, what in ((len(conflicts) - pins, "key file(s)"), (pins, "trust pin(s)"))
+        if n
+    ]
     return " and ".join(parts)
 
 
@@ -245,25 +256,31 @@ class _Seen:
     by_key_id: dict[str, str] = field(default_factory=dict)
 
 
-def _plan_unique(root: int | None, item: RestoreItem, force: bool,
-                 seen: _Seen, on_disk: TrustIndex) -> PlannedWrite:
+def _plan_unique(
+    root: int | None, item: RestoreItem, force: bool, seen: _Seen, on_disk: TrustIndex
+) -> PlannedWrite:
     tree_parts(item.relpath)  # before the path is shown in any message
     if item.relpath in seen.relpaths:  # before reading the file on disk again
-        raise ConflictError(f"two selected keys would both be restored to {item.relpath}",
-                            hint="narrow the selection with --gun, --role or --key-id")
+        raise ConflictError(
+            f"two selected keys would both be restored to {item.relpath}",
+            hint="narrow the selection with --gun, --role or --key-id",
+        )
     key_id = item.key_id
     if key_id is not None and key_id in seen.by_key_id:
-        raise ConflictError(f"key {key_id} would be restored twice, to "
-                            f"{seen.by_key_id[key_id]} and {item.relpath}; notary would "
-                            "migrate one over the other",
-                            hint="narrow the selection with --gun, --role or --key-id")
+        raise ConflictError(
+            f"key {key_id} would be restored twice, to "
+            f"{seen.by_key_id[key_id]} and {item.relpath}; notary would "
+            "migrate one over the other",
+            hint="narrow the selection with --gun, --role or --key-id",
+        )
     seen.relpaths.add(item.relpath)
     if key_id is not None:
         seen.by_key_id[key_id] = item.relpath
     others = [p for p in on_disk.by_key_id.get(key_id or "", []) if p != item.relpath]
     if others:
-        return PlannedWrite(item.relpath, item.label, Action.CONFLICT,
-                            f"{ELSEWHERE}{PRIVATE_DIR}/{others[0]}")
+        return PlannedWrite(
+            item.relpath, item.label, Action.CONFLICT, f"{ELSEWHERE}{PRIVATE_DIR}/{others[0]}"
+        )
     # No read per key in a fresh directory (the index knows private/, not a pin's tuf/).
     if item.pin_version is None and on_disk.surely_absent(item.relpath):
         return PlannedWrite(item.relpath, item.label, Action.CREATE)
@@ -278,13 +295,15 @@ def _plan_one(root: int | None, item: RestoreItem, force: bool) -> PlannedWrite:
     if existing is None:
         return PlannedWrite(item.relpath, item.label, Action.CREATE)
     if _same(_digest(existing), _digest(item.data)):
-        return PlannedWrite(item.relpath, item.label, Action.UNCHANGED,
-                            "identical file already present")
+        return PlannedWrite(
+            item.relpath, item.label, Action.UNCHANGED, "identical file already present"
+        )
     if item.pin_version is not None:
         return _plan_pin(item, existing, force)
     if force:
-        return PlannedWrite(item.relpath, item.label, Action.REPLACE,
-                            "different bytes; old file kept aside")
+        return PlannedWrite(
+            item.relpath, item.label, Action.REPLACE, "different bytes; old file kept aside"
+        )
     return PlannedWrite(item.relpath, item.label, Action.CONFLICT, "exists with different bytes")
 
 
@@ -296,14 +315,19 @@ def _plan_pin(item: RestoreItem, existing: bytes, force: bool) -> PlannedWrite:
     except UsageError:
         on_disk = None  # not a root.json notary could use: still never replaced silently
     if on_disk is not None and on_disk > item.pin_version:
-        return PlannedWrite(item.relpath, item.label, Action.KEPT,
-                            f"a newer pin is on disk (root version {on_disk}; the backup's "
-                            f"is {item.pin_version}); kept")
-    what = (f"root version {on_disk}" if on_disk is not None else "not a readable root.json")
+        return PlannedWrite(
+            item.relpath,
+            item.label,
+            Action.KEPT,
+            f"a newer pin is on disk (root version {on_disk}; the backup's "
+            f"is {item.pin_version}); kept",
+        )
+    what = f"root version {on_disk}" if on_disk is not None else "not a readable root.json"
     reason = f"a different pin is on disk ({what}; the backup's is version {item.pin_version})"
     if force:
-        return PlannedWrite(item.relpath, item.label, Action.REPLACE,
-                            f"{reason}; old file kept aside")
+        return PlannedWrite(
+            item.relpath, item.label, Action.REPLACE, f"{reason}; old file kept aside"
+        )
     return PlannedWrite(item.relpath, item.label, Action.CONFLICT, reason)
 
 
@@ -341,29 +365,38 @@ def _read_existing(root: int, parts: list[str], relpath: str) -> bytes | None:
             if refused.code == "too-large":
                 return b""  # larger than any key file: certainly different from ours
             if refused.code in ("symlink", "not-regular"):
-                raise ConflictError(f"{shown_path(relpath)} exists and is not a regular "
-                                    "file (a symlink?); refusing to touch it") from None
-            raise AccessDeniedError(f"cannot read {shown_path(relpath)} ({refused.reason})",
-                                    hint="check the trust directory's owner and "
-                                         "permissions") from None
+                raise ConflictError(
+                    f"{shown_path(relpath)} exists and is not a regular "
+                    "file (a symlink?); refusing to touch it"
+                ) from None
+            raise AccessDeniedError(
+                f"cannot read {shown_path(relpath)} ({refused.reason})",
+                hint="check the trust directory's owner and permissions",
+            ) from None
     finally:
         os.close(fd)
 
 
 def _refuse(exc: OSError, relpath: str) -> KeyvaultError:
     if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-        return ConflictError(f"a directory on the way to {shown_path(relpath)} is a symlink "
-                             "or a file; refusing to follow it")
+        return ConflictError(
+            f"a directory on the way to {shown_path(relpath)} is a symlink "
+            "or a file; refusing to follow it"
+        )
     return _os_error(exc, shown_path(relpath))
 
 
 def _os_error(exc: OSError, where: str) -> KeyvaultError:
     if exc.errno in (errno.EACCES, errno.EPERM):
-        return AccessDeniedError(f"permission denied writing {where}",
-                                 hint="check the trust directory's owner and permissions")
+        return AccessDeniedError(
+            f"permission denied writing {where}",
+            hint="check the trust directory's owner and permissions",
+        )
     if exc.errno == errno.ENOSPC:
-        return LocalIOError(f"no space left on device writing {where}; nothing was changed",
-                            hint="free some space and run the restore again")
+        return LocalIOError(
+            f"no space left on device writing {where}; nothing was changed",
+            hint="free some space and run the restore again",
+        )
     if exc.errno == errno.EROFS:
         return LocalIOError(f"read-only file system at {where}; nothing was changed")
     return LocalIOError(f"could not write {where}: {os.strerror(exc.errno or 0)}")
@@ -433,16 +466,20 @@ def _take_lock(root: int, trust_dir: Path) -> int:
                 return fd
         except BlockingIOError:
             os.close(fd)
-            raise ConflictError(f"another keyvault process is restoring into {trust_dir}",
-                                hint="wait for it to finish, then run again") from None
+            raise ConflictError(
+                f"another keyvault process is restoring into {trust_dir}",
+                hint="wait for it to finish, then run again",
+            ) from None
         except FileNotFoundError:
             pass
         except BaseException:
             os.close(fd)
             raise
         os.close(fd)  # removed by a restore that just ended: take the new one
-    raise ConflictError(f"another keyvault process is restoring into {trust_dir}",
-                        hint="wait for it to finish, then run again")
+    raise ConflictError(
+        f"another keyvault process is restoring into {trust_dir}",
+        hint="wait for it to finish, then run again",
+    )
 
 
 def _remove_leftovers(dir_fd: int) -> None:
@@ -530,8 +567,9 @@ class _Transaction:
             self.staged[item.relpath] = _staged(dir_fd, name, tmp, digest)
             return
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=STAGING_WORKERS,
-                                            thread_name_prefix="keyvault-stage")
+            self._pool = ThreadPoolExecutor(
+                max_workers=STAGING_WORKERS, thread_name_prefix="keyvault-stage"
+            )
         write = self._pool.submit(fsutil.write_temp, dir_fd, item.data, 0o600, shown)
         self._pending.append((write, item.relpath, dir_fd, name, digest))
         while len(self._pending) > 2 * STAGING_WORKERS:
@@ -592,15 +630,25 @@ class _Transaction:
                 self._link_aside(entry, where)
                 os.rename(entry.tmp, entry.name, src_dir_fd=entry.dir_fd, dst_dir_fd=entry.dir_fd)
                 assert entry.aside is not None
-                self.aside_relpaths.append(p.relpath.rsplit("/", 1)[0] + "/" + entry.aside
-                                           if "/" in p.relpath else entry.aside)
+                self.aside_relpaths.append(
+                    p.relpath.rsplit("/", 1)[0] + "/" + entry.aside
+                    if "/" in p.relpath
+                    else entry.aside
+                )
             else:
-                os.link(entry.tmp, entry.name, src_dir_fd=entry.dir_fd, dst_dir_fd=entry.dir_fd,
-                        follow_symlinks=False)
+                os.link(
+                    entry.tmp,
+                    entry.name,
+                    src_dir_fd=entry.dir_fd,
+                    dst_dir_fd=entry.dir_fd,
+                    follow_symlinks=False,
+                )
                 os.unlink(entry.tmp, dir_fd=entry.dir_fd)
         except FileExistsError:
-            raise ConflictError(f"{where} appeared while restoring; nothing was changed",
-                                hint="another process is writing keys: run again") from None
+            raise ConflictError(
+                f"{where} appeared while restoring; nothing was changed",
+                hint="another process is writing keys: run again",
+            ) from None
         except OSError as exc:
             raise _os_error(exc, where) from None
 
@@ -608,15 +656,24 @@ class _Transaction:
         """A second name for the file about to be replaced: the copy the undo puts back."""
         original = inode_of(entry.dir_fd, entry.name)
         if original is None:
-            raise ConflictError(f"{where} disappeared while restoring; nothing was changed",
-                                hint="another process is writing keys: run again")
+            raise ConflictError(
+                f"{where} disappeared while restoring; nothing was changed",
+                hint="another process is writing keys: run again",
+            )
         entry.original = original
         entry.aside = f"{entry.name}.keyvault-old-{self.stamp}-{os.urandom(4).hex()}"
-        os.link(entry.name, entry.aside, src_dir_fd=entry.dir_fd, dst_dir_fd=entry.dir_fd,
-                follow_symlinks=False)
+        os.link(
+            entry.name,
+            entry.aside,
+            src_dir_fd=entry.dir_fd,
+            dst_dir_fd=entry.dir_fd,
+            follow_symlinks=False,
+        )
         if inode_of(entry.dir_fd, entry.aside) != original:
-            raise ConflictError(f"{where} changed while restoring; nothing was changed",
-                                hint="another process is writing keys: run again")
+            raise ConflictError(
+                f"{where} changed while restoring; nothing was changed",
+                hint="another process is writing keys: run again",
+            )
 
     def sync(self) -> None:
         for fd in self.dir_fds.values():
@@ -656,8 +713,11 @@ class _Transaction:
         fd = entry.dir_fd
         at_name = inode_of(fd, entry.name)
         ours = entry.staged is not None and at_name == entry.staged
-        if entry.aside is not None and entry.original is not None and inode_of(
-                fd, entry.aside) == entry.original:
+        if (
+            entry.aside is not None
+            and entry.original is not None
+            and inode_of(fd, entry.aside) == entry.original
+        ):
             if ours:  # the new file is in place: the original goes back over it
                 os.rename(entry.aside, entry.name, src_dir_fd=fd, dst_dir_fd=fd)
             elif at_name == entry.original:  # never replaced: the aside is a spare name

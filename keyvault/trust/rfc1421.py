@@ -39,7 +39,8 @@ def parse(headers: dict[str, str], data: bytes) -> Rfc1421:
     size = _AES_KEY_SIZES.get(mode.strip())
     if size is None:
         raise InvalidInputError(
-            f"legacy encrypted key uses an unsupported cipher {mode.strip()[:20]!r}")
+            f"legacy encrypted key uses an unsupported cipher {mode.strip()[:20]!r}"
+        )
     try:
         iv = bytes.fromhex(hex_iv.strip())
     except ValueError:

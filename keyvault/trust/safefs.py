@@ -44,8 +44,10 @@ def read_regular(dir_fd: int, name: str, limit: int) -> bytes:
         if not stat.S_ISREG(st.st_mode):
             raise ReadRefused("not-regular", "not a regular file")
         if st.st_size > limit:
-            raise ReadRefused("too-large", f"{st.st_size} bytes, more than the {limit} "
-                              "allowed, so it was not read")
+            raise ReadRefused(
+                "too-large",
+                f"{st.st_size} bytes, more than the {limit} allowed, so it was not read",
+            )
         chunks: list[bytes] = []
         size = 0
         # os.read(n) allocates n bytes up front: ask for what fstat says (plus one, to see

@@ -29,8 +29,7 @@ DEFAULT_GUNS = ("example.com/sample/app", "example.com/sample/web")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def notary_key_file(key: PrivateKey, role: str | None, gun: str | None,
-                    passphrase: str) -> bytes:
+def notary_key_file(key: PrivateKey, role: str | None, gun: str | None, passphrase: str) -> bytes:
     """The bytes notary would write for ``key`` (``ConvertPrivateKeyToPKCS8``).
 
     ``role`` None leaves the ``role:`` header out, as in a file another tool wrote.
@@ -64,13 +63,21 @@ def write_sample_trust_dir(
             key = ec.generate_private_key(ec.SECP256R1())
             key_id = private_key_id(key)
             data = notary_key_file(key, role, gun, passphrases[role])
-            fsutil.write_file_atomic(private, f"{key_id}.key", data, mode=0o600,
-                                     exclusive=True)
+            fsutil.write_file_atomic(private, f"{key_id}.key", data, mode=0o600, exclusive=True)
             encrypted = passphrases[role] != ""
-            written.append(KeyFile(key_id=key_id, role=role, gun=gun,  # as scan reports it
-                                   algorithm=None if encrypted else algorithm_of(key),
-                                   relpath=f"{key_id}.key", mode=0o600, layout=Layout.CURRENT,
-                                   encrypted=encrypted, data=data))
+            written.append(
+                KeyFile(
+                    key_id=key_id,
+                    role=role,
+                    gun=gun,  # as scan reports it
+                    algorithm=None if encrypted else algorithm_of(key),
+                    relpath=f"{key_id}.key",
+                    mode=0o600,
+                    layout=Layout.CURRENT,
+                    encrypted=encrypted,
+                    data=data,
+                )
+            )
     finally:
         os.close(private)
     return tuple(sorted(written, key=lambda k: k.relpath))
@@ -94,7 +101,6 @@ def _make_dirs(path: Path) -> int:
         finally:
             os.close(top)
     except OSError as exc:
-        raise LocalIOError(f"cannot create the sample trust directory {path}: "
-                           f"{exc.strerror or exc}") from None
-
-
+        raise LocalIOError(
+            f"cannot create the sample trust directory {path}: {exc.strerror or exc}"
+        ) from None

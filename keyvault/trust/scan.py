@@ -113,14 +113,17 @@ def read_key_bytes(trust_dir: Path, key: KeyFile) -> bytes:
         data = read_regular(fds[-1], parts[-1], MAX_KEY_FILE_SIZE)
     except (OSError, ReadRefused) as exc:
         reason = exc.reason if isinstance(exc, ReadRefused) else why(exc)
-        raise ChangedOnDiskError(f"{where} changed since it was scanned ({reason}); "
-                                 "nothing was written for it", hint=hint) from None
+        raise ChangedOnDiskError(
+            f"{where} changed since it was scanned ({reason}); nothing was written for it",
+            hint=hint,
+        ) from None
     finally:
         for fd in reversed(fds):
             os.close(fd)
     if not hmac.compare_digest(hashlib.sha256(data).hexdigest(), key.digest):
-        raise ChangedOnDiskError(f"{where} changed since it was scanned; nothing was written "
-                                 "for it", hint=hint)
+        raise ChangedOnDiskError(
+            f"{where} changed since it was scanned; nothing was written for it", hint=hint
+        )
     return data
 
 
@@ -132,14 +135,17 @@ def _open_trust_dir(trust_dir: Path) -> int:
     except FileNotFoundError:
         raise NotFoundError(
             f"trust directory {trust_dir} does not exist",
-            hint="check the trust directory setting or DOCKER_CONFIG") from None
+            hint="check the trust directory setting or DOCKER_CONFIG",
+        ) from None
     except NotADirectoryError:
         raise UsageError(f"trust directory {trust_dir}: a parent is not a directory") from None
     except PermissionError:
         raise AccessDeniedError(f"cannot reach trust directory {trust_dir}", hint=hint) from None
     if not stat.S_ISDIR(st.st_mode):
-        raise UsageError(f"trust directory {trust_dir} is not a directory",
-                         hint="point it at the directory that holds private/ and tuf/")
+        raise UsageError(
+            f"trust directory {trust_dir} is not a directory",
+            hint="point it at the directory that holds private/ and tuf/",
+        )
     try:
         return os.open(trust_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except PermissionError:
@@ -153,9 +159,15 @@ def _open_private(top: int, trust_dir: Path, problems: list[ScanProblem]) -> int
     try:
         st = os.stat(PRIVATE_DIR, dir_fd=top, follow_symlinks=False)
         if stat.S_ISLNK(st.st_mode):
-            problems.append(ScanProblem(".", "symlink", "private/ is a symbolic link: notary "
-                                        "ignores the keys behind it and keyvault does not follow"
-                                        " it; make it a real directory"))
+            problems.append(
+                ScanProblem(
+                    ".",
+                    "symlink",
+                    "private/ is a symbolic link: notary "
+                    "ignores the keys behind it and keyvault does not follow"
+                    " it; make it a real directory",
+                )
+            )
             return None
         if not stat.S_ISDIR(st.st_mode):
             problems.append(ScanProblem(".", "not-a-directory", "private is not a directory"))
@@ -201,8 +213,11 @@ def _walk(dir_fd: int, parts: tuple[str, ...], depth: int) -> Iterator[Outcome]:
             yield _problem(path, "unreadable", f"cannot stat it ({why(exc)})")
             continue
         if stat.S_ISLNK(st.st_mode):
-            yield _problem(path, "symlink", "a symbolic link in the key store; notary ignores "
-                           "it and keyvault never follows it")
+            yield _problem(
+                path,
+                "symlink",
+                "a symbolic link in the key store; notary ignores it and keyvault never follows it",
+            )
         elif stat.S_ISDIR(st.st_mode):
             yield from _subdir(dir_fd, name, path, depth)
         elif name.endswith(KEY_SUFFIX):
@@ -227,19 +242,26 @@ def _subdir(dir_fd: int, name: str, path: tuple[str, ...], depth: int) -> Iterat
         os.close(fd)
 
 
-def _key_file(dir_fd: int, name: str, path: tuple[str, ...],
-              st: os.stat_result) -> Outcome | None:
+def _key_file(dir_fd: int, name: str, path: tuple[str, ...], st: os.stat_result) -> Outcome | None:
     if not stat.S_ISREG(st.st_mode):
         return _problem(path, "not-regular", "not a regular file")
     placement = place(path)
     if placement.misplaced:
-        return _problem(path, "misplaced", "notary lists keys in this directory but can only "
-                        "sign with private/<id>.key; move it there to use it")
+        return _problem(
+            path,
+            "misplaced",
+            "notary lists keys in this directory but can only "
+            "sign with private/<id>.key; move it there to use it",
+        )
     if placement.key_id is None:
         return _problem(path, "bad-name", _bad_name_reason(path))
     if st.st_size > MAX_KEY_FILE_SIZE:
-        return _problem(path, "too-large", f"{st.st_size} bytes; key files are at most "
-                        f"{MAX_KEY_FILE_SIZE} bytes, so it was not read")
+        return _problem(
+            path,
+            "too-large",
+            f"{st.st_size} bytes; key files are at most "
+            f"{MAX_KEY_FILE_SIZE} bytes, so it was not read",
+        )
     try:
         data = read_regular(dir_fd, name, MAX_KEY_FILE_SIZE)
     except ReadRefused as refused:
@@ -252,8 +274,10 @@ def _key_file(dir_fd: int, name: str, path: tuple[str, ...],
 def _bad_name_reason(path: tuple[str, ...]) -> str:
     stem = path[-1][: -len(KEY_SUFFIX)]
     if len(path) == 1 and "_" in stem:
-        return ("a 0.1-style <id>_<role>.key name outside root_keys/ and tuf_keys/: notary "
-                "does not migrate it and cannot sign with it")
+        return (
+            "a 0.1-style <id>_<role>.key name outside root_keys/ and tuf_keys/: notary "
+            "does not migrate it and cannot sign with it"
+        )
     return "the file name is not a key ID (64 lower-case hex digits + .key)"
 
 
@@ -277,10 +301,14 @@ def _resolve_duplicates(found: list[KeyFile]) -> tuple[list[KeyFile], list[ScanP
         winner, *others = group
         keys.append(winner)
         problems.extend(
-            ScanProblem(k.relpath, "duplicate-id",
-                        f"key ID {k.key_id[:12]} is also in {winner.relpath}, the copy keyvault "
-                        "keeps; notary's migration keeps only one of them (legacy copies "
-                        "overwrite private/<id>.key), so check that both hold the same key "
-                        "with 'keyvault verify --deep'")
-            for k in others)
+            ScanProblem(
+                k.relpath,
+                "duplicate-id",
+                f"key ID {k.key_id[:12]} is also in {winner.relpath}, the copy keyvault "
+                "keeps; notary's migration keeps only one of them (legacy copies "
+                "overwrite private/<id>.key), so check that both hold the same key "
+                "with 'keyvault verify --deep'",
+            )
+            for k in others
+        )
     return keys, problems

@@ -40,18 +40,26 @@ def prove_signature(private: PrivateKey, keytype: str, public: bytes, label: str
     published = published_public_key(keytype, public)
     try:
         if isinstance(private, ec.EllipticCurvePrivateKey) and isinstance(
-                published, ec.EllipticCurvePublicKey):
-            published.verify(private.sign(challenge, ec.ECDSA(hashes.SHA256())), challenge,
-                             ec.ECDSA(hashes.SHA256()))
+            published, ec.EllipticCurvePublicKey
+        ):
+            published.verify(
+                private.sign(challenge, ec.ECDSA(hashes.SHA256())),
+                challenge,
+                ec.ECDSA(hashes.SHA256()),
+            )
         elif isinstance(private, rsa.RSAPrivateKey) and isinstance(published, rsa.RSAPublicKey):
             pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
-            published.verify(private.sign(challenge, pss, hashes.SHA256()), challenge, pss,
-                             hashes.SHA256())
+            published.verify(
+                private.sign(challenge, pss, hashes.SHA256()), challenge, pss, hashes.SHA256()
+            )
         elif isinstance(private, ed25519.Ed25519PrivateKey) and isinstance(
-                published, ed25519.Ed25519PublicKey):
+            published, ed25519.Ed25519PublicKey
+        ):
             published.verify(private.sign(challenge), challenge)
         else:
             raise IntegrityError(f"{label}: its algorithm differs from the published key's")
     except InvalidSignature:
-        raise IntegrityError(f"{label}: a signature made with the restored key does not verify "
-                             "against the published key") from None
+        raise IntegrityError(
+            f"{label}: a signature made with the restored key does not verify "
+            "against the published key"
+        ) from None

@@ -100,8 +100,9 @@ def parse_root_json(data: bytes, gun: str) -> list[KeyUse]:
     return uses
 
 
-def parse_targets_json(data: bytes, gun: str, role: str = "targets"
-                       ) -> tuple[list[KeyUse], list[str]]:
+def parse_targets_json(
+    data: bytes, gun: str, role: str = "targets"
+) -> tuple[list[KeyUse], list[str]]:
     """The delegation keys a targets (or delegated targets) document lists, and the
     delegated role names to read next; InvalidInputError if it is not one."""
     validate_gun(gun)
@@ -138,8 +139,7 @@ def _use(gun: str, role: str, key: dict[str, Any], listed: str) -> KeyUse:
 
 def _public(key: dict[str, Any], listed: str) -> bytes:
     try:
-        return base64.b64decode(_field(_field(key, "keyval", dict), "public", str),
-                                validate=True)
+        return base64.b64decode(_field(_field(key, "keyval", dict), "public", str), validate=True)
     except (binascii.Error, ValueError):
         raise InvalidInputError(f"key {listed[:12]}: public is not base64") from None
 
@@ -163,8 +163,9 @@ def _load_json(data: bytes) -> dict[str, Any]:
         raise InvalidInputError(f"root.json contains {name}")
 
     try:
-        doc = json_loads(data.decode("utf-8"), object_pairs_hook=no_duplicates,
-                         parse_constant=no_constants)
+        doc = json_loads(
+            data.decode("utf-8"), object_pairs_hook=no_duplicates, parse_constant=no_constants
+        )
     except TooDeep as exc:
         raise InvalidInputError(f"root.json is {exc}") from None
     except (UnicodeDecodeError, ValueError):
@@ -188,8 +189,9 @@ def root_files(tuf_fd: int, problems: list[MetadataProblem]) -> list[tuple[str, 
     return _root_files(tuf_fd, (), 0, problems)
 
 
-def _root_files(dir_fd: int, parts: tuple[str, ...], depth: int,
-                problems: list[MetadataProblem]) -> list[tuple[str, bytes]]:
+def _root_files(
+    dir_fd: int, parts: tuple[str, ...], depth: int, problems: list[MetadataProblem]
+) -> list[tuple[str, bytes]]:
     """(gun, bytes) of every ``<gun>/metadata/root.json`` below ``tuf/``; no symlinks."""
     found: list[tuple[str, bytes]] = []
     if parts:
@@ -212,8 +214,9 @@ def _root_files(dir_fd: int, parts: tuple[str, ...], depth: int,
     return found
 
 
-def _read_root_json(dir_fd: int, parts: tuple[str, ...],
-                    problems: list[MetadataProblem]) -> bytes | None:
+def _read_root_json(
+    dir_fd: int, parts: tuple[str, ...], problems: list[MetadataProblem]
+) -> bytes | None:
     where = "tuf/" + "/".join(parts) + "/metadata/root.json"
     try:
         meta = os.open("metadata", DIR_FLAGS, dir_fd=dir_fd)

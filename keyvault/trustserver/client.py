@@ -26,8 +26,9 @@ class TrustClient:
     """GETs under ``<url>/v2/`` with registry token auth; logins looked up once per
     registry."""
 
-    def __init__(self, endpoint: Endpoint, env: Mapping[str, str],
-                 transport: Transport | None = None) -> None:
+    def __init__(
+        self, endpoint: Endpoint, env: Mapping[str, str], transport: Transport | None = None
+    ) -> None:
         self.base = checked_url(endpoint.url, "trust server").rstrip("/")
         self.endpoint = endpoint
         self.env = env
@@ -58,8 +59,9 @@ class TrustClient:
                 return self._answer(gun, url, status, body)
             asked = parse_bearer(answer_headers.get("WWW-Authenticate"))
             if asked is None:
-                raise self._denied(gun, "it asks for an authentication docker's token "
-                                        "protocol does not give")
+                raise self._denied(
+                    gun, "it asks for an authentication docker's token protocol does not give"
+                )
             self._scopes[kind] = asked
             if token:
                 self.tokens.forget(asked)
@@ -91,8 +93,7 @@ class TrustClient:
         login = self._logins.get(tuple(login_keys(gun, self.base)))
         who = f"the login {login}" if login else "an anonymous token"
         what = f" ({asked.scope})" if asked.scope else ""
-        reason = "lacks the access asked" if asked.error == "insufficient_scope" \
-            else "was refused"
+        reason = "lacks the access asked" if asked.error == "insufficient_scope" else "was refused"
         return f"{who} {reason}{what}"
 
     def _denied(self, gun: str, why: str) -> AccessDeniedError:
@@ -100,7 +101,8 @@ class TrustClient:
         login = f"docker login {registry}".rstrip()
         return AccessDeniedError(
             f"the trust server {self.base} refused access to {gun}: {why}",
-            hint=f"log in with '{login}' (or set NOTARY_AUTH), then run the command again")
+            hint=f"log in with '{login}' (or set NOTARY_AUTH), then run the command again",
+        )
 
     def _answer(self, gun: str, url: str, status: int, body: bytes) -> bytes | None:
         if status == 404:
@@ -112,4 +114,3 @@ class TrustClient:
         if len(body) > MAX_DOCUMENT:
             raise BackendUnavailableError(f"{url} is larger than {MAX_DOCUMENT} bytes")
         return body
-

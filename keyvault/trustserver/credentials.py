@@ -119,8 +119,9 @@ def _read_config(path: Path) -> dict[str, object]:
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as exc:
-        raise InvalidInputError(f"docker's config {path} is unreadable "
-                                f"({type(exc).__name__})") from None
+        raise InvalidInputError(
+            f"docker's config {path} is unreadable ({type(exc).__name__})"
+        ) from None
     if not isinstance(data, dict):
         raise InvalidInputError(f"docker's config {path} is not a JSON object")
     return data
@@ -144,16 +145,18 @@ def _from_auths(auths: object, key: str) -> Credentials | None:
         return None
     identity = entry.get("identitytoken")
     if isinstance(identity, str) and identity:
-        return Credentials(str(entry.get("username") or "<token>"), identity, "auths",
-                           identity_token=True)
+        return Credentials(
+            str(entry.get("username") or "<token>"), identity, "auths", identity_token=True
+        )
     user, password = entry.get("username"), entry.get("password")
     encoded = entry.get("auth")
     if isinstance(encoded, str) and encoded:
         try:
             user, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
-            raise InvalidInputError(f"docker's login for {key} ('auths') is not base64 of "
-                                    "user:password") from None
+            raise InvalidInputError(
+                f"docker's login for {key} ('auths') is not base64 of user:password"
+            ) from None
     if isinstance(user, str) and user and isinstance(password, str):
         return Credentials(user, password, "auths")
     return None
@@ -163,19 +166,25 @@ def run_helper(name: str, server: str, env: Mapping[str, str]) -> Credentials | 
     """``docker-credential-<name> get`` for ``server``; None when it has no login there.
     Its output is never shown: it may be a password even when it is malformed."""
     if not _HELPER_NAME.fullmatch(name):
-        raise InvalidInputError(f"docker's config names an invalid credential helper "
-                                f"{name[:40]!r}")
+        raise InvalidInputError(f"docker's config names an invalid credential helper {name[:40]!r}")
     program = f"docker-credential-{name}"
     path = shutil.which(program, path=env.get("PATH"))
     if path is None:
-        raise AccessDeniedError(f"docker's credential helper {program} is not on PATH",
-                                hint="install it, or log in again with 'docker login'")
+        raise AccessDeniedError(
+            f"docker's credential helper {program} is not on PATH",
+            hint="install it, or log in again with 'docker login'",
+        )
     try:
-        proc = subprocess.run([path, "get"], input=server.encode(), capture_output=True,
-                              timeout=HELPER_TIMEOUT, env=dict(env), check=False)
+        proc = subprocess.run(
+            [path, "get"],
+            input=server.encode(),
+            capture_output=True,
+            timeout=HELPER_TIMEOUT,
+            env=dict(env),
+            check=False,
+        )
     except subprocess.TimeoutExpired:
-        raise AccessDeniedError(f"{program} did not answer within {HELPER_TIMEOUT:.0f} s"
-                                ) from None
+        raise AccessDeniedError(f"{program} did not answer within {HELPER_TIMEOUT:.0f} s") from None
     except OSError as exc:
         raise AccessDeniedError(f"{program} could not run ({type(exc).__name__})") from None
     if proc.returncode != 0:
@@ -186,9 +195,12 @@ def run_helper(name: str, server: str, env: Mapping[str, str]) -> Credentials | 
         if not isinstance(user, str) or not isinstance(secret, str):
             raise TypeError
     except (ValueError, KeyError, TypeError):
-        raise AccessDeniedError(f"{program} answered something that is not a login "
-                                "(its output is not shown: it may hold a secret)") from None
+        raise AccessDeniedError(
+            f"{program} answered something that is not a login "
+            "(its output is not shown: it may hold a secret)"
+        ) from None
     if not user and not secret:
         return None
-    return Credentials(user, secret, f"credential helper {name!r}",
-                       identity_token=user == IDENTITY_TOKEN_USER)
+    return Credentials(
+        user, secret, f"credential helper {name!r}", identity_token=user == IDENTITY_TOKEN_USER
+    )

@@ -27,8 +27,9 @@ class Endpoint:
     origin: str  # "--server", "DOCKER_CONTENT_TRUST_SERVER", "~/.notary/config.json"
 
 
-def select_endpoint(server: str | None, tls_ca: str | None, env: Mapping[str, str]
-                    ) -> Endpoint | None:
+def select_endpoint(
+    server: str | None, tls_ca: str | None, env: Mapping[str, str]
+) -> Endpoint | None:
     """The trust server this run talks to; None when nothing names one (the caller then
     reads the local TUF cache)."""
     ca = Path(tls_ca).expanduser() if tls_ca else None

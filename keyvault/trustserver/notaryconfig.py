@@ -51,8 +51,9 @@ def read_notary_config(env: Mapping[str, str]) -> NotaryConfig | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
-        raise InvalidInputError(f"the notary config {path} is unreadable "
-                                f"({type(exc).__name__})") from None
+        raise InvalidInputError(
+            f"the notary config {path} is unreadable ({type(exc).__name__})"
+        ) from None
     if not isinstance(data, dict):
         raise InvalidInputError(f"the notary config {path} is not a JSON object")
     remote = data.get("remote_server")
@@ -61,11 +62,15 @@ def read_notary_config(env: Mapping[str, str]) -> NotaryConfig | None:
     url = remote.get("url")
     pinning = data.get("trust_pinning")
     pinning = pinning if isinstance(pinning, dict) else {}
-    return NotaryConfig(path, url if isinstance(url, str) and url else None,
-                        _resolved(remote.get("root_ca"), path.parent, home),
-                        _resolved(data.get("trust_dir"), path.parent, home),
-                        remote.get("root_ca"), _entries(pinning.get("ca")),
-                        _entries(pinning.get("certs")))
+    return NotaryConfig(
+        path,
+        url if isinstance(url, str) and url else None,
+        _resolved(remote.get("root_ca"), path.parent, home),
+        _resolved(data.get("trust_dir"), path.parent, home),
+        remote.get("root_ca"),
+        _entries(pinning.get("ca")),
+        _entries(pinning.get("certs")),
+    )
 
 
 def _entries(value: object) -> tuple[tuple[str, object], ...]:

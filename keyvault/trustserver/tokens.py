@@ -36,8 +36,7 @@ class Token:
 class Tokens:
     """Tokens by (realm, service, scope), fetched on demand and reused until they expire."""
 
-    def __init__(self, transport: Transport, clock: Callable[[], float] = time.monotonic
-                 ) -> None:
+    def __init__(self, transport: Transport, clock: Callable[[], float] = time.monotonic) -> None:
         self.transport = transport
         self.clock = clock
         self._cache: dict[tuple[str, str | None, str | None], Token] = {}
@@ -51,17 +50,24 @@ class Tokens:
     def fetch(self, challenge: Challenge, login: Credentials | None) -> str:
         """A new token for ``challenge``; AccessDeniedError if the realm refuses the login."""
         checked_url(challenge.realm, "token realm")
-        query = {k: v for k, v in (("service", challenge.service),
-                                   ("scope", challenge.scope)) if v}
-        url = challenge.realm + ("&" if "?" in challenge.realm else "?") + \
-            urllib.parse.urlencode(query)
+        query = {k: v for k, v in (("service", challenge.service), ("scope", challenge.scope)) if v}
+        url = (
+            challenge.realm
+            + ("&" if "?" in challenge.realm else "?")
+            + urllib.parse.urlencode(query)
+        )
         headers = {}
         form = None
         if login is not None and login.identity_token:
             url = challenge.realm
-            form = urllib.parse.urlencode({**query, "grant_type": "refresh_token",
-                                           "client_id": CLIENT_ID,
-                                           "refresh_token": login.secret}).encode()
+            form = urllib.parse.urlencode(
+                {
+                    **query,
+                    "grant_type": "refresh_token",
+                    "client_id": CLIENT_ID,
+                    "refresh_token": login.secret,
+                }
+            ).encode()
         elif login is not None:
             pair = f"{login.username}:{login.secret}".encode()
             headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
@@ -69,8 +75,9 @@ class Tokens:
         self.fetched += 1
         if status in (401, 403):
             who = f"the login {login}" if login else "an anonymous request"
-            raise AccessDeniedError(f"the registry's auth service refused {who} for "
-                                    f"{challenge.scope or 'a token'}")
+            raise AccessDeniedError(
+                f"the registry's auth service refused {who} for {challenge.scope or 'a token'}"
+            )
         if status != 200:
             raise BackendUnavailableError(f"the registry's auth service answered {status}")
         try:
@@ -80,8 +87,9 @@ class Tokens:
             if not isinstance(value, str) or not value:
                 raise ValueError("no token")
         except (ValueError, TypeError, AttributeError):
-            raise BackendUnavailableError("the registry's auth service answered without a "
-                                          "token") from None
+            raise BackendUnavailableError(
+                "the registry's auth service answered without a token"
+            ) from None
         self._cache[_key(challenge)] = Token(value, self.clock() + max(lifetime, 0.0))
         return value
 

@@ -15,27 +15,42 @@ from keyvault.errors import BackendUnavailableError, InvalidInputError
 from keyvault.redact import shown_uri
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-TLS_HINT = ("if the server's certificate comes from a private CA, pass --tls-ca FILE "
-            "(or set remote_server.root_ca in ~/.notary/config.json)")
+TLS_HINT = (
+    "if the server's certificate comes from a private CA, pass --tls-ca FILE "
+    "(or set remote_server.root_ca in ~/.notary/config.json)"
+)
 
 
 def checked_url(url: str, what: str) -> str:
     """``url`` if it is https:// (http:// only on loopback), else InvalidInputError."""
     parts = urllib.parse.urlsplit(url)
     loopback = parts.hostname in LOOPBACK
-    if parts.scheme not in ("https", "http") or (parts.scheme == "http" and not loopback) \
-            or not parts.hostname:
-        raise InvalidInputError(f"{what} URL {shown_uri(url)} must be https:// "
-                                "(http:// only on loopback)")
+    if (
+        parts.scheme not in ("https", "http")
+        or (parts.scheme == "http" and not loopback)
+        or not parts.hostname
+    ):
+        raise InvalidInputError(
+            f"{what} URL {shown_uri(url)} must be https:// (http:// only on loopback)"
+        )
     if "@" in parts.netloc:
-        raise InvalidInputError(f"{what} URL {shown_uri(url)} must not carry credentials: "
-                                "keyvault takes them from 'docker login' or NOTARY_AUTH")
+        raise InvalidInputError(
+            f"{what} URL {shown_uri(url)} must not carry credentials: "
+            "keyvault takes them from 'docker login' or NOTARY_AUTH"
+        )
     return url
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req: urllib.request.Request, fp: object, code: int, msg: str,
-                         headers: Message, newurl: str) -> None:
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: object,
+        code: int,
+        msg: str,
+        headers: Message,
+        newurl: str,
+    ) -> None:
         return None  # the 3xx reaches the caller as an HTTPError
 
 
@@ -50,20 +65,24 @@ class Transport:
         try:
             context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
         except (ssl.SSLError, OSError, ValueError):
-            raise InvalidInputError(f"the CA file {ca_file} is not a PEM certificate bundle"
-                                    ) from None
+            raise InvalidInputError(
+                f"the CA file {ca_file} is not a PEM certificate bundle"
+            ) from None
         self._opener = urllib.request.build_opener(
-            urllib.request.HTTPSHandler(context=context), _NoRedirect())
+            urllib.request.HTTPSHandler(context=context), _NoRedirect()
+        )
 
-    def get(self, url: str, headers: dict[str, str], *, limit: int, form: bytes | None = None
-            ) -> tuple[int, Message, bytes]:
+    def get(
+        self, url: str, headers: dict[str, str], *, limit: int, form: bytes | None = None
+    ) -> tuple[int, Message, bytes]:
         """(status, headers, body up to ``limit`` + 1 bytes), a POST when ``form`` is given;
         BackendUnavailableError if the server cannot be reached or its certificate is not
         trusted."""
         if form is not None:
             headers = {**headers, "Content-Type": "application/x-www-form-urlencoded"}
         request = urllib.request.Request(  # noqa: S310 - scheme checked
-            url, data=form, headers=headers)
+            url, data=form, headers=headers
+        )
         try:
             with self._opener.open(request, timeout=self.timeout) as response:
                 return int(response.status), response.headers, response.read(limit + 1)
@@ -81,5 +100,6 @@ def _unreachable(url: str, exc: BaseException) -> BackendUnavailableError:
     if isinstance(reason, ssl.SSLError):
         detail = str(getattr(reason, "verify_message", "") or reason)[:120]
         return BackendUnavailableError(f"TLS with {where} failed: {detail}", hint=TLS_HINT)
-    return BackendUnavailableError(f"cannot reach {where}: {str(reason)[:120]}",
-                                   hint=f"check the server URL; {TLS_HINT}")
+    return BackendUnavailableError(
+        f"cannot reach {where}: {str(reason)[:120]}", hint=f"check the server URL; {TLS_HINT}"
+    )

@@ -56,5 +56,11 @@ def canonical_wrapper_uri(uri: str) -> str:
     return str(canonical(uri)) if canonical is not None else uri
 
 
-__all__ = ["WRAPPER_FOR_SCHEME", "WrappedKey", "Wrapper", "canonical_wrapper_uri",
-           "check_wrapper_uri", "open_wrapper"]
+__all__ = [
+    "WRAPPER_FOR_SCHEME",
+    "WrappedKey",
+    "Wrapper",
+    "canonical_wrapper_uri",
+    "check_wrapper_uri",
+    "open_wrapper",
+]

@@ -41,8 +41,10 @@ _DIGEST_SIZE = 32
 _MAX_BLOB = 4096
 _MAX_IDENTITY_FILE = 64 * 1024
 _IDENTITY_LINE_PREFIX = "AGE-SECRET-KEY-1"
-_IDENTITY_HINT = ("give the identity file of this recipient with recovery.identity_file in "
-                  "the config or KEYVAULT_AGE_IDENTITY=/path/to/identity.txt")
+_IDENTITY_HINT = (
+    "give the identity file of this recipient with recovery.identity_file in "
+    "the config or KEYVAULT_AGE_IDENTITY=/path/to/identity.txt"
+)
 
 
 class AgeWrapper:
@@ -82,21 +84,27 @@ class AgeWrapper:
 
     def unwrap(self, wrapped: WrappedKey, context: Mapping[str, str]) -> bytes:
         if wrapped.alg != ALG or wrapped.params:
-            raise IntegrityError(f"wrapped key for {self._uri} has algorithm "
-                                 f"{wrapped.alg[:32]!r} or parameters this wrapper never writes")
+            raise IntegrityError(
+                f"wrapped key for {self._uri} has algorithm "
+                f"{wrapped.alg[:32]!r} or parameters this wrapper never writes"
+            )
         if len(wrapped.blob) > _MAX_BLOB:
             raise IntegrityError(f"wrapped key for {self._uri} is implausibly large")
         identity = self._load_identity()
         try:
             plain = pyrage.decrypt(wrapped.blob, [identity])
         except pyrage.DecryptError:
-            raise IntegrityError(f"the key wrapped for {self._uri} does not decrypt with its "
-                                 "identity: it was altered or truncated") from None
+            raise IntegrityError(
+                f"the key wrapped for {self._uri} does not decrypt with its "
+                "identity: it was altered or truncated"
+            ) from None
         if len(plain) != DEK_SIZE + _DIGEST_SIZE:
             raise IntegrityError(f"the key wrapped for {self._uri} has the wrong length")
         if not hmac.compare_digest(plain[DEK_SIZE:], context_digest(context)):
-            raise IntegrityError(f"the key wrapped for {self._uri} is bound to another key's "
-                                 "context (team, GUN, role or key ID)")
+            raise IntegrityError(
+                f"the key wrapped for {self._uri} is bound to another key's "
+                "context (team, GUN, role or key ID)"
+            )
         return bytes(plain[:DEK_SIZE])
 
     def close(self) -> None:
@@ -122,7 +130,8 @@ class AgeWrapper:
         searched = ", ".join(str(p) for p in self._identity_files) or "none configured"
         raise AccessDeniedError(
             f"no identity for recovery recipient {self._uri} (identity files: {searched})",
-            hint=_IDENTITY_HINT)
+            hint=_IDENTITY_HINT,
+        )
 
 
 def read_identity_file(path: Path) -> list[Any]:
@@ -138,13 +147,16 @@ def read_identity_file(path: Path) -> list[Any]:
         if not line or line.startswith("#"):
             continue
         if not line.startswith(_IDENTITY_LINE_PREFIX):
-            raise InvalidInputError(f"identity file {path} line {number} is not an age X25519 "
-                                    "identity (AGE-SECRET-KEY-1...)")
+            raise InvalidInputError(
+                f"identity file {path} line {number} is not an age X25519 "
+                "identity (AGE-SECRET-KEY-1...)"
+            )
         try:
             identities.append(pyrage.x25519.Identity.from_str(line))
         except pyrage.IdentityError:
             raise InvalidInputError(
-                f"identity file {path} line {number} is not a valid age identity") from None
+                f"identity file {path} line {number} is not a valid age identity"
+            ) from None
     return identities
 
 
@@ -163,11 +175,14 @@ def generate_identity(path: Path, pins: Sequence[str] = ()) -> str:
     text = f"# created: {created}\n# public key: {recipient}\n{pin_lines(pins)}{identity}\n"
     fsutil.ensure_private_dir(path.parent)
     try:
-        fsutil.write_file_atomic(path.parent, path.name, text.encode("ascii"), mode=0o600,
-                                 exclusive=True)
+        fsutil.write_file_atomic(
+            path.parent, path.name, text.encode("ascii"), mode=0o600, exclusive=True
+        )
     except ConflictError:
-        raise ConflictError(f"identity file {path} already exists; it was left untouched",
-                            hint="move it aside or choose another path") from None
+        raise ConflictError(
+            f"identity file {path} already exists; it was left untouched",
+            hint="move it aside or choose another path",
+        ) from None
     return recipient
 
 
@@ -175,10 +190,13 @@ def _parse_recipient(uri: str) -> Any:
     try:
         return pyrage.x25519.Recipient.from_str(uri)
     except (pyrage.RecipientError, TypeError, ValueError):
-        raise UsageError(f"invalid age recipient {str(uri)[:80]!r}",
-                         hint="expected age1... as printed by 'age-keygen -y'") from None
+        raise UsageError(
+            f"invalid age recipient {str(uri)[:80]!r}",
+            hint="expected age1... as printed by 'age-keygen -y'",
+        ) from None
 
 
 def _read_private_file(path: Path) -> bytes:
-    return fsutil.read_private_file(path, "identity file", _MAX_IDENTITY_FILE,
-                                    missing_hint=_IDENTITY_HINT)
+    return fsutil.read_private_file(
+        path, "identity file", _MAX_IDENTITY_FILE, missing_hint=_IDENTITY_HINT
+    )

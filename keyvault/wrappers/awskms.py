@@ -57,12 +57,16 @@ _KEY_UUID = r"(?:mrk-[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4
 _ALIAS_NAME = r"alias/[A-Za-z0-9/_-]{1,250}"
 _PARTITION = r"aws(?:-[a-z]+)*"
 _REGION = r"[a-z]{2}(?:-[a-z0-9]+){1,4}"
-_ARN = re.compile(rf"arn:(?P<partition>{_PARTITION}):kms:(?P<region>{_REGION})"
-                  rf":(?P<account>[0-9]{{12}}):(?P<resource>key/{_KEY_UUID}|{_ALIAS_NAME})")
+_ARN = re.compile(
+    rf"arn:(?P<partition>{_PARTITION}):kms:(?P<region>{_REGION})"
+    rf":(?P<account>[0-9]{{12}}):(?P<resource>key/{_KEY_UUID}|{_ALIAS_NAME})"
+)
 _KEY_ID = re.compile(_KEY_UUID)
 _ALIAS = re.compile(_ALIAS_NAME)
-_HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
-                   r"(?::[0-9]{1,5})?")
+_HOST = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
+    r"(?::[0-9]{1,5})?"
+)
 
 
 class KmsAccessDeniedError(AccessDeniedError):
@@ -98,8 +102,13 @@ class AwsKmsWrapper:
             hostname = urlsplit(f"//{host}").hostname or ""
             endpoint = f"{'http' if aws.is_loopback(hostname) else 'https'}://{host}"
         self._cs = aws.client_settings(
-            "kms", "awskms", settings, options.env, endpoint_url=endpoint,
-            region=self._arn.group("region") if self._arn else None)
+            "kms",
+            "awskms",
+            settings,
+            options.env,
+            endpoint_url=endpoint,
+            region=self._arn.group("region") if self._arn else None,
+        )
         self._client: Any = aws.make_client(self._cs, options.env, options.breaker)
         self._lock = threading.Lock()
 
@@ -124,9 +133,12 @@ class AwsKmsWrapper:
             raise ValueError(f"a DEK is {DEK_SIZE} bytes")
         ctx = _check_context(context)
         try:
-            resp = self._live().encrypt(KeyId=self._key, Plaintext=bytes(dek),
-                                        EncryptionContext=ctx,
-                                        EncryptionAlgorithm=KMS_ALGORITHM)
+            resp = self._live().encrypt(
+                KeyId=self._key,
+                Plaintext=bytes(dek),
+                EncryptionContext=ctx,
+                EncryptionAlgorithm=KMS_ALGORITHM,
+            )
         except Exception as exc:
             self._raise(exc, "wrap a key with")
         arn = self._answered(resp, "KeyId", "wrap a key with")
@@ -140,14 +152,19 @@ class AwsKmsWrapper:
         arn = self._recorded_arn(wrapped)
         ctx = _check_context(context)
         try:
-            resp = self._live().decrypt(CiphertextBlob=wrapped.blob, KeyId=arn,
-                                        EncryptionContext=ctx,
-                                        EncryptionAlgorithm=KMS_ALGORITHM)
+            resp = self._live().decrypt(
+                CiphertextBlob=wrapped.blob,
+                KeyId=arn,
+                EncryptionContext=ctx,
+                EncryptionAlgorithm=KMS_ALGORITHM,
+            )
         except Exception as exc:
             self._raise(exc, "unwrap a key with", arn=arn)
         if self._answered(resp, "KeyId", "unwrap a key with") != arn:
-            raise IntegrityError(f"KMS decrypted the key wrapped for {self._uri} with another "
-                                 "KMS key than the one recorded; refusing it")
+            raise IntegrityError(
+                f"KMS decrypted the key wrapped for {self._uri} with another "
+                "KMS key than the one recorded; refusing it"
+            )
         plain = self._answered(resp, "Plaintext", "unwrap a key with")
         if not isinstance(plain, bytes) or len(plain) != DEK_SIZE:
             raise IntegrityError(f"the key wrapped for {self._uri} has the wrong length")
@@ -163,14 +180,21 @@ class AwsKmsWrapper:
         ctx = _check_context(context)
         try:
             resp = self._live().re_encrypt(
-                CiphertextBlob=wrapped.blob, SourceKeyId=arn, SourceEncryptionContext=ctx,
-                SourceEncryptionAlgorithm=KMS_ALGORITHM, DestinationKeyId=self._key,
-                DestinationEncryptionContext=ctx, DestinationEncryptionAlgorithm=KMS_ALGORITHM)
+                CiphertextBlob=wrapped.blob,
+                SourceKeyId=arn,
+                SourceEncryptionContext=ctx,
+                SourceEncryptionAlgorithm=KMS_ALGORITHM,
+                DestinationKeyId=self._key,
+                DestinationEncryptionContext=ctx,
+                DestinationEncryptionAlgorithm=KMS_ALGORITHM,
+            )
         except Exception as exc:
             self._raise(exc, "re-wrap a key with", arn=arn)
         if self._answered(resp, "SourceKeyId", "re-wrap a key with") != arn:
-            raise IntegrityError(f"KMS re-encrypted the key wrapped for {self._uri} from another "
-                                 "KMS key than the one recorded; refusing it")
+            raise IntegrityError(
+                f"KMS re-encrypted the key wrapped for {self._uri} from another "
+                "KMS key than the one recorded; refusing it"
+            )
         new_arn = self._answered(resp, "KeyId", "re-wrap a key with")
         self._check_recorded_arn(new_arn, "KMS answered with")
         blob = self._answered(resp, "CiphertextBlob", "re-wrap a key with")
@@ -181,6 +205,7 @@ class AwsKmsWrapper:
     def pace(self, gate: Callable[[], object]) -> None:
         """Call ``gate`` before every request this wrapper sends to KMS, the SDK's own
         retries included: a drill's ``--rate`` counts what KMS receives."""
+
         def before_send(**_: object) -> None:
             gate()  # returns None: a value here would be taken as KMS's answer
 
@@ -210,8 +235,10 @@ class AwsKmsWrapper:
     def _recorded_arn(self, wrapped: WrappedKey) -> str:
         """The key ARN the entry was wrapped under, after checking the entry is ours."""
         if wrapped.alg != ALG or set(wrapped.params) != {PARAM_KEY_ARN}:
-            raise IntegrityError(f"wrapped key for {self._uri} has algorithm "
-                                 f"{wrapped.alg[:32]!r} or parameters this wrapper never writes")
+            raise IntegrityError(
+                f"wrapped key for {self._uri} has algorithm "
+                f"{wrapped.alg[:32]!r} or parameters this wrapper never writes"
+            )
         if not 0 < len(wrapped.blob) <= _MAX_BLOB:
             raise IntegrityError(f"wrapped key for {self._uri} has an implausible length")
         arn = wrapped.params[PARAM_KEY_ARN]
@@ -228,14 +255,17 @@ class AwsKmsWrapper:
             if self._arn is not None and self._arn.group("resource").startswith("key/"):
                 ok = arn == self._key
             elif self._arn is not None:  # alias ARN: same partition, region and account
-                ok = all(match.group(g) == self._arn.group(g)
-                         for g in ("partition", "region", "account"))
+                ok = all(
+                    match.group(g) == self._arn.group(g) for g in ("partition", "region", "account")
+                )
             elif _KEY_ID.fullmatch(self._key):
                 ok = match.group("resource") == f"key/{self._key}"
         if not ok:
             raise IntegrityError(
                 f"{who} KMS key {arn[:120]!r}, which is not the key {self._uri} names; "
-                "refusing to use it", hint="the envelope may have been tampered with")
+                "refusing to use it",
+                hint="the envelope may have been tampered with",
+            )
 
     def _raise(self, exc: BaseException, action: str, *, arn: str | None = None) -> NoReturn:
         if isinstance(exc, KeyvaultError):
@@ -243,7 +273,8 @@ class AwsKmsWrapper:
         key = self._uri if arn is None or arn == self._key else f"{self._uri} ({arn})"
         where = f"cannot {action} KMS key {key}"
         transport = aws.translate_transport_error(
-            exc, what=where, endpoint=self._cs.endpoint_url or "AWS KMS")
+            exc, what=where, endpoint=self._cs.endpoint_url or "AWS KMS"
+        )
         if transport is not None:
             raise transport from None
         skewed = aws.clock_skew(exc, where)
@@ -257,7 +288,7 @@ class AwsKmsWrapper:
             raise IntegrityError(
                 f"{where}: KMS says the wrapped key does not authenticate ({shown}): it was "
                 "altered, or it is bound to another key's context (team, GUN, role, key ID)",
-                hint="the envelope was moved or tampered with; restore another version"
+                hint="the envelope was moved or tampered with; restore another version",
             ) from None
         if code == "AccessDeniedException" and arn is not None and _names_other_key(exc):
             # Decrypt pinned to the recorded key, yet the blob names a key we cannot use:
@@ -265,43 +296,62 @@ class AwsKmsWrapper:
             # key-ID byte; a real policy denial reads "... is not authorized to perform").
             raise IntegrityError(
                 f"{where}: the wrapped key does not belong to the recorded KMS key ({shown}); "
-                "it was altered or swapped", hint="restore another version") from None
+                "it was altered or swapped",
+                hint="restore another version",
+            ) from None
         if code == "IncorrectKeyException":
-            raise IntegrityError(f"{where}: the wrapped key was made with another KMS key "
-                                 f"({shown})") from None
+            raise IntegrityError(
+                f"{where}: the wrapped key was made with another KMS key ({shown})"
+            ) from None
         if code == "DisabledException":
             raise KmsKeyDisabledError(
                 f"{where}: the KMS key is disabled ({shown})",
                 hint="ask its administrator to enable it (aws kms enable-key), or restore with "
-                     "another wrapper such as the recovery identity") from None
+                "another wrapper such as the recovery identity",
+            ) from None
         if code == "KMSInvalidStateException":
             raise KmsKeyStateError(
-                f"{where}: the KMS key's state forbids this (pending deletion or import; "
-                f"{shown})", hint="cancel a scheduled deletion (aws kms cancel-key-deletion) "
-                                  "or restore with another wrapper") from None
+                f"{where}: the KMS key's state forbids this (pending deletion or import; {shown})",
+                hint="cancel a scheduled deletion (aws kms cancel-key-deletion) "
+                "or restore with another wrapper",
+            ) from None
         if code == "NotFoundException":
             raise KmsKeyNotFoundError(
                 f"{where}: no such KMS key or alias in region {self._region()} ({shown})",
-                hint="check the key URI, the region and the account") from None
-        if code in ("ThrottlingException", "Throttling", "LimitExceededException",
-                    "TooManyRequestsException", "RequestLimitExceeded"):
+                hint="check the key URI, the region and the account",
+            ) from None
+        if code in (
+            "ThrottlingException",
+            "Throttling",
+            "LimitExceededException",
+            "TooManyRequestsException",
+            "RequestLimitExceeded",
+        ):
             raise KmsThrottledError(
                 f"{where}: KMS is throttling requests and still was after "
                 f"{self._cs.max_attempts} attempts ({shown})",
-                hint="re-run later, lower the concurrency, or raise [awskms] max_attempts"
+                hint="re-run later, lower the concurrency, or raise [awskms] max_attempts",
             ) from None
         if code in aws.ACCESS_CODES or status == 403 or code == "InvalidGrantTokenException":
             raise KmsAccessDeniedError(
                 f"{where}: access denied ({shown})",
                 hint="the key policy or IAM must allow kms:Encrypt/kms:Decrypt for these "
-                     "credentials with this encryption context") from None
-        if code in ("InvalidKeyUsageException", "UnsupportedOperationException",
-                    "ValidationException", "InvalidArnException"):
-            raise UsageError(f"{where}: the KMS key cannot wrap keys ({shown})",
-                             hint="use a symmetric ENCRYPT_DECRYPT key") from None
+                "credentials with this encryption context",
+            ) from None
+        if code in (
+            "InvalidKeyUsageException",
+            "UnsupportedOperationException",
+            "ValidationException",
+            "InvalidArnException",
+        ):
+            raise UsageError(
+                f"{where}: the KMS key cannot wrap keys ({shown})",
+                hint="use a symmetric ENCRYPT_DECRYPT key",
+            ) from None
         if code in aws.TRANSIENT_CODES or (status is not None and status >= 500):
-            raise BackendUnavailableError(f"{where}: KMS failed ({shown})",
-                                          hint="re-run to retry") from None
+            raise BackendUnavailableError(
+                f"{where}: KMS failed ({shown})", hint="re-run to retry"
+            ) from None
         raise BackendUnavailableError(f"{where}: KMS refused the request ({shown})") from None
 
     def _region(self) -> str:
@@ -316,22 +366,31 @@ def parse_awskms_uri(uri: str) -> tuple[str | None, str]:
         raise UsageError("invalid awskms URI")
     scheme, sep, rest = uri.partition("://")
     if scheme.lower() != "awskms" or not sep:
-        raise UsageError(f"not an awskms URI: {shown_uri(uri)}",
-                         hint="use awskms:///alias/name or awskms:///arn:aws:kms:...")
+        raise UsageError(
+            f"not an awskms URI: {shown_uri(uri)}",
+            hint="use awskms:///alias/name or awskms:///arn:aws:kms:...",
+        )
     host, slash, key = rest.partition("/")
     if not slash or not key:
-        raise UsageError(f"awskms URI {shown_uri(uri)} names no key",
-                         hint="use awskms:///alias/name or awskms:///arn:aws:kms:...")
+        raise UsageError(
+            f"awskms URI {shown_uri(uri)} names no key",
+            hint="use awskms:///alias/name or awskms:///arn:aws:kms:...",
+        )
     if host and (not _HOST.fullmatch(host) or "@" in host):
-        raise UsageError(f"awskms URI {shown_uri(uri)} has an invalid endpoint",
-                         hint="awskms://host:port/<key> (no credentials)")
+        raise UsageError(
+            f"awskms URI {shown_uri(uri)} has an invalid endpoint",
+            hint="awskms://host:port/<key> (no credentials)",
+        )
     if not (_ALIAS.fullmatch(key) or _KEY_ID.fullmatch(key) or _ARN.fullmatch(key)):
-        raise UsageError(f"awskms URI {shown_uri(uri)}: {key[:80]!r} is not a KMS alias, key ID "
-                         "or ARN", hint="alias/name, a key ID, or arn:aws:kms:region:account:"
-                                        "key/... or :alias/...")
+        raise UsageError(
+            f"awskms URI {shown_uri(uri)}: {key[:80]!r} is not a KMS alias, key ID or ARN",
+            hint="alias/name, a key ID, or arn:aws:kms:region:account:key/... or :alias/...",
+        )
     if key.startswith("alias/aws/"):
-        raise UsageError(f"awskms URI {shown_uri(uri)} names an AWS-managed key",
-                         hint="use a customer-managed key: its policy can be restricted")
+        raise UsageError(
+            f"awskms URI {shown_uri(uri)} names an AWS-managed key",
+            hint="use a customer-managed key: its policy can be restricted",
+        )
     return host or None, key
 
 

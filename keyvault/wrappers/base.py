@@ -15,8 +15,16 @@ from keyvault.canonical import canonical_json
 from keyvault.keyring import DEK_SIZE, ParamValue, WrappedKey, Wrapper, b64
 from keyvault.plugins import BackendOptions
 
-__all__ = ["DEK_SIZE", "ParamValue", "Rotatable", "WrappedKey", "Wrapper", "WrapperFactory",
-           "b64", "context_digest"]
+__all__ = [
+    "DEK_SIZE",
+    "ParamValue",
+    "Rotatable",
+    "WrappedKey",
+    "Wrapper",
+    "WrapperFactory",
+    "b64",
+    "context_digest",
+]
 
 
 @runtime_checkable

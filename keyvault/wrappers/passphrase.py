@@ -112,8 +112,13 @@ class PassphraseWrapper:
         nonce = os.urandom(NONCE_SIZE)
         blob = AESGCM(kek).encrypt(nonce, bytes(dek), canonical_json(context))
         params: dict[str, ParamValue] = {
-            "kdf": "scrypt", "salt": b64(salt), "n": self._n, "r": SCRYPT_R, "p": SCRYPT_P,
-            "nonce": b64(nonce), "check": b64(_check_value(kek)),
+            "kdf": "scrypt",
+            "salt": b64(salt),
+            "n": self._n,
+            "r": SCRYPT_R,
+            "p": SCRYPT_P,
+            "nonce": b64(nonce),
+            "check": b64(_check_value(kek)),
         }
         return WrappedKey(self._uri, ALG, blob, dict(context), params)
 
@@ -125,13 +130,15 @@ class PassphraseWrapper:
                 self._forget()  # a person may retype it on the next key
                 raise AccessDeniedError(
                     f"wrong passphrase for {self._uri} (or the wrapped key's salt was altered)",
-                    hint=f"retype it, or check {ENV_VAR}")
+                    hint=f"retype it, or check {ENV_VAR}",
+                )
         try:
             dek = AESGCM(kek).decrypt(nonce, wrapped.blob, canonical_json(context))
         except InvalidTag:
             raise IntegrityError(
                 f"the key wrapped for {self._uri} was altered or is bound to another key's "
-                "context (team, GUN, role or key ID); the passphrase is right") from None
+                "context (team, GUN, role or key ID); the passphrase is right"
+            ) from None
         if len(dek) != DEK_SIZE:
             raise IntegrityError(f"the key wrapped for {self._uri} has the wrong length")
         return dek
@@ -155,8 +162,10 @@ class PassphraseWrapper:
         if ENV_VAR in env:
             value = env[ENV_VAR]
             if not value:
-                raise UsageError(f"{ENV_VAR} is set but empty",
-                                 hint="set it to the passphrase, or unset it to be asked")
+                raise UsageError(
+                    f"{ENV_VAR} is set but empty",
+                    hint="set it to the passphrase, or unset it to be asked",
+                )
         elif self._options.prompt is not None:
             value = self._options.prompt(f"Passphrase for {self._uri}", confirm=confirm)
             if not value:
@@ -183,12 +192,15 @@ class PassphraseWrapper:
             raise self._refused("non-integer scrypt parameters")
         cap = max(UNWRAP_MAX_N, self._n)
         if not MIN_N <= n <= cap or n & (n - 1):
-            raise self._refused(f"scrypt n={n} (this machine opens powers of two from "
-                                f"{MIN_N} to {cap})")
+            raise self._refused(
+                f"scrypt n={n} (this machine opens powers of two from {MIN_N} to {cap})"
+            )
         # Memory is 128 * n * r, time grows with n * r * p: neither beyond the cap's.
         if r != SCRYPT_R or not 1 <= p <= MAX_P or n * p > cap:
-            raise self._refused(f"scrypt r={r}, p={p} at n={n} (this machine opens r="
-                                f"{SCRYPT_R}, p up to {MAX_P} and n * p up to {cap})")
+            raise self._refused(
+                f"scrypt r={r}, p={p} at n={n} (this machine opens r="
+                f"{SCRYPT_R}, p up to {MAX_P} and n * p up to {cap})"
+            )
         salt = self._bytes_param(params, "salt", SALT_SIZE)
         nonce = self._bytes_param(params, "nonce", NONCE_SIZE)
         check = self._bytes_param(params, "check", CHECK_SIZE)
@@ -207,17 +219,20 @@ class PassphraseWrapper:
         return raw
 
     def _refused(self, what: str) -> IntegrityError:
-        return IntegrityError(f"the key wrapped for {self._uri} has {what}; refused "
-                              "(tampering or a downgrade)")
+        return IntegrityError(
+            f"the key wrapped for {self._uri} has {what}; refused (tampering or a downgrade)"
+        )
 
 
 def parse_uri(uri: str) -> str:
     """The canonical ``passphrase:[<label>]`` URI; UsageError for anything else."""
     scheme, sep, label = uri.partition(":") if isinstance(uri, str) else ("", "", "")
     if scheme.lower() != "passphrase" or not sep or (label and not _LABEL.fullmatch(label)):
-        raise UsageError(f"invalid passphrase wrapper URI {str(uri)[:80]!r}",
-                         hint="use passphrase: or passphrase:<label> with a label of 1-32 "
-                              "lower-case letters, digits and hyphens")
+        raise UsageError(
+            f"invalid passphrase wrapper URI {str(uri)[:80]!r}",
+            hint="use passphrase: or passphrase:<label> with a label of 1-32 "
+            "lower-case letters, digits and hyphens",
+        )
     return f"passphrase:{label}"
 
 
@@ -228,12 +243,12 @@ def derive_kek(passphrase: bytes, salt: bytes, n: int, r: int, p: int) -> bytes:
 
 def _check_cost(n: object) -> int:
     if type(n) is not int or not MIN_N <= n <= MAX_N or n & (n - 1):
-        raise UsageError(f"passphrase.scrypt_n must be a power of two from {MIN_N} to {MAX_N}",
-                         hint=f"the default is {DEFAULT_N}")
+        raise UsageError(
+            f"passphrase.scrypt_n must be a power of two from {MIN_N} to {MAX_N}",
+            hint=f"the default is {DEFAULT_N}",
+        )
     return n
 
 
 def _check_value(kek: bytes) -> bytes:
     return hmac.new(kek, _CHECK_LABEL, hashlib.sha256).digest()[:CHECK_SIZE]
-
-

@@ -85,8 +85,7 @@ ENV_PIN = "KEYVAULT_PKCS11_PIN"
 ALG_GCM, ALG_KWP, ALG_OAEP = "pkcs11-aes-gcm", "pkcs11-aes-kwp", "pkcs11-rsa-oaep"
 #: ``[pkcs11] mechanism`` values: force one mechanism for new wraps.
 MECHANISM_SETTINGS = {"aes-gcm": ALG_GCM, "aes-kwp": ALG_KWP, "rsa-oaep": ALG_OAEP}
-CKM_NAMES = {ALG_GCM: "CKM_AES_GCM", ALG_KWP: "CKM_AES_KEY_WRAP_PAD",
-             ALG_OAEP: "CKM_RSA_PKCS_OAEP"}
+CKM_NAMES = {ALG_GCM: "CKM_AES_GCM", ALG_KWP: "CKM_AES_KEY_WRAP_PAD", ALG_OAEP: "CKM_RSA_PKCS_OAEP"}
 OAEP_HASHES = ("sha256", "sha1")
 IV_SIZE, TAG_BITS = 12, 128
 MIN_RSA_BITS = 2048
@@ -97,16 +96,22 @@ _KWP_SALT_SIZE = 16
 _KWP_BLOB_SIZE = _SEALED_SIZE + _KWP_SALT_SIZE + 8
 _MAX_PIN_FILE = 4096
 _COMMON_PARAMS = {"mechanism", "token", "key_label"}
-_PARAMS = {ALG_GCM: _COMMON_PARAMS | {"iv", "tag_bits"},
-           ALG_KWP: _COMMON_PARAMS | {"bound"},
-           ALG_OAEP: _COMMON_PARAMS | {"hash", "bound"}}
+_PARAMS = {
+    ALG_GCM: _COMMON_PARAMS | {"iv", "tag_bits"},
+    ALG_KWP: _COMMON_PARAMS | {"bound"},
+    ALG_OAEP: _COMMON_PARAMS | {"hash", "bound"},
+}
 _OPTIONAL_PARAMS = {"key_id"}
 _BOUND = "sha256-context"
 _CREATE_HINT = "create it with: keyvault hsm create-key '{uri}'  (see docs/hsm.md)"
-_MODULE_HINT = (f"give the module with module-path= in the URI, {ENV_MODULE}, or [pkcs11] "
-                "module in the config (SoftHSM2: /usr/lib/softhsm/libsofthsm2.so)")
-_PIN_HINT = (f"give the user PIN with pin-source=/path/to/file in the URI, {ENV_PIN}, "
-             "[pkcs11] pin_source in the config, or run in a terminal to be asked")
+_MODULE_HINT = (
+    f"give the module with module-path= in the URI, {ENV_MODULE}, or [pkcs11] "
+    "module in the config (SoftHSM2: /usr/lib/softhsm/libsofthsm2.so)"
+)
+_PIN_HINT = (
+    f"give the user PIN with pin-source=/path/to/file in the URI, {ENV_PIN}, "
+    "[pkcs11] pin_source in the config, or run in a terminal to be asked"
+)
 
 T = TypeVar("T")
 
@@ -197,8 +202,9 @@ def _load_module(path: str) -> _Module:
         try:
             st = Path(path).stat()
         except OSError:
-            raise Pkcs11ModuleError(f"PKCS#11 module {path} does not exist or is not readable",
-                                    hint=_MODULE_HINT) from None
+            raise Pkcs11ModuleError(
+                f"PKCS#11 module {path} does not exist or is not readable", hint=_MODULE_HINT
+            ) from None
         if not stat.S_ISREG(st.st_mode):
             raise Pkcs11ModuleError(f"PKCS#11 module {path} is not a file", hint=_MODULE_HINT)
         fsutil.refuse_if_others_can_change(path, st, "PKCS#11 module")  # code we would run
@@ -207,10 +213,10 @@ def _load_module(path: str) -> _Module:
             lib = pkcs11.lib(path)
         except pkcs11.exceptions.PKCS11Error as exc:
             raise Pkcs11ModuleError(
-                f"PKCS#11 module {path} could not be loaded or initialised "
-                f"({type(exc).__name__})",
+                f"PKCS#11 module {path} could not be loaded or initialised ({type(exc).__name__})",
                 hint="check that it is a PKCS#11 library for this machine's architecture; "
-                     "SoftHSM2 also needs SOFTHSM2_CONF naming a readable config") from None
+                "SoftHSM2 also needs SOFTHSM2_CONF naming a readable config",
+            ) from None
         module = _MODULES[path] = _Module(path, lib)
         return module
 
@@ -222,7 +228,8 @@ def _import_pkcs11() -> Any:
     except ImportError:
         raise BackendUnavailableError(
             "the pkcs11: wrapper needs the Python package 'python-pkcs11'",
-            hint="install it with: pip install 'keyvault[hsm]'") from None
+            hint="install it with: pip install 'keyvault[hsm]'",
+        ) from None
     return pkcs11
 
 
@@ -232,14 +239,16 @@ def _find_token(module: _Module, uri: Pkcs11Uri) -> Any:
     if len(tokens) > 1:
         raise TokenNotFoundError(
             f"{len(tokens)} tokens match the {uri.token_description()} in {module.path}",
-            hint="add serial= or slot-id= to the URI (keyvault hsm list shows them)")
+            hint="add serial= or slot-id= to the URI (keyvault hsm list shows them)",
+        )
     if not tokens:
         present = ", ".join(repr(t.label) for t in _all_tokens(module)) or "none"
         raise TokenNotFoundError(
             f"no {uri.token_description()} in PKCS#11 module {module.path} "
             f"(tokens present: {present})",
             hint="check the token label, or initialise one (softhsm2-util --init-token); "
-                 "keyvault hsm list shows the tokens")
+            "keyvault hsm list shows the tokens",
+        )
     return tokens[0]
 
 
@@ -292,8 +301,7 @@ def _serial(token: Any) -> str:
     return bytes(token.serial).decode("ascii", "replace").strip()
 
 
-def _acquire_session(module: _Module, uri: Pkcs11Uri,
-                     options: BackendOptions) -> _SharedSession:
+def _acquire_session(module: _Module, uri: Pkcs11Uri, options: BackendOptions) -> _SharedSession:
     """The logged-in session for the URI's token: the shared one, or a new one."""
     pkcs11 = _import_pkcs11()
     with module.lock:
@@ -314,8 +322,9 @@ def _acquire_session(module: _Module, uri: Pkcs11Uri,
             finally:
                 del secret
             _count("sessions_opened")
-            shared = module.sessions[slot_id] = _SharedSession(module, slot_id, token.label,
-                                                               session)
+            shared = module.sessions[slot_id] = _SharedSession(
+                module, slot_id, token.label, session
+            )
         shared.users += 1
         return shared
 
@@ -355,8 +364,7 @@ class _Keys:
 class Pkcs11Wrapper:
     """Wrap under one key of one PKCS#11 token; strict: unwrap only what this key wrapped."""
 
-    def __init__(self, uri: str, options: BackendOptions, *,
-                 mechanism: str | None = None) -> None:
+    def __init__(self, uri: str, options: BackendOptions, *, mechanism: str | None = None) -> None:
         self._parsed = parse_pkcs11_uri(uri)
         require_key(self._parsed)
         _warn_pin_value(self._parsed)
@@ -365,8 +373,10 @@ class Pkcs11Wrapper:
         settings = options.for_scheme("pkcs11")
         choice = mechanism if mechanism is not None else settings.get("mechanism")
         if choice is not None and choice not in MECHANISM_SETTINGS:
-            raise UsageError(f"unknown pkcs11 mechanism {str(choice)[:20]!r}; choose one of "
-                             f"{', '.join(MECHANISM_SETTINGS)}")
+            raise UsageError(
+                f"unknown pkcs11 mechanism {str(choice)[:20]!r}; choose one of "
+                f"{', '.join(MECHANISM_SETTINGS)}"
+            )
         self._forced = MECHANISM_SETTINGS[choice] if choice is not None else None
         self._lock = threading.Lock()
         self._shared: _SharedSession | None = None
@@ -405,15 +415,22 @@ class Pkcs11Wrapper:
             self._check_wrapping_key(keys)
             alg = self._choose_alg(shared, keys)
             params: dict[str, ParamValue] = {
-                "mechanism": CKM_NAMES[alg], "token": shared.token_label,
-                "key_label": keys.label}
+                "mechanism": CKM_NAMES[alg],
+                "token": shared.token_label,
+                "key_label": keys.label,
+            }
             if keys.key_id:
                 params["key_id"] = keys.key_id.hex()
             if alg == ALG_GCM:
                 iv = os.urandom(IV_SIZE)
-                blob = self._call(lambda: keys.secret.encrypt(
-                    bytes(dek), mechanism=_mech().AES_GCM,
-                    mechanism_param=_gcm_params(iv, context)), "AES-GCM encryption")
+                blob = self._call(
+                    lambda: keys.secret.encrypt(
+                        bytes(dek),
+                        mechanism=_mech().AES_GCM,
+                        mechanism_param=_gcm_params(iv, context),
+                    ),
+                    "AES-GCM encryption",
+                )
                 params.update(iv=b64(iv), tag_bits=TAG_BITS)
             elif alg == ALG_KWP:
                 sealed = bytes(dek) + context_digest(context) + os.urandom(_KWP_SALT_SIZE)
@@ -421,9 +438,14 @@ class Pkcs11Wrapper:
                 params["bound"] = _BOUND
             else:
                 digest = self._oaep_hash or "sha1"
-                blob = self._call(lambda: keys.public.encrypt(
-                    bytes(dek) + context_digest(context), mechanism=_mech().RSA_PKCS_OAEP,
-                    mechanism_param=_oaep_params(digest)), "RSA-OAEP encryption")
+                blob = self._call(
+                    lambda: keys.public.encrypt(
+                        bytes(dek) + context_digest(context),
+                        mechanism=_mech().RSA_PKCS_OAEP,
+                        mechanism_param=_oaep_params(digest),
+                    ),
+                    "RSA-OAEP encryption",
+                )
                 params.update(hash=digest, bound=_BOUND)
         return WrappedKey(self._uri, alg, bytes(blob), dict(context), params)
 
@@ -434,9 +456,13 @@ class Pkcs11Wrapper:
             if alg == ALG_GCM:
                 self._require_mechanism(shared, alg)
                 iv = _unb64(params["iv"])
-                plain = self._decrypt(lambda: keys.secret.decrypt(
-                    wrapped.blob, mechanism=_mech().AES_GCM,
-                    mechanism_param=_gcm_params(iv, context)))
+                plain = self._decrypt(
+                    lambda: keys.secret.decrypt(
+                        wrapped.blob,
+                        mechanism=_mech().AES_GCM,
+                        mechanism_param=_gcm_params(iv, context),
+                    )
+                )
                 if len(plain) != DEK_SIZE:
                     raise self._altered("has the wrong length")
                 return bytes(plain)
@@ -449,14 +475,21 @@ class Pkcs11Wrapper:
             else:
                 self._require_mechanism(shared, alg)
                 digest = str(params["hash"])
-                sealed = self._decrypt(lambda: keys.private.decrypt(
-                    wrapped.blob, mechanism=_mech().RSA_PKCS_OAEP,
-                    mechanism_param=_oaep_params(digest)), oaep_hash=digest)
+                sealed = self._decrypt(
+                    lambda: keys.private.decrypt(
+                        wrapped.blob,
+                        mechanism=_mech().RSA_PKCS_OAEP,
+                        mechanism_param=_oaep_params(digest),
+                    ),
+                    oaep_hash=digest,
+                )
         if len(sealed) != _SEALED_SIZE:
             raise self._altered("has the wrong length")
         if not hmac.compare_digest(sealed[DEK_SIZE:], context_digest(context)):
-            raise IntegrityError(f"the key wrapped for {self._uri} is bound to another key's "
-                                 "context (team, GUN, role or key ID)")
+            raise IntegrityError(
+                f"the key wrapped for {self._uri} is bound to another key's "
+                "context (team, GUN, role or key ID)"
+            )
         return bytes(sealed[:DEK_SIZE])
 
     def close(self) -> None:
@@ -494,7 +527,8 @@ class Pkcs11Wrapper:
                 f"the key at {self._uri} is extractable (CKA_EXTRACTABLE is true); keyvault "
                 "wraps only under keys that cannot leave the token",
                 hint="create a new key with keyvault hsm create-key, which makes it "
-                     "non-extractable")
+                "non-extractable",
+            )
 
     def _choose_alg(self, shared: _SharedSession, keys: _Keys) -> str:
         if self._wrap_alg is not None:
@@ -504,16 +538,22 @@ class Pkcs11Wrapper:
         if keys.kind == "rsa":
             candidates = [ALG_OAEP]
         else:
-            candidates = [a for a, m, capability in (
-                (ALG_GCM, mech.AES_GCM, "ENCRYPT"), (ALG_KWP, mech.AES_KEY_WRAP_PAD, "WRAP"))
-                if m in offered and _attr(keys.secret, capability, default=True)]
+            candidates = [
+                a
+                for a, m, capability in (
+                    (ALG_GCM, mech.AES_GCM, "ENCRYPT"),
+                    (ALG_KWP, mech.AES_KEY_WRAP_PAD, "WRAP"),
+                )
+                if m in offered and _attr(keys.secret, capability, default=True)
+            ]
         if self._forced is not None:
             if self._forced not in candidates:
                 raise MechanismNotSupportedError(
                     f"{CKM_NAMES[self._forced]} is not available with the {keys.kind.upper()} "
                     f"key at {self._uri} on token {shared.token_label!r}",
                     hint="remove [pkcs11] mechanism from the config, or use a key and token "
-                         "that offer it")
+                    "that offer it",
+                )
             candidates = [self._forced]
         if not candidates or (keys.kind == "rsa" and mech.RSA_PKCS_OAEP not in offered):
             raise MechanismNotSupportedError(
@@ -521,7 +561,8 @@ class Pkcs11Wrapper:
                 f"with for the {keys.kind.upper()} key at {self._uri} (AES-GCM or AES key wrap "
                 "with padding for AES keys, RSA-OAEP for RSA keys)",
                 hint="use an AES-256 key on a token that offers CKM_AES_GCM or "
-                     "CKM_AES_KEY_WRAP_PAD, or an RSA key pair")
+                "CKM_AES_KEY_WRAP_PAD, or an RSA key pair",
+            )
         if candidates[0] == ALG_OAEP:
             self._oaep_hash = self._probe_oaep_hash(keys)
         self._wrap_alg = candidates[0]
@@ -530,52 +571,73 @@ class Pkcs11Wrapper:
     def _probe_oaep_hash(self, keys: _Keys) -> str:
         """SHA-256 if the token accepts it for OAEP, else SHA-1 (SoftHSM2 2.6.1)."""
         pkcs11 = _import_pkcs11()
-        refused = (pkcs11.exceptions.ArgumentsBad, pkcs11.exceptions.MechanismParamInvalid,
-                   pkcs11.exceptions.MechanismInvalid)
+        refused = (
+            pkcs11.exceptions.ArgumentsBad,
+            pkcs11.exceptions.MechanismParamInvalid,
+            pkcs11.exceptions.MechanismInvalid,
+        )
         for digest in OAEP_HASHES:
             try:
-                keys.public.encrypt(b"keyvault-oaep-probe", mechanism=_mech().RSA_PKCS_OAEP,
-                                    mechanism_param=_oaep_params(digest))
+                keys.public.encrypt(
+                    b"keyvault-oaep-probe",
+                    mechanism=_mech().RSA_PKCS_OAEP,
+                    mechanism_param=_oaep_params(digest),
+                )
             except refused:
                 continue
             except pkcs11.exceptions.PKCS11Error as exc:
                 raise _translate(exc, "RSA-OAEP encryption") from None
             return digest
         raise MechanismNotSupportedError(
-            f"token offers RSA-OAEP with neither SHA-256 nor SHA-1 for the key at {self._uri}")
+            f"token offers RSA-OAEP with neither SHA-256 nor SHA-1 for the key at {self._uri}"
+        )
 
     def _require_mechanism(self, shared: _SharedSession, alg: str) -> None:
-        if getattr(_mech(), CKM_NAMES[alg][len("CKM_"):]) not in _mechanisms(shared):
+        if getattr(_mech(), CKM_NAMES[alg][len("CKM_") :]) not in _mechanisms(shared):
             raise MechanismNotSupportedError(
                 f"this DEK was wrapped with {CKM_NAMES[alg]}, which token "
                 f"{shared.token_label!r} does not offer",
-                hint="open it on a token (or module version) that offers that mechanism")
+                hint="open it on a token (or module version) that offers that mechanism",
+            )
 
     def _check_same_key(self, keys: _Keys, params: Mapping[str, ParamValue], alg: str) -> None:
         if (alg == ALG_OAEP) != (keys.kind == "rsa"):
             raise KeyNotFoundError(
                 f"the key at {self._uri} is an {keys.kind.upper()} key, but this DEK was "
                 f"wrapped with {CKM_NAMES[alg]}: the URI now names another key",
-                hint="restore the original key on the token, or use another wrapper")
+                hint="restore the original key on the token, or use another wrapper",
+            )
         recorded = params.get("key_id")
         if recorded is not None and recorded != keys.key_id.hex():
             raise KeyNotFoundError(
                 f"the key at {self._uri} has CKA_ID {keys.key_id.hex() or '(none)'}, but this "
                 f"DEK was wrapped under CKA_ID {str(recorded)[:64]}: the original key was "
                 "replaced, or the URI now matches another key",
-                hint="restore the original key on the token, or use another wrapper")
+                hint="restore the original key on the token, or use another wrapper",
+            )
 
     def _kwp_wrap(self, shared: _SharedSession, keys: _Keys, sealed: bytes) -> bytes:
         pkcs11 = _import_pkcs11()
         a = pkcs11.Attribute
-        template = {a.CLASS: pkcs11.ObjectClass.SECRET_KEY,
-                    a.KEY_TYPE: pkcs11.KeyType.GENERIC_SECRET, a.VALUE: sealed, a.TOKEN: False,
-                    a.EXTRACTABLE: True, a.SENSITIVE: False, a.PRIVATE: True}
-        transient = self._call(lambda: shared.session.create_object(template),
-                               "creating a session object")
+        template = {
+            a.CLASS: pkcs11.ObjectClass.SECRET_KEY,
+            a.KEY_TYPE: pkcs11.KeyType.GENERIC_SECRET,
+            a.VALUE: sealed,
+            a.TOKEN: False,
+            a.EXTRACTABLE: True,
+            a.SENSITIVE: False,
+            a.PRIVATE: True,
+        }
+        transient = self._call(
+            lambda: shared.session.create_object(template), "creating a session object"
+        )
         try:
-            return bytes(self._call(lambda: keys.secret.wrap_key(
-                transient, mechanism=_mech().AES_KEY_WRAP_PAD), "AES key wrap"))
+            return bytes(
+                self._call(
+                    lambda: keys.secret.wrap_key(transient, mechanism=_mech().AES_KEY_WRAP_PAD),
+                    "AES key wrap",
+                )
+            )
         finally:
             _destroy(transient)
 
@@ -584,10 +646,16 @@ class Pkcs11Wrapper:
         if len(blob) != _KWP_BLOB_SIZE:
             raise self._altered("has the wrong length")
         a = pkcs11.Attribute
-        transient = self._decrypt(lambda: keys.secret.unwrap_key(
-            pkcs11.ObjectClass.SECRET_KEY, pkcs11.KeyType.GENERIC_SECRET, blob,
-            mechanism=_mech().AES_KEY_WRAP_PAD, store=False,
-            template={a.SENSITIVE: False, a.EXTRACTABLE: True, a.PRIVATE: True}))
+        transient = self._decrypt(
+            lambda: keys.secret.unwrap_key(
+                pkcs11.ObjectClass.SECRET_KEY,
+                pkcs11.KeyType.GENERIC_SECRET,
+                blob,
+                mechanism=_mech().AES_KEY_WRAP_PAD,
+                store=False,
+                template={a.SENSITIVE: False, a.EXTRACTABLE: True, a.PRIVATE: True},
+            )
+        )
         try:
             return bytes(self._call(lambda: transient[a.VALUE], "reading the unwrapped value"))
         finally:
@@ -606,16 +674,26 @@ class Pkcs11Wrapper:
         e = pkcs11.exceptions
         try:
             return action()
-        except (e.GeneralError, e.EncryptedDataInvalid, e.EncryptedDataLenRange,
-                e.WrappedKeyInvalid, e.WrappedKeyLenRange, e.DataInvalid, e.DataLenRange):
-            raise self._altered("does not decrypt with the token key: it was altered, "
-                                "truncated, wrapped under another key, or bound to another "
-                                "key's context") from None
+        except (
+            e.GeneralError,
+            e.EncryptedDataInvalid,
+            e.EncryptedDataLenRange,
+            e.WrappedKeyInvalid,
+            e.WrappedKeyLenRange,
+            e.DataInvalid,
+            e.DataLenRange,
+        ):
+            raise self._altered(
+                "does not decrypt with the token key: it was altered, "
+                "truncated, wrapped under another key, or bound to another "
+                "key's context"
+            ) from None
         except (e.ArgumentsBad, e.MechanismParamInvalid, e.MechanismInvalid):
             detail = f" with {oaep_hash.upper()}" if oaep_hash else ""
             raise MechanismNotSupportedError(
                 f"the token refuses the mechanism{detail} this DEK was wrapped with",
-                hint="open it on a token (or module version) that offers it") from None
+                hint="open it on a token (or module version) that offers it",
+            ) from None
         except e.PKCS11Error as exc:
             raise _translate(exc, f"unwrapping with the key at {self._uri}") from None
 
@@ -648,8 +726,9 @@ class Pkcs11Wrapper:
         return alg, params
 
     def _refused(self, what: str) -> IntegrityError:
-        return IntegrityError(f"the key wrapped for {self._uri} has {what}; refused "
-                              "(tampering or a downgrade)")
+        return IntegrityError(
+            f"the key wrapped for {self._uri} has {what}; refused (tampering or a downgrade)"
+        )
 
 
 # --- key lookup, creation, listing ---------------------------------------------------
@@ -658,53 +737,80 @@ class Pkcs11Wrapper:
 def _find_keys(shared: _SharedSession, uri: Pkcs11Uri) -> _Keys:
     pkcs11 = _import_pkcs11()
     oc = pkcs11.ObjectClass
-    wanted = {"secret-key": (oc.SECRET_KEY,), "private": (oc.PRIVATE_KEY, oc.PUBLIC_KEY),
-              None: (oc.SECRET_KEY, oc.PRIVATE_KEY, oc.PUBLIC_KEY)}[uri.type]
+    wanted = {
+        "secret-key": (oc.SECRET_KEY,),
+        "private": (oc.PRIVATE_KEY, oc.PUBLIC_KEY),
+        None: (oc.SECRET_KEY, oc.PRIVATE_KEY, oc.PUBLIC_KEY),
+    }[uri.type]
     found: dict[Any, list[Any]] = {}
     for cls in wanted:
         found[cls] = _objects(shared, uri, cls)
-    secrets, privates, publics = (found.get(oc.SECRET_KEY, []), found.get(oc.PRIVATE_KEY, []),
-                                  found.get(oc.PUBLIC_KEY, []))
+    secrets, privates, publics = (
+        found.get(oc.SECRET_KEY, []),
+        found.get(oc.PRIVATE_KEY, []),
+        found.get(oc.PUBLIC_KEY, []),
+    )
     where = f"token {shared.token_label!r}"
     if secrets and privates:
-        raise KeyNotFoundError(f"{uri.key_uri} matches both a secret key and a private key "
-                               f"on {where}", hint="add type=secret-key or type=private")
+        raise KeyNotFoundError(
+            f"{uri.key_uri} matches both a secret key and a private key on {where}",
+            hint="add type=secret-key or type=private",
+        )
     if len(secrets) > 1 or len(privates) > 1:
-        raise KeyNotFoundError(f"{uri.key_uri} matches {max(len(secrets), len(privates))} "
-                               f"keys on {where}", hint="add id= to the URI to pick one "
-                               "(keyvault hsm list shows the IDs)")
+        raise KeyNotFoundError(
+            f"{uri.key_uri} matches {max(len(secrets), len(privates))} keys on {where}",
+            hint="add id= to the URI to pick one (keyvault hsm list shows the IDs)",
+        )
     if secrets:
         key = secrets[0]
         if key.key_type != pkcs11.KeyType.AES or _attr(key, "VALUE_LEN", 0) != 32:
             raise MechanismNotSupportedError(
                 f"the secret key at {uri.key_uri} is not an AES-256 key",
                 hint="keyvault wraps with AES-256 or RSA (>= 2048 bits) keys; create one with "
-                     "keyvault hsm create-key")
-        return _Keys("aes", key.label or "", _attr(key, "ID", b""), secret=key,
-                     extractable=bool(_attr(key, "EXTRACTABLE", True)), bits=256)
+                "keyvault hsm create-key",
+            )
+        return _Keys(
+            "aes",
+            key.label or "",
+            _attr(key, "ID", b""),
+            secret=key,
+            extractable=bool(_attr(key, "EXTRACTABLE", True)),
+            bits=256,
+        )
     if privates:
         private = privates[0]
         if private.key_type != pkcs11.KeyType.RSA:
             raise MechanismNotSupportedError(
                 f"the private key at {uri.key_uri} is not an RSA key",
-                hint="keyvault wraps with AES-256 or RSA (>= 2048 bits) keys")
+                hint="keyvault wraps with AES-256 or RSA (>= 2048 bits) keys",
+            )
         public = _matching_public(shared, uri, private, publics)
         bits = int(_attr(public, "MODULUS_BITS", 0))
         if bits < MIN_RSA_BITS:
             raise MechanismNotSupportedError(
                 f"the RSA key at {uri.key_uri} has {bits} bits; keyvault needs at least "
-                f"{MIN_RSA_BITS}", hint="create a new key with keyvault hsm create-key --type rsa")
-        return _Keys("rsa", private.label or "", _attr(private, "ID", b""), public=public,
-                     private=private, extractable=bool(_attr(private, "EXTRACTABLE", True)),
-                     bits=bits)
+                f"{MIN_RSA_BITS}",
+                hint="create a new key with keyvault hsm create-key --type rsa",
+            )
+        return _Keys(
+            "rsa",
+            private.label or "",
+            _attr(private, "ID", b""),
+            public=public,
+            private=private,
+            extractable=bool(_attr(private, "EXTRACTABLE", True)),
+            bits=bits,
+        )
     raise KeyNotFoundError(
         f"no AES secret key or RSA private key matches {uri.key_uri} on {where}"
         + (" (only a public key does)" if publics else ""),
-        hint=_CREATE_HINT.format(uri=uri.key_uri))
+        hint=_CREATE_HINT.format(uri=uri.key_uri),
+    )
 
 
-def _matching_public(shared: _SharedSession, uri: Pkcs11Uri, private: Any,
-                     publics: list[Any]) -> Any:
+def _matching_public(
+    shared: _SharedSession, uri: Pkcs11Uri, private: Any, publics: list[Any]
+) -> Any:
     """The public half of ``private``: same CKA_ID (else same label) and same modulus."""
     pkcs11 = _import_pkcs11()
     if not publics:
@@ -717,7 +823,8 @@ def _matching_public(shared: _SharedSession, uri: Pkcs11Uri, private: Any,
             return public
     raise KeyNotFoundError(
         f"the RSA private key at {uri.key_uri} has no matching public key on the token",
-        hint="import the public key with the same label and CKA_ID, or create a new pair")
+        hint="import the public key with the same label and CKA_ID, or create a new pair",
+    )
 
 
 def _objects(shared: _SharedSession, uri: Pkcs11Uri, cls: Any) -> list[Any]:
@@ -769,9 +876,15 @@ class KeyInfo:
     mechanism: str | None
 
     def to_json(self) -> dict[str, Any]:
-        return {"uri": self.uri, "token": self.token, "label": self.label,
-                "id": self.key_id, "type": self.kind, "extractable": self.extractable,
-                "mechanism": self.mechanism}
+        return {
+            "uri": self.uri,
+            "token": self.token,
+            "label": self.label,
+            "id": self.key_id,
+            "type": self.kind,
+            "extractable": self.extractable,
+            "mechanism": self.mechanism,
+        }
 
 
 @dataclass(frozen=True)
@@ -788,10 +901,16 @@ class TokenInfo:
     pin_locked: bool
 
     def to_json(self) -> dict[str, Any]:
-        return {"uri": self.uri, "label": self.label, "serial": self.serial,
-                "slot_id": self.slot_id, "manufacturer": self.manufacturer,
-                "model": self.model, "initialized": self.initialized,
-                "pin_locked": self.pin_locked}
+        return {
+            "uri": self.uri,
+            "label": self.label,
+            "serial": self.serial,
+            "slot_id": self.slot_id,
+            "manufacturer": self.manufacturer,
+            "model": self.model,
+            "initialized": self.initialized,
+            "pin_locked": self.pin_locked,
+        }
 
 
 def list_tokens(uri: str, options: BackendOptions) -> list[TokenInfo]:
@@ -801,13 +920,25 @@ def list_tokens(uri: str, options: BackendOptions) -> list[TokenInfo]:
     module = _load_module(_module_path(parsed, options))
     with module.lock:
         # A named token must exist (exit 3, listing the labels present); else list them all.
-        tokens = [_find_token(module, parsed)] if parsed.names_token \
+        tokens = (
+            [_find_token(module, parsed)]
+            if parsed.names_token
             else _tokens_reloading(module, parsed)
+        )
     flags = pkcs11.TokenFlag
-    return [TokenInfo(uri=Pkcs11Uri(token=t.label).key_uri, label=t.label, serial=_serial(t),
-                      slot_id=int(t.slot.slot_id), manufacturer=t.manufacturer_id.strip(),
-                      model=t.model.strip(), initialized=bool(t.flags & flags.TOKEN_INITIALIZED),
-                      pin_locked=bool(t.flags & flags.USER_PIN_LOCKED)) for t in tokens]
+    return [
+        TokenInfo(
+            uri=Pkcs11Uri(token=t.label).key_uri,
+            label=t.label,
+            serial=_serial(t),
+            slot_id=int(t.slot.slot_id),
+            manufacturer=t.manufacturer_id.strip(),
+            model=t.model.strip(),
+            initialized=bool(t.flags & flags.TOKEN_INITIALIZED),
+            pin_locked=bool(t.flags & flags.USER_PIN_LOCKED),
+        )
+        for t in tokens
+    ]
 
 
 def list_keys(uri: str, options: BackendOptions) -> list[KeyInfo]:
@@ -856,8 +987,8 @@ def create_key(uri: str, options: BackendOptions, *, kind: str = "aes") -> KeyIn
                         raise ConflictError(
                             f"token {shared.token_label!r} already holds a key with label "
                             f"{parsed.object!r} or CKA_ID {key_id.hex()}; nothing was created",
-                            hint="choose another object= label (keyvault hsm list shows "
-                                 "the keys)")
+                            hint="choose another object= label (keyvault hsm list shows the keys)",
+                        )
             if not shared.session.rw:
                 raise AccessDeniedError(f"token {shared.token_label!r} is write-protected")
             obj = _generate(shared, kind, parsed.object, key_id)
@@ -873,13 +1004,24 @@ def _generate(shared: _SharedSession, kind: str, label: str, key_id: bytes) -> A
     try:
         if kind == "aes":
             return shared.session.generate_key(
-                pkcs11.KeyType.AES, 256, label=label, id=key_id, store=True,
+                pkcs11.KeyType.AES,
+                256,
+                label=label,
+                id=key_id,
+                store=True,
                 capabilities=flag.ENCRYPT | flag.DECRYPT | flag.WRAP | flag.UNWRAP,
-                template=locked)
+                template=locked,
+            )
         _, private = shared.session.generate_keypair(
-            pkcs11.KeyType.RSA, RSA_BITS, label=label, id=key_id, store=True,
+            pkcs11.KeyType.RSA,
+            RSA_BITS,
+            label=label,
+            id=key_id,
+            store=True,
             capabilities=flag.ENCRYPT | flag.DECRYPT | flag.WRAP | flag.UNWRAP,
-            public_template={a.MODIFIABLE: False}, private_template=locked)
+            public_template={a.MODIFIABLE: False},
+            private_template=locked,
+        )
         return private
     except pkcs11.exceptions.PKCS11Error as exc:
         raise _translate(exc, f"generating a key on token {shared.token_label!r}") from None
@@ -892,9 +1034,14 @@ def _key_info(shared: _SharedSession, obj: Any, offered: set[Any]) -> KeyInfo:
     label = obj.label or ""
     if obj.key_type == pkcs11.KeyType.AES:
         kind = f"aes-{int(_attr(obj, 'VALUE_LEN', 0)) * 8}"
-        mechanism = next((CKM_NAMES[alg] for alg, m in ((ALG_GCM, mech.AES_GCM),
-                                                        (ALG_KWP, mech.AES_KEY_WRAP_PAD))
-                          if m in offered), None)
+        mechanism = next(
+            (
+                CKM_NAMES[alg]
+                for alg, m in ((ALG_GCM, mech.AES_GCM), (ALG_KWP, mech.AES_KEY_WRAP_PAD))
+                if m in offered
+            ),
+            None,
+        )
         if kind != "aes-256":
             mechanism = None
     elif obj.key_type == pkcs11.KeyType.RSA:
@@ -903,11 +1050,16 @@ def _key_info(shared: _SharedSession, obj: Any, offered: set[Any]) -> KeyInfo:
         mechanism = CKM_NAMES[ALG_OAEP] if mech.RSA_PKCS_OAEP in offered else None
     else:
         kind, mechanism = str(getattr(obj.key_type, "name", obj.key_type)).lower(), None
-    uri = Pkcs11Uri(token=shared.token_label, object=label or None,
-                    id=key_id or None).key_uri
-    return KeyInfo(uri=uri, token=shared.token_label, label=label, key_id=key_id.hex(),
-                   kind=kind, extractable=bool(_attr(obj, "EXTRACTABLE", True)),
-                   mechanism=mechanism)
+    uri = Pkcs11Uri(token=shared.token_label, object=label or None, id=key_id or None).key_uri
+    return KeyInfo(
+        uri=uri,
+        token=shared.token_label,
+        label=label,
+        key_id=key_id.hex(),
+        kind=kind,
+        extractable=bool(_attr(obj, "EXTRACTABLE", True)),
+        mechanism=mechanism,
+    )
 
 
 class _TokenAccess:
@@ -933,22 +1085,31 @@ class _TokenAccess:
 
 
 def _module_path(parsed: Pkcs11Uri, options: BackendOptions) -> str:
-    path = parsed.module_path or options.env.get(ENV_MODULE) or \
-        options.for_scheme("pkcs11").get("module")
+    path = (
+        parsed.module_path
+        or options.env.get(ENV_MODULE)
+        or options.for_scheme("pkcs11").get("module")
+    )
     if not path:
-        raise Pkcs11ModuleError("no PKCS#11 module configured for the pkcs11: wrapper",
-                                hint=_MODULE_HINT)
+        raise Pkcs11ModuleError(
+            "no PKCS#11 module configured for the pkcs11: wrapper", hint=_MODULE_HINT
+        )
     if not str(path).startswith("/"):
-        raise Pkcs11ModuleError(f"PKCS#11 module path {str(path)[:200]!r} is not absolute",
-                                hint=_MODULE_HINT)
+        raise Pkcs11ModuleError(
+            f"PKCS#11 module path {str(path)[:200]!r} is not absolute", hint=_MODULE_HINT
+        )
     return str(path)
 
 
 def _warn_pin_value(parsed: Pkcs11Uri) -> None:
     if parsed.pin_value is not None:
-        warnings.warn(PinInUriWarning(
-            "a pkcs11: URI carries pin-value: it is visible in process lists, shell "
-            f"history and config files; prefer pin-source=FILE or {ENV_PIN}"), stacklevel=4)
+        warnings.warn(
+            PinInUriWarning(
+                "a pkcs11: URI carries pin-value: it is visible in process lists, shell "
+                f"history and config files; prefer pin-source=FILE or {ENV_PIN}"
+            ),
+            stacklevel=4,
+        )
 
 
 def _obtain_pin(parsed: Pkcs11Uri, options: BackendOptions, token: Any) -> Any:
@@ -976,8 +1137,10 @@ def _read_pin(parsed: Pkcs11Uri, options: BackendOptions) -> str | None:
     if ENV_PIN in options.env:
         value = options.env[ENV_PIN]
         if not value:
-            raise UsageError(f"{ENV_PIN} is set but empty",
-                             hint="set it to the token's user PIN, or unset it to be asked")
+            raise UsageError(
+                f"{ENV_PIN} is set but empty",
+                hint="set it to the token's user PIN, or unset it to be asked",
+            )
         return value
     configured = options.for_scheme("pkcs11").get("pin_source")
     if configured:
@@ -1003,37 +1166,53 @@ def _translate(exc: BaseException, doing: str) -> KeyvaultError:
     """A keyvault error for a PKCS#11 error: the class name only, never the SDK's text."""
     name = type(exc).__name__
     if name in ("PinIncorrect", "PinInvalid", "PinLenRange"):
-        return PinError(f"the token refused the user PIN while {doing}",
-                        hint="check the PIN (" + _PIN_HINT.removeprefix("give ") + ")")
+        return PinError(
+            f"the token refused the user PIN while {doing}",
+            hint="check the PIN (" + _PIN_HINT.removeprefix("give ") + ")",
+        )
     if name == "PinLocked":
         return _pin_locked(doing)
     if name == "PinExpired":
-        return PinError(f"the user PIN has expired ({doing})",
-                        hint="set a new user PIN with the token's tools")
+        return PinError(
+            f"the user PIN has expired ({doing})", hint="set a new user PIN with the token's tools"
+        )
     if name in ("UserPinNotInitialized",):
-        return PinError(f"the token has no user PIN yet ({doing})",
-                        hint="initialise it (softhsm2-util --init-token ... --pin)")
-    if name in ("MechanismInvalid", "MechanismParamInvalid", "KeyFunctionNotPermitted",
-                "KeyTypeInconsistent", "FunctionNotSupported"):
-        return MechanismNotSupportedError(f"the token does not support what {doing} needs "
-                                          f"({name})")
+        return PinError(
+            f"the token has no user PIN yet ({doing})",
+            hint="initialise it (softhsm2-util --init-token ... --pin)",
+        )
+    if name in (
+        "MechanismInvalid",
+        "MechanismParamInvalid",
+        "KeyFunctionNotPermitted",
+        "KeyTypeInconsistent",
+        "FunctionNotSupported",
+    ):
+        return MechanismNotSupportedError(f"the token does not support what {doing} needs ({name})")
     if name in ("TokenNotPresent", "TokenNotRecognised", "DeviceRemoved", "SlotIDInvalid"):
         return TokenNotFoundError(f"the token went away while {doing} ({name})")
     if name in ("KeyHandleInvalid", "ObjectHandleInvalid"):
         return KeyNotFoundError(f"the key disappeared from the token while {doing}")
-    if name in ("UserNotLoggedIn", "SessionHandleInvalid", "SessionClosed",
-                "CryptokiNotInitialized"):
-        return BackendUnavailableError(f"the token session ended while {doing} ({name})",
-                                       hint="run the command again")
+    if name in (
+        "UserNotLoggedIn",
+        "SessionHandleInvalid",
+        "SessionClosed",
+        "CryptokiNotInitialized",
+    ):
+        return BackendUnavailableError(
+            f"the token session ended while {doing} ({name})", hint="run the command again"
+        )
     if name in ("KeyUnextractable", "KeyNotWrappable"):
         return MechanismNotSupportedError(f"the token refused {doing} ({name})")
     return BackendUnavailableError(f"the PKCS#11 module failed while {doing} ({name})")
 
 
 def _pin_locked(where: str) -> PinLockedError:
-    return PinLockedError(f"the user PIN of {where} is locked after too many wrong PINs",
-                          hint="the token's security officer must unlock or reset it "
-                               "(e.g. softhsm2-util, or the HSM vendor's tool)")
+    return PinLockedError(
+        f"the user PIN of {where} is locked after too many wrong PINs",
+        hint="the token's security officer must unlock or reset it "
+        "(e.g. softhsm2-util, or the HSM vendor's tool)",
+    )
 
 
 def _mech() -> Any:

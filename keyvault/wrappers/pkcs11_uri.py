@@ -35,8 +35,10 @@ MAX_ID = 64
 MAX_PATH = 4096
 MAX_PIN = 255
 
-_HINT = ("expected pkcs11:token=<label>;object=<key label>[;id=%XX...]"
-         "[?module-path=/path/to/module.so&pin-source=/path/to/pin-file] (RFC 7512)")
+_HINT = (
+    "expected pkcs11:token=<label>;object=<key label>[;id=%XX...]"
+    "[?module-path=/path/to/module.so&pin-source=/path/to/pin-file] (RFC 7512)"
+)
 # RFC 7512 pk11-pchar / pk11-qchar: unreserved, pct-encoded and a few sub-delims.
 _PATH_CHARS = re.compile(r"(?:[A-Za-z0-9\-._~:\[\]@!$'()*+,=&]|%[0-9A-Fa-f]{2})*")
 _NAME = re.compile(r"[a-z][a-z-]{0,19}")
@@ -98,8 +100,9 @@ class Pkcs11Uri:
 def parse_pkcs11_uri(uri: str) -> Pkcs11Uri:
     """Parse and validate; UsageError naming the attribute at fault (never the PIN)."""
     if not isinstance(uri, str) or len(uri) > 2048 or not uri.isprintable():
-        raise UsageError("invalid pkcs11: URI: too long or containing control characters",
-                         hint=_HINT)
+        raise UsageError(
+            "invalid pkcs11: URI: too long or containing control characters", hint=_HINT
+        )
     scheme, sep, rest = uri.partition(":")
     if scheme.lower() != SCHEME or not sep:
         raise UsageError("not a pkcs11: URI", hint=_HINT)
@@ -129,26 +132,36 @@ def check_key_uri(uri: str) -> None:
     """UsageError unless ``uri`` is a canonical key URI naming one token and one key."""
     parsed = parse_pkcs11_uri(uri)
     if parsed.key_uri != uri:
-        raise UsageError("pkcs11: key URI is not in its canonical form (as recorded in "
-                         f"envelopes): {parsed.key_uri}",
-                         hint="module-path, pin-source and pin-value are not part of a key's "
-                              "URI; attributes go in a fixed order")
+        raise UsageError(
+            "pkcs11: key URI is not in its canonical form (as recorded in "
+            f"envelopes): {parsed.key_uri}",
+            hint="module-path, pin-source and pin-value are not part of a key's "
+            "URI; attributes go in a fixed order",
+        )
     require_key(parsed)
 
 
 def require_key(parsed: Pkcs11Uri) -> None:
     if not parsed.names_token:
-        raise UsageError("a pkcs11: wrapper URI must name its token (token=, serial= or "
-                         "slot-id=)", hint=_HINT)
+        raise UsageError(
+            "a pkcs11: wrapper URI must name its token (token=, serial= or slot-id=)", hint=_HINT
+        )
     if not parsed.names_key:
         raise UsageError("a pkcs11: wrapper URI must name its key (object= or id=)", hint=_HINT)
     if parsed.type == "public":
-        raise UsageError("type=public cannot unwrap; name the key pair (type=private) or omit "
-                         "type", hint=_HINT)
+        raise UsageError(
+            "type=public cannot unwrap; name the key pair (type=private) or omit type", hint=_HINT
+        )
 
 
-def _split(part: str, sep: str, allowed: tuple[str, ...], chars: re.Pattern[str],
-           values: dict[str, bytes], where: str) -> None:
+def _split(
+    part: str,
+    sep: str,
+    allowed: tuple[str, ...],
+    chars: re.Pattern[str],
+    values: dict[str, bytes],
+    where: str,
+) -> None:
     if not part:
         return
     for item in part.split(sep):
@@ -156,13 +169,19 @@ def _split(part: str, sep: str, allowed: tuple[str, ...], chars: re.Pattern[str]
         if not eq or name not in allowed:
             # A query attribute's name is never echoed: a misplaced PIN may sit there.
             shown = f" {name!r}" if where == "path" and _NAME.fullmatch(name) else ""
-            raise UsageError(f"pkcs11: URI has an unsupported {where} attribute{shown}; "
-                             f"known: {', '.join(allowed)}", hint=_HINT)
+            raise UsageError(
+                f"pkcs11: URI has an unsupported {where} attribute{shown}; "
+                f"known: {', '.join(allowed)}",
+                hint=_HINT,
+            )
         if name in values:
             raise UsageError(f"pkcs11: URI gives attribute {name!r} more than once", hint=_HINT)
         if not chars.fullmatch(raw):
-            raise UsageError(f"pkcs11: URI attribute {name!r} has characters that must be "
-                             "percent-encoded, or a bad %XX escape", hint=_HINT)
+            raise UsageError(
+                f"pkcs11: URI attribute {name!r} has characters that must be "
+                "percent-encoded, or a bad %XX escape",
+                hint=_HINT,
+            )
         values[name] = unquote_to_bytes(raw)
 
 
@@ -175,8 +194,10 @@ def _text(values: dict[str, bytes], name: str, limit: int) -> str | None:
     except UnicodeDecodeError:
         raise UsageError(f"pkcs11: URI attribute {name!r} is not UTF-8", hint=_HINT) from None
     if not text or len(raw) > limit or not text.isprintable():
-        raise UsageError(f"pkcs11: URI attribute {name!r} must be 1 to {limit} bytes of "
-                         "printable text", hint=_HINT)
+        raise UsageError(
+            f"pkcs11: URI attribute {name!r} must be 1 to {limit} bytes of printable text",
+            hint=_HINT,
+        )
     return text
 
 
@@ -204,8 +225,9 @@ def _type(values: dict[str, bytes]) -> str | None:
         return None
     text = raw.decode("ascii", "replace")
     if text not in OBJECT_TYPES:
-        raise UsageError(f"pkcs11: URI attribute 'type' must be one of {', '.join(OBJECT_TYPES)}",
-                         hint=_HINT)
+        raise UsageError(
+            f"pkcs11: URI attribute 'type' must be one of {', '.join(OBJECT_TYPES)}", hint=_HINT
+        )
     return text
 
 
@@ -221,16 +243,18 @@ def _pin_source(values: dict[str, bytes]) -> str | None:
     if source is None:
         return None
     if source.startswith("file:"):
-        source = source[len("file:"):]
+        source = source[len("file:") :]
         if source.startswith("//"):
             host, slash, rest = source[2:].partition("/")
             if host not in ("", "localhost") or not slash:
-                raise UsageError("pkcs11: URI attribute 'pin-source' must be a local file",
-                                 hint=_HINT)
+                raise UsageError(
+                    "pkcs11: URI attribute 'pin-source' must be a local file", hint=_HINT
+                )
             source = "/" + rest
     if not source.startswith("/"):
-        raise UsageError("pkcs11: URI attribute 'pin-source' must be an absolute path or a "
-                         "file: URI", hint=_HINT)
+        raise UsageError(
+            "pkcs11: URI attribute 'pin-source' must be an absolute path or a file: URI", hint=_HINT
+        )
     return source
 
 
@@ -243,8 +267,9 @@ def _pin_value(values: dict[str, bytes]) -> str | None:
     except UnicodeDecodeError:
         raise UsageError("pkcs11: URI attribute 'pin-value' is not UTF-8", hint=_HINT) from None
     if not pin or len(raw) > MAX_PIN:
-        raise UsageError(f"pkcs11: URI attribute 'pin-value' must be 1 to {MAX_PIN} bytes",
-                         hint=_HINT)
+        raise UsageError(
+            f"pkcs11: URI attribute 'pin-value' must be 1 to {MAX_PIN} bytes", hint=_HINT
+        )
     return pin
 
 

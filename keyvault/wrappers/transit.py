@@ -58,9 +58,17 @@ _CIPHERTEXT = re.compile(r"vault:v([1-9][0-9]{0,9}):([A-Za-z0-9+/]+={0,2})")
 _MAX_BLOB = 1024
 _TOO_OLD = "disallowed by policy (too old)"
 _NO_KEY = "encryption key not found"
-_NOT_AUTHENTIC = ("message authentication failed", "invalid ciphertext", "could not decode",
-                  "missing 'context'", "invalid key version", "failed to decode",
-                  "invalid version", "key version", "context")
+_NOT_AUTHENTIC = (
+    "message authentication failed",
+    "invalid ciphertext",
+    "could not decode",
+    "missing 'context'",
+    "invalid key version",
+    "failed to decode",
+    "invalid version",
+    "key version",
+    "context",
+)
 
 
 class TransitKeyVersionTooOldError(AccessDeniedError):
@@ -110,28 +118,41 @@ class TransitWrapper:
         self._check_key()
         plaintext = base64.b64encode(bytes(dek)).decode("ascii")
         try:
-            resp = self._call("encrypt with", "encrypt", lambda c: c.secrets.transit.encrypt_data(
-                name=self._key, plaintext=plaintext, context=ctx, mount_point=self._mount))
+            resp = self._call(
+                "encrypt with",
+                "encrypt",
+                lambda c: c.secrets.transit.encrypt_data(
+                    name=self._key, plaintext=plaintext, context=ctx, mount_point=self._mount
+                ),
+            )
         except vc.VaultRequestError as exc:
             self._refused(exc)
         ciphertext, version = self._answer(resp)
-        return WrappedKey(self._uri, ALG, ciphertext.encode("ascii"), dict(context),
-                          {PARAM_KEY_VERSION: version})
+        return WrappedKey(
+            self._uri, ALG, ciphertext.encode("ascii"), dict(context), {PARAM_KEY_VERSION: version}
+        )
 
     def unwrap(self, wrapped: WrappedKey, context: Mapping[str, str]) -> bytes:
         ciphertext = self._ciphertext(wrapped)
         ctx = _context(context)
         try:
-            resp = self._call("decrypt with", "decrypt", lambda c: c.secrets.transit.decrypt_data(
-                name=self._key, ciphertext=ciphertext, context=ctx, mount_point=self._mount))
+            resp = self._call(
+                "decrypt with",
+                "decrypt",
+                lambda c: c.secrets.transit.decrypt_data(
+                    name=self._key, ciphertext=ciphertext, context=ctx, mount_point=self._mount
+                ),
+            )
         except vc.VaultRequestError as exc:
             self._refused(exc, wrapped=True)
         data = resp.get("data") if isinstance(resp, dict) else None
         plaintext = data.get("plaintext") if isinstance(data, dict) else None
         if not plaintext:  # the answer was lost on the way: not a wrong key (exit 6, not 5)
-            raise BackendUnavailableError(f"Transit key {self._uri} answered a decrypt without "
-                                          "the plaintext (an empty or cut-off answer)",
-                                          hint="re-run to retry")
+            raise BackendUnavailableError(
+                f"Transit key {self._uri} answered a decrypt without "
+                "the plaintext (an empty or cut-off answer)",
+                hint="re-run to retry",
+            )
         try:
             dek = base64.b64decode(str(plaintext), validate=True)
         except (binascii.Error, ValueError):
@@ -148,15 +169,21 @@ class TransitWrapper:
         ciphertext = self._ciphertext(wrapped)
         ctx = _context(context)
         try:
-            resp = self._call("re-wrap with", "rewrap", lambda c: c.secrets.transit.rewrap_data(
-                name=self._key, ciphertext=ciphertext, context=ctx, mount_point=self._mount))
+            resp = self._call(
+                "re-wrap with",
+                "rewrap",
+                lambda c: c.secrets.transit.rewrap_data(
+                    name=self._key, ciphertext=ciphertext, context=ctx, mount_point=self._mount
+                ),
+            )
         except vc.VaultRequestError as exc:
             self._refused(exc, wrapped=True)
         new, version = self._answer(resp)
         if version == wrapped.params.get(PARAM_KEY_VERSION):
             return wrapped
-        return WrappedKey(self._uri, ALG, new.encode("ascii"), dict(context),
-                          {PARAM_KEY_VERSION: version})
+        return WrappedKey(
+            self._uri, ALG, new.encode("ascii"), dict(context), {PARAM_KEY_VERSION: version}
+        )
 
     def close(self) -> None:
         with self._lock:
@@ -178,17 +205,20 @@ class TransitWrapper:
         self._gate = gate
 
     def _call(self, what: str, op: str, fn: Any) -> Any:
-        return self._live().call(f"{what} Transit key", fn, path=f"{self._mount}/{op}/{self._key}",
-                                 before=self._gate)
+        return self._live().call(
+            f"{what} Transit key", fn, path=f"{self._mount}/{op}/{self._key}", before=self._gate
+        )
 
     def _check_key(self) -> None:
         """Once: the key exists, is derived, and can encrypt (never let Transit upsert one)."""
         if self._key_checked:
             return
         try:
-            resp = self._live().call("read Transit key", lambda c: c.secrets.transit.read_key(
-                name=self._key, mount_point=self._mount),
-                path=f"{self._mount}/keys/{self._key}")
+            resp = self._live().call(
+                "read Transit key",
+                lambda c: c.secrets.transit.read_key(name=self._key, mount_point=self._mount),
+                path=f"{self._mount}/keys/{self._key}",
+            )
         except vc.VaultPermissionError:
             self._key_checked = True  # the policy hides key settings; encrypt will tell
             return
@@ -203,14 +233,17 @@ class TransitWrapper:
                 f"derived={data.get('derived')!s:.5}; keyvault needs a derived encryption key, "
                 "so every key file gets its own sub-key",
                 hint=f"create one: bao write -f {self._mount}/keys/NAME type=aes256-gcm96 "
-                     "derived=true")
+                "derived=true",
+            )
         self._key_checked = True
 
     def _ciphertext(self, wrapped: WrappedKey) -> str:
         """The entry's ciphertext, after checking the entry is one this wrapper writes."""
         if wrapped.alg != ALG or set(wrapped.params) != {PARAM_KEY_VERSION}:
-            raise IntegrityError(f"wrapped key for {self._uri} has algorithm "
-                                 f"{wrapped.alg[:32]!r} or parameters this wrapper never writes")
+            raise IntegrityError(
+                f"wrapped key for {self._uri} has algorithm "
+                f"{wrapped.alg[:32]!r} or parameters this wrapper never writes"
+            )
         if not 0 < len(wrapped.blob) <= _MAX_BLOB:
             raise IntegrityError(f"wrapped key for {self._uri} has an implausible length")
         try:
@@ -219,11 +252,17 @@ class TransitWrapper:
             text = ""
         match = _CIPHERTEXT.fullmatch(text)
         if match is None:
-            raise IntegrityError(f"wrapped key for {self._uri} is not a Transit ciphertext: it "
-                                 "was altered or truncated", hint="restore another version")
+            raise IntegrityError(
+                f"wrapped key for {self._uri} is not a Transit ciphertext: it "
+                "was altered or truncated",
+                hint="restore another version",
+            )
         if int(match.group(1)) != wrapped.params[PARAM_KEY_VERSION]:
-            raise IntegrityError(f"wrapped key for {self._uri}: the recorded key version does "
-                                 "not match the ciphertext's", hint="restore another version")
+            raise IntegrityError(
+                f"wrapped key for {self._uri}: the recorded key version does "
+                "not match the ciphertext's",
+                hint="restore another version",
+            )
         return text
 
     def _answer(self, resp: Any) -> tuple[str, int]:
@@ -231,8 +270,7 @@ class TransitWrapper:
         text = data.get("ciphertext") if isinstance(data, dict) else None
         match = _CIPHERTEXT.fullmatch(text) if isinstance(text, str) else None
         if text is None or match is None or len(text) > _MAX_BLOB:
-            raise BackendUnavailableError(f"Transit key {self._uri} returned no usable "
-                                          "ciphertext")
+            raise BackendUnavailableError(f"Transit key {self._uri} returned no usable ciphertext")
         return text, int(match.group(1))
 
     def _refused(self, exc: vc.VaultRequestError, *, wrapped: bool = False) -> NoReturn:
@@ -242,25 +280,31 @@ class TransitWrapper:
             raise vc.VaultMountNotFoundError(
                 f"no secrets engine is mounted at {self._mount}/ for {where}",
                 hint=f"enable Transit there (bao secrets enable -path={self._mount} transit) or "
-                     "fix the wrapper URI") from None
+                "fix the wrapper URI",
+            ) from None
         if exc.status == 404 or exc.says(_NO_KEY):
-            raise TransitKeyNotFoundError(f"{where} does not exist",
-                                          hint="create it (type=aes256-gcm96 derived=true) or "
-                                               "fix the wrapper URI") from None
+            raise TransitKeyNotFoundError(
+                f"{where} does not exist",
+                hint="create it (type=aes256-gcm96 derived=true) or fix the wrapper URI",
+            ) from None
         if wrapped and exc.says(_TOO_OLD):
             raise TransitKeyVersionTooOldError(
                 f"{where} refuses this wrapped key: its key version is below the key's "
-                "min_decryption_version", hint="restore with another wrapper (the recovery "
+                "min_decryption_version",
+                hint="restore with another wrapper (the recovery "
                 "identity), or have an operator lower min_decryption_version, run 'keyvault "
-                "rewrap --rotate', then raise it again") from None
+                "rewrap --rotate', then raise it again",
+            ) from None
         if wrapped and any(exc.says(p) for p in _NOT_AUTHENTIC):
             raise IntegrityError(
                 f"{where} says the wrapped key does not authenticate: it was altered, or it is "
                 "bound to another key's context (team, GUN, role, key ID)",
-                hint="the envelope was moved or tampered with; restore another version"
+                hint="the envelope was moved or tampered with; restore another version",
             ) from None
-        raise UsageError(f"{where} refused the request (HTTP {exc.status})",
-                         hint="check the key's type and settings (derived=true)") from None
+        raise UsageError(
+            f"{where} refused the request (HTTP {exc.status})",
+            hint="check the key's type and settings (derived=true)",
+        ) from None
 
 
 def parse_transit_uri(uri: str) -> tuple[str, str]:
@@ -269,12 +313,16 @@ def parse_transit_uri(uri: str) -> tuple[str, str]:
         raise UsageError("invalid transit URI")
     scheme, sep, rest = uri.partition("://")
     if scheme.lower() != "transit" or not sep:
-        raise UsageError(f"not a transit URI: {shown_uri(uri)}", hint="use transit://mount/key-name")
+        raise UsageError(
+            f"not a transit URI: {shown_uri(uri)}", hint="use transit://mount/key-name"
+        )
     mount, slash, key = rest.partition("/")
     if not slash or not _NAME.fullmatch(mount) or not _NAME.fullmatch(key):
-        raise UsageError(f"transit URI {shown_uri(uri)} must be transit://mount/key-name",
-                         hint="mount and key name: letters, digits and ._- (no credentials, "
-                              "query or further path)")
+        raise UsageError(
+            f"transit URI {shown_uri(uri)} must be transit://mount/key-name",
+            hint="mount and key name: letters, digits and ._- (no credentials, "
+            "query or further path)",
+        )
     return mount, key
 
 
@@ -285,5 +333,10 @@ def _context(context: Mapping[str, str]) -> str:
     return base64.b64encode(canonical_json(ctx)).decode("ascii")
 
 
-__all__ = ["ALG", "TransitKeyNotFoundError", "TransitKeyVersionTooOldError", "TransitWrapper",
-           "parse_transit_uri"]
+__all__ = [
+    "ALG",
+    "TransitKeyNotFoundError",
+    "TransitKeyVersionTooOldError",
+    "TransitWrapper",
+    "parse_transit_uri",
+]

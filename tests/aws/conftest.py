@@ -12,14 +12,12 @@ from keyvault.stores.s3 import S3Store
 from keyvault.wrappers.awskms import AwsKmsWrapper
 
 
-def s3_options(weed: WeedServer, creds: tuple[str, str] = ADMIN, **settings: Any
-               ) -> BackendOptions:
+def s3_options(weed: WeedServer, creds: tuple[str, str] = ADMIN, **settings: Any) -> BackendOptions:
     env = {"AWS_ACCESS_KEY_ID": creds[0], "AWS_SECRET_ACCESS_KEY": creds[1]}
     return BackendOptions(env=env, settings={"s3": s3_settings(weed, **settings)})
 
 
-def open_s3(weed: WeedServer, uri: str, creds: tuple[str, str] = ADMIN, **settings: Any
-            ) -> S3Store:
+def open_s3(weed: WeedServer, uri: str, creds: tuple[str, str] = ADMIN, **settings: Any) -> S3Store:
     return S3Store.from_uri(uri, s3_options(weed, creds, **settings))
 
 

@@ -70,9 +70,13 @@ class TestAwsKmsEndpointInUriContract(_MotoKmsContract):
     @pytest.fixture
     def wrapper(self, moto_kms: MotoServer, kms_key: KmsKey) -> Iterator[Wrapper]:
         options = BackendOptions(
-            env={"AWS_ACCESS_KEY_ID": KMS_CREDS[0], "AWS_SECRET_ACCESS_KEY": KMS_CREDS[1],
-                 "AWS_DEFAULT_REGION": "us-east-1"},
-            settings={"awskms": {"connect_timeout": 1, "max_attempts": 1}})
+            env={
+                "AWS_ACCESS_KEY_ID": KMS_CREDS[0],
+                "AWS_SECRET_ACCESS_KEY": KMS_CREDS[1],
+                "AWS_DEFAULT_REGION": "us-east-1",
+            },
+            settings={"awskms": {"connect_timeout": 1, "max_attempts": 1}},
+        )
         w = open_wrapper(f"awskms://{moto_kms.host_port}/{kms_key.key_id}", options)
         yield w
         w.close()
@@ -87,34 +91,61 @@ class TestAwsKmsEndpointInUriContract(_MotoKmsContract):
 ARN = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 
 
-@pytest.mark.parametrize(("uri", "host", "key"), [
-    ("awskms:///alias/team-a", None, "alias/team-a"),
-    ("awskms:///alias/team/a_b-c", None, "alias/team/a_b-c"),
-    (f"awskms:///{ARN}", None, ARN),
-    ("awskms:///arn:aws:kms:us-east-1:123456789012:alias/x", None,
-     "arn:aws:kms:us-east-1:123456789012:alias/x"),
-    ("awskms:///1234abcd-12ab-34cd-56ef-1234567890ab", None,
-     "1234abcd-12ab-34cd-56ef-1234567890ab"),
-    ("awskms:///mrk-1234abcd12ab34cd56ef1234567890ab", None,
-     "mrk-1234abcd12ab34cd56ef1234567890ab"),
-    ("awskms://127.0.0.1:4566/alias/x", "127.0.0.1:4566", "alias/x"),
-    ("awskms://kms.internal.example:443/alias/x", "kms.internal.example:443", "alias/x"),
-    (f"awskms:///{ARN.replace('arn:aws:', 'arn:aws-us-gov:')}", None,
-     ARN.replace("arn:aws:", "arn:aws-us-gov:")),
-])
+@pytest.mark.parametrize(
+    ("uri", "host", "key"),
+    [
+        ("awskms:///alias/team-a", None, "alias/team-a"),
+        ("awskms:///alias/team/a_b-c", None, "alias/team/a_b-c"),
+        (f"awskms:///{ARN}", None, ARN),
+        (
+            "awskms:///arn:aws:kms:us-east-1:123456789012:alias/x",
+            None,
+            "arn:aws:kms:us-east-1:123456789012:alias/x",
+        ),
+        (
+            "awskms:///1234abcd-12ab-34cd-56ef-1234567890ab",
+            None,
+            "1234abcd-12ab-34cd-56ef-1234567890ab",
+        ),
+        (
+            "awskms:///mrk-1234abcd12ab34cd56ef1234567890ab",
+            None,
+            "mrk-1234abcd12ab34cd56ef1234567890ab",
+        ),
+        ("awskms://127.0.0.1:4566/alias/x", "127.0.0.1:4566", "alias/x"),
+        ("awskms://kms.internal.example:443/alias/x", "kms.internal.example:443", "alias/x"),
+        (
+            f"awskms:///{ARN.replace('arn:aws:', 'arn:aws-us-gov:')}",
+            None,
+            ARN.replace("arn:aws:", "arn:aws-us-gov:"),
+        ),
+    ],
+)
 def test_uri_forms(uri: str, host: str | None, key: str) -> None:
     assert parse_awskms_uri(uri) == (host, key)
     AwsKmsWrapper.check_uri(uri)
     check_wrapper_uri(uri)
 
 
-@pytest.mark.parametrize("uri", [
-    "awskms://", "awskms:///", "awskms:alias/x", "awskms:///alias/", "awskms:///alias/a b",
-    "awskms:///alias/aws/s3", "awskms:///key/1234", "awskms:///not-a-key",
-    "awskms://user:pw@host:1/alias/x", "awskms://host:port/alias/x", "awskms:///alias/x?y=1",
-    "awskms:///arn:aws:kms:eu-west-1:1234:key/1234abcd-12ab-34cd-56ef-1234567890ab",
-    "awskms:///arn:aws:s3:::bucket", "awskms:///alias/x\n",
-])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "awskms://",
+        "awskms:///",
+        "awskms:alias/x",
+        "awskms:///alias/",
+        "awskms:///alias/a b",
+        "awskms:///alias/aws/s3",
+        "awskms:///key/1234",
+        "awskms:///not-a-key",
+        "awskms://user:pw@host:1/alias/x",
+        "awskms://host:port/alias/x",
+        "awskms:///alias/x?y=1",
+        "awskms:///arn:aws:kms:eu-west-1:1234:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        "awskms:///arn:aws:s3:::bucket",
+        "awskms:///alias/x\n",
+    ],
+)
 def test_bad_uris(uri: str) -> None:
     with pytest.raises(UsageError):
         AwsKmsWrapper.check_uri(uri)
@@ -140,7 +171,8 @@ def test_gunless_context_round_trips(moto_kms: MotoServer, kms_key: KmsKey) -> N
 
 
 def test_unwrap_is_pinned_to_the_recorded_key_even_after_the_alias_moves(
-        moto_kms: MotoServer, kms_key: KmsKey) -> None:
+    moto_kms: MotoServer, kms_key: KmsKey
+) -> None:
     w = open_kms(moto_kms, kms_key.alias_uri)
     dek = os.urandom(DEK_SIZE)
     old = w.wrap(dek, CONTEXT)
@@ -165,12 +197,15 @@ def test_recorded_arn_of_another_key_is_refused(moto_kms: MotoServer, kms_key: K
     with pytest.raises(IntegrityError, match="not the key"):
         mine.unwrap(forged, CONTEXT)
     with pytest.raises(IntegrityError):
-        mine.unwrap(replace(wrapped, params={"key_arn": "arn:aws:kms:us-east-1:123456789012:"
-                                                        "alias/evil"}), CONTEXT)
+        mine.unwrap(
+            replace(wrapped, params={"key_arn": "arn:aws:kms:us-east-1:123456789012:alias/evil"}),
+            CONTEXT,
+        )
 
 
 def test_blob_of_another_key_under_the_recorded_arn_is_refused(
-        moto_kms: MotoServer, kms_key: KmsKey) -> None:
+    moto_kms: MotoServer, kms_key: KmsKey
+) -> None:
     """Decrypt is pinned to the recorded key, so a blob of another key is refused. moto
     answers a bare AccessDeniedException (no message to tell it from a policy denial):
     access denied, exit 4. Real KMS answers IncorrectKeyException, an IntegrityError
@@ -178,8 +213,10 @@ def test_blob_of_another_key_under_the_recorded_arn_is_refused(
     other = new_kms_key(moto_kms)
     mine = open_kms(moto_kms, kms_key.arn_uri)
     theirs = open_kms(moto_kms, other.arn_uri)
-    swapped = replace(mine.wrap(os.urandom(DEK_SIZE), CONTEXT),
-                      blob=theirs.wrap(os.urandom(DEK_SIZE), CONTEXT).blob)
+    swapped = replace(
+        mine.wrap(os.urandom(DEK_SIZE), CONTEXT),
+        blob=theirs.wrap(os.urandom(DEK_SIZE), CONTEXT).blob,
+    )
     with pytest.raises(KmsAccessDeniedError, match="access denied") as info:
         mine.unwrap(swapped, CONTEXT)
     assert info.value.exit_code == 4 and kms_key.arn_uri in str(info.value)
@@ -207,9 +244,14 @@ def test_unreachable_kms_is_backend_unavailable() -> None:
     from fixtures.servers import free_port
 
     port = free_port()
-    options = BackendOptions(env={"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s",
-                                  "AWS_DEFAULT_REGION": "us-east-1"},
-                             settings={"awskms": {"connect_timeout": 0.5, "max_attempts": 1}})
+    options = BackendOptions(
+        env={
+            "AWS_ACCESS_KEY_ID": "k",
+            "AWS_SECRET_ACCESS_KEY": "s",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        },
+        settings={"awskms": {"connect_timeout": 0.5, "max_attempts": 1}},
+    )
     w = AwsKmsWrapper.from_uri(f"awskms://127.0.0.1:{port}/alias/x", options)
     with pytest.raises(BackendUnavailableError, match=f"cannot reach http://127.0.0.1:{port}"):
         w.wrap(os.urandom(DEK_SIZE), CONTEXT)

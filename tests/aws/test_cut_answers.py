@@ -21,8 +21,12 @@ from keyvault.wrappers.base import DEK_SIZE
 
 from .conftest import open_kms, open_s3
 
-CONTEXT = {"keyvault:team": "team-a", "keyvault:gun": "example.com/app",
-           "keyvault:role": "targets", "keyvault:key_id": "ab" * 32}
+CONTEXT = {
+    "keyvault:team": "team-a",
+    "keyvault:gun": "example.com/app",
+    "keyvault:role": "targets",
+    "keyvault:key_id": "ab" * 32,
+}
 LOST = ("headers", "empty")
 
 
@@ -34,16 +38,22 @@ def port_of(endpoint: str) -> int:
     return int(endpoint.rsplit(":", 1)[1])
 
 
-def through(proxies: list[AnswerProxy], endpoint: str, match: Callable[[bytes], bool],
-            mode: str, **kw: object) -> AnswerProxy:
+def through(
+    proxies: list[AnswerProxy],
+    endpoint: str,
+    match: Callable[[bytes], bool],
+    mode: str,
+    **kw: object,
+) -> AnswerProxy:
     proxy = AnswerProxy(port_of(endpoint), match, mode, **kw)  # type: ignore[arg-type]
     proxies.append(proxy)
     return proxy
 
 
 @pytest.mark.parametrize("mode", LOST)
-def test_kms_decrypt_answer_lost_is_unavailable(moto_kms: MotoServer, kms_key: KmsKey,
-                                                proxies: list[AnswerProxy], mode: str) -> None:
+def test_kms_decrypt_answer_lost_is_unavailable(
+    moto_kms: MotoServer, kms_key: KmsKey, proxies: list[AnswerProxy], mode: str
+) -> None:
     wrapped = open_kms(moto_kms, kms_key.alias_uri).wrap(os.urandom(DEK_SIZE), CONTEXT)
     proxy = through(proxies, moto_kms.endpoint, kms_call("Decrypt"), mode)
     cut = open_kms(moto_kms, kms_key.alias_uri, endpoint_url=proxy.endpoint)
@@ -54,8 +64,9 @@ def test_kms_decrypt_answer_lost_is_unavailable(moto_kms: MotoServer, kms_key: K
 
 
 @pytest.mark.parametrize("mode", LOST)
-def test_kms_encrypt_answer_lost_is_unavailable(moto_kms: MotoServer, kms_key: KmsKey,
-                                                proxies: list[AnswerProxy], mode: str) -> None:
+def test_kms_encrypt_answer_lost_is_unavailable(
+    moto_kms: MotoServer, kms_key: KmsKey, proxies: list[AnswerProxy], mode: str
+) -> None:
     proxy = through(proxies, moto_kms.endpoint, kms_call("Encrypt"), mode)
     cut = open_kms(moto_kms, kms_key.alias_uri, endpoint_url=proxy.endpoint)
     with pytest.raises(BackendUnavailableError, match="cut off") as caught:
@@ -64,12 +75,18 @@ def test_kms_encrypt_answer_lost_is_unavailable(moto_kms: MotoServer, kms_key: K
 
 
 def test_kms_decrypt_naming_another_key_is_still_integrity(
-        moto_kms: MotoServer, kms_key: KmsKey, proxies: list[AnswerProxy]) -> None:
+    moto_kms: MotoServer, kms_key: KmsKey, proxies: list[AnswerProxy]
+) -> None:
     """A KeyId that is present and names another key: tampering, exit 5, as before."""
     other = new_kms_key(moto_kms)
     wrapped = open_kms(moto_kms, kms_key.alias_uri).wrap(os.urandom(DEK_SIZE), CONTEXT)
-    proxy = through(proxies, moto_kms.endpoint, kms_call("Decrypt"), "rewrite",
-                    rewrite=lambda body: body.replace(kms_key.arn.encode(), other.arn.encode()))
+    proxy = through(
+        proxies,
+        moto_kms.endpoint,
+        kms_call("Decrypt"),
+        "rewrite",
+        rewrite=lambda body: body.replace(kms_key.arn.encode(), other.arn.encode()),
+    )
     cut = open_kms(moto_kms, kms_key.alias_uri, endpoint_url=proxy.endpoint)
     with pytest.raises(IntegrityError, match="another KMS key") as caught:
         cut.unwrap(wrapped, CONTEXT)
@@ -77,8 +94,9 @@ def test_kms_decrypt_naming_another_key_is_still_integrity(
 
 
 @pytest.mark.parametrize("mode", LOST)
-def test_s3_read_answer_lost_is_unavailable(weed: WeedServer, proxies: list[AnswerProxy],
-                                            mode: str) -> None:
+def test_s3_read_answer_lost_is_unavailable(
+    weed: WeedServer, proxies: list[AnswerProxy], mode: str
+) -> None:
     bucket = new_bucket(weed)
     open_s3(weed, f"s3://{bucket}/kv").write("team-a/obj", b"x" * 300)
     proxy = through(proxies, weed.endpoint, lambda r: r.startswith(b"GET /"), mode)
@@ -91,12 +109,19 @@ def test_s3_read_answer_lost_is_unavailable(weed: WeedServer, proxies: list[Answ
 
 @pytest.mark.parametrize("mode", LOST)
 def test_s3_listing_answer_lost_is_unavailable_not_absent(
-        weed: WeedServer, proxies: list[AnswerProxy], mode: str) -> None:
+    weed: WeedServer, proxies: list[AnswerProxy], mode: str
+) -> None:
     """An empty listing page would read as "no such object" (exit 3) or "no keys"."""
     bucket = new_bucket(weed)
     open_s3(weed, f"s3://{bucket}/kv").write("team-a/obj", b"x" * 300)
-    proxy = through(proxies, weed.endpoint, lambda r: b"?versions" in r.split(b"\r\n", 1)[0]
-                    or b"list-type=2" in r.split(b"\r\n", 1)[0], mode)
+    proxy = through(
+        proxies,
+        weed.endpoint,
+        lambda r: (
+            b"?versions" in r.split(b"\r\n", 1)[0] or b"list-type=2" in r.split(b"\r\n", 1)[0]
+        ),
+        mode,
+    )
     cut = open_s3(weed, f"s3://{bucket}/kv", endpoint_url=proxy.endpoint)
     for call in (lambda: cut.versions("team-a/obj"), lambda: list(cut.list("team-a/"))):
         with pytest.raises(BackendUnavailableError) as caught:

@@ -38,16 +38,20 @@ SECRET = "responder-secret-key-xyz"
 
 def wrapper_for(responder: Responder, *, attempts: int = 1) -> AwsKmsWrapper:
     options = BackendOptions(
-        env={"AWS_ACCESS_KEY_ID": "AKIDRESPONDER", "AWS_SECRET_ACCESS_KEY": SECRET,
-             "AWS_DEFAULT_REGION": "us-east-1"},
-        settings={"awskms": {"connect_timeout": 1, "read_timeout": 5,
-                             "max_attempts": attempts}})
+        env={
+            "AWS_ACCESS_KEY_ID": "AKIDRESPONDER",
+            "AWS_SECRET_ACCESS_KEY": SECRET,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        },
+        settings={"awskms": {"connect_timeout": 1, "read_timeout": 5, "max_attempts": attempts}},
+    )
     return AwsKmsWrapper.from_uri(f"awskms://127.0.0.1:{responder.port}/{ARN}", options)
 
 
 def entry() -> WrappedKey:
-    return WrappedKey(f"awskms:///{ARN}", "aws-kms-symmetric", b"\x01" * 150, dict(CONTEXT),
-                      {"key_arn": ARN})
+    return WrappedKey(
+        f"awskms:///{ARN}", "aws-kms-symmetric", b"\x01" * 150, dict(CONTEXT), {"key_arn": ARN}
+    )
 
 
 def pinned(uri: str) -> WrappedKey:
@@ -58,27 +62,64 @@ def pinned(uri: str) -> WrappedKey:
 # What real KMS answers (types and statuses from the AWS KMS API reference).
 CASES = [
     ("DisabledException", 400, f"{ARN} is disabled.", KmsKeyDisabledError, 4, "disabled"),
-    ("AccessDeniedException", 400,
-     f"User: arn:aws:iam::111122223333:user/ci is not authorized to perform: kms:Decrypt on "
-     f"resource: {ARN} because no resource-based policy allows the kms:Decrypt action",
-     KmsAccessDeniedError, 4, "access denied"),
-    ("NotFoundException", 400, f"Key '{ARN}' does not exist", KmsKeyNotFoundError, 3,
-     "no such KMS key"),
-    ("KMSInvalidStateException", 400, f"{ARN} is pending deletion.", KmsKeyStateError, 4,
-     "pending deletion"),
+    (
+        "AccessDeniedException",
+        400,
+        f"User: arn:aws:iam::111122223333:user/ci is not authorized to perform: kms:Decrypt on "
+        f"resource: {ARN} because no resource-based policy allows the kms:Decrypt action",
+        KmsAccessDeniedError,
+        4,
+        "access denied",
+    ),
+    (
+        "NotFoundException",
+        400,
+        f"Key '{ARN}' does not exist",
+        KmsKeyNotFoundError,
+        3,
+        "no such KMS key",
+    ),
+    (
+        "KMSInvalidStateException",
+        400,
+        f"{ARN} is pending deletion.",
+        KmsKeyStateError,
+        4,
+        "pending deletion",
+    ),
     ("InvalidCiphertextException", 400, "", IntegrityError, 5, "does not authenticate"),
-    ("IncorrectKeyException", 400, "The key ID in the request does not identify a KMS key "
-     "that can perform this operation.", IntegrityError, 5, "another KMS key"),
+    (
+        "IncorrectKeyException",
+        400,
+        "The key ID in the request does not identify a KMS key that can perform this operation.",
+        IntegrityError,
+        5,
+        "another KMS key",
+    ),
     ("KMSInternalException", 500, "internal", BackendUnavailableError, 6, "KMS failed"),
-    ("UnrecognizedClientException", 400, "The security token included in the request is "
-     "invalid.", AccessDeniedError, 4, "access denied"),
+    (
+        "UnrecognizedClientException",
+        400,
+        "The security token included in the request is invalid.",
+        AccessDeniedError,
+        4,
+        "access denied",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("kind", "status", "message", "error_type", "code", "text"), CASES,
-                         ids=[c[0] for c in CASES])
-def test_unwrap_errors_are_typed(responder: Responder, kind: str, status: int, message: str,
-                                 error_type: type[KeyvaultError], code: int, text: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "status", "message", "error_type", "code", "text"), CASES, ids=[c[0] for c in CASES]
+)
+def test_unwrap_errors_are_typed(
+    responder: Responder,
+    kind: str,
+    status: int,
+    message: str,
+    error_type: type[KeyvaultError],
+    code: int,
+    text: str,
+) -> None:
     responder.script = [(status, error(kind, message))]
     w = wrapper_for(responder)
     with pytest.raises(error_type) as info:
@@ -114,10 +155,15 @@ def test_wrap_under_a_disabled_key_names_it(responder: Responder) -> None:
 def test_throttling_is_retried_with_backoff_then_succeeds(responder: Responder) -> None:
     """F04: two ThrottlingExceptions, then an answer: the SDK retried with backoff."""
     ok: dict[str, object] = {
-        "KeyId": ARN, "Plaintext": "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE=",
-        "EncryptionAlgorithm": "SYMMETRIC_DEFAULT"}
-    responder.script = [(400, error("ThrottlingException", "Rate exceeded")),
-                        (400, error("ThrottlingException", "Rate exceeded")), (200, ok)]
+        "KeyId": ARN,
+        "Plaintext": "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE=",
+        "EncryptionAlgorithm": "SYMMETRIC_DEFAULT",
+    }
+    responder.script = [
+        (400, error("ThrottlingException", "Rate exceeded")),
+        (400, error("ThrottlingException", "Rate exceeded")),
+        (200, ok),
+    ]
     w = wrapper_for(responder, attempts=4)
     assert w.unwrap(pinned(w.uri), CONTEXT) == b"A" * 32
     assert [op for op, _ in responder.requests] == ["Decrypt"] * 3
@@ -136,8 +182,9 @@ def test_throttling_gives_up_after_max_attempts(responder: Responder) -> None:
 
 def test_response_for_another_key_is_refused(responder: Responder) -> None:
     other = ARN.replace("1234abcd", "99999999")
-    responder.script = [(200, {"KeyId": other,
-                               "Plaintext": "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE="})]
+    responder.script = [
+        (200, {"KeyId": other, "Plaintext": "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE="})
+    ]
     w = wrapper_for(responder)
     with pytest.raises(IntegrityError, match="another KMS key"):
         w.unwrap(pinned(w.uri), CONTEXT)

@@ -53,8 +53,8 @@ def _known_file(session: Session) -> Path:
 
 
 def test_an_unchanged_backup_reads_nothing_and_lists_a_page_per_page_of_keys(
-        counted: tuple[Session, Requests], trust_dir: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    counted: tuple[Session, Requests], trust_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """With pages of 8 (1,000 in use), 20 unchanged keys cost 3 listing requests and
     nothing else: the per-page property that makes 100,000 keys cost 100 requests. The
     audit checkpoints every writing command adds under the team's folder cost no page."""
@@ -62,8 +62,9 @@ def test_an_unchanged_backup_reads_nothing_and_lists_a_page_per_page_of_keys(
     keys = _keys(trust_dir)
     first = backup_keys(session, keys, team=TEAM, concurrency=4)
     for seq in range(12):  # a year of other machines' checkpoints, say
-        session.store().write(f"{checkpoint_prefix(TEAM, 'f' * 32)}{seq:010d}-{'0' * 64}.json",
-                              b"{}")
+        session.store().write(
+            f"{checkpoint_prefix(TEAM, 'f' * 32)}{seq:010d}-{'0' * 64}.json", b"{}"
+        )
     monkeypatch.setattr(s3_module, "_LIST_PAGE", 8)
     requests.take()
     again = backup_keys(session, keys, team=TEAM, concurrency=4)
@@ -74,7 +75,8 @@ def test_an_unchanged_backup_reads_nothing_and_lists_a_page_per_page_of_keys(
 
 
 def test_a_new_session_on_the_same_machine_reads_nothing_either(
-        counted: tuple[Session, Requests], trust_dir: Path) -> None:
+    counted: tuple[Session, Requests], trust_dir: Path
+) -> None:
     """The records are the machine's, not the session's: the next run (the next cron
     backup) finds them in the state directory."""
     session, _ = counted
@@ -90,15 +92,17 @@ def test_a_new_session_on_the_same_machine_reads_nothing_either(
 
 
 def test_versions_another_machine_wrote_are_read_once_then_recorded(
-        counted: tuple[Session, Requests], trust_dir: Path, tmp_path: Path) -> None:
+    counted: tuple[Session, Requests], trust_dir: Path, tmp_path: Path
+) -> None:
     """Another machine (the same sealing key, its own state directory) backed the keys up:
     this machine has no record of those versions, so it reads and authenticates each
     one, finds its bytes, and the run after reads nothing."""
     session, requests = counted
     keys = _keys(trust_dir)
     paths = session.config.paths
-    other = replace(session.config, paths=Paths(paths.config_dir, paths.data_dir,
-                                                tmp_path / "other-state"))
+    other = replace(
+        session.config, paths=Paths(paths.config_dir, paths.data_dir, tmp_path / "other-state")
+    )
     with Session(other) as elsewhere:
         assert elsewhere.sealer().key == session.sealer().key
         backup_keys(elsewhere, keys, team=TEAM, concurrency=4)
@@ -106,8 +110,9 @@ def test_versions_another_machine_wrote_are_read_once_then_recorded(
     _read_once_then_listed_only(session, keys, requests)
 
 
-def _read_once_then_listed_only(session: Session, keys: tuple[KeyFile, ...],
-                                requests: Requests) -> None:
+def _read_once_then_listed_only(
+    session: Session, keys: tuple[KeyFile, ...], requests: Requests
+) -> None:
     """Keys this machine holds no record of: each is read once (and authenticated), then
     recorded, so the next backup lists only."""
     for cost in ({"ListObjectsV2": 1, "GetObject": N_KEYS}, {"ListObjectsV2": 1}):
@@ -123,7 +128,8 @@ def _junk_on_top(session: Session, name: str) -> None:
 
 
 def test_junk_a_store_writer_put_on_top_is_read_and_repaired(
-        counted: tuple[Session, Requests], trust_dir: Path) -> None:
+    counted: tuple[Session, Requests], trust_dir: Path
+) -> None:
     session, requests = counted
     keys = _keys(trust_dir)
     backup_keys(session, keys, team=TEAM, concurrency=4)
@@ -138,14 +144,17 @@ def test_junk_a_store_writer_put_on_top_is_read_and_repaired(
     counts = requests.take()
     assert counts["GetObject"] >= 1 and counts["Encrypt"] == 1  # only the victim is read
     # the repaired version is this machine's again: the next run reads nothing
-    assert [o.action for o in backup_keys(session, keys, team=TEAM, concurrency=4)
-            ] == [UNCHANGED] * N_KEYS
+    assert [o.action for o in backup_keys(session, keys, team=TEAM, concurrency=4)] == [
+        UNCHANGED
+    ] * N_KEYS
     assert requests.take() == Counter({"ListObjectsV2": 1})
 
 
 def test_an_old_version_copied_on_top_is_read_and_refused_as_a_rollback(
-        counted: tuple[Session, Requests], trust_dir: Path,
-        made_keys: dict[str, ec.EllipticCurvePrivateKey]) -> None:
+    counted: tuple[Session, Requests],
+    trust_dir: Path,
+    made_keys: dict[str, ec.EllipticCurvePrivateKey],
+) -> None:
     """Same bytes as a version this machine once recorded, so an ETag it once knew: but
     not the latest it recorded, so it is read, and the high-water mark refuses it."""
     session, requests = counted
@@ -159,7 +168,8 @@ def test_an_old_version_copied_on_top_is_read_and_refused_as_a_rollback(
 
 
 def test_an_edited_record_is_not_trusted(
-        counted: tuple[Session, Requests], trust_dir: Path) -> None:
+    counted: tuple[Session, Requests], trust_dir: Path
+) -> None:
     """Junk on top, and the local record edited to name the junk's ETag: its MAC (keyed
     from the sealing key) no longer verifies, so the key is read and repaired."""
     session, _ = counted
@@ -170,7 +180,8 @@ def test_an_edited_record_is_not_trusted(
     with Session(session.config) as later:
         _junk_on_top(later, victim.object_name)
         junk_tag = later.store().tags_under(  # type: ignore[attr-defined]
-            team_prefix(TEAM))[victim.object_name]
+            team_prefix(TEAM)
+        )[victim.object_name]
         path = _known_file(later)
         doc = json.loads(path.read_bytes())
         doc["keys"][victim.object_name][0] = junk_tag
@@ -181,7 +192,8 @@ def test_an_edited_record_is_not_trusted(
 
 
 def test_a_corrupt_state_file_costs_reads_not_trust(
-        counted: tuple[Session, Requests], trust_dir: Path) -> None:
+    counted: tuple[Session, Requests], trust_dir: Path
+) -> None:
     """The records are only a shortcut: a file that does not parse is no records, each
     key is read and authenticated, and the file is written anew."""
     session, _ = counted
@@ -197,7 +209,8 @@ def test_a_corrupt_state_file_costs_reads_not_trust(
 
 
 def test_one_reconciliation_costs_one_listing_and_no_read(
-        counted: tuple[Session, Requests], trust_dir: Path, tmp_path: Path) -> None:
+    counted: tuple[Session, Requests], trust_dir: Path, tmp_path: Path
+) -> None:
     """The daemon's reconciliation, in process on the counted session: a trust directory
     of N keys already backed up costs one ``ListObjectsV2`` (a page per 1,000 objects)."""
     session, requests = counted
@@ -219,7 +232,8 @@ def test_one_reconciliation_costs_one_listing_and_no_read(
 
 
 def test_unchanged_bytes_not_wrapped_for_a_wrapper_asked_for_are_still_only_a_warning(
-        counted: tuple[Session, Requests], trust_dir: Path, moto_kms: MotoServer) -> None:
+    counted: tuple[Session, Requests], trust_dir: Path, moto_kms: MotoServer
+) -> None:
     """A record says the bytes are the same, but a wrapper now configured is not among
     the version's: as before, the key is read, reported unchanged with a warning that
     the wrapper cannot restore it, and nothing is written (rewrap adds it)."""
@@ -238,7 +252,8 @@ def test_unchanged_bytes_not_wrapped_for_a_wrapper_asked_for_are_still_only_a_wa
 
 
 def test_an_ecdsa_sealer_keeps_no_records_so_each_unchanged_key_is_read(
-        counted: tuple[Session, Requests], trust_dir: Path, moto_kms: MotoServer) -> None:
+    counted: tuple[Session, Requests], trust_dir: Path, moto_kms: MotoServer
+) -> None:
     """A KMS sealer signs with fresh randomness: no stable MAC key, no records; every
     unchanged key is read and authenticated, as before (docs/envelope.md 11.2)."""
     session, _ = counted

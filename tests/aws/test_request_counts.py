@@ -108,8 +108,9 @@ def _make_trust_dir(path: Path, count: int) -> dict[str, ec.EllipticCurvePrivate
     made = {}
     for i in range(count):
         key = ec.generate_private_key(ec.SECP256R1())
-        data = notary_key_file(key, ("targets", "snapshot")[i % 2],
-                               f"registry.example.com/counts/app-{i // 2}", "")
+        data = notary_key_file(
+            key, ("targets", "snapshot")[i % 2], f"registry.example.com/counts/app-{i // 2}", ""
+        )
         target = private / f"{private_key_id(key)}.key"
         target.write_bytes(data)
         target.chmod(0o600)
@@ -128,16 +129,23 @@ def trust_dir(made_keys: dict[str, ec.EllipticCurvePrivateKey], tmp_path: Path) 
 
 
 @pytest.fixture
-def counted(s3_kms_backend: BackendSetup, tmp_path: Path
-            ) -> Iterator[tuple[Session, Requests]]:
+def counted(s3_kms_backend: BackendSetup, tmp_path: Path) -> Iterator[tuple[Session, Requests]]:
     """A session on a fresh bucket and KMS key, its clients opened and hooked."""
     settings = tomllib.loads(s3_kms_backend.config_toml)
     state = tmp_path / "kv"
     config = Config(
-        source=None, paths=Paths(state / "config", state / "data", state / "state"),
-        team=TEAM, store=s3_kms_backend.store, wrappers=s3_kms_backend.wrappers,
-        trust_dir=tmp_path / "trust", identity_files=(), settings=settings, concurrency=4,
-        audit_to_store=False, env=dict(s3_kms_backend.env))
+        source=None,
+        paths=Paths(state / "config", state / "data", state / "state"),
+        team=TEAM,
+        store=s3_kms_backend.store,
+        wrappers=s3_kms_backend.wrappers,
+        trust_dir=tmp_path / "trust",
+        identity_files=(),
+        settings=settings,
+        concurrency=4,
+        audit_to_store=False,
+        env=dict(s3_kms_backend.env),
+    )
     requests = Requests()
     with Session(config) as session:
         requests.attach(session.store()._client)  # type: ignore[attr-defined]
@@ -153,7 +161,8 @@ def _keys(trust_dir: Path) -> tuple[KeyFile, ...]:
 
 
 def test_first_backup_one_kms_call_and_one_write_per_key(
-        counted: tuple[Session, Requests], trust_dir: Path) -> None:
+    counted: tuple[Session, Requests], trust_dir: Path
+) -> None:
     session, requests = counted
     outcomes = backup_keys(session, _keys(trust_dir), team=TEAM, concurrency=4)
     assert [o.action for o in outcomes] == [CREATED] * N_KEYS
@@ -167,7 +176,8 @@ def test_first_backup_one_kms_call_and_one_write_per_key(
 
 
 def test_a_retried_request_is_counted_once_and_its_retry_apart(
-        counted: tuple[Session, Requests], trust_dir: Path) -> None:
+    counted: tuple[Session, Requests], trust_dir: Path
+) -> None:
     """The counts above hold when the server hiccups: the first backup's first write
     gets a 503 (answered by a hook in place of the server) and is retried."""
     from botocore.awsrequest import AWSResponse
@@ -195,7 +205,8 @@ def test_a_retried_request_is_counted_once_and_its_retry_apart(
 
 
 def test_second_backup_of_unchanged_keys_makes_no_kms_call_and_no_write(
-        counted: tuple[Session, Requests], trust_dir: Path) -> None:
+    counted: tuple[Session, Requests], trust_dir: Path
+) -> None:
     session, requests = counted
     keys = _keys(trust_dir)
     backup_keys(session, keys, team=TEAM, concurrency=4)
@@ -207,76 +218,109 @@ def test_second_backup_of_unchanged_keys_makes_no_kms_call_and_no_write(
 
 
 def test_changed_key_costs_one_kms_call_and_one_conditional_write(
-        counted: tuple[Session, Requests], trust_dir: Path,
-        made_keys: dict[str, ec.EllipticCurvePrivateKey]) -> None:
+    counted: tuple[Session, Requests],
+    trust_dir: Path,
+    made_keys: dict[str, ec.EllipticCurvePrivateKey],
+) -> None:
     session, requests = counted
     keys = _keys(trust_dir)
     backup_keys(session, keys, team=TEAM, concurrency=4)
     changed = keys[0]
     # `notary key passwd`: the same key under a passphrase, so new bytes, same key ID.
-    (trust_dir / "private" / changed.relpath).write_bytes(notary_key_file(
-        made_keys[changed.relpath], changed.role, changed.gun, "new passphrase"))
+    (trust_dir / "private" / changed.relpath).write_bytes(
+        notary_key_file(made_keys[changed.relpath], changed.role, changed.gun, "new passphrase")
+    )
     requests.take()
     outcomes = backup_keys(session, _keys(trust_dir), team=TEAM, concurrency=4)
     assert Counter(o.action for o in outcomes) == Counter({UNCHANGED: N_KEYS - 1, UPDATED: 1})
     counts = requests.take()
-    assert counts == Counter({"ListObjectsV2": 1, "Encrypt": 1, "PutObject": 1 + CHECKPOINT,
-                              "HeadObject": 1, "GetBucketVersioning": 1})
+    assert counts == Counter(
+        {
+            "ListObjectsV2": 1,
+            "Encrypt": 1,
+            "PutObject": 1 + CHECKPOINT,
+            "HeadObject": 1,
+            "GetBucketVersioning": 1,
+        }
+    )
 
 
 def test_restore_one_read_and_one_kms_call_per_key(
-        counted: tuple[Session, Requests], trust_dir: Path, tmp_path: Path) -> None:
+    counted: tuple[Session, Requests], trust_dir: Path, tmp_path: Path
+) -> None:
     session, requests = counted
     backup_keys(session, _keys(trust_dir), team=TEAM, concurrency=4)
     requests.take()
     out = tmp_path / "restored"
-    report = restore_keys(session, team=TEAM, selection=Selection(everything=True),
-                          trust_dir=out, concurrency=4)
+    report = restore_keys(
+        session, team=TEAM, selection=Selection(everything=True), trust_dir=out, concurrency=4
+    )
     assert len(report.entries) == N_KEYS
     counts = requests.take()
     # One ListObjectVersions for all the keys, and no other listing: it names the keys,
     # and each signed chain is checked against the version beneath the latest (none
     # here), so an old version copied on top is refused even on a machine that never saw
     # the newer one (docs/performance.md gives the cost).
-    assert counts == Counter({"GetObject": N_KEYS, "Decrypt": N_KEYS,
-                              "ListObjectVersions": 1, "PutObject": CHECKPOINT})
+    assert counts == Counter(
+        {"GetObject": N_KEYS, "Decrypt": N_KEYS, "ListObjectVersions": 1, "PutObject": CHECKPOINT}
+    )
     restored = {p.name: p.read_bytes() for p in (out / "private").iterdir()}
     assert restored == {p.name: p.read_bytes() for p in (trust_dir / "private").iterdir()}
 
 
 def test_restoring_one_gun_lists_its_versions_once(
-        counted: tuple[Session, Requests], trust_dir: Path, tmp_path: Path) -> None:
+    counted: tuple[Session, Requests], trust_dir: Path, tmp_path: Path
+) -> None:
     """Below the bulk size too: one listing of the GUN's versions, not one per key."""
     session, requests = counted
     backup_keys(session, _keys(trust_dir), team=TEAM, concurrency=4)
     requests.take()
-    report = restore_keys(session, team=TEAM, trust_dir=tmp_path / "one",
-                          selection=Selection(guns=("registry.example.com/counts/app-0",)))
+    report = restore_keys(
+        session,
+        team=TEAM,
+        trust_dir=tmp_path / "one",
+        selection=Selection(guns=("registry.example.com/counts/app-0",)),
+    )
     assert len(report.entries) == 2
     # GetObject 3: the two keys, and the GUN's trust pin asked for by name (none here)
-    assert requests.take() == Counter({"ListObjectVersions": 1, "GetObject": 3, "Decrypt": 2,
-                                       "PutObject": CHECKPOINT})
+    assert requests.take() == Counter(
+        {"ListObjectVersions": 1, "GetObject": 3, "Decrypt": 2, "PutObject": CHECKPOINT}
+    )
 
 
 def test_a_restore_on_a_new_machine_refuses_an_older_version_copied_on_top(
-        counted: tuple[Session, Requests], trust_dir: Path, tmp_path: Path,
-        made_keys: dict[str, ec.EllipticCurvePrivateKey]) -> None:
+    counted: tuple[Session, Requests],
+    trust_dir: Path,
+    tmp_path: Path,
+    made_keys: dict[str, ec.EllipticCurvePrivateKey],
+) -> None:
     """Through restore_keys: the one listing that names the keys also proves the chain."""
     session, _ = counted
     _keys_backed_up, _victim = _first_key_rolled_back(session, trust_dir, made_keys)
     owner = session.sealer().key.fingerprint  # pinned on the new machine, as init does
-    fresh = Session(replace(session.config, trusted_sealers=(owner,), paths=Paths(
-        *(tmp_path / "new" / d for d in ("config", "data", "state")))))
+    fresh = Session(
+        replace(
+            session.config,
+            trusted_sealers=(owner,),
+            paths=Paths(*(tmp_path / "new" / d for d in ("config", "data", "state"))),
+        )
+    )
     with fresh, pytest.raises(IntegrityError, match=r"rollback.*older version.*beneath"):
-        restore_keys(fresh, team=TEAM, selection=Selection(everything=True),
-                     trust_dir=tmp_path / "new-trust", concurrency=4)
+        restore_keys(
+            fresh,
+            team=TEAM,
+            selection=Selection(everything=True),
+            trust_dir=tmp_path / "new-trust",
+            concurrency=4,
+        )
     assert not (tmp_path / "new-trust" / "private").exists() or not any(
-        (tmp_path / "new-trust" / "private").iterdir())
+        (tmp_path / "new-trust" / "private").iterdir()
+    )
 
 
 def test_a_deleted_key_is_not_restored(
-        counted: tuple[Session, Requests], trust_dir: Path, tmp_path: Path,
-        s3_kms_backend: BackendSetup) -> None:
+    counted: tuple[Session, Requests], trust_dir: Path, tmp_path: Path, s3_kms_backend: BackendSetup
+) -> None:
     """A delete marker on top (an admin removed the object): the versions listing leaves it
     out, as a plain listing of the names would."""
     session, _ = counted
@@ -286,30 +330,41 @@ def test_a_deleted_key_is_not_restored(
     store = session.store()
     assert isinstance(store, S3Store)
     store._client.delete_object(Bucket=store._bucket, Key=store._key(gone.object_name))
-    report = restore_keys(session, team=TEAM, selection=Selection(everything=True),
-                          trust_dir=tmp_path / "restored", concurrency=4)
+    report = restore_keys(
+        session,
+        team=TEAM,
+        selection=Selection(everything=True),
+        trust_dir=tmp_path / "restored",
+        concurrency=4,
+    )
     assert sorted(e.key.address for e in report.entries) == sorted(_addresses(keys)[1:])
 
 
 def _fresh_reader(session: Session, tmp_path: Path) -> AuthenticReader:
     """A reader as on a new machine: the owner's sealer pinned, no high-water mark yet, so
     only the signed chain can tell a rollback."""
-    return AuthenticReader(session.store(), session.sealers(),
-                           HighWater(tmp_path / "new-machine", session.store().uri))
+    return AuthenticReader(
+        session.store(), session.sealers(), HighWater(tmp_path / "new-machine", session.store().uri)
+    )
 
 
-def _new_version(session: Session, trust_dir: Path,
-                 made_keys: dict[str, ec.EllipticCurvePrivateKey], key: KeyFile) -> None:
+def _new_version(
+    session: Session,
+    trust_dir: Path,
+    made_keys: dict[str, ec.EllipticCurvePrivateKey],
+    key: KeyFile,
+) -> None:
     """`notary key passwd` on one key, and its backup: a second version on top."""
-    (trust_dir / "private" / key.relpath).write_bytes(notary_key_file(
-        made_keys[key.relpath], key.role, key.gun, "new passphrase"))
+    (trust_dir / "private" / key.relpath).write_bytes(
+        notary_key_file(made_keys[key.relpath], key.role, key.gun, "new passphrase")
+    )
     (changed,) = [k for k in _keys(trust_dir) if k.relpath == key.relpath]
     assert backup_keys(session, (changed,), team=TEAM)[0].action == UPDATED
 
 
-def _first_key_rolled_back(session: Session, trust_dir: Path,
-                           made_keys: dict[str, ec.EllipticCurvePrivateKey]
-                           ) -> tuple[tuple[KeyFile, ...], KeyAddress]:
+def _first_key_rolled_back(
+    session: Session, trust_dir: Path, made_keys: dict[str, ec.EllipticCurvePrivateKey]
+) -> tuple[tuple[KeyFile, ...], KeyAddress]:
     """Every key backed up, then the first one's first version copied on top of its
     second: a rollback a store writer made. The keys, and the rolled-back one."""
     keys = _keys(trust_dir)
@@ -327,8 +382,11 @@ def _addresses(keys: tuple[KeyFile, ...]) -> list[KeyAddress]:
 
 
 def test_one_bulk_listing_still_refuses_an_older_version_copied_on_top(
-        counted: tuple[Session, Requests], trust_dir: Path, tmp_path: Path,
-        made_keys: dict[str, ec.EllipticCurvePrivateKey]) -> None:
+    counted: tuple[Session, Requests],
+    trust_dir: Path,
+    tmp_path: Path,
+    made_keys: dict[str, ec.EllipticCurvePrivateKey],
+) -> None:
     session, requests = counted
     keys, victim = _first_key_rolled_back(session, trust_dir, made_keys)
     reader = _fresh_reader(session, tmp_path)
@@ -343,8 +401,11 @@ def test_one_bulk_listing_still_refuses_an_older_version_copied_on_top(
 
 
 def test_a_version_written_after_the_bulk_listing_is_checked_on_its_own(
-        counted: tuple[Session, Requests], trust_dir: Path, tmp_path: Path,
-        made_keys: dict[str, ec.EllipticCurvePrivateKey]) -> None:
+    counted: tuple[Session, Requests],
+    trust_dir: Path,
+    tmp_path: Path,
+    made_keys: dict[str, ec.EllipticCurvePrivateKey],
+) -> None:
     """A listing that is older than the latest version it is asked about is not trusted to
     know what lies beneath: that key's versions are listed again."""
     session, requests = counted
@@ -360,14 +421,16 @@ def test_a_version_written_after_the_bulk_listing_is_checked_on_its_own(
 
 
 def test_writes_are_sent_in_one_go_without_waiting_for_100_continue(
-        counted: tuple[Session, Requests], trust_dir: Path) -> None:
+    counted: tuple[Session, Requests], trust_dir: Path
+) -> None:
     """botocore asks for ``100 Continue`` before any file-like body: one more round trip
     per write, for envelopes of a few KB. The store drops that header."""
     session, _ = counted
     sent: list[dict[str, Any]] = []
     client = session.store()._client  # type: ignore[attr-defined]
-    client.meta.events.register("before-send.s3.PutObject",
-                                lambda request, **_: sent.append(dict(request.headers)))
+    client.meta.events.register(
+        "before-send.s3.PutObject", lambda request, **_: sent.append(dict(request.headers))
+    )
     backup_keys(session, _keys(trust_dir), team=TEAM, concurrency=4)
     assert len(sent) == N_KEYS + CHECKPOINT
     assert all("Expect" not in headers for headers in sent), sent[0]

@@ -64,8 +64,11 @@ class TestS3StoreContractWithoutConditionalWrites(StoreContract):
         outcomes = race_creates(store, 4)
         assert all(isinstance(o, str | ConflictError) for o in outcomes), outcomes
         assert len([o for o in outcomes if isinstance(o, str)]) <= 1, outcomes
-        kept = {version: f"writer {i}".encode()
-                for i, version in enumerate(_written_versions(outcomes)) if version}
+        kept = {
+            version: f"writer {i}".encode()
+            for i, version in enumerate(_written_versions(outcomes))
+            if version
+        }
         stored = {v.version: store.read(A_ROOT, v.version).data for v in store.versions(A_ROOT)}
         assert stored == kept, (outcomes, stored)
         winner = [o for o in outcomes if isinstance(o, str)]
@@ -73,7 +76,8 @@ class TestS3StoreContractWithoutConditionalWrites(StoreContract):
             assert store.versions(A_ROOT)[-1].version == winner[0]
 
     def test_racers_that_all_write_before_checking_all_lose_and_all_stay(
-            self, store: Store) -> None:
+        self, store: Store
+    ) -> None:
         """The zero-winner case, forced: both racers pass the existence check, both
         write, then both verify. Neither may claim success (each sees the other's
         version), and both writers' bytes stay readable under the versions named."""
@@ -88,15 +92,19 @@ class TestS3StoreContractWithoutConditionalWrites(StoreContract):
         versions = _written_versions(outcomes)
         assert all(versions), outcomes
         assert {v: store.read(A_ROOT, v).data for v in versions if v} == {
-            versions[0]: b"writer 0", versions[1]: b"writer 1"}
+            versions[0]: b"writer 0",
+            versions[1]: b"writer 1",
+        }
         assert len(store.versions(A_ROOT)) == 2
 
 
 def _waits_on(barrier: threading.Barrier) -> Callable[..., None]:
     """A botocore event handler that holds its thread at ``barrier`` and returns None
     (a handler's answer to before-call would replace the request)."""
+
     def handler(**_: object) -> None:
         barrier.wait()
+
     return handler
 
 
@@ -116,37 +124,43 @@ def _written_versions(outcomes: list[str | Exception]) -> list[str | None]:
 # -- URIs ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("uri", "bucket", "prefix"), [
-    ("s3://my-bucket", "my-bucket", ""),
-    ("s3://my-bucket/", "my-bucket", ""),
-    ("s3://my-bucket/keyvault", "my-bucket", "keyvault/"),
-    ("s3://my.bucket.01/a/b/c/", "my.bucket.01", "a/b/c/"),
-    ("S3://abc/x", "abc", "x/"),
-])
+@pytest.mark.parametrize(
+    ("uri", "bucket", "prefix"),
+    [
+        ("s3://my-bucket", "my-bucket", ""),
+        ("s3://my-bucket/", "my-bucket", ""),
+        ("s3://my-bucket/keyvault", "my-bucket", "keyvault/"),
+        ("s3://my.bucket.01/a/b/c/", "my.bucket.01", "a/b/c/"),
+        ("S3://abc/x", "abc", "x/"),
+    ],
+)
 def test_uri_forms(uri: str, bucket: str, prefix: str) -> None:
     assert parse_s3_uri(uri) == (bucket, prefix)
 
 
-@pytest.mark.parametrize("uri", [
-    "s3://",  # B19: no bucket
-    "s3:///prefix",
-    "s3:bucket/prefix",
-    "s3://ab",  # too short
-    "s3://" + "a" * 64,
-    "s3://Upper",
-    "s3://-bucket",
-    "s3://bucket-",
-    "s3://bu..cket",
-    "s3://192.168.1.1",
-    "s3://bucket_under",
-    "s3://user:secret@bucket/p",
-    "s3://bucket/p?versionId=1",
-    "s3://bucket/p#frag",
-    "s3://bucket/../etc",
-    "s3://bucket/a//b",
-    "s3://bucket/a b",
-    "s3://bucket/a\nb",
-])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "s3://",  # B19: no bucket
+        "s3:///prefix",
+        "s3:bucket/prefix",
+        "s3://ab",  # too short
+        "s3://" + "a" * 64,
+        "s3://Upper",
+        "s3://-bucket",
+        "s3://bucket-",
+        "s3://bu..cket",
+        "s3://192.168.1.1",
+        "s3://bucket_under",
+        "s3://user:secret@bucket/p",
+        "s3://bucket/p?versionId=1",
+        "s3://bucket/p#frag",
+        "s3://bucket/../etc",
+        "s3://bucket/a//b",
+        "s3://bucket/a b",
+        "s3://bucket/a\nb",
+    ],
+)
 def test_bad_uris_are_usage_errors(uri: str) -> None:
     with pytest.raises(UsageError):
         parse_s3_uri(uri)
@@ -166,20 +180,24 @@ def test_uri_is_canonical_and_repr_has_no_credentials(weed: WeedServer, bucket: 
     store.close()
 
 
-@pytest.mark.parametrize(("settings", "match"), [
-    ({"sse": "rot13"}, "sse"),
-    ({"sse_kms_key_id": "alias/x"}, "sse_kms_key_id"),
-    ({"addressing_style": "sideways"}, "addressing_style"),
-    ({"max_attempts": 0}, "max_attempts"),
-    ({"connect_timeout": -1}, "connect_timeout"),
-    ({"region": "../etc"}, "region"),
-    ({"endpoint_url": "ftp://x"}, "endpoint_url"),
-    ({"endpoint_url": "http://user:pw@127.0.0.1:1"}, "endpoint_url"),
-    ({"max_pool_connections": 0}, "max_pool_connections"),
-    ({"allow_unversioned": "yes"}, "allow_unversioned"),
-])
-def test_bad_settings_are_usage_errors(weed: WeedServer, settings: dict[str, object],
-                                       match: str) -> None:
+@pytest.mark.parametrize(
+    ("settings", "match"),
+    [
+        ({"sse": "rot13"}, "sse"),
+        ({"sse_kms_key_id": "alias/x"}, "sse_kms_key_id"),
+        ({"addressing_style": "sideways"}, "addressing_style"),
+        ({"max_attempts": 0}, "max_attempts"),
+        ({"connect_timeout": -1}, "connect_timeout"),
+        ({"region": "../etc"}, "region"),
+        ({"endpoint_url": "ftp://x"}, "endpoint_url"),
+        ({"endpoint_url": "http://user:pw@127.0.0.1:1"}, "endpoint_url"),
+        ({"max_pool_connections": 0}, "max_pool_connections"),
+        ({"allow_unversioned": "yes"}, "allow_unversioned"),
+    ],
+)
+def test_bad_settings_are_usage_errors(
+    weed: WeedServer, settings: dict[str, object], match: str
+) -> None:
     with pytest.raises(UsageError, match=match):
         open_s3(weed, "s3://some-bucket", ADMIN, **settings)
 
@@ -208,8 +226,7 @@ def test_objects_land_under_the_prefix(weed: WeedServer, bucket: str) -> None:
     assert keys == [f"org/keyvault/{A_ROOT}"]
 
 
-def test_foreign_objects_in_the_bucket_are_skipped_by_list(weed: WeedServer, bucket: str
-                                                          ) -> None:
+def test_foreign_objects_in_the_bucket_are_skipped_by_list(weed: WeedServer, bucket: str) -> None:
     admin = weed.admin()
     admin.put_object(Bucket=bucket, Key="kv/v1/teams/team-a/a@b/c.json", Body=b"x")
     admin.put_object(Bucket=bucket, Key="kv/v1/teams/team-a/has space.json", Body=b"x")
@@ -234,8 +251,7 @@ def test_oversized_object_refused_before_reading(weed: WeedServer, bucket: str) 
         store.read(A_ROOT)
 
 
-def test_deleted_object_is_not_found_but_its_versions_remain(weed: WeedServer, bucket: str
-                                                             ) -> None:
+def test_deleted_object_is_not_found_but_its_versions_remain(weed: WeedServer, bucket: str) -> None:
     store = open_s3(weed, f"s3://{bucket}/kv")
     v1 = store.write(A_ROOT, b"kept")
     weed.admin().delete_object(Bucket=bucket, Key=f"kv/{A_ROOT}")  # a delete marker
@@ -249,8 +265,9 @@ def test_deleted_object_is_not_found_but_its_versions_remain(weed: WeedServer, b
 # -- unversioned buckets ---------------------------------------------------------------
 
 
-def test_unversioned_bucket_creates_but_refuses_updates(weed: WeedServer,
-                                                        make_bucket: Callable[..., str]) -> None:
+def test_unversioned_bucket_creates_but_refuses_updates(
+    weed: WeedServer, make_bucket: Callable[..., str]
+) -> None:
     bucket = make_bucket(versioned=False)
     store = open_s3(weed, f"s3://{bucket}")
     v1 = store.write(A_ROOT, b"one")
@@ -264,8 +281,9 @@ def test_unversioned_bucket_creates_but_refuses_updates(weed: WeedServer,
     assert store.read(A_ROOT, v1).data == b"one"
 
 
-def test_unversioned_bucket_updates_when_allowed(weed: WeedServer,
-                                                 make_bucket: Callable[..., str]) -> None:
+def test_unversioned_bucket_updates_when_allowed(
+    weed: WeedServer, make_bucket: Callable[..., str]
+) -> None:
     bucket = make_bucket(versioned=False)
     store = open_s3(weed, f"s3://{bucket}", allow_unversioned=True)
     v1 = store.write(A_ROOT, b"one")
@@ -279,7 +297,8 @@ def test_unversioned_bucket_updates_when_allowed(weed: WeedServer,
 
 
 def test_no_conditional_writes_on_unversioned_bucket_refuses(
-        weed: WeedServer, make_bucket: Callable[..., str]) -> None:
+    weed: WeedServer, make_bucket: Callable[..., str]
+) -> None:
     bucket = make_bucket(versioned=False)
     store = open_s3(weed, f"s3://{bucket}", conditional_writes=False)
     with pytest.raises(BackendUnavailableError, match="overwrite another writer silently"):
@@ -331,7 +350,8 @@ def test_own_bucket_works_for_the_team(weed: WeedServer) -> None:
     with contextlib.suppress(Exception):  # another test may have made it already
         weed.admin().create_bucket(Bucket="team-a")
     s3_client(weed.endpoint).put_bucket_versioning(
-        Bucket="team-a", VersioningConfiguration={"Status": "Enabled"})
+        Bucket="team-a", VersioningConfiguration={"Status": "Enabled"}
+    )
     store = open_s3(weed, "s3://team-a/own-bucket-test", creds=TEAM_A)
     v1 = store.write(B_ROOT, b"x")
     assert store.read(B_ROOT).version == v1
@@ -350,8 +370,15 @@ def test_unreachable_endpoint_is_backend_unavailable(tmp_path: object) -> None:
     port = free_port()
     options = BackendOptions(
         env={"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"},
-        settings={"s3": {"endpoint_url": f"http://127.0.0.1:{port}", "region": "us-east-1",
-                         "connect_timeout": 0.5, "max_attempts": 1}})
+        settings={
+            "s3": {
+                "endpoint_url": f"http://127.0.0.1:{port}",
+                "region": "us-east-1",
+                "connect_timeout": 0.5,
+                "max_attempts": 1,
+            }
+        },
+    )
     store = S3Store.from_uri("s3://some-bucket/kv", options)
     with pytest.raises(BackendUnavailableError, match=f"cannot reach http://127.0.0.1:{port}"):
         store.write(A_TARGETS, b"x")

@@ -31,8 +31,15 @@ def test_the_same_instant_as_botocore(value: str) -> None:
     assert (ours.utcoffset(), ours.tzinfo is None) == (theirs.utcoffset(), theirs.tzinfo is None)
 
 
-@pytest.mark.parametrize("value", ["Sat, 05 Foo 2026 04:26:31 GMT", "Sat, 31 Feb 2026 04:26:31 GMT",
-                                   "2026-13-05T04:26:31Z", "not a time"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Sat, 05 Foo 2026 04:26:31 GMT",
+        "Sat, 31 Feb 2026 04:26:31 GMT",
+        "2026-13-05T04:26:31Z",
+        "not a time",
+    ],
+)
 def test_junk_is_refused_as_botocore_refuses_it(value: str) -> None:
     with pytest.raises(ValueError):
         botocore_parse(value)
@@ -55,15 +62,22 @@ def german_time_names() -> Iterator[None]:
 
 def test_header_dates_do_not_depend_on_the_locale(german_time_names: None) -> None:
     assert parse_timestamp("Tue, 01 Dec 2026 00:00:00 GMT") == botocore_parse(
-        "Tue, 01 Dec 2026 00:00:00 GMT")
+        "Tue, 01 Dec 2026 00:00:00 GMT"
+    )
 
 
 def test_the_clients_keyvault_makes_use_it() -> None:
     """The parser the endpoint builds for each response (botocore internals: a botocore
     that stops honouring the session's parser defaults fails here, not silently)."""
-    settings = ClientSettings(service="s3", endpoint_url="http://127.0.0.1:9", region="us-east-1",
-                              profile=None, connect_timeout=1.0, read_timeout=1.0,
-                              max_attempts=1)
+    settings = ClientSettings(
+        service="s3",
+        endpoint_url="http://127.0.0.1:9",
+        region="us-east-1",
+        profile=None,
+        connect_timeout=1.0,
+        read_timeout=1.0,
+        max_attempts=1,
+    )
     client = make_client(settings, {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"})
     try:
         factory = client._endpoint._response_parser_factory

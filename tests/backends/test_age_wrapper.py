@@ -32,8 +32,9 @@ DEK = bytes(range(32))
 
 
 def secret_line(path: Path) -> str:
-    return next(line for line in path.read_text().splitlines()
-                if line.startswith("AGE-SECRET-KEY-1"))
+    return next(
+        line for line in path.read_text().splitlines() if line.startswith("AGE-SECRET-KEY-1")
+    )
 
 
 @pytest.fixture
@@ -62,7 +63,7 @@ class TestAgeWrapperContract(WrapperContract):
     @pytest.fixture
     def secret_strings(self, identity_file: Path) -> list[str]:
         line = secret_line(identity_file)
-        return [line, line[len("AGE-SECRET-KEY-1"):][:20]]
+        return [line, line[len("AGE-SECRET-KEY-1") :][:20]]
 
 
 # -- URIs ---------------------------------------------------------------------------
@@ -74,8 +75,16 @@ def test_registry_builds_an_age_wrapper(recipient: str) -> None:
     assert repr(w) == f"AgeWrapper({recipient!r})"
 
 
-@pytest.mark.parametrize("uri", ["age1", "age1notbech32", "age1" + "q" * 58, "AGE-SECRET-KEY-1X",
-                                 "age1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq"])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "age1",
+        "age1notbech32",
+        "age1" + "q" * 58,
+        "AGE-SECRET-KEY-1X",
+        "age1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq",
+    ],
+)
 def test_invalid_recipient_refused(uri: str) -> None:
     with pytest.raises(UsageError):
         AgeWrapper.from_uri(uri, BackendOptions())
@@ -116,7 +125,8 @@ def test_generate_identity_never_overwrites(identity_file: Path) -> None:
 
 
 def test_blob_is_dek_and_context_digest_encrypted_to_the_recipient(
-        recipient: str, identity_file: Path) -> None:
+    recipient: str, identity_file: Path
+) -> None:
     wrapped = wrapper_for(recipient).wrap(DEK, CONTEXT)
     assert (wrapped.alg, dict(wrapped.params)) == (ALG, {})
     identity = pyrage.x25519.Identity.from_str(secret_line(identity_file))
@@ -170,8 +180,9 @@ def test_wrong_identity_is_access_denied(recipient: str, tmp_path: Path) -> None
     assert other_recipient != recipient
 
 
-def test_identity_found_in_a_later_file_and_among_several(recipient: str, identity_file: Path,
-                                                          tmp_path: Path) -> None:
+def test_identity_found_in_a_later_file_and_among_several(
+    recipient: str, identity_file: Path, tmp_path: Path
+) -> None:
     wrapped = wrapper_for(recipient).wrap(DEK, CONTEXT)
     other = tmp_path / "other.txt"
     generate_identity(other)
@@ -193,11 +204,14 @@ def test_identity_is_read_once(recipient: str, identity_file: Path) -> None:
         w.unwrap(first, CONTEXT)
 
 
-@pytest.mark.parametrize("content", [
-    "AGE-SECRET-KEY-1NOTVALID\n",
-    "ssh-ed25519 AAAA...\n",
-    "AGE-PLUGIN-YUBIKEY-1XYZ\n",
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        "AGE-SECRET-KEY-1NOTVALID\n",
+        "ssh-ed25519 AAAA...\n",
+        "AGE-PLUGIN-YUBIKEY-1XYZ\n",
+    ],
+)
 def test_bad_identity_file(recipient: str, tmp_path: Path, content: str) -> None:
     path = tmp_path / "bad.txt"
     path.write_text(content)
@@ -226,8 +240,9 @@ def test_identity_directory_refused(tmp_path: Path) -> None:
 # -- strictness and tampering ----------------------------------------------------------------
 
 
-def test_blob_for_another_recipient_under_this_uri(recipient: str, identity_file: Path,
-                                                   tmp_path: Path) -> None:
+def test_blob_for_another_recipient_under_this_uri(
+    recipient: str, identity_file: Path, tmp_path: Path
+) -> None:
     other = generate_identity(tmp_path / "other.txt")
     foreign = wrapper_for(other).wrap(DEK, CONTEXT)
     swapped = replace(foreign, uri=recipient)

@@ -63,22 +63,35 @@ class TestFileStoreContract(StoreContract):
 # -- URIs ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("uri", "path"), [
-    ("file:///var/lib/keyvault", "/var/lib/keyvault"),
-    ("file:/var/lib/keyvault", "/var/lib/keyvault"),
-    ("file://localhost/var/lib/keyvault", "/var/lib/keyvault"),
-    ("FILE:///srv/a%20b/store", "/srv/a b/store"),
-    ("file:///srv/x/../y/", "/srv/y"),
-])
+@pytest.mark.parametrize(
+    ("uri", "path"),
+    [
+        ("file:///var/lib/keyvault", "/var/lib/keyvault"),
+        ("file:/var/lib/keyvault", "/var/lib/keyvault"),
+        ("file://localhost/var/lib/keyvault", "/var/lib/keyvault"),
+        ("FILE:///srv/a%20b/store", "/srv/a b/store"),
+        ("file:///srv/x/../y/", "/srv/y"),
+    ],
+)
 def test_uri_forms(uri: str, path: str) -> None:
     assert parse_file_uri(uri) == Path(path)
 
 
-@pytest.mark.parametrize("uri", [
-    "file:relative/dir", "file://", "file://host/abs", "file://evil.example.com/x",
-    "file:///a?b=c", "file:///a#frag", "file:///a%00b", "file:///a%0Ab", "s3://bucket/x",
-    "file:///a%ff",
-])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "file:relative/dir",
+        "file://",
+        "file://host/abs",
+        "file://evil.example.com/x",
+        "file:///a?b=c",
+        "file:///a#frag",
+        "file:///a%00b",
+        "file:///a%0Ab",
+        "s3://bucket/x",
+        "file:///a%ff",
+    ],
+)
 def test_bad_uris_refused(uri: str) -> None:
     with pytest.raises(UsageError):
         parse_file_uri(uri)
@@ -174,10 +187,17 @@ def test_a_file_is_not_a_store(root: Path) -> None:
     assert root.read_bytes() == b"not a dir"
 
 
-@pytest.mark.parametrize("content", [
-    b"", b"{", b"[]", b'{"format": "other", "version": 1}', b"x" * 10000,
-    b'{"format": "keyvault-file-store", "version": 2}',
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"{",
+        b"[]",
+        b'{"format": "other", "version": 1}',
+        b"x" * 10000,
+        b'{"format": "keyvault-file-store", "version": 2}',
+    ],
+)
 def test_bad_marker_refused(root: Path, content: bytes) -> None:
     make_store(root).close()
     (root / MARKER_NAME).write_bytes(content)
@@ -277,10 +297,12 @@ def test_an_object_of_only_temp_files_does_not_exist(store: FileStore, root: Pat
     assert store.write(A_ROOT, b"fresh") == "0000000001"
 
 
-def test_failed_write_leaves_no_version(store: FileStore, root: Path,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_write_leaves_no_version(
+    store: FileStore, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def broken(*_: object, **__: object) -> None:
         raise OSError(28, "No space left on device")
+
     monkeypatch.setattr(os, "write", broken)
     with pytest.raises(LocalIOError):
         store.write(A_ROOT, b"x")
@@ -294,8 +316,7 @@ def test_failed_write_leaves_no_version(store: FileStore, root: Path,
 
 
 @pytest.mark.proves("T2", "T9")
-def test_symlinked_directory_inside_the_store(store: FileStore, root: Path,
-                                              tmp_path: Path) -> None:
+def test_symlinked_directory_inside_the_store(store: FileStore, root: Path, tmp_path: Path) -> None:
     outside = make_store(tmp_path / "outside")
     outside.write(A_ROOT, b"planted")
     outside.close()

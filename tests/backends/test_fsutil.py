@@ -43,8 +43,9 @@ def umask_zero() -> Iterator[None]:
 
 
 @pytest.mark.proves("T7")
-def test_exclusive_write_creates_file_0600_whatever_the_umask(tmp_path: Path,
-                                                              umask_zero: None) -> None:
+def test_exclusive_write_creates_file_0600_whatever_the_umask(
+    tmp_path: Path, umask_zero: None
+) -> None:
     fsutil.write_file_atomic(tmp_path, "key", b"secret bytes")
     assert (tmp_path / "key").read_bytes() == b"secret bytes"
     assert mode(tmp_path / "key") == 0o600
@@ -147,10 +148,12 @@ def test_large_data_is_written_completely(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("failing", ["write", "fsync", "fchmod"])
-def test_failure_while_writing_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                              failing: str) -> None:
+def test_failure_while_writing_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
     def broken(*_: object, **__: object) -> None:
         raise OSError(errno.EIO, "I/O error")
+
     monkeypatch.setattr(os, failing, broken)
     with pytest.raises(LocalIOError) as info:
         fsutil.write_file_atomic(tmp_path, "key", b"top secret")
@@ -161,10 +164,12 @@ def test_failure_while_writing_leaves_nothing(tmp_path: Path, monkeypatch: pytes
 
 
 @pytest.mark.parametrize("exclusive", [True, False])
-def test_failure_while_publishing_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                 exclusive: bool) -> None:
+def test_failure_while_publishing_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exclusive: bool
+) -> None:
     def denied(*_: object, **__: object) -> None:
         raise OSError(errno.EACCES, "Permission denied")
+
     monkeypatch.setattr(os, "link" if exclusive else "replace", denied)
     with pytest.raises(AccessDeniedError):
         fsutil.write_file_atomic(tmp_path, "key", b"x", exclusive=exclusive)
@@ -176,6 +181,7 @@ def test_failure_while_publishing_leaves_nothing(tmp_path: Path, monkeypatch: py
 def test_interrupt_removes_the_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def interrupted(*_: object, **__: object) -> None:
         raise KeyboardInterrupt
+
     monkeypatch.setattr(os, "fsync", interrupted)
     with pytest.raises(KeyboardInterrupt):
         fsutil.write_file_atomic(tmp_path, "key", b"x")
@@ -252,25 +258,27 @@ def test_open_subdir_creates_and_opens(tmp_path: Path) -> None:
 # -- translate_os_error --------------------------------------------------------
 
 
-@pytest.mark.parametrize(("code", "kind", "words"), [
-    (errno.EACCES, AccessDeniedError, "permission denied"),
-    (errno.EPERM, AccessDeniedError, "permission denied"),
-    (errno.ENOSPC, LocalIOError, "no space left"),
-    (errno.EDQUOT, LocalIOError, "quota"),
-    (errno.EROFS, LocalIOError, "read-only"),
-    (errno.EIO, LocalIOError, "I/O error"),
-    (errno.ENOENT, NotFoundError, "no such file"),
-    (errno.EEXIST, ConflictError, "already exists"),
-    (errno.ELOOP, UsageError, "symbolic link"),
-    (errno.EMFILE, LocalIOError, "open files"),
-])
+@pytest.mark.parametrize(
+    ("code", "kind", "words"),
+    [
+        (errno.EACCES, AccessDeniedError, "permission denied"),
+        (errno.EPERM, AccessDeniedError, "permission denied"),
+        (errno.ENOSPC, LocalIOError, "no space left"),
+        (errno.EDQUOT, LocalIOError, "quota"),
+        (errno.EROFS, LocalIOError, "read-only"),
+        (errno.EIO, LocalIOError, "I/O error"),
+        (errno.ENOENT, NotFoundError, "no such file"),
+        (errno.EEXIST, ConflictError, "already exists"),
+        (errno.ELOOP, UsageError, "symbolic link"),
+        (errno.EMFILE, LocalIOError, "open files"),
+    ],
+)
 def test_os_errors_become_clear_keyvault_errors(code: int, kind: type, words: str) -> None:
     error = fsutil.translate_os_error(OSError(code, os.strerror(code)), Path("/x/key"), "write")
     assert type(error) is kind
     assert "/x/key" in error.message and words in error.message
     if kind in (AccessDeniedError, LocalIOError) and code != errno.EMFILE:
         assert error.hint  # permission, space, read-only and I/O failures say what to do
-
 
 
 # -- real faults (root only) ---------------------------------------------------
@@ -322,7 +330,8 @@ def test_nobody_can_write_where_allowed(shared_dir: Path) -> None:
 
 @pytest.mark.proves("T8")
 def test_make_private_dirs_makes_every_parent_0700_whatever_the_umask(
-        tmp_path: Path, umask_zero: None) -> None:
+    tmp_path: Path, umask_zero: None
+) -> None:
     fsutil.make_private_dirs(tmp_path / "a" / "b" / "c")
     assert [mode(tmp_path / p) for p in ("a", "a/b", "a/b/c")] == [0o700] * 3
 

@@ -58,6 +58,7 @@ def derivations(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, int]]:
     def counting(passphrase: bytes, salt: bytes, n: int, r: int, p: int) -> bytes:
         calls.append((n, r, p))
         return real(passphrase, salt, n, r, p)
+
     monkeypatch.setattr(pw, "derive_kek", counting)
     return calls
 
@@ -77,8 +78,9 @@ class TestPassphraseWrapperContract(WrapperContract):
 # -- URIs and settings -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("uri", ["passphrase:", "passphrase:laptop", "passphrase:team-a-2",
-                                 "passphrase:" + "a" * 32])
+@pytest.mark.parametrize(
+    "uri", ["passphrase:", "passphrase:laptop", "passphrase:team-a-2", "passphrase:" + "a" * 32]
+)
 def test_uri_preserved(uri: str) -> None:
     assert env_wrapper(uri=uri).uri == uri
 
@@ -88,9 +90,19 @@ def test_registry_builds_a_passphrase_wrapper() -> None:
     assert isinstance(w, pw.PassphraseWrapper) and w.uri == "passphrase:ops"
 
 
-@pytest.mark.parametrize("uri", ["passphrase", "passphrase:Laptop", "passphrase:a/b",
-                                 "passphrase://x", "passphrase:" + "a" * 33, "passphrase:a b",
-                                 "passphrase:a:b", "pass:x"])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "passphrase",
+        "passphrase:Laptop",
+        "passphrase:a/b",
+        "passphrase://x",
+        "passphrase:" + "a" * 33,
+        "passphrase:a b",
+        "passphrase:a:b",
+        "pass:x",
+    ],
+)
 def test_bad_uri_refused(uri: str) -> None:
     with pytest.raises(UsageError):
         pw.PassphraseWrapper.from_uri(uri, BackendOptions())
@@ -99,14 +111,16 @@ def test_bad_uri_refused(uri: str) -> None:
 @pytest.mark.parametrize("n", [2**13, 2**21, 3 * 2**14, 0, -(2**14), True, "16384", 16384.0])
 def test_scrypt_n_setting_allow_list(n: Any) -> None:
     with pytest.raises(UsageError) as info:
-        pw.PassphraseWrapper.from_uri("passphrase:", BackendOptions(
-            settings={"passphrase": {"scrypt_n": n}}))
+        pw.PassphraseWrapper.from_uri(
+            "passphrase:", BackendOptions(settings={"passphrase": {"scrypt_n": n}})
+        )
     assert "scrypt_n" in info.value.message
 
 
 def test_default_cost(derivations: list[tuple[int, int, int]]) -> None:
-    w = pw.PassphraseWrapper.from_uri("passphrase:", BackendOptions(
-        env={"KEYVAULT_PASSPHRASE": PASSPHRASE}))
+    w = pw.PassphraseWrapper.from_uri(
+        "passphrase:", BackendOptions(env={"KEYVAULT_PASSPHRASE": PASSPHRASE})
+    )
     assert repr(w) == "PassphraseWrapper('passphrase:', n=131072)"
     assert w.wrap(DEK, CONTEXT).params["n"] == 2**17
     assert derivations == [(2**17, 8, 1)]
@@ -117,8 +131,10 @@ def test_default_cost(derivations: list[tuple[int, int, int]]) -> None:
 
 @pytest.mark.proves("B15")
 def test_empty_env_passphrase_refused() -> None:
-    w = pw.PassphraseWrapper.from_uri("passphrase:", BackendOptions(
-        env={"KEYVAULT_PASSPHRASE": ""}, prompt=Prompt("unused"), settings=FAST))
+    w = pw.PassphraseWrapper.from_uri(
+        "passphrase:",
+        BackendOptions(env={"KEYVAULT_PASSPHRASE": ""}, prompt=Prompt("unused"), settings=FAST),
+    )
     with pytest.raises(UsageError) as info:
         w.wrap(DEK, CONTEXT)
     assert "KEYVAULT_PASSPHRASE" in info.value.message
@@ -126,8 +142,10 @@ def test_empty_env_passphrase_refused() -> None:
 
 def test_env_wins_over_the_prompt() -> None:
     prompt = Prompt("typed")
-    w = pw.PassphraseWrapper.from_uri("passphrase:", BackendOptions(
-        env={"KEYVAULT_PASSPHRASE": PASSPHRASE}, prompt=prompt, settings=FAST))
+    w = pw.PassphraseWrapper.from_uri(
+        "passphrase:",
+        BackendOptions(env={"KEYVAULT_PASSPHRASE": PASSPHRASE}, prompt=prompt, settings=FAST),
+    )
     wrapped = w.wrap(DEK, CONTEXT)
     assert prompt.asked == []
     assert env_wrapper().unwrap(wrapped, CONTEXT) == DEK
@@ -146,7 +164,8 @@ def test_empty_typed_passphrase_refused() -> None:
 
 
 def test_one_prompt_and_one_derivation_for_a_bulk_backup(
-        derivations: list[tuple[int, int, int]]) -> None:
+    derivations: list[tuple[int, int, int]],
+) -> None:
     prompt = Prompt(PASSPHRASE)
     w = prompt_wrapper(prompt, "passphrase:laptop")
     wrapped = [w.wrap(bytes([i]) * 32, CONTEXT) for i in range(20)]
@@ -156,8 +175,7 @@ def test_one_prompt_and_one_derivation_for_a_bulk_backup(
     assert len({x.params["nonce"] for x in wrapped}) == 20
 
 
-def test_unwraps_ask_once_and_derive_once_per_salt(
-        derivations: list[tuple[int, int, int]]) -> None:
+def test_unwraps_ask_once_and_derive_once_per_salt(derivations: list[tuple[int, int, int]]) -> None:
     first_run, second_run = env_wrapper(), env_wrapper()
     run1 = [first_run.wrap(bytes([i]) * 32, CONTEXT) for i in range(3)]
     run2 = [second_run.wrap(bytes([i]) * 32, CONTEXT) for i in range(3)]
@@ -229,7 +247,12 @@ def test_manual_recovery() -> None:
     p = wrapped.params
     assert set(p) == {"kdf", "salt", "n", "r", "p", "nonce", "check"}
     assert (wrapped.alg, p["kdf"], p["n"], p["r"], p["p"]) == (
-        "scrypt-aes256gcm", "scrypt", TEST_SCRYPT_N, 8, 1)
+        "scrypt-aes256gcm",
+        "scrypt",
+        TEST_SCRYPT_N,
+        8,
+        1,
+    )
     salt = base64.b64decode(str(p["salt"]))
     nonce = base64.b64decode(str(p["nonce"]))
     assert (len(salt), len(nonce), len(wrapped.blob)) == (16, 12, 48)
@@ -272,7 +295,8 @@ BAD_PARAMS: list[tuple[str, dict[str, Any]]] = [
 @pytest.mark.parametrize(("case", "change"), BAD_PARAMS, ids=[c for c, _ in BAD_PARAMS])
 @pytest.mark.proves("T10", "T15")
 def test_params_outside_the_allow_list_refused_before_scrypt(
-        derivations: list[tuple[int, int, int]], case: str, change: dict[str, Any]) -> None:
+    derivations: list[tuple[int, int, int]], case: str, change: dict[str, Any]
+) -> None:
     wrapped = env_wrapper().wrap(DEK, CONTEXT)
     derivations.clear()
     bad = replace(wrapped, params={**wrapped.params, **change})
@@ -293,7 +317,8 @@ COSTLY: list[tuple[str, dict[str, Any]]] = [
 @pytest.mark.parametrize(("case", "change"), COSTLY, ids=[c for c, _ in COSTLY])
 @pytest.mark.proves("T10", "T15")
 def test_costlier_scrypt_than_keyvault_writes_is_refused_before_deriving(
-        derivations: list[tuple[int, int, int]], case: str, change: dict[str, Any]) -> None:
+    derivations: list[tuple[int, int, int]], case: str, change: dict[str, Any]
+) -> None:
     """A hostile envelope cost 1 GiB and over 10 s per salt (n = 2**20, p = 4 were allowed).
 
     Refused with exit 5, and no scrypt runs at all, so the refusal itself is cheap."""
@@ -309,8 +334,10 @@ def test_costlier_scrypt_than_keyvault_writes_is_refused_before_deriving(
 def test_keyvaults_own_costs_still_open(derivations: list[tuple[int, int, int]]) -> None:
     """What keyvault writes opens, up to the cap (2**18, above the 2**17 default)."""
     assert env_wrapper().unwrap(env_wrapper().wrap(DEK, CONTEXT), CONTEXT) == DEK
-    options = BackendOptions(env={"KEYVAULT_PASSPHRASE": PASSPHRASE},
-                             settings={"passphrase": {"scrypt_n": pw.UNWRAP_MAX_N}})
+    options = BackendOptions(
+        env={"KEYVAULT_PASSPHRASE": PASSPHRASE},
+        settings={"passphrase": {"scrypt_n": pw.UNWRAP_MAX_N}},
+    )
     writer = pw.PassphraseWrapper.from_uri("passphrase:", options)
     reader = env_wrapper()  # configured for the small test cost: still opens it
     assert reader.unwrap(writer.wrap(DEK, CONTEXT), CONTEXT) == DEK
@@ -333,8 +360,13 @@ def test_larger_allowed_costs_still_open() -> None:
     kek = Scrypt(salt=salt, length=32, n=2**15, r=8, p=2).derive(PASSPHRASE.encode())
     nonce = b"\2" * 12
     check = hmac.new(kek, b"keyvault/v1/passphrase-check", hashlib.sha256).digest()[:16]
-    params = {**wrapped.params, "n": 2**15, "p": 2, "nonce": base64.b64encode(nonce).decode(),
-              "check": base64.b64encode(check).decode()}
+    params = {
+        **wrapped.params,
+        "n": 2**15,
+        "p": 2,
+        "nonce": base64.b64encode(nonce).decode(),
+        "check": base64.b64encode(check).decode(),
+    }
     blob = AESGCM(kek).encrypt(nonce, DEK, canonical_json(CONTEXT))
     assert w.unwrap(WrappedKey(w.uri, pw.ALG, blob, CONTEXT, params), CONTEXT) == DEK
 

@@ -24,6 +24,7 @@ from ci.conftest import CiLab, Job, job_script, no_leftovers
 
 def wait_for_line(path: Path, proc: subprocess.Popen[str], seconds: float = 30) -> str:
     """The first line the command wrote to ``path`` (it must still be running)."""
+
     def written() -> str | None:
         assert proc.poll() is None, "exec ended early"
         text = path.read_text() if path.exists() else ""
@@ -32,16 +33,16 @@ def wait_for_line(path: Path, proc: subprocess.Popen[str], seconds: float = 30) 
     return str(wait_for(written, f"{path} to be written", seconds, 0.05))
 
 
-def test_ci_job_publishes_with_fetched_keys_and_leaves_nothing(ci_lab: CiLab,
-                                                               tmp_path: Path) -> None:
+def test_ci_job_publishes_with_fetched_keys_and_leaves_nothing(
+    ci_lab: CiLab, tmp_path: Path
+) -> None:
     job = ci_lab.job("publish")
     config = ci_lab.config("publish")
     payload = job.home / "v2.txt"
     payload.write_bytes(release("v2"))
     script = job_script(ci_lab, job.home)
     jwt = ci_lab.bao.mint_jwt(team="team-b")
-    run = job.run(config, jwt, "exec", "--gun", ci_lab.gun, "--", script, ci_lab.gun, "v2",
-                  payload)
+    run = job.run(config, jwt, "exec", "--gun", ci_lab.gun, "--", script, ci_lab.gun, "v2", payload)
     assert run.returncode == 0, run.stdout + run.stderr
     assert f"Successfully published changes for repository {ci_lab.gun}" in run.stdout
     assert "2 key(s)" in run.stderr  # targets + snapshot (notary init keeps it on the client)
@@ -52,25 +53,42 @@ def test_ci_job_publishes_with_fetched_keys_and_leaves_nothing(ci_lab: CiLab,
     assert reader.targets(ci_lab.gun)["v2"] == expected("v2")
     # the fetch is in the job's audit log: who, which GUN, which roles, which keys
     audit = (job.home / ".local" / "state" / "keyvault" / "audit.log").read_text()
-    (record,) = [json.loads(line) for line in audit.splitlines()
-                 if json.loads(line)["action"] == "fetch"]
+    (record,) = [
+        json.loads(line) for line in audit.splitlines() if json.loads(line)["action"] == "fetch"
+    ]
     assert record["outcome"] == "ok" and record["team"] == "team-b"
-    assert {k["key_id"] for k in record["keys"]} == {ci_lab.key_ids["targets"],
-                                                     ci_lab.key_ids["snapshot"]}
+    assert {k["key_id"] for k in record["keys"]} == {
+        ci_lab.key_ids["targets"],
+        ci_lab.key_ids["snapshot"],
+    }
     assert f"gun={ci_lab.gun}" in record["detail"]
     assert "vault-jwt:ci-team-b/repo:example/app:ref:main" in record["detail"]
 
 
-def test_delegation_named_with_role_signs_as_the_delegation(ci_lab: CiLab,
-                                                             tmp_path: Path) -> None:
+def test_delegation_named_with_role_signs_as_the_delegation(ci_lab: CiLab, tmp_path: Path) -> None:
     job = ci_lab.job("delegation")
     payload = job.home / "v3.txt"
     payload.write_bytes(release("v3"))
     script = job_script(ci_lab, job.home)
-    run = job.run(ci_lab.config("delegation"), ci_lab.bao.mint_jwt(team="team-b"), "exec",
-                  "--gun", ci_lab.gun, "--role", "targets", "--role", "snapshot", "--role",
-                  "targets/releases", "--",
-                  script, ci_lab.gun, "v3", payload, "--roles=targets/releases")
+    run = job.run(
+        ci_lab.config("delegation"),
+        ci_lab.bao.mint_jwt(team="team-b"),
+        "exec",
+        "--gun",
+        ci_lab.gun,
+        "--role",
+        "targets",
+        "--role",
+        "snapshot",
+        "--role",
+        "targets/releases",
+        "--",
+        script,
+        ci_lab.gun,
+        "v3",
+        payload,
+        "--roles=targets/releases",
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     no_leftovers(job)
     reader = NotaryClient(ci_lab.notary, ci_lab.server, tmp_path / "reader")
@@ -80,8 +98,10 @@ def test_delegation_named_with_role_signs_as_the_delegation(ci_lab: CiLab,
 @pytest.mark.proves("T4")
 def test_root_is_refused_with_nothing_written(ci_lab: CiLab) -> None:
     job = ci_lab.job("root")
-    for args in (("exec", "--gun", ci_lab.gun, "--role", "root", "--", "true"),
-                 ("fetch", "--gun", ci_lab.gun, "--role", "root", "--into", job.home / "x")):
+    for args in (
+        ("exec", "--gun", ci_lab.gun, "--role", "root", "--", "true"),
+        ("fetch", "--gun", ci_lab.gun, "--role", "root", "--into", job.home / "x"),
+    ):
         run = job.run(ci_lab.config("root"), ci_lab.bao.mint_jwt(team="team-b"), *args)
         assert run.returncode == 4, run.stderr
         assert "root keys are never fetched" in run.stderr
@@ -93,22 +113,45 @@ def test_root_is_refused_with_nothing_written(ci_lab: CiLab) -> None:
 def test_another_teams_gun_is_refused_by_openbao(ci_lab: CiLab) -> None:
     """keyvault's own policy is not wired in yet: OpenBao's ACL refuses team a's prefix."""
     job = ci_lab.job("other-team")
-    run = job.run(ci_lab.config("other", team="team-a"), ci_lab.bao.mint_jwt(team="team-b"),
-                  "exec", "--gun", ci_lab.other_gun, "--", "true")
+    run = job.run(
+        ci_lab.config("other", team="team-a"),
+        ci_lab.bao.mint_jwt(team="team-b"),
+        "exec",
+        "--gun",
+        ci_lab.other_gun,
+        "--",
+        "true",
+    )
     assert run.returncode == 4, run.stderr
     assert "permission denied" in run.stderr and "team-a" in run.stderr
     no_leftovers(job)
     # and team a's JWT cannot log in at team b's role
-    refused = job.run(ci_lab.config("wrong-role"), ci_lab.bao.mint_jwt(team="team-a"),
-                      "exec", "--gun", ci_lab.gun, "--", "true")
+    refused = job.run(
+        ci_lab.config("wrong-role"),
+        ci_lab.bao.mint_jwt(team="team-a"),
+        "exec",
+        "--gun",
+        ci_lab.gun,
+        "--",
+        "true",
+    )
     assert refused.returncode == 4 and "refused the JWT login" in refused.stderr
     no_leftovers(job)
 
 
 def test_exit_code_passes_through(ci_lab: CiLab) -> None:
     job = ci_lab.job("exit-code")
-    run = job.run(ci_lab.config("exit"), ci_lab.bao.mint_jwt(team="team-b"), "exec", "--gun",
-                  ci_lab.gun, "--", "sh", "-c", "exit 7")
+    run = job.run(
+        ci_lab.config("exit"),
+        ci_lab.bao.mint_jwt(team="team-b"),
+        "exec",
+        "--gun",
+        ci_lab.gun,
+        "--",
+        "sh",
+        "-c",
+        "exit 7",
+    )
     assert run.returncode == 7, run.stderr
     no_leftovers(job)
 
@@ -116,9 +159,17 @@ def test_exit_code_passes_through(ci_lab: CiLab) -> None:
 def _hold(job: Job, lab: CiLab) -> tuple[subprocess.Popen[str], Path, Path]:
     """Start an exec whose command records its trust dir and PID, then sleeps."""
     seen, pid_file = job.home / "trust-dir.txt", job.home / "child.pid"
-    proc = job.start(lab.config(job.home.name), lab.bao.mint_jwt(team="team-b"), "exec",
-                     "--gun", lab.gun, "--", "sh", "-c",
-                     f'echo $$ > {pid_file}; echo "$KEYVAULT_TRUST_DIR" > {seen}; exec sleep 60')
+    proc = job.start(
+        lab.config(job.home.name),
+        lab.bao.mint_jwt(team="team-b"),
+        "exec",
+        "--gun",
+        lab.gun,
+        "--",
+        "sh",
+        "-c",
+        f'echo $$ > {pid_file}; echo "$KEYVAULT_TRUST_DIR" > {seen}; exec sleep 60',
+    )
     return proc, seen, pid_file
 
 
@@ -160,8 +211,15 @@ def test_sigkilled_run_is_wiped_by_the_next_run(ci_lab: CiLab) -> None:
         os.killpg(proc.pid, signal.SIGKILL)  # the CI runner kills them all
         proc.wait(timeout=10)
     assert any((trust / "private").glob("*.key"))  # left behind by the kill
-    run = job.run(ci_lab.config("sigkill-next"), ci_lab.bao.mint_jwt(team="team-b"), "exec",
-                  "--gun", ci_lab.gun, "--", "true")
+    run = job.run(
+        ci_lab.config("sigkill-next"),
+        ci_lab.bao.mint_jwt(team="team-b"),
+        "exec",
+        "--gun",
+        ci_lab.gun,
+        "--",
+        "true",
+    )
     assert run.returncode == 0, run.stderr
     assert f"earlier run that died: {trust.parent}" in run.stderr
     no_leftovers(job)
@@ -171,8 +229,20 @@ def test_fetch_into_then_wipe_leaves_nothing(ci_lab: CiLab) -> None:
     job = ci_lab.job("fetch")
     into = job.home / "keys"
     config = ci_lab.config("fetch")
-    run = job.run(config, ci_lab.bao.mint_jwt(team="team-b"), "--json", "fetch", "--gun",
-                  ci_lab.gun, "--role", "targets", "--into", into, "--ttl", "15m")
+    run = job.run(
+        config,
+        ci_lab.bao.mint_jwt(team="team-b"),
+        "--json",
+        "fetch",
+        "--gun",
+        ci_lab.gun,
+        "--role",
+        "targets",
+        "--into",
+        into,
+        "--ttl",
+        "15m",
+    )
     assert run.returncode == 0, run.stderr
     doc = json.loads(run.stdout)
     assert doc["trust_dir"] == str(into / "trust")

@@ -15,8 +15,9 @@ from keyvault.cli.app import main
 from keyvault.cli.schemas import command_schemas, schema_for
 
 #: Global options that take a value, and the commands that have sub-commands.
-_VALUED = frozenset({"--config", "--trust-dir", "--store", "--wrapper", "--team", "--as",
-                     "--trust-sealer"})
+_VALUED = frozenset(
+    {"--config", "--trust-dir", "--store", "--wrapper", "--team", "--as", "--trust-sealer"}
+)
 _GROUPS = frozenset({"audit", "daemon", "hsm", "policy", "recovery", "sealer"})
 
 
@@ -56,7 +57,7 @@ def conforms(argv: list[str], code: int, out: str) -> None:
     (keyvault/cli/schemas, docs/json.md); a failure's must match error.json."""
     from schemacheck import validate
 
-    mine = argv[:argv.index("--")] if "--" in argv else argv
+    mine = argv[: argv.index("--")] if "--" in argv else argv
     if "--json" not in mine or "--help" in mine:
         return
     command = command_of(argv)  # restore's own --version is not the global one
@@ -66,8 +67,11 @@ def conforms(argv: list[str], code: int, out: str) -> None:
     if not out and code != 0:
         return  # refused by the option parser, before keyvault ran: usage on stderr
     doc = json.loads(out)
-    if code != 0 and isinstance(doc, dict) and set(doc) == {"error", "exit_code", "message",
-                                                            "hint"}:
+    if (
+        code != 0
+        and isinstance(doc, dict)
+        and set(doc) == {"error", "exit_code", "message", "hint"}
+    ):
         name = "error"
     validate(doc, name)
 

@@ -81,15 +81,29 @@ class Machine:
 
 def _config(path: Path, store: str, wrapper: str, tail: str = "") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(["[keyvault]", f"team = {json.dumps(TEAM)}",
-                               f"store = {json.dumps(store)}",
-                               f"wrappers = {json.dumps([wrapper])}", "", tail]))
+    path.write_text(
+        "\n".join(
+            [
+                "[keyvault]",
+                f"team = {json.dumps(TEAM)}",
+                f"store = {json.dumps(store)}",
+                f"wrappers = {json.dumps([wrapper])}",
+                "",
+                tail,
+            ]
+        )
+    )
     return path
 
 
 @pytest.fixture(params=["file", "s3"])
-def machine(request: pytest.FixtureRequest, kv: KV, home: Path, tmp_path: Path,
-            monkeypatch: pytest.MonkeyPatch) -> Machine:
+def machine(
+    request: pytest.FixtureRequest,
+    kv: KV,
+    home: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Machine:
     from keyvault.plugins import BackendOptions
     from keyvault.wrappers.age import generate_identity
 
@@ -104,13 +118,12 @@ def machine(request: pytest.FixtureRequest, kv: KV, home: Path, tmp_path: Path,
         store = f"s3://{request.getfixturevalue('bucket')}/keyvault"
         for key, value in s3_env(weed).items():
             monkeypatch.setenv(key, value)
-        tail += "[s3]\n" + "".join(f"{k} = {json.dumps(v)}\n"
-                                   for k, v in s3_settings(weed).items())
-    write_sample_trust_dir(home / ".docker" / "trust",
-                           dict.fromkeys(("root", "targets", "snapshot"), PASS), (GUN,))
+        tail += "[s3]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in s3_settings(weed).items())
+    write_sample_trust_dir(
+        home / ".docker" / "trust", dict.fromkeys(("root", "targets", "snapshot"), PASS), (GUN,)
+    )
     made = Machine(kv, home, _config(home / "kv.toml", store, recipient, tail))
-    for args in (("backup",), ("--trust-dir", tmp_path / "out", "restore", "--all"),
-                 ("backup",)):
+    for args in (("backup",), ("--trust-dir", tmp_path / "out", "restore", "--all"), ("backup",)):
         run = made(*args)
         assert run.code == 0, run.err
     assert [r["action"] for r in made.records()] == ["backup", "restore", "backup"]
@@ -140,13 +153,25 @@ def refused(run: Run, *fragments: str) -> None:
 
 def test_the_actor_is_the_real_user_not_what_logname_says(kv: KV, home: Path) -> None:
     """``LOGNAME=bob keyvault ...`` run by root is recorded as root, as the uid says."""
-    write_sample_trust_dir(home / ".docker" / "trust",
-                           dict.fromkeys(("root", "targets", "snapshot"), PASS), (GUN,))
+    write_sample_trust_dir(
+        home / ".docker" / "trust", dict.fromkeys(("root", "targets", "snapshot"), PASS), (GUN,)
+    )
     assert kv("init").code == 0
-    spoofed = {**os.environ, "LOGNAME": "mallory", "USER": "mallory", "LNAME": "mallory",
-               "USERNAME": "mallory"}
-    done = subprocess.run([sys.executable, "-m", "keyvault", "backup"], env=spoofed,
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
+    spoofed = {
+        **os.environ,
+        "LOGNAME": "mallory",
+        "USER": "mallory",
+        "LNAME": "mallory",
+        "USERNAME": "mallory",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "keyvault", "backup"],
+        env=spoofed,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     shown = kv("--json", "audit", "show")
     (record,) = shown.json()["records"]
@@ -155,33 +180,37 @@ def test_the_actor_is_the_real_user_not_what_logname_says(kv: KV, home: Path) ->
     assert record["actor"] == f"{real}@{os.uname().nodename}"
 
 
-def test_an_as_claim_is_recorded_beside_the_real_actor(kv: KV, home: Path,
-                                                       tmp_path: Path) -> None:
+def test_an_as_claim_is_recorded_beside_the_real_actor(kv: KV, home: Path, tmp_path: Path) -> None:
     """``--as`` (file store, for the policy check) is in every record it touched, and in
     ``audit show --json``; the actor stays who really ran the command."""
     from keyvault.ops.identity import local_principal
 
     me = local_principal()
     policy = tmp_path / "p.toml"
-    policy.write_text(f'[teams.{TEAM}]\nguns = ["example.com/{TEAM}/*"]\n'
-                      f'members = ["local:{me.split("@")[0]}"]\nci = ["local:ci-bot"]\n')
+    policy.write_text(
+        f'[teams.{TEAM}]\nguns = ["example.com/{TEAM}/*"]\n'
+        f'members = ["local:{me.split("@")[0]}"]\nci = ["local:ci-bot"]\n'
+    )
     trust = home / ".docker" / "trust"
     write_sample_trust_dir(trust, dict.fromkeys(("root", "targets", "snapshot"), PASS), (GUN,))
     assert kv("--team", TEAM, "init").code == 0
     config = home / ".config" / "keyvault" / "config.toml"
-    config.write_text(config.read_text().replace("[keyvault]\n",
-                                                 f'[keyvault]\npolicy = "{policy}"\n'))
+    config.write_text(
+        config.read_text().replace("[keyvault]\n", f'[keyvault]\npolicy = "{policy}"\n')
+    )
     assert kv("backup").code == 0
-    assert kv("--as", "local:ci-bot", "--trust-dir", tmp_path / "ci", "restore",
-              "--all").code == 4
-    assert kv("--as", "local:ci-bot", "--trust-dir", tmp_path / "ci", "restore", "--gun",
-              GUN).code == 0
+    assert kv("--as", "local:ci-bot", "--trust-dir", tmp_path / "ci", "restore", "--all").code == 4
+    assert (
+        kv("--as", "local:ci-bot", "--trust-dir", tmp_path / "ci", "restore", "--gun", GUN).code
+        == 0
+    )
     shown = kv("--json", "audit", "show")
     records = shown.json()["records"]
     assert [(r["action"], r["outcome"], r["actor"], r["claimed_as"]) for r in records] == [
         ("backup", "ok", me, None),
         ("restore", "refused", me, "local:ci-bot"),
-        ("restore", "ok", me, "local:ci-bot")]
+        ("restore", "ok", me, "local:ci-bot"),
+    ]
     table = kv("audit", "show")
     assert f"{me} (--as local:ci-bot)" in table.out
     # What the policy names CI does is not anchored (CI may only read the store); the
@@ -200,8 +229,7 @@ def test_a_legit_log_verifies_against_its_checkpoints(machine: Machine) -> None:
     # One signed checkpoint per command that wrote or restored keys: the backup and the
     # restore; the unchanged backup wrote nothing, checkpoint included.
     heads = [r["hash"] for r in machine.records()]
-    assert [n.rsplit("/", 1)[1] for n in names] == [f"{i:010d}-{heads[i - 1]}.json"
-                                                    for i in (1, 2)]
+    assert [n.rsplit("/", 1)[1] for n in names] == [f"{i:010d}-{heads[i - 1]}.json" for i in (1, 2)]
     run = machine("--json", "audit", "verify")
     assert run.code == 0, run.err
     doc = run.json()
@@ -217,8 +245,11 @@ def test_a_rewritten_log_is_caught_by_the_checkpoints(machine: Machine) -> None:
     """The restore (record 2) made someone else's and every hash after it recomputed:
     the local chain is whole, the signed checkpoint of record 2 is not in it any more."""
     rewrite(machine.log, 2, actor="bob@elsewhere")
-    refused(machine("audit", "verify"), "record 2: differs from the signed checkpoint",
-            "after record 1, which matches")
+    refused(
+        machine("audit", "verify"),
+        "record 2: differs from the signed checkpoint",
+        "after record 1, which matches",
+    )
     doc = machine("--json", "audit", "verify").json()
     assert not doc["intact"] and [p["seq"] for p in doc["problems"]] == [2]
 
@@ -235,17 +266,20 @@ def test_a_truncated_log_is_caught_by_the_checkpoints(machine: Machine) -> None:
     lines = machine.log.read_bytes().splitlines(keepends=True)
     machine.log.write_bytes(lines[0])
     assert verify_records(machine.log.read_bytes().splitlines())[2] == []
-    refused(machine("audit", "verify"), "record 2: is anchored by a signed checkpoint",
-            "truncated")
+    refused(machine("audit", "verify"), "record 2: is anchored by a signed checkpoint", "truncated")
 
 
 def _signature(private: ed25519.Ed25519PrivateKey, message: bytes) -> dict[str, str]:
     from cryptography.hazmat.primitives import serialization
 
-    spki = private.public_key().public_bytes(serialization.Encoding.DER,
-                                             serialization.PublicFormat.SubjectPublicKeyInfo)
-    return {"alg": "ed25519", "public_key": base64.b64encode(spki).decode(),
-            "value": base64.b64encode(private.sign(message)).decode()}
+    spki = private.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return {
+        "alg": "ed25519",
+        "public_key": base64.b64encode(spki).decode(),
+        "value": base64.b64encode(private.sign(message)).decode(),
+    }
 
 
 def _own_key(machine: Machine) -> ed25519.Ed25519PrivateKey:
@@ -253,8 +287,9 @@ def _own_key(machine: Machine) -> ed25519.Ed25519PrivateKey:
     return sealer._private
 
 
-def _checkpoint_of_head(machine: Machine, seq: int, head: str, actor: str
-                        ) -> tuple[str, dict[str, Any]]:
+def _checkpoint_of_head(
+    machine: Machine, seq: int, head: str, actor: str
+) -> tuple[str, dict[str, Any]]:
     """(object name, unsigned document) of a checkpoint of record ``seq`` of this log."""
     log_dir = machine.checkpoint_names()[0].rsplit("/", 1)[0]
     log_id = log_dir.rsplit("/", 1)[1]
@@ -277,13 +312,17 @@ def test_a_forged_checkpoint_is_refused(machine: Machine, forgery: str) -> None:
         doc["signature"] = _signature(_own_key(machine), message)
         doc["actor"] = "mallory@elsewhere"
     machine.plant(name, canonical_json(doc))
-    expected = {"unsigned": "is unsigned", "untrusted": "which this machine does not trust",
-                "altered": "the signature does not verify"}[forgery]
+    expected = {
+        "unsigned": "is unsigned",
+        "untrusted": "which this machine does not trust",
+        "altered": "the signature does not verify",
+    }[forgery]
     refused(machine("audit", "verify"), f"{name.rsplit('/', 1)[1]} in the store", expected)
 
 
 def test_a_rewrite_anchored_again_with_the_machines_own_key_is_still_caught(
-        machine: Machine) -> None:
+    machine: Machine,
+) -> None:
     """Whoever holds this machine's sealer can sign a checkpoint of the rewritten head,
     but cannot remove the genuine checkpoints before it: every one is compared."""
     rewrite(machine.log, 2, outcome="failed")
@@ -303,8 +342,9 @@ def _file_machine(kv: KV, home: Path, tmp_path: Path) -> tuple[Machine, Path]:
 
     store = tmp_path / "store"
     open_store(store.as_uri(), BackendOptions(), create=True).close()
-    write_sample_trust_dir(home / ".docker" / "trust",
-                           dict.fromkeys(("root", "targets", "snapshot"), PASS), (GUN,))
+    write_sample_trust_dir(
+        home / ".docker" / "trust", dict.fromkeys(("root", "targets", "snapshot"), PASS), (GUN,)
+    )
     identity = tmp_path / "offline" / "identity.txt"
     recipient = generate_identity(identity)
     tail = f"[recovery]\nidentity_file = {json.dumps(str(identity))}\n"
@@ -312,15 +352,17 @@ def _file_machine(kv: KV, home: Path, tmp_path: Path) -> tuple[Machine, Path]:
 
 
 def test_a_checkpoint_the_store_refuses_warns_and_the_next_one_anchors_the_record(
-        kv: KV, home: Path, tmp_path: Path) -> None:
+    kv: KV, home: Path, tmp_path: Path
+) -> None:
     made, store = _file_machine(kv, home, tmp_path)
     blocker = store / "objects" / "v1" / "teams" / TEAM / "audit"
     blocker.parent.mkdir(parents=True)
     blocker.write_bytes(b"")  # a file where the checkpoints' directory goes
     from keyvault.ops.anchor import CheckpointNotWrittenWarning
 
-    with pytest.warns(CheckpointNotWrittenWarning,
-                      match="checkpoint of record 1 was not written to the store"):
+    with pytest.warns(
+        CheckpointNotWrittenWarning, match="checkpoint of record 1 was not written to the store"
+    ):
         run = made("backup")
     assert run.code == 0, run.err
     blocker.unlink()
@@ -335,22 +377,29 @@ def test_a_checkpoint_the_store_refuses_warns_and_the_next_one_anchors_the_recor
 
 
 def test_a_failed_command_writes_no_checkpoint_and_verify_says_it_cannot_compare(
-        kv: KV, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    kv: KV, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The failed backup is recorded without asking the dead store again for a checkpoint;
     ``audit verify`` cannot compare, and says so with exit 6."""
     from fixtures.s3 import REGION
     from fixtures.servers import free_port
 
-    for key, value in {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s",
-                       "AWS_DEFAULT_REGION": REGION}.items():
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "k",
+        "AWS_SECRET_ACCESS_KEY": "s",
+        "AWS_DEFAULT_REGION": REGION,
+    }.items():
         monkeypatch.setenv(key, value)
-    write_sample_trust_dir(home / ".docker" / "trust",
-                           dict.fromkeys(("root", "targets", "snapshot"), PASS), (GUN,))
+    write_sample_trust_dir(
+        home / ".docker" / "trust", dict.fromkeys(("root", "targets", "snapshot"), PASS), (GUN,)
+    )
     from keyvault.wrappers.age import generate_identity
 
     recipient = generate_identity(tmp_path / "offline" / "identity.txt")
-    tail = (f'[s3]\nendpoint_url = "http://127.0.0.1:{free_port()}"\nregion = "{REGION}"\n'
-            'addressing_style = "path"\nconnect_timeout = 1\nmax_attempts = 1\n')
+    tail = (
+        f'[s3]\nendpoint_url = "http://127.0.0.1:{free_port()}"\nregion = "{REGION}"\n'
+        'addressing_style = "path"\nconnect_timeout = 1\nmax_attempts = 1\n'
+    )
     made = Machine(kv, home, _config(home / "kv.toml", "s3://nowhere/kv", recipient, tail))
     with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always")
@@ -371,12 +420,27 @@ def test_the_daemons_backups_are_anchored(kv: KV, home: Path, tmp_path: Path) ->
     log = tmp_path / "daemon.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "keyvault", "--config", str(made.config), "daemon",
-             "--trust-dir", str(home / ".docker" / "trust"), "--listen", "127.0.0.1:0"],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            [
+                sys.executable,
+                "-m",
+                "keyvault",
+                "--config",
+                str(made.config),
+                "daemon",
+                "--trust-dir",
+                str(home / ".docker" / "trust"),
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     try:
-        wait_for(lambda: made.log.exists() and made.checkpoint_names(),
-                 "the daemon's first record, anchored")
+        wait_for(
+            lambda: made.log.exists() and made.checkpoint_names(),
+            "the daemon's first record, anchored",
+        )
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0, log.read_text()
     finally:
@@ -387,8 +451,7 @@ def test_the_daemons_backups_are_anchored(kv: KV, home: Path, tmp_path: Path) ->
     assert records[0]["action"] == "backup" and records[0]["outcome"] == "ok"
     doc = made("--json", "audit", "verify").json()
     assert doc["intact"], doc
-    assert doc["checkpoints"]["anchored_up_to"] == len(records) == doc["checkpoints"][
-        "checkpoints"]
+    assert doc["checkpoints"]["anchored_up_to"] == len(records) == doc["checkpoints"]["checkpoints"]
 
 
 def test_a_rewrap_is_anchored(kv: KV, home: Path, tmp_path: Path) -> None:

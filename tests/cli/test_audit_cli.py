@@ -16,8 +16,9 @@ PASS = "correct horse"
 @pytest.mark.proves("T12", "T13")
 def test_operations_and_refusals_are_recorded(kv: KV, home: Path, tmp_path: Path) -> None:
     trust = home / ".docker" / "trust"
-    keys = write_sample_trust_dir(trust, dict.fromkeys(("root", "targets", "snapshot"), PASS),
-                                  ("example.com/a/app",))
+    keys = write_sample_trust_dir(
+        trust, dict.fromkeys(("root", "targets", "snapshot"), PASS), ("example.com/a/app",)
+    )
     assert kv("init").code == 0
     assert kv("backup").code == 0
     assert kv("backup").code == 0  # unchanged: recorded, no keys named
@@ -28,7 +29,11 @@ def test_operations_and_refusals_are_recorded(kv: KV, home: Path, tmp_path: Path
     assert run.code == 0, run.err
     records = run.json()["records"]
     assert [(r["action"], r["outcome"]) for r in records] == [
-        ("backup", "ok"), ("backup", "ok"), ("restore", "ok"), ("restore", "failed")]
+        ("backup", "ok"),
+        ("backup", "ok"),
+        ("restore", "ok"),
+        ("restore", "failed"),
+    ]
     assert {k["key_id"] for k in records[0]["keys"]} == {k.key_id for k in keys}
     assert records[1]["keys"] == [] and "0 written" in records[1]["detail"]
     assert len(records[2]["keys"]) == len(keys)
@@ -55,18 +60,24 @@ def test_operations_and_refusals_are_recorded(kv: KV, home: Path, tmp_path: Path
 
 @pytest.mark.proves("T13")
 def test_store_copies_reveal_a_truncated_log(kv: KV, home: Path, tmp_path: Path) -> None:
-    write_sample_trust_dir(home / ".docker" / "trust",
-                           dict.fromkeys(("root", "targets", "snapshot"), PASS),
-                           ("example.com/a/app",))
+    write_sample_trust_dir(
+        home / ".docker" / "trust",
+        dict.fromkeys(("root", "targets", "snapshot"), PASS),
+        ("example.com/a/app",),
+    )
     init = kv("--json", "init")
     config = Path(init.json()["config_file"])
-    config.write_text(config.read_text().replace("[keyvault]\n",
-                                                 "[keyvault]\naudit_to_store = true\n"))
+    config.write_text(
+        config.read_text().replace("[keyvault]\n", "[keyvault]\naudit_to_store = true\n")
+    )
     assert kv("backup").code == 0
     assert kv("--trust-dir", tmp_path / "t", "restore", "--all").code == 0
     store = home / ".local" / "share" / "keyvault" / "store" / "objects"
-    copies = sorted(p for p in (store / "v1" / "teams" / "default" / "audit").iterdir()
-                    if p.name != "checkpoints")
+    copies = sorted(
+        p
+        for p in (store / "v1" / "teams" / "default" / "audit").iterdir()
+        if p.name != "checkpoints"
+    )
     assert len(copies) == 2
     assert kv("audit", "verify").code == 0
     log = Path(kv("--json", "audit", "show").json()["log"])

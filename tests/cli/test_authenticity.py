@@ -49,8 +49,11 @@ ROLES = ("root", "targets", "snapshot")
 TEAM = "team-a"
 GUN = "example.com/team-a/app"
 STORES = ("file", "s3", "vault")
-XDG = {"XDG_CONFIG_HOME": ".config", "XDG_DATA_HOME": ".local/share",
-       "XDG_STATE_HOME": ".local/state"}
+XDG = {
+    "XDG_CONFIG_HOME": ".config",
+    "XDG_DATA_HOME": ".local/share",
+    "XDG_STATE_HOME": ".local/state",
+}
 
 
 # -- one store + wrapper pair, and the machines that use it ------------------------------
@@ -66,12 +69,20 @@ class Stage:
     sections: str = ""
     identity: Path | None = None
 
-    def config(self, path: Path, *, keyvault: str = "", tail: str = "",
-               identity: bool = True) -> Path:
+    def config(
+        self, path: Path, *, keyvault: str = "", tail: str = "", identity: bool = True
+    ) -> Path:
         """A config file for this stage; ``identity=False``: a writer who cannot open it."""
-        lines = ["[keyvault]", f"team = {json.dumps(TEAM)}",
-                 f"store = {json.dumps(self.store)}", f"wrappers = {json.dumps([self.wrapper])}",
-                 "concurrency = 2", keyvault, "", self.sections]
+        lines = [
+            "[keyvault]",
+            f"team = {json.dumps(TEAM)}",
+            f"store = {json.dumps(self.store)}",
+            f"wrappers = {json.dumps([self.wrapper])}",
+            "concurrency = 2",
+            keyvault,
+            "",
+            self.sections,
+        ]
         if identity and self.identity is not None:
             lines += ["[recovery]", f"identity_file = {json.dumps(str(self.identity))}", ""]
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,8 +101,15 @@ def file_stage(tmp_path: Path) -> Stage:
 
 
 def backend_stage(setup: BackendSetup, monkeypatch: pytest.MonkeyPatch) -> Stage:
-    for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION",
-                "VAULT_NAMESPACE", "VAULT_CACERT", "VAULT_SKIP_VERIFY"):
+    for key in (
+        "AWS_PROFILE",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_REGION",
+        "VAULT_NAMESPACE",
+        "VAULT_CACERT",
+        "VAULT_SKIP_VERIFY",
+    ):
         monkeypatch.delenv(key, raising=False)
     for key, value in setup.env.items():
         monkeypatch.setenv(key, value)
@@ -100,8 +118,9 @@ def backend_stage(setup: BackendSetup, monkeypatch: pytest.MonkeyPatch) -> Stage
 
 
 @pytest.fixture(params=STORES)
-def stage(request: pytest.FixtureRequest, home: Path, tmp_path: Path,
-          monkeypatch: pytest.MonkeyPatch) -> Stage:
+def stage(
+    request: pytest.FixtureRequest, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Stage:
     if request.param == "file":
         return file_stage(tmp_path)
     fixture = "s3_kms_backend" if request.param == "s3" else "vault_backend"
@@ -213,8 +232,14 @@ def restored(owner: Owner, target: Path, *args: str | Path) -> None:
         assert path.read_bytes() == key.data
 
 
-def other_machine(owner: Owner, tmp_path: Path, name: str, *, guns: tuple[str, ...] = (GUN,),
-                  identity: bool = False) -> tuple[Path, Path, tuple[KeyFile, ...]]:
+def other_machine(
+    owner: Owner,
+    tmp_path: Path,
+    name: str,
+    *,
+    guns: tuple[str, ...] = (GUN,),
+    identity: bool = False,
+) -> tuple[Path, Path, tuple[KeyFile, ...]]:
     """(HOME, config, keys) of another machine with a sample trust dir of its own, set up
     for the owner's store and the owner's (public) wrapper."""
     home = tmp_path / name
@@ -226,8 +251,9 @@ def forge(owner: Owner, tmp_path: Path, victim: KeyFile) -> bytes:
     """An attacker (a HOME of their own, so a sealer of their own) backs up their own key
     file of the victim's role, renamed to the victim's key ID, into the owner's store with
     the owner's wrapper URI; returns the attacker's bytes."""
-    home, config, keys = other_machine(owner, tmp_path, "attacker",
-                                       guns=(victim.gun,) if victim.gun else ())
+    home, config, keys = other_machine(
+        owner, tmp_path, "attacker", guns=(victim.gun,) if victim.gun else ()
+    )
     (mine,) = [k for k in keys if k.role == victim.role]
     private = home / ".docker" / "trust" / "private"
     (private / mine.relpath).rename(private / victim.relpath)
@@ -243,12 +269,16 @@ def forge(owner: Owner, tmp_path: Path, victim: KeyFile) -> bytes:
 
 
 def test_forged_root_key_is_refused_and_the_next_backup_seals_over_it(
-        owner: Owner, tmp_path: Path) -> None:
+    owner: Owner, tmp_path: Path
+) -> None:
     root = owner.key("root")
     forged = forge(owner, tmp_path, root)
     fresh = tmp_path / "new-laptop" / "trust"
-    refused(owner("--trust-dir", fresh, "restore", "--all"), root.key_id,
-            "which this machine does not trust")
+    refused(
+        owner("--trust-dir", fresh, "restore", "--all"),
+        root.key_id,
+        "which this machine does not trust",
+    )
     assert not fresh.exists()
     live = Unchanged(owner.trust)  # the real attack: over the live key, even with --force
     refused(owner("restore", "--all", "--force"), root.key_id, "does not trust")
@@ -270,37 +300,48 @@ def test_forged_root_key_is_refused_and_the_next_backup_seals_over_it(
 
 
 def test_another_machines_sealer_is_refused_until_pinned_and_once_revoked(
-        owner: Owner, tmp_path: Path) -> None:
-    home, config, keys = other_machine(owner, tmp_path, "colleague",
-                                       guns=("example.com/team-a/web",))
+    owner: Owner, tmp_path: Path
+) -> None:
+    home, config, keys = other_machine(
+        owner, tmp_path, "colleague", guns=("example.com/team-a/web",)
+    )
     with machine(home):
         assert owner.kv("--config", config, "backup").code == 0
         colleague = owner.kv("--config", config, "--json", "sealer", "show").json()["sealer"]
     root = next(k for k in keys if k.role == "root")
     fresh = tmp_path / "fresh"
-    refused(owner("--trust-dir", fresh, "restore", "--key-id", root.key_id), root.key_id,
-            f"is sealed by {colleague}, which this machine does not trust")
+    refused(
+        owner("--trust-dir", fresh, "restore", "--key-id", root.key_id),
+        root.key_id,
+        f"is sealed by {colleague}, which this machine does not trust",
+    )
     assert not fresh.exists()
-    owner.config = owner.stage.config(owner.home / "trusting.toml",
-                                      tail=f"[sealing]\ntrusted = [{json.dumps(colleague)}]\n")
+    owner.config = owner.stage.config(
+        owner.home / "trusting.toml", tail=f"[sealing]\ntrusted = [{json.dumps(colleague)}]\n"
+    )
     run = owner("--trust-dir", fresh, "restore", "--key-id", root.key_id)
     assert run.code == 0, run.err
     assert (fresh / "private" / root.relpath).read_bytes() == root.data
     owner.config = owner.stage.config(
         owner.home / "revoking.toml",
         tail=f"[sealing]\ntrusted = [{json.dumps(colleague)}]\n"
-             f"revoked = [{json.dumps(colleague)}]\n")
+        f"revoked = [{json.dumps(colleague)}]\n",
+    )
     again = tmp_path / "again"
-    refused(owner("--trust-dir", again, "restore", "--key-id", root.key_id), root.key_id,
-            f"revoked sealer {colleague}")
+    refused(
+        owner("--trust-dir", again, "restore", "--key-id", root.key_id),
+        root.key_id,
+        f"revoked sealer {colleague}",
+    )
     assert not again.exists()
     # The owner's own keys still restore: only the revoked sealer's are refused.
     restored(owner, again, "restore", "--gun", GUN)
 
 
 @pytest.mark.filterwarnings("ignore:acting as local:")
-def test_a_sealer_pinned_only_for_another_team_is_refused(kv: KV, home: Path, tmp_path: Path
-                                                          ) -> None:
+def test_a_sealer_pinned_only_for_another_team_is_refused(
+    kv: KV, home: Path, tmp_path: Path
+) -> None:
     stage = file_stage(tmp_path)
     mine = make_owner(kv, home, stage)
     other_gun = "example.com/team-b/api"
@@ -310,23 +351,29 @@ def test_a_sealer_pinned_only_for_another_team_is_refused(kv: KV, home: Path, tm
         assert kv("--config", config, "backup", "--role", "root").code == 0  # into team-a
         pin = kv("--config", config, "--json", "sealer", "show").json()["sealer"]
     policy = tmp_path / "policy.toml"
-    policy.write_text('version = 1\n\n[teams.team-a]\nguns = ["example.com/team-a/*"]\n'
-                      'members = ["local:alice"]\n\n[teams.team-b]\n'
-                      'guns = ["example.com/team-b/*"]\nmembers = ["local:alice"]\n'
-                      f'sealers = [{json.dumps(pin)}]\n')
-    mine.config = stage.config(home / "kv-policy.toml",
-                               keyvault=f"policy = {json.dumps(str(policy))}")
+    policy.write_text(
+        'version = 1\n\n[teams.team-a]\nguns = ["example.com/team-a/*"]\n'
+        'members = ["local:alice"]\n\n[teams.team-b]\n'
+        'guns = ["example.com/team-b/*"]\nmembers = ["local:alice"]\n'
+        f"sealers = [{json.dumps(pin)}]\n"
+    )
+    mine.config = stage.config(
+        home / "kv-policy.toml", keyvault=f"policy = {json.dumps(str(policy))}"
+    )
     root = next(k for k in keys if k.role == "root")
     fresh = tmp_path / "fresh"
-    refused(mine("--as", "local:alice", "--trust-dir", fresh, "restore", "--key-id",
-                 root.key_id), root.key_id, f"is sealed by {pin}, which this machine does not")
+    refused(
+        mine("--as", "local:alice", "--trust-dir", fresh, "restore", "--key-id", root.key_id),
+        root.key_id,
+        f"is sealed by {pin}, which this machine does not",
+    )
     assert not fresh.exists()
     # Team B's members do trust it (the pin is honoured, for that team only).
-    run = mine("--as", "local:alice", "--team", "team-b", "--trust-dir", fresh, "restore",
-               "--all")
+    run = mine("--as", "local:alice", "--team", "team-b", "--trust-dir", fresh, "restore", "--all")
     assert run.code == 0, run.err
     assert {p.name: p.read_bytes() for p in (fresh / "private").iterdir()} == {
-        k.relpath: k.data for k in keys}
+        k.relpath: k.data for k in keys
+    }
 
 
 # -- 3. a stripped or altered signature, written on top through the store ----------------
@@ -348,14 +395,18 @@ def _alter(doc: dict[str, Any]) -> None:
     doc["signature"]["value"] = base64.b64encode(bytes(value)).decode()
 
 
-@pytest.mark.parametrize(("change", "says"), [
-    (_strip, "carries no signature"),
-    (_dress_as_v1, "the envelope is unsigned"),
-    (_alter, "signature does not verify"),
-], ids=["stripped", "dressed-as-v1", "altered-value"])
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        (_strip, "carries no signature"),
+        (_dress_as_v1, "the envelope is unsigned"),
+        (_alter, "signature does not verify"),
+    ],
+    ids=["stripped", "dressed-as-v1", "altered-value"],
+)
 def test_a_stripped_or_altered_signature_is_refused(
-        owner: Owner, tmp_path: Path, change: Callable[[dict[str, Any]], None],
-        says: str) -> None:
+    owner: Owner, tmp_path: Path, change: Callable[[dict[str, Any]], None], says: str
+) -> None:
     target = owner.key("targets")
     name = object_name(target)
     original, data = owner.latest(name)
@@ -364,11 +415,9 @@ def test_a_stripped_or_altered_signature_is_refused(
     owner.write_on_top(name, json.dumps(doc).encode())
     fresh = tmp_path / "fresh"
     refused(owner("--trust-dir", fresh, "restore", "--all"), target.key_id, says)
-    refused(owner("--trust-dir", fresh, "restore", "--key-id", target.key_id), target.key_id,
-            says)
+    refused(owner("--trust-dir", fresh, "restore", "--key-id", target.key_id), target.key_id, says)
     if change is _dress_as_v1:  # allowing v1 does not let a v2 envelope through dressed up
-        run = owner("--allow-unsigned", "--trust-dir", fresh, "restore", "--key-id",
-                    target.key_id)
+        run = owner("--allow-unsigned", "--trust-dir", fresh, "restore", "--key-id", target.key_id)
         assert run.code == 5 and "does not match the envelope's commitment" in run.err, run.err
         assert target.key_id in run.err
     assert not fresh.exists()
@@ -389,7 +438,10 @@ def test_an_older_version_copied_on_top_is_a_rollback(owner: Owner, tmp_path: Pa
     assert run.code == 0 and run.json()["keys"][0]["action"] == "updated", run.err
     owner.write_on_top(name, old)
     assert [(v["sequence"], v["chain"]) for v in owner.versions(target.key_id)] == [
-        (1, "broken"), (2, "linked"), (1, "first")]
+        (1, "broken"),
+        (2, "linked"),
+        (1, "first"),
+    ]
     fresh = tmp_path / "fresh"
     refused(owner("--trust-dir", fresh, "restore", "--all"), target.key_id, "rollback")
     assert not fresh.exists()
@@ -401,15 +453,25 @@ def test_an_older_version_copied_on_top_is_a_rollback(owner: Owner, tmp_path: Pa
         refused(run, target.key_id, "rollback", "older version(s) lie beneath")
         assert not fresh.exists()
         # The old version on purpose: allowed, with a warning, and its exact bytes.
-        run = owner("--trust-sealer", pin, "--trust-dir", fresh, "restore", "--key-id",
-                    target.key_id, "--version", first)
+        run = owner(
+            "--trust-sealer",
+            pin,
+            "--trust-dir",
+            fresh,
+            "restore",
+            "--key-id",
+            target.key_id,
+            "--version",
+            first,
+        )
     assert run.code == 0, run.err
     assert f"restored version {first} on purpose" in run.err
     assert (fresh / "private" / target.relpath).read_bytes() == target.data
 
 
 def test_newer_versions_removed_behind_keyvaults_back_are_a_rollback_here(
-        kv: KV, home: Path, tmp_path: Path) -> None:
+    kv: KV, home: Path, tmp_path: Path
+) -> None:
     """The high-water mark alone: whoever can write the store's directory removes the newer
     versions, so the signed chain of what is left is intact; this machine has seen more."""
     stage = file_stage(tmp_path)
@@ -420,17 +482,21 @@ def test_newer_versions_removed_behind_keyvaults_back_are_a_rollback_here(
     newest, _ = mine.latest(object_name(target))
     store_dir = Path(stage.store.removeprefix("file://"))
     (store_dir / "objects" / object_name(target) / newest).unlink()
-    assert [(v["sequence"], v["chain"]) for v in mine.versions(target.key_id)] == [
-        (1, "first")]
+    assert [(v["sequence"], v["chain"]) for v in mine.versions(target.key_id)] == [(1, "first")]
     fresh = tmp_path / "fresh"
-    refused(mine("--trust-dir", fresh, "restore", "--key-id", target.key_id), target.key_id,
-            "rollback", "older than version 2 this machine has already seen")
+    refused(
+        mine("--trust-dir", fresh, "restore", "--key-id", target.key_id),
+        target.key_id,
+        "rollback",
+        "older than version 2 this machine has already seen",
+    )
     assert not fresh.exists()
     # What a new machine cannot know: with no mark yet, the intact older chain restores.
     pin = mine.fingerprint()
     with machine(tmp_path / "new-laptop"):
-        run = mine("--trust-sealer", pin, "--trust-dir", fresh, "restore", "--key-id",
-                   target.key_id)
+        run = mine(
+            "--trust-sealer", pin, "--trust-dir", fresh, "restore", "--key-id", target.key_id
+        )
     assert run.code == 0, run.err
     assert (fresh / "private" / target.relpath).read_bytes() == target.data
 
@@ -443,17 +509,30 @@ def _new_key(role: str = "root", gun: str | None = None) -> tuple[str, bytes]:
     return private_key_id(key), notary_key_file(key, role, gun, "")
 
 
-def _sealed(owner: Owner, wrapper: Wrapper, key_id: str, data: bytes, source_name: str,
-            role: str = "root", gun: str | None = None) -> ev.Envelope:
+def _sealed(
+    owner: Owner,
+    wrapper: Wrapper,
+    key_id: str,
+    data: bytes,
+    source_name: str,
+    role: str = "root",
+    gun: str | None = None,
+) -> ev.Envelope:
     """A first version sealed by the owner's own sealer, as a backup would, with a chosen
     ``source_name``."""
-    header = ev.new_header(address=KeyAddress(TEAM, gun, role, key_id), algorithm="ecdsa",
-                           source_name=source_name, source_mode=0o600, data=data)
+    header = ev.new_header(
+        address=KeyAddress(TEAM, gun, role, key_id),
+        algorithm="ecdsa",
+        source_name=source_name,
+        source_mode=0o600,
+        data=data,
+    )
     return ev.seal(header, data, [wrapper], sealer=owner.sealer(), chain=ev.FIRST)
 
 
 def test_a_validly_signed_envelope_aimed_at_another_keys_file_is_refused(
-        owner: Owner, tmp_path: Path) -> None:
+    owner: Owner, tmp_path: Path
+) -> None:
     real = owner.key("root").key_id
     aimed = {f"root_keys/{real}.key": _new_key(), f"{real}.key": _new_key()}
     control_id, control = _new_key()
@@ -465,8 +544,12 @@ def test_a_validly_signed_envelope_aimed_at_another_keys_file_is_refused(
         store.write(envelope.address.object_name, envelope.to_bytes())
     fresh = tmp_path / "fresh"
     for source_name, (key_id, _) in aimed.items():
-        refused(owner("--trust-dir", fresh, "restore", "--key-id", key_id), key_id,
-                "not where notary keeps this key", repr(source_name))
+        refused(
+            owner("--trust-dir", fresh, "restore", "--key-id", key_id),
+            key_id,
+            "not where notary keeps this key",
+            repr(source_name),
+        )
         assert not fresh.exists()
     live = Unchanged(owner.trust)
     run = owner("restore", "--all", "--force")
@@ -483,7 +566,8 @@ def test_a_validly_signed_envelope_aimed_at_another_keys_file_is_refused(
 
 @pytest.mark.proves("T2", "T15")
 def test_a_v1_envelope_needs_allow_unsigned_and_is_resealed_by_rewrap(
-        owner: Owner, tmp_path: Path) -> None:
+    owner: Owner, tmp_path: Path
+) -> None:
     key_id, data = _new_key("targets", GUN)
     with owner.backend() as (store, wrapper):
         sealed = _sealed(owner, wrapper, key_id, data, f"{key_id}.key", "targets", GUN)
@@ -491,8 +575,12 @@ def test_a_v1_envelope_needs_allow_unsigned_and_is_resealed_by_rewrap(
         store.write(v1.address.object_name, v1.to_bytes())
     assert v1.version == 1 and v1.signature is None
     fresh = tmp_path / "fresh"
-    refused(owner("--trust-dir", fresh, "restore", "--key-id", key_id), key_id,
-            "unsigned (format v1)", "--allow-unsigned")
+    refused(
+        owner("--trust-dir", fresh, "restore", "--key-id", key_id),
+        key_id,
+        "unsigned (format v1)",
+        "--allow-unsigned",
+    )
     assert not fresh.exists()
     run = owner("--allow-unsigned", "--trust-dir", fresh, "restore", "--key-id", key_id)
     assert run.code == 0, run.err
@@ -520,23 +608,43 @@ def test_a_v1_envelope_needs_allow_unsigned_and_is_resealed_by_rewrap(
 
 
 @pytest.mark.filterwarnings("ignore:acting as local:")
-def test_ci_and_drill_refuse_a_forged_targets_key(owner: Owner, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ci_and_drill_refuse_a_forged_targets_key(
+    owner: Owner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     target = owner.key("targets")
     forge(owner, tmp_path, target)
     ci: tuple[str | Path, ...] = ("--config", owner.config)
     if owner.stage.name == "file":  # a CI principal the policy allows (--as: file store)
         policy = tmp_path / "policy.toml"
-        policy.write_text('version = 1\n\n[teams.team-a]\nguns = ["example.com/team-a/*"]\n'
-                          'members = ["local:alice"]\nci = ["local:ci-bot"]\n')
-        ci = ("--config", owner.stage.config(
-            owner.home / "ci.toml", keyvault=f"policy = {json.dumps(str(policy))}"),
-            "--as", "local:ci-bot")
+        policy.write_text(
+            'version = 1\n\n[teams.team-a]\nguns = ["example.com/team-a/*"]\n'
+            'members = ["local:alice"]\nci = ["local:ci-bot"]\n'
+        )
+        ci = (
+            "--config",
+            owner.stage.config(
+                owner.home / "ci.toml", keyvault=f"policy = {json.dumps(str(policy))}"
+            ),
+            "--as",
+            "local:ci-bot",
+        )
     base = tmp_path / "runtime"
     monkeypatch.setenv("KEYVAULT_TMPDIR", str(base))
     ran = tmp_path / "the-command-ran"
-    refused(owner.kv(*ci, "exec", "--gun", GUN, "--", sys.executable, "-c",
-                  f"open({str(ran)!r}, 'w').close()"), target.key_id, "does not trust")
+    refused(
+        owner.kv(
+            *ci,
+            "exec",
+            "--gun",
+            GUN,
+            "--",
+            sys.executable,
+            "-c",
+            f"open({str(ran)!r}, 'w').close()",
+        ),
+        target.key_id,
+        "does not trust",
+    )
     assert not ran.exists()
     assert not base.exists() or list(base.iterdir()) == []
     into = tmp_path / "job"
@@ -547,11 +655,16 @@ def test_ci_and_drill_refuse_a_forged_targets_key(owner: Owner, tmp_path: Path,
     checks = {c["key_id"]: c for c in run.json()["checks"]}
     bad = checks.pop(target.key_id)
     assert (bad["passed"], bad["sealer"], bad["restore"], bad["error_code"]) == (
-        False, "failed", "not-checked", 5)
+        False,
+        "failed",
+        "not-checked",
+        5,
+    )
     assert target.key_id in bad["error"] and "does not trust" in bad["error"]
     pin = owner.fingerprint()
     assert {(c["passed"], c["sealer"], c["digest"]) for c in checks.values()} == {
-        (True, pin, "passed")}
+        (True, pin, "passed")
+    }
 
 
 # -- 8. backup's "unchanged" only on a verified latest version --------------------------
@@ -577,11 +690,14 @@ def _events(log: Path) -> list[dict[str, Any]]:
     return found
 
 
-@pytest.mark.parametrize(("resign", "why"), [(False, "signature does not verify"),
-                                           (True, "which this machine does not trust")],
-                         ids=["signature-kept", "resigned-by-other"])
+@pytest.mark.parametrize(
+    ("resign", "why"),
+    [(False, "signature does not verify"), (True, "which this machine does not trust")],
+    ids=["signature-kept", "resigned-by-other"],
+)
 def test_backup_seals_over_a_latest_version_with_junk_ciphertext(
-        owner: Owner, tmp_path: Path, resign: bool, why: str) -> None:
+    owner: Owner, tmp_path: Path, resign: bool, why: str
+) -> None:
     target = owner.key("targets")
     name = object_name(target)
     _junk_ciphertext(owner, name, resign=resign)
@@ -602,7 +718,8 @@ def test_backup_seals_over_a_latest_version_with_junk_ciphertext(
 
 
 def test_the_daemon_seals_over_a_latest_version_with_junk_ciphertext(
-        kv: KV, home: Path, tmp_path: Path) -> None:
+    kv: KV, home: Path, tmp_path: Path
+) -> None:
     """The daemon backs up with the same ``backup_keys``: its start-up reconciliation
     finds the tampered latest version and seals the key again on top of it."""
     stage = file_stage(tmp_path)
@@ -612,14 +729,36 @@ def test_the_daemon_seals_over_a_latest_version_with_junk_ciphertext(
     log = tmp_path / "daemon.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "keyvault", "--config", str(mine.config), "daemon",
-             "--trust-dir", str(mine.trust), "--listen", "127.0.0.1:0", "--debounce", "100"],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            [
+                sys.executable,
+                "-m",
+                "keyvault",
+                "--config",
+                str(mine.config),
+                "daemon",
+                "--trust-dir",
+                str(mine.trust),
+                "--listen",
+                "127.0.0.1:0",
+                "--debounce",
+                "100",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     try:
+
         def backed_up() -> dict[str, Any] | None:
             assert proc.poll() is None, log.read_text()
-            return next((e for e in _events(log) if e.get("event") == "backed-up"
-                         and e.get("key_id") == target.key_id), None)
+            return next(
+                (
+                    e
+                    for e in _events(log)
+                    if e.get("event") == "backed-up" and e.get("key_id") == target.key_id
+                ),
+                None,
+            )
 
         event = wait_for(backed_up, "the daemon to seal the tampered key again")
         proc.send_signal(signal.SIGTERM)
@@ -630,8 +769,11 @@ def test_the_daemon_seals_over_a_latest_version_with_junk_ciphertext(
             proc.wait(10)
     assert event["action"] == "updated", event
     assert "not trusted" in log.read_text()
-    others = [e for e in _events(log)
-              if e.get("event") == "backed-up" and e.get("key_id") != target.key_id]
+    others = [
+        e
+        for e in _events(log)
+        if e.get("event") == "backed-up" and e.get("key_id") != target.key_id
+    ]
     assert others == []  # the keys whose latest version is sound were left alone
     links = mine.versions(target.key_id)
     assert len(links) == 3 and links[0]["chain"] == "linked"
@@ -643,8 +785,13 @@ def test_the_daemon_seals_over_a_latest_version_with_junk_ciphertext(
 
 
 def test_a_legacy_path_whose_key_id_exists_under_private_is_a_conflict(
-        kv: KV, home: Path, stage: Stage, legacy_trust_dir: BuiltTrustDir,
-        notary_trust_dir: BuiltTrustDir, tmp_path: Path) -> None:
+    kv: KV,
+    home: Path,
+    stage: Stage,
+    legacy_trust_dir: BuiltTrustDir,
+    notary_trust_dir: BuiltTrustDir,
+    tmp_path: Path,
+) -> None:
     config = stage.config(home / "kv.toml")
     run = kv("--config", config, "--trust-dir", legacy_trust_dir.path, "--json", "backup")
     assert run.code == 0, run.err
@@ -652,8 +799,7 @@ def test_a_legacy_path_whose_key_id_exists_under_private_is_a_conflict(
     (root,) = legacy_trust_dir.ids("root")
     assert (notary_trust_dir.path / "private" / f"{root}.key").exists()
     live = Unchanged(notary_trust_dir.path)
-    run = kv("--config", config, "--trust-dir", notary_trust_dir.path, "restore", "--key-id",
-             root)
+    run = kv("--config", config, "--trust-dir", notary_trust_dir.path, "restore", "--key-id", root)
     refused(run, root, "under another path", f"already present as private/{root}.key", code=7)
     for args in (("--all",), ("--all", "--force")):  # --force replaces a path, not another file
         run = kv("--config", config, "--trust-dir", notary_trust_dir.path, "restore", *args)

@@ -33,8 +33,9 @@ GUN = "example.com/team-a/app"
 def setup(kv: KV, home: Path) -> Iterator[tuple[Path, Path, tuple[KeyFile, ...]]]:
     """A backed-up sample trust dir; yields (trust dir, store dir, keys)."""
     trust = home / ".docker" / "trust"
-    keys = write_sample_trust_dir(trust, dict.fromkeys(("root", "targets", "snapshot"), PASS),
-                                  (GUN,))
+    keys = write_sample_trust_dir(
+        trust, dict.fromkeys(("root", "targets", "snapshot"), PASS), (GUN,)
+    )
     assert kv("init").code == 0
     assert kv("backup").code == 0
     yield trust, home / ".local" / "share" / "keyvault" / "store", keys
@@ -65,8 +66,9 @@ BAD_ID = "f" * 64
 
 
 @pytest.mark.proves("B01")
-def test_b01_trust_dir_missing(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]],
-                               tmp_path: Path) -> None:
+def test_b01_trust_dir_missing(
+    kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]], tmp_path: Path
+) -> None:
     _, store, _ = setup
     guard = Unchanged(store)
     run = kv("--trust-dir", tmp_path / "nope", "backup")
@@ -76,8 +78,9 @@ def test_b01_trust_dir_missing(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, .
 
 
 @pytest.mark.proves("B02")
-def test_b02_trust_dir_is_a_file(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]],
-                                 tmp_path: Path) -> None:
+def test_b02_trust_dir_is_a_file(
+    kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]], tmp_path: Path
+) -> None:
     _, store, _ = setup
     afile = tmp_path / "afile"
     afile.write_text("x")
@@ -98,8 +101,9 @@ def test_b04_empty_key_file(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]
 
 
 @pytest.mark.proves("B05")
-def test_b05_key_file_that_is_not_pem(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]]
-                                      ) -> None:
+def test_b05_key_file_that_is_not_pem(
+    kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]]
+) -> None:
     trust, store, _ = setup
     plant(trust, f"{BAD_ID}.key", b"this is not a key\n")
     backup_refuses(kv, trust, store, "not-pem", "PEM")
@@ -128,8 +132,9 @@ def test_b08_unknown_role(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]])
 
 @pytest.mark.parametrize("gun", [b"../../etc", b"/abs/app", b"a/../b"])
 @pytest.mark.proves("B09")
-def test_b09_gun_header_with_traversal(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]],
-                                       gun: bytes) -> None:
+def test_b09_gun_header_with_traversal(
+    kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]], gun: bytes
+) -> None:
     trust, store, keys = setup
     plant(trust, f"{BAD_ID}.key", _variant(keys, "targets", GUN.encode(), gun))
     backup_refuses(kv, trust, store, "bad-gun", "GUN")
@@ -143,8 +148,12 @@ def test_b10_file_name_not_hex(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, .
 
 
 @pytest.mark.proves("B11")
-def test_b11_file_name_is_not_the_key_id(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]],
-                                         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_b11_file_name_is_not_the_key_id(
+    kv: KV,
+    setup: tuple[Path, Path, tuple[KeyFile, ...]],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
     _, store, keys = setup
     root = next(k for k in keys if k.role == "root")
     other = tmp_path / "other"
@@ -156,14 +165,16 @@ def test_b11_file_name_is_not_the_key_id(kv: KV, setup: tuple[Path, Path, tuple[
     run = kv("--trust-dir", other, "--team", "other", "--json", "verify", "--all", "--deep")
     assert run.code == 5
     (only,) = run.json()["keys"]
-    assert "not the key's ID" in only["error"]["message"] and root.key_id in only["error"][
-        "message"]
+    assert (
+        "not the key's ID" in only["error"]["message"] and root.key_id in only["error"]["message"]
+    )
     guard.check()
 
 
 @pytest.mark.proves("B12")
-def test_b12_symlink_pointing_outside(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]],
-                                      tmp_path: Path) -> None:
+def test_b12_symlink_pointing_outside(
+    kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]], tmp_path: Path
+) -> None:
     trust, store, keys = setup
     outside = tmp_path / "outside.key"
     outside.write_bytes(keys[0].data)
@@ -195,8 +206,7 @@ def test_b17_config_unknown_key(kv: KV, tmp_path: Path) -> None:
 
 
 @pytest.mark.proves("B18")
-def test_b18_unknown_store_scheme(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]]
-                                  ) -> None:
+def test_b18_unknown_store_scheme(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]]) -> None:
     trust, store, _ = setup
     guard = Unchanged(trust, store)
     run = kv("--store", "ftp://example/x", "list")
@@ -222,11 +232,12 @@ WRAPPER_COMMANDS = {
 
 @pytest.mark.parametrize("command", list(WRAPPER_COMMANDS))
 def test_b18_unknown_wrapper_scheme_refused_by_every_command(
-        kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]], home: Path, tmp_path: Path,
-        command: str) -> None:
+    kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]], home: Path, tmp_path: Path, command: str
+) -> None:
     trust, store, _ = setup
-    write_sample_trust_dir(trust, dict.fromkeys(("root", "targets", "snapshot"), PASS),
-                           ("example.com/team-a/new",))
+    write_sample_trust_dir(
+        trust, dict.fromkeys(("root", "targets", "snapshot"), PASS), ("example.com/team-a/new",)
+    )
     config = (home / ".config" / "keyvault" / "config.toml").read_text()
     recipient = json.loads(config.split("wrappers = ", 1)[1].splitlines()[0])[0]
     fresh = tmp_path / "fresh"
@@ -244,8 +255,9 @@ def test_b18_unknown_wrapper_scheme_refused_by_every_command(
 
 
 @pytest.mark.proves("B21")
-def test_b21_missing_store(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]],
-                           tmp_path: Path) -> None:
+def test_b21_missing_store(
+    kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]], tmp_path: Path
+) -> None:
     trust, _, _ = setup
     guard = Unchanged(trust)
     missing = tmp_path / "no-store"
@@ -279,8 +291,9 @@ def _edit(path: Path, change: object) -> None:
 
 
 @pytest.mark.proves("B22")
-def test_b22_truncated_envelope(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]],
-                                tmp_path: Path) -> None:
+def test_b22_truncated_envelope(
+    kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]], tmp_path: Path
+) -> None:
     _, store, keys = setup
     path, _ = _envelope_path(store, keys, "targets")
     path.write_bytes(path.read_bytes()[:200])
@@ -288,8 +301,9 @@ def test_b22_truncated_envelope(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, 
 
 
 @pytest.mark.proves("B23")
-def test_b23_flipped_ciphertext_byte(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]],
-                                     tmp_path: Path) -> None:
+def test_b23_flipped_ciphertext_byte(
+    kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]], tmp_path: Path
+) -> None:
     import base64
 
     _, store, keys = setup
@@ -305,8 +319,9 @@ def test_b23_flipped_ciphertext_byte(kv: KV, setup: tuple[Path, Path, tuple[KeyF
 
 
 @pytest.mark.proves("B24")
-def test_b24_flipped_header_field(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]],
-                                  tmp_path: Path) -> None:
+def test_b24_flipped_header_field(
+    kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]], tmp_path: Path
+) -> None:
     _, store, keys = setup
     path, _ = _envelope_path(store, keys, "targets")
     _edit(path, lambda d: d["header"].update(gun="example.com/team-a/evil"))
@@ -315,7 +330,8 @@ def test_b24_flipped_header_field(kv: KV, setup: tuple[Path, Path, tuple[KeyFile
 
 @pytest.mark.proves("B25")
 def test_b25_envelope_copied_to_another_guns_name(
-        kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]], tmp_path: Path) -> None:
+    kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]], tmp_path: Path
+) -> None:
     _, store, keys = setup
     path, _ = _envelope_path(store, keys, "targets")
     moved = Path(str(path).replace(GUN, "example.com/team-a/other"))
@@ -328,8 +344,9 @@ def test_b25_envelope_copied_to_another_guns_name(
 
 
 @pytest.mark.proves("B26")
-def test_b26_unknown_format_version(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]],
-                                    tmp_path: Path) -> None:
+def test_b26_unknown_format_version(
+    kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]], tmp_path: Path
+) -> None:
     _, store, keys = setup
     path, _ = _envelope_path(store, keys, "snapshot")
     _edit(path, lambda d: d.update(version=3))
@@ -337,8 +354,9 @@ def test_b26_unknown_format_version(kv: KV, setup: tuple[Path, Path, tuple[KeyFi
 
 
 @pytest.mark.proves("B27")
-def test_b27_wrapped_dek_of_wrong_length(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]],
-                                         tmp_path: Path) -> None:
+def test_b27_wrapped_dek_of_wrong_length(
+    kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]], tmp_path: Path
+) -> None:
     import base64
 
     _, store, keys = setup
@@ -353,7 +371,8 @@ def test_b27_wrapped_dek_of_wrong_length(kv: KV, setup: tuple[Path, Path, tuple[
 
 
 def test_every_single_flipped_byte_of_an_envelope_is_refused(
-        kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]], tmp_path: Path) -> None:
+    kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]], tmp_path: Path
+) -> None:
     """Done-when: any flipped byte makes restore exit 5; the trust dir is untouched."""
     _, store, keys = setup
     path, key = _envelope_path(store, keys, "targets")
@@ -393,8 +412,9 @@ def _kv_as_nobody(kv: KV, home: Path, tmp_path: Path, *args: str | Path) -> Run:
 
 @needs_root_for_nobody
 @pytest.mark.proves("B29")
-def test_b29_restore_target_not_writable(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]],
-                                         home: Path, tmp_path: Path) -> None:
+def test_b29_restore_target_not_writable(
+    kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]], home: Path, tmp_path: Path
+) -> None:
     """B03/B29 need a non-root user: the trust directory is root's, read-only to others."""
     target = tmp_path / "ro-trust"
     (target / "private").mkdir(parents=True, mode=0o755)
@@ -408,15 +428,16 @@ def test_b29_restore_target_not_writable(kv: KV, setup: tuple[Path, Path, tuple[
 
 @needs_root_for_nobody
 def test_an_audit_log_the_user_cannot_write_is_access_denied(
-        kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]], home: Path,
-        tmp_path: Path) -> None:
+    kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]], home: Path, tmp_path: Path
+) -> None:
     """File permissions are access (4), as for an unreadable trust directory; a full or
     read-only disk is local I/O (1). troubleshooting.md lists it under 4."""
     trust, store, _ = setup
     log = home / ".local" / "state" / "keyvault" / "audit.log"
     before = log.read_bytes()
-    write_sample_trust_dir(trust, dict.fromkeys(("root", "targets", "snapshot"), PASS),
-                           ("example.com/team-a/new",))
+    write_sample_trust_dir(
+        trust, dict.fromkeys(("root", "targets", "snapshot"), PASS), ("example.com/team-a/new",)
+    )
     known = {p for p in store.rglob("*") if p.is_file()}
     for p in [home, *home.rglob("*")]:  # nobody's home, but the log stays root's, 0600
         os.chown(p, NOBODY, NOBODY, follow_symlinks=False)
@@ -437,13 +458,19 @@ def test_an_audit_log_the_user_cannot_write_is_access_denied(
 
 
 @pytest.mark.proves("B32")
-def test_b32_key_id_matching_nothing(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]],
-                                     tmp_path: Path) -> None:
+def test_b32_key_id_matching_nothing(
+    kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]], tmp_path: Path
+) -> None:
     trust, store, _ = setup
     guard = Unchanged(trust, store)
     for args in (["restore"], ["backup"], ["list"], ["verify"]):
-        run = kv("--trust-dir", trust if args != ["restore"] else tmp_path / "x", *args,
-                 "--key-id", "0123456789ab")
+        run = kv(
+            "--trust-dir",
+            trust if args != ["restore"] else tmp_path / "x",
+            *args,
+            "--key-id",
+            "0123456789ab",
+        )
         assert run.code == 3, args
         assert "--key-id 0123456789ab matches no key" in run.err
     assert not (tmp_path / "x").exists()
@@ -451,8 +478,9 @@ def test_b32_key_id_matching_nothing(kv: KV, setup: tuple[Path, Path, tuple[KeyF
 
 
 @pytest.mark.proves("B33")
-def test_b33_gun_glob_matching_nothing(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]],
-                                       tmp_path: Path) -> None:
+def test_b33_gun_glob_matching_nothing(
+    kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]], tmp_path: Path
+) -> None:
     trust, store, _ = setup
     guard = Unchanged(trust, store)
     run = kv("--trust-dir", tmp_path / "x", "restore", "--gun", "example.com/nobody/*")
@@ -463,8 +491,9 @@ def test_b33_gun_glob_matching_nothing(kv: KV, setup: tuple[Path, Path, tuple[Ke
 
 @pytest.mark.parametrize("team", ["team/a", "../a", "Team"])
 @pytest.mark.proves("B34")
-def test_b34_team_name_with_a_slash(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]],
-                                    team: str) -> None:
+def test_b34_team_name_with_a_slash(
+    kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]], team: str
+) -> None:
     trust, store, _ = setup
     guard = Unchanged(trust, store)
     run = kv("--team", team, "backup")
@@ -474,8 +503,9 @@ def test_b34_team_name_with_a_slash(kv: KV, setup: tuple[Path, Path, tuple[KeyFi
 
 @needs_root_for_nobody
 @pytest.mark.proves("B03")
-def test_b03_trust_dir_unreadable(kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]],
-                                  home: Path, tmp_path: Path) -> None:
+def test_b03_trust_dir_unreadable(
+    kv: KV, setup: tuple[Path, Path, tuple[KeyFile, ...]], home: Path, tmp_path: Path
+) -> None:
     """Root ignores modes: the CLI runs in a forked child as uid 65534."""
     _, store, _ = setup
     locked = tmp_path / "locked-trust"

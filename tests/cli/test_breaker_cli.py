@@ -27,41 +27,62 @@ from keyvault.trust.sample import write_sample_trust_dir
 GUNS = tuple(f"example.com/fleet/app{i}" for i in range(10))
 JOBS = 4
 GIVE_UP_AFTER = 3
-KMS_ENV = {"AWS_ACCESS_KEY_ID": KMS_CREDS[0], "AWS_SECRET_ACCESS_KEY": KMS_CREDS[1],
-           "AWS_EC2_METADATA_DISABLED": "true"}
+KMS_ENV = {
+    "AWS_ACCESS_KEY_ID": KMS_CREDS[0],
+    "AWS_SECRET_ACCESS_KEY": KMS_CREDS[1],
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
 
 
 @pytest.fixture
 def fleet(home: Path) -> int:
-    keys = write_sample_trust_dir(home / ".docker" / "trust",
-                                  dict.fromkeys(("root", "targets", "snapshot"), "p"), GUNS)
+    keys = write_sample_trust_dir(
+        home / ".docker" / "trust", dict.fromkeys(("root", "targets", "snapshot"), "p"), GUNS
+    )
     return len(keys)
 
 
 def config_for(home: Path, key: str, address: str) -> Path:
-    return config_with(home, f"transit://{TRANSIT_MOUNT}/{key}",
-                       ["[vault]", f'address = "{address}"', "timeout = 5"])
+    return config_with(
+        home,
+        f"transit://{TRANSIT_MOUNT}/{key}",
+        ["[vault]", f'address = "{address}"', "timeout = 5"],
+    )
 
 
 def config_with(home: Path, wrapper: str, sections: list[str]) -> Path:
     path = home / "kv-breaker.toml"
     if not (home / "store").exists():
         FileStore.from_uri(f"file://{home / 'store'}", BackendOptions(), create=True).close()
-    path.write_text("\n".join([
-        "[keyvault]", 'team = "team-a"', f'store = "file://{home / "store"}"',
-        f"wrappers = [{json.dumps(wrapper)}]", f"give_up_after = {GIVE_UP_AFTER}", "",
-        *sections, ""]))
+    path.write_text(
+        "\n".join(
+            [
+                "[keyvault]",
+                'team = "team-a"',
+                f'store = "file://{home / "store"}"',
+                f"wrappers = [{json.dumps(wrapper)}]",
+                f"give_up_after = {GIVE_UP_AFTER}",
+                "",
+                *sections,
+                "",
+            ]
+        )
+    )
     return path
 
 
 def envelopes(home: Path) -> list[Path]:
-    return sorted(p for p in (home / "store").rglob("*") if p.is_file() and "audit" not in
-                  p.parts and p.name != MARKER_NAME)
+    return sorted(
+        p
+        for p in (home / "store").rglob("*")
+        if p.is_file() and "audit" not in p.parts and p.name != MARKER_NAME
+    )
 
 
 @pytest.fixture
-def sealed(make_bao: Callable[[], BaoServer], monkeypatch: pytest.MonkeyPatch
-           ) -> tuple[BaoServer, str]:
+def sealed(
+    make_bao: Callable[[], BaoServer], monkeypatch: pytest.MonkeyPatch
+) -> tuple[BaoServer, str]:
     """A private OpenBao with a Transit key, then sealed (sys/seal): every request is a 503."""
     bao = make_bao()
     key = bao.transit_key(team="team-a")
@@ -71,12 +92,20 @@ def sealed(make_bao: Callable[[], BaoServer], monkeypatch: pytest.MonkeyPatch
 
 
 def test_a_sealed_vault_stops_the_backup_after_a_few_requests(
-        kv: KV, home: Path, fleet: int, sealed: tuple[BaoServer, str]) -> None:
+    kv: KV, home: Path, fleet: int, sealed: tuple[BaoServer, str]
+) -> None:
     bao, key = sealed
     counter = AnswerProxy(bao.port, lambda _: False, "empty")  # passes every request through
     try:
-        run = kv("--config", config_for(home, key, counter.endpoint), "--json", "backup",
-                 "--jobs", str(JOBS), "--no-pins")
+        run = kv(
+            "--config",
+            config_for(home, key, counter.endpoint),
+            "--json",
+            "backup",
+            "--jobs",
+            str(JOBS),
+            "--no-pins",
+        )
     finally:
         counter.close()
     assert run.code == 6, run.err
@@ -93,10 +122,12 @@ def test_a_sealed_vault_stops_the_backup_after_a_few_requests(
 
 
 def test_the_console_says_how_many_keys_were_not_attempted(
-        kv: KV, home: Path, fleet: int, sealed: tuple[BaoServer, str]) -> None:
+    kv: KV, home: Path, fleet: int, sealed: tuple[BaoServer, str]
+) -> None:
     bao, key = sealed
-    run = kv("--config", config_for(home, key, bao.address), "backup", "--jobs", str(JOBS),
-             "--no-pins")
+    run = kv(
+        "--config", config_for(home, key, bao.address), "backup", "--jobs", str(JOBS), "--no-pins"
+    )
     assert run.code == 6
     lines = [line for line in run.err.splitlines() if "not attempted" in line]
     assert len(lines) == 1, run.err  # one line, not one per key
@@ -105,15 +136,23 @@ def test_the_console_says_how_many_keys_were_not_attempted(
 
 
 def test_a_vault_dying_mid_backup_leaves_nothing_half_written_and_a_rerun_goes_on(
-        kv: KV, home: Path, fleet: int, bao: BaoServer, monkeypatch: pytest.MonkeyPatch
+    kv: KV, home: Path, fleet: int, bao: BaoServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     key = bao.transit_key(team="team-a")
     monkeypatch.setenv("VAULT_TOKEN", ROOT_TOKEN)
-    proxy = CuttingProxy(bao.port, cut_at=6, refuse_after=True,
-                         is_write=lambda data: b"/encrypt/" in data)
+    proxy = CuttingProxy(
+        bao.port, cut_at=6, refuse_after=True, is_write=lambda data: b"/encrypt/" in data
+    )
     try:
-        first = kv("--config", config_for(home, key, f"http://127.0.0.1:{proxy.port}"),
-                   "--json", "backup", "--jobs", "1", "--no-pins")
+        first = kv(
+            "--config",
+            config_for(home, key, f"http://127.0.0.1:{proxy.port}"),
+            "--json",
+            "backup",
+            "--jobs",
+            "1",
+            "--no-pins",
+        )
     finally:
         proxy.close()
     assert proxy.cut.is_set(), first.err + first.out[:2000]
@@ -122,8 +161,7 @@ def test_a_vault_dying_mid_backup_leaves_nothing_half_written_and_a_rerun_goes_o
     assert len(done) == 5  # the five encrypts before the cut one
     assert first.json()["not_attempted"] >= fleet - len(done) - 1 - GIVE_UP_AFTER
     assert len(envelopes(home)) == len(done)  # the cut key: nothing written
-    again = kv("--config", config_for(home, key, bao.address), "--json", "backup",
-               "--no-pins")
+    again = kv("--config", config_for(home, key, bao.address), "--json", "backup", "--no-pins")
     assert again.code == 0, again.err
     actions = {k["key_id"]: k["action"] for k in again.json()["keys"]}
     assert {actions[k] for k in done} == {"unchanged"}
@@ -133,19 +171,40 @@ def test_a_vault_dying_mid_backup_leaves_nothing_half_written_and_a_rerun_goes_o
 
 
 def test_a_hung_kms_stops_the_backup_after_the_first_keys_time_out(
-        kv: KV, home: Path, fleet: int, moto_kms: MotoServer, kms_key: KmsKey,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    kv: KV,
+    home: Path,
+    fleet: int,
+    moto_kms: MotoServer,
+    kms_key: KmsKey,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A KMS that accepts connections and never answers: the first keys' requests time
     out, their retries are not sent, and no further key is started."""
     for name, value in KMS_ENV.items():
         monkeypatch.setenv(name, value)
-    hung = AnswerProxy(int(moto_kms.endpoint.rsplit(":", 1)[1]),
-                       lambda r: b"TrentService.Encrypt" in r, "hang")
+    hung = AnswerProxy(
+        int(moto_kms.endpoint.rsplit(":", 1)[1]), lambda r: b"TrentService.Encrypt" in r, "hang"
+    )
     try:
-        run = kv("--config", config_with(home, kms_key.alias_uri, [
-            "[awskms]", f'endpoint_url = "{hung.endpoint}"', 'region = "us-east-1"',
-            "connect_timeout = 1", "read_timeout = 1"]),
-            "--json", "backup", "--jobs", str(JOBS), "--no-pins")
+        run = kv(
+            "--config",
+            config_with(
+                home,
+                kms_key.alias_uri,
+                [
+                    "[awskms]",
+                    f'endpoint_url = "{hung.endpoint}"',
+                    'region = "us-east-1"',
+                    "connect_timeout = 1",
+                    "read_timeout = 1",
+                ],
+            ),
+            "--json",
+            "backup",
+            "--jobs",
+            str(JOBS),
+            "--no-pins",
+        )
     finally:
         hung.close()
     assert run.code == 6, run.err

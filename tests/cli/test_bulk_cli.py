@@ -17,15 +17,17 @@ GUNS = tuple(f"example.com/bulk/app{i}" for i in range(10))
 
 @pytest.fixture
 def many(kv: KV, home: Path) -> int:
-    keys = write_sample_trust_dir(home / ".docker" / "trust",
-                                  dict.fromkeys(("root", "targets", "snapshot"), "p"), GUNS)
+    keys = write_sample_trust_dir(
+        home / ".docker" / "trust", dict.fromkeys(("root", "targets", "snapshot"), "p"), GUNS
+    )
     assert len(keys) >= LISTING_THRESHOLD
     assert kv("init").code == 0
     return len(keys)
 
 
-def test_a_bulk_backup_reads_no_envelope_for_new_keys(kv: KV, many: int,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_bulk_backup_reads_no_envelope_for_new_keys(
+    kv: KV, many: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     reads: list[str] = []
     real_read = FileStore.read
 
@@ -43,7 +45,8 @@ def test_a_bulk_backup_reads_no_envelope_for_new_keys(kv: KV, many: int,
 
 
 def test_a_key_created_after_the_listing_is_compared_not_overwritten(
-        kv: KV, many: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    kv: KV, many: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert kv("backup").code == 0
 
     def stale_listing(self: FileStore, prefix: str) -> Iterator[str]:
@@ -57,7 +60,8 @@ def test_a_key_created_after_the_listing_is_compared_not_overwritten(
 
 
 def test_a_key_changed_after_the_scan_is_not_backed_up_and_a_rerun_takes_it(
-        kv: KV, many: int, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    kv: KV, many: int, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`backup` keeps no key bytes after its scan: each file is read again when sealed,
     and one that changed in between fails alone (exit 7) rather than being stored
     with bytes the scan never saw."""
@@ -101,7 +105,8 @@ def test_a_key_changed_after_the_scan_is_not_backed_up_and_a_rerun_takes_it(
 
 @pytest.mark.parametrize("jobs", ["1", "4"])
 def test_restore_writes_each_key_as_it_is_opened_not_after_opening_all(
-        kv: KV, many: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, jobs: str) -> None:
+    kv: KV, many: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, jobs: str
+) -> None:
     """Memory holds the keys in flight: staging starts long before the last key is opened."""
     from keyvault.ops.session import Session
     from keyvault.trust import restore as restore_mod

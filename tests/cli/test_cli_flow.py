@@ -52,7 +52,8 @@ def test_init_writes_private_config_identity_and_store(kv: KV, home: Path) -> No
 
 
 def test_init_writes_no_path_of_this_home_and_keeps_an_older_absolute_config(
-        kv: KV, home: Path, ready: tuple[Path, tuple[KeyFile, ...]]) -> None:
+    kv: KV, home: Path, ready: tuple[Path, tuple[KeyFile, ...]]
+) -> None:
     """The defaults are left out of the config (they resolve under whichever HOME reads
     it); a config an older init wrote with the same values as absolute paths still
     works, and init again keeps it rather than calling it a conflict."""
@@ -60,8 +61,10 @@ def test_init_writes_no_path_of_this_home_and_keeps_an_older_absolute_config(
     text = config.read_text()
     assert str(home) not in text and "store =" not in text and "identity_file =" not in text
     identity = home / ".config" / "keyvault" / "recovery-identity.txt"
-    old = text.replace("wrappers =", f"store = {json.dumps(store_dir(home).as_uri())}\n"
-                       "wrappers =") + f"identity_file = {json.dumps(str(identity))}\n"
+    old = (
+        text.replace("wrappers =", f"store = {json.dumps(store_dir(home).as_uri())}\nwrappers =")
+        + f"identity_file = {json.dumps(str(identity))}\n"
+    )
     config.write_text(old)
     again = kv("--json", "init")
     assert again.code == 0, again.err
@@ -87,7 +90,8 @@ def test_a_failed_init_creates_nothing(kv: KV, home: Path) -> None:
 
 
 def test_init_on_a_new_machine_never_makes_an_empty_store_for_a_copied_config(
-        kv: KV, home: Path, tmp_path: Path) -> None:
+    kv: KV, home: Path, tmp_path: Path
+) -> None:
     """The lost laptop: its config and identity are copied to a new HOME, but the store
     they name lived on the lost disk. init says so and makes nothing; the restore that
     would have shown an empty table is never reached."""
@@ -110,8 +114,7 @@ def test_init_on_a_new_machine_never_makes_an_empty_store_for_a_copied_config(
         assert not gone.exists() and not (laptop / ".local").exists()
         # Making a new store is a choice the user states.
         fresh = tmp_path / "new-store"
-        run = kv("--json", "--store", fresh.as_uri(), "--config", laptop / "fresh.toml",
-                 "init")
+        run = kv("--json", "--store", fresh.as_uri(), "--config", laptop / "fresh.toml", "init")
         assert run.code == 0, run.err
         assert (fresh / "keyvault-store.json").is_file()
 
@@ -151,8 +154,7 @@ def test_scan_lists_every_sample_key(kv: KV, trust: tuple[Path, tuple[KeyFile, .
     assert found == {(k.key_id, k.role, k.gun) for k in keys}
 
 
-def test_backup_is_idempotent(kv: KV, ready: tuple[Path, tuple[KeyFile, ...]], home: Path
-                              ) -> None:
+def test_backup_is_idempotent(kv: KV, ready: tuple[Path, tuple[KeyFile, ...]], home: Path) -> None:
     _, keys = ready
     before = tree(store_dir(home))
     run = kv("--json", "backup")
@@ -163,7 +165,8 @@ def test_backup_is_idempotent(kv: KV, ready: tuple[Path, tuple[KeyFile, ...]], h
 
 
 def test_changed_key_gets_a_new_version_and_the_old_one_stays(
-        kv: KV, ready: tuple[Path, tuple[KeyFile, ...]]) -> None:
+    kv: KV, ready: tuple[Path, tuple[KeyFile, ...]]
+) -> None:
     trust_dir, keys = ready
     target = next(k for k in keys if k.role == "targets")
     path = trust_dir / "private" / target.relpath
@@ -186,7 +189,8 @@ def test_list_shows_what_was_backed_up(kv: KV, ready: tuple[Path, tuple[KeyFile,
 
 
 def test_restore_all_into_a_fresh_dir_is_byte_identical(
-        kv: KV, ready: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path) -> None:
+    kv: KV, ready: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path
+) -> None:
     trust_dir, keys = ready
     fresh = tmp_path / "laptop" / "trust"
     run = kv("--trust-dir", fresh, "--json", "restore", "--all")
@@ -201,8 +205,9 @@ def test_restore_all_into_a_fresh_dir_is_byte_identical(
     assert {k["action"] for k in again.json()["keys"]} == {"unchanged"}
 
 
-def test_restore_one_gun_and_role(kv: KV, ready: tuple[Path, tuple[KeyFile, ...]],
-                                  tmp_path: Path) -> None:
+def test_restore_one_gun_and_role(
+    kv: KV, ready: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path
+) -> None:
     _, keys = ready
     fresh = tmp_path / "ci"
     run = kv("--trust-dir", fresh, "--json", "restore", "--gun", GUNS[0], "--role", "targets")
@@ -211,16 +216,18 @@ def test_restore_one_gun_and_role(kv: KV, ready: tuple[Path, tuple[KeyFile, ...]
     assert sorted(p.name for p in (fresh / "private").iterdir()) == [expected[0].relpath]
 
 
-def test_restore_needs_a_selection(kv: KV, ready: tuple[Path, tuple[KeyFile, ...]],
-                                   tmp_path: Path) -> None:
+def test_restore_needs_a_selection(
+    kv: KV, ready: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path
+) -> None:
     run = kv("--trust-dir", tmp_path / "x", "restore")
     assert run.code == 2 and "say which keys" in run.err
     assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.proves("B28")
-def test_restore_conflict_and_force(kv: KV, ready: tuple[Path, tuple[KeyFile, ...]],
-                                    tmp_path: Path) -> None:
+def test_restore_conflict_and_force(
+    kv: KV, ready: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path
+) -> None:
     """B28: an existing file with different bytes is never overwritten without --force."""
     _, keys = ready
     fresh = tmp_path / "t"
@@ -247,15 +254,19 @@ def test_restore_conflict_and_force(kv: KV, ready: tuple[Path, tuple[KeyFile, ..
     assert victim.read_bytes() == root.data
     # The name the README promises: <name>.keyvault-old-<time>-<random>, time in UTC.
     assert "`<name>.keyvault-old-<time>-<random>`" in (REPO / "README.md").read_text()
-    name = re.fullmatch(rf"{re.escape(root.relpath)}\.keyvault-old-(\d{{8}}T\d{{6}}Z)-"
-                        r"[0-9a-f]{8}", Path(aside).name)
+    name = re.fullmatch(
+        rf"{re.escape(root.relpath)}\.keyvault-old-(\d{{8}}T\d{{6}}Z)-"
+        r"[0-9a-f]{8}",
+        Path(aside).name,
+    )
     assert name, aside
     kept_at = datetime.strptime(name.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
     assert started <= kept_at <= finished
 
 
-def test_dry_run_writes_nothing(kv: KV, ready: tuple[Path, tuple[KeyFile, ...]],
-                                tmp_path: Path) -> None:
+def test_dry_run_writes_nothing(
+    kv: KV, ready: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path
+) -> None:
     run = kv("--trust-dir", tmp_path / "t", "--json", "restore", "--all", "--dry-run")
     assert run.code == 0 and run.json()["dry_run"]
     assert not (tmp_path / "t").exists()
@@ -275,9 +286,13 @@ def test_verify_reports_ok_then_drift(kv: KV, ready: tuple[Path, tuple[KeyFile, 
 
 
 def test_verify_deep_checks_key_ids_with_env_passphrases(
-        kv: KV, ready: tuple[Path, tuple[KeyFile, ...]], monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("NOTARY_ROOT_PASSPHRASE", "NOTARY_TARGETS_PASSPHRASE",
-                "NOTARY_SNAPSHOT_PASSPHRASE"):
+    kv: KV, ready: tuple[Path, tuple[KeyFile, ...]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for var in (
+        "NOTARY_ROOT_PASSPHRASE",
+        "NOTARY_TARGETS_PASSPHRASE",
+        "NOTARY_SNAPSHOT_PASSPHRASE",
+    ):
         monkeypatch.setenv(var, PASS)
     run = kv("--json", "verify", "--all", "--deep")
     assert run.code == 0, run.err
@@ -287,10 +302,14 @@ def test_verify_deep_checks_key_ids_with_env_passphrases(
 
 @pytest.mark.proves("B14")
 def test_verify_deep_wrong_passphrase_is_access_denied(
-        kv: KV, ready: tuple[Path, tuple[KeyFile, ...]], monkeypatch: pytest.MonkeyPatch) -> None:
+    kv: KV, ready: tuple[Path, tuple[KeyFile, ...]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """B14."""
-    for var in ("NOTARY_ROOT_PASSPHRASE", "NOTARY_TARGETS_PASSPHRASE",
-                "NOTARY_SNAPSHOT_PASSPHRASE"):
+    for var in (
+        "NOTARY_ROOT_PASSPHRASE",
+        "NOTARY_TARGETS_PASSPHRASE",
+        "NOTARY_SNAPSHOT_PASSPHRASE",
+    ):
         monkeypatch.setenv(var, "wrong-guess")
     run = kv("verify", "--all", "--deep")
     assert run.code == 4
@@ -298,11 +317,15 @@ def test_verify_deep_wrong_passphrase_is_access_denied(
 
 
 def test_verify_deep_without_passphrases_checks_what_it_can_and_breaks_nothing(
-        kv: KV, ready: tuple[Path, tuple[KeyFile, ...]], monkeypatch: pytest.MonkeyPatch) -> None:
+    kv: KV, ready: tuple[Path, tuple[KeyFile, ...]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Before: every key was 'broken', exit 2. The backups open and match; only the key ID
     check needs the passphrase, and one variable given checks that role's keys."""
-    for var in ("NOTARY_ROOT_PASSPHRASE", "NOTARY_TARGETS_PASSPHRASE",
-                "NOTARY_SNAPSHOT_PASSPHRASE"):
+    for var in (
+        "NOTARY_ROOT_PASSPHRASE",
+        "NOTARY_TARGETS_PASSPHRASE",
+        "NOTARY_SNAPSHOT_PASSPHRASE",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("NOTARY_TARGETS_PASSPHRASE", PASS)
     run = kv("--json", "verify", "--all", "--deep")
@@ -319,7 +342,8 @@ def test_verify_deep_without_passphrases_checks_what_it_can_and_breaks_nothing(
 
 @pytest.mark.proves("B15")
 def test_verify_deep_empty_passphrase_variable(
-        kv: KV, ready: tuple[Path, tuple[KeyFile, ...]], monkeypatch: pytest.MonkeyPatch) -> None:
+    kv: KV, ready: tuple[Path, tuple[KeyFile, ...]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """B15: a passphrase variable set but empty."""
     monkeypatch.setenv("NOTARY_ROOT_PASSPHRASE", "")
     run = kv("--json", "verify", "--role", "root", "--deep")
@@ -341,7 +365,8 @@ def test_version_and_help(kv: KV) -> None:
 
 
 def test_versions_and_restoring_an_older_version(
-        kv: KV, ready: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path) -> None:
+    kv: KV, ready: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path
+) -> None:
     trust_dir, keys = ready
     target = next(k for k in keys if k.role == "targets")
     path = trust_dir / "private" / target.relpath
@@ -353,8 +378,9 @@ def test_versions_and_restoring_an_older_version(
     assert [v["version"] for v in entry["versions"]] == ["0000000002", "0000000001"]
     assert [v["latest"] for v in entry["versions"]] == [True, False]
     old = tmp_path / "old"
-    restored = kv("--trust-dir", old, "restore", "--key-id", target.key_id, "--version",
-                  "0000000001")
+    restored = kv(
+        "--trust-dir", old, "restore", "--key-id", target.key_id, "--version", "0000000001"
+    )
     assert restored.code == 0, restored.err
     assert (old / "private" / target.relpath).read_bytes() == target.data
     ambiguous = kv("--trust-dir", old, "restore", "--all", "--version", "0000000001")
@@ -363,7 +389,8 @@ def test_versions_and_restoring_an_older_version(
 
 
 def test_restore_version_takes_the_number_versions_shows(
-        kv: KV, ready: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path) -> None:
+    kv: KV, ready: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path
+) -> None:
     """``--version 3`` is the key's third version (its NUMBER), as the laptop guide says;
     the store's 10-digit ID still works, and a number no version has is exit 3."""
     trust_dir, keys = ready
@@ -375,18 +402,19 @@ def test_restore_version_takes_the_number_versions_shows(
         assert kv("backup", "--key-id", target.key_id).code == 0
     listed = kv("versions", "--key-id", target.key_id[:6])
     assert "NUMBER is a version's place in the key's signed chain" in listed.out
-    restored = kv("--json", "restore", "--key-id", target.key_id[:6], "--version", "3",
-                  "--force")
+    restored = kv("--json", "restore", "--key-id", target.key_id[:6], "--version", "3", "--force")
     assert restored.code == 0, restored.err
     assert path.read_bytes() == contents[2]
     assert restored.json()["keys"][0]["version"] == "0000000003"
     fresh = tmp_path / "fresh"
-    by_id = kv("--trust-dir", fresh, "restore", "--key-id", target.key_id, "--version",
-               "0000000002")
+    by_id = kv(
+        "--trust-dir", fresh, "restore", "--key-id", target.key_id, "--version", "0000000002"
+    )
     assert by_id.code == 0, by_id.err
     assert (fresh / "private" / target.relpath).read_bytes() == contents[1]
-    missing = kv("--trust-dir", tmp_path / "none", "restore", "--key-id", target.key_id,
-                 "--version", "9")
+    missing = kv(
+        "--trust-dir", tmp_path / "none", "restore", "--key-id", target.key_id, "--version", "9"
+    )
     assert missing.code == 3
     assert "no version '9' (its version numbers: 1, 2, 3, 4)" in missing.err
     assert not (tmp_path / "none").exists()
@@ -404,8 +432,8 @@ def test_init_writes_the_config_file_it_is_given(kv: KV, tmp_path: Path) -> None
 
 @pytest.mark.parametrize("command", [("restore", "--all"), ("drill", "--all", "--no-metadata")])
 def test_restore_or_drill_of_a_store_with_nothing_for_the_team_is_not_found(
-        kv: KV, trust: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path,
-        command: tuple[str, ...]) -> None:
+    kv: KV, trust: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path, command: tuple[str, ...]
+) -> None:
     """An empty store (a new machine's fresh one, or the wrong team) restores nothing: that
     is exit 3 with the store and team named, never an empty table and exit 0."""
     assert kv("init").code == 0
@@ -417,7 +445,8 @@ def test_restore_or_drill_of_a_store_with_nothing_for_the_team_is_not_found(
 
 
 def test_policy_whoami_needs_no_policy_file_and_says_when_in_no_team(
-        kv: KV, home: Path, tmp_path: Path) -> None:
+    kv: KV, home: Path, tmp_path: Path
+) -> None:
     """Before: exit 2 ("no policy file") for a question any user may ask."""
     assert kv("init").code == 0
     run = kv("--json", "policy", "whoami")
@@ -436,7 +465,8 @@ def test_policy_whoami_needs_no_policy_file_and_says_when_in_no_team(
 
 
 def test_backup_with_a_wrapper_the_backups_lack_says_it_cannot_restore_them(
-        kv: KV, trust: tuple[Path, tuple[KeyFile, ...]]) -> None:
+    kv: KV, trust: tuple[Path, tuple[KeyFile, ...]]
+) -> None:
     """Before: 'unchanged', exit 0, and the user believed the new wrapper could restore."""
     import pyrage
 
@@ -456,7 +486,8 @@ def test_backup_with_a_wrapper_the_backups_lack_says_it_cannot_restore_them(
 
 
 def test_backup_and_restore_end_with_a_one_line_tally(
-        kv: KV, ready: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path) -> None:
+    kv: KV, ready: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path
+) -> None:
     _, keys = ready
     run = kv("backup")
     assert run.code == 0, run.err

@@ -47,8 +47,10 @@ def endpoints() -> Iterator[tuple[str, str]]:
     """(an endpoint an hour ahead, an endpoint on time)."""
     ahead, on_time = _server(SKEW), _server(0.0)
     try:
-        yield (f"http://127.0.0.1:{ahead.server_address[1]}",
-               f"http://127.0.0.1:{on_time.server_address[1]}")
+        yield (
+            f"http://127.0.0.1:{ahead.server_address[1]}",
+            f"http://127.0.0.1:{on_time.server_address[1]}",
+        )
     finally:
         for server in (ahead, on_time):
             server.shutdown()
@@ -59,8 +61,9 @@ def _clock_findings(kv: KV, config: Path, s3: str, kms: str) -> dict[str, str]:
     with config.open("a") as f:
         f.write(f'\n[s3]\nendpoint_url = "{s3}"\n\n[awskms]\nendpoint_url = "{kms}"\n')
     run = kv("--json", "doctor")
-    clock = {f["detail"].split(": ", 1)[0]: f for f in run.json()["findings"]
-             if f["check"] == "clock"}
+    clock = {
+        f["detail"].split(": ", 1)[0]: f for f in run.json()["findings"] if f["check"] == "clock"
+    }
     assert set(clock) == {s3, kms}, run.out
     assert run.code == (1 if any(f["status"] == "fail" for f in clock.values()) else 0), run.out
     return {url: f"{f['status']}: {f['detail']}" for url, f in clock.items()}
@@ -68,7 +71,8 @@ def _clock_findings(kv: KV, config: Path, s3: str, kms: str) -> dict[str, str]:
 
 @pytest.mark.proves("F13")
 def test_doctor_fails_on_an_endpoint_an_hour_off_and_names_it(
-        kv: KV, home: Path, endpoints: tuple[str, str]) -> None:
+    kv: KV, home: Path, endpoints: tuple[str, str]
+) -> None:
     ahead, on_time = endpoints
     config = Path(kv("--json", "init").json()["config_file"])
     found = _clock_findings(kv, config, ahead, on_time)

@@ -70,8 +70,9 @@ def core_limit(pid: int) -> tuple[str, str]:
 @pytest.fixture
 def backed_up(kv: KV, home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Keys backed up under a passphrase wrapper; the passphrase is then forgotten."""
-    write_sample_trust_dir(home / ".docker" / "trust",
-                           dict.fromkeys(("root", "targets", "snapshot"), PASS))
+    write_sample_trust_dir(
+        home / ".docker" / "trust", dict.fromkeys(("root", "targets", "snapshot"), PASS)
+    )
     monkeypatch.setenv("KEYVAULT_PASSPHRASE", PASSPHRASE)
     assert kv("--store", (home / "store").as_uri(), "--wrapper", "passphrase:", "init").code == 0
     run = kv("backup")
@@ -88,10 +89,25 @@ class WaitingRestore:
         master, slave = os.openpty()
         self._master = master
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "keyvault", "--trust-dir", str(home / "restored"),
-             "restore", "--all"], stdin=slave, stdout=slave, stderr=slave, cwd=cwd,
-            env=dict(os.environ), start_new_session=True, preexec_fn=_allow_cores,
-            group=group, extra_groups=None if group is None else [])
+            [
+                sys.executable,
+                "-m",
+                "keyvault",
+                "--trust-dir",
+                str(home / "restored"),
+                "restore",
+                "--all",
+            ],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            cwd=cwd,
+            env=dict(os.environ),
+            start_new_session=True,
+            preexec_fn=_allow_cores,
+            group=group,
+            extra_groups=None if group is None else [],
+        )
         os.close(slave)
         self.output = self._read_until(PROMPT)
 
@@ -134,11 +150,16 @@ def restore(backed_up: Path, tmp_path: Path) -> Iterator[WaitingRestore]:
 
 
 def test_a_restore_waiting_for_a_secret_has_no_core_limit_and_aborts_without_a_core(
-        restore: WaitingRestore, tmp_path: Path) -> None:
+    restore: WaitingRestore, tmp_path: Path
+) -> None:
     control_dir = tmp_path / "control"
     control_dir.mkdir()
-    control = subprocess.run([sys.executable, "-c", "import os; os.abort()"], cwd=control_dir,
-                             preexec_fn=_allow_cores, check=False)
+    control = subprocess.run(
+        [sys.executable, "-c", "import os; os.abort()"],
+        cwd=control_dir,
+        preexec_fn=_allow_cores,
+        check=False,
+    )
     assert control.returncode == -signal.SIGABRT
     cores_here = core_files(control_dir) == ["core"]  # else core_pattern sends them elsewhere
     shutil.rmtree(control_dir)
@@ -155,7 +176,11 @@ def test_a_restore_is_not_dumpable(backed_up: Path, tmp_path: Path) -> None:
         pytest.skip(NEEDS_ROOT)
     control = subprocess.Popen(
         [sys.executable, "-c", "import sys; print('ready', flush=True); sys.stdin.read()"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, group=NOGROUP, extra_groups=[])
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        group=NOGROUP,
+        extra_groups=[],
+    )
     try:
         assert control.stdout is not None and control.stdout.readline() == b"ready\n"
         assert status_group(control.pid) == NOGROUP  # a dumpable process owns its /proc
@@ -175,16 +200,35 @@ def test_a_restore_is_not_dumpable(backed_up: Path, tmp_path: Path) -> None:
 def test_the_command_exec_runs_cannot_dump_core_either(backed_up: Path, tmp_path: Path) -> None:
     """The command holds the same keys: it inherits the hard limit 0 and cannot raise it."""
     out = tmp_path / "limits.json"
-    probe = ("import json, resource, sys; before = resource.getrlimit(resource.RLIMIT_CORE)\n"
-             "try:\n    resource.setrlimit(resource.RLIMIT_CORE, (1 << 20, 1 << 20))\n"
-             "except (ValueError, OSError):\n    pass\n"
-             "json.dump([before, resource.getrlimit(resource.RLIMIT_CORE)], "
-             "open(sys.argv[1], 'w'))")
+    probe = (
+        "import json, resource, sys; before = resource.getrlimit(resource.RLIMIT_CORE)\n"
+        "try:\n    resource.setrlimit(resource.RLIMIT_CORE, (1 << 20, 1 << 20))\n"
+        "except (ValueError, OSError):\n    pass\n"
+        "json.dump([before, resource.getrlimit(resource.RLIMIT_CORE)], "
+        "open(sys.argv[1], 'w'))"
+    )
     run = subprocess.run(
-        [sys.executable, "-m", "keyvault", "exec", "--gun", "example.com/sample/app", "--",
-         sys.executable, "-c", probe, str(out)],
+        [
+            sys.executable,
+            "-m",
+            "keyvault",
+            "exec",
+            "--gun",
+            "example.com/sample/app",
+            "--",
+            sys.executable,
+            "-c",
+            probe,
+            str(out),
+        ],
         env={**os.environ, "KEYVAULT_PASSPHRASE": PASSPHRASE, "KEYVAULT_TMPDIR": str(tmp_path)},
-        cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
-        preexec_fn=_allow_cores, check=False)
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=_allow_cores,
+        check=False,
+    )
     assert run.returncode == 0, run.stderr
     assert json.loads(out.read_text()) == [[0, 0], [0, 0]]

@@ -18,15 +18,19 @@ PASS = "p"
 
 def test_coverage_reports_each_status(kv: KV, home: Path) -> None:
     trust = home / ".docker" / "trust"
-    keys = write_sample_trust_dir(trust, dict.fromkeys(("root", "targets", "snapshot"), PASS),
-                                  (GUN,))
+    keys = write_sample_trust_dir(
+        trust, dict.fromkeys(("root", "targets", "snapshot"), PASS), (GUN,)
+    )
     private = {k.role: load_private_key(k, PASS) for k in keys}
-    new_targets, timestamp, delegate = (ec.generate_private_key(ec.SECP256R1())
-                                        for _ in range(3))
-    root_doc, root_listed = root_json(GUN, private["root"], {
-        "targets": new_targets, "snapshot": private["snapshot"], "timestamp": timestamp})
-    write_cache(trust, GUN, {"root": root_doc,
-                             "targets": targets_json({"targets/releases": delegate})})
+    new_targets, timestamp, delegate = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    root_doc, root_listed = root_json(
+        GUN,
+        private["root"],
+        {"targets": new_targets, "snapshot": private["snapshot"], "timestamp": timestamp},
+    )
+    write_cache(
+        trust, GUN, {"root": root_doc, "targets": targets_json({"targets/releases": delegate})}
+    )
 
     assert kv("init").code == 0
     assert kv("backup").code == 0

@@ -21,16 +21,29 @@ from keyvault.trust.model import KeyFile
 
 @pytest.mark.parametrize("mode", ["headers", "empty"])
 def test_restore_with_a_cut_kms_answer_exits_6(
-        kv: KV, aws: BackendSetup, home: Path, moto_kms: MotoServer,  # noqa: F811
-        tmp_path: Path, trust: tuple[Path, tuple[KeyFile, ...]], mode: str) -> None:  # noqa: F811
+    kv: KV,
+    aws: BackendSetup,  # noqa: F811
+    home: Path,
+    moto_kms: MotoServer,
+    tmp_path: Path,
+    trust: tuple[Path, tuple[KeyFile, ...]],  # noqa: F811
+    mode: str,
+) -> None:
     config = write_config(home, aws)
     assert kv("--config", config, "backup").code == 0
     port = int(moto_kms.endpoint.rsplit(":", 1)[1])
     proxy = AnswerProxy(port, lambda r: b"TrentService.Decrypt" in r, mode)
     try:
-        cut = write_config(home, BackendSetup(
-            aws.name, aws.store, aws.wrappers, aws.env,
-            aws.config_toml.replace(json.dumps(moto_kms.endpoint), json.dumps(proxy.endpoint))))
+        cut = write_config(
+            home,
+            BackendSetup(
+                aws.name,
+                aws.store,
+                aws.wrappers,
+                aws.env,
+                aws.config_toml.replace(json.dumps(moto_kms.endpoint), json.dumps(proxy.endpoint)),
+            ),
+        )
         fresh = tmp_path / "laptop" / "trust"
         run = kv("--config", cut, "--trust-dir", fresh, "restore", "--all")
     finally:

@@ -37,9 +37,22 @@ def test_status_reads_the_running_daemon(kv: KV, home: Path) -> None:
     (trust / "private").mkdir(parents=True, mode=0o700)
     log = home / "daemon.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "keyvault", "daemon", "--trust-dir",
-                                 str(trust), "--listen", "127.0.0.1:0"], env=dict(os.environ),
-                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "keyvault",
+                "daemon",
+                "--trust-dir",
+                str(trust),
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            env=dict(os.environ),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     try:
         deadline = time.monotonic() + 20
         while b'"reconciled"' not in log.read_bytes():
@@ -77,20 +90,40 @@ def test_status_of_a_stalled_daemon_exits_1_and_recovers(kv: KV, home: Path) -> 
     log = home / "daemon.log"
     audit = home / ".local" / "state" / "keyvault" / "audit.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "keyvault", "daemon", "--trust-dir",
-                                 str(trust), "--listen", "127.0.0.1:0", "--stall-after", "1",
-                                 "--debounce", "0"], env=dict(os.environ),
-                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "keyvault",
+                "daemon",
+                "--trust-dir",
+                str(trust),
+                "--listen",
+                "127.0.0.1:0",
+                "--stall-after",
+                "1",
+                "--debounce",
+                "0",
+            ],
+            env=dict(os.environ),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     try:
-        wait_for(lambda: proc.poll() is None and b'"reconciled"' in log.read_bytes(),
-                 "the daemon to start")
+        wait_for(
+            lambda: proc.poll() is None and b'"reconciled"' in log.read_bytes(),
+            "the daemon to start",
+        )
         lock = os.open(audit, os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             key_id, data = make_key()
             write_key(trust, data, key_id)
-            stalled = wait_for(lambda: (r := kv("daemon", "status")).code == 1 and r,
-                               "daemon status to report the stall")
+            stalled = wait_for(
+                lambda: (r := kv("daemon", "status")).code == 1 and r,
+                "daemon status to report the stall",
+            )
             assert "keyvault daemon: stalled" in stalled.out
             as_json = kv("--json", "daemon", "status")
             assert as_json.code == 1 and as_json.json()["health"]["status"] == "stalled"
@@ -105,12 +138,19 @@ def test_status_of_a_stalled_daemon_exits_1_and_recovers(kv: KV, home: Path) -> 
 
 
 def test_help_loads_neither_watchfiles_nor_prometheus() -> None:
-    code = ("import sys, json\nfrom keyvault.cli.app import main\n"
-            "rc = [main(['--help']), main(['daemon', '--help'])]\n"
-            "print(json.dumps([rc, sorted(sys.modules)]))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
+    code = (
+        "import sys, json\nfrom keyvault.cli.app import main\n"
+        "rc = [main(['--help']), main(['daemon', '--help'])]\n"
+        "print(json.dumps([rc, sorted(sys.modules)]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     rcs, modules = json.loads(out.splitlines()[-1])
     assert rcs == [0, 0]
-    assert not {m.split(".")[0] for m in modules} & {"watchfiles", "prometheus_client",
-                                                     "sqlite3", "cryptography"}
+    assert not {m.split(".")[0] for m in modules} & {
+        "watchfiles",
+        "prometheus_client",
+        "sqlite3",
+        "cryptography",
+    }

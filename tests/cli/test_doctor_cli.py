@@ -26,8 +26,10 @@ def test_doctor_on_a_fresh_embedded_default(kv: KV, home: Path) -> None:
     assert run.json()["healthy"]
     Path(init.json()["identity_file"]).chmod(0o644)
     loose = kv("--json", "doctor").json()["findings"]
-    assert any(f["check"] == "recovery-identity" and f["status"] == "warn"
-               and "chmod 600" in f["detail"] for f in loose)
+    assert any(
+        f["check"] == "recovery-identity" and f["status"] == "warn" and "chmod 600" in f["detail"]
+        for f in loose
+    )
     assert "AGE-SECRET-KEY" not in kv("doctor").out
 
 
@@ -41,15 +43,21 @@ def test_doctor_fails_on_a_missing_store(kv: KV, home: Path) -> None:
     assert "point it at the store you kept" in failed[0]["detail"]
 
 
-def test_doctor_names_a_skewed_clock(kv: KV, home: Path, bao: BaoServer,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_doctor_names_a_skewed_clock(
+    kv: KV, home: Path, bao: BaoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A proxy in front of the real OpenBao moves its ``Date`` an hour ahead: the clock
     check fails and says what to do; straight to the server it passes."""
     kv("init")
     ahead = email.utils.format_datetime(
-        datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1), usegmt=True)
-    proxy = AnswerProxy(bao.port, lambda _: True, "rewrite", rewrite_head=lambda head: re.sub(
-        rb"(?im)^Date: .*$", b"Date: " + ahead.encode(), head))
+        datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1), usegmt=True
+    )
+    proxy = AnswerProxy(
+        bao.port,
+        lambda _: True,
+        "rewrite",
+        rewrite_head=lambda head: re.sub(rb"(?im)^Date: .*$", b"Date: " + ahead.encode(), head),
+    )
     try:
         monkeypatch.setenv("VAULT_ADDR", proxy.endpoint)
         skewed = kv("--json", "doctor")

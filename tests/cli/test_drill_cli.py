@@ -27,14 +27,21 @@ ROLES = ("root", "targets", "snapshot")
 
 
 @pytest.fixture
-def drilled(kv: KV, home: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path,
-                                                                       tuple[KeyFile, ...]]:
+def drilled(
+    kv: KV, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Path, tuple[KeyFile, ...]]:
     trust = home / ".docker" / "trust"
     keys = write_sample_trust_dir(trust, dict.fromkeys(ROLES, PASS), (GUN,))
     private = {k.role: load_private_key(k, PASS) for k in keys}
-    root_doc, _ = root_json(GUN, private["root"], {
-        "targets": private["targets"], "snapshot": private["snapshot"],
-        "timestamp": ec.generate_private_key(ec.SECP256R1())})
+    root_doc, _ = root_json(
+        GUN,
+        private["root"],
+        {
+            "targets": private["targets"],
+            "snapshot": private["snapshot"],
+            "timestamp": ec.generate_private_key(ec.SECP256R1()),
+        },
+    )
     write_cache(trust, GUN, {"root": root_doc, "targets": targets_json({})})
     for role in ROLES:
         monkeypatch.setenv(f"NOTARY_{role.upper()}_PASSPHRASE", PASS)
@@ -44,8 +51,11 @@ def drilled(kv: KV, home: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path,
 
 
 def test_a_drill_proves_every_key_and_writes_reports(
-        kv: KV, drilled: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    kv: KV,
+    drilled: tuple[Path, tuple[KeyFile, ...]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     _, keys = drilled
     scratch = tmp_path / "tmp"
     scratch.mkdir()
@@ -55,8 +65,9 @@ def test_a_drill_proves_every_key_and_writes_reports(
     doc = run.json()
     assert doc["passed"] and len(doc["checks"]) == len(keys)
     for check in doc["checks"]:
-        assert (check["restore"], check["digest"], check["key_id_check"],
-                check["signature"]) == ("passed",) * 4, check
+        assert (check["restore"], check["digest"], check["key_id_check"], check["signature"]) == (
+            "passed",
+        ) * 4, check
     report = json.loads((tmp_path / "report" / "report.json").read_bytes())
     assert hashlib.sha256(canonical_json(report)).hexdigest() == doc["sha256"]
     assert stat.S_IMODE((tmp_path / "report" / "report.json").stat().st_mode) == 0o600
@@ -72,8 +83,12 @@ def test_a_drill_proves_every_key_and_writes_reports(
 
 @pytest.mark.proves("T5")
 def test_a_broken_wrapper_is_named_and_the_others_pass(
-        kv: KV, home: Path, drilled: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    kv: KV,
+    home: Path,
+    drilled: tuple[Path, tuple[KeyFile, ...]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     _, keys = drilled
     monkeypatch.setenv("KEYVAULT_PASSPHRASE", "wrapper pass")
     config = home / ".config" / "keyvault" / "config.toml"
@@ -82,32 +97,49 @@ def test_a_broken_wrapper_is_named_and_the_others_pass(
     identity = home / ".config" / "keyvault" / "recovery-identity.txt"
     age_uri = kv("--json", "list", "--long").json()["keys"][0]["wrappers"][0]
     identity.rename(tmp_path / "lost-identity.txt")  # the offline identity is not here
-    run = kv("--wrapper", age_uri, "--wrapper", "passphrase:", "--json", "drill", "--all",
-             "--report-dir", tmp_path / "r")
+    run = kv(
+        "--wrapper",
+        age_uri,
+        "--wrapper",
+        "passphrase:",
+        "--json",
+        "drill",
+        "--all",
+        "--report-dir",
+        tmp_path / "r",
+    )
     assert run.code == 3, run.err  # the configured identity file is gone: not found
     checks = run.json()["checks"]
     failed = {(c["wrapper"], c["key_id"]) for c in checks if not c["passed"]}
     assert failed == {(age_uri, k.key_id) for k in keys}
     passed = [c for c in checks if c["passed"]]
     assert {c["wrapper"] for c in passed} == {"passphrase:"} and len(passed) == len(keys)
-    assert all("identity file" in c["error"] and "lost" not in c["error"] for c in checks
-               if not c["passed"])
+    assert all(
+        "identity file" in c["error"] and "lost" not in c["error"]
+        for c in checks
+        if not c["passed"]
+    )
     assert "FAILED" in (tmp_path / "r" / "report.md").read_text()
 
 
 def test_without_passphrases_only_restore_and_digest_are_checked(
-        kv: KV, drilled: tuple[Path, tuple[KeyFile, ...]], monkeypatch: pytest.MonkeyPatch,
-        tmp_path: Path) -> None:
+    kv: KV,
+    drilled: tuple[Path, tuple[KeyFile, ...]],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
     for role in ROLES:
         monkeypatch.delenv(f"NOTARY_{role.upper()}_PASSPHRASE")
     run = kv("--json", "drill", "--gun", GUN, "--report-dir", tmp_path / "r")
     assert run.code == 0, run.err
     assert {(c["digest"], c["key_id_check"], c["signature"]) for c in run.json()["checks"]} == {
-        ("passed", "not-checked", "not-checked")}
+        ("passed", "not-checked", "not-checked")
+    }
 
 
-def test_a_misnamed_key_fails_its_id_check(kv: KV, drilled: tuple[Path, tuple[KeyFile, ...]],
-                                           tmp_path: Path) -> None:
+def test_a_misnamed_key_fails_its_id_check(
+    kv: KV, drilled: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path
+) -> None:
     """A backup whose file name is not the key's ID would restore a key notary cannot use."""
     trust, keys = drilled
     root = next(k for k in keys if k.role == "root")
@@ -123,8 +155,13 @@ def test_a_misnamed_key_fails_its_id_check(kv: KV, drilled: tuple[Path, tuple[Ke
 
 @pytest.mark.proves("T5")
 def test_a_wrong_hsm_pin_fails_that_wrapper_only(
-        kv: KV, home: Path, drilled: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch, softhsm: SoftHsm) -> None:
+    kv: KV,
+    home: Path,
+    drilled: tuple[Path, tuple[KeyFile, ...]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    softhsm: SoftHsm,
+) -> None:
     """Each wrapper is drilled alone: the HSM's wrong PIN shows up while age still works."""
     _, keys = drilled
     for name, value in softhsm.env().items():
@@ -133,19 +170,29 @@ def test_a_wrong_hsm_pin_fails_that_wrapper_only(
     assert kv("rewrap", "--all", "--add", hsm_uri).code == 0
     age_uri = kv("--json", "list", "--long").json()["keys"][0]["wrappers"][0]
     monkeypatch.setenv("KEYVAULT_PKCS11_PIN", "not-the-pin-0000")
-    run = kv("--wrapper", age_uri, "--wrapper", hsm_uri, "--json", "drill", "--all",
-             "--report-dir", tmp_path / "r")
+    run = kv(
+        "--wrapper",
+        age_uri,
+        "--wrapper",
+        hsm_uri,
+        "--json",
+        "drill",
+        "--all",
+        "--report-dir",
+        tmp_path / "r",
+    )
     assert run.code == 4, run.err
     checks = run.json()["checks"]
     assert {(c["wrapper"], c["passed"]) for c in checks} == {(age_uri, True), (hsm_uri, False)}
     assert {c["key_id"] for c in checks if not c["passed"]} == {k.key_id for k in keys}
-    assert all("PIN" in c["error"] and "not-the-pin" not in c["error"] for c in checks
-               if not c["passed"])
+    assert all(
+        "PIN" in c["error"] and "not-the-pin" not in c["error"] for c in checks if not c["passed"]
+    )
 
 
 def test_two_drills_in_the_same_second_each_write_their_own_report(
-        kv: KV, drilled: tuple[Path, tuple[KeyFile, ...]],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    kv: KV, drilled: tuple[Path, tuple[KeyFile, ...]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Before: the default report directory was named by the second alone, so the second
     drill of a second found it taken and exited 7 with no report."""
     import datetime as real
@@ -164,7 +211,8 @@ def test_two_drills_in_the_same_second_each_write_their_own_report(
 
 
 def test_a_gun_without_published_metadata_is_not_checked_and_the_drill_goes_on(
-        kv: KV, drilled: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path) -> None:
+    kv: KV, drilled: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path
+) -> None:
     """A freshly restored machine has no tuf/ cache. Before: exit 3, no report, no audit
     record, and a hint naming a server URL that was never given."""
     import shutil
@@ -180,10 +228,8 @@ def test_a_gun_without_published_metadata_is_not_checked_and_the_drill_goes_on(
     assert (tmp_path / "r" / "report.json").is_file()
     text = kv("drill", "--all", "--report-dir", tmp_path / "r2")
     assert text.code == 0, text.err
-    assert f"Not checked: the signatures of 1 GUN(s) with no published metadata ({GUN})" \
-        in text.out
-    strict = kv("--json", "drill", "--all", "--require-published", "--report-dir",
-                tmp_path / "r3")
+    assert f"Not checked: the signatures of 1 GUN(s) with no published metadata ({GUN})" in text.out
+    strict = kv("--json", "drill", "--all", "--require-published", "--report-dir", tmp_path / "r3")
     assert strict.code == 3, strict.err
     assert {c["passed"] for c in strict.json()["checks"] if c["gun"] == GUN} == {False}
     assert (tmp_path / "r3" / "report.json").is_file()
@@ -192,7 +238,8 @@ def test_a_gun_without_published_metadata_is_not_checked_and_the_drill_goes_on(
 
 
 def test_the_report_claims_only_the_controls_this_drill_showed(
-        kv: KV, home: Path, drilled: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path) -> None:
+    kv: KV, home: Path, drilled: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path
+) -> None:
     """Before: PCI DSS dual control and SOC 2 logical access were listed for one age
     wrapper with no policy. Dual control appears once the keys are under 2-of-2 wrappers."""
     run = kv("--json", "drill", "--all", "--report-dir", tmp_path / "single")
@@ -209,7 +256,9 @@ def test_the_report_claims_only_the_controls_this_drill_showed(
     run = kv("--json", *both, "drill", "--role", "root", "--report-dir", tmp_path / "dual")
     doc = run.json()
     assert any("PCI DSS" in c and "dual control" in c for c in doc["controls"]), (
-        run.err, doc["controls"])
+        run.err,
+        doc["controls"],
+    )
     assert not any(c["passed"] for c in doc["checks"])  # no wrapper alone opens 2-of-2
 
 
@@ -244,7 +293,11 @@ def paused_drill(after: int, *argv: str | Path) -> subprocess.Popen[str]:
     ``after + 1`` (PAUSING_DRILL): ready for the signal."""
     proc = subprocess.Popen(
         [sys.executable, "-c", PAUSING_DRILL, str(after), *map(str, argv)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stderr is not None
     seen = []
     for line in proc.stderr:  # no timing: the drill says when it is where the signal goes
@@ -256,8 +309,12 @@ def paused_drill(after: int, *argv: str | Path) -> subprocess.Popen[str]:
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupted_drill_writes_and_audits_its_report(
-        kv: KV, drilled: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch, signum: signal.Signals) -> None:
+    kv: KV,
+    drilled: tuple[Path, tuple[KeyFile, ...]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    signum: signal.Signals,
+) -> None:
     """Ctrl-C or SIGTERM mid-drill: exit 130/143, and a report saying 'interrupted' with
     the checks made so far, its SHA-256 in the audit log (before: neither)."""
     _, keys = drilled
@@ -271,7 +328,10 @@ def test_an_interrupted_drill_writes_and_audits_its_report(
     name = signum.name
     report = json.loads((tmp_path / "r" / "report.json").read_bytes())
     assert (report["status"], report["interrupted"], report["passed"]) == (
-        "interrupted", name, False)
+        "interrupted",
+        name,
+        False,
+    )
     checks = report["checks"]
     assert len(checks) == len(keys)  # one wrapper: every key restored, two of them checked
     done = [c for c in checks if c["passed"]]
@@ -292,9 +352,11 @@ def test_an_interrupted_drill_writes_and_audits_its_report(
 
 
 def test_a_drill_stopped_by_an_error_writes_and_audits_its_report(
-        kv: KV, drilled: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path) -> None:
-    run = kv("--json", "drill", "--gun", "example.com/drill/nothing-here",
-             "--report-dir", tmp_path / "r")
+    kv: KV, drilled: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path
+) -> None:
+    run = kv(
+        "--json", "drill", "--gun", "example.com/drill/nothing-here", "--report-dir", tmp_path / "r"
+    )
     assert run.code == 3, run.err
     report = json.loads((tmp_path / "r" / "report.json").read_bytes())
     assert report["status"] == "failed" and report["checks"] == []
@@ -306,7 +368,8 @@ def test_a_drill_stopped_by_an_error_writes_and_audits_its_report(
 
 
 def test_a_drill_checks_signatures_against_the_pin_in_the_store_offline(
-        kv: KV, drilled: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path) -> None:
+    kv: KV, drilled: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path
+) -> None:
     """No TUF cache, no server: --pinned checks each restored key's signature against the
     root.json the GUN's signing machine pinned (backed up with its keys)."""
     import shutil

@@ -41,33 +41,58 @@ def proxy(moto_kms: MotoServer) -> Iterator[ThrottlingProxy]:
 
 
 @pytest.fixture
-def drill_config(kv: KV, aws: BackendSetup, home: Path, weed: WeedServer,
-                 moto_kms: MotoServer, proxy: ThrottlingProxy,
-                 trust: tuple[Path, tuple[KeyFile, ...]],
-                 monkeypatch: pytest.MonkeyPatch) -> Path:
+def drill_config(
+    kv: KV,
+    aws: BackendSetup,
+    home: Path,
+    weed: WeedServer,
+    moto_kms: MotoServer,
+    proxy: ThrottlingProxy,
+    trust: tuple[Path, tuple[KeyFile, ...]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> Path:
     """The keys backed up through moto directly; a config whose KMS is the proxy."""
     for role in ("ROOT", "TARGETS", "SNAPSHOT"):
         monkeypatch.setenv(f"NOTARY_{role}_PASSPHRASE", PASS)
     backup = kv("--config", write_config(home, aws), "backup")
     assert backup.code == 0, backup.err
-    through_proxy = dataclasses.replace(aws, config_toml=(
-        _toml_section("s3", s3_settings(weed))
-        + _toml_section("awskms", kms_settings(moto_kms, endpoint_url=proxy.endpoint,
-                                               max_attempts=1))))
+    through_proxy = dataclasses.replace(
+        aws,
+        config_toml=(
+            _toml_section("s3", s3_settings(weed))
+            + _toml_section(
+                "awskms", kms_settings(moto_kms, endpoint_url=proxy.endpoint, max_attempts=1)
+            )
+        ),
+    )
     return write_config(home, through_proxy, extra=f"[drill]\nrate = {RATE}\nmax_wait = 30\n")
 
 
-def drill(kv: KV, config: Path, report: Path, *args: str | Path) -> tuple[int, dict[str, object],
-                                                                          str]:
-    run = kv("--config", config, "--json", "drill", "--all", "--no-metadata",
-             "--report-dir", report, *args)
+def drill(
+    kv: KV, config: Path, report: Path, *args: str | Path
+) -> tuple[int, dict[str, object], str]:
+    run = kv(
+        "--config",
+        config,
+        "--json",
+        "drill",
+        "--all",
+        "--no-metadata",
+        "--report-dir",
+        report,
+        *args,
+    )
     doc = json.loads((report / "report.json").read_bytes())
     return run.code, doc, run.err
 
 
 def test_a_throttled_drill_backs_off_and_passes_every_key(
-        kv: KV, drill_config: Path, proxy: ThrottlingProxy,
-        trust: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path) -> None:
+    kv: KV,
+    drill_config: Path,
+    proxy: ThrottlingProxy,
+    trust: tuple[Path, tuple[KeyFile, ...]],
+    tmp_path: Path,
+) -> None:
     _, keys = trust
     refused = kv("--config", drill_config, "drill", "--all", "--rate", "0")
     assert refused.code == 2 and "--rate must be above 0" in refused.err
@@ -88,8 +113,13 @@ def test_a_throttled_drill_backs_off_and_passes_every_key(
 
 
 def test_a_key_throttled_too_long_is_not_checked_never_failed_and_a_resume_checks_it(
-        kv: KV, drill_config: Path, proxy: ThrottlingProxy, home: Path,
-        trust: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path) -> None:
+    kv: KV,
+    drill_config: Path,
+    proxy: ThrottlingProxy,
+    home: Path,
+    trust: tuple[Path, tuple[KeyFile, ...]],
+    tmp_path: Path,
+) -> None:
     _, keys = trust
     config = drill_config.read_text().replace("max_wait = 30", "max_wait = 0.2")
     drill_config.write_text(config)
@@ -101,7 +131,10 @@ def test_a_key_throttled_too_long_is_not_checked_never_failed_and_a_resume_check
     assert isinstance(checks, list) and len(checks) == len(keys)
     for check in checks:
         assert (check["restore"], check["passed"], check["error"]) == (
-            "not-checked (throttled)", False, None), check
+            "not-checked (throttled)",
+            False,
+            None,
+        ), check
         assert "still throttled after" in check["throttled"]
         assert "ThrottlingException" in check["throttled"]
     assert "not checked: their key service kept throttling" in err
@@ -118,13 +151,26 @@ def test_a_key_throttled_too_long_is_not_checked_never_failed_and_a_resume_check
 
 
 def test_a_resumed_drill_skips_the_keys_the_interrupted_one_checked(
-        kv: KV, drill_config: Path, proxy: ThrottlingProxy,
-        trust: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path) -> None:
+    kv: KV,
+    drill_config: Path,
+    proxy: ThrottlingProxy,
+    trust: tuple[Path, tuple[KeyFile, ...]],
+    tmp_path: Path,
+) -> None:
     """Interrupted after checking 2 keys; the resumed drill unwraps only the others, and its
     report covers every key, saying which were carried over."""
     _, keys = trust
-    proc = paused_drill(2, "--config", drill_config, "--json", "drill", "--all",
-                        "--no-metadata", "--report-dir", tmp_path / "cut")
+    proc = paused_drill(
+        2,
+        "--config",
+        drill_config,
+        "--json",
+        "drill",
+        "--all",
+        "--no-metadata",
+        "--report-dir",
+        tmp_path / "cut",
+    )
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=60)
     cut = json.loads((tmp_path / "cut" / "report.json").read_bytes())
@@ -133,8 +179,17 @@ def test_a_resumed_drill_skips_the_keys_the_interrupted_one_checked(
     assert len(passed) == 2
 
     proxy.reset()
-    run = kv("--config", drill_config, "drill", "--all", "--no-metadata",
-             "--report-dir", tmp_path / "resumed", "--resume", tmp_path / "cut")
+    run = kv(
+        "--config",
+        drill_config,
+        "drill",
+        "--all",
+        "--no-metadata",
+        "--report-dir",
+        tmp_path / "resumed",
+        "--resume",
+        tmp_path / "cut",
+    )
     assert run.code == 0, run.err
     assert proxy.calls == len(keys) - 2  # the two checked keys were not unwrapped again
     # the console says what was taken over, and the pace
@@ -153,25 +208,38 @@ def test_a_resumed_drill_skips_the_keys_the_interrupted_one_checked(
 
 
 def test_a_report_changed_after_the_drill_is_not_resumed_from(
-        kv: KV, drill_config: Path, proxy: ThrottlingProxy, tmp_path: Path) -> None:
+    kv: KV, drill_config: Path, proxy: ThrottlingProxy, tmp_path: Path
+) -> None:
     """A report whose failed or throttled keys were edited to 'passed' is refused (exit 5):
     its SHA-256 is not the one the audit log recorded, so nothing is skipped on its word."""
     proxy.reset(throttle=10**9)
     drill_config.write_text(drill_config.read_text().replace("max_wait = 30", "max_wait = 0"))
     code, doc, _ = drill(kv, drill_config, tmp_path / "first")
     assert code == 6
-    forged = dict(doc, checks=[dict(c, passed=True, throttled=None, restore="passed")
-                               for c in doc["checks"]])  # type: ignore[attr-defined]
+    forged = dict(
+        doc,
+        checks=[dict(c, passed=True, throttled=None, restore="passed") for c in doc["checks"]],  # type: ignore[attr-defined]
+    )
     (tmp_path / "first" / "report.json").write_text(json.dumps(forged))
     proxy.reset()
-    run = kv("--config", drill_config, "drill", "--all", "--no-metadata",
-             "--report-dir", tmp_path / "second", "--resume", tmp_path / "first")
+    run = kv(
+        "--config",
+        drill_config,
+        "drill",
+        "--all",
+        "--no-metadata",
+        "--report-dir",
+        tmp_path / "second",
+        "--resume",
+        tmp_path / "first",
+    )
     assert run.code == 5, run.err
     assert "audit log recorded" in run.err and proxy.calls == 0
 
 
 def test_a_drill_stopped_during_a_throttling_pause_ends_at_once_and_says_so(
-        drill_config: Path, proxy: ThrottlingProxy, tmp_path: Path) -> None:
+    drill_config: Path, proxy: ThrottlingProxy, tmp_path: Path
+) -> None:
     """SIGTERM while 4 workers wait out KMS's throttling (max_wait 600 s): the pauses
     are given up, the drill ends with 143 and a report whose keys are 'not finished',
     none failed and none given up as throttled."""
@@ -179,9 +247,23 @@ def test_a_drill_stopped_during_a_throttling_pause_ends_at_once_and_says_so(
     drill_config.write_text(four_workers.replace("max_wait = 30", "max_wait = 600"))
     proxy.reset(throttle=10**9)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "keyvault", "--config", str(drill_config), "drill", "--all",
-         "--no-metadata", "--report-dir", str(tmp_path / "r")],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "keyvault",
+            "--config",
+            str(drill_config),
+            "drill",
+            "--all",
+            "--no-metadata",
+            "--report-dir",
+            str(tmp_path / "r"),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     while proxy.throttled < 3 and proc.poll() is None:  # the drill is in its pauses
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
@@ -194,5 +276,7 @@ def test_a_drill_stopped_during_a_throttling_pause_ends_at_once_and_says_so(
     assert proc.returncode == 143, err
     report = json.loads((tmp_path / "r" / "report.json").read_bytes())
     assert report["status"] == "interrupted"
-    assert all(c["error"] == "not finished: interrupted by SIGTERM" and c["throttled"] is None
-               for c in report["checks"]), report["checks"]
+    assert all(
+        c["error"] == "not finished: interrupted by SIGTERM" and c["throttled"] is None
+        for c in report["checks"]
+    ), report["checks"]

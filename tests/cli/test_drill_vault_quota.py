@@ -31,28 +31,45 @@ def own_transit(bao: BaoServer) -> Iterator[tuple[str, str]]:
     root = bao.root()
     mount, quota = unique("transit-quota"), unique("drill-quota")
     root.sys.enable_secrets_engine("transit", path=mount)
-    root.secrets.transit.create_key("k", key_type="aes256-gcm96", derived=True,
-                                    mount_point=mount)
+    root.secrets.transit.create_key("k", key_type="aes256-gcm96", derived=True, mount_point=mount)
     yield mount, quota
     root.adapter.delete(f"/v1/sys/quotas/rate-limit/{quota}")
     root.sys.disable_secrets_engine(mount)
 
 
 def test_a_drill_waits_out_vault_429s_and_passes_every_key(
-        kv: KV, vault: BackendSetup, bao: BaoServer, own_transit: tuple[str, str],
-        home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    kv: KV,
+    vault: BackendSetup,
+    bao: BaoServer,
+    own_transit: tuple[str, str],
+    home: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     mount, quota = own_transit
     trust = home / ".docker" / "trust"
     test_vault_cli.sample(trust, (GUN,))
     for role in ("ROOT", "TARGETS", "SNAPSHOT"):
         monkeypatch.setenv(f"NOTARY_{role}_PASSPHRASE", PASS)
-    config = write_config(home, vault, wrappers=(f"transit://{mount}/k",),
-                          extra="[drill]\nrate = 50\nmax_wait = 60\n")
+    config = write_config(
+        home, vault, wrappers=(f"transit://{mount}/k",), extra="[drill]\nrate = 50\nmax_wait = 60\n"
+    )
     assert kv("--config", config, "backup").code == 0
-    bao.root().adapter.post(f"/v1/sys/quotas/rate-limit/{quota}", json={
-        "path": f"{mount}/", "rate": 1, "interval": "1s", "block_interval": "2s"})
-    run = kv("--config", config, "--json", "drill", "--gun", GUN, "--no-metadata",
-             "--report-dir", tmp_path / "r")
+    bao.root().adapter.post(
+        f"/v1/sys/quotas/rate-limit/{quota}",
+        json={"path": f"{mount}/", "rate": 1, "interval": "1s", "block_interval": "2s"},
+    )
+    run = kv(
+        "--config",
+        config,
+        "--json",
+        "drill",
+        "--gun",
+        GUN,
+        "--no-metadata",
+        "--report-dir",
+        tmp_path / "r",
+    )
     assert run.code == 0, run.err
     doc = json.loads((tmp_path / "r" / "report.json").read_bytes())
     assert doc["status"] == "passed" and len(doc["checks"]) == 2

@@ -36,7 +36,7 @@ def clean(run_err: str) -> bool:
 
 def test_a_deeply_nested_config_exits_2(kv: KV, tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
-    config.write_text('[keyvault]\nteam = ' + "[" * DEEP + "]" * DEEP + "\n")
+    config.write_text("[keyvault]\nteam = " + "[" * DEEP + "]" * DEEP + "\n")
     run = kv("--config", config, "list")
     assert run.code == 2 and clean(run.err), run.err
     assert str(config) in run.err and "nested more than" in run.err
@@ -83,8 +83,7 @@ def hostile_server(request: pytest.FixtureRequest) -> Iterator[str]:
         thread.join()
 
 
-def test_coverage_against_a_server_answering_deep_json_exits_6(kv: KV,
-                                                                hostile_server: str) -> None:
+def test_coverage_against_a_server_answering_deep_json_exits_6(kv: KV, hostile_server: str) -> None:
     assert kv("init").code == 0
     run = kv("coverage", "--gun", GUN, "--server", hostile_server)
     assert run.code == 6 and clean(run.err), run.err
@@ -99,17 +98,22 @@ def test_a_ci_token_with_deeply_nested_claims_is_only_not_named() -> None:
     assert ci._jwt_subject(f"e30.{good}.sig") == "ci"
 
 
-@pytest.mark.parametrize("text", [
-    '{"a": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}',
-    '["\\"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\\""]',
-    "[" * bounded.MAX_DEPTH + "]" * bounded.MAX_DEPTH,
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"a": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}',
+        '["\\"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\\""]',
+        "[" * bounded.MAX_DEPTH + "]" * bounded.MAX_DEPTH,
+    ],
+)
 def test_brackets_in_strings_and_the_maximum_depth_still_parse(text: str) -> None:
     assert bounded.json_loads(text) == json.loads(text)
 
 
 def test_toml_strings_and_comments_do_not_count() -> None:
-    text = ("a = '[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[['\n"
-            "# [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\n"
-            'b = """\n[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["""\n[[t]]\nc = [[1], [2]]\n')
+    text = (
+        "a = '[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[['\n"
+        "# [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\n"
+        'b = """\n[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["""\n[[t]]\nc = [[1], [2]]\n'
+    )
     assert bounded.toml_loads(text)["t"] == [{"c": [[1], [2]]}]

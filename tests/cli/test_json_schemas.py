@@ -33,8 +33,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def ready(kv: KV, home: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[KeyFile, ...]:
-    keys = write_sample_trust_dir(home / ".docker" / "trust",
-                                  dict.fromkeys(("root", "targets", "snapshot"), PASS), (GUN,))
+    keys = write_sample_trust_dir(
+        home / ".docker" / "trust", dict.fromkeys(("root", "targets", "snapshot"), PASS), (GUN,)
+    )
     for role in ("ROOT", "TARGETS", "SNAPSHOT"):
         monkeypatch.setenv(f"NOTARY_{role}_PASSPHRASE", PASS)
     assert kv("init").code == 0
@@ -83,12 +84,21 @@ def test_the_validator_rejects_a_drift(ready: tuple[KeyFile, ...], kv: KV) -> No
     with pytest.raises(SchemaError, match="missing"):
         validate(without, "backup")
     with pytest.raises(SchemaError, match="ISO-8601"):
-        validate({"trust_dir": "t", "docker_config": "d", "expires": "1796445580.49",
-                  "missing_passphrases": [], "keys": []}, "fetch")
+        validate(
+            {
+                "trust_dir": "t",
+                "docker_config": "d",
+                "expires": "1796445580.49",
+                "missing_passphrases": [],
+                "keys": [],
+            },
+            "fetch",
+        )
 
 
 def test_each_command_of_the_embedded_default_conforms(
-        ready: tuple[KeyFile, ...], kv: KV, home: Path, tmp_path: Path) -> None:
+    ready: tuple[KeyFile, ...], kv: KV, home: Path, tmp_path: Path
+) -> None:
     conforming(kv("--json", "init"), "init")
     conforming(kv("--json", "doctor"), "doctor")
     conforming(kv("--json", "scan"), "scan")
@@ -110,39 +120,53 @@ def test_each_command_of_the_embedded_default_conforms(
     conforming(kv("--json", "policy", "validate", policy), "policy-validate")
     conforming(kv("--json", "policy", "show", policy), "policy-show")
     conforming(kv("--json", "policy", "render", policy, "--target", "aws"), "policy-render")
-    conforming(kv("--json", "recovery", "split", "--shares", "3", "--threshold", "2",
-                  "--out", tmp_path / "shares"), "recovery-split")
+    conforming(
+        kv(
+            "--json",
+            "recovery",
+            "split",
+            "--shares",
+            "3",
+            "--threshold",
+            "2",
+            "--out",
+            tmp_path / "shares",
+        ),
+        "recovery-split",
+    )
     conforming(kv("--json", "wipe", tmp_path / "never-made"), "wipe")
     conforming(kv("--json", "restore", "--key-id", "ffffff"), "error", code=3)
 
 
-def test_fetch_expires_is_an_iso_time(ready: tuple[KeyFile, ...], kv: KV,
-                                      tmp_path: Path) -> None:
+def test_fetch_expires_is_an_iso_time(ready: tuple[KeyFile, ...], kv: KV, tmp_path: Path) -> None:
     """Before: a Unix time as a float (1796445580.4950962), unlike every other time."""
     assert kv("backup").code == 0
-    doc = conforming(kv("--json", "fetch", "--gun", GUN, "--into", tmp_path / "ci",
-                        "--ttl", "15m"), "fetch")
+    doc = conforming(
+        kv("--json", "fetch", "--gun", GUN, "--into", tmp_path / "ci", "--ttl", "15m"), "fetch"
+    )
     expires = doc["expires"]
     assert isinstance(expires, str) and expires.endswith("Z") and "T" in expires
     assert conforming(kv("--json", "wipe", tmp_path / "ci"), "wipe")["wiped"]
-    untimed = conforming(kv("--json", "fetch", "--gun", GUN, "--into", tmp_path / "ci2"),
-                         "fetch")
+    untimed = conforming(kv("--json", "fetch", "--gun", GUN, "--into", tmp_path / "ci2"), "fetch")
     assert untimed["expires"] is None
 
 
 def test_backup_restore_verify_and_list_name_the_store_and_team(
-        ready: tuple[KeyFile, ...], kv: KV, home: Path) -> None:
+    ready: tuple[KeyFile, ...], kv: KV, home: Path
+) -> None:
     assert kv("backup").code == 0
     store = (home / ".local" / "share" / "keyvault" / "store").as_uri()
-    for args, schema in ((["backup"], "backup"), (["list"], "list"),
-                         (["verify", "--all"], "verify"),
-                         (["restore", "--all", "--dry-run"], "restore")):
+    for args, schema in (
+        (["backup"], "backup"),
+        (["list"], "list"),
+        (["verify", "--all"], "verify"),
+        (["restore", "--all", "--dry-run"], "restore"),
+    ):
         doc = conforming(kv("--json", *args), schema)
         assert (doc["store"], doc["team"]) == (store, "default"), args
 
 
-def test_quickstart_and_backup_write_the_same_entries(
-        ready: tuple[KeyFile, ...], kv: KV) -> None:
+def test_quickstart_and_backup_write_the_same_entries(ready: tuple[KeyFile, ...], kv: KV) -> None:
     quick = conforming(kv("--json", "quickstart"), "quickstart")
     backup = conforming(kv("--json", "backup"), "backup")
     entries = quick["backed_up"]
@@ -156,7 +180,8 @@ def test_quickstart_and_backup_write_the_same_entries(
 
 
 def test_json_exec_is_refused_before_anything_is_fetched(
-        ready: tuple[KeyFile, ...], kv: KV, tmp_path: Path) -> None:
+    ready: tuple[KeyFile, ...], kv: KV, tmp_path: Path
+) -> None:
     assert kv("backup").code == 0
     ran = tmp_path / "ran"
     command = [sys.executable, "-c", f"open({str(ran)!r}, 'w').close()"]
@@ -181,9 +206,10 @@ def test_version_names_the_envelope_formats(kv: KV) -> None:
     assert all(f"v{v}" in second for v in VERSIONS) and "--allow-unsigned" in second
     for args in (("--version", "--json"), ("--json", "--version")):
         doc = conforming(kv(*args), "version")
-        assert doc == {"version": __version__,
-                       "envelope_formats": {"reads": list(VERSIONS), "writes": VERSION,
-                                            "unsigned": 1}}
+        assert doc == {
+            "version": __version__,
+            "envelope_formats": {"reads": list(VERSIONS), "writes": VERSION, "unsigned": 1},
+        }
 
 
 def test_the_version_is_written_once() -> None:

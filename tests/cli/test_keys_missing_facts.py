@@ -32,7 +32,8 @@ def lacking(built: BuiltTrustDir) -> set[tuple[str, str | None, str | None]]:
 
 
 def test_keys_without_gun_or_role_round_trip_byte_identical(
-        kv: KV, notary: Notary, loose_trust_dir: BuiltTrustDir, tmp_path: Path) -> None:
+    kv: KV, notary: Notary, loose_trust_dir: BuiltTrustDir, tmp_path: Path
+) -> None:
     built = loose_trust_dir
     assert len(lacking(built)) == 4
     before = key_files(built.path)
@@ -61,8 +62,9 @@ def test_keys_without_gun_or_role_round_trip_byte_identical(
         assert notary.can_decrypt(fresh, key_id, tried if gun else None), (key_id, role, gun)
 
 
-def test_store_names_of_keys_missing_a_fact(kv: KV, loose_trust_dir: BuiltTrustDir,
-                                            home: Path) -> None:
+def test_store_names_of_keys_missing_a_fact(
+    kv: KV, loose_trust_dir: BuiltTrustDir, home: Path
+) -> None:
     assert kv("init").code == 0
     assert kv("--trust-dir", loose_trust_dir.path, "backup").code == 0
     store = home / ".local" / "share" / "keyvault" / "store"
@@ -78,7 +80,8 @@ def test_store_names_of_keys_missing_a_fact(kv: KV, loose_trust_dir: BuiltTrustD
 
 
 def test_a_key_already_elsewhere_in_the_trust_dir_is_a_conflict(
-        kv: KV, loose_trust_dir: BuiltTrustDir, tmp_path: Path) -> None:
+    kv: KV, loose_trust_dir: BuiltTrustDir, tmp_path: Path
+) -> None:
     assert kv("init").code == 0
     assert kv("--trust-dir", loose_trust_dir.path, "backup").code == 0
     key_id = next(k for k, r, g in loose_trust_dir.keys if r is None and g is None)
@@ -128,19 +131,21 @@ def test_selections_of_keys_missing_a_fact(kv: KV, loose_trust_dir: BuiltTrustDi
     assert [(k["role"], k["gun"]) for k in run.json()["keys"]] == [(None, GUN_A)]
 
 
-def test_ci_never_sees_or_fetches_them_members_do(kv: KV, home: Path, tmp_path: Path,
-                                                  loose_trust_dir: BuiltTrustDir) -> None:
+def test_ci_never_sees_or_fetches_them_members_do(
+    kv: KV, home: Path, tmp_path: Path, loose_trust_dir: BuiltTrustDir
+) -> None:
     """Policy: a key without a GUN or a role is the team's, like root (file store, --as)."""
     from keyvault.ops.session import local_principal
 
     me = local_principal().split("@")[0]
     policy = tmp_path / "p.toml"
-    policy.write_text('[teams.team-a]\nguns = ["example.com/*"]\n'
-                      f'members = ["local:{me}"]\nci = ["local:ci-bot"]\n')
+    policy.write_text(
+        '[teams.team-a]\nguns = ["example.com/*"]\n'
+        f'members = ["local:{me}"]\nci = ["local:ci-bot"]\n'
+    )
     assert kv("--team", "team-a", "--trust-dir", loose_trust_dir.path, "init").code == 0
     cfg = home / ".config" / "keyvault" / "config.toml"
-    cfg.write_text(cfg.read_text().replace("[keyvault]\n",
-                                           f'[keyvault]\npolicy = "{policy}"\n'))
+    cfg.write_text(cfg.read_text().replace("[keyvault]\n", f'[keyvault]\npolicy = "{policy}"\n'))
     assert kv("--trust-dir", loose_trust_dir.path, "backup").code == 0
     member = kv("--json", "list")
     assert member.code == 0, member.err
@@ -149,8 +154,9 @@ def test_ci_never_sees_or_fetches_them_members_do(kv: KV, home: Path, tmp_path: 
     assert listed.code == 0, listed.err
     assert listed.json()["keys"] == []  # root, GUN-less and role-less: none is CI's
     for key_id, _role, _ in lacking(loose_trust_dir):
-        asked = kv("--as", "local:ci-bot", "--trust-dir", tmp_path / "ci", "restore",
-                   "--key-id", key_id)
+        asked = kv(
+            "--as", "local:ci-bot", "--trust-dir", tmp_path / "ci", "restore", "--key-id", key_id
+        )
         # not listed for CI at all (the backend would refuse the folder): "no such key"
         assert asked.code == 3, asked.err
         assert "keys without a GUN or role are never listed for CI" in asked.err

@@ -37,8 +37,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _address(i: int) -> KeyAddress:
-    return KeyAddress(TEAM, f"example.com/team-a/app{i // 2:04d}", ("targets", "snapshot")[i % 2],
-                      hashlib.sha256(b"%d" % i).hexdigest())
+    return KeyAddress(
+        TEAM,
+        f"example.com/team-a/app{i // 2:04d}",
+        ("targets", "snapshot")[i % 2],
+        hashlib.sha256(b"%d" % i).hexdigest(),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -47,22 +51,41 @@ def names_bucket(weed: WeedServer) -> str:
     are placeholders), written once for the module."""
     admin, bucket = weed.admin(), new_bucket(weed)
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda i: admin.put_object(
-            Bucket=bucket, Key=f"keyvault/{_address(i).object_name}", Body=b"{}"),
-            range(KEYS)))
+        list(
+            pool.map(
+                lambda i: admin.put_object(
+                    Bucket=bucket, Key=f"keyvault/{_address(i).object_name}", Body=b"{}"
+                ),
+                range(KEYS),
+            )
+        )
     return bucket
 
 
 @pytest.fixture
-def paged_store(weed: WeedServer, names_bucket: str, home: Path
-                ) -> Iterator[tuple[Path, PausingProxy]]:
+def paged_store(
+    weed: WeedServer, names_bucket: str, home: Path
+) -> Iterator[tuple[Path, PausingProxy]]:
     """A config that reaches the names through a PausingProxy."""
     proxy = PausingProxy(int(weed.endpoint.rsplit(":", 1)[1]))
     config = home / "kv.toml"
-    config.write_text("\n".join([
-        "[keyvault]", f'team = "{TEAM}"', f'store = "s3://{names_bucket}/keyvault"',
-        "[s3]", *(f"{k} = {json.dumps(v)}" for k, v in s3_settings(
-            weed, endpoint_url=proxy.url, read_timeout=300, max_attempts=1).items())]) + "\n")
+    config.write_text(
+        "\n".join(
+            [
+                "[keyvault]",
+                f'team = "{TEAM}"',
+                f'store = "s3://{names_bucket}/keyvault"',
+                "[s3]",
+                *(
+                    f"{k} = {json.dumps(v)}"
+                    for k, v in s3_settings(
+                        weed, endpoint_url=proxy.url, read_timeout=300, max_attempts=1
+                    ).items()
+                ),
+            ]
+        )
+        + "\n"
+    )
     yield config, proxy
     proxy.close()
 
@@ -70,8 +93,11 @@ def paged_store(weed: WeedServer, names_bucket: str, home: Path
 def _run_list(config: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "keyvault", "--config", str(config), *args, "list"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, **env, "PYTHONPATH": str(ROOT)})
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+    )
 
 
 class Reader:
@@ -95,7 +121,8 @@ class Reader:
 
 @pytest.mark.parametrize("json_out", [True, False], ids=["json", "table"])
 def test_list_prints_the_first_key_while_the_store_is_still_listing(
-        paged_store: tuple[Path, PausingProxy], json_out: bool) -> None:
+    paged_store: tuple[Path, PausingProxy], json_out: bool
+) -> None:
     config, proxy = paged_store
     env = {"AWS_ACCESS_KEY_ID": ADMIN[0], "AWS_SECRET_ACCESS_KEY": ADMIN[1]}
     proc = _run_list(config, env, *(["--json"] if json_out else []))
@@ -118,14 +145,12 @@ def test_list_prints_the_first_key_while_the_store_is_still_listing(
         doc = json.loads(text)  # the streamed document is whole and valid
         validate(doc, "list")
         assert len(doc["keys"]) == KEYS
-        assert {k["object"] for k in doc["keys"]} == {
-            _address(i).object_name for i in range(KEYS)}
+        assert {k["object"] for k in doc["keys"]} == {_address(i).object_name for i in range(KEYS)}
     else:
         lines = text.splitlines()
         assert lines[1].split() == ["ROLE", "GUN", "KEY", "ID"]
         assert len(lines) == 2 + KEYS
-        assert {line.split()[-1] for line in lines[2:]} == {
-            _address(i).key_id for i in range(KEYS)}
+        assert {line.split()[-1] for line in lines[2:]} == {_address(i).key_id for i in range(KEYS)}
 
 
 # -- structure: nothing holds the whole listing ------------------------------------------
@@ -148,19 +173,25 @@ class CountingStore:
 
 
 def _file_machine(tmp_path: Path) -> tuple[Config, Store]:
-    env = {"HOME": str(tmp_path), "KEYVAULT_TEAM": TEAM,
-           "KEYVAULT_WRAPPERS": generate_identity(tmp_path / "id.txt"),
-           "KEYVAULT_STORE": f"file://{tmp_path / 'store'}",
-           "XDG_STATE_HOME": str(tmp_path / "state")}
+    env = {
+        "HOME": str(tmp_path),
+        "KEYVAULT_TEAM": TEAM,
+        "KEYVAULT_WRAPPERS": generate_identity(tmp_path / "id.txt"),
+        "KEYVAULT_STORE": f"file://{tmp_path / 'store'}",
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+    }
     config = load_config(None, env)
     return config, open_store(config.require_store(), config.backend_options(None), create=True)
 
 
-@pytest.mark.parametrize("selection", [Selection(), Selection(guns=("example.com/team-a/*",)),
-                                       Selection(roles=("targets",))],
-                         ids=["everything", "gun-pattern", "role"])
+@pytest.mark.parametrize(
+    "selection",
+    [Selection(), Selection(guns=("example.com/team-a/*",)), Selection(roles=("targets",))],
+    ids=["everything", "gun-pattern", "role"],
+)
 def test_a_listing_is_an_iterator_that_reads_the_store_as_it_goes(
-        tmp_path: Path, selection: Selection) -> None:
+    tmp_path: Path, selection: Selection
+) -> None:
     config, store = _file_machine(tmp_path)
     for i in range(300):
         store.write(_address(i).object_name, b"{}")
@@ -176,8 +207,7 @@ def test_a_listing_is_an_iterator_that_reads_the_store_as_it_goes(
         assert counting.handed_out == 300
 
 
-def test_a_selector_that_matches_nothing_fails_before_anything_is_listed(
-        tmp_path: Path) -> None:
+def test_a_selector_that_matches_nothing_fails_before_anything_is_listed(tmp_path: Path) -> None:
     """Items are held back until every --gun has matched, so the error comes first."""
     config, store = _file_machine(tmp_path)
     for i in range(10):
@@ -185,8 +215,13 @@ def test_a_selector_that_matches_nothing_fails_before_anything_is_listed(
     from keyvault.errors import NotFoundError
 
     with Session(config) as session:
-        items = iter_listed(session, team=TEAM, selection=Selection(
-            guns=("example.com/team-a/app0001", "example.com/team-a/nothing-here")))
+        items = iter_listed(
+            session,
+            team=TEAM,
+            selection=Selection(
+                guns=("example.com/team-a/app0001", "example.com/team-a/nothing-here")
+            ),
+        )
         with pytest.raises(NotFoundError, match="nothing-here"):
             next(items)
 
@@ -196,9 +231,12 @@ def test_a_selector_that_matches_nothing_fails_before_anything_is_listed(
 
 @pytest.mark.parametrize("count", [0, 1, 3])
 def test_streamed_json_is_the_document_emit_json_writes(
-        count: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    items = [{"key_id": f"{i:064x}", "nested": {"a": [1, 2]}, "s3": "s3://u:secret@b/p"}
-             for i in range(count)]
+    count: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    items = [
+        {"key_id": f"{i:064x}", "nested": {"a": [1, 2]}, "s3": "s3://u:secret@b/p"}
+        for i in range(count)
+    ]
     doc = {"store": "s3://user:pass@bucket/x", "team": TEAM}
     whole, streamed = io.StringIO(), io.StringIO()
     monkeypatch.setattr(sys, "stdout", whole)

@@ -48,8 +48,9 @@ def round_trip(kv: KV, notary: Notary, built: BuiltTrustDir, tmp_path: Path) -> 
     return fresh
 
 
-def test_current_layout_round_trips(kv: KV, notary: Notary, notary_trust_dir: BuiltTrustDir,
-                                    tmp_path: Path) -> None:
+def test_current_layout_round_trips(
+    kv: KV, notary: Notary, notary_trust_dir: BuiltTrustDir, tmp_path: Path
+) -> None:
     fresh = round_trip(kv, notary, notary_trust_dir, tmp_path)
     algorithms = {k: v for k, v in notary_trust_dir.algorithms.items()}
     assert "rsa" in algorithms.values() and "ecdsa" in algorithms.values()
@@ -57,22 +58,25 @@ def test_current_layout_round_trips(kv: KV, notary: Notary, notary_trust_dir: Bu
         assert notary.can_decrypt(fresh, key_id)
 
 
-def test_legacy_layout_round_trips(kv: KV, notary: Notary, legacy_trust_dir: BuiltTrustDir,
-                                   tmp_path: Path) -> None:
+def test_legacy_layout_round_trips(
+    kv: KV, notary: Notary, legacy_trust_dir: BuiltTrustDir, tmp_path: Path
+) -> None:
     paths = set(key_files(legacy_trust_dir.path))
     assert any(p.startswith("root_keys/") for p in paths)
     assert any(p.startswith("tuf_keys/") for p in paths)
     round_trip(kv, notary, legacy_trust_dir, tmp_path)
 
 
-def test_legacy_v01_names_round_trip(kv: KV, notary: Notary,
-                                     legacy_v01_trust_dir: BuiltTrustDir, tmp_path: Path) -> None:
+def test_legacy_v01_names_round_trip(
+    kv: KV, notary: Notary, legacy_v01_trust_dir: BuiltTrustDir, tmp_path: Path
+) -> None:
     assert any("_" in Path(p).name for p in key_files(legacy_v01_trust_dir.path))
     round_trip(kv, notary, legacy_v01_trust_dir, tmp_path)
 
 
-def test_deep_verify_of_notary_keys(kv: KV, notary: Notary, notary_trust_dir: BuiltTrustDir,
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_deep_verify_of_notary_keys(
+    kv: KV, notary: Notary, notary_trust_dir: BuiltTrustDir, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for name, value in passphrase_env(notary.passphrases).items():
         monkeypatch.setenv(name, value)
     assert kv("init").code == 0
@@ -85,8 +89,9 @@ def test_deep_verify_of_notary_keys(kv: KV, notary: Notary, notary_trust_dir: Bu
     assert all(r["deep"].startswith("key ID verified") for r in results)
 
 
-def test_sample_keys_are_read_by_real_notary(kv: KV, notary: Notary, home: Path,
-                                             tmp_path: Path) -> None:
+def test_sample_keys_are_read_by_real_notary(
+    kv: KV, notary: Notary, home: Path, tmp_path: Path
+) -> None:
     """The quickstart's generated keys are notary's format: notary lists them after a restore."""
     run = kv("--json", "quickstart")
     assert run.code == 0, run.err
@@ -98,8 +103,7 @@ def test_sample_keys_are_read_by_real_notary(kv: KV, notary: Notary, home: Path,
     assert {(k["key_id"], k["role"], k["gun"]) for k in doc["backed_up"]} == listed
 
 
-def test_quickstart_uses_the_users_own_trust_dir(kv: KV, notary_trust_dir: BuiltTrustDir
-                                                  ) -> None:
+def test_quickstart_uses_the_users_own_trust_dir(kv: KV, notary_trust_dir: BuiltTrustDir) -> None:
     run = kv("--trust-dir", notary_trust_dir.path, "--json", "quickstart")
     assert run.code == 0, run.err
     doc = run.json()

@@ -72,7 +72,8 @@ def team(bao: BaoServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[T
         f'members = ["vault:policy:keyvault-{name}-member"]\n'
         f'ci = ["vault:policy:keyvault-{name}-ci"]\n'
         f'store = "vault://{KV_MOUNT}/{prefix}"\n'
-        f'wrappers = ["transit://{TRANSIT_MOUNT}/{key}"]\n')
+        f'wrappers = ["transit://{TRANSIT_MOUNT}/{key}"]\n'
+    )
     root = bao.root()
     rendered = render_vault(parse_policy(policy_file.read_text()))
     for policy_name, hcl in rendered.items():
@@ -91,12 +92,14 @@ def config(home: Path, team: Team) -> Path:
         f'[keyvault]\nteam = "{team.name}"\nstore = "{team.store}"\n'
         f'wrappers = ["transit://{TRANSIT_MOUNT}/{team.transit_key}"]\n'
         f'policy = "{team.policy_file}"\n\n[sealing]\nkey = {json.dumps(str(team.sealer))}\n\n'
-        '[vault]\ntimeout = 5\n')
+        "[vault]\ntimeout = 5\n"
+    )
     return path
 
 
-def use(monkeypatch: pytest.MonkeyPatch, team: Team, token: str, *, skip_check: bool = False
-        ) -> None:
+def use(
+    monkeypatch: pytest.MonkeyPatch, team: Team, token: str, *, skip_check: bool = False
+) -> None:
     monkeypatch.setenv("VAULT_ADDR", team.bao.address)
     monkeypatch.setenv("VAULT_TOKEN", token)
     if skip_check:
@@ -106,8 +109,9 @@ def use(monkeypatch: pytest.MonkeyPatch, team: Team, token: str, *, skip_check: 
 
 
 @pytest.fixture
-def stored(kv: KV, team: Team, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-           ) -> dict[str, KeyAddress]:
+def stored(
+    kv: KV, team: Team, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, KeyAddress]:
     """A member's keyvault backup of root, and targets, snapshot, timestamp keys per GUN.
 
     Returns one address per ``role@depth`` (``root``, ``timestamp@3``, ``targets@6``...);
@@ -116,15 +120,21 @@ def stored(kv: KV, team: Team, home: Path, tmp_path: Path, monkeypatch: pytest.M
     trust, tag = tmp_path / "trust", uuid.uuid4().hex[:6]
     guns = [f"example.com/{team.name}/app-{tag}", f"example.com/{team.name}/{tag}/b/c/d"]
     keys = write_sample_trust_dir(trust, {"root": PASS, "targets": PASS, "snapshot": PASS}, guns)
-    found = {f"{k.role}" if k.gun is None else f"{k.role}@{k.gun.count('/') + 1}":
-             KeyAddress(team.name, k.gun, k.role, k.key_id) for k in keys}
+    found = {
+        f"{k.role}" if k.gun is None else f"{k.role}@{k.gun.count('/') + 1}": KeyAddress(
+            team.name, k.gun, k.role, k.key_id
+        )
+        for k in keys
+    }
     for gun in guns:
         key = ec.generate_private_key(ec.SECP256R1())
         (trust / "private" / f"{private_key_id(key)}.key").write_bytes(
-            notary_key_file(key, "timestamp", gun, PASS))
+            notary_key_file(key, "timestamp", gun, PASS)
+        )
         (trust / "private" / f"{private_key_id(key)}.key").chmod(0o600)
-        found[f"timestamp@{gun.count('/') + 1}"] = KeyAddress(team.name, gun, "timestamp",
-                                                               private_key_id(key))
+        found[f"timestamp@{gun.count('/') + 1}"] = KeyAddress(
+            team.name, gun, "timestamp", private_key_id(key)
+        )
     use(monkeypatch, team, team.token("member"))
     run = kv("--config", config(home, team), "--trust-dir", trust, "--json", "backup")
     assert run.code == 0, run.err
@@ -136,8 +146,9 @@ def stored(kv: KV, team: Team, home: Path, tmp_path: Path, monkeypatch: pytest.M
 def request(team: Team, token: str, method: str, path: str, body: Any = None) -> int:
     """A direct request to OpenBao with ``token``; the HTTP status."""
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(f"{team.bao.address}/v1/{path}", data=data, method=method,
-                                 headers={"X-Vault-Token": token})
+    req = urllib.request.Request(
+        f"{team.bao.address}/v1/{path}", data=data, method=method, headers={"X-Vault-Token": token}
+    )
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return int(resp.status)
@@ -148,8 +159,10 @@ def request(team: Team, token: str, method: str, path: str, body: Any = None) ->
 def envelope_at(team: Team, address: KeyAddress) -> tuple[dict[str, str], Envelope]:
     """The KV secret (as root) and the parsed envelope stored for ``address``."""
     answer = team.bao.root().secrets.kv.v2.read_secret_version(
-        path=f"{team.prefix}/{address.object_name}", mount_point=KV_MOUNT,
-        raise_on_deleted_version=True)
+        path=f"{team.prefix}/{address.object_name}",
+        mount_point=KV_MOUNT,
+        raise_on_deleted_version=True,
+    )
     secret: dict[str, str] = answer["data"]["data"]
     return secret, Envelope.from_bytes(secret["envelope"].encode())
 
@@ -157,7 +170,8 @@ def envelope_at(team: Team, address: KeyAddress) -> tuple[dict[str, str], Envelo
 def plant(team: Team, object_name: str, secret: dict[str, str]) -> None:
     """Root puts an envelope where keyvault never writes it (a copy, a mistake)."""
     team.bao.root().secrets.kv.v2.create_or_update_secret(
-        path=f"{team.prefix}/{object_name}", secret=secret, mount_point=KV_MOUNT)
+        path=f"{team.prefix}/{object_name}", secret=secret, mount_point=KV_MOUNT
+    )
 
 
 def decrypt_body(team: Team, envelope: Envelope) -> dict[str, str]:
@@ -171,7 +185,8 @@ def decrypt_body(team: Team, envelope: Envelope) -> dict[str, str]:
 
 
 def test_ci_token_reads_no_root_or_timestamp_envelope_at_any_depth(
-        team: Team, stored: dict[str, KeyAddress]) -> None:
+    team: Team, stored: dict[str, KeyAddress]
+) -> None:
     ci = team.token("ci")
     for label, address in stored.items():
         expected = 403 if address.role in ("root", "timestamp") else 200
@@ -193,8 +208,10 @@ def test_ci_token_reads_no_root_or_timestamp_envelope_at_any_depth(
     planted += [f"{base}/delegations/root/{kid}.json"]
     for name in planted:
         plant(team, name, root_secret)
-    deep = [f"{base}/guns/{DEEPEST_GUN}/timestamp/{kid}.json",
-            f"{base}/delegations/timestamp/{kid}.json"]
+    deep = [
+        f"{base}/guns/{DEEPEST_GUN}/timestamp/{kid}.json",
+        f"{base}/delegations/timestamp/{kid}.json",
+    ]
     for name in deep:
         plant(team, name, stamp_secret)
     for name in planted + deep:
@@ -207,7 +224,8 @@ def test_ci_token_reads_no_root_or_timestamp_envelope_at_any_depth(
 
 
 def test_ci_token_cannot_unwrap_a_root_or_timestamp_context_through_transit(
-        team: Team, stored: dict[str, KeyAddress]) -> None:
+    team: Team, stored: dict[str, KeyAddress]
+) -> None:
     ci, root = team.token("ci"), "root-test-token"
     decrypt = f"{TRANSIT_MOUNT}/decrypt/{team.transit_key}"
     _, targets = envelope_at(team, stored["targets@6"])
@@ -233,8 +251,13 @@ def test_ci_token_cannot_unwrap_a_root_or_timestamp_context_through_transit(
 
 
 def test_ci_fetch_works_and_openbao_alone_refuses_the_timestamp_key(
-        kv: KV, team: Team, stored: dict[str, KeyAddress], home: Path, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    kv: KV,
+    team: Team,
+    stored: dict[str, KeyAddress],
+    home: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     gun = stored["targets@6"].gun
     assert gun is not None
     use(monkeypatch, team, team.token("ci"))
@@ -243,34 +266,51 @@ def test_ci_fetch_works_and_openbao_alone_refuses_the_timestamp_key(
     restored = {p.name for p in (tmp_path / "ci" / "trust" / "private").rglob("*.key")}
     assert restored == {f"{stored[f'{r}@6'].key_id}.key" for r in ("targets", "snapshot")}
     use(monkeypatch, team, team.token("ci"), skip_check=True)
-    refused = kv("--config", config(home, team), "--trust-dir", tmp_path / "ts", "restore",
-                 "--gun", gun, "--role", "timestamp")
+    refused = kv(
+        "--config",
+        config(home, team),
+        "--trust-dir",
+        tmp_path / "ts",
+        "restore",
+        "--gun",
+        gun,
+        "--role",
+        "timestamp",
+    )
     assert refused.code == 4 and "403" in refused.err, refused.err
     assert not (tmp_path / "ts" / "private").exists() or not any(
-        (tmp_path / "ts" / "private").rglob("*.key"))
+        (tmp_path / "ts" / "private").rglob("*.key")
+    )
 
 
 # -- item 3: members keep the history ----------------------------------------------------------
 
 
 def test_member_may_label_but_never_shorten_the_history(
-        team: Team, stored: dict[str, KeyAddress]) -> None:
+    team: Team, stored: dict[str, KeyAddress]
+) -> None:
     # keyvault's own backup with the member token labelled every key (custom_metadata).
     for address in stored.values():
         labels = team.bao.root().secrets.kv.v2.read_secret_metadata(
-            path=f"{team.prefix}/{address.object_name}", mount_point=KV_MOUNT)["data"]
+            path=f"{team.prefix}/{address.object_name}", mount_point=KV_MOUNT
+        )["data"]
         assert (labels["custom_metadata"] or {}).get("role") == address.role, address
     member = team.token("member")
     name = stored["root"].object_name
     metadata = team.path("metadata", name)
-    for settings in ({"max_versions": 1}, {"delete_version_after": "1s"},
-                     {"custom_metadata": {"note": "x"}, "max_versions": 1},
-                     {"cas_required": True}):
+    for settings in (
+        {"max_versions": 1},
+        {"delete_version_after": "1s"},
+        {"custom_metadata": {"note": "x"}, "max_versions": 1},
+        {"cas_required": True},
+    ):
         assert request(team, member, "POST", metadata, settings) == 403, settings
-    assert request(team, member, "POST", metadata,
-                   {"custom_metadata": {"keyvault": "envelope", "note": "x"}}) in (200, 204)
+    assert request(
+        team, member, "POST", metadata, {"custom_metadata": {"keyvault": "envelope", "note": "x"}}
+    ) in (200, 204)
     meta = team.bao.root().secrets.kv.v2.read_secret_metadata(
-        path=f"{team.prefix}/{name}", mount_point=KV_MOUNT)["data"]
+        path=f"{team.prefix}/{name}", mount_point=KV_MOUNT
+    )["data"]
     assert meta["max_versions"] == 0 and meta["delete_version_after"] == "0s"
     assert meta["custom_metadata"]["note"] == "x"
 
@@ -279,7 +319,8 @@ def test_member_may_label_but_never_shorten_the_history(
 
 
 def test_openbao_alone_keeps_keys_missing_a_fact_from_ci(
-        kv: KV, team: Team, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    kv: KV, team: Team, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A member backs up a GUN-less targets key and role-less keys; OpenBao alone refuses
     the CI token their envelopes, their metadata and their Transit contexts."""
     trust = tmp_path / "trust"

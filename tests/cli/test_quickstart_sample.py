@@ -41,8 +41,11 @@ def test_the_printed_command_removes_the_sample_and_nothing_else(kv: KV, home: P
     # The user's real keys arrive and are backed up, under their team and also under a
     # real team that happens to be called "sample"; then the sample is removed as told.
     trust = home / ".docker" / "trust"
-    write_sample_trust_dir(trust, dict.fromkeys(("root", "targets", "snapshot"), "real one"),
-                           ("registry.example.com/real/app",))
+    write_sample_trust_dir(
+        trust,
+        dict.fromkeys(("root", "targets", "snapshot"), "real one"),
+        ("registry.example.com/real/app",),
+    )
     assert kv("backup").code == 0
     assert kv("--team", "sample", "backup").code == 0
     real = objects(kv)
@@ -66,12 +69,16 @@ def test_the_printed_command_removes_the_sample_and_nothing_else(kv: KV, home: P
     (removal,) = [r for r in audit.json()["records"] if r["action"] == "quickstart"]
     assert removal["team"] == "sample" and len(removal["keys"]) == 5
     again = kv("--json", *command.split()[1:])  # nothing left to remove is not an error
-    assert again.code == 0 and again.json() == {"removed": None, "envelopes_removed": 0,
-                                                "left_in_store": []}
+    assert again.code == 0 and again.json() == {
+        "removed": None,
+        "envelopes_removed": 0,
+        "left_in_store": [],
+    }
 
 
 def test_removal_deletes_only_the_sample_keys_even_with_other_keys_in_its_directory(
-        kv: KV, home: Path) -> None:
+    kv: KV, home: Path
+) -> None:
     """T12: the one delete path is bounded by what quickstart wrote. A real key of a team
     called "sample", copied into the sample directory, keeps its envelope: so does a key
     of another GUN that even uses the public sample passphrase, and a root key that the
@@ -80,11 +87,17 @@ def test_removal_deletes_only_the_sample_keys_even_with_other_keys_in_its_direct
     sample_objects = objects(kv, "--team", "sample")
     sample = home / ".local" / "share" / "keyvault" / "sample-trust"
     trust = home / ".docker" / "trust"
-    write_sample_trust_dir(trust, dict.fromkeys(("root", "targets", "snapshot"), "real one"),
-                           ("registry.example.com/real/app",))
+    write_sample_trust_dir(
+        trust,
+        dict.fromkeys(("root", "targets", "snapshot"), "real one"),
+        ("registry.example.com/real/app",),
+    )
     public = home / "public"
-    write_sample_trust_dir(public, {"root": "its own", "targets": SAMPLE_PASSPHRASE,
-                                    "snapshot": SAMPLE_PASSPHRASE}, ("registry.example.com/x/y",))
+    write_sample_trust_dir(
+        public,
+        {"root": "its own", "targets": SAMPLE_PASSPHRASE, "snapshot": SAMPLE_PASSPHRASE},
+        ("registry.example.com/x/y",),
+    )
     for other in (trust, public):
         assert kv("--trust-dir", other, "--team", "sample", "backup").code == 0
         for key_file in (other / "private").iterdir():
@@ -108,8 +121,11 @@ def test_no_store_has_a_delete_method_but_the_samples_one() -> None:
     for store in (FileStore, S3Store, VaultKvStore):
         verbs = {n for n, _ in inspect.getmembers(store) if not n.startswith("_")}
         assert {v for v in verbs if "delete" in v or "destroy" in v} == {"delete_all_versions"}
-    callers = [p for p in (REPO / "keyvault").rglob("*.py")
-               if "delete_all_versions(" in p.read_text() and p.parent.name != "stores"]
+    callers = [
+        p
+        for p in (REPO / "keyvault").rglob("*.py")
+        if "delete_all_versions(" in p.read_text() and p.parent.name != "stores"
+    ]
     assert [p.relative_to(REPO).as_posix() for p in callers] == ["keyvault/ops/quickstart.py"]
 
 
@@ -145,11 +161,11 @@ class FileStoreWithoutDelete:
 
 
 def test_a_store_that_cannot_delete_is_named_with_the_objects_to_delete(
-        kv: KV, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    kv: KV, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert kv("quickstart").code == 0
     sample_objects = objects(kv, "--team", "sample")
-    monkeypatch.setitem(STORE_FOR_SCHEME, "file",
-                        f"{__name__}:{FileStoreWithoutDelete.__name__}")
+    monkeypatch.setitem(STORE_FOR_SCHEME, "file", f"{__name__}:{FileStoreWithoutDelete.__name__}")
     run = kv("quickstart", "--remove-sample")
     assert run.code == 0, run.err
     assert "cannot delete objects; delete these 5 sample envelope(s)" in run.err

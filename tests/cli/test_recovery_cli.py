@@ -25,8 +25,17 @@ def share_words(page: Path) -> str:
 def split(kv: KV, home: Path, tmp_path: Path) -> tuple[str, list[str]]:
     init = kv("--json", "init")
     assert init.code == 0
-    run = kv("--json", "recovery", "split", "--shares", "5", "--threshold", "3",
-             "--out", tmp_path / "shares")
+    run = kv(
+        "--json",
+        "recovery",
+        "split",
+        "--shares",
+        "5",
+        "--threshold",
+        "3",
+        "--out",
+        tmp_path / "shares",
+    )
     assert run.code == 0, run.err
     pages = [Path(p) for p in run.json()["pages"]]
     assert len(pages) == 5
@@ -39,16 +48,17 @@ def split(kv: KV, home: Path, tmp_path: Path) -> tuple[str, list[str]]:
     return run.json()["recipient"], [share_words(p) for p in pages]
 
 
-def combine(kv: KV, monkeypatch: pytest.MonkeyPatch, shares: list[str], out: Path,
-            *extra: str) -> tuple[int, str, str]:
+def combine(
+    kv: KV, monkeypatch: pytest.MonkeyPatch, shares: list[str], out: Path, *extra: str
+) -> tuple[int, str, str]:
     monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(shares) + "\n"))
     run = kv("--json", "recovery", "combine", "--out", out, *extra)
     return run.code, run.out, run.err
 
 
-def test_any_three_of_five_rebuild_the_identity(kv: KV, split: tuple[str, list[str]],
-                                                monkeypatch: pytest.MonkeyPatch,
-                                                tmp_path: Path) -> None:
+def test_any_three_of_five_rebuild_the_identity(
+    kv: KV, split: tuple[str, list[str]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     recipient, shares = split
     for n, chosen in enumerate(itertools.combinations(shares, 3)):
         out = tmp_path / f"rebuilt-{n}.txt"
@@ -58,35 +68,41 @@ def test_any_three_of_five_rebuild_the_identity(kv: KV, split: tuple[str, list[s
         assert stat.S_IMODE(out.stat().st_mode) == 0o600
 
 
-def test_two_shares_are_not_enough(kv: KV, split: tuple[str, list[str]],
-                                   monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_two_shares_are_not_enough(
+    kv: KV, split: tuple[str, list[str]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     _, shares = split
     code, _, err = combine(kv, monkeypatch, shares[:2], tmp_path / "x.txt")
     assert code == 2 and "cannot rebuild the identity" in err
     assert not (tmp_path / "x.txt").exists()
 
 
-def test_a_mistyped_word_is_caught_and_not_echoed(kv: KV, split: tuple[str, list[str]],
-                                                  monkeypatch: pytest.MonkeyPatch,
-                                                  tmp_path: Path) -> None:
+def test_a_mistyped_word_is_caught_and_not_echoed(
+    kv: KV, split: tuple[str, list[str]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     _, shares = split
     words = shares[1].split()
     words[7] = "academic" if words[7] != "academic" else "acid"
-    code, _, err = combine(kv, monkeypatch, [shares[0], " ".join(words), shares[2]],
-                           tmp_path / "x.txt")
+    code, _, err = combine(
+        kv, monkeypatch, [shares[0], " ".join(words), shares[2]], tmp_path / "x.txt"
+    )
     assert code == 2 and "share 2 is not valid" in err and "mistyped" in err
     assert not any(w in err.split() for w in words[:4])
     assert not (tmp_path / "x.txt").exists()
 
 
-def test_the_rebuilt_identity_restores_the_keys(kv: KV, home: Path,
-                                                split: tuple[str, list[str]],
-                                                monkeypatch: pytest.MonkeyPatch,
-                                                tmp_path: Path) -> None:
+def test_the_rebuilt_identity_restores_the_keys(
+    kv: KV,
+    home: Path,
+    split: tuple[str, list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
     _, shares = split
     trust = home / ".docker" / "trust"
-    keys = write_sample_trust_dir(trust, dict.fromkeys(("root", "targets", "snapshot"), "p"),
-                                  ("example.com/a/app",))
+    keys = write_sample_trust_dir(
+        trust, dict.fromkeys(("root", "targets", "snapshot"), "p"), ("example.com/a/app",)
+    )
     assert kv("backup").code == 0
     # the laptop and its identity are gone; the shares remain
     (home / ".config" / "keyvault" / "recovery-identity.txt").unlink()
@@ -98,8 +114,7 @@ def test_the_rebuilt_identity_restores_the_keys(kv: KV, home: Path,
     assert run.code == 0, run.err
     for key in keys:
         assert (fresh / "private" / key.relpath).read_bytes() == key.data
-    wrong = combine(kv, monkeypatch, shares[:3], tmp_path / "y.txt", "--expect",
-                    "age1" + "q" * 58)
+    wrong = combine(kv, monkeypatch, shares[:3], tmp_path / "y.txt", "--expect", "age1" + "q" * 58)
     assert wrong[0] == 5 and not (tmp_path / "y.txt").exists()
 
 
@@ -108,13 +123,15 @@ def test_bad_split_requests(kv: KV, tmp_path: Path) -> None:
     run = kv("recovery", "split", "--shares", "3", "--threshold", "4", "--out", tmp_path / "s")
     assert run.code == 2 and "threshold" in run.err and not (tmp_path / "s").exists()
     (tmp_path / "exists").mkdir()
-    again = kv("recovery", "split", "--shares", "3", "--threshold", "2", "--out",
-               tmp_path / "exists")
+    again = kv(
+        "recovery", "split", "--shares", "3", "--threshold", "2", "--out", tmp_path / "exists"
+    )
     assert again.code == 7 and list((tmp_path / "exists").iterdir()) == []
 
 
 def test_at_a_terminal_combine_stops_asking_once_it_has_enough_shares(
-        split: tuple[str, list[str]], tmp_path: Path) -> None:
+    split: tuple[str, list[str]], tmp_path: Path
+) -> None:
     """Before: a fourth prompt after the third of 3-of-5 shares, until an empty line."""
     import os
     import select
@@ -124,10 +141,24 @@ def test_at_a_terminal_combine_stops_asking_once_it_has_enough_shares(
     recipient, shares = split
     out = tmp_path / "rebuilt.txt"
     master, slave = os.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "keyvault", "recovery", "combine", "--out",
-                             str(out), "--expect", recipient],
-                            stdin=slave, stdout=slave, stderr=slave, env=dict(os.environ),
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "keyvault",
+            "recovery",
+            "combine",
+            "--out",
+            str(out),
+            "--expect",
+            recipient,
+        ],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=dict(os.environ),
+        start_new_session=True,
+    )
     os.close(slave)
     seen = b""
 

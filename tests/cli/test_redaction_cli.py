@@ -35,12 +35,18 @@ def ready(kv: KV, home: Path) -> Path:
     return home
 
 
-@pytest.mark.parametrize("store", [f"s3://AKIAEXAMPLEUSER:{SECRET}@bucket/keys",
-                                   f"vault://approle:{SECRET}@secret/keyvault",
-                                   f"file://admin:{SECRET}@localhost/var/lib/keyvault",
-                                   f"s3://{'A' * 70}:{SECRET}@bucket/keys"])
+@pytest.mark.parametrize(
+    "store",
+    [
+        f"s3://AKIAEXAMPLEUSER:{SECRET}@bucket/keys",
+        f"vault://approle:{SECRET}@secret/keyvault",
+        f"file://admin:{SECRET}@localhost/var/lib/keyvault",
+        f"s3://{'A' * 70}:{SECRET}@bucket/keys",
+    ],
+)
 def test_store_uri_credentials_appear_in_no_output_and_no_audit_record(
-        kv: KV, ready: Path, store: str) -> None:
+    kv: KV, ready: Path, store: str
+) -> None:
     human = kv("--store", store, "backup")
     machine = kv("--json", "--store", store, "backup")
     assert human.code == machine.code == 2, human.err
@@ -55,19 +61,28 @@ def test_store_uri_credentials_appear_in_no_output_and_no_audit_record(
 
 
 def test_vault_addr_credentials_appear_in_no_error_doctor_finding_or_audit_record(
-        kv: KV, ready: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    kv: KV, ready: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("VAULT_ADDR", f"http://ops:{SECRET}@127.0.0.1:1")
     backup = kv("--json", "--store", "vault://secret/keyvault", "backup")
     assert backup.code == 2 and "http://***@127.0.0.1:1" in backup.json()["message"]
     doctor = kv("--store", "vault://secret/keyvault", "doctor")
     doctor_json = kv("--json", "--store", "vault://secret/keyvault", "doctor")
     assert doctor.code == doctor_json.code == 1
-    details = {f["check"]: f["detail"] for f in doctor_json.json()["findings"]
-               if f["status"] != "ok"}
+    details = {
+        f["check"]: f["detail"] for f in doctor_json.json()["findings"] if f["status"] != "ok"
+    }
     assert "***@127.0.0.1:1" in details["store"] and "***@127.0.0.1:1" in details["clock"]
     assert '"store"' in audit_text(ready)
-    for text in (backup.out, backup.err, doctor.out, doctor.err, doctor_json.out,
-                 doctor_json.err, audit_text(ready)):
+    for text in (
+        backup.out,
+        backup.err,
+        doctor.out,
+        doctor.err,
+        doctor_json.out,
+        doctor_json.err,
+        audit_text(ready),
+    ):
         assert SECRET not in text
 
 
@@ -75,14 +90,24 @@ def test_redact_masks_userinfo_and_pin_values_and_nothing_else() -> None:
     assert redact(f"s3://key:{SECRET}@bucket/x") == "s3://***@bucket/x"
     assert redact(f"s3://key:p@ss@{SECRET}@bucket/x") == "s3://***@bucket/x"
     assert redact(f"error: 'http://u:{SECRET}@h:8200' must be") == (
-        "error: 'http://***@h:8200' must be")
-    assert (redact(f"pkcs11:token=t;object=k?module-path=/m.so&pin-value={SECRET}")
-            == "pkcs11:token=t;object=k?module-path=/m.so&pin-value=***")
+        "error: 'http://***@h:8200' must be"
+    )
+    assert (
+        redact(f"pkcs11:token=t;object=k?module-path=/m.so&pin-value={SECRET}")
+        == "pkcs11:token=t;object=k?module-path=/m.so&pin-value=***"
+    )
     assert redact(f"pkcs11:token=t;PIN-VALUE={SECRET};object=k") == (
-        "pkcs11:token=t;PIN-VALUE=***;object=k")
-    for plain in ("file:///srv/a@b/store", "root@vm restored 3 keys", "https://h:8200",
-                  "awskms:///alias/keyvault", "pkcs11:token=t;object=k?pin-source=/run/pin",
-                  "vault://secret/kv", "age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs"):
+        "pkcs11:token=t;PIN-VALUE=***;object=k"
+    )
+    for plain in (
+        "file:///srv/a@b/store",
+        "root@vm restored 3 keys",
+        "https://h:8200",
+        "awskms:///alias/keyvault",
+        "pkcs11:token=t;object=k?pin-source=/run/pin",
+        "vault://secret/kv",
+        "age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs",
+    ):
         assert redact(plain) == plain
     long = f"s3://{'A' * 90}:{SECRET}@bucket/x"  # cut after redaction, never before
     assert SECRET[:4] not in shown_uri(long) and shown_uri(long) == repr("s3://***@bucket/x")
@@ -104,7 +129,8 @@ class _BuggyStore:
 
 @pytest.mark.parametrize("debug", [False, True], ids=["default", "KEYVAULT_DEBUG=1"])
 def test_an_internal_error_shows_details_only_with_keyvault_debug(
-        kv: KV, home: Path, monkeypatch: pytest.MonkeyPatch, debug: bool) -> None:
+    kv: KV, home: Path, monkeypatch: pytest.MonkeyPatch, debug: bool
+) -> None:
     """An unexpected exception exits 1 and names only its type; its message (which may hold
     a secret) and the traceback appear only when KEYVAULT_DEBUG is set."""
     from keyvault.stores import STORE_FOR_SCHEME

@@ -17,13 +17,18 @@ GUN = "example.com/team-a/app"
 
 
 @pytest.mark.proves("B40")
-@pytest.mark.parametrize(("raised", "code"), [(KeyboardInterrupt, 130),
-                                              (cli_app._Terminated, 143)])
+@pytest.mark.parametrize(("raised", "code"), [(KeyboardInterrupt, 130), (cli_app._Terminated, 143)])
 def test_an_interrupted_restore_exits_130_or_143_and_undoes_every_file(
-        kv: KV, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        raised: type[BaseException], code: int) -> None:
-    keys = write_sample_trust_dir(home / ".docker" / "trust",
-                                  dict.fromkeys(("root", "targets", "snapshot"), "pw"), (GUN,))
+    kv: KV,
+    home: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    raised: type[BaseException],
+    code: int,
+) -> None:
+    keys = write_sample_trust_dir(
+        home / ".docker" / "trust", dict.fromkeys(("root", "targets", "snapshot"), "pw"), (GUN,)
+    )
     assert kv("init").code == 0 and kv("backup").code == 0
     target = tmp_path / "target"
     (target / "private").mkdir(parents=True)

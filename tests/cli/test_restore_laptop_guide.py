@@ -35,16 +35,28 @@ class Machine:
     home: Path
 
     def run(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.home),
-               "LANG": "C.UTF-8", "PYTHONPATH": str(REPO)}
-        return subprocess.run([sys.executable, "-m", "keyvault", *args], env=env,
-                              cwd=self.home, input=stdin, capture_output=True, text=True,
-                              timeout=120, check=False)
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(self.home),
+            "LANG": "C.UTF-8",
+            "PYTHONPATH": str(REPO),
+        }
+        return subprocess.run(
+            [sys.executable, "-m", "keyvault", *args],
+            env=env,
+            cwd=self.home,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
 
     def ok(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
         proc = self.run(*args, stdin=stdin)
-        assert proc.returncode == 0, f"keyvault {' '.join(args)}: {proc.returncode}\n" \
-                                     f"{proc.stdout}\n{proc.stderr}"
+        assert proc.returncode == 0, (
+            f"keyvault {' '.join(args)}: {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        )
         return proc
 
     def path(self, tilde: str) -> Path:
@@ -86,8 +98,10 @@ def lost_laptop(tmp_path: Path) -> tuple[Kept, dict[str, bytes], Path]:
     removable = tmp_path / "removable"
     removable.mkdir()
     store = removable / "keyvault-store"
-    write_sample_trust_dir(a.home / ".docker" / "trust", dict.fromkeys(
-        ("root", "targets", "snapshot"), "laptop-passphrase"))
+    write_sample_trust_dir(
+        a.home / ".docker" / "trust",
+        dict.fromkeys(("root", "targets", "snapshot"), "laptop-passphrase"),
+    )
     keys = a.keys()
     assert len(keys) == 5
 
@@ -97,13 +111,28 @@ def lost_laptop(tmp_path: Path) -> tuple[Kept, dict[str, bytes], Path]:
     assert init["store"] == store.as_uri()
     backup = json.loads(a.ok("--json", "backup").stdout)
     assert {k["action"] for k in backup["keys"]} == {"created"}
-    split = json.loads(a.ok("--json", "recovery", "split", "--shares", "3", "--threshold", "2",
-                            "--out", str(removable / "shares")).stdout)
+    split = json.loads(
+        a.ok(
+            "--json",
+            "recovery",
+            "split",
+            "--shares",
+            "3",
+            "--threshold",
+            "2",
+            "--out",
+            str(removable / "shares"),
+        ).stdout
+    )
     # "Keep your config (~/.config/keyvault/config.toml ...)" and the identity, or its shares.
     assert "`~/.config/keyvault/ config.toml`" in guide() or CONFIG in guide()
-    kept = Kept(config=a.path(CONFIG).read_bytes(), identity=a.path(IDENTITY).read_bytes(),
-                share_pages=[Path(p).read_text() for p in split["pages"][:2]],
-                recipient=split["recipient"], store=store)
+    kept = Kept(
+        config=a.path(CONFIG).read_bytes(),
+        identity=a.path(IDENTITY).read_bytes(),
+        share_pages=[Path(p).read_text() for p in split["pages"][:2]],
+        recipient=split["recipient"],
+        store=store,
+    )
     shutil.rmtree(a.home)  # the laptop is gone; the removable disk is not
     shutil.rmtree(removable / "shares")  # the pages are on paper now
     return kept, keys, tmp_path / "y" / "other-b"
@@ -122,8 +151,12 @@ def _new_machine(home: Path, kept: Kept) -> Machine:
 
 def _check_and_restore(b: Machine, keys: dict[str, bytes]) -> None:
     """Steps 3-4, the commands of the guide's code blocks, in order."""
-    for command in ("keyvault doctor", "keyvault list --long", "keyvault restore --all --dry-run",
-                    "keyvault restore --all"):
+    for command in (
+        "keyvault doctor",
+        "keyvault list --long",
+        "keyvault restore --all --dry-run",
+        "keyvault restore --all",
+    ):
         assert re.search(rf"^\s*{re.escape(command)}(\s|$)", guide(), re.M), command
         b.ok(*command.split()[1:])
     assert b.keys() == keys  # byte for byte
@@ -136,7 +169,8 @@ def test_the_guide_lists_what_to_keep() -> None:
 
 
 def test_restore_with_the_identity_file_on_a_home_at_another_path(
-        lost_laptop: tuple[Kept, dict[str, bytes], Path]) -> None:
+    lost_laptop: tuple[Kept, dict[str, bytes], Path],
+) -> None:
     kept, keys, home = lost_laptop
     b = _new_machine(home, kept)
     # "copy the identity file to the path the config names ... (by default
@@ -149,18 +183,27 @@ def test_restore_with_the_identity_file_on_a_home_at_another_path(
 
 
 def test_restore_from_shares_on_a_home_at_another_path(
-        lost_laptop: tuple[Kept, dict[str, bytes], Path]) -> None:
+    lost_laptop: tuple[Kept, dict[str, bytes], Path],
+) -> None:
     kept, keys, home = lost_laptop
     b = _new_machine(home, kept)
     # "rebuild it from shares: keyvault recovery combine --out ~/.config/... --expect age1...
     # --trust-sealer sha256:..." with the recipient and the pin printed on every share page.
     command = guide_command("keyvault recovery combine")
-    pins = {line.split()[-1] for page in kept.share_pages for line in page.splitlines()
-            if "keyvault-trusted-sealer:" in line}
+    pins = {
+        line.split()[-1]
+        for page in kept.share_pages
+        for line in page.splitlines()
+        if "keyvault-trusted-sealer:" in line
+    }
     assert len(pins) == 1
     assert f"  {kept.recipient}" in kept.share_pages[0]
-    args = (command.replace("age1...", kept.recipient).replace("sha256:...", pins.pop())
-            .replace("~/", f"{b.home}/").split()[1:])
+    args = (
+        command.replace("age1...", kept.recipient)
+        .replace("sha256:...", pins.pop())
+        .replace("~/", f"{b.home}/")
+        .split()[1:]
+    )
     words = [" ".join(re.findall(r"^\s*\d+\. (\S+)$", page, re.M)) for page in kept.share_pages]
     b.ok(*args, stdin="\n".join(words) + "\n")
     assert b.path(IDENTITY).stat().st_mode & 0o777 == 0o600

@@ -43,15 +43,29 @@ sys.exit(main(sys.argv[1:]))
 
 @pytest.mark.proves("F07")
 def test_a_sigkilled_restore_leaves_whole_files_and_the_next_restore_completes(
-        kv: KV, home: Path, tmp_path: Path) -> None:
-    keys = write_sample_trust_dir(home / ".docker" / "trust",
-                                  dict.fromkeys(("root", "targets", "snapshot"), "pw"), (GUN,))
+    kv: KV, home: Path, tmp_path: Path
+) -> None:
+    keys = write_sample_trust_dir(
+        home / ".docker" / "trust", dict.fromkeys(("root", "targets", "snapshot"), "pw"), (GUN,)
+    )
     assert kv("init").code == 0 and kv("backup").code == 0
     target = tmp_path / "target"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    killed = subprocess.run([sys.executable, "-c", KILLED_AT_THE_SECOND_FILE,
-                             "--trust-dir", str(target), "restore", "--all"],
-                            env=env, capture_output=True, timeout=120, check=False)
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            KILLED_AT_THE_SECOND_FILE,
+            "--trust-dir",
+            str(target),
+            "restore",
+            "--all",
+        ],
+        env=env,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
 
     by_name = {Path(k.relpath).name: k.data for k in keys}

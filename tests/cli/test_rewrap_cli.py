@@ -19,8 +19,9 @@ PASS = "correct horse"
 @pytest.fixture
 def setup(kv: KV, home: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, tuple[KeyFile, ...]]:
     trust = home / ".docker" / "trust"
-    keys = write_sample_trust_dir(trust, dict.fromkeys(("root", "targets", "snapshot"), PASS),
-                                  ("example.com/a/app",))
+    keys = write_sample_trust_dir(
+        trust, dict.fromkeys(("root", "targets", "snapshot"), PASS), ("example.com/a/app",)
+    )
     monkeypatch.setenv("KEYVAULT_PASSPHRASE", "wrapper passphrase")
     init = kv("--store", (home / "store").as_uri(), "--json", "init")
     assert init.code == 0, init.err
@@ -43,7 +44,8 @@ def envelopes(home: Path) -> dict[str, dict[str, Any]]:
 
 @pytest.mark.proves("T5")
 def test_age_to_passphrase_and_back_keeps_the_sealed_key(
-        kv: KV, home: Path, setup: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path) -> None:
+    kv: KV, home: Path, setup: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path
+) -> None:
     _, keys = setup
     assert kv("backup").code == 0
     first = envelopes(home)
@@ -66,8 +68,17 @@ def test_age_to_passphrase_and_back_keeps_the_sealed_key(
     denied = kv("--trust-dir", tmp_path / "other", "restore", "--all")  # configured: age only
     assert denied.code == 4 and "not wrapped by any wrapper you hold" in denied.err
 
-    back = kv("--wrapper", "passphrase:", "--json", "rewrap", "--all", "--add", age_uri,
-              "--remove", "passphrase:")
+    back = kv(
+        "--wrapper",
+        "passphrase:",
+        "--json",
+        "rewrap",
+        "--all",
+        "--add",
+        age_uri,
+        "--remove",
+        "passphrase:",
+    )
     assert back.code == 0, back.err
     assert {tuple(k["after"]) for k in back.json()["keys"]} == {(age_uri,)}
     assert {k["version"] for k in back.json()["keys"]} == {"0000000003"}
@@ -78,10 +89,13 @@ def test_age_to_passphrase_and_back_keeps_the_sealed_key(
 
 
 @pytest.mark.proves("T5")
-def test_adding_a_second_wrapper_lets_either_open(kv: KV, home: Path,
-                                                  setup: tuple[Path, tuple[KeyFile, ...]],
-                                                  tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_adding_a_second_wrapper_lets_either_open(
+    kv: KV,
+    home: Path,
+    setup: tuple[Path, tuple[KeyFile, ...]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     _, keys = setup
     assert kv("backup").code == 0
     second = generate_identity(tmp_path / "second.txt")

@@ -26,8 +26,9 @@ def wide(loose_trust_dir: BuiltTrustDir, tmp_path: Path) -> tuple[Path, set[str]
     return trust, ids
 
 
-def test_scan_fits_columns_80_and_names_each_id_once(kv: KV, wide: tuple[Path, set[str]],
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_scan_fits_columns_80_and_names_each_id_once(
+    kv: KV, wide: tuple[Path, set[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     trust, ids = wide
     monkeypatch.setenv("COLUMNS", "80")
     run = kv("--trust-dir", trust, "scan")
@@ -45,8 +46,9 @@ def test_scan_fits_columns_80_and_names_each_id_once(kv: KV, wide: tuple[Path, s
     assert "[not-pem]" in run.err
 
 
-def test_scan_in_a_pipe_keeps_full_ids_once_per_row(kv: KV, wide: tuple[Path, set[str]],
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_scan_in_a_pipe_keeps_full_ids_once_per_row(
+    kv: KV, wide: tuple[Path, set[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     trust, ids = wide
     monkeypatch.delenv("COLUMNS", raising=False)
     run = kv("--trust-dir", trust, "scan")

@@ -32,8 +32,10 @@ GUN = "example.com/scratch/app"
 PASS = "scratch pass"
 ROLES = ("root", "targets", "snapshot")
 #: Per command: its argv, and the module attribute that performs its restore.
-COMMANDS = {"drill": (("drill", "--all", "--no-metadata"), drill, "apply_restore"),
-            "quickstart": (("quickstart",), quickstart, "restore_keys")}
+COMMANDS = {
+    "drill": (("drill", "--all", "--no-metadata"), drill, "apply_restore"),
+    "quickstart": (("quickstart",), quickstart, "restore_keys"),
+}
 #: Runs keyvault's CLI after wrapping one restore step: once it has returned, the
 #: process writes the trust directory's path to argv[1] and stops itself (SIGSTOP).
 PAUSED_RUN = """
@@ -102,12 +104,19 @@ def start_paused(command: str, note: Path, tmp_path: Path) -> subprocess.Popen[b
     argv, module, name = COMMANDS[command]
     disk_tmp = tmp_path / "disk-tmp"
     disk_tmp.mkdir()
-    env = {**os.environ, "TMPDIR": str(disk_tmp),
-           "PYTHONPATH": str(Path(keyvault.__file__).parents[1])}
+    env = {
+        **os.environ,
+        "TMPDIR": str(disk_tmp),
+        "PYTHONPATH": str(Path(keyvault.__file__).parents[1]),
+    }
     script = PAUSED_RUN.format(module=module.__name__.rsplit(".", 1)[1], name=name)
-    proc = subprocess.Popen([sys.executable, "-c", script, str(note), *argv], env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(note), *argv],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     _, status = os.waitpid(proc.pid, os.WUNTRACED)
     if not os.WIFSTOPPED(status):
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -119,7 +128,8 @@ def start_paused(command: str, note: Path, tmp_path: Path) -> subprocess.Popen[b
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 @pytest.mark.proves("T7")
 def test_a_killed_run_leaves_no_key_on_disk_and_wipe_stale_zeroes_it(
-        command: str, kv: KV, home: Path, keys: tuple[KeyFile, ...], tmp_path: Path) -> None:
+    command: str, kv: KV, home: Path, keys: tuple[KeyFile, ...], tmp_path: Path
+) -> None:
     root = root_of(keys)
     note = tmp_path / "trust-dir.txt"
     proc = start_paused(command, note, tmp_path)
@@ -153,8 +163,8 @@ def test_a_killed_run_leaves_no_key_on_disk_and_wipe_stale_zeroes_it(
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_a_normal_run_zeroes_and_removes_its_directory(
-        command: str, kv: KV, keys: tuple[KeyFile, ...], tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    command: str, kv: KV, keys: tuple[KeyFile, ...], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     base = tmp_path / "runtime"
     monkeypatch.setenv("KEYVAULT_TMPDIR", str(base))
     root = root_of(keys)
@@ -185,15 +195,15 @@ def test_a_normal_run_zeroes_and_removes_its_directory(
 
 @pytest.mark.parametrize("command", [*sorted(COMMANDS), "exec"])
 def test_the_next_run_wipes_a_dead_runs_directory(
-        command: str, kv: KV, keys: tuple[KeyFile, ...], tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    command: str, kv: KV, keys: tuple[KeyFile, ...], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A drill killed before: its directory goes at the start of the next drill,
     quickstart or exec, as an exec's did."""
     base = tmp_path / "runtime"
     base.mkdir()
     monkeypatch.setenv("KEYVAULT_TMPDIR", str(base))
     dead = WorkDir.create_in(base, "drill")
-    forged = replace(dead.marker, pid=2 ** 22 + 12345, pid_start=None)  # no such process
+    forged = replace(dead.marker, pid=2**22 + 12345, pid_start=None)  # no such process
     (dead.path / MARKER_NAME).write_bytes(forged.to_bytes())
     (dead.trust_dir / "private").mkdir(parents=True)
     (dead.trust_dir / "private" / "leftover.key").write_bytes(root_of(keys).data)

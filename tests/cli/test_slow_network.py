@@ -53,25 +53,37 @@ def silent() -> Iterator[str]:
 
 CASES = {
     # name: (extra global options, config sections, what the error says)
-    "s3 store": (["--store", "s3://keys"],
-                 '[s3]\nendpoint_url = "{url}"\nregion = "us-east-1"\nconnect_timeout = 1\n'
-                 'read_timeout = 1\nmax_attempts = 1\n', "ReadTimeoutError"),
-    "vault store": (["--store", "vault://secret/keys"],
-                    '[vault]\naddress = "{url}"\ntimeout = 1\n', "no answer within 1 s"),
-    "kms wrapper": (["--wrapper", "awskms:///alias/keys"],
-                    '[awskms]\nendpoint_url = "{url}"\nregion = "us-east-1"\n'
-                    'connect_timeout = 1\nread_timeout = 1\nmax_attempts = 1\n',
-                    "ReadTimeoutError"),
+    "s3 store": (
+        ["--store", "s3://keys"],
+        '[s3]\nendpoint_url = "{url}"\nregion = "us-east-1"\nconnect_timeout = 1\n'
+        "read_timeout = 1\nmax_attempts = 1\n",
+        "ReadTimeoutError",
+    ),
+    "vault store": (
+        ["--store", "vault://secret/keys"],
+        '[vault]\naddress = "{url}"\ntimeout = 1\n',
+        "no answer within 1 s",
+    ),
+    "kms wrapper": (
+        ["--wrapper", "awskms:///alias/keys"],
+        '[awskms]\nendpoint_url = "{url}"\nregion = "us-east-1"\n'
+        "connect_timeout = 1\nread_timeout = 1\nmax_attempts = 1\n",
+        "ReadTimeoutError",
+    ),
 }
 
 
 @pytest.mark.proves("F11")
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_a_server_that_never_answers_ends_the_run_by_the_configured_timeout(
-        kv: KV, home: Path, silent: str, monkeypatch: pytest.MonkeyPatch, case: str) -> None:
+    kv: KV, home: Path, silent: str, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
     options, section, says = CASES[case]
-    for var, value in (("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"), ("AWS_SECRET_ACCESS_KEY", "x" * 40),
-                       ("VAULT_TOKEN", "hvs.example")):
+    for var, value in (
+        ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+        ("AWS_SECRET_ACCESS_KEY", "x" * 40),
+        ("VAULT_TOKEN", "hvs.example"),
+    ):
         monkeypatch.setenv(var, value)
     trust = home / ".docker" / "trust"
     write_sample_trust_dir(trust, dict.fromkeys(("root", "targets", "snapshot"), "pw"), (GUN,))

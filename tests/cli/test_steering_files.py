@@ -32,8 +32,9 @@ GUN = "example.com/team-a/app"
 
 @pytest.fixture
 def keys(kv: KV, home: Path) -> tuple[KeyFile, ...]:
-    made = write_sample_trust_dir(home / ".docker" / "trust",
-                                  {"root": PASS, "targets": PASS, "snapshot": PASS}, (GUN,))
+    made = write_sample_trust_dir(
+        home / ".docker" / "trust", {"root": PASS, "targets": PASS, "snapshot": PASS}, (GUN,)
+    )
     run = kv("init")
     assert run.code == 0, run.err
     return made
@@ -52,8 +53,9 @@ def policy(config: Path, tmp_path: Path) -> Iterator[Path]:
     path.parent.mkdir(mode=0o755)
     path.write_text(f'[teams.default]\nguns = ["example.com/*"]\nmembers = ["local:{me}"]\n')
     path.chmod(0o644)
-    config.write_text(config.read_text().replace("[keyvault]\n",
-                                                 f'[keyvault]\npolicy = "{path}"\n'))
+    config.write_text(
+        config.read_text().replace("[keyvault]\n", f'[keyvault]\npolicy = "{path}"\n')
+    )
     yield path
 
 
@@ -77,7 +79,8 @@ def shared(path: Path) -> None:
 
 
 def test_group_write_in_the_users_private_group_is_fine(
-        kv: KV, config: Path, keys: tuple[KeyFile, ...], tmp_path: Path) -> None:
+    kv: KV, config: Path, keys: tuple[KeyFile, ...], tmp_path: Path
+) -> None:
     """umask 002 on Debian, Ubuntu, Fedora: files 0664 and directories 0775 in the user's
     private group (named after the user, no other member), which lets no one else write."""
     import grp
@@ -86,8 +89,9 @@ def test_group_write_in_the_users_private_group_is_fine(
     me = pwd.getpwuid(os.geteuid())
     group = grp.getgrgid(me.pw_gid)
     if group.gr_name != me.pw_name or set(group.gr_mem) - {me.pw_name}:
-        pytest.fail(f"this test needs a user private group; {me.pw_name}'s primary group "
-                    f"is {group.gr_name}")
+        pytest.fail(
+            f"this test needs a user private group; {me.pw_name}'s primary group is {group.gr_name}"
+        )
     shared_dir = tmp_path / "umask-002"
     shared_dir.mkdir()
     moved = shared_dir / "config.toml"
@@ -106,12 +110,18 @@ def refused(run_code: int, err: str, path: Path, fix: str) -> bool:
     return run_code == 4 and str(path) in err and fix in err
 
 
-@pytest.mark.parametrize(("mode", "fixed"), [
-    (0o666, 0o644),
-    pytest.param(0o620, 0o600, marks=needs_root_for_nobody),  # a shared group: see shared()
-    (0o602, 0o644)], ids=["666-then-644", "620-then-600", "602-then-644"])
+@pytest.mark.parametrize(
+    ("mode", "fixed"),
+    [
+        (0o666, 0o644),
+        pytest.param(0o620, 0o600, marks=needs_root_for_nobody),  # a shared group: see shared()
+        (0o602, 0o644),
+    ],
+    ids=["666-then-644", "620-then-600", "602-then-644"],
+)
 def test_a_config_others_can_write_is_refused_before_any_backup(
-        kv: KV, config: Path, keys: tuple[KeyFile, ...], mode: int, fixed: int) -> None:
+    kv: KV, config: Path, keys: tuple[KeyFile, ...], mode: int, fixed: int
+) -> None:
     """The finding: another user adds a recipient to a writable config; no backup wraps for
     it. Once the owner has checked the file and fixed its mode, backups work again."""
     original = config.read_text()
@@ -138,7 +148,8 @@ def test_a_config_owned_by_another_user_is_refused(kv: KV, config: Path) -> None
 
 
 def test_a_config_in_a_directory_others_can_write_is_refused(
-        kv: KV, config: Path, tmp_path: Path) -> None:
+    kv: KV, config: Path, tmp_path: Path
+) -> None:
     """Whoever can write the directory can swap the file, whatever its own mode."""
     shared = tmp_path / "shared"
     shared.mkdir()
@@ -154,8 +165,7 @@ def test_a_config_in_a_directory_others_can_write_is_refused(
 
 
 @needs_root_for_nobody
-def test_a_directory_owned_by_another_user_is_refused(kv: KV, config: Path,
-                                                      tmp_path: Path) -> None:
+def test_a_directory_owned_by_another_user_is_refused(kv: KV, config: Path, tmp_path: Path) -> None:
     theirs = tmp_path / "theirs"
     theirs.mkdir(mode=0o755)
     os.chown(theirs, NOBODY, NOBODY)
@@ -165,10 +175,12 @@ def test_a_directory_owned_by_another_user_is_refused(kv: KV, config: Path,
     assert run.code == 4 and f"in {theirs}, owned by nobody" in run.err, run.err
 
 
-@pytest.mark.parametrize("mode", [0o666, pytest.param(0o620, marks=needs_root_for_nobody)],
-                         ids=["666", "620"])
-def test_a_policy_others_can_write_is_refused(kv: KV, policy: Path,
-                                              keys: tuple[KeyFile, ...], mode: int) -> None:
+@pytest.mark.parametrize(
+    "mode", [0o666, pytest.param(0o620, marks=needs_root_for_nobody)], ids=["666", "620"]
+)
+def test_a_policy_others_can_write_is_refused(
+    kv: KV, policy: Path, keys: tuple[KeyFile, ...], mode: int
+) -> None:
     shared(policy)
     policy.chmod(mode)
     run = kv("backup")
@@ -190,7 +202,8 @@ def test_a_policy_owned_by_another_user_is_refused(kv: KV, policy: Path) -> None
 
 @needs_root_for_nobody
 def test_as_another_user_a_root_owned_config_is_fine_and_theirs_is_not(
-        home: Path, tmp_path: Path, shared_dir: Path) -> None:
+    home: Path, tmp_path: Path, shared_dir: Path
+) -> None:
     """Run as nobody: root's 0644 file is accepted (root can do anything anyway), a file
     of yet another user is not."""
     mine = shared_dir / "root-owned.toml"
@@ -209,9 +222,9 @@ def test_as_another_user_a_root_owned_config_is_fine_and_theirs_is_not(
 
 
 @needs_root_for_nobody
-def test_an_identity_owned_by_another_user_is_refused(kv: KV, home: Path,
-                                                      keys: tuple[KeyFile, ...],
-                                                      tmp_path: Path) -> None:
+def test_an_identity_owned_by_another_user_is_refused(
+    kv: KV, home: Path, keys: tuple[KeyFile, ...], tmp_path: Path
+) -> None:
     """The identity file carries sealer pins and opens every backup."""
     assert kv("backup").code == 0
     identity = home / ".config" / "keyvault" / "recovery-identity.txt"
@@ -223,7 +236,8 @@ def test_an_identity_owned_by_another_user_is_refused(kv: KV, home: Path,
 
 
 def test_high_water_marks_in_a_directory_others_can_write_are_refused(
-        kv: KV, home: Path, keys: tuple[KeyFile, ...], tmp_path: Path) -> None:
+    kv: KV, home: Path, keys: tuple[KeyFile, ...], tmp_path: Path
+) -> None:
     """Whoever can remove the marks can make a rolled-back version pass."""
     assert kv("backup").code == 0
     marks = home / ".local" / "state" / "keyvault" / "highwater"

@@ -28,25 +28,44 @@ def is_envelope_read(data: bytes) -> bool:
 
 
 def test_s3_stopped_mid_restore_writes_nothing_then_a_rerun_restores(
-        kv: KV, aws: BackendSetup, home: Path, tmp_path: Path,  # noqa: F811
-        trust: tuple[Path, tuple[KeyFile, ...]]) -> None:  # noqa: F811
+    kv: KV,
+    aws: BackendSetup,  # noqa: F811
+    home: Path,
+    tmp_path: Path,
+    trust: tuple[Path, tuple[KeyFile, ...]],  # noqa: F811
+) -> None:
     _, keys = trust
     with weed_server(tmp_path / "weed-f02") as weed:
         bucket = new_bucket(weed)
-        direct = BackendSetup(aws.name, f"s3://{bucket}/kv", aws.wrappers, aws.env,
-                              aws.config_toml.replace(weed_endpoint(aws), weed.endpoint))
+        direct = BackendSetup(
+            aws.name,
+            f"s3://{bucket}/kv",
+            aws.wrappers,
+            aws.env,
+            aws.config_toml.replace(weed_endpoint(aws), weed.endpoint),
+        )
         assert kv("--config", write_config(home, direct), "backup").code == 0
         target = tmp_path / "laptop" / "trust"
         (target / "private").mkdir(parents=True, mode=0o700)
         (target / "private" / "keep.txt").write_text("already here\n")
         before = tree(target)
-        proxy = CuttingProxy(weed.ports["s3.port"], cut_at=3, is_write=is_envelope_read,
-                             on_cut=weed.kill, refuse_after=True)
-        via_proxy = BackendSetup(aws.name, direct.store, aws.wrappers, aws.env,
-                                 aws.config_toml.replace(weed_endpoint(aws),
-                                                         f"http://127.0.0.1:{proxy.port}"))
-        run = kv("--config", write_config(home, via_proxy), "--trust-dir", target,
-                 "restore", "--all")
+        proxy = CuttingProxy(
+            weed.ports["s3.port"],
+            cut_at=3,
+            is_write=is_envelope_read,
+            on_cut=weed.kill,
+            refuse_after=True,
+        )
+        via_proxy = BackendSetup(
+            aws.name,
+            direct.store,
+            aws.wrappers,
+            aws.env,
+            aws.config_toml.replace(weed_endpoint(aws), f"http://127.0.0.1:{proxy.port}"),
+        )
+        run = kv(
+            "--config", write_config(home, via_proxy), "--trust-dir", target, "restore", "--all"
+        )
         proxy.close()
         assert proxy.cut.is_set() and proxy.writes >= 3  # two envelopes were read whole
         assert run.code == 6, run.err
@@ -54,8 +73,9 @@ def test_s3_stopped_mid_restore_writes_nothing_then_a_rerun_restores(
         assert f"of {len(keys)} keys were not attempted and nothing was written" in run.err
         assert tree(target) == before
         weed.start()
-        again = kv("--config", write_config(home, direct), "--trust-dir", target,
-                   "restore", "--all")
+        again = kv(
+            "--config", write_config(home, direct), "--trust-dir", target, "restore", "--all"
+        )
         assert again.code == 0, again.err
         assert (target / "private" / "keep.txt").read_text() == "already here\n"
         assert all((target / "private" / k.relpath).read_bytes() == k.data for k in keys)

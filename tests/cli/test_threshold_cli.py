@@ -25,10 +25,13 @@ from keyvault.wrappers.age import generate_identity
 
 
 def test_a_root_key_under_two_of_three_opens_with_two_and_not_one(
-        kv: KV, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    keys = write_sample_trust_dir(home / ".docker" / "trust",
-                                  dict.fromkeys(("root", "targets", "snapshot"), "p"),
-                                  ("example.com/dual/app",))
+    kv: KV, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = write_sample_trust_dir(
+        home / ".docker" / "trust",
+        dict.fromkeys(("root", "targets", "snapshot"), "p"),
+        ("example.com/dual/app",),
+    )
     root = next(k for k in keys if k.role == "root")
     identities = [tmp_path / f"officer-{i}.txt" for i in range(3)]
     recipients = [generate_identity(p) for p in identities]
@@ -38,8 +41,7 @@ def test_a_root_key_under_two_of_three_opens_with_two_and_not_one(
     assert run.code == 0, run.err
 
     def restore_with(*officers: int) -> int:
-        monkeypatch.setenv("KEYVAULT_AGE_IDENTITY",
-                           ",".join(str(identities[i]) for i in officers))
+        monkeypatch.setenv("KEYVAULT_AGE_IDENTITY", ",".join(str(identities[i]) for i in officers))
         where = tmp_path / ("restore-" + "-".join(map(str, officers)))
         code = kv(*wrappers, "--trust-dir", where, "restore", "--role", "root").code
         if code == 0:
@@ -100,8 +102,13 @@ class Officers:
 
 
 @pytest.fixture(params=["file", "s3"])
-def officers(request: pytest.FixtureRequest, kv: KV, home: Path, tmp_path: Path,
-             monkeypatch: pytest.MonkeyPatch) -> Officers:
+def officers(
+    request: pytest.FixtureRequest,
+    kv: KV,
+    home: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Officers:
     if request.param == "file":
         return Officers(kv, home, tmp_path, (tmp_path / "store").as_uri())
     weed: WeedServer = request.getfixturevalue("weed")
@@ -133,8 +140,7 @@ def test_a_plain_backup_after_a_change_keeps_the_group(officers: Officers) -> No
     assert officers.backup("--threshold", "2")[:2] == (0, "unchanged")  # 3 meets it
 
 
-def test_too_few_wrappers_for_the_group_writes_nothing_and_says_why(
-        officers: Officers) -> None:
+def test_too_few_wrappers_for_the_group_writes_nothing_and_says_why(officers: Officers) -> None:
     assert officers.backup("--threshold", "2")[:2] == (0, "created")
     officers.write_root("second passphrase")
     code, action, said = officers.backup(wrappers=1)

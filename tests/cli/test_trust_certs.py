@@ -38,16 +38,21 @@ def ca_pem(name: str) -> bytes:
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def write_config(home: Path, ca: dict[str, str], root_ca: str | None = "server-ca.pem"
-                 ) -> Path:
+def write_config(home: Path, ca: dict[str, str], root_ca: str | None = "server-ca.pem") -> Path:
     config = home / ".notary" / "config.json"
     config.parent.mkdir(exist_ok=True)
     remote: dict[str, str] = {"url": SERVER}
@@ -85,21 +90,22 @@ def cert_rows(run_json: dict[str, object]) -> list[dict[str, Any]]:
     return [k for k in keys if k["kind"] == "cert"]
 
 
-def test_backup_stores_each_pinned_ca_file_beside_the_keys(kv: KV, certs: dict[str, Path]
-                                                           ) -> None:
+def test_backup_stores_each_pinned_ca_file_beside_the_keys(kv: KV, certs: dict[str, Path]) -> None:
     assert kv("init").code == 0
     run = kv("--json", "backup")
     assert run.code == 0, run.err
     rows = cert_rows(run.json())
     assert {(r["key_id"], r["gun"], r["object"], r["action"]) for r in rows} == {
         ("ca.pem", TEAM_A, CA_OBJECT, "created"),
-        ("root_ca.pem", "notary.example.com:4443", SERVER_OBJECT, "created")}
+        ("root_ca.pem", "notary.example.com:4443", SERVER_OBJECT, "created"),
+    }
     again = kv("--json", "backup")
     assert {r["action"] for r in cert_rows(again.json())} == {"unchanged"}
 
 
 def test_a_new_laptop_gets_them_back_byte_for_byte_where_the_config_names_them(
-        kv: KV, home: Path, backed: dict[str, Path]) -> None:
+    kv: KV, home: Path, backed: dict[str, Path]
+) -> None:
     wanted = {name: path.read_bytes() for name, path in backed.items()}
     for path in backed.values():
         path.unlink()
@@ -107,7 +113,9 @@ def test_a_new_laptop_gets_them_back_byte_for_byte_where_the_config_names_them(
     assert run.code == 0, run.err
     rows = cert_rows(run.json())
     assert {(r["path"], r["action"]) for r in rows} == {
-        (str(backed["ca"]), "create"), (str(backed["server"]), "create")}
+        (str(backed["ca"]), "create"),
+        (str(backed["server"]), "create"),
+    }
     assert all(r["signed"] for r in rows)
     for name, path in backed.items():
         assert path.read_bytes() == wanted[name]
@@ -117,7 +125,8 @@ def test_a_new_laptop_gets_them_back_byte_for_byte_where_the_config_names_them(
 
 
 def test_without_a_config_entry_they_go_under_keyvault_certs_and_the_line_is_said(
-        kv: KV, home: Path, backed: dict[str, Path]) -> None:
+    kv: KV, home: Path, backed: dict[str, Path]
+) -> None:
     wanted = backed["ca"].read_bytes()
     (home / ".notary" / "config.json").unlink()
     run = kv("--trust-dir", home / "laptop", "restore", "--all")
@@ -128,7 +137,8 @@ def test_without_a_config_entry_they_go_under_keyvault_certs_and_the_line_is_sai
 
 
 def test_a_different_file_on_disk_is_a_conflict_then_kept_aside_with_force(
-        kv: KV, home: Path, backed: dict[str, Path]) -> None:
+    kv: KV, home: Path, backed: dict[str, Path]
+) -> None:
     ours = backed["ca"].read_bytes()
     theirs = ca_pem("someone else's CA")
     backed["ca"].write_bytes(theirs)
@@ -146,16 +156,23 @@ def test_a_different_file_on_disk_is_a_conflict_then_kept_aside_with_force(
 
 
 def test_a_certificate_a_store_writer_swapped_is_refused_and_nothing_is_written(
-        kv: KV, home: Path, backed: dict[str, Path]) -> None:
+    kv: KV, home: Path, backed: dict[str, Path]
+) -> None:
     with backend(home) as (store, wrapper):
         latest = store.read(CA_OBJECT)
         address = CertAddress.ca("default", TEAM_A)
         data = ca_pem("the attacker's CA")
-        header = ev.new_header(address=address, algorithm=None, source_name="/x/ca.pem",
-                               source_mode=0o600, data=data)
+        header = ev.new_header(
+            address=address, algorithm=None, source_name="/x/ca.pem", source_mode=0o600, data=data
+        )
         other = Ed25519FileSealer(Path("/nonexistent"), ed25519.Ed25519PrivateKey.generate())
-        sealed = ev.seal(header, data, [wrapper], sealer=other,
-                         chain=ev.Chain(2, hashlib.sha256(latest.data).hexdigest()))
+        sealed = ev.seal(
+            header,
+            data,
+            [wrapper],
+            sealer=other,
+            chain=ev.Chain(2, hashlib.sha256(latest.data).hexdigest()),
+        )
         store.write(CA_OBJECT, sealed.to_bytes(), replaces=latest.version)
     backed["ca"].unlink()
     run = kv("--trust-dir", home / "laptop", "restore", "--all")
@@ -165,7 +182,8 @@ def test_a_certificate_a_store_writer_swapped_is_refused_and_nothing_is_written(
 
 
 def test_a_certificate_moved_under_the_servers_name_is_refused(
-        kv: KV, home: Path, backed: dict[str, Path]) -> None:
+    kv: KV, home: Path, backed: dict[str, Path]
+) -> None:
     with backend(home) as (store, _):
         ca = store.read(CA_OBJECT).data
         store.write(SERVER_OBJECT, ca, replaces=store.read(SERVER_OBJECT).version)
@@ -174,7 +192,8 @@ def test_a_certificate_moved_under_the_servers_name_is_refused(
 
 
 def test_one_guns_restore_brings_its_prefixs_ca_and_the_servers_only(
-        kv: KV, home: Path, backed: dict[str, Path]) -> None:
+    kv: KV, home: Path, backed: dict[str, Path]
+) -> None:
     for path in backed.values():
         path.unlink()
     run = kv("--json", "--trust-dir", home / "laptop", "restore", "--gun", OTHER)
@@ -193,14 +212,20 @@ def test_no_pins_leaves_them_out(kv: KV, home: Path, certs: dict[str, Path]) -> 
 
 @pytest.mark.parametrize("hostile", ["private-key", "relative", "symlink", "not-pem"])
 def test_a_config_naming_what_is_no_ca_file_is_bad_input(
-        kv: KV, home: Path, certs: dict[str, Path], hostile: str) -> None:
+    kv: KV, home: Path, certs: dict[str, Path], hostile: str
+) -> None:
     """The key still travels; the bad entry is said and the exit code is 2."""
     bad = home / "pki" / "bad.pem"
     if hostile == "private-key":
         key = ec.generate_private_key(ec.SECP256R1())
-        bad.write_bytes(ca_pem("x") + key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption()))
+        bad.write_bytes(
+            ca_pem("x")
+            + key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
         value = str(bad)
     elif hostile == "relative":
         value = "pki/team-a-ca.pem"
@@ -208,8 +233,9 @@ def test_a_config_naming_what_is_no_ca_file_is_bad_input(
         bad.symlink_to(certs["ca"])
         value = str(bad)
     else:
-        bad.write_bytes(b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n"
-                        b"-----END CERTIFICATE-----\n")
+        bad.write_bytes(
+            b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n"
+        )
         value = str(bad)
     write_config(home, {TEAM_A: value})
     assert kv("init").code == 0
@@ -223,7 +249,8 @@ def test_a_config_naming_what_is_no_ca_file_is_bad_input(
 
 
 def test_restore_never_writes_through_a_symlink_the_config_path_is(
-        kv: KV, home: Path, backed: dict[str, Path]) -> None:
+    kv: KV, home: Path, backed: dict[str, Path]
+) -> None:
     elsewhere = home / "elsewhere.pem"
     backed["ca"].unlink()
     backed["ca"].symlink_to(elsewhere)
@@ -237,15 +264,22 @@ def test_names_of_certificates_parse_back_and_never_as_keys_or_pins() -> None:
     from keyvault.errors import UsageError
     from keyvault.names import KeyAddress, PinAddress
 
-    for address in (CertAddress.ca("t", "docker.com/"), CertAddress.ca("t", "a.io/x/y"),
-                    CertAddress.server("t", "notary.example.com:4443")):
+    for address in (
+        CertAddress.ca("t", "docker.com/"),
+        CertAddress.ca("t", "a.io/x/y"),
+        CertAddress.server("t", "notary.example.com:4443"),
+    ):
         assert CertAddress.from_object_name(address.object_name) == address
         for other in (KeyAddress, PinAddress):
             with pytest.raises(UsageError):
                 other.from_object_name(address.object_name)
-    for bad in ("v1/teams/t/certs/ca/a.io~x/ca.pem", "v1/teams/t/certs/server/a/b/root_ca.pem",
-                "v1/teams/t/certs/ca/../ca.pem", "v1/teams/t/certs/server/x/ca.pem",
-                "v1/teams/t/certs/ca/A.io:1/x/root_ca.pem"):
+    for bad in (
+        "v1/teams/t/certs/ca/a.io~x/ca.pem",
+        "v1/teams/t/certs/server/a/b/root_ca.pem",
+        "v1/teams/t/certs/ca/../ca.pem",
+        "v1/teams/t/certs/server/x/ca.pem",
+        "v1/teams/t/certs/ca/A.io:1/x/root_ca.pem",
+    ):
         with pytest.raises(UsageError):
             CertAddress.from_object_name(bad)
     with pytest.raises(UsageError):
@@ -253,13 +287,15 @@ def test_names_of_certificates_parse_back_and_never_as_keys_or_pins() -> None:
 
 
 def test_an_older_certificate_copied_on_top_is_refused_as_a_rollback(
-        kv: KV, home: Path, backed: dict[str, Path]) -> None:
+    kv: KV, home: Path, backed: dict[str, Path]
+) -> None:
     with backend(home) as (store, _):
         first = store.read(CA_OBJECT).data
     backed["ca"].write_bytes(ca_pem("team-a CA, renewed"))
     run = kv("--json", "backup")
-    assert [(r["key_id"], r["action"]) for r in cert_rows(run.json())
-            if r["action"] != "unchanged"] == [("ca.pem", "updated")]
+    assert [
+        (r["key_id"], r["action"]) for r in cert_rows(run.json()) if r["action"] != "unchanged"
+    ] == [("ca.pem", "updated")]
     with backend(home) as (store, _):
         store.write(CA_OBJECT, first, replaces=store.read(CA_OBJECT).version)
     backed["ca"].unlink()
@@ -269,7 +305,8 @@ def test_an_older_certificate_copied_on_top_is_refused_as_a_rollback(
 
 
 def test_rewrap_moves_the_certificates_with_the_keys_and_pins(
-        kv: KV, home: Path, backed: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    kv: KV, home: Path, backed: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """After 'rewrap --all' to a new wrapper, that wrapper alone restores the CA files."""
     wanted = {name: path.read_bytes() for name, path in backed.items()}
     config = home / ".config" / "keyvault" / "config.toml"
@@ -277,24 +314,26 @@ def test_rewrap_moves_the_certificates_with_the_keys_and_pins(
     monkeypatch.setenv("KEYVAULT_PASSPHRASE", "wrapper passphrase")
     run = kv("--json", "rewrap", "--all", "--add", "passphrase:")
     assert run.code == 0, run.err
-    assert {(r["key_id"], r["action"], "passphrase:" in r["after"])
-            for r in cert_rows(run.json())} == {("ca.pem", "rewrapped", True),
-                                                ("root_ca.pem", "rewrapped", True)}
+    assert {
+        (r["key_id"], r["action"], "passphrase:" in r["after"]) for r in cert_rows(run.json())
+    } == {("ca.pem", "rewrapped", True), ("root_ca.pem", "rewrapped", True)}
     for path in backed.values():
         path.unlink()
-    restored = kv("--wrapper", "passphrase:", "--trust-dir", home / "laptop", "restore",
-                  "--all")
+    restored = kv("--wrapper", "passphrase:", "--trust-dir", home / "laptop", "restore", "--all")
     assert restored.code == 0, restored.err
     assert {name: path.read_bytes() for name, path in backed.items()} == wanted
 
 
 def test_list_and_versions_show_the_certificates_after_the_pins(
-        kv: KV, backed: dict[str, Path]) -> None:
+    kv: KV, backed: dict[str, Path]
+) -> None:
     run = kv("--json", "list", "--long")
     assert run.code == 0, run.err
     rows = cert_rows(run.json())
     assert [(r["key_id"], r["object"], r["signed"]) for r in rows] == [
-        ("ca.pem", CA_OBJECT, True), ("root_ca.pem", SERVER_OBJECT, True)]
+        ("ca.pem", CA_OBJECT, True),
+        ("root_ca.pem", SERVER_OBJECT, True),
+    ]
     assert run.json()["keys"][-2:] == rows
     other = kv("--json", "list", "--gun", OTHER)
     assert [r["key_id"] for r in cert_rows(other.json())] == ["root_ca.pem"]

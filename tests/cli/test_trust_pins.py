@@ -41,10 +41,18 @@ APP = GUNS[0]
 
 def root_doc(version: int, marker: str = "a") -> bytes:
     """A root.json as notary caches it (only what keyvault reads of it matters here)."""
-    doc = {"signed": {"_type": "Root", "version": version, "expires": "2036-01-01T00:00:00Z",
-                      "consistent_snapshot": False, "keys": {}, "roles": {},
-                      "marker": marker},
-           "signatures": [{"keyid": "0" * 64, "method": "ecdsa", "sig": "c2ln"}]}
+    doc = {
+        "signed": {
+            "_type": "Root",
+            "version": version,
+            "expires": "2036-01-01T00:00:00Z",
+            "consistent_snapshot": False,
+            "keys": {},
+            "roles": {},
+            "marker": marker,
+        },
+        "signatures": [{"keyid": "0" * 64, "method": "ecdsa", "sig": "c2ln"}],
+    }
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
@@ -69,14 +77,14 @@ def trust(home: Path) -> tuple[Path, tuple[KeyFile, ...]]:
 
 
 def test_backup_stores_each_guns_pin_beside_its_keys(
-        kv: KV, trust: tuple[Path, tuple[KeyFile, ...]]) -> None:
+    kv: KV, trust: tuple[Path, tuple[KeyFile, ...]]
+) -> None:
     assert kv("init").code == 0
     run = kv("--json", "backup")
     assert run.code == 0, run.err
     pins = [k for k in run.json()["keys"] if k["kind"] == "pin"]
     assert sorted(p["gun"] for p in pins) == sorted(GUNS)
-    assert {p["object"] for p in pins} == {f"v1/teams/default/pins/{g}/root.json"
-                                           for g in GUNS}
+    assert {p["object"] for p in pins} == {f"v1/teams/default/pins/{g}/root.json" for g in GUNS}
     assert all(p["action"] == "created" for p in pins)
     again = kv("--json", "backup")
     assert again.code == 0, again.err
@@ -106,12 +114,16 @@ def backend(home: Path) -> Iterator[tuple[Store, Wrapper]]:
 
 
 def tree(path: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*"))
-            if p.is_file()} if path.exists() else {}
+    return (
+        {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+        if path.exists()
+        else {}
+    )
 
 
 def test_restore_puts_each_pin_back_byte_for_byte_with_the_keys(
-        kv: KV, home: Path, ready: tuple[Path, tuple[KeyFile, ...]]) -> None:
+    kv: KV, home: Path, ready: tuple[Path, tuple[KeyFile, ...]]
+) -> None:
     original, keys = ready
     target = home / "new-laptop" / "trust"
     run = kv("--json", "--trust-dir", target, "restore", "--all")
@@ -130,7 +142,8 @@ def test_restore_puts_each_pin_back_byte_for_byte_with_the_keys(
 
 
 def test_one_guns_restore_brings_its_pin_only(
-        kv: KV, home: Path, ready: tuple[Path, tuple[KeyFile, ...]]) -> None:
+    kv: KV, home: Path, ready: tuple[Path, tuple[KeyFile, ...]]
+) -> None:
     target = home / "ci-like" / "trust"
     run = kv("--json", "--trust-dir", target, "restore", "--gun", APP)
     assert run.code == 0, run.err
@@ -142,7 +155,8 @@ def test_one_guns_restore_brings_its_pin_only(
 
 
 def test_a_newer_pin_on_disk_is_kept_and_said(
-        kv: KV, home: Path, ready: tuple[Path, tuple[KeyFile, ...]]) -> None:
+    kv: KV, home: Path, ready: tuple[Path, tuple[KeyFile, ...]]
+) -> None:
     target = home / "laptop" / "trust"
     newer = write_pin(target, APP, root_doc(7, "rotated since"))
     run = kv("--trust-dir", target, "restore", "--all")
@@ -157,15 +171,19 @@ def test_a_newer_pin_on_disk_is_kept_and_said(
 
 @pytest.mark.parametrize("version", [1, 0], ids=["same-version", "lower-or-unreadable"])
 def test_a_different_pin_of_no_higher_version_is_a_conflict_then_replaced_with_force(
-        kv: KV, home: Path, ready: tuple[Path, tuple[KeyFile, ...]], version: int) -> None:
+    kv: KV, home: Path, ready: tuple[Path, tuple[KeyFile, ...]], version: int
+) -> None:
     target = home / "laptop" / "trust"
     theirs = root_doc(version, "someone else's root") if version else b"not json"
     write_pin(target, APP, theirs)
     before = tree(target)
     run = kv("--trust-dir", target, "restore", "--all")
     assert run.code == 7, run.err
-    assert f"1 trust pin(s) already exist with different bytes, e.g. tuf/{APP}/metadata/" \
-        "root.json" in run.err and "nothing was restored" in run.err
+    assert (
+        f"1 trust pin(s) already exist with different bytes, e.g. tuf/{APP}/metadata/root.json"
+        in run.err
+        and "nothing was restored" in run.err
+    )
     assert tree(target) == before  # no key written either: one transaction
     forced = kv("--json", "--trust-dir", target, "restore", "--all", "--force")
     assert forced.code == 0, forced.err
@@ -181,16 +199,27 @@ def forged_pin(home: Path, gun: str, data: bytes) -> None:
     with backend(home) as (store, wrapper):
         latest = store.read(pin_object(gun))
         address = PinAddress.of("default", gun)
-        header = ev.new_header(address=address, algorithm=None, source_name=address.relpath,
-                               source_mode=0o600, data=data)
+        header = ev.new_header(
+            address=address,
+            algorithm=None,
+            source_name=address.relpath,
+            source_mode=0o600,
+            data=data,
+        )
         other = Ed25519FileSealer(Path("/nonexistent"), ed25519.Ed25519PrivateKey.generate())
-        sealed = ev.seal(header, data, [wrapper], sealer=other,
-                         chain=ev.Chain(2, hashlib.sha256(latest.data).hexdigest()))
+        sealed = ev.seal(
+            header,
+            data,
+            [wrapper],
+            sealer=other,
+            chain=ev.Chain(2, hashlib.sha256(latest.data).hexdigest()),
+        )
         store.write(pin_object(gun), sealed.to_bytes(), replaces=latest.version)
 
 
 def test_a_pin_a_store_writer_swapped_is_refused_and_nothing_is_written(
-        kv: KV, home: Path, ready: tuple[Path, tuple[KeyFile, ...]]) -> None:
+    kv: KV, home: Path, ready: tuple[Path, tuple[KeyFile, ...]]
+) -> None:
     forged_pin(home, APP, root_doc(99, "the attacker's root"))
     target = home / "laptop" / "trust"
     run = kv("--trust-dir", target, "restore", "--all")
@@ -200,7 +229,8 @@ def test_a_pin_a_store_writer_swapped_is_refused_and_nothing_is_written(
 
 
 def test_a_pin_moved_under_another_guns_name_is_refused(
-        kv: KV, home: Path, ready: tuple[Path, tuple[KeyFile, ...]]) -> None:
+    kv: KV, home: Path, ready: tuple[Path, tuple[KeyFile, ...]]
+) -> None:
     with backend(home) as (store, _):
         web = store.read(pin_object(GUNS[1])).data
         latest = store.read(pin_object(APP))
@@ -212,7 +242,8 @@ def test_a_pin_moved_under_another_guns_name_is_refused(
 
 
 def test_an_older_pin_copied_on_top_is_refused_as_a_rollback(
-        kv: KV, home: Path, ready: tuple[Path, tuple[KeyFile, ...]]) -> None:
+    kv: KV, home: Path, ready: tuple[Path, tuple[KeyFile, ...]]
+) -> None:
     original, _ = ready
     with backend(home) as (store, _):
         first = store.read(pin_object(APP)).data
@@ -229,17 +260,18 @@ def test_an_older_pin_copied_on_top_is_refused_as_a_rollback(
     assert tree(target) == {}
 
 
-def test_coverage_checks_the_keys_against_the_pin_in_the_store_offline(
-        kv: KV, home: Path) -> None:
+def test_coverage_checks_the_keys_against_the_pin_in_the_store_offline(kv: KV, home: Path) -> None:
     """The machine's TUF cache is gone and no trust server is given: --pinned reads each
     GUN's pin from the store, proven as a restore proves it."""
     trust = home / ".docker" / "trust"
     keys = write_sample_trust_dir(trust, PASSPHRASES, (APP,))
     private = {k.role: load_private_key(k, PASS) for k in keys}
     timestamp = ec.generate_private_key(ec.SECP256R1())
-    doc, _ = root_json(APP, private["root"], {"targets": private["targets"],
-                                              "snapshot": private["snapshot"],
-                                              "timestamp": timestamp})
+    doc, _ = root_json(
+        APP,
+        private["root"],
+        {"targets": private["targets"], "snapshot": private["snapshot"], "timestamp": timestamp},
+    )
     write_cache(trust, APP, {"root": doc})
     assert kv("init").code == 0
     assert kv("backup").code == 0
@@ -250,10 +282,12 @@ def test_coverage_checks_the_keys_against_the_pin_in_the_store_offline(
     assert run.code == 0, run.err
     status = {(r["role"], r["key_id"]): r["status"] for r in run.json()["keys"]}
     by_role = {k.role: k.key_id for k in keys}
-    assert status == {("root", by_role["root"]): "backed-up",
-                      ("targets", by_role["targets"]): "backed-up",
-                      ("snapshot", by_role["snapshot"]): "backed-up",
-                      ("timestamp", private_key_id(timestamp)): "server-managed"}
+    assert status == {
+        ("root", by_role["root"]): "backed-up",
+        ("targets", by_role["targets"]): "backed-up",
+        ("snapshot", by_role["snapshot"]): "backed-up",
+        ("timestamp", private_key_id(timestamp)): "server-managed",
+    }
     assert run.json()["source"].startswith("trust pins in the store")
     both = kv("coverage", "--gun", APP, "--pinned", "--server", "https://notary.example.com")
     assert both.code == 2
@@ -263,7 +297,8 @@ def test_coverage_checks_the_keys_against_the_pin_in_the_store_offline(
 
 
 def test_backup_calls_a_pin_unchanged_only_on_a_version_it_trusts(
-        kv: KV, home: Path, ready: tuple[Path, tuple[KeyFile, ...]]) -> None:
+    kv: KV, home: Path, ready: tuple[Path, tuple[KeyFile, ...]]
+) -> None:
     """A forged latest version holding the very bytes on disk is not 'unchanged': a fresh
     version is sealed on top, and a restore brings back the machine's own pin."""
     original, _ = ready
@@ -278,7 +313,8 @@ def test_backup_calls_a_pin_unchanged_only_on_a_version_it_trusts(
 
 
 def test_the_audit_log_names_the_pins_written(
-        kv: KV, ready: tuple[Path, tuple[KeyFile, ...]]) -> None:
+    kv: KV, ready: tuple[Path, tuple[KeyFile, ...]]
+) -> None:
     records = kv("--json", "audit", "show", "--action", "backup").json()["records"]
     pins = [k for k in records[-1]["keys"] if k["key_id"] == "root.json"]
     assert sorted(k["gun"] for k in pins) == sorted(GUNS)
@@ -292,14 +328,16 @@ def drop_pin(home: Path, gun: str) -> None:
 
 
 def test_list_shows_each_pin_after_the_keys(
-        kv: KV, ready: tuple[Path, tuple[KeyFile, ...]]) -> None:
+    kv: KV, ready: tuple[Path, tuple[KeyFile, ...]]
+) -> None:
     _, keys = ready
     run = kv("--json", "list")
     assert run.code == 0, run.err
     entries = run.json()["keys"]
     pins = [e for e in entries if e["kind"] == "pin"]
     assert [(p["gun"], p["key_id"], p["object"]) for p in pins] == [
-        (g, "root.json", pin_object(g)) for g in sorted(GUNS)]
+        (g, "root.json", pin_object(g)) for g in sorted(GUNS)
+    ]
     assert len([e for e in entries if e["kind"] == "key"]) == len(keys)
     one = kv("--json", "list", "--gun", APP, "--long")
     assert one.code == 0, one.err
@@ -310,7 +348,8 @@ def test_list_shows_each_pin_after_the_keys(
 
 
 def test_list_of_a_gun_without_a_pin_shows_none(
-        kv: KV, home: Path, ready: tuple[Path, tuple[KeyFile, ...]]) -> None:
+    kv: KV, home: Path, ready: tuple[Path, tuple[KeyFile, ...]]
+) -> None:
     drop_pin(home, APP)
     run = kv("--json", "list", "--gun", APP)
     assert run.code == 0, run.err
@@ -318,13 +357,16 @@ def test_list_of_a_gun_without_a_pin_shows_none(
 
 
 def test_verify_checks_each_pin_against_the_trust_directory(
-        kv: KV, ready: tuple[Path, tuple[KeyFile, ...]]) -> None:
+    kv: KV, ready: tuple[Path, tuple[KeyFile, ...]]
+) -> None:
     original, _ = ready
     run = kv("--json", "verify", "--all")
     assert run.code == 0, run.err
     pins = {e["gun"]: e for e in run.json()["keys"] if e["kind"] == "pin"}
     assert {g: (p["status"], p["root_version"]) for g, p in pins.items()} == {
-        GUNS[0]: ("ok", 1), GUNS[1]: ("ok", 2)}
+        GUNS[0]: ("ok", 1),
+        GUNS[1]: ("ok", 2),
+    }
     write_pin(original, APP, root_doc(5, "rotated"))
     changed = kv("--json", "verify", "--gun", APP)
     assert changed.code == 5, changed.err
@@ -337,7 +379,8 @@ def test_verify_checks_each_pin_against_the_trust_directory(
 
 
 def test_verify_refuses_a_pin_a_store_writer_swapped(
-        kv: KV, home: Path, ready: tuple[Path, tuple[KeyFile, ...]]) -> None:
+    kv: KV, home: Path, ready: tuple[Path, tuple[KeyFile, ...]]
+) -> None:
     forged_pin(home, APP, root_doc(99, "the attacker's root"))
     run = kv("--json", "verify", "--all")
     assert run.code == 5, run.err
@@ -350,7 +393,8 @@ def test_verify_refuses_a_pin_a_store_writer_swapped(
 
 
 def test_verify_says_a_pin_on_disk_is_not_backed_up(
-        kv: KV, home: Path, ready: tuple[Path, tuple[KeyFile, ...]]) -> None:
+    kv: KV, home: Path, ready: tuple[Path, tuple[KeyFile, ...]]
+) -> None:
     drop_pin(home, APP)
     run = kv("verify", "--gun", APP)
     assert run.code == 3, run.err
@@ -358,7 +402,8 @@ def test_verify_says_a_pin_on_disk_is_not_backed_up(
 
 
 def test_versions_lists_each_pins_chain_after_the_keys(
-        kv: KV, home: Path, ready: tuple[Path, tuple[KeyFile, ...]]) -> None:
+    kv: KV, home: Path, ready: tuple[Path, tuple[KeyFile, ...]]
+) -> None:
     original, _ = ready
     write_pin(original, APP, root_doc(3, "rotated"))
     assert kv("backup", "--gun", APP).code == 0
@@ -374,8 +419,8 @@ def test_versions_lists_each_pins_chain_after_the_keys(
 
 
 def test_rewrap_moves_the_pins_with_the_keys(
-        kv: KV, home: Path, ready: tuple[Path, tuple[KeyFile, ...]],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    kv: KV, home: Path, ready: tuple[Path, tuple[KeyFile, ...]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """After 'rewrap --all' to a new wrapper, that wrapper alone restores keys and pins."""
     original, keys = ready
     config = home / ".config" / "keyvault" / "config.toml"
@@ -406,8 +451,7 @@ def pull_only(kv: KV, ready: tuple[Path, tuple[KeyFile, ...]]) -> str:
     return PULL_ONLY
 
 
-def test_list_and_versions_of_a_gun_with_only_a_pin_show_the_pin(
-        kv: KV, pull_only: str) -> None:
+def test_list_and_versions_of_a_gun_with_only_a_pin_show_the_pin(kv: KV, pull_only: str) -> None:
     run = kv("--json", "list", "--gun", pull_only)
     assert run.code == 0, run.err
     assert [(e["kind"], e["gun"]) for e in run.json()["keys"]] == [("pin", pull_only)]
@@ -419,7 +463,8 @@ def test_list_and_versions_of_a_gun_with_only_a_pin_show_the_pin(
 
 
 def test_restore_version_of_a_pin_is_refused_saying_why_and_where_to_look(
-        kv: KV, home: Path, pull_only: str) -> None:
+    kv: KV, home: Path, pull_only: str
+) -> None:
     run = kv("--trust-dir", home / "laptop", "restore", "--gun", pull_only, "--version", "1")
     assert run.code == 3, run.err
     assert "latest version only" in run.err and "keyvault versions --gun" in run.err
@@ -429,8 +474,8 @@ def test_restore_version_of_a_pin_is_refused_saying_why_and_where_to_look(
 
 
 def test_list_names_the_pins_from_the_one_listing_of_the_teams_folder(
-        kv: KV, ready: tuple[Path, tuple[KeyFile, ...]], monkeypatch: pytest.MonkeyPatch
-        ) -> None:
+    kv: KV, ready: tuple[Path, tuple[KeyFile, ...]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from keyvault.stores.file import FileStore
 
     listed: list[str] = []

@@ -39,16 +39,28 @@ def test_every_directory_made_under_umask_000_is_private(tmp_path: Path) -> None
     write_sample_trust_dir(trust, dict.fromkeys(("root", "targets", "snapshot"), PASS), (GUN,))
     made_before = {p for p in tmp_path.rglob("*") if p.is_dir()}
     fresh = tmp_path / "new" / "parents" / "trust"
-    env = {"PATH": os.environ["PATH"], "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
-           "HOME": str(home), "XDG_CONFIG_HOME": str(tmp_path / "xdg" / "config"),
-           "XDG_DATA_HOME": str(tmp_path / "xdg" / "data"),
-           "XDG_STATE_HOME": str(tmp_path / "xdg" / "state")}
-    run = subprocess.run([sys.executable, "-c", CHILD, str(fresh)], env=env,
-                         capture_output=True, text=True, check=False)
+    env = {
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(tmp_path / "xdg" / "config"),
+        "XDG_DATA_HOME": str(tmp_path / "xdg" / "data"),
+        "XDG_STATE_HOME": str(tmp_path / "xdg" / "state"),
+    }
+    run = subprocess.run(
+        [sys.executable, "-c", CHILD, str(fresh)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert run.returncode == 0, run.stderr
     assert (fresh / "private").is_dir()
     made = sorted(p for p in tmp_path.rglob("*") if p.is_dir() and p not in made_before)
     assert tmp_path / "new" in made and tmp_path / "xdg" / "state" in made
-    loose = {str(p.relative_to(tmp_path)): oct(stat.S_IMODE(p.stat().st_mode))
-             for p in made if stat.S_IMODE(p.stat().st_mode) != 0o700}
+    loose = {
+        str(p.relative_to(tmp_path)): oct(stat.S_IMODE(p.stat().st_mode))
+        for p in made
+        if stat.S_IMODE(p.stat().st_mode) != 0o700
+    }
     assert loose == {}

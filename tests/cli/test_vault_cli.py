@@ -21,20 +21,30 @@ GUNS_A = ("example.com/team-a/app", "example.com/team-a/web")
 GUNS_B = ("example.com/team-b/api",)
 
 
-def write_config(home: Path, setup: BackendSetup, *, team: str = "team-a",
-                 store: str | None = None, wrappers: tuple[str, ...] | None = None,
-                 extra: str = "") -> Path:
+def write_config(
+    home: Path,
+    setup: BackendSetup,
+    *,
+    team: str = "team-a",
+    store: str | None = None,
+    wrappers: tuple[str, ...] | None = None,
+    extra: str = "",
+) -> Path:
     path = home / f"kv-vault-{unique('cfg')}.toml"
-    lines = ["[keyvault]", f'team = "{team}"', f"store = {json.dumps(store or setup.store)}",
-             f"wrappers = {json.dumps(list(wrappers or setup.wrappers))}", "concurrency = 2",
-             ""]
+    lines = [
+        "[keyvault]",
+        f'team = "{team}"',
+        f"store = {json.dumps(store or setup.store)}",
+        f"wrappers = {json.dumps(list(wrappers or setup.wrappers))}",
+        "concurrency = 2",
+        "",
+    ]
     path.write_text("\n".join(lines) + setup.config_toml + extra)
     return path
 
 
 @pytest.fixture
-def vault(vault_backend: BackendSetup, home: Path, monkeypatch: pytest.MonkeyPatch
-          ) -> BackendSetup:
+def vault(vault_backend: BackendSetup, home: Path, monkeypatch: pytest.MonkeyPatch) -> BackendSetup:
     for key in ("VAULT_NAMESPACE", "VAULT_CACERT", "VAULT_SKIP_VERIFY", "KEYVAULT_VAULT_JWT"):
         monkeypatch.delenv(key, raising=False)
     for key, value in vault_backend.env.items():
@@ -60,18 +70,30 @@ def transit_key(setup: BackendSetup) -> str:
     return setup.wrappers[0].removeprefix(f"transit://{TRANSIT_MOUNT}/")
 
 
-def stored(bao: BaoServer, setup: BackendSetup, key: KeyFile, team: str = "team-a"
-           ) -> dict[str, object]:
+def stored(
+    bao: BaoServer, setup: BackendSetup, key: KeyFile, team: str = "team-a"
+) -> dict[str, object]:
     """The KV metadata of a key's entry, read as root."""
-    where = f"v1/teams/{team}/" + (f"root/{key.key_id}.json" if key.role == "root" else
-                                   f"guns/{key.gun}/{key.role}/{key.key_id}.json")
-    return dict(bao.root().secrets.kv.v2.read_secret_metadata(
-        f"{kv_prefix(setup)}/{where}", mount_point=KV_MOUNT)["data"])
+    where = f"v1/teams/{team}/" + (
+        f"root/{key.key_id}.json"
+        if key.role == "root"
+        else f"guns/{key.gun}/{key.role}/{key.key_id}.json"
+    )
+    return dict(
+        bao.root().secrets.kv.v2.read_secret_metadata(
+            f"{kv_prefix(setup)}/{where}", mount_point=KV_MOUNT
+        )["data"]
+    )
 
 
-def test_round_trip_through_kv_and_transit(kv: KV, vault: BackendSetup, bao: BaoServer,
-                                           home: Path, trust: tuple[Path, tuple[KeyFile, ...]],
-                                           tmp_path: Path) -> None:
+def test_round_trip_through_kv_and_transit(
+    kv: KV,
+    vault: BackendSetup,
+    bao: BaoServer,
+    home: Path,
+    trust: tuple[Path, tuple[KeyFile, ...]],
+    tmp_path: Path,
+) -> None:
     _, keys = trust
     config = write_config(home, vault)
     run = kv("--config", config, "--json", "backup")
@@ -94,9 +116,9 @@ def test_round_trip_through_kv_and_transit(kv: KV, vault: BackendSetup, bao: Bao
     assert listed.code == 0, listed.err
 
 
-def test_store_and_wrapper_given_as_flags(kv: KV, vault: BackendSetup, home: Path,
-                                          trust: tuple[Path, tuple[KeyFile, ...]],
-                                          tmp_path: Path) -> None:
+def test_store_and_wrapper_given_as_flags(
+    kv: KV, vault: BackendSetup, home: Path, trust: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path
+) -> None:
     _, keys = trust
     flags = ["--store", vault.store, "--wrapper", vault.wrappers[0], "--team", "team-a"]
     assert kv(*flags, "backup").code == 0
@@ -105,9 +127,9 @@ def test_store_and_wrapper_given_as_flags(kv: KV, vault: BackendSetup, home: Pat
     assert all((tmp_path / "t" / "private" / k.relpath).read_bytes() == k.data for k in keys)
 
 
-def test_restore_an_older_version(kv: KV, vault: BackendSetup, home: Path,
-                                  trust: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path
-                                  ) -> None:
+def test_restore_an_older_version(
+    kv: KV, vault: BackendSetup, home: Path, trust: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path
+) -> None:
     trust_dir, keys = trust
     config = write_config(home, vault)
     assert kv("--config", config, "backup").code == 0
@@ -117,22 +139,36 @@ def test_restore_an_older_version(kv: KV, vault: BackendSetup, home: Path,
     versions = kv("--config", config, "--json", "versions", "--key-id", target.key_id)
     assert versions.code == 0, versions.err
     (found,) = versions.json()["keys"]
-    assert [(v["version"], v["latest"]) for v in found["versions"]] == [("2", True),
-                                                                          ("1", False)]
+    assert [(v["version"], v["latest"]) for v in found["versions"]] == [("2", True), ("1", False)]
     old = tmp_path / "old"
-    run = kv("--config", config, "--trust-dir", old, "restore", "--key-id", target.key_id,
-             "--version", "1")
+    run = kv(
+        "--config",
+        config,
+        "--trust-dir",
+        old,
+        "restore",
+        "--key-id",
+        target.key_id,
+        "--version",
+        "1",
+    )
     assert run.code == 0, run.err
     assert (old / "private" / target.relpath).read_bytes() == target.data
     new = tmp_path / "new"
-    assert kv("--config", config, "--trust-dir", new, "restore", "--key-id",
-              target.key_id).code == 0
+    assert (
+        kv("--config", config, "--trust-dir", new, "restore", "--key-id", target.key_id).code == 0
+    )
     assert (new / "private" / target.relpath).read_bytes() == target.data + b"\n"
 
 
 def test_transit_rotation_then_rewrap_then_restore(
-        kv: KV, vault: BackendSetup, bao: BaoServer, home: Path,
-        trust: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path) -> None:
+    kv: KV,
+    vault: BackendSetup,
+    bao: BaoServer,
+    home: Path,
+    trust: tuple[Path, tuple[KeyFile, ...]],
+    tmp_path: Path,
+) -> None:
     _, keys = trust
     config = write_config(home, vault)
     assert kv("--config", config, "backup").code == 0
@@ -145,8 +181,11 @@ def test_transit_rotation_then_rewrap_then_restore(
     refused = kv("--config", config, "--trust-dir", early, "restore", "--all")
     assert refused.code == 4, refused.err
     assert "min_decryption_version" in refused.err
-    assert not (early / "private").exists() or tree(early / "private") == {} or not any(
-        v[1] for v in tree(early / "private").values())
+    assert (
+        not (early / "private").exists()
+        or tree(early / "private") == {}
+        or not any(v[1] for v in tree(early / "private").values())
+    )
     # The operator lowers it for the migration; rewrap --rotate moves every DEK in Vault.
     transit.update_key_configuration(key, min_decryption_version=1, mount_point=TRANSIT_MOUNT)
     run = kv("--config", config, "--json", "rewrap", "--all", "--rotate")
@@ -165,9 +204,14 @@ def test_transit_rotation_then_rewrap_then_restore(
 
 @pytest.mark.proves("T3")
 def test_team_b_token_is_refused_team_a_entries_by_openbao(
-        kv: KV, vault: BackendSetup, bao: BaoServer, home: Path,
-        trust: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    kv: KV,
+    vault: BackendSetup,
+    bao: BaoServer,
+    home: Path,
+    trust: tuple[Path, tuple[KeyFile, ...]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """T3: keyvault's own check is not in the way (no policy file): OpenBao itself says 403."""
     config = write_config(home, vault)
     assert kv("--config", config, "backup").code == 0
@@ -180,18 +224,23 @@ def test_team_b_token_is_refused_team_a_entries_by_openbao(
     assert f"{KV_MOUNT}/{kv_prefix(vault)}/v1/teams/team-a" in run.err
     assert token not in run.err + run.out
     assert not (fresh / "private").exists() or not any(
-        v[1] for v in tree(fresh / "private").values())
+        v[1] for v in tree(fresh / "private").values()
+    )
 
 
 def test_jwt_login_as_ci_agent_restores_its_repository_keys(
-        kv: KV, bao: BaoServer, home: Path, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    kv: KV, bao: BaoServer, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A CI job of team b: its ID token (a real ES256 JWT) is exchanged for a short-lived
     token at the JWT mount; it restores its GUN's targets key into a throw-away trust dir."""
     prefix = unique("kv")
-    setup = BackendSetup("vault", f"vault://{KV_MOUNT}/{prefix}",
-                         (f"transit://{TRANSIT_MOUNT}/{bao.transit_key(team='team-b')}",),
-                         vault_env(bao), "[vault]\ntimeout = 5\n")
+    setup = BackendSetup(
+        "vault",
+        f"vault://{KV_MOUNT}/{prefix}",
+        (f"transit://{TRANSIT_MOUNT}/{bao.transit_key(team='team-b')}",),
+        vault_env(bao),
+        "[vault]\ntimeout = 5\n",
+    )
     monkeypatch.setenv("VAULT_ADDR", bao.address)
     monkeypatch.setenv("VAULT_TOKEN", bao.token("team-b"))  # the key owner backs up
     keys = sample(home / "owner-trust", GUNS_B)
@@ -199,28 +248,46 @@ def test_jwt_login_as_ci_agent_restores_its_repository_keys(
     assert kv("--config", config, "--trust-dir", home / "owner-trust", "backup").code == 0
     monkeypatch.delenv("VAULT_TOKEN")
     monkeypatch.setenv("CI_JOB_JWT", bao.mint_jwt(team="team-b"))
-    ci = write_config(home, setup, team="team-b",
-                      extra='auth = "jwt"\njwt_role = "ci-team-b"\njwt_env = "CI_JOB_JWT"\n')
+    ci = write_config(
+        home,
+        setup,
+        team="team-b",
+        extra='auth = "jwt"\njwt_role = "ci-team-b"\njwt_env = "CI_JOB_JWT"\n',
+    )
     job = tmp_path / "job-trust"
-    run = kv("--config", ci, "--trust-dir", job, "restore", "--gun", GUNS_B[0],
-             "--role", "targets")
+    run = kv("--config", ci, "--trust-dir", job, "restore", "--gun", GUNS_B[0], "--role", "targets")
     assert run.code == 0, run.err
     (target,) = [k for k in keys if k.role == "targets"]
     assert (job / "private" / target.relpath).read_bytes() == target.data
     assert sorted(p for p, v in tree(job / "private").items() if v[1] is not None) == [
-        target.relpath]
+        target.relpath
+    ]
     # A team-a CI token at team-b's role: refused at login, exit 4.
     monkeypatch.setenv("CI_JOB_JWT", bao.mint_jwt(team="team-a"))
-    refused = kv("--config", ci, "--trust-dir", tmp_path / "other", "restore", "--gun",
-                 GUNS_B[0], "--role", "targets")
+    refused = kv(
+        "--config",
+        ci,
+        "--trust-dir",
+        tmp_path / "other",
+        "restore",
+        "--gun",
+        GUNS_B[0],
+        "--role",
+        "targets",
+    )
     assert refused.code == 4, refused.err
     assert "refused the JWT login" in refused.err
 
 
 @pytest.mark.proves("B25", "T6")
 def test_envelope_whose_context_does_not_match_is_refused(
-        kv: KV, vault: BackendSetup, bao: BaoServer, home: Path,
-        trust: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path) -> None:
+    kv: KV,
+    vault: BackendSetup,
+    bao: BaoServer,
+    home: Path,
+    trust: tuple[Path, tuple[KeyFile, ...]],
+    tmp_path: Path,
+) -> None:
     """B25 / T6: an envelope copied to another GUN's name, header and wrap context rewritten
     to match: Transit's derived key (and keyvault's own binding) refuse it."""
     _, keys = trust
@@ -231,22 +298,26 @@ def test_envelope_whose_context_does_not_match_is_refused(
     base = f"{kv_prefix(vault)}/v1/teams/team-a/guns"
     src = f"{base}/{app.gun}/targets/{app.key_id}.json"
     dst = f"{base}/{web.gun}/targets/{web.key_id}.json"
-    doc = json.loads(kv2.read_secret_version(src, mount_point=KV_MOUNT,
-                                             raise_on_deleted_version=True)
-                     ["data"]["data"]["envelope"])
+    doc = json.loads(
+        kv2.read_secret_version(src, mount_point=KV_MOUNT, raise_on_deleted_version=True)["data"][
+            "data"
+        ]["envelope"]
+    )
     doc["header"]["gun"], doc["header"]["key_id"] = web.gun, web.key_id
     doc["wrapped_keys"][0]["context"]["keyvault:gun"] = web.gun
     doc["wrapped_keys"][0]["context"]["keyvault:key_id"] = web.key_id
     kv2.create_or_update_secret(dst, secret={"envelope": json.dumps(doc)}, mount_point=KV_MOUNT)
     fresh = tmp_path / "ci"
-    run = kv("--config", config, "--trust-dir", fresh, "restore", "--gun", web.gun,
-             "--role", "targets")
+    run = kv(
+        "--config", config, "--trust-dir", fresh, "restore", "--gun", web.gun, "--role", "targets"
+    )
     assert run.code == 5, run.err
     assert not (fresh / "private" / web.relpath).exists()
 
 
-def test_missing_mount_is_named(kv: KV, vault: BackendSetup, home: Path,
-                                trust: tuple[Path, tuple[KeyFile, ...]]) -> None:
+def test_missing_mount_is_named(
+    kv: KV, vault: BackendSetup, home: Path, trust: tuple[Path, tuple[KeyFile, ...]]
+) -> None:
     config = write_config(home, vault, store="vault://no-such-kv/p")
     run = kv("--config", config, "list")
     assert run.code == 3, run.err
@@ -254,9 +325,14 @@ def test_missing_mount_is_named(kv: KV, vault: BackendSetup, home: Path,
 
 
 @pytest.mark.proves("B37")
-def test_expired_token_exit_4(kv: KV, vault: BackendSetup, bao: BaoServer, home: Path,
-                              monkeypatch: pytest.MonkeyPatch,
-                              trust: tuple[Path, tuple[KeyFile, ...]]) -> None:
+def test_expired_token_exit_4(
+    kv: KV,
+    vault: BackendSetup,
+    bao: BaoServer,
+    home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    trust: tuple[Path, tuple[KeyFile, ...]],
+) -> None:
     token = bao.token("team-a")
     bao.root().auth.token.revoke(token)
     monkeypatch.setenv("VAULT_TOKEN", token)
@@ -271,14 +347,23 @@ def test_expired_token_exit_4(kv: KV, vault: BackendSetup, bao: BaoServer, home:
 @pytest.mark.filterwarnings("ignore::keyvault.stores.vaultkv.VaultLabelWarning")
 @pytest.mark.proves("F01")
 def test_server_gone_mid_backup_clear_error_nothing_half_written(
-        kv: KV, vault: BackendSetup, bao: BaoServer, home: Path,
-        trust: tuple[Path, tuple[KeyFile, ...]], tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    kv: KV,
+    vault: BackendSetup,
+    bao: BaoServer,
+    home: Path,
+    trust: tuple[Path, tuple[KeyFile, ...]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     _, keys = trust
     proxy = CuttingProxy(
-        bao.port, cut_at=3, refuse_after=True,
-        is_write=lambda data: data.startswith(b"POST ")
-        and f"/{KV_MOUNT}/data/".encode() in data[:300])
+        bao.port,
+        cut_at=3,
+        refuse_after=True,
+        is_write=lambda data: (
+            data.startswith(b"POST ") and f"/{KV_MOUNT}/data/".encode() in data[:300]
+        ),
+    )
     monkeypatch.setenv("VAULT_ADDR", f"http://127.0.0.1:{proxy.port}")
     config = write_config(home, vault)
     run = kv("--config", config, "--json", "backup")
@@ -299,8 +384,11 @@ def test_server_gone_mid_backup_clear_error_nothing_half_written(
         reported = any(k["key_id"] == key.key_id for k in created)
         assert bool(meta) == reported, key
     for item in created:
-        body = kv2.read_secret_version(f"{kv_prefix(vault)}/{item['object']}",
-                                       mount_point=KV_MOUNT, raise_on_deleted_version=True)
+        body = kv2.read_secret_version(
+            f"{kv_prefix(vault)}/{item['object']}",
+            mount_point=KV_MOUNT,
+            raise_on_deleted_version=True,
+        )
         assert json.loads(body["data"]["data"]["envelope"])["header"]["key_id"] == item["key_id"]
     # The server is back: a re-run completes and a restore gives every key back.
     monkeypatch.setenv("VAULT_ADDR", bao.address)
@@ -315,14 +403,24 @@ def test_server_gone_mid_backup_clear_error_nothing_half_written(
 
 @pytest.mark.proves("F02")
 def test_server_stopped_before_restore_leaves_trust_dir_alone(
-        kv: KV, vault: BackendSetup, make_bao: object, home: Path,
-        monkeypatch: pytest.MonkeyPatch, trust: tuple[Path, tuple[KeyFile, ...]],
-        tmp_path: Path) -> None:
+    kv: KV,
+    vault: BackendSetup,
+    make_bao: object,
+    home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    trust: tuple[Path, tuple[KeyFile, ...]],
+    tmp_path: Path,
+) -> None:
     """F02: a private server, stopped for real: exit 6, a clear message, nothing written."""
     own = make_bao()  # type: ignore[operator]
     key = own.transit_key()
-    setup = BackendSetup("vault", f"vault://{KV_MOUNT}/{unique('kv')}",
-                         (f"transit://{TRANSIT_MOUNT}/{key}",), vault_env(own), "")
+    setup = BackendSetup(
+        "vault",
+        f"vault://{KV_MOUNT}/{unique('kv')}",
+        (f"transit://{TRANSIT_MOUNT}/{key}",),
+        vault_env(own),
+        "",
+    )
     monkeypatch.setenv("VAULT_ADDR", own.address)
     config = write_config(home, setup)
     assert kv("--config", config, "backup").code == 0

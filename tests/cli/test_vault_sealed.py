@@ -26,19 +26,27 @@ def _unseal(bao: BaoServer) -> None:
 
 @pytest.mark.proves("F05")
 def test_a_sealed_vault_is_named_nothing_is_written_and_a_rerun_completes(
-        kv: KV, home: Path, make_bao: object, monkeypatch: pytest.MonkeyPatch,
-        tmp_path: Path) -> None:
+    kv: KV, home: Path, make_bao: object, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     own: BaoServer = make_bao()  # type: ignore[operator]
-    setup = BackendSetup("vault", f"vault://{KV_MOUNT}/{unique('kv')}",
-                         (f"transit://{TRANSIT_MOUNT}/{own.transit_key()}",), vault_env(own), "")
+    setup = BackendSetup(
+        "vault",
+        f"vault://{KV_MOUNT}/{unique('kv')}",
+        (f"transit://{TRANSIT_MOUNT}/{own.transit_key()}",),
+        vault_env(own),
+        "",
+    )
     for name, value in setup.env.items():
         monkeypatch.setenv(name, value)
     config = home / "vault.toml"
-    config.write_text(f'[keyvault]\nteam = "team-a"\nstore = "{setup.store}"\n'
-                      f'wrappers = ["{setup.wrappers[0]}"]\n\n[vault]\ntimeout = 5\n')
+    config.write_text(
+        f'[keyvault]\nteam = "team-a"\nstore = "{setup.store}"\n'
+        f'wrappers = ["{setup.wrappers[0]}"]\n\n[vault]\ntimeout = 5\n'
+    )
     trust = home / ".docker" / "trust"
-    keys = write_sample_trust_dir(trust, dict.fromkeys(("root", "targets", "snapshot"), "pw"),
-                                  (GUN,))
+    keys = write_sample_trust_dir(
+        trust, dict.fromkeys(("root", "targets", "snapshot"), "pw"), (GUN,)
+    )
     own.root().sys.seal()
     before = tree(trust)
     run = kv("--config", config, "backup")

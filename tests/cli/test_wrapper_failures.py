@@ -50,7 +50,8 @@ def test_backup_names_the_failing_wrapper_once(kv: KV, trust: Path, home: Path) 
     lines = warnings(run.err)
     assert [line for line in lines if "passphrase" in line] == [
         f"warning: {WRAPPER_LINE}: set KEYVAULT_PASSPHRASE or run in a terminal); "
-        "--json lists each key's error"], run.err
+        "--json lists each key's error"
+    ], run.err
     assert not any(" key " in line and "no passphrase" in line for line in lines)
     doc = kv("--wrapper", age, "--wrapper", "passphrase:", "--json", "backup").json()
     errors = [k["error"] for k in doc["keys"]]
@@ -71,10 +72,8 @@ def test_rewrap_names_the_failing_wrapper_once(kv: KV, trust: Path) -> None:
 def test_one_failing_key_is_still_named(kv: KV, trust: Path, home: Path) -> None:
     """A failure of one key alone is that key's line, as before."""
     assert kv("backup").code == 0
-    (root,) = [p for p in (trust / "private").rglob("*.key")
-               if b"role: root" in p.read_bytes()]
+    (root,) = [p for p in (trust / "private").rglob("*.key") if b"role: root" in p.read_bytes()]
     run = kv("rewrap", "--key-id", root.stem, "--add", "passphrase:")
     assert run.code == 2
     (line,) = [line for line in warnings(run.err) if "passphrase" in line]
     assert line.startswith(f"warning: root key {root.stem[:12]}: no passphrase")
-

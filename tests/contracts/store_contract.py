@@ -139,12 +139,14 @@ class StoreContract:
         for name in (A_ROOT, A_TARGETS, A_SNAPSHOT, A_OTHER_GUN, AB_ROOT, B_ROOT):
             store.write(name, b"x")
         assert list(store.list("v1/teams/team-a/")) == sorted(
-            [A_ROOT, A_TARGETS, A_SNAPSHOT, A_OTHER_GUN])
+            [A_ROOT, A_TARGETS, A_SNAPSHOT, A_OTHER_GUN]
+        )
         gun = "v1/teams/team-a/guns/registry.example.com/team-a/app/"
         assert list(store.list(gun)) == sorted([A_TARGETS, A_SNAPSHOT])
         assert list(store.list("v1/teams/team-b/")) == [B_ROOT]
         assert list(store.list("")) == sorted(
-            [A_ROOT, A_TARGETS, A_SNAPSHOT, A_OTHER_GUN, AB_ROOT, B_ROOT])
+            [A_ROOT, A_TARGETS, A_SNAPSHOT, A_OTHER_GUN, AB_ROOT, B_ROOT]
+        )
 
     def test_list_is_a_plain_string_prefix(self, store: Store) -> None:
         for name in (A_ROOT, AB_ROOT, B_ROOT):
@@ -192,8 +194,12 @@ class StoreContract:
         assert isinstance(store, Deleting)
         v1 = store.write(A_ROOT, b"one")
         store.write(A_ROOT, b"two", replaces=v1)
-        neighbours = {A_ROOT[:-1]: b"a string prefix of it", A_ROOT + "2": b"it is a prefix",
-                      A_TARGETS: b"same team", AB_ROOT: b"team-ab"}
+        neighbours = {
+            A_ROOT[:-1]: b"a string prefix of it",
+            A_ROOT + "2": b"it is a prefix",
+            A_TARGETS: b"same team",
+            AB_ROOT: b"team-ab",
+        }
         for name, data in neighbours.items():
             store.write(name, data + b"!", replaces=store.write(name, data))
         store.delete_all_versions(A_ROOT)

@@ -116,13 +116,13 @@ class WrapperContract:
             wrapper.wrap(os.urandom(size), CONTEXT)
 
     @pytest.mark.proves("T7")
-    def test_no_secret_in_reprs_or_errors(self, wrapper: Wrapper,
-                                          secret_strings: list[str]) -> None:
+    def test_no_secret_in_reprs_or_errors(
+        self, wrapper: Wrapper, secret_strings: list[str]
+    ) -> None:
         dek = os.urandom(DEK_SIZE)
         wrapped = wrapper.wrap(dek, CONTEXT)
         shown = [repr(wrapper), str(wrapper), repr(wrapped)]
-        for bad in (replace(wrapped, blob=flipped(wrapped.blob, -1)),
-                    replace(wrapped, alg="none")):
+        for bad in (replace(wrapped, blob=flipped(wrapped.blob, -1)), replace(wrapped, alg="none")):
             with pytest.raises(KeyvaultError) as info:
                 wrapper.unwrap(bad, CONTEXT)
             shown += [str(info.value), repr(info.value), str(info.value.to_dict())]

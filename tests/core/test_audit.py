@@ -20,8 +20,14 @@ KID = "ab" * 32
 def log(tmp_path: Path) -> AuditLog:
     log = AuditLog(tmp_path / "state" / "audit.log", "alice@host")
     for i in range(5):
-        log.append("backup", "ok", team="t", keys=[KeyRef(KID, "targets", f"example.com/{i}")],
-                   backend={"store": "file:///s"}, detail=f"run {i}")
+        log.append(
+            "backup",
+            "ok",
+            team="t",
+            keys=[KeyRef(KID, "targets", f"example.com/{i}")],
+            backend={"store": "file:///s"},
+            detail=f"run {i}",
+        )
     return log
 
 
@@ -38,22 +44,44 @@ def test_records_chain_and_hold_no_secrets(log: AuditLog) -> None:
     assert [r["seq"] for r in records] == [1, 2, 3, 4, 5]
     assert records[0]["prev"] == GENESIS
     assert all(b["prev"] == a["hash"] for a, b in itertools.pairwise(records))
-    assert set(records[0]) == {"seq", "time", "actor", "claimed_as", "action", "outcome",
-                               "team", "keys", "backend", "detail", "prev", "hash"}
+    assert set(records[0]) == {
+        "seq",
+        "time",
+        "actor",
+        "claimed_as",
+        "action",
+        "outcome",
+        "team",
+        "keys",
+        "backend",
+        "detail",
+        "prev",
+        "hash",
+    }
     assert records[0]["claimed_as"] is None
 
 
 def test_a_claim_is_recorded_beside_the_actor_and_older_records_still_verify(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """``--as`` never replaces the actor; a log written before ``claimed_as`` existed
     (records without the field) still verifies, and reads it as null."""
     from keyvault.audit import record_hash
     from keyvault.canonical import canonical_json
 
     path = tmp_path / "audit.log"
-    old = {"seq": 1, "time": "2024-01-01T00:00:00.000000Z", "actor": "alice@host",
-           "action": "backup", "outcome": "ok", "team": "t", "keys": [], "backend": {},
-           "detail": "", "prev": GENESIS}
+    old = {
+        "seq": 1,
+        "time": "2024-01-01T00:00:00.000000Z",
+        "actor": "alice@host",
+        "action": "backup",
+        "outcome": "ok",
+        "team": "t",
+        "keys": [],
+        "backend": {},
+        "detail": "",
+        "prev": GENESIS,
+    }
     old["hash"] = record_hash(old)
     path.write_bytes(canonical_json(old) + b"\n")
     log = AuditLog(path, "alice@host", claimed_as="local:ci-bot")
@@ -136,6 +164,7 @@ def test_a_record_larger_than_the_read_window_is_still_found(tmp_path: Path) -> 
     import json as _json
 
     from keyvault.audit import MAX_RECORD_SIZE, record_hash
+
     big = _json.loads(first)
     big.update(seq=2, prev=big["hash"], detail="y" * (MAX_RECORD_SIZE * 2))
     big["hash"] = record_hash(big)

@@ -47,18 +47,25 @@ def file_machine(request: pytest.FixtureRequest, tmp_path: Path) -> Config:
 
 def _machine(request: pytest.FixtureRequest, tmp_path: Path, kind: str) -> Config:
     recipient = generate_identity(tmp_path / "id.txt")
-    env = {"HOME": str(tmp_path), "KEYVAULT_WRAPPERS": recipient, "KEYVAULT_TEAM": TEAM,
-           "KEYVAULT_AGE_IDENTITY": str(tmp_path / "id.txt"),
-           "KEYVAULT_SEALING_KEY": str(tmp_path / "sealer.key"),
-           "XDG_STATE_HOME": str(tmp_path / "state")}
+    env = {
+        "HOME": str(tmp_path),
+        "KEYVAULT_WRAPPERS": recipient,
+        "KEYVAULT_TEAM": TEAM,
+        "KEYVAULT_AGE_IDENTITY": str(tmp_path / "id.txt"),
+        "KEYVAULT_SEALING_KEY": str(tmp_path / "sealer.key"),
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+    }
     if kind == "file":
         env["KEYVAULT_STORE"] = f"file://{tmp_path / 'store'}"
         settings: dict[str, dict[str, object]] = {}
     else:
         weed: WeedServer = request.getfixturevalue("weed")
         bucket: str = request.getfixturevalue("bucket")
-        env |= {"KEYVAULT_STORE": f"s3://{bucket}/race", "AWS_ACCESS_KEY_ID": ADMIN[0],
-                "AWS_SECRET_ACCESS_KEY": ADMIN[1]}
+        env |= {
+            "KEYVAULT_STORE": f"s3://{bucket}/race",
+            "AWS_ACCESS_KEY_ID": ADMIN[0],
+            "AWS_SECRET_ACCESS_KEY": ADMIN[1],
+        }
         settings = {"s3": s3_settings(weed, conditional_writes=kind == "s3")}
     config = load_config(None, env)
     config = replace(config, settings={**config.settings, **settings})
@@ -73,8 +80,10 @@ def _actions(config: Config, files: Sequence[KeyFile]) -> list[str]:
 
 
 def _backup(session: Session, files: Sequence[KeyFile]) -> list[str]:
-    return [o.action if o.error is None else f"failed: {o.error}"
-            for o in backup_keys(session, files, team=TEAM, concurrency=1)]
+    return [
+        o.action if o.error is None else f"failed: {o.error}"
+        for o in backup_keys(session, files, team=TEAM, concurrency=1)
+    ]
 
 
 def _race(config: Config, runs: Sequence[Sequence[KeyFile]]) -> list[object]:
@@ -97,8 +106,7 @@ def _versions(config: Config, key: KeyFile) -> int:
 
 
 @pytest.mark.parametrize("keys", [1, 3])  # below the listing threshold: no prefix listing
-def test_a_create_that_loses_the_race_compares_with_the_winner(machine: Config,
-                                                               keys: int) -> None:
+def test_a_create_that_loses_the_race_compares_with_the_winner(machine: Config, keys: int) -> None:
     files = [_key(n) for n in range(keys)]
     results = _race(machine, [files] * 6)
     assert all(isinstance(r, list) for r in results), results
@@ -122,7 +130,8 @@ def test_an_update_that_loses_the_race_finds_the_same_bytes_on_top(machine: Conf
 @pytest.mark.parametrize("kind", ["s3-unconditional"])
 @pytest.mark.proves("T2")
 def test_racing_updates_without_conditional_writes_leave_a_verified_latest(
-        request: pytest.FixtureRequest, tmp_path: Path, kind: str) -> None:
+    request: pytest.FixtureRequest, tmp_path: Path, kind: str
+) -> None:
     """Without If-Match, racers may stack versions that break the chain: a retry finds the
     latest unverifiable and seals a fresh one on top, so the latest restores again."""
     config = _machine(request, tmp_path, kind)
@@ -130,8 +139,7 @@ def test_racing_updates_without_conditional_writes_leave_a_verified_latest(
     assert _actions(config, files) == [CREATED] * 2
     changed = [_changed(k) for k in files]
     results = _race(config, [changed] * 4)
-    assert all(isinstance(r, list) and not any("failed" in a for a in r)
-               for r in results), results
+    assert all(isinstance(r, list) and not any("failed" in a for a in r) for r in results), results
     with Session(config) as session:
         for key in changed:
             latest = session.reader().latest(KeyAddress(TEAM, key.gun, key.role, key.key_id))
@@ -177,8 +185,12 @@ def _contested(machine: Config, wins: int) -> tuple[list[str], list[str], list[s
         session._store = store  # this run writes through the contested store
         outcomes = backup_keys(session, [_changed(key)], team=TEAM)
     errors = [o.error for o in outcomes if o.error is not None]
-    return ([o.action for o in outcomes], [str(e) for e in errors], [e.kind for e in errors],
-            _versions(machine, key))
+    return (
+        [o.action for o in outcomes],
+        [str(e) for e in errors],
+        [e.kind for e in errors],
+        _versions(machine, key),
+    )
 
 
 def test_a_run_that_loses_a_few_times_retries_on_top(file_machine: Config) -> None:
@@ -196,11 +208,19 @@ def test_a_run_that_keeps_losing_gives_up_with_a_conflict(file_machine: Config) 
 
 
 def _key(n: int) -> KeyFile:
-    data = b"-----BEGIN EC " b"PRIVATE KEY-----\nrole: targets\n\n" + os.urandom(64) + b"\n"
+    data = b"-----BEGIN EC PRIVATE KEY-----\nrole: targets\n\n" + os.urandom(64) + b"\n"
     key_id = hashlib.sha256(data).hexdigest()
-    return KeyFile(key_id=key_id, role="targets", gun=f"registry.example.com/race-{n}",
-                   algorithm=None, relpath=f"{key_id}.key", mode=0o600,
-                   layout=Layout.CURRENT, encrypted=False, data=data)
+    return KeyFile(
+        key_id=key_id,
+        role="targets",
+        gun=f"registry.example.com/race-{n}",
+        algorithm=None,
+        relpath=f"{key_id}.key",
+        mode=0o600,
+        layout=Layout.CURRENT,
+        encrypted=False,
+        data=data,
+    )
 
 
 def _changed(key: KeyFile) -> KeyFile:

@@ -65,10 +65,10 @@ def test_a_session_starts_each_run_with_a_closed_breaker(tmp_path: Path) -> None
 
 def test_give_up_after_is_checked(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
-    path.write_text('[keyvault]\ngive_up_after = -1\n')
+    path.write_text("[keyvault]\ngive_up_after = -1\n")
     with pytest.raises(UsageError, match="give_up_after"):
         load_config(path, {"HOME": str(tmp_path)})
-    path.write_text('[keyvault]\ngive_up_after = 0\n')
+    path.write_text("[keyvault]\ngive_up_after = 0\n")
     assert load_config(path, {"HOME": str(tmp_path)}).give_up_after == 0
 
 

@@ -30,27 +30,30 @@ def made(seq: int = 3, head: str = HEAD) -> Checkpoint:
 def test_a_signed_checkpoint_round_trips_and_authenticates(sealer: Ed25519FileSealer) -> None:
     signed = made().sign(sealer)
     back = Checkpoint.from_bytes(signed.to_bytes())
-    assert back == signed and back.name() == (f"v1/teams/team-a/audit/checkpoints/{LOG}/"
-                                              f"0000000003-{HEAD}.json")
+    assert back == signed and back.name() == (
+        f"v1/teams/team-a/audit/checkpoints/{LOG}/0000000003-{HEAD}.json"
+    )
     back.authenticate(SealerTrust.of([sealer.key.fingerprint]), "it")
     with pytest.raises(IntegrityError, match="does not trust"):
         back.authenticate(SealerTrust.of([]), "it")
     with pytest.raises(IntegrityError, match="revoked"):
-        back.authenticate(SealerTrust.of([sealer.key.fingerprint], [sealer.key.fingerprint]),
-                          "it")
+        back.authenticate(SealerTrust.of([sealer.key.fingerprint], [sealer.key.fingerprint]), "it")
 
 
-@pytest.mark.parametrize("change", [
-    lambda d: d.update(seq=True),                      # a bool is not a number
-    lambda d: d.update(seq=0),
-    lambda d: d.update(head="AB" * 32),                # not lowercase hex
-    lambda d: d.update(log="../../guns"),              # would leave the log's prefix
-    lambda d: d.update(team="Team A"),
-    lambda d: d.update(version=2),
-    lambda d: d.update(extra=1),
-    lambda d: d.pop("time"),
-    lambda d: d["signature"].update(value="!!"),
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda d: d.update(seq=True),  # a bool is not a number
+        lambda d: d.update(seq=0),
+        lambda d: d.update(head="AB" * 32),  # not lowercase hex
+        lambda d: d.update(log="../../guns"),  # would leave the log's prefix
+        lambda d: d.update(team="Team A"),
+        lambda d: d.update(version=2),
+        lambda d: d.update(extra=1),
+        lambda d: d.pop("time"),
+        lambda d: d["signature"].update(value="!!"),
+    ],
+)
 def test_malformed_checkpoints_are_refused(sealer: Ed25519FileSealer, change: object) -> None:
     doc = json.loads(made().sign(sealer).to_bytes())
     change(doc)  # type: ignore[operator]
@@ -60,8 +63,12 @@ def test_malformed_checkpoints_are_refused(sealer: Ed25519FileSealer, change: ob
 
 def test_only_the_canonical_bytes_parse(sealer: Ed25519FileSealer) -> None:
     data = made().sign(sealer).to_bytes()
-    for variant in (data + b" ", json.dumps(json.loads(data), indent=1).encode(),
-                    data[:-1] + b',"seq":3}', data + b"x" * 9000):
+    for variant in (
+        data + b" ",
+        json.dumps(json.loads(data), indent=1).encode(),
+        data[:-1] + b',"seq":3}',
+        data + b"x" * 9000,
+    ):
         with pytest.raises(IntegrityError):
             Checkpoint.from_bytes(variant)
 
@@ -75,8 +82,12 @@ def test_an_unsigned_checkpoint_parses_but_never_authenticates() -> None:
 def test_names_claim_exactly_one_record() -> None:
     prefix = checkpoint_prefix("team-a", LOG)
     assert parse_name(f"{prefix}0000000003-{HEAD}.json", prefix) == (3, HEAD)
-    for junk in (f"{prefix}3-{HEAD}.json", f"{prefix}0000000003-{HEAD}", f"{prefix}x/y",
-                 f"v1/teams/b/audit/checkpoints/{LOG}/0000000003-{HEAD}.json"):
+    for junk in (
+        f"{prefix}3-{HEAD}.json",
+        f"{prefix}0000000003-{HEAD}",
+        f"{prefix}x/y",
+        f"v1/teams/b/audit/checkpoints/{LOG}/0000000003-{HEAD}.json",
+    ):
         assert parse_name(junk, prefix) is None
     with pytest.raises(ValueError):
         checkpoint_prefix("team-a", "../x")

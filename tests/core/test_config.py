@@ -14,8 +14,11 @@ from keyvault.errors import InvalidInputError, NotFoundError, UsageError
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     home = tmp_path / "home"
     home.mkdir()
-    values = {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
-              "XDG_DATA_HOME": str(home / ".local/share")}
+    values = {
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_DATA_HOME": str(home / ".local/share"),
+    }
     for key, value in values.items():
         monkeypatch.setenv(key, value)
     return values
@@ -35,15 +38,31 @@ def test_docker_config_moves_the_trust_dir(env: dict[str, str]) -> None:
 
 def test_file_then_env_precedence(env: dict[str, str], tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
-    path.write_text(render_config(team="team-a", store="file:///s", wrappers=["age1abc"],
-                                  identity_file=tmp_path / "id.txt"))
+    path.write_text(
+        render_config(
+            team="team-a",
+            store="file:///s",
+            wrappers=["age1abc"],
+            identity_file=tmp_path / "id.txt",
+        )
+    )
     config = load_config(path, env)
     assert (config.team, config.store, config.wrappers) == ("team-a", "file:///s", ("age1abc",))
     assert config.identity_files == (tmp_path / "id.txt",)
-    config = load_config(path, {**env, "KEYVAULT_TEAM": "team-b", "KEYVAULT_STORE": "file:///t",
-                                "KEYVAULT_WRAPPERS": "age1x, passphrase:"})
-    assert (config.team, config.store, config.wrappers) == ("team-b", "file:///t",
-                                                            ("age1x", "passphrase:"))
+    config = load_config(
+        path,
+        {
+            **env,
+            "KEYVAULT_TEAM": "team-b",
+            "KEYVAULT_STORE": "file:///t",
+            "KEYVAULT_WRAPPERS": "age1x, passphrase:",
+        },
+    )
+    assert (config.team, config.store, config.wrappers) == (
+        "team-b",
+        "file:///t",
+        ("age1x", "passphrase:"),
+    )
 
 
 @pytest.mark.proves("B16")
@@ -55,15 +74,19 @@ def test_syntax_error_names_the_line(env: dict[str, str], tmp_path: Path) -> Non
         load_config(path, env)
 
 
-@pytest.mark.parametrize("body,fragment", [
-    ('[keyvault]\nstroe = "file:///x"\n', "unknown key 'stroe'"),
-    ('[nope]\nx = 1\n', r"unknown section \[nope\]"),
-    ('[keyvault]\nwrappers = "age1x"\n', "wrong type"),
-    ('[passphrase]\nscrypt_n = true\n', "wrong type"),
-])
+@pytest.mark.parametrize(
+    "body,fragment",
+    [
+        ('[keyvault]\nstroe = "file:///x"\n', "unknown key 'stroe'"),
+        ("[nope]\nx = 1\n", r"unknown section \[nope\]"),
+        ('[keyvault]\nwrappers = "age1x"\n', "wrong type"),
+        ("[passphrase]\nscrypt_n = true\n", "wrong type"),
+    ],
+)
 @pytest.mark.proves("B17")
-def test_unknown_keys_and_wrong_types(env: dict[str, str], tmp_path: Path, body: str,
-                                      fragment: str) -> None:
+def test_unknown_keys_and_wrong_types(
+    env: dict[str, str], tmp_path: Path, body: str, fragment: str
+) -> None:
     """B17."""
     path = tmp_path / "c.toml"
     path.write_text(body)
@@ -90,13 +113,16 @@ def test_config_path_from_env(env: dict[str, str], tmp_path: Path) -> None:
 
 
 def test_relative_paths_resolve_against_the_config_files_directory(
-        env: dict[str, str], tmp_path: Path) -> None:
+    env: dict[str, str], tmp_path: Path
+) -> None:
     directory = tmp_path / "elsewhere"
     directory.mkdir()
     path = directory / "kv.toml"
-    path.write_text('[keyvault]\nstore = "file:///s"\ntrust_dir = "trust"\npolicy = "~/p.toml"\n'
-                    '[recovery]\nidentity_file = "id.txt"\nidentity_files = ["../more.txt"]\n'
-                    '[sealing]\nkey = "keys/sealer.key"\n[vault]\ntoken_file = "token"\n')
+    path.write_text(
+        '[keyvault]\nstore = "file:///s"\ntrust_dir = "trust"\npolicy = "~/p.toml"\n'
+        '[recovery]\nidentity_file = "id.txt"\nidentity_files = ["../more.txt"]\n'
+        '[sealing]\nkey = "keys/sealer.key"\n[vault]\ntoken_file = "token"\n'
+    )
     config = load_config(path, env)  # the working directory is not the file's
     assert config.trust_dir == directory / "trust"
     assert config.policy == Path(env["HOME"]) / "p.toml"
@@ -107,9 +133,11 @@ def test_relative_paths_resolve_against_the_config_files_directory(
 
 def test_absolute_paths_and_uris_are_kept_as_given(env: dict[str, str], tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
-    path.write_text('[keyvault]\nstore = "file:///old/home/.local/share/keyvault/store"\n'
-                    '[recovery]\nidentity_file = "/old/home/.config/keyvault/id.txt"\n'
-                    '[sealing]\nkey = "transit://transit/sealer"\n')
+    path.write_text(
+        '[keyvault]\nstore = "file:///old/home/.local/share/keyvault/store"\n'
+        '[recovery]\nidentity_file = "/old/home/.config/keyvault/id.txt"\n'
+        '[sealing]\nkey = "transit://transit/sealer"\n'
+    )
     config = load_config(path, env)
     assert config.store == "file:///old/home/.local/share/keyvault/store"
     assert config.identity_files == (Path("/old/home/.config/keyvault/id.txt"),)
@@ -117,16 +145,25 @@ def test_absolute_paths_and_uris_are_kept_as_given(env: dict[str, str], tmp_path
 
 
 def test_init_leaves_out_the_defaults_so_the_file_works_under_another_home(
-        env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     paths = load_config(None, env).paths
-    text = render_config(team="t", store=paths.default_store.as_uri(), wrappers=["age1abc"],
-                         identity_file=paths.default_identity, defaults=paths)
+    text = render_config(
+        team="t",
+        store=paths.default_store.as_uri(),
+        wrappers=["age1abc"],
+        identity_file=paths.default_identity,
+        defaults=paths,
+    )
     assert env["HOME"] not in text
     copied = tmp_path / "copied.toml"
     copied.write_text(text)
     other = tmp_path / "y" / "other-b"
-    moved = {"HOME": str(other), "XDG_CONFIG_HOME": str(other / ".config"),
-             "XDG_DATA_HOME": str(other / ".local/share")}
+    moved = {
+        "HOME": str(other),
+        "XDG_CONFIG_HOME": str(other / ".config"),
+        "XDG_DATA_HOME": str(other / ".local/share"),
+    }
     for key, value in moved.items():
         monkeypatch.setenv(key, value)
     identity = other / ".config" / "keyvault" / "recovery-identity.txt"
@@ -138,7 +175,8 @@ def test_init_leaves_out_the_defaults_so_the_file_works_under_another_home(
 
 
 def test_a_config_file_without_a_store_means_the_default_store(
-        env: dict[str, str], tmp_path: Path) -> None:
+    env: dict[str, str], tmp_path: Path
+) -> None:
     path = tmp_path / "c.toml"
     path.write_text('[keyvault]\nteam = "a"\n')
     config = load_config(path, env)
@@ -146,7 +184,8 @@ def test_a_config_file_without_a_store_means_the_default_store(
 
 
 def test_an_age_config_without_identity_file_names_the_default_even_when_missing(
-        env: dict[str, str], tmp_path: Path) -> None:
+    env: dict[str, str], tmp_path: Path
+) -> None:
     """As an older init's explicit line did: the restore then says which file it needs."""
     path = tmp_path / "c.toml"
     path.write_text('[keyvault]\nwrappers = ["age1abc"]\n')
@@ -157,7 +196,8 @@ def test_an_age_config_without_identity_file_names_the_default_even_when_missing
 
 
 def test_the_notary_clients_trust_dir_is_the_default_without_docker_config(
-        env: dict[str, str], tmp_path: Path) -> None:
+    env: dict[str, str], tmp_path: Path
+) -> None:
     notary = Path(env["HOME"]) / ".notary"
     notary.mkdir(parents=True)
     (notary / "config.json").write_text('{"trust_dir": "~/.notary-keys"}')

@@ -36,8 +36,11 @@ def test_marks_survive_between_runs_and_never_go_down(tmp_path: Path) -> None:
 def test_a_lower_number_is_a_rollback_and_another_same_number_a_fork(tmp_path: Path) -> None:
     marks = HighWater(tmp_path, "s3://bucket/p")
     marks.note(NAME, 3, D3)
-    with pytest.raises(IntegrityError, match=r"root key x: rollback: .* number 2, older than "
-                                             "version 3"):
+    with pytest.raises(
+        IntegrityError,
+        match=r"root key x: rollback: .* number 2, older than "
+        "version 3",
+    ):
         marks.check(NAME, 2, D2, "root key x")
     with pytest.raises(IntegrityError, match="fork"):
         marks.check(NAME, 3, D1, "root key x")
@@ -90,8 +93,11 @@ def test_the_single_file_of_earlier_versions_is_split_into_shards(tmp_path: Path
     old = HighWater(tmp_path, "file:///store")
     names = [f"v1/teams/a/guns/example.com/app{i}/targets/{'ab' * 32}.json" for i in range(40)]
     old.directory.mkdir(mode=0o700)
-    old.path.write_text(json.dumps({"store": "file:///store", "marks": {
-        n: [i + 1, D1] for i, n in enumerate(names)}}))
+    old.path.write_text(
+        json.dumps(
+            {"store": "file:///store", "marks": {n: [i + 1, D1] for i, n in enumerate(names)}}
+        )
+    )
     old.path.chmod(0o600)
     marks = HighWater(tmp_path, "file:///store")
     with pytest.raises(IntegrityError, match="rollback"):
@@ -117,8 +123,7 @@ def test_one_guns_marks_are_read_from_its_own_small_file(tmp_path: Path) -> None
     assert 3 <= len(loaded) < 900 // 10  # a few GUNs' worth of the 900 marks
 
 
-def test_a_bulk_runs_marks_stream_to_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                                          ) -> None:
+def test_a_bulk_runs_marks_stream_to_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Marks of many GUNs: a bounded number in memory, saved in batches, every one kept."""
     monkeypatch.setattr(highwater, "SHARDS", 16)
     monkeypatch.setattr(highwater, "FLUSH_AT", 50)

@@ -26,8 +26,16 @@ def _known(state: Path, mac_key: bytes = b"k" * 32, store: str = STORE) -> Known
 
 
 def _seen(known: KnownVersions, tag: str = "d41d8cd98f00b204e9800998ecf8427e") -> Seen:
-    return Seen(tag, "v-1", 3, "ab" * 32, "sha256:" + "cd" * 32, 1,
-                wrappers_digest(["awskms:///alias/a"]), known.key_digest(NAME, KEY_SHA))
+    return Seen(
+        tag,
+        "v-1",
+        3,
+        "ab" * 32,
+        "sha256:" + "cd" * 32,
+        1,
+        wrappers_digest(["awskms:///alias/a"]),
+        known.key_digest(NAME, KEY_SHA),
+    )
 
 
 def _saved(state: Path) -> KnownVersions:
@@ -66,7 +74,8 @@ def test_an_edited_record_does_not_match(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("other", [{"mac_key": b"x" * 32}, {"store": "s3://bucket/other"}])
 def test_a_record_of_another_sealing_key_or_store_does_not_match(
-        tmp_path: Path, other: dict[str, object]) -> None:
+    tmp_path: Path, other: dict[str, object]
+) -> None:
     """Another machine's file (another sealing key), or another store's records moved
     here: the MAC covers the store and is keyed from the sealing key."""
     known = _saved(tmp_path)

@@ -13,8 +13,15 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "keyvault"
 PROTOCOLS = ("keyvault.wrappers.base", "keyvault.stores.base")
 SDKS = ("boto3", "botocore", "hvac", "pkcs11")
-CORE = ("keyvault.trust", "keyvault.envelope", "keyvault.names", "keyvault.canonical",
-        "keyvault.errors", "keyvault.policy", "keyvault.audit")
+CORE = (
+    "keyvault.trust",
+    "keyvault.envelope",
+    "keyvault.names",
+    "keyvault.canonical",
+    "keyvault.errors",
+    "keyvault.policy",
+    "keyvault.audit",
+)
 
 
 def module_name(path: Path) -> str:
@@ -44,11 +51,19 @@ def test_imports_flow_downward(name: str) -> None:
     for imported, _ in imports_of(MODULES[name]):
         if imported.startswith(("keyvault.cli", "keyvault.daemon")):
             assert name.startswith(("keyvault.cli", "keyvault.daemon", "keyvault.__main__")), (
-                name, imported)
+                name,
+                imported,
+            )
         if name.startswith(CORE) and imported not in PROTOCOLS:
-            assert not imported.startswith(("keyvault.ops", "keyvault.cli", "keyvault.daemon",
-                                            "keyvault.stores", "keyvault.wrappers")), (
-                name, imported)
+            assert not imported.startswith(
+                (
+                    "keyvault.ops",
+                    "keyvault.cli",
+                    "keyvault.daemon",
+                    "keyvault.stores",
+                    "keyvault.wrappers",
+                )
+            ), (name, imported)
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))
@@ -60,10 +75,13 @@ def test_only_backends_import_sdks_and_only_lazily(name: str) -> None:
 
 
 def test_help_loads_no_sdk_no_cryptography_no_rich_no_json() -> None:
-    code = ("import sys\nfrom keyvault.cli.app import main\nrc = main(['--help'])\n"
-            "loaded = sorted(sys.modules)\nimport json\nprint(json.dumps([rc, loaded]))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
+    code = (
+        "import sys\nfrom keyvault.cli.app import main\nrc = main(['--help'])\n"
+        "loaded = sorted(sys.modules)\nimport json\nprint(json.dumps([rc, loaded]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     rc, modules = json.loads(out.splitlines()[-1])
     assert rc == 0
     loaded = {m.split(".")[0] for m in modules}

@@ -22,16 +22,40 @@ pytestmark = pytest.mark.proves("T9")
 KID = "0123456789abcdef" * 4
 
 
-@pytest.mark.parametrize("gun", ["example.com/team-a/app", "docker.io/library/alpine",
-                                 "localhost:5000/app", "registry.example.com/a/b/c_d.e-f",
-                                 "app"])
+@pytest.mark.parametrize(
+    "gun",
+    [
+        "example.com/team-a/app",
+        "docker.io/library/alpine",
+        "localhost:5000/app",
+        "registry.example.com/a/b/c_d.e-f",
+        "app",
+    ],
+)
 def test_valid_guns(gun: str) -> None:
     assert validate_gun(gun) == gun
 
 
-@pytest.mark.parametrize("gun", ["", "/abs/path", "a/../b", "..", "a//b", "a/", "a/./b",
-                                 "a/B", "a/\x00b", "a/b\n", "a\\b", "a/" + "x" * 300, " a",
-                                 "a/-b", "a/b-"])
+@pytest.mark.parametrize(
+    "gun",
+    [
+        "",
+        "/abs/path",
+        "a/../b",
+        "..",
+        "a//b",
+        "a/",
+        "a/./b",
+        "a/B",
+        "a/\x00b",
+        "a/b\n",
+        "a\\b",
+        "a/" + "x" * 300,
+        " a",
+        "a/-b",
+        "a/b-",
+    ],
+)
 @pytest.mark.proves("B09")
 def test_invalid_guns(gun: str) -> None:
     """B09: GUN with '..' or a leading '/' (and friends)."""
@@ -44,8 +68,7 @@ def test_valid_teams(team: str) -> None:
     assert validate_team(team) == team
 
 
-@pytest.mark.parametrize("team", ["", "team/a", "Team", "-a", "a-", "a" * 64, "..", "a b",
-                                  "a_b"])
+@pytest.mark.parametrize("team", ["", "team/a", "Team", "-a", "a-", "a" * 64, "..", "a b", "a_b"])
 @pytest.mark.proves("B34")
 def test_invalid_teams(team: str) -> None:
     """B34: team name with a slash (and friends)."""
@@ -53,14 +76,39 @@ def test_invalid_teams(team: str) -> None:
         validate_team(team)
 
 
-@pytest.mark.parametrize("role", ["root", "targets", "snapshot", "timestamp", "targets/releases",
-                                  "targets/a/b", "alice", "delegation", "signer-1"])
+@pytest.mark.parametrize(
+    "role",
+    [
+        "root",
+        "targets",
+        "snapshot",
+        "timestamp",
+        "targets/releases",
+        "targets/a/b",
+        "alice",
+        "delegation",
+        "signer-1",
+    ],
+)
 def test_valid_roles(role: str) -> None:
     assert validate_role(role) == role
 
 
-@pytest.mark.parametrize("role", ["", "Root", "targets/", "targets//x", "../x", "a/b",
-                                  "targets/../root", "x y", "targets/Releases", "root\n"])
+@pytest.mark.parametrize(
+    "role",
+    [
+        "",
+        "Root",
+        "targets/",
+        "targets//x",
+        "../x",
+        "a/b",
+        "targets/../root",
+        "x y",
+        "targets/Releases",
+        "root\n",
+    ],
+)
 @pytest.mark.proves("B08")
 def test_unknown_roles(role: str) -> None:
     """B08: unknown role value."""
@@ -74,14 +122,17 @@ def test_invalid_key_ids(kid: str) -> None:
         validate_key_id(kid)
 
 
-@pytest.mark.parametrize("address", [
-    KeyAddress("team-a", None, "root", KID),
-    KeyAddress("team-a", "example.com/team-a/app", "targets", KID),
-    KeyAddress("team-a", "example.com/x/targets", "targets/releases", KID),
-    KeyAddress("team-a", None, "targets/releases", KID),
-    KeyAddress("team-a", None, "alice", KID),
-    KeyAddress("t", "localhost:5000/app", "snapshot", KID),
-])
+@pytest.mark.parametrize(
+    "address",
+    [
+        KeyAddress("team-a", None, "root", KID),
+        KeyAddress("team-a", "example.com/team-a/app", "targets", KID),
+        KeyAddress("team-a", "example.com/x/targets", "targets/releases", KID),
+        KeyAddress("team-a", None, "targets/releases", KID),
+        KeyAddress("team-a", None, "alice", KID),
+        KeyAddress("t", "localhost:5000/app", "snapshot", KID),
+    ],
+)
 def test_object_names_round_trip(address: KeyAddress) -> None:
     name = address.object_name
     assert ".." not in name.split("/") and not name.startswith("/")
@@ -90,8 +141,10 @@ def test_object_names_round_trip(address: KeyAddress) -> None:
 
 def test_object_name_layout_matches_design() -> None:
     assert KeyAddress("a", None, "root", KID).object_name == f"v1/teams/a/root/{KID}.json"
-    assert (KeyAddress("a", "example.com/app", "targets/rel", KID).object_name
-            == f"v1/teams/a/guns/example.com/app/targets~rel/{KID}.json")
+    assert (
+        KeyAddress("a", "example.com/app", "targets/rel", KID).object_name
+        == f"v1/teams/a/guns/example.com/app/targets~rel/{KID}.json"
+    )
 
 
 def test_root_keys_have_no_gun() -> None:
@@ -105,8 +158,9 @@ def test_keys_missing_a_fact_have_sections_of_their_own() -> None:
         KeyAddress("a", None, "targets", KID): f"v1/teams/a/nogun/targets/{KID}.json",
         KeyAddress("a", None, "snapshot", KID): f"v1/teams/a/nogun/snapshot/{KID}.json",
         KeyAddress("a", None, None, KID): f"v1/teams/a/norole/{KID}.json",
-        KeyAddress("a", "example.com/app", None, KID):
-            f"v1/teams/a/norole/example.com/app/{KID}.json",
+        KeyAddress(
+            "a", "example.com/app", None, KID
+        ): f"v1/teams/a/norole/example.com/app/{KID}.json",
     }
     for address, name in names.items():
         assert address.object_name == name
@@ -117,30 +171,36 @@ def test_keys_missing_a_fact_have_sections_of_their_own() -> None:
     assert KeyAddress("a", None, "root", KID).team_only
 
 
-@pytest.mark.parametrize("name", [
-    f"v1/teams/a/delegations/targets/{KID}.json",  # a GUN role under delegations/
-    f"v1/teams/a/delegations/root/{KID}.json",
-    f"v1/teams/a/nogun/alice/{KID}.json",  # only GUN roles lack a GUN
-    f"v1/teams/a/nogun/root/{KID}.json",
-    f"v1/teams/a/nogun/{KID}.json",
-    f"v1/teams/a/norole/../{KID}.json",
-    f"v1/teams/a/norole/Example.com/{KID}.json".replace("E", "e") + "x",
-    f"v1/teams/a/norole/a//b/{KID}.json",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        f"v1/teams/a/delegations/targets/{KID}.json",  # a GUN role under delegations/
+        f"v1/teams/a/delegations/root/{KID}.json",
+        f"v1/teams/a/nogun/alice/{KID}.json",  # only GUN roles lack a GUN
+        f"v1/teams/a/nogun/root/{KID}.json",
+        f"v1/teams/a/nogun/{KID}.json",
+        f"v1/teams/a/norole/../{KID}.json",
+        f"v1/teams/a/norole/Example.com/{KID}.json".replace("E", "e") + "x",
+        f"v1/teams/a/norole/a//b/{KID}.json",
+    ],
+)
 def test_names_of_the_team_only_sections_are_validated(name: str) -> None:
     with pytest.raises(UsageError):
         KeyAddress.from_object_name(name)
 
 
-_ROLES = st.sampled_from([None, "root", "targets", "snapshot", "timestamp",
-                          "targets/releases", "alice"])
-_GUNS = st.sampled_from([None, "example.com/app", "norole", "nogun/x", "a/b/c",
-                         "example.com/targets"])
+_ROLES = st.sampled_from(
+    [None, "root", "targets", "snapshot", "timestamp", "targets/releases", "alice"]
+)
+_GUNS = st.sampled_from(
+    [None, "example.com/app", "norole", "nogun/x", "a/b/c", "example.com/targets"]
+)
 
 
 @given(_ROLES, _GUNS, _ROLES, _GUNS)
-def test_object_names_parse_back_and_never_collide(role: str | None, gun: str | None,
-                                                   role2: str | None, gun2: str | None) -> None:
+def test_object_names_parse_back_and_never_collide(
+    role: str | None, gun: str | None, role2: str | None, gun2: str | None
+) -> None:
     addresses = []
     for r, g in ((role, gun), (role2, gun2)):
         try:
@@ -155,10 +215,17 @@ def test_object_names_parse_back_and_never_collide(role: str | None, gun: str | 
     assert scoped != one.team_only
 
 
-@pytest.mark.parametrize("name", ["v1/teams/a/root/x.json", "v1/teams/A/root/" + KID + ".json",
-                                  "v2/teams/a/root/" + KID + ".json",
-                                  "v1/teams/a/guns/../targets/" + KID + ".json",
-                                  "v1/teams/a/root/" + KID, "v1/teams/a/other/" + KID + ".json"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "v1/teams/a/root/x.json",
+        "v1/teams/A/root/" + KID + ".json",
+        "v2/teams/a/root/" + KID + ".json",
+        "v1/teams/a/guns/../targets/" + KID + ".json",
+        "v1/teams/a/root/" + KID,
+        "v1/teams/a/other/" + KID + ".json",
+    ],
+)
 def test_foreign_object_names_are_refused(name: str) -> None:
     with pytest.raises(UsageError):
         KeyAddress.from_object_name(name)

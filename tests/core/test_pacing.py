@@ -37,8 +37,7 @@ class FakeClock:
 
 def _max_in_window(times: list[float], window: float) -> int:
     times = sorted(times)
-    return max(sum(1 for t in times[i:] if t < start + window)
-               for i, start in enumerate(times))
+    return max(sum(1 for t in times[i:] if t < start + window) for i, start in enumerate(times))
 
 
 @pytest.mark.parametrize("rate", [1.0, 7.5, 100.0, 5000.0])
@@ -128,8 +127,9 @@ def test_throttling_pauses_and_retries_without_failing() -> None:
 
 def test_a_key_throttled_past_the_bounded_wait_is_given_up() -> None:
     clock = FakeClock()
-    pacer = Pacer(20.0, max_wait=5.0, clock=clock, sleep=clock.sleep,
-                  jitter=lambda ceiling: ceiling)
+    pacer = Pacer(
+        20.0, max_wait=5.0, clock=clock, sleep=clock.sleep, jitter=lambda ceiling: ceiling
+    )
     inner = Scripted(throttles=1000)
     with pytest.raises(GivenUpError, match="still throttled after"):
         pacer.wrap(inner).unwrap(WRAPPED, {})

@@ -52,7 +52,8 @@ def test_the_limit_is_capped() -> None:
         return i
 
     assert len(list(bounded_map(work, range(2 * MAX_CONCURRENCY), 10 * MAX_CONCURRENCY))) == (
-        2 * MAX_CONCURRENCY)
+        2 * MAX_CONCURRENCY
+    )
     assert len(names) == MAX_CONCURRENCY
 
 

@@ -34,8 +34,10 @@ STEPS = ("link", "rename", "unlink")
 
 
 def items(tag: bytes = b"new") -> list[RestoreItem]:
-    return [RestoreItem(f"{ID_A}.key", tag + b"-a\n"),
-            RestoreItem(f"tuf_keys/example.com/app/{ID_B}.key", tag + b"-b\n")]
+    return [
+        RestoreItem(f"{ID_A}.key", tag + b"-a\n"),
+        RestoreItem(f"tuf_keys/example.com/app/{ID_B}.key", tag + b"-b\n"),
+    ]
 
 
 def trust_with_old_a(tmp_path: Path) -> Path:
@@ -49,8 +51,7 @@ def trust_with_old_a(tmp_path: Path) -> Path:
 class Steps:
     """Counts the restore's link/rename/unlink calls; runs ``fault`` after the n-th."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, at: int,
-                 fault: Callable[[], None]) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, at: int, fault: Callable[[], None]) -> None:
         self.count, self.at, self.fault = 0, at, fault
         for name in STEPS:
             monkeypatch.setattr(os, name, self._counted(getattr(os, name)))
@@ -62,6 +63,7 @@ class Steps:
             if self.count == self.at:
                 self.fault()
             return result
+
         return step
 
 
@@ -110,7 +112,8 @@ def other_thread() -> Iterator[OtherThread]:
 
 @pytest.mark.parametrize("at", range(1, 5))
 def test_an_exception_after_any_step_of_the_commit_undoes_it(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, at: int) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, at: int
+) -> None:
     """Even unheld (a signal handler raising at once), the undo puts the original back.
 
     Before: a KeyboardInterrupt right after the rename into place made the undo
@@ -132,7 +135,8 @@ def test_an_exception_after_any_step_of_the_commit_undoes_it(
 
 @pytest.mark.parametrize("at", range(1, 7))
 def test_a_signal_after_any_step_of_commit_or_undo_leaves_the_directory_as_it_was(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, at: int) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, at: int
+) -> None:
     """A real SIGINT after step ``at`` of a restore whose read-back fails (steps 5 and 6
     are the undo): it waits until the moves, or the undo, are complete."""
     check_signal_after(tmp_path, monkeypatch, at, lambda: to_main_thread(signal.SIGINT))
@@ -140,8 +144,8 @@ def test_a_signal_after_any_step_of_commit_or_undo_leaves_the_directory_as_it_wa
 
 @pytest.mark.parametrize("at", range(1, 7))
 def test_a_signal_landing_on_another_thread_waits_too(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, other_thread: OtherThread,
-        at: int) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, other_thread: OtherThread, at: int
+) -> None:
     """The kernel hands a process's signal to any thread not blocking it, and CPython
     then raises KeyboardInterrupt on the main thread, mask or not."""
     check_signal_after(tmp_path, monkeypatch, at, other_thread.interrupt)
@@ -156,8 +160,9 @@ def to_main_thread(signum: int) -> None:
     signal.pthread_kill(main, signum)
 
 
-def check_signal_after(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, at: int,
-                       deliver: Callable[[], None]) -> None:
+def check_signal_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, at: int, deliver: Callable[[], None]
+) -> None:
     trust = trust_with_old_a(tmp_path)
     before = tree(trust)
     steps = Steps(monkeypatch, at, deliver)
@@ -171,7 +176,8 @@ def check_signal_after(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, at: int,
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 @pytest.mark.parametrize("at", range(1, 5))
 def test_a_signal_during_a_good_restore_undoes_it_whole(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, at: int, signum: int) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, at: int, signum: int
+) -> None:
     """Ctrl-C, or SIGTERM with the CLI's handler: the restore is undone whole (no half
     restore, and no finished one reported as interrupted with its aside copies unnamed)."""
     trust = trust_with_old_a(tmp_path)
@@ -188,7 +194,8 @@ def test_a_signal_during_a_good_restore_undoes_it_whole(
 
 
 def test_an_ignored_sigint_does_not_stop_the_restore(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``nohup``-like: SIGINT ignored by the caller is not a reason to undo anything."""
     trust = trust_with_old_a(tmp_path)
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -202,7 +209,8 @@ def test_an_ignored_sigint_does_not_stop_the_restore(
 
 
 def test_two_forced_restores_in_the_same_second_keep_both_old_files(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Before: the second restore's aside name was the first one's, so it failed with
     'appeared while restoring ... another process is writing keys'."""
 

@@ -107,8 +107,19 @@ def test_symlinked_key_file_is_refused_even_with_force(tmp_path: Path) -> None:
     assert victim.read_bytes() == b"do not touch\n"
 
 
-@pytest.mark.parametrize("relpath", ["../evil.key", "/abs.key", "a/../../b.key", "x/./y.key",
-                                     "noext", "a//b.key", "bad\nname.key", ""])
+@pytest.mark.parametrize(
+    "relpath",
+    [
+        "../evil.key",
+        "/abs.key",
+        "a/../../b.key",
+        "x/./y.key",
+        "noext",
+        "a//b.key",
+        "bad\nname.key",
+        "",
+    ],
+)
 def test_unsafe_relative_paths_are_refused(tmp_path: Path, relpath: str) -> None:
     with pytest.raises(UsageError):
         apply_restore(tmp_path / "trust", [RestoreItem(relpath, b"x")], force=False)
@@ -116,8 +127,9 @@ def test_unsafe_relative_paths_are_refused(tmp_path: Path, relpath: str) -> None
 
 
 @pytest.mark.proves("B40")
-def test_failure_halfway_rolls_everything_back(tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failure_halfway_rolls_everything_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """B40/F07-like: an interruption after the first file is in place undoes it."""
     trust = tmp_path / "trust"
     (trust / "private").mkdir(parents=True)
@@ -138,8 +150,9 @@ def test_failure_halfway_rolls_everything_back(tmp_path: Path,
     assert_unchanged(trust, before)
 
 
-def test_failure_on_a_fresh_trust_dir_leaves_no_trust_dir(tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failure_on_a_fresh_trust_dir_leaves_no_trust_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     trust = tmp_path / "trust"
 
     def boom(self: restore_mod._Transaction) -> None:
@@ -247,8 +260,9 @@ def _opened_then_failing(count: int, fail_at: int) -> Iterator[RestoreItem]:
 
 
 @pytest.mark.parametrize("fail_at", [3, 40])  # before and after the pool takes over
-def test_an_item_failing_late_undoes_everything_already_staged(tmp_path: Path,
-                                                               fail_at: int) -> None:
+def test_an_item_failing_late_undoes_everything_already_staged(
+    tmp_path: Path, fail_at: int
+) -> None:
     trust = tmp_path / "trust"
     (trust / "private").mkdir(parents=True)
     (trust / "private" / f"{ID_A}.key").write_bytes(b"old-a\n")
@@ -289,7 +303,8 @@ def test_conflicts_are_counted_over_every_item(tmp_path: Path) -> None:
 
 
 def test_a_lock_file_left_by_an_older_keyvault_goes_and_nothing_else_changes(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """A failed restore leaves the trust directory as it was, less keyvault's own lock file
     (older versions left it behind; nothing of keyvault's stays in the trust directory)."""
     trust = tmp_path / "trust"
@@ -324,7 +339,8 @@ def test_memory_holds_the_keys_in_flight_not_every_key(tmp_path: Path) -> None:
 
 @pytest.mark.proves("F07")
 def test_leftovers_of_a_killed_restore_are_removed_from_the_directories_written_to(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """A SIGKILL mid-restore leaves 0600 temporary files holding key bytes; the next
     restore removes them (only regular files with keyvault's prefix, only where it writes)."""
     from keyvault.fsutil import TEMP_PREFIX

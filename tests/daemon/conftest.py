@@ -28,10 +28,9 @@ from keyvault.trust.sample import notary_key_file
 DEADLINE = 20.0
 
 
-
-
-def make_key(role: str = "targets", gun: str | None = "example.com/daemon/app"
-             ) -> tuple[str, bytes]:
+def make_key(
+    role: str = "targets", gun: str | None = "example.com/daemon/app"
+) -> tuple[str, bytes]:
     """(key ID, file bytes) of a fresh unencrypted notary-format ECDSA key."""
     key = ec.generate_private_key(ec.SECP256R1())
     return private_key_id(key), notary_key_file(key, role, gun, "")
@@ -76,6 +75,7 @@ class DaemonProc:
                 return str(json.loads((self.state_dir / "daemon.json").read_text())["listen"])
             except (OSError, ValueError, KeyError):
                 return None
+
         return str(wait_for(recorded, "the daemon to record its address"))
 
     def get(self, path: str) -> bytes:
@@ -91,8 +91,9 @@ class DaemonProc:
         total = 0.0
         for family in text_string_to_metric_families(self.get("/metrics").decode()):
             for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(k) == v
-                                               for k, v in labels.items()):
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
                     total += sample.value
         return total
 
@@ -128,28 +129,57 @@ class DaemonEnv:
         return self.root / "home" / ".local" / "share" / "keyvault" / "store"
 
     def keyvault(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([sys.executable, "-m", "keyvault", *args], env=self.env,
-                                capture_output=True, text=True, timeout=60, check=False)
+        result = subprocess.run(
+            [sys.executable, "-m", "keyvault", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         if check and result.returncode != 0:
-            raise AssertionError(f"keyvault {' '.join(args)}: {result.returncode}\n"
-                                 f"{result.stdout}{result.stderr}")
+            raise AssertionError(
+                f"keyvault {' '.join(args)}: {result.returncode}\n{result.stdout}{result.stderr}"
+            )
         return result
 
-    def start(self, *args: str, global_args: tuple[str, ...] = (),
-              env: dict[str, str] | None = None, trust: bool = True,
-              wait: bool = True) -> DaemonProc:
+    def start(
+        self,
+        *args: str,
+        global_args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+        trust: bool = True,
+        wait: bool = True,
+    ) -> DaemonProc:
         log = self.root / f"daemon-{len(self.procs)}.log"
-        cmd = [sys.executable, "-m", "keyvault", *global_args, "daemon",
-               *(["--trust-dir", str(self.trust)] if trust else []),
-               "--listen", "127.0.0.1:0", "--debounce", "200", *args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "keyvault",
+            *global_args,
+            "daemon",
+            *(["--trust-dir", str(self.trust)] if trust else []),
+            "--listen",
+            "127.0.0.1:0",
+            "--debounce",
+            "200",
+            *args,
+        ]
         with log.open("wb") as out:
-            proc = subprocess.Popen(cmd, env={**self.env, **(env or {})}, stdout=out,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            proc = subprocess.Popen(
+                cmd,
+                env={**self.env, **(env or {})},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         daemon = DaemonProc(proc, log, self.state_dir)
         self.procs.append(daemon)
         if wait:
-            wait_for(lambda: daemon.events("reconciled") or daemon.proc.poll() is not None,
-                     "the daemon's first reconciliation")
+            wait_for(
+                lambda: daemon.events("reconciled") or daemon.proc.poll() is not None,
+                "the daemon's first reconciliation",
+            )
             assert daemon.proc.poll() is None, daemon.log_text()
         return daemon
 
@@ -175,10 +205,13 @@ class DaemonEnv:
 def daemon_env(tmp_path: Path) -> Iterator[DaemonEnv]:
     home = tmp_path / "home"
     home.mkdir()
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home),
-           "XDG_CONFIG_HOME": str(home / ".config"),
-           "XDG_DATA_HOME": str(home / ".local" / "share"),
-           "XDG_STATE_HOME": str(home / ".local" / "state")}
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_DATA_HOME": str(home / ".local" / "share"),
+        "XDG_STATE_HOME": str(home / ".local" / "state"),
+    }
     trust = tmp_path / "trust"
     trust.mkdir(mode=0o700)
     denv = DaemonEnv(tmp_path, trust, env)

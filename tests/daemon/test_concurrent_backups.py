@@ -25,12 +25,14 @@ from keyvault.trust.sample import notary_key_file
 
 KEYS = 120
 GUN = "example.com/race/app"
-_ARMED = ("import sys\n"
-          "import keyvault.cli.app, keyvault.ops.backup, keyvault.envelope, keyvault.stores.file\n"
-          "import keyvault.wrappers.age, keyvault.trust.scan, keyvault.sealing\n"
-          "print('armed', flush=True)\n"
-          "sys.stdin.readline()\n"
-          "sys.exit(keyvault.cli.app.main(sys.argv[1:]))\n")
+_ARMED = (
+    "import sys\n"
+    "import keyvault.cli.app, keyvault.ops.backup, keyvault.envelope, keyvault.stores.file\n"
+    "import keyvault.wrappers.age, keyvault.trust.scan, keyvault.sealing\n"
+    "print('armed', flush=True)\n"
+    "sys.stdin.readline()\n"
+    "sys.exit(keyvault.cli.app.main(sys.argv[1:]))\n"
+)
 
 
 class Keys:
@@ -40,9 +42,13 @@ class Keys:
         env.env["KEYVAULT_TRUST_DIR"] = str(env.trust)  # for 'keyvault backup'
         self.private = env.trust / "private"
         self.private.mkdir(mode=0o700, exist_ok=True)
-        self.keys = sorted(((private_key_id(k), k) for k in
-                            (ec.generate_private_key(ec.SECP256R1()) for _ in range(count))),
-                           key=lambda pair: pair[0])  # scan order: both runs go alike
+        self.keys = sorted(
+            (
+                (private_key_id(k), k)
+                for k in (ec.generate_private_key(ec.SECP256R1()) for _ in range(count))
+            ),
+            key=lambda pair: pair[0],
+        )  # scan order: both runs go alike
         self.data: dict[str, bytes] = {}
 
     def write(self, passphrase: str) -> None:
@@ -67,14 +73,20 @@ class Keys:
     def all_stored(self, env: DaemonEnv) -> bool:
         import hashlib
 
-        return self.stored(env) == {k: hashlib.sha256(d).hexdigest().encode()
-                                    for k, d in self.data.items()}
+        return self.stored(env) == {
+            k: hashlib.sha256(d).hexdigest().encode() for k, d in self.data.items()
+        }
 
 
 def armed(env: DaemonEnv, *args: str) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, "-c", _ARMED, *args], env=env.env, text=True,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _ARMED, *args],
+        env=env.env,
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert proc.stdout is not None and proc.stdout.readline() == "armed\n"
     return proc
 
@@ -104,8 +116,9 @@ def test_two_backups_of_changed_keys_at_once_both_exit_0(daemon_env: DaemonEnv) 
     first, second = fire(*(armed(daemon_env, "--json", "backup") for _ in range(2)))
     assert (first[0], second[0]) == (0, 0), (first[2][-2000:], second[2][-2000:])
     both = list(zip(actions(first[1]), actions(second[1]), strict=True))
-    assert all(sorted(pair) in (["unchanged", "updated"], ["updated", "updated"])
-               for pair in both), both
+    assert all(
+        sorted(pair) in (["unchanged", "updated"], ["updated", "updated"]) for pair in both
+    ), both
     assert keys.all_stored(daemon_env)
 
 

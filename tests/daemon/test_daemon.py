@@ -87,8 +87,10 @@ def test_sigterm_stops_cleanly_and_a_restart_catches_up(daemon_env: DaemonEnv) -
         write_key(daemon_env.trust, data, key_id)
         ids.append(key_id)
     daemon_env.start()
-    wait_for(lambda: all(daemon_env.stored_key_ids().get(k) == 1 for k in ids),
-             "the keys made while the daemon was down")
+    wait_for(
+        lambda: all(daemon_env.stored_key_ids().get(k) == 1 for k in ids),
+        "the keys made while the daemon was down",
+    )
 
 
 @pytest.mark.proves("F08")
@@ -97,8 +99,7 @@ def test_sigkill_during_backups_loses_and_duplicates_nothing(daemon_env: DaemonE
     keys = dict(make_key() for _ in range(150))
     for key_id, data in keys.items():
         write_key(daemon_env.trust, data, key_id)
-    wait_for(lambda: len(daemon_env.stored_versions()) >= 3, "the first backups",
-             every=0.002)
+    wait_for(lambda: len(daemon_env.stored_versions()) >= 3, "the first backups", every=0.002)
     daemon.proc.send_signal(signal.SIGKILL)
     daemon.proc.wait(10)
     at_kill = len(daemon_env.stored_versions())
@@ -106,8 +107,11 @@ def test_sigkill_during_backups_loses_and_duplicates_nothing(daemon_env: DaemonE
     _assert_no_key_bytes(daemon_env.state_dir, keys.values())
 
     daemon_env.start()
-    wait_for(lambda: daemon_env.stored_key_ids() == dict.fromkeys(keys, 1),
-             "every key stored exactly once", timeout=60)
+    wait_for(
+        lambda: daemon_env.stored_key_ids() == dict.fromkeys(keys, 1),
+        "every key stored exactly once",
+        timeout=60,
+    )
     wait_for(lambda: _pending(daemon_env) == 0, "an empty journal")
 
 
@@ -123,7 +127,7 @@ def _assert_no_key_bytes(state_dir: Path, keys: object) -> None:
         assert data not in blobs
         body = re.sub(rb"-----[^-]+-----|[A-Za-z-]+: [^\n]*", b"", data)
         der = base64.b64decode(b"".join(body.split()))
-        for chunk in (der[i:i + 16] for i in range(0, len(der) - 16, 16)):
+        for chunk in (der[i : i + 16] for i in range(0, len(der) - 16, 16)):
             assert chunk not in blobs
         for line in body.split():
             if len(line) >= 16:
@@ -139,14 +143,19 @@ def test_state_files_are_private(daemon_env: DaemonEnv) -> None:
 
 # --- T14: files the daemon must refuse ------------------------------------------------------
 
+
 def _refusals(daemon: object, relpath: str) -> list[str]:
-    return [r["reason"] for r in daemon.events("refused")  # type: ignore[attr-defined]
-            if r["path"] == relpath]
+    return [
+        r["reason"]
+        for r in daemon.events("refused")  # type: ignore[attr-defined]
+        if r["path"] == relpath
+    ]
 
 
 @pytest.mark.proves("T14")
-def test_t14_group_writable_symlink_and_non_key_files_are_refused(daemon_env: DaemonEnv,
-                                                                  tmp_path: Path) -> None:
+def test_t14_group_writable_symlink_and_non_key_files_are_refused(
+    daemon_env: DaemonEnv, tmp_path: Path
+) -> None:
     daemon = daemon_env.start()
     writable_id, writable = make_key()
     write_key(daemon_env.trust, writable, writable_id, mode=0o660)
@@ -160,19 +169,22 @@ def test_t14_group_writable_symlink_and_non_key_files_are_refused(daemon_env: Da
     good_id, good = make_key()
     write_key(daemon_env.trust, good, good_id)
     wait_for(lambda: daemon_env.stored_key_ids().get(good_id), "the good key in the store")
-    wait_for(lambda: _refusals(daemon, f"{writable_id}.key") == ["writable"],
-             "the group-writable file refused")
-    wait_for(lambda: _refusals(daemon, f"{outside_id}.key") == ["symlink"],
-             "the symlink refused")
-    wait_for(lambda: _refusals(daemon, f"{garbage_id}.key") == ["not-pem"],
-             "the non-key refused")
+    wait_for(
+        lambda: _refusals(daemon, f"{writable_id}.key") == ["writable"],
+        "the group-writable file refused",
+    )
+    wait_for(lambda: _refusals(daemon, f"{outside_id}.key") == ["symlink"], "the symlink refused")
+    wait_for(lambda: _refusals(daemon, f"{garbage_id}.key") == ["not-pem"], "the non-key refused")
     assert set(daemon_env.stored_key_ids()) == {good_id}
     assert daemon.metric("keyvault_daemon_refused_total") >= 3
     # At the next start the reconciliation refuses them again (and logs each once).
     assert daemon.terminate() == 0
     again = daemon_env.start()
     assert sorted(r["reason"] for r in again.events("refused")) == [
-        "not-pem", "symlink", "writable"]
+        "not-pem",
+        "symlink",
+        "writable",
+    ]
     assert set(daemon_env.stored_key_ids()) == {good_id}
 
 
@@ -188,8 +200,9 @@ def test_t14_file_owned_by_another_user_is_refused(daemon_env: DaemonEnv) -> Non
     staged.chmod(0o600)
     os.chown(staged, 65534, 65534)
     shutil.move(staged, private / f"{key_id}.key")  # a rename: one event, already foreign
-    wait_for(lambda: _refusals(daemon, f"{key_id}.key") == ["foreign-owner"],
-             "the foreign file refused")
+    wait_for(
+        lambda: _refusals(daemon, f"{key_id}.key") == ["foreign-owner"], "the foreign file refused"
+    )
     assert daemon_env.stored_key_ids() == {}
     line = next(r for r in daemon.events("refused") if r["path"] == f"{key_id}.key")
     assert "uid 65534" in line["detail"]
@@ -215,8 +228,11 @@ def test_the_daemon_keeps_a_keys_dual_control(daemon_env: DaemonEnv) -> None:
     key_id = private_key_id(key)
     path = write_key(daemon_env.trust, notary_key_file(key, "root", None, ""), key_id)
     daemon_env.keyvault("--trust-dir", str(daemon_env.trust), "backup", "--threshold", "2")
-    versions = daemon_env.store_dir / "objects" / KeyAddress(DEFAULT_TEAM, None, "root",
-                                                             key_id).object_name
+    versions = (
+        daemon_env.store_dir
+        / "objects"
+        / KeyAddress(DEFAULT_TEAM, None, "root", key_id).object_name
+    )
 
     def latest() -> Envelope:
         return Envelope.from_bytes(max(versions.iterdir()).read_bytes())
@@ -224,14 +240,15 @@ def test_the_daemon_keeps_a_keys_dual_control(daemon_env: DaemonEnv) -> None:
     assert latest().threshold == 2
     daemon = daemon_env.start()
     path.write_bytes(notary_key_file(key, "root", None, "a new passphrase"))
-    wait_for(lambda: any(e["action"] == "updated" for e in daemon.events("backed-up")),
-             "the daemon's backup of the changed root key")
+    wait_for(
+        lambda: any(e["action"] == "updated" for e in daemon.events("backed-up")),
+        "the daemon's backup of the changed root key",
+    )
     assert len(list(versions.iterdir())) == 2
     assert latest().threshold == 2 and len(latest().wrapped_keys) == 2
 
 
-def test_status_counts_the_keys_the_start_up_check_found_backed_up(
-        daemon_env: DaemonEnv) -> None:
+def test_status_counts_the_keys_the_start_up_check_found_backed_up(daemon_env: DaemonEnv) -> None:
     """Keys backed up before the daemon started are in the store: status says so (before:
     '0 written, 0 already there', as if nothing were backed up)."""
     ids = []
@@ -255,8 +272,7 @@ def test_status_counts_the_keys_the_start_up_check_found_backed_up(
     assert daemon.terminate() == 0
 
 
-def test_the_daemon_carries_the_trust_pins_of_the_guns_it_backs_up(
-        daemon_env: DaemonEnv) -> None:
+def test_the_daemon_carries_the_trust_pins_of_the_guns_it_backs_up(daemon_env: DaemonEnv) -> None:
     """The start-up reconciliation backs up every pin; a key backed up later brings its
     GUN's pin along, a new version when the pin changed (notary rotated the root)."""
     gun = "example.com/daemon/app"
@@ -279,8 +295,7 @@ def test_the_daemon_carries_the_trust_pins_of_the_guns_it_backs_up(
     assert daemon.terminate() == 0
 
 
-def test_the_daemon_watches_tuf_so_a_pin_written_alone_is_backed_up(
-        daemon_env: DaemonEnv) -> None:
+def test_the_daemon_watches_tuf_so_a_pin_written_alone_is_backed_up(daemon_env: DaemonEnv) -> None:
     """No key file changes: notary rotating a GUN's root (root.json rewritten) and pulling
     a new GUN (tuf/<gun>/metadata/ made, root.json written) are seen under tuf/, and the
     pins backed up then, not at the next reconciliation (none runs meanwhile)."""
@@ -293,14 +308,24 @@ def test_the_daemon_watches_tuf_so_a_pin_written_alone_is_backed_up(
     notary = daemon_env.root / "home" / ".notary"  # the notary config pins a server's CA
     notary.mkdir()
     (notary / "config.json").write_text(
-        '{"remote_server": {"url": "https://notary.example.com", "root_ca": "ca.pem"}}')
+        '{"remote_server": {"url": "https://notary.example.com", "root_ca": "ca.pem"}}'
+    )
     (notary / "ca.pem").write_bytes(fresh_ca_pem())
     name = f"v1/teams/default/pins/{gun}/root.json"
     daemon = daemon_env.start()
     wait_for(lambda: daemon_env.stored_versions().get(name) == 1, "the pin in the store")
     wait_for(lambda: len(daemon.events("reconciled")) == 2, "the settling reconciliation")
-    ca = (daemon_env.store_dir / "objects" / "v1" / "teams" / "default" / "certs" / "server"
-          / "notary.example.com" / "root_ca.pem")  # reconciliation carries the pinned CA too
+    ca = (
+        daemon_env.store_dir
+        / "objects"
+        / "v1"
+        / "teams"
+        / "default"
+        / "certs"
+        / "server"
+        / "notary.example.com"
+        / "root_ca.pem"
+    )  # reconciliation carries the pinned CA too
     assert len([v for v in ca.iterdir() if not v.name.startswith(".")]) == 1
     pin.write_bytes(b'{"signed":{"_type":"Root","version":2},"signatures":[]}')
     wait_for(lambda: daemon_env.stored_versions().get(name) == 2, "the rotated pin stored")
@@ -310,10 +335,10 @@ def test_the_daemon_watches_tuf_so_a_pin_written_alone_is_backed_up(
     pulled_name = f"v1/teams/default/pins/{pulled}/root.json"
     wait_for(lambda: daemon_env.stored_versions().get(pulled_name) == 1, "the new GUN's pin")
     assert len(daemon.events("reconciled")) == 2  # the watch did it, not a reconciliation
-    assert {e["gun"] for e in daemon.events("detected") if e.get("kind") == "pin"} == {
-        gun, pulled}
-    assert daemon_env.stored_versions().get(f"v1/teams/default/guns/{gun}/targets/"
-                                            f"{key_id}.json") == 1  # the key: not again
+    assert {e["gun"] for e in daemon.events("detected") if e.get("kind") == "pin"} == {gun, pulled}
+    assert (
+        daemon_env.stored_versions().get(f"v1/teams/default/guns/{gun}/targets/{key_id}.json") == 1
+    )  # the key: not again
     target = daemon_env.root / "restored"
     daemon_env.keyvault("--trust-dir", str(target), "restore", "--gun", gun)
     assert (target / "tuf" / gun / "metadata" / "root.json").read_bytes() == pin.read_bytes()
@@ -332,7 +357,14 @@ def fresh_ca_pem() -> bytes:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "daemon test CA")])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(1).not_valid_before(now)
-            .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
     return cert.public_bytes(serialization.Encoding.PEM)

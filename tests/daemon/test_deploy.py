@@ -29,10 +29,16 @@ def test_systemd_unit_runs_the_daemon_hardened() -> None:
     d = _directives(UNIT.read_text())
     assert d["ExecStart"][0].split()[1:3] == ["daemon", "--listen"]
     assert d["Restart"] == ["on-failure"] and "7" in d["RestartPreventExitStatus"][0].split()
-    for key, value in {"NoNewPrivileges": "yes", "ProtectSystem": "strict",
-                       "ProtectHome": "read-only", "PrivateTmp": "yes", "UMask": "0077",
-                       "MemoryDenyWriteExecute": "yes", "StateDirectory": "keyvault",
-                       "StateDirectoryMode": "0700"}.items():
+    for key, value in {
+        "NoNewPrivileges": "yes",
+        "ProtectSystem": "strict",
+        "ProtectHome": "read-only",
+        "PrivateTmp": "yes",
+        "UMask": "0077",
+        "MemoryDenyWriteExecute": "yes",
+        "StateDirectory": "keyvault",
+        "StateDirectoryMode": "0700",
+    }.items():
         assert d[key] == [value], key
     assert d["RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6"]
     assert "@system-service" in d["SystemCallFilter"]
@@ -48,10 +54,19 @@ def test_systemd_unit_verifies(tmp_path: Path, source: Path) -> None:
     runtime = tmp_path / "run"
     runtime.mkdir(mode=0o700)
     env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime)}
-    result = subprocess.run([analyze, "verify", "--user", str(unit)], capture_output=True,
-                            text=True, env=env, timeout=60, check=False)
-    problems = [line for line in (result.stdout + result.stderr).splitlines()
-                if unit.name in line or "Unknown" in line or "ignoring" in line]
+    result = subprocess.run(
+        [analyze, "verify", "--user", str(unit)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    problems = [
+        line
+        for line in (result.stdout + result.stderr).splitlines()
+        if unit.name in line or "Unknown" in line or "ignoring" in line
+    ]
     assert result.returncode == 0 and not problems, result.stdout + result.stderr
 
 
@@ -62,9 +77,14 @@ def test_systemd_analyze_would_catch_a_bad_unit(tmp_path: Path) -> None:
     unit.write_text("[Service]\nExecStart=/bin/true\nProtectHomes=yes\n")
     runtime = tmp_path / "run"
     runtime.mkdir(mode=0o700)
-    result = subprocess.run([analyze, "verify", "--user", str(unit)], capture_output=True,
-                            text=True, env={**os.environ, "XDG_RUNTIME_DIR": str(runtime)},
-                            timeout=60, check=False)
+    result = subprocess.run(
+        [analyze, "verify", "--user", str(unit)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "XDG_RUNTIME_DIR": str(runtime)},
+        timeout=60,
+        check=False,
+    )
     assert "ProtectHomes" in result.stdout + result.stderr
 
 

@@ -30,7 +30,11 @@ def test_rows_survive_a_restart_and_become_due_after_the_debounce(tmp_path: Path
     reopened = Journal.open(tmp_path)
     (entry,) = reopened.due(100.0)
     assert (entry.trust_dir, entry.relpath, entry.key_id, entry.first_seen) == (
-        TRUST, f"{KEY}.key", KEY, 99.0)
+        TRUST,
+        f"{KEY}.key",
+        KEY,
+        99.0,
+    )
     assert reopened.done(entry)
     assert reopened.stats() == (0, None, 0)
 
@@ -46,8 +50,7 @@ def test_an_event_during_a_backup_keeps_the_row(tmp_path: Path) -> None:
     assert journal.done(again)
 
 
-def test_failures_back_off_and_a_new_event_does_not_bring_the_retry_forward(
-        tmp_path: Path) -> None:
+def test_failures_back_off_and_a_new_event_does_not_bring_the_retry_forward(tmp_path: Path) -> None:
     journal = Journal.open(tmp_path)
     journal.note([sighting(ready_at=1.0)], now=1.0)
     (entry,) = journal.due(1.0)
@@ -85,8 +88,16 @@ def test_the_journal_holds_ids_and_paths_only(tmp_path: Path) -> None:
     Journal.open(tmp_path).close()
     conn = sqlite3.connect(tmp_path / JOURNAL_NAME)
     columns = {row[1] for row in conn.execute("PRAGMA table_info(pending)")}
-    assert columns == {"trust_dir", "relpath", "key_id", "first_seen", "generation",
-                       "attempts", "next_try", "last_error"}
+    assert columns == {
+        "trust_dir",
+        "relpath",
+        "key_id",
+        "first_seen",
+        "generation",
+        "attempts",
+        "next_try",
+        "last_error",
+    }
 
 
 def test_one_lock_per_state_dir(tmp_path: Path) -> None:

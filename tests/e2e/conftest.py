@@ -57,8 +57,12 @@ def file_age_backend(tmp_path_factory: pytest.TempPathFactory) -> BackendSetup:
     assert isinstance(wrappers, list) and len(wrappers) == 1
     assert wrappers[0].startswith("age1")
     identity = json.dumps(str(result["identity_file"]))
-    return BackendSetup(name="file+age", store=str(result["store"]), wrappers=tuple(wrappers),
-                        config_toml=f"[recovery]\nidentity_file = {identity}\n")
+    return BackendSetup(
+        name="file+age",
+        store=str(result["store"]),
+        wrappers=tuple(wrappers),
+        config_toml=f"[recovery]\nidentity_file = {identity}\n",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -68,14 +72,17 @@ def file_passphrase_backend(tmp_path_factory: pytest.TempPathFactory) -> Backend
     store = (home / "store").as_uri()
     result = _init(home, {}, "--store", store, "--wrapper", "passphrase:")
     assert result["store"] == store and result["wrappers"] == ["passphrase:"]
-    return BackendSetup(name="file+passphrase", store=store, wrappers=("passphrase:",),
-                        env={"KEYVAULT_PASSPHRASE": KEYVAULT_PASSPHRASE},
-                        config_toml=PASSPHRASE_CONFIG)
+    return BackendSetup(
+        name="file+passphrase",
+        store=store,
+        wrappers=("passphrase:",),
+        env={"KEYVAULT_PASSPHRASE": KEYVAULT_PASSPHRASE},
+        config_toml=PASSPHRASE_CONFIG,
+    )
 
 
 @pytest.fixture(scope="session")
-def file_pkcs11_backend(tmp_path_factory: pytest.TempPathFactory,
-                        softhsm: SoftHsm) -> BackendSetup:
+def file_pkcs11_backend(tmp_path_factory: pytest.TempPathFactory, softhsm: SoftHsm) -> BackendSetup:
     """A file store and a non-extractable AES-256 key in a SoftHSM2 token (AES-GCM)."""
     home = tmp_path_factory.mktemp("kv-file-pkcs11")
     store = (home / "store").as_uri()
@@ -95,6 +102,5 @@ def backend(request: pytest.FixtureRequest) -> BackendSetup:
 
 
 @pytest.fixture
-def lab(tmp_path: Path, backend: BackendSetup, notary: Notary,
-        notary_server: NotaryServer) -> Lab:
+def lab(tmp_path: Path, backend: BackendSetup, notary: Notary, notary_server: NotaryServer) -> Lab:
     return Lab(tmp_path, backend, notary, notary_server)

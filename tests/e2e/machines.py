@@ -36,8 +36,9 @@ from fixtures.servers import BackendSetup
 from notarykit import Notary, parse_key_list
 
 #: notary's error when the key a role needs is not in the trust directory (notary 0.7's words).
-MISSING_KEY = ("could not find necessary signing keys, "
-               "at least one of these keys must be available: {key_id}")
+MISSING_KEY = (
+    "could not find necessary signing keys, at least one of these keys must be available: {key_id}"
+)
 #: notary's error when a change to root.json needs a root key that is not there.
 MISSING_ROOT = "signing keys not available: need 1 keys from 1 possible keys ({key_id})"
 PUBLISHED = "Successfully published changes for repository {gun}"
@@ -56,11 +57,13 @@ class Target:
     role: str
 
 
-def _result(args: list[str], proc: subprocess.CompletedProcess[str], check: bool
-            ) -> subprocess.CompletedProcess[str]:
+def _result(
+    args: list[str], proc: subprocess.CompletedProcess[str], check: bool
+) -> subprocess.CompletedProcess[str]:
     if check and proc.returncode != 0:
-        raise CommandFailedError(f"{' '.join(args)} exited {proc.returncode}:\n"
-                                 f"{proc.stdout}\n{proc.stderr}")
+        raise CommandFailedError(
+            f"{' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+        )
     return proc
 
 
@@ -133,8 +136,7 @@ class NotaryClient:
 
 def fatal_line(proc: subprocess.CompletedProcess[str]) -> str:
     text = proc.stdout + proc.stderr
-    lines = [line[len("* fatal: "):] for line in text.splitlines()
-             if line.startswith("* fatal: ")]
+    lines = [line[len("* fatal: ") :] for line in text.splitlines() if line.startswith("* fatal: ")]
     assert len(lines) == 1, f"expected one '* fatal:' line, got:\n{text}"
     return lines[0]
 
@@ -145,7 +147,7 @@ def parse_targets(output: str) -> dict[str, Target]:
     if start is None:
         raise AssertionError(f"no target table in:\n{output}")
     found: dict[str, Target] = {}
-    for line in lines[start + 2:]:
+    for line in lines[start + 2 :]:
         if not line.strip():
             continue
         name, digest, size, role = re.split(r"\s{2,}", line.strip())
@@ -162,29 +164,43 @@ def render_config(backend: BackendSetup, team: str, pins: list[str] | None = Non
     machines noted down ([sealing] trusted), then the backend's sections."""
     wrappers = ", ".join(_toml_string(w) for w in backend.wrappers)
     trusted = ", ".join(_toml_string(p) for p in pins or [])
-    return (f"[keyvault]\nteam = {_toml_string(team)}\nstore = {_toml_string(backend.store)}\n"
-            f"wrappers = [{wrappers}]\n\n[sealing]\ntrusted = [{trusted}]\n\n"
-            f"{backend.config_toml}\n")
+    return (
+        f"[keyvault]\nteam = {_toml_string(team)}\nstore = {_toml_string(backend.store)}\n"
+        f"wrappers = [{wrappers}]\n\n[sealing]\ntrusted = [{trusted}]\n\n"
+        f"{backend.config_toml}\n"
+    )
 
 
 def keyvault_env(home: Path, extra: Mapping[str, str]) -> dict[str, str]:
     """An environment with nothing but PATH, the given HOME and XDG dirs, and ``extra``."""
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home),
-            "XDG_CONFIG_HOME": str(home / ".config"),
-            "XDG_DATA_HOME": str(home / ".local" / "share"),
-            "XDG_STATE_HOME": str(home / ".local" / "state"),
-            "XDG_CACHE_HOME": str(home / ".cache"), "LANG": "C.UTF-8",
-            # the keyvault under test (a worktree's, not the one installed in the venv)
-            **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"}, **extra}
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_DATA_HOME": str(home / ".local" / "share"),
+        "XDG_STATE_HOME": str(home / ".local" / "state"),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+        "LANG": "C.UTF-8",
+        # the keyvault under test (a worktree's, not the one installed in the venv)
+        **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"},
+        **extra,
+    }
 
 
-def run_keyvault(home: Path, env: Mapping[str, str], *args: str | Path
-                 ) -> subprocess.CompletedProcess[str]:
+def run_keyvault(
+    home: Path, env: Mapping[str, str], *args: str | Path
+) -> subprocess.CompletedProcess[str]:
     """``python -m keyvault ARGS`` with the interpreter running the tests."""
     return subprocess.run(
-        [sys.executable, "-m", "keyvault", *map(str, args)], env=keyvault_env(home, env),
-        cwd=home, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=TIMEOUT,
-        check=False)
+        [sys.executable, "-m", "keyvault", *map(str, args)],
+        env=keyvault_env(home, env),
+        cwd=home,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
 
 
 @dataclass
@@ -209,8 +225,15 @@ class KeyvaultCli:
         self.config.chmod(0o600)
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = run_keyvault(self.home, self.backend.env, "--config", self.config,
-                            "--trust-dir", self.trust_dir, *args)
+        proc = run_keyvault(
+            self.home,
+            self.backend.env,
+            "--config",
+            self.config,
+            "--trust-dir",
+            self.trust_dir,
+            *args,
+        )
         return _result(["keyvault", *args], proc, check)
 
     def json(self, *args: str) -> Any:
@@ -268,8 +291,9 @@ MAX_LISTED_GUN = 25
 class Lab:
     """Machines of one team, one backend, one notary server; GUNs nobody else uses."""
 
-    def __init__(self, root: Path, backend: BackendSetup, notary: Notary,
-                 server: NotaryServer) -> None:
+    def __init__(
+        self, root: Path, backend: BackendSetup, notary: Notary, server: NotaryServer
+    ) -> None:
         self.root = root
         self.backend = backend
         self.notary = notary
@@ -294,11 +318,15 @@ class Lab:
         assert not root.exists(), f"machine {name} already exists"
         root.mkdir(parents=True)
         trust = root / "trust"
-        return Machine(root, NotaryClient(self.notary, self.server, trust),
-                       KeyvaultCli(root / "home", self.backend, self.team, trust, self.pins))
+        return Machine(
+            root,
+            NotaryClient(self.notary, self.server, trust),
+            KeyvaultCli(root / "home", self.backend, self.team, trust, self.pins),
+        )
 
 
 # --- shared scenario steps ------------------------------------------------------
+
 
 def release(name: str) -> bytes:
     """The content signed as target ``name``."""

@@ -21,8 +21,9 @@ from e2e.test_lost_laptop import RELEASES, write_delegation_key
 
 
 @pytest.fixture
-def age_lab(tmp_path: Any, file_age_backend: BackendSetup, notary: Notary,
-            notary_server: Any) -> Lab:
+def age_lab(
+    tmp_path: Any, file_age_backend: BackendSetup, notary: Notary, notary_server: Any
+) -> Lab:
     return Lab(tmp_path, file_age_backend, notary, notary_server)
 
 
@@ -30,8 +31,16 @@ def keyvault(machine: Machine, *args: str, passphrases: bool = False) -> tuple[i
     env = dict(machine.keyvault.backend.env)
     if passphrases:
         env |= passphrase_env()
-    proc = run_keyvault(machine.keyvault.home, env, "--config", machine.keyvault.config,
-                        "--trust-dir", machine.trust_dir, "--json", *args)
+    proc = run_keyvault(
+        machine.keyvault.home,
+        env,
+        "--config",
+        machine.keyvault.config,
+        "--trust-dir",
+        machine.trust_dir,
+        "--json",
+        *args,
+    )
     return proc.returncode, json.loads(proc.stdout) if proc.stdout.strip() else proc.stderr
 
 
@@ -59,7 +68,8 @@ def test_coverage_of_published_repositories(age_lab: Lab, tmp_path: Any) -> None
     assert status[("targets", ids["targets"])] == "backed-up"
     assert status[(RELEASES, delegation)] == "backed-up"
     assert {s for (role, _), s in status.items() if role in ("snapshot", "timestamp")} == {
-        "server-managed"}
+        "server-managed"
+    }
     assert ("snapshot", ids["snapshot"]) not in status  # rotated away before any backup
     root_row = next(k for k in report["keys"] if k["role"] == "root")
     assert root_row["listed_id"] != root_row["key_id"]  # a certificate ID, mapped to the file
@@ -74,8 +84,7 @@ def test_coverage_of_published_repositories(age_lab: Lab, tmp_path: Any) -> None
 
 
 @pytest.mark.proves("T5")
-def test_drill_proves_signatures_against_the_published_keys(age_lab: Lab,
-                                                            tmp_path: Any) -> None:
+def test_drill_proves_signatures_against_the_published_keys(age_lab: Lab, tmp_path: Any) -> None:
     lab = age_lab
     gun = lab.gun("drilled")
     laptop = lab.machine("laptop")
@@ -86,8 +95,15 @@ def test_drill_proves_signatures_against_the_published_keys(age_lab: Lab,
     sign(laptop, gun, "v2", roles=(RELEASES,))
     laptop.keyvault.backup()
 
-    code, report = keyvault(laptop, "drill", "--all", *server_args(lab),
-                            "--report-dir", str(tmp_path / "report"), passphrases=True)
+    code, report = keyvault(
+        laptop,
+        "drill",
+        "--all",
+        *server_args(lab),
+        "--report-dir",
+        str(tmp_path / "report"),
+        passphrases=True,
+    )
     assert code == 0, report
     checks = {c["key_id"]: c for c in report["checks"]}
     assert set(checks) >= set(ids.values())
@@ -99,7 +115,8 @@ def test_drill_proves_signatures_against_the_published_keys(age_lab: Lab,
 
 
 def test_drill_checks_a_root_key_against_a_published_root_json_that_lists_it(
-        age_lab: Lab, tmp_path: Any) -> None:
+    age_lab: Lab, tmp_path: Any
+) -> None:
     """A root key drilled alone (no GUN of its own) is looked up in the root.json of the
     GUNs the store holds keys for (before: its signature was never checked); one that no
     published root.json lists is 'not-checked (not published)'."""
@@ -111,32 +128,54 @@ def test_drill_checks_a_root_key_against_a_published_root_json_that_lists_it(
     laptop.keyvault.backup()
 
     for source in (server_args(lab), ()):  # the notary server, then the local TUF cache
-        code, report = keyvault(laptop, "drill", "--key-id", ids["root"], *source,
-                                "--report-dir", str(tmp_path / f"one{len(source)}"),
-                                passphrases=True)
+        code, report = keyvault(
+            laptop,
+            "drill",
+            "--key-id",
+            ids["root"],
+            *source,
+            "--report-dir",
+            str(tmp_path / f"one{len(source)}"),
+            passphrases=True,
+        )
         assert code == 0, report
         (check,) = report["checks"]
         assert (check["key_id_check"], check["signature"]) == ("passed", "passed"), check
 
-    code, report = keyvault(laptop, "drill", "--role", "root", *server_args(lab),
-                            "--report-dir", str(tmp_path / "both"), passphrases=True)
+    code, report = keyvault(
+        laptop,
+        "drill",
+        "--role",
+        "root",
+        *server_args(lab),
+        "--report-dir",
+        str(tmp_path / "both"),
+        passphrases=True,
+    )
     assert code == 0, report
     checks = {c["key_id"]: c for c in report["checks"]}
     assert checks[ids["root"]]["signature"] == "passed"
     assert checks[unused]["signature"] == "not-checked (not published)"
     assert checks[unused]["passed"] and checks[unused]["key_id_check"] == "passed"
 
-    code, report = keyvault(laptop, "drill", "--role", "root", *server_args(lab),
-                            "--require-published", "--report-dir", str(tmp_path / "strict"),
-                            passphrases=True)
+    code, report = keyvault(
+        laptop,
+        "drill",
+        "--role",
+        "root",
+        *server_args(lab),
+        "--require-published",
+        "--report-dir",
+        str(tmp_path / "strict"),
+        passphrases=True,
+    )
     assert code == 3, report
     checks = {c["key_id"]: c for c in report["checks"]}
     assert checks[ids["root"]]["passed"] and not checks[unused]["passed"]
     assert "no published metadata lists root key" in checks[unused]["error"]
 
 
-def test_drill_fails_a_root_key_that_is_not_the_published_one(
-        age_lab: Lab, tmp_path: Any) -> None:
+def test_drill_fails_a_root_key_that_is_not_the_published_one(age_lab: Lab, tmp_path: Any) -> None:
     """The file under the published root key's ID holds another root key (here: another
     repository's): its signature does not verify against the published certificate."""
     lab = age_lab
@@ -149,11 +188,22 @@ def test_drill_fails_a_root_key_that_is_not_the_published_one(
     named.write_bytes(other.key_files()[other_ids["root"]])
     laptop.keyvault.backup()
 
-    code, report = keyvault(laptop, "drill", "--key-id", ids["root"], *server_args(lab),
-                            "--report-dir", str(tmp_path / "r"), passphrases=True)
+    code, report = keyvault(
+        laptop,
+        "drill",
+        "--key-id",
+        ids["root"],
+        *server_args(lab),
+        "--report-dir",
+        str(tmp_path / "r"),
+        passphrases=True,
+    )
     assert code == 5, report
     (check,) = report["checks"]
     assert (check["key_id_check"], check["signature"], check["passed"]) == (
-        "failed", "failed", False), check
+        "failed",
+        "failed",
+        False,
+    ), check
     markdown = (tmp_path / "r" / "report.md").read_text()
     assert "FAILED" in markdown

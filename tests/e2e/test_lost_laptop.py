@@ -59,8 +59,11 @@ def test_rotated_targets_key_is_the_one_restored(lab: Lab) -> None:
     assert new_targets != ids["targets"]
     assert ids["targets"] not in laptop.key_files()  # notary deleted the old key file
     sign(laptop, gun, "v2")
-    assert laptop.keyvault.backup() == {ids["root"]: "unchanged", ids["snapshot"]: "unchanged",
-                                        new_targets: "created"}
+    assert laptop.keyvault.backup() == {
+        ids["root"]: "unchanged",
+        ids["snapshot"]: "unchanged",
+        new_targets: "created",
+    }
     keys = laptop.key_files()
     laptop.lose()
 
@@ -84,15 +87,24 @@ def write_delegation_key(directory: Path, name: str) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=3650))
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .sign(key, hashes.SHA256())
+    )
     key_path, cert_path = directory / f"{name}.key", directory / f"{name}.crt"
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     key_path.chmod(0o600)
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return key_path, cert_path
@@ -118,5 +130,8 @@ def test_delegation_key_signs_after_restore(lab: Lab, tmp_path: Path) -> None:
     assert new.keyvault.restore() == dict.fromkeys(keys, "create")
     assert new.key_files() == keys
     new.notary.publish(gun)
-    assert new.notary.targets(gun) == {"v1": expected("v1"), "v2": expected("v2", RELEASES),
-                                       "v3": expected("v3", RELEASES)}
+    assert new.notary.targets(gun) == {
+        "v1": expected("v1"),
+        "v2": expected("v2", RELEASES),
+        "v3": expected("v3", RELEASES),
+    }

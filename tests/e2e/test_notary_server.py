@@ -13,8 +13,9 @@ from notarykit import Notary
 from e2e.machines import NotaryClient, fatal_line
 
 
-def test_server_answers_under_the_fixture_ca_only(notary: Notary, notary_server: NotaryServer,
-                                                  tmp_path: Path) -> None:
+def test_server_answers_under_the_fixture_ca_only(
+    notary: Notary, notary_server: NotaryServer, tmp_path: Path
+) -> None:
     assert json.loads(notary_server.get(HEALTH_PATH)) == {}
     gun = f"kv/{uuid.uuid4().hex[:8]}/absent"
     client = NotaryClient(notary, notary_server, tmp_path / "trusting")

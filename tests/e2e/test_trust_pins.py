@@ -47,8 +47,7 @@ def test_the_pin_is_restored_byte_for_byte_and_publish_trusts_nothing_new(lab: L
     assert pin_of(new, gun).read_bytes() == original  # notary kept the very pin
 
 
-def test_notary_refuses_a_server_root_that_the_restored_pin_does_not_vouch_for(
-        lab: Lab) -> None:
+def test_notary_refuses_a_server_root_that_the_restored_pin_does_not_vouch_for(lab: Lab) -> None:
     """The control: the pin is what notary checks the server against. A machine whose
     pin for the GUN is another repository's root refuses to publish; the same machine
     with the restored pin publishes."""
@@ -79,13 +78,15 @@ def notary_config(machine: Machine, server_url: str) -> Path:
     relative to the config's directory, as notary reads it (no -s/--tlscacert flags)."""
     config = machine.keyvault.home / ".notary" / "config.json"
     config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text(json.dumps({"remote_server": {"url": server_url,
-                                                    "root_ca": "server-ca.pem"}}))
+    config.write_text(
+        json.dumps({"remote_server": {"url": server_url, "root_ca": "server-ca.pem"}})
+    )
     return config
 
 
-def publish_with_config(machine: Machine, config: Path, gun: str, name: str
-                        ) -> subprocess.CompletedProcess[str]:
+def publish_with_config(
+    machine: Machine, config: Path, gun: str, name: str
+) -> subprocess.CompletedProcess[str]:
     """``notary -c CONFIG add`` and ``publish``: the server and its CA from the config only."""
     payload = machine.root / f"{name}.payload"
     payload.write_bytes(release(name))
@@ -95,7 +96,8 @@ def publish_with_config(machine: Machine, config: Path, gun: str, name: str
 
 
 def test_the_servers_ca_the_notary_config_pins_comes_back_and_notary_publishes_with_it(
-        lab: Lab) -> None:
+    lab: Lab,
+) -> None:
     """remote_server.root_ca travels with the keys: a new laptop that has the config but
     not the CA file cannot reach the server (the control); after the restore it can."""
     gun = lab.gun("ca")
@@ -106,7 +108,8 @@ def test_the_servers_ca_the_notary_config_pins_comes_back_and_notary_publishes_w
     ca = (config.parent / "server-ca.pem").read_bytes()
     report = old.keyvault.json("backup")
     assert [(k["key_id"], k["action"]) for k in report["keys"] if k["kind"] == "cert"] == [
-        ("root_ca.pem", "created")]
+        ("root_ca.pem", "created")
+    ]
     old.keyvault.backup()  # notes the sealer for the next machine
     old.lose()
 
@@ -118,7 +121,8 @@ def test_the_servers_ca_the_notary_config_pins_comes_back_and_notary_publishes_w
     assert control.returncode != 0, control.stdout  # no CA: notary cannot reach the server
     restored = new.keyvault.json("restore", "--all")
     assert [(k["path"], k["action"]) for k in restored["keys"] if k["kind"] == "cert"] == [
-        (str(config.parent / "server-ca.pem"), "create")]
+        (str(config.parent / "server-ca.pem"), "create")
+    ]
     assert (config.parent / "server-ca.pem").read_bytes() == ca
     published = publish_with_config(new, config, gun, "v3")
     assert published.returncode == 0, published.stderr

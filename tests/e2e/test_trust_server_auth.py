@@ -37,17 +37,21 @@ NOTARY_AUTH = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
 class LoggedInNotary(Notary):
     """The notary CLI with the user's registry login in NOTARY_AUTH."""
 
-    def run(self, trust_dir: Path, *args: str, env: Mapping[str, str] | None = None,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
-        return super().run(trust_dir, *args, env={"NOTARY_AUTH": NOTARY_AUTH, **(env or {})},
-                           check=check)
+    def run(
+        self, trust_dir: Path, *args: str, env: Mapping[str, str] | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        return super().run(
+            trust_dir, *args, env={"NOTARY_AUTH": NOTARY_AUTH, **(env or {})}, check=check
+        )
 
 
 @pytest.fixture
-def lab(tmp_path: Path, file_age_backend: BackendSetup, notary: Notary,
-        token_notary: TokenAuthLab) -> Lab:
-    return Lab(tmp_path, file_age_backend, LoggedInNotary(notary.binary, notary.home),
-               token_notary.server)
+def lab(
+    tmp_path: Path, file_age_backend: BackendSetup, notary: Notary, token_notary: TokenAuthLab
+) -> Lab:
+    return Lab(
+        tmp_path, file_age_backend, LoggedInNotary(notary.binary, notary.home), token_notary.server
+    )
 
 
 def registry_gun(lab: Lab, name: str) -> str:
@@ -81,18 +85,31 @@ def helper_bin(directory: Path, name: str, log: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     script = directory / f"docker-credential-{name}"
     answer = json.dumps({"ServerURL": "", "Username": USER, "Secret": PASSWORD})
-    script.write_text(f"#!/bin/sh\n[ \"$1\" = get ] || exit 2\nread server\n"
-                      f"echo \"$server\" >> '{log}'\necho '{answer}'\n")
+    script.write_text(
+        f'#!/bin/sh\n[ "$1" = get ] || exit 2\nread server\n'
+        f"echo \"$server\" >> '{log}'\necho '{answer}'\n"
+    )
     script.chmod(0o700)
     return directory
 
 
-def coverage(machine: Machine, gun: str, env: Mapping[str, str], *args: str
-             ) -> tuple[int, Any, subprocess.CompletedProcess[str]]:
+def coverage(
+    machine: Machine, gun: str, env: Mapping[str, str], *args: str
+) -> tuple[int, Any, subprocess.CompletedProcess[str]]:
     full = {**machine.keyvault.backend.env, **env}
-    proc = run_keyvault(machine.keyvault.home, full, "--config", machine.keyvault.config,
-                        "--trust-dir", machine.trust_dir, "--json", "coverage", "--gun", gun,
-                        *args)
+    proc = run_keyvault(
+        machine.keyvault.home,
+        full,
+        "--config",
+        machine.keyvault.config,
+        "--trust-dir",
+        machine.trust_dir,
+        "--json",
+        "coverage",
+        "--gun",
+        gun,
+        *args,
+    )
     report = json.loads(proc.stdout) if proc.stdout.strip() else None
     return proc.returncode, report, proc
 
@@ -106,8 +123,9 @@ def actions_asked(gun: str, asked: list[tuple[str | None, str]]) -> list[tuple[s
     actions in either order)."""
     prefix = f"repository:{gun}:"
     assert all(scope.startswith(prefix) for _, scope in asked), asked
-    return sorted((user, ",".join(sorted(scope[len(prefix):].split(","))))
-                  for user, scope in asked)
+    return sorted(
+        (user, ",".join(sorted(scope[len(prefix) :].split(",")))) for user, scope in asked
+    )
 
 
 def server_args(server: NotaryServer) -> tuple[str, ...]:
@@ -132,18 +150,21 @@ def assert_no_secret(machine: Machine, *procs: subprocess.CompletedProcess[str])
                 assert secret.encode() not in data, path
 
 
-def test_the_server_refuses_without_a_token(token_notary: TokenAuthLab, notary: Notary,
-                                            tmp_path: Path) -> None:
+def test_the_server_refuses_without_a_token(
+    token_notary: TokenAuthLab, notary: Notary, tmp_path: Path
+) -> None:
     """The fixture is what registries run: no token, no metadata (the notary CLI too)."""
     gun = f"reg.test/{uuid.uuid4().hex[:6]}/x"
-    proc = notary.run(tmp_path / "t", *token_notary.server.client_flags(), "init", gun, "-p",
-                      check=False)
+    proc = notary.run(
+        tmp_path / "t", *token_notary.server.client_flags(), "init", gun, "-p", check=False
+    )
     assert proc.returncode != 0
     assert "you are not authorized to perform this operation: server returned 401" in proc.stdout
 
 
-def test_docker_login_then_coverage_as_a_user_types_it(lab: Lab, token_notary: TokenAuthLab,
-                                                       tmp_path: Path) -> None:
+def test_docker_login_then_coverage_as_a_user_types_it(
+    lab: Lab, token_notary: TokenAuthLab, tmp_path: Path
+) -> None:
     """The real docker CLI logs in to the registry (client side: no daemon here), the user
     exports DOCKER_CONTENT_TRUST_SERVER, and coverage finds the login by the GUN's registry."""
     registry = token_notary.issuer.realm.split("/")[2]  # 127.0.0.1:<port>
@@ -153,32 +174,48 @@ def test_docker_login_then_coverage_as_a_user_types_it(lab: Lab, token_notary: T
     laptop.keyvault.backup()
     shutil.rmtree(laptop.trust_dir / "tuf")  # no local cache: only the server can tell
     docker_dir = tmp_path / "docker"
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path),
-           "DOCKER_CONFIG": str(docker_dir), "DOCKER_HOST": f"unix://{tmp_path}/none.sock"}
-    login = subprocess.run(["docker", "login", registry, "-u", USER, "--password-stdin"],
-                           input=PASSWORD, env=env, capture_output=True, text=True,
-                           timeout=120, check=False)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "DOCKER_CONFIG": str(docker_dir),
+        "DOCKER_HOST": f"unix://{tmp_path}/none.sock",
+    }
+    login = subprocess.run(
+        ["docker", "login", registry, "-u", USER, "--password-stdin"],
+        input=PASSWORD,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert login.returncode == 0 and "Login Succeeded" in login.stdout, login.stderr
     assert registry in json.loads((docker_dir / "config.json").read_text())["auths"]
 
-    code, report, proc = coverage(laptop, gun, {
-        "DOCKER_CONFIG": str(docker_dir), "DOCKER_CONTENT_TRUST_SERVER": lab.server.url},
-        "--tls-ca", str(lab.server.ca_cert))
+    code, report, proc = coverage(
+        laptop,
+        gun,
+        {"DOCKER_CONFIG": str(docker_dir), "DOCKER_CONTENT_TRUST_SERVER": lab.server.url},
+        "--tls-ca",
+        str(lab.server.ca_cert),
+    )
     assert code == 0, proc.stderr
     assert report["source"] == lab.server.url
     assert_backed_up(report, ids)
     assert_no_secret(laptop, proc)
 
 
-def test_coverage_with_a_login_in_docker_auths(lab: Lab, token_notary: TokenAuthLab,
-                                               tmp_path: Path) -> None:
+def test_coverage_with_a_login_in_docker_auths(
+    lab: Lab, token_notary: TokenAuthLab, tmp_path: Path
+) -> None:
     gun, laptop, ids = published(lab, "auths")
     issuer = token_notary.issuer
     before = len(issuer.requests)
     config = docker_config(tmp_path / "docker", {"auths": {"reg.test": basic(USER, PASSWORD)}})
 
-    code, report, proc = coverage(laptop, gun, {"DOCKER_CONFIG": str(config)},
-                                  *server_args(lab.server))
+    code, report, proc = coverage(
+        laptop, gun, {"DOCKER_CONFIG": str(config)}, *server_args(lab.server)
+    )
     assert code == 0, proc.stderr
     assert_backed_up(report, ids)
     asked = issuer.requests[before:]
@@ -189,14 +226,18 @@ def test_coverage_with_a_login_in_docker_auths(lab: Lab, token_notary: TokenAuth
 
 
 @pytest.mark.parametrize("where", ["credsStore", "credHelpers"])
-def test_coverage_with_a_credential_helper(lab: Lab, token_notary: TokenAuthLab,
-                                           tmp_path: Path, where: str) -> None:
+def test_coverage_with_a_credential_helper(
+    lab: Lab, token_notary: TokenAuthLab, tmp_path: Path, where: str
+) -> None:
     gun, laptop, ids = published(lab, where[-5:].lower())
     calls = tmp_path / "helper-calls"
     bin_dir = helper_bin(tmp_path / "bin", "kvtest", calls)
     config: dict[str, Any] = {"auths": {"reg.test": basic(USER, "not-the-password")}}
-    config |= {"credsStore": "kvtest"} if where == "credsStore" else {
-        "credHelpers": {"reg.test": "kvtest"}}
+    config |= (
+        {"credsStore": "kvtest"}
+        if where == "credsStore"
+        else {"credHelpers": {"reg.test": "kvtest"}}
+    )
     # ~/.docker/config.json: the default when DOCKER_CONFIG is not set
     docker_config(laptop.keyvault.home / ".docker", config)
     env = {"PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
@@ -211,18 +252,21 @@ def test_coverage_with_a_credential_helper(lab: Lab, token_notary: TokenAuthLab,
     assert_no_secret(laptop, proc)
 
 
-def test_an_identity_token_is_exchanged_with_the_oauth2_form(lab: Lab, token_notary: TokenAuthLab,
-                                                             tmp_path: Path) -> None:
+def test_an_identity_token_is_exchanged_with_the_oauth2_form(
+    lab: Lab, token_notary: TokenAuthLab, tmp_path: Path
+) -> None:
     """docker stores an OAuth2 refresh token as ``identitytoken``: it is POSTed to the
     realm (grant_type=refresh_token), never sent as a password."""
     gun, laptop, ids = published(lab, "ident")
     issuer = token_notary.issuer
     before = len(issuer.requests)
-    config = docker_config(tmp_path / "docker", {"auths": {
-        "reg.test": {"auth": "", "identitytoken": REFRESH_TOKEN}}})
+    config = docker_config(
+        tmp_path / "docker", {"auths": {"reg.test": {"auth": "", "identitytoken": REFRESH_TOKEN}}}
+    )
 
-    code, report, proc = coverage(laptop, gun, {"DOCKER_CONFIG": str(config)},
-                                  *server_args(lab.server))
+    code, report, proc = coverage(
+        laptop, gun, {"DOCKER_CONFIG": str(config)}, *server_args(lab.server)
+    )
     assert code == 0, proc.stderr
     assert_backed_up(report, ids)
     assert actions_asked(gun, issuer.requests[before:]) == [(USER, "pull"), (USER, "pull,push")]
@@ -230,13 +274,16 @@ def test_an_identity_token_is_exchanged_with_the_oauth2_form(lab: Lab, token_not
 
 
 def test_wrong_or_missing_credentials_exit_4_naming_the_login(
-        lab: Lab, token_notary: TokenAuthLab, tmp_path: Path) -> None:
+    lab: Lab, token_notary: TokenAuthLab, tmp_path: Path
+) -> None:
     gun, laptop, _ = published(lab, "denied")
-    wrong = docker_config(tmp_path / "wrong", {"auths": {
-        "https://reg.test/v1/": basic(USER, "Wr0ng-" + PASSWORD)}})
+    wrong = docker_config(
+        tmp_path / "wrong", {"auths": {"https://reg.test/v1/": basic(USER, "Wr0ng-" + PASSWORD)}}
+    )
 
-    code, report, proc = coverage(laptop, gun, {"DOCKER_CONFIG": str(wrong)},
-                                  *server_args(lab.server))
+    code, report, proc = coverage(
+        laptop, gun, {"DOCKER_CONFIG": str(wrong)}, *server_args(lab.server)
+    )
     assert code == 4, proc.stderr
     assert report["exit_code"] == 4
     assert lab.server.url in report["message"]
@@ -245,21 +292,22 @@ def test_wrong_or_missing_credentials_exit_4_naming_the_login(
     assert_no_secret(laptop, proc)
 
     empty = docker_config(tmp_path / "empty", {})
-    code, _, proc = coverage(laptop, gun, {"DOCKER_CONFIG": str(empty)},
-                             *server_args(lab.server))
+    code, _, proc = coverage(laptop, gun, {"DOCKER_CONFIG": str(empty)}, *server_args(lab.server))
     assert code == 4, proc.stderr  # anonymous tokens carry pull only; the keys need push
     assert "docker login reg.test" in proc.stdout
 
 
-def test_an_expired_token_is_refreshed_mid_run(lab: Lab, token_notary: TokenAuthLab,
-                                               tmp_path: Path) -> None:
+def test_an_expired_token_is_refreshed_mid_run(
+    lab: Lab, token_notary: TokenAuthLab, tmp_path: Path
+) -> None:
     gun, laptop, ids = published(lab, "expiry")
     issuer = token_notary.issuer
     issuer.stale_next = 1  # the first token says it lasts an hour, but has expired
     before = len(issuer.requests)
 
-    code, report, proc = coverage(laptop, gun, {"NOTARY_AUTH": NOTARY_AUTH},
-                                  *server_args(lab.server))
+    code, report, proc = coverage(
+        laptop, gun, {"NOTARY_AUTH": NOTARY_AUTH}, *server_args(lab.server)
+    )
     assert code == 0, proc.stderr
     assert_backed_up(report, ids)
     asked = issuer.requests[before:]
@@ -268,13 +316,13 @@ def test_an_expired_token_is_refreshed_mid_run(lab: Lab, token_notary: TokenAuth
     assert issuer.stale_next == 0
 
 
-def test_tokens_are_reused_until_they_expire_then_refreshed(token_notary: TokenAuthLab
-                                                            ) -> None:
+def test_tokens_are_reused_until_they_expire_then_refreshed(token_notary: TokenAuthLab) -> None:
     """In-process, against the real server: reuse, expiry by expires_in, and a cached token
     the server refuses mid-run."""
     server, issuer = token_notary.server, token_notary.issuer
-    client = TrustClient(Endpoint(server.url, server.ca_cert, "--server"),
-                         {"NOTARY_AUTH": NOTARY_AUTH})
+    client = TrustClient(
+        Endpoint(server.url, server.ca_cert, "--server"), {"NOTARY_AUTH": NOTARY_AUTH}
+    )
     now = [0.0]
     client.tokens.clock = lambda: now[0]
     issuer.stale_next = 0
@@ -301,7 +349,8 @@ def test_tokens_are_reused_until_they_expire_then_refreshed(token_notary: TokenA
 
 
 def test_docker_content_trust_server_and_the_notary_config(
-        lab: Lab, token_notary: TokenAuthLab, tmp_path: Path) -> None:
+    lab: Lab, token_notary: TokenAuthLab, tmp_path: Path
+) -> None:
     gun, laptop, ids = published(lab, "envsrv")
     config = docker_config(tmp_path / "docker", {"auths": {"reg.test": basic(USER, PASSWORD)}})
     env = {"DOCKER_CONFIG": str(config), "DOCKER_CONTENT_TRUST_SERVER": lab.server.url}
@@ -315,8 +364,9 @@ def test_docker_content_trust_server_and_the_notary_config(
     notary_dir = laptop.keyvault.home / ".notary"
     notary_dir.mkdir()
     (notary_dir / "ca.pem").write_bytes(lab.server.ca_cert.read_bytes())
-    (notary_dir / "config.json").write_text(json.dumps(
-        {"remote_server": {"url": lab.server.url, "root_ca": "ca.pem"}}))
+    (notary_dir / "config.json").write_text(
+        json.dumps({"remote_server": {"url": lab.server.url, "root_ca": "ca.pem"}})
+    )
     code, report, proc = coverage(laptop, gun, {"DOCKER_CONFIG": str(config)})
     assert code == 0, proc.stderr
     assert report["source"] == lab.server.url
@@ -324,15 +374,32 @@ def test_docker_content_trust_server_and_the_notary_config(
 
 
 def test_a_drill_checks_signatures_against_the_authenticated_server(
-        lab: Lab, token_notary: TokenAuthLab, tmp_path: Path) -> None:
+    lab: Lab, token_notary: TokenAuthLab, tmp_path: Path
+) -> None:
     gun, laptop, ids = published(lab, "drill")
     shutil.rmtree(laptop.trust_dir / "tuf")  # no local cache: only the server can tell
     config = docker_config(tmp_path / "docker", {"auths": {"reg.test": basic(USER, PASSWORD)}})
-    env = {**laptop.keyvault.backend.env, **passphrase_env(), "DOCKER_CONFIG": str(config),
-           "DOCKER_CONTENT_TRUST_SERVER": lab.server.url}
-    proc = run_keyvault(laptop.keyvault.home, env, "--config", laptop.keyvault.config,
-                        "--trust-dir", laptop.trust_dir, "--json", "drill", "--gun", gun,
-                        "--tls-ca", lab.server.ca_cert, "--require-published")
+    env = {
+        **laptop.keyvault.backend.env,
+        **passphrase_env(),
+        "DOCKER_CONFIG": str(config),
+        "DOCKER_CONTENT_TRUST_SERVER": lab.server.url,
+    }
+    proc = run_keyvault(
+        laptop.keyvault.home,
+        env,
+        "--config",
+        laptop.keyvault.config,
+        "--trust-dir",
+        laptop.trust_dir,
+        "--json",
+        "drill",
+        "--gun",
+        gun,
+        "--tls-ca",
+        lab.server.ca_cert,
+        "--require-published",
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     checked = {c["key_id"]: c["signature"] for c in report["checks"]}
@@ -341,7 +408,8 @@ def test_a_drill_checks_signatures_against_the_authenticated_server(
 
 
 def test_unreachable_server_or_untrusted_tls_exit_6_with_a_hint(
-        lab: Lab, token_notary: TokenAuthLab, tmp_path: Path) -> None:
+    lab: Lab, token_notary: TokenAuthLab, tmp_path: Path
+) -> None:
     gun, laptop, _ = published(lab, "offline")
     env = {"NOTARY_AUTH": NOTARY_AUTH}
 
@@ -350,21 +418,25 @@ def test_unreachable_server_or_untrusted_tls_exit_6_with_a_hint(
     assert "TLS" in proc.stderr and "--tls-ca" in proc.stderr
 
     closed = f"https://127.0.0.1:{free_port()}"
-    code, _, proc = coverage(laptop, gun, env, "--server", closed,
-                             "--tls-ca", str(lab.server.ca_cert))
+    code, _, proc = coverage(
+        laptop, gun, env, "--server", closed, "--tls-ca", str(lab.server.ca_cert)
+    )
     assert code == 6, proc.stderr
     assert closed in proc.stderr and "--tls-ca" in proc.stderr
 
 
-def test_anonymous_tokens_where_the_realm_gives_them(lab: Lab, token_notary: TokenAuthLab,
-                                                     tmp_path: Path) -> None:
+def test_anonymous_tokens_where_the_realm_gives_them(
+    lab: Lab, token_notary: TokenAuthLab, tmp_path: Path
+) -> None:
     """No login anywhere (empty docker config, no NOTARY_AUTH): the realm hands out an
     anonymous pull token, and the published root.json is read with it."""
     gun, _, _ = published(lab, "anon")
     server, issuer = token_notary.server, token_notary.issuer
     empty = docker_config(tmp_path / "anon-docker", {})
-    client = TrustClient(Endpoint(server.url, server.ca_cert, "--server"),
-                         {"DOCKER_CONFIG": str(empty), "HOME": str(tmp_path)})
+    client = TrustClient(
+        Endpoint(server.url, server.ca_cert, "--server"),
+        {"DOCKER_CONFIG": str(empty), "HOME": str(tmp_path)},
+    )
     before = len(issuer.requests)
     root = client.get(gun, f"{gun}/_trust/tuf/root.json")
     assert root is not None and json.loads(root)["signed"]["_type"] == "Root"

@@ -63,8 +63,9 @@ class AeadWrapper:
         if wrapped.alg != self.alg:
             raise UsageError(f"{self.uri}: unsupported alg {wrapped.alg[:20]!r}")
         try:
-            return AESGCM(self.kek).decrypt(wrapped.blob[:12], wrapped.blob[12:],
-                                            self._aad(context))
+            return AESGCM(self.kek).decrypt(
+                wrapped.blob[:12], wrapped.blob[12:], self._aad(context)
+            )
         except (InvalidTag, ValueError):
             raise IntegrityError(f"{self.uri}: wrapped key failed authentication") from None
 
@@ -85,19 +86,24 @@ class LaxWrapper(AeadWrapper):
         return b""
 
 
-def make_header(address: KeyAddress | None = None, data: bytes | None = None,
-                algorithm: str | None = "ecdsa") -> ev.Header:
+def make_header(
+    address: KeyAddress | None = None, data: bytes | None = None, algorithm: str | None = "ecdsa"
+) -> ev.Header:
     address = address or KeyAddress("team-a", GUN, "targets", KEY_ID)
-    return ev.new_header(address=address, algorithm=algorithm,
-                        source_name=f"tuf_keys/{GUN}/{address.key_id}.key", source_mode=0o600,
-                        data=key_bytes() if data is None else data, created=CREATED)
-
-
+    return ev.new_header(
+        address=address,
+        algorithm=algorithm,
+        source_name=f"tuf_keys/{GUN}/{address.key_id}.key",
+        source_mode=0o600,
+        data=key_bytes() if data is None else data,
+        created=CREATED,
+    )
 
 
 #: The sealer the envelope tests sign with, and the trust that accepts only it.
-SEALER = Ed25519FileSealer(Path("/nonexistent/test-sealer.key"),
-                           ed25519.Ed25519PrivateKey.generate())
+SEALER = Ed25519FileSealer(
+    Path("/nonexistent/test-sealer.key"), ed25519.Ed25519PrivateKey.generate()
+)
 TRUST = SealerTrust.of([SEALER.key.fingerprint])
 
 

@@ -33,8 +33,9 @@ def wrapper_b() -> AeadWrapper:
 
 
 @pytest.fixture
-def sealed(header: ev.Header, data: bytes, wrapper_a: AeadWrapper,
-           wrapper_b: AeadWrapper) -> ev.Envelope:
+def sealed(
+    header: ev.Header, data: bytes, wrapper_a: AeadWrapper, wrapper_b: AeadWrapper
+) -> ev.Envelope:
     """An envelope wrapped by two wrappers, A and B."""
     return ev.seal(header, data, [wrapper_a, wrapper_b], sealer=SEALER)
 

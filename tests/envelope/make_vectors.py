@@ -49,8 +49,9 @@ def derive(label: str, size: int) -> bytes:
 
 
 def canonical_json(value: dict[str, Any]) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
 
 
 def b64(data: bytes) -> str:
@@ -79,14 +80,18 @@ def sign(alg: str, private: bytes, message: bytes) -> tuple[bytes, bytes]:
     else:
         key = ec.derive_private_key(int.from_bytes(private, "big"), ec.SECP256R1())
         signature = key.sign(message, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
-    public = key.public_key().public_bytes(serialization.Encoding.DER,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     return public, signature
 
 
 def context_of(header: dict[str, Any]) -> dict[str, str]:
-    context = {"keyvault:team": header["team"], "keyvault:role": header["role"],
-               "keyvault:key_id": header["key_id"]}
+    context = {
+        "keyvault:team": header["team"],
+        "keyvault:role": header["role"],
+        "keyvault:key_id": header["key_id"],
+    }
     if header["gun"] is not None:
         context["keyvault:gun"] = header["gun"]
     return context
@@ -103,25 +108,47 @@ def object_name(header: dict[str, Any]) -> str:
 
 
 CASES: list[dict[str, Any]] = [
-    {"name": "targets key of a GUN, current layout, text plaintext",
-     "label": "targets", "team": "team-a", "gun": "registry.example.com/team-a/app",
-     "role": "targets", "algorithm": "ecdsa", "created": "2024-05-06T07:08:09Z",
-     "source_name": "{id}.key", "source_mode": 0o600,
-     "plaintext": b"keyvault test vector\n",
-     "passphrase": "correct horse battery staple (test vector only)"},
-    {"name": "root key (no GUN, so no keyvault:gun in the context), random-looking bytes",
-     "label": "root", "team": "platform", "gun": None, "role": "root", "algorithm": None,
-     "created": "2023-12-31T23:59:59Z", "source_name": "root_keys/{id}.key",
-     "source_mode": 0o400, "plaintext": derive("root plaintext", 97),
-     "passphrase": "another test passphrase"},
-    {"name": "delegation key without a GUN; non-ASCII and a quote in the source name "
-             "(canonical JSON keeps UTF-8 literal and escapes the quote)",
-     "label": "delegation", "team": "team-b", "gun": None, "role": "targets/releases",
-     "algorithm": "ed25519", "created": "2025-01-02T03:04:05Z",
-     "source_name": 'équipe/"q"/{id}.key', "source_mode": 0o640,
-     "plaintext": derive("delegation plaintext", 16),
-     # typed in NFD (as macOS keyboards produce it); scrypt gets its NFC form
-     "passphrase": unicodedata.normalize("NFD", "pässwörd çà (test vector only)")},
+    {
+        "name": "targets key of a GUN, current layout, text plaintext",
+        "label": "targets",
+        "team": "team-a",
+        "gun": "registry.example.com/team-a/app",
+        "role": "targets",
+        "algorithm": "ecdsa",
+        "created": "2024-05-06T07:08:09Z",
+        "source_name": "{id}.key",
+        "source_mode": 0o600,
+        "plaintext": b"keyvault test vector\n",
+        "passphrase": "correct horse battery staple (test vector only)",
+    },
+    {
+        "name": "root key (no GUN, so no keyvault:gun in the context), random-looking bytes",
+        "label": "root",
+        "team": "platform",
+        "gun": None,
+        "role": "root",
+        "algorithm": None,
+        "created": "2023-12-31T23:59:59Z",
+        "source_name": "root_keys/{id}.key",
+        "source_mode": 0o400,
+        "plaintext": derive("root plaintext", 97),
+        "passphrase": "another test passphrase",
+    },
+    {
+        "name": "delegation key without a GUN; non-ASCII and a quote in the source name "
+        "(canonical JSON keeps UTF-8 literal and escapes the quote)",
+        "label": "delegation",
+        "team": "team-b",
+        "gun": None,
+        "role": "targets/releases",
+        "algorithm": "ed25519",
+        "created": "2025-01-02T03:04:05Z",
+        "source_name": 'équipe/"q"/{id}.key',
+        "source_mode": 0o640,
+        "plaintext": derive("delegation plaintext", 16),
+        # typed in NFD (as macOS keyboards produce it); scrypt gets its NFC form
+        "passphrase": unicodedata.normalize("NFD", "pässwörd çà (test vector only)"),
+    },
 ]
 
 
@@ -132,11 +159,17 @@ def make_vector(case: dict[str, Any], version: int = 1) -> dict[str, Any]:
     plaintext: bytes = case["plaintext"]
     dek, nonce = derive(f"{label}/dek", 32), derive(f"{label}/nonce", 12)
     header = {
-        "format": "keyvault-envelope", "version": version, "team": case["team"],
+        "format": "keyvault-envelope",
+        "version": version,
+        "team": case["team"],
         "gun": case["gun"],
-        "role": case["role"], "key_id": key_id, "algorithm": case["algorithm"],
-        "created": case["created"], "source_name": case["source_name"].format(id=key_id),
-        "source_mode": case["source_mode"], "size": len(plaintext),
+        "role": case["role"],
+        "key_id": key_id,
+        "algorithm": case["algorithm"],
+        "created": case["created"],
+        "source_name": case["source_name"].format(id=key_id),
+        "source_mode": case["source_mode"],
+        "size": len(plaintext),
         "sha256": hashlib.sha256(plaintext).hexdigest(),
     }
     aad = canonical_json(header)
@@ -152,21 +185,38 @@ def make_vector(case: dict[str, Any], version: int = 1) -> dict[str, Any]:
     check = hmac.new(kek, CHECK_LABEL, hashlib.sha256).digest()[:16]
     wrapped = AESGCM(kek).encrypt(wrap_nonce, dek, context_bytes)
     entry = {
-        "uri": "passphrase:", "alg": PASSPHRASE_ALG, "wrapped": b64(wrapped),
+        "uri": "passphrase:",
+        "alg": PASSPHRASE_ALG,
+        "wrapped": b64(wrapped),
         "context": context,
-        "params": {"kdf": "scrypt", "salt": b64(salt), "n": SCRYPT_N, "r": SCRYPT_R,
-                   "p": SCRYPT_P, "nonce": b64(wrap_nonce), "check": b64(check)},
+        "params": {
+            "kdf": "scrypt",
+            "salt": b64(salt),
+            "n": SCRYPT_N,
+            "r": SCRYPT_R,
+            "p": SCRYPT_P,
+            "nonce": b64(wrap_nonce),
+            "check": b64(check),
+        },
     }
     envelope = {
-        "format": "keyvault-envelope", "version": version, "header": header,
+        "format": "keyvault-envelope",
+        "version": version,
+        "header": header,
         "cipher": "AES-256-GCM",
-        "nonce": b64(nonce), "ciphertext": b64(ciphertext), "commitment": b64(commitment),
+        "nonce": b64(nonce),
+        "ciphertext": b64(ciphertext),
+        "commitment": b64(commitment),
         "wrapped_keys": [entry],
     }
     return {
         "name": case["name"],
-        "inputs": {"header": header, "plaintext_hex": plaintext.hex(), "dek_hex": dek.hex(),
-                   "nonce_hex": nonce.hex()},
+        "inputs": {
+            "header": header,
+            "plaintext_hex": plaintext.hex(),
+            "dek_hex": dek.hex(),
+            "nonce_hex": nonce.hex(),
+        },
         "canonical_header": aad.decode("utf-8"),
         "aad_hex": aad.hex(),
         "commitment_hex": commitment.hex(),
@@ -176,17 +226,23 @@ def make_vector(case: dict[str, Any], version: int = 1) -> dict[str, Any]:
         "context": context,
         "context_canonical": context_bytes.decode("utf-8"),
         "age_plaintext_hex": (dek + context_digest).hex(),
-        "passphrase_wrap": {"passphrase": case["passphrase"],
-                            "passphrase_nfc_utf8_hex": passphrase.hex(), "salt_hex": salt.hex(),
-                            "n": SCRYPT_N, "r": SCRYPT_R, "p": SCRYPT_P,
-                            "nonce_hex": wrap_nonce.hex(), "kek_hex": kek.hex(),
-                            "check_hex": check.hex(), "wrapped_hex": wrapped.hex()},
+        "passphrase_wrap": {
+            "passphrase": case["passphrase"],
+            "passphrase_nfc_utf8_hex": passphrase.hex(),
+            "salt_hex": salt.hex(),
+            "n": SCRYPT_N,
+            "r": SCRYPT_R,
+            "p": SCRYPT_P,
+            "nonce_hex": wrap_nonce.hex(),
+            "kek_hex": kek.hex(),
+            "check_hex": check.hex(),
+            "wrapped_hex": wrapped.hex(),
+        },
         "envelope": envelope,
     }
 
 
-def signed(vector: dict[str, Any], name: str, alg: str, chain: dict[str, Any]
-           ) -> dict[str, Any]:
+def signed(vector: dict[str, Any], name: str, alg: str, chain: dict[str, Any]) -> dict[str, Any]:
     """``vector`` (format v2) as version ``chain`` of its key, signed by the ``alg`` sealer."""
     envelope = {**vector["envelope"], "chain": chain}
     message = SIGN_LABEL + canonical_json(envelope)
@@ -194,12 +250,19 @@ def signed(vector: dict[str, Any], name: str, alg: str, chain: dict[str, Any]
     public, signature = sign(alg, private, message)
     envelope["signature"] = {"alg": alg, "public_key": b64(public), "value": b64(signature)}
     return {
-        **vector, "name": name, "inputs": {**vector["inputs"], "chain": chain},
-        "sealer": {"alg": alg, "private_key_hex": private.hex(),
-                   "public_key_der_hex": public.hex(),
-                   "fingerprint": "sha256:" + hashlib.sha256(public).hexdigest()},
-        "signed_message_hex": message.hex(), "signature_hex": signature.hex(),
-        "envelope": envelope, "stored_sha256": hashlib.sha256(stored_bytes(envelope)).hexdigest(),
+        **vector,
+        "name": name,
+        "inputs": {**vector["inputs"], "chain": chain},
+        "sealer": {
+            "alg": alg,
+            "private_key_hex": private.hex(),
+            "public_key_der_hex": public.hex(),
+            "fingerprint": "sha256:" + hashlib.sha256(public).hexdigest(),
+        },
+        "signed_message_hex": message.hex(),
+        "signature_hex": signature.hex(),
+        "envelope": envelope,
+        "stored_sha256": hashlib.sha256(stored_bytes(envelope)).hexdigest(),
     }
 
 
@@ -207,20 +270,31 @@ def v2_vectors() -> list[dict[str, Any]]:
     """Each case as its key's first version, and the targets key sealed again on top of it."""
     targets, root, delegation = (make_vector(case, 2) for case in CASES)
     first = signed(targets, CASES[0]["name"], ED25519, {"sequence": 1, "previous": None})
-    again = signed(targets, "the same targets key re-sealed as its second version (rewrap "
-                            "--reseal): only chain and signature change",
-                   ED25519, {"sequence": 2, "previous": first["stored_sha256"]})
-    return [first, again,
-            signed(root, CASES[1]["name"] + "; sealed with ECDSA P-256", ECDSA_P256,
-                   {"sequence": 1, "previous": None}),
-            signed(delegation, CASES[2]["name"], ED25519, {"sequence": 1, "previous": None})]
+    again = signed(
+        targets,
+        "the same targets key re-sealed as its second version (rewrap "
+        "--reseal): only chain and signature change",
+        ED25519,
+        {"sequence": 2, "previous": first["stored_sha256"]},
+    )
+    return [
+        first,
+        again,
+        signed(
+            root,
+            CASES[1]["name"] + "; sealed with ECDSA P-256",
+            ECDSA_P256,
+            {"sequence": 1, "previous": None},
+        ),
+        signed(delegation, CASES[2]["name"], ED25519, {"sequence": 1, "previous": None}),
+    ]
 
 
 def generate() -> dict[str, Any]:
     return {
         "description": "keyvault envelope test vectors (docs/envelope.md): format v1 "
-                       "(read-only) in vectors, format v2 in vectors_v2. Regenerate with: "
-                       "python tests/envelope/make_vectors.py",
+        "(read-only) in vectors, format v2 in vectors_v2. Regenerate with: "
+        "python tests/envelope/make_vectors.py",
         "commit_label": COMMIT_LABEL.decode("ascii"),
         "sign_label": SIGN_LABEL.decode("ascii"),
         "vectors": [make_vector(case) for case in CASES],

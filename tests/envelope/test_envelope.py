@@ -78,8 +78,9 @@ def forge(envelope: ev.Envelope, dek: bytes, header: ev.Header, data: bytes) -> 
 # --------------------------------------------------------------------------- round trips
 
 
-def test_round_trip_each_wrapper_alone(sealed: ev.Envelope, data: bytes,
-                                       wrapper_a: AeadWrapper, wrapper_b: AeadWrapper) -> None:
+def test_round_trip_each_wrapper_alone(
+    sealed: ev.Envelope, data: bytes, wrapper_a: AeadWrapper, wrapper_b: AeadWrapper
+) -> None:
     stored = ev.Envelope.from_bytes(sealed.to_bytes())
     assert stored == sealed
     assert ev.open_envelope(stored, [wrapper_a], sealers=TRUST) == data
@@ -95,14 +96,18 @@ def test_stored_form_is_stable_json(sealed: ev.Envelope) -> None:
     assert json.loads(raw)["header"] == sealed.header.to_json()
 
 
-@pytest.mark.parametrize(("gun", "role", "name"), [
-    (None, "root", "v1/teams/team-a/root/{id}.json"),
-    (GUN, "targets", "v1/teams/team-a/guns/" + GUN + "/targets/{id}.json"),
-    (GUN, "targets/releases", "v1/teams/team-a/guns/" + GUN + "/targets~releases/{id}.json"),
-    (None, "targets/releases", "v1/teams/team-a/delegations/targets~releases/{id}.json"),
-])
-def test_round_trip_every_address_kind(gun: str | None, role: str, name: str,
-                                       wrapper_a: AeadWrapper) -> None:
+@pytest.mark.parametrize(
+    ("gun", "role", "name"),
+    [
+        (None, "root", "v1/teams/team-a/root/{id}.json"),
+        (GUN, "targets", "v1/teams/team-a/guns/" + GUN + "/targets/{id}.json"),
+        (GUN, "targets/releases", "v1/teams/team-a/guns/" + GUN + "/targets~releases/{id}.json"),
+        (None, "targets/releases", "v1/teams/team-a/delegations/targets~releases/{id}.json"),
+    ],
+)
+def test_round_trip_every_address_kind(
+    gun: str | None, role: str, name: str, wrapper_a: AeadWrapper
+) -> None:
     data = key_bytes(100, seed=role.encode())
     header = make_header(KeyAddress("team-a", gun, role, KEY_ID), data, algorithm=None)
     envelope = ev.Envelope.from_bytes(ev.seal(header, data, [wrapper_a], sealer=SEALER).to_bytes())
@@ -112,8 +117,9 @@ def test_round_trip_every_address_kind(gun: str | None, role: str, name: str,
     assert KeyAddress.from_object_name(envelope.address.object_name) == envelope.address
 
 
-def test_each_seal_uses_a_fresh_dek_and_nonce(header: ev.Header, data: bytes,
-                                              wrapper_a: AeadWrapper) -> None:
+def test_each_seal_uses_a_fresh_dek_and_nonce(
+    header: ev.Header, data: bytes, wrapper_a: AeadWrapper
+) -> None:
     one = ev.seal(header, data, [wrapper_a], sealer=SEALER)
     two = ev.seal(header, data, [wrapper_a], sealer=SEALER)
     assert one.nonce != two.nonce
@@ -146,22 +152,26 @@ def test_strict_mode_refuses_when_no_given_wrapper_is_listed(sealed: ev.Envelope
 
 @pytest.mark.parametrize("uri", ["nope:x", "test-aead:a", "age1notarecipient:"])
 def test_an_entry_no_wrapper_could_have_written_marks_the_envelope_corrupt(
-        sealed: ev.Envelope, uri: str) -> None:
+    sealed: ev.Envelope, uri: str
+) -> None:
     from keyvault.wrappers import check_wrapper_uri
 
     doc = doc_of(sealed)
     doc["wrapped_keys"][1]["uri"] = uri
-    with pytest.raises(IntegrityError, match="names a malformed wrapper URI; the envelope is "
-                       "corrupt"):
-        ev.open_envelope(parse(doc), [AeadWrapper("transit://test/c")], check_wrapper_uri,
-                         sealers=TRUST)
+    with pytest.raises(
+        IntegrityError, match="names a malformed wrapper URI; the envelope is corrupt"
+    ):
+        ev.open_envelope(
+            parse(doc), [AeadWrapper("transit://test/c")], check_wrapper_uri, sealers=TRUST
+        )
     with pytest.raises(AccessDeniedError, match="not wrapped by any wrapper you hold"):
         # no judge: just 4
         ev.open_envelope(parse(doc), [AeadWrapper("transit://test/c")], sealers=TRUST)
 
 
 def test_strict_mode_never_uses_a_wrapper_the_caller_did_not_pass(
-        sealed: ev.Envelope, wrapper_a: AeadWrapper, wrapper_b: AeadWrapper) -> None:
+    sealed: ev.Envelope, wrapper_a: AeadWrapper, wrapper_b: AeadWrapper
+) -> None:
     doc = doc_of(sealed)
     blob = bytearray(unb64(doc["wrapped_keys"][0]["wrapped"]))
     blob[-1] ^= 1
@@ -171,8 +181,9 @@ def test_strict_mode_never_uses_a_wrapper_the_caller_did_not_pass(
         ev.open_envelope(broken_a, [wrapper_a], sealers=TRUST)
     assert wrapper_b.calls == 0
     # The caller trusting both: B's copy is the fallback.
-    assert ev.open_envelope(broken_a, [wrapper_a, wrapper_b], sealers=TRUST) == \
-        ev.open_envelope(sealed, [wrapper_b], sealers=TRUST)
+    assert ev.open_envelope(broken_a, [wrapper_a, wrapper_b], sealers=TRUST) == ev.open_envelope(
+        sealed, [wrapper_b], sealers=TRUST
+    )
 
 
 def test_strict_mode_same_uri_other_key_does_not_open(sealed: ev.Envelope) -> None:
@@ -185,8 +196,8 @@ def test_strict_mode_same_uri_other_key_does_not_open(sealed: ev.Envelope) -> No
 
 
 def test_rewrap_adds_and_removes_without_touching_the_ciphertext(
-        sealed: ev.Envelope, data: bytes, wrapper_a: AeadWrapper,
-        wrapper_b: AeadWrapper) -> None:
+    sealed: ev.Envelope, data: bytes, wrapper_a: AeadWrapper, wrapper_b: AeadWrapper
+) -> None:
     wrapper_c = AeadWrapper("transit://test/c")
     dek = ev.unwrap_dek(sealed, [wrapper_a], sealers=TRUST)
     moved = ev.rewrap(sealed, dek, add=[wrapper_c], remove=["transit://test/a"])
@@ -205,7 +216,8 @@ def test_rewrap_adds_and_removes_without_touching_the_ciphertext(
 
 
 def test_rewrap_keeps_an_existing_entry_and_needs_one_left(
-        sealed: ev.Envelope, wrapper_a: AeadWrapper) -> None:
+    sealed: ev.Envelope, wrapper_a: AeadWrapper
+) -> None:
     dek = ev.unwrap_dek(sealed, [wrapper_a], sealers=TRUST)
     assert ev.rewrap(sealed, dek, add=[wrapper_a]).wrapped_keys == sealed.wrapped_keys
     with pytest.raises(UsageError, match="keep at least one wrapper"):
@@ -229,8 +241,9 @@ def test_b22_truncated_json_is_refused(sealed: ev.Envelope) -> None:
 
 
 @pytest.mark.proves("B23")
-def test_b23_every_flipped_ciphertext_byte_is_refused(sealed: ev.Envelope,
-                                                      wrapper_a: AeadWrapper) -> None:
+def test_b23_every_flipped_ciphertext_byte_is_refused(
+    sealed: ev.Envelope, wrapper_a: AeadWrapper
+) -> None:
     doc = doc_of(sealed)
     ciphertext = unb64(doc["ciphertext"])
     for position in range(len(ciphertext)):  # every data byte and every tag byte
@@ -245,7 +258,8 @@ def test_b23_every_flipped_ciphertext_byte_is_refused(sealed: ev.Envelope,
 @pytest.mark.parametrize("name", ["nonce", "commitment"])
 @pytest.mark.proves("B23")
 def test_b23_every_flipped_nonce_or_commitment_byte_is_refused(
-        sealed: ev.Envelope, wrapper_a: AeadWrapper, name: str) -> None:
+    sealed: ev.Envelope, wrapper_a: AeadWrapper, name: str
+) -> None:
     doc = doc_of(sealed)
     value = unb64(doc[name])
     fragment = "failed authentication" if name == "nonce" else "does not match the envelope's"
@@ -278,8 +292,9 @@ HEADER_CHANGES = [
 
 @pytest.mark.parametrize(("name", "value", "fragment"), HEADER_CHANGES)
 @pytest.mark.proves("B24")
-def test_b24_any_changed_header_field_is_refused(sealed: ev.Envelope, wrapper_a: AeadWrapper,
-                                                 name: str, value: Any, fragment: str) -> None:
+def test_b24_any_changed_header_field_is_refused(
+    sealed: ev.Envelope, wrapper_a: AeadWrapper, name: str, value: Any, fragment: str
+) -> None:
     doc = doc_of(sealed)
     assert doc["header"][name] != value
     doc["header"][name] = value
@@ -299,14 +314,16 @@ def _moved_to_gun_b(sealed: ev.Envelope) -> tuple[Doc, ev.Header]:
 
 @pytest.mark.proves("B25")
 def test_b25_moved_envelope_no_longer_matches_its_object_name(sealed: ev.Envelope) -> None:
-    other_name = KeyAddress("team-a", "registry.example.com/team-a/other", "targets",
-                            KEY_ID).object_name
+    other_name = KeyAddress(
+        "team-a", "registry.example.com/team-a/other", "targets", KEY_ID
+    ).object_name
     assert sealed.address != KeyAddress.from_object_name(other_name)
 
 
 @pytest.mark.proves("B25")
 def test_b25_moved_envelope_is_refused_by_a_context_binding_wrapper(
-        sealed: ev.Envelope, wrapper_a: AeadWrapper) -> None:
+    sealed: ev.Envelope, wrapper_a: AeadWrapper
+) -> None:
     doc, _ = _moved_to_gun_b(sealed)
     with pytest.raises(IntegrityError, match="wrapped key failed authentication"):
         ev.open_envelope(parse(doc), [wrapper_a], sealers=TRUST)
@@ -314,7 +331,8 @@ def test_b25_moved_envelope_is_refused_by_a_context_binding_wrapper(
 
 @pytest.mark.proves("B25")
 def test_b25_moved_envelope_is_refused_even_if_the_wrapper_ignores_context(
-        header: ev.Header, data: bytes) -> None:
+    header: ev.Header, data: bytes
+) -> None:
     lax = LaxWrapper("transit://test/lax")
     doc, _ = _moved_to_gun_b(ev.seal(header, data, [lax], sealer=SEALER))
     with pytest.raises(IntegrityError, match="does not match the envelope's commitment"):
@@ -323,7 +341,8 @@ def test_b25_moved_envelope_is_refused_even_if_the_wrapper_ignores_context(
 
 @pytest.mark.proves("B25")
 def test_b25_moved_envelope_is_refused_by_gcm_even_with_a_recomputed_commitment(
-        sealed: ev.Envelope, wrapper_a: AeadWrapper) -> None:
+    sealed: ev.Envelope, wrapper_a: AeadWrapper
+) -> None:
     """The AAD binds the header on its own: the commitment is not the only guard."""
     dek = ev.unwrap_dek(sealed, [wrapper_a], sealers=TRUST)
     doc, moved = _moved_to_gun_b(sealed)
@@ -344,12 +363,14 @@ def test_b26_unknown_version_is_refused(sealed: ev.Envelope, version: Any) -> No
 
 @pytest.mark.parametrize("version", [1, 3, 0, "2", True, 2.0, None])
 @pytest.mark.proves("B26")
-def test_b26_header_naming_another_version_is_refused(sealed: ev.Envelope,
-                                                      version: Any) -> None:
+def test_b26_header_naming_another_version_is_refused(sealed: ev.Envelope, version: Any) -> None:
     doc = doc_of(sealed)
     doc["header"]["version"] = version
-    with pytest.raises(IntegrityError, match=r"names another format version|names another "
-                       "format or version"):
+    with pytest.raises(
+        IntegrityError,
+        match=r"names another format version|names another "
+        "format or version",
+    ):
         parse(doc)
 
 
@@ -364,8 +385,9 @@ def test_b26_float_version_is_refused(sealed: ev.Envelope) -> None:
 
 @pytest.mark.parametrize("length", [0, 16, 31, 33, 64])
 @pytest.mark.proves("B27")
-def test_b27_wrapped_dek_of_wrong_length_is_refused(sealed: ev.Envelope,
-                                                    wrapper_a: AeadWrapper, length: int) -> None:
+def test_b27_wrapped_dek_of_wrong_length_is_refused(
+    sealed: ev.Envelope, wrapper_a: AeadWrapper, length: int
+) -> None:
     doc = doc_of(sealed)
     doc["wrapped_keys"][0] = wrapper_a.wrap(bytes(range(length)), sealed.header.context()).to_json()
     with pytest.raises(IntegrityError, match="returned a DEK of wrong length"):
@@ -375,8 +397,9 @@ def test_b27_wrapped_dek_of_wrong_length_is_refused(sealed: ev.Envelope,
 # --------------------------------------------------------------------------- the multi-key attack
 
 
-def test_multi_key_ciphertext_is_refused(sealed: ev.Envelope, data: bytes,
-                                         wrapper_a: AeadWrapper, wrapper_b: AeadWrapper) -> None:
+def test_multi_key_ciphertext_is_refused(
+    sealed: ev.Envelope, data: bytes, wrapper_a: AeadWrapper, wrapper_b: AeadWrapper
+) -> None:
     """Two wrapped entries holding different DEKs: each holder must not see a different file.
 
     The attacker controls the store and B's entry: B's copy is replaced with
@@ -396,7 +419,8 @@ def test_multi_key_ciphertext_is_refused(sealed: ev.Envelope, data: bytes,
 
 
 def test_multi_key_ciphertext_consistent_for_the_attacker_refuses_the_other_holder(
-        sealed: ev.Envelope, wrapper_a: AeadWrapper, wrapper_b: AeadWrapper) -> None:
+    sealed: ev.Envelope, wrapper_a: AeadWrapper, wrapper_b: AeadWrapper
+) -> None:
     """The same attack with the commitment and ciphertext made for the attacker's DEK."""
     evil_dek, evil_data = bytes(range(32)), key_bytes(seed=b"evil")
     doc = forge(sealed, evil_dek, sealed.header, evil_data)
@@ -410,7 +434,8 @@ def test_multi_key_ciphertext_consistent_for_the_attacker_refuses_the_other_hold
 
 
 def test_context_mismatch_in_a_wrapped_entry_is_refused(
-        sealed: ev.Envelope, wrapper_a: AeadWrapper) -> None:
+    sealed: ev.Envelope, wrapper_a: AeadWrapper
+) -> None:
     doc = doc_of(sealed)
     doc["wrapped_keys"][0]["context"]["keyvault:key_id"] = "1" * 64
     with pytest.raises(IntegrityError, match="bound to another key's context"):
@@ -421,8 +446,9 @@ def test_context_mismatch_in_a_wrapped_entry_is_refused(
 
 
 @pytest.mark.proves("T6")
-def test_entry_replayed_from_another_key_is_refused(sealed: ev.Envelope, data: bytes,
-                                                    wrapper_a: AeadWrapper) -> None:
+def test_entry_replayed_from_another_key_is_refused(
+    sealed: ev.Envelope, data: bytes, wrapper_a: AeadWrapper
+) -> None:
     """T6: team A's wrapped DEK pasted into another key's envelope, context rewritten."""
     other = make_header(KeyAddress("team-a", GUN, "snapshot", "2" * 64), data)
     victim = doc_of(ev.seal(other, data, [wrapper_a], sealer=SEALER))
@@ -433,8 +459,9 @@ def test_entry_replayed_from_another_key_is_refused(sealed: ev.Envelope, data: b
         ev.open_envelope(parse(victim), [wrapper_a], sealers=TRUST)
 
 
-def test_decrypted_bytes_are_checked_against_the_digest(sealed: ev.Envelope,
-                                                        wrapper_a: AeadWrapper) -> None:
+def test_decrypted_bytes_are_checked_against_the_digest(
+    sealed: ev.Envelope, wrapper_a: AeadWrapper
+) -> None:
     dek = ev.unwrap_dek(sealed, [wrapper_a], sealers=TRUST)
     doc = forge(sealed, dek, sealed.header, key_bytes(seed=b"same length, other bytes"))
     with pytest.raises(IntegrityError, match="decrypted bytes do not match the digest"):
@@ -444,8 +471,9 @@ def test_decrypted_bytes_are_checked_against_the_digest(sealed: ev.Envelope,
 # --------------------------------------------------------------------------- strict parsing
 
 
-def test_oversized_document_is_refused_before_parsing(sealed: ev.Envelope,
-                                                      wrapper_a: AeadWrapper) -> None:
+def test_oversized_document_is_refused_before_parsing(
+    sealed: ev.Envelope, wrapper_a: AeadWrapper
+) -> None:
     raw = sealed.to_bytes()
     padded = raw + b" " * (ev.MAX_ENVELOPE_SIZE - len(raw))
     # at the limit: read
@@ -459,11 +487,19 @@ def test_oversized_document_is_refused_before_parsing(sealed: ev.Envelope,
 @pytest.mark.parametrize("where", ["top", "header", "wrapped", "context"])
 def test_duplicate_json_keys_are_refused(sealed: ev.Envelope, where: str) -> None:
     raw = json.dumps(doc_of(sealed)).encode()
-    needle = {"top": b'"cipher": ', "header": b'"gun": ', "wrapped": b'"alg": ',
-              "context": b'"keyvault:team": '}[where]
+    needle = {
+        "top": b'"cipher": ',
+        "header": b'"gun": ',
+        "wrapped": b'"alg": ',
+        "context": b'"keyvault:team": ',
+    }[where]
     assert raw.count(needle) >= 1
-    value = {"top": b'"AES-256-GCM", ', "header": b'"registry.example.com/team-a/app", ',
-             "wrapped": b'"test-aes-256-gcm", ', "context": b'"team-a", '}[where]
+    value = {
+        "top": b'"AES-256-GCM", ',
+        "header": b'"registry.example.com/team-a/app", ',
+        "wrapped": b'"test-aes-256-gcm", ',
+        "context": b'"team-a", ',
+    }[where]
     duplicated = raw.replace(needle, needle + value + needle, 1)
     with pytest.raises(IntegrityError, match="not valid JSON"):
         ev.Envelope.from_bytes(duplicated)
@@ -471,8 +507,11 @@ def test_duplicate_json_keys_are_refused(sealed: ev.Envelope, where: str) -> Non
 
 @pytest.mark.parametrize("constant", [b"NaN", b"Infinity", b"-Infinity"])
 def test_nan_and_infinity_are_refused(sealed: ev.Envelope, constant: bytes) -> None:
-    raw = json.dumps(doc_of(sealed)).encode().replace(b'"source_mode": 384',
-                                                       b'"source_mode": ' + constant)
+    raw = (
+        json.dumps(doc_of(sealed))
+        .encode()
+        .replace(b'"source_mode": 384', b'"source_mode": ' + constant)
+    )
     assert constant in raw
     with pytest.raises(IntegrityError, match="not valid JSON"):
         ev.Envelope.from_bytes(raw)
@@ -492,8 +531,10 @@ def test_deep_nesting_is_refused_cleanly(sealed: ev.Envelope) -> None:
         parse(doc)  # refused before parsing, not after
 
 
-@pytest.mark.parametrize("raw", [b"", b"null", b"[]", b'"envelope"', b"1", b"\xff\xfe{}",
-                                 b"\xef\xbb\xbf{}", b"{}garbage"])
+@pytest.mark.parametrize(
+    "raw",
+    [b"", b"null", b"[]", b'"envelope"', b"1", b"\xff\xfe{}", b"\xef\xbb\xbf{}", b"{}garbage"],
+)
 def test_not_an_envelope_at_all(raw: bytes) -> None:
     with pytest.raises(IntegrityError, match=r"not valid JSON|must be a JSON object|fields"):
         ev.Envelope.from_bytes(raw)
@@ -570,8 +611,9 @@ def _set(doc: Doc, path: str, value: Any) -> None:
 
 
 @pytest.mark.parametrize(("path", "value", "fragment"), WRONG_TYPES)
-def test_wrong_field_types_are_refused(sealed: ev.Envelope, path: str, value: Any,
-                                       fragment: str) -> None:
+def test_wrong_field_types_are_refused(
+    sealed: ev.Envelope, path: str, value: Any, fragment: str
+) -> None:
     doc = doc_of(sealed)
     _set(doc, path, value)
     with pytest.raises(IntegrityError, match=fragment.replace("[", r"\[")):
@@ -608,30 +650,53 @@ def test_unknown_field_names_are_escaped_in_messages(sealed: ev.Envelope) -> Non
     assert "\u001b" not in str(info.value) and "\\x1b[2J" in str(info.value)
 
 
-@pytest.mark.parametrize(("name", "value", "fragment"), [
-    ("format", "keyvault-envelope2", "not a keyvault envelope"),
-    ("format", None, "not a keyvault envelope"),
-    ("cipher", "AES-128-GCM", "unsupported envelope cipher"),
-    ("cipher", "aes-256-gcm", "unsupported envelope cipher"),
-])
-def test_format_and_cipher_allow_lists(sealed: ev.Envelope, name: str, value: Any,
-                                       fragment: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "value", "fragment"),
+    [
+        ("format", "keyvault-envelope2", "not a keyvault envelope"),
+        ("format", None, "not a keyvault envelope"),
+        ("cipher", "AES-128-GCM", "unsupported envelope cipher"),
+        ("cipher", "aes-256-gcm", "unsupported envelope cipher"),
+    ],
+)
+def test_format_and_cipher_allow_lists(
+    sealed: ev.Envelope, name: str, value: Any, fragment: str
+) -> None:
     doc = doc_of(sealed)
     doc[name] = value
     with pytest.raises(IntegrityError, match=fragment):
         parse(doc)
 
 
-@pytest.mark.parametrize(("name", "value"), [
-    ("gun", "../../etc"), ("gun", "/registry/app"), ("gun", "a//b"), ("team", "Team/A"),
-    ("team", "a/../b"), ("key_id", "A" * 64), ("key_id", "a" * 63), ("role", "../root"),
-    ("role", "admin/x"), ("algorithm", "dsa"), ("source_name", "../x.key"),
-    ("source_name", "/etc/shadow.key"), ("source_name", "x\n.key"), ("source_name", "x.pem"),
-    ("source_mode", 0o10000), ("source_mode", -1), ("size", 0), ("size", 1024 * 1024 + 1),
-    ("sha256", "A" * 64), ("created", "yesterday"), ("created", "2024-05-06T07:08:09+00:00"),
-])
-def test_header_grammar_violations_are_integrity_errors(sealed: ev.Envelope, name: str,
-                                                        value: Any) -> None:
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("gun", "../../etc"),
+        ("gun", "/registry/app"),
+        ("gun", "a//b"),
+        ("team", "Team/A"),
+        ("team", "a/../b"),
+        ("key_id", "A" * 64),
+        ("key_id", "a" * 63),
+        ("role", "../root"),
+        ("role", "admin/x"),
+        ("algorithm", "dsa"),
+        ("source_name", "../x.key"),
+        ("source_name", "/etc/shadow.key"),
+        ("source_name", "x\n.key"),
+        ("source_name", "x.pem"),
+        ("source_mode", 0o10000),
+        ("source_mode", -1),
+        ("size", 0),
+        ("size", 1024 * 1024 + 1),
+        ("sha256", "A" * 64),
+        ("created", "yesterday"),
+        ("created", "2024-05-06T07:08:09+00:00"),
+    ],
+)
+def test_header_grammar_violations_are_integrity_errors(
+    sealed: ev.Envelope, name: str, value: Any
+) -> None:
     doc = doc_of(sealed)
     doc["header"][name] = value
     with pytest.raises(IntegrityError, match="envelope header is invalid"):
@@ -639,8 +704,9 @@ def test_header_grammar_violations_are_integrity_errors(sealed: ev.Envelope, nam
 
 
 @pytest.mark.parametrize(("gun", "role"), [(GUN, "root"), (None, "Targets"), (GUN, "")])
-def test_header_address_rules_are_integrity_errors(sealed: ev.Envelope, gun: str | None,
-                                                   role: str) -> None:
+def test_header_address_rules_are_integrity_errors(
+    sealed: ev.Envelope, gun: str | None, role: str
+) -> None:
     doc = doc_of(sealed)
     doc["header"].update(gun=gun, role=role)
     with pytest.raises(IntegrityError, match="envelope header is invalid"):
@@ -648,8 +714,9 @@ def test_header_address_rules_are_integrity_errors(sealed: ev.Envelope, gun: str
 
 
 @pytest.mark.parametrize(("name", "size"), [("nonce", 11), ("nonce", 16), ("commitment", 31)])
-def test_wrong_nonce_or_commitment_length_is_refused(sealed: ev.Envelope, name: str,
-                                                     size: int) -> None:
+def test_wrong_nonce_or_commitment_length_is_refused(
+    sealed: ev.Envelope, name: str, size: int
+) -> None:
     doc = doc_of(sealed)
     doc[name] = b64(bytes(size))
     with pytest.raises(IntegrityError, match="nonce or commitment has the wrong length"):
@@ -668,8 +735,9 @@ def test_ciphertext_length_must_match_the_header(sealed: ev.Envelope, delta: int
 # --------------------------------------------------------------------------- DEK length
 
 
-def test_decrypt_with_dek_refuses_a_dek_of_wrong_length(sealed: ev.Envelope,
-                                                        wrapper_a: AeadWrapper) -> None:
+def test_decrypt_with_dek_refuses_a_dek_of_wrong_length(
+    sealed: ev.Envelope, wrapper_a: AeadWrapper
+) -> None:
     """HMAC pads short keys with zeros: DEK || 0x00 has the same commitment as the DEK."""
     dek = ev.unwrap_dek(sealed, [wrapper_a], sealers=TRUST)
     key = dek + b"\0"
@@ -678,8 +746,7 @@ def test_decrypt_with_dek_refuses_a_dek_of_wrong_length(sealed: ev.Envelope,
         ev.decrypt_with_dek(sealed, key)
 
 
-def test_rewrap_refuses_a_dek_of_wrong_length(sealed: ev.Envelope,
-                                              wrapper_a: AeadWrapper) -> None:
+def test_rewrap_refuses_a_dek_of_wrong_length(sealed: ev.Envelope, wrapper_a: AeadWrapper) -> None:
     """Else a 33-byte "DEK" would be wrapped for a new wrapper that can never open it."""
     dek = ev.unwrap_dek(sealed, [wrapper_a], sealers=TRUST)
     with pytest.raises(IntegrityError, match="DEK does not match the envelope's commitment"):
@@ -690,8 +757,9 @@ def test_rewrap_refuses_a_dek_of_wrong_length(sealed: ev.Envelope,
 
 _ENVELOPE_DATA = key_bytes(48, seed=b"fuzz")
 _FUZZ_WRAPPER = AeadWrapper("transit://test/fuzz", kek=hashlib.sha256(b"fuzz").digest())
-_FUZZ_RAW = ev.seal(make_header(data=_ENVELOPE_DATA), _ENVELOPE_DATA,
-                    [_FUZZ_WRAPPER], sealer=SEALER).to_bytes()
+_FUZZ_RAW = ev.seal(
+    make_header(data=_ENVELOPE_DATA), _ENVELOPE_DATA, [_FUZZ_WRAPPER], sealer=SEALER
+).to_bytes()
 
 
 def _open_or_refuse(raw: bytes) -> None:
@@ -703,35 +771,49 @@ def _open_or_refuse(raw: bytes) -> None:
     assert opened == _ENVELOPE_DATA
 
 
-_edits = st.lists(st.tuples(st.sampled_from(["flip", "delete", "insert", "replace"]),
-                            st.integers(0, len(_FUZZ_RAW) - 1), st.integers(1, 8),
-                            st.binary(min_size=1, max_size=8)), min_size=1, max_size=4)
+_edits = st.lists(
+    st.tuples(
+        st.sampled_from(["flip", "delete", "insert", "replace"]),
+        st.integers(0, len(_FUZZ_RAW) - 1),
+        st.integers(1, 8),
+        st.binary(min_size=1, max_size=8),
+    ),
+    min_size=1,
+    max_size=4,
+)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_edits)
-def test_fuzz_byte_mutations_open_cleanly_or_refuse(edits: list[tuple[str, int, int, bytes]]
-                                                    ) -> None:
+def test_fuzz_byte_mutations_open_cleanly_or_refuse(
+    edits: list[tuple[str, int, int, bytes]],
+) -> None:
     raw = bytearray(_FUZZ_RAW)
     for op, at, length, blob in edits:
         at %= max(len(raw), 1)
         if op == "flip" and raw:
             raw[at] ^= 1 << (length % 8)
         elif op == "delete":
-            del raw[at:at + length]
+            del raw[at : at + length]
         elif op == "insert":
             raw[at:at] = blob
         elif raw:
-            raw[at:at + len(blob)] = blob
+            raw[at : at + len(blob)] = blob
     _open_or_refuse(bytes(raw))
 
 
 _json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20)
     | st.sampled_from(["", "AAAA", "team-a", "targets", "keyvault-envelope", "AES-256-GCM"]),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
-                                                                max_size=3),
-    max_leaves=8)
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
 
 
 def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -751,8 +833,9 @@ _FUZZ_PATHS = _paths(_FUZZ_DOC)[1:]
 
 @settings(max_examples=400, deadline=None)
 @given(st.sampled_from(_FUZZ_PATHS), _json_values, st.booleans())
-def test_fuzz_structural_mutations_open_cleanly_or_refuse(path: tuple[Any, ...], value: Any,
-                                                          delete: bool) -> None:
+def test_fuzz_structural_mutations_open_cleanly_or_refuse(
+    path: tuple[Any, ...], value: Any, delete: bool
+) -> None:
     doc = copy.deepcopy(_FUZZ_DOC)
     parent: Any = doc
     for part in path[:-1]:
@@ -765,11 +848,13 @@ def test_fuzz_structural_mutations_open_cleanly_or_refuse(path: tuple[Any, ...],
 
 
 def test_canonical_header_is_what_the_aad_and_commitment_cover(
-        sealed: ev.Envelope, wrapper_a: AeadWrapper, data: bytes) -> None:
+    sealed: ev.Envelope, wrapper_a: AeadWrapper, data: bytes
+) -> None:
     """Cross-check with plain primitives, independent of keyvault's helpers."""
     dek = ev.unwrap_dek(sealed, [wrapper_a], sealers=TRUST)
-    aad = json.dumps(sealed.header.to_json(), sort_keys=True, separators=(",", ":"),
-                     ensure_ascii=False).encode()
+    aad = json.dumps(
+        sealed.header.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    ).encode()
     assert aad == canonical_json(sealed.header.to_json()) == sealed.header.canonical()
     expected = hmac.new(dek, b"keyvault/v1/commit" + aad, hashlib.sha256).digest()
     assert sealed.commitment == expected
@@ -783,7 +868,10 @@ def test_open_needs_no_more_than_the_callers_wrappers(sealed: ev.Envelope) -> No
 
 
 ERRORS_ARE_CLASSES: list[tuple[type[KeyvaultError], int]] = [
-    (IntegrityError, 5), (AccessDeniedError, 4), (UsageError, 2)]
+    (IntegrityError, 5),
+    (AccessDeniedError, 4),
+    (UsageError, 2),
+]
 
 
 @pytest.mark.parametrize(("cls", "code"), ERRORS_ARE_CLASSES)

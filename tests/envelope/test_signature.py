@@ -42,8 +42,12 @@ def _other_sealer() -> Ed25519FileSealer:
 def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     """Every leaf of the document outside the signature."""
     if isinstance(value, dict):
-        return [p for k, v in value.items() if prefix or k != "signature"
-                for p in _paths(v, (*prefix, k))]
+        return [
+            p
+            for k, v in value.items()
+            if prefix or k != "signature"
+            for p in _paths(v, (*prefix, k))
+        ]
     if isinstance(value, list):
         return [p for i, v in enumerate(value) for p in _paths(v, (*prefix, i))]
     return [prefix]
@@ -70,7 +74,8 @@ def test_a_sealed_envelope_names_its_sealer_and_verifies(sealed: ev.Envelope) ->
 
 
 def test_every_unsigned_change_is_refused_before_any_unwrap(
-        sealed: ev.Envelope, wrapper_a: AeadWrapper) -> None:
+    sealed: ev.Envelope, wrapper_a: AeadWrapper
+) -> None:
     doc = _doc(sealed)
     paths = _paths(doc)
     assert len(paths) > 20
@@ -107,14 +112,14 @@ def test_a_stripped_signature_is_refused(sealed: ev.Envelope) -> None:
 def test_a_signature_from_the_wrong_key_is_refused(sealed: ev.Envelope) -> None:
     doc = _doc(sealed)
     other = _other_sealer()
-    doc["signature"]["value"] = base64.b64encode(
-        other.sign(sealed.signed_message())).decode()
+    doc["signature"]["value"] = base64.b64encode(other.sign(sealed.signed_message())).decode()
     with pytest.raises(IntegrityError, match=f"targets key {KEY_ID}.*signature does not verify"):
         ev.authenticate(_parse(doc), TRUST)
 
 
 def test_an_unpinned_sealer_is_refused_even_with_a_valid_signature(
-        sealed: ev.Envelope, wrapper_a: AeadWrapper, data: bytes) -> None:
+    sealed: ev.Envelope, wrapper_a: AeadWrapper, data: bytes
+) -> None:
     assert sealed.chain is not None
     forged = ev.sign(sealed, _other_sealer(), sealed.chain)
     with pytest.raises(IntegrityError, match="which this machine does not trust"):
@@ -136,7 +141,8 @@ def test_no_pins_trust_nobody(sealed: ev.Envelope) -> None:
 
 
 def test_v1_opens_only_when_unsigned_envelopes_are_allowed(
-        sealed: ev.Envelope, wrapper_a: AeadWrapper, data: bytes) -> None:
+    sealed: ev.Envelope, wrapper_a: AeadWrapper, data: bytes
+) -> None:
     v1 = as_v1(sealed, wrapper_a, data)
     with pytest.raises(IntegrityError, match=r"unsigned .format v1.*--allow-unsigned"):
         ev.open_envelope(v1, [wrapper_a], sealers=TRUST)
@@ -163,12 +169,17 @@ def test_the_chain_is_signed(sealed: ev.Envelope) -> None:
         ev.authenticate(_parse(doc), TRUST)
 
 
-@pytest.mark.parametrize("chain", [{"sequence": 0, "previous": None},
-                                   {"sequence": True, "previous": None},
-                                   {"sequence": 1, "previous": "AB" * 32},
-                                   {"sequence": 1, "previous": "ab"},
-                                   {"sequence": 1},
-                                   {"sequence": 1, "previous": None, "extra": 1}])
+@pytest.mark.parametrize(
+    "chain",
+    [
+        {"sequence": 0, "previous": None},
+        {"sequence": True, "previous": None},
+        {"sequence": 1, "previous": "AB" * 32},
+        {"sequence": 1, "previous": "ab"},
+        {"sequence": 1},
+        {"sequence": 1, "previous": None, "extra": 1},
+    ],
+)
 def test_bad_chains_are_refused(sealed: ev.Envelope, chain: dict[str, Any]) -> None:
     doc = _doc(sealed)
     doc["chain"] = chain
@@ -177,7 +188,8 @@ def test_bad_chains_are_refused(sealed: ev.Envelope, chain: dict[str, Any]) -> N
 
 
 def test_a_verified_object_is_checked_again_under_other_pins_and_when_copied(
-        sealed: ev.Envelope) -> None:
+    sealed: ev.Envelope,
+) -> None:
     """The reader and the unwrap both authenticate; the second may reuse the first's
     result only for the very same object and the very same pins."""
     assert ev.authenticate(sealed, TRUST) == SEALER.key
@@ -185,7 +197,8 @@ def test_a_verified_object_is_checked_again_under_other_pins_and_when_copied(
     with pytest.raises(IntegrityError, match="revoked sealer"):
         ev.authenticate(sealed, revoked)
     assert sealed.signature is not None
-    altered = dataclasses.replace(sealed, signature=ev.Signature(
-        sealed.signature.sealer, b"\x00" * 64))
+    altered = dataclasses.replace(
+        sealed, signature=ev.Signature(sealed.signature.sealer, b"\x00" * 64)
+    )
     with pytest.raises(IntegrityError, match="signature does not verify"):
         ev.authenticate(altered, TRUST)

@@ -22,8 +22,13 @@ KID = "ab" * 32
 
 def sealed(threshold: int, count: int) -> tuple[ev.Envelope, list[AeadWrapper], bytes]:
     data = os.urandom(300)
-    header = ev.new_header(address=KeyAddress("t", None, "root", KID), algorithm="ecdsa",
-                           source_name=f"{KID}.key", source_mode=0o600, data=data)
+    header = ev.new_header(
+        address=KeyAddress("t", None, "root", KID),
+        algorithm="ecdsa",
+        source_name=f"{KID}.key",
+        source_mode=0o600,
+        data=data,
+    )
     wrappers = [AeadWrapper(f"transit://test/w{i}") for i in range(count)]
     return ev.seal(header, data, wrappers, threshold, sealer=SEALER), wrappers, data
 
@@ -45,13 +50,15 @@ def test_the_group_survives_serialisation_and_a_tampered_index_is_caught() -> No
     doc = json.loads(envelope.to_bytes())
     doc["wrapped_keys"][0]["share"]["index"] = 3  # now two entries claim share 3
     with pytest.raises(IntegrityError):
-        ev.open_envelope(ev.Envelope.from_bytes(json.dumps(doc).encode()), wrappers[:2],
-                         sealers=TRUST)
+        ev.open_envelope(
+            ev.Envelope.from_bytes(json.dumps(doc).encode()), wrappers[:2], sealers=TRUST
+        )
     doc = json.loads(envelope.to_bytes())
     doc["wrapped_keys"][0]["share"]["index"] = 7  # a consistent lie: wrong share value
     with pytest.raises(IntegrityError, match="signature does not verify"):
-        ev.open_envelope(ev.Envelope.from_bytes(json.dumps(doc).encode()), wrappers[:2],
-                         sealers=TRUST)
+        ev.open_envelope(
+            ev.Envelope.from_bytes(json.dumps(doc).encode()), wrappers[:2], sealers=TRUST
+        )
     lie = ev.Envelope.from_bytes(json.dumps(doc).encode())  # even if a sealer signed the lie
     assert lie.chain is not None
     with pytest.raises(IntegrityError, match="commitment"):
@@ -76,10 +83,8 @@ def test_bad_thresholds_are_refused() -> None:
         sealed(1, 3)
 
 
-@given(st.binary(min_size=1, max_size=64), st.integers(2, 6), st.integers(0, 4),
-       st.randoms())
-def test_any_m_shares_rebuild_the_secret(secret: bytes, m: int, extra: int, rnd: object
-                                         ) -> None:
+@given(st.binary(min_size=1, max_size=64), st.integers(2, 6), st.integers(0, 4), st.randoms())
+def test_any_m_shares_rebuild_the_secret(secret: bytes, m: int, extra: int, rnd: object) -> None:
     n = m + extra
     shares = shamir.split(secret, m, n)
     chosen = rnd.sample(sorted(shares), m)  # type: ignore[attr-defined]

@@ -44,8 +44,9 @@ ALL = V1 + V2
 
 def _id(vector: dict[str, Any]) -> str:
     chain = vector["inputs"].get("chain")
-    return (f"v{vector['inputs']['header']['version']}-{vector['inputs']['header']['role']}"
-            + (f"-{chain['sequence']}" if chain else ""))
+    return f"v{vector['inputs']['header']['version']}-{vector['inputs']['header']['role']}" + (
+        f"-{chain['sequence']}" if chain else ""
+    )
 
 
 def private_key(vector: dict[str, Any]) -> ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey:
@@ -64,8 +65,12 @@ class VectorSealer:
 
     @property
     def key(self) -> SealerKey:
-        return SealerKey(self.alg, self.private.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))
+        return SealerKey(
+            self.alg,
+            self.private.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            ),
+        )
 
     def sign(self, message: bytes) -> bytes:
         if isinstance(self.private, ed25519.Ed25519PrivateKey):
@@ -79,7 +84,8 @@ def trust(vector: dict[str, Any]) -> SealerTrust:
 
 def test_the_committed_file_is_what_the_generator_writes() -> None:
     assert make_vectors.render(make_vectors.generate()) == make_vectors.VECTORS_FILE.read_text(
-        encoding="utf-8")
+        encoding="utf-8"
+    )
 
 
 def test_the_vectors_cover_the_interesting_shapes() -> None:
@@ -103,12 +109,15 @@ def test_with_plain_cryptography(vector: dict[str, Any]) -> None:
     inputs = vector["inputs"]
     dek, nonce = bytes.fromhex(inputs["dek_hex"]), bytes.fromhex(inputs["nonce_hex"])
     plaintext = bytes.fromhex(inputs["plaintext_hex"])
-    aad = json.dumps(inputs["header"], sort_keys=True, separators=(",", ":"),
-                     ensure_ascii=False).encode("utf-8")
+    aad = json.dumps(
+        inputs["header"], sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    ).encode("utf-8")
     assert aad.hex() == vector["aad_hex"]
     assert aad == vector["canonical_header"].encode("utf-8")
-    assert hmac.new(dek, b"keyvault/v1/commit" + aad, hashlib.sha256).hexdigest() == vector[
-        "commitment_hex"]
+    assert (
+        hmac.new(dek, b"keyvault/v1/commit" + aad, hashlib.sha256).hexdigest()
+        == vector["commitment_hex"]
+    )
     ciphertext = AESGCM(dek).encrypt(nonce, plaintext, aad)
     assert ciphertext.hex() == vector["ciphertext_hex"]
     assert ciphertext[-16:].hex() == vector["tag_hex"]
@@ -116,16 +125,18 @@ def test_with_plain_cryptography(vector: dict[str, Any]) -> None:
     assert hashlib.sha256(plaintext).hexdigest() == inputs["header"]["sha256"]
 
     context = vector["context"]
-    context_bytes = json.dumps(context, sort_keys=True, separators=(",", ":"),
-                               ensure_ascii=False).encode("utf-8")
+    context_bytes = json.dumps(
+        context, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    ).encode("utf-8")
     assert context_bytes.decode("utf-8") == vector["context_canonical"]
     assert (dek + hashlib.sha256(context_bytes).digest()).hex() == vector["age_plaintext_hex"]
 
     wrap = vector["passphrase_wrap"]
     secret = unicodedata.normalize("NFC", wrap["passphrase"]).encode("utf-8")
     assert secret.hex() == wrap["passphrase_nfc_utf8_hex"]
-    kek = Scrypt(salt=bytes.fromhex(wrap["salt_hex"]), length=32, n=wrap["n"], r=wrap["r"],
-                 p=wrap["p"]).derive(secret)
+    kek = Scrypt(
+        salt=bytes.fromhex(wrap["salt_hex"]), length=32, n=wrap["n"], r=wrap["r"], p=wrap["p"]
+    ).derive(secret)
     assert kek.hex() == wrap["kek_hex"]
     check = hmac.new(kek, b"keyvault/v1/passphrase-check", hashlib.sha256).digest()[:16]
     assert check.hex() == wrap["check_hex"]
@@ -150,17 +161,28 @@ def test_the_signature_with_plain_cryptography(vector: dict[str, Any]) -> None:
     envelope, sealer = vector["envelope"], vector["sealer"]
     private = private_key(vector)
     public = private.public_key()
-    der = public.public_bytes(serialization.Encoding.DER,
-                              serialization.PublicFormat.SubjectPublicKeyInfo)
+    der = public.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     assert der.hex() == sealer["public_key_der_hex"]
     assert "sha256:" + hashlib.sha256(der).hexdigest() == sealer["fingerprint"]
 
     assert envelope["chain"] == vector["inputs"]["chain"]
     unsigned = {name: value for name, value in envelope.items() if name != "signature"}
-    assert set(unsigned) == {"format", "version", "header", "cipher", "nonce", "ciphertext",
-                             "commitment", "wrapped_keys", "chain"}
+    assert set(unsigned) == {
+        "format",
+        "version",
+        "header",
+        "cipher",
+        "nonce",
+        "ciphertext",
+        "commitment",
+        "wrapped_keys",
+        "chain",
+    }
     message = b"keyvault/v2/envelope\n" + json.dumps(
-        unsigned, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        unsigned, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    ).encode("utf-8")
     assert message.hex() == vector["signed_message_hex"]
     signature = bytes.fromhex(vector["signature_hex"])
     if isinstance(private, ed25519.Ed25519PrivateKey):
@@ -169,12 +191,16 @@ def test_the_signature_with_plain_cryptography(vector: dict[str, Any]) -> None:
         public.verify(signature, message)
     else:
         assert isinstance(public, ec.EllipticCurvePublicKey)
-        assert private.sign(message, ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
-                            ) == signature  # RFC 6979
+        assert (
+            private.sign(message, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
+            == signature
+        )  # RFC 6979
         public.verify(signature, message, ec.ECDSA(hashes.SHA256()))
-    assert envelope["signature"] == {"alg": sealer["alg"],
-                                     "public_key": base64.b64encode(der).decode(),
-                                     "value": base64.b64encode(signature).decode()}
+    assert envelope["signature"] == {
+        "alg": sealer["alg"],
+        "public_key": base64.b64encode(der).decode(),
+        "value": base64.b64encode(signature).decode(),
+    }
     with pytest.raises(InvalidSignature):  # the check can fail: one more byte signed
         if isinstance(public, ed25519.Ed25519PublicKey):
             public.verify(signature, message + b" ")
@@ -187,11 +213,15 @@ def test_the_signature_with_plain_cryptography(vector: dict[str, Any]) -> None:
 
 def test_the_second_version_chains_to_the_stored_bytes_of_the_first() -> None:
     [second] = [v for v in V2 if v["inputs"]["chain"]["sequence"] == 2]
-    [first] = [v for v in V2 if v["object_name"] == second["object_name"]
-               and v["inputs"]["chain"]["sequence"] == 1]
+    [first] = [
+        v
+        for v in V2
+        if v["object_name"] == second["object_name"] and v["inputs"]["chain"]["sequence"] == 1
+    ]
     assert second["inputs"]["chain"]["previous"] == first["stored_sha256"]
-    assert ({k: v for k, v in second["envelope"].items() if k not in ("chain", "signature")}
-            == {k: v for k, v in first["envelope"].items() if k not in ("chain", "signature")})
+    assert {k: v for k, v in second["envelope"].items() if k not in ("chain", "signature")} == {
+        k: v for k, v in first["envelope"].items() if k not in ("chain", "signature")
+    }
     assert second["signature_hex"] != first["signature_hex"]
 
 
@@ -238,9 +268,13 @@ class FixedWrapper:
 
     def wrap(self, dek: bytes, context: Mapping[str, str]) -> WrappedKey:
         assert dek == self.dek and dict(context) == self.entry["context"]
-        return WrappedKey(uri=self.uri, alg=self.entry["alg"],
-                          blob=base64.b64decode(self.entry["wrapped"]),
-                          context=dict(context), params=self.entry["params"])
+        return WrappedKey(
+            uri=self.uri,
+            alg=self.entry["alg"],
+            blob=base64.b64decode(self.entry["wrapped"]),
+            context=dict(context),
+            params=self.entry["params"],
+        )
 
     def unwrap(self, wrapped: WrappedKey, context: Mapping[str, str]) -> bytes:
         raise AssertionError("not used")
@@ -251,7 +285,8 @@ class FixedWrapper:
 
 @pytest.mark.parametrize("vector", V2, ids=_id)
 def test_seal_with_pinned_randomness_reproduces_the_envelope(
-        vector: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    vector: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     inputs = vector["inputs"]
     dek, nonce = bytes.fromhex(inputs["dek_hex"]), bytes.fromhex(inputs["nonce_hex"])
 
@@ -268,8 +303,13 @@ def test_seal_with_pinned_randomness_reproduces_the_envelope(
     monkeypatch.setattr(ev, "os", SimpleNamespace(urandom=urandom))
     header = ev.Header.from_json(inputs["header"])
     wrapper = FixedWrapper(vector["envelope"]["wrapped_keys"][0], dek)
-    sealed = ev.seal(header, bytes.fromhex(inputs["plaintext_hex"]), [wrapper],
-                     sealer=VectorSealer(vector), chain=ev.Chain(**inputs["chain"]))
+    sealed = ev.seal(
+        header,
+        bytes.fromhex(inputs["plaintext_hex"]),
+        [wrapper],
+        sealer=VectorSealer(vector),
+        chain=ev.Chain(**inputs["chain"]),
+    )
     assert sealed.ciphertext.hex() == vector["ciphertext_hex"]
     assert sealed.commitment.hex() == vector["commitment_hex"]
     assert sealed.to_json() == vector["envelope"]
@@ -280,8 +320,9 @@ def test_v1_is_read_only(vector: dict[str, Any]) -> None:
     """keyvault no longer seals v1, and opens it only on an explicit allow-unsigned."""
     header = ev.Header.from_json(vector["inputs"]["header"])
     with pytest.raises(ValueError, match="only the current envelope version"):
-        ev.seal(header, bytes.fromhex(vector["inputs"]["plaintext_hex"]), [],
-                sealer=VectorSealer(V2[0]))
+        ev.seal(
+            header, bytes.fromhex(vector["inputs"]["plaintext_hex"]), [], sealer=VectorSealer(V2[0])
+        )
     envelope = ev.Envelope.from_json(vector["envelope"])
     assert not envelope.signed and envelope.chain is None
     with pytest.raises(IntegrityError, match="the envelope is unsigned"):
@@ -312,15 +353,20 @@ def test_keyvaults_passphrase_wrapper_opens_the_vectors(vector: dict[str, Any]) 
 
     passphrase = vector["passphrase_wrap"]["passphrase"]  # as typed: NFD in one vector
     wrapper = PassphraseWrapper.from_uri(
-        "passphrase:", BackendOptions(env={"KEYVAULT_PASSPHRASE": passphrase}))
+        "passphrase:", BackendOptions(env={"KEYVAULT_PASSPHRASE": passphrase})
+    )
     envelope = ev.Envelope.from_json(vector["envelope"])
     sealers = trust(vector) if envelope.signed else SealerTrust()
     unsigned = not envelope.signed  # v1: only because this test says so
     try:
-        assert ev.unwrap_dek(envelope, [wrapper], sealers=sealers, allow_unsigned=unsigned
-                             ).hex() == vector["inputs"]["dek_hex"]
-        assert ev.open_envelope(envelope, [wrapper], sealers=sealers, allow_unsigned=unsigned
-                                ).hex() == vector["inputs"]["plaintext_hex"]
+        assert (
+            ev.unwrap_dek(envelope, [wrapper], sealers=sealers, allow_unsigned=unsigned).hex()
+            == vector["inputs"]["dek_hex"]
+        )
+        assert (
+            ev.open_envelope(envelope, [wrapper], sealers=sealers, allow_unsigned=unsigned).hex()
+            == vector["inputs"]["plaintext_hex"]
+        )
     finally:
         wrapper.close()
 
@@ -334,9 +380,17 @@ def test_the_specification_shows_the_first_vector_and_the_real_names() -> None:
     assert json.loads(example) == V2[0]["envelope"]
     assert V2[0]["canonical_header"] in spec
     assert V2[0]["sealer"]["fingerprint"] in spec
-    for name in (age.ALG, passphrase.ALG, passphrase._CHECK_LABEL.decode(),
-                 ev.COMMIT_LABEL.decode(), ev.CIPHER, ev.FORMAT, sealing.ED25519,
-                 sealing.ECDSA_P256, sealing.PIN_LINE.strip()):
+    for name in (
+        age.ALG,
+        passphrase.ALG,
+        passphrase._CHECK_LABEL.decode(),
+        ev.COMMIT_LABEL.decode(),
+        ev.CIPHER,
+        ev.FORMAT,
+        sealing.ED25519,
+        sealing.ECDSA_P256,
+        sealing.PIN_LINE.strip(),
+    ):
         assert f"`{name}`" in spec or f'"{name}"' in spec, name
     assert r"`keyvault/v2/envelope\n`" in spec and ev.SIGN_LABEL == b"keyvault/v2/envelope\n"
     low, high = passphrase.MIN_N.bit_length() - 1, passphrase.MAX_N.bit_length() - 1

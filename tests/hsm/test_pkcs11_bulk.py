@@ -37,18 +37,32 @@ TEAM = "team-a"
 def fake_keys(count: int) -> list[KeyFile]:
     keys = []
     for n in range(count):
-        data = b"-----BEGIN EC " b"PRIVATE KEY-----\nrole: targets\n\n" + os.urandom(64) + b"\n"
+        data = b"-----BEGIN EC PRIVATE KEY-----\nrole: targets\n\n" + os.urandom(64) + b"\n"
         key_id = hashlib.sha256(data).hexdigest()
-        keys.append(KeyFile(key_id=key_id, role="targets", gun=f"registry.example.com/app-{n}",
-                            algorithm=None, relpath=f"{key_id}.key", mode=0o600,
-                            layout=Layout.CURRENT, encrypted=False, data=data))
+        keys.append(
+            KeyFile(
+                key_id=key_id,
+                role="targets",
+                gun=f"registry.example.com/app-{n}",
+                algorithm=None,
+                relpath=f"{key_id}.key",
+                mode=0o600,
+                layout=Layout.CURRENT,
+                encrypted=False,
+                data=data,
+            )
+        )
     return keys
 
 
 def test_bulk_backup_of_200_keys_opens_one_session(softhsm: SoftHsm, tmp_path: Path) -> None:
-    env = {"HOME": str(tmp_path), "KEYVAULT_STORE": f"file://{tmp_path / 'store'}",
-           "KEYVAULT_WRAPPERS": softhsm.uri("aes-kek"), "KEYVAULT_TEAM": TEAM,
-           "KEYVAULT_PKCS11_PIN": softhsm.pin}
+    env = {
+        "HOME": str(tmp_path),
+        "KEYVAULT_STORE": f"file://{tmp_path / 'store'}",
+        "KEYVAULT_WRAPPERS": softhsm.uri("aes-kek"),
+        "KEYVAULT_TEAM": TEAM,
+        "KEYVAULT_PKCS11_PIN": softhsm.pin,
+    }
     config = load_config(None, env)
     open_store(config.require_store(), BackendOptions(), create=True).close()
     keys = fake_keys(200)
@@ -57,7 +71,7 @@ def test_bulk_backup_of_200_keys_opens_one_session(softhsm: SoftHsm, tmp_path: P
         outcomes = backup_keys(session, keys, team=TEAM, concurrency=8)
         assert [o.action for o in outcomes] == [CREATED] * 200
         store = session.store()
-        for key in keys[:: 20]:  # and opening them again reuses the same login
+        for key in keys[::20]:  # and opening them again reuses the same login
             address = KeyAddress(TEAM, key.gun, key.role, key.key_id)
             assert session.open(read_envelope(store, address).envelope) == key.data
         during = session_counts()
@@ -69,9 +83,13 @@ def test_bulk_backup_of_200_keys_opens_one_session(softhsm: SoftHsm, tmp_path: P
 
 def _sealed(wrappers: list[Pkcs11Wrapper | AgeWrapper]) -> tuple[Envelope, bytes]:
     data = b"opaque key file bytes"
-    header = new_header(address=KeyAddress(TEAM, "registry.example.com/app", "targets",
-                                           "cd" * 32),
-                        algorithm=None, source_name="k.key", source_mode=0o600, data=data)
+    header = new_header(
+        address=KeyAddress(TEAM, "registry.example.com/app", "targets", "cd" * 32),
+        algorithm=None,
+        source_name="k.key",
+        source_mode=0o600,
+        data=data,
+    )
     return seal(header, data, wrappers, sealer=SEALER), data
 
 
@@ -87,8 +105,11 @@ def test_envelope_rewrap_between_pkcs11_and_age(softhsm: SoftHsm, tmp_path: Path
         age_only = sign(rewrap(both, dek, [], remove=[hsm.uri]), SEALER, Chain(2, "ab" * 32))
         assert age_only.wrapper_uris == (recipient,)
         assert open_envelope(age_only, [age], sealers=TRUST) == data
-        back = sign(rewrap(age_only, unwrap_dek(age_only, [age], sealers=TRUST), [hsm],
-                           remove=[recipient]), SEALER, Chain(3, "cd" * 32))
+        back = sign(
+            rewrap(age_only, unwrap_dek(age_only, [age], sealers=TRUST), [hsm], remove=[recipient]),
+            SEALER,
+            Chain(3, "cd" * 32),
+        )
         assert back.wrapper_uris == (softhsm.key_uri("rsa-kek"),)
         assert open_envelope(back, [hsm], sealers=TRUST) == data
         assert back.ciphertext == envelope.ciphertext
@@ -127,8 +148,9 @@ def test_open_uses_only_the_wrapper_named(softhsm: SoftHsm) -> None:
 
 
 @pytest.mark.proves("T5")
-def test_recovery_wrapper_opens_when_the_module_is_missing(softhsm: SoftHsm,
-                                                          tmp_path: Path) -> None:
+def test_recovery_wrapper_opens_when_the_module_is_missing(
+    softhsm: SoftHsm, tmp_path: Path
+) -> None:
     """A machine without the HSM still restores through the age entry (T5)."""
     identity = tmp_path / "id.txt"
     age = AgeWrapper(generate_identity(identity), (identity,))

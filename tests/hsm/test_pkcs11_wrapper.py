@@ -41,8 +41,14 @@ from keyvault.wrappers.pkcs11 import (
 DEK = bytes(range(DEK_SIZE))
 
 
-def make(hsm: SoftHsm, obj: str = "aes-kek", *, pin: str | None = None,
-         mechanism: str | None = None, token: str | None = None) -> Pkcs11Wrapper:
+def make(
+    hsm: SoftHsm,
+    obj: str = "aes-kek",
+    *,
+    pin: str | None = None,
+    mechanism: str | None = None,
+    token: str | None = None,
+) -> Pkcs11Wrapper:
     return Pkcs11Wrapper(hsm.uri(obj, token=token), hsm.options(pin), mechanism=mechanism)
 
 
@@ -76,13 +82,17 @@ class TestRsaOaepContract(_Contract):
 # --- round trips and what is recorded ------------------------------------------------
 
 
-@pytest.mark.parametrize(("obj", "mechanism", "alg", "ckm"), [
-    ("aes-kek", None, ALG_GCM, "CKM_AES_GCM"),
-    ("aes-kek", "aes-kwp", ALG_KWP, "CKM_AES_KEY_WRAP_PAD"),
-    ("rsa-kek", None, ALG_OAEP, "CKM_RSA_PKCS_OAEP"),
-])
-def test_round_trip_records_the_mechanism(softhsm: SoftHsm, obj: str, mechanism: str | None,
-                                          alg: str, ckm: str) -> None:
+@pytest.mark.parametrize(
+    ("obj", "mechanism", "alg", "ckm"),
+    [
+        ("aes-kek", None, ALG_GCM, "CKM_AES_GCM"),
+        ("aes-kek", "aes-kwp", ALG_KWP, "CKM_AES_KEY_WRAP_PAD"),
+        ("rsa-kek", None, ALG_OAEP, "CKM_RSA_PKCS_OAEP"),
+    ],
+)
+def test_round_trip_records_the_mechanism(
+    softhsm: SoftHsm, obj: str, mechanism: str | None, alg: str, ckm: str
+) -> None:
     w = make(softhsm, obj, mechanism=mechanism)
     try:
         wrapped = w.wrap(DEK, CONTEXT)
@@ -137,8 +147,13 @@ def test_tampered_params_refused(softhsm: SoftHsm, param: str) -> None:
     try:
         wrapped = w.wrap(DEK, CONTEXT)
         params = dict(wrapped.params)
-        tampered: dict[str, str | int] = {"iv": "AAAA", "tag_bits": 96, "token": 7,
-                                           "mechanism": "CKM_X", "extra": "x"}
+        tampered: dict[str, str | int] = {
+            "iv": "AAAA",
+            "tag_bits": 96,
+            "token": 7,
+            "mechanism": "CKM_X",
+            "extra": "x",
+        }
         params[param] = tampered[param]
         with pytest.raises(IntegrityError):
             w.unwrap(replace(wrapped, params=params), CONTEXT)
@@ -151,8 +166,12 @@ def test_tampered_params_refused(softhsm: SoftHsm, param: str) -> None:
 
 def test_created_keys_are_non_extractable_token_objects(softhsm: SoftHsm) -> None:
     aes = softhsm.raw_key_attributes("aes-kek")
-    assert aes["SECRET_KEY"] == {"class": aes["SECRET_KEY"]["class"], "token": True,
-                                 "extractable": False, "sensitive": True}
+    assert aes["SECRET_KEY"] == {
+        "class": aes["SECRET_KEY"]["class"],
+        "token": True,
+        "extractable": False,
+        "sensitive": True,
+    }
     rsa = softhsm.raw_key_attributes("rsa-kek")
     assert rsa["PRIVATE_KEY"]["extractable"] is False
     assert rsa["PRIVATE_KEY"]["sensitive"] is True and rsa["PRIVATE_KEY"]["token"] is True
@@ -191,8 +210,12 @@ def test_create_and_list_keys(softhsm: SoftHsm) -> None:
     assert info.kind == "aes-256" and not info.extractable
     assert info.mechanism == "CKM_AES_GCM"
     assert info.uri.startswith(softhsm.key_uri(label) + ";id=%")
-    keys = {k.label: k for k in list_keys(softhsm.uri("x", module=True).replace(
-        ";object=x", ""), softhsm.options())}
+    keys = {
+        k.label: k
+        for k in list_keys(
+            softhsm.uri("x", module=True).replace(";object=x", ""), softhsm.options()
+        )
+    }
     assert keys[label] == info
     assert keys["rsa-kek"].kind == "rsa-3072" and keys["rsa-kek"].mechanism == "CKM_RSA_PKCS_OAEP"
     w = Pkcs11Wrapper(info.uri, softhsm.options())  # the URI create-key prints works as is
@@ -218,8 +241,13 @@ def test_extractable_key_refused_for_wrapping(softhsm: SoftHsm) -> None:
     label = softhsm.unique("extractable")
     tok = pkcs11.lib(softhsm.module).get_token(token_label=softhsm.token)
     with tok.open(user_pin=softhsm.pin, rw=True) as s:
-        s.generate_key(pkcs11.KeyType.AES, 256, label=label, store=True,
-                       template={pkcs11.Attribute.EXTRACTABLE: True})
+        s.generate_key(
+            pkcs11.KeyType.AES,
+            256,
+            label=label,
+            store=True,
+            template={pkcs11.Attribute.EXTRACTABLE: True},
+        )
     w = make(softhsm, label)
     try:
         with pytest.raises(KeyvaultError, match="extractable"):
@@ -306,8 +334,9 @@ def test_module_from_config_and_pin_from_file(softhsm: SoftHsm, tmp_path: Path) 
     pin_file = tmp_path / "pin"
     pin_file.write_text(softhsm.pin + "\n")
     pin_file.chmod(0o600)
-    options = BackendOptions(settings={"pkcs11": {"module": softhsm.module,
-                                                  "pin_source": str(pin_file)}})
+    options = BackendOptions(
+        settings={"pkcs11": {"module": softhsm.module, "pin_source": str(pin_file)}}
+    )
     w = open_wrapper(softhsm.key_uri(), options)
     try:
         assert w.unwrap(w.wrap(DEK, CONTEXT), CONTEXT) == DEK

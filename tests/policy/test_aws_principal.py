@@ -15,21 +15,29 @@ from keyvault.policy import authorize, parse_policy
 KID = "cd" * 32
 
 
-def test_the_caller_arn_comes_from_sts_and_the_policy_matches_it(moto_kms: MotoServer,
-                                                                tmp_path: Path) -> None:
-    env = {"AWS_ENDPOINT_URL_STS": moto_kms.endpoint, "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+def test_the_caller_arn_comes_from_sts_and_the_policy_matches_it(
+    moto_kms: MotoServer, tmp_path: Path
+) -> None:
+    env = {
+        "AWS_ENDPOINT_URL_STS": moto_kms.endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
     principal = aws_principal(BackendOptions(env=env))
     assert principal.name.startswith("aws:arn:arn:aws:")
     account = principal.name.split(":")[6]
     policy = parse_policy(
         'version = 1\n\n[teams.payments]\nguns = ["example.com/pay/*"]\n'
-        f'members = ["aws:arn:arn:aws:*::{account}:*"]\nci = []\n')
+        f'members = ["aws:arn:arn:aws:*::{account}:*"]\nci = []\n'
+    )
     address = KeyAddress("payments", None, "root", KID)
     assert authorize(policy, principal, "restore", address).allowed
-    other = parse_policy('version = 1\n\n[teams.payments]\nguns = ["example.com/pay/*"]\n'
-                         'members = ["aws:arn:arn:aws:iam::999999999999:role/admin"]\n'
-                         'ci = []\n')
+    other = parse_policy(
+        'version = 1\n\n[teams.payments]\nguns = ["example.com/pay/*"]\n'
+        'members = ["aws:arn:arn:aws:iam::999999999999:role/admin"]\n'
+        "ci = []\n"
+    )
     decision = authorize(other, principal, "restore", address)
     assert not decision.allowed and principal.name in decision.error().message
 
@@ -42,11 +50,13 @@ def test_a_redirected_sts_endpoint_claims_any_identity_to_keyvaults_own_check() 
     import threading
 
     claimed = "arn:aws:sts::111122223333:assumed-role/payments-admin/anyone"
-    body = (f'<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">'
-            f"<GetCallerIdentityResult><Arn>{claimed}</Arn><UserId>AROAX:anyone</UserId>"
-            "<Account>111122223333</Account></GetCallerIdentityResult>"
-            "<ResponseMetadata><RequestId>1</RequestId></ResponseMetadata>"
-            "</GetCallerIdentityResponse>").encode()
+    body = (
+        f'<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">'
+        f"<GetCallerIdentityResult><Arn>{claimed}</Arn><UserId>AROAX:anyone</UserId>"
+        "<Account>111122223333</Account></GetCallerIdentityResult>"
+        "<ResponseMetadata><RequestId>1</RequestId></ResponseMetadata>"
+        "</GetCallerIdentityResponse>"
+    ).encode()
 
     class FakeSts(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -64,9 +74,12 @@ def test_a_redirected_sts_endpoint_claims_any_identity_to_keyvaults_own_check() 
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        env = {"AWS_ENDPOINT_URL_STS": f"http://127.0.0.1:{server.server_address[1]}",
-               "AWS_ACCESS_KEY_ID": "nobody", "AWS_SECRET_ACCESS_KEY": "nothing",
-               "AWS_DEFAULT_REGION": "us-east-1"}
+        env = {
+            "AWS_ENDPOINT_URL_STS": f"http://127.0.0.1:{server.server_address[1]}",
+            "AWS_ACCESS_KEY_ID": "nobody",
+            "AWS_SECRET_ACCESS_KEY": "nothing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
         principal = aws_principal(BackendOptions(env=env))
     finally:
         server.shutdown()
@@ -75,6 +88,8 @@ def test_a_redirected_sts_endpoint_claims_any_identity_to_keyvaults_own_check() 
     assert principal.name == f"aws:arn:{claimed}" and not principal.claimed
     policy = parse_policy(
         'version = 1\n\n[teams.payments]\nguns = ["example.com/pay/*"]\n'
-        'members = ["aws:arn:arn:aws:iam::111122223333:role/payments-admin"]\nci = []\n')
-    assert authorize(policy, principal, "restore",
-                     KeyAddress("payments", None, "root", KID)).allowed
+        'members = ["aws:arn:arn:aws:iam::111122223333:role/payments-admin"]\nci = []\n'
+    )
+    assert authorize(
+        policy, principal, "restore", KeyAddress("payments", None, "root", KID)
+    ).allowed

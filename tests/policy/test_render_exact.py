@@ -67,8 +67,12 @@ def deepest_gun() -> str:
 
 def test_every_principal_star_statement_is_limited_to_the_rules_accounts() -> None:
     rendered = docs()
-    stars = [s for doc in rendered.values() for s in doc["Statement"]
-             if s.get("Principal") == {"AWS": "*"}]
+    stars = [
+        s
+        for doc in rendered.values()
+        for s in doc["Statement"]
+        if s.get("Principal") == {"AWS": "*"}
+    ]
     assert len(stars) == 2  # members and CI of the key policy
     for statement in stars:
         assert statement["Effect"] == "Allow"
@@ -99,13 +103,19 @@ def test_the_key_policy_matches_the_role_arn_aws_puts_in_principal_arn() -> None
 def test_principal_arn_patterns_translate_or_keep() -> None:
     role = f"arn:aws:iam::{ACCOUNT}:role/"
     assert principal_arn_patterns(f"arn:aws:sts::{ACCOUNT}:assumed-role/ci-*/*") == (
-        role + "ci-*", role + "*/ci-*")
+        role + "ci-*",
+        role + "*/ci-*",
+    )
     assert principal_arn_patterns(f"arn:aws:sts::{ACCOUNT}:assumed-role/*") == (
-        role + "*", role + "*/*")
+        role + "*",
+        role + "*/*",
+    )
     assert principal_arn_patterns(f"arn:aws:iam::{ACCOUNT}:user/ops/bob") == (
-        f"arn:aws:iam::{ACCOUNT}:user/ops/bob",)
+        f"arn:aws:iam::{ACCOUNT}:user/ops/bob",
+    )
     assert principal_arn_patterns(f"arn:aws-cn:iam::{ACCOUNT}:root") == (
-        f"arn:aws-cn:iam::{ACCOUNT}:root",)
+        f"arn:aws-cn:iam::{ACCOUNT}:root",
+    )
 
 
 REFUSED = [
@@ -122,12 +132,15 @@ REFUSED = [
 
 
 @pytest.mark.parametrize(("arn", "needle"), REFUSED)
-def test_lint_refuses_what_aws_cannot_enforce(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                              arn: str, needle: str) -> None:
+def test_lint_refuses_what_aws_cannot_enforce(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], arn: str, needle: str
+) -> None:
     path = tmp_path / "policy.toml"
     path.write_text(POLICY.replace(f"arn:aws:sts::{ACCOUNT}:assumed-role/pay-ci/*", arn))
-    for args in (["policy", "validate", str(path)],
-                 ["policy", "render", str(path), "--target", "aws"]):
+    for args in (
+        ["policy", "validate", str(path)],
+        ["policy", "render", str(path), "--target", "aws"],
+    ):
         capsys.readouterr()
         assert main(args) == 2, args
         err = capsys.readouterr().err
@@ -140,53 +153,71 @@ def test_lint_refuses_what_aws_cannot_enforce(tmp_path: Path, capsys: pytest.Cap
 
 
 def test_ci_kms_grants_carry_the_role_of_the_encryption_context() -> None:
-    header = new_header(address=KeyAddress("pay", "registry.example.com/pay/app", "timestamp",
-                                           KID), algorithm=None, source_name=f"{KID}.key",
-                        source_mode=0o600, data=b"k")
+    header = new_header(
+        address=KeyAddress("pay", "registry.example.com/pay/app", "timestamp", KID),
+        algorithm=None,
+        source_name=f"{KID}.key",
+        source_mode=0o600,
+        data=b"k",
+    )
     role_key = "kms:EncryptionContext:" + next(k for k in header.context() if k.endswith("role"))
     ci = statements("keyvault-pay-ci")
     grants = [s for s in ci if s["Effect"] == "Allow" and s["Action"] == ["kms:Decrypt"]]
     assert len(grants) == 2  # by key ARN and by alias
-    key_policy = next(s for s in statements("keyvault-pay-kms-key-policy")
-                      if s["Sid"].endswith("Ci"))
+    key_policy = next(
+        s for s in statements("keyvault-pay-kms-key-policy") if s["Sid"].endswith("Ci")
+    )
     for grant in [*grants, key_policy]:
         condition = grant["Condition"]
         assert condition["StringNotEquals"] == {role_key: list(CI_DENIED_ROLES)}, grant
         assert condition["Null"] == {role_key: "false", SCOPE_KEY: "true"}
         assert condition["StringEquals"]["kms:EncryptionContext:keyvault:team"] == "pay"
     denials = [s["Condition"] for s in ci if s["Effect"] == "Deny" and s["Action"] == "kms:*"]
-    assert denials == [{"StringEquals": {role_key: ["root", "timestamp"]}},
-                       {"StringEquals": {SCOPE_KEY: "team"}}]
+    assert denials == [
+        {"StringEquals": {role_key: ["root", "timestamp"]}},
+        {"StringEquals": {SCOPE_KEY: "team"}},
+    ]
     # Members keep every role, root included.
     member = json.dumps(docs()["keyvault-pay-member"])
     assert "keyvault:role" not in member
 
 
-@pytest.mark.parametrize(("gun", "role"), [(None, "targets"), (None, "snapshot"), (None, None),
-                                           ("registry.example.com/pay/app", None)])
-def test_keys_missing_a_fact_are_denied_to_ci_like_root(gun: str | None,
-                                                         role: str | None) -> None:
+@pytest.mark.parametrize(
+    ("gun", "role"),
+    [(None, "targets"), (None, "snapshot"), (None, None), ("registry.example.com/pay/app", None)],
+)
+def test_keys_missing_a_fact_are_denied_to_ci_like_root(gun: str | None, role: str | None) -> None:
     """#18: S3 names, the KMS context and the Vault paths of team-only keys are denied to CI."""
     address = KeyAddress("pay", gun, role, KID)
     assert address.team_only
     assert not ci_may_read(address.object_name)
-    context = new_header(address=address, algorithm=None, source_name=f"{KID}.key",
-                         source_mode=0o600, data=b"k").context()
+    context = new_header(
+        address=address, algorithm=None, source_name=f"{KID}.key", source_mode=0o600, data=b"k"
+    ).context()
     assert context[SCOPE_KEY.removeprefix("kms:EncryptionContext:")] == "team"
     # The KMS grant needs the scope absent; the explicit Deny names it.
-    assert ("kms:EncryptionContext:keyvault:role" in
-            {"kms:EncryptionContext:" + k for k in context}) == (role is not None)
-    vault = render_vault(parse_policy(POLICY.replace('store = "s3://keys-bucket/prod"',
-                                                     'store = "vault://secret/kv"')))
+    assert (
+        "kms:EncryptionContext:keyvault:role" in {"kms:EncryptionContext:" + k for k in context}
+    ) == (role is not None)
+    vault = render_vault(
+        parse_policy(
+            POLICY.replace('store = "s3://keys-bucket/prod"', 'store = "vault://secret/kv"')
+        )
+    )
     section = address.object_name.split("/")[3]
     for kind in ("data", "metadata"):
-        assert f'path "secret/{kind}/kv/v1/teams/pay/{section}/*" {{\n  capabilities = ' \
-               '["deny"]' in vault["keyvault-pay-ci"]
+        assert (
+            f'path "secret/{kind}/kv/v1/teams/pay/{section}/*" {{\n  capabilities = '
+            '["deny"]' in vault["keyvault-pay-ci"]
+        )
     assert "deny" not in vault["keyvault-pay-member"]
     # Members read and write them as any other key of the team.
     member = statements("keyvault-pay-member")
-    assert any(fnmatch.fnmatchcase(f"arn:aws:s3:::keys-bucket/prod/{address.object_name}",
-                                   s["Resource"]) for s in member if s["Sid"].endswith("Objects"))
+    assert any(
+        fnmatch.fnmatchcase(f"arn:aws:s3:::keys-bucket/prod/{address.object_name}", s["Resource"])
+        for s in member
+        if s["Sid"].endswith("Objects")
+    )
 
 
 def ci_may_read(object_name: str) -> bool:
@@ -201,14 +232,21 @@ def ci_may_read(object_name: str) -> bool:
         return reads and any(fnmatch.fnmatchcase(arn, r) for r in resources)
 
     ci = statements("keyvault-pay-ci")
-    return (any(s["Effect"] == "Allow" and hits(s) for s in ci)
-            and not any(s["Effect"] == "Deny" and hits(s) for s in ci))
+    return any(s["Effect"] == "Allow" and hits(s) for s in ci) and not any(
+        s["Effect"] == "Deny" and hits(s) for s in ci
+    )
 
 
-@pytest.mark.parametrize("gun", [
-    "registry.example.com/pay/app", "registry.example.com/pay/a/b/c/d/e/f",
-    "registry.example.com/pay/timestamp/app", "registry.example.com/pay/root",
-    deepest_gun()])
+@pytest.mark.parametrize(
+    "gun",
+    [
+        "registry.example.com/pay/app",
+        "registry.example.com/pay/a/b/c/d/e/f",
+        "registry.example.com/pay/timestamp/app",
+        "registry.example.com/pay/root",
+        deepest_gun(),
+    ],
+)
 def test_ci_s3_reads_gun_keys_but_never_timestamp_or_root_at_any_depth(gun: str) -> None:
     for role in ("targets", "snapshot", "targets/releases", "alice", "timestamp"):
         name = KeyAddress("pay", gun, role, KID).object_name
@@ -221,15 +259,20 @@ def test_ci_s3_reads_gun_keys_but_never_timestamp_or_root_at_any_depth(gun: str)
 
 
 def test_vault_ci_render_covers_the_deepest_gun_the_grammar_allows() -> None:
-    policy = parse_policy(POLICY.replace('store = "s3://keys-bucket/prod"',
-                                         'store = "vault://secret/kv"'))
+    policy = parse_policy(
+        POLICY.replace('store = "s3://keys-bucket/prod"', 'store = "vault://secret/kv"')
+    )
     ci = render_vault(policy)["keyvault-pay-ci"]
     deepest = "guns/" + "+/" * MAX_GUN_DEPTH
     for role in CI_DENIED_ROLES:
-        assert f'path "secret/data/kv/v1/teams/pay/{deepest}{role}/+" ' \
-               '{ capabilities = ["deny"] }' in ci
-        assert f'path "secret/metadata/kv/v1/teams/pay/{deepest}{role}/+" ' \
-               '{ capabilities = ["list"] }' in ci
+        assert (
+            f'path "secret/data/kv/v1/teams/pay/{deepest}{role}/+" '
+            '{ capabilities = ["deny"] }' in ci
+        )
+        assert (
+            f'path "secret/metadata/kv/v1/teams/pay/{deepest}{role}/+" '
+            '{ capabilities = ["list"] }' in ci
+        )
     assert deepest_gun().count("/") + 1 == MAX_GUN_DEPTH
     with pytest.raises(UsageError):
         validate_gun(deepest_gun() + "/x")  # one segment more is not a GUN

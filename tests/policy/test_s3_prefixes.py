@@ -27,8 +27,10 @@ PASS = "correct horse"
 
 def team_resource(bucket: str, team: str) -> str:
     """The object prefix the rendered member policy grants (bucket/prefix/v1/teams/T/)."""
-    text = (f'[teams.{team}]\nguns = ["example.com/{team}/*"]\nmembers = ["local:x"]\n'
-            f'store = "s3://{bucket}/prod"\n')
+    text = (
+        f'[teams.{team}]\nguns = ["example.com/{team}/*"]\nmembers = ["local:x"]\n'
+        f'store = "s3://{bucket}/prod"\n'
+    )
     doc = render_aws(parse_policy(text))[f"keyvault-{team}-member"]
     objects = next(s for s in doc["Statement"] if "s3:PutObject" in s["Action"])
     return str(objects["Resource"]).removeprefix("arn:aws:s3:::")
@@ -36,13 +38,20 @@ def team_resource(bucket: str, team: str) -> str:
 
 def add_identity(weed: WeedServer, name: str, creds: tuple[str, str], resource: str) -> None:
     actions = ",".join(f"{a}:{resource}" for a in ("Read", "Write", "List"))
-    script = (f"s3.configure -user={name} -access_key={creds[0]} -secret_key={creds[1]} "
-              f"-actions={actions} -apply\n")
+    script = (
+        f"s3.configure -user={name} -access_key={creds[0]} -secret_key={creds[1]} "
+        f"-actions={actions} -apply\n"
+    )
     master = f"127.0.0.1:{weed.ports['master.port']}.{weed.ports['master.port.grpc']}"
     filer = f"127.0.0.1:{weed.ports['filer.port']}.{weed.ports['filer.port.grpc']}"
-    subprocess.run([find_tool("weed"), "shell", f"-master={master}", f"-filer={filer}"],
-                   input=script + "exit\n", text=True, capture_output=True, timeout=30,
-                   check=True)
+    subprocess.run(
+        [find_tool("weed"), "shell", f"-master={master}", f"-filer={filer}"],
+        input=script + "exit\n",
+        text=True,
+        capture_output=True,
+        timeout=30,
+        check=True,
+    )
 
 
 @pytest.fixture
@@ -67,8 +76,9 @@ def denied(call: object) -> bool:
     return False
 
 
-def test_each_team_identity_reaches_only_its_prefix(weed: WeedServer,
-                                                    teams: dict[str, object]) -> None:
+def test_each_team_identity_reaches_only_its_prefix(
+    weed: WeedServer, teams: dict[str, object]
+) -> None:
     bucket = str(teams["bucket"])
     a = s3_client(weed.endpoint, teams["team-a"])  # type: ignore[arg-type]
     b = s3_client(weed.endpoint, teams["team-b"])  # type: ignore[arg-type]
@@ -87,19 +97,28 @@ def test_each_team_identity_reaches_only_its_prefix(weed: WeedServer,
 
 
 def test_keyvault_with_its_check_off_gets_exit_4_from_seaweedfs(
-        weed: WeedServer, teams: dict[str, object], tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    weed: WeedServer,
+    teams: dict[str, object],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     bucket = str(teams["bucket"])
     trust = tmp_path / "trust"
-    write_sample_trust_dir(trust, {"root": PASS, "targets": PASS, "snapshot": PASS},
-                           ["example.com/team-a/app"])
+    write_sample_trust_dir(
+        trust, {"root": PASS, "targets": PASS, "snapshot": PASS}, ["example.com/team-a/app"]
+    )
     policy = tmp_path / "policy.toml"
-    policy.write_text('[teams.team-a]\nguns = ["example.com/team-a/*"]\nmembers = ["local:x"]\n'
-                      '[teams.team-b]\nguns = ["example.com/team-b/*"]\nmembers = ["local:y"]\n')
+    policy.write_text(
+        '[teams.team-a]\nguns = ["example.com/team-a/*"]\nmembers = ["local:x"]\n'
+        '[teams.team-b]\nguns = ["example.com/team-b/*"]\nmembers = ["local:y"]\n'
+    )
     config = tmp_path / "config.toml"
-    config.write_text(f'[keyvault]\nteam = "team-a"\nstore = "s3://{bucket}/prod"\n'
-                      f'policy = "{policy}"\n\n[s3]\nendpoint_url = "{weed.endpoint}"\n'
-                      f'region = "{REGION}"\naddressing_style = "path"\nmax_attempts = 1\n')
+    config.write_text(
+        f'[keyvault]\nteam = "team-a"\nstore = "s3://{bucket}/prod"\n'
+        f'policy = "{policy}"\n\n[s3]\nendpoint_url = "{weed.endpoint}"\n'
+        f'region = "{REGION}"\naddressing_style = "path"\nmax_attempts = 1\n'
+    )
     for key in list(__import__("os").environ):
         if key.startswith(("KEYVAULT_", "AWS_")):
             monkeypatch.delenv(key)
@@ -112,11 +131,13 @@ def test_keyvault_with_its_check_off_gets_exit_4_from_seaweedfs(
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", creds_b[1])  # type: ignore[index]
     identity = tmp_path / "id.txt"
     subprocess.run(["age-keygen", "-o", str(identity)], capture_output=True, check=True)
-    recipient = next(line.split(": ")[1] for line in identity.read_text().splitlines()
-                     if "public key" in line)
+    recipient = next(
+        line.split(": ")[1] for line in identity.read_text().splitlines() if "public key" in line
+    )
     capsys.readouterr()
-    code = main(["--config", str(config), "--wrapper", recipient, "--trust-dir", str(trust),
-                 "backup"])
+    code = main(
+        ["--config", str(config), "--wrapper", recipient, "--trust-dir", str(trust), "backup"]
+    )
     err = capsys.readouterr().err
     assert code == 4, err
     assert "AccessDenied" in err or "403" in err or "denied" in err.lower()
@@ -126,8 +147,9 @@ def test_keyvault_with_its_check_off_gets_exit_4_from_seaweedfs(
     creds_a = teams["team-a"]
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", creds_a[0])  # type: ignore[index]
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", creds_a[1])  # type: ignore[index]
-    code = main(["--config", str(config), "--wrapper", recipient, "--trust-dir", str(trust),
-                 "backup"])
+    code = main(
+        ["--config", str(config), "--wrapper", recipient, "--trust-dir", str(trust), "backup"]
+    )
     assert code == 0, capsys.readouterr().err
     listed = weed.admin().list_objects_v2(Bucket=bucket, Prefix="prod/v1/teams/team-a/")
     keys = [o["Key"] for o in listed.get("Contents", []) if "/audit/" not in o["Key"]]

@@ -39,13 +39,16 @@ def test_rows_are_parsed_up_to_the_next_section() -> None:
     ]
 
 
-@pytest.mark.parametrize("markdown", [
-    "# Testing\n\nno table here\n",
-    "## Allowed skips\n\n| tests | reason | why | when |\n|---|---|---|---|\n",
-    "## Allowed skips\n\n| t | r | w | when |\n|---|---|---|---|\n"
-    "| `a` | `b` | c | sometimes |\n",
-    "## Allowed skips\n\n| t | r | w | when |\n|---|---|---|---|\n| a | `b` | c | always |\n",
-])
+@pytest.mark.parametrize(
+    "markdown",
+    [
+        "# Testing\n\nno table here\n",
+        "## Allowed skips\n\n| tests | reason | why | when |\n|---|---|---|---|\n",
+        "## Allowed skips\n\n| t | r | w | when |\n|---|---|---|---|\n"
+        "| `a` | `b` | c | sometimes |\n",
+        "## Allowed skips\n\n| t | r | w | when |\n|---|---|---|---|\n| a | `b` | c | always |\n",
+    ],
+)
 def test_a_missing_or_malformed_table_is_an_error(markdown: str) -> None:
     with pytest.raises(ValueError, match="Allowed skips"):
         parse_allowed_skips(markdown)
@@ -56,8 +59,10 @@ def test_an_unlisted_skip_is_reported() -> None:
     weed = Skip("tests/aws/test_s3_store.py::test_put", "the weed binary is not installed")
     compose = Skip(COMPOSE, "no compose plugin here")
     other_test = Skip("tests/ship/test_compose.py::test_other", "no compose plugin here")
-    assert unexpected_skips([weed, compose, other_test], allowed, root=True,
-                            opted_out=False) == [weed, other_test]
+    assert unexpected_skips([weed, compose, other_test], allowed, root=True, opted_out=False) == [
+        weed,
+        other_test,
+    ]
 
 
 def test_conditions_decide_when_a_row_allows() -> None:
@@ -72,7 +77,8 @@ def test_conditions_decide_when_a_row_allows() -> None:
 
 
 def test_a_missing_component_fails_unless_opted_out_outside_ci(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv(ALLOW_MISSING_ENV, raising=False)
     monkeypatch.setenv("CI", "false")
     with pytest.raises(pytest.fail.Exception, match="missing component: weed"):
@@ -86,7 +92,8 @@ def test_a_missing_component_fails_unless_opted_out_outside_ci(
 
 
 def test_the_s3_kms_pairs_servers_are_found_without_the_venv_on_path(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Why the S3 + KMS end-to-end pair once skipped (docs/e2e.md says it never does): the
     fixtures looked weed and moto_server up on PATH, which `.venv/bin/pytest` does not set.
     They are found beside the interpreter, and a missing one fails (test above)."""

@@ -45,8 +45,17 @@ def test_compose_services_and_images() -> None:
     assert "chrislusf/seaweedfs" in images["seaweedfs"]
     assert "openbao/openbao" in images["openbao"] and "openbao/openbao" in images["openbao-init"]
     for name, svc in services.items():
-        assert set(svc) <= {"image", "command", "entrypoint", "environment", "ports", "volumes",
-                            "healthcheck", "depends_on", "restart"}, name
+        assert set(svc) <= {
+            "image",
+            "command",
+            "entrypoint",
+            "environment",
+            "ports",
+            "volumes",
+            "healthcheck",
+            "depends_on",
+            "restart",
+        }, name
     # Named volumes used by services are declared.
     declared = set(doc.get("volumes") or {})
     for svc in services.values():
@@ -113,23 +122,30 @@ def test_the_dev_s3_identity_matches_the_init_container() -> None:
 def _has_compose() -> bool:
     if shutil.which("docker") is None:
         return False
-    run = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True,
-                         timeout=30, check=False)
+    run = subprocess.run(
+        ["docker", "compose", "version"], capture_output=True, text=True, timeout=30, check=False
+    )
     return run.returncode == 0
 
 
-@pytest.mark.skipif(not _has_compose(), reason="docker with the compose plugin is not "
-                                                "installed here (the YAML checks above run)")
+@pytest.mark.skipif(
+    not _has_compose(),
+    reason="docker with the compose plugin is not installed here (the YAML checks above run)",
+)
 def test_docker_compose_config() -> None:
-    run = subprocess.run(["docker", "compose", "-f", str(COMPOSE), "config", "--quiet"],
-                         capture_output=True, text=True, timeout=60, check=False)
+    run = subprocess.run(
+        ["docker", "compose", "-f", str(COMPOSE), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert run.returncode == 0, run.stderr
 
 
 def test_shell_scripts_parse() -> None:
     for script in (COMPOSE_DIR / "openbao" / "init.sh", COMPOSE_DIR / "seaweedfs" / "init.sh"):
-        run = subprocess.run(["sh", "-n", str(script)], capture_output=True, text=True,
-                             check=False)
+        run = subprocess.run(["sh", "-n", str(script)], capture_output=True, text=True, check=False)
         assert run.returncode == 0, f"{script}: {run.stderr}"
 
 
@@ -139,14 +155,17 @@ def _policies(target: Path) -> dict[str, str]:
     if not rendered:
         from keyvault.policy import parse_policy, render_vault
 
-        rendered = render_vault(parse_policy(
-            'version = 1\n'
-            '[teams.team-a]\nguns = ["registry.example.com/team-a/*"]\n'
-            'members = ["local:alice"]\nci = ["vault:meta:role=ci-team-a"]\n'
-            'store = "vault://secret/keyvault"\nwrappers = ["transit://transit/team-a"]\n'
-            '[teams.team-b]\nguns = ["registry.example.com/team-b/*"]\n'
-            'members = ["local:bob"]\nstore = "vault://kv-b/keyvault"\n'
-            'wrappers = ["transit://transit-b/team-b"]\n'))
+        rendered = render_vault(
+            parse_policy(
+                "version = 1\n"
+                '[teams.team-a]\nguns = ["registry.example.com/team-a/*"]\n'
+                'members = ["local:alice"]\nci = ["vault:meta:role=ci-team-a"]\n'
+                'store = "vault://secret/keyvault"\nwrappers = ["transit://transit/team-a"]\n'
+                '[teams.team-b]\nguns = ["registry.example.com/team-b/*"]\n'
+                'members = ["local:bob"]\nstore = "vault://kv-b/keyvault"\n'
+                'wrappers = ["transit://transit-b/team-b"]\n'
+            )
+        )
     target.mkdir()
     for name, text in rendered.items():
         (target / f"{name}.hcl").write_text(text)
@@ -154,7 +173,8 @@ def _policies(target: Path) -> dict[str, str]:
 
 
 def test_openbao_init_loads_policies_mounts_and_derived_keys(
-        make_bao: Callable[..., Any], tmp_path: Path) -> None:
+    make_bao: Callable[..., Any], tmp_path: Path
+) -> None:
     from fixtures.vault import ROOT_TOKEN, bao_binary
 
     server = make_bao()
@@ -162,26 +182,42 @@ def test_openbao_init_loads_policies_mounts_and_derived_keys(
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "bao").symlink_to(bao_binary())
-    env = {"PATH": f"{bin_dir}{os.pathsep}/usr/bin:/bin", "HOME": str(tmp_path),
-           "BAO_ADDR": server.address, "BAO_TOKEN": ROOT_TOKEN,
-           "POLICY_DIR": str(tmp_path / "policies")}
+    env = {
+        "PATH": f"{bin_dir}{os.pathsep}/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "BAO_ADDR": server.address,
+        "BAO_TOKEN": ROOT_TOKEN,
+        "POLICY_DIR": str(tmp_path / "policies"),
+    }
     for _ in range(2):  # idempotent: a second `docker compose up` runs it again
-        run = subprocess.run(["sh", str(COMPOSE_DIR / "openbao" / "init.sh")], env=env,
-                             capture_output=True, text=True, timeout=120, check=False)
+        run = subprocess.run(
+            ["sh", str(COMPOSE_DIR / "openbao" / "init.sh")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert run.returncode == 0, run.stdout + run.stderr
     root = server.root()
     loaded = set(root.sys.list_acl_policies()["data"]["keys"])
     assert set(policies) <= loaded
     mounts = root.sys.list_mounted_secrets_engines()["data"]
-    named = [m for text in policies.values()
-             for m in re.findall(r'^path "([\w.-]+)/encrypt/([\w.-]+)"', text, re.MULTILINE)]
+    named = [
+        m
+        for text in policies.values()
+        for m in re.findall(r'^path "([\w.-]+)/encrypt/([\w.-]+)"', text, re.MULTILINE)
+    ]
     assert named, "the policies name no Transit key"
     for mount, key in named:
         assert mounts[f"{mount}/"]["type"] == "transit"
         info = root.secrets.transit.read_key(key, mount_point=mount)["data"]
         assert info["type"] == "aes256-gcm96" and info["derived"] is True
-    for mount in {m for text in policies.values()
-                  for m in re.findall(r'^path "([\w.-]+)/data/', text, re.MULTILINE)}:
+    for mount in {
+        m
+        for text in policies.values()
+        for m in re.findall(r'^path "([\w.-]+)/data/', text, re.MULTILINE)
+    }:
         assert mounts[f"{mount}/"]["options"]["version"] == "2"
     # A dev token per policy, acting with exactly that policy.
     for name in policies:
@@ -190,17 +226,28 @@ def test_openbao_init_loads_policies_mounts_and_derived_keys(
 
 
 def test_openbao_init_without_policies_still_prepares_the_engines(
-        make_bao: Callable[..., Any], tmp_path: Path) -> None:
+    make_bao: Callable[..., Any], tmp_path: Path
+) -> None:
     from fixtures.vault import ROOT_TOKEN, bao_binary
 
     server = make_bao()
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "bao").symlink_to(bao_binary())
-    env = {"PATH": f"{bin_dir}{os.pathsep}/usr/bin:/bin", "HOME": str(tmp_path),
-           "BAO_ADDR": server.address, "BAO_TOKEN": ROOT_TOKEN,
-           "POLICY_DIR": str(tmp_path / "none")}
-    run = subprocess.run(["sh", str(COMPOSE_DIR / "openbao" / "init.sh")], env=env,
-                         capture_output=True, text=True, timeout=120, check=False)
+    env = {
+        "PATH": f"{bin_dir}{os.pathsep}/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "BAO_ADDR": server.address,
+        "BAO_TOKEN": ROOT_TOKEN,
+        "POLICY_DIR": str(tmp_path / "none"),
+    }
+    run = subprocess.run(
+        ["sh", str(COMPOSE_DIR / "openbao" / "init.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert run.returncode == 0, run.stderr
     assert "keyvault policy render" in run.stderr

@@ -27,13 +27,13 @@ def read_in_code(root: Path = REPO / "keyvault") -> dict[str, str]:
 
 def test_configuration_page_is_up_to_date() -> None:
     assert (DOCS / "configuration.md").read_text() == _generator("gen_config_reference").render(), (
-        "docs/configuration.md is out of date: run python docs/gen_config_reference.py")
+        "docs/configuration.md is out of date: run python docs/gen_config_reference.py"
+    )
 
 
 def test_every_variable_keyvault_reads_is_in_the_registry_and_no_other() -> None:
     used = read_in_code()
-    missing = {name: where for name, where in used.items()
-               if name not in settings.variable_names()}
+    missing = {name: where for name, where in used.items() if name not in settings.variable_names()}
     assert not missing, f"add these to keyvault/settings.py: {missing}"
     assert settings.variable_names() - set(used) == set(), "listed but never read"
 
@@ -55,6 +55,9 @@ def test_config_loading_uses_the_registry() -> None:
 
 
 def test_the_docs_that_name_variables_link_the_reference() -> None:
-    for page in (REPO / "README.md", DOCS / "troubleshooting.md",
-                 DOCS / "guides" / "restore-laptop.md"):
+    for page in (
+        REPO / "README.md",
+        DOCS / "troubleshooting.md",
+        DOCS / "guides" / "restore-laptop.md",
+    ):
         assert "configuration.md" in page.read_text(), page

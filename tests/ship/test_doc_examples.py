@@ -110,20 +110,27 @@ def collect(path: Path) -> list[Block]:
         indent, fence = m.group("indent"), m.group("fence")
         language = (m.group("info").split() or [""])[0].lower()
         end = i + 1
-        while end < len(lines) and not re.match(rf"^[ \t]*{re.escape(fence)}[ \t]*$",
-                                                 lines[end]):
+        while end < len(lines) and not re.match(rf"^[ \t]*{re.escape(fence)}[ \t]*$", lines[end]):
             end += 1
-        body = [line[len(indent):] if line.startswith(indent) else line.lstrip()
-                for line in lines[i + 1:end]]
+        body = [
+            line[len(indent) :] if line.startswith(indent) else line.lstrip()
+            for line in lines[i + 1 : end]
+        ]
         transcript = any(line.startswith("$ ") for line in body)
         if language in SHELLS or transcript:
             marker = _marker_line(lines, i)
             reason = ILLUSTRATIVE.match(marker)
             exit_code = EXIT.match(marker)
-            blocks.append(Block(page, i + 1, "\n".join(body),
-                                reason.group("reason").strip() if reason else None,
-                                int(exit_code.group("code")) if exit_code else 0,
-                                transcript=transcript))
+            blocks.append(
+                Block(
+                    page,
+                    i + 1,
+                    "\n".join(body),
+                    reason.group("reason").strip() if reason else None,
+                    int(exit_code.group("code")) if exit_code else 0,
+                    transcript=transcript,
+                )
+            )
         i = end + 1
     return blocks
 
@@ -170,20 +177,23 @@ class Sandbox:
             code = code.replace(placeholder, value)
         if block.transcript:
             code = "\n".join(
-                f"( {command}\n) || rc=$?; [ \"${{rc:-0}}\" = {expect} ] || "
+                f'( {command}\n) || rc=$?; [ "${{rc:-0}}" = {expect} ] || '
                 f"{{ echo 'expected exit {expect}, got '\"${{rc:-0}}\"' from: '"
                 f"{shlex.quote(command)} >&2; exit 99; }}; unset rc"
-                for command, expect in transcript_steps(code))
+                for command, expect in transcript_steps(code)
+            )
         state, cwd = self.root / "shell.env", self.root / "shell.cwd"
         # The next block starts where this one ended: its variables and directory.
-        return (f"[ -f {state} ] && . {state}\ncd \"$(cat {cwd})\"\n"
-                f"trap 'export -p > {state}; pwd > {cwd}' EXIT\n"
-                f"set -e -o pipefail\n{code}\n")
+        return (
+            f'[ -f {state} ] && . {state}\ncd "$(cat {cwd})"\n'
+            f"trap 'export -p > {state}; pwd > {cwd}' EXIT\n"
+            f"set -e -o pipefail\n{code}\n"
+        )
 
     def run(self, block: Block) -> subprocess.CompletedProcess[str]:
         """Run the page's earlier blocks first (if a test was selected alone), then this one."""
         page_blocks = [b for b in RUNNABLE if b.page == block.page]
-        for earlier in page_blocks[:page_blocks.index(block)]:
+        for earlier in page_blocks[: page_blocks.index(block)]:
             if earlier not in self.done:
                 result = self._run(earlier)
                 assert result.returncode == earlier.expect, _report(earlier, result)
@@ -191,22 +201,33 @@ class Sandbox:
 
     def _run(self, block: Block) -> subprocess.CompletedProcess[str]:
         self.done.add(block)
-        return subprocess.run(["bash", "-c", self.script(block)], env=self.env,
-                              cwd=self.work, text=True, capture_output=True,
-                              stdin=subprocess.DEVNULL, timeout=BLOCK_TIMEOUT, check=False)
+        return subprocess.run(
+            ["bash", "-c", self.script(block)],
+            env=self.env,
+            cwd=self.work,
+            text=True,
+            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            timeout=BLOCK_TIMEOUT,
+            check=False,
+        )
 
 
 def _report(block: Block, result: subprocess.CompletedProcess[str]) -> str:
-    return (f"{block.id}: exit {result.returncode}, the page says {block.expect}\n"
-            f"--- block\n{block.code}\n--- stdout\n{result.stdout[-4000:]}\n"
-            f"--- stderr\n{result.stderr[-4000:]}")
+    return (
+        f"{block.id}: exit {result.returncode}, the page says {block.expect}\n"
+        f"--- block\n{block.code}\n--- stdout\n{result.stdout[-4000:]}\n"
+        f"--- stderr\n{result.stderr[-4000:]}"
+    )
 
 
 def _shim(path: Path) -> None:
     """``keyvault`` as installed: this checkout's code under the test interpreter."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"#!/bin/sh\nPYTHONPATH={shlex.quote(str(REPO))} "
-                    f"exec {shlex.quote(sys.executable)} -m keyvault \"$@\"\n")
+    path.write_text(
+        f"#!/bin/sh\nPYTHONPATH={shlex.quote(str(REPO))} "
+        f'exec {shlex.quote(sys.executable)} -m keyvault "$@"\n'
+    )
     path.chmod(0o755)
 
 
@@ -222,8 +243,11 @@ def trust_template(tmp_path_factory: pytest.TempPathFactory) -> TrustTemplate:
     notary = Notary(find_tool("notary"), home=tmp_path_factory.mktemp("doc-notary-home"))
     path = tmp_path_factory.mktemp("doc-trust") / "trust"
     notary.generate_root(path)
-    ids = {(gun, role): notary.import_key(path, fresh_ec_pem(), role, gun)
-           for gun in GUNS for role in ("targets", "snapshot")}
+    ids = {
+        (gun, role): notary.import_key(path, fresh_ec_pem(), role, gun)
+        for gun in GUNS
+        for role in ("targets", "snapshot")
+    }
     return TrustTemplate(path, ids[(GUNS[0], "targets")])
 
 
@@ -237,8 +261,12 @@ def _clone_checkout(work: Path) -> None:
     """This checkout's files (tracked, and new ones not ignored) in a fresh git repository,
     with ``.venv`` the test interpreter's virtualenv, as after ``bash scripts/test.sh``."""
     git = find_tool("git")
-    listed = subprocess.run([git, "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            cwd=REPO, capture_output=True, check=True).stdout
+    listed = subprocess.run(
+        [git, "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout
     for name in filter(None, listed.split(b"\0")):
         src = REPO / os.fsdecode(name)
         if src.is_file() and not src.is_symlink():
@@ -275,26 +303,43 @@ def _sandbox(page: str, template: TrustTemplate, root: Path) -> Sandbox:
     path = [str(tools), "/usr/local/bin", "/usr/bin", "/bin"]
     if page != "README.md":  # installed with pipx or the like, as the docs say
         path.insert(0, str(venv_bin))
-    env = {"HOME": str(home), "PATH": os.pathsep.join(path), "LANG": "C.UTF-8",
-           "COLUMNS": "120", "TERM": "dumb", "XDG_CONFIG_HOME": str(home / ".config"),
-           "XDG_DATA_HOME": str(home / ".local" / "share"),
-           "XDG_STATE_HOME": str(home / ".local" / "state"),
-           "XDG_CACHE_HOME": str(home / ".cache"), "XDG_RUNTIME_DIR": str(root / "run"),
-           "TMPDIR": str(root / "run"),
-           **{k: v for k, v in passphrase_env().items()
-              if k != "NOTARY_DELEGATION_PASSPHRASE"}}
+    env = {
+        "HOME": str(home),
+        "PATH": os.pathsep.join(path),
+        "LANG": "C.UTF-8",
+        "COLUMNS": "120",
+        "TERM": "dumb",
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_DATA_HOME": str(home / ".local" / "share"),
+        "XDG_STATE_HOME": str(home / ".local" / "state"),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+        "XDG_RUNTIME_DIR": str(root / "run"),
+        "TMPDIR": str(root / "run"),
+        **{k: v for k, v in passphrase_env().items() if k != "NOTARY_DELEGATION_PASSPHRASE"},
+    }
     (root / "shell.cwd").write_text(str(work))
-    return Sandbox(root, env, {"1a2b3c": template.targets_id[:12], "<SO PIN>": "so-pin-8642",
-                               "<user PIN>": "user-pin-1357"})
+    return Sandbox(
+        root,
+        env,
+        {
+            "1a2b3c": template.targets_id[:12],
+            "<SO PIN>": "so-pin-8642",
+            "<user PIN>": "user-pin-1357",
+        },
+    )
 
 
 @pytest.mark.parametrize("block", RUNNABLE, ids=[b.id for b in RUNNABLE])
-def test_doc_example_runs(block: Block, sandboxes: dict[str, Sandbox],
-                          trust_template: TrustTemplate,
-                          tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_doc_example_runs(
+    block: Block,
+    sandboxes: dict[str, Sandbox],
+    trust_template: TrustTemplate,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
     if block.page not in sandboxes:
-        sandboxes[block.page] = _sandbox(block.page, trust_template,
-                                         tmp_path_factory.mktemp("doc-page"))
+        sandboxes[block.page] = _sandbox(
+            block.page, trust_template, tmp_path_factory.mktemp("doc-page")
+        )
     result = sandboxes[block.page].run(block)
     assert result.returncode == block.expect, _report(block, result)
 
@@ -305,9 +350,16 @@ def test_doc_example_runs(block: Block, sandboxes: dict[str, Sandbox],
 def test_every_page_is_collected() -> None:
     """The globs reach the top-level pages, nested pages and the generated CLI reference."""
     names = {str(p.relative_to(REPO)) for p in pages()}
-    assert {"README.md", "CONTRIBUTING.md", "CHANGELOG.md", "SECURITY.md", "docs/cli.md",
-            "docs/releasing.md", "docs/guides/restore-laptop.md",
-            "docs/ci/trust-model.md"} <= names
+    assert {
+        "README.md",
+        "CONTRIBUTING.md",
+        "CHANGELOG.md",
+        "SECURITY.md",
+        "docs/cli.md",
+        "docs/releasing.md",
+        "docs/guides/restore-laptop.md",
+        "docs/ci/trust-model.md",
+    } <= names
     assert any(b.page == "CONTRIBUTING.md" for b in ALL)
     assert any(b.page == "docs/releasing.md" for b in RUNNABLE)
     assert any(b.page == "docs/guides/restore-laptop.md" for b in RUNNABLE)
@@ -356,24 +408,32 @@ def test_no_commands_hide_in_other_fences() -> None:
                 fence = m.group("fence")
             elif inside is not None and line.strip() == fence:
                 inside = None
-            elif inside not in (None, "skip") and COMMAND_START.match(line) \
-                    and "[OPTIONS]" not in line:
+            elif (
+                inside not in (None, "skip")
+                and COMMAND_START.match(line)
+                and "[OPTIONS]" not in line
+            ):
                 hidden.append(f"{path.relative_to(REPO)}:{fence_line}")
     assert sorted(set(hidden)) == []
 
 
-def test_a_page_is_one_shell_session_and_a_failure_fails(tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch
-                                                         ) -> None:
+def test_a_page_is_one_shell_session_and_a_failure_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Variables and the directory carry over; a failing command stops its block."""
     empty = tmp_path / "trust"
     empty.mkdir()
     box = _sandbox("docs/x.md", TrustTemplate(empty, "ab" * 32), tmp_path / "box")
-    blocks = [Block("docs/x.md", 1, "export GREETING=hi\nmkdir sub && cd sub"),
-              Block("docs/x.md", 5, 'test "$GREETING" = hi && test "${PWD##*/}" = sub\n'
-                                    "keyvault --version && echo 1a2b3c"),
-              Block("docs/x.md", 9, "false\ntouch not-reached"),
-              Block("docs/x.md", 13, "$ keyvault nope\n$ echo $?\n2", transcript=True)]
+    blocks = [
+        Block("docs/x.md", 1, "export GREETING=hi\nmkdir sub && cd sub"),
+        Block(
+            "docs/x.md",
+            5,
+            'test "$GREETING" = hi && test "${PWD##*/}" = sub\nkeyvault --version && echo 1a2b3c',
+        ),
+        Block("docs/x.md", 9, "false\ntouch not-reached"),
+        Block("docs/x.md", 13, "$ keyvault nope\n$ echo $?\n2", transcript=True),
+    ]
     monkeypatch.setattr(sys.modules[__name__], "RUNNABLE", blocks)
     assert box.run(blocks[0]).returncode == 0
     second = box.run(blocks[1])
@@ -395,9 +455,13 @@ def test_a_contributor_page_runs_in_a_copy_of_the_checkout(tmp_path: Path) -> No
     box = _sandbox("CONTRIBUTING.md", TrustTemplate(empty, "ab" * 32), tmp_path / "box")
     assert (box.work / "pyproject.toml").read_bytes() == (REPO / "pyproject.toml").read_bytes()
     assert (box.work / ".venv").resolve() == Path(sys.prefix).resolve()
-    block = Block("CONTRIBUTING.md", 1, "git ls-files --error-unmatch keyvault/__init__.py\n"
-                  ".venv/bin/python -c 'import keyvault, os; print(keyvault.__file__)'\n"
-                  "keyvault --version")
+    block = Block(
+        "CONTRIBUTING.md",
+        1,
+        "git ls-files --error-unmatch keyvault/__init__.py\n"
+        ".venv/bin/python -c 'import keyvault, os; print(keyvault.__file__)'\n"
+        "keyvault --version",
+    )
     run = box._run(block)
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines()[1] == str(box.work / "keyvault" / "__init__.py")
@@ -405,8 +469,9 @@ def test_a_contributor_page_runs_in_a_copy_of_the_checkout(tmp_path: Path) -> No
     assert not installed.exists() or "PYTHONPATH=" not in installed.read_text()
 
 
-def test_the_collector_finds_each_kind_of_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                                               ) -> None:
+def test_the_collector_finds_each_kind_of_block(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Indented fences, transcripts in a text fence, markers and setup comments."""
     page = tmp_path / "docs" / "p.md"
     page.parent.mkdir()
@@ -416,12 +481,16 @@ def test_the_collector_finds_each_kind_of_block(tmp_path: Path, monkeypatch: pyt
         "<!-- illustrative: needs a real AWS account -->\n```bash\naws s3 ls\n```\n\n"
         "<!-- doctest: exit 3 -->\n```console\nkeyvault restore --all\n```\n\n"
         "```text\n$ keyvault nope\nkeyvault: error\n$ echo $?\n2\n```\n\n"
-        "```toml\n[store]\n```\n")
+        "```toml\n[store]\n```\n"
+    )
     monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
     found = collect(page)
     assert [(b.line, b.setup, b.illustrative, b.expect, b.transcript) for b in found] == [
-        (1, True, None, 0, False), (5, False, None, 0, False),
-        (10, False, "needs a real AWS account", 0, False), (15, False, None, 3, False),
-        (19, False, None, 0, True)]
+        (1, True, None, 0, False),
+        (5, False, None, 0, False),
+        (10, False, "needs a real AWS account", 0, False),
+        (15, False, None, 3, False),
+        (19, False, None, 0, True),
+    ]
     assert found[1].code == "keyvault doctor"
     assert transcript_steps(found[4].code) == [("keyvault nope", 2)]

@@ -32,7 +32,8 @@ def _generator(name: str = "gen_cli_reference") -> ModuleType:
 def test_cli_reference_is_up_to_date() -> None:
     expected = _generator().render()
     assert (DOCS / "cli.md").read_text() == expected, (
-        "docs/cli.md is out of date: run python docs/gen_cli_reference.py")
+        "docs/cli.md is out of date: run python docs/gen_cli_reference.py"
+    )
 
 
 def test_cli_reference_covers_every_command() -> None:
@@ -65,27 +66,46 @@ def _mkdocs() -> list[str]:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("site")
-    run = subprocess.run([*_mkdocs(), "build", "--strict", "--site-dir", str(out)],
-                         cwd=REPO, capture_output=True, text=True, timeout=180, check=False,
-                         env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    run = subprocess.run(
+        [*_mkdocs(), "build", "--strict", "--site-dir", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     return out
 
 
 def test_docs_build_strict(site: Path) -> None:
     """No broken link or anchor, no page left out of the nav (strict turns each into an error)."""
-    for page in ("index.html", "quickstart/index.html", "concepts/index.html",
-                 "cli/index.html", "troubleshooting/index.html", "envelope/index.html",
-                 "guides/restore-laptop/index.html", "guides/drills/index.html",
-                 "operations/index.html", "security/index.html"):
+    for page in (
+        "index.html",
+        "quickstart/index.html",
+        "concepts/index.html",
+        "cli/index.html",
+        "troubleshooting/index.html",
+        "envelope/index.html",
+        "guides/restore-laptop/index.html",
+        "guides/drills/index.html",
+        "operations/index.html",
+        "security/index.html",
+    ):
         assert (site / page).is_file(), page
     assert (site / "recover.py").is_file()  # linked from the envelope spec
     assert not (site / "gen_cli_reference.py").exists() and not (site / "_hooks.py").exists()
 
 
-@pytest.mark.parametrize(("page", "source"), [
-    ("security", "SECURITY.md"), ("changelog", "CHANGELOG.md"),
-    ("contributing", "CONTRIBUTING.md")])
+@pytest.mark.parametrize(
+    ("page", "source"),
+    [
+        ("security", "SECURITY.md"),
+        ("changelog", "CHANGELOG.md"),
+        ("contributing", "CONTRIBUTING.md"),
+    ],
+)
 def test_top_level_pages_are_published(site: Path, page: str, source: str) -> None:
     """The site's page is the top-level file (docs/_hooks.py), not its placeholder."""
     html = (site / page / "index.html").read_text()
@@ -107,9 +127,15 @@ def test_strict_build_catches_a_broken_link(tmp_path: Path) -> None:
         shutil.copy(page, copy / page.name)
     page = copy / "docs" / "quickstart.md"
     page.write_text(page.read_text() + "\nSee [nothing](no-such-page.md).\n")
-    run = subprocess.run([*_mkdocs(), "build", "--strict", "--site-dir", str(tmp_path / "s")],
-                         cwd=copy, capture_output=True, text=True, timeout=180, check=False,
-                         env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    run = subprocess.run(
+        [*_mkdocs(), "build", "--strict", "--site-dir", str(tmp_path / "s")],
+        cwd=copy,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
     assert run.returncode != 0
     assert "no-such-page.md" in run.stdout + run.stderr
 
@@ -120,7 +146,8 @@ def test_the_help_footer_names_every_exit_code_the_readme_lists() -> None:
 
     readme = (REPO / "README.md").read_text()
     table = readme.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
-    listed = {int(c) for row in re.findall(r"^\| ([0-9 /]+) \|", table, re.M)
-              for c in row.split("/")}
+    listed = {
+        int(c) for row in re.findall(r"^\| ([0-9 /]+) \|", table, re.M) for c in row.split("/")
+    }
     in_help = {int(c) for c in re.findall(r"(?<![0-9])([0-9]+) [a-z(]", EXIT_CODE_HELP)}
     assert listed == in_help == {0, 1, 2, 3, 4, 5, 6, 7, 8, 130, 143}

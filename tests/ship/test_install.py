@@ -38,15 +38,19 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 #: Top-level names (packages, modules, dist-info) that belong to the optional extras.
-EXTRA_ONLY = re.compile(r"^(boto3|botocore|s3transfer|hvac|pkcs11|python_pkcs11)([-_.].*)?$",
-                        re.IGNORECASE)
+EXTRA_ONLY = re.compile(
+    r"^(boto3|botocore|s3transfer|hvac|pkcs11|python_pkcs11)([-_.].*)?$", re.IGNORECASE
+)
 #: keyvault itself and its editable-install hooks: the wheel under test must be the only copy.
 OWN = re.compile(r"^(_?_?editable\w*keyvault\w*|keyvault)([-_.].*)?$", re.IGNORECASE)
 
 
 def _site_dirs() -> list[Path]:
-    dirs = [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"],
-            *site.getsitepackages()]
+    dirs = [
+        sysconfig.get_paths()["purelib"],
+        sysconfig.get_paths()["platlib"],
+        *site.getsitepackages(),
+    ]
     seen: list[Path] = []
     for d in dirs:
         p = Path(d)
@@ -82,8 +86,9 @@ class Env:
     def bin(self) -> Path:
         return self.root / "bin"
 
-    def run(self, *args: str, env: dict[str, str] | None = None
-            ) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run the installed ``keyvault`` script with an isolated HOME and no inherited config."""
         return self._run([str(self.bin / "keyvault"), *args], env)
 
@@ -91,22 +96,36 @@ class Env:
         """Run the venv's interpreter away from the checkout (``-c`` puts the cwd on sys.path)."""
         return self._run([str(self.bin / "python"), "-c", code], None)
 
-    def _run(self, argv: list[str], env: dict[str, str] | None
-             ) -> subprocess.CompletedProcess[str]:
-        base = {"PATH": f"{self.bin}{os.pathsep}/usr/bin:/bin", "HOME": str(self.home),
-                "LANG": "C.UTF-8", "XDG_CONFIG_HOME": str(self.home / ".config"),
-                "XDG_DATA_HOME": str(self.home / ".local/share"),
-                "XDG_STATE_HOME": str(self.home / ".local/state"),
-                "XDG_CACHE_HOME": str(self.home / ".cache")}
-        return subprocess.run(argv, capture_output=True, text=True, timeout=60,
-                              env={**base, **(env or {})}, cwd=self.home,
-                              stdin=subprocess.DEVNULL, check=False)
+    def _run(self, argv: list[str], env: dict[str, str] | None) -> subprocess.CompletedProcess[str]:
+        base = {
+            "PATH": f"{self.bin}{os.pathsep}/usr/bin:/bin",
+            "HOME": str(self.home),
+            "LANG": "C.UTF-8",
+            "XDG_CONFIG_HOME": str(self.home / ".config"),
+            "XDG_DATA_HOME": str(self.home / ".local/share"),
+            "XDG_STATE_HOME": str(self.home / ".local/state"),
+            "XDG_CACHE_HOME": str(self.home / ".cache"),
+        }
+        return subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**base, **(env or {})},
+            cwd=self.home,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
 
 
 def _pip(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check",
-                           "--no-input", *args], capture_output=True, text=True, timeout=180,
-                          check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -129,26 +148,41 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def deps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("deps")
-    return {"full": _dependency_dir(base / "full", with_extras=True),
-            "core": _dependency_dir(base / "core", with_extras=False)}
+    return {
+        "full": _dependency_dir(base / "full", with_extras=True),
+        "core": _dependency_dir(base / "core", with_extras=False),
+    }
 
 
 @pytest.fixture(scope="session")
-def make_env(tmp_path_factory: pytest.TempPathFactory, wheel: Path, deps: dict[str, Path]
-             ) -> Callable[[str, str], tuple[Env, subprocess.CompletedProcess[str]]]:
+def make_env(
+    tmp_path_factory: pytest.TempPathFactory, wheel: Path, deps: dict[str, Path]
+) -> Callable[[str, str], tuple[Env, subprocess.CompletedProcess[str]]]:
     """Create a venv over ``full`` or ``core`` deps and ``pip install --no-index`` a spec."""
 
     def make(deps_name: str, extras: str) -> tuple[Env, subprocess.CompletedProcess[str]]:
         root = tmp_path_factory.mktemp(f"venv-{deps_name}-{extras or 'none'}")
         venv.EnvBuilder(with_pip=False, symlinks=True).create(root)
         purelib = subprocess.run(
-            [str(root / "bin" / "python"), "-c",
-             "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            capture_output=True, text=True, check=True).stdout.strip()
+            [
+                str(root / "bin" / "python"),
+                "-c",
+                "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         (Path(purelib) / "keyvault-test-deps.pth").write_text(f"{deps[deps_name]}\n")
         spec = f"keyvault{f'[{extras}]' if extras else ''} @ {wheel.as_uri()}"
-        installed = _pip("--python", str(root / "bin" / "python"), "install", "--no-index",
-                         "--no-cache-dir", spec)
+        installed = _pip(
+            "--python",
+            str(root / "bin" / "python"),
+            "install",
+            "--no-index",
+            "--no-cache-dir",
+            spec,
+        )
         home = root / "home"
         home.mkdir()
         return Env(root, home), installed
@@ -157,8 +191,7 @@ def make_env(tmp_path_factory: pytest.TempPathFactory, wheel: Path, deps: dict[s
 
 
 @pytest.fixture(scope="session")
-def core_env(make_env: Callable[[str, str], tuple[Env, subprocess.CompletedProcess[str]]]
-             ) -> Env:
+def core_env(make_env: Callable[[str, str], tuple[Env, subprocess.CompletedProcess[str]]]) -> Env:
     env, installed = make_env("core", "")
     assert installed.returncode == 0, installed.stdout + installed.stderr
     return env
@@ -186,8 +219,9 @@ def test_the_wheel_holds_the_package_and_declares_the_extras(wheel: Path) -> Non
 def test_installed_without_extras_runs(core_env: Env) -> None:
     version = core_env.run("--version")
     assert version.returncode == 0, version.stderr
-    assert re.fullmatch(r"keyvault \d+\.\d+\.\d+\S*\nenvelope format: writes v\d+; .*\n",
-                        version.stdout)
+    assert re.fullmatch(
+        r"keyvault \d+\.\d+\.\d+\S*\nenvelope format: writes v\d+; .*\n", version.stdout
+    )
     where = core_env.python("import keyvault; print(keyvault.__file__)").stdout
     assert where.startswith(str(core_env.root)), where  # the wheel, not the editable checkout
     helped = core_env.run("--help")
@@ -209,9 +243,16 @@ def test_a_missing_extra_names_the_extra_to_install(core_env: Env, tmp_path: Pat
     config = ["--config", str(tmp_path / "config.toml")]
     made = core_env.run(*config, "--store", store.as_uri(), "--team", "ship", "init")
     assert made.returncode == 0, made.stderr
-    run = core_env.run(*config, "--trust-dir", str(trust), "--wrapper",
-                       "awskms:///alias/keyvault-ship", "backup", "--all",
-                       env={"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"})
+    run = core_env.run(
+        *config,
+        "--trust-dir",
+        str(trust),
+        "--wrapper",
+        "awskms:///alias/keyvault-ship",
+        "backup",
+        "--all",
+        env={"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"},
+    )
     assert run.returncode == 6, run.stdout + run.stderr
     assert "boto3" in run.stderr and "pip install 'keyvault[aws]'" in run.stderr, run.stderr
     assert "Traceback" not in run.stderr
@@ -219,18 +260,23 @@ def test_a_missing_extra_names_the_extra_to_install(core_env: Env, tmp_path: Pat
 
 
 def test_an_extra_cannot_be_installed_without_its_sdk(
-        make_env: Callable[[str, str], tuple[Env, subprocess.CompletedProcess[str]]]) -> None:
+    make_env: Callable[[str, str], tuple[Env, subprocess.CompletedProcess[str]]],
+) -> None:
     """The extras really carry the SDKs: over ``core`` deps, pip cannot satisfy ``[aws]``."""
     _, installed = make_env("core", "aws")
     assert installed.returncode != 0
     assert "boto3" in installed.stdout + installed.stderr
 
 
-@pytest.mark.parametrize(("extras", "module"), [
-    ("aws", "boto3"), ("vault", "hvac"), ("hsm", "pkcs11"), ("all", "boto3,hvac,pkcs11")])
+@pytest.mark.parametrize(
+    ("extras", "module"),
+    [("aws", "boto3"), ("vault", "hvac"), ("hsm", "pkcs11"), ("all", "boto3,hvac,pkcs11")],
+)
 def test_installed_with_extras(
-        make_env: Callable[[str, str], tuple[Env, subprocess.CompletedProcess[str]]],
-        extras: str, module: str) -> None:
+    make_env: Callable[[str, str], tuple[Env, subprocess.CompletedProcess[str]]],
+    extras: str,
+    module: str,
+) -> None:
     env, installed = make_env("full", extras)
     assert installed.returncode == 0, installed.stdout + installed.stderr
     assert env.run("--version").returncode == 0
@@ -238,17 +284,23 @@ def test_installed_with_extras(
     assert imported.returncode == 0, imported.stderr
 
 
-@pytest.mark.parametrize(("shell", "marker"), [
-    ("bash", "complete -o default -F"), ("zsh", "#compdef keyvault"),
-    ("fish", "complete --command keyvault")])
+@pytest.mark.parametrize(
+    ("shell", "marker"),
+    [
+        ("bash", "complete -o default -F"),
+        ("zsh", "#compdef keyvault"),
+        ("fish", "complete --command keyvault"),
+    ],
+)
 def test_shell_completion_script(core_env: Env, shell: str, marker: str) -> None:
     """``keyvault --show-completion SHELL`` prints the script ``--install-completion`` installs.
 
     typer asks shellingham which shell runs it unless ``_TYPER_COMPLETE_TEST_DISABLE_SHELL_
     DETECTION`` is set; with it, the shell named on the command line is used.
     """
-    run = core_env.run("--show-completion", shell,
-                       env={"_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"})
+    run = core_env.run(
+        "--show-completion", shell, env={"_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
+    )
     assert run.returncode == 0, run.stderr
     assert marker in run.stdout, run.stdout
     assert "_KEYVAULT_COMPLETE" in run.stdout

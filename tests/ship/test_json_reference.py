@@ -9,13 +9,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_json_reference_is_up_to_date() -> None:
-    spec = importlib.util.spec_from_file_location("gen_json_reference",
-                                                  REPO / "docs" / "gen_json_reference.py")
+    spec = importlib.util.spec_from_file_location(
+        "gen_json_reference", REPO / "docs" / "gen_json_reference.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert (REPO / "docs" / "json.md").read_text() == module.render(), (
-        "docs/json.md is out of date: run python docs/gen_json_reference.py")
+        "docs/json.md is out of date: run python docs/gen_json_reference.py"
+    )
 
 
 def test_json_reference_is_in_the_site_navigation() -> None:

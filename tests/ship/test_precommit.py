@@ -71,8 +71,9 @@ def scratch(tmp_path: Path) -> Path:
     shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
     (root / ".venv").symlink_to(Path(sys.prefix))  # the tools CI uses, by the hooks' paths
     (root / "keyvault" / "__init__.py").write_text('"""A package."""\n')
-    (root / "tests" / "test_ok.py").write_text('"""Tests."""\n\n\ndef test_ok() -> None:\n'
-                                              "    assert True\n")
+    (root / "tests" / "test_ok.py").write_text(
+        '"""Tests."""\n\n\ndef test_ok() -> None:\n    assert True\n'
+    )
     (root / "scripts" / "tool.py").write_text('"""A script."""\n')
     subprocess.run([git, "init", "-q", str(root)], check=True)
     return root
@@ -80,34 +81,49 @@ def scratch(tmp_path: Path) -> Path:
 
 def _pre_commit(root: Path, home: Path) -> subprocess.CompletedProcess[str]:
     subprocess.run([find_tool("git"), "add", "-A"], cwd=root, check=True)
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "PRE_COMMIT_HOME": str(home / "cache"),
-           "LANG": "C.UTF-8"}
-    return subprocess.run([sys.executable, "-m", "pre_commit", "run", "--all-files",
-                           "--color", "never"], cwd=root, env=env, capture_output=True,
-                          text=True, timeout=300, check=False)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(home),
+        "PRE_COMMIT_HOME": str(home / "cache"),
+        "LANG": "C.UTF-8",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "pre_commit", "run", "--all-files", "--color", "never"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 def _verdicts(output: str) -> dict[str, str]:
-    return {m.group(1).strip(): m.group(2) for m in
-            re.finditer(r"^(ruff check|ruff format|mypy[^.]*)\.+(Passed|Failed)$", output,
-                        re.MULTILINE)}
+    return {
+        m.group(1).strip(): m.group(2)
+        for m in re.finditer(
+            r"^(ruff check|ruff format|mypy[^.]*)\.+(Passed|Failed)$", output, re.MULTILINE
+        )
+    }
 
 
-def test_the_hooks_refuse_what_ci_refuses_and_pass_the_fix(scratch: Path, tmp_path: Path
-                                                          ) -> None:
+def test_the_hooks_refuse_what_ci_refuses_and_pass_the_fix(scratch: Path, tmp_path: Path) -> None:
     module = scratch / "keyvault" / "sloppy.py"
-    module.write_text('"""Untyped, unused import, unformatted."""\nimport os\n\n\n'
-                      "def double(x):\n    return x*2\n")
+    module.write_text(
+        '"""Untyped, unused import, unformatted."""\nimport os\n\n\n'
+        "def double(x):\n    return x*2\n"
+    )
     refused = _pre_commit(scratch, tmp_path)
     assert refused.returncode != 0
     verdicts = _verdicts(refused.stdout)
-    assert verdicts == {"ruff check": "Failed", "ruff format": "Failed",
-                        "mypy (strict; the package, the tests and scripts/)": "Failed"}, \
-        refused.stdout
+    assert verdicts == {
+        "ruff check": "Failed",
+        "ruff format": "Failed",
+        "mypy (strict; the package, the tests and scripts/)": "Failed",
+    }, refused.stdout
     assert "F401" in refused.stdout and "no-untyped-def" in refused.stdout
     assert "return x * 2" in module.read_text()  # ruff format fixed the file in place
-    module.write_text('"""Typed, formatted."""\n\n\ndef double(x: int) -> int:\n'
-                      "    return x * 2\n")
+    module.write_text('"""Typed, formatted."""\n\n\ndef double(x: int) -> int:\n    return x * 2\n')
     passed = _pre_commit(scratch, tmp_path)
     assert passed.returncode == 0, passed.stdout + passed.stderr
     assert set(_verdicts(passed.stdout).values()) == {"Passed"}

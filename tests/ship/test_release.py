@@ -57,8 +57,14 @@ def released(tmp_path_factory: pytest.TempPathFactory) -> Released:
     """The checklist's command, run once: ``python scripts/release_check.py --out DIR``."""
     require_module("build", "pip package build, in the test extra")
     out = tmp_path_factory.mktemp("release")
-    run = subprocess.run([sys.executable, str(SCRIPT), "--out", str(out)], capture_output=True,
-                         text=True, timeout=600, stdin=subprocess.DEVNULL, check=False)
+    run = subprocess.run(
+        [sys.executable, str(SCRIPT), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     return Released(out, run.stdout)
 
@@ -74,8 +80,16 @@ def test_the_wheel_runs_quickstart_in_a_clean_virtualenv(released: Released) -> 
     assert len(installed) == 1 and f'__version__ = "{__version__}"' in installed[0].read_text()
     assert not list(venv.glob("lib/python*/site-packages/*.pth")), "an editable or .pth path"
     store = released.out / "home" / ".local" / "share" / "keyvault" / "store"
-    assert len([p for p in store.rglob("*") if p.is_file() and "/v1/teams/" in p.as_posix()
-                and "/audit/" not in p.as_posix()]) >= 5  # the sample's keys, sealed
+    assert (
+        len(
+            [
+                p
+                for p in store.rglob("*")
+                if p.is_file() and "/v1/teams/" in p.as_posix() and "/audit/" not in p.as_posix()
+            ]
+        )
+        >= 5
+    )  # the sample's keys, sealed
 
 
 def test_sdist_and_wheel_ship_the_license(released: Released) -> None:
@@ -98,9 +112,9 @@ def test_sdist_and_wheel_ship_the_license(released: Released) -> None:
         assert f"\nVersion: {__version__}\n" in meta
 
 
-def test_the_checks_refuse_a_missing_or_foreign_license(released: Released, tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch
-                                                        ) -> None:
+def test_the_checks_refuse_a_missing_or_foreign_license(
+    released: Released, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     check = _script()
     check.check_dists(released.sdist, released.wheel, __version__)  # the real ones pass
     stripped = tmp_path / released.wheel.name
@@ -126,14 +140,17 @@ def test_the_version_lives_in_one_place() -> None:
     assert "version" not in project["project"] and project["project"]["dynamic"] == ["version"]
     assert project["tool"]["hatch"]["version"]["path"] == "keyvault/__init__.py"
     assert _script().source_version() == __version__
-    spelled = [str(p.relative_to(REPO)) for p in [*REPO.glob("keyvault/**/*.py"),
-                                                  REPO / "pyproject.toml",
-                                                  *REPO.glob("scripts/*")]
-               if p.is_file() and re.search(rf"(?<![\d.]){re.escape(__version__)}(?![\d.])",
-                                            p.read_text())]
+    spelled = [
+        str(p.relative_to(REPO))
+        for p in [*REPO.glob("keyvault/**/*.py"), REPO / "pyproject.toml", *REPO.glob("scripts/*")]
+        if p.is_file() and re.search(rf"(?<![\d.]){re.escape(__version__)}(?![\d.])", p.read_text())
+    ]
     assert spelled == ["keyvault/__init__.py"]
-    readers = [str(p.relative_to(REPO)) for p in REPO.glob("keyvault/**/*.py")
-               if 'version("keyvault")' in p.read_text()]
+    readers = [
+        str(p.relative_to(REPO))
+        for p in REPO.glob("keyvault/**/*.py")
+        if 'version("keyvault")' in p.read_text()
+    ]
     assert readers == []  # importlib.metadata's copy can be stale in an editable install
 
 
@@ -155,8 +172,9 @@ def test_the_changelog_keeps_a_changelog() -> None:
     _script().check_changelog(__version__)
 
 
-def test_the_changelog_check_refuses_an_undated_version(tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_changelog_check_refuses_an_undated_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     check = _script()
     (tmp_path / "CHANGELOG.md").write_text("# Changelog\n\n## [Unreleased]\n\n## [0.2.0]\n")
     monkeypatch.setattr(check, "REPO", tmp_path)
@@ -168,15 +186,31 @@ def test_the_changelog_tells_upgraders_what_to_do() -> None:
     """The v1 -> v2 notes name the commands that exist, with options where they are taken."""
     unreleased = (REPO / "CHANGELOG.md").read_text().split("## [Unreleased]", 1)[1]
     unreleased = unreleased.split("\n## [", 1)[0]
-    for needed in ("keyvault --allow-unsigned rewrap --all --reseal", "keyvault sealer show",
-                   "[sealing] trusted", "keyvault verify --all", "--trust-sealer",
-                   "docs/recover.py --allow-unsigned"):
+    for needed in (
+        "keyvault --allow-unsigned rewrap --all --reseal",
+        "keyvault sealer show",
+        "[sealing] trusted",
+        "keyvault verify --all",
+        "--trust-sealer",
+        "docs/recover.py --allow-unsigned",
+    ):
         assert needed in unreleased, needed
+
     def helped(*args: str) -> str:
-        run = subprocess.run([sys.executable, "-m", "keyvault", *args, "--help"],
-                             capture_output=True, text=True, cwd=REPO, timeout=60, check=False,
-                             env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin",
-                                  "COLUMNS": "200", "HOME": str(REPO / "nonexistent")})
+        run = subprocess.run(
+            [sys.executable, "-m", "keyvault", *args, "--help"],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=60,
+            check=False,
+            env={
+                "PYTHONPATH": str(REPO),
+                "PATH": "/usr/bin:/bin",
+                "COLUMNS": "200",
+                "HOME": str(REPO / "nonexistent"),
+            },
+        )
         assert run.returncode == 0, run.stderr
         return run.stdout
 

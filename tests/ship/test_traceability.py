@@ -38,16 +38,20 @@ def listed_ids(text: str) -> list[str]:
 
 def _is_proves(node: ast.AST) -> bool:
     """``pytest.mark.proves(...)``."""
-    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-            and node.func.attr == "proves" and isinstance(node.func.value, ast.Attribute)
-            and node.func.value.attr == "mark")
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "proves"
+        and isinstance(node.func.value, ast.Attribute)
+        and node.func.value.attr == "mark"
+    )
 
 
 def _ids(call: ast.Call, where: str) -> tuple[str, ...]:
     found = []
     for arg in call.args:
         if not isinstance(arg, ast.Constant) or not isinstance(arg.value, str):
-            raise AssertionError(f"{where}: proves() takes string literals such as \"T6\"")
+            raise AssertionError(f'{where}: proves() takes string literals such as "T6"')
         if not ID.fullmatch(arg.value):
             raise AssertionError(f"{where}: {arg.value!r} is not an ID like T6, F03 or B22")
         found.append(arg.value)
@@ -61,13 +65,17 @@ def _placed(tree: ast.Module) -> set[int]:
     a module's pytestmark."""
     placed: set[int] = set()
     for node in ast.walk(tree):
-        if (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-                and node.name.startswith(("test", "Test"))):
+        if isinstance(
+            node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+        ) and node.name.startswith(("test", "Test")):
             for decorator in node.decorator_list:
                 placed |= {id(n) for n in ast.walk(decorator) if _is_proves(n)}
     for node in ast.walk(tree):  # pytest.param(..., marks=...) only ever parametrizes a test
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                and node.func.attr == "param"):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "param"
+        ):
             for keyword in node.keywords:
                 if keyword.arg == "marks":
                     placed |= {id(n) for n in ast.walk(keyword.value) if _is_proves(n)}
@@ -83,8 +91,10 @@ def tags_in(path: Path, root: Path = REPO) -> Iterator[Tag]:
     """Every proves() marker in one file of the suite, in line order."""
     tree = ast.parse(path.read_text(), str(path))
     placed = _placed(tree)
-    calls = sorted((n for n in ast.walk(tree) if isinstance(n, ast.Call) and _is_proves(n)),
-                   key=lambda n: n.lineno)
+    calls = sorted(
+        (n for n in ast.walk(tree) if isinstance(n, ast.Call) and _is_proves(n)),
+        key=lambda n: n.lineno,
+    )
     for node in calls:
         where = f"{path.relative_to(root)}:{node.lineno}"
         yield Tag(where, _ids(node, where), id(node) in placed)
@@ -104,23 +114,34 @@ def test_security_md_lists_threats_faults_and_bad_inputs_once_each() -> None:
 def test_every_listed_id_has_a_test_that_proves_it() -> None:
     tagged = {i for tag in all_tags() if tag.on_a_test for i in tag.ids}
     missing = [i for i in listed_ids((REPO / "SECURITY.md").read_text()) if i not in tagged]
-    assert not missing, (f"SECURITY.md lists {', '.join(missing)}, but no test carries "
-                         "@pytest.mark.proves(...) for it")
+    assert not missing, (
+        f"SECURITY.md lists {', '.join(missing)}, but no test carries "
+        "@pytest.mark.proves(...) for it"
+    )
 
 
 def test_every_tag_names_a_listed_id_and_sits_on_a_test() -> None:
     listed = set(listed_ids((REPO / "SECURITY.md").read_text()))
-    problems = [f"{tag.where}: {i} is not listed in SECURITY.md"
-                for tag in all_tags() for i in tag.ids if i not in listed]
-    problems += [f"{tag.where}: proves() is not on a test, a test class or pytestmark"
-                 for tag in all_tags() if not tag.on_a_test]
+    problems = [
+        f"{tag.where}: {i} is not listed in SECURITY.md"
+        for tag in all_tags()
+        for i in tag.ids
+        if i not in listed
+    ]
+    problems += [
+        f"{tag.where}: proves() is not on a test, a test class or pytestmark"
+        for tag in all_tags()
+        if not tag.on_a_test
+    ]
     assert not problems, "\n".join(problems)
 
 
 def test_the_checks_above_can_fail(tmp_path: Path) -> None:
     """The parser sees what a real table and real tags look like, and what they lack."""
     assert listed_ids("| id | x |\n|---|---|\n| T1 | a |\n| B07 | b |\ntext F09 |\n") == [
-        "T1", "B07"]
+        "T1",
+        "B07",
+    ]
     source = tmp_path / "test_sample.py"
     source.write_text(
         "import pytest\n"
@@ -132,11 +153,17 @@ def test_the_checks_above_can_fail(tmp_path: Path) -> None:
         "@pytest.mark.proves('T2')\n"
         "def helper() -> None: ...\n"
         "CASES = [pytest.param(2, marks=[pytest.mark.proves('F13')])]\n"
-        "EXTRA = pytest.mark.proves('T5')\n")
+        "EXTRA = pytest.mark.proves('T5')\n"
+    )
     tags = list(tags_in(source, tmp_path))
     assert [(t.ids, t.on_a_test) for t in tags] == [
-        (("T9",), True), (("B01", "F02"), True), (("B03",), True), (("T2",), False),
-        (("F13",), True), (("T5",), False)]
+        (("T9",), True),
+        (("B01", "F02"), True),
+        (("B03",), True),
+        (("T2",), False),
+        (("F13",), True),
+        (("T5",), False),
+    ]
     source.write_text("import pytest\n@pytest.mark.proves('T6x')\ndef test_c() -> None: ...\n")
     try:
         list(tags_in(source, tmp_path))
@@ -144,4 +171,3 @@ def test_the_checks_above_can_fail(tmp_path: Path) -> None:
         assert "not an ID" in str(exc)
     else:
         raise AssertionError("a malformed ID was accepted")
-

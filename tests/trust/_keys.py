@@ -25,8 +25,12 @@ def ec_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def key_file(role: str = "targets", gun: str | None = GUN, passphrase: str = PASSPHRASE,
-             key: PrivateKey | None = None) -> tuple[str, bytes]:
+def key_file(
+    role: str = "targets",
+    gun: str | None = GUN,
+    passphrase: str = PASSPHRASE,
+    key: PrivateKey | None = None,
+) -> tuple[str, bytes]:
     """(key ID, file bytes) of a fresh key in notary's format."""
     key = key or ec_key()
     return private_key_id(key), notary_key_file(key, role, gun, passphrase)
@@ -44,8 +48,14 @@ def self_signed_cert(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey, cn: st
     """A PEM certificate like notary's root certificates (CN=<gun>, 10 years)."""
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now).not_valid_after(now + dt.timedelta(days=3650))
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=3650))
+        .sign(key, hashes.SHA256())
+    )
     return cert.public_bytes(serialization.Encoding.PEM)

@@ -17,27 +17,33 @@ ROOT, OTHER = "aa" * 32, "bb" * 32
 GUN = "example.com/team/app"
 
 
-@pytest.mark.parametrize(("name", "role", "gun"), [
-    (f"{ROOT}.key", "root", None),
-    (f"root_keys/{ROOT}.key", "root", None),
-    (f"tuf_keys/{GUN}/{ROOT}.key", "targets", GUN),
-    (f"tuf_keys/{GUN}/{ROOT}_targets.key", "targets", GUN),
-    (f"root_keys/{ROOT}_root.key", "root", None),
-])
+@pytest.mark.parametrize(
+    ("name", "role", "gun"),
+    [
+        (f"{ROOT}.key", "root", None),
+        (f"root_keys/{ROOT}.key", "root", None),
+        (f"tuf_keys/{GUN}/{ROOT}.key", "targets", GUN),
+        (f"tuf_keys/{GUN}/{ROOT}_targets.key", "targets", GUN),
+        (f"root_keys/{ROOT}_root.key", "root", None),
+    ],
+)
 def test_the_known_layouts_are_accepted(name: str, role: str, gun: str | None) -> None:
     assert derived_relpath(name, ROOT, role, gun) == name
 
 
-@pytest.mark.parametrize(("name", "role", "gun"), [
-    (f"root_keys/{OTHER}.key", "root", None),        # another key's file
-    (f"{OTHER}.key", "targets", GUN),                 # another key's file
-    (f"tuf_keys/example.com/other/{ROOT}.key", "targets", GUN),  # another GUN's directory
-    (f"tuf_keys/{GUN}/{ROOT}_snapshot.key", "targets", GUN),      # another role in the name
-    (f"sub/{ROOT}.key", "root", None),                # a directory notary never signs from
-    (f"../{ROOT}.key", "root", None),
-    (f"root_keys/../{ROOT}.key", "root", None),
-    ("", "root", None),
-])
+@pytest.mark.parametrize(
+    ("name", "role", "gun"),
+    [
+        (f"root_keys/{OTHER}.key", "root", None),  # another key's file
+        (f"{OTHER}.key", "targets", GUN),  # another key's file
+        (f"tuf_keys/example.com/other/{ROOT}.key", "targets", GUN),  # another GUN's directory
+        (f"tuf_keys/{GUN}/{ROOT}_snapshot.key", "targets", GUN),  # another role in the name
+        (f"sub/{ROOT}.key", "root", None),  # a directory notary never signs from
+        (f"../{ROOT}.key", "root", None),
+        (f"root_keys/../{ROOT}.key", "root", None),
+        ("", "root", None),
+    ],
+)
 def test_any_other_path_is_refused(name: str, role: str, gun: str | None) -> None:
     with pytest.raises(IntegrityError, match=f"{role} key {ROOT}: the recorded file name"):
         derived_relpath(name, ROOT, role, gun)
@@ -52,13 +58,17 @@ def _trust(tmp_path: Path, files: dict[str, bytes]) -> Path:
     return trust
 
 
-@pytest.mark.parametrize(("existing", "restored"), [
-    (f"{ROOT}.key", f"root_keys/{ROOT}.key"),          # notary would migrate it over the key
-    (f"root_keys/{ROOT}.key", f"{ROOT}.key"),          # ...or the legacy copy over the new one
-    (f"tuf_keys/{GUN}/{ROOT}.key", f"{ROOT}.key"),
-])
-def test_the_same_key_id_under_another_path_is_a_conflict(tmp_path: Path, existing: str,
-                                                           restored: str) -> None:
+@pytest.mark.parametrize(
+    ("existing", "restored"),
+    [
+        (f"{ROOT}.key", f"root_keys/{ROOT}.key"),  # notary would migrate it over the key
+        (f"root_keys/{ROOT}.key", f"{ROOT}.key"),  # ...or the legacy copy over the new one
+        (f"tuf_keys/{GUN}/{ROOT}.key", f"{ROOT}.key"),
+    ],
+)
+def test_the_same_key_id_under_another_path_is_a_conflict(
+    tmp_path: Path, existing: str, restored: str
+) -> None:
     trust = _trust(tmp_path, {existing: b"the key on disk"})
     before = {p: p.read_bytes() for p in trust.rglob("*") if p.is_file()}
     item = RestoreItem(restored, b"the backed-up key", "root key", ROOT)
@@ -70,8 +80,10 @@ def test_the_same_key_id_under_another_path_is_a_conflict(tmp_path: Path, existi
 
 
 def test_one_key_id_twice_in_one_restore_is_a_conflict(tmp_path: Path) -> None:
-    items = [RestoreItem(f"{ROOT}.key", b"a", "root", ROOT),
-             RestoreItem(f"root_keys/{ROOT}.key", b"a", "root", ROOT)]
+    items = [
+        RestoreItem(f"{ROOT}.key", b"a", "root", ROOT),
+        RestoreItem(f"root_keys/{ROOT}.key", b"a", "root", ROOT),
+    ]
     with pytest.raises(ConflictError, match=f"key {ROOT} would be restored twice"):
         apply_restore(tmp_path / "trust", items, force=False)
     assert not (tmp_path / "trust").exists()
@@ -79,13 +91,13 @@ def test_one_key_id_twice_in_one_restore_is_a_conflict(tmp_path: Path) -> None:
 
 def test_the_same_path_again_is_not_a_conflict(tmp_path: Path) -> None:
     trust = _trust(tmp_path, {f"{ROOT}.key": b"same"})
-    result = apply_restore(trust, [RestoreItem(f"{ROOT}.key", b"same", "root", ROOT)],
-                           force=False)
+    result = apply_restore(trust, [RestoreItem(f"{ROOT}.key", b"same", "root", ROOT)], force=False)
     assert [p.action.value for p in result.planned] == ["unchanged"]
 
 
-def test_a_fresh_directory_is_not_read_key_by_key(tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_fresh_directory_is_not_read_key_by_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """One walk of private/ shows nothing is there: no per-key read (a bulk restore's cost)."""
     from keyvault.trust import restore as restore_mod
 
@@ -98,20 +110,22 @@ def test_a_fresh_directory_is_not_read_key_by_key(tmp_path: Path,
 
     monkeypatch.setattr(restore_mod, "_read_existing", counted)
     trust = _trust(tmp_path, {f"{OTHER}.key": b"another key"})
-    items = [RestoreItem(f"tuf_keys/{GUN}/{i:064x}.key", b"key %d" % i, "k", f"{i:064x}")
-             for i in range(20)]
+    items = [
+        RestoreItem(f"tuf_keys/{GUN}/{i:064x}.key", b"key %d" % i, "k", f"{i:064x}")
+        for i in range(20)
+    ]
     apply_restore(trust, items, force=False)
     assert reads == []
     # ...but what the walk did see is read and compared, as before
-    again = apply_restore(trust, [*items[:2], RestoreItem(f"{OTHER}.key", b"another key", "o",
-                                                          OTHER)], force=False)
+    again = apply_restore(
+        trust, [*items[:2], RestoreItem(f"{OTHER}.key", b"another key", "o", OTHER)], force=False
+    )
     assert sorted(reads) == sorted([items[0].relpath, items[1].relpath, f"{OTHER}.key"])
     assert {p.action.value for p in again.planned} == {"unchanged"}
 
 
 @pytest.mark.parametrize("kind", ["file", "symlink"])
-def test_a_file_that_appears_after_the_walk_is_never_replaced(tmp_path: Path,
-                                                              kind: str) -> None:
+def test_a_file_that_appears_after_the_walk_is_never_replaced(tmp_path: Path, kind: str) -> None:
     """Planned as a creation from the walk, the path is taken meanwhile: the final link
     fails, nothing is changed, and the file that appeared is kept."""
     trust = _trust(tmp_path, {f"{OTHER}.key": b"another key"})
@@ -133,7 +147,8 @@ def test_a_file_that_appears_after_the_walk_is_never_replaced(tmp_path: Path,
     else:
         assert target.is_symlink() and not (tmp_path / "elsewhere").exists()
     assert sorted(p.name for p in (trust / "private").iterdir()) == sorted(
-        [f"{OTHER}.key", f"{ROOT}.key"])
+        [f"{OTHER}.key", f"{ROOT}.key"]
+    )
 
 
 def test_an_unwalkable_tree_falls_back_to_reading_each_path(tmp_path: Path) -> None:

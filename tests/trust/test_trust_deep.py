@@ -33,15 +33,25 @@ from ._keys import GUN, PASSPHRASE, key_file
 
 
 def as_key(data: bytes, key_id: str = "ab" * 32, role: str = "targets") -> KeyFile:
-    return KeyFile(key_id=key_id, role=role, gun=GUN, algorithm=None, relpath=f"{key_id}.key",
-                   mode=0o600, layout=Layout.CURRENT, encrypted=True, data=data)
+    return KeyFile(
+        key_id=key_id,
+        role=role,
+        gun=GUN,
+        algorithm=None,
+        relpath=f"{key_id}.key",
+        mode=0o600,
+        layout=Layout.CURRENT,
+        encrypted=True,
+        data=data,
+    )
 
 
 # --- against the real notary ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("fixture", ["notary_trust_dir", "legacy_trust_dir",
-                                     "legacy_v01_trust_dir"])
+@pytest.mark.parametrize(
+    "fixture", ["notary_trust_dir", "legacy_trust_dir", "legacy_v01_trust_dir"]
+)
 def test_key_ids_equal_notarys_file_names(fixture: str, request: pytest.FixtureRequest) -> None:
     """ECDSA and RSA keys made by notary (PKCS#8) or openssl (RFC 1421): ID == name."""
     built: BuiltTrustDir = request.getfixturevalue(fixture)
@@ -50,8 +60,11 @@ def test_key_ids_equal_notarys_file_names(fixture: str, request: pytest.FixtureR
     assert {k.key_id for k in result.keys} == {k for k, _, _ in built.keys}
     for key in result.keys:
         assert verify_key_id(key, passphrase_for(key.role, env)) == key.key_id
-        algorithm = "rsa" if isinstance(load_private_key(key, passphrase_for(key.role, env)),
-                                        rsa.RSAPrivateKey) else "ecdsa"
+        algorithm = (
+            "rsa"
+            if isinstance(load_private_key(key, passphrase_for(key.role, env)), rsa.RSAPrivateKey)
+            else "ecdsa"
+        )
         assert algorithm == built.algorithms[key.key_id]
     assert "rsa" in {built.algorithms[k.key_id] for k in result.keys}
 
@@ -72,34 +85,54 @@ def test_b11_renamed_file_is_detected(notary_trust_dir: BuiltTrustDir, notary: N
 
 @pytest.mark.proves("B14")
 def test_b14_wrong_passphrase(notary_trust_dir: BuiltTrustDir, notary: Notary) -> None:
-    (key,) = [k for k in scan_trust_dir(notary_trust_dir.path).keys if k.role == "targets"
-              and k.gun == "example.com/team-a/app"]
+    (key,) = [
+        k
+        for k in scan_trust_dir(notary_trust_dir.path).keys
+        if k.role == "targets" and k.gun == "example.com/team-a/app"
+    ]
     wrong = "not-the-targets-passphrase"
     with pytest.raises(AccessDeniedError, match="wrong passphrase for targets key") as caught:
         verify_key_id(key, wrong)
     assert wrong not in str(caught.value) and "NOTARY_TARGETS_PASSPHRASE" in str(caught.value)
-    assert not notary.can_decrypt(notary_trust_dir.path, key.key_id,
-                                  {**PASSPHRASES, "targets": wrong})
+    assert not notary.can_decrypt(
+        notary_trust_dir.path, key.key_id, {**PASSPHRASES, "targets": wrong}
+    )
 
 
 def _reencrypt_with_openssl(data: bytes, passphrase: str, *options: str) -> bytes:
     body = b"\n".join(line for line in data.splitlines() if b": " not in line and line)
     env = {"PATH": "/usr/bin:/bin", "KV_PW": passphrase}
-    out = subprocess.run([find_tool("openssl"), "pkcs8", "-topk8", "-passin", "env:KV_PW",
-                          "-passout", "env:KV_PW", *options], input=body + b"\n", env=env,
-                         capture_output=True, check=True).stdout
+    out = subprocess.run(
+        [
+            find_tool("openssl"),
+            "pkcs8",
+            "-topk8",
+            "-passin",
+            "env:KV_PW",
+            "-passout",
+            "env:KV_PW",
+            *options,
+        ],
+        input=body + b"\n",
+        env=env,
+        capture_output=True,
+        check=True,
+    ).stdout
     begin, rest = out.split(b"\n", 1)
     return begin + b"\n" + data.split(b"\n", 1)[1].split(b"\n\n", 1)[0] + b"\n\n" + rest
 
 
-def test_prf_notary_cannot_read_is_reported(notary_trust_dir: BuiltTrustDir,
-                                            notary: Notary) -> None:
+def test_prf_notary_cannot_read_is_reported(
+    notary_trust_dir: BuiltTrustDir, notary: Notary
+) -> None:
     """hmacWithSHA256 keys decrypt here, but notary refuses them, so verify says so."""
     path = notary_trust_dir.path / "private" / f"{notary_trust_dir.ids('root')[0]}.key"
     original = path.read_bytes()
     pw = PASSPHRASES["root"]
-    for options, notary_ok in (((), False), (("-v2", "aes-256-cbc", "-v2prf", "hmacWithSHA1"),
-                                             True)):
+    for options, notary_ok in (
+        ((), False),
+        (("-v2", "aes-256-cbc", "-v2prf", "hmacWithSHA1"), True),
+    ):
         path.write_bytes(_reencrypt_with_openssl(original, pw, *options))
         (key,) = [k for k in scan_trust_dir(notary_trust_dir.path).keys if k.role == "root"]
         assert notary.can_decrypt(notary_trust_dir.path, key.key_id) is notary_ok
@@ -114,11 +147,15 @@ def test_prf_notary_cannot_read_is_reported(notary_trust_dir: BuiltTrustDir,
 # --- in-process keys ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("make", [
-    lambda: ec.generate_private_key(ec.SECP256R1()),
-    lambda: ec.generate_private_key(ec.SECP384R1()),
-    lambda: ed25519.Ed25519PrivateKey.generate(),
-], ids=["p256", "p384", "ed25519"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: ec.generate_private_key(ec.SECP256R1()),
+        lambda: ec.generate_private_key(ec.SECP384R1()),
+        lambda: ed25519.Ed25519PrivateKey.generate(),
+    ],
+    ids=["p256", "p384", "ed25519"],
+)
 @pytest.mark.parametrize("passphrase", [PASSPHRASE, ""], ids=["encrypted", "plain"])
 def test_notary_format_round_trip(make: object, passphrase: str) -> None:
     key = make()  # type: ignore[operator]
@@ -130,18 +167,21 @@ def test_notary_format_round_trip(make: object, passphrase: str) -> None:
 
 def test_ed25519_id_is_over_the_raw_public_key() -> None:
     key = ed25519.Ed25519PrivateKey.generate()
-    raw = key.public_key().public_bytes(serialization.Encoding.Raw,
-                                        serialization.PublicFormat.Raw)
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     assert private_key_id(key) == tuf_key_id("ed25519", raw)
 
 
 def test_legacy_rfc1421_blocks() -> None:
     """EC/RSA PRIVATE KEY with Proc-Type/DEK-Info, as notary < 0.4 wrote them."""
-    for key in (ec.generate_private_key(ec.SECP256R1()),
-                rsa.generate_private_key(public_exponent=65537, key_size=1024)):
-        pem = key.private_bytes(serialization.Encoding.PEM,
-                                serialization.PrivateFormat.TraditionalOpenSSL,
-                                serialization.BestAvailableEncryption(PASSPHRASE.encode()))
+    for key in (
+        ec.generate_private_key(ec.SECP256R1()),
+        rsa.generate_private_key(public_exponent=65537, key_size=1024),
+    ):
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.BestAvailableEncryption(PASSPHRASE.encode()),
+        )
         assert b"DEK-Info: AES-256-CBC" in pem
         data = pem.replace(b"\n\n", b"\nrole: targets\n\n", 1)
         key_id = private_key_id(key)
@@ -184,8 +224,12 @@ def _encrypted_der() -> bytes:
 
 
 def _open(der_bytes: bytes, passphrase: str | None = PASSPHRASE) -> None:
-    open_block(PemBlock("ENCRYPTED PRIVATE KEY", {"role": "targets"}, der_bytes), passphrase,
-               "k", "targets")
+    open_block(
+        PemBlock("ENCRYPTED PRIVATE KEY", {"role": "targets"}, der_bytes),
+        passphrase,
+        "k",
+        "targets",
+    )
 
 
 def test_truncated_der_is_invalid_input() -> None:
@@ -195,13 +239,16 @@ def test_truncated_der_is_invalid_input() -> None:
             _open(data[:n])
 
 
-@pytest.mark.parametrize("mutation", [
-    lambda d: d[:1] + b"\x84\xff\xff\xff\xff" + d[2:],  # absurd outer length
-    lambda d: d[:1] + b"\x80" + d[2:],  # indefinite length
-    lambda d: d[:1] + b"\x81\x05" + d[2:],  # non-minimal length
-    lambda d: d + b"\x00",  # trailing byte
-    lambda d: b"\x1f\x81" + d[2:],  # multi-byte tag
-])
+@pytest.mark.parametrize(
+    "mutation",
+    [
+        lambda d: d[:1] + b"\x84\xff\xff\xff\xff" + d[2:],  # absurd outer length
+        lambda d: d[:1] + b"\x80" + d[2:],  # indefinite length
+        lambda d: d[:1] + b"\x81\x05" + d[2:],  # non-minimal length
+        lambda d: d + b"\x00",  # trailing byte
+        lambda d: b"\x1f\x81" + d[2:],  # multi-byte tag
+    ],
+)
 def test_wrong_lengths_are_invalid_input(mutation: object) -> None:
     with pytest.raises(InvalidInputError):
         _open(mutation(_encrypted_der()))  # type: ignore[operator]
@@ -209,11 +256,14 @@ def test_wrong_lengths_are_invalid_input(mutation: object) -> None:
 
 @pytest.mark.proves("T10")
 def test_huge_iteration_count_is_refused_before_any_work() -> None:
-    kdf = der.sequence(der.oid(pkcs8.OID_PBKDF2),
-                       der.sequence(der.octet_string(b"12345678"), der.integer(10**9)))
+    kdf = der.sequence(
+        der.oid(pkcs8.OID_PBKDF2), der.sequence(der.octet_string(b"12345678"), der.integer(10**9))
+    )
     scheme = der.sequence(der.oid(pkcs8.OID_AES256_CBC), der.octet_string(b"\0" * 16))
-    data = der.sequence(der.sequence(der.oid(pkcs8.OID_PBES2), der.sequence(kdf, scheme)),
-                        der.octet_string(b"\0" * 32))
+    data = der.sequence(
+        der.sequence(der.oid(pkcs8.OID_PBES2), der.sequence(kdf, scheme)),
+        der.octet_string(b"\0" * 32),
+    )
     with pytest.raises(InvalidInputError, match="out of range"):
         _open(data)
 
@@ -233,8 +283,10 @@ def test_fuzzed_der_raises_only_keyvault_errors(data: st.DataObject) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.binary(max_size=200), st.sampled_from(
-    ["PRIVATE KEY", "EC PRIVATE KEY", "RSA PRIVATE KEY", "ED25519 PRIVATE KEY"]))
+@given(
+    st.binary(max_size=200),
+    st.sampled_from(["PRIVATE KEY", "EC PRIVATE KEY", "RSA PRIVATE KEY", "ED25519 PRIVATE KEY"]),
+)
 def test_fuzzed_plain_blocks_raise_only_invalid_input(blob: bytes, block_type: str) -> None:
     try:
         open_block(PemBlock(block_type, {}, blob), None, "k")

@@ -8,16 +8,21 @@ from keyvault.errors import UsageError
 from keyvault.trust.passphrases import passphrase_for, variables_for
 
 
-@pytest.mark.parametrize(("role", "names"), [
-    ("root", ("NOTARY_ROOT_PASSPHRASE", "DOCKER_CONTENT_TRUST_ROOT_PASSPHRASE")),
-    ("targets", ("NOTARY_TARGETS_PASSPHRASE", "DOCKER_CONTENT_TRUST_REPOSITORY_PASSPHRASE")),
-    ("snapshot", ("NOTARY_SNAPSHOT_PASSPHRASE", "DOCKER_CONTENT_TRUST_REPOSITORY_PASSPHRASE")),
-    ("targets/releases", ("NOTARY_DELEGATION_PASSPHRASE",
-                          "DOCKER_CONTENT_TRUST_REPOSITORY_PASSPHRASE")),
-    ("alice", ("NOTARY_DELEGATION_PASSPHRASE", "DOCKER_CONTENT_TRUST_REPOSITORY_PASSPHRASE")),
-    # notary: timestamp is a base role, so NOTARY_DELEGATION_PASSPHRASE does not apply
-    ("timestamp", ("DOCKER_CONTENT_TRUST_REPOSITORY_PASSPHRASE",)),
-])
+@pytest.mark.parametrize(
+    ("role", "names"),
+    [
+        ("root", ("NOTARY_ROOT_PASSPHRASE", "DOCKER_CONTENT_TRUST_ROOT_PASSPHRASE")),
+        ("targets", ("NOTARY_TARGETS_PASSPHRASE", "DOCKER_CONTENT_TRUST_REPOSITORY_PASSPHRASE")),
+        ("snapshot", ("NOTARY_SNAPSHOT_PASSPHRASE", "DOCKER_CONTENT_TRUST_REPOSITORY_PASSPHRASE")),
+        (
+            "targets/releases",
+            ("NOTARY_DELEGATION_PASSPHRASE", "DOCKER_CONTENT_TRUST_REPOSITORY_PASSPHRASE"),
+        ),
+        ("alice", ("NOTARY_DELEGATION_PASSPHRASE", "DOCKER_CONTENT_TRUST_REPOSITORY_PASSPHRASE")),
+        # notary: timestamp is a base role, so NOTARY_DELEGATION_PASSPHRASE does not apply
+        ("timestamp", ("DOCKER_CONTENT_TRUST_REPOSITORY_PASSPHRASE",)),
+    ],
+)
 def test_variables_per_role(role: str, names: tuple[str, ...]) -> None:
     assert variables_for(role) == names
 
@@ -30,8 +35,7 @@ def test_first_set_variable_wins() -> None:
     assert passphrase_for("root", {"NOTARY_DELEGATION_PASSPHRASE": "x"}) is None
 
 
-@pytest.mark.parametrize("name", ["NOTARY_ROOT_PASSPHRASE",
-                                  "DOCKER_CONTENT_TRUST_ROOT_PASSPHRASE"])
+@pytest.mark.parametrize("name", ["NOTARY_ROOT_PASSPHRASE", "DOCKER_CONTENT_TRUST_ROOT_PASSPHRASE"])
 @pytest.mark.proves("B15")
 def test_b15_set_but_empty_names_the_variable(name: str) -> None:
     with pytest.raises(UsageError) as caught:

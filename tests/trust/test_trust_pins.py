@@ -27,8 +27,15 @@ def put(trust: Path, gun: str, data: bytes) -> Path:
 
 def test_root_version_reads_signed_version_only_from_a_root() -> None:
     assert root_version(root(7)) == 7
-    for bad in (root(0), root("true"), root('"3"'), root(1.5), b"[]", b"{",
-                b'{"signed":{"_type":"Targets","version":1}}'):
+    for bad in (
+        root(0),
+        root("true"),
+        root('"3"'),
+        root(1.5),
+        b"[]",
+        b"{",
+        b'{"signed":{"_type":"Targets","version":1}}',
+    ):
         with pytest.raises(InvalidInputError):
             root_version(bad)
 
@@ -45,17 +52,25 @@ def test_scan_reads_pins_selects_by_gun_and_reports_bad_ones(tmp_path: Path) -> 
     os.symlink(elsewhere, linked / "root.json")
     pins, problems = scan_pins(tmp_path)
     assert {(p.gun, p.version) for p in pins} == {(GUN, 2), ("example.com/team/web", 1)}
-    assert {p.path for p in problems} == {"tuf/example.com/team/junk/metadata/root.json",
-                                          "tuf/example.com/Bad/app/metadata/root.json",
-                                          "tuf/example.com/team/linked/metadata/root.json"}
+    assert {p.path for p in problems} == {
+        "tuf/example.com/team/junk/metadata/root.json",
+        "tuf/example.com/Bad/app/metadata/root.json",
+        "tuf/example.com/team/linked/metadata/root.json",
+    }
     chosen, _ = scan_pins(tmp_path, ["example.com/team/w*"])
     assert [p.gun for p in chosen] == ["example.com/team/web"]
     assert scan_pins(tmp_path / "nowhere") == ([], [])
 
 
-@pytest.mark.parametrize("relpath", ["tuf/../private/x/metadata/root.json",
-                                     "tuf//metadata/root.json", "tuf/a/../../metadata/root.json",
-                                     "tuf/A B/metadata/root.json"])
+@pytest.mark.parametrize(
+    "relpath",
+    [
+        "tuf/../private/x/metadata/root.json",
+        "tuf//metadata/root.json",
+        "tuf/a/../../metadata/root.json",
+        "tuf/A B/metadata/root.json",
+    ],
+)
 @pytest.mark.proves("T9", "T16")
 def test_a_pin_path_off_the_gun_grammar_is_refused(relpath: str) -> None:
     assert is_pin_relpath(relpath)
@@ -64,8 +79,12 @@ def test_a_pin_path_off_the_gun_grammar_is_refused(relpath: str) -> None:
 
 
 def test_pins_go_under_tuf_and_keys_under_private() -> None:
-    assert tree_parts(f"tuf/{GUN}/metadata/root.json") == ["tuf", *GUN.split("/"),
-                                                           "metadata", "root.json"]
+    assert tree_parts(f"tuf/{GUN}/metadata/root.json") == [
+        "tuf",
+        *GUN.split("/"),
+        "metadata",
+        "root.json",
+    ]
     assert tree_parts("tuf_keys/x/abc.key") == ["private", "tuf_keys", "x", "abc.key"]
     assert shown_path("abc.key") == "private/abc.key"
     with pytest.raises(UsageError):

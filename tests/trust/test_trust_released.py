@@ -35,10 +35,18 @@ def test_a_released_scan_keeps_identity_and_digest_but_no_bytes(trust: Path) -> 
     for kept, light in zip(full.keys, released.keys, strict=True):
         assert light.data == b"" and light.is_released and not kept.is_released
         assert (light.key_id, light.role, light.gun, light.relpath, light.layout) == (
-            kept.key_id, kept.role, kept.gun, kept.relpath, kept.layout)
+            kept.key_id,
+            kept.role,
+            kept.gun,
+            kept.relpath,
+            kept.layout,
+        )
         assert light.sha256 == kept.sha256 and light.size == kept.size == len(kept.data)
-        assert read_key_bytes(trust, light) == kept.data == (
-            trust / "private" / kept.relpath).read_bytes()
+        assert (
+            read_key_bytes(trust, light)
+            == kept.data
+            == (trust / "private" / kept.relpath).read_bytes()
+        )
         assert read_key_bytes(trust, kept) is kept.data  # nothing to read again
 
 
@@ -71,10 +79,12 @@ def test_a_symlink_swapped_in_is_not_followed(trust: Path, tmp_path: Path) -> No
         read_key_bytes(trust, key)
 
 
-def test_a_directory_on_the_way_swapped_for_a_symlink_is_not_followed(trust: Path,
-                                                                        tmp_path: Path) -> None:
-    key = next(k for k in scan_trust_dir(trust, keep_bytes=False).keys
-               if k.relpath.startswith("tuf_keys/"))
+def test_a_directory_on_the_way_swapped_for_a_symlink_is_not_followed(
+    trust: Path, tmp_path: Path
+) -> None:
+    key = next(
+        k for k in scan_trust_dir(trust, keep_bytes=False).keys if k.relpath.startswith("tuf_keys/")
+    )
     gun_dir = trust / "private" / "tuf_keys" / GUNS[1]
     moved = tmp_path / "moved"
     os.rename(gun_dir, moved)
@@ -83,8 +93,9 @@ def test_a_directory_on_the_way_swapped_for_a_symlink_is_not_followed(trust: Pat
         read_key_bytes(trust, key)
 
 
-def test_read_regular_reads_whole_files_in_small_pieces(tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_read_regular_reads_whole_files_in_small_pieces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The first read asks for the size fstat gives (plus one), later ones for small chunks,
     never for the whole limit at once; a file that grew while being read is read whole."""
     from keyvault.trust import safefs

@@ -19,15 +19,18 @@ from keyvault.trust.scan import scan_trust_dir
 
 Sample = tuple[Path, tuple[KeyFile, ...]]
 FORMAT = re.compile(
-    rb"-----BEGIN ENCRYPTED " rb"PRIVATE KEY-----\n"
+    rb"-----BEGIN ENCRYPTED "
+    rb"PRIVATE KEY-----\n"
     rb"(gun: [a-z./-]+\n)?role: (root|targets|snapshot)\n"
-    rb"\n([A-Za-z0-9+/]{64}\n)+[A-Za-z0-9+/=]{1,64}\n-----END ENCRYPTED PRIVATE KEY-----\n")
+    rb"\n([A-Za-z0-9+/]{64}\n)+[A-Za-z0-9+/=]{1,64}\n-----END ENCRYPTED PRIVATE KEY-----\n"
+)
 
 
 def test_sample_keys_and_layout(sample_trust_dir: Sample) -> None:
     path, keys = sample_trust_dir
     assert {(k.role, k.gun) for k in keys} == {("root", None)} | {
-        (role, gun) for gun in DEFAULT_GUNS for role in ("targets", "snapshot")}
+        (role, gun) for gun in DEFAULT_GUNS for role in ("targets", "snapshot")
+    }
     assert stat.S_IMODE((path / "private").stat().st_mode) == 0o700
     result = scan_trust_dir(path)
     assert result.problems == ()
@@ -62,14 +65,14 @@ def _masked_structure(der_bytes: bytes) -> bytes:
     return out
 
 
-def test_sample_der_is_shaped_exactly_like_notarys(sample_trust_dir: Sample,
-                                                   notary_trust_dir: BuiltTrustDir) -> None:
+def test_sample_der_is_shaped_exactly_like_notarys(
+    sample_trust_dir: Sample, notary_trust_dir: BuiltTrustDir
+) -> None:
     """Same PBES2 parameters, same field order, no PRF field, 8-byte salt, 2048 rounds."""
     sample_root = next(k for k in sample_trust_dir[1] if k.role == "root")
     notary_root = notary_trust_dir.ids("root")[0]
     ours = decode_first(sample_root.data)
-    theirs = decode_first(
-        (notary_trust_dir.path / "private" / f"{notary_root}.key").read_bytes())
+    theirs = decode_first((notary_trust_dir.path / "private" / f"{notary_root}.key").read_bytes())
     assert ours is not None and theirs is not None
     assert ours.headers == theirs.headers == {"role": "root"}
     assert _masked_structure(ours.data) == _masked_structure(theirs.data)
@@ -81,10 +84,12 @@ def test_sample_der_is_shaped_exactly_like_notarys(sample_trust_dir: Sample,
 
 
 def test_unencrypted_sample_is_read_by_notary(tmp_path: Path, notary: Notary) -> None:
-    keys = write_sample_trust_dir(tmp_path / "t", {"root": "", "targets": "", "snapshot": ""},
-                                  guns=("example.com/plain/app",))
-    assert all(not k.encrypted and k.data.startswith(b"-----BEGIN " b"PRIVATE KEY-----\n")
-               for k in keys)
+    keys = write_sample_trust_dir(
+        tmp_path / "t", {"root": "", "targets": "", "snapshot": ""}, guns=("example.com/plain/app",)
+    )
+    assert all(
+        not k.encrypted and k.data.startswith(b"-----BEGIN PRIVATE KEY-----\n") for k in keys
+    )
     assert notary.key_list(tmp_path / "t") == triples(keys)
     assert notary.can_decrypt(tmp_path / "t", keys[0].key_id, {})
 
@@ -93,6 +98,7 @@ def test_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="snapshot"):
         write_sample_trust_dir(tmp_path / "a", {"root": "r", "targets": "t"})
     with pytest.raises(UsageError, match="GUN"):
-        write_sample_trust_dir(tmp_path / "b", {"root": "r", "targets": "t", "snapshot": "s"},
-                               guns=("../escape",))
+        write_sample_trust_dir(
+            tmp_path / "b", {"root": "r", "targets": "t", "snapshot": "s"}, guns=("../escape",)
+        )
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

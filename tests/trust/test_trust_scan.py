@@ -53,12 +53,13 @@ def test_legacy_layout_finds_the_same_keys(legacy_trust_dir: BuiltTrustDir) -> N
     for key in result.keys:
         assert key.data == (legacy_trust_dir.path / "private" / key.relpath).read_bytes()
         if key.role == "root":
-            assert (key.layout, key.relpath) == (Layout.LEGACY_ROOT_KEYS,
-                                                 f"root_keys/{key.key_id}.key")
+            assert (key.layout, key.relpath) == (
+                Layout.LEGACY_ROOT_KEYS,
+                f"root_keys/{key.key_id}.key",
+            )
         else:
             where = f"tuf_keys/{key.gun}/" if key.gun else "tuf_keys/"
-            assert (key.layout, key.relpath) == (Layout.LEGACY_TUF_KEYS,
-                                                 f"{where}{key.key_id}.key")
+            assert (key.layout, key.relpath) == (Layout.LEGACY_TUF_KEYS, f"{where}{key.key_id}.key")
 
 
 def test_v01_layout_finds_the_same_keys(legacy_v01_trust_dir: BuiltTrustDir) -> None:
@@ -75,7 +76,8 @@ def test_v01_layout_finds_the_same_keys(legacy_v01_trust_dir: BuiltTrustDir) -> 
 
 @pytest.mark.parametrize("fixture", ["legacy_trust_dir", "legacy_v01_trust_dir"])
 def test_notary_migrates_legacy_layouts_to_what_keyvault_found(
-        fixture: str, request: pytest.FixtureRequest, notary: Notary) -> None:
+    fixture: str, request: pytest.FixtureRequest, notary: Notary
+) -> None:
     """Our reading of the legacy layouts is notary's: its migration yields the same keys."""
     built: BuiltTrustDir = request.getfixturevalue(fixture)
     found = triples(scan_trust_dir(built.path).keys)
@@ -96,8 +98,14 @@ def _cert_pem() -> bytes:
 
 def bad_inputs() -> list[tuple[str, str, Callable[[], tuple[str, bytes]]]]:
     """(case, expected code, factory of (relpath, bytes))."""
-    def named(role: str = "targets", gun: str | None = GUN, headers: str | None = None,
-              where: str = "", name: str | None = None) -> tuple[str, bytes]:
+
+    def named(
+        role: str = "targets",
+        gun: str | None = GUN,
+        headers: str | None = None,
+        where: str = "",
+        name: str | None = None,
+    ) -> tuple[str, bytes]:
         key_id, data = key_file(role, gun)
         if headers is not None:
             data = with_headers(data, headers)
@@ -106,42 +114,75 @@ def bad_inputs() -> list[tuple[str, str, Callable[[], tuple[str, bytes]]]]:
     return [
         ("B04 empty file", "empty", lambda: (named()[0], b"")),
         ("B05 not PEM", "not-pem", lambda: (named()[0], b"this is not a key\n")),
-        ("B05 broken base64", "not-pem", lambda: (
-            named()[0],
-            b"-----BEGIN " b"PRIVATE KEY-----\nrole: x\n\n@@@\n-----END PRIVATE KEY-----\n")),
+        (
+            "B05 broken base64",
+            "not-pem",
+            lambda: (
+                named()[0],
+                b"-----BEGIN PRIVATE KEY-----\nrole: x\n\n@@@\n-----END PRIVATE KEY-----\n",
+            ),
+        ),
         ("B06 certificate only", "not-a-private-key", lambda: (named()[0], _cert_pem())),
         ("B08 unknown role", "bad-role", lambda: named(headers="role: Targets!")),
         ("B08 traversal role", "bad-role", lambda: named(headers="role: ../../etc")),
         ("B09 gun with ..", "bad-gun", lambda: named(headers="gun: ../x\nrole: targets")),
-        ("B09 gun with leading /", "bad-gun",
-         lambda: named(headers="gun: /etc/app\nrole: targets")),
+        (
+            "B09 gun with leading /",
+            "bad-gun",
+            lambda: named(headers="gun: /etc/app\nrole: targets"),
+        ),
         ("B10 name not hex", "bad-name", lambda: named(name="not-a-key-id")),
         ("B10 upper-case hex", "bad-name", lambda: named(name="AB" * 32)),
         ("B10 0.1 name at the top", "bad-name", lambda: named(name="ab" * 32 + "_targets")),
-        ("role header given twice", "conflicting-headers",
-         lambda: named(headers=f"gun: {GUN}\nrole: targets\nrole: snapshot")),
-        ("tuf_keys GUN vs gun header", "conflicting-headers",
-         lambda: named(where=f"tuf_keys/{OTHER_GUN}/")),
-        ("0.1 name role vs role header", "conflicting-headers",
-         lambda: named(where=f"tuf_keys/{GUN}/", name="cd" * 32 + "_snapshot")),
+        (
+            "role header given twice",
+            "conflicting-headers",
+            lambda: named(headers=f"gun: {GUN}\nrole: targets\nrole: snapshot"),
+        ),
+        (
+            "tuf_keys GUN vs gun header",
+            "conflicting-headers",
+            lambda: named(where=f"tuf_keys/{OTHER_GUN}/"),
+        ),
+        (
+            "0.1 name role vs role header",
+            "conflicting-headers",
+            lambda: named(where=f"tuf_keys/{GUN}/", name="cd" * 32 + "_snapshot"),
+        ),
         ("key in an unknown sub-directory", "misplaced", lambda: named(where="backup/")),
-        ("OpenSSH private key", "unsupported-type", lambda: (
-            named()[0], b"-----BEGIN OPENSSH " b"PRIVATE KEY-----\nAAAA\n"
-                        b"-----END OPENSSH PRIVATE KEY-----\n")),
-        ("encrypted block with garbage DER", "bad-key", lambda: (
-            named()[0], b"-----BEGIN ENCRYPTED " b"PRIVATE KEY-----\nrole: root\n\nMAMCAQA=\n"
-                        b"-----END ENCRYPTED PRIVATE KEY-----\n")),
-        ("unencrypted key under another ID", "id-mismatch", lambda: (
-            f"{'ef' * 32}.key", key_file("root", None, passphrase="")[1])),
+        (
+            "OpenSSH private key",
+            "unsupported-type",
+            lambda: (
+                named()[0],
+                b"-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n",
+            ),
+        ),
+        (
+            "encrypted block with garbage DER",
+            "bad-key",
+            lambda: (
+                named()[0],
+                b"-----BEGIN ENCRYPTED "
+                b"PRIVATE KEY-----\nrole: root\n\nMAMCAQA=\n"
+                b"-----END ENCRYPTED PRIVATE KEY-----\n",
+            ),
+        ),
+        (
+            "unencrypted key under another ID",
+            "id-mismatch",
+            lambda: (f"{'ef' * 32}.key", key_file("root", None, passphrase="")[1]),
+        ),
     ]
 
 
-@pytest.mark.parametrize(("code", "factory"),
-                         [pytest.param(c, f, id=case) for case, c, f in bad_inputs()])
+@pytest.mark.parametrize(
+    ("code", "factory"), [pytest.param(c, f, id=case) for case, c, f in bad_inputs()]
+)
 @pytest.mark.proves("B04", "B05", "B06", "B08", "B09", "B10")
 def test_bad_key_file_is_a_problem_and_the_rest_still_scans(
-        code: str, factory: Callable[[], tuple[str, bytes]],
-        make_trust_dir: MakeTrustDir) -> None:
+    code: str, factory: Callable[[], tuple[str, bytes]], make_trust_dir: MakeTrustDir
+) -> None:
     good_id, good = key_file("root", None)
     relpath, data = factory()
     trust = make_trust_dir({f"{good_id}.key": good, relpath: data})
@@ -150,8 +191,11 @@ def test_bad_key_file_is_a_problem_and_the_rest_still_scans(
     assert codes(result) == {relpath: code}
     assert code in PROBLEM_CODES
     for problem in result.problems:  # no key material in a reason
-        assert not any(line in problem.reason for line in data.decode(errors="replace")
-                       .splitlines() if len(line) > 40)
+        assert not any(
+            line in problem.reason
+            for line in data.decode(errors="replace").splitlines()
+            if len(line) > 40
+        )
 
 
 @pytest.mark.proves("B12")
@@ -167,8 +211,11 @@ def test_b12_symlinks_are_never_followed(make_trust_dir: MakeTrustDir, tmp_path:
     (private / "dangling.key").symlink_to(tmp_path / "nowhere")
     result = scan_trust_dir(trust)
     assert result.keys == ()
-    assert codes(result) == {f"{key_id}.key": "symlink", "tuf_keys": "symlink",
-                             "dangling.key": "symlink"}
+    assert codes(result) == {
+        f"{key_id}.key": "symlink",
+        "tuf_keys": "symlink",
+        "dangling.key": "symlink",
+    }
 
 
 def test_private_dir_symlink_is_a_problem(tmp_path: Path, make_trust_dir: MakeTrustDir) -> None:
@@ -199,8 +246,9 @@ def test_b13_too_large_is_not_read(make_trust_dir: MakeTrustDir) -> None:
 
 def test_fifo_and_other_files(make_trust_dir: MakeTrustDir) -> None:
     key_id, data = key_file("root", None)
-    trust = make_trust_dir({f"{key_id}.key": data, "README": b"x", "old.pem": b"y",
-                            "tuf_keys/notes.txt": b"z"})
+    trust = make_trust_dir(
+        {f"{key_id}.key": data, "README": b"x", "old.pem": b"y", "tuf_keys/notes.txt": b"z"}
+    )
     os.mkfifo(trust / "private" / f"{'22' * 32}.key")
     os.mkfifo(trust / "private" / "pipe")
     result = scan_trust_dir(trust)
@@ -210,27 +258,39 @@ def test_fifo_and_other_files(make_trust_dir: MakeTrustDir) -> None:
 
 def test_duplicate_id_keeps_the_current_layout(make_trust_dir: MakeTrustDir) -> None:
     key_id, data = key_file("root", None)
-    trust = make_trust_dir({f"{key_id}.key": data, f"root_keys/{key_id}.key": data,
-                            f"root_keys/{key_id}_root.key": with_headers(data, "")})
+    trust = make_trust_dir(
+        {
+            f"{key_id}.key": data,
+            f"root_keys/{key_id}.key": data,
+            f"root_keys/{key_id}_root.key": with_headers(data, ""),
+        }
+    )
     result = scan_trust_dir(trust)
     assert [(k.relpath, k.layout) for k in result.keys] == [(f"{key_id}.key", Layout.CURRENT)]
-    assert codes(result) == {f"root_keys/{key_id}.key": "duplicate-id",
-                             f"root_keys/{key_id}_root.key": "duplicate-id"}
+    assert codes(result) == {
+        f"root_keys/{key_id}.key": "duplicate-id",
+        f"root_keys/{key_id}_root.key": "duplicate-id",
+    }
 
 
 def test_legacy_paths_supply_gun_and_role(make_trust_dir: MakeTrustDir) -> None:
     root_id, root = key_file("root", None)
     snap_id, snap = key_file("snapshot", GUN)
     deleg_id, deleg = key_file("targets/releases", None)
-    trust = make_trust_dir({
-        f"root_keys/{root_id}_root.key": with_headers(root, ""),
-        f"tuf_keys/{GUN}/{snap_id}_snapshot.key": with_headers(snap, ""),
-        f"tuf_keys/{deleg_id}.key": deleg,
-    })
+    trust = make_trust_dir(
+        {
+            f"root_keys/{root_id}_root.key": with_headers(root, ""),
+            f"tuf_keys/{GUN}/{snap_id}_snapshot.key": with_headers(snap, ""),
+            f"tuf_keys/{deleg_id}.key": deleg,
+        }
+    )
     result = scan_trust_dir(trust)
     assert result.problems == ()
-    assert triples(result.keys) == {(root_id, "root", None), (snap_id, "snapshot", GUN),
-                                    (deleg_id, "targets/releases", None)}
+    assert triples(result.keys) == {
+        (root_id, "root", None),
+        (snap_id, "snapshot", GUN),
+        (deleg_id, "targets/releases", None),
+    }
 
 
 def test_root_key_never_has_a_gun(make_trust_dir: MakeTrustDir) -> None:
@@ -282,8 +342,10 @@ def test_b02_trust_dir_is_a_file(tmp_path: Path) -> None:
 
 def _scan(trust: Path) -> dict[str, object]:
     result = scan_trust_dir(trust)
-    return {"keys": [k.key_id for k in result.keys],
-            "problems": {p.relpath: p.code for p in result.problems}}
+    return {
+        "keys": [k.key_id for k in result.keys],
+        "problems": {p.relpath: p.code for p in result.problems},
+    }
 
 
 @needs_root_for_nobody
@@ -300,7 +362,8 @@ def test_b03_unreadable_trust_dir_and_files(shared_dir: Path) -> None:
         os.chown(path, NOBODY, NOBODY)
     (trust / "private" / f"{other_id}.key").chmod(0o600)  # root-owned: unreadable
     assert run_as_nobody(lambda: _scan(trust)) == {
-        "result": {"keys": [key_id], "problems": {f"{other_id}.key": "unreadable"}}}
+        "result": {"keys": [key_id], "problems": {f"{other_id}.key": "unreadable"}}
+    }
     (trust / "private").chmod(0o000)
     outcome = run_as_nobody(lambda: _scan(trust))
     assert outcome.get("error") == "AccessDeniedError", outcome
@@ -319,18 +382,35 @@ def test_default_trust_dir() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=400), st.sampled_from(["PRIVATE KEY", "ENCRYPTED PRIVATE KEY",
-                                                  "EC PRIVATE KEY", "RSA PRIVATE KEY",
-                                                  "ED25519 PRIVATE KEY", "CERTIFICATE"]),
-       st.text(max_size=30), st.booleans())
-def test_hostile_file_contents_never_raise(body: bytes, block_type: str, header: str,
-                                           legacy_path: bool) -> None:
+@given(
+    st.binary(max_size=400),
+    st.sampled_from(
+        [
+            "PRIVATE KEY",
+            "ENCRYPTED PRIVATE KEY",
+            "EC PRIVATE KEY",
+            "RSA PRIVATE KEY",
+            "ED25519 PRIVATE KEY",
+            "CERTIFICATE",
+        ]
+    ),
+    st.text(max_size=30),
+    st.booleans(),
+)
+def test_hostile_file_contents_never_raise(
+    body: bytes, block_type: str, header: str, legacy_path: bool
+) -> None:
     """Whatever a key file holds, interpret gives a KeyFile or a ScanProblem."""
     b64 = base64.b64encode(body).decode()
-    text = f"-----BEGIN {block_type}-----\nrole: {header}\nDEK-Info: {header}\n\n{b64}\n" \
-           f"-----END {block_type}-----\n"
-    parts = ("tuf_keys", "example.com", "ab" * 32 + "_targets.key") if legacy_path else \
-        ("ab" * 32 + ".key",)
+    text = (
+        f"-----BEGIN {block_type}-----\nrole: {header}\nDEK-Info: {header}\n\n{b64}\n"
+        f"-----END {block_type}-----\n"
+    )
+    parts = (
+        ("tuf_keys", "example.com", "ab" * 32 + "_targets.key")
+        if legacy_path
+        else ("ab" * 32 + ".key",)
+    )
     for data in (text.encode(), body):
         outcome = interpret(data, place(parts), "/".join(parts), 0o600)
         assert isinstance(outcome, KeyFile | ScanProblem)

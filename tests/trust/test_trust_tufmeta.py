@@ -21,8 +21,10 @@ GUN_A, GUN_B = "example.com/meta/a", "registry.example.com:5000/meta/b"
 
 
 def tuf_key(keytype: str, public: bytes) -> dict[str, Any]:
-    return {"keytype": keytype, "keyval": {"private": None,
-                                           "public": base64.b64encode(public).decode()}}
+    return {
+        "keytype": keytype,
+        "keyval": {"private": None, "public": base64.b64encode(public).decode()},
+    }
 
 
 def root_json(gun: str, root_key: Any, targets_key: Any) -> tuple[bytes, str]:
@@ -31,17 +33,24 @@ def root_json(gun: str, root_key: Any, targets_key: Any) -> tuple[bytes, str]:
     cert_id = tuf_key_id("ecdsa-x509", cert)
     targets = tuf_key("ecdsa", _spki(targets_key))
     targets_id = public_key_id(targets_key.public_key())
-    signed = {"_type": "Root", "consistent_snapshot": False, "expires": "2035-01-01T00:00:00Z",
-              "version": 1,
-              "keys": {cert_id: tuf_key("ecdsa-x509", cert), targets_id: targets},
-              "roles": {"root": {"keyids": [cert_id], "threshold": 1},
-                        "targets": {"keyids": [targets_id], "threshold": 1}}}
+    signed = {
+        "_type": "Root",
+        "consistent_snapshot": False,
+        "expires": "2035-01-01T00:00:00Z",
+        "version": 1,
+        "keys": {cert_id: tuf_key("ecdsa-x509", cert), targets_id: targets},
+        "roles": {
+            "root": {"keyids": [cert_id], "threshold": 1},
+            "targets": {"keyids": [targets_id], "threshold": 1},
+        },
+    }
     return json.dumps({"signed": signed, "signatures": []}).encode(), cert_id
 
 
 def _spki(key: Any) -> bytes:
     spki: bytes = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     return spki
 
 
@@ -61,8 +70,10 @@ def test_root_key_shared_by_two_guns(tmp_path: Path) -> None:
     assert meta.problems == ()
     root_id = private_key_id(root)
     assert cert_a != cert_b and root_id not in (cert_a, cert_b)
-    assert meta.uses_of(root_id) == (KeyUse(GUN_A, "root", root_id, cert_a),
-                                     KeyUse(GUN_B, "root", root_id, cert_b))
+    assert meta.uses_of(root_id) == (
+        KeyUse(GUN_A, "root", root_id, cert_a),
+        KeyUse(GUN_B, "root", root_id, cert_b),
+    )
     targets_id = private_key_id(targets_a)
     assert meta.uses_of(targets_id) == (KeyUse(GUN_A, "targets", targets_id, targets_id),)
 
@@ -77,22 +88,26 @@ def test_rsa_certificate_maps_to_rsa_key_id() -> None:
 
 def test_certificate_with_headers_is_skipped_like_notary() -> None:
     key, other = ec_key(), ec_key()
-    with_headers = self_signed_cert(other, "x").replace(
-        b"-----\n", b"-----\nnote: skipped\n\n", 1)
-    assert cert_key_id("ecdsa-x509", with_headers + self_signed_cert(key, "y")) == \
-        private_key_id(key)
+    with_headers = self_signed_cert(other, "x").replace(b"-----\n", b"-----\nnote: skipped\n\n", 1)
+    assert cert_key_id("ecdsa-x509", with_headers + self_signed_cert(key, "y")) == private_key_id(
+        key
+    )
 
 
-@pytest.mark.parametrize(("mangle", "reason"), [
-    (lambda d: d[:-5], "not valid JSON"),
-    (lambda d: d.replace(b'"Root"', b'"root"'), "_type"),
-    (lambda d: d.replace(b'{"signed"', b'{"signed": 1, "signed"'), "duplicate"),
-    (lambda d: d.replace(b'"threshold": 1', b'"threshold": NaN', 1), "NaN"),
-    (lambda d: d.replace(b'"keyids": [', b'"keyids": ["' + b"f" * 64 + b'", ', 1), "missing"),
-    (lambda d: b"[" * 100000 + b"]" * 100000, "nested more than 32 levels deep"),
-])
+@pytest.mark.parametrize(
+    ("mangle", "reason"),
+    [
+        (lambda d: d[:-5], "not valid JSON"),
+        (lambda d: d.replace(b'"Root"', b'"root"'), "_type"),
+        (lambda d: d.replace(b'{"signed"', b'{"signed": 1, "signed"'), "duplicate"),
+        (lambda d: d.replace(b'"threshold": 1', b'"threshold": NaN', 1), "NaN"),
+        (lambda d: d.replace(b'"keyids": [', b'"keyids": ["' + b"f" * 64 + b'", ', 1), "missing"),
+        (lambda d: b"[" * 100000 + b"]" * 100000, "nested more than 32 levels deep"),
+    ],
+)
 def test_bad_root_json_is_a_problem_and_others_still_read(
-        tmp_path: Path, mangle: Any, reason: str) -> None:
+    tmp_path: Path, mangle: Any, reason: str
+) -> None:
     doc_a, _ = root_json(GUN_A, ec_key(), ec_key())
     doc_b, cert_b = root_json(GUN_B, ec_key(), ec_key())
     write_meta(tmp_path, GUN_A, mangle(doc_a))

@@ -28,25 +28,35 @@ SECRET = "pa55-w0rd-never-shown"
 
 
 def test_a_bearer_challenge_is_parsed_with_quotes_and_host_port_scopes() -> None:
-    header = ('Bearer realm="https://auth.example/token",service="registry:5000",'
-              'scope="repository:reg.example:5000/ns/app:push,pull",error="insufficient_scope"')
-    assert parse_bearer(header) == Challenge("https://auth.example/token", "registry:5000",
-                                             "repository:reg.example:5000/ns/app:push,pull",
-                                             "insufficient_scope")
+    header = (
+        'Bearer realm="https://auth.example/token",service="registry:5000",'
+        'scope="repository:reg.example:5000/ns/app:push,pull",error="insufficient_scope"'
+    )
+    assert parse_bearer(header) == Challenge(
+        "https://auth.example/token",
+        "registry:5000",
+        "repository:reg.example:5000/ns/app:push,pull",
+        "insufficient_scope",
+    )
     assert scope_repository("repository:reg.example:5000/ns/app:push,pull") == (
-        "reg.example:5000/ns/app", "push,pull")
+        "reg.example:5000/ns/app",
+        "push,pull",
+    )
     assert parse_bearer('Basic realm="x"') is None
     assert parse_bearer('Bearer service="s"') is None  # no realm: nothing to ask
     assert parse_bearer(None) is None
 
 
 def test_login_keys_put_the_registry_first_then_the_trust_server() -> None:
-    assert login_keys("registry.ng.bluemix.net/ns/app", "https://registry.ng.bluemix.net:4443"
-                      ) == ["registry.ng.bluemix.net", "registry.ng.bluemix.net:4443"]
+    assert login_keys("registry.ng.bluemix.net/ns/app", "https://registry.ng.bluemix.net:4443") == [
+        "registry.ng.bluemix.net",
+        "registry.ng.bluemix.net:4443",
+    ]
     assert login_keys("docker.io/library/app", "https://notary.docker.io") == [
-        DOCKER_HUB, "notary.docker.io"]
-    assert login_keys("kv/team/app", "https://127.0.0.1:4443") == ["127.0.0.1:4443",
-                                                                   "127.0.0.1"]
+        DOCKER_HUB,
+        "notary.docker.io",
+    ]
+    assert login_keys("kv/team/app", "https://127.0.0.1:4443") == ["127.0.0.1:4443", "127.0.0.1"]
     assert registry_shown([DOCKER_HUB]) == ""  # plain 'docker login' is Docker Hub's
     assert registry_shown(["reg.example:5000"]) == "reg.example:5000"
 
@@ -56,8 +66,9 @@ def _config(tmp_path: Path, config: dict[str, object]) -> dict[str, str]:
     return {"DOCKER_CONFIG": str(tmp_path), "PATH": "/usr/bin:/bin"}
 
 
-@pytest.mark.parametrize("key", ["reg.example:5000", "https://reg.example:5000",
-                                 "https://reg.example:5000/v1/"])
+@pytest.mark.parametrize(
+    "key", ["reg.example:5000", "https://reg.example:5000", "https://reg.example:5000/v1/"]
+)
 def test_auths_are_found_by_host_port_or_url(tmp_path: Path, key: str) -> None:
     auth = base64.b64encode(f"alice:{SECRET}".encode()).decode()
     env = _config(tmp_path, {"auths": {key: {"auth": auth}}})
@@ -68,17 +79,20 @@ def test_auths_are_found_by_host_port_or_url(tmp_path: Path, key: str) -> None:
 
 def test_auths_with_username_and_password_and_docker_hub(tmp_path: Path) -> None:
     env = _config(tmp_path, {"auths": {DOCKER_HUB: {"username": "bob", "password": SECRET}}})
-    assert docker_credentials(login_keys("docker.io/bob/app", "https://notary.docker.io"),
-                              env) == Credentials("bob", SECRET, "auths")
+    assert docker_credentials(
+        login_keys("docker.io/bob/app", "https://notary.docker.io"), env
+    ) == Credentials("bob", SECRET, "auths")
     assert docker_credentials(["other.example"], env) is None
 
 
 def test_home_docker_config_when_docker_config_is_unset(tmp_path: Path) -> None:
     (tmp_path / ".docker").mkdir()
-    (tmp_path / ".docker" / "config.json").write_text(json.dumps(
-        {"auths": {"reg.example": {"username": "carol", "password": SECRET}}}))
+    (tmp_path / ".docker" / "config.json").write_text(
+        json.dumps({"auths": {"reg.example": {"username": "carol", "password": SECRET}}})
+    )
     assert docker_credentials(["reg.example"], {"HOME": str(tmp_path)}) == Credentials(
-        "carol", SECRET, "auths")
+        "carol", SECRET, "auths"
+    )
 
 
 def test_a_helper_name_is_validated_and_its_output_never_shown(tmp_path: Path) -> None:
@@ -105,9 +119,14 @@ def test_notary_auth_is_base64_user_password() -> None:
 
 def test_the_notary_config_resolves_root_ca_and_trust_dir_beside_it(tmp_path: Path) -> None:
     (tmp_path / ".notary").mkdir()
-    (tmp_path / ".notary" / "config.json").write_text(json.dumps({
-        "trust_dir": "~/.notary-trust",
-        "remote_server": {"url": "https://notary.example:4443", "root_ca": "root-ca.crt"}}))
+    (tmp_path / ".notary" / "config.json").write_text(
+        json.dumps(
+            {
+                "trust_dir": "~/.notary-trust",
+                "remote_server": {"url": "https://notary.example:4443", "root_ca": "root-ca.crt"},
+            }
+        )
+    )
     config = read_notary_config({"HOME": str(tmp_path)})
     assert config is not None
     assert config.url == "https://notary.example:4443"
@@ -115,11 +134,11 @@ def test_the_notary_config_resolves_root_ca_and_trust_dir_beside_it(tmp_path: Pa
     assert config.trust_dir == tmp_path / ".notary-trust"
 
 
-def test_the_server_is_the_flag_then_the_environment_then_the_notary_config(
-        tmp_path: Path) -> None:
+def test_the_server_is_the_flag_then_the_environment_then_the_notary_config(tmp_path: Path) -> None:
     (tmp_path / ".notary").mkdir()
-    (tmp_path / ".notary" / "config.json").write_text(json.dumps(
-        {"remote_server": {"url": "https://from-config:4443", "root_ca": "ca.pem"}}))
+    (tmp_path / ".notary" / "config.json").write_text(
+        json.dumps({"remote_server": {"url": "https://from-config:4443", "root_ca": "ca.pem"}})
+    )
     env = {"HOME": str(tmp_path), "DOCKER_CONTENT_TRUST_SERVER": "https://from-env:4443"}
     flag = select_endpoint("https://from-flag", "ca.pem", env)
     assert flag is not None and (flag.url, flag.origin) == ("https://from-flag", "--server")
@@ -148,7 +167,7 @@ def test_identity_tokens_are_marked_as_refresh_tokens(tmp_path: Path) -> None:
     found = docker_credentials(["reg.example"], env)
     assert found is not None and found.identity_token and found.secret == SECRET
     helper = tmp_path / "docker-credential-oauth"
-    helper.write_text("#!/bin/sh\necho '{\"Username\": \"<token>\", \"Secret\": \"rt\"}'\n")
+    helper.write_text('#!/bin/sh\necho \'{"Username": "<token>", "Secret": "rt"}\'\n')
     helper.chmod(0o700)
     answer = run_helper("oauth", "reg.example", {"PATH": str(tmp_path)})
     assert answer is not None and answer.identity_token

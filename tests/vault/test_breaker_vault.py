@@ -22,12 +22,17 @@ from keyvault.wrappers.transit import TransitWrapper
 
 from .conftest import vault_options
 
-CONTEXT = {"keyvault:team": "team-a", "keyvault:gun": "example.com/app",
-           "keyvault:role": "targets", "keyvault:key_id": "ab" * 32}
+CONTEXT = {
+    "keyvault:team": "team-a",
+    "keyvault:gun": "example.com/app",
+    "keyvault:role": "targets",
+    "keyvault:key_id": "ab" * 32,
+}
 
 
-def transit(bao: BaoServer, key: str, breaker: Breaker, address: str | None = None
-            ) -> TransitWrapper:
+def transit(
+    bao: BaoServer, key: str, breaker: Breaker, address: str | None = None
+) -> TransitWrapper:
     base = vault_options(bao, env={"VAULT_ADDR": address} if address else None)
     options = BackendOptions(env=base.env, settings=base.settings, breaker=breaker)
     return TransitWrapper.from_uri(f"transit://{TRANSIT_MOUNT}/{key}", options)
@@ -36,8 +41,9 @@ def transit(bao: BaoServer, key: str, breaker: Breaker, address: str | None = No
 def test_vault_throttling_never_trips_the_breaker(make_bao: Callable[[], BaoServer]) -> None:
     bao = make_bao()  # a private server: the quota must not slow anyone else
     key = bao.transit_key(team="team-a")
-    bao.root().sys.create_or_update_quota("kv-throttle", 1.0, path=f"{TRANSIT_MOUNT}/",
-                                          interval="1s")
+    bao.root().sys.create_or_update_quota(
+        "kv-throttle", 1.0, path=f"{TRANSIT_MOUNT}/", interval="1s"
+    )
     counter = AnswerProxy(bao.port, lambda request: False, "empty")
     breaker = Breaker(threshold=1)
     wrapper = transit(bao, key, breaker, counter.endpoint)
@@ -55,7 +61,8 @@ def test_vault_throttling_never_trips_the_breaker(make_bao: Callable[[], BaoServ
 
 
 def test_a_sealed_vault_opens_the_breaker_and_no_more_is_sent(
-        make_bao: Callable[[], BaoServer]) -> None:
+    make_bao: Callable[[], BaoServer],
+) -> None:
     bao = make_bao()
     key = bao.transit_key(team="team-a")
     bao.root().sys.seal()

@@ -29,17 +29,18 @@ from keyvault.wrappers.transit import TransitKeyNotFoundError
 from .conftest import open_transit, vault_options
 
 #: What a sealing machine's token needs, and nothing more (docs/vault.md).
-SEALER_POLICY = '''
+SEALER_POLICY = """
 path "transit/keys/{name}" {{ capabilities = ["read"] }}
 path "transit/sign/{name}" {{ capabilities = ["update"] }}
-'''
+"""
 
 
 def signing_key(bao: BaoServer, key_type: str = "ed25519", **options: object) -> str:
     """A fresh Transit key of ``key_type`` (named team-a-..., as the team policy expects)."""
     name = unique("team-a-sealer")
-    bao.root().secrets.transit.create_key(name, key_type=key_type, mount_point=TRANSIT_MOUNT,
-                                          **options)
+    bao.root().secrets.transit.create_key(
+        name, key_type=key_type, mount_point=TRANSIT_MOUNT, **options
+    )
     return name
 
 
@@ -62,14 +63,13 @@ def public_der(bao: BaoServer, name: str, version: int = 1) -> bytes:
         key = serialization.load_pem_public_key(text.encode())
     else:
         key = ed25519.Ed25519PublicKey.from_public_bytes(base64.b64decode(text))
-    return key.public_bytes(serialization.Encoding.DER,
-                            serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
-@pytest.mark.parametrize(("key_type", "alg"), [("ed25519", ED25519),
-                                               ("ecdsa-p256", ECDSA_P256)])
-def test_seal_and_authenticate_with_a_transit_key(bao: BaoServer, key_type: str, alg: str
-                                                  ) -> None:
+@pytest.mark.parametrize(("key_type", "alg"), [("ed25519", ED25519), ("ecdsa-p256", ECDSA_P256)])
+def test_seal_and_authenticate_with_a_transit_key(bao: BaoServer, key_type: str, alg: str) -> None:
     name = signing_key(bao, key_type)
     sealer = sealer_for(bao, name)
     assert sealer.key.alg == alg
@@ -115,13 +115,17 @@ def test_a_token_that_may_not_sign_is_denied(bao: BaoServer) -> None:
     assert info.value.exit_code == 4 and f"{TRANSIT_MOUNT}/sign/" in str(info.value)
 
 
-@pytest.mark.parametrize(("key_type", "options", "shown"), [
-    ("aes256-gcm96", {}, "'aes256-gcm96'"),
-    ("rsa-2048", {}, "'rsa-2048'"),
-    ("ed25519", {"derived": True}, "derived 'ed25519'"),
-])
-def test_a_key_of_another_type_is_refused(bao: BaoServer, key_type: str,
-                                          options: dict[str, object], shown: str) -> None:
+@pytest.mark.parametrize(
+    ("key_type", "options", "shown"),
+    [
+        ("aes256-gcm96", {}, "'aes256-gcm96'"),
+        ("rsa-2048", {}, "'rsa-2048'"),
+        ("ed25519", {"derived": True}, "derived 'ed25519'"),
+    ],
+)
+def test_a_key_of_another_type_is_refused(
+    bao: BaoServer, key_type: str, options: dict[str, object], shown: str
+) -> None:
     sealer = sealer_for(bao, signing_key(bao, key_type, **options))
     with pytest.raises(UsageError) as info:
         sealer.sign(b"anything")
@@ -140,8 +144,10 @@ def test_missing_key_and_missing_mount_are_not_found(bao: BaoServer) -> None:
 
 
 def test_unreachable_vault_is_unavailable() -> None:
-    options = BackendOptions(env={"VAULT_ADDR": f"http://127.0.0.1:{free_port()}",
-                                  "VAULT_TOKEN": "t"}, settings={"vault": {"timeout": 1}})
+    options = BackendOptions(
+        env={"VAULT_ADDR": f"http://127.0.0.1:{free_port()}", "VAULT_TOKEN": "t"},
+        settings={"vault": {"timeout": 1}},
+    )
     with pytest.raises(BackendUnavailableError) as info:
         _ = TransitSealer.from_uri("transit://transit/gone", options).key
     assert info.value.exit_code == 6 and "cannot be reached" in str(info.value)
@@ -149,7 +155,8 @@ def test_unreachable_vault_is_unavailable() -> None:
 
 @pytest.mark.proves("T2")
 def test_cli_backs_up_with_a_transit_sealer_and_restores_where_it_is_pinned(
-        vault_backend: BackendSetup, bao: BaoServer, tmp_path: Path) -> None:
+    vault_backend: BackendSetup, bao: BaoServer, tmp_path: Path
+) -> None:
     name = signing_key(bao)
     fingerprint = "sha256:" + hashlib.sha256(public_der(bao, name)).hexdigest()
     cli_round_trip(vault_backend, uri(name), fingerprint, tmp_path)

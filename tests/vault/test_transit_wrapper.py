@@ -38,8 +38,8 @@ def test_context_is_the_derivation_context(bao: BaoServer) -> None:
     assert wrapped.blob.startswith(b"vault:v1:")
     ctx = base64.b64encode(json.dumps(CONTEXT, sort_keys=True, separators=(",", ":")).encode())
     plain = bao.root().secrets.transit.decrypt_data(
-        key, ciphertext=wrapped.blob.decode(), context=ctx.decode(),
-        mount_point=TRANSIT_MOUNT)["data"]["plaintext"]
+        key, ciphertext=wrapped.blob.decode(), context=ctx.decode(), mount_point=TRANSIT_MOUNT
+    )["data"]["plaintext"]
     assert base64.b64decode(plain) == dek
     wrapper.close()
 
@@ -55,8 +55,9 @@ def test_rotation_then_rewrap_moves_to_the_newest_version(bao: BaoServer) -> Non
     root.secrets.transit.rotate_key(key, mount_point=TRANSIT_MOUNT)
     moved = wrapper.rewrap(wrapped, CONTEXT)
     assert moved.params == {"key_version": 2} and moved.blob.startswith(b"vault:v2:")
-    root.secrets.transit.update_key_configuration(key, min_decryption_version=2,
-                                                  mount_point=TRANSIT_MOUNT)
+    root.secrets.transit.update_key_configuration(
+        key, min_decryption_version=2, mount_point=TRANSIT_MOUNT
+    )
     with pytest.raises(TransitKeyVersionTooOldError, match="min_decryption_version") as info:
         wrapper.unwrap(wrapped, CONTEXT)
     assert info.value.exit_code == 4
@@ -119,17 +120,30 @@ def test_team_b_cannot_use_team_a_key(bao: BaoServer) -> None:
 def test_team_token_without_key_read_still_wraps(bao: BaoServer) -> None:
     """A policy that may encrypt but not read the key's settings: the check is skipped."""
     bao.root().sys.create_or_update_policy(
-        "enc-only", 'path "transit/encrypt/*" { capabilities = ["update"] }\n'
-                    'path "transit/decrypt/*" { capabilities = ["update"] }\n')
+        "enc-only",
+        'path "transit/encrypt/*" { capabilities = ["update"] }\n'
+        'path "transit/decrypt/*" { capabilities = ["update"] }\n',
+    )
     wrapper = open_transit(bao, bao.transit_key(), token=bao.token("enc-only"))
     dek = os.urandom(DEK_SIZE)
     assert wrapper.unwrap(wrapper.wrap(dek, CONTEXT), CONTEXT) == dek
     wrapper.close()
 
 
-@pytest.mark.parametrize("uri", ["transit://", "transit://m", "transit://m/", "transit:///k",
-                                 "transit://m/k/x", "transit://m/k?x", "transit://u@m/k",
-                                 "transit:m/k", "awskms://m/k"])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "transit://",
+        "transit://m",
+        "transit://m/",
+        "transit:///k",
+        "transit://m/k/x",
+        "transit://m/k?x",
+        "transit://u@m/k",
+        "transit:m/k",
+        "awskms://m/k",
+    ],
+)
 def test_bad_uris_refused(uri: str) -> None:
     with pytest.raises(UsageError):
         parse_transit_uri(uri)

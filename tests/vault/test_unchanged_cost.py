@@ -51,24 +51,38 @@ def counted_calls(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
 def session(vault_backend: BackendSetup, tmp_path: Path) -> Iterator[Session]:
     state = tmp_path / "kv"
     config = Config(
-        source=None, paths=Paths(state / "config", state / "data", state / "state"),
-        team=TEAM, store=vault_backend.store, wrappers=vault_backend.wrappers,
-        trust_dir=tmp_path / "trust", identity_files=(),
-        settings=tomllib.loads(vault_backend.config_toml), concurrency=4,
-        audit_to_store=False, env=dict(vault_backend.env))
+        source=None,
+        paths=Paths(state / "config", state / "data", state / "state"),
+        team=TEAM,
+        store=vault_backend.store,
+        wrappers=vault_backend.wrappers,
+        trust_dir=tmp_path / "trust",
+        identity_files=(),
+        settings=tomllib.loads(vault_backend.config_toml),
+        concurrency=4,
+        audit_to_store=False,
+        env=dict(vault_backend.env),
+    )
     with Session(config) as opened:
         yield opened
 
 
 def test_an_unchanged_backup_on_vault_reads_each_key_once(
-        session: Session, counted_calls: Counter[str], tmp_path: Path) -> None:
+    session: Session, counted_calls: Counter[str], tmp_path: Path
+) -> None:
     private = tmp_path / "trust" / "private"
     private.mkdir(parents=True, mode=0o700)
     for i in range(N_KEYS):
         key = ec.generate_private_key(ec.SECP256R1())
         path = private / f"{private_key_id(key)}.key"
-        path.write_bytes(notary_key_file(key, ("targets", "snapshot")[i % 2],
-                                         f"registry.example.com/vcounts/app-{i // 2}", ""))
+        path.write_bytes(
+            notary_key_file(
+                key,
+                ("targets", "snapshot")[i % 2],
+                f"registry.example.com/vcounts/app-{i // 2}",
+                "",
+            )
+        )
         path.chmod(0o600)
     keys = scan_trust_dir(tmp_path / "trust").keys
     backup_keys(session, keys, team=TEAM, concurrency=4)

@@ -19,10 +19,10 @@ from .conftest import open_kv, vault_options
 ROOT_NAME = f"v1/teams/team-b/root/{'ab' * 32}.json"
 
 
-def kv_for(bao: BaoServer, prefix: str, env: dict[str, str], **settings: object
-           ) -> VaultKvStore:
-    options = BackendOptions(env={"VAULT_ADDR": bao.address, **env},
-                             settings={"vault": {"timeout": 5, **settings}})
+def kv_for(bao: BaoServer, prefix: str, env: dict[str, str], **settings: object) -> VaultKvStore:
+    options = BackendOptions(
+        env={"VAULT_ADDR": bao.address, **env}, settings={"vault": {"timeout": 5, **settings}}
+    )
     return VaultKvStore.from_uri(f"vault://{KV_MOUNT}/{prefix}", options)
 
 
@@ -45,8 +45,7 @@ def test_vault_token_file_in_home(bao: BaoServer, seeded: str, tmp_path: Path) -
     store.close()
 
 
-def test_token_file_others_can_read_is_refused(bao: BaoServer, seeded: str,
-                                               tmp_path: Path) -> None:
+def test_token_file_others_can_read_is_refused(bao: BaoServer, seeded: str, tmp_path: Path) -> None:
     token = bao.token("team-b")
     token_file = tmp_path / "token"
     token_file.write_text(token)
@@ -58,8 +57,7 @@ def test_token_file_others_can_read_is_refused(bao: BaoServer, seeded: str,
     store.close()
 
 
-def test_no_token_anywhere_is_a_clear_error(bao: BaoServer, seeded: str, tmp_path: Path
-                                            ) -> None:
+def test_no_token_anywhere_is_a_clear_error(bao: BaoServer, seeded: str, tmp_path: Path) -> None:
     store = kv_for(bao, seeded, {"HOME": str(tmp_path)})
     with pytest.raises(AccessDeniedError, match="no Vault token") as info:
         store.read(ROOT_NAME)
@@ -69,8 +67,12 @@ def test_no_token_anywhere_is_a_clear_error(bao: BaoServer, seeded: str, tmp_pat
 
 def test_approle_login_from_env_and_file(bao: BaoServer, seeded: str, tmp_path: Path) -> None:
     role_id, secret_id = bao.approle("team-b")
-    store = kv_for(bao, seeded, {"KEYVAULT_VAULT_ROLE_ID": role_id,
-                                 "KEYVAULT_VAULT_SECRET_ID": secret_id}, auth="approle")
+    store = kv_for(
+        bao,
+        seeded,
+        {"KEYVAULT_VAULT_ROLE_ID": role_id, "KEYVAULT_VAULT_SECRET_ID": secret_id},
+        auth="approle",
+    )
     assert store.read(ROOT_NAME).data == b"team b"
     store.close()
     role_id, secret_id = bao.approle("team-b")
@@ -78,8 +80,14 @@ def test_approle_login_from_env_and_file(bao: BaoServer, seeded: str, tmp_path: 
     (tmp_path / "secret").write_text(secret_id + "\n")
     for name in ("role", "secret"):
         (tmp_path / name).chmod(0o600)
-    store = kv_for(bao, seeded, {}, auth="approle", role_id_file=str(tmp_path / "role"),
-                   secret_id_file=str(tmp_path / "secret"))
+    store = kv_for(
+        bao,
+        seeded,
+        {},
+        auth="approle",
+        role_id_file=str(tmp_path / "role"),
+        secret_id_file=str(tmp_path / "secret"),
+    )
     assert store.read(ROOT_NAME).data == b"team b"
     store.close()
 
@@ -87,8 +95,12 @@ def test_approle_login_from_env_and_file(bao: BaoServer, seeded: str, tmp_path: 
 def test_approle_bad_secret_id_refused(bao: BaoServer, seeded: str) -> None:
     role_id, _ = bao.approle("team-b")
     bad = "00000000-0000-0000-0000-000000000000"
-    store = kv_for(bao, seeded, {"KEYVAULT_VAULT_ROLE_ID": role_id,
-                                 "KEYVAULT_VAULT_SECRET_ID": bad}, auth="approle")
+    store = kv_for(
+        bao,
+        seeded,
+        {"KEYVAULT_VAULT_ROLE_ID": role_id, "KEYVAULT_VAULT_SECRET_ID": bad},
+        auth="approle",
+    )
     with pytest.raises(vc.VaultLoginError, match="refused the AppRole login") as info:
         store.read(ROOT_NAME)
     assert bad not in str(info.value) and role_id not in str(info.value)
@@ -97,13 +109,15 @@ def test_approle_bad_secret_id_refused(bao: BaoServer, seeded: str) -> None:
 
 def test_jwt_login_as_ci_agent(bao: BaoServer, seeded: str, tmp_path: Path) -> None:
     jwt = bao.mint_jwt(team="team-b")
-    store = kv_for(bao, seeded, {"CI_ID_TOKEN": jwt}, auth="jwt", jwt_role="ci-team-b",
-                   jwt_env="CI_ID_TOKEN")
+    store = kv_for(
+        bao, seeded, {"CI_ID_TOKEN": jwt}, auth="jwt", jwt_role="ci-team-b", jwt_env="CI_ID_TOKEN"
+    )
     assert store.read(ROOT_NAME).data == b"team b"
     store.close()
     (tmp_path / "jwt").write_text(bao.mint_jwt(team="team-b"))
-    store = kv_for(bao, seeded, {}, auth="jwt", jwt_role="ci-team-b",
-                   jwt_file=str(tmp_path / "jwt"))
+    store = kv_for(
+        bao, seeded, {}, auth="jwt", jwt_role="ci-team-b", jwt_file=str(tmp_path / "jwt")
+    )
     assert store.read(ROOT_NAME).data == b"team b"
     store.close()
 
@@ -112,11 +126,14 @@ def test_jwt_login_as_ci_agent(bao: BaoServer, seeded: str, tmp_path: Path) -> N
 def test_jwt_refused(bao: BaoServer, seeded: str, case: str) -> None:
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    jwt = {"wrong team claim": lambda: bao.mint_jwt(team="team-a"),
-           "wrong audience": lambda: bao.mint_jwt(team="team-b", audience="other"),
-           "expired": lambda: bao.mint_jwt(team="team-b", ttl=-120),
-           "foreign key": lambda: bao.mint_jwt(
-               team="team-b", key=ec.generate_private_key(ec.SECP256R1()))}[case]()
+    jwt = {
+        "wrong team claim": lambda: bao.mint_jwt(team="team-a"),
+        "wrong audience": lambda: bao.mint_jwt(team="team-b", audience="other"),
+        "expired": lambda: bao.mint_jwt(team="team-b", ttl=-120),
+        "foreign key": lambda: bao.mint_jwt(
+            team="team-b", key=ec.generate_private_key(ec.SECP256R1())
+        ),
+    }[case]()
     store = kv_for(bao, seeded, {"KEYVAULT_VAULT_JWT": jwt}, auth="jwt", jwt_role="ci-team-b")
     with pytest.raises(vc.VaultLoginError, match="refused the JWT login") as info:
         store.read(ROOT_NAME)
@@ -125,8 +142,13 @@ def test_jwt_refused(bao: BaoServer, seeded: str, case: str) -> None:
 
 
 def test_jwt_of_team_a_cannot_read_team_b(bao: BaoServer, seeded: str) -> None:
-    store = kv_for(bao, seeded, {"KEYVAULT_VAULT_JWT": bao.mint_jwt(team="team-a")},
-                   auth="jwt", jwt_role="ci-team-a")
+    store = kv_for(
+        bao,
+        seeded,
+        {"KEYVAULT_VAULT_JWT": bao.mint_jwt(team="team-a")},
+        auth="jwt",
+        jwt_role="ci-team-a",
+    )
     with pytest.raises(vc.VaultPermissionError, match="team-a"):
         store.read(ROOT_NAME)
     store.close()
@@ -177,8 +199,12 @@ def test_renewable_token_is_renewed_before_it_expires(bao: BaoServer, seeded: st
 
 def test_approle_logs_in_again_when_its_token_dies(bao: BaoServer, seeded: str) -> None:
     role_id, secret_id = bao.approle("team-b")
-    store = kv_for(bao, seeded, {"KEYVAULT_VAULT_ROLE_ID": role_id,
-                                 "KEYVAULT_VAULT_SECRET_ID": secret_id}, auth="approle")
+    store = kv_for(
+        bao,
+        seeded,
+        {"KEYVAULT_VAULT_ROLE_ID": role_id, "KEYVAULT_VAULT_SECRET_ID": secret_id},
+        auth="approle",
+    )
     store.read(ROOT_NAME)
     bao.root().auth.token.revoke(store._live()._hvac.token)  # expired under our feet
     assert store.read(ROOT_NAME).data == b"team b"
@@ -192,8 +218,9 @@ def test_store_and_wrapper_share_one_client(bao: BaoServer) -> None:
     store = VaultKvStore.from_uri(f"vault://{KV_MOUNT}/x", options)
     wrapper = TransitWrapper.from_uri("transit://transit/k", options)
     assert store._live() is wrapper._live()
-    other = VaultKvStore.from_uri(f"vault://{KV_MOUNT}/x",
-                                  vault_options(bao, token=bao.token("team-a")))
+    other = VaultKvStore.from_uri(
+        f"vault://{KV_MOUNT}/x", vault_options(bao, token=bao.token("team-a"))
+    )
     assert other._live() is not store._live()
     for backend in (store, wrapper, other):
         backend.close()
@@ -201,15 +228,23 @@ def test_store_and_wrapper_share_one_client(bao: BaoServer) -> None:
 
 def test_skip_verify_warns_loudly(bao: BaoServer) -> None:
     with pytest.warns(vc.VaultInsecureWarning, match="OFF"):
-        store = VaultKvStore.from_uri(f"vault://{KV_MOUNT}/x",
-                                      vault_options(bao, env={"VAULT_SKIP_VERIFY": "true"}))
+        store = VaultKvStore.from_uri(
+            f"vault://{KV_MOUNT}/x", vault_options(bao, env={"VAULT_SKIP_VERIFY": "true"})
+        )
     store.close()
 
 
 def test_settings_are_validated() -> None:
-    for settings in ({"auth": "ldap"}, {"timeout": 0}, {"timeout": True}, {"auth": "jwt"},
-                     {"address": "ftp://x"}, {"address": "http://u:p@x"},
-                     {"approle_mount": "../x"}, {"jwt_env": "A B"}):
+    for settings in (
+        {"auth": "ldap"},
+        {"timeout": 0},
+        {"timeout": True},
+        {"auth": "jwt"},
+        {"address": "ftp://x"},
+        {"address": "http://u:p@x"},
+        {"approle_mount": "../x"},
+        {"jwt_env": "A B"},
+    ):
         with pytest.raises(UsageError):
             vc.vault_settings(BackendOptions(settings={"vault": settings}))
     with pytest.raises(NotFoundError):
@@ -221,8 +256,10 @@ def test_settings_are_validated() -> None:
 def test_unreachable_vault_is_reported_after_brief_retries(tmp_path: Path) -> None:
     from fixtures.servers import free_port
 
-    options = BackendOptions(env={"VAULT_ADDR": f"http://127.0.0.1:{free_port()}",
-                                  "VAULT_TOKEN": "t"}, settings={"vault": {"timeout": 2}})
+    options = BackendOptions(
+        env={"VAULT_ADDR": f"http://127.0.0.1:{free_port()}", "VAULT_TOKEN": "t"},
+        settings={"vault": {"timeout": 2}},
+    )
     store = VaultKvStore.from_uri(f"vault://{KV_MOUNT}/x", options)
     with pytest.raises(vc.VaultUnavailableError, match=r"cannot be reached \(connection refused\)"):
         store.read(ROOT_NAME)

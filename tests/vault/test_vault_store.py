@@ -30,11 +30,16 @@ B_ROOT = f"v1/teams/team-b/root/{'ef' * 32}.json"
 def test_labels_say_what_an_entry_is(bao: BaoServer, kv_store: VaultKvStore) -> None:
     kv_store.write(TARGETS, b"{}")
     prefix = kv_store.uri.removeprefix(f"vault://{KV_MOUNT}/")
-    meta = bao.root().secrets.kv.v2.read_secret_metadata(f"{prefix}/{TARGETS}",
-                                                         mount_point=KV_MOUNT)["data"]
+    meta = bao.root().secrets.kv.v2.read_secret_metadata(
+        f"{prefix}/{TARGETS}", mount_point=KV_MOUNT
+    )["data"]
     assert meta["custom_metadata"] == {
-        "keyvault": "envelope/v1", "team": "team-a", "gun": "example.com/team-a/app",
-        "role": "targets", "key_id": KEY_ID}
+        "keyvault": "envelope/v1",
+        "team": "team-a",
+        "gun": "example.com/team-a/app",
+        "role": "targets",
+        "key_id": KEY_ID,
+    }
     assert kv_store.labels(TARGETS)["gun"] == "example.com/team-a/app"
     kv_store.write(ROOT, b"{}")
     assert "gun" not in kv_store.labels(ROOT)
@@ -44,13 +49,15 @@ def test_envelope_is_readable_text_in_vault(bao: BaoServer, kv_store: VaultKvSto
     kv_store.write(ROOT, b'{"format":"keyvault-envelope"}')
     prefix = kv_store.uri.removeprefix(f"vault://{KV_MOUNT}/")
     data = bao.root().secrets.kv.v2.read_secret_version(
-        f"{prefix}/{ROOT}", mount_point=KV_MOUNT, raise_on_deleted_version=True)["data"]["data"]
+        f"{prefix}/{ROOT}", mount_point=KV_MOUNT, raise_on_deleted_version=True
+    )["data"]["data"]
     assert data == {"envelope": '{"format":"keyvault-envelope"}'}
 
 
 @pytest.mark.proves("T12")
 def test_a_soft_deleted_latest_is_refused_and_older_versions_stay(
-        bao: BaoServer, kv_store: VaultKvStore) -> None:
+    bao: BaoServer, kv_store: VaultKvStore
+) -> None:
     """An operator's 'bao kv delete': read refuses the deleted version and says how to
     undelete it; older versions stay readable; after 'bao kv undelete' it reads again."""
     v1 = kv_store.write(ROOT, b"one")
@@ -69,7 +76,8 @@ def test_a_soft_deleted_latest_is_refused_and_older_versions_stay(
 
 @pytest.mark.proves("T12")
 def test_every_version_soft_deleted_says_how_to_undelete(
-        bao: BaoServer, kv_store: VaultKvStore) -> None:
+    bao: BaoServer, kv_store: VaultKvStore
+) -> None:
     kv_store.write(ROOT, b"one")
     soft_delete_latest(bao, kv_store, ROOT)
     with pytest.raises(NotFoundError, match="all were deleted") as info:
@@ -79,7 +87,8 @@ def test_every_version_soft_deleted_says_how_to_undelete(
 
 @pytest.mark.proves("T12")
 def test_write_on_top_of_a_deleted_latest_keeps_history(
-        bao: BaoServer, kv_store: VaultKvStore) -> None:
+    bao: BaoServer, kv_store: VaultKvStore
+) -> None:
     v1 = kv_store.write(ROOT, b"one")
     soft_delete_latest(bao, kv_store, ROOT)
     with pytest.raises(ConflictError, match="already exists"):  # its history still does
@@ -93,8 +102,8 @@ def test_oversized_stored_object_refused_on_read(bao: BaoServer, kv_store: Vault
     """T10: an entry grown beyond MAX_OBJECT_SIZE outside keyvault is refused, not returned."""
     prefix = kv_store.uri.removeprefix(f"vault://{KV_MOUNT}/")
     bao.root().secrets.kv.v2.create_or_update_secret(
-        f"{prefix}/{ROOT}", secret={"envelope": "x" * (MAX_OBJECT_SIZE + 1)},
-        mount_point=KV_MOUNT)
+        f"{prefix}/{ROOT}", secret={"envelope": "x" * (MAX_OBJECT_SIZE + 1)}, mount_point=KV_MOUNT
+    )
     with pytest.raises(IntegrityError, match="larger than"):
         kv_store.read(ROOT)
 
@@ -102,25 +111,27 @@ def test_oversized_stored_object_refused_on_read(bao: BaoServer, kv_store: Vault
 def test_foreign_entry_refused(bao: BaoServer, kv_store: VaultKvStore) -> None:
     prefix = kv_store.uri.removeprefix(f"vault://{KV_MOUNT}/")
     bao.root().secrets.kv.v2.create_or_update_secret(
-        f"{prefix}/{ROOT}", secret={"password": "hunter2"}, mount_point=KV_MOUNT)
+        f"{prefix}/{ROOT}", secret={"password": "hunter2"}, mount_point=KV_MOUNT
+    )
     with pytest.raises(IntegrityError, match="not an object written by keyvault") as info:
         kv_store.read(ROOT)
     assert "hunter2" not in str(info.value)
 
 
 def test_a_damaged_version_is_still_listed_so_a_good_one_can_go_on_top(
-        bao: BaoServer, kv_store: VaultKvStore) -> None:
+    bao: BaoServer, kv_store: VaultKvStore
+) -> None:
     """Backup answers a damaged latest envelope by writing a good one on top of it, which
     needs versions() to list it rather than fail on it."""
     first = kv_store.write(ROOT, b"good")
     prefix = kv_store.uri.removeprefix(f"vault://{KV_MOUNT}/")
     bao.root().secrets.kv.v2.create_or_update_secret(
-        f"{prefix}/{ROOT}", secret={"password": "hunter2"}, mount_point=KV_MOUNT)
+        f"{prefix}/{ROOT}", secret={"password": "hunter2"}, mount_point=KV_MOUNT
+    )
     with pytest.raises(IntegrityError):
         kv_store.read(ROOT)
     versions = kv_store.versions(ROOT)
-    assert [(v.version, v.latest, v.size) for v in versions] == [("2", True, 0),
-                                                                  (first, False, 4)]
+    assert [(v.version, v.latest, v.size) for v in versions] == [("2", True, 0), (first, False, 4)]
     assert kv_store.write(ROOT, b"good again", replaces=versions[0].version) == "3"
     assert kv_store.read(ROOT).data == b"good again"
 
@@ -146,8 +157,11 @@ def test_list_yields_the_first_name_before_it_walks_the_other_folders(bao: BaoSe
     """A listing is walked as it is read, folder by folder, in name order: the first
     name comes after the LISTs of the folders above it, not after the whole tree."""
     store = open_kv(bao, unique("kv"))
-    names = [f"v1/teams/team-a/guns/example.com/app{g}/{role}/{KEY_ID}.json"
-             for g in range(5) for role in ("snapshot", "targets")]
+    names = [
+        f"v1/teams/team-a/guns/example.com/app{g}/{role}/{KEY_ID}.json"
+        for g in range(5)
+        for role in ("snapshot", "targets")
+    ]
     for name in names:
         store.write(name, b"x")
     listed: list[str] = []
@@ -193,8 +207,9 @@ def test_team_b_token_is_refused_team_a_entry_by_openbao(bao: BaoServer) -> None
 
 def test_missing_mount_is_named(bao: BaoServer) -> None:
     store = VaultKvStore.from_uri("vault://no-such-mount/kv", vault_options(bao))
-    with pytest.raises(VaultMountNotFoundError, match="no secrets engine is mounted at "
-                                                      "no-such-mount/"):
+    with pytest.raises(
+        VaultMountNotFoundError, match="no secrets engine is mounted at no-such-mount/"
+    ):
         store.read(ROOT)
     with pytest.raises(VaultMountNotFoundError):
         store.write(ROOT, b"x")
@@ -216,9 +231,20 @@ def test_kv_version_1_mount_refused_before_writing(bao: BaoServer) -> None:
     store.close()
 
 
-@pytest.mark.parametrize("uri", ["vault://", "vault:///x", "vault://a b/x", "vault://m/../x",
-                                 "vault://m//x", "vault://user@m/x", "vault://m/x?y=1",
-                                 "s3://m/x", "vault://m/x\n"])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "vault://",
+        "vault:///x",
+        "vault://a b/x",
+        "vault://m/../x",
+        "vault://m//x",
+        "vault://user@m/x",
+        "vault://m/x?y=1",
+        "s3://m/x",
+        "vault://m/x\n",
+    ],
+)
 def test_bad_uris_refused(uri: str) -> None:
     with pytest.raises(UsageError):
         parse_vault_uri(uri)
