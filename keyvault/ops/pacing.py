@@ -165,7 +165,9 @@ class Pacer:
         self._stopped = threading.Event()
         self.bucket = TokenBucket(rate, clock=clock, sleep=sleep or self._sleep)
         self.max_wait = max_wait
-        self._jitter = jitter or (lambda ceiling: random.uniform(0, ceiling))  # noqa: S311
+        # Equal jitter: between half the ceiling and the ceiling. A throttled service
+        # always gets some rest, and workers pausing at once do not retry in step.
+        self._jitter = jitter or (lambda ceiling: random.uniform(ceiling / 2, ceiling))  # noqa: S311
         self._lock = threading.Lock()
         self.throttled = 0
         self.backoff_s = 0.0

@@ -179,3 +179,11 @@ def test_stopping_ends_every_wait_at_once() -> None:
     assert outcome == ["stopped"]
     with pytest.raises(PacingStoppedError):  # and nothing new starts
         pacer.wrap(Scripted(throttles=0)).unwrap(WRAPPED, {})
+
+
+def test_the_default_backoff_rests_between_half_the_ceiling_and_the_ceiling() -> None:
+    """Equal jitter: a throttled service always gets some rest (with full jitter a pause
+    could be ~0 s, a retry at once into the same 429)."""
+    pauses = [Pacer()._jitter(1.0) for _ in range(2000)]
+    assert all(0.5 <= p <= 1.0 for p in pauses)
+    assert max(pauses) - min(pauses) > 0.25  # still spread, so workers do not retry in step
