@@ -361,8 +361,8 @@ def _report(exc: BaseException, json_mode: bool) -> int:
     from keyvault.errors import KeyvaultError
 
     assert isinstance(exc, KeyvaultError)
-    if json_mode:
-        emit_json(exc.to_dict())
+    if json_mode:  # error.json: a run a backend ended says how many keys it never started
+        emit_json({**exc.to_dict(), "not_attempted": getattr(exc, "not_attempted", None)})
     sys.stderr.write(f"keyvault: error: {exc.message}\n")
     if exc.hint:
         sys.stderr.write(f"keyvault: hint: {exc.hint}\n")
