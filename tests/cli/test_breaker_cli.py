@@ -4,7 +4,9 @@ Counts, not times: a backup against a sealed OpenBao (real, sealed with
 ``sys/seal``) starts at most ``--jobs`` + ``give_up_after`` keys and sends fewer
 requests than it has keys; the rest are reported as not attempted (exit 6).
 A Vault that dies mid-backup leaves each key either backed up whole or not at
-all, and a re-run backs up the rest, the done ones unchanged.
+all, and a re-run backs up the rest, the done ones unchanged. A drill counts the
+keys it did not start (neither passed nor failed), per wrapper; restore, fetch and
+exec, all or nothing, say how many of their keys they never started.
 """
 
 from __future__ import annotations
@@ -316,3 +318,57 @@ def test_exec_says_how_many_keys_a_sealed_vault_left_not_attempted(
     assert run.code == 6, run.err
     assert "1 of 2 keys were not attempted and nothing was written" in run.err
     assert not ran.exists()  # the command never ran
+
+
+def test_restore_json_says_how_many_keys_a_sealed_vault_left_not_attempted(
+    kv: KV,
+    home: Path,
+    fleet: int,
+    backed_up_then_sealed: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KEYVAULT_CONCURRENCY", "1")
+    target = tmp_path / "laptop" / "trust"
+    run = kv("--config", backed_up_then_sealed, "--json", "--trust-dir", target, "restore", "--all")
+    assert run.code == 6, run.err
+    assert run.json()["not_attempted"] == fleet - 1  # the first key found the Vault sealed
+    assert f"{fleet - 1} of {fleet} keys were not attempted" in run.err
+    assert not list(target.rglob("*.key"))
+
+
+def test_a_drill_goes_on_with_the_next_wrapper_after_one_whose_backend_is_down(
+    kv: KV,
+    home: Path,
+    fleet: int,
+    make_bao: Callable[[], BaoServer],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each wrapper is drilled alone: a sealed Vault's Transit stops its own keys, and the
+    passphrase wrapper drilled after it checks every key."""
+    bao = make_bao()
+    key = bao.transit_key(team="team-a")
+    monkeypatch.setenv("VAULT_TOKEN", ROOT_TOKEN)
+    monkeypatch.setenv("KEYVAULT_PASSPHRASE", "wrapper pass")
+    monkeypatch.setenv("KEYVAULT_CONCURRENCY", str(JOBS))
+    config = config_for(home, key, bao.address)
+    transit = f"transit://{TRANSIT_MOUNT}/{key}"
+    text = config.read_text().replace(
+        f"wrappers = [{json.dumps(transit)}]", f'wrappers = [{json.dumps(transit)}, "passphrase:"]'
+    )
+    config.write_text(text + "\n[passphrase]\nscrypt_n = 16384\n")
+    assert kv("--config", config, "backup", "--no-pins").code == 0
+    bao.root().sys.seal()
+    run = kv(
+        "--config", config, "--json", "drill", "--all", "--no-metadata", "--report-dir", tmp_path
+    )
+    assert run.code == 6, run.err
+    doc = run.json()
+    by_wrapper = {
+        w: [c for c in doc["checks"] if c["wrapper"] == w] for w in (transit, "passphrase:")
+    }
+    assert len(by_wrapper["passphrase:"]) == fleet
+    assert all(c["passed"] for c in by_wrapper["passphrase:"])
+    assert doc["not_attempted"] == sum(c["not_attempted"] is not None for c in by_wrapper[transit])
+    assert doc["not_attempted"] >= fleet - JOBS - GIVE_UP_AFTER
