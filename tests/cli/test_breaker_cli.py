@@ -322,7 +322,6 @@ def test_exec_says_how_many_keys_a_sealed_vault_left_not_attempted(
 
 def test_restore_json_says_how_many_keys_a_sealed_vault_left_not_attempted(
     kv: KV,
-    home: Path,
     fleet: int,
     backed_up_then_sealed: Path,
     tmp_path: Path,
