@@ -87,6 +87,31 @@ class Breaker:
         )
 
 
+class NotAttemptedError(BackendUnavailableError):
+    """An all-or-nothing run (restore, fetch, exec) a backend ended before it started
+    every key: it says how many it never started (``not_attempted`` in the --json error)."""
+
+    def __init__(self, message: str, *, hint: str | None, not_attempted: int) -> None:
+        super().__init__(message, hint=hint)
+        self.not_attempted = not_attempted
+
+
+def stopped_early(
+    exc: BackendUnavailableError, skipped: int, total: int
+) -> BackendUnavailableError:
+    """A backend ended an all-or-nothing run, so nothing was written: the error that
+    says so, and how many of the ``total`` keys it never started (``skipped``)."""
+    if skipped <= 0:
+        return exc
+    stopped = NotAttemptedError(
+        f"{exc.message}; {skipped} of {total} keys were not attempted and nothing was written",
+        hint=exc.hint or "re-run when the backend is back",
+        not_attempted=skipped,
+    )
+    stopped.wrapper, stopped.audited = exc.wrapper, exc.audited
+    return stopped
+
+
 def is_down(error: BaseException) -> bool:
     """A backend-unavailable error that is not throttling."""
     return isinstance(error, BackendUnavailableError) and not isinstance(error, ThrottledError)

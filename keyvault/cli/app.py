@@ -271,6 +271,16 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise _Terminated()
 
 
+#: Set by keyvault's SIGINT handler: typer turns the KeyboardInterrupt it raises into a
+#: plain exit 130 before :func:`_run` sees it, and this is how _run still knows to say so.
+_INTERRUPTED: list[bool] = [False]
+
+
+def _on_sigint(signum: int, frame: object) -> None:
+    _INTERRUPTED[0] = True
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return (and, when run as a program, exit with) the exit code.
 
@@ -284,7 +294,15 @@ def main(argv: list[str] | None = None) -> int:
         disable_core_dumps()
         warnings.showwarning = _show_warning
     signal.signal(signal.SIGTERM, _on_sigterm)
-    code = _run(argv)
+    # Only over Python's own Ctrl-C handler: a SIGINT ignored (a background job) stays so.
+    sigint = signal.getsignal(signal.SIGINT)
+    if sigint is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_sigint)
+    try:
+        code = _run(argv)
+    finally:
+        if sigint is signal.default_int_handler:
+            signal.signal(signal.SIGINT, sigint)
     if argv is None:
         sys.exit(code)
     return code
@@ -299,6 +317,7 @@ def _run(argv: list[str] | None) -> int:
     # A --json after '--' is COMMAND's (keyvault exec -- tool --json), not keyvault's.
     json_mode = _JSON_MODE[0] = "--json" in (args[: args.index("--")] if "--" in args else args)
     _INVOCATION.clear()
+    _INTERRUPTED[0] = False
     try:
         result = _app_for(args)(args=args, prog_name="keyvault", standalone_mode=False)
     except KeyvaultError as exc:
@@ -307,8 +326,7 @@ def _run(argv: list[str] | None) -> int:
     except typer.Exit as exc:
         return exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
-        sys.stderr.write("keyvault: interrupted; nothing was left half-written\n")
-        return 130
+        return _interrupted()
     except _Terminated:
         sys.stderr.write("keyvault: terminated; nothing was left half-written\n")
         return 143
@@ -326,8 +344,16 @@ def _run(argv: list[str] | None) -> int:
             "a traceback, and report it.\n"
         )
         return 1
+    if result == 130 and _INTERRUPTED[0]:  # typer made keyvault's Ctrl-C a bare exit 130
+        return _interrupted()
     # Without standalone mode, click returns a typer.Exit's code instead of raising it.
     return result if isinstance(result, int) else 0
+
+
+def _interrupted() -> int:
+    """Ctrl-C (SIGINT): the documented message, exit 130 (SIGTERM's twin prints 143's)."""
+    sys.stderr.write("keyvault: interrupted; nothing was left half-written\n")
+    return 130
 
 
 def _report(exc: BaseException, json_mode: bool) -> int:
@@ -335,8 +361,8 @@ def _report(exc: BaseException, json_mode: bool) -> int:
     from keyvault.errors import KeyvaultError
 
     assert isinstance(exc, KeyvaultError)
-    if json_mode:
-        emit_json(exc.to_dict())
+    if json_mode:  # error.json: a run a backend ended says how many keys it never started
+        emit_json({**exc.to_dict(), "not_attempted": getattr(exc, "not_attempted", None)})
     sys.stderr.write(f"keyvault: error: {exc.message}\n")
     if exc.hint:
         sys.stderr.write(f"keyvault: hint: {exc.hint}\n")

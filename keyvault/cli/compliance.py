@@ -329,10 +329,27 @@ def drill(
         for line in [*pace_lines(report), *skipped(report.checks)]:
             say(line)
         say(f"Reports: {json_path} and {md_path} (sha256 {digest[:16]}, in the audit log)")
+    not_attempted = [c.not_attempted for c in report.checks if c.not_attempted is not None]
+    if not_attempted:
+        from keyvault.breaker import BackendDownError
+        from keyvault.cli.failures import not_attempted_line
+
+        warn(
+            not_attempted_line(
+                len(not_attempted),
+                BackendDownError(
+                    not_attempted[0],
+                    hint=f"re-run when the backend is back: keyvault drill ... --resume "
+                    f"{json_path} checks them and takes over the ones that passed",
+                ),
+            )
+        )
     if failed:
         from keyvault.cli.options import worst_exit_code
 
         raise typer.Exit(worst_exit_code([c.error_code or 1 for c in failed]))
+    if not_attempted:
+        raise typer.Exit(6)
     if throttled:
         warn(
             f"{len(throttled)} key(s) not checked: their key service kept throttling; "

@@ -35,8 +35,10 @@ from pathlib import Path
 
 from keyvault import fsutil
 from keyvault.bounded import json_loads
+from keyvault.breaker import stopped_early
 from keyvault.errors import (
     AccessDeniedError,
+    BackendUnavailableError,
     KeyvaultError,
     NotFoundError,
     UsageError,
@@ -192,7 +194,11 @@ def fetch_keys(
     reader = session.reader()
     reader.prefetch(addresses)
 
+    started: list[KeyAddress] = []
+
     def read_and_open(address: KeyAddress) -> RestoreItem:
+        session.breaker.check()  # a backend is down: start no new key
+        started.append(address)
         entry = reader.latest(address)  # the sealer and the chain, before any unwrap
         header = entry.envelope.header
         if header.address.team_only:
@@ -207,10 +213,13 @@ def fetch_keys(
             header.key_id,
         )
 
-    with contextlib.closing(
-        bounded_map(read_and_open, addresses, session.config.concurrency)
-    ) as items:
-        apply_restore(trust_dir, items, force=False)  # staged as they are opened
+    try:
+        with contextlib.closing(
+            bounded_map(read_and_open, addresses, session.config.concurrency)
+        ) as items:
+            apply_restore(trust_dir, items, force=False)  # staged as they are opened
+    except BackendUnavailableError as exc:  # all or nothing: say how many never started
+        raise stopped_early(exc, len(addresses) - len(started), len(addresses)) from None
     reader.highwater.save()
     roles = sorted({role_shown(a.role) for a in addresses})
     session.record(

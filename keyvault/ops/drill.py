@@ -55,6 +55,8 @@ INTERRUPTED = "interrupted"
 INCOMPLETE = "incomplete"
 #: The signature check of a key whose GUN has no published TUF metadata.
 NOT_PUBLISHED = f"{NOT_CHECKED} (not published)"
+#: The restore of a key the drill did not start: a backend was down (keyvault.breaker).
+NOT_ATTEMPTED = f"{NOT_CHECKED} (not attempted: backend down)"
 #: What every drill that restored a key shows.
 CONTROLS = (
     "NIST SP 800-57 Part 1 (key backup and recovery)",
@@ -87,16 +89,19 @@ class Check:
     throttled: str | None = None
     #: Passed in the interrupted drill this one resumed (--resume), not checked again.
     carried_over: bool = False
+    #: Why the key was not started: its wrapper's backend was down by then
+    #: (keyvault.breaker). Neither passed nor failed.
+    not_attempted: str | None = None
     #: Every check this key needed was made (a drill interrupted midway leaves some not).
     complete: bool = field(default=False, repr=False)
 
     @property
     def passed(self) -> bool:
-        return self.error is None and self.throttled is None
+        return self.error is None and self.throttled is None and self.not_attempted is None
 
     @property
     def failed(self) -> bool:
-        """A throttled key is neither passed nor failed: it was not checked."""
+        """A throttled or not attempted key is neither passed nor failed: it was not checked."""
         return self.error is not None
 
     def to_json(self) -> dict[str, Any]:
@@ -116,6 +121,7 @@ class Check:
             "envelope_sha256": self.envelope_sha256,
             "throttled": self.throttled,
             "carried_over": self.carried_over,
+            "not_attempted": self.not_attempted,
         }
 
 
@@ -160,6 +166,11 @@ class DrillReport:
             return INCOMPLETE
         return FAILED
 
+    @property
+    def not_attempted(self) -> int:
+        """Checks not started because a backend was down (keyvault.breaker)."""
+        return sum(c.not_attempted is not None for c in self.checks)
+
     def stopped(self, why: str, *, signal: str | None = None, code: int | None = None) -> None:
         """The drill ended early (``why``): keys whose checks were under way say so."""
         self.finished = _now()
@@ -186,6 +197,7 @@ class DrillReport:
             "interrupted": self.interrupted,
             "error": self.error,
             "checks": [c.to_json() for c in self.checks],
+            "not_attempted": self.not_attempted,
             "controls": self.controls,
             "pacing": self.pacing.to_json() if self.pacing else None,
             "resumed_from": (
@@ -249,8 +261,9 @@ def run_drill(
         else Published({}, frozenset(), required=False, consulted=False)
     )
     config = session.config
-    options = config.backend_options(session.prompt)
+    options = session.options()  # the run's breaker: a dead backend starts no new key
     for uri in wrappers:
+        session.breaker.reset()  # each wrapper alone: one whose backend is down stops only itself
         try:
             wrapper = open_wrapper(uri, options)
         except KeyvaultError as exc:
@@ -352,8 +365,14 @@ def _drill_one_wrapper(
 
     sealers = session.sealers()  # built once, before the threads share it
 
+    breaker = session.breaker
+
     def unwrap(item: tuple[Check, StoredEnvelope]) -> bytes | None:
         check, entry = item
+        if breaker.is_open:  # the backend is down: not started, so neither passed nor failed
+            check.restore, check.complete = NOT_ATTEMPTED, True
+            check.not_attempted = breaker.skip().message
+            return None
         try:
             return open_envelope(
                 entry.envelope,
@@ -570,6 +589,15 @@ def render_markdown(report: DrillReport, digest: str) -> str:
         lines += [
             f"- {c.wrapper}, {role_shown(c.role)} key {c.key_id[:16]}: {c.error}" for c in failed
         ]
+    not_attempted = [c for c in report.checks if c.not_attempted is not None]
+    if not_attempted:
+        lines += [
+            "",
+            f"## Not checked: {len(not_attempted)} not attempted (a backend was down; run "
+            "the drill again when it is back)",
+            "",
+        ]
+        lines += [f"- {c.wrapper}, {role_shown(c.role)} key {c.key_id[:16]}" for c in not_attempted]
     throttled = [c for c in report.checks if c.throttled is not None]
     if throttled:
         lines += ["", "## Not checked: throttled (resume the drill to check them)", ""]
@@ -588,7 +616,7 @@ def render_markdown(report: DrillReport, digest: str) -> str:
 
 
 def _result(check: Check) -> str:
-    if check.throttled is not None:
+    if check.throttled is not None or check.not_attempted is not None:
         return "not checked"
     shown = "pass" if check.passed else "FAIL"
     return f"{shown} (carried over)" if check.carried_over else shown
@@ -662,6 +690,8 @@ def _unchecked(report: DrillReport) -> str:
     """For the audit record: keys given up to throttling, and checks taken over."""
     throttled = sum(c.throttled is not None for c in report.checks)
     carried = sum(c.carried_over for c in report.checks)
-    return (f", {throttled} not checked (throttled)" if throttled else "") + (
-        f", {carried} carried over" if carried else ""
+    return (
+        (f", {throttled} not checked (throttled)" if throttled else "")
+        + (f", {report.not_attempted} not attempted (backend down)" if report.not_attempted else "")
+        + (f", {carried} carried over" if carried else "")
     )

@@ -14,6 +14,7 @@ from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from keyvault.breaker import stopped_early
 from keyvault.errors import (
     AccessDeniedError,
     BackendUnavailableError,
@@ -279,7 +280,7 @@ def restore_keys(
                 plan, kept = list(result.planned), result.kept_aside
                 kept += tuple(apply_certs(cert_plan))
     except BackendUnavailableError as exc:
-        raise _stopped(exc, len(addresses) - len(started), len(addresses)) from None
+        raise stopped_early(exc, len(addresses) - len(started), len(addresses)) from None
     reader.highwater.save()
     if not dry_run:
         written = [s.address for s, p in zip(stored, plan, strict=True) if p.action in WRITES]
@@ -301,19 +302,6 @@ def restore_keys(
         refused[0] if refused else None,
         tuple(zip(certs, cert_plan, strict=True)),
     )
-
-
-def _stopped(exc: BackendUnavailableError, skipped: int, total: int) -> BackendUnavailableError:
-    """A restore a backend ended: all or nothing, so nothing was written; say how many
-    keys it never started."""
-    if skipped <= 0:
-        return exc
-    stopped = BackendUnavailableError(
-        f"{exc.message}; {skipped} of {total} keys were not attempted and nothing was written",
-        hint=exc.hint or "re-run when the backend is back",
-    )
-    stopped.wrapper, stopped.audited = exc.wrapper, exc.audited
-    return stopped
 
 
 def pin_addresses(

@@ -52,6 +52,10 @@ def command_of(argv: list[str]) -> str | None:
     return " ".join(words) or None
 
 
+#: What every error document holds (error.json).
+ERROR_FIELDS = {"error", "exit_code", "message", "hint", "not_attempted"}
+
+
 def conforms(argv: list[str], code: int, out: str) -> None:
     """Every --json output of every CLI test must match the command's schema
     (keyvault/cli/schemas, docs/json.md); a failure's must match error.json."""
@@ -67,11 +71,7 @@ def conforms(argv: list[str], code: int, out: str) -> None:
     if not out and code != 0:
         return  # refused by the option parser, before keyvault ran: usage on stderr
     doc = json.loads(out)
-    if (
-        code != 0
-        and isinstance(doc, dict)
-        and set(doc) == {"error", "exit_code", "message", "hint"}
-    ):
+    if code != 0 and isinstance(doc, dict) and set(doc) == ERROR_FIELDS:
         name = "error"
     validate(doc, name)
 
