@@ -164,6 +164,15 @@ def _key_names(trust_dir: Path) -> list[str]:
     return [p.stem for p in private.rglob("*.key")] if private.is_dir() else []
 
 
+def armour(label: str) -> tuple[str, str]:
+    """The BEGIN and END lines of a PEM block of ``label`` (e.g. "EC PRIVATE KEY").
+
+    Tests that need only a block's shape (its bodies are placeholders) build the lines
+    here, so no source file holds a private-key header: real key fixtures are generated
+    at test time (fresh_ec_pem, the notary binary)."""
+    return f"-----BEGIN {label}-----", f"-----END {label}-----"
+
+
 def fresh_ec_pem() -> bytes:
     key = ec.generate_private_key(ec.SECP256R1())
     return key.private_bytes(

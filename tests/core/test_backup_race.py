@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from fixtures.host import race
 from fixtures.s3 import ADMIN, WeedServer, s3_settings
+from notarykit import armour
 
 from keyvault.config import Config, load_config
 from keyvault.errors import ConflictError
@@ -208,7 +209,8 @@ def test_a_run_that_keeps_losing_gives_up_with_a_conflict(file_machine: Config) 
 
 
 def _key(n: int) -> KeyFile:
-    data = b"-----BEGIN EC PRIVATE KEY-----\nrole: targets\n\n" + os.urandom(64) + b"\n"
+    begin, _ = armour("EC PRIVATE KEY")
+    data = f"{begin}\nrole: targets\n\n".encode() + os.urandom(64) + b"\n"
     key_id = hashlib.sha256(data).hexdigest()
     return KeyFile(
         key_id=key_id,

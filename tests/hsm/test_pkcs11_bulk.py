@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from envelope._support import SEALER, TRUST
 from fixtures.softhsm import SoftHsm
+from notarykit import armour
 
 from keyvault.config import load_config
 from keyvault.envelope import (
@@ -37,7 +38,8 @@ TEAM = "team-a"
 def fake_keys(count: int) -> list[KeyFile]:
     keys = []
     for n in range(count):
-        data = b"-----BEGIN EC PRIVATE KEY-----\nrole: targets\n\n" + os.urandom(64) + b"\n"
+        begin, _ = armour("EC PRIVATE KEY")
+        data = f"{begin}\nrole: targets\n\n".encode() + os.urandom(64) + b"\n"
         key_id = hashlib.sha256(data).hexdigest()
         keys.append(
             KeyFile(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from notarykit import BuiltTrustDir
+from notarykit import BuiltTrustDir, armour
 
 from keyvault.trust import pem
 
 BODY = "MAMCAQA="  # SEQUENCE { INTEGER 0 }
+BEGIN, END = armour("PRIVATE KEY")
+BEGIN_EC, END_EC = armour("EC PRIVATE KEY")
 
 
 def block(text: str) -> pem.PemBlock | None:
@@ -24,53 +26,36 @@ def test_encode_reproduces_notarys_files_byte_for_byte(notary_trust_dir: BuiltTr
 
 
 def test_headers_are_trimmed_like_go() -> None:
-    got = block(
-        f"-----BEGIN "
-        f"PRIVATE KEY-----\n role :  targets \ngun:example.com/a\n\n{BODY}\n"
-        "-----END PRIVATE KEY-----\n"
-    )
+    got = block(f"{BEGIN}\n role :  targets \ngun:example.com/a\n\n{BODY}\n{END}\n")
     assert got is not None
     assert got.headers == {"role": "targets", "gun": "example.com/a"}
     assert got.data == b"\x30\x03\x02\x01\x00"
 
 
 def test_blank_line_after_headers_is_optional_and_crlf_is_accepted() -> None:
-    got = block(
-        f"-----BEGIN PRIVATE KEY-----\r\nrole: root\r\n{BODY}\r\n-----END PRIVATE KEY-----\r\n"
-    )
+    got = block(f"{BEGIN}\r\nrole: root\r\n{BODY}\r\n{END}\r\n")
     assert got is not None and got.headers == {"role": "root"}
 
 
 def test_only_the_first_block_counts_and_leading_junk_is_skipped() -> None:
     got = block(
         f"junk\n-----BEGIN CERTIFICATE-----\n{BODY}\n-----END CERTIFICATE-----\n"
-        f"-----BEGIN "
-        f"PRIVATE KEY-----\n{BODY}\n-----END PRIVATE KEY-----\n"
+        f"{BEGIN}\n{BODY}\n{END}\n"
     )
     assert got is not None and got.type == "CERTIFICATE"
 
 
 def test_broken_blocks_are_skipped_like_go() -> None:
-    text = (
-        f"-----BEGIN "
-        f"PRIVATE KEY-----\n{BODY}\n-----END OTHER-----\n"
-        f"-----BEGIN EC "
-        f"PRIVATE KEY-----\nrole: x\n\n{BODY}\n"
-        "-----END EC PRIVATE KEY-----\n"
-    )
+    text = f"{BEGIN}\n{BODY}\n-----END OTHER-----\n{BEGIN_EC}\nrole: x\n\n{BODY}\n{END_EC}\n"
     got = block(text)
     assert got is not None and got.type == "EC PRIVATE KEY"
-    assert block("-----BEGIN PRIVATE KEY-----\n%%%%\n-----END PRIVATE KEY-----\n") is None
-    assert block("-----BEGIN PRIVATE KEY-----\nrole: x\n") is None
+    assert block(f"{BEGIN}\n%%%%\n{END}\n") is None
+    assert block(f"{BEGIN}\nrole: x\n") is None
     assert block("") is None
 
 
 def test_differently_repeated_headers_are_flagged() -> None:
-    got = block(
-        f"-----BEGIN "
-        f"PRIVATE KEY-----\nrole: a\nrole: b\ngun: g\ngun: g\n\n{BODY}\n"
-        "-----END PRIVATE KEY-----\n"
-    )
+    got = block(f"{BEGIN}\nrole: a\nrole: b\ngun: g\ngun: g\n\n{BODY}\n{END}\n")
     assert got is not None
     assert got.headers["role"] == "b"  # Go: the last one wins
     assert got.duplicates == frozenset({"role"})
@@ -83,12 +68,12 @@ def test_encode_layout() -> None:
     ).decode()
     lines = text.splitlines()
     assert lines[:5] == [
-        "-----BEGIN ENCRYPTED PRIVATE KEY-----",
+        armour("ENCRYPTED PRIVATE KEY")[0],
         "Proc-Type: 4,ENCRYPTED",
         "gun: g",
         "role: r",
         "",
     ]
-    assert len(lines[5]) == 64 and text.endswith("-----END ENCRYPTED PRIVATE KEY-----\n")
+    assert len(lines[5]) == 64 and text.endswith(armour("ENCRYPTED PRIVATE KEY")[1] + "\n")
     decoded = pem.decode_first(text.encode())
     assert decoded is not None and decoded.data == data

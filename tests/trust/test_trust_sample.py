@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from notarykit import PASSPHRASES, BuiltTrustDir, Notary, triples
+from notarykit import PASSPHRASES, BuiltTrustDir, Notary, armour, triples
 
 from keyvault.errors import UsageError
 from keyvault.trust import der, pkcs8
@@ -19,10 +19,11 @@ from keyvault.trust.scan import scan_trust_dir
 
 Sample = tuple[Path, tuple[KeyFile, ...]]
 FORMAT = re.compile(
-    rb"-----BEGIN ENCRYPTED "
-    rb"PRIVATE KEY-----\n"
-    rb"(gun: [a-z./-]+\n)?role: (root|targets|snapshot)\n"
-    rb"\n([A-Za-z0-9+/]{64}\n)+[A-Za-z0-9+/=]{1,64}\n-----END ENCRYPTED PRIVATE KEY-----\n"
+    re.escape(armour("ENCRYPTED PRIVATE KEY")[0].encode())
+    + rb"\n(gun: [a-z./-]+\n)?role: (root|targets|snapshot)\n"
+    rb"\n([A-Za-z0-9+/]{64}\n)+[A-Za-z0-9+/=]{1,64}\n"
+    + re.escape(armour("ENCRYPTED PRIVATE KEY")[1].encode())
+    + rb"\n"
 )
 
 
@@ -88,7 +89,8 @@ def test_unencrypted_sample_is_read_by_notary(tmp_path: Path, notary: Notary) ->
         tmp_path / "t", {"root": "", "targets": "", "snapshot": ""}, guns=("example.com/plain/app",)
     )
     assert all(
-        not k.encrypted and k.data.startswith(b"-----BEGIN PRIVATE KEY-----\n") for k in keys
+        not k.encrypted and k.data.startswith(f"{armour('PRIVATE KEY')[0]}\n".encode())
+        for k in keys
     )
     assert notary.key_list(tmp_path / "t") == triples(keys)
     assert notary.can_decrypt(tmp_path / "t", keys[0].key_id, {})

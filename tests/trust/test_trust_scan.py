@@ -11,7 +11,7 @@ import pytest
 from fixtures.host import NOBODY, needs_root_for_nobody, run_as_nobody
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from notarykit import BuiltTrustDir, Notary, triples
+from notarykit import BuiltTrustDir, Notary, armour, triples
 
 from keyvault.errors import NotFoundError, UsageError
 from keyvault.trust.interpret import interpret
@@ -119,7 +119,7 @@ def bad_inputs() -> list[tuple[str, str, Callable[[], tuple[str, bytes]]]]:
             "not-pem",
             lambda: (
                 named()[0],
-                b"-----BEGIN PRIVATE KEY-----\nrole: x\n\n@@@\n-----END PRIVATE KEY-----\n",
+                "{}\nrole: x\n\n@@@\n{}\n".format(*armour("PRIVATE KEY")).encode(),
             ),
         ),
         ("B06 certificate only", "not-a-private-key", lambda: (named()[0], _cert_pem())),
@@ -155,7 +155,7 @@ def bad_inputs() -> list[tuple[str, str, Callable[[], tuple[str, bytes]]]]:
             "unsupported-type",
             lambda: (
                 named()[0],
-                b"-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n",
+                "{}\nAAAA\n{}\n".format(*armour("OPENSSH PRIVATE KEY")).encode(),
             ),
         ),
         (
@@ -163,9 +163,9 @@ def bad_inputs() -> list[tuple[str, str, Callable[[], tuple[str, bytes]]]]:
             "bad-key",
             lambda: (
                 named()[0],
-                b"-----BEGIN ENCRYPTED "
-                b"PRIVATE KEY-----\nrole: root\n\nMAMCAQA=\n"
-                b"-----END ENCRYPTED PRIVATE KEY-----\n",
+                "{}\nrole: root\n\nMAMCAQA=\n{}\n".format(
+                    *armour("ENCRYPTED PRIVATE KEY")
+                ).encode(),
             ),
         ),
         (
