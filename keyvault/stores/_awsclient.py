@@ -24,7 +24,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from keyvault.breaker import NEVER, Breaker
 from keyvault.errors import (
@@ -33,7 +32,7 @@ from keyvault.errors import (
     KeyvaultError,
     UsageError,
 )
-from keyvault.redact import shown_uri
+from keyvault.stores._endpoint import check_endpoint_url
 
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_READ_TIMEOUT = 15.0
@@ -344,31 +343,6 @@ def _http_date(value: str) -> datetime:
     return datetime(
         int(year), _MONTHS[month], int(day), int(hour), int(minute), int(second), tzinfo=UTC
     )
-
-
-def check_endpoint_url(url: str, *, what: str) -> str:
-    """An http(s) URL with a host and no credentials, path, query or fragment."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        raise UsageError(f"{what} {shown_uri(url)} is not a valid URL") from None
-    if (
-        parts.scheme not in ("http", "https")
-        or not parts.hostname
-        or parts.username
-        or parts.password
-        or parts.query
-        or parts.fragment
-        or parts.path not in ("", "/")
-        or not url.isprintable()
-    ):
-        raise UsageError(
-            f"{what} {shown_uri(url)} must be http(s)://host[:port]",
-            hint="no credentials, path or query in an endpoint URL",
-        )
-    del port
-    return url.rstrip("/")
 
 
 def is_loopback(host: str) -> bool:

@@ -54,7 +54,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from keyvault import fsutil
 from keyvault.bounded import json_loads
@@ -69,7 +68,7 @@ from keyvault.errors import (
     UsageError,
 )
 from keyvault.plugins import BackendOptions
-from keyvault.redact import shown_uri
+from keyvault.stores._endpoint import check_endpoint_url
 
 DEFAULT_ADDRESS = "https://127.0.0.1:8200"
 DEFAULT_TIMEOUT = 10.0
@@ -220,26 +219,9 @@ def vault_settings(options: BackendOptions, *, address: str | None = None) -> Va
 
 def check_address(url: str) -> str:
     """An http(s) URL with a host and no credentials, path, query or fragment."""
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        raise UsageError(f"Vault address {shown_uri(url)} is not a valid URL") from None
-    if (
-        parts.scheme not in ("http", "https")
-        or not parts.hostname
-        or parts.username
-        or parts.password
-        or parts.query
-        or parts.fragment
-        or parts.path not in ("", "/")
-        or not url.isprintable()
-    ):
-        raise UsageError(
-            f"Vault address {shown_uri(url)} must be http(s)://host[:port]",
-            hint="set VAULT_ADDR or [vault] address; no credentials or path",
-        )
-    return url.rstrip("/")
+    return check_endpoint_url(
+        url, what="Vault address", hint="set VAULT_ADDR or [vault] address; no credentials or path"
+    )
 
 
 # -- the shared client ----------------------------------------------------------------
