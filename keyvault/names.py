@@ -480,6 +480,19 @@ def kind_of(address: KeyAddress) -> str:
     return "cert" if isinstance(address, CertAddress) else "key"
 
 
+def address_record(address: KeyAddress) -> list[str | None]:
+    """An address as plain JSON data (its kind and names, no secret), for a spool."""
+    return [kind_of(address), address.team, address.gun, address.role, address.key_id]
+
+
+def address_from_record(record: list[str | None]) -> KeyAddress:
+    """The address :func:`address_record` wrote, validated again."""
+    kind = {"pin": PinAddress, "cert": CertAddress}.get(str(record[0]), KeyAddress)
+    team, gun, role, key_id = record[1:]
+    assert team is not None and key_id is not None
+    return kind(team, gun, role, key_id)
+
+
 A = TypeVar("A", bound="KeyAddress")
 
 
