@@ -3,8 +3,8 @@
 A restore or backup of 100,000 keys keeps a record per key: what it did (the
 report) and what to undo if it fails (the rollback records). Held as Python
 objects that is about 1 KB per key, 100 MB at 100,000 keys. A :class:`Spool`
-keeps the last :data:`WINDOW` records in memory and writes older ones, a JSON
-line each, to an unnamed file (0600, made in a fresh 0700 directory that is
+keeps up to :data:`WINDOW` records in memory and then writes them, one JSON
+line per window, to an unnamed file (0600, made in a fresh 0700 directory that is
 removed at once). The file has no name, so it goes away when the spool is
 closed, when the process ends however it ends (Ctrl-C, SIGKILL), and never
 lingers for anyone to read.
@@ -38,7 +38,9 @@ _DIGEST_KEY = secrets.token_bytes(32)
 
 
 class Stats:
-    """The most records any spool of this process held in memory at once (tests check it)."""
+    """The most records any spool of this process held in memory at once, appended or
+    read back (tests check it). Reading back holds one window read from the file beside
+    the records not yet written: at most twice the window per spool."""
 
     peak = 0
 
@@ -97,15 +99,17 @@ class Spool(Generic[T]):
             while chunk := os.pread(fd, 1 << 16, offset):
                 offset += len(chunk)
                 *lines, rest = (rest + chunk).split(b"\n")
-                for line in lines:
-                    yield self._decode(json.loads(line))
+                for line in lines:  # one window of records
+                    batch = json.loads(line)
+                    Stats.peak = max(Stats.peak, len(batch))
+                    yield from map(self._decode, batch)
         yield from list(self._held)
 
     def _spill(self) -> None:
         if self._file is None:
             self._file = _unnamed_file(self._directory)
-        lines = (json.dumps(self._encode(r), separators=(",", ":")) + "\n" for r in self._held)
-        self._file.write("".join(lines).encode())
+        line = json.dumps([self._encode(r) for r in self._held], separators=(",", ":"))
+        self._file.write(line.encode() + b"\n")
         self._spilled += len(self._held)
         self._held.clear()
 
