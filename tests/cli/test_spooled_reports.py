@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fixtures.host import tree
@@ -39,6 +40,20 @@ def backed_up(kv: KV, home: Path) -> tuple[KeyFile, ...]:
     assert kv("init").code == 0
     assert kv("backup").code == 0
     return tuple(keys)
+
+
+@pytest.fixture
+def spools(monkeypatch: pytest.MonkeyPatch) -> list[Spool[object]]:
+    """Every spool made while the test runs (to check each is closed when a command ends)."""
+    made: list[Spool[object]] = []
+    real_init = Spool.__init__
+
+    def noting_init(self: Spool[object], *args: Any, **kwargs: Any) -> None:
+        real_init(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(Spool, "__init__", noting_init)
+    return made
 
 
 def _window(monkeypatch: pytest.MonkeyPatch, window: int) -> None:
@@ -75,6 +90,7 @@ def test_restore_output_is_the_same_bytes_with_and_without_spilling(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     json_out: bool,
+    spools: list[Spool[object]],
 ) -> None:
     target = tmp_path / "restored"
     json_flag = ["--json"] if json_out else []
@@ -83,17 +99,23 @@ def test_restore_output_is_the_same_bytes_with_and_without_spilling(
     assert whole == spilled
     _as_emit_json_wrote_it(whole, json_out)
     assert whole.count("example.com/spool/app") >= 2 * len(GUNS)  # every GUN's two keys
+    assert spools and all(s.closed for s in spools)  # each file freed when the command ended
 
 
 @pytest.mark.parametrize("json_out", [True, False])
 def test_backup_output_is_the_same_bytes_with_and_without_spilling(
-    kv: KV, backed_up: tuple[KeyFile, ...], monkeypatch: pytest.MonkeyPatch, json_out: bool
+    kv: KV,
+    backed_up: tuple[KeyFile, ...],
+    monkeypatch: pytest.MonkeyPatch,
+    json_out: bool,
+    spools: list[Spool[object]],
 ) -> None:
     args: tuple[str | Path, ...] = (*(["--json"] if json_out else []), "backup")
     whole, spilled = _same_output_both_ways(kv, monkeypatch, args, None)
     assert whole == spilled
     _as_emit_json_wrote_it(whole, json_out)
     assert whole.count("unchanged") >= len(backed_up)
+    assert spools and all(s.closed for s in spools)
 
 
 def test_a_failed_backup_reports_each_error_from_the_spool(
@@ -132,7 +154,11 @@ def test_a_failed_backup_reports_each_error_from_the_spool(
 
 
 def test_a_failure_after_every_write_undoes_all_of_them_through_the_spool(
-    kv: KV, backed_up: tuple[KeyFile, ...], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    kv: KV,
+    backed_up: tuple[KeyFile, ...],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    spools: list[Spool[object]],
 ) -> None:
     """Every file but the last is in place (created or replaced) when the restore fails:
     the rollback records, most of them spilled, undo each one."""
@@ -164,6 +190,7 @@ def test_a_failure_after_every_write_undoes_all_of_them_through_the_spool(
     after.pop(".keyvault.lock", None)
     assert after == before
     assert all(p.read_bytes() == b"an older copy\n" for p in replaced)
+    assert spools and all(s.closed for s in spools)  # each file freed on the failure too
 
 
 def test_no_spool_holds_key_bytes_or_their_digest(
