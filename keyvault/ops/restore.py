@@ -328,13 +328,15 @@ def restore_keys(
         raise
     reader.highwater.save()
     if not dry_run:
-        written = [e.key.address for e in entries if e.action in WRITES]
-        written += [c.address for c, p in zip(certs, cert_plan, strict=True) if p.action in WRITES]
+        written = [key_ref(e.key.address) for e in entries if e.action in WRITES]
+        written += [
+            key_ref(c.address) for c, p in zip(certs, cert_plan, strict=True) if p.action in WRITES
+        ]
         session.record(
             "restore",
             "ok",
             team=team,
-            keys=[key_ref(a) for a in written],
+            keys=written,
             detail=f"into {trust_dir}: {len(written)} written, "
             f"{len(plan) + len(cert_plan) - len(written)} unchanged, "
             f"{len(kept)} kept aside",
