@@ -2,15 +2,17 @@
 
 A restore or backup of 100,000 keys keeps a record per key: what it did (the
 report) and what to undo if it fails (the rollback records). Held as Python
-objects that is about 1 KB per key, 100 MB at 100,000 keys. A :class:`Spool`
+objects, with the ``--json`` document built from them, that was 3.5 to 5 KB per
+key, 330 to 480 MiB at 100,000 keys (docs/performance.md). A :class:`Spool`
 keeps up to :data:`WINDOW` records in memory and then writes them, one JSON
 line per window, to an unnamed file (0600, made in a fresh 0700 directory that is
 removed at once). The file has no name, so it goes away when the spool is
 closed, when the process ends however it ends (Ctrl-C, SIGKILL), and never
 lingers for anyone to read.
 
-What goes in: names, versions, paths, actions, reasons, inode numbers and
-keyed digests only; never key bytes, passphrases or tokens. A digest of key
+What goes in: names, versions, paths, actions, reasons, error messages (which
+never hold a secret, keyvault.errors), inode numbers and keyed digests only;
+never key bytes, passphrases or tokens. A digest of key
 bytes (what a restore compares its read-back with) is stored only as an HMAC
 under a random key that lives in this process's memory
 (:func:`keyed_digest`), so the file says nothing about the key.

@@ -27,8 +27,9 @@ is kept per key is its path and a keyed digest of its bytes, which is what the
 read-back compares against. Those records, the plan and what to undo, are
 spooled (:mod:`keyvault.spool`): a window of them in memory, the rest in an
 unnamed 0600 file, so memory stays flat however many keys come back, and the
-undo still reaches every file moved into place. Temporary files a killed restore left behind (they
-hold key bytes) are removed by the next restore from each directory it writes to.
+undo still reaches every file moved into place. Temporary files a killed
+restore left behind (they hold key bytes) are removed by the next restore from
+each directory it writes to.
 """
 
 from __future__ import annotations
@@ -691,7 +692,8 @@ class _Transaction:
 
     def _commit_one(self, p: PlannedWrite) -> None:
         entry = next(self._to_commit)
-        assert entry.relpath == p.relpath, "staged and planned writes out of step"
+        if entry.relpath != p.relpath:  # never: both follow the items' order
+            raise RuntimeError("staged and planned writes out of step")
         where = shown_path(p.relpath)
         try:
             if p.action is Action.REPLACE:
