@@ -480,6 +480,22 @@ def kind_of(address: KeyAddress) -> str:
     return "cert" if isinstance(address, CertAddress) else "key"
 
 
+def address_record(address: KeyAddress) -> list[str | None]:
+    """An address as plain JSON data (its kind and names, no secret), for a spool."""
+    return [kind_of(address), address.team, address.gun, address.role, address.key_id]
+
+
+def address_from_record(record: list[str | None]) -> KeyAddress:
+    """The address :func:`address_record` wrote. Not validated again (half the cost of
+    reading a spooled record back): a spool holds this process's own records, written
+    from validated addresses to a file without a name."""
+    kind = {"pin": PinAddress, "cert": CertAddress}.get(str(record[0]), KeyAddress)
+    address = object.__new__(kind)
+    for name, value in zip(("team", "gun", "role", "key_id"), record[1:], strict=True):
+        object.__setattr__(address, name, value)
+    return address
+
+
 A = TypeVar("A", bound="KeyAddress")
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -23,10 +26,10 @@ from keyvault.cli.state import CliState
 from keyvault.names import key_cells
 
 if TYPE_CHECKING:
-    from keyvault.ops.backup import BackupOutcome
+    from keyvault.ops.backup import BackupOutcome, BackupReport, Reported
     from keyvault.ops.certs import OpenedCert
     from keyvault.ops.listing import Listed
-    from keyvault.ops.restore import RestoreEntry
+    from keyvault.ops.restore import RestoreEntry, RestoreReport
     from keyvault.trust.certwrite import PlannedCert
     from keyvault.trust.model import ScanResult
 
@@ -168,10 +171,9 @@ def backup(
     state.use_jobs(jobs)
     config = state.config()
     result = _scan(state, keep_bytes=False)  # each key is read again when it is sealed
-    from keyvault.cli.output import emit_json, progress, say, table, tally, warn
+    from keyvault.cli.output import progress, warn
     from keyvault.ops.backup import (
-        FAILED,
-        NOT_ATTEMPTED,
+        BackupReport,
         backup_keys,
         select_certs,
         select_keys,
@@ -181,64 +183,81 @@ def backup(
     keys = select_keys(result.keys, selection, f"trust directory {result.trust_dir}")
     pins, pin_problems = ([], []) if no_pins else select_pins(config.trust_dir, keys, selection)
     certs, cert_problems = ([], []) if no_pins else select_certs(config.env, keys, selection)
-    with (
-        state.session() as session,
-        progress(len(keys) + len(pins) + len(certs), "backing up", not state.json) as bar,
-    ):
+    with contextlib.closing(BackupReport()) as report:
+        with (
+            state.session() as session,
+            progress(len(keys) + len(pins) + len(certs), "backing up", not state.json) as bar,
+        ):
 
-        def done(outcome: BackupOutcome) -> None:
-            bar.advance(outcome.key.key_id[:12])
+            def done(outcome: BackupOutcome) -> None:
+                bar.advance(outcome.key.key_id[:12])
+                report.note(outcome)
 
-        outcomes = backup_keys(
-            session,
-            keys,
-            team=config.team,
-            dry_run=dry_run,
-            concurrency=config.concurrency,
-            threshold=threshold,
-            on_done=done,
-            trust_dir=config.trust_dir,
-            pins=pins,
-            certs=certs,
-        )
-    codes = [o.error.exit_code for o in outcomes if o.error is not None]
-    codes += [2] if result.problems or cert_problems else []
+            backup_keys(
+                session,
+                keys,
+                team=config.team,
+                dry_run=dry_run,
+                concurrency=config.concurrency,
+                threshold=threshold,
+                on_done=done,
+                trust_dir=config.trust_dir,
+                pins=pins,
+                certs=certs,
+                keep=False,
+            )
+        _backup_report(state, result, report, dry_run)
+        for problem in pin_problems:  # a pin notary could not use either: said, not fatal
+            warn(f"trust pin {problem.path} not backed up: {problem.reason}")
+        for problem in cert_problems:  # the config names a file that is not a CA bundle
+            warn(f"pinned certificate {problem.path} not backed up: {problem.reason}")
+        for o in report.rows if report.warnings else ():
+            if o.warning:
+                warn(o.warning)
+    codes = [*report.exit_codes, *([2] if result.problems or cert_problems else [])]
+    raise typer.Exit(worst_exit_code(codes))
+
+
+def _backup_report(
+    state: CliState, result: ScanResult, report: BackupReport, dry_run: bool
+) -> None:
+    """The backup's table or ``--json`` document, read from its spooled outcomes (streamed:
+    memory does not grow with the number of keys); the counts are the report's own."""
+    from keyvault.cli.output import emit_json_stream, say, spooled_table, tally, warn
+    from keyvault.ops.backup import FAILED, NOT_ATTEMPTED
+
+    config = state.config()
+    outcomes = report.rows
     if state.json:
-        emit_json(
+        emit_json_stream(
             {
                 "trust_dir": result.trust_dir,
                 "store": config.store,
                 "team": config.team,
                 "dry_run": dry_run,
-                "keys": [outcome_json(o) for o in outcomes],
-                "not_attempted": sum(o.action == NOT_ATTEMPTED for o in outcomes),
+                "not_attempted": report.actions[NOT_ATTEMPTED],
                 "problems": _problems_json(result),
-            }
+            },
+            "keys",
+            (outcome_json(o) for o in outcomes),
         )
     else:
-        table(
+        spooled_table(
             f"Backup of {result.trust_dir} to {config.store}" + (" (dry run)" if dry_run else ""),
             ["ACTION", "ROLE", "GUN", "KEY ID", "VERSION"],
-            [[o.action, *key_cells(o.address), o.version or "-"] for o in outcomes],
+            lambda: ([o.action, *key_cells(o.address), o.version or "-"] for o in outcomes),
+            len(outcomes),
         )
-        for line in key_failure_lines((o.address, o.error) for o in outcomes if o.action == FAILED):
+        failed = ((o.address, o.error) for o in outcomes if o.action == FAILED)
+        for line in key_failure_lines(failed if report.actions[FAILED] else ()):
             warn(line)
-        skipped = [o.error for o in outcomes if o.action == NOT_ATTEMPTED and o.error]
-        if skipped:
-            warn(not_attempted_line(len(skipped), skipped[0]))
+        if report.first_skipped is not None:
+            warn(not_attempted_line(report.skipped, report.first_skipped))
         _warn_problems(result)
-        say(tally(len(outcomes), [o.action for o in outcomes]))
-    for problem in pin_problems:  # a pin notary could not use either: said, not fatal
-        warn(f"trust pin {problem.path} not backed up: {problem.reason}")
-    for problem in cert_problems:  # the config names a file that is not a CA bundle: bad input
-        warn(f"pinned certificate {problem.path} not backed up: {problem.reason}")
-    for o in outcomes:
-        if o.warning:
-            warn(o.warning)
-    raise typer.Exit(worst_exit_code(codes))
+        say(tally(len(outcomes), report.actions.elements()))
 
 
-def outcome_json(o: BackupOutcome) -> dict[str, Any]:
+def outcome_json(o: BackupOutcome | Reported) -> dict[str, Any]:
     """One backed-up key, as backup --json and quickstart --json write it."""
     from keyvault.names import kind_of
 
@@ -474,7 +493,7 @@ def restore(
     state = _state(ctx, json_out)
     state.use_jobs(jobs)
     config = state.config()
-    from keyvault.cli.output import emit_json, progress, say, table, tally
+    from keyvault.cli.output import progress
     from keyvault.ops.restore import restore_keys
 
     selection = build_selection(gun, role, key_id, everything)
@@ -494,55 +513,65 @@ def restore(
             pins=not no_pins,
             env=config.env,
         )
-    from keyvault.names import kind_of
+    try:
+        _restore_report(state, report, version, dry_run)
+    finally:
+        report.close()
+
+
+def _restore_report(
+    state: CliState, report: RestoreReport, version: str | None, dry_run: bool
+) -> None:
+    """The restore's table or ``--json`` document, read from its spooled entries (streamed:
+    memory does not grow with the number of keys), its notes and its exit code."""
+    from keyvault.cli.output import emit_json_stream, say, spooled_table, tally
     from keyvault.trust.restore import shown_path
 
-    entries = [*report.entries, *(_cert_entry(c, p) for c, p in report.certs)]
+    config = state.config()
+
+    def entries() -> Iterator[RestoreEntry]:
+        yield from report.entries
+        yield from (_cert_entry(c, p) for c, p in report.certs)
+
+    count = len(report.entries) + len(report.certs)
+    actions: Counter[str] = Counter()
+    unsigned = 0
+    for e in report.entries:  # one pass for every count said below
+        actions[e.action.value] += 1
+        unsigned += e.key.sealer == "unsigned"
     if state.json:
-        emit_json(
+        emit_json_stream(
             {
                 "trust_dir": str(report.trust_dir),
                 "store": config.store,
                 "team": config.team,
                 "dry_run": report.dry_run,
                 "kept_aside": list(report.kept_aside),
-                "keys": [
-                    {
-                        "kind": kind_of(e.key.address),
-                        "key_id": e.key.address.key_id,
-                        "role": e.key.address.role,
-                        "gun": e.key.address.gun,
-                        "version": e.key.version,
-                        "path": e.key.path,
-                        "sealer": e.key.sealer or None,
-                        "signed": e.key.sealer not in ("", "unsigned"),
-                        "sequence": e.key.sequence,
-                        "on_purpose": version is not None,
-                        "action": e.action.value,
-                        "reason": e.reason,
-                    }
-                    for e in entries
-                ],
-            }
+            },
+            "keys",
+            (restore_entry_json(e, on_purpose=version is not None) for e in entries()),
         )
     else:
         title = f"Restore into {report.trust_dir}" + (" (dry run)" if dry_run else "")
-        table(
+        spooled_table(
             title,
             ["ACTION", "ROLE", "GUN", "KEY ID", "PATH"],
-            [
+            lambda: (
                 [
                     e.action.value,
                     *key_cells(e.key.address),
                     e.key.path if e.key.path.startswith("/") else shown_path(e.key.path),
                 ]
-                for e in entries
-            ],
+                for e in entries()
+            ),
+            count,
         )
         for aside in report.kept_aside:  # a pin's under tuf/, a certificate's absolute
             shown = aside if aside.startswith(("tuf/", "/")) else f"private/{aside}"
             say(f"kept the replaced file as {shown}")
-        for entry in (e for e in report.entries if e.action.value == "kept"):
+        for entry in (
+            (e for e in report.entries if e.action.value == "kept") if actions["kept"] else ()
+        ):
             say(f"kept {shown_path(entry.key.path)}: {entry.reason}")
         for cert, _ in report.certs:
             if not cert.configured:
@@ -550,7 +579,8 @@ def restore(
                     f"{cert.address.shown} restored to {cert.write.path}; the notary config "
                     f"names no file for it: add {cert.config_line} to it"
                 )
-        say(tally(len(entries), [e.action.value for e in entries]))
+        certs = (p.action.value for _, p in report.certs)
+        say(tally(count, itertools.chain(actions.elements(), certs)))
     if report.pins_refused:
         from keyvault.cli.output import warn
 
@@ -558,12 +588,11 @@ def restore(
             f"trust pins not restored: {report.pins_refused} (the store grants them to the "
             "team's members)"
         )
-    unsigned = [e for e in report.entries if e.key.sealer == "unsigned"]
     if unsigned:
         from keyvault.cli.output import warn
 
         warn(
-            f"{len(unsigned)} key(s) came from UNSIGNED (format v1) envelopes, accepted "
+            f"{unsigned} key(s) came from UNSIGNED (format v1) envelopes, accepted "
             "because of --allow-unsigned; re-seal them: 'keyvault rewrap --all --reseal "
             "--allow-unsigned'"
         )
@@ -574,8 +603,28 @@ def restore(
             f"restored version {version} on purpose, not the latest; the high-water mark "
             "of this machine still names the newest version it has seen"
         )
-    if dry_run and any(e.action.value == "conflict" for e in report.entries):
+    if dry_run and actions["conflict"]:
         raise typer.Exit(7)
+
+
+def restore_entry_json(e: RestoreEntry, *, on_purpose: bool) -> dict[str, Any]:
+    """One restored key, pin or certificate, as restore --json writes it."""
+    from keyvault.names import kind_of
+
+    return {
+        "kind": kind_of(e.key.address),
+        "key_id": e.key.address.key_id,
+        "role": e.key.address.role,
+        "gun": e.key.address.gun,
+        "version": e.key.version,
+        "path": e.key.path,
+        "sealer": e.key.sealer or None,
+        "signed": e.key.sealer not in ("", "unsigned"),
+        "sequence": e.key.sequence,
+        "on_purpose": on_purpose,
+        "action": e.action.value,
+        "reason": e.reason,
+    }
 
 
 def _cert_entry(cert: OpenedCert, planned: PlannedCert) -> RestoreEntry:

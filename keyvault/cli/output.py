@@ -9,8 +9,9 @@ never reaches the screen or a JSON consumer, whichever command built the text.
 
 from __future__ import annotations
 
+import itertools
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -79,6 +80,26 @@ def stream_table(
         out.flush()
 
 
+def spooled_table(
+    title: str, columns: Sequence[str], rows: Callable[[], Iterable[Sequence[str]]], count: int
+) -> None:
+    """``table`` for ``count`` rows that ``rows()`` reads again from a spool (keyvault.spool),
+    never all held: in a pipe, the same bytes as ``table``, from one pass for the widths and
+    one to print; in a terminal, ``table`` up to STREAM_FIRST rows, plain columns beyond."""
+    if count <= STREAM_FIRST and sys.stdout.isatty():
+        table(title, columns, list(rows()))
+        return
+    widths = [len(c) for c in columns]
+    for row in rows():
+        widths = [max(w, len(redact(v))) for w, v in zip(widths, row, strict=True)]
+    out = sys.stdout
+    if title:
+        out.write(redact(title) + "\n")
+    for row in itertools.chain([columns], rows()):
+        out.write("  ".join(redact(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+        out.write("\n")
+
+
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     """A rich table in a terminal; plain aligned columns (never wrapped) in a pipe."""
     title, rows = redact(title), [[redact(v) for v in row] for row in rows]
@@ -101,14 +122,14 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> 
     Console(soft_wrap=False).print(t)
 
 
-def counted(actions: Sequence[str]) -> str:
+def counted(actions: Iterable[str]) -> str:
     """How many of each action, e.g. ``2 created, 1 unchanged`` (sorted by action)."""
     from collections import Counter
 
     return ", ".join(f"{n} {a}" for a, n in sorted(Counter(actions).items()))
 
 
-def tally(total: int, actions: Sequence[str]) -> str:
+def tally(total: int, actions: Iterable[str]) -> str:
     """The one line a run ends with: ``3 keys: 2 created, 1 unchanged``."""
     parts = counted(actions)
     return f"{total} key{'s' if total != 1 else ''}" + (f": {parts}" if parts else "")

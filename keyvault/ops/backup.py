@@ -30,9 +30,11 @@ import hashlib
 import hmac
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from keyvault.checkpoint import audit_prefix
 from keyvault.envelope import FIRST, Chain, Envelope, new_header, seal
@@ -45,13 +47,21 @@ from keyvault.errors import (
     UsageError,
 )
 from keyvault.known import KnownVersions, Seen, wrappers_digest
-from keyvault.names import CertAddress, KeyAddress, PinAddress, team_prefix
+from keyvault.names import (
+    CertAddress,
+    KeyAddress,
+    PinAddress,
+    address_from_record,
+    address_record,
+    team_prefix,
+)
 from keyvault.ops.authentic import describe
 from keyvault.ops.parallel import DEFAULT_CONCURRENCY, bounded_map
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session, key_ref
 from keyvault.ops.stored import StoredEnvelope, parse_stored
 from keyvault.redact import redact
+from keyvault.spool import Spool
 from keyvault.stores import Store
 from keyvault.stores.base import TagListing
 from keyvault.trust.certpins import CertFile
@@ -60,6 +70,9 @@ from keyvault.trust.pins import PinFile, scan_pins
 from keyvault.trust.scan import read_key_bytes
 from keyvault.trust.tufmeta import MetadataProblem
 from keyvault.wrappers import Wrapper
+
+if TYPE_CHECKING:
+    from keyvault.audit import KeyRef
 
 #: From this many keys on, a backup lists the team's prefix once instead of reading each key.
 LISTING_THRESHOLD = 16
@@ -91,6 +104,67 @@ class BackupOutcome:
     def failed(self) -> bool:
         """Not backed up: failed, or not attempted because a backend was down."""
         return self.action in (FAILED, NOT_ATTEMPTED)
+
+    def reported(self) -> Reported:
+        return Reported(self.address, self.action, self.version, self.error, self.warning)
+
+
+@dataclass(frozen=True)
+class Reported:
+    """What a backup's report keeps of one key: no key file, no bytes, so it can be spooled."""
+
+    address: KeyAddress
+    action: str
+    version: str | None = None
+    error: KeyvaultError | None = None
+    warning: str | None = None
+
+
+def _encode_reported(r: Reported) -> list[Any]:
+    e = r.error
+    error = None if e is None else [e.kind, e.exit_code, e.message, e.hint, e.wrapper]
+    return [address_record(r.address), r.action, r.version, error, r.warning]
+
+
+def _decode_reported(v: list[Any]) -> Reported:
+    error: KeyvaultError | None = None
+    if v[3] is not None:
+        kind, code, message, hint, wrapper = v[3]
+        error = KeyvaultError(message, hint=hint)
+        error.kind, error.exit_code, error.wrapper = kind, code, wrapper
+    return Reported(address_from_record(v[0]), v[1], v[2], error, v[4])
+
+
+def reported_spool() -> Spool[Reported]:
+    """Where ``keyvault backup`` keeps its report: names, actions, versions, messages."""
+    return Spool(_encode_reported, _decode_reported)
+
+
+class BackupReport:
+    """A backup's report: each key's :class:`Reported` spooled, in order, and the counts
+    kept exact as outcomes come, so a summary needs no pass over the spool."""
+
+    def __init__(self) -> None:
+        self.rows = reported_spool()
+        self.actions: Counter[str] = Counter()
+        self.exit_codes: set[int] = set()
+        self.warnings = 0
+        #: How many keys were not attempted (a backend was down), and the first one's error.
+        self.skipped = 0
+        self.first_skipped: KeyvaultError | None = None
+
+    def note(self, outcome: BackupOutcome) -> None:
+        self.rows.append(outcome.reported())
+        self.actions[outcome.action] += 1
+        if outcome.error is not None:
+            self.exit_codes.add(outcome.error.exit_code)
+            if outcome.action == NOT_ATTEMPTED:
+                self.skipped += 1
+                self.first_skipped = self.first_skipped or outcome.error
+        self.warnings += outcome.warning is not None
+
+    def close(self) -> None:
+        self.rows.close()
 
 
 def select_keys(keys: Sequence[KeyFile], selection: Selection, where: str) -> list[KeyFile]:
@@ -150,6 +224,7 @@ def backup_keys(
     pins: Sequence[PinFile] = (),
     certs: Sequence[CertFile] = (),
     listing: TeamListing | None = None,
+    keep: bool = True,
 ) -> list[BackupOutcome]:
     """Back up each key, ``concurrency`` at a time; one key's failure does not stop the others.
 
@@ -179,6 +254,9 @@ def backup_keys(
     ``listing``: the team's listing shared by several calls (the daemon's reconciliation:
     its keys' dry run and its pins), made once by the first that needs it, whatever the
     number of keys.
+
+    ``keep=False``: nothing is returned; ``on_done`` is where each outcome goes (the CLI
+    spools what it reports), so memory does not grow with the number of keys.
     """
     if trust_dir is None and any(k.is_released for k in keys):
         raise ValueError("released key files need the trust directory to be read again")
@@ -241,15 +319,18 @@ def backup_keys(
         return outcome
 
     outcomes: list[BackupOutcome] = []
+    tally = _Tally()
     for outcome in bounded_map(one, items, concurrency):
-        outcomes.append(outcome)
+        tally.note(outcome)
+        if keep:
+            outcomes.append(outcome)
         if on_done:
             on_done(outcome)
     if known is not None:
         known.save()
     if not dry_run:
         session.highwater().save()
-        _audit(session, team, outcomes)
+        tally.audit(session, team)
     return outcomes
 
 
@@ -388,25 +469,37 @@ def _items(team: str, keys: Sequence[KeyFile]) -> list[tuple[KeyFile, KeyAddress
     return found
 
 
-def _audit(session: Session, team: str, outcomes: Sequence[BackupOutcome]) -> None:
-    written = [o for o in outcomes if o.action in (CREATED, UPDATED)]
-    failed = [o for o in outcomes if o.failed]
-    outcome = "failed" if failed and not written else "partial" if failed else "ok"
-    detail = (
-        f"{len(written)} written, {len(outcomes) - len(written) - len(failed)} unchanged, "
-        f"{len(failed)} failed"
-    )
-    if failed and failed[0].error is not None:
-        detail += f"; first failure: {failed[0].error.kind}"
-    # A backup that wrote nothing (all unchanged) writes no checkpoint either.
-    session.record(
-        "backup",
-        outcome,
-        team=team,
-        detail=detail,
-        anchor=bool(written),
-        keys=[key_ref(o.address) for o in written + failed],
-    )
+@dataclass
+class _Tally:
+    """What the audit record of a backup says: counts, and the keys written or failed."""
+
+    total: int = 0
+    written: list[KeyRef] = field(default_factory=list)
+    failed: list[KeyRef] = field(default_factory=list)
+    first_failure: str | None = None
+
+    def note(self, outcome: BackupOutcome) -> None:
+        self.total += 1
+        if outcome.action in (CREATED, UPDATED):
+            self.written.append(key_ref(outcome.address))
+        elif outcome.failed:
+            self.failed.append(key_ref(outcome.address))
+            if len(self.failed) == 1 and outcome.error is not None:
+                self.first_failure = outcome.error.kind
+
+    def audit(self, session: Session, team: str) -> None:
+        written, failed = self.written, self.failed
+        outcome = "failed" if failed and not written else "partial" if failed else "ok"
+        detail = (
+            f"{len(written)} written, {self.total - len(written) - len(failed)} unchanged, "
+            f"{len(failed)} failed"
+        )
+        if self.first_failure is not None:
+            detail += f"; first failure: {self.first_failure}"
+        # A backup that wrote nothing (all unchanged) writes no checkpoint either.
+        session.record(
+            "backup", outcome, team=team, detail=detail, anchor=bool(written), keys=written + failed
+        )
 
 
 def _backup_key(

@@ -217,7 +217,7 @@ def fetch_keys(
         with contextlib.closing(
             bounded_map(read_and_open, addresses, session.config.concurrency)
         ) as items:
-            apply_restore(trust_dir, items, force=False)  # staged as they are opened
+            apply_restore(trust_dir, items, force=False).planned.close()  # staged as opened
     except BackendUnavailableError as exc:  # all or nothing: say how many never started
         raise stopped_early(exc, len(addresses) - len(started), len(addresses)) from None
     reader.highwater.save()

@@ -398,7 +398,7 @@ def _drill_one_wrapper(
     ]
     items = [RestoreItem(restore_relpath(e.envelope.header), data) for _, e, data in opened]
     try:
-        apply_restore(trust, items, force=False)
+        apply_restore(trust, items, force=False).planned.close()
     except KeyvaultError as exc:
         for check, _, _ in opened:
             _failed(check, exc)

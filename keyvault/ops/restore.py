@@ -4,15 +4,17 @@ Every selected envelope is read, checked against its object name, and
 opened before anything is moved into place: a single tampered envelope
 (exit 5) or an unusable wrapper leaves the trust directory as it was. Opened
 keys go straight to fsynced temporary files, so memory holds only the keys
-in flight, not all of them.
+in flight, not all of them; what the report keeps of each key is spooled
+(:mod:`keyvault.spool`), so it does not grow with the number of keys either.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from keyvault.breaker import stopped_early
 from keyvault.errors import (
@@ -26,6 +28,8 @@ from keyvault.names import (
     CertAddress,
     KeyAddress,
     PinAddress,
+    address_from_record,
+    address_record,
     gun_matches,
     key_words,
     pin_prefix,
@@ -37,6 +41,7 @@ from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session, key_ref
 from keyvault.ops.stored import StoredEnvelope, list_addresses, listed_where, read_envelope
 from keyvault.redact import redact
+from keyvault.spool import Spool
 from keyvault.trust.certwrite import PlannedCert, apply_certs, plan_certs
 from keyvault.trust.pins import root_version
 from keyvault.trust.restore import (
@@ -68,6 +73,19 @@ class Restored:
     sequence: int | None = None  # the version's number in its signed chain (None: unsigned)
 
 
+def _encode_restored(r: Restored) -> list[Any]:
+    return [address_record(r.address), r.version, r.path, r.sealer, r.sequence]
+
+
+def _decode_restored(v: list[Any]) -> Restored:
+    return Restored(address_from_record(v[0]), v[1], v[2], v[3], v[4])
+
+
+def restored_spool() -> Spool[Restored]:
+    """Where a restore keeps what it opened: names, versions, paths, sealers; no key bytes."""
+    return Spool(_encode_restored, _decode_restored)
+
+
 @dataclass(frozen=True)
 class RestoreEntry:
     key: Restored
@@ -75,16 +93,39 @@ class RestoreEntry:
     reason: str
 
 
+class RestoreEntries:
+    """A restore's entries, read from its spools (as often as needed) in restore order."""
+
+    def __init__(self, stored: Spool[Restored], plan: Spool[PlannedWrite]) -> None:
+        self._stored, self._plan = stored, plan
+
+    def __iter__(self) -> Iterator[RestoreEntry]:
+        for s, p in zip(self._stored, self._plan, strict=True):
+            yield RestoreEntry(s, p.action, p.reason)
+
+    def __len__(self) -> int:
+        return len(self._plan)
+
+    def close(self) -> None:
+        self._stored.close()
+        self._plan.close()
+
+
 @dataclass(frozen=True)
 class RestoreReport:
     trust_dir: Path
-    entries: tuple[RestoreEntry, ...]
+    #: Spooled: iterate it as often as needed; ``close`` the report when done.
+    entries: RestoreEntries
     kept_aside: tuple[str, ...]
     dry_run: bool
     #: Why trust pins were left out: the backend refused this principal their folder.
     pins_refused: str | None = None
     #: The certificates the notary config pins, with what was done to each.
     certs: tuple[tuple[OpenedCert, PlannedCert], ...] = ()
+
+    def close(self) -> None:
+        """Free the spooled entries (their unnamed file goes with the process anyway)."""
+        self.entries.close()
 
 
 def selected_addresses(
@@ -253,7 +294,7 @@ def restore_keys(
             RestoreItem(address.relpath, data, describe(address), None, pin_version),
         )
 
-    stored: list[Restored] = []
+    stored = restored_spool()
 
     def opened() -> Generator[RestoreItem, None, None]:
         """Each key as it is opened: the writer stages it at once, so only keys in flight
@@ -277,26 +318,32 @@ def restore_keys(
                 kept: tuple[str, ...] = ()
             else:
                 result = apply_restore(trust_dir, items, force=force)
-                plan, kept = list(result.planned), result.kept_aside
+                plan, kept = result.planned, result.kept_aside
                 kept += tuple(apply_certs(cert_plan))
-    except BackendUnavailableError as exc:
-        raise stopped_early(exc, len(addresses) - len(started), len(addresses)) from None
+        entries = RestoreEntries(stored, plan)
+    except BaseException as exc:
+        stored.close()
+        if isinstance(exc, BackendUnavailableError):
+            raise stopped_early(exc, len(addresses) - len(started), len(addresses)) from None
+        raise
     reader.highwater.save()
     if not dry_run:
-        written = [s.address for s, p in zip(stored, plan, strict=True) if p.action in WRITES]
-        written += [c.address for c, p in zip(certs, cert_plan, strict=True) if p.action in WRITES]
+        written = [key_ref(e.key.address) for e in entries if e.action in WRITES]
+        written += [
+            key_ref(c.address) for c, p in zip(certs, cert_plan, strict=True) if p.action in WRITES
+        ]
         session.record(
             "restore",
             "ok",
             team=team,
-            keys=[key_ref(a) for a in written],
+            keys=written,
             detail=f"into {trust_dir}: {len(written)} written, "
             f"{len(plan) + len(cert_plan) - len(written)} unchanged, "
             f"{len(kept)} kept aside",
         )
     return RestoreReport(
         trust_dir,
-        tuple(_entries(stored, plan)),
+        entries,
         kept,
         dry_run,
         refused[0] if refused else None,
@@ -349,7 +396,3 @@ def pin_addresses(
         ):
             found.append(pin)
     return sorted(found)
-
-
-def _entries(stored: list[Restored], plan: list[PlannedWrite]) -> list[RestoreEntry]:
-    return [RestoreEntry(s, p.action, p.reason) for s, p in zip(stored, plan, strict=True)]

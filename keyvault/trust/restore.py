@@ -23,9 +23,13 @@ left behind.
 
 Items arrive as an iterable and each one is staged as soon as it arrives, so
 a restore of thousands of keys holds only the keys in flight in memory: what
-is kept per key is its path and the SHA-256 of its bytes, which is what the
-read-back compares against. Temporary files a killed restore left behind (they
-hold key bytes) are removed by the next restore from each directory it writes to.
+is kept per key is its path and a keyed digest of its bytes, which is what the
+read-back compares against. Those records, the plan and what to undo, are
+spooled (:mod:`keyvault.spool`): a window of them in memory, the rest in an
+unnamed 0600 file, so memory stays flat however many keys come back, and the
+undo still reaches every file moved into place. Temporary files a killed
+restore left behind (they hold key bytes) are removed by the next restore from
+each directory it writes to.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from keyvault import fsutil, signals
 from keyvault.errors import (
@@ -55,6 +60,7 @@ from keyvault.errors import (
     UsageError,
 )
 from keyvault.names import validate_gun
+from keyvault.spool import Spool, keyed_digest
 from keyvault.trust.keyindex import TrustIndex, index_trust_dir
 from keyvault.trust.pins import root_version
 from keyvault.trust.safefs import ReadRefused, inode_of, read_regular
@@ -103,9 +109,18 @@ class PlannedWrite:
 WRITES = (Action.CREATE, Action.REPLACE)
 
 
+def planned_spool() -> Spool[PlannedWrite]:
+    """Where a restore's plan goes: one record per file, paths and actions only."""
+    return Spool(
+        lambda p: [p.relpath, p.label, p.action.value, p.reason],
+        lambda r: PlannedWrite(r[0], r[1], Action(r[2]), r[3]),
+    )
+
+
 @dataclass(frozen=True)
 class RestoreResult:
-    planned: tuple[PlannedWrite, ...]
+    #: In item order; spooled (read it with ``iter``, as often as needed; ``close`` it).
+    planned: Spool[PlannedWrite]
     kept_aside: tuple[str, ...]  # relpaths of old files kept beside replaced ones
 
 
@@ -149,12 +164,19 @@ def shown_path(relpath: str) -> str:
 
 def plan_restore(
     trust_dir: Path, items: Iterable[RestoreItem], *, force: bool
-) -> list[PlannedWrite]:
-    """Compare each item with what is on disk; nothing is written."""
+) -> Spool[PlannedWrite]:
+    """Compare each item with what is on disk; nothing is written. (Spooled: ``close`` it.)"""
     seen = _Seen()
-    with _open_trust(trust_dir, create=False) as root:
-        on_disk = index_trust_dir(root)
-        return [_plan_unique(root, item, force, seen, on_disk) for item in items]
+    plan = planned_spool()
+    try:
+        with _open_trust(trust_dir, create=False) as root:
+            on_disk = index_trust_dir(root)
+            for item in items:
+                plan.append(_plan_unique(root, item, force, seen, on_disk))
+    except BaseException:
+        plan.close()
+        raise
+    return plan
 
 
 def apply_restore(trust_dir: Path, items: Iterable[RestoreItem], *, force: bool) -> RestoreResult:
@@ -187,56 +209,78 @@ def _apply(trust_dir: Path, items: Iterable[RestoreItem], *, force: bool) -> Res
     with _open_trust(trust_dir, create=True) as root, _lock(root, trust_dir):
         assert root is not None  # created above
         txn = _Transaction(root)
+        plan = planned_spool()
         try:
-            plan: list[PlannedWrite] = []
-            conflicts: list[PlannedWrite] = []
+            conflicts = _Conflicts()
             seen = _Seen()
             on_disk = index_trust_dir(root)
             for item in items:
                 planned = _plan_unique(root, item, force, seen, on_disk)
                 plan.append(planned)
                 if planned.action is Action.CONFLICT:
-                    conflicts.append(planned)
-                elif planned.action in WRITES and not conflicts:
+                    conflicts.note(planned)
+                elif planned.action in WRITES and not conflicts.count:
                     txn.stage(item)
             txn.finish_staging()
-            elsewhere = [c for c in conflicts if c.reason.startswith(ELSEWHERE)]
-            if elsewhere:
-                raise ConflictError(
-                    f"{len(elsewhere)} key(s) already exist in the trust directory under "
-                    f"another path, e.g. {elsewhere[0].label or elsewhere[0].relpath}: "
-                    f"{elsewhere[0].reason}; notary would migrate one file over the other, "
-                    "so nothing was restored",
-                    hint="restore into a fresh directory, or move the existing file away "
-                    "first (--force does not apply: it replaces the same path only)",
-                )
-            if conflicts:
-                raise ConflictError(
-                    f"{_counted(conflicts)} already exist with different bytes, e.g. "
-                    f"{shown_path(conflicts[0].relpath)}"
-                    f"{_why(conflicts[0])}; nothing was restored",
-                    hint="use --force to replace them (the old files are kept aside), "
-                    "or --dry-run to see every difference",
-                )
-            txn.commit([p for p in plan if p.action in WRITES])
+            conflicts.check()
+            txn.commit(p for p in plan if p.action in WRITES)
         except BaseException:
+            plan.close()
             with signals.held():
                 txn.rollback()
             raise
         finally:
             txn.close()
-        return RestoreResult(tuple(plan), tuple(txn.aside_relpaths))
+        return RestoreResult(plan, tuple(txn.aside_relpaths))
 
 
-def _counted(conflicts: list[PlannedWrite]) -> str:
-    """``3 key file(s)``, ``1 trust pin(s)``, or both."""
-    pins = sum(1 for c in conflicts if is_pin_relpath(c.relpath))
-    parts = [
-        f"{n} {what}"
-        for n, what in ((len(conflicts) - pins, "key file(s)"), (pins, "trust pin(s)"))
-        if n
-    ]
-    return " and ".join(parts)
+@dataclass
+class _Conflicts:
+    """How many conflicts a restore met, and the first of each sort (what the error shows)."""
+
+    count: int = 0
+    pins: int = 0
+    first: PlannedWrite | None = None
+    elsewhere: int = 0
+    first_elsewhere: PlannedWrite | None = None
+
+    def note(self, planned: PlannedWrite) -> None:
+        self.count += 1
+        self.pins += is_pin_relpath(planned.relpath)
+        self.first = self.first or planned
+        if planned.reason.startswith(ELSEWHERE):
+            self.elsewhere += 1
+            self.first_elsewhere = self.first_elsewhere or planned
+
+    def check(self) -> None:
+        """Raise the conflict that stops the restore, if any."""
+        if self.first_elsewhere is not None:
+            first = self.first_elsewhere
+            raise ConflictError(
+                f"{self.elsewhere} key(s) already exist in the trust directory under "
+                f"another path, e.g. {first.label or first.relpath}: "
+                f"{first.reason}; notary would migrate one file over the other, "
+                "so nothing was restored",
+                hint="restore into a fresh directory, or move the existing file away "
+                "first (--force does not apply: it replaces the same path only)",
+            )
+        if self.first is not None:
+            raise ConflictError(
+                f"{self._counted()} already exist with different bytes, e.g. "
+                f"{shown_path(self.first.relpath)}"
+                f"{_why(self.first)}; nothing was restored",
+                hint="use --force to replace them (the old files are kept aside), "
+                "or --dry-run to see every difference",
+            )
+
+    def _counted(self) -> str:
+        """``3 key file(s)``, ``1 trust pin(s)``, or both."""
+        parts = [
+            f"{n} {what}"
+            for n, what in ((self.count - self.pins, "key file(s)"), (self.pins, "trust pin(s)"))
+            if n
+        ]
+        return " and ".join(parts)
 
 
 def _why(planned: PlannedWrite) -> str:
@@ -501,28 +545,51 @@ _Inode = tuple[int, int]  # (st_dev, st_ino): which file a name points to
 
 @dataclass
 class _Staged:
+    """A rollback record: names, inodes and a keyed digest, never key bytes (spooled)."""
+
+    relpath: str
     dir_fd: int
     name: str
     tmp: str
-    digest: bytes = field(repr=False)  # SHA-256 of the bytes written, for the read-back
+    digest: bytes = field(repr=False)  # keyed digest of the bytes written, for the read-back
     staged: _Inode | None = None  # the temporary file, wherever it is linked now
     aside: str | None = None  # named before it is made, so the undo looks for it
     original: _Inode | None = None  # the file that was at ``name`` when it was linked aside
 
 
-def _staged(dir_fd: int, name: str, tmp: str, digest: bytes) -> _Staged:
-    return _Staged(dir_fd, name, tmp, digest, inode_of(dir_fd, tmp))
+def _staged(relpath: str, dir_fd: int, name: str, tmp: str, digest: bytes) -> _Staged:
+    return _Staged(relpath, dir_fd, name, tmp, digest, inode_of(dir_fd, tmp))
+
+
+def _staged_spool() -> Spool[_Staged]:
+    def encode(e: _Staged) -> list[object]:
+        return [e.relpath, e.dir_fd, e.name, e.tmp, e.digest.hex(), e.staged, e.aside, e.original]
+
+    def inode(value: list[int] | None) -> _Inode | None:
+        return None if value is None else (value[0], value[1])
+
+    def decode(r: list[Any]) -> _Staged:
+        return _Staged(r[0], r[1], r[2], r[3], bytes.fromhex(r[4]), inode(r[5]), r[6], inode(r[7]))
+
+    return Spool(encode, decode)
 
 
 _Pending = tuple[Future[str], str, int, str, bytes]  # write, relpath, dir fd, name, digest
 
 
 class _Transaction:
-    """Temp files staged first, then moved into place; undone on any failure."""
+    """Temp files staged first, then moved into place; undone on any failure.
+
+    ``staged`` holds a record per temporary file, in staging order; ``committed`` the same
+    records, updated, for the first of them as each is moved into place (appended before
+    the move, so the undo knows of every file it must put back). Both are spooled.
+    """
 
     def __init__(self, root: int) -> None:
         self.root = root
-        self.staged: dict[str, _Staged] = {}
+        self.staged: Spool[_Staged] = _staged_spool()
+        self.committed: Spool[_Staged] = _staged_spool()
+        self._to_commit: Iterator[_Staged] = iter(())
         self.created_dirs: list[tuple[int, str]] = []
         self.dir_fds: dict[tuple[str, ...], int] = {}
         self.aside_relpaths: list[str] = []
@@ -560,11 +627,11 @@ class _Transaction:
         parts = tree_parts(item.relpath)
         name, shown = parts[-1], shown_path(item.relpath)
         dir_fd = self._dir(tuple(parts[:-1]), item.relpath)
-        digest = _digest(item.data)
+        digest = keyed_digest(item.data)
         self._count += 1
         if self._count < PARALLEL_STAGING:
             tmp = fsutil.write_temp(dir_fd, item.data, 0o600, shown)
-            self.staged[item.relpath] = _staged(dir_fd, name, tmp, digest)
+            self.staged.append(_staged(item.relpath, dir_fd, name, tmp, digest))
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(
@@ -581,7 +648,7 @@ class _Transaction:
         write, relpath, dir_fd, name, digest = self._pending[0]
         tmp = write.result()
         self._pending.popleft()
-        self.staged[relpath] = _staged(dir_fd, name, tmp, digest)
+        self.staged.append(_staged(relpath, dir_fd, name, tmp, digest))
 
     def finish_staging(self) -> None:
         """Wait for the pool's writes (the first failure is raised), then end the pool."""
@@ -598,9 +665,9 @@ class _Transaction:
         while self._pending:
             write, relpath, dir_fd, name, digest = self._pending.popleft()
             if write.done() and not write.cancelled() and write.exception() is None:
-                self.staged[relpath] = _staged(dir_fd, name, write.result(), digest)
+                self.staged.append(_staged(relpath, dir_fd, name, write.result(), digest))
 
-    def commit(self, writes: list[PlannedWrite]) -> None:
+    def commit(self, writes: Iterable[PlannedWrite]) -> None:
         """Move every staged file into place and check it, or undo it all.
 
         Signals are held for the whole of it: one that arrives meanwhile undoes the
@@ -609,6 +676,7 @@ class _Transaction:
         """
         with signals.held() as held:
             try:
+                self._to_commit = iter(self.staged)  # the same order as ``writes``
                 for planned in writes:
                     self._commit_one(planned)
                 self.sync()
@@ -623,11 +691,13 @@ class _Transaction:
             raise KeyboardInterrupt
 
     def _commit_one(self, p: PlannedWrite) -> None:
-        entry = self.staged[p.relpath]
+        entry = next(self._to_commit)
+        if entry.relpath != p.relpath:  # never: both follow the items' order
+            raise RuntimeError("staged and planned writes out of step")
         where = shown_path(p.relpath)
         try:
             if p.action is Action.REPLACE:
-                self._link_aside(entry, where)
+                self._link_aside(entry, where)  # records ``entry`` in ``committed``
                 os.rename(entry.tmp, entry.name, src_dir_fd=entry.dir_fd, dst_dir_fd=entry.dir_fd)
                 assert entry.aside is not None
                 self.aside_relpaths.append(
@@ -636,6 +706,7 @@ class _Transaction:
                     else entry.aside
                 )
             else:
+                self.committed.append(entry)
                 os.link(
                     entry.tmp,
                     entry.name,
@@ -662,6 +733,7 @@ class _Transaction:
             )
         entry.original = original
         entry.aside = f"{entry.name}.keyvault-old-{self.stamp}-{os.urandom(4).hex()}"
+        self.committed.append(entry)
         os.link(
             entry.name,
             entry.aside,
@@ -684,13 +756,13 @@ class _Transaction:
 
     def verify(self) -> None:
         """Read every written file back: its bytes must hash to what was staged."""
-        for relpath, entry in self.staged.items():
+        for entry in self.staged:
             try:
                 on_disk = read_regular(entry.dir_fd, entry.name, _MAX_EXISTING)
             except ReadRefused:
                 on_disk = b""  # gone, replaced or grown: not what was written
-            if not _same(_digest(on_disk), entry.digest):
-                raise IntegrityError(f"{shown_path(relpath)} does not read back as written")
+            if not _same(keyed_digest(on_disk), entry.digest):
+                raise IntegrityError(f"{shown_path(entry.relpath)} does not read back as written")
 
     def rollback(self) -> None:
         """Undo whatever got done, judged by what each name points to now.
@@ -700,7 +772,9 @@ class _Transaction:
         a name is removed only when it is this restore's file.
         """
         self._stop_pool()
-        for entry in reversed(list(self.staged.values())):
+        committed = iter(self.committed)  # the first of ``staged``, as they were moved
+        for staged in self.staged:  # each its own name: the order does not matter
+            entry = next(committed, staged)
             with contextlib.suppress(OSError):
                 self._undo(entry)
         self.aside_relpaths.clear()
@@ -730,6 +804,8 @@ class _Transaction:
 
     def close(self) -> None:
         self._stop_pool()
+        self.staged.close()
+        self.committed.close()
         for fd in self.dir_fds.values():
             with contextlib.suppress(OSError):
                 os.close(fd)

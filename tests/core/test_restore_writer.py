@@ -69,7 +69,7 @@ def test_force_replaces_and_keeps_the_old_file_aside(tmp_path: Path) -> None:
     (trust / "private").mkdir(parents=True)
     (trust / "private" / f"{ID_A}.key").write_bytes(b"other\n")
     result = apply_restore(trust, items(), force=True)
-    assert result.planned[0].action is Action.REPLACE
+    assert next(iter(result.planned)).action is Action.REPLACE
     assert (trust / "private" / f"{ID_A}.key").read_bytes() == b"key-a\n"
     (aside,) = result.kept_aside
     assert (trust / "private" / aside).read_bytes() == b"other\n"
