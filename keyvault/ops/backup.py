@@ -206,6 +206,7 @@ def backup_keys(
             hint="pass --wrapper once per wrapper",
         )
     known = session.known(open_sealer=not dry_run)
+    session.highwater()  # made once here: threads that each made one lost each other's marks
     listed = (
         listing.of(store, team)
         if listing is not None
