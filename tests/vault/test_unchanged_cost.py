@@ -359,3 +359,42 @@ def test_a_token_without_detailed_metadata_falls_back_to_reads_with_one_warning(
     text = str(warned.message)
     assert "permission denied" in text and f"{KV_MOUNT}/detailed-metadata/" in text
     assert no_detailed_token not in text
+
+
+@pytest.fixture
+def member_token(bao: BaoServer, vault_backend: BackendSetup, tmp_path: Path) -> Iterator[str]:
+    """A token of the member policy 'keyvault policy render' writes for this team and
+    store (deleted at teardown)."""
+    from keyvault.policy import load_policy, render_vault
+
+    prefix = vault_backend.store.removeprefix(f"vault://{KV_MOUNT}/")
+    policy_file = tmp_path / "policy.toml"
+    policy_file.write_text(
+        f'version = 1\n\n[teams.{TEAM}]\nguns = ["{GUN}-*"]\nmembers = ["vault:name:m"]\n'
+        f'store = "{vault_backend.store}"\nwrappers = ["{vault_backend.wrappers[0]}"]\n'
+    )
+    hcl = render_vault(load_policy(policy_file))[f"keyvault-{TEAM}-member"]
+    name = f"member-{prefix}"
+    root = bao.root()
+    root.sys.create_or_update_policy(name, hcl)
+    try:
+        yield bao.token(name)
+    finally:
+        root.sys.delete_policy(name)
+
+
+def test_the_rendered_member_policy_grants_the_listing(
+    vault_backend: BackendSetup,
+    bao: BaoServer,
+    member_token: str,
+    requests: Counter[str],
+    tmp_path: Path,
+) -> None:
+    """A member token of the rendered policy: no warning, a LIST per folder, no read."""
+    _trust_dir(tmp_path, guns=2)
+    config = _config(vault_backend, tmp_path, vault_env(bao, member_token))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", vaultkv.VaultListingWarning)
+        with Session(config) as member:
+            backup_keys(member, _keys(tmp_path), team=TEAM, concurrency=4)
+            _lists_only(member, tmp_path, requests, folders=2)
