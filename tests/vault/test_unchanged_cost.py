@@ -11,7 +11,9 @@ counts (docs/performance.md gives the arithmetic for 100,000 keys).
 
 from __future__ import annotations
 
+import contextlib
 import math
+import re
 import tomllib
 import warnings
 from collections import Counter
@@ -310,29 +312,45 @@ def test_one_reconciliation_costs_a_list_per_folder_and_no_read(
     assert daemon._in_store[str(trust_dir.absolute())] == {k.relpath for k in _keys(tmp_path)}
 
 
-MEMBER_WITHOUT_DETAILED = """
-path "{mount}/data/{prefix}/v1/teams/{team}/*" {{ capabilities = ["create", "read", "update"] }}
-path "{mount}/metadata/{prefix}/v1/teams/{team}/*" {{
-  capabilities = ["create", "read", "update", "list"] }}
-"""
+def _member_policy(backend: BackendSetup, tmp_path: Path) -> str:
+    """The member policy 'keyvault policy render' writes for this team and store."""
+    from keyvault.policy import load_policy, render_vault
+
+    policy_file = tmp_path / "policy.toml"
+    policy_file.write_text(
+        f'version = 1\n\n[teams.{TEAM}]\nguns = ["{GUN}-*"]\nmembers = ["vault:name:m"]\n'
+        f'store = "{backend.store}"\nwrappers = ["{backend.wrappers[0]}"]\n'
+    )
+    return render_vault(load_policy(policy_file))[f"keyvault-{TEAM}-member"]
 
 
-@pytest.fixture
-def no_detailed_token(bao: BaoServer, vault_backend: BackendSetup) -> Iterator[str]:
-    """A member token of an older policy: every KV path of the team, no detailed-metadata;
-    and the Transit key. The policy is deleted at teardown."""
-    prefix = vault_backend.store.removeprefix(f"vault://{KV_MOUNT}/")
-    key = vault_backend.wrappers[0].rsplit("/", 1)[1]
-    name = f"kv-no-detailed-{prefix}"
-    hcl = MEMBER_WITHOUT_DETAILED.format(mount=KV_MOUNT, prefix=prefix, team=TEAM)
-    hcl += f'path "transit/encrypt/{key}" {{ capabilities = ["update"] }}\n'
-    hcl += f'path "transit/decrypt/{key}" {{ capabilities = ["update"] }}\n'
+@contextlib.contextmanager
+def _token_of(bao: BaoServer, name: str, hcl: str) -> Iterator[str]:
+    """A token of the policy ``hcl``, installed as ``name`` and deleted at the end."""
     root = bao.root()
     root.sys.create_or_update_policy(name, hcl)
     try:
         yield bao.token(name)
     finally:
         root.sys.delete_policy(name)
+
+
+@pytest.fixture
+def member_token(bao: BaoServer, vault_backend: BackendSetup, tmp_path: Path) -> Iterator[str]:
+    prefix = vault_backend.store.removeprefix(f"vault://{KV_MOUNT}/")
+    with _token_of(bao, f"member-{prefix}", _member_policy(vault_backend, tmp_path)) as token:
+        yield token
+
+
+@pytest.fixture
+def no_detailed_token(bao: BaoServer, vault_backend: BackendSetup, tmp_path: Path) -> Iterator[str]:
+    """A member token of the policy as rendered before: no list on detailed-metadata."""
+    prefix = vault_backend.store.removeprefix(f"vault://{KV_MOUNT}/")
+    hcl = _member_policy(vault_backend, tmp_path)
+    older = re.sub(r"(?s)# each folder's latest versions.*?\n}\n", "", hcl)
+    assert "detailed-metadata" not in older and "metadata" in older
+    with _token_of(bao, f"member-older-{prefix}", older) as token:
+        yield token
 
 
 def test_a_token_without_detailed_metadata_falls_back_to_reads_with_one_warning(
@@ -359,28 +377,6 @@ def test_a_token_without_detailed_metadata_falls_back_to_reads_with_one_warning(
     text = str(warned.message)
     assert "permission denied" in text and f"{KV_MOUNT}/detailed-metadata/" in text
     assert no_detailed_token not in text
-
-
-@pytest.fixture
-def member_token(bao: BaoServer, vault_backend: BackendSetup, tmp_path: Path) -> Iterator[str]:
-    """A token of the member policy 'keyvault policy render' writes for this team and
-    store (deleted at teardown)."""
-    from keyvault.policy import load_policy, render_vault
-
-    prefix = vault_backend.store.removeprefix(f"vault://{KV_MOUNT}/")
-    policy_file = tmp_path / "policy.toml"
-    policy_file.write_text(
-        f'version = 1\n\n[teams.{TEAM}]\nguns = ["{GUN}-*"]\nmembers = ["vault:name:m"]\n'
-        f'store = "{vault_backend.store}"\nwrappers = ["{vault_backend.wrappers[0]}"]\n'
-    )
-    hcl = render_vault(load_policy(policy_file))[f"keyvault-{TEAM}-member"]
-    name = f"member-{prefix}"
-    root = bao.root()
-    root.sys.create_or_update_policy(name, hcl)
-    try:
-        yield bao.token(name)
-    finally:
-        root.sys.delete_policy(name)
 
 
 def test_the_rendered_member_policy_grants_the_listing(
