@@ -816,6 +816,14 @@ def _vault_member(
             )
         )
         blocks.append(_hcl(f"{mount}/metadata/{base}", ["list"]))
+        blocks.append(
+            _hcl(
+                f"{mount}/detailed-metadata/{base}/*",
+                ["list"],
+                "each folder's latest versions in one LIST: an unchanged backup reads no key "
+                "(without it,\n# each key is read)",
+            )
+        )
     for mount, key in transit:
         blocks.append(_hcl(f"{mount}/encrypt/{key}", ["update"], f"Transit key {key}"))
         blocks.append(_hcl(f"{mount}/decrypt/{key}", ["update"]))

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, Self, runtime_checkable
 
-from keyvault.errors import UsageError
+from keyvault.errors import NotFoundError, UsageError
 from keyvault.plugins import BackendOptions
 from keyvault.redact import shown_uri
 
@@ -48,6 +48,16 @@ def validate_object_name(name: str) -> list[str]:
 def shown(value: object) -> str:
     """A value for an error message: redacted (a URI's userinfo), quoted, cut to 80 characters."""
     return shown_uri(value)
+
+
+class LatestDeletedError(NotFoundError):
+    """The object's latest version was deleted or destroyed outside keyvault (Vault KV's
+    ``kv delete``/``kv destroy``); its history stays, so a new version goes on top of
+    ``latest`` (a create would be refused)."""
+
+    def __init__(self, message: str, *, latest: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.latest = latest
 
 
 @dataclass(frozen=True)
@@ -126,6 +136,26 @@ class TagListing(Protocol):
     def tags_under(self, prefix: str, *, after: str = "") -> dict[str, str]:
         """The entity tag of every object's latest version under ``prefix``, by name; with
         ``after``, only the names that sort after it (byte order), skipping those before."""
+        ...
+
+
+@runtime_checkable
+class FolderTagListing(Protocol):
+    """A store that names each object's latest version by a tag one folder at a time (Vault
+    KV v2 ``detailed-metadata``: a LIST per folder, never a subtree, 1,000 objects a page).
+
+    Optional: a backup lists each folder that holds one of its keys once, rather than the
+    whole team (whose GUN paths and audit checkpoints are folders of their own), and
+    uses the tags as :class:`TagListing`'s.
+    """
+
+    def tags_in(self, folder: str) -> dict[str, str]:
+        """The tag of every object's latest version directly in ``folder`` (ending in "/"),
+        by name; "" where the store may not say."""
+        ...
+
+    def written_tag(self, name: str, version: str) -> str:
+        """The tag of a version this store has just written ("" if unknown)."""
         ...
 
 

@@ -25,7 +25,10 @@ for bytes that are not UTF-8. Objects larger than MAX_OBJECT_SIZE are refused
 on read, and no answer from Vault larger than
 :data:`~keyvault.stores._vault_client.MAX_RESPONSE` is parsed (T10).
 Listing uses Vault's LIST on the metadata path of the prefix's own folder and
-walks only that subtree.
+walks only that subtree. :meth:`VaultKvStore.tags_in` lists one folder's
+``detailed-metadata`` instead (OpenBao, KV v2): each object's current version
+and its creation time, 1,000 objects a page, so a backup learns which keys are
+unchanged without reading them (keyvault.known).
 
 Authentication, TLS, renewal, retries and typed errors: see
 :mod:`keyvault.stores._vault_client`.
@@ -38,6 +41,7 @@ import binascii
 import re
 import threading
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any, NoReturn, Self, TypeVar
 from urllib.parse import urlsplit
 
@@ -56,6 +60,7 @@ from keyvault.stores.base import (
     MAX_NAME_LENGTH,
     MAX_OBJECT_SIZE,
     OBJECT_SEGMENT,
+    LatestDeletedError,
     ObjectVersion,
     StoredObject,
     shown,
@@ -71,6 +76,10 @@ _PARTIAL_SEGMENT = re.compile(r"[A-Za-z0-9._:~-]*")
 _VERSION = re.compile(r"[1-9][0-9]{0,18}")
 _CAS_MISMATCH = "check-and-set parameter did not match"
 _MAX_DEPTH = 64
+#: Objects per ``detailed-metadata`` LIST page (OpenBao's ``limit``).
+LIST_PAGE = 1000
+#: Tags of versions this store wrote and nobody asked for yet; the oldest go beyond this.
+_MAX_WRITTEN = 4096
 _T = TypeVar("_T")
 #: ``list`` is a method of VaultKvStore, so annotations inside the class use these aliases.
 _Versions = list[ObjectVersion]
@@ -86,6 +95,8 @@ class VaultKvStore:
         self._client: vc.VaultClient | None = vc.acquire(options)
         self._checked_mount = False
         self._lock = threading.Lock()
+        self._detailed = True  # False once Vault refused a detailed-metadata LIST
+        self._written: dict[tuple[str, str], str] = {}
 
     @classmethod
     def from_uri(cls, uri: str, options: BackendOptions, *, create: bool = False) -> Self:
@@ -128,7 +139,8 @@ class VaultKvStore:
             raise _cut("version")
         if not isinstance(got, int) or isinstance(got, bool) or (number and got != number):
             raise self._tampered(name, "answered with another version than asked for")
-        return StoredObject(name, str(got), self._decode(name, _field(data, "data")))
+        data_bytes = self._decode(name, _field(data, "data"))
+        return StoredObject(name, str(got), data_bytes, _tag(got, meta.get("created_time")))
 
     def write(self, name: str, data: bytes, *, replaces: str | None = None) -> str:
         path = self._path(name)
@@ -166,6 +178,12 @@ class VaultKvStore:
         labels = labels_for(name)
         if labels and meta.get("custom_metadata") != labels:
             self._label(path, labels)
+        tag = _tag(version, meta.get("created_time"))
+        if tag:
+            with self._lock:
+                self._written[(name, str(version))] = tag
+                if len(self._written) > _MAX_WRITTEN:
+                    del self._written[next(iter(self._written))]
         return str(version)
 
     def versions(self, name: str) -> _Versions:
@@ -210,6 +228,38 @@ class VaultKvStore:
             client.release()
 
     # -- Vault KV extras (not in the Store protocol) ----------------------------------------
+
+    def tags_in(self, folder: str) -> dict[str, str]:
+        """The tag of each object's latest version directly in ``folder`` (a name prefix
+        ending in "/"; objects in its subfolders are not included), by name.
+
+        A tag is ``<current version>@<its created_time>``: both assigned by Vault, so a
+        writer can neither choose one nor bring an old one back (a copy on top is a new
+        version with a new time). A current version that is deleted or destroyed gets a
+        tag no record holds (``...@deleted``), so the key is read, as before.
+
+        One ``detailed-metadata`` LIST per :data:`LIST_PAGE` objects (KV v2 lists one
+        folder at a time, never a subtree). A token without ``list`` on
+        ``<mount>/detailed-metadata/...`` still works: the names come from the plain
+        metadata LIST, each with no tag (so each key is read), and one
+        :class:`VaultListingWarning` says so, once per store.
+        """
+        if not isinstance(folder, str) or not folder.endswith("/"):
+            raise UsageError(f"a folder must end with '/': {shown(folder)}")
+        validate_object_name(folder[:-1])
+        self._live()
+        if self._detailed:
+            try:
+                return dict(self._detailed_pages(folder))
+            except vc.VaultPermissionError as exc:
+                self._no_detailed(exc)
+        return dict.fromkeys(self._names_in(folder), "")
+
+    def written_tag(self, name: str, version: str) -> str:
+        """The tag (as :meth:`tags_in` lists it) of a version this store just wrote, from
+        Vault's answer to the write; "" if unknown. Given once: it is forgotten then."""
+        with self._lock:
+            return self._written.pop((name, version), "")
 
     def delete_all_versions(self, name: str) -> None:
         """Delete the metadata of ``name``'s path, which destroys every version of it
@@ -346,13 +396,19 @@ class VaultKvStore:
         number = int(version) if version is not None else meta.get("current_version")
         versions = meta.get("versions") if isinstance(meta.get("versions"), dict) else {}
         entry = versions.get(str(number)) if isinstance(versions, dict) else None
+        # the latest version gone: a new one goes on top of it (LatestDeletedError.latest)
+        error = (
+            NotFoundError
+            if version is not None
+            else partial(LatestDeletedError, latest=str(number))
+        )
         if isinstance(entry, dict) and entry.get("destroyed"):
-            return NotFoundError(
+            return error(
                 f"object {name} version {number} in store {self.uri} was destroyed",
                 hint="restore another version",
             )
         if isinstance(entry, dict) and entry.get("deletion_time"):
-            return NotFoundError(
+            return error(
                 f"object {name} version {number} in store {self.uri} was deleted (soft delete)",
                 hint=f"undelete it: bao kv undelete -mount={self._mount} -versions={number} {path}",
             )
@@ -369,6 +425,23 @@ class VaultKvStore:
     def _walk(self, base: str, *, only: str | None, depth: int) -> Iterator[str]:
         if depth > _MAX_DEPTH:
             raise self._tampered(base, "is nested implausibly deep")
+        for key in self._listed(base):
+            is_folder = key.endswith("/")
+            segment = key[:-1] if is_folder else key
+            if only is not None and not segment.startswith(only):
+                continue
+            if is_folder:
+                yield from self._walk(base + key, only=None, depth=depth + 1)
+            else:
+                yield base + segment
+
+    def _names_in(self, base: str) -> _Names:
+        """The objects directly in the folder ``base`` (no subfolder), from a plain LIST."""
+        return [base + key for key in self._listed(base) if not key.endswith("/")]
+
+    def _listed(self, base: str) -> _Names:
+        """One plain LIST of the folder ``base``: its entries ("x" or "x/" for a subfolder),
+        sorted, only those keyvault could have written."""
         folder = self._prefix + base
         try:
             resp = self._call(
@@ -378,28 +451,67 @@ class VaultKvStore:
             )
         except vc.VaultRequestError as exc:
             if exc.status == 404 and not exc.no_route:
-                return  # an empty folder does not exist in Vault
+                return []  # an empty folder does not exist in Vault
             self._raise(exc, base or "(everything)")
         keys = _field(resp, "data").get("keys")
         if not isinstance(keys, list):
             raise self._tampered(base or "(root)", "lists no keys")
         # "a/" sorts where every name below it does ("/" is a name's only separator)
-        for key in sorted(k for k in keys if isinstance(k, str)):
-            is_folder = key.endswith("/")
-            segment = key[:-1] if is_folder else key
-            if only is not None and not segment.startswith(only):
-                continue
-            name = base + segment
-            if (
-                not OBJECT_SEGMENT.fullmatch(segment)
-                or segment in (".", "..")
-                or len(name) > MAX_NAME_LENGTH
-            ):
-                continue  # not a name keyvault writes: not ours to judge
-            if is_folder:
-                yield from self._walk(name + "/", only=None, depth=depth + 1)
-            else:
-                yield name
+        return sorted(k for k in keys if isinstance(k, str) and _ours(base, k))
+
+    def _detailed_pages(self, base: str) -> Iterator[tuple[str, str]]:
+        """(name, tag) of each object in the folder ``base``, a LIST page at a time."""
+        after = ""
+        while True:
+            data = self._detailed_page(base, after)
+            keys, info = data.get("keys"), data.get("key_info")
+            if not isinstance(keys, list) or not isinstance(info, dict):
+                raise self._tampered(base, "lists no keys")
+            for key in keys:
+                if isinstance(key, str) and not key.endswith("/") and _ours(base, key):
+                    yield base + key, _current_tag(info.get(key))
+            if len(keys) < LIST_PAGE:
+                return
+            last = keys[-1]
+            if not isinstance(last, str) or last <= after:
+                raise self._tampered(base, "lists its keys out of order")
+            after = last
+
+    def _detailed_page(self, base: str, after: str) -> dict[str, Any]:
+        """One page of the folder's detailed metadata: the keys that sort after ``after``."""
+        mount, folder = self._mount, self._prefix + base
+        params: dict[str, str | int] = {"limit": LIST_PAGE}
+        if after:
+            params["after"] = after
+        try:
+            resp = self._call(
+                "list",
+                f"detailed-metadata/{folder}",
+                lambda c: c.adapter.list(f"/v1/{mount}/detailed-metadata/{folder}", params=params),
+            )
+        except vc.VaultRequestError as exc:
+            if exc.status == 404 and not exc.no_route:
+                return {"keys": [], "key_info": {}}  # an empty folder, or past the last page
+            self._raise(exc, base)
+        return _field(resp, "data")
+
+    def _no_detailed(self, exc: vc.VaultPermissionError) -> None:
+        """Vault refused the detailed-metadata LIST: say so once, then list names only."""
+        import warnings
+
+        with self._lock:
+            if not self._detailed:
+                return
+            self._detailed = False
+        warnings.warn(
+            VaultListingWarning(
+                f"{exc.message}; so each key of this backup is read to learn whether it "
+                "changed (a request per key instead of a LIST per folder); grant the token "
+                f"'list' on {self._mount}/detailed-metadata/<prefix>/v1/teams/<team>/* "
+                "('keyvault policy render' prints it)"
+            ),
+            stacklevel=4,
+        )
 
     def _decode(self, name: str, fields: dict[str, Any]) -> bytes:
         if set(fields) == {FIELD_TEXT} and isinstance(fields[FIELD_TEXT], str):
@@ -450,6 +562,10 @@ class VaultKvStore:
 
 class VaultLabelWarning(UserWarning):
     """An envelope was stored but its custom-metadata labels could not be set."""
+
+
+class VaultListingWarning(UserWarning):
+    """Vault refused a detailed-metadata LIST: unchanged keys are read, not listed."""
 
 
 def labels_for(name: str) -> dict[str, str]:
@@ -559,6 +675,37 @@ def _live_versions(meta: dict[str, Any]) -> list[int]:
         and not e.get("deletion_time")
         and not e.get("destroyed")
     ]
+
+
+def _ours(base: str, key: str) -> bool:
+    """A listed entry ("x" or "x/") whose name keyvault could have written."""
+    segment = key.removesuffix("/")
+    return (
+        bool(OBJECT_SEGMENT.fullmatch(segment))
+        and segment not in (".", "..")
+        and len(base + segment) <= MAX_NAME_LENGTH
+    )
+
+
+def _tag(version: object, created: object) -> str:
+    """``<version>@<created_time>``: what :meth:`VaultKvStore.tags_in` lists for it."""
+    if not isinstance(version, int) or isinstance(version, bool) or not isinstance(created, str):
+        return ""
+    return f"{version}@{created[:64]}" if created else ""
+
+
+def _current_tag(entry: object) -> str:
+    """The tag of a detailed-metadata entry's current version; ``<version>@deleted`` (which
+    no record holds) when it is deleted or destroyed; "" when the entry says too little."""
+    if not isinstance(entry, dict):
+        return ""
+    current, versions = entry.get("current_version"), entry.get("versions")
+    own = versions.get(str(current)) if isinstance(versions, dict) else None
+    if not isinstance(own, dict):
+        return ""
+    if own.get("deletion_time") or own.get("destroyed"):
+        return f"{current}@deleted"  # current is a number: it named an entry of versions
+    return _tag(current, own.get("created_time"))
 
 
 def _created(meta: dict[str, Any], number: int) -> str | None:

@@ -19,6 +19,12 @@ path "secret/metadata/keyvault/v1/teams/platform" {
   capabilities = ["list"]
 }
 
+# each folder's latest versions in one LIST: an unchanged backup reads no key (without it,
+# each key is read)
+path "secret/detailed-metadata/keyvault/v1/teams/platform/*" {
+  capabilities = ["list"]
+}
+
 # Transit key platform
 path "transit/encrypt/platform" {
   capabilities = ["update"]
