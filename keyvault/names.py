@@ -309,6 +309,16 @@ def team_prefix(team: str) -> str:
     return f"{FORMAT_PREFIX}/teams/{validate_team(team)}/"
 
 
+#: The team's change marker (``[vault] change_marker``): directly in the team's folder, where
+#: no key, pin or cert is (each sits in a section folder below it), so no name parses as it.
+CHANGE_MARKER = "changes"
+
+
+def change_marker_name(team: str) -> str:
+    """The object whose every new version announces a keyvault write in ``team``."""
+    return f"{team_prefix(team)}{CHANGE_MARKER}"
+
+
 def gun_prefix(team: str, gun: str) -> str:
     return f"{team_prefix(team)}guns/{validate_gun(gun)}/"
 

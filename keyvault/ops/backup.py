@@ -48,13 +48,14 @@ from keyvault.errors import (
 from keyvault.known import KnownVersions, Seen, wrappers_digest
 from keyvault.names import CertAddress, KeyAddress, PinAddress, team_prefix
 from keyvault.ops.authentic import describe
+from keyvault.ops.marker import MarkerSettings, TeamMarker, marker_settings
 from keyvault.ops.parallel import DEFAULT_CONCURRENCY, bounded_map
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session, key_ref
 from keyvault.ops.stored import StoredEnvelope, parse_stored
 from keyvault.redact import redact
 from keyvault.stores import Store
-from keyvault.stores.base import FolderTagListing, LatestDeletedError, TagListing
+from keyvault.stores.base import ChangeMarking, FolderTagListing, LatestDeletedError, TagListing
 from keyvault.trust.certpins import CertFile
 from keyvault.trust.model import KeyFile
 from keyvault.trust.pins import PinFile, scan_pins
@@ -209,10 +210,16 @@ def backup_keys(
         )
     known = session.known(open_sealer=not dry_run)
     session.highwater()  # made once here: threads that each made one lost each other's marks
-    if listing is None and len(items) >= LISTING_THRESHOLD:
+    marking = marker_settings(session.config.settings)
+    if listing is None and (len(items) >= LISTING_THRESHOLD or marking.on):
         listing = TeamListing()
     names = [a.object_name for _, a in items if a is not None and a not in denied]
-    listed = listing.of(store, team, names, concurrency) if listing is not None else None
+    marker = listing.marker(store, known, team, marking) if listing is not None else None
+    listed = (
+        listing.of(store, team, names, concurrency, known=known if marker else None)
+        if listing is not None
+        else None
+    )
     run = _Run(session, wrappers, dry_run, threshold, trust_dir, known)
     breaker = session.breaker
 
@@ -245,10 +252,15 @@ def backup_keys(
         outcomes.append(outcome)
         if on_done:
             on_done(outcome)
+    if not dry_run:
+        session.highwater().save()
+    if marker is not None:  # after the high-water marks: a failure here is exit 6
+        ok = all(o.action in (UNCHANGED, CREATED, UPDATED) for o in outcomes)
+        wrote = any(o.action in (CREATED, UPDATED) for o in outcomes)
+        marker.finish(ok=ok, wrote=wrote, dry_run=dry_run)
     if known is not None:
         known.save()
     if not dry_run:
-        session.highwater().save()
         _audit(session, team, outcomes)
     return outcomes
 
@@ -261,14 +273,42 @@ class TeamListing:
     authenticated read path.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, full_check: bool = False, clock: Callable[[], float] = time.time) -> None:
         self._listed: dict[str, str] | None = None
         self._folders: dict[str, dict[str, str]] = {}
+        self._full_check, self._clock = full_check, clock
+        self._marker: TeamMarker | None = None
 
-    def of(self, store: Store, team: str, names: Sequence[str], concurrency: int) -> dict[str, str]:
+    def marker(
+        self, store: Store, known: KnownVersions | None, team: str, marking: MarkerSettings
+    ) -> TeamMarker | None:
+        """The team's change marker, where it is on (``[vault] change_marker``), the store
+        keeps one and this machine keeps MAC'd records; one for the life of this listing."""
+        if not marking.on or known is None or not isinstance(store, ChangeMarking):
+            return None
+        if self._marker is None:
+            self._marker = TeamMarker(
+                store, known, team, marking.every, full_check=self._full_check, clock=self._clock
+            )
+        return self._marker
+
+    def of(
+        self,
+        store: Store,
+        team: str,
+        names: Sequence[str],
+        concurrency: int,
+        *,
+        known: KnownVersions | None = None,
+    ) -> dict[str, str]:
         """Each object with the tag of its latest version ("" where the store lists none):
         the whole team, or, where the store lists a folder at a time, at least the folders
-        of ``names`` (each listed once for the life of this listing)."""
+        of ``names`` (each listed once for the life of this listing). With the team's
+        change marker unmoved (:meth:`marker`), the tags ``known`` records for ``names``,
+        with no listing: a name with no record is taken as absent (a create that finds
+        it takes the read path)."""
+        if known is not None and self._marker is not None and self._marker.unchanged():
+            return {name: tag for name in names if (tag := known.recorded_tag(name))}
         if isinstance(store, FolderTagListing):
             return self._by_folder(store, names, concurrency)
         if self._listed is None:

@@ -1,0 +1,120 @@
+"""A team's change marker (``[vault] change_marker``, opt-in): one request tells a backup
+that nothing of the team changed since this machine's last complete listing.
+
+KV v2 lists one folder at a time, so proving 100,000 keys in 1,000 GUNs unchanged costs
+some 3,000 LISTs. With the marker on, every keyvault run that wrote a key, pin or cert of
+the team then writes a new version of ``v1/teams/<team>/changes`` (a random nonce); its
+tag (version and creation time, both Vault's) names the team's last announced change. A
+backup reads that tag first (one request): if it is the one recorded, under the MAC of
+keyvault.known, before this machine's last complete listing, and that listing is younger
+than ``[vault] full_check_every``, each key's record stands for the listing; each key's
+own checks (its MAC, high-water mark, sealer, key file on disk) still hold. Otherwise
+the folders are listed as without the marker, and the tag read before them is recorded.
+
+What it trades: a version written on top outside keyvault (a writer that does not move
+the marker) is seen at the next full check, not at the next backup. A restore is never
+affected: it checks signatures, chain and high-water marks.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from keyvault.errors import BackendUnavailableError, KeyvaultError, UsageError
+from keyvault.known import KnownVersions
+from keyvault.stores.base import ChangeMarking
+
+_EVERY = re.compile(r"([1-9][0-9]{0,6})([smhd])")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+DEFAULT_EVERY = "24h"
+
+
+@dataclass(frozen=True)
+class MarkerSettings:
+    on: bool
+    every: float  # seconds between full listings
+
+
+def marker_settings(settings: Mapping[str, Mapping[str, Any]]) -> MarkerSettings:
+    """``[vault] change_marker`` and ``full_check_every`` ("30m", "24h", "7d")."""
+    vault = settings.get("vault", {})
+    text = vault.get("full_check_every", DEFAULT_EVERY)
+    found = _EVERY.fullmatch(text) if isinstance(text, str) else None
+    if found is None:
+        raise UsageError(
+            f"[vault] full_check_every must be a number and a unit (s, m, h, d): {text!r:.40}",
+            hint=f'e.g. full_check_every = "{DEFAULT_EVERY}"',
+        )
+    return MarkerSettings(vault.get("change_marker") is True, int(found[1]) * _UNIT[found[2]])
+
+
+def _version(tag: str) -> int:
+    """The marker version a tag names (0 for none)."""
+    head = tag.partition("@")[0]
+    return int(head) if head.isdigit() else 0
+
+
+class TeamMarker:
+    """One run's view of a team's change marker (a listing's, shared by its backups)."""
+
+    def __init__(
+        self,
+        store: ChangeMarking,
+        known: KnownVersions,
+        team: str,
+        every: float,
+        *,
+        full_check: bool,
+        clock: Callable[[], float],
+    ) -> None:
+        self._store, self._known, self._team = store, known, team
+        self._every, self._full_check, self._clock = every, full_check, clock
+        self._read: tuple[str, float] | None = None  # the tag read before listing, and when
+        self.fresh: bool | None = None
+
+    def unchanged(self) -> bool:
+        """Whether the records stand for a listing: the marker is read once per run."""
+        if self.fresh is None:
+            now = self._clock()
+            tag = self._store.marker_tag(self._team)
+            self._read = (tag, now)
+            self.fresh = not self._full_check and self._known.marker_fresh(
+                self._team, tag, now, self._every
+            )
+        return self.fresh
+
+    def finish(self, *, ok: bool, wrote: bool, dry_run: bool) -> None:
+        """After a backup: announce its writes (and any a failed run left unannounced), then
+        record the tag read before a complete listing, or forget it if a key is in doubt."""
+        known, team = self._known, self._team
+        new = ""
+        missing = self._read is not None and not self._read[0]  # a store with no marker yet
+        if not dry_run and (wrote or missing or known.marker_pending(team)):
+            try:
+                new = self._store.mark_change(team)
+            except KeyvaultError as exc:
+                if not wrote and not known.marker_pending(team):
+                    return  # no marker yet, and nothing to announce: listed again next time
+                known.note_marker(team, "", self._clock(), pending=True)
+                known.save()
+                raise BackendUnavailableError(
+                    f"keys of team {team} were backed up but not announced: the change "
+                    f"marker could not be written ({exc.message}); other machines with "
+                    "[vault] change_marker see the change at their next full check",
+                    hint="run the backup again: it writes the marker first",
+                ) from None
+        if self._read is None:
+            return
+        tag, at = self._read
+        if not ok:
+            known.note_marker(team, "", at)  # a key in doubt: list again next time
+            return
+        # our own announcement right on top of the tag read: nothing else moved in between
+        ours = bool(new) and _version(new) == _version(tag) + 1
+        if not self.fresh:  # a complete listing, made after ``tag`` was read
+            known.note_marker(team, new if ours else tag, at)
+        elif ours:  # the records still stand for the last complete listing
+            known.note_marker(team, new, known.marker_checked(team) or at)
