@@ -159,6 +159,15 @@ def backup(
             "config pins; they are backed up by default.",
         ),
     ] = False,
+    full_check: Annotated[
+        bool,
+        typer.Option(
+            "--full-check",
+            help="With [vault] change_marker: list the store's folders even though the "
+            "team's change marker has not moved, so a version written outside keyvault "
+            "is seen now, not at the next full check.",
+        ),
+    ] = False,
     json_out: Json = False,
 ) -> None:
     """Back up key files from the trust directory (all of them unless selected), the
@@ -172,6 +181,7 @@ def backup(
     from keyvault.ops.backup import (
         FAILED,
         NOT_ATTEMPTED,
+        TeamListing,
         backup_keys,
         select_certs,
         select_keys,
@@ -200,6 +210,7 @@ def backup(
             trust_dir=config.trust_dir,
             pins=pins,
             certs=certs,
+            listing=TeamListing(full_check=True) if full_check else None,
         )
     codes = [o.error.exit_code for o in outcomes if o.error is not None]
     codes += [2] if result.problems or cert_problems else []
