@@ -18,14 +18,19 @@ affected: it checks signatures, chain and high-water marks.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keyvault.errors import BackendUnavailableError, KeyvaultError, UsageError
 from keyvault.known import KnownVersions
 from keyvault.stores.base import ChangeMarking
+
+if TYPE_CHECKING:
+    from keyvault.ops.session import Session
 
 _EVERY = re.compile(r"([1-9][0-9]{0,6})([smhd])")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -49,6 +54,32 @@ def marker_settings(settings: Mapping[str, Mapping[str, Any]]) -> MarkerSettings
             hint=f'e.g. full_check_every = "{DEFAULT_EVERY}"',
         )
     return MarkerSettings(vault.get("change_marker") is True, int(found[1]) * _UNIT[found[2]])
+
+
+def announce(store: ChangeMarking, known: KnownVersions | None, team: str, now: float) -> str:
+    """A new marker version after a run's writes in ``team``; its tag. If it cannot be
+    written, this machine's records say so (its next run writes it first), and the run
+    fails with exit 6: changed, but not announced."""
+    try:
+        return store.mark_change(team)
+    except KeyvaultError as exc:
+        if known is not None:
+            known.note_marker(team, "", now, pending=True)
+            known.save()
+        raise BackendUnavailableError(
+            f"keys of team {team} were written but not announced: the change marker "
+            f"could not be written ({exc.message}); other machines with [vault] "
+            "change_marker see the change at their next full check",
+            hint="run the backup again: it writes the marker first",
+        ) from None
+
+
+def announce_writes(session: Session, team: str) -> None:
+    """After a run that wrote keys in ``team`` outside a backup (rewrap): move the marker,
+    where it is on."""
+    store = session.store()
+    if marker_settings(session.config.settings).on and isinstance(store, ChangeMarking):
+        announce(store, session.known(), team, time.time())
 
 
 def _version(tag: str) -> int:
@@ -92,20 +123,11 @@ class TeamMarker:
         known, team = self._known, self._team
         new = ""
         missing = self._read is not None and not self._read[0]  # a store with no marker yet
-        if not dry_run and (wrote or missing or known.marker_pending(team)):
-            try:
+        if not dry_run and (wrote or known.marker_pending(team)):
+            new = announce(self._store, known, team, self._clock())
+        elif not dry_run and missing:  # no marker yet: make one, else listed again next time
+            with contextlib.suppress(KeyvaultError):
                 new = self._store.mark_change(team)
-            except KeyvaultError as exc:
-                if not wrote and not known.marker_pending(team):
-                    return  # no marker yet, and nothing to announce: listed again next time
-                known.note_marker(team, "", self._clock(), pending=True)
-                known.save()
-                raise BackendUnavailableError(
-                    f"keys of team {team} were backed up but not announced: the change "
-                    f"marker could not be written ({exc.message}); other machines with "
-                    "[vault] change_marker see the change at their next full check",
-                    hint="run the backup again: it writes the marker first",
-                ) from None
         if self._read is None:
             return
         tag, at = self._read

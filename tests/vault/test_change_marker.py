@@ -21,6 +21,8 @@ from keyvault.config import Config, Paths
 from keyvault.errors import AccessDeniedError, BackendUnavailableError, KeyvaultError
 from keyvault.names import change_marker_name
 from keyvault.ops.backup import CREATED, UNCHANGED, UPDATED, TeamListing, backup_keys
+from keyvault.ops.rewrap import rewrap_keys
+from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session
 from keyvault.trust.sample import notary_key_file
 from vault.test_unchanged_cost import (  # the counted requests, the config, keys, trust dir
@@ -273,6 +275,24 @@ def test_the_rendered_member_policy_writes_the_marker(
     member = replace(config, env=vault_env(bao, member_token))
     assert _backup(member, tmp_path) == Counter({CREATED: N_KEYS})
     _one_request(member, tmp_path, requests)
+
+
+def test_a_rewrap_moves_the_marker_so_other_machines_list(
+    config: Config, requests: Counter[str], tmp_path: Path
+) -> None:
+    """A rewrap seals new versions of the team's keys: it writes the marker too, so this
+    machine's next backup (whose records name the versions before) lists again."""
+    _trust_dir(tmp_path, guns=2)
+    _backup(config, tmp_path)
+    with Session(config) as session:
+        before = session.store().marker_tag(TEAM)  # type: ignore[attr-defined]
+        done = rewrap_keys(session, team=TEAM, selection=Selection(everything=True), reseal=True)
+        after = session.store().marker_tag(TEAM)  # type: ignore[attr-defined]
+    assert len(done) == N_KEYS and before.startswith("1@") and after.startswith("2@")
+    requests.clear()
+    assert _backup(config, tmp_path) == Counter({UNCHANGED: N_KEYS})
+    assert requests["list detailed"] == 2 and requests["read"] == N_KEYS
+    _one_request(config, tmp_path, requests)
 
 
 def test_the_marker_is_no_key(config: Config, tmp_path: Path) -> None:
