@@ -25,9 +25,10 @@ One JSON file per store under the state directory (0600), merged under an
 exclusive lock on save, like the high-water marks beside it.
 
 With ``[vault] change_marker`` the file also records, per team, the tag of the team's
-change marker read before this machine's last complete listing and when that was
-(:meth:`KnownVersions.marker_fresh`), under the same MAC key: a backup that finds the
-marker unmoved, within ``[vault] full_check_every``, takes the records as the listing.
+change marker read before this machine's last listing, when that was and which folders
+it listed (:meth:`KnownVersions.marker`), under the same MAC key: a backup of keys in
+those folders that finds the marker unmoved, within ``[vault] full_check_every``,
+takes the records as the listing.
 """
 
 from __future__ import annotations
@@ -121,42 +122,38 @@ class KnownVersions:
             found = self._loaded().get(name)
         return found[0].tag if found is not None else ""
 
-    def marker_fresh(self, team: str, tag: str, now: float, every: float) -> bool:
-        """Whether the team's change marker still has the ``tag`` recorded at this machine's
-        last complete listing, younger than ``every`` seconds, with nothing left unannounced."""
-        marker = self._marker(team)
-        if marker is None or not tag or marker.pending or not 0 <= now - marker.checked < every:
-            return False
-        return hmac.compare_digest(marker.tag, tag)
-
-    def marker_checked(self, team: str) -> float | None:
-        """When this machine's last complete listing of ``team`` was made, if recorded."""
-        marker = self._marker(team)
-        return marker.checked if marker is not None and marker.tag else None
-
-    def marker_pending(self, team: str) -> bool:
-        """Whether a run wrote in ``team`` and could not announce it (the marker write failed)."""
-        marker = self._marker(team)
-        return marker is not None and marker.pending
-
-    def note_marker(self, team: str, tag: str, checked: float, *, pending: bool = False) -> None:
-        """Record the marker's ``tag`` read before a complete listing made at ``checked``
-        (``pending``: a write of this run is not announced yet; no tag then)."""
-        marker = Marker("" if pending else tag, round(checked, 3), pending, "")
-        marker = marker._replace(mac=self._marker_mac(team, marker))
-        with self._lock:
-            self._loaded_markers()[team] = self._dirty_markers[team] = marker
-
-    def _marker(self, team: str) -> Marker | None:
+    def marker(self, team: str) -> Marker | None:
+        """The team's change marker as this machine's last complete listing found it, if its
+        MAC verifies."""
         with self._lock:
             marker = self._loaded_markers().get(team)
         if marker is None:
             return None
         return marker if hmac.compare_digest(marker.mac, self._marker_mac(team, marker)) else None
 
+    def note_marker(
+        self,
+        team: str,
+        tag: str,
+        checked: float,
+        folders: frozenset[str] = frozenset(),
+        *,
+        pending: bool = False,
+    ) -> None:
+        """Record the marker's ``tag`` read before a listing of ``folders`` made at
+        ``checked`` (``pending``: a write is not announced yet; no tag, no folders then)."""
+        if pending:
+            tag, folders = "", frozenset()
+        marker = Marker(tag, round(checked, 3), pending, tuple(sorted(folders)), "")
+        marker = marker._replace(mac=self._marker_mac(team, marker))
+        with self._lock:
+            self._loaded_markers()[team] = self._dirty_markers[team] = marker
+
     def _marker_mac(self, team: str, marker: Marker) -> str:
-        checked = repr(marker.checked)
-        return self._hmac("marker", self.store_uri, team, marker.tag, checked, int(marker.pending))
+        checked, pending = repr(marker.checked), int(marker.pending)
+        return self._hmac(
+            "marker", self.store_uri, team, marker.tag, checked, pending, *marker.folders
+        )
 
     def note(self, name: str, seen: Seen) -> None:
         """Record ``seen`` as the latest version of ``name``."""
@@ -231,6 +228,7 @@ class Marker(NamedTuple):
     tag: str  # the marker's tag read before that listing
     checked: float  # when (seconds since the epoch)
     pending: bool  # a write of a later run is not announced yet
+    folders: tuple[str, ...]  # the folders that listing listed, sorted
     mac: str
 
 
@@ -263,8 +261,8 @@ def _read(path: Path) -> tuple[dict[str, tuple[Seen, str]], dict[str, Marker]]:
             for name, (t, v, s, d, f, m, w, k, mac) in doc["keys"].items()
         }
         markers = {
-            str(team): Marker(str(t), float(c), bool(p), str(mac))
-            for team, (t, c, p, mac) in doc.get("markers", {}).items()
+            str(team): Marker(str(t), float(c), bool(p), tuple(map(str, f)), str(mac))
+            for team, (t, c, p, f, mac) in doc.get("markers", {}).items()
         }
     except (KeyvaultError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return {}, {}

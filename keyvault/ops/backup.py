@@ -257,7 +257,8 @@ def backup_keys(
     if marker is not None:  # after the high-water marks: a failure here is exit 6
         ok = all(o.action in (UNCHANGED, CREATED, UPDATED) for o in outcomes)
         wrote = any(o.action in (CREATED, UPDATED) for o in outcomes)
-        marker.finish(ok=ok, wrote=wrote, dry_run=dry_run)
+        listed_folders = listing.listed if listing is not None else frozenset()
+        marker.finish(ok=ok, wrote=wrote, dry_run=dry_run, listed=listed_folders)
     if known is not None:
         known.save()
     if not dry_run:
@@ -278,6 +279,11 @@ class TeamListing:
         self._folders: dict[str, dict[str, str]] = {}
         self._full_check, self._clock = full_check, clock
         self._marker: TeamMarker | None = None
+
+    @property
+    def listed(self) -> frozenset[str]:
+        """The folders listed so far (Vault KV), each of them after the marker was read."""
+        return frozenset(self._folders)
 
     def marker(
         self, store: Store, known: KnownVersions | None, team: str, marking: MarkerSettings
@@ -304,11 +310,17 @@ class TeamListing:
         """Each object with the tag of its latest version ("" where the store lists none):
         the whole team, or, where the store lists a folder at a time, at least the folders
         of ``names`` (each listed once for the life of this listing). With the team's
-        change marker unmoved (:meth:`marker`), the tags ``known`` records for ``names``,
-        with no listing: a name with no record is taken as absent (a create that finds
-        it takes the read path)."""
-        if known is not None and self._marker is not None and self._marker.unchanged():
-            return {name: tag for name in names if (tag := known.recorded_tag(name))}
+        change marker unmoved (:meth:`marker`), the tags ``known`` records stand for the
+        folders this machine listed last, which are not listed again: a name there with
+        no record is taken as absent (a create that finds it takes the read path)."""
+        covered = self._marker.covered() if known is not None and self._marker else frozenset()
+        if known is not None and covered and isinstance(store, FolderTagListing):
+            rest = [name for name in names if _folder(name) not in covered]
+            found = self._by_folder(store, rest, concurrency) if rest else {}
+            for name in names:
+                if _folder(name) in covered and (tag := known.recorded_tag(name)):
+                    found[name] = tag
+            return found
         if isinstance(store, FolderTagListing):
             return self._by_folder(store, names, concurrency)
         if self._listed is None:
@@ -323,7 +335,7 @@ class TeamListing:
         are in and more: each segment of each GUN path, ``guns/`` and the team itself,
         and the audit checkpoints' folders (37 LISTs against 20 for 20 keys in 10 GUNs;
         at least 4,003 against 3,001 for 1,000 GUNs of 3 roles each): so only these."""
-        wanted = sorted({name.rpartition("/")[0] + "/" for name in names})
+        wanted = sorted({_folder(name) for name in names})
         todo = [folder for folder in wanted if folder not in self._folders]
         for folder, tags in zip(todo, bounded_map(store.tags_in, todo, concurrency), strict=True):
             self._folders[folder] = tags
@@ -331,6 +343,11 @@ class TeamListing:
         for folder in wanted:
             found.update(self._folders[folder])
         return found
+
+
+def _folder(name: str) -> str:
+    """The folder an object name is in ("a/b/" for "a/b/c")."""
+    return name.rpartition("/")[0] + "/"
 
 
 def _listing(store: Store, team: str) -> dict[str, str]:

@@ -19,6 +19,7 @@ affected: it checks signatures, chain and high-water marks.
 from __future__ import annotations
 
 import contextlib
+import hmac
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from keyvault.errors import BackendUnavailableError, KeyvaultError, UsageError
-from keyvault.known import KnownVersions
+from keyvault.known import KnownVersions, Marker
 from keyvault.stores.base import ChangeMarking
 
 if TYPE_CHECKING:
@@ -104,39 +105,52 @@ class TeamMarker:
         self._store, self._known, self._team = store, known, team
         self._every, self._full_check, self._clock = every, full_check, clock
         self._read: tuple[str, float] | None = None  # the tag read before listing, and when
-        self.fresh: bool | None = None
+        self._recorded: Marker | None = None  # this machine's record, if the marker is at it
+        self._doubt = False  # a key of this run was in doubt: record nothing
 
-    def unchanged(self) -> bool:
-        """Whether the records stand for a listing: the marker is read once per run."""
-        if self.fresh is None:
+    def covered(self) -> frozenset[str]:
+        """The folders whose records stand for a listing: those this machine listed last, if
+        the marker is still at the tag it recorded then, within ``full_check_every``; none
+        otherwise (the marker is read once per run)."""
+        if self._read is None:
             now = self._clock()
             tag = self._store.marker_tag(self._team)
             self._read = (tag, now)
-            self.fresh = not self._full_check and self._known.marker_fresh(
-                self._team, tag, now, self._every
-            )
-        return self.fresh
+            marker = self._known.marker(self._team)
+            if (
+                not self._full_check
+                and marker is not None
+                and tag
+                and not marker.pending
+                and 0 <= now - marker.checked < self._every
+                and hmac.compare_digest(marker.tag, tag)
+            ):
+                self._recorded = marker
+        return frozenset(self._recorded.folders) if self._recorded is not None else frozenset()
 
-    def finish(self, *, ok: bool, wrote: bool, dry_run: bool) -> None:
+    def finish(self, *, ok: bool, wrote: bool, dry_run: bool, listed: frozenset[str]) -> None:
         """After a backup: announce its writes (and any a failed run left unannounced), then
-        record the tag read before a complete listing, or forget it if a key is in doubt."""
+        record the tag read before the listing of ``listed`` (every folder listed so far),
+        or nothing more this run if a key was in doubt."""
         known, team = self._known, self._team
+        recorded = known.marker(team)
         new = ""
-        missing = self._read is not None and not self._read[0]  # a store with no marker yet
-        if not dry_run and (wrote or known.marker_pending(team)):
+        if not dry_run and (wrote or (recorded is not None and recorded.pending)):
             new = announce(self._store, known, team, self._clock())
-        elif not dry_run and missing:  # no marker yet: make one, else listed again next time
-            with contextlib.suppress(KeyvaultError):
+        elif not dry_run and self._read is not None and not self._read[0]:
+            with contextlib.suppress(KeyvaultError):  # no marker yet: make one
                 new = self._store.mark_change(team)
         if self._read is None:
             return
         tag, at = self._read
-        if not ok:
+        if not ok or self._doubt:
+            self._doubt = True
             known.note_marker(team, "", at)  # a key in doubt: list again next time
             return
         # our own announcement right on top of the tag read: nothing else moved in between
         ours = bool(new) and _version(new) == _version(tag) + 1
-        if not self.fresh:  # a complete listing, made after ``tag`` was read
-            known.note_marker(team, new if ours else tag, at)
-        elif ours:  # the records still stand for the last complete listing
-            known.note_marker(team, new, known.marker_checked(team) or at)
+        if self._recorded is None:  # listed after ``tag`` was read
+            known.note_marker(team, new if ours else tag, at, listed)
+        elif ours or (not new and not listed <= set(self._recorded.folders)):
+            before = self._recorded  # still stands, with what this run listed besides
+            known.note_marker(team, new or tag, before.checked, listed | set(before.folders))

@@ -14,17 +14,19 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from fixtures.servers import BackendSetup
 from fixtures.vault import KV_MOUNT, BaoServer, vault_env
 
 from keyvault.config import Config, Paths
 from keyvault.errors import AccessDeniedError, BackendUnavailableError, KeyvaultError
 from keyvault.names import change_marker_name
-from keyvault.ops.backup import CREATED, UNCHANGED, UPDATED, TeamListing, backup_keys
+from keyvault.ops.backup import CREATED, UNCHANGED, UPDATED, BackupOutcome, TeamListing, backup_keys
 from keyvault.ops.rewrap import rewrap_keys
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session
 from keyvault.trust.sample import notary_key_file
+from keyvault.trust.scan import scan_trust_dir
 from vault.test_unchanged_cost import (  # the counted requests, the config, keys, trust dir
     GUN,
     N_KEYS,
@@ -61,10 +63,31 @@ def _elsewhere(config: Config, tmp_path: Path) -> Config:
     return replace(config, paths=Paths(paths.config_dir, paths.data_dir, tmp_path / "other"))
 
 
-def _backup(config: Config, tmp_path: Path, listing: TeamListing | None = None) -> Counter[str]:
+def _outcomes(config: Config, tmp_path: Path) -> list[BackupOutcome]:
+    """A backup of every key of the trust directory, in a session of its own."""
     with Session(config) as session:
-        outcomes = backup_keys(session, _keys(tmp_path), team=TEAM, concurrency=4, listing=listing)
-    return Counter(o.action for o in outcomes)
+        return backup_keys(session, _keys(tmp_path), team=TEAM, concurrency=4)
+
+
+def _backup(config: Config, tmp_path: Path) -> Counter[str]:
+    return Counter(o.action for o in _outcomes(config, tmp_path))
+
+
+def _changed_by_another_machine(
+    config: Config, tmp_path: Path, made: dict[str, ec.EllipticCurvePrivateKey]
+) -> str:
+    """Machine B (its own trust and state directories) seals a new version of the first
+    key, in GUN 0 ('notary key passwd' there); its run writes the marker. Its name."""
+    other_trust = tmp_path / "b"
+    relpath, key = next(iter(made.items()))
+    (other_trust / "private").mkdir(parents=True, mode=0o700)
+    moved = other_trust / relpath
+    moved.write_bytes(notary_key_file(key, "targets", f"{GUN}-0", "b's passphrase"))
+    moved.chmod(0o600)
+    with Session(_elsewhere(config, tmp_path)) as b:
+        (changed,) = backup_keys(b, scan_trust_dir(other_trust).keys, team=TEAM)
+    assert changed.action == UPDATED
+    return changed.address.object_name
 
 
 def _one_request(config: Config, tmp_path: Path, requests: Counter[str]) -> None:
@@ -119,20 +142,30 @@ def test_a_key_another_machine_wrote_moves_the_marker_and_is_seen(
     made = _trust_dir(tmp_path, guns=2)
     _backup(config, tmp_path)
     _backup(config, tmp_path)  # A's records and marker tag
-    other_trust = tmp_path / "b"
-    relpath, key = next(iter(made.items()))
-    (other_trust / "private").mkdir(parents=True, mode=0o700)
-    moved = other_trust / relpath
-    moved.write_bytes(notary_key_file(key, "targets", f"{GUN}-0", "b's passphrase"))
-    moved.chmod(0o600)
-    from keyvault.trust.scan import scan_trust_dir
-
-    with Session(_elsewhere(config, tmp_path)) as b:
-        (changed,) = backup_keys(b, scan_trust_dir(other_trust).keys, team=TEAM)
-    assert changed.action == UPDATED
+    _changed_by_another_machine(config, tmp_path, made)
     requests.clear()
     assert _backup(config, tmp_path) == Counter({UNCHANGED: N_KEYS - 1, UPDATED: 1})
     assert (requests["list detailed"], requests["read"]) == (2, 1)
+    _one_request(config, tmp_path, requests)
+
+
+def test_a_backup_of_some_keys_stands_only_for_their_folders(
+    config: Config, requests: Counter[str], tmp_path: Path
+) -> None:
+    """Machine B changes a key of GUN 0; A then backs up one key of GUN 1 only (its folder
+    listed, the marker's new tag recorded for it). A's next full backup still lists GUN
+    0's folder and sees B's change: the record stands for the folders listed, no more."""
+    made = _trust_dir(tmp_path, guns=2)
+    _backup(config, tmp_path)
+    _one_request(config, tmp_path, requests)
+    changed = _changed_by_another_machine(config, tmp_path, made)
+    (one,) = [k for k in _keys(tmp_path) if k.gun == f"{GUN}-1"][:1]
+    with Session(config) as session:
+        (outcome,) = backup_keys(session, [one], team=TEAM)
+    assert outcome.action == UNCHANGED
+    requests.clear()
+    outcomes = {o.address.object_name: o.action for o in _outcomes(config, tmp_path)}
+    assert outcomes[changed] == UPDATED and requests["list detailed"] == 1
     _one_request(config, tmp_path, requests)
 
 
