@@ -1,15 +1,16 @@
 """A team's change marker (``[vault] change_marker``, opt-in): one request tells a backup
-that nothing of the team changed since this machine's last complete listing.
+that nothing of the team changed since this machine's last listing of its folders.
 
 KV v2 lists one folder at a time, so proving 100,000 keys in 1,000 GUNs unchanged costs
 some 3,000 LISTs. With the marker on, every keyvault run that wrote a key, pin or cert of
 the team then writes a new version of ``v1/teams/<team>/changes`` (a random nonce); its
 tag (version and creation time, both Vault's) names the team's last announced change. A
 backup reads that tag first (one request): if it is the one recorded, under the MAC of
-keyvault.known, before this machine's last complete listing, and that listing is younger
-than ``[vault] full_check_every``, each key's record stands for the listing; each key's
-own checks (its MAC, high-water mark, sealer, key file on disk) still hold. Otherwise
-the folders are listed as without the marker, and the tag read before them is recorded.
+keyvault.known, before this machine's last listing, and that listing is younger than
+``[vault] full_check_every``, each record in the folders it listed stands for the
+listing; each key's own checks (its MAC, high-water mark, sealer, key file on disk)
+still hold. Other folders are listed as without the marker, and the tag read before
+them is recorded.
 
 What it trades: a version written on top outside keyvault (a writer that does not move
 the marker) is seen at the next full check, not at the next backup. A restore is never
@@ -107,6 +108,7 @@ class TeamMarker:
         self._read: tuple[str, float] | None = None  # the tag read before listing, and when
         self._recorded: Marker | None = None  # this machine's record, if the marker is at it
         self._doubt = False  # a key of this run was in doubt: record nothing
+        self._made = False  # this run made the first marker
 
     def covered(self) -> frozenset[str]:
         """The folders whose records stand for a listing: those this machine listed last, if
@@ -137,7 +139,8 @@ class TeamMarker:
         new = ""
         if not dry_run and (wrote or (recorded is not None and recorded.pending)):
             new = announce(self._store, known, team, self._clock())
-        elif not dry_run and self._read is not None and not self._read[0]:
+        elif not dry_run and self._read is not None and not self._read[0] and not self._made:
+            self._made = True  # once per run, whatever the number of backups sharing it
             with contextlib.suppress(KeyvaultError):  # no marker yet: make one
                 new = self._store.mark_change(team)
         if self._read is None:
