@@ -14,6 +14,7 @@ Object names in a store (docs/envelope.md section 11):
     v1/teams/<team>/norole/<key-id>.json               (no role: header)
     v1/teams/<team>/norole/<gun>/<key-id>.json         (no role: header, a gun: one)
     v1/teams/<team>/pins/<gun>/root.json               (a GUN's trust pin, not a key)
+    v1/teams/<team>/changes                            (the team's change marker, Vault KV)
 
 A trust pin is the GUN's ``tuf/<gun>/metadata/root.json``, the root of trust
 notary pinned on first use (:class:`PinAddress`). Its last segment is not a key
