@@ -48,7 +48,7 @@ from keyvault.errors import (
 from keyvault.known import KnownVersions, Seen, wrappers_digest
 from keyvault.names import CertAddress, KeyAddress, PinAddress, team_prefix
 from keyvault.ops.authentic import describe
-from keyvault.ops.marker import MarkerSettings, TeamMarker, marker_settings
+from keyvault.ops.marker import MarkerSettings, TeamMarker, announce, marker_settings
 from keyvault.ops.parallel import DEFAULT_CONCURRENCY, bounded_map
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session, key_ref
@@ -254,11 +254,13 @@ def backup_keys(
             on_done(outcome)
     if not dry_run:
         session.highwater().save()
+    wrote = any(o.action in (CREATED, UPDATED) for o in outcomes)
     if marker is not None:  # after the high-water marks: a failure here is exit 6
         ok = all(o.action in (UNCHANGED, CREATED, UPDATED) for o in outcomes)
-        wrote = any(o.action in (CREATED, UPDATED) for o in outcomes)
         listed_folders = listing.listed if listing is not None else frozenset()
         marker.finish(ok=ok, wrote=wrote, dry_run=dry_run, listed=listed_folders)
+    elif wrote and marking.on and not dry_run and isinstance(store, ChangeMarking):
+        announce(store, known, team, time.time())  # no records (an ECDSA sealer): announce
     if known is not None:
         known.save()
     if not dry_run:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from fixtures.servers import BackendSetup
-from fixtures.vault import KV_MOUNT, BaoServer, vault_env
+from fixtures.vault import KV_MOUNT, TRANSIT_MOUNT, BaoServer, unique, vault_env
 
 from keyvault.config import Config, Paths
 from keyvault.errors import AccessDeniedError, BackendUnavailableError, KeyvaultError
@@ -167,6 +167,26 @@ def test_a_backup_of_some_keys_stands_only_for_their_folders(
     outcomes = {o.address.object_name: o.action for o in _outcomes(config, tmp_path)}
     assert outcomes[changed] == UPDATED and requests["list detailed"] == 1
     _one_request(config, tmp_path, requests)
+
+
+def test_a_machine_that_keeps_no_records_still_moves_the_marker(
+    config: Config, tmp_path: Path, bao: BaoServer
+) -> None:
+    """An ECDSA sealer (Transit ecdsa-p256) gives no MAC key, so that machine keeps no
+    records and reads every key; its writes (here: it does not pin A's sealer, so it
+    seals each key anew) still move the marker for the others."""
+    _trust_dir(tmp_path, guns=2)
+    _backup(config, tmp_path)
+    name = unique("team-a-sealer")
+    bao.root().secrets.transit.create_key(name, key_type="ecdsa-p256", mount_point=TRANSIT_MOUNT)
+    ecdsa = replace(_elsewhere(config, tmp_path), sealing_key=f"transit://{TRANSIT_MOUNT}/{name}")
+    with Session(ecdsa) as session:
+        assert session.known() is None
+        before = session.store().marker_tag(TEAM)  # type: ignore[attr-defined]
+        outcomes = backup_keys(session, _keys(tmp_path), team=TEAM, concurrency=4)
+        after = session.store().marker_tag(TEAM)  # type: ignore[attr-defined]
+    assert Counter(o.action for o in outcomes) == Counter({UPDATED: N_KEYS})
+    assert before.startswith("1@") and after.startswith("2@")
 
 
 def test_own_change_costs_its_write_and_the_marker_and_the_next_run_one_request(
