@@ -211,7 +211,8 @@ def backup_keys(
     known = session.known(open_sealer=not dry_run)
     session.highwater()  # made once here: threads that each made one lost each other's marks
     marking = marker_settings(session.config.settings)
-    if listing is None and (len(items) >= LISTING_THRESHOLD or marking.on):
+    marked = marking.on and isinstance(store, ChangeMarking)  # any run: 1 request if unmoved
+    if listing is None and (len(items) >= LISTING_THRESHOLD or marked):
         listing = TeamListing()
     names = [a.object_name for _, a in items if a is not None and a not in denied]
     marker = listing.marker(store, known, team, marking) if listing is not None else None
@@ -259,7 +260,7 @@ def backup_keys(
         ok = all(o.action in (UNCHANGED, CREATED, UPDATED) for o in outcomes)
         listed_folders = listing.listed if listing is not None else frozenset()
         marker.finish(ok=ok, wrote=wrote, dry_run=dry_run, listed=listed_folders)
-    elif wrote and marking.on and not dry_run and isinstance(store, ChangeMarking):
+    elif wrote and marked and not dry_run and isinstance(store, ChangeMarking):
         announce(store, known, team, time.time())  # no records (an ECDSA sealer): announce
     if known is not None:
         known.save()
