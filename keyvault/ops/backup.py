@@ -255,18 +255,35 @@ def backup_keys(
             on_done(outcome)
     if not dry_run:
         session.highwater().save()
+    try:  # after the high-water marks: a marker not written is exit 6, the rest still kept
+        _mark(marker, store, known, team, outcomes, dry_run=dry_run, marked=marked, listing=listing)
+    finally:
+        if known is not None:
+            known.save()
+        if not dry_run:
+            _audit(session, team, outcomes)
+    return outcomes
+
+
+def _mark(
+    marker: TeamMarker | None,
+    store: Store,
+    known: KnownVersions | None,
+    team: str,
+    outcomes: Sequence[BackupOutcome],
+    *,
+    dry_run: bool,
+    marked: bool,
+    listing: TeamListing | None,
+) -> None:
+    """The team's change marker after a backup: moved if it wrote, its tag recorded."""
     wrote = any(o.action in (CREATED, UPDATED) for o in outcomes)
-    if marker is not None:  # after the high-water marks: a failure here is exit 6
+    if marker is not None:
         ok = all(o.action in (UNCHANGED, CREATED, UPDATED) for o in outcomes)
-        listed_folders = listing.listed if listing is not None else frozenset()
-        marker.finish(ok=ok, wrote=wrote, dry_run=dry_run, listed=listed_folders)
+        listed = listing.listed if listing is not None else frozenset()
+        marker.finish(ok=ok, wrote=wrote, dry_run=dry_run, listed=listed)
     elif wrote and marked and not dry_run and isinstance(store, ChangeMarking):
         announce(store, known, team, time.time())  # no records (an ECDSA sealer): announce
-    if known is not None:
-        known.save()
-    if not dry_run:
-        _audit(session, team, outcomes)
-    return outcomes
 
 
 class TeamListing:

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from fixtures.servers import BackendSetup
 from fixtures.vault import KV_MOUNT, TRANSIT_MOUNT, BaoServer, unique, vault_env
 
+from keyvault.audit import AuditLog
 from keyvault.config import Config, Paths
 from keyvault.errors import AccessDeniedError, BackendUnavailableError, KeyvaultError
 from keyvault.names import change_marker_name
@@ -299,6 +300,9 @@ def test_a_marker_write_refused_is_exit_6_and_the_next_run_announces_first(
     error = _refused(config, bao, vault_backend, tmp_path, "data")
     assert isinstance(error, BackendUnavailableError) and error.exit_code == 6
     assert "not announced" in error.message
+    log = AuditLog(config.paths.state_dir / "audit.log", "test")
+    (record,) = [r for r in log.records() if r["action"] == "backup"]
+    assert record["detail"].startswith(f"{N_KEYS} written")  # the run is still on record
     with Session(config) as session:
         assert session.store().marker_tag(TEAM) == ""  # type: ignore[attr-defined]
     requests.clear()
