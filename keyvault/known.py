@@ -23,6 +23,12 @@ stable key: no record is kept and every key is read, as before.
 
 One JSON file per store under the state directory (0600), merged under an
 exclusive lock on save, like the high-water marks beside it.
+
+With ``[vault] change_marker`` the file also records, per team, the tag of the team's
+change marker read before this machine's last listing, when that was and which folders
+it listed (:meth:`KnownVersions.marker`), under the same MAC key: a backup of keys in
+those folders that finds the marker unmoved, within ``[vault] full_check_every``,
+takes the records as the listing.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from keyvault.statefile import locked, store_file
 
@@ -85,6 +92,8 @@ class KnownVersions:
         self._records: dict[str, tuple[Seen, str]] | None = None
         self._dirty: dict[str, tuple[Seen, str]] = {}
         self._gone: set[str] = set()
+        self._markers: dict[str, Marker] | None = None
+        self._dirty_markers: dict[str, Marker] = {}
         self._lock = threading.Lock()
 
     def match(self, name: str, listed_tag: str) -> Seen | None:
@@ -107,6 +116,45 @@ class KnownVersions:
         """Whether the recorded version ``seen`` holds exactly this key file."""
         return hmac.compare_digest(seen.key, self.key_digest(name, key_sha256))
 
+    def recorded_tag(self, name: str) -> str:
+        """The tag recorded for ``name`` ("" if none), unverified: :meth:`match` checks it."""
+        with self._lock:
+            found = self._loaded().get(name)
+        return found[0].tag if found is not None else ""
+
+    def marker(self, team: str) -> Marker | None:
+        """The team's change marker as this machine's last complete listing found it, if its
+        MAC verifies."""
+        with self._lock:
+            marker = self._loaded_markers().get(team)
+        if marker is None:
+            return None
+        return marker if hmac.compare_digest(marker.mac, self._marker_mac(team, marker)) else None
+
+    def note_marker(
+        self,
+        team: str,
+        tag: str,
+        checked: float,
+        folders: frozenset[str] = frozenset(),
+        *,
+        pending: bool = False,
+    ) -> None:
+        """Record the marker's ``tag`` read before a listing of ``folders`` made at
+        ``checked`` (``pending``: a write is not announced yet; no tag, no folders then)."""
+        if pending:
+            tag, folders = "", frozenset()
+        marker = Marker(tag, round(checked, 3), pending, tuple(sorted(folders)), "")
+        marker = marker._replace(mac=self._marker_mac(team, marker))
+        with self._lock:
+            self._loaded_markers()[team] = self._dirty_markers[team] = marker
+
+    def _marker_mac(self, team: str, marker: Marker) -> str:
+        checked, pending = repr(marker.checked), int(marker.pending)
+        return self._hmac(
+            "marker", self.store_uri, team, marker.tag, checked, pending, *marker.folders
+        )
+
     def note(self, name: str, seen: Seen) -> None:
         """Record ``seen`` as the latest version of ``name``."""
         if not seen.tag:
@@ -128,16 +176,19 @@ class KnownVersions:
         from keyvault.fsutil import ensure_private_dir, write_file_atomic
 
         with self._lock:
-            if not self._dirty and not self._gone:
+            if not self._dirty and not self._gone and not self._dirty_markers:
                 return
             ensure_private_dir(self.path.parent)
             with locked(self.path):
-                merged = {**_read(self.path), **self._dirty}
+                records, markers = _read(self.path)
+                merged = {**records, **self._dirty}
                 for name in self._gone:
                     merged.pop(name, None)
+                markers.update(self._dirty_markers)
                 doc = {
                     "store": self.store_uri,
                     "keys": {n: [*s.row(), mac] for n, (s, mac) in sorted(merged.items())},
+                    "markers": {t: list(m) for t, m in sorted(markers.items())},
                 }
                 write_file_atomic(
                     self.path.parent,
@@ -145,9 +196,10 @@ class KnownVersions:
                     json.dumps(doc, separators=(",", ":")).encode("utf-8"),
                     exclusive=False,
                 )
-            self._records = merged
+            self._records, self._markers = merged, markers
             self._dirty.clear()
             self._gone.clear()
+            self._dirty_markers.clear()
 
     def _mac(self, name: str, seen: Seen) -> str:
         return self._hmac("record", self.store_uri, name, *seen.row())
@@ -161,11 +213,26 @@ class KnownVersions:
 
     def _loaded(self) -> dict[str, tuple[Seen, str]]:
         if self._records is None:
-            self._records = _read(self.path)
+            self._records, self._markers = _read(self.path)
         return self._records
 
+    def _loaded_markers(self) -> dict[str, Marker]:
+        if self._markers is None:
+            self._records, self._markers = _read(self.path)
+        return self._markers
 
-def _read(path: Path) -> dict[str, tuple[Seen, str]]:
+
+class Marker(NamedTuple):
+    """A team's change marker as this machine's last complete listing found it."""
+
+    tag: str  # the marker's tag read before that listing
+    checked: float  # when (seconds since the epoch)
+    pending: bool  # a write of a later run is not announced yet
+    folders: tuple[str, ...]  # the folders that listing listed, sorted
+    mac: str
+
+
+def _read(path: Path) -> tuple[dict[str, tuple[Seen, str]], dict[str, Marker]]:
     """The records in ``path``. A missing, unreadable or corrupt file is no records: it is
     only ever a shortcut (each record's MAC is checked on use), so keys are read instead."""
     from keyvault.errors import KeyvaultError
@@ -173,11 +240,11 @@ def _read(path: Path) -> dict[str, tuple[Seen, str]]:
 
     refuse_if_others_can_replace(path, "known-versions file")
     if not path.exists():
-        return {}
+        return {}, {}
     try:  # plain json: the file is this user's own, and a deep one is only no records
         doc = json.loads(read_private_file(path, "known-versions file", MAX_FILE_SIZE))
         # the sealer and the wrappers are the same for most keys: one string each in memory
-        return {
+        records = {
             str(name): (
                 Seen(
                     str(t),
@@ -193,5 +260,10 @@ def _read(path: Path) -> dict[str, tuple[Seen, str]]:
             )
             for name, (t, v, s, d, f, m, w, k, mac) in doc["keys"].items()
         }
+        markers = {
+            str(team): Marker(str(t), float(c), bool(p), tuple(map(str, f)), str(mac))
+            for team, (t, c, p, f, mac) in doc.get("markers", {}).items()
+        }
     except (KeyvaultError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
-        return {}
+        return {}, {}
+    return records, markers

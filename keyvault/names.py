@@ -14,6 +14,7 @@ Object names in a store (docs/envelope.md section 11):
     v1/teams/<team>/norole/<key-id>.json               (no role: header)
     v1/teams/<team>/norole/<gun>/<key-id>.json         (no role: header, a gun: one)
     v1/teams/<team>/pins/<gun>/root.json               (a GUN's trust pin, not a key)
+    v1/teams/<team>/changes                            (the team's change marker, Vault KV)
 
 A trust pin is the GUN's ``tuf/<gun>/metadata/root.json``, the root of trust
 notary pinned on first use (:class:`PinAddress`). Its last segment is not a key
@@ -307,6 +308,16 @@ class KeyAddress:
 
 def team_prefix(team: str) -> str:
     return f"{FORMAT_PREFIX}/teams/{validate_team(team)}/"
+
+
+#: The team's change marker (``[vault] change_marker``): directly in the team's folder, where
+#: no key, pin or cert is (each sits in a section folder below it), so no name parses as it.
+CHANGE_MARKER = "changes"
+
+
+def change_marker_name(team: str) -> str:
+    """The object whose every new version announces a keyvault write in ``team``."""
+    return f"{team_prefix(team)}{CHANGE_MARKER}"
 
 
 def gun_prefix(team: str, gun: str) -> str:

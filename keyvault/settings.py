@@ -284,6 +284,23 @@ KEYS: tuple[Key, ...] = (
         "`4`",
     ),
     Key(
+        "vault",
+        "change_marker",
+        bool,
+        "a per-team change marker: an unchanged backup of a Vault KV store costs one "
+        "request, not a LIST per folder; a version written outside keyvault is then seen "
+        "at the next full check (docs/envelope.md 11.2)",
+        "`false`",
+    ),
+    Key(
+        "vault",
+        "full_check_every",
+        str,
+        "with `change_marker`: how long the folder listing stands, a number and a unit "
+        "(`s`, `m`, `h`, `d`)",
+        '`"24h"`',
+    ),
+    Key(
         "transit",
         "address",
         str,

@@ -162,6 +162,15 @@ def backup(
             "config pins; they are backed up by default.",
         ),
     ] = False,
+    full_check: Annotated[
+        bool,
+        typer.Option(
+            "--full-check",
+            help="With [vault] change_marker: list the store's folders even though the "
+            "team's change marker has not moved, so a version written outside keyvault "
+            "is seen now, not at the next full check.",
+        ),
+    ] = False,
     json_out: Json = False,
 ) -> None:
     """Back up key files from the trust directory (all of them unless selected), the
@@ -174,6 +183,7 @@ def backup(
     from keyvault.cli.output import progress, warn
     from keyvault.ops.backup import (
         BackupReport,
+        TeamListing,
         backup_keys,
         select_certs,
         select_keys,
@@ -204,6 +214,7 @@ def backup(
                 trust_dir=config.trust_dir,
                 pins=pins,
                 certs=certs,
+                listing=TeamListing(full_check=True) if full_check else None,
                 keep=False,
             )
         _backup_report(state, result, report, dry_run)

@@ -57,6 +57,7 @@ from keyvault.names import (
     team_prefix,
 )
 from keyvault.ops.authentic import describe
+from keyvault.ops.marker import MarkerSettings, TeamMarker, announce, marker_settings
 from keyvault.ops.parallel import DEFAULT_CONCURRENCY, bounded_map
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session, key_ref
@@ -64,7 +65,7 @@ from keyvault.ops.stored import StoredEnvelope, parse_stored
 from keyvault.redact import redact
 from keyvault.spool import Spool
 from keyvault.stores import Store
-from keyvault.stores.base import FolderTagListing, LatestDeletedError, TagListing
+from keyvault.stores.base import ChangeMarking, FolderTagListing, LatestDeletedError, TagListing
 from keyvault.trust.certpins import CertFile
 from keyvault.trust.model import KeyFile
 from keyvault.trust.pins import PinFile, scan_pins
@@ -287,10 +288,17 @@ def backup_keys(
         )
     known = session.known(open_sealer=not dry_run)
     session.highwater()  # made once here: threads that each made one lost each other's marks
-    if listing is None and len(items) >= LISTING_THRESHOLD:
+    marking = marker_settings(session.config.settings)
+    marked = marking.on and isinstance(store, ChangeMarking)  # any run: 1 request if unmoved
+    if listing is None and (len(items) >= LISTING_THRESHOLD or marked):
         listing = TeamListing()
     names = [a.object_name for _, a in items if a is not None and a not in denied]
-    listed = listing.of(store, team, names, concurrency) if listing is not None else None
+    marker = listing.marker(store, known, team, marking) if listing is not None else None
+    listed = (
+        listing.of(store, team, names, concurrency, known=known if marker else None)
+        if listing is not None
+        else None
+    )
     run = _Run(session, wrappers, dry_run, threshold, trust_dir, known)
     breaker = session.breaker
 
@@ -326,12 +334,37 @@ def backup_keys(
             outcomes.append(outcome)
         if on_done:
             on_done(outcome)
-    if known is not None:
-        known.save()
     if not dry_run:
         session.highwater().save()
-        tally.audit(session, team)
+    try:  # after the high-water marks: a marker not written is exit 6, the rest still kept
+        _mark(marker, store, known, team, tally, dry_run=dry_run, marked=marked, listing=listing)
+    finally:
+        if known is not None:
+            known.save()
+        if not dry_run:
+            tally.audit(session, team)
     return outcomes
+
+
+def _mark(
+    marker: TeamMarker | None,
+    store: Store,
+    known: KnownVersions | None,
+    team: str,
+    tally: _Tally,
+    *,
+    dry_run: bool,
+    marked: bool,
+    listing: TeamListing | None,
+) -> None:
+    """The team's change marker after a backup: moved if it wrote, its tag recorded."""
+    wrote = bool(tally.written)
+    if marker is not None:
+        ok = tally.in_doubt == 0
+        listed = listing.listed if listing is not None else frozenset()
+        marker.finish(ok=ok, wrote=wrote, dry_run=dry_run, listed=listed)
+    elif wrote and marked and not dry_run and isinstance(store, ChangeMarking):
+        announce(store, known, team, time.time())  # no records (an ECDSA sealer): announce
 
 
 class TeamListing:
@@ -342,14 +375,53 @@ class TeamListing:
     authenticated read path.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, full_check: bool = False, clock: Callable[[], float] = time.time) -> None:
         self._listed: dict[str, str] | None = None
         self._folders: dict[str, dict[str, str]] = {}
+        self._full_check, self._clock = full_check, clock
+        self._marker: TeamMarker | None = None
 
-    def of(self, store: Store, team: str, names: Sequence[str], concurrency: int) -> dict[str, str]:
+    @property
+    def listed(self) -> frozenset[str]:
+        """The folders listed so far (Vault KV), each of them after the marker was read."""
+        return frozenset(self._folders)
+
+    def marker(
+        self, store: Store, known: KnownVersions | None, team: str, marking: MarkerSettings
+    ) -> TeamMarker | None:
+        """The team's change marker, where it is on (``[vault] change_marker``), the store
+        keeps one and this machine keeps MAC'd records; one for the life of this listing."""
+        if not marking.on or known is None or not isinstance(store, ChangeMarking):
+            return None
+        if self._marker is None:
+            self._marker = TeamMarker(
+                store, known, team, marking.every, full_check=self._full_check, clock=self._clock
+            )
+        return self._marker
+
+    def of(
+        self,
+        store: Store,
+        team: str,
+        names: Sequence[str],
+        concurrency: int,
+        *,
+        known: KnownVersions | None = None,
+    ) -> dict[str, str]:
         """Each object with the tag of its latest version ("" where the store lists none):
         the whole team, or, where the store lists a folder at a time, at least the folders
-        of ``names`` (each listed once for the life of this listing)."""
+        of ``names`` (each listed once for the life of this listing). With the team's
+        change marker unmoved (:meth:`marker`), the tags ``known`` records stand for the
+        folders this machine listed last, which are not listed again: a name there with
+        no record is taken as absent (a create that finds it takes the read path)."""
+        covered = self._marker.covered() if known is not None and self._marker else frozenset()
+        if known is not None and covered and isinstance(store, FolderTagListing):
+            rest = [name for name in names if _folder(name) not in covered]
+            found = self._by_folder(store, rest, concurrency) if rest else {}
+            for name in names:
+                if _folder(name) in covered and (tag := known.recorded_tag(name)):
+                    found[name] = tag
+            return found
         if isinstance(store, FolderTagListing):
             return self._by_folder(store, names, concurrency)
         if self._listed is None:
@@ -364,7 +436,7 @@ class TeamListing:
         are in and more: each segment of each GUN path, ``guns/`` and the team itself,
         and the audit checkpoints' folders (37 LISTs against 20 for 20 keys in 10 GUNs;
         at least 4,003 against 3,001 for 1,000 GUNs of 3 roles each): so only these."""
-        wanted = sorted({name.rpartition("/")[0] + "/" for name in names})
+        wanted = sorted({_folder(name) for name in names})
         todo = [folder for folder in wanted if folder not in self._folders]
         for folder, tags in zip(todo, bounded_map(store.tags_in, todo, concurrency), strict=True):
             self._folders[folder] = tags
@@ -372,6 +444,11 @@ class TeamListing:
         for folder in wanted:
             found.update(self._folders[folder])
         return found
+
+
+def _folder(name: str) -> str:
+    """The folder an object name is in ("a/b/" for "a/b/c")."""
+    return name.rpartition("/")[0] + "/"
 
 
 def _listing(store: Store, team: str) -> dict[str, str]:
@@ -510,9 +587,12 @@ class _Tally:
     written: list[KeyRef] = field(default_factory=list)
     failed: list[KeyRef] = field(default_factory=list)
     first_failure: str | None = None
+    #: Keys neither unchanged nor written (failed, not attempted, a dry run's plan).
+    in_doubt: int = 0
 
     def note(self, outcome: BackupOutcome) -> None:
         self.total += 1
+        self.in_doubt += outcome.action not in (UNCHANGED, CREATED, UPDATED)
         if outcome.action in (CREATED, UPDATED):
             self.written.append(key_ref(outcome.address))
         elif outcome.failed:

@@ -40,6 +40,7 @@ from keyvault.names import CertAddress, KeyAddress
 from keyvault.ops.backup import next_number
 from keyvault.ops.certs import cert_addresses
 from keyvault.ops.listing import pins_in_store
+from keyvault.ops.marker import announce_writes
 from keyvault.ops.parallel import DEFAULT_CONCURRENCY, bounded_map
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session, key_ref
@@ -173,6 +174,8 @@ def rewrap_keys(
                 f"rotate={rotate} reseal={reseal}: {len(changed)} changed, "
                 f"{len(failed)} failed",
             )
+            if changed:  # other machines' records name the versions before these
+                announce_writes(session, team)
         return outcomes
     finally:
         for wrapper in added:

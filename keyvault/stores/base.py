@@ -160,6 +160,25 @@ class FolderTagListing(Protocol):
 
 
 @runtime_checkable
+class ChangeMarking(Protocol):
+    """A store that keeps a per-team change marker (Vault KV, ``[vault] change_marker``):
+    an object keyvault rewrites after each run that wrote a key, pin or cert of the team,
+    whose server-assigned tag names the team's last announced change.
+
+    Optional: with it a backup that finds the marker as this machine last checked it
+    (and a full listing younger than ``[vault] full_check_every``) lists nothing.
+    """
+
+    def marker_tag(self, team: str) -> str:
+        """The tag of the marker's current version (one request); "" if there is none."""
+        ...
+
+    def mark_change(self, team: str) -> str:
+        """Write a new marker version (no secret in it); its tag."""
+        ...
+
+
+@runtime_checkable
 class Deleting(Protocol):
     """A store that can remove an object with every version of it (file, S3, Vault KV).
 

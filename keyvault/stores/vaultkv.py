@@ -39,6 +39,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import secrets
 import threading
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -53,7 +54,7 @@ from keyvault.errors import (
     NotFoundError,
     UsageError,
 )
-from keyvault.names import FORMAT_PREFIX, KeyAddress
+from keyvault.names import FORMAT_PREFIX, KeyAddress, change_marker_name
 from keyvault.plugins import BackendOptions
 from keyvault.stores import _vault_client as vc
 from keyvault.stores.base import (
@@ -80,6 +81,8 @@ _MAX_DEPTH = 64
 LIST_PAGE = 1000
 #: Tags of versions this store wrote and nobody asked for yet; the oldest go beyond this.
 _MAX_WRITTEN = 4096
+#: Attempts at a new change-marker version while other machines write theirs.
+_MARK_TRIES = 5
 _T = TypeVar("_T")
 #: ``list`` is a method of VaultKvStore, so annotations inside the class use these aliases.
 _Versions = list[ObjectVersion]
@@ -260,6 +263,33 @@ class VaultKvStore:
         Vault's answer to the write; "" if unknown. Given once: it is forgotten then."""
         with self._lock:
             return self._written.pop((name, version), "")
+
+    def marker_tag(self, team: str) -> str:
+        """The tag of the team's change marker (``<current version>@<created_time>``, both
+        Vault's): one metadata read; "" where there is no marker yet."""
+        name = change_marker_name(team)
+        try:
+            return _current_tag(self._metadata(name, self._path(name)))
+        except NotFoundError:
+            return ""
+
+    def mark_change(self, team: str) -> str:
+        """A new version of the team's change marker (a random nonce: nothing secret), on
+        top of the current one by check-and-set, so two machines each add their own; its tag.
+        Costs a metadata read and a write (another on a race, at most :data:`_MARK_TRIES`)."""
+        name = change_marker_name(team)
+        for _ in range(_MARK_TRIES):
+            try:
+                current = self._metadata(name, self._path(name)).get("current_version")
+            except NotFoundError:
+                current = None
+            replaces = str(current) if isinstance(current, int) and current > 0 else None
+            try:
+                version = self.write(name, secrets.token_hex(16).encode(), replaces=replaces)
+            except ConflictError:
+                continue  # another machine announced at the same time: on top of its version
+            return self.written_tag(name, version)
+        raise ConflictError(f"the change marker of team {team} in store {self.uri} kept moving")
 
     def delete_all_versions(self, name: str) -> None:
         """Delete the metadata of ``name``'s path, which destroys every version of it

@@ -435,3 +435,20 @@ def test_writes_are_sent_in_one_go_without_waiting_for_100_continue(
     assert len(sent) == N_KEYS + CHECKPOINT
     assert all("Expect" not in headers for headers in sent), sent[0]
     assert all(headers.get("If-None-Match") == b"*" for headers in sent)
+
+
+def test_the_vault_change_marker_setting_changes_nothing_on_s3(
+    counted: tuple[Session, Requests], trust_dir: Path
+) -> None:
+    """``[vault] change_marker`` is Vault's: on S3 a backup of one key still reads it
+    (no listing of the team), and a bulk one lists once, as without the setting."""
+    session, requests = counted
+    keys = _keys(trust_dir)
+    backup_keys(session, keys, team=TEAM, concurrency=4)
+    settings = {**session.config.settings, "vault": {"change_marker": True}}
+    session.config = replace(session.config, settings=settings)
+    requests.take()
+    assert [o.action for o in backup_keys(session, keys[:1], team=TEAM)] == [UNCHANGED]
+    assert requests.take() == Counter({"GetObject": 1})
+    assert {o.action for o in backup_keys(session, keys, team=TEAM)} == {UNCHANGED}
+    assert requests.take() == Counter({"ListObjectsV2": 1})

@@ -432,3 +432,31 @@ def test_server_stopped_before_restore_leaves_trust_dir_alone(
     assert run.code == 6, run.err
     assert "cannot be reached" in run.err and own.address in run.err
     assert tree(target) == before
+
+
+def test_backup_full_check_sees_junk_the_change_marker_hides(
+    kv: KV,
+    vault: BackendSetup,
+    bao: BaoServer,
+    home: Path,
+    trust: tuple[Path, tuple[KeyFile, ...]],
+) -> None:
+    """[vault] change_marker on: junk put on top by a Vault writer outside keyvault does
+    not move the marker, so the next backup says unchanged; 'backup --full-check' lists
+    the folders, reports the key and seals a fresh version on top."""
+    _, keys = trust
+    config = write_config(home, vault, extra='change_marker = true\nfull_check_every = "7d"\n')
+    for _ in range(2):  # the second records the marker's tag
+        assert kv("--config", config, "backup").code == 0
+    key = next(k for k in keys if k.role == "targets")
+    path = f"{kv_prefix(vault)}/v1/teams/team-a/guns/{key.gun}/targets/{key.key_id}.json"
+    bao.root().secrets.kv.v2.create_or_update_secret(
+        path, secret={"envelope": "junk"}, mount_point=KV_MOUNT
+    )
+    hidden = kv("--config", config, "--json", "backup")
+    assert hidden.code == 0 and {k["action"] for k in hidden.json()["keys"]} == {"unchanged"}
+    seen = kv("--config", config, "--json", "backup", "--full-check")
+    assert seen.code == 0, seen.err
+    updated = [k for k in seen.json()["keys"] if k["action"] == "updated"]
+    assert [k["key_id"] for k in updated] == [key.key_id]
+    assert stored(bao, vault, key)["current_version"] == 3

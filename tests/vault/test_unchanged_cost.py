@@ -298,6 +298,13 @@ def test_one_reconciliation_costs_a_list_per_folder_and_no_read(
     folder that holds them, and nothing else."""
     _trust_dir(tmp_path, guns=2)
     _backed_up(session, tmp_path, requests)
+    reconciled(session, tmp_path)
+    assert requests == Counter({"list detailed": 2})
+
+
+def reconciled(session: Session, tmp_path: Path) -> None:
+    """One reconciliation of the daemon, in process on ``session``, of the trust directory:
+    every key of it is found in the store."""
     trust_dir = tmp_path / "trust"
     daemon = Daemon(session.config, DaemonOptions(trust_dirs=(trust_dir,)))
     state = tmp_path / "daemon-state"
@@ -308,7 +315,6 @@ def test_one_reconciliation_costs_a_list_per_folder_and_no_read(
         daemon._reconcile()
     finally:
         daemon._journal.close()
-    assert requests == Counter({"list detailed": 2})
     assert daemon._in_store[str(trust_dir.absolute())] == {k.relpath for k in _keys(tmp_path)}
 
 
