@@ -244,6 +244,40 @@ def test_listing_paginates(weed: WeedServer, bucket: str) -> None:
     assert list(store.list("v1/teams/team-a/")) == sorted(names)
 
 
+@pytest.mark.proves("T2")
+def test_versions_under_lists_sibling_folders_the_versions_listing_leaves_out(
+    weed: WeedServer, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SeaweedFS's paged ListObjectVersions leaves out folders whose names sort before a
+    sibling's followed by "/" (``app-web/``, ``app.io/`` beside ``app/``); a restore that
+    named its keys from it alone missed them with exit 0. Every object is listed."""
+    import keyvault.stores.s3 as s3_module
+
+    monkeypatch.setattr(s3_module, "_LIST_PAGE", 2)  # the fault shows across pages
+    store = open_s3(weed, f"s3://{bucket}/kv")
+    guns = ["app", "app-web", "app.io", "app_x"]
+    names = [
+        f"v1/teams/team-a/guns/registry.example.com/org/{gun}/targets/{i:064x}.json"
+        for gun in guns
+        for i in range(3)
+    ]
+    for name in names:
+        store.write(name, b"x")
+    admin = weed.admin()
+    left_out = {  # the fault this guards against, seen on the raw listing
+        f"kv/{n}" for n in names
+    } - {
+        v["Key"]
+        for page in admin.get_paginator("list_object_versions").paginate(
+            Bucket=bucket, Prefix="kv/v1/", PaginationConfig={"PageSize": 2}
+        )
+        for v in page.get("Versions", ())
+    }
+    listed = store.versions_under("v1/teams/team-a/")
+    assert sorted(listed) == sorted(names), f"the raw listing left out {len(left_out)}"
+    assert all(len(v) == 1 and v[0].latest for v in listed.values())
+
+
 def test_oversized_object_refused_before_reading(weed: WeedServer, bucket: str) -> None:
     weed.admin().put_object(Bucket=bucket, Key=f"kv/{A_ROOT}", Body=b"x" * (MAX_OBJECT_SIZE + 1))
     store = open_s3(weed, f"s3://{bucket}/kv")
