@@ -245,7 +245,9 @@ class S3Store:
         return listed
 
     def list(self, prefix: str) -> Iterator[str]:
-        """Names starting with ``prefix`` (plain string prefix), in key order, paginated."""
+        """Names starting with ``prefix`` (plain string prefix), paginated: in key order on
+        S3; SeaweedFS lists a folder's subfolders in its own order (``app/`` before
+        ``app-web/``), so no caller may rely on the order."""
         full = self._prefix + _check_prefix(prefix)
         return (name for name, _ in self._iter_names(full))
 
