@@ -371,7 +371,12 @@ def test_server_gone_mid_backup_clear_error_nothing_half_written(
     assert run.code == 6, run.err
     outcomes = run.json()["keys"]
     errors = " ".join(json.dumps(k["error"]) for k in outcomes if k["error"])
-    assert "cannot be reached" in errors, errors
+    # The key whose write was cut says the server cannot be reached, unless the run's
+    # circuit breaker opened first (retries of keys in flight count as failures too, so
+    # under load it can): then every failed key says the backend is down, naming Vault.
+    assert "cannot be reached" in errors or (
+        "a backend is down" in errors and "connection refused" in errors
+    ), errors
     created = [k for k in outcomes if k["action"] == "created"]
     assert 0 < len(created) < len(keys)
     # Seen directly: exactly the reported objects exist, each a whole envelope at version 1.
