@@ -171,13 +171,20 @@ def ensure_private_dir(path: Path) -> None:
 
 
 def write_file_atomic(
-    directory: Directory, name: str, data: bytes, *, mode: int = 0o600, exclusive: bool = True
+    directory: Directory,
+    name: str,
+    data: bytes,
+    *,
+    mode: int = 0o600,
+    exclusive: bool = True,
+    sync_dir: bool = True,
 ) -> None:
     """Write ``directory/name`` in one step: readers see no file or the whole file.
 
     ``exclusive`` (the default) never replaces anything: an existing name
     raises ConflictError. Otherwise the name is atomically replaced (a
-    symlink there is replaced itself, never followed).
+    symlink there is replaced itself, never followed). ``sync_dir=False``: the
+    caller writes many files there and calls fsync_dir once after the last.
     """
     _check_component(name)
     with _directory_fd(directory) as dir_fd:
@@ -198,15 +205,17 @@ def write_file_atomic(
             raise
         if exclusive:
             _remove_quietly(dir_fd, temp)
-        fsync_dir(dir_fd, shown)
+        if sync_dir:
+            fsync_dir(dir_fd, shown)
 
 
-def fsync_dir(dir_fd: int, shown: str) -> None:
+def fsync_dir(directory: Directory, shown: str) -> None:
     """Make a directory's new entries durable (a rename is not, until this)."""
-    try:
-        os.fsync(dir_fd)
-    except OSError as exc:
-        raise translate_os_error(exc, shown, "sync the directory of") from None
+    with _directory_fd(directory) as dir_fd:
+        try:
+            os.fsync(dir_fd)
+        except OSError as exc:
+            raise translate_os_error(exc, shown, "sync the directory of") from None
 
 
 def is_temp_name(name: str) -> bool:

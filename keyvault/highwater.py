@@ -25,6 +25,7 @@ import hmac
 import json
 import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,8 @@ SHARDS = 256
 MAX_LOADED = 16
 #: Raised marks held in memory before they are saved (about 250 bytes each).
 FLUSH_AT = 20_000
+#: Shard files written at once by a save (a first restore of 1,000 keys raises ~250).
+SAVE_WORKERS = 8
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,9 @@ class HighWater:
         self._stem, self.directory = self.path.stem, self.path.parent
         self.store_uri = store_uri
         self._loaded: OrderedDict[str, dict[str, Mark]] = OrderedDict()
+        #: Shards found empty (no file yet): remembered apart, so that a run touching more
+        #: than MAX_LOADED of them (a first restore) does not read each again and again.
+        self._empty: set[str] = set()
         self._dirty: dict[str, dict[str, Mark]] = {}  # raised, not saved yet: by shard
         self._raised = 0
         self._migrated = False
@@ -118,8 +124,25 @@ class HighWater:
         return self._dirty.get(sid, {}).get(name) or self._shard(sid).get(name)
 
     def _save(self) -> None:
-        for sid in list(self._dirty):
-            self._save_shard(sid)
+        from keyvault.fsutil import ensure_private_dir, fsync_dir
+
+        if self._dirty:
+            ensure_private_dir(self.directory)
+            with locked(self.path):  # once for all the shards: a bulk run raises hundreds
+                if len(self._dirty) == 1:
+                    self._save_shard(next(iter(self._dirty)))
+                else:  # each shard its own file: their fsyncs overlap, the folder's is one
+                    with ThreadPoolExecutor(
+                        max_workers=SAVE_WORKERS, thread_name_prefix="keyvault-marks"
+                    ) as pool:
+                        merging = [
+                            pool.submit(self._merge, sid, m, sync_dir=False)
+                            for sid, m in self._dirty.items()
+                        ]
+                        merged = [m.result() for m in merging]
+                    fsync_dir(self.directory, str(self.path))
+                    for sid, marks in merged:
+                        self._saved(sid, marks)
         self._raised = 0
 
     def _shard(self, sid: str) -> dict[str, Mark]:
@@ -129,29 +152,39 @@ class HighWater:
         if found is not None:
             self._loaded.move_to_end(sid)
             return found
+        if sid in self._empty:
+            return {}
         if not self._migrated:
             self._migrate()
-        found = self._loaded[sid] = _read(self.directory / f"{self._stem}-{sid}.json")
+        found = _read(self.directory / f"{self._stem}-{sid}.json", folder_checked=True)
+        if not found:
+            self._empty.add(sid)
+            return found
+        self._loaded[sid] = found
         while len(self._loaded) > MAX_LOADED:
             del self._loaded[next(iter(self._loaded))]
         return found
 
     def _save_shard(self, sid: str) -> None:
-        from keyvault.fsutil import ensure_private_dir
+        """Merge shard ``sid``'s raised marks into its file. Both locks held."""
+        self._saved(*self._merge(sid, self._dirty[sid]))
 
-        raised = self._dirty.pop(sid)
-        ensure_private_dir(self.directory)
-        with locked(self.path):
-            merged = self._merge(sid, raised)
+    def _saved(self, sid: str, merged: dict[str, Mark]) -> None:
+        """Shard ``sid`` is on disk as ``merged``: its raised marks are no longer pending."""
+        del self._dirty[sid]
+        self._empty.discard(sid)
         if sid in self._loaded:
             self._loaded[sid] = merged
 
-    def _merge(self, sid: str, raised: dict[str, Mark]) -> dict[str, Mark]:
-        """Write shard ``sid`` with ``raised`` merged in (highest wins); file lock held."""
+    def _merge(
+        self, sid: str, raised: dict[str, Mark], *, sync_dir: bool = True
+    ) -> tuple[str, dict[str, Mark]]:
+        """Write shard ``sid`` with ``raised`` merged in (highest wins); file lock held.
+        Touches no shared state (called from several threads): (``sid``, the merged marks)."""
         from keyvault.fsutil import write_file_atomic
 
         path = self.directory / f"{self._stem}-{sid}.json"
-        merged = _read(path)
+        merged = _read(path, folder_checked=self._migrated)
         for name, mark in raised.items():
             current = merged.get(name)
             if current is None or mark.sequence > current.sequence:
@@ -166,15 +199,17 @@ class HighWater:
             path.name,
             json.dumps(doc, separators=(",", ":")).encode("utf-8"),
             exclusive=False,
+            sync_dir=sync_dir,
         )
-        return merged
+        return sid, merged
 
     def _migrate(self) -> None:
         """Split the single file of earlier versions into the shards, then remove it (a
-        corrupt one is refused, as it always was). Lock held."""
-        self._migrated = True
+        corrupt one is refused, as it always was). Lock held. Only once this has passed
+        are the shards' folders taken as checked (a refusal here is raised again)."""
         if not self.path.exists():  # checked again under the file lock
             _read(self.path)  # who could remove it could remove the shards: refuse that too
+            self._migrated = True
             return
         with locked(self.path):
             old = _read(self.path)
@@ -184,15 +219,22 @@ class HighWater:
             for sid, marks in by_shard.items():
                 self._merge(sid, marks)
             self.path.unlink()
+        self._migrated = True
 
 
-def _read(path: Path) -> dict[str, Mark]:
-    """The marks in ``path``; a missing file is no marks. A corrupt one is refused loudly."""
+def _read(path: Path, *, folder_checked: bool = False) -> dict[str, Mark]:
+    """The marks in ``path``; a missing file is no marks. A corrupt one is refused loudly.
+
+    ``folder_checked``: the folders above ``path`` were found safe in this run (the
+    shards share them), so a missing shard is not checked again: a first restore looks
+    for hundreds of them."""
     from keyvault.fsutil import read_private_file, refuse_if_others_can_replace
 
-    refuse_if_others_can_replace(path, "high-water file")  # removing it forgets every mark
     if not path.exists():
+        if not folder_checked:  # who could remove it could remove the shards: refused
+            refuse_if_others_can_replace(path, "high-water file")
         return {}
+    # Checks the file, and the folders above it (removing it forgets every mark).
     data = read_private_file(path, "high-water file", MAX_FILE_SIZE)
     try:
         doc = json_loads(data)

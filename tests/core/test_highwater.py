@@ -10,7 +10,7 @@ import pytest
 from fixtures.host import race
 
 from keyvault import highwater
-from keyvault.errors import IntegrityError
+from keyvault.errors import AccessDeniedError, IntegrityError
 from keyvault.highwater import HighWater, Mark
 
 pytestmark = pytest.mark.proves("T2")
@@ -137,3 +137,47 @@ def test_a_bulk_runs_marks_stream_to_disk(tmp_path: Path, monkeypatch: pytest.Mo
     assert not marks._dirty
     again = HighWater(tmp_path, "file:///store")
     assert all(again.get(n) == Mark(2, D2) for n in names)
+
+
+def test_a_shard_with_no_file_yet_is_looked_for_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first restore touches more shards than are held in memory, none of which has a
+    file yet: each is looked for once, not again whenever it left the held ones. One
+    saved later is read from its file."""
+    read: list[str] = []
+    real = highwater._read
+
+    def counted(path: Path, *, folder_checked: bool = False) -> dict[str, Mark]:
+        read.append(path.name)
+        return real(path, folder_checked=folder_checked)
+
+    monkeypatch.setattr(highwater, "_read", counted)
+    marks = HighWater(tmp_path, "file:///store")
+    names = [f"v1/teams/a/guns/example.com/app{g}/targets/{'cd' * 32}.json" for g in range(100)]
+    shards = {highwater.shard_of(n) for n in names}
+    assert len(shards) > highwater.MAX_LOADED
+    for _ in range(3):
+        for name in names:
+            marks.check(name, 1, D1, "targets key")
+    shard_reads = [r for r in read if r != marks.path.name]  # not the single older file
+    assert sorted(shard_reads) == sorted(f"{marks._stem}-{s}.json" for s in shards)
+    marks.note(names[0], 2, D2)
+    marks.save()
+    assert marks.get(names[0]) == Mark(2, D2)
+    with pytest.raises(IntegrityError, match="rollback"):
+        HighWater(tmp_path, "file:///store").check(names[0], 1, D1, "targets key")
+
+
+def test_a_folder_others_can_write_is_refused_at_every_look(tmp_path: Path) -> None:
+    """Whoever can remove the marks can make a rolled-back version pass: a refusal of the
+    marks' folder is not forgotten by the next look (missing shards are looked for once
+    the folder has passed, not before)."""
+    marks = HighWater(tmp_path, "file:///store")
+    marks.directory.mkdir(parents=True)
+    marks.directory.chmod(0o777)
+    for _ in range(2):
+        with pytest.raises(AccessDeniedError, match="high-water file"):
+            marks.get(NAME)
+    marks.directory.chmod(0o700)
+    assert marks.get(NAME) is None
