@@ -388,8 +388,9 @@ class Envelope:
             raise IntegrityError(f"envelope is {exc}; refused") from None
         except (UnicodeDecodeError, ValueError):
             raise IntegrityError("envelope is not valid JSON (truncated or corrupt)") from None
-        try:  # a lone surrogate ("\\udc80") parses, but has no canonical (signed) form
-            canonical_json(doc if isinstance(doc, dict) else {"": doc})
+        try:  # a lone surrogate ("\\udc80") parses, but has no canonical (signed) form;
+            if b"\\u" in data:  # only an escape can make one (UTF-8 cannot encode it)
+                canonical_json(doc if isinstance(doc, dict) else {"": doc})
         except (UnicodeEncodeError, ValueError):
             raise IntegrityError("envelope holds text that is not valid Unicode") from None
         return cls.from_json(doc)

@@ -104,10 +104,21 @@ def test_a_ci_token_with_deeply_nested_claims_is_only_not_named() -> None:
         '{"a": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}',
         '["\\"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\\""]',
         "[" * bounded.MAX_DEPTH + "]" * bounded.MAX_DEPTH,
+        '["a\\\\", "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\\\\"]',
     ],
 )
 def test_brackets_in_strings_and_the_maximum_depth_still_parse(text: str) -> None:
     assert bounded.json_loads(text) == json.loads(text)
+
+
+@pytest.mark.parametrize("string", ['"\\\\"', '"a\\"b"', '""', '"\\u005b"'])
+def test_brackets_after_a_string_count_however_it_ends(string: str) -> None:
+    """A string ends at its first unescaped quote (an escaped backslash escapes nothing
+    after it): the brackets after it count."""
+    deep = f"[{string}, " + "[" * bounded.MAX_DEPTH + "]" * bounded.MAX_DEPTH + "]"
+    with pytest.raises(bounded.TooDeep):
+        bounded.json_loads(deep)
+    assert bounded.json_loads(f"[{string}]") == json.loads(f"[{string}]")
 
 
 def test_toml_strings_and_comments_do_not_count() -> None:
