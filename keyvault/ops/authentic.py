@@ -21,13 +21,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import posixpath
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from keyvault.errors import IntegrityError, KeyvaultError, NotFoundError
 from keyvault.names import KeyAddress, key_words
 from keyvault.ops.stored import StoredEnvelope, read_envelope
+from keyvault.ops.versionindex import VersionIndex
 from keyvault.stores import Store
 from keyvault.stores.base import VersionListing
 
@@ -40,6 +41,9 @@ UNSIGNED = "unsigned"
 #: From this many keys on, a reader lists the versions under their common prefix once
 #: (where the store can) instead of once per key.
 BULK_LISTING = 16
+#: Versions a page of the listing list_ahead makes: the first chain checks wait for one
+#: such page (SeaweedFS: 0.2 s for 250, 0.9 s for 1,000; the whole listing costs the same).
+AHEAD_PAGE = 250
 
 
 def restore_relpath(header: Header) -> str:
@@ -64,6 +68,8 @@ class AuthenticReader:
     allow_unsigned: bool = False
     #: Version IDs (newest first) of the objects a bulk listing found, by object name.
     _listed: dict[str, tuple[str, ...]] = field(default_factory=dict, init=False, repr=False)
+    #: The versions listings list_ahead makes, page by page, with the prefix of each.
+    _ahead: list[tuple[str, VersionIndex]] = field(default_factory=list, init=False, repr=False)
 
     def prefetch(self, addresses: Collection[KeyAddress]) -> None:
         """List the versions of many keys at once, ahead of reading them as latest.
@@ -82,10 +88,38 @@ class AuthenticReader:
             if name in names
         }
 
-    def prime(self, listed: dict[str, tuple[str, ...]]) -> None:
-        """Version IDs (newest first) by object name, from a listing made anyway (as
-        prefetch; a key written after it is listed again on its own)."""
-        self._listed = dict(listed)
+    def list_ahead(self, prefixes: Sequence[str]) -> None:
+        """Start listing the versions under ``prefixes`` in the background, where the
+        store can: the caller meanwhile lists the names and starts reading, and each
+        chain check waits until that listing has passed its key (pages of AHEAD_PAGE, so
+        the first keys wait for a small page, not for the whole listing); an error of
+        the listing is raised by the chain checks. :meth:`stop_listing` ends it.
+
+        As prefetch, only a speed-up, so it may be incomplete: a key it does not hold
+        has its versions listed again on its own.
+        """
+        store = self.store
+        if not isinstance(store, VersionListing):
+            return
+        self.stop_listing()
+        self._ahead = [
+            (prefix, VersionIndex(store.versions_pages(prefix, page_size=AHEAD_PAGE)).start())
+            for prefix in prefixes
+        ]
+
+    def stop_listing(self) -> None:
+        """End the listings list_ahead started (a daemon thread each: nothing waits)."""
+        ahead, self._ahead = self._ahead, []
+        for _, index in ahead:
+            index.close()
+
+    def _versions_listed(self, name: str) -> tuple[str, ...]:
+        """``name``'s version IDs (newest first) as a bulk listing found them; () if none
+        did (its versions are then listed on their own)."""
+        for prefix, index in self._ahead:
+            if name.startswith(prefix):
+                return index.wait(name) or ()
+        return self._listed.get(name, ())
 
     def latest(self, address: KeyAddress) -> StoredEnvelope:
         """The latest version, signed by a trusted sealer and no older than it should be."""
@@ -124,7 +158,7 @@ class AuthenticReader:
         assert chain is not None
         what = describe(entry.address)
         name = entry.address.object_name
-        versions = self._listed.get(name, ())
+        versions = self._versions_listed(name)
         if entry.version not in versions:
             versions = tuple(v.version for v in self.store.versions(name))
         if entry.version not in versions:

@@ -9,7 +9,7 @@ the local notary config, never from the store (:func:`restore_target`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from keyvault.errors import (
@@ -48,7 +48,7 @@ def cert_addresses(
     team: str,
     selection: Selection,
     guns: set[str],
-    listed: dict[str, tuple[str, ...]] | None = None,
+    listed: Collection[str] | None = None,
 ) -> list[CertAddress]:
     """The certificates that travel with the selection: every one when nothing narrows it
     (or ``--all``); else the CAs of the GUN prefixes the selected GUNs start with, and the
@@ -56,7 +56,7 @@ def cert_addresses(
     prefix = cert_prefix(team)
     names = (
         [n for n in listed if n.startswith(prefix)]
-        if listed and not selection.guns
+        if listed is not None and not selection.guns
         else session.store().list(prefix)
     )
     narrowed = not selection.everything and bool(

@@ -11,7 +11,7 @@ in flight, not all of them; what the report keeps of each key is spooled
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Collection, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,9 +39,16 @@ from keyvault.ops.certs import OpenedCert, cert_addresses, open_certs
 from keyvault.ops.parallel import DEFAULT_CONCURRENCY, bounded_map
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session, key_ref
-from keyvault.ops.stored import StoredEnvelope, list_addresses, listed_where, read_envelope
+from keyvault.ops.stored import (
+    StoredEnvelope,
+    list_addresses,
+    listed_where,
+    listing_prefixes,
+    read_envelope,
+)
 from keyvault.redact import redact
 from keyvault.spool import Spool
+from keyvault.stores.base import VersionListing
 from keyvault.trust.certwrite import PlannedCert, apply_certs, plan_certs
 from keyvault.trust.pins import root_version
 from keyvault.trust.restore import (
@@ -134,12 +141,12 @@ def selected_addresses(
     selection: Selection,
     version: str | None = None,
     *,
-    versions: dict[str, tuple[str, ...]] | None = None,
+    names: set[str] | None = None,
 ) -> list[KeyAddress]:
     """The addresses the selection picks; every selector must pick something.
-    (``versions``: see list_addresses.)"""
+    (``names``: see list_addresses.)"""
     ci = session.is_ci(team)
-    addresses = sorted(list_addresses(session.store(), team, selection, ci=ci, versions=versions))
+    addresses = sorted(list_addresses(session.store(), team, selection, ci=ci, names=names))
     try:
         selection.check_found(
             [(a.gun, a.role, a.key_id) for a in addresses], listed_where(team, ci=ci)
@@ -209,146 +216,151 @@ def restore_keys(
     selection.require_explicit("restore")
     session.access().precheck("restore", team, selection)  # policy: before any request
     session.wrappers()  # fail on a bad wrapper URI before reading anything
-    session.store()  # open the store before any thread starts
-    # Where the store can, one listing of the versions gives both the keys and what each
-    # key's chain is checked against (no second listing, no request per key).
-    listed: dict[str, tuple[str, ...]] = {}
-    addresses = selected_addresses(
-        session, team, selection, version, versions=listed if version is None else None
-    )
-    session.access().require("restore", addresses)  # policy: before reading any envelope
-    if version is not None:  # one key (selected_addresses checked): a NUMBER or a store ID
-        from keyvault.ops.listing import resolve_version
-
-        version = resolve_version(session, addresses[0], version)
-    if on_total:
-        on_total(len(addresses))
-
+    store = session.store()  # open the store before any thread starts
     reader = session.reader()
-    if listed:
-        reader.prime(listed)
-    elif version is None:
-        reader.prefetch(addresses)
-    refused: list[str] = []
-    wanted: list[PinAddress] = []
-    certs_wanted: list[CertAddress] = []
+    # Where the store can, what each key's chain is checked against is listed in one go,
+    # beside the listing of the names (not after it, nor a request per key); the names
+    # of the pins and CA files come with the keys' (no listing of their own).
+    ahead = version is None and isinstance(store, VersionListing)
+    if ahead:
+        reader.list_ahead(listing_prefixes(team, selection, ci=session.is_ci(team)))
     try:
-        if pins and version is None and not session.is_ci(team):
-            wanted = pin_addresses(session, team, selection, addresses, listed)
-            if env is not None:
-                certs_wanted = cert_addresses(
-                    session,
-                    team,
-                    selection,
-                    {a.gun for a in addresses if a.gun is not None},
-                    listed,
-                )
-    except AccessDeniedError as exc:  # a CI token the teams policy does not name as CI
-        wanted, certs_wanted, refused = [], [], [exc.message]
-    session.access().require("restore", [*wanted, *certs_wanted])  # before reading any
+        travelling: set[str] | None = set() if ahead else None
+        addresses = selected_addresses(session, team, selection, version, names=travelling)
+        session.access().require("restore", addresses)  # policy: before reading any envelope
+        if version is not None:  # one key (selected_addresses checked): a NUMBER or a store ID
+            from keyvault.ops.listing import resolve_version
 
-    started: list[KeyAddress] = []
+            version = resolve_version(session, addresses[0], version)
+        if on_total:
+            on_total(len(addresses))
 
-    def read_and_open(address: KeyAddress) -> tuple[Restored, RestoreItem]:
-        """One pass per key: read, check the name, prove the sealer and the chain, derive
-        the path, unwrap, decrypt (nothing written yet)."""
-        session.breaker.check()  # a backend is down: start no new key
-        started.append(address)
-        entry = reader.read(address, version)
-        header = entry.envelope.header
-        relpath = restore_relpath(header)
-        label = key_words(header.role, header.gun, header.key_id[:12])
-        return (
-            Restored(
-                address,
-                entry.version,
-                relpath,
-                entry.sealer or "",
-                entry.envelope.chain.sequence if entry.envelope.chain else None,
-            ),
-            RestoreItem(relpath, session.open(entry.envelope), label, header.key_id),
-        )
-
-    def read_pin(address: PinAddress) -> tuple[Restored, RestoreItem] | None:
-        """A pin, proven like a key; None if the GUN has none (an exact --gun's)."""
+        if version is None and not ahead:
+            reader.prefetch(addresses)
+        refused: list[str] = []
+        wanted: list[PinAddress] = []
+        certs_wanted: list[CertAddress] = []
         try:
-            entry = reader.latest(address)
-        except NotFoundError:
-            return None
-        except AccessDeniedError as exc:  # the backend grants pins to members only
-            refused.append(exc.message)
-            return None
-        data = session.open(entry.envelope)
+            if pins and version is None and not session.is_ci(team):
+                wanted = pin_addresses(session, team, selection, addresses, travelling)
+                if env is not None:
+                    certs_wanted = cert_addresses(
+                        session,
+                        team,
+                        selection,
+                        {a.gun for a in addresses if a.gun is not None},
+                        travelling,
+                    )
+        except AccessDeniedError as exc:  # a CI token the teams policy does not name as CI
+            wanted, certs_wanted, refused = [], [], [exc.message]
+        session.access().require("restore", [*wanted, *certs_wanted])  # before reading any
+
+        started: list[KeyAddress] = []
+
+        def read_and_open(address: KeyAddress) -> tuple[Restored, RestoreItem]:
+            """One pass per key: read, check the name, prove the sealer and the chain, derive
+            the path, unwrap, decrypt (nothing written yet)."""
+            session.breaker.check()  # a backend is down: start no new key
+            started.append(address)
+            entry = reader.read(address, version)
+            header = entry.envelope.header
+            relpath = restore_relpath(header)
+            label = key_words(header.role, header.gun, header.key_id[:12])
+            return (
+                Restored(
+                    address,
+                    entry.version,
+                    relpath,
+                    entry.sealer or "",
+                    entry.envelope.chain.sequence if entry.envelope.chain else None,
+                ),
+                RestoreItem(relpath, session.open(entry.envelope), label, header.key_id),
+            )
+
+        def read_pin(address: PinAddress) -> tuple[Restored, RestoreItem] | None:
+            """A pin, proven like a key; None if the GUN has none (an exact --gun's)."""
+            try:
+                entry = reader.latest(address)
+            except NotFoundError:
+                return None
+            except AccessDeniedError as exc:  # the backend grants pins to members only
+                refused.append(exc.message)
+                return None
+            data = session.open(entry.envelope)
+            try:
+                pin_version = root_version(data)
+            except UsageError as exc:  # signed by a trusted sealer, yet not a root.json
+                raise IntegrityError(f"{describe(address)}: {exc.message}; refused") from None
+            return (
+                Restored(
+                    address,
+                    entry.version,
+                    address.relpath,
+                    entry.sealer or "",
+                    entry.envelope.chain.sequence if entry.envelope.chain else None,
+                ),
+                RestoreItem(address.relpath, data, describe(address), None, pin_version),
+            )
+
+        stored = restored_spool()
+
+        def opened() -> Generator[RestoreItem, None, None]:
+            """Each key as it is opened: the writer stages it at once, so only keys in flight
+            are held in memory. The pins (one small file per GUN) follow the keys."""
+            for restored, item in bounded_map(read_and_open, addresses, concurrency):
+                stored.append(restored)
+                if on_opened:
+                    on_opened(restored)
+                yield item
+            for found in bounded_map(read_pin, wanted, concurrency):
+                if found is not None:
+                    stored.append(found[0])
+                    yield found[1]
+
         try:
-            pin_version = root_version(data)
-        except UsageError as exc:  # signed by a trusted sealer, yet not a root.json
-            raise IntegrityError(f"{describe(address)}: {exc.message}; refused") from None
-        return (
-            Restored(
-                address,
-                entry.version,
-                address.relpath,
-                entry.sealer or "",
-                entry.envelope.chain.sequence if entry.envelope.chain else None,
-            ),
-            RestoreItem(address.relpath, data, describe(address), None, pin_version),
+            certs = open_certs(session, reader, certs_wanted, env or {}, refused)
+            cert_plan = plan_certs([c.write for c in certs], force=force)  # conflict: none written
+            with contextlib.closing(opened()) as items:
+                if dry_run:
+                    plan = plan_restore(trust_dir, items, force=force)
+                    kept: tuple[str, ...] = ()
+                else:
+                    result = apply_restore(trust_dir, items, force=force)
+                    plan, kept = result.planned, result.kept_aside
+                    kept += tuple(apply_certs(cert_plan))
+            entries = RestoreEntries(stored, plan)
+        except BaseException as exc:
+            stored.close()
+            if isinstance(exc, BackendUnavailableError):
+                raise stopped_early(exc, len(addresses) - len(started), len(addresses)) from None
+            raise
+        reader.highwater.save()
+        if not dry_run:
+            written = [key_ref(e.key.address) for e in entries if e.action in WRITES]
+            written += [
+                key_ref(c.address)
+                for c, p in zip(certs, cert_plan, strict=True)
+                if p.action in WRITES
+            ]
+            session.record(
+                "restore",
+                "ok",
+                team=team,
+                keys=written,
+                detail=f"into {trust_dir}: {len(written)} written, "
+                f"{len(plan) + len(cert_plan) - len(written)} unchanged, "
+                f"{len(kept)} kept aside",
+            )
+        return RestoreReport(
+            trust_dir,
+            entries,
+            kept,
+            dry_run,
+            refused[0] if refused else None,
+            tuple(zip(certs, cert_plan, strict=True)),
         )
-
-    stored = restored_spool()
-
-    def opened() -> Generator[RestoreItem, None, None]:
-        """Each key as it is opened: the writer stages it at once, so only keys in flight
-        are held in memory. The pins (one small file per GUN) follow the keys."""
-        for restored, item in bounded_map(read_and_open, addresses, concurrency):
-            stored.append(restored)
-            if on_opened:
-                on_opened(restored)
-            yield item
-        for found in bounded_map(read_pin, wanted, concurrency):
-            if found is not None:
-                stored.append(found[0])
-                yield found[1]
-
-    try:
-        certs = open_certs(session, reader, certs_wanted, env or {}, refused)
-        cert_plan = plan_certs([c.write for c in certs], force=force)  # conflict: none written
-        with contextlib.closing(opened()) as items:
-            if dry_run:
-                plan = plan_restore(trust_dir, items, force=force)
-                kept: tuple[str, ...] = ()
-            else:
-                result = apply_restore(trust_dir, items, force=force)
-                plan, kept = result.planned, result.kept_aside
-                kept += tuple(apply_certs(cert_plan))
-        entries = RestoreEntries(stored, plan)
-    except BaseException as exc:
-        stored.close()
-        if isinstance(exc, BackendUnavailableError):
-            raise stopped_early(exc, len(addresses) - len(started), len(addresses)) from None
-        raise
-    reader.highwater.save()
-    if not dry_run:
-        written = [key_ref(e.key.address) for e in entries if e.action in WRITES]
-        written += [
-            key_ref(c.address) for c, p in zip(certs, cert_plan, strict=True) if p.action in WRITES
-        ]
-        session.record(
-            "restore",
-            "ok",
-            team=team,
-            keys=written,
-            detail=f"into {trust_dir}: {len(written)} written, "
-            f"{len(plan) + len(cert_plan) - len(written)} unchanged, "
-            f"{len(kept)} kept aside",
-        )
-    return RestoreReport(
-        trust_dir,
-        entries,
-        kept,
-        dry_run,
-        refused[0] if refused else None,
-        tuple(zip(certs, cert_plan, strict=True)),
-    )
+    finally:
+        reader.stop_listing()  # ended or not, nothing reads it any more
 
 
 def pin_addresses(
@@ -356,15 +368,15 @@ def pin_addresses(
     team: str,
     selection: Selection,
     addresses: list[KeyAddress],
-    listed: dict[str, tuple[str, ...]] | None = None,
+    listed: Collection[str] | None = None,
 ) -> list[PinAddress]:
     """The trust pins that travel with the selected keys: their GUNs' pins, and with no
     ``--role``/``--key-id`` every pin ``--gun`` matches (all of them for ``--all``).
 
     Exact GUNs are read by name (one GUN's restore does not list the others); a pattern
     or ``--all`` lists the team's ``pins/`` folder once, unless the listing that found
-    the keys (``listed``: the versions of everything in the team's folder, when no
-    ``--gun`` narrowed it) already named the pins.
+    the keys (``listed``: the names it found beside the keys', when no ``--gun`` narrowed
+    it to the GUNs' folders) already named the pins.
     """
     guns = {a.gun for a in addresses if a.gun is not None}
     every = not selection.roles and not selection.key_ids
@@ -375,7 +387,7 @@ def pin_addresses(
     prefix = pin_prefix(team)
     names = (
         [n for n in listed if n.startswith(prefix)]
-        if listed and not selection.guns
+        if listed is not None and not selection.guns
         else session.store().list(prefix)
     )
     for name in names:

@@ -15,7 +15,7 @@ from keyvault.errors import AccessDeniedError, IntegrityError, KeyvaultError
 from keyvault.names import KeyAddress, cert_prefix, gun_prefix, pin_prefix, team_prefix
 from keyvault.ops.selection import Selection
 from keyvault.stores import Store
-from keyvault.stores.base import StoredObject, VersionListing
+from keyvault.stores.base import StoredObject
 
 if TYPE_CHECKING:  # listing names must not pay for importing cryptography
     from keyvault.envelope import Envelope
@@ -63,15 +63,9 @@ def list_addresses(
     selection: Selection,
     *,
     ci: bool = False,
-    versions: dict[str, tuple[str, ...]] | None = None,
     names: set[str] | None = None,
 ) -> Iterator[KeyAddress]:
     """Addresses under the team's prefix that the selection picks.
-
-    ``versions``: a store that lists versions in bulk (S3) is asked for the
-    versions instead of the names, once, and each listed object's version IDs
-    (newest first) are put in this dict: a restore then checks every key's chain
-    without listing again (AuthenticReader.prime).
 
     Only the folders the selection can pick from are listed: an exact GUN's
     own prefix (so fetching one GUN's keys does not grow with the number of
@@ -86,14 +80,10 @@ def list_addresses(
     caller lists them again; it grows with the GUNs, not with the keys.
     """
     travels = (pin_prefix(team), cert_prefix(team))
-    for prefix in _outermost(_prefixes(team, selection, ci=ci)):
+    for prefix in listing_prefixes(team, selection, ci=ci):
         try:
             # One name at a time, page by page (S3): nothing here holds the whole listing.
-            for name in (
-                _latest_names(store, prefix, versions)
-                if versions is not None and isinstance(store, VersionListing)
-                else store.list(prefix)
-            ):
+            for name in store.list(prefix):
                 try:
                     address = KeyAddress.from_object_name(name)
                 except KeyvaultError:
@@ -108,23 +98,11 @@ def list_addresses(
             raise _listing_refused(exc, team, selection, prefix) from None
 
 
-def _outermost(prefixes: list[str]) -> list[str]:
-    """The prefixes no other one contains: each name is then listed exactly once, with no
-    set of the names seen growing with the store."""
-    unique = list(dict.fromkeys(prefixes))
+def listing_prefixes(team: str, selection: Selection, *, ci: bool = False) -> list[str]:
+    """The prefixes list_addresses lists for ``selection``, none inside another (so each
+    name is listed once): what a bulk reader lists the versions under, ahead."""
+    unique = list(dict.fromkeys(_prefixes(team, selection, ci=ci)))
     return [p for p in unique if not any(p != q and p.startswith(q) for q in unique)]
-
-
-def _latest_names(
-    store: VersionListing, prefix: str, versions: dict[str, tuple[str, ...]]
-) -> list[str]:
-    """The names whose latest version is an object (not a deletion), and their versions."""
-    names: list[str] = []
-    for name, found in store.versions_under(prefix).items():
-        if any(v.latest for v in found):
-            versions[name] = tuple(v.version for v in found)
-            names.append(name)
-    return sorted(names)
 
 
 def listed_where(team: str, *, ci: bool = False) -> str:

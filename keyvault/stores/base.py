@@ -78,6 +78,17 @@ class ObjectVersion:
     latest: bool
 
 
+@dataclass(frozen=True)
+class VersionPage:
+    """One page of a versions listing: what a bulk reader may use before the next arrives."""
+
+    #: Each object's versions, newest first; an object appears in one page only.
+    versions: dict[str, list[ObjectVersion]]
+    #: Every name that sorts (byte order) before this one has been listed in full by now
+    #: ("": none yet); None: the listing is complete.
+    before: str | None
+
+
 @runtime_checkable
 class Store(Protocol):
     """Envelope storage. The whole contract fits on this screen."""
@@ -119,7 +130,15 @@ class VersionListing(Protocol):
     """
 
     def versions_under(self, prefix: str) -> dict[str, list[ObjectVersion]]:
-        """Every version of every object under ``prefix``, by name, newest first."""
+        """The versions of the objects under ``prefix`` that one listing holds, by name,
+        newest first. It may leave objects out (a service's listing fault): callers name
+        their objects from :meth:`Store.list` and list the versions of any it lacks on
+        their own."""
+        ...
+
+    def versions_pages(self, prefix: str, *, page_size: int | None = None) -> Iterator[VersionPage]:
+        """The same listing a page at a time as the service sends it, ``page_size``
+        versions a page at most (None: the store's own)."""
         ...
 
 

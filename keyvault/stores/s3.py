@@ -54,6 +54,7 @@ from keyvault.stores.base import (
     MAX_OBJECT_SIZE,
     ObjectVersion,
     StoredObject,
+    VersionPage,
     shown,
     validate_object_name,
 )
@@ -205,44 +206,65 @@ class S3Store:
         return _newest_first(found)
 
     def versions_under(self, prefix: str) -> dict[str, _Versions]:
-        """Every version of every object under ``prefix``, by name, in one paginated
-        listing: a bulk restore checks each key's chain without a request per key."""
+        """What one paginated versions listing under ``prefix`` holds, by name: a bulk
+        reader checks each key's chain without a request per key.
+
+        Never the list of what there is: SeaweedFS (4.48 here) leaves out of a paged
+        ``ListObjectVersions`` the folders whose names sort before a sibling's followed
+        by "/" (``app-web/`` and ``app.io/`` beside ``app/``: 1,400 of 3,500 objects
+        under one prefix), while its ``ListObjectsV2`` (:meth:`list`) lists them all.
+        Readers name their keys from :meth:`list` and list the versions of any this
+        lacks on their own."""
+        listed: dict[str, _Versions] = {}
+        for page in self.versions_pages(prefix):
+            listed.update(page.versions)
+        return listed
+
+    def versions_pages(self, prefix: str, *, page_size: int | None = None) -> Iterator[VersionPage]:
+        """The versions listing of :meth:`versions_under`, a page at a time as S3 sends
+        it, so a caller can start on the first names while later pages are on their way.
+
+        S3 lists keys in byte order and may cut one key's versions across two pages:
+        a page's last name is held back until the next page (or the end) has shown
+        all of its versions, and ``before`` says which names are final. A key whose
+        versions come back on a later page after its own was handed out is refused
+        (exit 6), never guessed: its versions would look fewer than they are.
+        """
         full = self._prefix + _check_prefix(prefix)
-        found: dict[str, list[_Found]] = {}
+        held: tuple[str, list[_Found]] | None = None
+        given: set[str] = set()  # the names already in a page (held back: in the next)
         paginator = self._live().get_paginator("list_object_versions")
         try:
-            for page in self._pages(paginator, full):
+            for page in self._pages(paginator, full, page_size=page_size):
+                found: dict[str, list[_Found]] = dict([held]) if held is not None else {}
+                last = held[0] if held is not None else None
                 for item in page.get("Versions", ()):
                     name = str(item.get("Key") or "")[len(self._prefix) :]
                     try:
                         validate_object_name(name)
                     except UsageError:
                         continue  # not a name keyvault writes: not ours to list
+                    if name in given:  # its page is out: a consumer may have used it
+                        raise _out_of_order(self.uri, name)
                     entries = found.setdefault(name, [])
                     entries.append(self._version_entry(name, item, len(entries)))
+                    last = name
+                held = None
+                before: str | None = None
+                if page["IsTruncated"]:  # the last key's versions may go on: hold it back
+                    before = last or ""
+                    if last is not None:
+                        held = (last, found.pop(last))
+                given.update(found)
+                yield VersionPage(
+                    {name: _newest_first(entries) for name, entries in found.items()}, before
+                )
+        except KeyvaultError:
+            raise
         except Exception as exc:
             self._raise(exc, "list the versions under", prefix or "/")
-        listed = {name: _newest_first(entries) for name, entries in found.items()}
-        return self._versions_left_out(full, listed)
-
-    def _versions_left_out(self, full: str, listed: dict[str, _Versions]) -> dict[str, _Versions]:
-        """``listed`` with the versions of every object a plain listing holds and the
-        versions listing left out, each listed on its own.
-
-        A versions listing cannot be taken as whole: SeaweedFS (4.48 here) leaves out of a
-        paged ``ListObjectVersions`` the folders whose names sort before a sibling's
-        followed by "/" (``app-web/`` and ``app.io/`` beside ``app/``: 1,400 of 3,500
-        objects under one prefix), while its ``ListObjectsV2`` lists them all. A restore
-        that named its keys from that listing alone would miss keys and say nothing. One
-        ``ListObjectsV2`` per 1,000 names finds them; on a store that lists them all it
-        finds none and costs that page only."""
-        for name, _ in self._iter_names(full):
-            if name not in listed:
-                try:
-                    listed[name] = self.versions(name)
-                except NotFoundError:
-                    continue  # deleted since the plain listing
-        return listed
+        if held is not None:  # S3 said "more" and then sent nothing more
+            yield VersionPage({held[0]: _newest_first(held[1])}, None)
 
     def list(self, prefix: str) -> Iterator[str]:
         """Names starting with ``prefix`` (plain string prefix), paginated: in key order on
@@ -292,13 +314,14 @@ class S3Store:
     # -- internals -------------------------------------------------------------------
 
     def _pages(
-        self, paginator: Any, prefix: str, start_after: str = ""
+        self, paginator: Any, prefix: str, start_after: str = "", *, page_size: int | None = None
     ) -> Iterator[dict[str, Any]]:
         """A listing's pages; a page without ``IsTruncated`` (which S3 always sends) was
         lost on the way: backend unavailable, never "no such objects"."""
         after = {"StartAfter": start_after} if start_after else {}
+        size = {"PageSize": page_size or _LIST_PAGE}
         for page in paginator.paginate(
-            Bucket=self._bucket, Prefix=prefix, **after, PaginationConfig={"PageSize": _LIST_PAGE}
+            Bucket=self._bucket, Prefix=prefix, **after, PaginationConfig=size
         ):
             if "IsTruncated" not in page:
                 raise aws.cut_answer(
@@ -614,6 +637,16 @@ def _unversioned_entry(entry: ObjectVersion, etag: str) -> ObjectVersion:
     match = _ETAG.fullmatch(etag)
     version = _ETAG_PREFIX + match.group(1) if match else "null"
     return ObjectVersion(entry.name, version, entry.size, entry.created, latest=True)
+
+
+def _out_of_order(uri: str, name: str) -> BackendUnavailableError:
+    """S3 lists each key's versions together; a page that comes back to a key a page before
+    held would make its versions look fewer than they are: not guessed."""
+    return BackendUnavailableError(
+        f"store {uri}: the service listed versions of {name} again on a later page "
+        "(S3 lists each key's versions together); nothing was used from that listing",
+        hint="re-run; if it persists, the S3 service does not list versions by key",
+    )
 
 
 def _stale(name: str, latest: str | None, replaces: str | None) -> ConflictError:

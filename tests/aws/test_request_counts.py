@@ -19,12 +19,13 @@ Per key, what keyvault does today:
 - a changed key: ``HeadObject`` (the ETag for ``If-Match``) + ``Encrypt`` +
   ``PutObject``, plus one ``GetBucketVersioning`` per session; no read, as its
   recorded version is the listed latest;
-- restore: one ``ListObjectVersions`` page per 1,000 keys (which keys and trust pins
-  there are, and the versions beneath each latest, for its signed chain) and one
-  ``ListObjectsV2`` page (the objects a versions listing may leave out: SeaweedFS
-  does, tests/aws/test_s3_store.py), then
-  ``GetObject`` + ``Decrypt`` per key; a restore of exact GUNs asks for each GUN's
-  trust pin by name (one ``GetObject``).
+- restore: one ``ListObjectsV2`` page per 1,000 keys (which keys and trust pins there
+  are) and, made at the same time, one ``ListObjectVersions`` page per 250 versions
+  (AHEAD_PAGE: the versions beneath each latest, for its signed chain, read page by
+  page; a key it leaves out, as SeaweedFS's may (tests/aws/test_s3_store.py), has its
+  versions listed on its own),
+  then ``GetObject`` + ``Decrypt`` per key; a restore of exact GUNs asks for each
+  GUN's trust pin by name (one ``GetObject``).
 
 Per command that wrote or restored keys, besides: one ``PutObject`` of the audit
 log's signed checkpoint (``CHECKPOINT``), whatever the number of keys.
@@ -45,14 +46,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from fixtures.servers import BackendSetup
 
 from keyvault.config import Config, Paths
-from keyvault.errors import IntegrityError
+from keyvault.errors import AccessDeniedError, IntegrityError
 from keyvault.highwater import HighWater
 from keyvault.names import KeyAddress
-from keyvault.ops.authentic import AuthenticReader
+from keyvault.ops.authentic import AHEAD_PAGE, AuthenticReader
 from keyvault.ops.backup import CREATED, UNCHANGED, UPDATED, backup_keys
-from keyvault.ops.restore import restore_keys
+from keyvault.ops.restore import RestoreReport, restore_keys
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session
+from keyvault.stores.base import VersionPage
 from keyvault.stores.s3 import S3Store
 from keyvault.trust.keyid import private_key_id
 from keyvault.trust.model import KeyFile
@@ -259,11 +261,10 @@ def test_restore_one_read_and_one_kms_call_per_key(
     )
     assert len(report.entries) == N_KEYS
     counts = requests.take()
-    # One ListObjectVersions for all the keys: it names the keys, and each signed chain
-    # is checked against the version beneath the latest (none here), so an old version
-    # copied on top is refused even on a machine that never saw the newer one; one
-    # ListObjectsV2 finds what a versions listing left out (nothing here; see
-    # docs/performance.md for the cost).
+    # One ListObjectsV2 names the keys; one ListObjectVersions, made beside it, gives what
+    # each signed chain is checked against (the version beneath the latest: none here), so
+    # an old version copied on top is refused even on a machine that never saw the newer
+    # one.
     assert counts == Counter(
         {
             "GetObject": N_KEYS,
@@ -309,28 +310,37 @@ def test_a_restore_on_a_new_machine_refuses_an_older_version_copied_on_top(
     tmp_path: Path,
     made_keys: dict[str, ec.EllipticCurvePrivateKey],
 ) -> None:
-    """Through restore_keys: the one listing that names the keys also proves the chain."""
+    """Through restore_keys: the versions listing made beside the names' proves the chain."""
     session, _ = counted
-    _keys_backed_up, _victim = _first_key_rolled_back(session, trust_dir, made_keys)
-    owner = session.sealer().key.fingerprint  # pinned on the new machine, as init does
-    fresh = Session(
+    _first_key_rolled_back(session, trust_dir, made_keys)
+    with (
+        _new_machine(session, tmp_path) as fresh,
+        pytest.raises(IntegrityError, match=r"rollback.*older version.*beneath"),
+    ):
+        _restore_all(fresh, tmp_path / "new-trust")
+    assert _nothing_in(tmp_path / "new-trust")
+
+
+def _new_machine(session: Session, tmp_path: Path) -> Session:
+    """A session as on a new machine: the owner's sealer pinned (as init does), no marks."""
+    return Session(
         replace(
             session.config,
-            trusted_sealers=(owner,),
+            trusted_sealers=(session.sealer().key.fingerprint,),
             paths=Paths(*(tmp_path / "new" / d for d in ("config", "data", "state"))),
         )
     )
-    with fresh, pytest.raises(IntegrityError, match=r"rollback.*older version.*beneath"):
-        restore_keys(
-            fresh,
-            team=TEAM,
-            selection=Selection(everything=True),
-            trust_dir=tmp_path / "new-trust",
-            concurrency=4,
-        )
-    assert not (tmp_path / "new-trust" / "private").exists() or not any(
-        (tmp_path / "new-trust" / "private").iterdir()
+
+
+def _restore_all(session: Session, out: Path) -> RestoreReport:
+    return restore_keys(
+        session, team=TEAM, selection=Selection(everything=True), trust_dir=out, concurrency=4
     )
+
+
+def _nothing_in(out: Path) -> bool:
+    private = out / "private"
+    return not private.exists() or not any(private.iterdir())
 
 
 def test_a_deleted_key_is_not_restored(
@@ -412,7 +422,7 @@ def test_one_bulk_listing_still_refuses_an_older_version_copied_on_top(
     with pytest.raises(IntegrityError, match=r"rollback.*older version.*beneath"):
         reader.latest(victim)
     counts = requests.take()
-    assert counts == Counter({"ListObjectVersions": 1, "ListObjectsV2": 1, "GetObject": N_KEYS})
+    assert counts == Counter({"ListObjectVersions": 1, "GetObject": N_KEYS})
 
 
 def test_a_version_written_after_the_bulk_listing_is_checked_on_its_own(
@@ -467,3 +477,131 @@ def test_the_vault_change_marker_setting_changes_nothing_on_s3(
     assert requests.take() == Counter({"GetObject": 1})
     assert {o.action for o in backup_keys(session, keys, team=TEAM)} == {UNCHANGED}
     assert requests.take() == Counter({"ListObjectsV2": 1})
+
+
+def _leaving_out(
+    monkeypatch: pytest.MonkeyPatch, session: Session, left_out: KeyAddress
+) -> list[int | None]:
+    """The store's paged versions listing leaves ``left_out`` out, as SeaweedFS's may
+    (tests/aws/test_s3_store.py); returns the page size of every listing asked for."""
+    store = session.store()
+    assert isinstance(store, S3Store)
+    listing = store.versions_pages
+    asked: list[int | None] = []
+
+    def versions_pages(prefix: str, *, page_size: int | None = None) -> Iterator[VersionPage]:
+        asked.append(page_size)
+        for page in listing(prefix, page_size=page_size):
+            kept = {n: v for n, v in page.versions.items() if n != left_out.object_name}
+            yield VersionPage(kept, page.before)
+
+    monkeypatch.setattr(store, "versions_pages", versions_pages)
+    return asked
+
+
+@pytest.mark.proves("T2")
+def test_a_restore_reads_the_versions_of_a_key_the_versions_listing_left_out(
+    counted: tuple[Session, Requests],
+    trust_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The keys are named by the plain listing; the versions listing made beside it only
+    saves a request per key. A key it leaves out is restored all the same, with its
+    versions listed on its own."""
+    session, requests = counted
+    keys = _keys(trust_dir)
+    backup_keys(session, keys, team=TEAM, concurrency=4)
+    asked = _leaving_out(monkeypatch, session, _addresses(keys)[1])
+    requests.take()
+    report = _restore_all(session, tmp_path / "restored")
+    assert sorted(e.key.address for e in report.entries) == sorted(_addresses(keys))
+    assert asked == [AHEAD_PAGE]
+    counts = requests.take()
+    assert counts["ListObjectsV2"] == 1 and counts["GetObject"] == N_KEYS
+    assert counts["ListObjectVersions"] == 2  # the bulk listing, and the left-out key's own
+
+
+@pytest.mark.proves("T2")
+def test_a_key_the_versions_listing_left_out_is_still_refused_when_rolled_back(
+    counted: tuple[Session, Requests],
+    trust_dir: Path,
+    tmp_path: Path,
+    made_keys: dict[str, ec.EllipticCurvePrivateKey],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a new machine only the signed chain tells a rollback: the versions of a key the
+    bulk listing left out are listed on their own, and an older version on top refused."""
+    session, _ = counted
+    _keys_backed_up, victim = _first_key_rolled_back(session, trust_dir, made_keys)
+    with _new_machine(session, tmp_path) as fresh:
+        asked = _leaving_out(monkeypatch, fresh, victim)
+        with pytest.raises(IntegrityError, match=rf"{victim.key_id}.*rollback.*beneath"):
+            _restore_all(fresh, tmp_path / "new-trust")
+    assert asked == [AHEAD_PAGE]
+    assert _nothing_in(tmp_path / "new-trust")
+
+
+def test_a_versions_listing_that_fails_fails_the_restore_before_any_key_is_opened(
+    counted: tuple[Session, Requests],
+    trust_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The listing made beside the names' runs in its own thread: its error is the
+    restore's, raised by the first chain check, and no key is unwrapped or written."""
+    session, requests = counted
+    backup_keys(session, _keys(trust_dir), team=TEAM, concurrency=4)
+    store = session.store()
+
+    def versions_pages(prefix: str, *, page_size: int | None = None) -> Iterator[VersionPage]:
+        if prefix:  # a generator, as the store's: it fails in the listing's own thread
+            raise AccessDeniedError(
+                f"store {store.uri}: access denied: list the versions under {prefix}"
+            )
+        yield from ()
+
+    monkeypatch.setattr(store, "versions_pages", versions_pages)
+    requests.take()
+    out = tmp_path / "restored"
+    with pytest.raises(AccessDeniedError, match="list the versions under"):
+        _restore_all(session, out)
+    counts = requests.take()
+    assert not any(counts[op] for op in KMS_OPS), counts
+    assert _nothing_in(out)
+
+
+@pytest.mark.proves("T2")
+def test_a_restore_restores_the_keys_of_sibling_folders_seaweedfs_leaves_out(
+    counted: tuple[Session, Requests], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GUNs ``org/app``, ``org/app-web``, ``org/app.io``, ``org/app_x``: SeaweedFS's paged
+    versions listing leaves some of their folders out (tests/aws/test_s3_store.py). Pages
+    of 2 make it show with a few keys; every key comes back, byte for byte."""
+    import keyvault.ops.authentic as authentic_module
+    import keyvault.stores.s3 as s3_module
+
+    session, _ = counted
+    trust = tmp_path / "siblings"
+    private = trust / "private"
+    private.mkdir(parents=True, mode=0o700)
+    for gun in ("app", "app-web", "app.io", "app_x"):
+        for role in ("targets", "snapshot"):
+            key = ec.generate_private_key(ec.SECP256R1())
+            target = private / f"{private_key_id(key)}.key"
+            target.write_bytes(notary_key_file(key, role, f"registry.example.com/org/{gun}", ""))
+            target.chmod(0o600)
+    keys = scan_trust_dir(trust).keys
+    assert {o.action for o in backup_keys(session, keys, team=TEAM, concurrency=4)} == {CREATED}
+    monkeypatch.setattr(s3_module, "_LIST_PAGE", 2)
+    monkeypatch.setattr(authentic_module, "AHEAD_PAGE", 2)
+    store = session.store()
+    assert isinstance(store, S3Store)
+    left_out = {a.object_name for a in _addresses(keys)} - set(
+        store.versions_under(f"v1/teams/{TEAM}/")
+    )
+    out = tmp_path / "restored"
+    report = _restore_all(session, out)
+    assert sorted(e.key.address for e in report.entries) == sorted(_addresses(keys)), left_out
+    restored = {p.name: p.read_bytes() for p in (out / "private").rglob("*.key")}
+    assert restored == {p.name: p.read_bytes() for p in private.iterdir()}

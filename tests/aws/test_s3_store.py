@@ -7,6 +7,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from contracts.store_contract import A_ROOT, A_TARGETS, B_ROOT, StoreContract, race_creates
@@ -245,12 +246,13 @@ def test_listing_paginates(weed: WeedServer, bucket: str) -> None:
 
 
 @pytest.mark.proves("T2")
-def test_versions_under_lists_sibling_folders_the_versions_listing_leaves_out(
+def test_the_plain_listing_names_what_the_versions_listing_leaves_out(
     weed: WeedServer, bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """SeaweedFS's paged ListObjectVersions leaves out folders whose names sort before a
     sibling's followed by "/" (``app-web/``, ``app.io/`` beside ``app/``); a restore that
-    named its keys from it alone missed them with exit 0. Every object is listed."""
+    named its keys from it missed them with exit 0. The plain listing, which names the
+    keys, holds every one, and the versions of each can be listed on its own."""
     import keyvault.stores.s3 as s3_module
 
     monkeypatch.setattr(s3_module, "_LIST_PAGE", 2)  # the fault shows across pages
@@ -261,21 +263,11 @@ def test_versions_under_lists_sibling_folders_the_versions_listing_leaves_out(
         for gun in guns
         for i in range(3)
     ]
-    for name in names:
-        store.write(name, b"x")
-    admin = weed.admin()
-    left_out = {  # the fault this guards against, seen on the raw listing
-        f"kv/{n}" for n in names
-    } - {
-        v["Key"]
-        for page in admin.get_paginator("list_object_versions").paginate(
-            Bucket=bucket, Prefix="kv/v1/", PaginationConfig={"PageSize": 2}
-        )
-        for v in page.get("Versions", ())
-    }
-    listed = store.versions_under("v1/teams/team-a/")
-    assert sorted(listed) == sorted(names), f"the raw listing left out {len(left_out)}"
-    assert all(len(v) == 1 and v[0].latest for v in listed.values())
+    written = {name: store.write(name, b"x") for name in names}
+    left_out = set(names) - set(store.versions_under("v1/teams/team-a/"))
+    assert sorted(store.list("v1/teams/team-a/")) == sorted(names), f"{len(left_out)} left out"
+    for name in left_out:
+        assert [(v.version, v.latest) for v in store.versions(name)] == [(written[name], True)]
 
 
 def test_oversized_object_refused_before_reading(weed: WeedServer, bucket: str) -> None:
@@ -432,3 +424,50 @@ def test_shared_across_threads(weed: WeedServer, bucket: str) -> None:
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(work, [names[i::8] for i in range(8)]))  # any failure is raised here
     assert list(store.list("v1/")) == sorted(names)
+
+
+def test_versions_pages_hold_a_keys_versions_together_across_pages(
+    weed: WeedServer, bucket: str
+) -> None:
+    """Pages of 2 versions: a key with 3 versions is cut by the service, and handed out
+    whole in one page (held back until its last version is in); names before a page's
+    ``before`` are final; the pages hold what versions_under does."""
+    store = open_s3(weed, f"s3://{bucket}/p")
+    for name, count in (("k/a", 3), ("k/b", 1), ("k/c", 2)):
+        latest = store.write(name, b"1")
+        for _ in range(count - 1):
+            latest = store.write(name, b"2", replaces=latest)
+    pages = list(store.versions_pages("k/", page_size=2))
+    assert len(pages) > 1 and pages[-1].before is None
+    seen: dict[str, list[str]] = {}
+    for i, page in enumerate(pages):
+        assert not set(page.versions) & set(seen), "a name in two pages"
+        seen |= {n: [v.version for v in found] for n, found in page.versions.items()}
+        later = {n for p in pages[i + 1 :] for n in p.versions}
+        assert page.before is None or all(not n < page.before for n in later)
+    whole = store.versions_under("k/")
+    assert seen == {n: [v.version for v in found] for n, found in whole.items()}
+    assert [len(seen[n]) for n in ("k/a", "k/b", "k/c")] == [3, 1, 2]
+
+
+def test_versions_listed_again_on_a_later_page_are_refused_not_guessed(
+    weed: WeedServer, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service that comes back to a key whose page was already handed out would make its
+    versions look fewer than they are (a rollback check beneath a latest version): exit 6."""
+    store = open_s3(weed, f"s3://{bucket}/p")
+    for name in ("k/a", "k/b", "k/c"):
+        store.write(name, b"1")
+    real = store._pages
+
+    def shuffled(
+        paginator: Any, prefix: str, start_after: str = "", *, page_size: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        (page,) = real(paginator, prefix, start_after)
+        a, b, c = page["Versions"]
+        yield {**page, "Versions": [a, b], "IsTruncated": True}
+        yield {**page, "Versions": [c, a], "IsTruncated": False}  # k/a again, after k/b
+
+    monkeypatch.setattr(store, "_pages", shuffled)
+    with pytest.raises(BackendUnavailableError, match="listed versions of k/a again"):
+        store.versions_under("k/")
