@@ -63,6 +63,7 @@ import os
 import re
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -954,17 +955,24 @@ def run(
         return out
 
     # The rounds interleave keyvault, the floor, the sequential loop and the ESDK CLI, so a
-    # drift in the servers' speed over the run hits them all alike.
+    # drift in the servers' speed over the run hits them all alike; the floor's backup and
+    # restore run right beside keyvault's, so each round also gives a ratio of its own.
     def one_round() -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
         for size in sizes:
             trust = big if size == args.keys else work / "trust-small"
             spec = fresh(trust)
+            floor = fresh(big)
+            if size == args.keys:
+                found["floor-backup"] = run_phase("floor-backup", floor, jobs=args.jobs)
             found[f"kv-{size}-backup"] = run_phase("kv-backup", spec)
             found[f"kv-{size}-backup-unchanged"] = run_phase("kv-backup", spec)
             found[f"kv-{size}-restore"] = restore = run_phase("kv-restore", spec)
             restore["identical"] = same_files(trust, Path(spec["out"]))
-            if size == args.keys:  # the signatures alone, on the envelopes just written
+            if size == args.keys:
+                found["floor-restore"] = restore = run_phase("floor-restore", floor, jobs=args.jobs)
+                restore["identical"] = same_files(big, Path(floor["out"]))
+                # the signatures alone, on the envelopes just written
                 found["sealing-cost"] = run_phase("sealing-cost", spec)
         spec = {**fresh(big), "without_signatures": True}
         found["unsigned-backup"] = run_phase("kv-backup", spec)
@@ -975,11 +983,10 @@ def run(
             found[f"sealer-{name}-backup"] = run_phase("kv-backup", spec)
             found[f"sealer-{name}-restore"] = restore = run_phase("kv-restore", spec)
             restore["identical"] = same_files(big, Path(spec["out"]))
-        for label, jobs in (("floor", args.jobs), ("sequential", 1)):
-            spec = fresh(big)
-            found[f"{label}-backup"] = run_phase("floor-backup", spec, jobs=jobs)
-            found[f"{label}-restore"] = restore = run_phase("floor-restore", spec, jobs=jobs)
-            restore["identical"] = same_files(big, Path(spec["out"]))
+        spec = fresh(big)
+        found["sequential-backup"] = run_phase("floor-backup", spec, jobs=1)
+        found["sequential-restore"] = restore = run_phase("floor-restore", spec, jobs=1)
+        restore["identical"] = same_files(big, Path(spec["out"]))
         if args.esdk_cli:
             esdk = run_esdk(args.esdk_cli, meta["Arn"], big, work, {**env, "_KMS": kms_url})
             found["esdk-encrypt"] = {"seconds": esdk["encrypt"], **esdk}
@@ -1175,6 +1182,7 @@ def report(r: dict[str, Any]) -> None:
             for name, v in rounds.items()
         )
     )
+    print("\nkeyvault / floor, each round (the floor runs right beside keyvault): " + paired(r))
     print(
         f"\nkeyvault backup outcomes: {kv['backup']['actions']}; second backup: "
         f"{kv['backup-unchanged']['actions']}; restore: {kv['restore']['actions']}, "
@@ -1250,6 +1258,21 @@ SEALER_NAMES = {
     "awskms": "KMS ECC_NIST_P256 key (moto)",
     "transit": "Transit ed25519 key (OpenBao dev)",
 }
+
+
+def paired(r: dict[str, Any]) -> str:
+    """Each round's keyvault time over the floor's in the same round, and their median: the
+    machine's drift over a run (several seconds a round here) cancels out of it."""
+    kv, floor = r[f"kv-{r['keys']}"], r["floor"]
+    parts = []
+    for phase in ("backup", "restore"):
+        ratios = [
+            k / f
+            for k, f in zip(kv[phase]["all_seconds"], floor[phase]["all_seconds"], strict=True)
+        ]
+        shown = " ".join(f"{x:.2f}x" for x in ratios)
+        parts.append(f"{phase} {shown} (median {statistics.median(ratios):.2f}x)")
+    return "; ".join(parts)
 
 
 def report_sealing(sealing: dict[str, Any], kv: dict[str, Any], n: int) -> None:
