@@ -72,9 +72,9 @@ class TestS3StoreContractWithoutConditionalWrites(StoreContract):
         }
         stored = {v.version: store.read(A_ROOT, v.version).data for v in store.versions(A_ROOT)}
         assert stored == kept, (outcomes, stored)
-        winner = [o for o in outcomes if isinstance(o, str)]
-        if winner:  # the winner was alone when it checked: its version is the oldest
-            assert store.versions(A_ROOT)[-1].version == winner[0]
+        # Where the winner's version sits among the losers' is not promised (docs/aws.md):
+        # it was alone when it listed, yet SeaweedFS can list a racer's version written at
+        # the same time beneath it afterwards (seen in about 1 run in 10 here).
 
     def test_racers_that_all_write_before_checking_all_lose_and_all_stay(
         self, store: Store
