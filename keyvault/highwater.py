@@ -129,8 +129,9 @@ class HighWater:
         if self._dirty:
             ensure_private_dir(self.directory)
             with locked(self.path):  # once for all the shards: a bulk run raises hundreds
-                if len(self._dirty) == 1:
-                    self._save_shard(next(iter(self._dirty)))
+                if len(self._dirty) == 1:  # the daemon's usual save: no pool for one file
+                    sid = next(iter(self._dirty))
+                    self._saved(*self._merge(sid, self._dirty[sid]))
                 else:  # each shard its own file: their fsyncs overlap, the folder's is one
                     with ThreadPoolExecutor(
                         max_workers=SAVE_WORKERS, thread_name_prefix="keyvault-marks"
@@ -164,10 +165,6 @@ class HighWater:
         while len(self._loaded) > MAX_LOADED:
             del self._loaded[next(iter(self._loaded))]
         return found
-
-    def _save_shard(self, sid: str) -> None:
-        """Merge shard ``sid``'s raised marks into its file. Both locks held."""
-        self._saved(*self._merge(sid, self._dirty[sid]))
 
     def _saved(self, sid: str, merged: dict[str, Mark]) -> None:
         """Shard ``sid`` is on disk as ``merged``: its raised marks are no longer pending."""

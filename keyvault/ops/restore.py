@@ -235,8 +235,6 @@ def restore_keys(
         if on_total:
             on_total(len(addresses))
 
-        if version is None and not ahead:
-            reader.prefetch(addresses)
         refused: list[str] = []
         wanted: list[PinAddress] = []
         certs_wanted: list[CertAddress] = []
