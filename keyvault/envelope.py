@@ -35,7 +35,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 import os
 import re
 import secrets
@@ -49,7 +48,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from keyvault import shamir
 from keyvault.bounded import TooDeep, json_loads
-from keyvault.canonical import canonical_json
+from keyvault.canonical import canonical_json, pretty_json
 from keyvault.errors import AccessDeniedError, IntegrityError, KeyvaultError, UsageError
 from keyvault.keyring import DEK_SIZE, WrappedKey, Wrapper
 from keyvault.names import (
@@ -373,7 +372,7 @@ class Envelope:
 
     def to_bytes(self) -> bytes:
         """Stable, human-readable serialization (indent 2, sorted keys, trailing newline)."""
-        return (json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n").encode("utf-8")
+        return (pretty_json(self.to_json()) + "\n").encode("utf-8")
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Envelope:
@@ -478,7 +477,11 @@ def new_header(
 
 
 def commitment(dek: bytes, header: Header) -> bytes:
-    return hmac.new(dek, COMMIT_LABEL + header.canonical(), hashlib.sha256).digest()
+    return _commitment(dek, header.canonical())
+
+
+def _commitment(dek: bytes, canonical_header: bytes) -> bytes:
+    return hmac.new(dek, COMMIT_LABEL + canonical_header, hashlib.sha256).digest()
 
 
 def seal(
@@ -521,7 +524,7 @@ def seal(
                 replace(through(w, w.wrap, shares[i], context), share=i, threshold=threshold)
                 for i, w in enumerate(wrappers, start=1)
             )
-        draft = Envelope(header, nonce, ciphertext, commitment(bytes(dek), header), wrapped)
+        draft = Envelope(header, nonce, ciphertext, _commitment(bytes(dek), aad), wrapped)
         return sign(draft, sealer, chain)
     finally:
         _wipe(dek)

@@ -109,13 +109,14 @@ class Ed25519FileSealer:
 
     path: Path
     _private: ed25519.Ed25519PrivateKey = field(repr=False, compare=False)
+    #: The public half, derived once: every envelope a backup seals names it.
+    key: SealerKey = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> SealerKey:
+    def __post_init__(self) -> None:
         spki = self._private.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
-        return SealerKey(ED25519, spki)
+        object.__setattr__(self, "key", SealerKey(ED25519, spki))
 
     def sign(self, message: bytes) -> bytes:
         return self._private.sign(message)

@@ -299,7 +299,8 @@ def backup_keys(
         if listing is not None
         else None
     )
-    run = _Run(session, wrappers, dry_run, threshold, trust_dir, known)
+    folder_tags = store if isinstance(store, FolderTagListing) else None
+    run = _Run(session, wrappers, dry_run, threshold, trust_dir, known, folder_tags)
     breaker = session.breaker
 
     def one(item: tuple[KeyFile, KeyAddress | None]) -> BackupOutcome:
@@ -463,10 +464,10 @@ def _listing(store: Store, team: str) -> dict[str, str]:
     return dict.fromkeys(store.list(team_prefix(team)), "")
 
 
-def _written_tag(store: Store, name: str, version: str, payload: bytes) -> str:
+def _written_tag(run: _Run, name: str, version: str, payload: bytes) -> str:
     """The tag a later listing will show for the version just written."""
-    if isinstance(store, FolderTagListing):  # Vault: the version and its creation time
-        return store.written_tag(name, version)
+    if run.folder_tags is not None:  # Vault: the version and its creation time
+        return run.folder_tags.written_tag(name, version)
     # S3's ETag of a single-part write is the MD5 of its bytes (not with SSE-KMS: that key
     # is then read once, and its real tag recorded). Matching it needs an MD5 second
     # preimage of bytes this machine chose, so MD5 is enough to name them here.
@@ -566,6 +567,9 @@ class _Run:
     trust_dir: Path | None
     #: What this machine sealed or verified (None: not kept, every key is read).
     known: KnownVersions | None = None
+    #: The store, where its listing tags a folder's versions (Vault KV). Checked once:
+    #: ``isinstance`` against a protocol walks its members each time.
+    folder_tags: FolderTagListing | None = None
 
 
 def _items(team: str, keys: Sequence[KeyFile]) -> list[tuple[KeyFile, KeyAddress | None]]:
@@ -840,7 +844,7 @@ def _write(
         run,
         address,
         envelope,
-        tag=_written_tag(store, address.object_name, version, payload),
+        tag=_written_tag(run, address.object_name, version, payload),
         version=version,
         digest=digest,
         sealer=session.sealer().key.fingerprint,
