@@ -52,8 +52,10 @@ def json_loads(
     """``json.loads(data, **options)``, refusing (TooDeep) a document too deep or too large."""
     import json
 
-    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
-    _check(_JSON_STRING.sub(b"", _sized(raw, max_size)), max_depth)
+    raw = _sized(data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data, max_size)
+    # Nesting needs an opening bracket per level: with few of them, none to look for.
+    if raw.count(b"[") + raw.count(b"{") > max_depth:
+        _check(_JSON_STRING.sub(b"", raw), max_depth)
     try:
         return json.loads(data, **options)
     except RecursionError:

@@ -31,7 +31,6 @@ base64 without junk, duplicate JSON keys refused. See docs/envelope.md.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import hmac
@@ -86,6 +85,7 @@ TAG_SIZE = 16
 MAX_ENVELOPE_SIZE = 2 * 1024 * 1024
 MAX_WRAPPED_KEYS = 16
 MAX_WRAPPED_BLOB = 8192
+_HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 _TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\dZ")
 _ALGORITHMS = frozenset({"ecdsa", "rsa", "ed25519"})
 _DOC_FIELDS = frozenset(
@@ -812,7 +812,7 @@ def _is_version(value: Any) -> bool:
 
 
 def _is_hex_digest(value: str) -> bool:
-    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+    return _HEX_DIGEST.fullmatch(value) is not None
 
 
 def _check_source_name(name: str) -> None:
@@ -912,9 +912,9 @@ def _expect_optional(obj: Mapping[str, Any], name: str, kind: type) -> Any:
 
 def _unb64(obj: Mapping[str, Any], name: str) -> bytes:
     value = _expect(obj, name, str)
-    try:
-        data = base64.b64decode(value.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError):
+    try:  # strict: only the alphabet, padding only at the end (ValueError: not ASCII)
+        data = binascii.a2b_base64(value, strict_mode=True)
+    except (binascii.Error, ValueError):
         raise IntegrityError(f"field {name!r} is not valid base64") from None
     if _b64(data) != value:  # unused trailing bits would let a flipped character pass
         raise IntegrityError(f"field {name!r} is not canonical base64")
@@ -922,7 +922,7 @@ def _unb64(obj: Mapping[str, Any], name: str) -> bytes:
 
 
 def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

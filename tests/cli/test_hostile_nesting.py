@@ -121,6 +121,17 @@ def test_brackets_after_a_string_count_however_it_ends(string: str) -> None:
     assert bounded.json_loads(f"[{string}]") == json.loads(f"[{string}]")
 
 
+@pytest.mark.parametrize("opening", ["[", '{"a":'])
+def test_one_level_too_deep_is_refused_however_few_brackets_there_are(opening: str) -> None:
+    """A document with at most MAX_DEPTH opening brackets cannot nest deeper and is not
+    scanned; one more level is at once one more bracket, so it is scanned and refused."""
+    closing = "]" if opening == "[" else "}"
+    at_limit = opening * bounded.MAX_DEPTH + "1" + closing * bounded.MAX_DEPTH
+    assert bounded.json_loads(at_limit) == json.loads(at_limit)
+    with pytest.raises(bounded.TooDeep):
+        bounded.json_loads(opening + at_limit + closing)
+
+
 def test_toml_strings_and_comments_do_not_count() -> None:
     text = (
         "a = '[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[['\n"
