@@ -1315,7 +1315,7 @@ def report_sealing(sealing: dict[str, Any], kv: dict[str, Any], n: int) -> None:
     print("| step | total ms (CPU ms) | per envelope µs | share of the bulk run |")
     print("|---|---|---|---|")
     for label, step, whole, what in (
-        ("ev.sign (sign, then verify its own signature)", "sign", backup, "backup"),
+        ("ev.sign (the key file: no check of its own signature)", "sign", backup, "backup"),
         ("ev.authenticate (verify, pinned fingerprint)", "authenticate", restore, "restore"),
         ("both", "", backup + restore, "backup + restore"),
     ):
