@@ -29,7 +29,7 @@ from keyvault.audit import Problem
 from keyvault.canonical import canonical_json
 from keyvault.envelope import Signature
 from keyvault.errors import IntegrityError, KeyvaultError
-from keyvault.names import team_prefix
+from keyvault.names import audit_prefix
 from keyvault.sealing import Sealer, SealerTrust
 
 FORMAT = "keyvault-audit-checkpoint"
@@ -43,11 +43,6 @@ _FIELDS = frozenset(
 _LOG_ID = re.compile(r"[0-9a-f]{32}")
 _HEAD = re.compile(r"[0-9a-f]{64}")
 _NAME = re.compile(r"(\d{10})-([0-9a-f]{64})\.json")
-
-
-def audit_prefix(team: str) -> str:
-    """The team's audit section: every log's checkpoints, never a key."""
-    return f"{team_prefix(team)}audit/"
 
 
 def checkpoint_prefix(team: str, log: str) -> str:

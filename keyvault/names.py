@@ -320,6 +320,11 @@ def change_marker_name(team: str) -> str:
     return f"{team_prefix(team)}{CHANGE_MARKER}"
 
 
+def audit_prefix(team: str) -> str:
+    """The team's audit section (keyvault.checkpoint): every log's checkpoints, never a key."""
+    return f"{team_prefix(team)}audit/"
+
+
 def gun_prefix(team: str, gun: str) -> str:
     return f"{team_prefix(team)}guns/{validate_gun(gun)}/"
 

@@ -88,8 +88,9 @@ class AuthenticReader:
             if name in names
         }
 
-    def list_ahead(self, prefixes: Sequence[str]) -> None:
-        """Start listing the versions under ``prefixes`` in the background, where the
+    def list_ahead(self, listings: Sequence[tuple[str, str]]) -> None:
+        """Start listing the versions under each (prefix, name it starts after) of
+        ``listings`` (keyvault.ops.stored: listing_start) in the background, where the
         store can: the caller meanwhile lists the names and starts reading, and each
         chain check waits until that listing has passed its key (pages of AHEAD_PAGE, so
         the first keys wait for a small page, not for the whole listing); an error of
@@ -103,8 +104,13 @@ class AuthenticReader:
             return
         self.stop_listing()
         self._ahead = [
-            (prefix, VersionIndex(store.versions_pages(prefix, page_size=AHEAD_PAGE)).start())
-            for prefix in prefixes
+            (
+                prefix,
+                VersionIndex(
+                    store.versions_pages(prefix, page_size=AHEAD_PAGE, after=after)
+                ).start(),
+            )
+            for prefix, after in listings
         ]
 
     def stop_listing(self) -> None:

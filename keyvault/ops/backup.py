@@ -37,7 +37,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from keyvault.checkpoint import audit_prefix
 from keyvault.envelope import FIRST, Chain, Envelope, new_header, seal
 from keyvault.errors import (
     ChangedOnDiskError,
@@ -61,7 +60,7 @@ from keyvault.ops.marker import MarkerSettings, TeamMarker, announce, marker_set
 from keyvault.ops.parallel import DEFAULT_CONCURRENCY, bounded_map
 from keyvault.ops.selection import Selection
 from keyvault.ops.session import Session, key_ref
-from keyvault.ops.stored import StoredEnvelope, parse_stored
+from keyvault.ops.stored import StoredEnvelope, listing_start, parse_stored
 from keyvault.redact import redact
 from keyvault.spool import Spool
 from keyvault.stores import Store
@@ -456,12 +455,11 @@ def _listing(store: Store, team: str) -> dict[str, str]:
     """The team's objects, each with the entity tag of its latest version ("" where the
     store lists none): one paged listing, whatever the number of keys.
 
-    With tags, the listing starts after the team's audit checkpoints (``audit/``, the
-    first section in byte order), whose number grows with every command that wrote."""
+    It starts after the team's audit checkpoints (:func:`listing_start`)."""
+    prefix = team_prefix(team)
     if isinstance(store, TagListing):
-        audit = audit_prefix(team)  # ".../audit/"; every name under it sorts before "...audit0"
-        return store.tags_under(team_prefix(team), after=audit[:-1] + "0")
-    return dict.fromkeys(store.list(team_prefix(team)), "")
+        return store.tags_under(prefix, after=listing_start(team, prefix))
+    return dict.fromkeys(store.list(prefix, after=listing_start(team, prefix)), "")
 
 
 def _written_tag(run: _Run, name: str, version: str, payload: bytes) -> str:

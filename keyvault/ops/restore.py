@@ -44,6 +44,7 @@ from keyvault.ops.stored import (
     list_addresses,
     listed_where,
     listing_prefixes,
+    listing_start,
     read_envelope,
 )
 from keyvault.redact import redact
@@ -223,7 +224,8 @@ def restore_keys(
     # of the pins and CA files come with the keys' (no listing of their own).
     ahead = version is None and isinstance(store, VersionListing)
     if ahead:
-        reader.list_ahead(listing_prefixes(team, selection, ci=session.is_ci(team)))
+        prefixes = listing_prefixes(team, selection, ci=session.is_ci(team))
+        reader.list_ahead([(p, listing_start(team, p)) for p in prefixes])
     try:
         travelling: set[str] | None = set() if ahead else None
         addresses = selected_addresses(session, team, selection, version, names=travelling)

@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from keyvault.errors import AccessDeniedError, IntegrityError, KeyvaultError
-from keyvault.names import KeyAddress, cert_prefix, gun_prefix, pin_prefix, team_prefix
+from keyvault.names import (
+    KeyAddress,
+    audit_prefix,
+    cert_prefix,
+    gun_prefix,
+    pin_prefix,
+    team_prefix,
+)
 from keyvault.ops.selection import Selection
 from keyvault.stores import Store
 from keyvault.stores.base import StoredObject
@@ -83,7 +90,7 @@ def list_addresses(
     for prefix in listing_prefixes(team, selection, ci=ci):
         try:
             # One name at a time, page by page (S3): nothing here holds the whole listing.
-            for name in store.list(prefix):
+            for name in store.list(prefix, after=listing_start(team, prefix)):
                 try:
                     address = KeyAddress.from_object_name(name)
                 except KeyvaultError:
@@ -96,6 +103,13 @@ def list_addresses(
                     yield address
         except AccessDeniedError as exc:
             raise _listing_refused(exc, team, selection, prefix) from None
+
+
+def listing_start(team: str, prefix: str) -> str:
+    """Where a listing of ``prefix`` starts: past the team's audit checkpoints (``audit/``,
+    the first section in byte order, growing with every command that writes) when it is
+    the team's whole folder, whose keys, pins and CA files all sort after "audit0"."""
+    return audit_prefix(team)[:-1] + "0" if prefix == team_prefix(team) else ""
 
 
 def listing_prefixes(team: str, selection: Selection, *, ci: bool = False) -> list[str]:

@@ -25,6 +25,12 @@ MAX_NAME_LENGTH = 1024
 OBJECT_SEGMENT = re.compile(r"[A-Za-z0-9._:~-]+")
 
 
+def all_before(folder: str, after: str) -> bool:
+    """Whether every name in ``folder`` (ending in "/") sorts before ``after``: a listing
+    that starts after ``after`` need not look into it."""
+    return bool(after) and folder < after and not after.startswith(folder)
+
+
 def validate_object_name(name: str) -> list[str]:
     """The segments of a store object name; UsageError for anything that could escape.
 
@@ -114,8 +120,10 @@ class Store(Protocol):
         """Every version of ``name``, newest first; NotFoundError if absent."""
         ...
 
-    def list(self, prefix: str) -> Iterator[str]:
-        """Names of the objects under ``prefix`` (recursively), paginating as needed."""
+    def list(self, prefix: str, *, after: str = "") -> Iterator[str]:
+        """Names of the objects under ``prefix`` (recursively), paginating as needed;
+        with ``after``, only the names that sort after it (S3's ``StartAfter``): a store
+        skips what sorts before it without listing it where it can."""
         ...
 
     def close(self) -> None: ...
@@ -136,9 +144,12 @@ class VersionListing(Protocol):
         their own."""
         ...
 
-    def versions_pages(self, prefix: str, *, page_size: int | None = None) -> Iterator[VersionPage]:
+    def versions_pages(
+        self, prefix: str, *, page_size: int | None = None, after: str = ""
+    ) -> Iterator[VersionPage]:
         """The same listing a page at a time as the service sends it, ``page_size``
-        versions a page at most (None: the store's own)."""
+        versions a page at most (None: the store's own); with ``after``, only the names
+        that sort after it, as :meth:`Store.list`."""
         ...
 
 

@@ -51,6 +51,7 @@ from keyvault.stores.base import (
     OBJECT_SEGMENT,
     ObjectVersion,
     StoredObject,
+    all_before,
     shown,
     validate_object_name,
 )
@@ -143,11 +144,13 @@ class FileStore:
                 result.append(ObjectVersion(name, version, st.st_size, created, latest=i == 0))
             return result
 
-    def list(self, prefix: str) -> Iterator[str]:
-        """Names starting with ``prefix`` (plain string prefix, as in S3), sorted.
+    def list(self, prefix: str, *, after: str = "") -> Iterator[str]:
+        """Names starting with ``prefix`` (plain string prefix, as in S3), sorted; with
+        ``after``, those that sort after it.
 
         Only the directory the prefix names is walked, so listing one team's or
-        GUN's prefix never opens another's directories.
+        GUN's prefix never opens another's directories; nor is a directory whose
+        every name sorts before ``after``.
         """
         if not isinstance(prefix, str):
             raise UsageError("an object name prefix must be a string")
@@ -162,10 +165,10 @@ class FileStore:
         found: _Names = []
         try:
             base = f"{dir_part}/" if dir_part else ""
-            self._walk(start_fd, base, found, only=partial)
+            self._walk(start_fd, base, found, only=partial, after=after)
         finally:
             os.close(start_fd)
-        return iter(sorted(found))
+        return iter(sorted(name for name in found if name > after))
 
     def delete_all_versions(self, name: str) -> None:
         """Unlink every version file of ``name``, then its directory if that is empty (an
@@ -226,11 +229,14 @@ class FileStore:
         finally:
             os.close(fd)
 
-    def _walk(self, fd: int, base: str, found: _Names, *, only: str | None = None) -> None:
+    def _walk(
+        self, fd: int, base: str, found: _Names, *, only: str | None = None, after: str = ""
+    ) -> None:
         """Collect object names below ``fd``.
 
         ``only`` marks the prefix's own directory: just the entries starting
-        with it are walked, and the directory itself is not an object.
+        with it are walked, and the directory itself is not an object. A directory
+        whose every name sorts before ``after`` is not walked.
         """
         is_object = False
         children: _Names = []
@@ -250,9 +256,11 @@ class FileStore:
             name = base + child
             if len(name) > MAX_NAME_LENGTH or not OBJECT_SEGMENT.fullmatch(child):
                 continue
+            if all_before(name + "/", after):
+                continue
             child_fd = fsutil.open_subdir(fd, [child], unexpected=IntegrityError)
             try:
-                self._walk(child_fd, name + "/", found)
+                self._walk(child_fd, name + "/", found, after=after)
             finally:
                 os.close(child_fd)
 

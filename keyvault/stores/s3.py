@@ -220,7 +220,9 @@ class S3Store:
             listed.update(page.versions)
         return listed
 
-    def versions_pages(self, prefix: str, *, page_size: int | None = None) -> Iterator[VersionPage]:
+    def versions_pages(
+        self, prefix: str, *, page_size: int | None = None, after: str = ""
+    ) -> Iterator[VersionPage]:
         """The versions listing of :meth:`versions_under`, a page at a time as S3 sends
         it, so a caller can start on the first names while later pages are on their way.
 
@@ -235,7 +237,10 @@ class S3Store:
         given: set[str] = set()  # the names already in a page (held back: in the next)
         paginator = self._live().get_paginator("list_object_versions")
         try:
-            for page in self._pages(paginator, full, page_size=page_size):
+            # A KeyMarker without a VersionIdMarker: the listing starts past that key.
+            for page in self._pages(
+                paginator, full, self._start_after(after), page_size=page_size, marker="KeyMarker"
+            ):
                 found: dict[str, list[_Found]] = dict([held]) if held is not None else {}
                 last = held[0] if held is not None else None
                 for item in page.get("Versions", ()):
@@ -266,23 +271,19 @@ class S3Store:
         if held is not None:  # S3 said "more" and then sent nothing more
             yield VersionPage({held[0]: _newest_first(held[1])}, None)
 
-    def list(self, prefix: str) -> Iterator[str]:
+    def list(self, prefix: str, *, after: str = "") -> Iterator[str]:
         """Names starting with ``prefix`` (plain string prefix), paginated: in key order on
         S3; SeaweedFS lists a folder's subfolders in its own order (``app/`` before
-        ``app-web/``), so no caller may rely on the order."""
+        ``app-web/``), so no caller may rely on the order. ``after``: S3's ``StartAfter``."""
         full = self._prefix + _check_prefix(prefix)
-        return (name for name, _ in self._iter_names(full))
+        return (name for name, _ in self._iter_names(full, self._start_after(after)))
 
     def tags_under(self, prefix: str, *, after: str = "") -> dict[str, str]:
         """The ETag of each object's latest version under ``prefix``, from the same paged
         ``ListObjectsV2`` as :meth:`list` (a deleted object is not listed); ``after``: S3's
         ``StartAfter``, so the names before it cost no page."""
-        if after:
-            validate_object_name(after)
         return dict(
-            self._iter_names(
-                self._prefix + _check_prefix(prefix), self._prefix + after if after else ""
-            )
+            self._iter_names(self._prefix + _check_prefix(prefix), self._start_after(after))
         )
 
     def delete_all_versions(self, name: str) -> None:
@@ -314,11 +315,17 @@ class S3Store:
     # -- internals -------------------------------------------------------------------
 
     def _pages(
-        self, paginator: Any, prefix: str, start_after: str = "", *, page_size: int | None = None
+        self,
+        paginator: Any,
+        prefix: str,
+        start_after: str = "",
+        *,
+        page_size: int | None = None,
+        marker: str = "StartAfter",
     ) -> Iterator[dict[str, Any]]:
         """A listing's pages; a page without ``IsTruncated`` (which S3 always sends) was
         lost on the way: backend unavailable, never "no such objects"."""
-        after = {"StartAfter": start_after} if start_after else {}
+        after = {marker: start_after} if start_after else {}
         size = {"PageSize": page_size or _LIST_PAGE}
         for page in paginator.paginate(
             Bucket=self._bucket, Prefix=prefix, **after, PaginationConfig=size
@@ -328,6 +335,13 @@ class S3Store:
                     f"store {self.uri}: cannot list {prefix or '/'}", "IsTruncated"
                 )
             yield page
+
+    def _start_after(self, after: str) -> str:
+        """The bucket key a listing starts after ("": from the beginning)."""
+        if not after:
+            return ""
+        validate_object_name(after)
+        return self._prefix + after
 
     def _iter_names(self, full_prefix: str, start_after: str = "") -> Iterator[tuple[str, str]]:
         paginator = self._live().get_paginator("list_objects_v2")

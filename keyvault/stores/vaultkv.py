@@ -64,6 +64,7 @@ from keyvault.stores.base import (
     LatestDeletedError,
     ObjectVersion,
     StoredObject,
+    all_before,
     shown,
     validate_object_name,
 )
@@ -212,17 +213,19 @@ class VaultKvStore:
             )
         return result
 
-    def list(self, prefix: str) -> Iterator[str]:
-        """Names starting with ``prefix`` (plain string prefix), sorted, as they are listed.
+    def list(self, prefix: str, *, after: str = "") -> Iterator[str]:
+        """Names starting with ``prefix`` (plain string prefix), sorted, as they are listed;
+        with ``after``, those that sort after it.
 
         Only the folder the prefix names is listed, then its subfolders that
-        match, so one team's or GUN's listing never reads another's. Folders are
-        walked depth first, each one's entries in order, so the names come out
-        sorted without holding them all: memory is one folder's listing per level.
+        match, so one team's or GUN's listing never reads another's, nor a folder
+        whose every name sorts before ``after``. Folders are walked depth first,
+        each one's entries in order, so the names come out sorted without holding
+        them all: memory is one folder's listing per level.
         """
         dir_part, partial = _check_prefix(prefix)
         base = f"{dir_part}/" if dir_part else ""
-        return self._walk(base, only=partial, depth=0)
+        return (n for n in self._walk(base, only=partial, depth=0, after=after) if n > after)
 
     def close(self) -> None:
         with self._lock:
@@ -452,7 +455,7 @@ class VaultKvStore:
             hint=f"'keyvault versions' lists the versions of {name}",
         )
 
-    def _walk(self, base: str, *, only: str | None, depth: int) -> Iterator[str]:
+    def _walk(self, base: str, *, only: str | None, depth: int, after: str = "") -> Iterator[str]:
         if depth > _MAX_DEPTH:
             raise self._tampered(base, "is nested implausibly deep")
         for key in self._listed(base):
@@ -461,7 +464,8 @@ class VaultKvStore:
             if only is not None and not segment.startswith(only):
                 continue
             if is_folder:
-                yield from self._walk(base + key, only=None, depth=depth + 1)
+                if not all_before(base + key, after):
+                    yield from self._walk(base + key, only=None, depth=depth + 1, after=after)
             else:
                 yield base + segment
 

@@ -278,6 +278,35 @@ def test_restore_one_read_and_one_kms_call_per_key(
     assert restored == {p.name: p.read_bytes() for p in (trust_dir / "private").iterdir()}
 
 
+def test_a_restore_lists_past_the_audit_checkpoints(
+    counted: tuple[Session, Requests],
+    trust_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every command that writes adds a checkpoint to the team's audit folder, which sorts
+    before its keys: a restore's listings start past it (StartAfter, KeyMarker), so they
+    do not grow with the store's history. Pages of N_KEYS + 1 here: the keys fit in one,
+    the keys and the 4 checkpoints of these runs would not."""
+    import keyvault.ops.authentic as authentic_module
+    import keyvault.stores.s3 as s3_module
+
+    session, requests = counted
+    backup_keys(session, _keys(trust_dir), team=TEAM, concurrency=4)
+    for i in range(3):
+        _restore_all(session, tmp_path / f"earlier-{i}")
+    store = session.store()
+    assert isinstance(store, S3Store)
+    assert len(list(store.list(f"v1/teams/{TEAM}/audit/"))) == 4 * CHECKPOINT
+    monkeypatch.setattr(s3_module, "_LIST_PAGE", N_KEYS + 1)
+    monkeypatch.setattr(authentic_module, "AHEAD_PAGE", N_KEYS + 1)
+    requests.take()
+    report = _restore_all(session, tmp_path / "restored")
+    assert len(report.entries) == N_KEYS
+    counts = requests.take()
+    assert counts["ListObjectsV2"] == 1 and counts["ListObjectVersions"] == 1, counts
+
+
 def test_restoring_one_gun_lists_its_versions_once(
     counted: tuple[Session, Requests], trust_dir: Path, tmp_path: Path
 ) -> None:
@@ -489,9 +518,11 @@ def _leaving_out(
     listing = store.versions_pages
     asked: list[int | None] = []
 
-    def versions_pages(prefix: str, *, page_size: int | None = None) -> Iterator[VersionPage]:
+    def versions_pages(
+        prefix: str, *, page_size: int | None = None, after: str = ""
+    ) -> Iterator[VersionPage]:
         asked.append(page_size)
-        for page in listing(prefix, page_size=page_size):
+        for page in listing(prefix, page_size=page_size, after=after):
             kept = {n: v for n, v in page.versions.items() if n != left_out.object_name}
             yield VersionPage(kept, page.before)
 
@@ -554,7 +585,9 @@ def test_a_versions_listing_that_fails_fails_the_restore_before_any_key_is_opene
     backup_keys(session, _keys(trust_dir), team=TEAM, concurrency=4)
     store = session.store()
 
-    def versions_pages(prefix: str, *, page_size: int | None = None) -> Iterator[VersionPage]:
+    def versions_pages(
+        prefix: str, *, page_size: int | None = None, after: str = ""
+    ) -> Iterator[VersionPage]:
         if prefix:  # a generator, as the store's: it fails in the listing's own thread
             raise AccessDeniedError(
                 f"store {store.uri}: access denied: list the versions under {prefix}"

@@ -450,6 +450,27 @@ def test_versions_pages_hold_a_keys_versions_together_across_pages(
     assert [len(seen[n]) for n in ("k/a", "k/b", "k/c")] == [3, 1, 2]
 
 
+def test_versions_pages_start_after_a_name(weed: WeedServer, bucket: str) -> None:
+    """A restore's versions listing of a team starts past its audit checkpoints (a
+    KeyMarker): none of them is listed, every key is, each with all its versions."""
+    store = open_s3(weed, f"s3://{bucket}/p")
+    team = "v1/teams/team-a/"
+    checkpoints = [f"{team}audit/checkpoints/{'0' * 32}/{i:010d}-{'9' * 64}.json" for i in (1, 2)]
+    keys = {f"{team}guns/example.com/app/targets/{c * 64}.json": n for c, n in (("a", 2), ("b", 1))}
+    keys[f"{team}root/{'c' * 64}.json"] = 3
+    for name in checkpoints:
+        store.write(name, b"audit")
+    for name, count in keys.items():
+        latest = store.write(name, b"1")
+        for _ in range(count - 1):
+            latest = store.write(name, b"2", replaces=latest)
+    for page_size in (2, None):
+        listed: dict[str, int] = {}
+        for page in store.versions_pages(team, page_size=page_size, after=f"{team}audit0"):
+            listed |= {name: len(found) for name, found in page.versions.items()}
+        assert listed == keys
+
+
 def test_versions_listed_again_on_a_later_page_are_refused_not_guessed(
     weed: WeedServer, bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -461,9 +482,9 @@ def test_versions_listed_again_on_a_later_page_are_refused_not_guessed(
     real = store._pages
 
     def shuffled(
-        paginator: Any, prefix: str, start_after: str = "", *, page_size: int | None = None
+        paginator: Any, prefix: str, start_after: str = "", **options: Any
     ) -> Iterator[dict[str, Any]]:
-        (page,) = real(paginator, prefix, start_after)
+        (page,) = real(paginator, prefix, start_after, marker=options["marker"])
         a, b, c = page["Versions"]
         yield {**page, "Versions": [a, b], "IsTruncated": True}
         yield {**page, "Versions": [c, a], "IsTruncated": False}  # k/a again, after k/b

@@ -163,8 +163,8 @@ class CountingStore:
         self.inner = inner
         self.handed_out = 0
 
-    def list(self, prefix: str) -> Iterator[str]:
-        for name in self.inner.list(prefix):
+    def list(self, prefix: str, *, after: str = "") -> Iterator[str]:
+        for name in self.inner.list(prefix, after=after):
             self.handed_out += 1
             yield name
 

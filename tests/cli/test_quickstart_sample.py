@@ -153,8 +153,8 @@ class FileStoreWithoutDelete:
     def versions(self, name: str) -> list[ObjectVersion]:
         return self._inner.versions(name)
 
-    def list(self, prefix: str) -> Iterator[str]:
-        return self._inner.list(prefix)
+    def list(self, prefix: str, *, after: str = "") -> Iterator[str]:
+        return self._inner.list(prefix, after=after)
 
     def close(self) -> None:
         self._inner.close()

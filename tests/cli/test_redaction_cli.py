@@ -120,7 +120,7 @@ class _BuggyStore:
     def from_uri(cls, uri: str, options: object, *, create: bool = False) -> _BuggyStore:
         return cls()
 
-    def list(self, prefix: str) -> object:
+    def list(self, prefix: str, *, after: str = "") -> object:
         raise RuntimeError(f"token={SECRET}")
 
     def close(self) -> None:

@@ -30,6 +30,8 @@ A_SNAPSHOT = "v1/teams/team-a/guns/registry.example.com/team-a/app/snapshot/" + 
 A_OTHER_GUN = "v1/teams/team-a/guns/registry.example.com/team-a/app2/targets/" + "d" * 64 + ".json"
 AB_ROOT = "v1/teams/team-ab/root/" + "e" * 64 + ".json"
 B_ROOT = "v1/teams/team-b/root/" + "f" * 64 + ".json"
+#: An audit checkpoint of team-a: it sorts before every key, pin and CA file of the team.
+A_CHECKPOINT = "v1/teams/team-a/audit/checkpoints/" + "0" * 32 + "/0000000001-" + "9" * 64 + ".json"
 
 HOSTILE_NAMES = [
     "",
@@ -153,6 +155,20 @@ class StoreContract:
             store.write(name, b"x")
         assert list(store.list("v1/teams/team-a")) == sorted([A_ROOT, AB_ROOT])
         assert list(store.list(A_ROOT)) == [A_ROOT]
+
+    def test_list_after_names_only_what_sorts_after(self, store: Store) -> None:
+        """What a restore of a whole team lists: from past the audit checkpoints on."""
+        team_a = [A_ROOT, A_TARGETS, A_SNAPSHOT, A_OTHER_GUN]
+        for name in (A_CHECKPOINT, *team_a, AB_ROOT, B_ROOT):
+            store.write(name, b"x")
+        assert sorted(store.list("v1/teams/team-a/")) == sorted([A_CHECKPOINT, *team_a])
+        assert sorted(store.list("v1/teams/team-a/", after="v1/teams/team-a/audit0")) == sorted(
+            team_a
+        )
+        assert sorted(store.list("v1/teams/team-a/", after=A_TARGETS)) == sorted(
+            n for n in team_a if n > A_TARGETS
+        )
+        assert list(store.list("v1/teams/team-a/", after="v1/teams/team-a/z")) == []
 
     def test_list_of_an_empty_prefix(self, store: Store) -> None:
         assert list(store.list("v1/teams/nobody/")) == []
