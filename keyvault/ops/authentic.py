@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from keyvault.errors import IntegrityError, KeyvaultError, NotFoundError
 from keyvault.names import KeyAddress, key_words
-from keyvault.ops.stored import StoredEnvelope, read_envelope
+from keyvault.ops.stored import StoredEnvelope, listing_start, read_envelope
 from keyvault.ops.versionindex import VersionIndex
 from keyvault.stores import Store
 from keyvault.stores.base import VersionListing
@@ -82,9 +82,11 @@ class AuthenticReader:
         names = {a.object_name for a in addresses}
         common = posixpath.commonpath(list(names))  # whole segments: object names use "/"
         prefix = f"{common}/" if common else ""
+        teams = {a.team for a in addresses}
+        after = listing_start(teams.pop(), prefix) if len(teams) == 1 else ""
         self._listed = {
             name: tuple(v.version for v in found)
-            for name, found in self.store.versions_under(prefix).items()
+            for name, found in self.store.versions_under(prefix, after=after).items()
             if name in names
         }
 

@@ -137,11 +137,11 @@ class VersionListing(Protocol):
     paginated listing instead of a request per key.
     """
 
-    def versions_under(self, prefix: str) -> dict[str, list[ObjectVersion]]:
+    def versions_under(self, prefix: str, *, after: str = "") -> dict[str, list[ObjectVersion]]:
         """The versions of the objects under ``prefix`` that one listing holds, by name,
         newest first. It may leave objects out (a service's listing fault): callers name
         their objects from :meth:`Store.list` and list the versions of any it lacks on
-        their own."""
+        their own. ``after``: only the names that sort after it."""
         ...
 
     def versions_pages(

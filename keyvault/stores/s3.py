@@ -205,7 +205,7 @@ class S3Store:
             raise self._not_found(name)
         return _newest_first(found)
 
-    def versions_under(self, prefix: str) -> dict[str, _Versions]:
+    def versions_under(self, prefix: str, *, after: str = "") -> dict[str, _Versions]:
         """What one paginated versions listing under ``prefix`` holds, by name: a bulk
         reader checks each key's chain without a request per key.
 
@@ -214,9 +214,9 @@ class S3Store:
         by "/" (``app-web/`` and ``app.io/`` beside ``app/``: 1,400 of 3,500 objects
         under one prefix), while its ``ListObjectsV2`` (:meth:`list`) lists them all.
         Readers name their keys from :meth:`list` and list the versions of any this
-        lacks on their own."""
+        lacks on their own. ``after``: as :meth:`versions_pages`."""
         listed: dict[str, _Versions] = {}
-        for page in self.versions_pages(prefix):
+        for page in self.versions_pages(prefix, after=after):
             listed.update(page.versions)
         return listed
 
