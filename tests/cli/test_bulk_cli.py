@@ -49,7 +49,7 @@ def test_a_key_created_after_the_listing_is_compared_not_overwritten(
 ) -> None:
     assert kv("backup").code == 0
 
-    def stale_listing(self: FileStore, prefix: str) -> Iterator[str]:
+    def stale_listing(self: FileStore, prefix: str, *, after: str = "") -> Iterator[str]:
         return iter(())  # as if every object appeared after the listing
 
     monkeypatch.setattr(FileStore, "list", stale_listing)

@@ -481,9 +481,9 @@ def test_list_names_the_pins_from_the_one_listing_of_the_teams_folder(
     listed: list[str] = []
     real = FileStore.list
 
-    def counted(self: FileStore, prefix: str) -> Iterator[str]:
+    def counted(self: FileStore, prefix: str, *, after: str = "") -> Iterator[str]:
         listed.append(prefix)
-        return real(self, prefix)
+        return real(self, prefix, after=after)
 
     monkeypatch.setattr(FileStore, "list", counted)
     run = kv("--json", "list")
