@@ -8,8 +8,13 @@ from hypothesis import strategies as st
 
 from keyvault.errors import UsageError
 from keyvault.names import (
+    CertAddress,
     KeyAddress,
+    PinAddress,
+    audit_prefix,
+    change_marker_name,
     gun_matches,
+    team_prefix,
     validate_gun,
     validate_gun_glob,
     validate_key_id,
@@ -248,3 +253,27 @@ def test_gun_globs() -> None:
         validate_gun_glob("../x")
     with pytest.raises(UsageError):
         validate_gun_glob("a b")
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        KeyAddress("a", None, "root", KID),
+        KeyAddress("a", "example.com/app", "targets", KID),
+        KeyAddress("a", None, "targets/releases", KID),
+        KeyAddress("a", None, "targets", KID),  # a canonical role without its GUN
+        KeyAddress("a", "example.com/app", None, KID),  # a GUN without a role
+        PinAddress.of("a", "0.example.com/app"),
+        CertAddress.ca("a", "ca"),
+        CertAddress.server("a", "notary.example.com:4443"),
+    ],
+)
+def test_every_name_in_a_team_sorts_after_its_audit_checkpoints(address: KeyAddress) -> None:
+    """A listing of a team's folder starts past ``audit/`` (keyvault.ops.stored): a section
+    that sorted before it would never be listed, so every kind of name is checked here."""
+    from keyvault.ops.stored import listing_start
+
+    start = listing_start("a", team_prefix("a"))
+    assert start and address.object_name > start
+    assert change_marker_name("a") > start
+    assert (audit_prefix("a") + "checkpoints/" + "f" * 32 + "/x.json") < start
