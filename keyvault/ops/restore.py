@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Collection, Generator, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -303,6 +304,8 @@ def restore_keys(
             )
 
         stored = restored_spool()
+        marks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyvault-marks")
+        saving: list[Future[None]] = []
 
         def opened() -> Generator[RestoreItem, None, None]:
             """Each key as it is opened: the writer stages it at once, so only keys in flight
@@ -316,6 +319,9 @@ def restore_keys(
                 if found is not None:
                     stored.append(found[0])
                     yield found[1]
+            # Every envelope is proven: the marks are final. They are saved while the keys
+            # are committed, as both wait on fsyncs (one per shard, one per file).
+            saving.append(marks.submit(reader.highwater.save))
 
         try:
             certs = open_certs(session, reader, certs_wanted, env or {}, refused)
@@ -334,7 +340,12 @@ def restore_keys(
             if isinstance(exc, BackendUnavailableError):
                 raise stopped_early(exc, len(addresses) - len(started), len(addresses)) from None
             raise
-        reader.highwater.save()
+        finally:
+            marks.shutdown(wait=True)  # a save started goes to its end, whatever else failed
+        if saving:
+            saving[0].result()  # its error (a full disk) before the restore is recorded ok
+        else:  # no key was read to the end (a dry run stopped early): nothing new to save
+            reader.highwater.save()
         if not dry_run:
             written = [key_ref(e.key.address) for e in entries if e.action in WRITES]
             written += [
