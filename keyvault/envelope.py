@@ -714,12 +714,11 @@ def open_envelope(
 
 def decrypt_with_dek(envelope: Envelope, dek: bytes) -> bytes:
     header = envelope.header
-    if len(dek) != DEK_SIZE or not hmac.compare_digest(
-        commitment(dek, header), envelope.commitment
-    ):
+    aad = header.canonical()  # what the commitment binds, and the AAD: made once
+    if len(dek) != DEK_SIZE or not hmac.compare_digest(_commitment(dek, aad), envelope.commitment):
         raise IntegrityError(f"key {header.key_id[:12]}: DEK does not match the commitment")
     try:
-        data = AESGCM(dek).decrypt(envelope.nonce, envelope.ciphertext, header.canonical())
+        data = AESGCM(dek).decrypt(envelope.nonce, envelope.ciphertext, aad)
     except InvalidTag:
         raise IntegrityError(
             f"key {header.key_id[:12]} ({role_shown(header.role)}): envelope failed "

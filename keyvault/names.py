@@ -281,29 +281,32 @@ class KeyAddress:
     def from_object_name(cls, name: str) -> KeyAddress:
         """Parse an object name back; anything off-grammar is refused."""
         parts = name.split("/")
-        bad = UsageError(f"not a keyvault object name: {_shown(name)}")
         if len(parts) < 5 or parts[0] != FORMAT_PREFIX or parts[1] != "teams":
-            raise bad
+            raise _not_an_object_name(name)
         if not parts[-1].endswith(".json"):
-            raise bad
+            raise _not_an_object_name(name)
         team, section, key_id = parts[2], parts[3], parts[-1][: -len(".json")]
         if section == "root" and len(parts) == 5:
             return cls(team, None, "root", key_id)
         if section == "delegations" and len(parts) == 6:
             role = role_from_segment(parts[4])
             if role in CANONICAL_ROLES:
-                raise bad
+                raise _not_an_object_name(name)
             return cls(team, None, role, key_id)
         if section == NO_GUN_SECTION and len(parts) == 6:
             role = role_from_segment(parts[4])
             if role not in GUN_ROLES:
-                raise bad
+                raise _not_an_object_name(name)
             return cls(team, None, role, key_id)
         if section == NO_ROLE_SECTION and len(parts) >= 5:
             return cls(team, "/".join(parts[4:-1]) or None, None, key_id)
         if section == "guns" and len(parts) >= 7:
             return cls(team, "/".join(parts[4:-2]), role_from_segment(parts[-2]), key_id)
-        raise bad
+        raise _not_an_object_name(name)
+
+
+def _not_an_object_name(name: str) -> UsageError:
+    return UsageError(f"not a keyvault object name: {_shown(name)}")
 
 
 def team_prefix(team: str) -> str:
