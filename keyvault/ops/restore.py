@@ -344,7 +344,7 @@ def restore_keys(
             marks.shutdown(wait=True)  # a save started goes to its end, whatever else failed
         if saving:
             saving[0].result()  # its error (a full disk) before the restore is recorded ok
-        else:  # no key was read to the end (a dry run stopped early): nothing new to save
+        else:  # the writer took fewer items than were read (never so far): save what was proven
             reader.highwater.save()
         if not dry_run:
             written = [key_ref(e.key.address) for e in entries if e.action in WRITES]
