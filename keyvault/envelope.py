@@ -119,6 +119,10 @@ CERT_KIND = "cert"
 _WRAPPED_FIELDS = frozenset({"uri", "alg", "wrapped", "context", "params"})
 
 
+#: Where a :class:`Header` keeps what it derives from its fields, as Envelope keeps _VERIFIED.
+_ADDRESS, _CANONICAL = "_keyvault_address", "_keyvault_canonical"
+
+
 @dataclass(frozen=True)
 class Header:
     """The authenticated facts about one key file. Every field is in the AAD."""
@@ -147,7 +151,8 @@ class Header:
         if self.kind is not None:
             self._check_pin()
             return
-        KeyAddress(self.team, self.gun, self.role, self.key_id)  # validates every name
+        # Validates every name; kept, as a reader asks for it (the header is frozen).
+        object.__setattr__(self, _ADDRESS, KeyAddress(self.team, self.gun, self.role, self.key_id))
         if self.algorithm is not None and self.algorithm not in _ALGORITHMS:
             raise UsageError(f"unknown key algorithm {self.algorithm[:20]!r}")
         _check_source_name(self.source_name)
@@ -188,6 +193,9 @@ class Header:
 
     @property
     def address(self) -> KeyAddress:
+        kept = self.__dict__.get(_ADDRESS)
+        if kept is not None:
+            return cast(KeyAddress, kept)
         if self.kind == PIN_KIND:
             return PinAddress(self.team, self.gun, self.role, self.key_id)
         if self.kind == CERT_KIND:
@@ -223,7 +231,13 @@ class Header:
         }
 
     def canonical(self) -> bytes:
-        return canonical_json(self.to_json())
+        """What the commitment binds, the AAD, and part of what the sealer signs: made once
+        per header (it is frozen; a changed copy, dataclasses.replace, is a new header)."""
+        kept = self.__dict__.get(_CANONICAL)
+        if kept is None:
+            kept = canonical_json(self.to_json())
+            object.__setattr__(self, _CANONICAL, kept)
+        return cast(bytes, kept)
 
     @classmethod
     def from_json(cls, doc: Any) -> Header:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -109,7 +109,7 @@ TRUST = SealerTrust.of([SEALER.key.fingerprint])
 
 def as_v1(sealed: ev.Envelope, wrapper: AeadWrapper, data: bytes) -> ev.Envelope:
     """The same key sealed as format v1 would have been (no chain, no signature)."""
-    header = ev.Header(**{**sealed.header.__dict__, "version": 1})
+    header = replace(sealed.header, version=1)
     dek = os.urandom(32)
     nonce = os.urandom(12)
     ciphertext = AESGCM(dek).encrypt(nonce, data, header.canonical())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -304,7 +305,7 @@ def test_b24_any_changed_header_field_is_refused(
 
 def _moved_to_gun_b(sealed: ev.Envelope) -> tuple[Doc, ev.Header]:
     """The envelope rewritten to look like team-a's key of another GUN, context and all."""
-    moved = ev.Header(**{**vars(sealed.header), "gun": "registry.example.com/team-a/other"})
+    moved = dataclasses.replace(sealed.header, gun="registry.example.com/team-a/other")
     doc = doc_of(sealed)
     doc["header"] = moved.to_json()
     for entry in doc["wrapped_keys"]:
@@ -859,6 +860,19 @@ def test_canonical_header_is_what_the_aad_and_commitment_cover(
     expected = hmac.new(dek, b"keyvault/v1/commit" + aad, hashlib.sha256).digest()
     assert sealed.commitment == expected
     assert AESGCM(dek).decrypt(sealed.nonce, sealed.ciphertext, aad) == data
+
+
+def test_a_changed_copy_of_a_header_has_its_own_aad_and_address(sealed: ev.Envelope) -> None:
+    """A header keeps its canonical form and its address once made (opening needs them
+    often); a copy with another GUN must not carry them over, or it would open as the
+    original's."""
+    header = sealed.header
+    aad, address = header.canonical(), header.address
+    moved = dataclasses.replace(header, gun="registry.example.com/team-a/other")
+    assert moved.canonical() == canonical_json(moved.to_json()) != aad
+    assert moved.address.gun == "registry.example.com/team-a/other" != address.gun
+    assert header.canonical() == aad == canonical_json(header.to_json())
+    assert address == KeyAddress(header.team, header.gun, header.role, header.key_id)
 
 
 def test_open_needs_no_more_than_the_callers_wrappers(sealed: ev.Envelope) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from typing import Any
 
 import pytest
 
@@ -17,7 +19,7 @@ pytestmark = pytest.mark.proves("T16")
 ROOT_JSON = b'{"signed":{"_type":"Root","version":3},"signatures":[]}'
 
 
-def pin_header(**changes: object) -> ev.Header:
+def pin_header(**changes: Any) -> ev.Header:
     address = PinAddress.of("team-a", GUN)
     header = ev.new_header(
         address=address,
@@ -27,7 +29,7 @@ def pin_header(**changes: object) -> ev.Header:
         data=ROOT_JSON,
         created=CREATED,
     )
-    return ev.Header(**{**header.__dict__, **changes}) if changes else header
+    return dataclasses.replace(header, **changes) if changes else header
 
 
 def test_a_pin_has_a_name_of_its_own_that_parses_back() -> None:
