@@ -145,20 +145,21 @@ class Header:
     def __post_init__(self) -> None:
         if self.version not in VERSIONS:
             raise UsageError(f"unknown envelope version {self.version!r}")
+        # Every name is validated by building the address, which is kept: the header is
+        # frozen, and a reader asks for it.
         if self.kind == CERT_KIND:
-            self._check_cert()
+            object.__setattr__(self, _ADDRESS, self._check_cert())
             return
         if self.kind is not None:
-            self._check_pin()
+            object.__setattr__(self, _ADDRESS, self._check_pin())
             return
-        # Validates every name; kept, as a reader asks for it (the header is frozen).
         object.__setattr__(self, _ADDRESS, KeyAddress(self.team, self.gun, self.role, self.key_id))
         if self.algorithm is not None and self.algorithm not in _ALGORITHMS:
             raise UsageError(f"unknown key algorithm {self.algorithm[:20]!r}")
         _check_source_name(self.source_name)
         self._check_common()
 
-    def _check_pin(self) -> None:
+    def _check_pin(self) -> PinAddress:
         """A pin: signed (v2), no algorithm, and its source is exactly its GUN's root.json."""
         if self.kind != PIN_KIND or self.version != VERSION:
             raise UsageError(f"unknown envelope kind {str(self.kind)[:20]!r}")
@@ -168,12 +169,13 @@ class Header:
                 "a trust pin's header names no algorithm and its own GUN's root.json as its source"
             )
         self._check_common()
+        return address
 
-    def _check_cert(self) -> None:
+    def _check_cert(self) -> CertAddress:
         """A pinned certificate: signed (v2), no algorithm; its source is shown, never used."""
         if self.version != VERSION:
             raise UsageError(f"unknown envelope kind {str(self.kind)[:20]!r}")
-        CertAddress(self.team, self.gun, self.role, self.key_id)  # validates names
+        address = CertAddress(self.team, self.gun, self.role, self.key_id)  # validates names
         name = self.source_name
         if self.algorithm is not None or not (0 < len(name) <= 512 and name.isprintable()):
             raise UsageError(
@@ -181,6 +183,7 @@ class Header:
                 "printable path its config named"
             )
         self._check_common()
+        return address
 
     def _check_common(self) -> None:
         if not 0 <= self.source_mode <= 0o7777:
@@ -193,14 +196,9 @@ class Header:
 
     @property
     def address(self) -> KeyAddress:
-        kept = self.__dict__.get(_ADDRESS)
-        if kept is not None:
-            return cast(KeyAddress, kept)
-        if self.kind == PIN_KIND:
-            return PinAddress(self.team, self.gun, self.role, self.key_id)
-        if self.kind == CERT_KIND:
-            return CertAddress(self.team, self.gun, self.role, self.key_id)
-        return KeyAddress(self.team, self.gun, self.role, self.key_id)
+        """Where the key (a pin's, a CA file's) lives: built, and so validated, by
+        ``__post_init__``."""
+        return cast(KeyAddress, self.__dict__[_ADDRESS])
 
     def context(self) -> dict[str, str]:
         """The facts every wrapper binds the DEK to (KMS EncryptionContext shape)."""
