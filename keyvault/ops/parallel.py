@@ -1,8 +1,8 @@
 """Bounded concurrency for bulk work against remote stores and key services.
 
-At most ``limit`` items are in flight and at most ``4 * limit`` results
-wait to be handed back in input order, so memory stays flat in the number
-of keys. Threads share the session's one store client
+At most ``limit`` items run at once, as many more wait queued behind them, and
+at most ``4 * limit`` results wait to be handed back in input order, so memory
+stays flat in the number of keys. Threads share the session's one store client
 and one client per wrapper (their connection pools are sized for this).
 """
 
@@ -30,10 +30,14 @@ def bounded_map(
 ) -> Generator[Out, None, None]:
     """``map(fn, items)`` with at most ``limit`` calls running; input order kept.
 
-    An exception from ``fn`` propagates (after in-flight calls finish); callers
-    that want per-item failures catch inside ``fn``. ``on_abort`` runs when the
-    map ends early (an exception, Ctrl-C, the consumer stopping) before the calls
-    in flight are waited for: it can tell them to give up a long wait.
+    A worker that finishes takes the next queued item at once: the calls do not wait
+    for the consumer, which hands results on and queues more when it gets to it (in a
+    restore it also stages each key, and the eight request threads would otherwise
+    idle while it does). An exception from ``fn`` propagates (after in-flight calls
+    finish; the queued ones never start); callers that want per-item failures catch
+    inside ``fn``. ``on_abort`` runs when the map ends early (an exception, Ctrl-C,
+    the consumer stopping) before the calls in flight are waited for: it can tell
+    them to give up a long wait.
     """
     limit = max(1, min(limit, MAX_CONCURRENCY))
     if limit == 1:
@@ -43,6 +47,7 @@ def bounded_map(
         try:
             yield from _pooled(pool, fn, items, limit)
         except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)  # the queued: none starts now
             if on_abort is not None:
                 on_abort()
             raise
@@ -61,8 +66,9 @@ def _pooled(
     exhausted = False
     while True:
         # A slow first item must not stall the rest: finished results may wait for
-        # their turn (up to 4x the limit of them) while new items start.
-        while not exhausted and len(pending) < limit and len(pending) + len(done) < 4 * limit:
+        # their turn (up to 4x the limit of them) while new items start. Up to the limit
+        # more wait queued in the pool, so a worker never waits for this loop.
+        while not exhausted and len(pending) < 2 * limit and len(pending) + len(done) < 4 * limit:
             try:
                 item = next(source)
             except StopIteration:

@@ -557,8 +557,11 @@ class _Staged:
     original: _Inode | None = None  # the file that was at ``name`` when it was linked aside
 
 
-def _staged(relpath: str, dir_fd: int, name: str, tmp: str, digest: bytes) -> _Staged:
-    return _Staged(relpath, dir_fd, name, tmp, digest, inode_of(dir_fd, tmp))
+def _write_staged(dir_fd: int, data: bytes, shown: str) -> tuple[str, _Inode | None]:
+    """A fsynced temporary file and the inode it is (the undo checks a name still is it).
+    Both in the staging pool's thread: the thread that hands keys on does neither."""
+    tmp = fsutil.write_temp(dir_fd, data, 0o600, shown)
+    return tmp, inode_of(dir_fd, tmp)
 
 
 def _staged_spool() -> Spool[_Staged]:
@@ -574,7 +577,8 @@ def _staged_spool() -> Spool[_Staged]:
     return Spool(encode, decode)
 
 
-_Pending = tuple[Future[str], str, int, str, bytes]  # write, relpath, dir fd, name, digest
+#: write (its temporary file and inode), relpath, dir fd, name, digest
+_Pending = tuple[Future[tuple[str, _Inode | None]], str, int, str, bytes]
 
 
 class _Transaction:
@@ -630,14 +634,14 @@ class _Transaction:
         digest = keyed_digest(item.data)
         self._count += 1
         if self._count < PARALLEL_STAGING:
-            tmp = fsutil.write_temp(dir_fd, item.data, 0o600, shown)
-            self.staged.append(_staged(item.relpath, dir_fd, name, tmp, digest))
+            tmp, inode = _write_staged(dir_fd, item.data, shown)
+            self.staged.append(_Staged(item.relpath, dir_fd, name, tmp, digest, inode))
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(
                 max_workers=STAGING_WORKERS, thread_name_prefix="keyvault-stage"
             )
-        write = self._pool.submit(fsutil.write_temp, dir_fd, item.data, 0o600, shown)
+        write = self._pool.submit(_write_staged, dir_fd, item.data, shown)
         self._pending.append((write, item.relpath, dir_fd, name, digest))
         while len(self._pending) > 2 * STAGING_WORKERS:
             self._settle_oldest()
@@ -646,9 +650,9 @@ class _Transaction:
         """Record the oldest pooled write. It leaves the queue only once it has a result,
         so a Ctrl-C while waiting still lets _stop_pool find its temporary file."""
         write, relpath, dir_fd, name, digest = self._pending[0]
-        tmp = write.result()
+        tmp, inode = write.result()
         self._pending.popleft()
-        self.staged.append(_staged(relpath, dir_fd, name, tmp, digest))
+        self.staged.append(_Staged(relpath, dir_fd, name, tmp, digest, inode))
 
     def finish_staging(self) -> None:
         """Wait for the pool's writes (the first failure is raised), then end the pool."""
@@ -665,7 +669,8 @@ class _Transaction:
         while self._pending:
             write, relpath, dir_fd, name, digest = self._pending.popleft()
             if write.done() and not write.cancelled() and write.exception() is None:
-                self.staged.append(_staged(relpath, dir_fd, name, write.result(), digest))
+                tmp, inode = write.result()
+                self.staged.append(_Staged(relpath, dir_fd, name, tmp, digest, inode))
 
     def commit(self, writes: Iterable[PlannedWrite]) -> None:
         """Move every staged file into place and check it, or undo it all.
