@@ -504,11 +504,27 @@ def worker(spec: dict[str, Any]) -> None:
     print(json.dumps(result))
 
 
+#: The servers' processes by name (SeaweedFS, moto): what each phase costs them is counted.
+SERVER_PIDS: dict[str, int] = {}
+
+
+def _process_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) process ``pid`` has used so far; None where /proc is not."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_phase(phase: str, spec: dict[str, Any], **extra: Any) -> dict[str, Any]:
     # Each run gets its own state directory, hence its own audit log: a record naming
     # ~500+ keys exceeds audit.MAX_RECORD_SIZE and the next append then fails (reported).
     state = Path(tempfile.mkdtemp(prefix="state-", dir=spec["work"]))
     full = {**spec, **extra, "phase": phase, "state": str(state)}
+    # The servers share this machine's CPUs with the client: their CPU while the child ran
+    # (idle during its start-up) is the rest of what the phase cost.
+    servers_before = {name: _process_cpu(pid) for name, pid in SERVER_PIDS.items()}
     proc = subprocess.run(
         [sys.executable, __file__, "--worker", json.dumps(full)],
         capture_output=True,
@@ -518,6 +534,11 @@ def run_phase(phase: str, spec: dict[str, Any], **extra: Any) -> dict[str, Any]:
     if proc.returncode != 0:
         raise RuntimeError(f"phase {phase} failed:\n{proc.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["server_cpu_seconds"] = {
+        name: round(after - before, 2)
+        for name, before in servers_before.items()
+        if before is not None and (after := _process_cpu(SERVER_PIDS[name])) is not None
+    }
     return result
 
 
@@ -665,8 +686,13 @@ def servers(workdir: Path) -> Iterator[tuple[str, str]]:
         )
 
     (workdir / "weed").mkdir()
-    with weed_server(workdir / "weed") as weed, running(start_moto):
-        yield weed.endpoint, f"http://127.0.0.1:{holder['port']}"
+    with weed_server(workdir / "weed") as weed, running(start_moto) as moto:
+        assert weed.server is not None
+        SERVER_PIDS.update(SeaweedFS=weed.server.proc.pid, moto=moto.proc.pid)
+        try:
+            yield weed.endpoint, f"http://127.0.0.1:{holder['port']}"
+        finally:
+            SERVER_PIDS.clear()
 
 
 @contextlib.contextmanager
@@ -1209,6 +1235,7 @@ def report(r: dict[str, Any]) -> None:
         )
     )
     print("\nkeyvault / floor, each round (the floor runs right beside keyvault): " + paired(r))
+    print_cpu(floor, kv)
     print(
         f"\nkeyvault backup outcomes: {kv['backup']['actions']}; second backup: "
         f"{kv['backup-unchanged']['actions']}; restore: {kv['restore']['actions']}, "
@@ -1284,6 +1311,28 @@ SEALER_NAMES = {
     "awskms": "KMS ECC_NIST_P256 key (moto)",
     "transit": "Transit ed25519 key (OpenBao dev)",
 }
+
+
+def print_cpu(floor: dict[str, Any], kv: dict[str, Any]) -> None:
+    """Where the CPU of the median rounds went: the client (its timed window) and each
+    server. On a machine the servers share, a phase's time follows the sum."""
+    servers = sorted(
+        {name for r in (*floor.values(), *kv.values()) for name in r.get("server_cpu_seconds", {})}
+    )
+    if not servers:
+        return
+    print("\nCPU of the median rounds (s): the client while timed, and each server while it ran\n")
+    print(f"| phase | client | {' | '.join(servers)} | all |")
+    print("|---|---|" + "---|" * len(servers) + "---|")
+    for label, runs in (("floor", floor), ("keyvault", kv)):
+        for phase in ("backup", "restore"):
+            m = runs[phase]
+            cpu = [
+                m["cpu_seconds"],
+                *(m.get("server_cpu_seconds", {}).get(s, 0.0) for s in servers),
+            ]
+            cells = " | ".join(f"{c:.2f}" for c in cpu)
+            print(f"| {label} {phase} | {cells} | {sum(cpu):.2f} |")
 
 
 def paired(r: dict[str, Any]) -> str:
