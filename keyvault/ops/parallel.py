@@ -32,8 +32,8 @@ def bounded_map(
 
     A worker that finishes takes the next queued item at once: the calls do not wait
     for the consumer, which hands results on and queues more when it gets to it (in a
-    restore it also stages each key, and the eight request threads would otherwise
-    idle while it does). An exception from ``fn`` propagates (after in-flight calls
+    restore it also stages each key, and the request threads would otherwise idle
+    while it does). An exception from ``fn`` propagates (after in-flight calls
     finish; the queued ones never start); callers that want per-item failures catch
     inside ``fn``. ``on_abort`` runs when the map ends early (an exception, Ctrl-C,
     the consumer stopping) before the calls in flight are waited for: it can tell

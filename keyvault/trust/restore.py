@@ -561,7 +561,12 @@ def _write_staged(dir_fd: int, data: bytes, shown: str) -> tuple[str, _Inode | N
     """A fsynced temporary file and the inode it is (the undo checks a name still is it).
     Both in the staging pool's thread: the thread that hands keys on does neither."""
     tmp = fsutil.write_temp(dir_fd, data, 0o600, shown)
-    return tmp, inode_of(dir_fd, tmp)
+    try:
+        return tmp, inode_of(dir_fd, tmp)
+    except BaseException:  # not recorded anywhere yet: the undo could not find it
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        raise
 
 
 def _staged_spool() -> Spool[_Staged]:

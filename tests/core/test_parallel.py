@@ -98,20 +98,20 @@ def test_the_workers_go_on_while_the_consumer_is_busy() -> None:
     come back for a result (a restore's consumer stages each key meanwhile)."""
     finished: list[int] = []
     lock = threading.Lock()
-    four_done = threading.Event()
+    five_done = threading.Event()
 
     def work(i: int) -> int:
         with lock:
             finished.append(i)
             if len(finished) >= 2 * 2 + 1:
-                four_done.set()
+                five_done.set()
         return i
 
     results = bounded_map(work, range(100), 2)
     assert next(results) == 0
     # The consumer holds on to item 0: with only the running calls queued, no more than
     # three items (0 and the two started when 0 was handed back) could finish meanwhile.
-    assert four_done.wait(10), f"only {sorted(finished)} finished while the consumer was busy"
+    assert five_done.wait(10), f"only {sorted(finished)} finished while the consumer was busy"
     results.close()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from fixtures.host import is_root, mounted_tmpfs, remount_read_only, tree
 from keyvault.errors import ConflictError, IntegrityError, LocalIOError, UsageError
 from keyvault.trust import restore as restore_mod
 from keyvault.trust.restore import Action, RestoreItem, apply_restore, plan_restore
+from keyvault.trust.safefs import inode_of as real_inode_of
 
 pytestmark = pytest.mark.proves("T8")
 
@@ -249,6 +251,39 @@ def test_many_files_round_trip_through_the_pool(tmp_path: Path) -> None:
     for item in many:
         assert (tmp_path / "trust" / "private" / item.relpath).read_bytes() == item.data
     assert [p for p in (tmp_path / "trust").rglob("*") if "keyvault-tmp" in p.name] == []
+
+
+@pytest.mark.parametrize(
+    ("count", "failing_call"),
+    [(3, 3), (40, 30)],  # a file written in this thread; one written by the pool
+)
+def test_a_staged_file_whose_inode_cannot_be_read_is_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, count: int, failing_call: int
+) -> None:
+    """A temporary file is written, then its inode read: if that fails, the file is not
+    recorded anywhere yet, so the staging itself removes it (the rollback the rest)."""
+    calls = 0
+    lock = threading.Lock()
+
+    def inode_of(dir_fd: int, name: str) -> tuple[int, int] | None:
+        nonlocal calls
+        if "keyvault-tmp" in name:
+            with lock:
+                calls += 1
+                failing = calls == failing_call
+            if failing:
+                raise OSError(5, "Input/output error")
+        return real_inode_of(dir_fd, name)
+
+    monkeypatch.setattr("keyvault.trust.restore.inode_of", inode_of)
+    trust = tmp_path / "trust"
+    (trust / "private").mkdir(parents=True)
+    before = tree(trust)
+    many = [RestoreItem(f"{i:064x}.key", bytes([i % 256]) * 100) for i in range(count)]
+    with pytest.raises(OSError, match="Input/output"):
+        apply_restore(trust, many, force=False)
+    assert calls >= failing_call
+    assert_unchanged(trust, before)
 
 
 def _opened_then_failing(count: int, fail_at: int) -> Iterator[RestoreItem]:
