@@ -518,8 +518,8 @@ def _process_cpu(pid: int) -> float | None:
 
 
 def run_phase(phase: str, spec: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    # Each run gets its own state directory, hence its own audit log: a record naming
-    # ~500+ keys exceeds audit.MAX_RECORD_SIZE and the next append then fails (reported).
+    # Each run gets its own state directory, as a new machine's: no high-water marks yet,
+    # and an audit log of its own.
     state = Path(tempfile.mkdtemp(prefix="state-", dir=spec["work"]))
     full = {**spec, **extra, "phase": phase, "state": str(state)}
     # The servers share this machine's CPUs with the client: their CPU while the child ran
