@@ -33,11 +33,12 @@ def bounded_map(
     A worker that finishes takes the next queued item at once: the calls do not wait
     for the consumer, which hands results on and queues more when it gets to it (in a
     restore it also stages each key, and the request threads would otherwise idle
-    while it does). An exception from ``fn`` propagates (after in-flight calls
-    finish; the queued ones never start); callers that want per-item failures catch
-    inside ``fn``. ``on_abort`` runs when the map ends early (an exception, Ctrl-C,
-    the consumer stopping) before the calls in flight are waited for: it can tell
-    them to give up a long wait.
+    while it does). An exception from ``fn`` propagates once the calls in flight
+    have finished; callers that want per-item failures catch inside ``fn``. When
+    the map ends early (an exception, Ctrl-C, the consumer stopping), the calls
+    still queued are cancelled (a worker may have taken one just before), then
+    ``on_abort`` runs, before the calls in flight are waited for: it can tell them
+    to give up a long wait.
     """
     limit = max(1, min(limit, MAX_CONCURRENCY))
     if limit == 1:
@@ -47,7 +48,7 @@ def bounded_map(
         try:
             yield from _pooled(pool, fn, items, limit)
         except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)  # the queued: none starts now
+            pool.shutdown(wait=False, cancel_futures=True)  # the queued: no more start
             if on_abort is not None:
                 on_abort()
             raise
